@@ -1,0 +1,3 @@
+from rhone_cli.entry import run
+
+run()

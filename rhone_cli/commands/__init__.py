@@ -1,0 +1,36 @@
+"""One module per noun. Each command is thin: parse options, call a service function, render through `Output`.
+
+Command modules import only typer, the standard library and light rhone modules at top level (start-up budget).
+"""
+
+from __future__ import annotations
+
+import typer
+
+
+def register_commands(app: typer.Typer) -> None:
+    from rhone_cli.commands import (
+        app_cmd,
+        artifact,
+        auth,
+        completion,
+        config,
+        deploy,
+        env_cmd,
+        help_cmd,
+        init,
+        local,
+        op,
+        project,
+        promote,
+        route,
+        workspace,
+    )
+
+    auth.register(app)
+    init.register(app)
+    for module in (workspace, project, app_cmd, env_cmd, deploy):
+        app.add_typer(module.app)
+    promote.register(app)
+    for module in (route, op, artifact, local, config, completion, help_cmd):
+        app.add_typer(module.app)

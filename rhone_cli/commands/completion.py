@@ -1,0 +1,40 @@
+"""`rhone completion SHELL`: print the shell completion script (nothing is installed or edited for you)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import typer
+
+from rhone_cli.commands._common import group, invocation
+
+app = group("completion", "Print the shell completion script for bash, zsh or fish.")
+
+INSTALL_HINTS = {
+    "bash": 'eval "$(rhone completion bash)"   # add to ~/.bashrc',
+    "zsh": 'eval "$(rhone completion zsh)"    # add to ~/.zshrc after compinit',
+    "fish": "rhone completion fish > ~/.config/fish/completions/rhone.fish",
+}
+
+
+class Shell(str, Enum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+def script(shell: str) -> str:
+    from typer._completion_shared import get_completion_script
+
+    from rhone_cli.main import COMPLETE_VAR
+
+    return get_completion_script(prog_name="rhone", complete_var=COMPLETE_VAR, shell=shell).rstrip("\n") + "\n"
+
+
+@app.callback(invoke_without_command=True)
+def completion(ctx: typer.Context, shell: Shell = typer.Argument(..., help="bash, zsh or fish.")) -> None:
+    """Print the completion script for SHELL on stdout."""
+    inv = invocation(ctx)
+    inv.env.stdout.write(script(shell.value))
+    if inv.env.stdout_isatty:
+        inv.out.info(f"To enable: {INSTALL_HINTS[shell.value]}")

@@ -1,0 +1,43 @@
+"""`rhone help TOPIC`: reference pages that scripts and people need (exit codes, environment variables)."""
+
+from __future__ import annotations
+
+import typer
+
+from rhone_cli.commands._common import group, invocation
+from rhone_cli.errors import EXIT_CODE_MEANINGS
+
+app = group("help", "Reference topics: exit-codes, environment.")
+
+ENVIRONMENT_VARIABLES = {
+    "RHONE_TOKEN": "API token; wins over stored credentials (use it in CI).",
+    "RHONE_API_URL": "API base URL (like --api-url).",
+    "RHONE_PROFILE": "Profile to use (like --profile).",
+    "RHONE_REQUEST_TIMEOUT": "Seconds per HTTP request (like --request-timeout; default 30).",
+    "RHONE_PROGRESS": "auto, plain, jsonl or none (like --progress).",
+    "RHONE_NO_INPUT": "Never prompt (like --no-input).",
+    "RHONE_CONFIG_DIR": "Directory for config.toml and credentials.toml (default: the platform config dir).",
+    "CI": "When set, rhone never prompts and never uses the OS keyring.",
+    "NO_COLOR": "Disable colors (also --no-color, TERM=dumb).",
+}
+
+
+@app.command("exit-codes")
+def exit_codes(ctx: typer.Context) -> None:
+    """The exit codes rhone uses, and what each means."""
+    inv = invocation(ctx)
+    rows = [{"code": int(code), "name": code.name.lower(), "meaning": text} for code, text in EXIT_CODE_MEANINGS.items()]
+    inv.out.result(
+        {"exit_codes": rows},
+        lambda out: out.table(["code", "name", "meaning"], [(r["code"], r["name"], r["meaning"]) for r in rows]),
+    )
+
+
+@app.command("environment")
+def environment(ctx: typer.Context) -> None:
+    """The environment variables rhone reads."""
+    inv = invocation(ctx)
+    rows = [{"name": k, "meaning": v} for k, v in ENVIRONMENT_VARIABLES.items()]
+    inv.out.result(
+        {"environment": rows}, lambda out: out.table(["name", "meaning"], [(r["name"], r["meaning"]) for r in rows])
+    )

@@ -1,0 +1,390 @@
+"""`rhone.toml`: the human-authored project configuration.
+
+Loaded with `tomllib`, validated with pydantic, written (only by `rhone init`) with `tomli-w`. Every problem is
+reported with the file, the line, the dotted key path and, where one is close, a "did you mean" suggestion; all
+problems of a file are collected, not just the first. `schemas/rhone.toml.schema.json` is generated from
+`RhoneToml` (see `rhone_cli.schemas`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from rhone_cli.config.toml_lines import key_lines, line_of
+from rhone_cli.errors import ExitCode, RhoneError
+
+FILENAME = "rhone.toml"
+SCHEMA_URL = "https://rhone.dev/schemas/rhone.toml.schema.json"
+DEFAULT_ENVIRONMENTS = ("preview", "production")
+RUNTIME_SERVICES = ("session", "broadcast", "cache", "queue", "idempotency", "object_storage")
+PROVIDER_KINDS = ("postgres", "mysql", "redis", "s3", "smtp", "generic")
+
+_SLUG = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+
+
+# -- field checks -------------------------------------------------------------------------------------------------
+def _slug(value: str) -> str:
+    # Names end up in hostnames (`<app>--<env>.<suffix>`), so they are DNS labels without a double hyphen.
+    if len(value) > 40:
+        raise ValueError("must be at most 40 characters")
+    if not _SLUG.match(value):
+        raise ValueError(
+            "must start with a lowercase letter and contain only lowercase letters, digits and single hyphens "
+            "(it becomes part of URLs)"
+        )
+    return value
+
+
+def _relative_path(value: str) -> str:
+    """A project-relative path: not empty, not absolute (POSIX or Windows), no `..` segment."""
+    if not value.strip():
+        raise ValueError("must not be empty")
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    if value.startswith(("/", "\\", "~")) or PureWindowsPath(value).drive:
+        raise ValueError("must be relative to the project directory, not an absolute path")
+    parts = PurePosixPath(value.replace("\\", "/")).parts
+    if ".." in parts:
+        raise ValueError("must stay inside the project directory (no '..' segments)")
+    return value
+
+
+def _glob(value: str) -> str:
+    """A gitignore-style, project-relative glob."""
+    if not value.strip():
+        raise ValueError("glob must not be empty")
+    _relative_path(value.lstrip("!"))
+    depth = 0
+    for char in value:
+        if char == "[":
+            if depth:
+                raise ValueError(f"glob {value!r} nests '[' inside a character class")
+            depth = 1
+        elif char == "]" and depth:
+            depth = 0
+    if depth:
+        raise ValueError(f"glob {value!r} has an unclosed '['")
+    for segment in value.replace("\\", "/").split("/"):
+        if "**" in segment and segment != "**":
+            raise ValueError(f"glob {value!r}: '**' must be a whole path segment (like 'a/**/b')")
+    return value
+
+
+def _command(value: str) -> str:
+    if not value.strip():
+        raise ValueError("command must not be empty")
+    return value
+
+
+def _http_path(value: str) -> str:
+    if not value.startswith("/") or any(c.isspace() for c in value):
+        raise ValueError("must be an absolute URL path such as '/healthz'")
+    return value
+
+
+Slug = Annotated[str, AfterValidator(_slug)]
+RelativePath = Annotated[str, AfterValidator(_relative_path)]
+Glob = Annotated[str, AfterValidator(_glob)]
+Command = Annotated[str, AfterValidator(_command)]
+HttpPath = Annotated[str, AfterValidator(_http_path)]
+
+
+class _Section(BaseModel):
+    # strict: TOML has real types, so "60" is not an integer and "yes" is not a boolean.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ProjectSection(_Section):
+    name: Slug = Field(description="Project name within the workspace.")
+    workspace: Slug | None = Field(None, description="Workspace; defaults to the profile's workspace.")
+
+
+class AppSection(_Section):
+    name: Slug = Field(description="App name; stable identity that exists before any deployment.")
+
+
+class BuildSection(_Section):
+    command: Command | None = Field(
+        None, description="Build command run by the build worker; omit when the source is the artifact."
+    )
+    output: RelativePath = Field(".", description="Directory (relative) that holds the built artifact.")
+    include: list[Glob] = Field(default_factory=lambda: ["**"], description="Globs of files to include.")
+    exclude: list[Glob] = Field(default_factory=list, description="Globs to exclude (in addition to .rhoneignore).")
+    timeout: int = Field(600, ge=1, le=7200, description="Build timeout in seconds.")
+
+
+class ProcessSection(_Section):
+    start: Command = Field(description="Start command; the process receives PORT and must listen on it.")
+    health_path: HttpPath = Field("/healthz", description="Readiness probe path.")
+    readiness_timeout: int = Field(60, ge=1, le=3600, description="Seconds to wait for readiness.")
+
+
+class VangoSection(_Section):
+    state_manifest: RelativePath | None = Field(None, description="vango_state_manifest.json, when the app has one.")
+    state_schema: RelativePath | None = Field(None, description="vango_state_schema.json, when the app has one.")
+    routes: RelativePath | None = Field(None, description="Generated routes file (app/routes/routes_gen.go).")
+
+
+class DatabaseSection(_Section):
+    migrations: RelativePath | None = Field(None, description="Directory of database migrations.")
+
+
+class EnvironmentPolicy(_Section):
+    approval_required: bool = Field(False, description="Promotions need an owner/admin approval.")
+    frozen: bool = Field(False, description="Promotions are refused while frozen.")
+
+
+class RuntimeSection(_Section):
+    services: list[Literal[RUNTIME_SERVICES]] = Field(  # type: ignore[valid-type]
+        default_factory=list, description="Runtime services the app requires to run more than one instance."
+    )
+
+
+class Provider(_Section):
+    kind: Literal[PROVIDER_KINDS] = Field(description="Kind of external resource.")  # type: ignore[valid-type]
+    required: bool = Field(True, description="Deploys are gated until a ready binding exists.")
+
+
+class RhoneToml(_Section):
+    """The schema of rhone.toml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, title="rhone.toml")
+
+    project: ProjectSection
+    app: AppSection
+    build: BuildSection = Field(default_factory=BuildSection)
+    process: ProcessSection
+    vango: VangoSection = Field(default_factory=VangoSection)
+    database: DatabaseSection = Field(default_factory=DatabaseSection)
+    environments: dict[Slug, EnvironmentPolicy] = Field(
+        default_factory=dict, description="Environment policies; preview and production always exist."
+    )
+    runtime: RuntimeSection = Field(default_factory=RuntimeSection)
+    providers: dict[Slug, Provider] = Field(default_factory=dict, description="Declared providers by name.")
+
+    def resolved(self) -> dict[str, Any]:
+        """The configuration with every default filled in, as `rhone config show` prints it."""
+        data = self.model_dump(mode="json")
+        environments = {name: EnvironmentPolicy().model_dump(mode="json") for name in DEFAULT_ENVIRONMENTS}
+        environments.update(data["environments"])
+        data["environments"] = environments
+        return data
+
+
+# -- problems -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int | None
+    column: int | None
+    key: str | None
+    message: str
+    suggestion: str | None = None
+
+    @property
+    def text(self) -> str:
+        where = self.file + (f":{self.line}" if self.line else "") + (f":{self.column}" if self.column else "")
+        key = f" {self.key}:" if self.key else ""
+        hint = f" (did you mean {self.suggestion!r}?)" if self.suggestion else ""
+        return f"{where}:{key} {self.message}{hint}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "key": self.key,
+            "message": self.message,
+            "suggestion": self.suggestion,
+            "text": self.text,
+        }
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + (part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else f'"{part}"')
+    return out
+
+
+def _model_at(path: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The model whose fields are valid at `path` (for suggesting a key name)."""
+    model: Any = RhoneToml
+    for part in path:
+        if isinstance(part, int) or model is None:
+            return None
+        if model in (RhoneToml,) and part in ("environments", "providers"):
+            # dict[Slug, Model]: the next part is a user-chosen name.
+            model = {"environments": EnvironmentPolicy, "providers": Provider}[part]
+            continue
+        if model in (EnvironmentPolicy, Provider) and part not in model.model_fields:
+            continue  # the user-chosen name itself
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return model
+
+
+def _close(word: str, choices: list[str]) -> str | None:
+    matches = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _problems_from_validation(error: ValidationError, file: str, lines: dict) -> list[Problem]:
+    problems = []
+    for item in error.errors(include_url=False):
+        loc = tuple(part for part in item["loc"] if part != "[key]")
+        kind = item["type"]
+        suggestion = None
+        message = item["msg"]
+        if kind == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            choices = list(parent.model_fields) if parent else []
+            suggestion = _close(str(loc[-1]), choices)
+            message = "unknown key"
+            if choices and not suggestion:
+                message += f" (allowed here: {', '.join(choices)})"
+        elif kind == "missing":
+            message = "required key is missing"
+        elif kind == "literal_error":
+            expected = item.get("ctx", {}).get("expected", "")
+            choices = re.findall(r"'([^']+)'", expected)
+            suggestion = _close(str(item.get("input")), choices)
+            message = f"{item.get('input')!r} is not one of {', '.join(choices)}"
+        elif kind == "value_error":
+            message = message.removeprefix("Value error, ")
+        elif kind.endswith("_type") or kind.endswith("_parsing"):
+            message = f"{message} (got {type(item.get('input')).__name__} {item.get('input')!r})"
+        problems.append(Problem(file, line_of(lines, loc), None, _dotted(loc) or None, message, suggestion))
+    problems.sort(key=lambda p: (p.line or 0, p.key or ""))
+    return problems
+
+
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+_TOML_EOF = re.compile(r"\s*\(at end of document\)$")
+
+
+def _problem_from_syntax(error: tomllib.TOMLDecodeError, file: str, source: str) -> Problem:
+    message = str(error)
+    line = column = None
+    match = _TOML_POSITION.search(message)
+    if match:
+        line, column = int(match.group(1)), int(match.group(2))
+        message = message[: match.start()]
+    elif _TOML_EOF.search(message):
+        line = max(1, len(source.splitlines()))
+        message = _TOML_EOF.sub("", message) + " at end of file"
+    return Problem(file, line, column, None, f"TOML syntax error: {message}")
+
+
+# -- loading ------------------------------------------------------------------------------------------------------
+@dataclass
+class LoadResult:
+    path: Path
+    config: RhoneToml | None
+    problems: list[Problem]
+
+
+def parse(source: str, file: str) -> tuple[RhoneToml | None, list[Problem]]:
+    try:
+        data = tomllib.loads(source)
+    except tomllib.TOMLDecodeError as error:
+        return None, [_problem_from_syntax(error, file, source)]
+    try:
+        return RhoneToml.model_validate(data), []
+    except ValidationError as error:
+        return None, _problems_from_validation(error, file, key_lines(source))
+
+
+def find(start: Path) -> Path | None:
+    """The nearest rhone.toml at or above `start` (like git finds its repository)."""
+    start = start.resolve()
+    for directory in (start, *start.parents):
+        candidate = directory / FILENAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_file(path: Path) -> LoadResult:
+    display = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return LoadResult(path, None, [Problem(display, None, None, None, "file not found")])
+    except OSError as error:
+        return LoadResult(path, None, [Problem(display, None, None, None, f"cannot read: {error.strerror}")])
+    try:
+        source = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return LoadResult(path, None, [Problem(display, None, None, None, f"not valid UTF-8 (byte {error.start})")])
+    config, problems = parse(source, display)
+    return LoadResult(path, config, problems)
+
+
+def config_error(result: LoadResult) -> RhoneError:
+    count = len(result.problems)
+    return RhoneError(
+        f"{result.path} is not valid: {count} problem{'s' if count != 1 else ''}",
+        code="invalid_config",
+        exit_code=ExitCode.USAGE,
+        hint="run `rhone config validate` after fixing; the schema is schemas/rhone.toml.schema.json",
+        details={"file": str(result.path), "problems": [p.to_dict() for p in result.problems]},
+    )
+
+
+def locate(workdir: Path, explicit: Path | None = None) -> Path:
+    if explicit is not None:
+        return explicit if explicit.is_absolute() else workdir / explicit
+    found = find(workdir)
+    if found is None:
+        raise RhoneError(
+            f"no {FILENAME} in {workdir} or any parent directory",
+            code="config_not_found",
+            exit_code=ExitCode.USAGE,
+            hint="run `rhone init` to create one, or use -C DIR to point at the project",
+        )
+    return found
+
+
+def load(workdir: Path, explicit: Path | None = None) -> RhoneToml:
+    """Load and validate the project's rhone.toml, or raise a usage error listing every problem."""
+    result = load_file(locate(workdir, explicit))
+    if result.config is None:
+        raise config_error(result)
+    return result.config
+
+
+def json_schema() -> dict[str, Any]:
+    schema = RhoneToml.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_URL, **schema}
+
+
+def render_new(project: str, app: str, start: str) -> str:
+    """The text `rhone init` writes: a minimal valid file with the common keys shown."""
+    import tomli_w
+
+    document = {
+        "project": {"name": project},
+        "app": {"name": app},
+        "process": {"start": start, "health_path": "/healthz", "readiness_timeout": 60},
+        "environments": {"production": {"approval_required": False}},
+    }
+    header = (
+        f"# rhone.toml: project configuration for rhone (human-authored; builds never write it).\n"
+        f"# Schema: {SCHEMA_URL}\n"
+        f"# Check it offline with `rhone config validate`.\n\n"
+    )
+    return header + tomli_w.dumps(document)

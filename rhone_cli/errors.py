@@ -1,0 +1,121 @@
+"""Typed errors and the exit-code contract.
+
+Every failure a command can report is a `RhoneError` carrying a stable machine `code`, a human message and the
+process exit code. The output module renders them (stderr text, or a JSON error document with `--json`); nothing
+else decides exit codes. This module is imported on every start-up path, so it uses the standard library only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    AUTH = 3
+    NOT_FOUND = 4
+    CONFLICT = 5
+    BLOCKED = 6
+    WAIT_TIMEOUT = 7
+    UNREACHABLE = 8
+    INTERRUPTED = 130
+
+
+# The published table (README and `rhone help exit-codes` render this; a test keeps them in step).
+EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "success: the command, or the operation it drove, reached its success state",
+    ExitCode.FAILED: "the operation failed (terminal failed/rolled_back), or an unexpected error",
+    ExitCode.USAGE: "usage or configuration error: bad flags, invalid rhone.toml, input needed but prompting is off",
+    ExitCode.AUTH: "not authenticated or not allowed: no token, 401, 403",
+    ExitCode.NOT_FOUND: "not found",
+    ExitCode.CONFLICT: "conflict: route epoch moved, digest mismatch, idempotency key reused with another request, "
+    "state conflict",
+    ExitCode.BLOCKED: "blocked at a gate: approval needed, binding missing, scale gate, environment frozen",
+    ExitCode.WAIT_TIMEOUT: "stopped waiting (timeout): the operation is still running; the resume command was printed",
+    ExitCode.UNREACHABLE: "API unreachable, or transient server errors persisted after retries",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C): the server-side operation continues; the resume command was printed",
+}
+
+
+@dataclass
+class RhoneError(Exception):
+    """A failure with everything a user or a script needs to act on it."""
+
+    message: str
+    code: str = "error"
+    exit_code: int = ExitCode.FAILED
+    request_id: str | None = None
+    operation_id: str | None = None
+    retryable: bool = False
+    hint: str | None = None
+    details: dict | None = None
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_document(self) -> dict:
+        """The `--json` error document: one stable shape for every failure."""
+        doc = {
+            "code": self.code,
+            "message": self.message,
+            "request_id": self.request_id,
+            "operation_id": self.operation_id,
+            "retryable": self.retryable,
+            "hint": self.hint,
+            "exit_code": int(self.exit_code),
+        }
+        if self.details:
+            doc["details"] = self.details
+        return {"error": doc}
+
+
+def usage_error(message: str, *, hint: str | None = None, code: str = "usage_error") -> RhoneError:
+    return RhoneError(message, code=code, exit_code=ExitCode.USAGE, hint=hint)
+
+
+def input_required(flag: str, what: str) -> RhoneError:
+    """Raised instead of prompting when prompting is off (CI, no TTY, --no-input)."""
+    return RhoneError(
+        f"{what} is required and prompting is disabled; pass {flag}",
+        code="input_required",
+        exit_code=ExitCode.USAGE,
+        hint=f"pass {flag}, or run in an interactive terminal without --no-input",
+    )
+
+
+def not_implemented(command: str, arrives_with: str) -> RhoneError:
+    """Commands whose server side is not built yet say so instead of pretending to work."""
+    return RhoneError(
+        f"`rhone {command}` is not available in this version of rhone yet",
+        code="not_implemented",
+        exit_code=ExitCode.FAILED,
+        hint=f"it arrives with {arrives_with}; see CHANGELOG.md",
+    )
+
+
+# HTTP status -> (exit code, fallback error code) for errors whose body we could not interpret.
+STATUS_EXIT_CODES: dict[int, tuple[int, str]] = {
+    400: (ExitCode.USAGE, "bad_request"),
+    401: (ExitCode.AUTH, "unauthenticated"),
+    403: (ExitCode.AUTH, "forbidden"),
+    404: (ExitCode.NOT_FOUND, "not_found"),
+    409: (ExitCode.CONFLICT, "conflict"),
+    412: (ExitCode.CONFLICT, "precondition_failed"),
+    422: (ExitCode.USAGE, "invalid_request"),
+    423: (ExitCode.BLOCKED, "blocked"),
+    429: (ExitCode.UNREACHABLE, "rate_limited"),
+}
+
+
+def exit_code_for_status(status: int) -> tuple[int, str]:
+    if status in STATUS_EXIT_CODES:
+        return STATUS_EXIT_CODES[status]
+    if status >= 500:
+        return ExitCode.UNREACHABLE, "server_error"
+    return ExitCode.FAILED, "http_error"

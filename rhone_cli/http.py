@@ -1,0 +1,220 @@
+"""The one place rhone speaks HTTP (and the only module that imports httpx).
+
+- base URL, `--request-timeout`, `User-Agent: rhone/<version>`, bearer token;
+- an `Idempotency-Key` on every POST, the same key on every retry of that request;
+- retries with exponential backoff and full jitter on connection errors and on 429/502/503/504, honouring
+  `Retry-After`; a POST is retried only because its key makes a replay safe;
+- the uniform error body `{"error": {"code", "message", "request_id", "details"}}` becomes a `RhoneError` with the
+  documented exit code, and the request id (from the body or `X-Request-Id`) is carried into every error;
+- the request log (`--verbose`) never shows the Authorization header.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from rhone_cli import __version__
+from rhone_cli.errors import ExitCode, RhoneError, exit_code_for_status
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# Error codes that mean "a gate said no", whatever status the server chose for them.
+BLOCKED_CODES = frozenset(
+    {"approval_required", "environment_frozen", "binding_missing", "scale_gate_failed", "gate_blocked"}
+)
+MAX_RETRY_AFTER_SECONDS = 60.0
+USER_AGENT = f"rhone/{__version__}"
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    data: Any
+    headers: dict[str, str]
+    request_id: str | None
+
+
+def new_idempotency_key() -> str:
+    return f"rhone-{uuid.uuid4()}"
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class ApiClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        max_attempts: int = 5,
+        backoff_base: float = 0.25,
+        backoff_cap: float = 8.0,
+        log: Callable[[str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.max_attempts = max(1, max_attempts)
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self._log = log or (lambda message: None)
+        self._sleep = sleep
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- verbs --------------------------------------------------------------------------------------------------
+    def get(self, path: str, *, params: dict[str, Any] | None = None, timeout: float | None = None) -> ApiResponse:
+        return self.request("GET", path, params=params, timeout=timeout)
+
+    def delete(self, path: str) -> ApiResponse:
+        return self.request("DELETE", path)
+
+    def post(
+        self,
+        path: str,
+        json: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        idempotent: bool = True,
+    ) -> ApiResponse:
+        """POST with an Idempotency-Key (generated unless given). `idempotent=False` sends no key and never retries."""
+        key = (idempotency_key or new_idempotency_key()) if idempotent else None
+        return self.request("POST", path, json=json, idempotency_key=key)
+
+    # -- core ---------------------------------------------------------------------------------------------------
+    def _backoff(self, attempt: int) -> float:
+        return random.uniform(0, min(self.backoff_cap, self.backoff_base * (2**attempt)))
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> ApiResponse:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        # Safe to send again: reads, PUT/DELETE by definition, and a POST whose key makes the server replay it.
+        retryable = method != "POST" or idempotency_key is not None
+        attempts = self.max_attempts if retryable else 1
+        url = f"{self.base_url}{path}"
+        last_error: RhoneError | None = None
+        for attempt in range(attempts):
+            request_timeout = httpx.USE_CLIENT_DEFAULT if timeout is None else httpx.Timeout(timeout)
+            key_note = f" idempotency-key={idempotency_key}" if idempotency_key else ""
+            self._log(f"→ {method} {url}{key_note} (attempt {attempt + 1}/{attempts})")
+            started = time.monotonic()
+            try:
+                response = self._client.request(
+                    method, path, json=json, params=params, headers=headers, timeout=request_timeout
+                )
+            except httpx.TransportError as error:
+                last_error = self._transport_error(error, method, url)
+                self._log(f"← {type(error).__name__}: {last_error.message}")
+                if attempt + 1 < attempts:
+                    self._sleep(self._backoff(attempt))
+                    continue
+                raise last_error from None
+            elapsed_ms = (time.monotonic() - started) * 1000
+            request_id = response.headers.get("x-request-id")
+            self._log(f"← {response.status_code} {method} {url} in {elapsed_ms:.0f} ms request-id={request_id}")
+            if response.status_code in RETRY_STATUSES and attempt + 1 < attempts:
+                delay = _retry_after_seconds(response.headers.get("retry-after"))
+                if delay is None:
+                    delay = self._backoff(attempt)
+                self._sleep(min(delay, MAX_RETRY_AFTER_SECONDS))
+                continue
+            if response.is_success:
+                return ApiResponse(response.status_code, _json_or_none(response), dict(response.headers), request_id)
+            error = self._http_error(response, method, url)
+            if response.status_code in RETRY_STATUSES and retryable:
+                error.message += f" (gave up after {attempts} attempts)"
+            raise error
+        raise last_error or RhoneError("request failed", exit_code=ExitCode.UNREACHABLE)  # pragma: no cover
+
+    def _transport_error(self, error: httpx.TransportError, method: str, url: str) -> RhoneError:
+        if isinstance(error, httpx.ConnectError):
+            reason = "connection refused" if "refused" in str(error).lower() else f"cannot connect ({error})"
+        elif isinstance(error, httpx.TimeoutException):
+            reason = f"no answer within the request timeout ({type(error).__name__})"
+        else:
+            reason = f"{type(error).__name__}: {error}"
+        return RhoneError(
+            f"cannot reach the Rhone API at {self.base_url}: {reason}",
+            code="api_unreachable",
+            exit_code=ExitCode.UNREACHABLE,
+            retryable=True,
+            hint="is the server running (`rhone local up` for Rhone Local)? check --api-url / RHONE_API_URL",
+            details={"method": method, "url": url},
+        )
+
+    def _http_error(self, response: httpx.Response, method: str, url: str) -> RhoneError:
+        exit_code, fallback_code = exit_code_for_status(response.status_code)
+        body = _json_or_none(response)
+        payload = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(payload, dict):
+            payload = {}
+        code = str(payload.get("code") or fallback_code)
+        if code in BLOCKED_CODES:
+            exit_code = ExitCode.BLOCKED
+        message = payload.get("message") or f"{method} {url} failed with HTTP {response.status_code}"
+        details = payload.get("details") if isinstance(payload.get("details"), dict) else None
+        return RhoneError(
+            str(message),
+            code=code,
+            exit_code=exit_code,
+            request_id=payload.get("request_id") or response.headers.get("x-request-id"),
+            operation_id=payload.get("operation_id") or (details or {}).get("operation_id"),
+            retryable=response.status_code in RETRY_STATUSES,
+            hint=payload.get("hint"),
+            details={"status": response.status_code, **(details or {})},
+        )
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None

@@ -1,0 +1,77 @@
+"""One run of `rhone`: the environment and output, plus what a command may need, built on first use.
+
+Commands receive an `Invocation` and ask it for the active profile, a token, an API client or the project's
+rhone.toml. Nothing is read, imported or probed until a command asks, which keeps `--help` and completion fast and
+lets tests swap any piece (for example a client with a mock transport).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from rhone_cli.config.profiles import Profile
+from rhone_cli.environment import Environment
+from rhone_cli.output import Output
+
+if TYPE_CHECKING:
+    from rhone_cli.config.credentials import Credential, Credentials
+    from rhone_cli.config.project import RhoneToml
+    from rhone_cli.http import ApiClient
+
+
+class Invocation:
+    def __init__(self, env: Environment, out: Output | None = None) -> None:
+        self.env = env
+        self.out = out or Output(env)
+        self._client: ApiClient | None = None
+
+    @cached_property
+    def credentials(self) -> Credentials:
+        from rhone_cli.config.credentials import Credentials
+
+        return Credentials(self.env, self.out)
+
+    @property
+    def profile_name(self) -> str:
+        return (
+            self.env.options.profile
+            or self.env.environ.get("RHONE_PROFILE")
+            or self.credentials.profiles.current_name()
+        )
+
+    @cached_property
+    def profile(self) -> Profile:
+        profile = self.credentials.profiles.get(self.profile_name)
+        api_url = self.env.options.api_url or self.env.environ.get("RHONE_API_URL")
+        if api_url:
+            profile.api_url = api_url
+        return profile
+
+    def credential(self, *, required: bool = True) -> Credential:
+        if required:
+            return self.credentials.require(self.profile)
+        return self.credentials.resolve(self.profile)
+
+    def client(self, *, authenticated: bool = True) -> ApiClient:
+        if self._client is None:
+            from rhone_cli.http import ApiClient
+
+            token = self.credential().token if authenticated else None
+            self._client = ApiClient(
+                self.profile.api_url,
+                token,
+                timeout=self.env.options.request_timeout,
+                log=self.out.debug,
+            )
+        return self._client
+
+    def project_config(self) -> RhoneToml:
+        from rhone_cli.config import project
+
+        return project.load(self.env.workdir)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -1,0 +1,208 @@
+"""The `rhone` entry point: the command tree, the global options, and the one place exceptions become exit codes.
+
+Start-up budget: this module and every command module import only typer and the standard library at top level.
+httpx, keyring, rich tables and pydantic models are imported inside the commands that use them (a test checks
+`sys.modules` after `--help`, `--version` and a completion request).
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rhone_cli import __version__
+from rhone_cli.commands import register_commands
+from rhone_cli.commands._common import new_typer
+from rhone_cli.environment import Environment, _truthy
+from rhone_cli.errors import ExitCode, RhoneError
+from rhone_cli.invocation import Invocation
+
+COMPLETE_VAR = "_RHONE_COMPLETE"
+
+# Global options accepted before or after the command (`rhone --json app ls` == `rhone app ls --json`).
+GLOBAL_FLAGS = frozenset({"--json", "--quiet", "-q", "--verbose", "-v", "--no-color", "--no-input"})
+GLOBAL_VALUE_OPTIONS = frozenset({"--profile", "--api-url", "--token", "-C", "--cwd", "--request-timeout", "--progress"})
+
+
+class ProgressMode(str, Enum):
+    auto = "auto"
+    plain = "plain"
+    jsonl = "jsonl"
+    none = "none"
+
+
+app = new_typer(
+    name="rhone",
+    help=(
+        "rhone: deploy and operate Vango apps on Rhone Cloud, or on Rhone Local (`rhone local up`).\n\n"
+        "Global options may be given before or after the command. Exit codes: `rhone help exit-codes`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,  # `rhone completion SHELL` prints scripts without guessing the shell or editing dotfiles
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"rhone {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Write exactly one JSON document to stdout (results or the error).")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only results and errors; no progress or hints.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log requests to stderr (tokens redacted); tracebacks on errors.")
+    ] = False,
+    no_color: Annotated[bool, typer.Option("--no-color", help="No colors (also NO_COLOR, TERM=dumb).")] = False,
+    no_input: Annotated[
+        bool,
+        typer.Option("--no-input", help="Never prompt; fail naming the missing flag (implied by CI or no TTY)."),
+    ] = False,
+    profile: Annotated[str | None, typer.Option("--profile", help="Profile to use [env: RHONE_PROFILE].", metavar="NAME")] = None,
+    api_url: Annotated[str | None, typer.Option("--api-url", help="API base URL [env: RHONE_API_URL].", metavar="URL")] = None,
+    token: Annotated[
+        str | None, typer.Option("--token", help="API token; prefer the RHONE_TOKEN env var, which stays out of ps.", metavar="TOKEN")
+    ] = None,
+    cwd: Annotated[
+        Path | None, typer.Option("--cwd", "-C", help="Run as if started in DIR.", metavar="DIR")
+    ] = None,
+    request_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--request-timeout",
+            help="Seconds per HTTP request [env: RHONE_REQUEST_TIMEOUT; default 30].",
+            min=0.1,
+            metavar="SECONDS",
+        ),
+    ] = None,
+    progress: Annotated[
+        ProgressMode | None,
+        typer.Option("--progress", help="Progress on stderr: auto, plain, jsonl or none [env: RHONE_PROGRESS].", metavar="MODE"),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_version_callback, is_eager=True)
+    ] = False,
+) -> None:
+    invocation: Invocation = ctx.obj
+    env = invocation.env
+    options = env.options
+    options.json = json_output
+    options.quiet = quiet
+    options.verbose = verbose
+    options.no_color = no_color
+    options.no_input = no_input or _truthy(env.environ.get("RHONE_NO_INPUT"))
+    options.profile = profile
+    options.api_url = api_url
+    options.token = token
+    options.cwd = cwd
+    if token:
+        env.secrets.add(token)
+    if request_timeout is None:
+        raw = env.environ.get("RHONE_REQUEST_TIMEOUT")
+        try:
+            request_timeout = float(raw) if raw else 30.0
+        except ValueError:
+            raise RhoneError(
+                f"RHONE_REQUEST_TIMEOUT must be a number of seconds, not {raw!r}",
+                code="usage_error",
+                exit_code=ExitCode.USAGE,
+            ) from None
+    options.request_timeout = request_timeout
+    mode = progress.value if progress else env.environ.get("RHONE_PROGRESS", "auto")
+    if mode not in {m.value for m in ProgressMode}:
+        raise RhoneError(
+            f"RHONE_PROGRESS must be one of auto, plain, jsonl, none (not {mode!r})",
+            code="usage_error",
+            exit_code=ExitCode.USAGE,
+        )
+    options.progress = "none" if (quiet and mode == "auto") else mode
+    if cwd is not None and not env.workdir.is_dir():
+        raise RhoneError(f"-C {cwd}: no such directory", code="usage_error", exit_code=ExitCode.USAGE)
+
+
+register_commands(app)
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Move global options found after the command to the front, so they work in either position."""
+    hoisted: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--":
+            rest.extend(argv[index:])
+            break
+        name = arg.split("=", 1)[0]
+        if arg in GLOBAL_FLAGS:
+            hoisted.append(arg)
+        elif name in GLOBAL_VALUE_OPTIONS and "=" in arg and name.startswith("--"):
+            hoisted.append(arg)
+        elif arg in GLOBAL_VALUE_OPTIONS and index + 1 < len(argv):
+            hoisted.extend(argv[index : index + 2])
+            index += 1
+        else:
+            rest.append(arg)
+        index += 1
+    return hoisted + rest
+
+
+def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
+    """Run rhone with `argv` in `env` and return the exit code (never raises, never calls sys.exit)."""
+    env = env or Environment()
+    invocation = Invocation(env)
+    args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    before_command = args[: next((i for i, a in enumerate(args) if a == "--"), len(args))]
+    env.options.json = "--json" in before_command
+    env.options.verbose = "--verbose" in before_command or "-v" in before_command
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(
+            args=args, prog_name="rhone", standalone_mode=False, obj=invocation, complete_var=COMPLETE_VAR
+        )
+        return result if isinstance(result, int) else 0
+    except RhoneError as error:
+        return invocation.out.error(error)
+    except typer.TyperException as error:  # typer's (vendored Click) usage errors: bad flags, missing args
+        if env.options.json:
+            return invocation.out.error(
+                RhoneError(error.format_message(), code="usage_error", exit_code=ExitCode.USAGE,
+                           hint="see `rhone --help` or `rhone COMMAND --help`")
+            )
+        error.show(file=env.stderr)
+        return ExitCode.USAGE if error.exit_code == 2 else error.exit_code
+    except typer.Abort:
+        env.stderr.write("aborted\n")
+        return ExitCode.INTERRUPTED
+    except KeyboardInterrupt:
+        env.stderr.write("interrupted\n")
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`rhone ... | head`): not our failure, and nothing more to say.
+        return ExitCode.OK
+    except Exception as error:  # noqa: BLE001 - the last line of defence: a message, never a traceback
+        if env.options.verbose:
+            import traceback
+
+            traceback.print_exc(file=env.stderr)
+        return invocation.out.error(
+            RhoneError(
+                f"unexpected error: {type(error).__name__}: {error}",
+                code="internal_error",
+                exit_code=ExitCode.FAILED,
+                hint="rerun with --verbose for the traceback, and report it",
+            )
+        )
+    finally:
+        invocation.close()
+

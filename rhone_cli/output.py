@@ -1,0 +1,184 @@
+"""All output goes through here: results, tables, progress, warnings, errors and exit codes.
+
+The contract (PRODUCT.md §4):
+- with `--json`, stdout carries exactly one JSON document and nothing else, ever — a result or an error document;
+- human results go to stdout; progress, warnings and hints go to stderr;
+- animated progress only when stderr is an interactive terminal, one plain line per change otherwise, or one JSON
+  object per line with `--progress jsonl`;
+- known secrets are masked in every line written.
+
+rich is imported only when a human-readable table or styled line is actually rendered.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from rhone_cli.errors import ExitCode, RhoneError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from rhone_cli.environment import Environment
+
+MASK = "********"
+
+
+class Output:
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+        self._stdout_console: Console | None = None
+        self._stderr_console: Console | None = None
+        self.document_written = False
+
+    # -- secrets -----------------------------------------------------------------------------------------------
+    def mask(self, text: str) -> str:
+        for secret in sorted(self.env.secrets, key=len, reverse=True):
+            if secret and len(secret) >= 4:
+                text = text.replace(secret, MASK)
+        return text
+
+    def _write(self, stream: Any, text: str) -> None:
+        stream.write(self.mask(text))
+        stream.flush()
+
+    # -- consoles (lazy: rich costs start-up time) ---------------------------------------------------------------
+    def _console(self, *, stderr: bool) -> Console:
+        from rich.console import Console
+
+        stream = self.env.stderr if stderr else self.env.stdout
+        return Console(
+            file=stream,
+            no_color=not self.env.color,
+            color_system="auto" if self.env.color else None,
+            highlight=False,
+            soft_wrap=True,
+            emoji=False,
+        )
+
+    @property
+    def console(self) -> Console:
+        if self._stdout_console is None:
+            self._stdout_console = self._console(stderr=False)
+        return self._stdout_console
+
+    @property
+    def err_console(self) -> Console:
+        if self._stderr_console is None:
+            self._stderr_console = self._console(stderr=True)
+        return self._stderr_console
+
+    # -- results ------------------------------------------------------------------------------------------------
+    def json_document(self, document: Any) -> None:
+        """Write the one JSON document of this invocation to stdout."""
+        if self.document_written:
+            raise RuntimeError("a JSON document was already written to stdout")
+        self.document_written = True
+        self._write(self.env.stdout, json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
+
+    def result(self, document: Any, human: Callable[[Output], None] | None = None) -> None:
+        """Emit a command's result: the document with `--json`, else the human rendering (default: key: value)."""
+        if self.env.options.json:
+            self.json_document(document)
+        elif human is not None:
+            human(self)
+        elif isinstance(document, dict):
+            self.fields(document)
+        else:
+            self.line(json.dumps(document, indent=2, default=str))
+
+    def line(self, text: str = "") -> None:
+        """One plain line of human output on stdout (never in `--json` mode)."""
+        if not self.env.options.json:
+            self._write(self.env.stdout, text + "\n")
+
+    def fields(self, mapping: dict[str, Any], *, order: Sequence[str] | None = None) -> None:
+        keys = list(order) if order else list(mapping)
+        width = max((len(k) for k in keys), default=0)
+        for key in keys:
+            value = mapping.get(key)
+            if isinstance(value, (dict, list)):
+                value = json.dumps(value, default=str)
+            self.line(f"{key.replace('_', ' ') + ':':<{width + 2}}{'' if value is None else value}")
+
+    def table(self, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, empty: str = "nothing to show") -> None:
+        rows = [["" if cell is None else str(cell) for cell in row] for row in rows]
+        if not rows:
+            self.info(empty)
+            return
+        if not self.env.stdout_isatty:
+            # Piped human output: stable, tab-free columns without box drawing, easy to cut/awk.
+            widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+            self.line("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip())
+            for row in rows:
+                self.line("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+            return
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for column in columns:
+            table.add_column(column.upper())
+        for row in rows:
+            table.add_row(*(self.mask(cell) for cell in row))
+        self.console.print(table)
+
+    # -- diagnostics on stderr ---------------------------------------------------------------------------------------
+    def info(self, message: str) -> None:
+        """A hint or status line for people; silenced by --quiet."""
+        if not self.env.options.quiet:
+            self._write(self.env.stderr, message + "\n")
+
+    def warn(self, message: str, *, once: str | None = None) -> None:
+        """A warning on stderr. `once` names a warning that must appear at most once per process."""
+        if once is not None:
+            if once in self.env.warned:
+                return
+            self.env.warned.add(once)
+        self._write(self.env.stderr, f"warning: {message}\n")
+
+    def debug(self, message: str) -> None:
+        """Request log and internals, only with --verbose."""
+        if self.env.options.verbose:
+            self._write(self.env.stderr, f"debug: {message}\n")
+
+    def progress_event(self, kind: str, **fields: Any) -> None:
+        """A state change: one JSON line with `--progress jsonl`, else one plain line unless quiet or silenced."""
+        mode = self.env.options.progress
+        if mode == "none":
+            return
+        if mode == "jsonl":
+            event = {"v": 1, "ts": round(time.time(), 3), "type": kind, **fields}
+            self._write(self.env.stderr, json.dumps(event, default=str, separators=(",", ":")) + "\n")
+            return
+        message = fields.get("message")
+        if message:
+            self.info(str(message))
+
+    # -- errors -------------------------------------------------------------------------------------------------
+    def error(self, error: RhoneError) -> int:
+        """Render an error the documented way and return the process exit code."""
+        if self.env.options.json and not self.document_written:
+            self.json_document(error.to_document())
+        else:
+            parts = [f"error: {error.message}"]
+            if error.request_id:
+                parts.append(f"  request id: {error.request_id}")
+            if error.operation_id:
+                parts.append(f"  operation: {error.operation_id}")
+            for problem in (error.details or {}).get("problems", []):
+                parts.append(f"  {problem['text']}")
+            if error.hint:
+                parts.append(f"  hint: {error.hint}")
+            self._write(self.env.stderr, "\n".join(parts) + "\n")
+        return int(error.exit_code)
+
+
+def exit_code_of(error: BaseException) -> int:
+    if isinstance(error, RhoneError):
+        return int(error.exit_code)
+    if isinstance(error, KeyboardInterrupt):
+        return int(ExitCode.INTERRUPTED)
+    return int(ExitCode.FAILED)
