@@ -7,6 +7,7 @@ httpx, keyring, rich tables and pydantic models are imported inside the commands
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -166,6 +167,14 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
     env.options.json = "--json" in before_command
     env.options.verbose = "--verbose" in before_command or "-v" in before_command
     command = typer.main.get_command(app)
+    if os.environ.get(COMPLETE_VAR):
+        # A shell asking for completions (see rhone_cli/completion.py for why rhone answers these itself).
+        from rhone_cli.completion import respond
+
+        text, status = respond(os.environ[COMPLETE_VAR], os.environ, command)
+        if text:
+            env.stdout.write(text + "\n")
+        return status
     try:
         result = command.main(
             args=args, prog_name="rhone", standalone_mode=False, obj=invocation, complete_var=COMPLETE_VAR

@@ -24,7 +24,7 @@ class Shell(str, Enum):
 
 
 def script(shell: str) -> str:
-    from typer._completion_shared import get_completion_script
+    from typer.completion import get_completion_script
 
     from rhone_cli.main import COMPLETE_VAR
 

@@ -1,0 +1,150 @@
+"""Answer shell completion requests (`_RHONE_COMPLETE=complete_bash|complete_zsh|complete_fish`).
+
+The scripts under `completions/` are typer's (`rhone completion SHELL` prints them); on every TAB they call back into
+`rhone` with the words typed so far. typer would answer by parsing those words through the full command machinery,
+which coerces every option value with pydantic (~65 ms per TAB). Completion only needs names, so this module walks
+the command tree itself and never converts a value: a TAB costs little more than `rhone --help`.
+"""
+
+from __future__ import annotations
+
+import enum
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Candidate:
+    value: str
+    help: str = ""
+
+
+def split_words(text: str) -> list[str]:
+    """Split a command line like a shell would, tolerating an unfinished quote in the word being typed."""
+    lexer = shlex.shlex(text, posix=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    words: list[str] = []
+    try:
+        for word in lexer:
+            words.append(word)
+    except ValueError:
+        words.append(lexer.token)
+    return words
+
+
+def _short_help(text: str | None) -> str:
+    text = (text or "").strip().split("\n\n")[0].replace("\n", " ")
+    return text if len(text) <= 60 else text[:57].rstrip() + "..."
+
+
+def _visible_options(command: Any) -> list[Any]:
+    return [p for p in command.params if p.param_type_name == "option" and not p.hidden]
+
+
+def _takes_value(option: Any) -> bool:
+    return not (option.is_flag or getattr(option, "count", False))
+
+
+def _choices(param: Any) -> list[str]:
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return [str(member.value) for member in annotation]
+    return []
+
+
+def candidates(root: Any, args: list[str], incomplete: str) -> list[Candidate]:
+    """What may come next after `args` (the words before the one being typed)."""
+    command = root
+    chain = [root]  # options of every command on the path are accepted (root options are global)
+    positional = 0
+    pending: Any = None  # an option waiting for its value
+    for arg in args:
+        if pending is not None:
+            pending = None
+            continue
+        if arg == "--":
+            break
+        if arg.startswith("-") and len(arg) > 1:
+            name = arg.split("=", 1)[0]
+            option = next((o for c in chain for o in _visible_options(c) if name in o.opts + o.secondary_opts), None)
+            if option is not None and _takes_value(option) and "=" not in arg:
+                pending = option
+            continue
+        subcommands = getattr(command, "commands", None)
+        if subcommands and arg in subcommands:
+            command = subcommands[arg]
+            chain.append(command)
+            positional = 0
+        else:
+            positional += 1
+
+    if pending is not None:
+        return [Candidate(c) for c in _choices(pending) if c.startswith(incomplete)]
+    if incomplete.startswith("-"):
+        found = []
+        for owner in reversed(chain):
+            for option in _visible_options(owner):
+                for name in option.opts + option.secondary_opts:
+                    if name.startswith(incomplete) and name not in {c.value for c in found}:
+                        found.append(Candidate(name, _short_help(option.help)))
+        return found
+    subcommands = getattr(command, "commands", None)
+    if subcommands:
+        return [
+            Candidate(name, _short_help(sub.short_help or sub.help))
+            for name, sub in subcommands.items()
+            if name.startswith(incomplete) and not getattr(sub, "hidden", False)
+        ]
+    arguments = [p for p in command.params if p.param_type_name == "argument"]
+    if positional < len(arguments):
+        return [Candidate(c) for c in _choices(arguments[positional]) if c.startswith(incomplete)]
+    return []
+
+
+# -- the three shells' sides of typer's protocol -----------------------------------------------------------------
+def _words_from_args_var(environ: Mapping[str, str]) -> tuple[list[str], str]:
+    line = environ.get("_TYPER_COMPLETE_ARGS", "")
+    words = split_words(line)[1:]
+    if words and not line.endswith(" "):
+        return words[:-1], words[-1]
+    return words, ""
+
+
+def _zsh_escape(text: str) -> str:
+    return (
+        text.replace('"', '""').replace("'", "''").replace("$", "\\$").replace("`", "\\`").replace(":", r"\\:")
+    )
+
+
+def respond(instruction: str, environ: Mapping[str, str], root: Any) -> tuple[str, int]:
+    """The text to print and the exit status for one completion request."""
+    if instruction == "complete_bash":
+        words = split_words(environ.get("COMP_WORDS", ""))
+        cword = int(environ.get("COMP_CWORD", "0") or 0)
+        incomplete = words[cword] if cword < len(words) else ""
+        found = candidates(root, words[1:cword], incomplete)
+        return "\n".join(c.value for c in found), 0
+    if instruction == "complete_zsh":
+        args, incomplete = _words_from_args_var(environ)
+        found = candidates(root, args, incomplete)
+        if not found:
+            return "_files", 0
+        items = "\n".join(
+            f'"{_zsh_escape(c.value)}":"{_zsh_escape(c.help)}"' if c.help else f'"{_zsh_escape(c.value)}"'
+            for c in found
+        )
+        return f"_arguments '*: :(({items}))'", 0
+    if instruction == "complete_fish":
+        args, incomplete = _words_from_args_var(environ)
+        found = candidates(root, args, incomplete)
+        if environ.get("_TYPER_COMPLETE_FISH_ACTION") == "is-args":
+            return "", 0 if found else 1
+        return "\n".join(f"{c.value}\t{' '.join(c.help.split())}" if c.help else c.value for c in found), 0
+    if instruction.startswith("source_"):
+        from rhone_cli.commands.completion import script
+
+        return script(instruction.removeprefix("source_")).rstrip("\n"), 0
+    return f"rhone: unsupported completion request {instruction!r}", 1

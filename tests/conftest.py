@@ -1,0 +1,120 @@
+"""Shared test helpers.
+
+`rhone` runs in-process through `rhone_cli.main.main(argv, Environment(...))` with StringIO streams and an explicit
+environment dict, so tests never depend on the developer's HOME, keyring or terminal. `rhone_subprocess` runs the
+installed console script for what only a real process shows (start-up imports, TTY detection, exit status).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from rhone_cli.environment import Environment
+from rhone_cli.main import main
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMAS = REPO / "schemas"
+RHONE_BIN = Path(sys.executable).parent / "rhone"
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self):
+        return json.loads(self.stdout)
+
+
+class _Stdin(io.StringIO):
+    def __init__(self, text: str, tty: bool) -> None:
+        super().__init__(text)
+        self._tty = tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+
+@pytest.fixture
+def base_environ(tmp_path: Path) -> dict[str, str]:
+    """A clean environment: temporary HOME and config dir, a keyring that fails, no CI, no token."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return {
+        "HOME": str(home),
+        "RHONE_CONFIG_DIR": str(home / ".config" / "rhone"),
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
+        "PATH": os.environ.get("PATH", ""),
+    }
+
+
+@pytest.fixture
+def rhone(tmp_path: Path, base_environ: dict[str, str]):
+    """Run rhone in-process: rhone(*args, stdin="", cwd=..., environ={...}, tty=False) -> Result."""
+
+    def run(*args: str, stdin: str = "", cwd: Path | None = None, environ: dict[str, str] | None = None,
+            tty: bool = False) -> Result:
+        out, err = io.StringIO(), io.StringIO()
+        env = Environment(
+            stdin=_Stdin(stdin, tty),
+            stdout=out,
+            stderr=err,
+            environ={**base_environ, **(environ or {})},
+            cwd=cwd or tmp_path,
+        )
+        code = main(list(args), env)
+        return Result(code, out.getvalue(), err.getvalue())
+
+    return run
+
+
+@pytest.fixture
+def rhone_subprocess(tmp_path: Path, base_environ: dict[str, str]):
+    """Run the installed `rhone` console script in a clean environment."""
+
+    def run(*args: str, stdin: str = "", cwd: Path | None = None, environ: dict[str, str] | None = None,
+            timeout: float = 60) -> Result:
+        proc = subprocess.run(
+            [str(RHONE_BIN), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            cwd=cwd or tmp_path,
+            env={**base_environ, **(environ or {})},
+            timeout=timeout,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+def load_schema(name: str) -> dict:
+    return json.loads((SCHEMAS / name).read_text())
+
+
+def assert_matches_schema(document, schema_name: str) -> None:
+    import jsonschema
+
+    schema = load_schema(schema_name)
+    jsonschema.validators.validator_for(schema)(schema).validate(document)
+
+
+VALID_TOML = """\
+[project]
+name = "hello"
+
+[app]
+name = "web"
+
+[process]
+start = "python app.py"
+"""
