@@ -118,3 +118,11 @@ name = "web"
 [process]
 start = "python app.py"
 """
+
+
+@pytest.fixture(autouse=True)
+def _never_touch_a_real_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
+    # keyring reads os.environ (not rhone's Environment): make sure an in-process test can never reach the
+    # developer's real keyring. Tests that want a working keyring run rhone in a subprocess with their own backend.
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    monkeypatch.delenv("CI", raising=False)

@@ -21,7 +21,7 @@ from rhone_cli.config.toml_lines import key_lines, line_of
 from rhone_cli.errors import ExitCode, RhoneError
 
 FILENAME = "rhone.toml"
-SCHEMA_URL = "https://rhone.dev/schemas/rhone.toml.schema.json"
+SCHEMA_URL = "https://rhone.dev/schemas/rhone.toml.schema.json"  # also the $id of the generated schema
 DEFAULT_ENVIRONMENTS = ("preview", "production")
 RUNTIME_SERVICES = ("session", "broadcast", "cache", "queue", "idempotency", "object_storage")
 PROVIDER_KINDS = ("postgres", "mysql", "redis", "s3", "smtp", "generic")

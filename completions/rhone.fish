@@ -1,0 +1,1 @@
+complete --command rhone --no-files --arguments "(env _RHONE_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) rhone)" --condition "env _RHONE_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) rhone"

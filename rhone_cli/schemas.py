@@ -1,0 +1,43 @@
+"""Generate `schemas/`: `python -m rhone_cli.schemas [--check]`.
+
+Every schema comes from a model (rhone.toml from `config.project.RhoneToml`, `--json` outputs from
+`documents.py`), so the committed files cannot silently drift: `--check` (and a test) fails when they differ.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+BASE_URL = "https://rhone.dev/schemas/"
+
+
+def generate() -> dict[str, str]:
+    from rhone_cli.config.project import json_schema
+    from rhone_cli.documents import DOCUMENTS
+
+    schemas = {"rhone.toml.schema.json": json_schema()}
+    for name, model in DOCUMENTS.items():
+        schemas[name] = {"$schema": SCHEMA_DIALECT, "$id": BASE_URL + name, **model.model_json_schema()}
+    return {name: json.dumps(schema, indent=2, sort_keys=True) + "\n" for name, schema in schemas.items()}
+
+
+def main(argv: list[str]) -> int:
+    directory = Path(__file__).resolve().parent.parent / "schemas"
+    generated = generate()
+    if "--check" in argv:
+        stale = [n for n, text in generated.items() if not (directory / n).exists() or (directory / n).read_text() != text]
+        for name in stale:
+            print(f"schemas/{name} is out of date; run `python -m rhone_cli.schemas`", file=sys.stderr)
+        return 1 if stale else 0
+    directory.mkdir(exist_ok=True)
+    for name, text in generated.items():
+        (directory / name).write_text(text)
+    print(f"wrote {len(generated)} schemas to {directory}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
