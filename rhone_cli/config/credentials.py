@@ -57,7 +57,7 @@ def _keyring_call(method: str, *args: str) -> Any:
             import keyring
 
             outcome["value"] = getattr(keyring, method)(*args)
-        except Exception as error:  # noqa: BLE001 - any backend failure (even ModuleNotFoundError) means unusable
+        except Exception as error:
             outcome["error"] = error
 
     worker = threading.Thread(target=work, name="rhone-keyring", daemon=True)
@@ -210,4 +210,3 @@ class Credentials:
             except KeyringUnavailable as error:
                 self.out.warn(f"could not remove the token from the OS keyring: {error}")
         return removed
-

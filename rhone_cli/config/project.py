@@ -267,7 +267,10 @@ def _problems_from_validation(error: ValidationError, file: str, lines: dict) ->
             message = message.removeprefix("Value error, ")
         elif kind.endswith("_type") or kind.endswith("_parsing"):
             message = f"{message} (got {type(item.get('input')).__name__} {item.get('input')!r})"
-        problems.append(Problem(file, line_of(lines, loc), None, _dotted(loc) or None, message, suggestion))
+        line = line_of(lines, loc)
+        if line is None and kind == "missing":
+            line = 1  # a missing top-level table: reported at its table, the root, which starts on line 1
+        problems.append(Problem(file, line, None, _dotted(loc) or None, message, suggestion))
     problems.sort(key=lambda p: (p.line or 0, p.key or ""))
     return problems
 
@@ -284,7 +287,7 @@ def _problem_from_syntax(error: tomllib.TOMLDecodeError, file: str, source: str)
         line, column = int(match.group(1)), int(match.group(2))
         message = message[: match.start()]
     elif _TOML_EOF.search(message):
-        line = max(1, len(source.splitlines()))
+        line = max(1, len(source.removesuffix("\n").split("\n")))  # tomllib counts "\n" only
         message = _TOML_EOF.sub("", message) + " at end of file"
     return Problem(file, line, column, None, f"TOML syntax error: {message}")
 
@@ -326,16 +329,30 @@ def load_file(path: Path) -> LoadResult:
         return LoadResult(path, None, [Problem(display, None, None, None, "file not found")])
     except OSError as error:
         return LoadResult(path, None, [Problem(display, None, None, None, f"cannot read: {error.strerror}")])
+    # Editors on Windows may save a byte-order mark; TOML has no use for it and tomllib would reject it.
+    raw = raw.removeprefix(b"\xef\xbb\xbf")
     try:
         source = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        return LoadResult(path, None, [Problem(display, None, None, None, f"not valid UTF-8 (byte {error.start})")])
+        line_start = raw.rfind(b"\n", 0, error.start) + 1
+        line = raw.count(b"\n", 0, error.start) + 1
+        column = len(raw[line_start : error.start].decode("utf-8")) + 1  # everything before error.start decodes
+        message = f"not valid UTF-8 (byte {error.start})"
+        return LoadResult(path, None, [Problem(display, line, column, None, message)])
     config, problems = parse(source, display)
     return LoadResult(path, config, problems)
 
 
 def config_error(result: LoadResult) -> RhoneError:
     count = len(result.problems)
+    if result.problems and result.problems[0].message == "file not found":
+        return RhoneError(
+            f"{result.path}: file not found",
+            code="config_not_found",
+            exit_code=ExitCode.USAGE,
+            hint="check the path given to -f/--file, or run `rhone init` to create rhone.toml",
+            details={"file": str(result.path), "problems": [p.to_dict() for p in result.problems]},
+        )
     return RhoneError(
         f"{result.path} is not valid: {count} problem{'s' if count != 1 else ''}",
         code="invalid_config",

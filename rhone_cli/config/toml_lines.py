@@ -84,7 +84,7 @@ class _ValueScanner:
                 continue
             if self.expect_element and char not in ",]":
                 self.element += 1
-                self.lines.setdefault(self.path + (self.element,), lineno)
+                self.lines.setdefault((*self.path, self.element), lineno)
                 self.expect_element = False
             if text.startswith('"""', i) or text.startswith("'''", i):
                 self.string = text[i : i + 3]
@@ -119,7 +119,9 @@ def key_lines(source: str) -> dict[Path, int]:
     table: Path = ()
     array_counts: dict[Path, int] = {}
     pending: _ValueScanner | None = None
-    for lineno, raw in enumerate(source.splitlines(), start=1):
+    # Split on "\n" only: TOML lines end with LF or CRLF, while str.splitlines() also breaks at U+2028, U+0085
+    # and friends, which TOML allows inside strings and comments (every later line would be off by one).
+    for lineno, raw in enumerate(source.split("\n"), start=1):
         if pending is not None:
             pending.feed(raw, lineno)
             if pending.done:
@@ -133,7 +135,7 @@ def key_lines(source: str) -> dict[Path, int]:
             name = tuple(_split_key(text[2:end]))
             index = array_counts.get(name, 0)
             array_counts[name] = index + 1
-            table = name + (index,)
+            table = (*name, index)
             lines.setdefault(name, lineno)
             lines.setdefault(table, lineno)
             continue
