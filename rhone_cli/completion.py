@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 
+HELP_OPTIONS = ("--help", "-h")  # click adds these at parse time, so they are not in `params`
+
+
 @dataclass(frozen=True)
 class Candidate:
     value: str
@@ -83,8 +86,10 @@ def candidates(root: Any, args: list[str], incomplete: str) -> list[Candidate]:
 
     if pending is not None:
         return [Candidate(c) for c in _choices(pending) if c.startswith(incomplete)]
+    if "--" in args:
+        return []  # everything after `--` is an argument, never an option
     if incomplete.startswith("-"):
-        found = []
+        found = [Candidate(name, "Show help and exit.") for name in HELP_OPTIONS if name.startswith(incomplete)]
         for owner in reversed(chain):
             for option in _visible_options(owner):
                 for name in option.opts + option.secondary_opts:
@@ -114,9 +119,7 @@ def _words_from_args_var(environ: Mapping[str, str]) -> tuple[list[str], str]:
 
 
 def _zsh_escape(text: str) -> str:
-    return (
-        text.replace('"', '""').replace("'", "''").replace("$", "\\$").replace("`", "\\`").replace(":", r"\\:")
-    )
+    return text.replace('"', '""').replace("'", "''").replace("$", "\\$").replace("`", "\\`").replace(":", r"\\:")
 
 
 def respond(instruction: str, environ: Mapping[str, str], root: Any) -> tuple[str, int]:

@@ -1,0 +1,142 @@
+"""Start-up budget: `--version`, `--help` and a TAB must not import what only real commands need.
+
+Each case runs a fresh venv python (a fresh interpreter is the only way to see what one invocation imports), runs rhone
+the way the console script does, then prints `sorted(sys.modules)` as JSON after a marker line.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import VALID_TOML
+
+# What must stay out of sys.modules, and why. A name forbids the module and all of its submodules.
+FORBIDDEN = {
+    # The HTTP stack (httpx, httpcore, h11, ssl, certifi): tens of milliseconds; only commands that call an API.
+    "httpx": "the HTTP client",
+    # keyring probes its backends (SecretStorage/D-Bus, ...) on import: only login/logout/whoami and API commands.
+    "keyring": "the OS keyring",
+    # Progress bars pull in rich's console, live display and markup; --help is plain text (rich_markup_mode=None).
+    "rich.progress": "rich progress bars",
+    # The --json document models (pydantic): built only when a command writes a JSON document.
+    "rhone_cli.documents": "rhone's --json document models",
+    # rhone's API client wrapper, which imports httpx.
+    "rhone_cli.http": "rhone's HTTP client",
+    # The rhone.toml models (pydantic): only `config`, `init`, `deploy` and friends read rhone.toml.
+    "rhone_cli.config.project": "rhone's rhone.toml models",
+    # pydantic itself (with pydantic_core and its schema machinery) is the largest import in the tree. typer imports it
+    # (typer._adapters) only to coerce parameter values, i.e. once a command's callback is about to run; `import
+    # typer`, building the command tree, the eager --version and the top-level --help never reach that point, and the
+    # completion walker (rhone_cli/completion.py) never coerces. So all of pydantic is forbidden for those cases.
+    "pydantic": "pydantic",
+}
+# Once typer descends into a subcommand it coerces the root callback's options with pydantic (typer._adapters), so
+# `rhone config validate --help` loads pydantic through typer itself: there only our own models and the rest are
+# forbidden.
+FORBIDDEN_WITHOUT_PYDANTIC = {name: why for name, why in FORBIDDEN.items() if name != "pydantic"}
+
+MARKER = "@@rhone-startup-imports@@"
+
+# Run rhone like the console script (rhone_cli.entry:run) or through main(), then report the loaded modules.
+PROBE = f"""
+import json, sys
+args = json.loads(sys.argv[1])
+how = sys.argv[2]
+sys.argv = ["rhone", *args]
+if how == "entry":
+    from rhone_cli.entry import run
+    try:
+        run()
+    except SystemExit as exit:
+        status = exit.code
+else:
+    from rhone_cli.main import main
+    status = main(args)
+sys.stdout.flush()
+print()
+print({MARKER!r})
+print(json.dumps({{"status": status, "modules": sorted(sys.modules)}}))
+"""
+
+BASH_TAB = {"_RHONE_COMPLETE": "complete_bash", "COMP_WORDS": "rhone\nde", "COMP_CWORD": "1"}
+ZSH_TAB = {"_RHONE_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": "rhone de"}
+FISH_TAB = {
+    "_RHONE_COMPLETE": "complete_fish", "_TYPER_COMPLETE_FISH_ACTION": "get-args", "_TYPER_COMPLETE_ARGS": "rhone de"
+}
+
+
+def probe(base_environ, tmp_path, args: list[str], how: str, environ: dict[str, str] | None = None):
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args), how],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**base_environ, **(environ or {})},
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    output, marker, report = proc.stdout.rpartition(f"\n{MARKER}\n")
+    assert marker, proc.stdout + proc.stderr
+    data = json.loads(report)
+    return data["status"], output, data["modules"]
+
+
+def loaded(modules: list[str], forbidden: dict[str, str] | list[str]) -> list[str]:
+    return sorted(m for m in modules for name in forbidden if m == name or m.startswith(name + "."))
+
+
+@pytest.mark.parametrize("how", ["entry", "main"])
+def test_version_imports_nothing_heavy(base_environ, tmp_path, how):
+    status, output, modules = probe(base_environ, tmp_path, ["--version"], how)
+    assert status == 0
+    assert output.strip().startswith("rhone ")
+    assert loaded(modules, FORBIDDEN) == []
+
+
+def test_version_fast_path_does_not_even_import_typer(base_environ, tmp_path):
+    # rhone_cli/entry.py answers `rhone --version` (exactly that argv) before building the command tree.
+    status, _, modules = probe(base_environ, tmp_path, ["--version"], "entry")
+    assert status == 0
+    assert loaded(modules, ["typer", "rhone_cli.main", "rhone_cli.commands"]) == []
+
+
+@pytest.mark.parametrize("how", ["entry", "main"])
+def test_help_imports_nothing_heavy(base_environ, tmp_path, how):
+    status, output, modules = probe(base_environ, tmp_path, ["--help"], how)
+    assert status == 0
+    assert "Usage: rhone" in output
+    assert "typer" in modules  # the probe really built the command tree
+    assert loaded(modules, FORBIDDEN) == []
+
+
+def test_subcommand_help_imports_none_of_our_models(base_environ, tmp_path):
+    status, output, modules = probe(base_environ, tmp_path, ["config", "validate", "--help"], "entry")
+    assert status == 0
+    assert "Usage: rhone config validate" in output
+    assert loaded(modules, FORBIDDEN_WITHOUT_PYDANTIC) == []
+
+
+@pytest.mark.parametrize(("environ", "expected"), [
+    pytest.param(BASH_TAB, "deploy", id="bash"),
+    pytest.param(ZSH_TAB, "_arguments '*: :((\"deploy\":", id="zsh"),
+    pytest.param(FISH_TAB, "deploy\t", id="fish"),
+])
+@pytest.mark.parametrize("how", ["entry", "main"])
+def test_completion_request_imports_nothing_heavy(base_environ, tmp_path, how, environ, expected):
+    status, output, modules = probe(base_environ, tmp_path, [], how, environ)
+    assert status == 0
+    assert output.startswith(expected), output  # the request was answered, so the walker really ran
+    assert "rhone_cli.completion" in modules
+    assert loaded(modules, FORBIDDEN) == []
+
+
+def test_the_probe_sees_heavy_imports_when_a_command_needs_them(base_environ, tmp_path):
+    # Control: a command that reads rhone.toml does load the models, so the empty lists above are not vacuous.
+    (tmp_path / "rhone.toml").write_text(VALID_TOML)
+    status, _, modules = probe(base_environ, tmp_path, ["config", "validate"], "entry")
+    assert status == 0
+    assert {"rhone_cli.config.project", "pydantic"} <= set(loaded(modules, FORBIDDEN))
