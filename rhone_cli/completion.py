@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-
 HELP_OPTIONS = ("--help", "-h")  # click adds these at parse time, so they are not in `params`
 
 

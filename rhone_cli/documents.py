@@ -52,10 +52,28 @@ class ConfigValidate(_Doc):
 
 
 class ConfigShow(_Doc):
-    """`rhone config show --json`, and `rhone init --json`: the resolved rhone.toml with defaults filled in."""
+    """`rhone config show --json`: the resolved rhone.toml with defaults filled in."""
 
     file: str
     config: dict[str, Any]
+
+
+class InitLink(_Doc):
+    api_url: str
+    workspace_id: str
+    project_id: str
+    project: str
+    app_id: str
+    app: str
+    created: list[Literal["project", "app"]] = Field(description="What `rhone init` had to create.")
+
+
+class Init(_Doc):
+    """`rhone init --json`: the file written (or linked) and, when linked, the ids in .rhone/link.json."""
+
+    file: str
+    config: dict[str, Any]
+    link: InitLink | None
 
 
 class Identity(BaseModel):
@@ -117,14 +135,60 @@ class HelpEnvironment(_Doc):
     environment: list[EnvironmentVariable]
 
 
+class LocalStatus(_Doc):
+    """`rhone local status --json` (and `rhone local up --json`, which adds `started` and `profile`)."""
+
+    running: bool
+    pid: int | None
+    api_url: str | None
+    edge_port: int | None
+    version: str | None
+    data_dir: str
+    log_file: str
+    stale_pid_file: bool
+    started: bool | None = None
+    profile: str | None = None
+
+
+class LocalDown(_Doc):
+    """`rhone local down --json`."""
+
+    stopped: bool
+    was_running: bool
+    pid: int | None
+    forced: bool | None = None
+    data_dir: str
+
+
 # file name in schemas/ -> model
 DOCUMENTS: dict[str, type[BaseModel]] = {
     "error.schema.json": ErrorDocument,
     "config-validate.schema.json": ConfigValidate,
     "config-show.schema.json": ConfigShow,
+    "init.schema.json": Init,
     "auth-status.schema.json": AuthStatus,
     "login.schema.json": Login,
     "logout.schema.json": Logout,
     "help-exit-codes.schema.json": HelpExitCodes,
     "help-environment.schema.json": HelpEnvironment,
+    "local-status.schema.json": LocalStatus,
+    "local-down.schema.json": LocalDown,
+}
+
+# `--json` documents that are API resources, passed through unchanged: schema file -> (OpenAPI component, is a list).
+API_DOCUMENTS: dict[str, tuple[str, bool]] = {
+    "workspace.schema.json": ("Workspace", False),
+    "workspace-list.schema.json": ("Workspace", True),
+    "member.schema.json": ("Member", False),
+    "member-list.schema.json": ("Member", True),
+    "audit-list.schema.json": ("AuditRecord", True),
+    "project.schema.json": ("Project", False),
+    "project-list.schema.json": ("Project", True),
+    "app.schema.json": ("App", False),
+    "app-list.schema.json": ("App", True),
+    "environment.schema.json": ("Environment", False),
+    "environment-list.schema.json": ("Environment", True),
+    "operation.schema.json": ("Operation", False),
+    "operation-list.schema.json": ("Operation", True),
+    "whoami-identity.schema.json": ("Whoami", False),
 }

@@ -78,9 +78,7 @@ class Environment:
 
     @property
     def color(self) -> bool:
-        if self.options.no_color or "NO_COLOR" in self.environ or self.environ.get("TERM") == "dumb":
-            return False
-        return True
+        return not (self.options.no_color or "NO_COLOR" in self.environ or self.environ.get("TERM") == "dumb")
 
     @property
     def workdir(self) -> Path:

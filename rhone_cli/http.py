@@ -157,7 +157,7 @@ class ApiClient:
                 raise last_error from None
             elapsed_ms = (time.monotonic() - started) * 1000
             request_id = response.headers.get("x-request-id")
-            self._log(f"← {response.status_code} {method} {url} in {elapsed_ms:.0f} ms request-id={request_id}")
+            self._log(f"← {response.status_code} {method} {url} in {elapsed_ms:.0f} ms request-id={request_id or '-'}")
             if response.status_code in RETRY_STATUSES and attempt + 1 < attempts:
                 delay = _retry_after_seconds(response.headers.get("retry-after"))
                 if delay is None:

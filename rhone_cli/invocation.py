@@ -20,6 +20,22 @@ if TYPE_CHECKING:
     from rhone_cli.http import ApiClient
 
 
+def _check_api_url(url: str) -> None:
+    """A malformed URL is a usage error (exit 2), not an unreachable server (exit 8)."""
+    from urllib.parse import urlsplit
+
+    from rhone_cli.errors import ExitCode, RhoneError
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RhoneError(
+            f"the API URL {url!r} is not an http(s) URL",
+            code="invalid_api_url",
+            exit_code=ExitCode.USAGE,
+            hint="use a full URL such as http://127.0.0.1:8470 (--api-url, RHONE_API_URL or the profile)",
+        )
+
+
 class Invocation:
     def __init__(self, env: Environment, out: Output | None = None) -> None:
         self.env = env
@@ -46,6 +62,7 @@ class Invocation:
         api_url = self.env.options.api_url or self.env.environ.get("RHONE_API_URL")
         if api_url:
             profile.api_url = api_url
+        _check_api_url(profile.api_url)
         return profile
 
     def credential(self, *, required: bool = True) -> Credential:

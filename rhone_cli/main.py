@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -26,10 +26,12 @@ COMPLETE_VAR = "_RHONE_COMPLETE"
 
 # Global options accepted before or after the command (`rhone --json app ls` == `rhone app ls --json`).
 GLOBAL_FLAGS = frozenset({"--json", "--quiet", "-q", "--verbose", "-v", "--no-color", "--no-input"})
-GLOBAL_VALUE_OPTIONS = frozenset({"--profile", "--api-url", "--token", "-C", "--cwd", "--request-timeout", "--progress"})
+GLOBAL_VALUE_OPTIONS = frozenset(
+    {"--profile", "--api-url", "--token", "-C", "--cwd", "--request-timeout", "--progress"}
+)
 
 
-class ProgressMode(str, Enum):
+class ProgressMode(StrEnum):
     auto = "auto"
     plain = "plain"
     jsonl = "jsonl"
@@ -60,7 +62,9 @@ def root(
     json_output: Annotated[
         bool, typer.Option("--json", help="Write exactly one JSON document to stdout (results or the error).")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only results and errors; no progress or hints.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only results and errors; no progress or hints.")
+    ] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log requests to stderr (tokens redacted); tracebacks on errors.")
     ] = False,
@@ -69,14 +73,19 @@ def root(
         bool,
         typer.Option("--no-input", help="Never prompt; fail naming the missing flag (implied by CI or no TTY)."),
     ] = False,
-    profile: Annotated[str | None, typer.Option("--profile", help="Profile to use [env: RHONE_PROFILE].", metavar="NAME")] = None,
-    api_url: Annotated[str | None, typer.Option("--api-url", help="API base URL [env: RHONE_API_URL].", metavar="URL")] = None,
+    profile: Annotated[
+        str | None, typer.Option("--profile", help="Profile to use [env: RHONE_PROFILE].", metavar="NAME")
+    ] = None,
+    api_url: Annotated[
+        str | None, typer.Option("--api-url", help="API base URL [env: RHONE_API_URL].", metavar="URL")
+    ] = None,
     token: Annotated[
-        str | None, typer.Option("--token", help="API token; prefer the RHONE_TOKEN env var, which stays out of ps.", metavar="TOKEN")
+        str | None,
+        typer.Option(
+            "--token", help="API token; prefer the RHONE_TOKEN env var, which stays out of ps.", metavar="TOKEN"
+        ),
     ] = None,
-    cwd: Annotated[
-        Path | None, typer.Option("--cwd", "-C", help="Run as if started in DIR.", metavar="DIR")
-    ] = None,
+    cwd: Annotated[Path | None, typer.Option("--cwd", "-C", help="Run as if started in DIR.", metavar="DIR")] = None,
     request_timeout: Annotated[
         float | None,
         typer.Option(
@@ -88,7 +97,9 @@ def root(
     ] = None,
     progress: Annotated[
         ProgressMode | None,
-        typer.Option("--progress", help="Progress on stderr: auto, plain, jsonl or none [env: RHONE_PROGRESS].", metavar="MODE"),
+        typer.Option(
+            "--progress", help="Progress on stderr: auto, plain, jsonl or none [env: RHONE_PROGRESS].", metavar="MODE"
+        ),
     ] = None,
     version: Annotated[
         bool, typer.Option("--version", help="Print the version and exit.", callback=_version_callback, is_eager=True)
@@ -145,9 +156,7 @@ def hoist_global_options(argv: list[str]) -> list[str]:
             rest.extend(argv[index:])
             break
         name = arg.split("=", 1)[0]
-        if arg in GLOBAL_FLAGS:
-            hoisted.append(arg)
-        elif name in GLOBAL_VALUE_OPTIONS and "=" in arg and name.startswith("--"):
+        if arg in GLOBAL_FLAGS or (name in GLOBAL_VALUE_OPTIONS and "=" in arg and name.startswith("--")):
             hoisted.append(arg)
         elif arg in GLOBAL_VALUE_OPTIONS and index + 1 < len(argv):
             hoisted.extend(argv[index : index + 2])
@@ -185,8 +194,12 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
     except typer.TyperException as error:  # typer's (vendored Click) usage errors: bad flags, missing args
         if env.options.json:
             return invocation.out.error(
-                RhoneError(error.format_message(), code="usage_error", exit_code=ExitCode.USAGE,
-                           hint="see `rhone --help` or `rhone COMMAND --help`")
+                RhoneError(
+                    error.format_message(),
+                    code="usage_error",
+                    exit_code=ExitCode.USAGE,
+                    hint="see `rhone --help` or `rhone COMMAND --help`",
+                )
             )
         error.show(file=env.stderr)
         return ExitCode.USAGE if error.exit_code == 2 else error.exit_code
@@ -199,7 +212,7 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (`rhone ... | head`): not our failure, and nothing more to say.
         return ExitCode.OK
-    except Exception as error:  # noqa: BLE001 - the last line of defence: a message, never a traceback
+    except Exception as error:
         if env.options.verbose:
             import traceback
 
@@ -214,4 +227,3 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
         )
     finally:
         invocation.close()
-

@@ -112,9 +112,9 @@ class Output:
         if not self.env.stdout_isatty:
             # Piped human output: stable, tab-free columns without box drawing, easy to cut/awk.
             widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-            self.line("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip())
+            self.line("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=False)).rstrip())
             for row in rows:
-                self.line("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+                self.line("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
             return
         from rich.table import Table
 
@@ -144,16 +144,16 @@ class Output:
         if self.env.options.verbose:
             self._write(self.env.stderr, f"debug: {message}\n")
 
-    def progress_event(self, kind: str, **fields: Any) -> None:
+    def progress_event(self, event_type: str, **fields: Any) -> None:
         """A state change: one JSON line with `--progress jsonl`, else one plain line unless quiet or silenced."""
         mode = self.env.options.progress
         if mode == "none":
             return
+        message = fields.pop("message", None)
         if mode == "jsonl":
-            event = {"v": 1, "ts": round(time.time(), 3), "type": kind, **fields}
+            event = {"v": 1, "ts": round(time.time(), 3), "type": event_type, **fields}
             self._write(self.env.stderr, json.dumps(event, default=str, separators=(",", ":")) + "\n")
             return
-        message = fields.get("message")
         if message:
             self.info(str(message))
 

@@ -14,13 +14,45 @@ SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 BASE_URL = "https://rhone.dev/schemas/"
 
 
+def _from_openapi(openapi: dict, component: str, is_list: bool) -> dict:
+    """A standalone schema for one OpenAPI component (and what it references), optionally as a list of it."""
+    components = openapi["components"]["schemas"]
+    needed: dict[str, dict] = {}
+    pending = [component]
+    while pending:
+        name = pending.pop()
+        if name in needed:
+            continue
+        needed[name] = components[name]
+        text = json.dumps(components[name])
+        pending.extend(ref.split("/")[-1] for ref in _refs(text))
+    rewritten = json.loads(json.dumps(needed).replace("#/components/schemas/", "#/$defs/"))
+    root = {"type": "array", "items": {"$ref": f"#/$defs/{component}"}} if is_list else {"$ref": f"#/$defs/{component}"}
+    return {**root, "$defs": rewritten}
+
+
+def _refs(text: str) -> list[str]:
+    import re
+
+    return re.findall(r'"#/components/schemas/([A-Za-z0-9_]+)"', text)
+
+
 def generate() -> dict[str, str]:
+    """Every schema, keyed by file name. API resource documents come from the committed schemas/openapi.json
+    (the wire contract; regenerate it first with `python -m rhone_local.openapi`)."""
     from rhone_cli.config.project import json_schema
-    from rhone_cli.documents import DOCUMENTS
+    from rhone_cli.documents import API_DOCUMENTS, DOCUMENTS
 
     schemas = {"rhone.toml.schema.json": json_schema()}
     for name, model in DOCUMENTS.items():
         schemas[name] = {"$schema": SCHEMA_DIALECT, "$id": BASE_URL + name, **model.model_json_schema()}
+    openapi = json.loads((Path(__file__).resolve().parent.parent / "schemas" / "openapi.json").read_text())
+    for name, (component, is_list) in API_DOCUMENTS.items():
+        schemas[name] = {
+            "$schema": SCHEMA_DIALECT,
+            "$id": BASE_URL + name,
+            **_from_openapi(openapi, component, is_list),
+        }
     return {name: json.dumps(schema, indent=2, sort_keys=True) + "\n" for name, schema in schemas.items()}
 
 
@@ -28,7 +60,9 @@ def main(argv: list[str]) -> int:
     directory = Path(__file__).resolve().parent.parent / "schemas"
     generated = generate()
     if "--check" in argv:
-        stale = [n for n, text in generated.items() if not (directory / n).exists() or (directory / n).read_text() != text]
+        stale = [
+            n for n, text in generated.items() if not (directory / n).exists() or (directory / n).read_text() != text
+        ]
         for name in stale:
             print(f"schemas/{name} is out of date; run `python -m rhone_cli.schemas`", file=sys.stderr)
         return 1 if stale else 0

@@ -1,4 +1,9 @@
 """Rhone Local: the single-machine Rhone control plane (started with `rhone local up`).
 
-The server itself arrives with the next milestone; the package exists so the distribution layout is final.
+HTTP API (`api/`), SQLite store (`store.py`), workers (`workers.py`) and the pure domain core (`domain/`).
+Data flows one way: API → store → workers.
 """
+
+from rhone_cli import __version__  # one distribution, one version
+
+__all__ = ["__version__"]

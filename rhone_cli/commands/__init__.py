@@ -32,5 +32,6 @@ def register_commands(app: typer.Typer) -> None:
     for module in (workspace, project, app_cmd, env_cmd, deploy):
         app.add_typer(module.app)
     promote.register(app)
-    for module in (route, op, artifact, local, config, completion, help_cmd):
+    for module in (route, op, artifact, local, config, help_cmd):
         app.add_typer(module.app)
+    completion.register(app)

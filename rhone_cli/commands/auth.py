@@ -44,7 +44,8 @@ def register(root: typer.Typer) -> None:
         ctx: typer.Context,
         with_token: Annotated[bool, typer.Option("--with-token", help="Read the token from stdin.")] = False,
         insecure_storage: Annotated[
-            bool, typer.Option("--insecure-storage", help="Store the token in the 0600 credentials file, not the keyring.")
+            bool,
+            typer.Option("--insecure-storage", help="Store the token in the 0600 credentials file, not the keyring."),
         ] = False,
         no_verify: Annotated[
             bool, typer.Option("--no-verify", help="Store the token without checking it against the API.")
@@ -82,7 +83,9 @@ def register(root: typer.Typer) -> None:
 
         def human(out: Output) -> None:
             if doc["removed_from"]:
-                out.line(f"Logged out of profile {doc['profile']} (token removed from {', '.join(doc['removed_from'])})")
+                out.line(
+                    f"Logged out of profile {doc['profile']} (token removed from {', '.join(doc['removed_from'])})"
+                )
             else:
                 out.line(f"No stored token for profile {doc['profile']}; nothing to remove")
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
+from typing import Annotated
 
 import typer
 
-from rhone_cli.commands._common import group, invocation
-
-app = group("completion", "Print the shell completion script for bash, zsh or fish.")
+from rhone_cli.commands._common import invocation
 
 INSTALL_HINTS = {
     "bash": 'eval "$(rhone completion bash)"   # add to ~/.bashrc',
@@ -17,7 +16,7 @@ INSTALL_HINTS = {
 }
 
 
-class Shell(str, Enum):
+class Shell(StrEnum):
     bash = "bash"
     zsh = "zsh"
     fish = "fish"
@@ -31,10 +30,13 @@ def script(shell: str) -> str:
     return get_completion_script(prog_name="rhone", complete_var=COMPLETE_VAR, shell=shell).rstrip("\n") + "\n"
 
 
-@app.callback(invoke_without_command=True)
-def completion(ctx: typer.Context, shell: Shell = typer.Argument(..., help="bash, zsh or fish.")) -> None:
-    """Print the completion script for SHELL on stdout."""
-    inv = invocation(ctx)
-    inv.env.stdout.write(script(shell.value))
-    if inv.env.stdout_isatty:
-        inv.out.info(f"To enable: {INSTALL_HINTS[shell.value]}")
+def register(root: typer.Typer) -> None:
+    @root.command("completion")
+    def completion(
+        ctx: typer.Context, shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish.", metavar="SHELL")]
+    ) -> None:
+        """Print the shell completion script for bash, zsh or fish."""
+        inv = invocation(ctx)
+        inv.env.stdout.write(script(shell.value))
+        if inv.env.stdout_isatty:
+            inv.out.info(f"To enable: {INSTALL_HINTS[shell.value]}")

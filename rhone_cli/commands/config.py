@@ -14,7 +14,9 @@ app = group("config", "Check and show rhone.toml (offline: no server or credenti
 
 FileOption = Annotated[
     Path | None,
-    typer.Option("--file", "-f", help="rhone.toml to read (default: the nearest in this or a parent directory).", metavar="PATH"),
+    typer.Option(
+        "--file", "-f", help="rhone.toml to read (default: the nearest in this or a parent directory).", metavar="PATH"
+    ),
 ]
 
 
@@ -54,7 +56,7 @@ def show(ctx: typer.Context, file: FileOption = None) -> None:
         raise project.config_error(result)
     resolved = result.config.resolved()
 
-    def human(out) -> None:  # noqa: ANN001
+    def human(out) -> None:
         import tomli_w
 
         out.line(f"# {path} (defaults filled in)")
@@ -63,7 +65,7 @@ def show(ctx: typer.Context, file: FileOption = None) -> None:
     inv.out.result({"file": str(path), "config": resolved}, human)
 
 
-def _without_none(value):  # noqa: ANN001, ANN202 - TOML has no null; unset keys are simply absent
+def _without_none(value):
     if isinstance(value, dict):
         return {k: _without_none(v) for k, v in value.items() if v is not None}
     return value

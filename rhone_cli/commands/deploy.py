@@ -21,7 +21,9 @@ app = new_typer(
 def deploy(
     ctx: typer.Context,
     env: Annotated[str, typer.Option("--env", help="Target environment.", metavar="ENV")] = "preview",
-    prebuilt: Annotated[bool, typer.Option("--prebuilt", help="Upload the built output; skip the remote build.")] = False,
+    prebuilt: Annotated[
+        bool, typer.Option("--prebuilt", help="Upload the built output; skip the remote build.")
+    ] = False,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once the operation is created.")] = False,
     wait_timeout: Annotated[
         float | None, typer.Option("--wait-timeout", help="Stop waiting after SECONDS (exit 7).", metavar="SECONDS")

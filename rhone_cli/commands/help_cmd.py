@@ -17,6 +17,8 @@ ENVIRONMENT_VARIABLES = {
     "RHONE_PROGRESS": "auto, plain, jsonl or none (like --progress).",
     "RHONE_NO_INPUT": "Never prompt (like --no-input).",
     "RHONE_CONFIG_DIR": "Directory for config.toml and credentials.toml (default: the platform config dir).",
+    "RHONE_IDEMPOTENCY_KEY": "Idempotency-Key for the next mutating command (default: fresh, or derived in CI).",
+    "RHONE_LOCAL_DATA_DIR": "Rhone Local's data directory (like `rhone local up --data-dir`).",
     "CI": "When set, rhone never prompts and never uses the OS keyring.",
     "NO_COLOR": "Disable colors (also --no-color, TERM=dumb).",
 }
@@ -26,7 +28,9 @@ ENVIRONMENT_VARIABLES = {
 def exit_codes(ctx: typer.Context) -> None:
     """The exit codes rhone uses, and what each means."""
     inv = invocation(ctx)
-    rows = [{"code": int(code), "name": code.name.lower(), "meaning": text} for code, text in EXIT_CODE_MEANINGS.items()]
+    rows = [
+        {"code": int(code), "name": code.name.lower(), "meaning": text} for code, text in EXIT_CODE_MEANINGS.items()
+    ]
     inv.out.result(
         {"exit_codes": rows},
         lambda out: out.table(["code", "name", "meaning"], [(r["code"], r["name"], r["meaning"]) for r in rows]),

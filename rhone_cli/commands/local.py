@@ -1,12 +1,126 @@
-"""`rhone local`: rhone Local: the embedded single-machine control plane."""
+"""`rhone local`: Rhone Local, the embedded single-machine control plane."""
 
 from __future__ import annotations
 
-from rhone_cli.commands._common import TENANCY, group, placeholder
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rhone_cli.commands._common import group, invocation
+from rhone_cli.output import Output
 
 app = group("local", "Rhone Local: the embedded single-machine control plane.")
 
-placeholder(app, 'up', 'Start Rhone Local in the background and wait until it is healthy.', TENANCY)
-placeholder(app, 'down', 'Stop Rhone Local.', TENANCY)
-placeholder(app, 'status', 'Show whether Rhone Local is running, and where.', TENANCY)
-placeholder(app, 'logs', "Show Rhone Local's log.", TENANCY)
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Data directory [env: RHONE_LOCAL_DATA_DIR; default ~/.local/share/rhone/local].",
+        metavar="DIR",
+    ),
+]
+
+
+def _render_status(doc: dict):
+    def human(out: Output) -> None:
+        if doc["running"]:
+            out.line(f"Rhone Local {doc.get('version') or ''} is running at {doc['api_url']} (pid {doc['pid']})")
+        else:
+            out.line("Rhone Local is not running" + (" (stale pid file)" if doc.get("stale_pid_file") else ""))
+        out.line(f"  data: {doc['data_dir']}")
+        out.line(f"  log:  {doc['log_file']}")
+
+    return human
+
+
+@app.command("up")
+def up(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option("--port", help="API port on 127.0.0.1.", min=1, max=65535)] = 8470,
+    edge_port: Annotated[int, typer.Option("--edge-port", help="Edge (app traffic) port.", min=1, max=65535)] = 8471,
+    data_dir: DataDir = None,
+    foreground: Annotated[bool, typer.Option("--foreground", help="Run in this terminal (for debugging).")] = False,
+) -> None:
+    """Start Rhone Local in the background, wait until it is healthy, and point the `local` profile at it."""
+    from rhone_cli.services import local
+
+    inv = invocation(ctx)
+    root = local.data_dir(inv, data_dir)
+    if foreground:
+        root.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "rhone_local",
+            "serve",
+            "--data-dir",
+            str(root),
+            "--port",
+            str(port),
+            "--edge-port",
+            str(edge_port),
+        ]
+        os.execv(sys.executable, command)
+    doc = local.up(inv, root, port=port, edge_port=edge_port)
+    inv.out.result(doc, _render_status(doc))
+
+
+@app.command("down")
+def down(ctx: typer.Context, data_dir: DataDir = None) -> None:
+    """Stop Rhone Local (SIGTERM, then SIGKILL after 10 seconds). Data is kept."""
+    from rhone_cli.services import local
+
+    inv = invocation(ctx)
+    doc = local.down(inv, local.data_dir(inv, data_dir))
+
+    def human(out: Output) -> None:
+        if doc["was_running"]:
+            out.line(f"stopped Rhone Local (pid {doc['pid']}{', forced' if doc.get('forced') else ''})")
+        else:
+            out.line("Rhone Local was not running")
+
+    inv.out.result(doc, human)
+
+
+@app.command("status")
+def status(ctx: typer.Context, data_dir: DataDir = None) -> None:
+    """Show whether Rhone Local is running, where, and which version."""
+    from rhone_cli.services import local
+
+    inv = invocation(ctx)
+    doc = local.status(inv, local.data_dir(inv, data_dir))
+    inv.out.result(doc, _render_status(doc))
+
+
+@app.command("logs")
+def logs(
+    ctx: typer.Context,
+    data_dir: DataDir = None,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines from the end.", min=1)] = 100,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C to stop).")] = False,
+) -> None:
+    """Show Rhone Local's log."""
+    from rhone_cli.services import local
+
+    inv = invocation(ctx)
+    root = local.data_dir(inv, data_dir)
+    text = local.logs(root, lines)
+    inv.env.stdout.write(text + ("\n" if text else ""))
+    if follow:
+        path = local.Paths(root).log
+        with path.open(errors="replace") as handle:
+            handle.seek(0, 2)
+            try:
+                while True:
+                    line = handle.readline()
+                    if line:
+                        inv.env.stdout.write(line)
+                        inv.env.stdout.flush()
+                    else:
+                        time.sleep(0.2)
+            except KeyboardInterrupt:
+                return

@@ -1,11 +1,77 @@
-"""`rhone op`: operations: the durable server-side record of every meaningful mutation."""
+"""`rhone op`: operations, the durable server-side record of every meaningful mutation."""
 
 from __future__ import annotations
 
-from rhone_cli.commands._common import TENANCY, group, placeholder
+from typing import Annotated
+
+import typer
+
+from rhone_cli.commands import _tenancy as t
+from rhone_cli.commands._common import group, invocation
+from rhone_cli.output import Output
 
 app = group("op", "Operations: the durable server-side record of every meaningful mutation.")
+OpId = Annotated[str, typer.Argument(help="Operation id (op_…).", metavar="OP_ID")]
 
-placeholder(app, 'ls', 'List operations.', TENANCY)
-placeholder(app, 'show', 'Show an operation and its stage history.', TENANCY)
-placeholder(app, 'wait', 'Wait for an operation to finish; same verdict and exit code as the command that started it.', TENANCY)
+
+def _render(doc: dict):
+    def human(out: Output) -> None:
+        out.fields(doc, order=["id", "kind", "state", "version", "target_id", "created_at", "updated_at"])
+        if doc.get("error"):
+            out.line(f"error:      {doc['error'].get('code')}: {doc['error'].get('message')}")
+        out.line("stages:")
+        for stage in doc.get("stages", []):
+            note = f"  error: {stage['error'].get('message')}" if stage.get("error") else ""
+            out.line(f"  {stage['entered_at']}  {stage['state']}{note}")
+
+    return human
+
+
+@app.command("ls")
+def ls(
+    ctx: typer.Context,
+    workspace: t.WorkspaceOpt = None,
+    limit: t.LimitOpt = 50,
+    state: Annotated[str | None, typer.Option("--state", help="Only operations in this state.")] = None,
+) -> None:
+    """List the workspace's operations, oldest first."""
+    from rhone_cli.services import tenancy
+
+    inv = invocation(ctx)
+    target = tenancy.target(inv, workspace=workspace, need="workspace")
+    rows = tenancy.items(
+        inv, f"{target.workspace_path}/operations", limit=limit, params={"state": state} if state else None
+    )
+    inv.out.result(
+        rows,
+        t.table(
+            ["id", "kind", "state", "target", "updated"],
+            ["id", "kind", "state", "target_id", "updated_at"],
+            rows,
+            "no operations",
+        ),
+    )
+
+
+@app.command("show")
+def show(ctx: typer.Context, op_id: OpId) -> None:
+    """Show an operation and its stage history."""
+    from rhone_cli.services import tenancy
+
+    inv = invocation(ctx)
+    doc = tenancy.get(inv, f"/v1/operations/{op_id}")
+    inv.out.result(doc, _render(doc))
+
+
+@app.command("wait")
+def wait(ctx: typer.Context, op_id: OpId, wait_timeout: t.WaitTimeoutOpt = None) -> None:
+    """Wait for an operation to finish: the same verdict and exit code as the command that started it."""
+    from rhone_cli.services import operations, tenancy
+
+    inv = invocation(ctx)
+    op = tenancy.get(inv, f"/v1/operations/{op_id}")
+    op = operations.wait(inv, op, timeout=wait_timeout)
+    failure = operations.verdict(op)
+    if failure is not None:
+        raise failure
+    inv.out.result(op, _render(op))

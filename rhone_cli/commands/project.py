@@ -1,11 +1,63 @@
-"""`rhone project`: projects: groups of apps in a workspace."""
+"""`rhone project`: projects, the grouping of apps in a workspace."""
 
 from __future__ import annotations
 
-from rhone_cli.commands._common import TENANCY, group, placeholder
+from typing import Annotated
+
+import typer
+
+from rhone_cli.commands import _tenancy as t
+from rhone_cli.commands._common import group, invocation
 
 app = group("project", "Projects: groups of apps in a workspace.")
+COLUMNS = (["id", "name", "created"], ["id", "name", "created_at"])
 
-placeholder(app, 'ls', 'List projects.', TENANCY)
-placeholder(app, 'create', 'Create a project (an operation).', TENANCY)
-placeholder(app, 'show', 'Show a project.', TENANCY)
+
+@app.command("ls")
+def ls(ctx: typer.Context, workspace: t.WorkspaceOpt = None, limit: t.LimitOpt = None) -> None:
+    """List the workspace's projects."""
+    from rhone_cli.services import tenancy
+
+    inv = invocation(ctx)
+    target = tenancy.target(inv, workspace=workspace, need="workspace")
+    rows = tenancy.items(inv, f"{target.workspace_path}/projects", limit=limit)
+    inv.out.result(rows, t.table(*COLUMNS, rows, "no projects"))
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Project name.")],
+    workspace: t.WorkspaceOpt = None,
+    no_wait: t.NoWaitOpt = False,
+    wait_timeout: t.WaitTimeoutOpt = None,
+) -> None:
+    """Create a project (an operation; waits for it unless --no-wait)."""
+    from rhone_cli.services import tenancy
+
+    inv = invocation(ctx)
+    target = tenancy.target(inv, workspace=workspace, project=name, need="project")
+    doc = tenancy.create(
+        inv,
+        f"{target.workspace_path}/projects",
+        {"name": name},
+        resource_path=target.project_path,
+        no_wait=no_wait,
+        timeout=wait_timeout,
+    )
+    inv.out.result(doc, t.created_or_operation(doc, "project"))
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Name or id.")] = None,
+    workspace: t.WorkspaceOpt = None,
+) -> None:
+    """Show a project (default: the one in rhone.toml)."""
+    from rhone_cli.services import tenancy
+
+    inv = invocation(ctx)
+    target = tenancy.target(inv, workspace=workspace, project=name, need="project")
+    doc = tenancy.get(inv, target.project_path)
+    inv.out.result(doc, t.fields(doc, ["id", "name", "workspace_id", "created_at", "operation_id"]))

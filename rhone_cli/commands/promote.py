@@ -7,6 +7,7 @@ import typer
 from rhone_cli.commands._common import PASSTHROUGH, PROMOTION
 from rhone_cli.errors import not_implemented
 
+
 def register(root: typer.Typer) -> None:
     @root.command(
         "promote",

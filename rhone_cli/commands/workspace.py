@@ -1,13 +1,99 @@
-"""`rhone workspace`: workspaces: members, roles and the audit log."""
+"""`rhone workspace`: workspaces, their members and roles, and the audit log."""
 
 from __future__ import annotations
 
-from rhone_cli.commands._common import TENANCY, group, placeholder
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from rhone_cli.commands import _tenancy as t
+from rhone_cli.commands._common import group, invocation
 
 app = group("workspace", "Workspaces: members, roles and the audit log.")
 
-placeholder(app, 'ls', 'List the workspaces you belong to.', TENANCY)
-placeholder(app, 'show', 'Show a workspace.', TENANCY)
-placeholder(app, 'members', "List a workspace's members and their roles.", TENANCY)
-placeholder(app, 'invite', 'Invite a member with a role.', TENANCY)
-placeholder(app, 'audit', 'Read the workspace audit log (owners and admins).', TENANCY)
+
+class Role(StrEnum):
+    owner = "owner"
+    admin = "admin"
+    developer = "developer"
+    viewer = "viewer"
+
+
+@app.command("ls")
+def ls(ctx: typer.Context) -> None:
+    """List the workspaces you belong to, with your role."""
+    from rhone_cli.services import tenancy
+
+    inv = invocation(ctx)
+    rows = tenancy.items(inv, "/v1/workspaces")
+    inv.out.result(rows, t.table(["id", "name", "role"], ["id", "name", "role"], rows, "no workspaces"))
+
+
+@app.command("show")
+def show(ctx: typer.Context, workspace: Annotated[str | None, typer.Argument(help="Name or id.")] = None) -> None:
+    """Show a workspace (default: the profile's)."""
+    from rhone_cli.services import tenancy
+
+    inv = invocation(ctx)
+    target = tenancy.target(inv, workspace=workspace, need="workspace")
+    doc = tenancy.get(inv, target.workspace_path)
+    inv.out.result(doc, t.fields(doc, ["id", "name", "role", "created_at"]))
+
+
+@app.command("members")
+def members(ctx: typer.Context, workspace: t.WorkspaceOpt = None) -> None:
+    """List a workspace's members and their roles."""
+    from rhone_cli.services import tenancy
+
+    inv = invocation(ctx)
+    target = tenancy.target(inv, workspace=workspace, need="workspace")
+    rows = tenancy.items(inv, f"{target.workspace_path}/members")
+    inv.out.result(
+        rows, t.table(["user", "name", "email", "role"], ["user_id", "name", "email", "role"], rows, "no members")
+    )
+
+
+@app.command("invite")
+def invite(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="Email address of the person to add.")],
+    role: Annotated[Role, typer.Option("--role", help="owner, admin, developer or viewer.")] = Role.developer,
+    name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
+    workspace: t.WorkspaceOpt = None,
+) -> None:
+    """Add a member with a role (admins grant up to admin; only owners grant owner)."""
+    from rhone_cli.services import operations, tenancy
+
+    inv = invocation(ctx)
+    target = tenancy.target(inv, workspace=workspace, need="workspace")
+    path = f"{target.workspace_path}/members"
+    body = {"email": email, "role": role.value, "name": name}
+    doc = inv.client().post(path, body, idempotency_key=operations.idempotency_key(inv, path, email)).data
+    inv.out.result(doc, lambda out: out.line(f"added {doc['email']} as {doc['role']}"))
+
+
+@app.command("audit")
+def audit(
+    ctx: typer.Context,
+    workspace: t.WorkspaceOpt = None,
+    limit: t.LimitOpt = 100,
+    action: Annotated[str | None, typer.Option("--action", help="Only this action, e.g. project.create.")] = None,
+) -> None:
+    """Read the audit log: every mutation, allowed or denied (owners and admins)."""
+    from rhone_cli.services import tenancy
+
+    inv = invocation(ctx)
+    target = tenancy.target(inv, workspace=workspace, need="workspace")
+    rows = tenancy.items(
+        inv, f"{target.workspace_path}/audit", limit=limit, params={"action": action} if action else None
+    )
+    inv.out.result(
+        rows,
+        t.table(
+            ["time", "actor", "action", "target", "result", "request"],
+            ["ts", "actor_id", "action", "target", "result", "request_id"],
+            rows,
+            "no records",
+        ),
+    )

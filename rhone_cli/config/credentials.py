@@ -69,7 +69,8 @@ def _keyring_call(method: str, *args: str) -> Any:
         error = outcome["error"]
         if method == "delete_password" and type(error).__name__ == "PasswordDeleteError":
             return None
-        reason = str(error).split("\n")[0] or type(error).__name__
+        # keyring's messages run to paragraphs; the first sentence names the problem.
+        reason = str(error).split("\n")[0].split(". ")[0] or type(error).__name__
         raise KeyringUnavailable(f"{type(error).__name__}: {reason}")
     return outcome.get("value")
 

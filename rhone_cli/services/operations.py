@@ -1,0 +1,144 @@
+"""Operations: start one, wait for it by long-polling its durable state, and turn its terminal state into a verdict.
+
+Waiting never sleeps in a loop: each request asks the server to hold the answer until the operation's version
+moves past the one we saw (`wait`, `after_version`), so a state change reaches us within milliseconds and an idle
+wait costs one request per `LONG_POLL_SECONDS`. The verdict — the exit code — comes only from the terminal state
+read from the server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from rhone_cli.errors import ExitCode, RhoneError
+from rhone_cli.invocation import Invocation
+
+LONG_POLL_SECONDS = 25.0
+SUCCESS_STATES = frozenset({"succeeded", "preview_ready", "healthy"})
+BLOCKED_STATES = frozenset({"blocked"})
+# CI systems' run identifiers: a rerun of the same job derives the same idempotency key.
+CI_RUN_VARIABLES = ("GITHUB_RUN_ID", "CI_PIPELINE_ID", "BUILDKITE_BUILD_ID", "CIRCLE_WORKFLOW_ID", "BUILD_ID")
+
+
+def idempotency_key(inv: Invocation, *parts: str) -> str | None:
+    """The Idempotency-Key for a mutating command.
+
+    `RHONE_IDEMPOTENCY_KEY` wins (a script that wants exact control); in CI the key is derived from the request and
+    the run id, so a retried job attaches to its first attempt; otherwise None, and the client generates a fresh
+    key per command that it reuses across its own retries."""
+    explicit = inv.env.environ.get("RHONE_IDEMPOTENCY_KEY")
+    if explicit:
+        return explicit
+    run = next((inv.env.environ[v] for v in CI_RUN_VARIABLES if inv.env.environ.get(v)), None)
+    if run is None:
+        return None
+    attempt = inv.env.environ.get("GITHUB_RUN_ATTEMPT", "")
+    digest = hashlib.sha256("\x1f".join((run, attempt, *parts)).encode()).hexdigest()[:32]
+    return f"ci-{digest}"
+
+
+def resume_hint(op_id: str) -> str:
+    return f"rhone op wait {op_id}"
+
+
+def announce(inv: Invocation, op: dict[str, Any]) -> None:
+    """The operation id goes out first, before any waiting, so CI logs always hold the resume handle."""
+    inv.out.progress_event(
+        "op_state",
+        message=f"operation {op['id']} ({op['kind']}) {op['state']}; resume with `{resume_hint(op['id'])}`",
+        op_id=op["id"],
+        kind=op["kind"],
+        state=op["state"],
+        version=op["version"],
+    )
+
+
+def wait(inv: Invocation, op: dict[str, Any], *, timeout: float | None) -> dict[str, Any]:
+    """Long-poll until `op` is terminal; WAIT_TIMEOUT (7) when `timeout` seconds pass, INTERRUPTED (130) on Ctrl-C."""
+    client = inv.client()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while not op.get("terminal"):
+            remaining = LONG_POLL_SECONDS if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise RhoneError(
+                    f"stopped waiting after {timeout:g}s; operation {op['id']} is still {op['state']} on the server",
+                    code="wait_timeout",
+                    exit_code=ExitCode.WAIT_TIMEOUT,
+                    operation_id=op["id"],
+                    retryable=True,
+                    hint=f"resume with `{resume_hint(op['id'])}` (the --wait-timeout budget fired, not a server "
+                    "deadline)",
+                )
+            poll = min(LONG_POLL_SECONDS, max(remaining, 0.05))
+            response = client.get(
+                f"/v1/operations/{op['id']}",
+                params={"wait": f"{poll:.2f}", "after_version": op["version"]},
+                timeout=poll + inv.env.options.request_timeout,
+            )
+            previous, op = op, response.data
+            if op["version"] != previous["version"]:
+                inv.out.progress_event(
+                    "op_state",
+                    message=f"  {op['state']}",
+                    op_id=op["id"],
+                    kind=op["kind"],
+                    state=op["state"],
+                    version=op["version"],
+                )
+    except KeyboardInterrupt:
+        raise RhoneError(
+            f"interrupted; operation {op['id']} continues on the server",
+            code="interrupted",
+            exit_code=ExitCode.INTERRUPTED,
+            operation_id=op["id"],
+            hint=f"resume with `{resume_hint(op['id'])}`",
+        ) from None
+    return op
+
+
+def verdict(op: dict[str, Any]) -> RhoneError | None:
+    """None for success; otherwise the error that carries the exit code of the terminal state."""
+    if op["state"] in SUCCESS_STATES:
+        return None
+    error = op.get("error") or {}
+    if op["state"] in BLOCKED_STATES:
+        return RhoneError(
+            error.get("message") or f"operation {op['id']} is blocked",
+            code=error.get("code", "blocked"),
+            exit_code=ExitCode.BLOCKED,
+            operation_id=op["id"],
+            request_id=op.get("request_id"),
+        )
+    return RhoneError(
+        f"operation {op['id']} ({op['kind']}) {op['state']}: {error.get('message') or 'no reason recorded'}",
+        code=error.get("code") or "operation_failed",
+        exit_code=ExitCode.FAILED,
+        operation_id=op["id"],
+        request_id=op.get("request_id"),
+        hint=f"details: `rhone op show {op['id']}`",
+    )
+
+
+def run(
+    inv: Invocation,
+    path: str,
+    body: dict[str, Any],
+    *,
+    no_wait: bool,
+    timeout: float | None,
+    key_parts: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """POST a mutation that starts an operation; wait for it unless `no_wait`; raise on a non-success verdict."""
+    key = idempotency_key(inv, path, *key_parts) if key_parts else None
+    op = inv.client().post(path, body, idempotency_key=key).data
+    announce(inv, op)
+    if no_wait:
+        return op
+    op = wait(inv, op, timeout=timeout)
+    failure = verdict(op)
+    if failure is not None:
+        raise failure
+    return op

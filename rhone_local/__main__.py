@@ -1,0 +1,3 @@
+from rhone_local.server import main
+
+raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""The FastAPI application: request ids, uniform errors, authentication, idempotency and audit plumbing.
+
+Conventions (PRODUCT.md §5): JSON under `/v1`; bearer tokens; `X-Request-Id` on every response; errors as
+`{"error": {"code", "message", "request_id", "details"}}`; list endpoints take `limit` + `cursor`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from rhone_local import __version__
+from rhone_local.domain.errors import DomainError
+from rhone_local.domain.ids import new_id
+from rhone_local.notify import ChangeNotifier
+from rhone_local.store import Store
+
+log = logging.getLogger("rhone_local.api")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+
+STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    422: "invalid_request",
+    500: "internal_error",
+}
+
+
+def hash_token(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: dict | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    request_id = getattr(request.state, "request_id", None) or new_id("request")
+    body = {"error": {"code": code, "message": message, "request_id": request_id, "details": details or {}}}
+    return JSONResponse(body, status_code=status, headers={"X-Request-Id": request_id, **(headers or {})})
+
+
+def create_app(store: Store, notifier: ChangeNotifier | None = None) -> FastAPI:
+    from rhone_local.api import routes
+
+    app = FastAPI(
+        title="Rhone API",
+        version=__version__,
+        description="The Rhone control-plane API, as implemented by Rhone Local.",
+        openapi_url="/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.store = store
+    app.state.notifier = notifier or ChangeNotifier()
+
+    @app.middleware("http")
+    async def request_id_middleware(request: Request, call_next: Callable) -> Any:
+        incoming = request.headers.get("x-request-id", "")
+        request.state.request_id = incoming if _REQUEST_ID.match(incoming) else new_id("request")
+        response = await call_next(request)
+        response.headers["X-Request-Id"] = request.state.request_id
+        return response
+
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, error: DomainError) -> JSONResponse:
+        return error_response(request, error.status, error.code, error.message, error.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"loc": [str(p) for p in item.get("loc", ())], "message": item.get("msg", ""), "type": item.get("type")}
+            for item in error.errors()
+        ]
+        if any(p["type"] == "json_invalid" for p in problems):
+            return error_response(
+                request, 400, "malformed_json", "the request body is not valid JSON", {"problems": problems}
+            )
+        return error_response(request, 422, "invalid_request", "the request is not valid", {"problems": problems})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = STATUS_CODES.get(error.status_code, "http_error")
+        headers = error.headers
+        if error.status_code == 405:
+            # Starlette answers with the methods of the first route whose path matched; `Allow` must list every
+            # method the resource supports (RFC 9110 §15.5.6), e.g. GET and POST on a collection.
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+        return error_response(request, error.status_code, code, str(error.detail), headers=headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(request, 500, "internal_error", "internal error; see the Rhone Local log")
+
+    app.include_router(routes.router)
+    return app
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
+
+
+# -- helpers the route handlers share --------------------------------------------------------------------------------
+def body_hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -1,0 +1,228 @@
+"""The wire contract: every request and response body of the Rhone API.
+
+`schemas/openapi.json` is generated from the FastAPI app that uses these models (`python -m rhone_local.openapi`),
+and the CLI's `--json` documents for resources are these shapes, passed through unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["owner", "admin", "developer", "viewer"]
+NAME_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(_Model):
+    code: str = Field(description="Stable error code, e.g. not_found, insufficient_role, idempotency_key_reused.")
+    message: str
+    request_id: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorResponse(_Model):
+    error: ErrorDetail
+
+
+class Health(_Model):
+    status: Literal["ok"]
+    version: str
+    schema_version: int
+
+
+class WorkspaceRef(_Model):
+    id: str
+    name: str
+    role: Role | None = None
+
+
+class Whoami(_Model):
+    id: str
+    kind: Literal["user", "runtime"]
+    name: str
+    token_id: str
+    app_id: str | None = None
+    workspaces: list[WorkspaceRef]
+
+
+class Workspace(_Model):
+    id: str
+    name: str
+    created_at: str
+    role: Role | None = Field(None, description="The caller's role in this workspace.")
+
+
+class Member(_Model):
+    user_id: str
+    name: str
+    email: str | None
+    role: Role
+    created_at: str | None = None
+
+
+class MemberInvite(_Model):
+    email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
+    role: Role
+    name: str | None = Field(None, max_length=100)
+
+
+class TokenCreate(_Model):
+    name: str = Field(min_length=1, max_length=100)
+    expires_in_days: int | None = Field(None, ge=1, le=3650)
+    # Bounded like every other string field; pydantic also checks a constrained string is valid Unicode, so a lone
+    # surrogate (JSON's "\ud800") is a 422 here instead of a UnicodeEncodeError (500) in SQLite.
+    user_id: str | None = Field(
+        None,
+        max_length=100,
+        description="Issue the token for this member instead of yourself (owners and admins only).",
+    )
+
+
+class Token(_Model):
+    id: str
+    name: str
+    subject_kind: Literal["user", "runtime"]
+    subject_id: str
+    created_at: str
+    expires_at: str | None = None
+    revoked_at: str | None = None
+
+
+class TokenCreated(Token):
+    secret: str = Field(description="The token itself; shown once, never stored in clear.")
+
+
+class Project(_Model):
+    id: str
+    workspace_id: str
+    name: str
+    created_at: str
+    operation_id: str
+
+
+class ProjectCreate(_Model):
+    name: str = Field(min_length=1, max_length=40, pattern=NAME_PATTERN)
+
+
+# Environment names follow the same rule whether created with the app or on their own.
+EnvironmentName = Annotated[str, Field(min_length=1, max_length=40, pattern=NAME_PATTERN)]
+
+
+def _names_as_property_names(schema: dict[str, Any]) -> None:
+    """Pydantic documents a pattern-constrained dict key as `patternProperties`, which leaves every other key
+    allowed; document what is validated instead: keys are names (`propertyNames`), values policies."""
+    ((pattern, value),) = schema.pop("patternProperties").items()
+    schema["additionalProperties"] = value
+    schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": pattern}
+
+
+class EnvironmentPolicy(_Model):
+    approval_required: bool = False
+    frozen: bool = False
+
+
+class App(_Model):
+    id: str
+    workspace_id: str
+    project_id: str
+    name: str
+    created_at: str
+    operation_id: str
+
+
+class AppCreate(_Model):
+    name: str = Field(min_length=1, max_length=40, pattern=NAME_PATTERN)
+    environments: dict[EnvironmentName, EnvironmentPolicy] = Field(
+        default_factory=dict,
+        description="Policies for environments created with the app (preview and production always are).",
+        json_schema_extra=_names_as_property_names,
+    )
+
+
+class Environment(_Model):
+    id: str
+    workspace_id: str
+    app_id: str
+    name: str
+    approval_required: bool
+    frozen: bool
+    created_at: str
+    operation_id: str
+
+
+class EnvironmentCreate(_Model):
+    name: str = Field(min_length=1, max_length=40, pattern=NAME_PATTERN)
+    approval_required: bool = False
+    frozen: bool = False
+
+
+class RuntimeIdentityCreated(_Model):
+    id: str
+    app_id: str
+    workspace_id: str
+    created_at: str
+    token: TokenCreated
+
+
+class Stage(_Model):
+    state: str
+    entered_at: str
+    evidence: dict[str, Any]
+    error: dict[str, Any] | None
+
+
+class OperationError(_Model):
+    code: str
+    message: str
+
+
+class Operation(_Model):
+    id: str
+    workspace_id: str
+    kind: str
+    state: str
+    version: int = Field(description="Increases with every recorded stage; pass it as after_version to long-poll.")
+    terminal: bool
+    target_kind: str
+    target_id: str
+    params: dict[str, Any]
+    stages: list[Stage]
+    error: OperationError | None
+    actor: dict[str, str]
+    idempotency_key: str | None
+    request_id: str
+    created_at: str
+    updated_at: str
+    links: dict[str, str]
+
+
+class AuditRecord(_Model):
+    id: str
+    workspace_id: str | None
+    ts: str
+    actor_kind: Literal["user", "runtime"]
+    actor_id: str
+    action: str
+    target: str
+    request_id: str
+    result: Literal["allowed", "denied", "failed"]
+    detail: dict[str, Any] | None
+
+
+class Region(_Model):
+    id: str
+    name: str
+    created_at: str
+
+
+T = TypeVar("T")
+
+
+class Page(_Model, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")

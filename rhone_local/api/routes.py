@@ -1,0 +1,666 @@
+"""Route handlers. Each one: authenticate, authorize (audited when denied), read or mutate through the store."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from rhone_local import __version__
+from rhone_local.api import models as m
+from rhone_local.api.app import body_hash, hash_token
+from rhone_local.domain import access
+from rhone_local.domain.access import Principal
+from rhone_local.domain.errors import DomainError, conflict, forbidden, not_found
+from rhone_local.domain.ids import new_id
+from rhone_local.domain.operations import TERMINAL_STATES
+from rhone_local.store import SCHEMA_VERSION, Store
+
+router = APIRouter()
+bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer <token>`.")
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": m.ErrorResponse, "description": text}
+    for status, text in {
+        400: "Malformed request body.",
+        401: "Missing, invalid, expired or revoked token.",
+        403: "Not allowed for this identity or role (audited).",
+        404: "Not found.",
+        409: "Conflict: name taken, or Idempotency-Key reused with another request.",
+        422: "Invalid request.",
+    }.items()
+}
+READ_ERRORS = {k: v for k, v in ERRORS.items() if k in (401, 403, 404, 422)}
+Limit = Annotated[int, Query(ge=1, le=200, description="Page size.")]
+Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
+
+
+# -- authentication and authorization --------------------------------------------------------------------------------
+def get_store(request: Request) -> Store:
+    return request.app.state.store
+
+
+def authenticate(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials.strip():
+        raise DomainError("unauthenticated", "a bearer token is required", 401)
+    principal = get_store(request).principal_for_token(hash_token(credentials.credentials.strip()))
+    if principal is None:
+        raise DomainError("invalid_token", "the token is invalid, expired or revoked", 401)
+    return principal
+
+
+Caller = Annotated[Principal, Depends(authenticate)]
+
+
+def _workspace(store: Store, principal: Principal, ref: str) -> tuple[dict, str | None]:
+    workspace = store.workspace(ref)
+    if workspace is None:
+        raise not_found("workspace", ref)
+    if principal.kind == "runtime":
+        if principal.workspace_id != workspace["id"]:
+            raise not_found("workspace", ref)
+        return workspace, None
+    return workspace, store.role_of(workspace["id"], principal.id)
+
+
+def authorize(
+    request: Request, principal: Principal, ws_ref: str, action: str, target: str, app_id: str | None = None
+) -> tuple[dict, str | None]:
+    """Check `action` in the workspace; a denied mutation is audited before the 403 goes out."""
+    store = get_store(request)
+    workspace, role = _workspace(store, principal, ws_ref)
+    try:
+        access.require(principal, action, role, app_id=app_id)
+    except DomainError as error:
+        if action in access.MUTATIONS:
+            store.audit(
+                workspace_id=workspace["id"],
+                principal=principal,
+                action=action,
+                target=target,
+                request_id=request.state.request_id,
+                result="denied",
+                detail={"code": error.code},
+            )
+        raise
+    return workspace, role
+
+
+def mutate(
+    request: Request,
+    principal: Principal,
+    workspace_id: str,
+    action: str,
+    target: str,
+    payload: Any,
+    perform: Callable[[Any], tuple[int, dict]],
+    notify_op: bool = False,
+) -> JSONResponse:
+    """Run a mutation in one transaction with its audit record and its idempotent response.
+
+    A repeated Idempotency-Key from the same caller replays the stored response; the same key with a different
+    request is refused with 409 `idempotency_key_reused`. Both checks happen inside the write transaction, so ten
+    concurrent copies of a request still create one resource.
+    """
+    store = get_store(request)
+    key = request.headers.get("idempotency-key") or None
+    fingerprint = body_hash({"method": request.method, "path": request.url.path, "body": payload})
+    try:
+        with store.write() as c:
+            if key:
+                prior = store.idempotent_response(c, principal.id, key)
+                if prior is not None:
+                    if prior["body_hash"] != fingerprint:
+                        raise conflict(
+                            "idempotency_key_reused",
+                            "this Idempotency-Key was used for a different request",
+                            first_path=prior["path"],
+                        )
+                    return _json(prior["response"], prior["status"], {"Idempotent-Replayed": "true"})
+            status, body = perform(c)
+            store.audit(
+                workspace_id=workspace_id,
+                principal=principal,
+                action=action,
+                target=target,
+                request_id=request.state.request_id,
+                result="allowed",
+                conn=c,
+            )
+            if key:
+                store.remember_response(
+                    c,
+                    principal_id=principal.id,
+                    key=key,
+                    method=request.method,
+                    path=request.url.path,
+                    body_hash=fingerprint,
+                    status=status,
+                    response=body,
+                )
+    except DomainError as error:
+        store.audit(
+            workspace_id=workspace_id,
+            principal=principal,
+            action=action,
+            target=target,
+            request_id=request.state.request_id,
+            result="failed",
+            detail={"code": error.code},
+        )
+        raise
+    if notify_op:
+        request.app.state.notifier.work_available()
+    return _json(body, status)
+
+
+def _json(body: dict, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    headers = dict(headers or {})
+    if status == 202 and body.get("links", {}).get("self"):
+        headers["Location"] = body["links"]["self"]
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def page(rows: list[dict], limit: int, view: Callable[[dict], dict] = lambda r: r) -> dict:
+    items = rows[:limit]
+    return {"items": [view(r) for r in items], "next_cursor": items[-1]["id"] if len(rows) > limit else None}
+
+
+# -- views -----------------------------------------------------------------------------------------------------------
+def op_view(op: dict) -> dict:
+    return {
+        "id": op["id"],
+        "workspace_id": op["workspace_id"],
+        "kind": op["kind"],
+        "state": op["state"],
+        "version": op["version"],
+        "terminal": op["state"] in TERMINAL_STATES,
+        "target_kind": op["target_kind"],
+        "target_id": op["target_id"],
+        "params": op["params"],
+        "stages": op["stages"],
+        "error": op["error"],
+        "actor": {"kind": op["actor_kind"], "id": op["actor_id"]},
+        "idempotency_key": op["idempotency_key"],
+        "request_id": op["request_id"],
+        "created_at": op["created_at"],
+        "updated_at": op["updated_at"],
+        "links": {"self": f"/v1/operations/{op['id']}"},
+    }
+
+
+def env_view(row: dict) -> dict:
+    return {**row, "approval_required": bool(row["approval_required"]), "frozen": bool(row["frozen"])}
+
+
+def token_view(row: dict) -> dict:
+    return {
+        k: row.get(k) for k in ("id", "name", "subject_kind", "subject_id", "created_at", "expires_at", "revoked_at")
+    }
+
+
+def _new_secret() -> str:
+    return "rht_" + secrets.token_urlsafe(32)
+
+
+# -- service -----------------------------------------------------------------------------------------------------------
+@router.get("/v1/health", response_model=m.Health, tags=["service"])
+def health() -> dict:
+    return {"status": "ok", "version": __version__, "schema_version": SCHEMA_VERSION}
+
+
+@router.get("/v1/whoami", response_model=m.Whoami, responses={401: ERRORS[401]}, tags=["identity"])
+def whoami(request: Request, principal: Caller) -> dict:
+    store = get_store(request)
+    if principal.kind == "runtime":
+        workspace = store.workspace(principal.workspace_id or "")
+        workspaces = [{"id": workspace["id"], "name": workspace["name"], "role": None}] if workspace else []
+    else:
+        workspaces = [{"id": w["id"], "name": w["name"], "role": w["role"]} for w in store.workspaces_of(principal.id)]
+    return {
+        "id": principal.id,
+        "kind": principal.kind,
+        "name": principal.name,
+        "token_id": principal.token_id,
+        "app_id": principal.app_id,
+        "workspaces": workspaces,
+    }
+
+
+@router.get("/v1/regions", response_model=m.Page[m.Region], responses={401: ERRORS[401]}, tags=["topology"])
+def regions(request: Request, principal: Caller) -> dict:
+    rows = get_store(request).regions()
+    return {"items": rows, "next_cursor": None}
+
+
+# -- workspaces, members, audit, tokens --------------------------------------------------------------------------------
+@router.get("/v1/workspaces", response_model=m.Page[m.Workspace], responses=READ_ERRORS, tags=["workspaces"])
+def list_workspaces(request: Request, principal: Caller) -> dict:
+    if principal.kind == "runtime":
+        raise forbidden("forbidden", "a runtime identity cannot list workspaces")
+    rows = get_store(request).workspaces_of(principal.id)
+    return {"items": rows, "next_cursor": None}
+
+
+@router.get("/v1/workspaces/{ws}", response_model=m.Workspace, responses=READ_ERRORS, tags=["workspaces"])
+def get_workspace(request: Request, principal: Caller, ws: str) -> dict:
+    workspace, role = authorize(request, principal, ws, "workspace.read", ws)
+    return {**workspace, "role": role}
+
+
+@router.get("/v1/workspaces/{ws}/members", response_model=m.Page[m.Member], responses=READ_ERRORS, tags=["workspaces"])
+def list_members(request: Request, principal: Caller, ws: str) -> dict:
+    workspace, _ = authorize(request, principal, ws, "member.read", ws)
+    return {"items": get_store(request).members(workspace["id"]), "next_cursor": None}
+
+
+@router.post(
+    "/v1/workspaces/{ws}/members", status_code=201, response_model=m.Member, responses=ERRORS, tags=["workspaces"]
+)
+def invite_member(request: Request, principal: Caller, ws: str, body: m.MemberInvite) -> JSONResponse:
+    workspace, role = authorize(request, principal, ws, "member.invite", body.email)
+    if not access.may_grant(role or "viewer", body.role):
+        store = get_store(request)
+        store.audit(
+            workspace_id=workspace["id"],
+            principal=principal,
+            action="member.invite",
+            target=body.email,
+            request_id=request.state.request_id,
+            result="denied",
+            detail={"code": "cannot_grant_role"},
+        )
+        raise forbidden("cannot_grant_role", f"a {role} cannot grant the {body.role} role")
+
+    def perform(c: Any) -> tuple[int, dict]:
+        member = get_store(request).add_member(
+            c, workspace["id"], body.email, body.name or body.email.split("@")[0], body.role
+        )
+        if not member.pop("added"):
+            raise conflict("already_a_member", f"{body.email} is already a member ({member['role']})")
+        return 201, member
+
+    return mutate(request, principal, workspace["id"], "member.invite", body.email, body.model_dump(), perform)
+
+
+@router.get(
+    "/v1/workspaces/{ws}/audit", response_model=m.Page[m.AuditRecord], responses=READ_ERRORS, tags=["workspaces"]
+)
+def read_audit(
+    request: Request, principal: Caller, ws: str, limit: Limit = 50, cursor: Cursor = None, action: str | None = None
+) -> dict:
+    workspace, _ = authorize(request, principal, ws, "audit.read", ws)
+    where, args = "workspace_id = ?", (workspace["id"],)
+    if action:
+        where, args = where + " AND action = ?", (*args, action)
+    return page(get_store(request).page("audit", where, args, limit=limit, cursor=cursor), limit)
+
+
+@router.get("/v1/workspaces/{ws}/tokens", response_model=m.Page[m.Token], responses=READ_ERRORS, tags=["tokens"])
+def list_tokens(request: Request, principal: Caller, ws: str, limit: Limit = 50, cursor: Cursor = None) -> dict:
+    authorize(request, principal, ws, "token.read", ws)
+    rows = get_store(request).page("tokens", "subject_id = ?", (principal.id,), limit=limit, cursor=cursor)
+    return page(rows, limit, token_view)
+
+
+@router.post(
+    "/v1/workspaces/{ws}/tokens", status_code=201, response_model=m.TokenCreated, responses=ERRORS, tags=["tokens"]
+)
+def create_token(request: Request, principal: Caller, ws: str, body: m.TokenCreate) -> JSONResponse:
+    workspace, role = authorize(request, principal, ws, "token.create", body.name)
+    store = get_store(request)
+    subject = body.user_id or principal.id
+    if subject != principal.id:
+        if role not in ("owner", "admin"):
+            store.audit(
+                workspace_id=workspace["id"],
+                principal=principal,
+                action="token.create",
+                target=subject,
+                request_id=request.state.request_id,
+                result="denied",
+                detail={"code": "insufficient_role"},
+            )
+            raise forbidden("insufficient_role", "only owners and admins issue tokens for other members")
+        subject_role = store.role_of(workspace["id"], subject)
+        if subject_role is None:
+            raise not_found("member", subject)
+        # A token acts as its subject: issuing one for a higher role would hand the caller that role.
+        if not access.may_grant(role, subject_role):
+            store.audit(
+                workspace_id=workspace["id"],
+                principal=principal,
+                action="token.create",
+                target=subject,
+                request_id=request.state.request_id,
+                result="denied",
+                detail={"code": "insufficient_role"},
+            )
+            raise forbidden("insufficient_role", f"a {role} cannot issue tokens for a {subject_role}")
+    secret = _new_secret()
+    expires = None
+    if body.expires_in_days:
+        expires = (datetime.now(UTC) + timedelta(days=body.expires_in_days)).isoformat(timespec="milliseconds")
+        expires = expires.replace("+00:00", "Z")
+
+    def perform(c: Any) -> tuple[int, dict]:
+        token = store.create_token(
+            c,
+            subject_kind="user",
+            subject_id=subject,
+            name=body.name,
+            secret_hash=hash_token(secret),
+            expires_at=expires,
+        )
+        return 201, {**token_view(token), "secret": secret}
+
+    return mutate(request, principal, workspace["id"], "token.create", subject, body.model_dump(), perform)
+
+
+@router.delete(
+    "/v1/workspaces/{ws}/tokens/{token_id}", status_code=200, response_model=m.Token, responses=ERRORS, tags=["tokens"]
+)
+def revoke_token(request: Request, principal: Caller, ws: str, token_id: str) -> JSONResponse:
+    workspace, role = authorize(request, principal, ws, "token.revoke", token_id)
+    store = get_store(request)
+    token = store.one("SELECT * FROM tokens WHERE id = ?", token_id)
+    if token is None or (
+        token["subject_kind"] == "user" and store.role_of(workspace["id"], token["subject_id"]) is None
+    ):
+        raise not_found("token", token_id)
+    if token["subject_id"] != principal.id and role not in ("owner", "admin"):
+        store.audit(
+            workspace_id=workspace["id"],
+            principal=principal,
+            action="token.revoke",
+            target=token_id,
+            request_id=request.state.request_id,
+            result="denied",
+            detail={"code": "insufficient_role"},
+        )
+        raise forbidden("insufficient_role", "only owners and admins revoke other people's tokens")
+
+    def perform(c: Any) -> tuple[int, dict]:
+        c.execute(
+            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
+            (datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"), token_id),
+        )
+        row = c.execute("SELECT * FROM tokens WHERE id = ?", (token_id,)).fetchone()
+        return 200, token_view(dict(row))
+
+    return mutate(request, principal, workspace["id"], "token.revoke", token_id, {"token_id": token_id}, perform)
+
+
+# -- projects, apps, environments ------------------------------------------------------------------------------
+def _start_operation(
+    request: Request,
+    principal: Principal,
+    workspace_id: str,
+    kind: str,
+    target_kind: str,
+    params: dict,
+    target: str,
+    name_taken: Callable[[], bool],
+) -> JSONResponse:
+    """Create the operation (202). The name check runs after the idempotency check, so a replay of a request
+    whose resource now exists still gets its original answer rather than a conflict."""
+    store = get_store(request)
+
+    def perform(c: Any) -> tuple[int, dict]:
+        if name_taken():
+            raise conflict("name_taken", f"{target_kind} {params['name']!r} already exists", target=target)
+        op = store.create_operation(
+            c,
+            workspace_id=workspace_id,
+            kind=kind,
+            target_kind=target_kind,
+            target_id=new_id(target_kind),
+            params=params,
+            principal=principal,
+            request_id=request.state.request_id,
+            idempotency_key=request.headers.get("idempotency-key") or None,
+        )
+        return 202, op_view(op)
+
+    return mutate(request, principal, workspace_id, kind, target, params, perform, notify_op=True)
+
+
+def _project(request: Request, workspace: dict, ref: str) -> dict:
+    project = get_store(request).project(workspace["id"], ref)
+    if project is None:
+        raise not_found("project", ref)
+    return project
+
+
+def _app(request: Request, project: dict, ref: str) -> dict:
+    app = get_store(request).app(project["id"], ref)
+    if app is None:
+        raise not_found("app", ref)
+    return app
+
+
+@router.get("/v1/workspaces/{ws}/projects", response_model=m.Page[m.Project], responses=READ_ERRORS, tags=["projects"])
+def list_projects(request: Request, principal: Caller, ws: str, limit: Limit = 50, cursor: Cursor = None) -> dict:
+    workspace, _ = authorize(request, principal, ws, "project.read", ws)
+    return page(
+        get_store(request).page("projects", "workspace_id = ?", (workspace["id"],), limit=limit, cursor=cursor), limit
+    )
+
+
+@router.post(
+    "/v1/workspaces/{ws}/projects", status_code=202, response_model=m.Operation, responses=ERRORS, tags=["projects"]
+)
+def create_project(request: Request, principal: Caller, ws: str, body: m.ProjectCreate) -> JSONResponse:
+    workspace, _ = authorize(request, principal, ws, "project.create", body.name)
+    return _start_operation(
+        request,
+        principal,
+        workspace["id"],
+        "project.create",
+        "project",
+        {"name": body.name},
+        body.name,
+        lambda: get_store(request).project(workspace["id"], body.name) is not None,
+    )
+
+
+@router.get("/v1/workspaces/{ws}/projects/{prj}", response_model=m.Project, responses=READ_ERRORS, tags=["projects"])
+def get_project(request: Request, principal: Caller, ws: str, prj: str) -> dict:
+    workspace, _ = authorize(request, principal, ws, "project.read", prj)
+    return _project(request, workspace, prj)
+
+
+@router.get(
+    "/v1/workspaces/{ws}/projects/{prj}/apps", response_model=m.Page[m.App], responses=READ_ERRORS, tags=["apps"]
+)
+def list_apps(request: Request, principal: Caller, ws: str, prj: str, limit: Limit = 50, cursor: Cursor = None) -> dict:
+    workspace, _ = authorize(request, principal, ws, "app.read", prj)
+    project = _project(request, workspace, prj)
+    return page(get_store(request).page("apps", "project_id = ?", (project["id"],), limit=limit, cursor=cursor), limit)
+
+
+@router.post(
+    "/v1/workspaces/{ws}/projects/{prj}/apps",
+    status_code=202,
+    response_model=m.Operation,
+    responses=ERRORS,
+    tags=["apps"],
+)
+def create_app_(request: Request, principal: Caller, ws: str, prj: str, body: m.AppCreate) -> JSONResponse:
+    workspace, _ = authorize(request, principal, ws, "app.create", f"{prj}/{body.name}")
+    project = _project(request, workspace, prj)
+    params = {
+        "name": body.name,
+        "project_id": project["id"],
+        "environments": {k: v.model_dump() for k, v in body.environments.items()},
+    }
+    return _start_operation(
+        request,
+        principal,
+        workspace["id"],
+        "app.create",
+        "app",
+        params,
+        f"{project['name']}/{body.name}",
+        lambda: get_store(request).app(project["id"], body.name) is not None,
+    )
+
+
+@router.get("/v1/workspaces/{ws}/projects/{prj}/apps/{app}", response_model=m.App, responses=READ_ERRORS, tags=["apps"])
+def get_app(request: Request, principal: Caller, ws: str, prj: str, app: str) -> dict:
+    store = get_store(request)
+    workspace, _ = _workspace(store, principal, ws)
+    found = _app(request, _project(request, workspace, prj), app)
+    authorize(request, principal, ws, "app.read", app, app_id=found["id"])
+    return found
+
+
+@router.post(
+    "/v1/workspaces/{ws}/projects/{prj}/apps/{app}/runtime-identities",
+    status_code=201,
+    response_model=m.RuntimeIdentityCreated,
+    responses=ERRORS,
+    tags=["apps"],
+)
+def create_runtime_identity(request: Request, principal: Caller, ws: str, prj: str, app: str) -> JSONResponse:
+    workspace, _ = authorize(request, principal, ws, "runtime_identity.create", f"{prj}/{app}")
+    found = _app(request, _project(request, workspace, prj), app)
+    store = get_store(request)
+    secret = _new_secret()
+
+    def perform(c: Any) -> tuple[int, dict]:
+        identity = store.create_runtime_identity(c, workspace["id"], found["id"])
+        token = store.create_token(
+            c, subject_kind="runtime", subject_id=identity["id"], name=f"runtime {app}", secret_hash=hash_token(secret)
+        )
+        return 201, {**identity, "token": {**token_view(token), "secret": secret}}
+
+    return mutate(request, principal, workspace["id"], "runtime_identity.create", f"{prj}/{app}", {"app": app}, perform)
+
+
+@router.get(
+    "/v1/workspaces/{ws}/projects/{prj}/apps/{app}/environments",
+    response_model=m.Page[m.Environment],
+    responses=READ_ERRORS,
+    tags=["environments"],
+)
+def list_environments(
+    request: Request, principal: Caller, ws: str, prj: str, app: str, limit: Limit = 50, cursor: Cursor = None
+) -> dict:
+    store = get_store(request)
+    workspace, _ = _workspace(store, principal, ws)
+    found = _app(request, _project(request, workspace, prj), app)
+    authorize(request, principal, ws, "environment.read", app, app_id=found["id"])
+    return page(store.page("environments", "app_id = ?", (found["id"],), limit=limit, cursor=cursor), limit, env_view)
+
+
+@router.post(
+    "/v1/workspaces/{ws}/projects/{prj}/apps/{app}/environments",
+    status_code=202,
+    response_model=m.Operation,
+    responses=ERRORS,
+    tags=["environments"],
+)
+def create_environment(
+    request: Request, principal: Caller, ws: str, prj: str, app: str, body: m.EnvironmentCreate
+) -> JSONResponse:
+    workspace, _ = authorize(request, principal, ws, "environment.create", f"{prj}/{app}/{body.name}")
+    found = _app(request, _project(request, workspace, prj), app)
+    params = {
+        "name": body.name,
+        "app_id": found["id"],
+        "approval_required": body.approval_required,
+        "frozen": body.frozen,
+    }
+    return _start_operation(
+        request,
+        principal,
+        workspace["id"],
+        "environment.create",
+        "environment",
+        params,
+        f"{prj}/{app}/{body.name}",
+        lambda: get_store(request).environment(found["id"], body.name) is not None,
+    )
+
+
+@router.get(
+    "/v1/workspaces/{ws}/projects/{prj}/apps/{app}/environments/{env}",
+    response_model=m.Environment,
+    responses=READ_ERRORS,
+    tags=["environments"],
+)
+def get_environment(request: Request, principal: Caller, ws: str, prj: str, app: str, env: str) -> dict:
+    store = get_store(request)
+    workspace, _ = _workspace(store, principal, ws)
+    found = _app(request, _project(request, workspace, prj), app)
+    authorize(request, principal, ws, "environment.read", env, app_id=found["id"])
+    environment = store.environment(found["id"], env)
+    if environment is None:
+        raise not_found("environment", env)
+    return env_view(environment)
+
+
+# -- operations ------------------------------------------------------------------------------------------------------
+@router.get(
+    "/v1/workspaces/{ws}/operations", response_model=m.Page[m.Operation], responses=READ_ERRORS, tags=["operations"]
+)
+def list_operations(
+    request: Request,
+    principal: Caller,
+    ws: str,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    state: str | None = None,
+    kind: str | None = None,
+) -> dict:
+    workspace, _ = authorize(request, principal, ws, "operation.read", ws)
+    where, args = "workspace_id = ?", (workspace["id"],)
+    if state:
+        where, args = where + " AND state = ?", (*args, state)
+    if kind:
+        where, args = where + " AND kind = ?", (*args, kind)
+    return page(get_store(request).page("operations", where, args, limit=limit, cursor=cursor), limit, op_view)
+
+
+def _readable_operation(request: Request, principal: Principal, op_id: str) -> dict:
+    store = get_store(request)
+    op = store.operation(op_id)
+    if op is None:
+        raise not_found("operation", op_id)
+    if principal.kind == "runtime":
+        access.require(principal, "operation.read", None, app_id=op["target_id"])
+    else:
+        access.require(principal, "operation.read", store.role_of(op["workspace_id"], principal.id))
+    return op
+
+
+@router.get("/v1/operations/{op_id}", response_model=m.Operation, responses=READ_ERRORS, tags=["operations"])
+async def get_operation(
+    request: Request,
+    principal: Caller,
+    op_id: str,
+    wait: Annotated[float, Query(ge=0, le=60, description="Seconds to wait for a change (long-poll).")] = 0,
+    after_version: Annotated[int | None, Query(ge=0, description="Answer once version exceeds this.")] = None,
+) -> dict:
+    op = _readable_operation(request, principal, op_id)
+    if wait and op["state"] not in TERMINAL_STATES:
+        baseline = op["version"] if after_version is None else after_version
+        deadline = time.monotonic() + wait
+        notifier = request.app.state.notifier
+        store = get_store(request)
+        while op["version"] <= baseline and op["state"] not in TERMINAL_STATES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await notifier.wait_for_change(op_id, remaining)
+            op = store.operation(op_id) or op
+    return op_view(op)

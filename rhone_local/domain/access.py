@@ -1,0 +1,83 @@
+"""Who may do what: roles, the permission table, and the runtime-identity rule.
+
+Users hold one role per workspace: owner > admin > developer > viewer. Runtime identities (tokens handed to an
+app's allocations) may read facts about their own app and nothing else, and may never mutate tenancy — the
+classic trap of letting app code change its own platform (domain invariant 33).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rhone_local.domain.errors import DomainError, forbidden
+
+ROLES = ("viewer", "developer", "admin", "owner")
+RANK = {role: index for index, role in enumerate(ROLES)}
+
+# action -> the least role allowed to perform it. Every mutation is listed (the RBAC test enumerates this table).
+MUTATIONS: dict[str, str] = {
+    "member.invite": "admin",
+    "member.update": "admin",
+    "member.remove": "admin",
+    "token.create": "viewer",  # a member may create tokens for themselves
+    "token.revoke": "viewer",  # their own; admins may revoke anyone's (checked by the handler)
+    "project.create": "admin",
+    "app.create": "developer",
+    "environment.create": "developer",
+    "runtime_identity.create": "admin",
+}
+READS: dict[str, str] = {
+    "workspace.read": "viewer",
+    "member.read": "viewer",
+    "audit.read": "admin",
+    "project.read": "viewer",
+    "app.read": "viewer",
+    "environment.read": "viewer",
+    "operation.read": "viewer",
+    "token.read": "viewer",
+}
+# What a runtime identity may read — only facts about its own app (checked against the target by the handler).
+RUNTIME_READS = frozenset({"app.read", "environment.read", "operation.read"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: str  # "user" | "runtime"
+    id: str  # usr_… or rid_…
+    name: str
+    token_id: str
+    app_id: str | None = None  # runtime identities belong to one app
+    workspace_id: str | None = None
+
+
+def require(principal: Principal, action: str, role: str | None, *, app_id: str | None = None) -> None:
+    """Raise unless `principal` (holding `role` in the workspace, or None) may perform `action`."""
+    if principal.kind == "runtime":
+        if action in RUNTIME_READS and app_id is not None and app_id == principal.app_id:
+            return
+        if action in MUTATIONS or action == "workspace.create":
+            raise forbidden(
+                "runtime_identity_forbidden",
+                f"a runtime identity cannot perform {action}: tenancy is platform-owned",
+                action=action,
+            )
+        raise forbidden("forbidden", f"a runtime identity cannot perform {action}", action=action)
+    needed = MUTATIONS.get(action) or READS.get(action)
+    if needed is None:
+        raise DomainError("internal_error", f"unknown action {action}", 500)
+    if role is None:
+        # Not a member: indistinguishable from "no such workspace" would leak less, but a clear 403 helps more.
+        raise forbidden("not_a_member", "you are not a member of this workspace", action=action)
+    if RANK[role] < RANK[needed]:
+        raise forbidden(
+            "insufficient_role",
+            f"{action} needs role {needed} or higher; you are {role}",
+            action=action,
+            needed=needed,
+            role=role,
+        )
+
+
+def may_grant(granter_role: str, role: str) -> bool:
+    """Admins grant up to admin; only owners create owners."""
+    return RANK[role] <= RANK[granter_role] and (role != "owner" or granter_role == "owner")

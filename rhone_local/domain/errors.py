@@ -1,0 +1,29 @@
+"""Domain errors: a stable code, an HTTP status, a message. The API turns them into uniform error bodies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class DomainError(Exception):
+    code: str
+    message: str
+    status: int = 400
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+
+def not_found(kind: str, ref: str) -> DomainError:
+    return DomainError("not_found", f"{kind} {ref!r} not found", 404, {"kind": kind, "ref": ref})
+
+
+def conflict(code: str, message: str, **details: Any) -> DomainError:
+    return DomainError(code, message, 409, details)
+
+
+def forbidden(code: str, message: str, **details: Any) -> DomainError:
+    return DomainError(code, message, 403, details)

@@ -1,0 +1,52 @@
+"""Operation kinds and their state machines.
+
+An operation advances one durable stage at a time: the worker reads the current state, performs that stage's
+effect, and records the next state with a compare-and-swap on the operation's version. This module says which
+transitions exist; it never touches storage.
+
+Tenancy operations (project/app/environment create) use: queued → validating → applying → succeeded, or failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TERMINAL_STATES = frozenset({"succeeded", "failed", "preview_ready", "healthy", "rolled_back"})
+
+
+@dataclass(frozen=True)
+class Machine:
+    states: tuple[str, ...]
+    happy_path: tuple[str, ...]
+    terminal: frozenset[str]
+
+    def next_state(self, state: str) -> str | None:
+        """The next state on the happy path, or None when `state` is terminal."""
+        if state in self.terminal:
+            return None
+        index = self.happy_path.index(state)
+        return self.happy_path[index + 1]
+
+    def allowed(self, current: str, new: str) -> bool:
+        """A move forward along the happy path, or to a failure state from any non-terminal state."""
+        if current in self.terminal:
+            return False
+        if new == "failed":
+            return True
+        return new in self.happy_path and self.happy_path.index(new) == self.happy_path.index(current) + 1
+
+
+TENANCY = Machine(
+    states=("queued", "validating", "applying", "succeeded", "failed"),
+    happy_path=("queued", "validating", "applying", "succeeded"),
+    terminal=frozenset({"succeeded", "failed"}),
+)
+
+MACHINES: dict[str, Machine] = {
+    "project.create": TENANCY,
+    "app.create": TENANCY,
+    "environment.create": TENANCY,
+}
+
+# rolled_back is terminal but not success: the promotion did not stick (exit 1 in the CLI).
+SUCCESS_STATES = frozenset({"succeeded", "preview_ready", "healthy"})

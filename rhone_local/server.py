@@ -1,0 +1,100 @@
+"""Run Rhone Local in the foreground: open the store, bootstrap on first start, start workers, serve HTTP.
+
+`rhone local up` starts this as a background process (`python -m rhone_local serve …`) and waits for `/v1/health`.
+Files in the data directory:
+- `rhone.db` (+ WAL files): the control database;
+- `owner.token` (0600): the bootstrap owner's API token, read by `rhone local up` to write the `local` profile;
+- `server.json`: pid, ports and version of the running server (removed on clean exit);
+- `rhone-local.log`: the log (written by the parent's redirection when started in the background).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+
+from rhone_local import __version__
+from rhone_local.api.app import create_app, hash_token
+from rhone_local.notify import ChangeNotifier
+from rhone_local.store import Store
+from rhone_local.workers import Workers
+
+log = logging.getLogger("rhone_local")
+
+WORKSPACE = "local"
+OWNER = "local-owner"
+REGION = "local-1"
+CELL = "local-1a"
+
+
+def bootstrap(store: Store, data_dir: Path) -> None:
+    """First start only: a workspace, its owner and a token, and the topology (one region, one cell)."""
+    if store.is_bootstrapped():
+        return
+    secret = "rht_" + secrets.token_urlsafe(32)
+    ids = store.bootstrap(workspace=WORKSPACE, owner=OWNER, token_hash=hash_token(secret), region=REGION, cell=CELL)
+    token_file = data_dir / "owner.token"
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    log.info("bootstrapped workspace %s (%s), owner %s; token in %s", WORKSPACE, ids["workspace_id"], OWNER, token_file)
+
+
+def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
+    import uvicorn
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(data_dir / "rhone.db")
+    bootstrap(store, data_dir)
+    notifier = ChangeNotifier()
+    workers = Workers(store, notifier)
+    app = create_app(store, notifier)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    )
+    state_file = data_dir / "server.json"
+    state_file.write_text(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "api_url": f"http://{host}:{port}",
+                "port": port,
+                "edge_port": edge_port,
+                "version": __version__,
+                "started_at": time.time(),
+                "data_dir": str(data_dir),
+            }
+        )
+    )
+    workers.start()
+    log.info("Rhone Local %s listening on http://%s:%s (data in %s)", __version__, host, port, data_dir)
+    try:
+        server.run()
+    finally:
+        workers.stop()
+        state_file.unlink(missing_ok=True)
+    return 0 if server.started else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rhone_local", description="Run Rhone Local in the foreground.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("serve", help="serve the API on host:port")
+    run.add_argument("--data-dir", type=Path, required=True)
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8470)
+    run.add_argument("--edge-port", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # uvicorn captures SIGTERM/SIGINT while serving, shuts down gracefully, then re-raises the signal against the
+    # handler installed here: exit cleanly (status 0, `finally` blocks run) instead of dying with a traceback.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+    return serve(args.data_dir.resolve(), args.host, args.port, args.edge_port)

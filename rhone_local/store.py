@@ -1,0 +1,436 @@
+"""The control database: SQLite behind one module.
+
+Rules (they are what keeps the invariants true under concurrency and crashes):
+- every connection runs in autocommit mode (`isolation_level=None`) with WAL, `busy_timeout` and foreign keys;
+- a state transition is ONE conditional statement (compare-and-swap on `version`, or on `lease_owner`) — a writer
+  holding stale knowledge changes nothing and learns so from the row count;
+- a multi-statement write runs in `BEGIN IMMEDIATE`, which takes the write lock up front so `busy_timeout` applies
+  (a plain BEGIN that upgrades from read to write fails instantly with SQLITE_BUSY under contention);
+- no HTTP or subprocess work inside a transaction.
+One connection per thread. Nothing outside this module writes SQL, so a PostgreSQL backend can replace it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rhone_local.domain.access import Principal
+from rhone_local.domain.ids import new_id
+
+JSON_COLUMNS = frozenset({"params", "stages", "error", "response", "detail"})
+SCHEMA_VERSION = 1
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    data = dict(row)
+    for column in JSON_COLUMNS & data.keys():
+        if data[column] is not None:
+            data[column] = json.loads(data[column])
+    return data
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self.migrate()
+
+    # -- connections and transactions ------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=10, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A short BEGIN IMMEDIATE transaction."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def one(self, sql: str, *args: Any) -> dict[str, Any] | None:
+        return _row(self.conn.execute(sql, args).fetchone())
+
+    def all(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        return [_row(r) for r in self.conn.execute(sql, args).fetchall()]  # type: ignore[misc]
+
+    def migrate(self) -> None:
+        conn = self.conn
+        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        if current > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path} has schema version {current}; this rhone knows {SCHEMA_VERSION}")
+        scripts = sorted(p for p in resources.files("rhone_local.migrations").iterdir() if p.name.endswith(".sql"))
+        for script in scripts:
+            number = int(script.name.split("_", 1)[0])
+            if number <= current:
+                continue
+            # executescript commits; the version bump is part of the same script run.
+            conn.executescript(f"BEGIN IMMEDIATE;\n{script.read_text()}\nPRAGMA user_version={number};\nCOMMIT;")
+
+    # -- bootstrap, principals, topology ---------------------------------------------------------------------------
+    def is_bootstrapped(self) -> bool:
+        return self.one("SELECT 1 AS x FROM workspaces LIMIT 1") is not None
+
+    def bootstrap(self, *, workspace: str, owner: str, token_hash: str, region: str, cell: str) -> dict[str, str]:
+        ts = now_iso()
+        ids = {
+            "workspace_id": new_id("workspace"),
+            "user_id": new_id("user"),
+            "token_id": new_id("token"),
+            "region_id": new_id("region"),
+            "cell_id": new_id("cell"),
+        }
+        with self.write() as c:
+            c.execute("INSERT INTO workspaces VALUES (?, ?, ?)", (ids["workspace_id"], workspace, ts))
+            c.execute("INSERT INTO users VALUES (?, ?, NULL, ?)", (ids["user_id"], owner, ts))
+            c.execute("INSERT INTO members VALUES (?, ?, 'owner', ?)", (ids["workspace_id"], ids["user_id"], ts))
+            c.execute(
+                "INSERT INTO tokens VALUES (?, ?, 'user', ?, 'bootstrap', ?, NULL, NULL)",
+                (ids["token_id"], token_hash, ids["user_id"], ts),
+            )
+            c.execute("INSERT INTO regions VALUES (?, ?, ?)", (ids["region_id"], region, ts))
+            c.execute("INSERT INTO cells VALUES (?, ?, ?, ?)", (ids["cell_id"], ids["region_id"], cell, ts))
+        return ids
+
+    def principal_for_token(self, token_hash: str) -> Principal | None:
+        token = self.one(
+            "SELECT * FROM tokens WHERE secret_hash = ? AND revoked_at IS NULL "
+            "AND (expires_at IS NULL OR expires_at > ?)",
+            token_hash,
+            now_iso(),
+        )
+        if token is None:
+            return None
+        if token["subject_kind"] == "user":
+            user = self.one("SELECT * FROM users WHERE id = ?", token["subject_id"])
+            if user is None:
+                return None
+            return Principal("user", user["id"], user["name"], token["id"])
+        identity = self.one("SELECT * FROM runtime_identities WHERE id = ?", token["subject_id"])
+        if identity is None:
+            return None
+        return Principal(
+            "runtime",
+            identity["id"],
+            f"runtime:{identity['app_id']}",
+            token["id"],
+            identity["app_id"],
+            identity["workspace_id"],
+        )
+
+    def role_of(self, workspace_id: str, user_id: str) -> str | None:
+        row = self.one("SELECT role FROM members WHERE workspace_id = ? AND user_id = ?", workspace_id, user_id)
+        return row["role"] if row else None
+
+    def regions(self) -> list[dict[str, Any]]:
+        return self.all("SELECT * FROM regions ORDER BY id")
+
+    def cells(self) -> list[dict[str, Any]]:
+        return self.all("SELECT * FROM cells ORDER BY id")
+
+    # -- lookups by id or name -------------------------------------------------------------------------------------
+    def workspace(self, ref: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM workspaces WHERE id = ? OR name = ?", ref, ref)
+
+    def workspaces_of(self, user_id: str) -> list[dict[str, Any]]:
+        return self.all(
+            "SELECT w.*, m.role FROM workspaces w JOIN members m ON m.workspace_id = w.id "
+            "WHERE m.user_id = ? ORDER BY w.id",
+            user_id,
+        )
+
+    def project(self, workspace_id: str, ref: str) -> dict[str, Any] | None:
+        return self.one(
+            "SELECT * FROM projects WHERE workspace_id = ? AND (id = ? OR name = ?)", workspace_id, ref, ref
+        )
+
+    def app(self, project_id: str, ref: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM apps WHERE project_id = ? AND (id = ? OR name = ?)", project_id, ref, ref)
+
+    def app_by_id(self, app_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM apps WHERE id = ?", app_id)
+
+    def environment(self, app_id: str, ref: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM environments WHERE app_id = ? AND (id = ? OR name = ?)", app_id, ref, ref)
+
+    def page(self, table: str, where: str, args: tuple, *, limit: int, cursor: str | None) -> list[dict[str, Any]]:
+        """Rows of `table` matching `where`, ordered by id (ids are time-ordered), after `cursor`."""
+        assert table in {"projects", "apps", "environments", "operations", "audit", "members_view", "tokens"}
+        sql = f"SELECT * FROM {table} WHERE {where}"
+        if cursor:
+            sql += " AND id > ?"
+            args = (*args, cursor)
+        sql += " ORDER BY id LIMIT ?"
+        return self.all(sql, *args, limit + 1)
+
+    # -- members and tokens ----------------------------------------------------------------------------------------
+    def members(self, workspace_id: str) -> list[dict[str, Any]]:
+        return self.all(
+            "SELECT u.id AS user_id, u.name, u.email, m.role, m.created_at FROM members m "
+            "JOIN users u ON u.id = m.user_id WHERE m.workspace_id = ? ORDER BY m.created_at, u.id",
+            workspace_id,
+        )
+
+    def add_member(self, c: sqlite3.Connection, workspace_id: str, email: str, name: str, role: str) -> dict:
+        user = _row(c.execute("SELECT * FROM users WHERE email = ?", (email,)).fetchone())
+        ts = now_iso()
+        if user is None:
+            user = {"id": new_id("user"), "name": name, "email": email, "created_at": ts}
+            c.execute("INSERT INTO users VALUES (?, ?, ?, ?)", (user["id"], name, email, ts))
+        existing = c.execute(
+            "SELECT role FROM members WHERE workspace_id = ? AND user_id = ?", (workspace_id, user["id"])
+        ).fetchone()
+        if existing is not None:
+            return {"user_id": user["id"], "name": user["name"], "email": email, "role": existing[0], "added": False}
+        c.execute("INSERT INTO members VALUES (?, ?, ?, ?)", (workspace_id, user["id"], role, ts))
+        return {
+            "user_id": user["id"],
+            "name": user["name"],
+            "email": email,
+            "role": role,
+            "added": True,
+            "created_at": ts,
+        }
+
+    def create_token(
+        self,
+        c: sqlite3.Connection,
+        *,
+        subject_kind: str,
+        subject_id: str,
+        name: str,
+        secret_hash: str,
+        expires_at: str | None = None,
+    ) -> dict[str, Any]:
+        token = {
+            "id": new_id("token"),
+            "subject_kind": subject_kind,
+            "subject_id": subject_id,
+            "name": name,
+            "created_at": now_iso(),
+            "expires_at": expires_at,
+        }
+        c.execute(
+            "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+            (token["id"], secret_hash, subject_kind, subject_id, name, token["created_at"], expires_at),
+        )
+        return token
+
+    def create_runtime_identity(self, c: sqlite3.Connection, workspace_id: str, app_id: str) -> dict[str, Any]:
+        identity = {
+            "id": new_id("runtime_identity"),
+            "workspace_id": workspace_id,
+            "app_id": app_id,
+            "created_at": now_iso(),
+        }
+        c.execute("INSERT INTO runtime_identities VALUES (?, ?, ?, ?)", tuple(identity.values()))
+        return identity
+
+    # -- counts (tests and the "nothing changed" checks) -------------------------------------------------------------
+    def count(self, table: str) -> int:
+        assert table.isidentifier()
+        return self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+    # -- operations ------------------------------------------------------------------------------------------------
+    def create_operation(
+        self,
+        c: sqlite3.Connection,
+        *,
+        workspace_id: str,
+        kind: str,
+        target_kind: str,
+        target_id: str,
+        params: dict,
+        principal: Principal,
+        request_id: str,
+        idempotency_key: str | None,
+    ) -> dict[str, Any]:
+        ts = now_iso()
+        op = {
+            "id": new_id("operation"),
+            "workspace_id": workspace_id,
+            "kind": kind,
+            "state": "queued",
+            "version": 1,
+            "target_kind": target_kind,
+            "target_id": target_id,
+            "params": params,
+            "stages": [{"state": "queued", "entered_at": ts, "evidence": {}, "error": None}],
+            "error": None,
+            "actor_kind": principal.kind,
+            "actor_id": principal.id,
+            "idempotency_key": idempotency_key,
+            "request_id": request_id,
+            "created_at": ts,
+            "updated_at": ts,
+            "lease_owner": None,
+            "lease_until": None,
+        }
+        c.execute(
+            "INSERT INTO operations VALUES (:id, :workspace_id, :kind, :state, :version, :target_kind, :target_id, "
+            ":params, :stages, NULL, :actor_kind, :actor_id, :idempotency_key, :request_id, :created_at, "
+            ":updated_at, NULL, NULL)",
+            {**op, "params": json.dumps(params), "stages": json.dumps(op["stages"])},
+        )
+        return op
+
+    def operation(self, op_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM operations WHERE id = ?", op_id)
+
+    def claim_operation(self, worker: str, lease_seconds: float, terminal: frozenset[str]) -> dict[str, Any] | None:
+        """Lease the oldest runnable operation (not terminal, lease free or expired) to `worker`; None if none."""
+        now = time.time()
+        marks = ",".join("?" * len(terminal))
+        row = self.conn.execute(
+            f"UPDATE operations SET lease_owner = ?, lease_until = ? WHERE id = ("
+            f"  SELECT id FROM operations WHERE state NOT IN ({marks}) "
+            f"  AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT 1"
+            f") RETURNING *",
+            (worker, now + lease_seconds, *sorted(terminal), now),
+        ).fetchone()
+        return _row(row)
+
+    def advance_operation(
+        self,
+        op: dict[str, Any],
+        new_state: str,
+        *,
+        evidence: dict | None = None,
+        error: dict | None = None,
+        worker: str | None = None,
+        lease_seconds: float = 30.0,
+        conn: sqlite3.Connection | None = None,
+    ) -> dict[str, Any] | None:
+        """Record `new_state` iff the operation is still at `op['version']` (and leased to `worker`, if given,
+        whose lease is renewed by the same write).
+
+        Returns the updated operation, or None when the write was stale and changed nothing.
+        """
+        stage = {"state": new_state, "entered_at": now_iso(), "evidence": evidence or {}, "error": error}
+        sql = (
+            "UPDATE operations SET state = ?, version = version + 1, stages = json_insert(stages, '$[#]', json(?)), "
+            "error = COALESCE(?, error), updated_at = ? WHERE id = ? AND version = ?"
+        )
+        args: list[Any] = [
+            new_state,
+            json.dumps(stage),
+            json.dumps(error) if error else None,
+            stage["entered_at"],
+            op["id"],
+            op["version"],
+        ]
+        if worker is not None:
+            sql = sql.replace("updated_at = ?", "updated_at = ?, lease_until = ?")
+            args.insert(4, time.time() + lease_seconds)
+            sql += " AND lease_owner = ?"
+            args.append(worker)
+        row = (conn or self.conn).execute(sql + " RETURNING *", args).fetchone()
+        return _row(row)
+
+    def release_leases_except(self, owner_prefix: str) -> int:
+        """Free every lease not held by this process's workers (named `owner_prefix…`).
+
+        Called once at start-up: one server owns a data directory (the pid file sees to that), so a lease from
+        any other owner belongs to a process that died — without this its operations would wait for the lease
+        to expire before resuming."""
+        cursor = self.conn.execute(
+            "UPDATE operations SET lease_owner = NULL, lease_until = NULL "
+            "WHERE lease_owner IS NOT NULL AND lease_owner NOT LIKE ? || '%'",
+            (owner_prefix,),
+        )
+        return cursor.rowcount
+
+    def release_operation(self, op_id: str, worker: str) -> None:
+        self.conn.execute(
+            "UPDATE operations SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
+            (op_id, worker),
+        )
+
+    # -- idempotency ------------------------------------------------------------------------------------------------
+    def idempotent_response(self, c: sqlite3.Connection, principal_id: str, key: str) -> dict[str, Any] | None:
+        return _row(
+            c.execute("SELECT * FROM idempotency WHERE principal_id = ? AND key = ?", (principal_id, key)).fetchone()
+        )
+
+    def remember_response(
+        self,
+        c: sqlite3.Connection,
+        *,
+        principal_id: str,
+        key: str,
+        method: str,
+        path: str,
+        body_hash: str,
+        status: int,
+        response: Any,
+    ) -> None:
+        c.execute(
+            "INSERT INTO idempotency VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (principal_id, key, method, path, body_hash, status, json.dumps(response), now_iso()),
+        )
+
+    # -- audit --------------------------------------------------------------------------------------------------------
+    def audit(
+        self,
+        *,
+        workspace_id: str | None,
+        principal: Principal,
+        action: str,
+        target: str,
+        request_id: str,
+        result: str,
+        detail: dict | None = None,
+        conn: sqlite3.Connection | None = None,
+    ) -> None:
+        (conn or self.conn).execute(
+            "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                new_id("audit"),
+                workspace_id,
+                now_iso(),
+                principal.kind,
+                principal.id,
+                action,
+                target,
+                request_id,
+                result,
+                json.dumps(detail) if detail else None,
+            ),
+        )

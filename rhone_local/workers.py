@@ -1,0 +1,225 @@
+"""Workers: claim runnable operations with a lease and advance them one durable stage at a time.
+
+A worker that crashes (or a server killed with -9) leaves its lease to expire; another worker — or the same server
+after a restart — claims the operation and continues from the last recorded stage. Every stage is recorded with a
+compare-and-swap on the operation's version and the worker's lease, so a late or stale worker changes nothing.
+The effect of the final tenancy stage (inserting the resource) commits in the same transaction as the state
+change: a crash leaves either both or neither, never a duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from typing import Any
+
+from rhone_local.domain.errors import DomainError
+from rhone_local.domain.ids import new_id
+from rhone_local.domain.operations import MACHINES, TERMINAL_STATES
+from rhone_local.notify import ChangeNotifier
+from rhone_local.store import Store, now_iso
+
+log = logging.getLogger("rhone_local.workers")
+
+DEFAULT_ENVIRONMENTS = ("preview", "production")
+
+
+class StaleWrite(Exception):
+    """Our view of the operation is out of date (another worker moved it, or our lease expired)."""
+
+
+class Workers:
+    def __init__(
+        self,
+        store: Store,
+        notifier: ChangeNotifier,
+        *,
+        count: int = 2,
+        lease_seconds: float = 10.0,
+        stage_delay: float | None = None,
+    ) -> None:
+        self.store = store
+        self.notifier = notifier
+        self.count = count
+        self.lease_seconds = lease_seconds
+        # A test knob: slow every stage down so crash tests can catch operations mid-flight.
+        self.stage_delay = (
+            stage_delay if stage_delay is not None else float(os.environ.get("RHONE_LOCAL_STAGE_DELAY", "0") or 0)
+        )
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def owner_prefix(self) -> str:
+        return f"worker-{os.getpid()}-"
+
+    def start(self) -> None:
+        recovered = self.store.release_leases_except(self.owner_prefix)
+        if recovered:
+            log.info("resuming %d operation(s) left leased by a previous server process", recovered)
+        for index in range(self.count):
+            name = f"{self.owner_prefix}{index}"
+            thread = threading.Thread(target=self._run, args=(name,), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self.notifier.worker_wakeup.set()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _run(self, name: str) -> None:
+        try:
+            while not self._stop.is_set():
+                op = self.store.claim_operation(name, self.lease_seconds, TERMINAL_STATES)
+                if op is None:
+                    self.notifier.worker_wakeup.wait(0.5)
+                    self.notifier.worker_wakeup.clear()
+                    continue
+                self.drive(op, name)
+        finally:
+            self.store.close()
+
+    def drive(self, op: dict[str, Any], worker: str) -> None:
+        """Advance a claimed operation until it is terminal, or until a write turns out to be stale."""
+        try:
+            while op["state"] not in TERMINAL_STATES and not self._stop.is_set():
+                if self.stage_delay:
+                    time.sleep(self.stage_delay)
+                op = self.step(op, worker)
+                self.notifier.changed(op["id"])
+        except StaleWrite:
+            log.info("stale write on %s by %s: dropped", op["id"], worker)
+        except Exception:
+            log.exception("operation %s crashed in %s", op["id"], op["state"])
+            failed = self.store.advance_operation(
+                op,
+                "failed",
+                error={"code": "internal_error", "message": "the worker crashed; see the server log"},
+                worker=worker,
+                lease_seconds=self.lease_seconds,
+            )
+            if failed:
+                self.notifier.changed(op["id"])
+        finally:
+            self.store.release_operation(op["id"], worker)
+
+    def step(self, op: dict[str, Any], worker: str) -> dict[str, Any]:
+        """Perform the current stage's effect and record the next state."""
+        machine = MACHINES[op["kind"]]
+        state = op["state"]
+        try:
+            if state == "queued":
+                return self._record(op, "validating", worker)
+            if state == "validating":
+                evidence = self._validate(op)
+                return self._record(op, machine.next_state(state), worker, evidence=evidence)
+            if state == "applying":
+                with self.store.write() as c:
+                    evidence = self._apply(op, c)
+                    updated = self.store.advance_operation(
+                        op, "succeeded", evidence=evidence, worker=worker, lease_seconds=self.lease_seconds, conn=c
+                    )
+                    if updated is None:
+                        raise StaleWrite  # rolls the effect back with the transaction
+                return updated
+        except DomainError as error:
+            return self._record(op, "failed", worker, error={"code": error.code, "message": error.message})
+        except sqlite3.IntegrityError:
+            # Two operations raced for one name; validation passed for both, the unique index decided.
+            error = {"code": "name_taken", "message": f"the name {op['params'].get('name')!r} is already taken"}
+            return self._record(op, "failed", worker, error=error)
+        raise RuntimeError(f"no stage handler for {op['kind']} in state {state}")
+
+    def _record(self, op: dict[str, Any], state: str | None, worker: str, **kwargs: Any) -> dict[str, Any]:
+        assert state is not None
+        updated = self.store.advance_operation(op, state, worker=worker, lease_seconds=self.lease_seconds, **kwargs)
+        if updated is None:
+            raise StaleWrite
+        return updated
+
+    # -- stage effects -------------------------------------------------------------------------------------------
+    def _validate(self, op: dict[str, Any]) -> dict[str, Any]:
+        params = op["params"]
+        store = self.store
+        if op["kind"] == "project.create":
+            taken = store.one(
+                "SELECT id FROM projects WHERE workspace_id = ? AND name = ? AND id != ?",
+                op["workspace_id"],
+                params["name"],
+                op["target_id"],
+            )
+            parent_ok = True
+        elif op["kind"] == "app.create":
+            taken = store.one(
+                "SELECT id FROM apps WHERE project_id = ? AND name = ? AND id != ?",
+                params["project_id"],
+                params["name"],
+                op["target_id"],
+            )
+            parent_ok = store.one("SELECT id FROM projects WHERE id = ?", params["project_id"]) is not None
+        else:
+            taken = store.one(
+                "SELECT id FROM environments WHERE app_id = ? AND name = ? AND id != ?",
+                params["app_id"],
+                params["name"],
+                op["target_id"],
+            )
+            parent_ok = store.app_by_id(params["app_id"]) is not None
+        if not parent_ok:
+            raise DomainError("parent_missing", "the parent resource no longer exists", 409)
+        if taken:
+            raise DomainError("name_taken", f"the name {params['name']!r} is already taken", 409)
+        return {"name_available": True, "parent_exists": True}
+
+    def _apply(self, op: dict[str, Any], c: Any) -> dict[str, Any]:
+        params, ts, target = op["params"], now_iso(), op["target_id"]
+        if op["kind"] == "project.create":
+            c.execute(
+                "INSERT INTO projects VALUES (?, ?, ?, ?, ?)",
+                (target, op["workspace_id"], params["name"], ts, op["id"]),
+            )
+            return {"project_id": target}
+        if op["kind"] == "app.create":
+            c.execute(
+                "INSERT INTO apps VALUES (?, ?, ?, ?, ?, ?)",
+                (target, op["workspace_id"], params["project_id"], params["name"], ts, op["id"]),
+            )
+            environment_ids = {}
+            policies = params.get("environments") or {}
+            for name in [*DEFAULT_ENVIRONMENTS, *sorted(set(policies) - set(DEFAULT_ENVIRONMENTS))]:
+                policy = policies.get(name, {})
+                environment_ids[name] = new_id("environment")
+                c.execute(
+                    "INSERT INTO environments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        environment_ids[name],
+                        op["workspace_id"],
+                        target,
+                        name,
+                        int(bool(policy.get("approval_required"))),
+                        int(bool(policy.get("frozen"))),
+                        ts,
+                        op["id"],
+                    ),
+                )
+            identity = self.store.create_runtime_identity(c, op["workspace_id"], target)
+            return {"app_id": target, "environment_ids": environment_ids, "runtime_identity_id": identity["id"]}
+        c.execute(
+            "INSERT INTO environments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                target,
+                op["workspace_id"],
+                params["app_id"],
+                params["name"],
+                int(bool(params.get("approval_required"))),
+                int(bool(params.get("frozen"))),
+                ts,
+                op["id"],
+            ),
+        )
+        return {"environment_id": target}
