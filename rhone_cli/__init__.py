@@ -1,3 +1,3 @@
 """rhone: the command-line tool for Rhone Cloud and Rhone Local."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

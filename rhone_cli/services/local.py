@@ -138,7 +138,22 @@ def status(inv: Invocation, root: Path) -> dict[str, Any]:
     }
 
 
+def require_server_packages() -> None:
+    """Rhone Local's server packages are an extra (`rhone[local]`); say so instead of failing in the child."""
+    import importlib.util
+
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise RhoneError(
+            f"Rhone Local needs {', '.join(missing)}, which this installation of rhone lacks",
+            code="local_not_installed",
+            exit_code=ExitCode.FAILED,
+            hint="install the extra: pip install 'rhone[local]'",
+        )
+
+
 def up(inv: Invocation, root: Path, *, port: int, edge_port: int, timeout: float = HEALTH_TIMEOUT_SECONDS) -> dict:
+    require_server_packages()
     paths = Paths(root)
     root.mkdir(parents=True, exist_ok=True)
     current = status(inv, root)
