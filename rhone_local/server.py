@@ -17,12 +17,16 @@ import os
 import secrets
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from rhone_local import __version__
-from rhone_local.api.app import create_app, hash_token
+from rhone_local.api.app import create_app
+from rhone_local.domain.access import hash_token
+from rhone_local.edge import Edge
 from rhone_local.notify import ChangeNotifier
+from rhone_local.pipeline import build_pipeline
 from rhone_local.store import Store
 from rhone_local.workers import Workers
 
@@ -54,11 +58,24 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     store = Store(data_dir / "rhone.db")
     bootstrap(store, data_dir)
     notifier = ChangeNotifier()
-    workers = Workers(store, notifier)
-    app = create_app(store, notifier)
+    pipeline = build_pipeline(store, data_dir, edge_port=edge_port)
+    adopted = pipeline.runner.reconcile()
+    if adopted:
+        log.info("adopted %d running allocation(s) that survived the previous server", len(adopted))
+    workers = Workers(store, notifier, pipeline=pipeline)
+    app = create_app(store, notifier, pipeline=pipeline)
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     )
+    edge_server = None
+    if edge_port:
+        edge_server = uvicorn.Server(
+            uvicorn.Config(
+                Edge(store), host=host, port=edge_port, log_level="warning", access_log=False, lifespan="off"
+            )
+        )
+        # The edge runs in its own thread and event loop; uvicorn installs signal handlers only in the main thread.
+        threading.Thread(target=edge_server.run, name="edge", daemon=True).start()
     state_file = data_dir / "server.json"
     state_file.write_text(
         json.dumps(
@@ -78,7 +95,10 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     try:
         server.run()
     finally:
+        if edge_server is not None:
+            edge_server.should_exit = True
         workers.stop()
+        pipeline.runner.stop_all("Rhone Local stopped")
         state_file.unlink(missing_ok=True)
     return 0 if server.started else 1
 

@@ -26,8 +26,23 @@ from typing import Any
 from rhone_local.domain.access import Principal
 from rhone_local.domain.ids import new_id
 
-JSON_COLUMNS = frozenset({"params", "stages", "error", "response", "detail"})
-SCHEMA_VERSION = 1
+JSON_COLUMNS = frozenset(
+    {
+        "params",
+        "stages",
+        "error",
+        "response",
+        "detail",
+        "config",
+        "source",
+        "evidence",
+        "approval",
+        "facts",
+        "manifest",
+        "health",
+    }
+)
+SCHEMA_VERSION = 2
 
 
 def now_iso() -> str:
@@ -363,6 +378,22 @@ class Store:
             args.append(worker)
         row = (conn or self.conn).execute(sql + " RETURNING *", args).fetchone()
         return _row(row)
+
+    def renew_lease(self, op_id: str, worker: str, lease_seconds: float) -> bool:
+        cursor = self.conn.execute(
+            "UPDATE operations SET lease_until = ? WHERE id = ? AND lease_owner = ?",
+            (time.time() + lease_seconds, op_id, worker),
+        )
+        return cursor.rowcount == 1
+
+    def deployment(self, deployment_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM deployments WHERE id = ?", deployment_id)
+
+    def update_deployment(self, c: sqlite3.Connection, deployment_id: str, **columns: Any) -> None:
+        columns["updated_at"] = now_iso()
+        sets = ", ".join(f"{name} = ?" for name in columns)
+        values = [json.dumps(v) if name in JSON_COLUMNS and v is not None else v for name, v in columns.items()]
+        c.execute(f"UPDATE deployments SET {sets} WHERE id = ?", (*values, deployment_id))
 
     def release_leases_except(self, owner_prefix: str) -> int:
         """Free every lease not held by this process's workers (named `owner_prefix…`).

@@ -14,11 +14,12 @@ import os
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from typing import Any
 
 from rhone_local.domain.errors import DomainError
 from rhone_local.domain.ids import new_id
-from rhone_local.domain.operations import MACHINES, TERMINAL_STATES
+from rhone_local.domain.operations import MACHINES, NOT_RUNNABLE
 from rhone_local.notify import ChangeNotifier
 from rhone_local.store import Store, now_iso
 
@@ -40,9 +41,11 @@ class Workers:
         count: int = 2,
         lease_seconds: float = 10.0,
         stage_delay: float | None = None,
+        pipeline: Any = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
+        self.pipeline = pipeline  # the deploy pipeline's stage effects (None: tenancy operations only)
         self.count = count
         self.lease_seconds = lease_seconds
         # A test knob: slow every stage down so crash tests can catch operations mid-flight.
@@ -75,7 +78,7 @@ class Workers:
     def _run(self, name: str) -> None:
         try:
             while not self._stop.is_set():
-                op = self.store.claim_operation(name, self.lease_seconds, TERMINAL_STATES)
+                op = self.store.claim_operation(name, self.lease_seconds, NOT_RUNNABLE)
                 if op is None:
                     self.notifier.worker_wakeup.wait(0.5)
                     self.notifier.worker_wakeup.clear()
@@ -87,10 +90,11 @@ class Workers:
     def drive(self, op: dict[str, Any], worker: str) -> None:
         """Advance a claimed operation until it is terminal, or until a write turns out to be stale."""
         try:
-            while op["state"] not in TERMINAL_STATES and not self._stop.is_set():
+            while op["state"] not in NOT_RUNNABLE and not self._stop.is_set():
                 if self.stage_delay:
                     time.sleep(self.stage_delay)
-                op = self.step(op, worker)
+                with self._heartbeat(op["id"], worker):
+                    op = self.step(op, worker)
                 self.notifier.changed(op["id"])
         except StaleWrite:
             log.info("stale write on %s by %s: dropped", op["id"], worker)
@@ -108,8 +112,28 @@ class Workers:
         finally:
             self.store.release_operation(op["id"], worker)
 
+    @contextmanager
+    def _heartbeat(self, op_id: str, worker: str):
+        """Renew the lease while a long stage (a build, a readiness probe) runs, so no other worker takes over."""
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(self.lease_seconds / 3):
+                self.store.renew_lease(op_id, worker, self.lease_seconds)
+            self.store.close()
+
+        thread = threading.Thread(target=beat, name=f"lease-{op_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+
     def step(self, op: dict[str, Any], worker: str) -> dict[str, Any]:
         """Perform the current stage's effect and record the next state."""
+        if op["kind"] == "deploy":
+            return self._deploy_step(op, worker)
         machine = MACHINES[op["kind"]]
         state = op["state"]
         try:
@@ -135,8 +159,30 @@ class Workers:
             return self._record(op, "failed", worker, error=error)
         raise RuntimeError(f"no stage handler for {op['kind']} in state {state}")
 
+    def _deploy_step(self, op: dict[str, Any], worker: str) -> dict[str, Any]:
+        deployment = self.store.deployment(op["target_id"])
+        outcome = self.pipeline.run_stage(op, deployment)
+        if not MACHINES["deploy"].allowed(op["state"], outcome.state):
+            raise RuntimeError(f"deploy: {op['state']} -> {outcome.state} is not a transition of its state machine")
+        with self.store.write() as c:
+            updated = self.store.advance_operation(
+                op,
+                outcome.state,
+                evidence=outcome.evidence,
+                error=outcome.error,
+                worker=worker,
+                lease_seconds=self.lease_seconds,
+                conn=c,
+            )
+            if updated is None:
+                raise StaleWrite
+            self.store.update_deployment(c, deployment["id"], state=outcome.state, **outcome.deployment)
+        return updated
+
     def _record(self, op: dict[str, Any], state: str | None, worker: str, **kwargs: Any) -> dict[str, Any]:
         assert state is not None
+        if not MACHINES[op["kind"]].allowed(op["state"], state):
+            raise RuntimeError(f"{op['kind']}: {op['state']} -> {state} is not a transition of its state machine")
         updated = self.store.advance_operation(op, state, worker=worker, lease_seconds=self.lease_seconds, **kwargs)
         if updated is None:
             raise StaleWrite

@@ -40,10 +40,6 @@ STATUS_CODES = {
 }
 
 
-def hash_token(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 def error_response(
     request: Request,
     status: int,
@@ -57,8 +53,14 @@ def error_response(
     return JSONResponse(body, status_code=status, headers={"X-Request-Id": request_id, **(headers or {})})
 
 
-def create_app(store: Store, notifier: ChangeNotifier | None = None) -> FastAPI:
-    from rhone_local.api import routes
+def create_app(store: Store, notifier: ChangeNotifier | None = None, *, pipeline: Any = None) -> FastAPI:
+    """The API over `store`. `pipeline` (blobs, runner, deploy stages) defaults to one rooted beside the database."""
+    from rhone_local.api import deploy_routes, routes
+
+    if pipeline is None:
+        from rhone_local.pipeline import build_pipeline
+
+        pipeline = build_pipeline(store, store.path.parent, edge_port=None)
 
     app = FastAPI(
         title="Rhone API",
@@ -70,6 +72,8 @@ def create_app(store: Store, notifier: ChangeNotifier | None = None) -> FastAPI:
     )
     app.state.store = store
     app.state.notifier = notifier or ChangeNotifier()
+    app.state.pipeline = pipeline
+    app.state.blobs = pipeline.blobs
 
     @app.middleware("http")
     async def request_id_middleware(request: Request, call_next: Callable) -> Any:
@@ -111,16 +115,22 @@ def create_app(store: Store, notifier: ChangeNotifier | None = None) -> FastAPI:
         return error_response(request, 500, "internal_error", "internal error; see the Rhone Local log")
 
     app.include_router(routes.router)
+    app.include_router(deploy_routes.router)
     return app
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
 def _allowed_methods(request: Request) -> list[str]:
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match != Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
-    return sorted(methods)
+    """The methods some route fully matches for this path (asked of the router: FastAPI nests included routers)."""
+    scope = request.scope
+    allowed = []
+    for method in _METHODS:
+        probe = {"type": "http", "path": scope["path"], "root_path": scope.get("root_path", ""), "method": method}
+        if any(route.matches(probe)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
 
 
 # -- helpers the route handlers share --------------------------------------------------------------------------------

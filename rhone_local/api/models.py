@@ -66,7 +66,9 @@ class Member(_Model):
 
 
 class MemberInvite(_Model):
-    email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
+    # `\s` differs between the server's regex engine (Unicode White_Space: has U+0085, not U+FEFF) and the ECMA-262
+    # dialect in which clients read the published pattern (the reverse); naming both makes them agree.
+    email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s\x85\ufeff]+@[^@\s\x85\ufeff]+$")
     role: Role
     name: str | None = Field(None, max_length=100)
 
@@ -226,3 +228,74 @@ T = TypeVar("T")
 class Page(_Model, Generic[T]):
     items: list[T]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class BlobQuery(_Model):
+    digests: list[str] = Field(max_length=10_000, description="sha256:<hex> digests the client could upload.")
+
+
+class BlobMissing(_Model):
+    missing: list[str] = Field(description="The digests the server does not have; upload exactly these.")
+
+
+class BlobStored(_Model):
+    digest: str
+    size: int
+    stored: bool = Field(description="False when the blob already existed (the upload was a no-op).")
+
+
+class SourceFacts(_Model):
+    git_commit: str | None = Field(None, max_length=64)
+    git_dirty: bool | None = None
+
+
+class DeploymentCreate(_Model):
+    environment: str = Field("preview", min_length=1, max_length=40, pattern=NAME_PATTERN)
+    manifest: dict[str, Any] = Field(description="The source (or, with prebuilt, the built output) manifest.")
+    manifest_digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    prebuilt: bool = False
+    artifact_digest: str | None = Field(
+        None, pattern=r"^sha256:[0-9a-f]{64}$", description="With prebuilt: the digest the client built."
+    )
+    config: dict[str, Any] = Field(description="The resolved rhone.toml.")
+    source: SourceFacts = Field(default_factory=SourceFacts)
+
+
+class DeploymentApprove(_Model):
+    ack_cold: bool = Field(False, description="Acknowledge a cold deploy: live sessions will refresh.")
+
+
+class AllocationView(_Model):
+    id: str
+    state: str
+    region_id: str
+    cell_id: str
+    artifact_digest: str
+    health: dict[str, Any] | None
+    created_at: str
+    updated_at: str
+
+
+class Deployment(_Model):
+    id: str
+    workspace_id: str
+    app_id: str
+    environment_id: str
+    environment: str
+    state: str
+    operation_id: str
+    prebuilt: bool
+    source_digest: str
+    artifact_digest: str | None
+    source: dict[str, Any]
+    evidence: dict[str, Any]
+    approval: dict[str, Any] | None
+    url: str
+    allocations: list[AllocationView]
+    created_at: str
+    updated_at: str
+
+
+class DeploymentLogs(_Model):
+    build: str
+    allocations: dict[str, str]

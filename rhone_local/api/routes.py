@@ -14,12 +14,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from rhone_local import __version__
 from rhone_local.api import models as m
-from rhone_local.api.app import body_hash, hash_token
+from rhone_local.api.app import body_hash
 from rhone_local.domain import access
-from rhone_local.domain.access import Principal
+from rhone_local.domain.access import Principal, hash_token
 from rhone_local.domain.errors import DomainError, conflict, forbidden, not_found
 from rhone_local.domain.ids import new_id
-from rhone_local.domain.operations import TERMINAL_STATES
+from rhone_local.domain.operations import NOT_RUNNABLE, TERMINAL_STATES
 from rhone_local.store import SCHEMA_VERSION, Store
 
 router = APIRouter()
@@ -103,6 +103,7 @@ def mutate(
     payload: Any,
     perform: Callable[[Any], tuple[int, dict]],
     notify_op: bool = False,
+    secret_response: bool = False,
 ) -> JSONResponse:
     """Run a mutation in one transaction with its audit record and its idempotent response.
 
@@ -124,6 +125,13 @@ def mutate(
                             "this Idempotency-Key was used for a different request",
                             first_path=prior["path"],
                         )
+                    if secret_response:
+                        # The first answer carried a secret shown once and never stored; a replay cannot repeat it.
+                        raise conflict(
+                            "secret_shown_once",
+                            "this request already succeeded and its secret was shown once; create a new one instead",
+                            first=prior["response"],
+                        )
                     return _json(prior["response"], prior["status"], {"Idempotent-Replayed": "true"})
             status, body = perform(c)
             store.audit(
@@ -144,7 +152,7 @@ def mutate(
                     path=request.url.path,
                     body_hash=fingerprint,
                     status=status,
-                    response=body,
+                    response=_without_secrets(body) if secret_response else body,
                 )
     except DomainError as error:
         store.audit(
@@ -160,6 +168,12 @@ def mutate(
     if notify_op:
         request.app.state.notifier.work_available()
     return _json(body, status)
+
+
+def _without_secrets(body: Any) -> Any:
+    if isinstance(body, dict):
+        return {k: _without_secrets(v) for k, v in body.items() if k != "secret"}
+    return body
 
 
 def _json(body: dict, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -362,7 +376,9 @@ def create_token(request: Request, principal: Caller, ws: str, body: m.TokenCrea
         )
         return 201, {**token_view(token), "secret": secret}
 
-    return mutate(request, principal, workspace["id"], "token.create", subject, body.model_dump(), perform)
+    return mutate(
+        request, principal, workspace["id"], "token.create", subject, body.model_dump(), perform, secret_response=True
+    )
 
 
 @router.delete(
@@ -376,7 +392,10 @@ def revoke_token(request: Request, principal: Caller, ws: str, token_id: str) ->
         token["subject_kind"] == "user" and store.role_of(workspace["id"], token["subject_id"]) is None
     ):
         raise not_found("token", token_id)
-    if token["subject_id"] != principal.id and role not in ("owner", "admin"):
+    subject_role = store.role_of(workspace["id"], token["subject_id"]) if token["subject_kind"] == "user" else None
+    if token["subject_id"] != principal.id and (
+        role not in ("owner", "admin") or (subject_role is not None and not access.may_grant(role, subject_role))
+    ):
         store.audit(
             workspace_id=workspace["id"],
             principal=principal,
@@ -543,7 +562,16 @@ def create_runtime_identity(request: Request, principal: Caller, ws: str, prj: s
         )
         return 201, {**identity, "token": {**token_view(token), "secret": secret}}
 
-    return mutate(request, principal, workspace["id"], "runtime_identity.create", f"{prj}/{app}", {"app": app}, perform)
+    return mutate(
+        request,
+        principal,
+        workspace["id"],
+        "runtime_identity.create",
+        f"{prj}/{app}",
+        {"app": app},
+        perform,
+        secret_response=True,
+    )
 
 
 @router.get(
@@ -652,12 +680,12 @@ async def get_operation(
     after_version: Annotated[int | None, Query(ge=0, description="Answer once version exceeds this.")] = None,
 ) -> dict:
     op = _readable_operation(request, principal, op_id)
-    if wait and op["state"] not in TERMINAL_STATES:
+    if wait and op["state"] not in NOT_RUNNABLE:
         baseline = op["version"] if after_version is None else after_version
         deadline = time.monotonic() + wait
         notifier = request.app.state.notifier
         store = get_store(request)
-        while op["version"] <= baseline and op["state"] not in TERMINAL_STATES:
+        while op["version"] <= baseline and op["state"] not in NOT_RUNNABLE:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break

@@ -7,6 +7,7 @@ classic trap of letting app code change its own platform (domain invariant 33).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from rhone_local.domain.errors import DomainError, forbidden
@@ -17,14 +18,14 @@ RANK = {role: index for index, role in enumerate(ROLES)}
 # action -> the least role allowed to perform it. Every mutation is listed (the RBAC test enumerates this table).
 MUTATIONS: dict[str, str] = {
     "member.invite": "admin",
-    "member.update": "admin",
-    "member.remove": "admin",
     "token.create": "viewer",  # a member may create tokens for themselves
     "token.revoke": "viewer",  # their own; admins may revoke anyone's (checked by the handler)
     "project.create": "admin",
     "app.create": "developer",
     "environment.create": "developer",
     "runtime_identity.create": "admin",
+    "deployment.create": "developer",
+    "deployment.approve": "developer",
 }
 READS: dict[str, str] = {
     "workspace.read": "viewer",
@@ -35,9 +36,10 @@ READS: dict[str, str] = {
     "environment.read": "viewer",
     "operation.read": "viewer",
     "token.read": "viewer",
+    "deployment.read": "viewer",
 }
 # What a runtime identity may read — only facts about its own app (checked against the target by the handler).
-RUNTIME_READS = frozenset({"app.read", "environment.read", "operation.read"})
+RUNTIME_READS = frozenset({"app.read", "environment.read", "operation.read", "deployment.read"})
 
 
 @dataclass(frozen=True)
@@ -81,3 +83,8 @@ def require(principal: Principal, action: str, role: str | None, *, app_id: str 
 def may_grant(granter_role: str, role: str) -> bool:
     """Admins grant up to admin; only owners create owners."""
     return RANK[role] <= RANK[granter_role] and (role != "owner" or granter_role == "owner")
+
+
+def hash_token(secret: str) -> str:
+    """Tokens are stored only as their sha256: a leaked database holds no usable credential."""
+    return hashlib.sha256(secret.encode()).hexdigest()

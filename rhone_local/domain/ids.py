@@ -22,6 +22,8 @@ PREFIXES = {
     "cell": "cell",
     "audit": "aud",
     "request": "req",
+    "deployment": "dep",
+    "allocation": "alloc",
 }
 
 

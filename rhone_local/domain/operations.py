@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TERMINAL_STATES = frozenset({"succeeded", "failed", "preview_ready", "healthy", "rolled_back"})
+# Parked: not terminal, but no worker may advance it until a person acts (an approval moves it back).
+PARKED_STATES = frozenset({"blocked"})
+NOT_RUNNABLE = TERMINAL_STATES | PARKED_STATES
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,8 @@ class Machine:
     states: tuple[str, ...]
     happy_path: tuple[str, ...]
     terminal: frozenset[str]
+    # parked state -> (the state it is entered from, the state an approval resumes)
+    parked: dict[str, tuple[str, str]] | None = None
 
     def next_state(self, state: str) -> str | None:
         """The next state on the happy path, or None when `state` is terminal."""
@@ -33,6 +38,11 @@ class Machine:
             return False
         if new == "failed":
             return True
+        for parked, (entered_from, resumes_to) in (self.parked or {}).items():
+            if (current, new) in ((entered_from, parked), (parked, resumes_to)):
+                return True
+        if current not in self.happy_path:
+            return False
         return new in self.happy_path and self.happy_path.index(new) == self.happy_path.index(current) + 1
 
 
@@ -42,7 +52,16 @@ TENANCY = Machine(
     terminal=frozenset({"succeeded", "failed"}),
 )
 
+# The Deploy Pipeline (domain.md §2.1). `blocked` waits for `rhone deploy approve`, which resumes validation.
+DEPLOY = Machine(
+    states=("queued", "cloning", "building", "validating", "preview_ready", "blocked", "failed"),
+    happy_path=("queued", "cloning", "building", "validating", "preview_ready"),
+    terminal=frozenset({"preview_ready", "failed"}),
+    parked={"blocked": ("validating", "validating")},
+)
+
 MACHINES: dict[str, Machine] = {
+    "deploy": DEPLOY,
     "project.create": TENANCY,
     "app.create": TENANCY,
     "environment.create": TENANCY,

@@ -1,0 +1,313 @@
+"""Blobs and deployments: upload only what the server lacks, create a deployment, approve it, read its logs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from rhone_local.api import models as m
+from rhone_local.api.routes import (
+    ERRORS,
+    READ_ERRORS,
+    Caller,
+    Cursor,
+    Limit,
+    _app,
+    _project,
+    _workspace,
+    authorize,
+    get_store,
+    mutate,
+    op_view,
+    page,
+)
+from rhone_local.artifacts import store_manifest
+from rhone_local.domain import manifest as manifests
+from rhone_local.domain.access import Principal
+from rhone_local.domain.errors import DomainError, conflict, forbidden, not_found
+from rhone_local.domain.ids import new_id
+from rhone_local.store import now_iso
+
+router = APIRouter()
+REQUIRED_CONFIG = ("process", "build")
+
+
+def _user_only(principal: Principal) -> None:
+    if principal.kind == "runtime":
+        raise forbidden("runtime_identity_forbidden", "a runtime identity cannot upload or deploy")
+
+
+# -- blobs -------------------------------------------------------------------------------------------------------------
+@router.post("/v1/blobs/missing", response_model=m.BlobMissing, responses=ERRORS, tags=["blobs"])
+def missing_blobs(request: Request, principal: Caller, body: m.BlobQuery) -> dict:
+    _user_only(principal)
+    blobs = request.app.state.blobs
+    for digest in body.digests:
+        blobs.path(digest)  # validates the form
+    return {"missing": blobs.missing(body.digests)}
+
+
+@router.put(
+    "/v1/blobs/{digest}",
+    status_code=201,
+    response_model=m.BlobStored,
+    responses=ERRORS,
+    tags=["blobs"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def put_blob(request: Request, principal: Caller, digest: str) -> JSONResponse:
+    _user_only(principal)
+    blobs = request.app.state.blobs
+    declared = request.headers.get("content-length")
+    stored = await blobs.write(digest, request.stream(), declared_size=int(declared) if declared else None)
+    size = blobs.path(digest).stat().st_size
+    return JSONResponse({"digest": digest, "size": size, "stored": stored}, status_code=201 if stored else 200)
+
+
+# -- deployments -------------------------------------------------------------------------------------------------------
+def deployment_view(request: Request, row: dict) -> dict:
+    store = get_store(request)
+    environment = store.one("SELECT name FROM environments WHERE id = ?", row["environment_id"])
+    allocations = store.all("SELECT * FROM allocations WHERE deployment_id = ? ORDER BY id", row["id"])
+    pipeline = request.app.state.pipeline
+    return {
+        "id": row["id"],
+        "workspace_id": row["workspace_id"],
+        "app_id": row["app_id"],
+        "environment_id": row["environment_id"],
+        "environment": environment["name"] if environment else "",
+        "state": row["state"],
+        "operation_id": row["operation_id"],
+        "prebuilt": bool(row["prebuilt"]),
+        "source_digest": row["source_digest"],
+        "artifact_digest": row["artifact_digest"],
+        "source": row["source"],
+        "evidence": row["evidence"],
+        "approval": row["approval"],
+        "url": pipeline.url(row["id"]),
+        "allocations": [
+            {
+                k: a[k]
+                for k in (
+                    "id",
+                    "state",
+                    "region_id",
+                    "cell_id",
+                    "artifact_digest",
+                    "health",
+                    "created_at",
+                    "updated_at",
+                )
+            }
+            for a in allocations
+        ],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def _deployment(request: Request, principal: Principal, deployment_id: str, action: str) -> tuple[dict, str | None]:
+    store = get_store(request)
+    row = store.deployment(deployment_id)
+    if row is None:
+        raise not_found("deployment", deployment_id)
+    workspace = store.workspace(row["workspace_id"])
+    _, role = authorize(request, principal, workspace["id"], action, deployment_id, app_id=row["app_id"])
+    return row, role
+
+
+@router.post(
+    "/v1/workspaces/{ws}/projects/{prj}/apps/{app}/deployments",
+    status_code=202,
+    response_model=m.Operation,
+    responses=ERRORS,
+    tags=["deployments"],
+)
+def create_deployment(
+    request: Request, principal: Caller, ws: str, prj: str, app: str, body: m.DeploymentCreate
+) -> JSONResponse:
+    store = get_store(request)
+    blobs = request.app.state.blobs
+    workspace, _ = authorize(request, principal, ws, "deployment.create", f"{prj}/{app}")
+    found = _app(request, _project(request, workspace, prj), app)
+    environment = store.environment(found["id"], body.environment)
+    if environment is None:
+        raise not_found("environment", body.environment)
+    manifests.validate(body.manifest)
+    actual = manifests.digest_of(body.manifest)
+    if actual != body.manifest_digest:
+        raise conflict(
+            "digest_mismatch",
+            f"the manifest hashes to {actual}, not the declared {body.manifest_digest}",
+            expected=body.manifest_digest,
+            actual=actual,
+        )
+    missing = blobs.missing("sha256:" + f["sha256"] for f in body.manifest["files"])
+    if missing:
+        raise conflict(
+            "blobs_missing",
+            f"{len(missing)} blob(s) of the manifest were never uploaded",
+            missing=missing[:50],
+            count=len(missing),
+        )
+    if body.prebuilt and body.artifact_digest and body.artifact_digest != body.manifest_digest:
+        raise conflict(
+            "build_digest_mismatch",
+            f"build digest mismatch: declared {body.artifact_digest}, uploaded {body.manifest_digest}",
+        )
+    if not all(isinstance(body.config.get(key), dict) for key in REQUIRED_CONFIG) or not isinstance(
+        body.config["process"].get("start"), str
+    ):
+        raise DomainError("invalid_config", "config must be the resolved rhone.toml (with build and process)", 422)
+    store_manifest(blobs, body.manifest)
+    payload = body.model_dump()
+
+    def perform(c: Any) -> tuple[int, dict]:
+        deployment_id = new_id("deployment")
+        op = store.create_operation(
+            c,
+            workspace_id=workspace["id"],
+            kind="deploy",
+            target_kind="deployment",
+            target_id=deployment_id,
+            params={
+                "app_id": found["id"],
+                "environment": body.environment,
+                "source_digest": body.manifest_digest,
+                "prebuilt": body.prebuilt,
+            },
+            principal=principal,
+            request_id=request.state.request_id,
+            idempotency_key=request.headers.get("idempotency-key") or None,
+        )
+        ts = now_iso()
+        source = {**body.source.model_dump(), "artifact_digest": body.artifact_digest}
+        c.execute(
+            "INSERT INTO deployments VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, NULL, ?, ?, '{}', NULL, ?, ?)",
+            (
+                deployment_id,
+                workspace["id"],
+                found["id"],
+                environment["id"],
+                op["id"],
+                int(body.prebuilt),
+                body.manifest_digest,
+                _json(body.config),
+                _json(source),
+                ts,
+                ts,
+            ),
+        )
+        return 202, op_view(op)
+
+    return mutate(
+        request, principal, workspace["id"], "deployment.create", f"{prj}/{app}", payload, perform, notify_op=True
+    )
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+@router.get(
+    "/v1/workspaces/{ws}/projects/{prj}/apps/{app}/deployments",
+    response_model=m.Page[m.Deployment],
+    responses=READ_ERRORS,
+    tags=["deployments"],
+)
+def list_deployments(
+    request: Request, principal: Caller, ws: str, prj: str, app: str, limit: Limit = 50, cursor: Cursor = None
+) -> dict:
+    store = get_store(request)
+    workspace, _ = _workspace(store, principal, ws)
+    found = _app(request, _project(request, workspace, prj), app)
+    authorize(request, principal, ws, "deployment.read", app, app_id=found["id"])
+    rows = store.page("deployments", "app_id = ?", (found["id"],), limit=limit, cursor=cursor)
+    return page(rows, limit, lambda r: deployment_view(request, r))
+
+
+@router.get("/v1/deployments/{deployment_id}", response_model=m.Deployment, responses=READ_ERRORS, tags=["deployments"])
+def get_deployment(request: Request, principal: Caller, deployment_id: str) -> dict:
+    row, _ = _deployment(request, principal, deployment_id, "deployment.read")
+    return deployment_view(request, row)
+
+
+@router.get(
+    "/v1/deployments/{deployment_id}/logs", response_model=m.DeploymentLogs, responses=READ_ERRORS, tags=["deployments"]
+)
+def deployment_logs(request: Request, principal: Caller, deployment_id: str, lines: Limit = 200) -> dict:
+    row, _ = _deployment(request, principal, deployment_id, "deployment.read")
+    pipeline = request.app.state.pipeline
+    runner = pipeline.runner
+
+    def tail(path: Any) -> str:
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    return {
+        "build": tail(pipeline.workdir(row["id"]) / "build.log"),
+        "allocations": {a["id"]: tail(runner.log_path(a["id"])) for a in runner.allocations_of(row["id"])},
+    }
+
+
+@router.post(
+    "/v1/deployments/{deployment_id}/approve",
+    status_code=202,
+    response_model=m.Operation,
+    responses=ERRORS,
+    tags=["deployments"],
+)
+def approve_deployment(
+    request: Request, principal: Caller, deployment_id: str, body: m.DeploymentApprove
+) -> JSONResponse:
+    store = get_store(request)
+    row, _ = _deployment(request, principal, deployment_id, "deployment.approve")
+    if row["state"] != "blocked":
+        raise conflict("not_blocked", f"deployment {deployment_id} is {row['state']}, not blocked")
+    blocking = {g["gate"] for g in (row["evidence"] or {}).get("gates", []) if g["outcome"] == "block"}
+    if "providers_bound" in blocking:
+        raise conflict("binding_missing", "missing provider bindings cannot be approved away; bind them first")
+    if "state_impact" in blocking and not body.ack_cold:
+        raise conflict(
+            "ack_cold_required",
+            "this is a cold deploy: live sessions will refresh instead of resuming; "
+            "approve with --ack-cold to acknowledge it",
+        )
+    approval = {
+        "approved_by": principal.id,
+        "approved_at": now_iso(),
+        "ack_cold": body.ack_cold,
+        "gates": sorted(blocking),
+    }
+
+    def perform(c: Any) -> tuple[int, dict]:
+        op = store.operation(row["operation_id"])
+        resumed = store.advance_operation(op, "validating", evidence={"approval": approval}, conn=c)
+        if resumed is None or op["state"] != "blocked":
+            raise conflict("not_blocked", "the deployment changed while being approved; look again")
+        store.update_deployment(c, deployment_id, state="validating", approval=approval)
+        return 202, op_view(resumed)
+
+    response = mutate(
+        request,
+        principal,
+        row["workspace_id"],
+        "deployment.approve",
+        deployment_id,
+        {"deployment": deployment_id, **body.model_dump()},
+        perform,
+        notify_op=True,
+    )
+    request.app.state.notifier.changed(row["operation_id"])
+    return response

@@ -1,0 +1,358 @@
+"""The deploy pipeline's stage effects (domain.md §2.1): cloning, building, validating.
+
+Workers call `DeployPipeline.run_stage(op, deployment)`; it performs the current stage's effect and returns the next
+state with its evidence. It decides nothing itself that the domain core can decide (`domain/gates.py`), and it
+records every gate's result before the deployment may become `preview_ready`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rhone_local.artifacts import load_manifest, materialize, record_tree, store_manifest
+from rhone_local.blobs import BlobStore
+from rhone_local.domain import gates
+from rhone_local.domain.errors import DomainError
+from rhone_local.domain.manifest import digest_of
+from rhone_local.runner import Runner
+from rhone_local.store import Store, now_iso
+
+LOG_TAIL_LINES = 30
+
+
+@dataclass
+class StageOutcome:
+    state: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+    deployment: dict[str, Any] = field(default_factory=dict)  # columns to update on the deployment
+
+
+class StageFailed(Exception):
+    def __init__(self, code: str, message: str, evidence: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.evidence = code, message, evidence or {}
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+def _sha256_file(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+class DeployPipeline:
+    def __init__(
+        self,
+        store: Store,
+        blobs: BlobStore,
+        runner: Runner,
+        data_dir: Path,
+        *,
+        edge_port: int | None,
+        edge_suffix: str = "localhost",
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.runner = runner
+        self.root = data_dir / "deployments"
+        self.edge_port = edge_port
+        self.edge_suffix = edge_suffix
+
+    def workdir(self, deployment_id: str) -> Path:
+        return self.root / deployment_id
+
+    def url(self, deployment_id: str) -> str:
+        port = f":{self.edge_port}" if self.edge_port and self.edge_port != 80 else ""
+        return f"http://{deployment_id.replace('_', '-')}.{self.edge_suffix}{port}"
+
+    def run_stage(self, op: dict[str, Any], deployment: dict[str, Any]) -> StageOutcome:
+        try:
+            if op["state"] == "queued":
+                return StageOutcome("cloning")
+            if op["state"] == "cloning":
+                return self._clone(deployment)
+            if op["state"] == "building":
+                return self._build(deployment)
+            if op["state"] == "validating":
+                return self._validate(deployment)
+        except StageFailed as failure:
+            return StageOutcome("failed", failure.evidence, {"code": failure.code, "message": failure.message})
+        except DomainError as error:
+            return StageOutcome("failed", {}, {"code": error.code, "message": error.message})
+        raise RuntimeError(f"deploy has no stage {op['state']!r}")
+
+    # -- cloning: the uploaded source snapshot, re-verified -----------------------------------------------------------
+    def _clone(self, deployment: dict[str, Any]) -> StageOutcome:
+        manifest = load_manifest(self.blobs, deployment["source_digest"])
+        if digest_of(manifest) != deployment["source_digest"]:
+            raise StageFailed("digest_mismatch", "the stored source manifest does not match its digest")
+        facts = materialize(self.blobs, manifest, self.workdir(deployment["id"]) / "source")
+        return StageOutcome("building", {"source_digest": deployment["source_digest"], **facts})
+
+    # -- building ---------------------------------------------------------------------------------------------------
+    def _build(self, deployment: dict[str, Any]) -> StageOutcome:
+        config = deployment["config"]
+        work = self.workdir(deployment["id"])
+        source = work / "source"
+        if deployment["prebuilt"]:
+            # The upload is the artifact: its recomputed digest must be the one the client declared.
+            manifest = record_tree(self.blobs, source)
+            actual = digest_of(manifest)
+            declared = (deployment["source"] or {}).get("artifact_digest") or deployment["source_digest"]
+            if actual != declared:
+                raise StageFailed(
+                    "build_digest_mismatch",
+                    f"build digest mismatch: the uploaded output hashes to {actual}, declared {declared}",
+                    {"declared": declared, "actual": actual},
+                )
+            return self._record_artifact(deployment, manifest, {"prebuilt": True, "build_seconds": 0})
+        build = work / "build"
+        if build.exists():
+            shutil.rmtree(build)
+        shutil.copytree(source, build, symlinks=True)
+        log_path = work / "build.log"
+        config_before = _sha256_file(build / "rhone.toml")
+        command = config["build"].get("command")
+        started = time.monotonic()
+        if command:
+            timeout = float(config["build"].get("timeout", 600))
+            with log_path.open("wb") as log:
+                log.write(f"$ {command}\n".encode())
+                log.flush()
+                child = subprocess.Popen(
+                    command,
+                    shell=True,
+                    cwd=build,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(build), "RHONE_BUILD": "1"},
+                )
+                try:
+                    status = child.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    os.killpg(child.pid, 9)
+                    child.wait()
+                    raise StageFailed(
+                        "build_timeout",
+                        f"the build command ran past its {timeout:g}s timeout",
+                        {"log_tail": _tail(log_path), "timeout": timeout},
+                    ) from None
+            if status != 0:
+                raise StageFailed(
+                    "build_failed",
+                    f"the build command exited with status {status}",
+                    {"exit_status": status, "log_tail": _tail(log_path)},
+                )
+        if _sha256_file(build / "rhone.toml") != config_before:
+            raise StageFailed(
+                "config_modified",
+                "the build changed rhone.toml; it is human-authored and builds must never write it",
+                {"log_tail": _tail(log_path)},
+            )
+        output = (build / config["build"].get("output", ".")).resolve()
+        if not output.is_relative_to(build.resolve()) or not output.is_dir():
+            raise StageFailed(
+                "build_output_missing",
+                f"the build output directory {config['build'].get('output')!r} does not exist",
+                {"log_tail": _tail(log_path)},
+            )
+        manifest = record_tree(self.blobs, output)
+        seconds = round(time.monotonic() - started, 3)
+        return self._record_artifact(
+            deployment, manifest, {"prebuilt": False, "build_seconds": seconds, "log_tail": _tail(log_path, 10)}
+        )
+
+    def _record_artifact(
+        self, deployment: dict[str, Any], manifest: dict[str, Any], build_facts: dict[str, Any]
+    ) -> StageOutcome:
+        digest = store_manifest(self.blobs, manifest)
+        config = deployment["config"]
+        paths = {f["path"] for f in manifest["files"]}
+        assets = [f for f in manifest["files"] if f["path"].startswith(("public/", "assets/", "static/"))]
+        facts = {
+            "vango": {k: v for k, v in config.get("vango", {}).items() if v},
+            "routes": config.get("vango", {}).get("routes") if config.get("vango", {}).get("routes") in paths else None,
+            "process": config["process"],
+            "assets": {"files": len(assets), "bytes": sum(f["size"] for f in assets)},
+            "source": {**(deployment["source"] or {}), "source_digest": deployment["source_digest"]},
+            "files": len(manifest["files"]),
+            "bytes": sum(f["size"] for f in manifest["files"]),
+        }
+        with self.store.write() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO artifacts VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    digest,
+                    deployment["workspace_id"],
+                    deployment["app_id"],
+                    json.dumps(manifest),
+                    json.dumps(facts),
+                    now_iso(),
+                ),
+            )
+        evidence = {"artifact_digest": digest, **build_facts, "files": facts["files"], "bytes": facts["bytes"]}
+        return StageOutcome("validating", evidence, deployment={"artifact_digest": digest})
+
+    # -- validating: the four gates, then the preview allocation -------------------------------------------------------
+    def _artifact_json(self, manifest: dict[str, Any], path: str | None) -> Any:
+        if not path:
+            return None
+        entry = next((f for f in manifest["files"] if f["path"] == path), None)
+        if entry is None:
+            return None
+        try:
+            return json.loads(self.blobs.path("sha256:" + entry["sha256"]).read_bytes())
+        except ValueError:
+            return "unreadable"
+
+    def serving_artifact(self, app_id: str) -> str | None:
+        """The artifact currently serving the app's production environment. Route ownership (and so production
+        serving) is established by promotion; until a deployment has been promoted nothing serves production."""
+        table = self.store.one("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'route_owners'")
+        if table is None:
+            return None
+        row = self.store.one(
+            "SELECT r.artifact_digest FROM route_owners r JOIN environments e ON e.id = r.environment_id "
+            "WHERE r.app_id = ? AND e.name = 'production'",
+            app_id,
+        )
+        return row["artifact_digest"] if row else None
+
+    def evaluate_gates(self, deployment: dict[str, Any]) -> list[gates.GateResult]:
+        config = deployment["config"]
+        vango = config.get("vango", {})
+        manifest = load_manifest(self.blobs, deployment["artifact_digest"])
+        paths = [f["path"] for f in manifest["files"]]
+        present = {}
+        for key, path in vango.items():
+            if path and path in paths:
+                present[path] = self._artifact_json(manifest, path) if key != "routes" else True
+        results = [gates.generated_artifacts({k: v for k, v in vango.items()}, present)]
+        serving_digest = self.serving_artifact(deployment["app_id"])
+        serving_manifest = load_manifest(self.blobs, serving_digest) if serving_digest else None
+        schema_path = vango.get("state_schema")
+        candidate_schema = present.get(schema_path) if schema_path else None
+        serving_schema = self._artifact_json(serving_manifest, schema_path) if serving_manifest else None
+        results.append(
+            gates.state_impact(
+                candidate_schema if isinstance(candidate_schema, dict) else None,
+                serving_schema if isinstance(serving_schema, dict) else None,
+                serving_digest=serving_digest,
+            )
+        )
+        migrations_dir = (config.get("database") or {}).get("migrations")
+        prefix = f"{migrations_dir.rstrip('/')}/" if migrations_dir else None
+        candidate = [p[len(prefix) :] for p in paths if prefix and p.startswith(prefix)]
+        serving = (
+            [f["path"][len(prefix) :] for f in serving_manifest["files"] if f["path"].startswith(prefix)]
+            if serving_manifest and prefix
+            else None
+        )
+        results.append(gates.db_impact(candidate, serving, declared=bool(migrations_dir)))
+        required = [name for name, p in (config.get("providers") or {}).items() if p.get("required", True)]
+        results.append(gates.providers_bound(required, self.bound_providers(deployment["environment_id"])))
+        return results
+
+    def bound_providers(self, environment_id: str) -> list[str]:
+        """Providers with a ready binding in the environment (bindings arrive with the topology milestone)."""
+        table = self.store.one("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'provider_bindings'")
+        if table is None:
+            return []
+        rows = self.store.all(
+            "SELECT name FROM provider_bindings WHERE environment_id = ? AND state = 'ready'", environment_id
+        )
+        return [r["name"] for r in rows]
+
+    def _validate(self, deployment: dict[str, Any]) -> StageOutcome:
+        results = self.evaluate_gates(deployment)
+        approval = deployment["approval"] or {}
+        verdict, reasons = gates.decide(
+            results, ack_cold=bool(approval.get("ack_cold")), approved=bool(approval.get("approved_by"))
+        )
+        evidence = {"gates": [r.to_dict() for r in results], "approval": approval or None}
+        if verdict == "fail":
+            reason = reasons[0]
+            raise StageFailed(
+                "stale_artifacts" if reason.gate == "generated_artifacts" else f"{reason.gate}_failed",
+                reason.summary,
+                evidence,
+            )
+        if verdict == "block":
+            code = {
+                "state_impact": "cold_deploy_needs_approval",
+                "db_impact": "migration_needs_approval",
+                "providers_bound": "binding_missing",
+            }[reasons[0].gate]
+            message = "; ".join(r.summary for r in reasons)
+            return StageOutcome(
+                "blocked", evidence, {"code": code, "message": message}, deployment={"evidence": evidence}
+            )
+        # Every gate passed and is recorded: now the preview allocation, which must pass its readiness probe.
+        environment = self.store.one("SELECT * FROM environments WHERE id = ?", deployment["environment_id"])
+        token = self.runtime_token(deployment)
+        alloc = self.runner.ensure_running(deployment, environment, token=token)
+        evidence["allocation"] = {
+            "id": alloc["id"],
+            "state": alloc["state"],
+            "health": alloc["health"],
+            "region_id": alloc["region_id"],
+            "cell_id": alloc["cell_id"],
+        }
+        if alloc["state"] != "ready":
+            raise StageFailed(
+                "readiness_failed",
+                f"the preview allocation never became ready: {(alloc['health'] or {}).get('last')}",
+                evidence,
+            )
+        self.runner.stop_superseded(deployment)
+        evidence["url"] = self.url(deployment["id"])
+        return StageOutcome("preview_ready", evidence, deployment={"evidence": evidence})
+
+    def runtime_token(self, deployment: dict[str, Any]) -> str:
+        """A fresh token for the app's runtime identity, handed to the allocation (never shown anywhere else)."""
+        import secrets
+
+        from rhone_local.domain.access import hash_token
+
+        identity = self.store.one(
+            "SELECT * FROM runtime_identities WHERE app_id = ? ORDER BY id LIMIT 1", deployment["app_id"]
+        )
+        secret = "rht_" + secrets.token_urlsafe(32)
+        with self.store.write() as c:
+            if identity is None:
+                identity = self.store.create_runtime_identity(c, deployment["workspace_id"], deployment["app_id"])
+            self.store.create_token(
+                c,
+                subject_kind="runtime",
+                subject_id=identity["id"],
+                name=f"allocation of {deployment['id']}",
+                secret_hash=hash_token(secret),
+            )
+        return secret
+
+
+def build_pipeline(
+    store: Store, data_dir: Path, *, edge_port: int | None, edge_suffix: str = "localhost"
+) -> DeployPipeline:
+    blobs = BlobStore(data_dir / "blobs")
+    return DeployPipeline(
+        store, blobs, Runner(store, blobs, data_dir), data_dir, edge_port=edge_port, edge_suffix=edge_suffix
+    )

@@ -1,0 +1,271 @@
+"""The runner: allocations as local processes.
+
+Lifecycle (domain.md §2.4): planned → pulling → starting → ready → draining → stopped, or failed. Every state change
+is a compare-and-swap on the allocation's version. Pulling materializes the artifact from blobs (re-verifying every
+digest) into the allocation's own directory; starting launches the declared start command with PORT, the
+environment's config and a runtime identity token, in its own session, logging to `alloc.log`; ready means the
+readiness probe answered 200. Allocation health is recorded, never used to decide route ownership.
+
+After a crash of Rhone Local, `reconcile()` adopts allocation processes that are still healthy and kills the rest, so
+a restart leaves neither duplicates nor orphans.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from rhone_local.artifacts import load_manifest, materialize
+from rhone_local.blobs import BlobStore
+from rhone_local.domain.ids import new_id
+from rhone_local.store import Store, _row, now_iso
+
+log = logging.getLogger("rhone_local.runner")
+LIVE_STATES = ("planned", "pulling", "starting", "ready", "draining")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def process_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return True
+    return state not in ("Z", "X")
+
+
+def probe(port: int, path: str, timeout: float = 1.0) -> tuple[bool, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+            return response.status == 200, f"HTTP {response.status}"
+    except urllib.error.HTTPError as error:
+        return False, f"HTTP {error.code}"
+    except (OSError, urllib.error.URLError) as error:
+        return False, f"{type(error).__name__}: {getattr(error, 'reason', error)}"
+
+
+class Runner:
+    def __init__(self, store: Store, blobs: BlobStore, data_dir: Path) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.root = data_dir / "allocations"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    # -- state ----------------------------------------------------------------------------------------------------
+    def _move(self, alloc: dict[str, Any], state: str, **columns: Any) -> dict[str, Any] | None:
+        sets = ", ".join(f"{name} = ?" for name in columns)
+        values = [json.dumps(v) if name == "health" else v for name, v in columns.items()]
+        row = self.store.conn.execute(
+            f"UPDATE allocations SET state = ?, version = version + 1, updated_at = ?{', ' + sets if sets else ''} "
+            "WHERE id = ? AND version = ? RETURNING *",
+            (state, now_iso(), *values, alloc["id"], alloc["version"]),
+        ).fetchone()
+        return _row(row)
+
+    def allocations_of(self, deployment_id: str) -> list[dict[str, Any]]:
+        return self.store.all("SELECT * FROM allocations WHERE deployment_id = ? ORDER BY id", deployment_id)
+
+    def log_path(self, alloc_id: str) -> Path:
+        return self.root / alloc_id / "alloc.log"
+
+    # -- start ----------------------------------------------------------------------------------------------------
+    def ensure_running(
+        self,
+        deployment: dict[str, Any],
+        environment: dict[str, Any],
+        *,
+        token: str,
+        env_vars: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Return the deployment's ready allocation, starting one if needed. Never leaves two live ones."""
+        with self._lock:
+            for alloc in self.allocations_of(deployment["id"]):
+                if alloc["state"] not in LIVE_STATES:
+                    continue
+                if alloc["state"] == "ready" and process_alive(alloc["pid"]):
+                    return alloc
+                self._kill(alloc, "replaced: not ready after a restart")
+            return self._start(deployment, environment, token=token, env_vars=env_vars or {})
+
+    def _start(
+        self, deployment: dict[str, Any], environment: dict[str, Any], *, token: str, env_vars: dict[str, str]
+    ) -> dict[str, Any]:
+        region = self.store.one("SELECT * FROM regions ORDER BY id LIMIT 1")
+        cell = self.store.one("SELECT * FROM cells WHERE region_id = ? ORDER BY id LIMIT 1", region["id"])
+        ts = now_iso()
+        alloc = {
+            "id": new_id("allocation"),
+            "deployment_id": deployment["id"],
+            "environment_id": environment["id"],
+            "artifact_digest": deployment["artifact_digest"],
+            "region_id": region["id"],
+            "cell_id": cell["id"],
+            "state": "planned",
+            "version": 1,
+            "pid": None,
+            "port": None,
+            "health": None,
+            "created_at": ts,
+            "updated_at": ts,
+        }
+        self.store.conn.execute(
+            "INSERT INTO allocations VALUES (:id, :deployment_id, :environment_id, :artifact_digest, :region_id, "
+            ":cell_id, :state, :version, :pid, :port, :health, :created_at, :updated_at)",
+            alloc,
+        )
+        config = deployment["config"]
+        process = config["process"]
+        directory = self.root / alloc["id"]
+        alloc = self._move(alloc, "pulling") or alloc
+        try:
+            manifest = load_manifest(self.blobs, deployment["artifact_digest"])
+            materialize(self.blobs, manifest, directory / "app")
+        except Exception as error:
+            return self._move(alloc, "failed", health={"stage": "pulling", "error": str(error)}) or alloc
+        port = free_port()
+        environment_vars = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(directory),
+            "PORT": str(port),
+            "RHONE_DEPLOYMENT_ID": deployment["id"],
+            "RHONE_ENVIRONMENT": environment["name"],
+            "RHONE_ARTIFACT_DIGEST": deployment["artifact_digest"],
+            "RHONE_RUNTIME_TOKEN": token,
+            **env_vars,
+        }
+        log_file = self.log_path(alloc["id"])
+        with log_file.open("ab") as handle:
+            child = subprocess.Popen(
+                process["start"],
+                shell=True,
+                cwd=directory / "app",
+                env=environment_vars,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        alloc = self._move(alloc, "starting", pid=child.pid, port=port) or alloc
+        deadline = time.monotonic() + float(process.get("readiness_timeout", 60))
+        attempts, last = 0, "not probed"
+        while time.monotonic() < deadline:
+            if child.poll() is not None:
+                last = f"process exited with status {child.returncode}"
+                break
+            attempts += 1
+            ok, last = probe(port, process.get("health_path", "/healthz"))
+            if ok:
+                health = {
+                    "ready": True,
+                    "probe": process.get("health_path"),
+                    "attempts": attempts,
+                    "last": last,
+                    "at": now_iso(),
+                }
+                return self._move(alloc, "ready", health=health) or alloc
+            time.sleep(0.1)  # a readiness probe: polling the app is the only way to learn it is up
+        health = {
+            "ready": False,
+            "probe": process.get("health_path"),
+            "attempts": attempts,
+            "last": last,
+            "timeout": process.get("readiness_timeout"),
+            "log_tail": _tail(log_file),
+        }
+        self._terminate(child.pid)
+        return self._move(alloc, "failed", health=health) or alloc
+
+    # -- stop -----------------------------------------------------------------------------------------------------
+    def _terminate(self, pid: int | None, grace: float = 5.0) -> None:
+        if not process_alive(pid):
+            return
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while process_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if process_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+    def _kill(self, alloc: dict[str, Any], reason: str) -> None:
+        self._terminate(alloc["pid"])
+        self._move(alloc, "failed", health={**(alloc["health"] or {}), "stopped_because": reason})
+
+    def stop(self, alloc: dict[str, Any], reason: str) -> None:
+        """draining → stopped (new requests stop arriving the moment it leaves `ready`)."""
+        draining = self._move(alloc, "draining")
+        if draining is None:
+            return
+        self._terminate(alloc["pid"])
+        self._move(draining, "stopped", health={"stopped_because": reason, "at": now_iso()})
+
+    def stop_superseded(self, deployment: dict[str, Any]) -> None:
+        """Older deployments of the same app and environment stop serving once a newer one is ready."""
+        older = self.store.all(
+            "SELECT a.* FROM allocations a JOIN deployments d ON d.id = a.deployment_id "
+            "WHERE d.app_id = ? AND d.environment_id = ? AND d.id < ? AND a.state IN ('ready', 'starting')",
+            deployment["app_id"],
+            deployment["environment_id"],
+            deployment["id"],
+        )
+        for alloc in older:
+            self.stop(alloc, f"superseded by {deployment['id']}")
+
+    def stop_all(self, reason: str) -> None:
+        for alloc in self.store.all(
+            "SELECT * FROM allocations WHERE state IN ('planned', 'pulling', 'starting', 'ready', 'draining')"
+        ):
+            self.stop(alloc, reason)
+
+    def reconcile(self) -> list[str]:
+        """At start-up: adopt allocation processes that survived a crash and still answer; fail the rest."""
+        adopted = []
+        for alloc in self.store.all(
+            "SELECT * FROM allocations WHERE state IN ('planned', 'pulling', 'starting', 'ready', 'draining')"
+        ):
+            deployment = self.store.one("SELECT config FROM deployments WHERE id = ?", alloc["deployment_id"])
+            health_path = deployment["config"]["process"].get("health_path", "/healthz")
+            if alloc["state"] == "ready" and process_alive(alloc["pid"]) and probe(alloc["port"], health_path)[0]:
+                adopted.append(alloc["id"])
+                continue
+            self._kill(alloc, "Rhone Local restarted while it was not ready")
+        return adopted
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""

@@ -1,0 +1,233 @@
+"""Fixtures for Rhone Local: an in-process app on a temporary store, users with roles, deterministic workers.
+
+Everything runs in-process through `fastapi.testclient.TestClient(create_app(store, notifier))`; operations are run
+to completion by the test itself (`LocalEnv.run_operations`), never by background worker threads, so a test sees
+exactly the stages it asked for.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from rhone_local.api.app import create_app
+
+try:  # where the token hash lives moved from the API layer to the domain
+    from rhone_local.domain.access import hash_token
+except ImportError:  # pragma: no cover
+    from rhone_local.api.app import hash_token  # type: ignore[attr-defined,no-redef]
+from rhone_local.domain.operations import TERMINAL_STATES
+from rhone_local.notify import ChangeNotifier
+from rhone_local.server import bootstrap
+from rhone_local.store import Store
+from rhone_local.workers import Workers
+
+WS = "local"
+BASE = f"/v1/workspaces/{WS}"
+# `audit` is compared separately from the other tables: a denial adds a row to it and changes nothing else.
+AUDIT_TABLE = "audit"
+
+
+def auth(token: str, **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", **extra}
+
+
+@dataclass
+class Actor:
+    """Someone who calls the API: a user (with a role) or a runtime identity."""
+
+    id: str
+    token: str
+    role: str | None = None
+    email: str | None = None
+    token_id: str | None = None
+    kind: str = "user"
+    app_id: str | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return auth(self.token)
+
+
+@dataclass
+class LocalEnv:
+    data_dir: Path
+    store: Store
+    notifier: ChangeNotifier
+    workers: Workers
+    client: TestClient
+    owner: Actor
+    _names: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    # -- naming ------------------------------------------------------------------------------------------------------
+    def name(self, prefix: str = "n") -> str:
+        """A fresh resource name matching the API's name pattern."""
+        return f"{prefix}{next(self._names)}"
+
+    # -- users -------------------------------------------------------------------------------------------------------
+    def make_user(self, role: str, *, email: str | None = None) -> Actor:
+        """The owner invites a member with `role`, then issues a token for them."""
+        email = email or f"{self.name('user')}@example.test"
+        invited = self.client.post(f"{BASE}/members", json={"email": email, "role": role}, headers=self.owner.headers)
+        assert invited.status_code == 201, invited.text
+        user_id = invited.json()["user_id"]
+        issued = self.client.post(
+            f"{BASE}/tokens", json={"name": f"token for {email}", "user_id": user_id}, headers=self.owner.headers
+        )
+        assert issued.status_code == 201, issued.text
+        token = issued.json()
+        assert token["subject_id"] == user_id
+        return Actor(id=user_id, token=token["secret"], role=role, email=email, token_id=token["id"])
+
+    def make_outsider(self) -> Actor:
+        """A user with a valid token who is not a member of any workspace (the API cannot make one)."""
+        from rhone_local.domain.ids import new_id
+        from rhone_local.store import now_iso
+
+        user_id, secret = new_id("user"), "rht_outsider_" + self.name("s")
+        with self.store.write() as c:
+            c.execute(
+                "INSERT INTO users VALUES (?, ?, ?, ?)", (user_id, "outsider", "outsider@example.test", now_iso())
+            )
+            token = self.store.create_token(
+                c, subject_kind="user", subject_id=user_id, name="outsider", secret_hash=hash_token(secret)
+            )
+        return Actor(id=user_id, token=secret, role=None, token_id=token["id"])
+
+    def issue_token(self, for_user: str, name: str = "extra") -> dict[str, Any]:
+        issued = self.client.post(
+            f"{BASE}/tokens", json={"name": name, "user_id": for_user}, headers=self.owner.headers
+        )
+        assert issued.status_code == 201, issued.text
+        return issued.json()
+
+    # -- operations --------------------------------------------------------------------------------------------------
+    def run_operations(self, worker: str = "test-worker", max_ops: int = 200) -> list[str]:
+        """Claim and drive every runnable operation until none is left; returns the ids driven, in order."""
+        driven: list[str] = []
+        for _ in range(max_ops):
+            op = self.store.claim_operation(worker, self.workers.lease_seconds, TERMINAL_STATES)
+            if op is None:
+                return driven
+            self.workers.drive(op, worker)
+            driven.append(op["id"])
+        raise AssertionError(f"operations did not drain after {max_ops} claims")
+
+    def operation(self, op_id: str) -> dict[str, Any]:
+        op = self.store.operation(op_id)
+        assert op is not None, op_id
+        return op
+
+    # -- tenancy helpers (as the owner, operations run to completion) -------------------------------------------------
+    def create_project(self, name: str | None = None) -> dict[str, Any]:
+        name = name or self.name("prj")
+        started = self.client.post(f"{BASE}/projects", json={"name": name}, headers=self.owner.headers)
+        assert started.status_code == 202, started.text
+        self.run_operations()
+        assert self.operation(started.json()["id"])["state"] == "succeeded"
+        project = self.store.project(self.workspace_id, name)
+        assert project is not None
+        return project
+
+    def create_app(self, project: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+        name = name or self.name("app")
+        started = self.client.post(
+            f"{BASE}/projects/{project['name']}/apps", json={"name": name}, headers=self.owner.headers
+        )
+        assert started.status_code == 202, started.text
+        self.run_operations()
+        op = self.operation(started.json()["id"])
+        assert op["state"] == "succeeded", op
+        app = self.store.app(project["id"], name)
+        assert app is not None
+        return app
+
+    def mint_runtime_identity(self, project: dict[str, Any], app: dict[str, Any]) -> Actor:
+        minted = self.client.post(
+            f"{BASE}/projects/{project['name']}/apps/{app['name']}/runtime-identities", headers=self.owner.headers
+        )
+        assert minted.status_code == 201, minted.text
+        body = minted.json()
+        assert body["app_id"] == app["id"]
+        return Actor(
+            id=body["id"], token=body["token"]["secret"], token_id=body["token"]["id"], kind="runtime", app_id=app["id"]
+        )
+
+    # -- observation ---------------------------------------------------------------------------------------------------
+    @property
+    def workspace_id(self) -> str:
+        workspace = self.store.workspace(WS)
+        assert workspace is not None
+        return workspace["id"]
+
+    def state_tables(self) -> list[str]:
+        """Every table of the control database but the audit log (read from the schema, so new tables count)."""
+        rows = self.store.all(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )
+        return [row["name"] for row in rows if row["name"] != AUDIT_TABLE]
+
+    def snapshot(self) -> dict[str, list[tuple]]:
+        """Every row of every state table: equal snapshots mean nothing changed (not even a `revoked_at`)."""
+        return {
+            table: sorted((tuple(row) for row in self.store.conn.execute(f"SELECT * FROM {table}")), key=repr)
+            for table in self.state_tables()
+        }
+
+    def counts(self) -> dict[str, int]:
+        return {table: self.store.count(table) for table in self.state_tables()}
+
+    def audit_rows(self) -> list[dict[str, Any]]:
+        """Every audit record of the workspace, read through the API as the owner (all pages)."""
+        rows: list[dict[str, Any]] = []
+        cursor: str | None = None
+        for _ in range(1000):
+            params: dict[str, Any] = {"limit": 200}
+            if cursor:
+                params["cursor"] = cursor
+            page = self.client.get(f"{BASE}/audit", params=params, headers=self.owner.headers)
+            assert page.status_code == 200, page.text
+            body = page.json()
+            rows.extend(body["items"])
+            cursor = body["next_cursor"]
+            if cursor is None:
+                return rows
+        raise AssertionError("audit pagination did not end")
+
+    def audit_for(self, request_id: str) -> list[dict[str, Any]]:
+        return [row for row in self.audit_rows() if row["request_id"] == request_id]
+
+
+def open_env(data_dir: Path, notifier: ChangeNotifier | None = None) -> tuple[LocalEnv, TestClient]:
+    store = Store(data_dir / "rhone.db")
+    bootstrap(store, data_dir)
+    notifier = notifier or ChangeNotifier()
+    workers = Workers(store, notifier, count=1, lease_seconds=5.0, stage_delay=0)
+    client = TestClient(create_app(store, notifier))
+    owner_token = (data_dir / "owner.token").read_text().strip()
+    owner_row = store.one("SELECT user_id FROM members WHERE role = 'owner'")
+    assert owner_row is not None
+    owner = Actor(id=owner_row["user_id"], token=owner_token, role="owner")
+    return LocalEnv(data_dir, store, notifier, workers, client, owner), client
+
+
+@pytest.fixture
+def notifier() -> ChangeNotifier:
+    """The change notifier handed to the app and the workers (a test module may override this fixture)."""
+    return ChangeNotifier()
+
+
+@pytest.fixture
+def local(tmp_path: Path, notifier: ChangeNotifier) -> Iterator[LocalEnv]:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    env, client = open_env(data_dir, notifier)
+    with client:
+        yield env
+    env.store.close()
