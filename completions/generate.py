@@ -1,7 +1,7 @@
 """Write the shell completion scripts in this directory: exactly what `rhone completion SHELL` prints.
 
-    python completions/generate.py           # (re)write rhone.bash, rhone.zsh, rhone.fish
-    python completions/generate.py --check   # exit 1, naming the stale files, if any differs from the generator
+python completions/generate.py           # (re)write rhone.bash, rhone.zsh, rhone.fish
+python completions/generate.py --check   # exit 1, naming the stale files, if any differs from the generator
 """
 
 from __future__ import annotations

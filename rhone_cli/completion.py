@@ -51,7 +51,10 @@ def _takes_value(option: Any) -> bool:
 
 
 def _choices(param: Any) -> list[str]:
-    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    choices = getattr(getattr(param, "type", None), "choices", None)  # typer < 0.29: a Click Choice
+    if choices:
+        return [str(getattr(choice, "value", choice)) for choice in choices]
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)  # typer >= 0.29
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return [str(member.value) for member in annotation]
     return []

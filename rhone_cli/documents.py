@@ -160,6 +160,37 @@ class LocalDown(_Doc):
     data_dir: str
 
 
+class ManifestFile(_Doc):
+    path: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="Normalized root-relative POSIX path (no '..', no leading '/', no empty segment, no backslash).",
+    )
+    size: int = Field(ge=0, description="Size in bytes.")
+    mode: Literal["644", "755"] = Field(description="755 when the owner's exec bit is set; no other mode bits count.")
+    sha256: str = Field(pattern="^[0-9a-f]{64}$", description="sha256 of the content, lowercase hex.")
+
+
+class ArtifactManifest(_Doc):
+    """The manifest itself: its canonical JSON (sorted keys, no whitespace, UTF-8) is what the digest hashes."""
+
+    version: Literal[1]
+    files: list[ManifestFile] = Field(max_length=100_000, description="Every file, sorted by path.")
+
+
+class ManifestDocument(_Doc):
+    """`rhone artifact manifest --json`: the manifest of the project directory (or build output) and its digest."""
+
+    digest: str = Field(
+        pattern="^sha256:[0-9a-f]{64}$", description="sha256 of the manifest's canonical JSON, as sha256:<hex>."
+    )
+    root: str = Field(description="The directory the manifest lists (absolute, symlinks resolved).")
+    file_count: int = Field(ge=0)
+    total_size: int = Field(ge=0, description="Sum of the file sizes in bytes.")
+    hashed: int = Field(ge=0, description="Files read and hashed by this run; the others came from the stat cache.")
+    manifest: ArtifactManifest
+
+
 # file name in schemas/ -> model
 DOCUMENTS: dict[str, type[BaseModel]] = {
     "error.schema.json": ErrorDocument,
@@ -173,6 +204,7 @@ DOCUMENTS: dict[str, type[BaseModel]] = {
     "help-environment.schema.json": HelpEnvironment,
     "local-status.schema.json": LocalStatus,
     "local-down.schema.json": LocalDown,
+    "artifact-manifest.schema.json": ManifestDocument,
 }
 
 # `--json` documents that are API resources, passed through unchanged: schema file -> (OpenAPI component, is a list).
@@ -191,4 +223,7 @@ API_DOCUMENTS: dict[str, tuple[str, bool]] = {
     "operation.schema.json": ("Operation", False),
     "operation-list.schema.json": ("Operation", True),
     "whoami-identity.schema.json": ("Whoami", False),
+    "deployment.schema.json": ("Deployment", False),
+    "deployment-list.schema.json": ("Deployment", True),
+    "deployment-logs.schema.json": ("DeploymentLogs", False),
 }

@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (`rhone ... | head`): not our failure, and nothing more to say.
         return ExitCode.OK
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - the last line of defence: a message, never a traceback
         if env.options.verbose:
             import traceback
 

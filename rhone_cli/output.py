@@ -176,6 +176,18 @@ class Output:
         return int(error.exit_code)
 
 
+def human_size(n: int) -> str:
+    """1536 -> '1.5 KiB' (bytes below 1 KiB stay exact)."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
 def exit_code_of(error: BaseException) -> int:
     if isinstance(error, RhoneError):
         return int(error.exit_code)

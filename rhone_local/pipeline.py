@@ -326,6 +326,24 @@ class DeployPipeline:
         evidence["url"] = self.url(deployment["id"])
         return StageOutcome("preview_ready", evidence, deployment={"evidence": evidence})
 
+    def restore_previews(self) -> list[str]:
+        """After a restart: start again the newest preview_ready deployment of each app environment whose
+        allocation did not survive (older ones were superseded and stay stopped)."""
+        newest = self.store.all(
+            "SELECT d.* FROM deployments d WHERE d.state = 'preview_ready' AND d.id = ("
+            "  SELECT MAX(id) FROM deployments x WHERE x.app_id = d.app_id AND x.environment_id = d.environment_id "
+            "  AND x.state = 'preview_ready')"
+        )
+        restarted = []
+        for deployment in newest:
+            live = [a for a in self.runner.allocations_of(deployment["id"]) if a["state"] == "ready"]
+            if live:
+                continue
+            environment = self.store.one("SELECT * FROM environments WHERE id = ?", deployment["environment_id"])
+            self.runner.ensure_running(deployment, environment, token=self.runtime_token(deployment))
+            restarted.append(deployment["id"])
+        return restarted
+
     def runtime_token(self, deployment: dict[str, Any]) -> str:
         """A fresh token for the app's runtime identity, handed to the allocation (never shown anywhere else)."""
         import secrets

@@ -149,7 +149,7 @@ class Runner:
         try:
             manifest = load_manifest(self.blobs, deployment["artifact_digest"])
             materialize(self.blobs, manifest, directory / "app")
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any pull failure fails the allocation with its reason
             return self._move(alloc, "failed", health={"stage": "pulling", "error": str(error)}) or alloc
         port = free_port()
         environment_vars = {

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from rhone_local import __version__
 from rhone_local.api.app import create_app
@@ -49,6 +50,17 @@ def bootstrap(store: Store, data_dir: Path) -> None:
     with os.fdopen(fd, "w") as handle:
         handle.write(secret + "\n")
     log.info("bootstrapped workspace %s (%s), owner %s; token in %s", WORKSPACE, ids["workspace_id"], OWNER, token_file)
+
+
+def _restore_previews(pipeline: Any) -> None:
+    try:
+        restarted = pipeline.restore_previews()
+        if restarted:
+            log.info("restarted the preview allocations of %s", ", ".join(restarted))
+    except Exception:  # a failed restore must not take the server down; the log says why
+        log.exception("restoring preview allocations failed")
+    finally:
+        pipeline.store.close()
 
 
 def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
@@ -91,6 +103,8 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
         )
     )
     workers.start()
+    # Previews come back in the background: the API answers meanwhile, and the edge says 503 until they are ready.
+    threading.Thread(target=_restore_previews, args=(pipeline,), name="restore-previews", daemon=True).start()
     log.info("Rhone Local %s listening on http://%s:%s (data in %s)", __version__, host, port, data_dir)
     try:
         server.run()

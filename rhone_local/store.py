@@ -207,7 +207,7 @@ class Store:
 
     def page(self, table: str, where: str, args: tuple, *, limit: int, cursor: str | None) -> list[dict[str, Any]]:
         """Rows of `table` matching `where`, ordered by id (ids are time-ordered), after `cursor`."""
-        assert table in {"projects", "apps", "environments", "operations", "audit", "members_view", "tokens"}
+        assert table in {"projects", "apps", "environments", "operations", "audit", "tokens", "deployments"}
         sql = f"SELECT * FROM {table} WHERE {where}"
         if cursor:
             sql += " AND id > ?"

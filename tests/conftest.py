@@ -61,8 +61,9 @@ def base_environ(tmp_path: Path) -> dict[str, str]:
 def rhone(tmp_path: Path, base_environ: dict[str, str]):
     """Run rhone in-process: rhone(*args, stdin="", cwd=..., environ={...}, tty=False) -> Result."""
 
-    def run(*args: str, stdin: str = "", cwd: Path | None = None, environ: dict[str, str] | None = None,
-            tty: bool = False) -> Result:
+    def run(
+        *args: str, stdin: str = "", cwd: Path | None = None, environ: dict[str, str] | None = None, tty: bool = False
+    ) -> Result:
         out, err = io.StringIO(), io.StringIO()
         env = Environment(
             stdin=_Stdin(stdin, tty),
@@ -81,8 +82,9 @@ def rhone(tmp_path: Path, base_environ: dict[str, str]):
 def rhone_subprocess(tmp_path: Path, base_environ: dict[str, str]):
     """Run the installed `rhone` console script in a clean environment."""
 
-    def run(*args: str, stdin: str = "", cwd: Path | None = None, environ: dict[str, str] | None = None,
-            timeout: float = 60) -> Result:
+    def run(
+        *args: str, stdin: str = "", cwd: Path | None = None, environ: dict[str, str] | None = None, timeout: float = 60
+    ) -> Result:
         proc = subprocess.run(
             [str(RHONE_BIN), *args],
             input=stdin,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -16,12 +15,18 @@ OTHERS = ["login", "logout", "whoami", "init", "completion", "help"]
 
 # Every command whose server side arrives later: each must refuse honestly.
 NOT_YET = [
-    ["app", "scale", "--instances", "3"], ["app", "allocations"],
-    ["env", "freeze", "production"], ["env", "unfreeze", "production"], ["env", "bind", "db"], ["env", "unbind", "db"],
-    ["env", "bindings"], ["env", "services"], ["deploy"], ["deploy", "--env", "preview"], ["deploy", "ls"],
-    ["deploy", "show", "dep_1"], ["deploy", "approve", "dep_1", "--ack-cold"], ["deploy", "logs", "dep_1"],
-    ["promote", "dep_1", "--env", "production"], ["route", "ls"], ["route", "show", "web--production"],
-    ["route", "history", "x"], ["artifact", "manifest"],
+    ["app", "scale", "--instances", "3"],
+    ["app", "allocations"],
+    ["env", "freeze", "production"],
+    ["env", "unfreeze", "production"],
+    ["env", "bind", "db"],
+    ["env", "unbind", "db"],
+    ["env", "bindings"],
+    ["env", "services"],
+    ["promote", "dep_1", "--env", "production"],
+    ["route", "ls"],
+    ["route", "show", "web--production"],
+    ["route", "history", "x"],
 ]
 
 
@@ -67,8 +72,11 @@ def test_value_global_options_are_hoisted_with_their_value(rhone, tmp_path):
     project = tmp_path / "proj"
     project.mkdir()
     (project / "rhone.toml").write_text(VALID_TOML)
-    for argv in (["-C", str(project), "config", "validate"], ["config", "validate", "-C", str(project)],
-                 ["config", "validate", f"--cwd={project}"]):
+    for argv in (
+        ["-C", str(project), "config", "validate"],
+        ["config", "validate", "-C", str(project)],
+        ["config", "validate", f"--cwd={project}"],
+    ):
         result = rhone(*argv)
         assert result.exit_code == 0, (argv, result.stderr)
         assert "valid" in result.stdout
@@ -232,8 +240,14 @@ def test_help_environment_document(rhone):
 
 def test_json_output_is_exactly_one_document(rhone, tmp_path):
     (tmp_path / "rhone.toml").write_text(VALID_TOML)
-    for argv in (["config", "validate", "--json"], ["config", "show", "--json"], ["help", "exit-codes", "--json"],
-                 ["deploy", "--json"], ["whoami", "--json"], ["project", "ls", "--json"]):
+    for argv in (
+        ["config", "validate", "--json"],
+        ["config", "show", "--json"],
+        ["help", "exit-codes", "--json"],
+        ["deploy", "--json"],
+        ["whoami", "--json"],
+        ["project", "ls", "--json"],
+    ):
         result = rhone(*argv)
         json.loads(result.stdout)  # raises on a second document or stray text
         assert result.stdout.strip().startswith("{")

@@ -2,8 +2,56 @@
 
 from __future__ import annotations
 
-from rhone_cli.commands._common import DEPLOY, group, placeholder
+from typing import Annotated
+
+import typer
+
+from rhone_cli.commands._common import group, invocation
 
 app = group("artifact", "Artifacts: immutable, content-addressed builds.")
 
-placeholder(app, "manifest", "Print the artifact manifest and digest of a directory (offline).", DEPLOY)
+
+@app.command("manifest")
+def manifest(
+    ctx: typer.Context,
+    prebuilt: Annotated[
+        bool,
+        typer.Option("--prebuilt", help="List rhone.toml's build.output directory (an already built artifact)."),
+    ] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Hash every file; ignore (and do not update) the stat cache.")
+    ] = False,
+) -> None:
+    """Print the artifact manifest and digest of the project directory (offline: no server or credentials).
+
+    The root is the directory of the nearest rhone.toml (else the current directory, or -C DIR); with --prebuilt,
+    rhone.toml's build.output. Files are filtered by the built-in ignores, .rhoneignore and build.include/exclude.
+    """
+    from rhone_cli.output import human_size
+    from rhone_cli.services.artifacts import project_manifest
+
+    inv = invocation(ctx)
+    result = project_manifest(inv.env.workdir, prebuilt=prebuilt, use_cache=not no_cache)
+    if result.cache_warning:
+        inv.out.info(f"note: {result.cache_warning}")
+    document = {
+        "digest": result.digest,
+        "root": result.root,
+        "file_count": result.file_count,
+        "total_size": result.total_size,
+        "hashed": result.hashed_count,
+        "manifest": result.document,
+    }
+
+    def human(out) -> None:
+        out.fields(
+            {
+                "digest": result.digest,
+                "root": result.root,
+                "files": result.file_count,
+                "size": f"{result.total_size} bytes ({human_size(result.total_size)})",
+                "hashed": f"{result.hashed_count} ({result.file_count - result.hashed_count} from the stat cache)",
+            }
+        )
+
+    inv.out.result(document, human)

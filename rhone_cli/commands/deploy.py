@@ -6,15 +6,30 @@ from typing import Annotated
 
 import typer
 
-from rhone_cli.commands._common import DEPLOY, new_typer, placeholder
-from rhone_cli.errors import not_implemented
+from rhone_cli.commands import _tenancy as t
+from rhone_cli.commands._common import invocation, new_typer
+from rhone_cli.output import Output
 
 app = new_typer(
     name="deploy",
-    help="Deploy the project in this directory to a preview (`rhone deploy`), or manage deployments."
-    f"\n\n(Not available yet: arrives with {DEPLOY}.)",
+    help="Deploy the project in this directory to a preview (`rhone deploy`), or manage deployments.",
     invoke_without_command=True,
 )
+DeploymentId = Annotated[str, typer.Argument(help="Deployment id (dep_…).", metavar="DEPLOYMENT_ID")]
+
+
+def _render(doc: dict):
+    from rhone_cli.services.deploy import evidence_lines
+
+    def human(out: Output) -> None:
+        if doc.get("state") == "preview_ready":
+            out.line(f"Preview: {doc['url']}")
+        else:
+            out.line(f"{doc['id']}  {doc.get('state')}  {doc.get('url', '')}")
+        for line in evidence_lines(doc):
+            out.line(line)
+
+    return human
 
 
 @app.callback()
@@ -22,18 +37,101 @@ def deploy(
     ctx: typer.Context,
     env: Annotated[str, typer.Option("--env", help="Target environment.", metavar="ENV")] = "preview",
     prebuilt: Annotated[
-        bool, typer.Option("--prebuilt", help="Upload the built output; skip the remote build.")
+        bool, typer.Option("--prebuilt", help="Upload build.output as the artifact; skip the remote build.")
     ] = False,
-    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once the operation is created.")] = False,
-    wait_timeout: Annotated[
-        float | None, typer.Option("--wait-timeout", help="Stop waiting after SECONDS (exit 7).", metavar="SECONDS")
-    ] = None,
+    no_wait: t.NoWaitOpt = False,
+    wait_timeout: t.WaitTimeoutOpt = None,
 ) -> None:
-    if ctx.invoked_subcommand is None:
-        raise not_implemented("deploy", DEPLOY)
+    """Deploy: manifest, upload missing blobs, create the deployment, wait for preview_ready (or blocked/failed)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rhone_cli.services import deploy as service
+
+    inv = invocation(ctx)
+    doc = service.deploy(inv, environment=env, prebuilt=prebuilt, no_wait=no_wait, timeout=wait_timeout)
+    if no_wait:
+        inv.out.result(doc["operation"], t.created_or_operation(doc["operation"], "deployment"))
+        return
+    inv.out.result({k: v for k, v in doc.items() if k != "upload"}, _render(doc))
 
 
-placeholder(app, "ls", "List deployments.", DEPLOY)
-placeholder(app, "show", "Show a deployment, its evidence and allocations.", DEPLOY)
-placeholder(app, "approve", "Approve a blocked deployment (cold state or migrations).", DEPLOY)
-placeholder(app, "logs", "Show a deployment's build and allocation logs.", DEPLOY)
+@app.command("ls")
+def ls(
+    ctx: typer.Context,
+    app_name: t.AppOpt = None,
+    project: t.ProjectOpt = None,
+    workspace: t.WorkspaceOpt = None,
+    limit: t.LimitOpt = 20,
+) -> None:
+    """List an app's deployments, oldest first."""
+    from rhone_cli.services import tenancy
+
+    inv = invocation(ctx)
+    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
+    rows = tenancy.items(inv, f"{target.app_path}/deployments", limit=limit)
+    inv.out.result(
+        rows,
+        t.table(
+            ["id", "env", "state", "artifact", "created"],
+            ["id", "environment", "state", "artifact_digest", "created_at"],
+            rows,
+            "no deployments",
+        ),
+    )
+
+
+@app.command("show")
+def show(ctx: typer.Context, deployment_id: DeploymentId) -> None:
+    """Show a deployment: state, URL, gate evidence and allocations."""
+    from rhone_cli.services import tenancy
+
+    inv = invocation(ctx)
+    doc = tenancy.get(inv, f"/v1/deployments/{deployment_id}")
+
+    def human(out: Output) -> None:
+        _render(doc)(out)
+        out.line(f"  {'operation:':<17}{doc['operation_id']}")
+        for alloc in doc["allocations"]:
+            health = alloc.get("health") or {}
+            out.line(
+                f"  allocation {alloc['id']}  {alloc['state']}  region {alloc['region_id']}  "
+                f"cell {alloc['cell_id']}  {health.get('last', '')}"
+            )
+
+    inv.out.result(doc, human)
+
+
+@app.command("approve")
+def approve(
+    ctx: typer.Context,
+    deployment_id: DeploymentId,
+    ack_cold: Annotated[bool, typer.Option("--ack-cold", help="Acknowledge a cold deploy (sessions refresh).")] = False,
+    wait_timeout: t.WaitTimeoutOpt = None,
+) -> None:
+    """Approve a blocked deployment (new migrations; with --ack-cold, a cold state change), then wait for it."""
+    from rhone_cli.services import deploy as service
+
+    inv = invocation(ctx)
+    doc = service.approve(inv, deployment_id, ack_cold=ack_cold, timeout=wait_timeout)
+    inv.out.result(doc, _render(doc))
+
+
+@app.command("logs")
+def logs(
+    ctx: typer.Context,
+    deployment_id: DeploymentId,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines per log.", min=1, max=200)] = 100,
+) -> None:
+    """Show a deployment's build log and its allocations' logs."""
+
+    inv = invocation(ctx)
+    doc = inv.client().get(f"/v1/deployments/{deployment_id}/logs", params={"lines": lines}).data
+
+    def human(out: Output) -> None:
+        out.line("== build ==")
+        out.line(doc["build"] or "(no build log)")
+        for alloc_id, text in doc["allocations"].items():
+            out.line(f"== allocation {alloc_id} ==")
+            out.line(text or "(empty)")
+
+    inv.out.result(doc, human)

@@ -57,7 +57,7 @@ def _keyring_call(method: str, *args: str) -> Any:
             import keyring
 
             outcome["value"] = getattr(keyring, method)(*args)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any backend failure (even ModuleNotFoundError) = unusable
             outcome["error"] = error
 
     worker = threading.Thread(target=work, name="rhone-keyring", daemon=True)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
+from starlette.convertors import Convertor, register_url_convertor
 
 from rhone_local.api import models as m
 from rhone_local.api.routes import (
@@ -32,6 +33,22 @@ from rhone_local.store import now_iso
 
 router = APIRouter()
 REQUIRED_CONFIG = ("process", "build")
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+
+
+class DigestConvertor(Convertor):
+    """Routes `/v1/blobs/{digest}` only for real digests, so `/v1/blobs/missing` is never mistaken for a blob."""
+
+    regex = "sha256:[0-9a-f]{64}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("digest", DigestConvertor())
 
 
 def _user_only(principal: Principal) -> None:
@@ -50,7 +67,7 @@ def missing_blobs(request: Request, principal: Caller, body: m.BlobQuery) -> dic
 
 
 @router.put(
-    "/v1/blobs/{digest}",
+    "/v1/blobs/{digest:digest}",
     status_code=201,
     response_model=m.BlobStored,
     responses=ERRORS,
@@ -62,7 +79,9 @@ def missing_blobs(request: Request, principal: Caller, body: m.BlobQuery) -> dic
         }
     },
 )
-async def put_blob(request: Request, principal: Caller, digest: str) -> JSONResponse:
+async def put_blob(
+    request: Request, principal: Caller, digest: Annotated[str, Path(pattern=DIGEST_PATTERN)]
+) -> JSONResponse:
     _user_only(principal)
     blobs = request.app.state.blobs
     declared = request.headers.get("content-length")
@@ -140,8 +159,8 @@ def create_deployment(
     environment = store.environment(found["id"], body.environment)
     if environment is None:
         raise not_found("environment", body.environment)
-    manifests.validate(body.manifest)
-    actual = manifests.digest_of(body.manifest)
+    manifest = manifests.validate(body.manifest.model_dump())
+    actual = manifests.digest_of(manifest)
     if actual != body.manifest_digest:
         raise conflict(
             "digest_mismatch",
@@ -149,7 +168,7 @@ def create_deployment(
             expected=body.manifest_digest,
             actual=actual,
         )
-    missing = blobs.missing("sha256:" + f["sha256"] for f in body.manifest["files"])
+    missing = blobs.missing("sha256:" + f["sha256"] for f in manifest["files"])
     if missing:
         raise conflict(
             "blobs_missing",
@@ -166,7 +185,7 @@ def create_deployment(
         body.config["process"].get("start"), str
     ):
         raise DomainError("invalid_config", "config must be the resolved rhone.toml (with build and process)", 422)
-    store_manifest(blobs, body.manifest)
+    store_manifest(blobs, manifest)
     payload = body.model_dump()
 
     def perform(c: Any) -> tuple[int, dict]:

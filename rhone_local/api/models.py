@@ -230,8 +230,11 @@ class Page(_Model, Generic[T]):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
 
 
+Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+
+
 class BlobQuery(_Model):
-    digests: list[str] = Field(max_length=10_000, description="sha256:<hex> digests the client could upload.")
+    digests: list[Digest] = Field(max_length=10_000, description="sha256:<hex> digests the client could upload.")
 
 
 class BlobMissing(_Model):
@@ -249,9 +252,24 @@ class SourceFacts(_Model):
     git_dirty: bool | None = None
 
 
+class ManifestEntry(_Model):
+    path: str = Field(min_length=1, max_length=1024, description="Normalized relative POSIX path.")
+    size: int = Field(ge=0, le=2 * 1024**3)
+    mode: Literal["644", "755"] = Field(description="The exec bit: 755 executable, 644 not.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class ManifestDocument(_Model):
+    """Files sorted by path, without duplicates, `..`, absolute paths or a file that is also a directory; its
+    digest is `sha256:` + sha256 of the canonical JSON (sorted keys, no whitespace, UTF-8)."""
+
+    version: Literal[1]
+    files: list[ManifestEntry] = Field(max_length=100_000)
+
+
 class DeploymentCreate(_Model):
     environment: str = Field("preview", min_length=1, max_length=40, pattern=NAME_PATTERN)
-    manifest: dict[str, Any] = Field(description="The source (or, with prebuilt, the built output) manifest.")
+    manifest: ManifestDocument = Field(description="The source (or, with prebuilt, the built output) manifest.")
     manifest_digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
     prebuilt: bool = False
     artifact_digest: str | None = Field(

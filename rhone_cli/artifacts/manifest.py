@@ -1,0 +1,761 @@
+"""The artifact manifest: every file of a directory tree with its size, mode and sha256, and the tree's digest.
+
+    {"version": 1, "files": [{"path": "app.py", "size": 12, "mode": "644", "sha256": "<64 hex>"}, ...]}
+
+- `path` is the normalized, root-relative POSIX path (valid UTF-8, no `..`, no empty segments, no backslash or
+  control character); `files` is sorted by path (code point order, which is also UTF-8 byte order);
+- `mode` is "755" when the owner's exec bit is set, else "644": nothing else of the permission bits (umask) counts;
+- the digest is `sha256:` + sha256 of the canonical JSON (`canonical_bytes`): sorted keys, no whitespace, UTF-8.
+
+So the same tree gives the same digest on every machine, whatever the creation order, mtimes or umask.
+
+What is listed: every regular file under the root, minus the ignore rules, applied in this order (the last matching
+rule decides, as in git): built-in defaults (`DEFAULT_IGNORES`), then `<root>/.rhoneignore` (gitignore syntax), then
+rhone.toml's `build.exclude`; and only files matching rhone.toml's `build.include` (default `**`) are kept. A
+directory that is ignored is not entered, so (as in git) nothing inside it can be re-included. `<root>/.rhone/`
+(rhone's own state, including the stat cache) is never listed.
+
+Refused (`RhoneError` code `unsafe_path`, exit 2): symlinks resolving outside the root (or into `<root>/.rhone/`),
+broken and looping symlinks, symlinked directories that lead back to one of their ancestors, names that are not
+valid UTF-8 or contain a backslash or a control character (or, at the top, look like a Windows drive such as `C:`),
+fifos, sockets and devices. A symlink inside the root is
+listed under its own path with its target's content and exec bit (a symlinked directory is walked).
+
+Hashing streams in 1 MiB chunks through one reused buffer, so memory stays bounded whatever the file sizes. A stat
+cache (`<root>/.rhone/manifest-cache.json`) maps each path's (size, mtime_ns, ctime_ns, inode, st_mode) to its
+sha256, so unchanged files are not read again; entries whose mtime is within `RACY_NS` of the moment the cache was
+written are never trusted (git's "racy clean" problem: a file changed again within the timestamp granularity). The
+cache also keeps the digest of the manifest it describes, reused only when every file came from the cache and every
+entry was used (so the document is exactly the one that digest was computed from).
+
+Standard library only (no pydantic, rich or httpx): it runs on the CLI's hot path and in the build worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import hashlib
+import json
+import os
+import re
+import stat
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rhone_cli.errors import ExitCode, RhoneError
+
+MANIFEST_VERSION = 1
+CHUNK_SIZE = 1 << 20  # bytes read (and hashed) at a time
+MAX_FILES = 100_000
+MAX_PATH_LENGTH = 1024
+RACY_NS = 2_000_000_000  # entries modified this close to (or after) the cache write are rehashed
+
+IGNORE_FILE = ".rhoneignore"
+STATE_DIR = ".rhone"
+CACHE_FILE = "manifest-cache.json"
+CACHE_VERSION = 1
+
+# Gitignore lines. `.git` without the trailing slash: a submodule's or worktree's `.git` is a file naming a
+# machine-specific gitdir, which must not end up in an artifact either.
+DEFAULT_IGNORES: tuple[str, ...] = (
+    ".git",
+    ".rhone/",
+    ".venv/",
+    "venv/",
+    "__pycache__/",
+    "*.pyc",
+    ".DS_Store",
+    "node_modules/",
+)
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_DRIVE = re.compile(r"[A-Za-z]:")  # `C:...` is absolute on Windows: refused as a path's first segment
+# C0 and C1 control characters, DEL, backslash, and lone surrogates (how Python spells bytes that are not UTF-8).
+_BAD_NAME_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\\\\\ud800-\udfff]")
+_O_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+# -- canonical form -------------------------------------------------------------------------------------------------
+def canonical_bytes(doc: Any) -> bytes:
+    """The canonical JSON encoding the digest is computed over: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def digest_of(doc: Any) -> str:
+    """`sha256:<hex>` of the canonical JSON of a manifest document."""
+    return "sha256:" + hashlib.sha256(canonical_bytes(doc)).hexdigest()
+
+
+def mode_of(st_mode: int) -> str:
+    """Only the owner's exec bit is recorded: "755" or "644"."""
+    return _MODES[st_mode & stat.S_IXUSR]
+
+
+_MODES = {0: "644", stat.S_IXUSR: "755"}
+
+
+@dataclass
+class Manifest:
+    root: str
+    files: list[dict[str, Any]]
+    hashed_count: int = 0  # files read and hashed by this run (the rest came from the stat cache)
+    cache_warning: str | None = None  # why the stat cache could not be written, when it could not
+
+    @property
+    def document(self) -> dict[str, Any]:
+        return {"version": MANIFEST_VERSION, "files": self.files}
+
+    @functools.cached_property
+    def digest(self) -> str:  # build_manifest presets it when the stat cache already knows it
+        return digest_of(self.document)
+
+    @property
+    def file_count(self) -> int:
+        return len(self.files)
+
+    @property
+    def total_size(self) -> int:
+        return sum(entry["size"] for entry in self.files)
+
+
+# -- gitignore-style patterns ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rule:
+    """One gitignore line. `basename` rules (no slash in the pattern) match an entry's name at any depth; the
+    others match the whole root-relative path."""
+
+    text: str
+    regex: re.Pattern[str]
+    negate: bool
+    dir_only: bool
+    basename: bool
+
+    def matches(self, path: str, name: str, is_dir: bool) -> bool:
+        if self.dir_only and not is_dir:
+            return False
+        return self.regex.fullmatch(name if self.basename else path) is not None
+
+
+def _escaped_at(text: str, index: int) -> bool:
+    """Whether text[index] is preceded by an odd number of backslashes."""
+    count = 0
+    while index - count - 1 >= 0 and text[index - count - 1] == "\\":
+        count += 1
+    return count % 2 == 1
+
+
+def _class_to_regex(body: str) -> str:
+    """The inside of a `[...]` glob class as a regex class body (its `!`/`^` negation already removed)."""
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        char = body[i]
+        if char == "\\" and i + 1 < len(body):
+            i += 1
+            char = body[i]
+        elif char == "-" and out and i + 1 < len(body):
+            out.append("-")  # a range between the previous and the next character
+            i += 1
+            continue
+        out.append("\\" + char if char in "\\]^[-&~|" else char)
+        i += 1
+    return "".join(out)
+
+
+def glob_to_regex(pattern: str) -> str:
+    """Translate a gitignore glob (without its `!`, leading `/` or trailing `/`) to a regex for `fullmatch`.
+
+    `*` and `?` never match `/`; `**` as a whole segment matches any number of segments (`**/x`, `a/**/x`, `a/**`);
+    `[...]` is a class (`[!...]`/`[^...]` negated) that never matches `/`; a backslash quotes the next character.
+    """
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        char = pattern[i]
+        if char == "*":
+            j = i
+            while j < n and pattern[j] == "*":
+                j += 1
+            whole_segment = (i == 0 or pattern[i - 1] == "/") and (j == n or pattern[j] == "/")
+            if j - i >= 2 and whole_segment:
+                if j == n:
+                    out.append(".*" if i == 0 else ".+")  # `**` is everything; `a/**` is everything inside a
+                    i = j
+                else:
+                    out.append("(?:.*/)?")  # `**/`: zero or more leading segments
+                    i = j + 1
+            else:
+                out.append("[^/]*")
+                i = j
+        elif char == "?":
+            out.append("[^/]")
+            i += 1
+        elif char == "[":
+            j = i + 1
+            if j < n and pattern[j] in "!^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1  # a leading `]` is a member
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            if j >= n:  # no closing bracket: a literal `[`
+                out.append(re.escape(char))
+                i += 1
+                continue
+            body = pattern[i + 1 : j]
+            negated = body[:1] in ("!", "^")
+            if negated:
+                body = body[1:]
+            klass = _class_to_regex(body)
+            out.append(f"[^/{klass}]" if negated else f"(?!/)[{klass}]")
+            i = j + 1
+        elif char == "\\" and i + 1 < n:
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+        else:
+            out.append(re.escape(char))
+            i += 1
+    return "".join(out)
+
+
+def parse_rule(line: str, *, source: str = "<rules>") -> Rule | None:
+    """One gitignore line as a `Rule`, or None for blank lines and comments. Raises ValueError for a bad pattern."""
+    text = line.rstrip("\r\n")
+    if not text or text.startswith("#"):
+        return None
+    end = len(text)
+    while end > 0 and text[end - 1] == " " and not _escaped_at(text, end - 1):
+        end -= 1  # trailing spaces are ignored unless quoted with a backslash
+    pattern = text[:end]
+    negate = pattern.startswith("!")
+    if negate:
+        pattern = pattern[1:]
+    dir_only = False
+    while pattern.endswith("/") and not _escaped_at(pattern, len(pattern) - 1):
+        dir_only = True
+        pattern = pattern[:-1]
+    anchored = "/" in pattern  # a slash at the start or in the middle anchors the pattern to the root
+    pattern = pattern.lstrip("/")
+    if not pattern:
+        return None
+    try:
+        regex = re.compile(glob_to_regex(pattern), re.DOTALL)
+    except re.error as error:
+        raise ValueError(f"{source}: invalid pattern {text!r}: {error}") from None
+    return Rule(text=text, regex=regex, negate=negate, dir_only=dir_only, basename=not anchored)
+
+
+def parse_rules(lines: Iterable[str], *, source: str = "<rules>") -> list[Rule]:
+    rules = []
+    for number, line in enumerate(lines, 1):
+        rule = parse_rule(line, source=f"{source}:{number}")
+        if rule is not None:
+            rules.append(rule)
+    return rules
+
+
+class RuleSet:
+    """An ordered list of rules where the last matching rule decides (git's semantics)."""
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.rules = list(rules)
+        self._reversed = self.rules[::-1]
+        # Most entries match no rule at all: one combined regex per kind answers that in a single call.
+        names = [r.regex.pattern for r in self.rules if r.basename]
+        paths = [r.regex.pattern for r in self.rules if not r.basename]
+        # (bound `fullmatch` methods, or None when there is no rule of that kind)
+        self.any_name = re.compile("|".join(f"(?:{p})" for p in names), re.DOTALL).fullmatch if names else None
+        self.any_path = re.compile("|".join(f"(?:{p})" for p in paths), re.DOTALL).fullmatch if paths else None
+
+    def decide(self, path: str, name: str, is_dir: bool) -> bool | None:
+        """True when the last matching rule is positive, False when it is a negation, None when none matches."""
+        if not ((self.any_name and self.any_name(name)) or (self.any_path and self.any_path(path))):
+            return None
+        for rule in self._reversed:
+            if rule.matches(path, name, is_dir):
+                return not rule.negate
+        return None
+
+    def decide_with_ancestors(self, path: str) -> bool | None:
+        """Like `decide` for a file, where a rule also matches when it matches one of the file's directories."""
+        segments = path.split("/")
+        candidates = [("/".join(segments[: k + 1]), segments[k], True) for k in range(len(segments) - 1)]
+        candidates.append((path, segments[-1], False))
+        for rule in self._reversed:
+            if any(rule.matches(p, nm, d) for p, nm, d in candidates):
+                return not rule.negate
+        return None
+
+
+def _is_match_everything(patterns: Sequence[str]) -> bool:
+    return all(p.strip() in ("**", "/**", "**/*", "*") for p in patterns) and bool(patterns)
+
+
+# -- errors ---------------------------------------------------------------------------------------------------------
+def _display(path: str) -> str:
+    """A path as it can be printed: bytes that are not UTF-8 as \\xNN, control characters escaped."""
+    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text if text.isprintable() and "\\" not in path else repr(text)
+
+
+def _unsafe(path: str, reason: str, *, hint: str | None = None) -> RhoneError:
+    return RhoneError(
+        f"{_display(path)}: {reason}",
+        code="unsafe_path",
+        exit_code=ExitCode.USAGE,
+        hint=hint or f"remove it, or add it to {IGNORE_FILE} (or build.exclude in rhone.toml)",
+        details={"path": _display(path), "reason": reason},
+    )
+
+
+def _name_problem(name: str) -> str | None:
+    match = _BAD_NAME_CHAR.search(name)
+    if match is None:
+        return None
+    char = match.group()
+    if "\ud800" <= char <= "\udfff":
+        return "file name is not valid UTF-8"
+    if char == "\\":
+        return "file name contains a backslash"
+    return f"file name contains a control character (U+{ord(char):04X})"
+
+
+def _check_name(rel: str, name: str, *, top: bool) -> None:
+    """Refuse a name that cannot be a manifest path segment."""
+    problem = _name_problem(name)
+    if problem:
+        raise _unsafe(rel, problem, hint=f"rename it, or add it to {IGNORE_FILE}")
+    if len(rel) > MAX_PATH_LENGTH:
+        raise _unsafe(rel, f"path is longer than {MAX_PATH_LENGTH} characters")
+    if top and _DRIVE.match(name):
+        raise _unsafe(rel, "a top-level name like a Windows drive ('C:') reads as an absolute path")
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root if root.endswith(os.sep) else root + os.sep)
+
+
+# -- the stat cache -------------------------------------------------------------------------------------------------
+# An entry is one string, "size:mtime_ns:ctime_ns:inode:st_mode:sha256" (JSON decodes strings far faster than lists
+# of numbers, and the warm path is mostly decoding the cache and calling lstat).
+def _stat_key(st: os.stat_result) -> str:
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_mode}:"
+
+
+@dataclass
+class _Cache:
+    entries: dict[str, str]
+    trusted_before: int  # entries whose mtime is later than this are "racy" and never trusted
+    digest: str | None = None  # the digest of the manifest made of exactly these entries, when they were complete
+
+    def lookup(self, rel: str, st: os.stat_result) -> tuple[str, str | None]:
+        """(the stat key of `st`, the cached sha256 of `rel` when its stat is unchanged and not racy, else None)."""
+        key = _stat_key(st)
+        cached = self.entries.get(rel)
+        if cached is None or st.st_mtime_ns > self.trusted_before or not cached.startswith(key):
+            return key, None
+        digest = cached[len(key) :]
+        if len(digest) != 64 or digest.strip("0123456789abcdef"):  # a damaged or edited cache
+            return key, None
+        return key, digest
+
+
+def _load_cache(path: str) -> _Cache:
+    """The cache at `path` (empty when it is missing, unreadable or malformed)."""
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read())
+        written, entries, digest = data["written_ns"], data["entries"], data.get("digest")
+        if (
+            data["version"] == CACHE_VERSION
+            and type(written) is int
+            and isinstance(entries, dict)
+            and all(type(value) is str for value in entries.values())
+        ):
+            digest = digest if isinstance(digest, str) and _DIGEST.fullmatch(digest) else None
+            return _Cache(entries, written - RACY_NS, digest)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        pass
+    return _Cache({}, 0)
+
+
+def _write_cache(root: str, entries: dict[str, str], digest: str | None) -> str | None:
+    """Write the cache atomically (temporary file + rename); the reason when it could not be written."""
+    import tempfile
+
+    state = os.path.join(root, STATE_DIR)
+    temporary = None
+    try:
+        try:
+            st = os.lstat(state)
+        except FileNotFoundError:
+            os.mkdir(state)
+        else:
+            if not stat.S_ISDIR(st.st_mode):  # a symlink (which could lead anywhere) or a file
+                return f"{state} is not a directory; the stat cache was not written"
+        document = {"version": CACHE_VERSION, "written_ns": time.time_ns(), "digest": digest, "entries": entries}
+        fd, temporary = tempfile.mkstemp(prefix=f".{CACHE_FILE}.", suffix=".tmp", dir=state)
+        with open(fd, "w", encoding="utf-8") as f:
+            json.dump(document, f, separators=(",", ":"), ensure_ascii=False)
+        os.replace(temporary, os.path.join(state, CACHE_FILE))
+        return None
+    except OSError as error:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+        return f"the stat cache could not be written ({error.strerror or error})"
+
+
+# -- hashing --------------------------------------------------------------------------------------------------------
+class _Hasher:
+    """sha256 of a file read through one reused 1 MiB buffer: memory stays bounded whatever the file size."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray(CHUNK_SIZE)
+        self.view = memoryview(self.buffer)
+
+    def hash_open(self, path: str, rel: str, *, nofollow: bool) -> tuple[str, int, os.stat_result]:
+        """(hex digest, bytes read, the stat taken before reading) of the regular file at `path`."""
+        try:
+            fd = os.open(path, _O_FLAGS | (_O_NOFOLLOW if nofollow else 0))
+        except OSError as error:
+            if error.errno == errno.ELOOP:  # the entry was replaced by a symlink since it was listed
+                raise _unsafe(rel, "changed into a symlink while the manifest was being built") from None
+            raise _unreadable(rel, error) from None
+        with open(fd, "rb", buffering=0, closefd=True) as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise _unsafe(rel, f"not a regular file ({_kind(st.st_mode)})")
+            digest = hashlib.sha256()
+            readinto, update, view = f.readinto, digest.update, self.view
+            total = 0
+            try:
+                while n := readinto(self.buffer):
+                    update(view[:n])
+                    total += n
+            except OSError as error:
+                raise _unreadable(rel, error) from None
+        return digest.hexdigest(), total, st
+
+
+def _unreadable(rel: str, error: OSError) -> RhoneError:
+    return RhoneError(
+        f"{_display(rel)}: cannot read: {error.strerror or error}",
+        code="unreadable_path",
+        exit_code=ExitCode.USAGE,
+        hint=f"fix its permissions, or add it to {IGNORE_FILE}",
+    )
+
+
+def _too_many(message: str) -> RhoneError:
+    return RhoneError(
+        message,
+        code="too_many_files",
+        exit_code=ExitCode.USAGE,
+        hint=f"exclude what the artifact does not need with {IGNORE_FILE} or build.exclude",
+    )
+
+
+def _kind(st_mode: int) -> str:
+    if stat.S_ISFIFO(st_mode):
+        return "a fifo"
+    if stat.S_ISSOCK(st_mode):
+        return "a socket"
+    if stat.S_ISCHR(st_mode) or stat.S_ISBLK(st_mode):
+        return "a device"
+    return "a special file"
+
+
+# -- the walk -------------------------------------------------------------------------------------------------------
+@dataclass
+class _Walk:
+    root: str  # real (resolved) absolute path
+    ignore: RuleSet
+    include: RuleSet | None  # None: everything is included
+    cache: _Cache | None  # None: no stat cache (hash everything)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    new_cache: dict[str, str] = field(default_factory=dict)
+    hashed: int = 0
+    directories: int = 0
+
+    def __post_init__(self) -> None:
+        self.hasher = _Hasher()
+        self.state_dir = os.path.join(self.root, STATE_DIR)
+
+    def run(self) -> None:
+        root_st = os.stat(self.root)
+        # (real directory, root-relative prefix ending in "/" or "", (dev, inode) of it and its ancestors)
+        stack: list[tuple[str, str, frozenset[tuple[int, int]]]] = [
+            (self.root, "", frozenset({(root_st.st_dev, root_st.st_ino)}))
+        ]
+        # The loop below is the whole cost of a warm run (one lstat per file): locals, and no calls it can avoid.
+        any_name, any_path = self.ignore.any_name, self.ignore.any_path
+        decide, bad_name, include, files = self.ignore.decide, _BAD_NAME_CHAR.search, self.include, self.files
+        cache, new_cache = self.cache, self.new_cache
+        cached_get = cache.entries.get if cache is not None else None
+        trusted_before = cache.trusted_before if cache is not None else 0
+        while stack:
+            directory, prefix, ancestors = stack.pop()
+            self.directories += 1
+            if self.directories > MAX_FILES:  # symlinked directories can multiply paths without any cycle
+                raise _too_many(f"more than {MAX_FILES} directories under {self.root}")
+            try:
+                with os.scandir(directory) as entries:
+                    listing = list(entries)
+            except OSError as error:
+                raise _unreadable(prefix.rstrip("/") or ".", error) from None
+            for entry in listing:
+                name = entry.name
+                rel = prefix + name
+                try:
+                    plain_file = entry.is_file(follow_symlinks=False)  # from the directory entry's type: no syscall
+                except OSError as error:
+                    raise _unreadable(rel, error) from None
+                if not plain_file or not prefix:
+                    self._other(entry, name, rel, prefix, ancestors, stack)
+                    continue
+                # A regular file below the top level: the common case.
+                if ((any_name and any_name(name)) or (any_path and any_path(rel))) and decide(rel, name, False):
+                    continue
+                if bad_name(name) or len(rel) > MAX_PATH_LENGTH:
+                    _check_name(rel, name, top=False)
+                if include is not None and not include.decide_with_ancestors(rel):
+                    continue
+                if len(files) >= MAX_FILES:
+                    raise _too_many(f"more than {MAX_FILES} files under {self.root}")
+                if cached_get is None:
+                    self._hash(rel, entry.path, nofollow=True)
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError as error:
+                    raise _unreadable(rel, error) from None
+                # Inlined _Cache.lookup (see there).
+                key = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_mode}:"
+                cached = cached_get(rel)
+                if (
+                    cached is None
+                    or st.st_mtime_ns > trusted_before
+                    or not cached.startswith(key)
+                    or len(cached) != len(key) + 64
+                    or cached[len(key) :].strip("0123456789abcdef")
+                ):
+                    self._hash(rel, entry.path, nofollow=True)
+                    continue
+                digest = cached[len(key) :]
+                files.append({"path": rel, "size": st.st_size, "mode": _MODES[st.st_mode & 0o100], "sha256": digest})
+                new_cache[rel] = cached
+
+    def _other(self, entry: os.DirEntry, name: str, rel: str, prefix: str, ancestors: frozenset, stack: list) -> None:
+        """Directories, symlinks, special files, and anything at the top level."""
+        if not prefix and name == STATE_DIR:
+            return  # rhone's own state (the cache lives there): never part of an artifact
+        try:
+            is_link = entry.is_symlink()
+            try:
+                is_dir = entry.is_dir()  # follows symlinks: a symlinked directory is a directory for the rules
+            except OSError:
+                if not is_link:
+                    raise
+                is_dir = False  # a looping symlink: _resolve_link says so, unless the rules ignore it
+        except OSError as error:
+            raise _unreadable(rel, error) from None
+        if self.ignore.decide(rel, name, is_dir):
+            return
+        _check_name(rel, name, top=not prefix)
+        real = entry.path
+        try:
+            if is_link:
+                real = self._resolve_link(entry, rel)
+                st = os.stat(real)
+            else:
+                st = entry.stat(follow_symlinks=False)
+        except OSError as error:
+            raise _unreadable(rel, error) from None
+        if stat.S_ISDIR(st.st_mode):
+            key = (st.st_dev, st.st_ino)
+            if key in ancestors:
+                raise _unsafe(rel, "symlink cycle: it leads back to a directory that contains it")
+            stack.append((real, rel + "/", ancestors | {key}))
+            return
+        if not stat.S_ISREG(st.st_mode):
+            raise _unsafe(rel, f"not a regular file ({_kind(st.st_mode)})")
+        if self.include is not None and not self.include.decide_with_ancestors(rel):
+            return
+        if len(self.files) >= MAX_FILES:
+            raise _too_many(f"more than {MAX_FILES} files under {self.root}")
+        key, digest = self.cache.lookup(rel, st) if self.cache is not None else ("", None)
+        if digest is None:
+            self._hash(rel, real, nofollow=not is_link)
+        else:
+            self.files.append({"path": rel, "size": st.st_size, "mode": mode_of(st.st_mode), "sha256": digest})
+            self.new_cache[rel] = key + digest
+
+    def _resolve_link(self, entry: os.DirEntry, rel: str) -> str:
+        """The real path a symlink leads to, when it is safe to follow."""
+        try:
+            real = os.path.realpath(entry.path, strict=True)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise _unsafe(rel, "symlink loop") from None
+            if isinstance(error, FileNotFoundError):
+                raise _unsafe(rel, f"broken symlink (to {_display(os.readlink(entry.path))})") from None
+            raise
+        if not _within(real, self.root):
+            raise _unsafe(rel, f"symlink points outside the root (to {_display(real)})")
+        if _within(real, self.state_dir):
+            raise _unsafe(rel, f"symlink points into {STATE_DIR}/, rhone's own state")
+        return real
+
+    def _hash(self, rel: str, real: str, *, nofollow: bool) -> None:
+        digest, size, opened = self.hasher.hash_open(real, rel, nofollow=nofollow)
+        self.hashed += 1
+        self.files.append({"path": rel, "size": size, "mode": mode_of(opened.st_mode), "sha256": digest})
+        if self.cache is not None and size == opened.st_size:  # else it changed while being read: not remembered
+            self.new_cache[rel] = _stat_key(opened) + digest
+
+
+def _read_ignore_file(root: str) -> list[Rule]:
+    path = os.path.join(root, IGNORE_FILE)
+    try:
+        real = os.path.realpath(path, strict=True)
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        raise _unsafe(IGNORE_FILE, f"cannot be read ({error.strerror or error})") from None
+    if not _within(real, root):
+        raise _unsafe(IGNORE_FILE, "symlink points outside the root")
+    try:
+        with open(real, "rb") as f:
+            text = f.read().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise RhoneError(f"{path} is not valid UTF-8", code="invalid_ignore_file", exit_code=ExitCode.USAGE) from None
+    except OSError as error:
+        raise _unreadable(IGNORE_FILE, error) from None
+    try:
+        return parse_rules(text.splitlines(), source=path)
+    except ValueError as error:
+        raise RhoneError(str(error), code="invalid_ignore_file", exit_code=ExitCode.USAGE) from None
+
+
+def build_manifest(
+    root: str | os.PathLike[str],
+    *,
+    include: Sequence[str] = ("**",),
+    exclude: Sequence[str] = (),
+    use_cache: bool = True,
+) -> Manifest:
+    """The manifest of the directory `root` (see the module docstring for what is listed and what is refused).
+
+    `include`/`exclude` are rhone.toml's `build.include`/`build.exclude` (gitignore-style globs relative to the root).
+    Raises `RhoneError` (`unsafe_path`, `unreadable_path`, `too_many_files`, `invalid_ignore_file`).
+    """
+    try:
+        real_root = os.path.realpath(os.fspath(root), strict=True)
+    except OSError as error:
+        raise RhoneError(
+            f"{root}: {error.strerror or error}", code="not_a_directory", exit_code=ExitCode.USAGE
+        ) from None
+    if not os.path.isdir(real_root):
+        raise RhoneError(f"{root}: not a directory", code="not_a_directory", exit_code=ExitCode.USAGE)
+
+    try:
+        rules = parse_rules(DEFAULT_IGNORES, source="<defaults>")
+        rules += _read_ignore_file(real_root)
+        rules += parse_rules(exclude, source="build.exclude")
+        include_rules = None if _is_match_everything(include) else RuleSet(parse_rules(include, source="build.include"))
+    except ValueError as error:
+        raise RhoneError(str(error), code="invalid_ignore_file", exit_code=ExitCode.USAGE) from None
+
+    cache = _load_cache(os.path.join(real_root, STATE_DIR, CACHE_FILE)) if use_cache else None
+    walk = _Walk(real_root, RuleSet(rules), include_rules, cache)
+    walk.run()
+    walk.files.sort(key=lambda entry: entry["path"])
+
+    result = Manifest(root=real_root, files=walk.files, hashed_count=walk.hashed)
+    if cache is None:
+        return result
+    same_entries = walk.new_cache.keys() == cache.entries.keys()
+    if not walk.hashed and same_entries and cache.digest:
+        # Every file came from a cache entry and every entry was used, so the document is exactly the one the cache's
+        # digest was computed from (path, sha256, and the size and mode bits of the matching stat): skip re-encoding.
+        result.__dict__["digest"] = cache.digest
+    else:
+        # The digest is stored only when the entries describe the whole manifest (a file that changed while being
+        # read is listed but not remembered).
+        complete = len(walk.new_cache) == len(walk.files)
+        result.cache_warning = _write_cache(real_root, walk.new_cache, result.digest if complete else None)
+    return result
+
+
+# -- checking a received manifest -----------------------------------------------------------------------------------
+def validate_manifest_document(doc: Any) -> None:
+    """Check a manifest document received from elsewhere; raise ValueError naming the first problem found."""
+    if not isinstance(doc, dict):
+        raise ValueError("manifest must be a JSON object")
+    if set(doc) != {"version", "files"}:
+        raise ValueError(f"manifest must have exactly the keys 'version' and 'files' (got {sorted(doc)})")
+    version = doc["version"]
+    if type(version) is not int or version != MANIFEST_VERSION:
+        raise ValueError(f"unsupported manifest version {version!r} (expected {MANIFEST_VERSION})")
+    files = doc["files"]
+    if not isinstance(files, list):
+        raise ValueError("'files' must be a list")
+    if len(files) > MAX_FILES:
+        raise ValueError(f"too many files: {len(files)} (at most {MAX_FILES})")
+    previous: str | None = None
+    paths: set[str] = set()
+    for index, entry in enumerate(files):
+        where = f"files[{index}]"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} must be an object")
+        if set(entry) != {"path", "size", "mode", "sha256"}:
+            raise ValueError(f"{where} must have exactly the keys path, size, mode, sha256 (got {sorted(entry)})")
+        path = entry["path"]
+        _check_path(path, where)
+        where = f"{where} ({path!r})"
+        if path in paths:
+            raise ValueError(f"{where}: duplicate path")
+        if previous is not None and path < previous:
+            raise ValueError(f"{where}: files are not sorted by path (it comes after {previous!r})")
+        paths.add(path)
+        previous = path
+        size = entry["size"]
+        if type(size) is not int or size < 0 or size > 2**63 - 1:
+            raise ValueError(f"{where}: size must be a non-negative integer (got {size!r})")
+        if entry["mode"] not in ("644", "755"):
+            raise ValueError(f'{where}: mode must be "644" or "755" (got {entry["mode"]!r})')
+        digest = entry["sha256"]
+        if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
+            raise ValueError(f"{where}: sha256 must be 64 lowercase hex digits (got {digest!r})")
+    for path in paths:  # a path cannot be both a file and a directory of another file
+        segments = path.split("/")
+        for k in range(1, len(segments)):
+            parent = "/".join(segments[:k])
+            if parent in paths:
+                raise ValueError(f"{parent!r} is listed as a file but {path!r} is inside it")
+
+
+def _check_path(path: Any, where: str) -> None:
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"{where}: path must be a non-empty string")
+    if len(path) > MAX_PATH_LENGTH:
+        raise ValueError(f"{where}: path is longer than {MAX_PATH_LENGTH} characters")
+    if path.startswith("/") or _DRIVE.match(path):
+        raise ValueError(f"{where}: path {path!r} must be relative, not absolute")
+    if "\\" in path:
+        raise ValueError(f"{where}: path {path!r} must use '/' separators and contain no backslash")
+    bad = _BAD_NAME_CHAR.search(path)
+    if bad is not None:
+        raise ValueError(f"{where}: path {path!r} contains a control character or is not valid UTF-8")
+    for segment in path.split("/"):
+        if segment == "":
+            raise ValueError(f"{where}: path {path!r} has an empty segment")
+        if segment in (".", ".."):
+            raise ValueError(f"{where}: path {path!r} is not normalized (contains {segment!r})")

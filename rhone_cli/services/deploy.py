@@ -1,0 +1,154 @@
+"""`rhone deploy`: manifest → upload what the server lacks → create the deployment → wait for its verdict.
+
+The deployment's Idempotency-Key is derived from the manifest digest, the target and the CI run id when there is
+one, so a re-run of the same CI job attaches to the deployment it already created instead of making another.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from rhone_cli.invocation import Invocation
+from rhone_cli.output import human_size
+from rhone_cli.services import operations, tenancy
+
+DIGESTS_PER_QUERY = 5000
+UPLOAD_CONCURRENCY = 4
+
+
+def source_facts(directory: Path) -> dict[str, Any]:
+    """The git commit and whether the tree is dirty, when the project is a git checkout (else nulls)."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        if commit.returncode != 0:
+            return {"git_commit": None, "git_dirty": None}
+        status = subprocess.run(
+            ["git", "-C", str(directory), "status", "--porcelain"], capture_output=True, text=True, timeout=10
+        )
+        return {"git_commit": commit.stdout.strip(), "git_dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.TimeoutExpired):
+        return {"git_commit": None, "git_dirty": None}
+
+
+def upload_missing(inv: Invocation, manifest: Any, root: Path) -> dict[str, int]:
+    """Ask which blobs the server lacks and upload exactly those (bounded concurrency, each PUT retried)."""
+    client = inv.client()
+    by_digest: dict[str, dict] = {}
+    for entry in manifest.files:
+        by_digest.setdefault("sha256:" + entry["sha256"], entry)
+    digests = list(by_digest)
+    missing: list[str] = []
+    for start in range(0, len(digests), DIGESTS_PER_QUERY):
+        chunk = digests[start : start + DIGESTS_PER_QUERY]
+        missing.extend(client.post("/v1/blobs/missing", {"digests": chunk}).data["missing"])
+    total = sum(by_digest[d]["size"] for d in missing)
+    inv.out.progress_event(
+        "upload",
+        message=f"uploading {len(missing)} of {len(digests)} blobs ({human_size(total)})",
+        blobs=len(missing),
+        bytes=total,
+        known=len(digests) - len(missing),
+    )
+
+    def put(digest: str) -> None:
+        entry = by_digest[digest]
+        client.put_file(f"/v1/blobs/{digest}", root.joinpath(*entry["path"].split("/")), entry["size"])
+
+    if missing:
+        with ThreadPoolExecutor(max_workers=UPLOAD_CONCURRENCY) as pool:
+            for _ in pool.map(put, missing):
+                pass
+    return {"blobs_total": len(digests), "blobs_uploaded": len(missing), "bytes_uploaded": total}
+
+
+def deploy(inv: Invocation, *, environment: str, prebuilt: bool, no_wait: bool, timeout: float | None) -> dict:
+    from rhone_cli.config import project
+    from rhone_cli.services.artifacts import project_manifest
+
+    config_path = project.locate(inv.env.workdir)
+    config = project.load(config_path.parent, config_path)
+    project_dir = config_path.parent
+    manifest = project_manifest(project_dir, prebuilt=prebuilt)
+    root = Path(manifest.root)
+    inv.out.progress_event(
+        "phase",
+        phase="manifest",
+        message=f"manifest {manifest.digest} ({manifest.file_count} files, "
+        f"{human_size(manifest.total_size)}, {manifest.hashed_count} hashed)",
+        digest=manifest.digest,
+        files=manifest.file_count,
+        bytes=manifest.total_size,
+    )
+    target = tenancy.target(inv, workspace=config.project.workspace, project=config.project.name, app=config.app.name)
+    # The app must exist before its first deployment: create the project and app named in rhone.toml when
+    # missing (what `rhone init --link` does), so `rhone deploy` alone works in a fresh checkout.
+    linked = tenancy.link(inv, config, project_dir)
+    if linked["created"]:
+        inv.out.info(f"created {' and '.join(linked['created'])} for {config.project.name}/{config.app.name}")
+    uploaded = upload_missing(inv, manifest, root)
+    path = f"{target.app_path}/deployments"
+    body = {
+        "environment": environment,
+        "manifest": manifest.document,
+        "manifest_digest": manifest.digest,
+        "prebuilt": prebuilt,
+        "artifact_digest": manifest.digest if prebuilt else None,
+        "config": config.resolved(),
+        "source": source_facts(project_dir),
+    }
+    key = operations.idempotency_key(inv, inv.profile.api_url, path, environment, manifest.digest, str(prebuilt))
+    op = inv.client().post(path, body, idempotency_key=key).data
+    operations.announce(inv, op)
+    if no_wait:
+        return {"operation": op, "upload": uploaded}
+    op = operations.wait(inv, op, timeout=timeout)
+    deployment = inv.client().get(f"/v1/deployments/{op['target_id']}").data
+    failure = operations.verdict(op)
+    if failure is not None:
+        if op["state"] == "blocked":
+            failure.hint = f"after review: `rhone deploy approve {deployment['id']}`" + (
+                " --ack-cold" if failure.code == "cold_deploy_needs_approval" else ""
+            )
+        failure.details = {"deployment_id": deployment["id"], "evidence": deployment["evidence"]}
+        raise failure
+    return {**deployment, "upload": uploaded}
+
+
+def approve(inv: Invocation, deployment_id: str, *, ack_cold: bool, timeout: float | None) -> dict:
+    op = (
+        inv.client()
+        .post(
+            f"/v1/deployments/{deployment_id}/approve",
+            {"ack_cold": ack_cold},
+            idempotency_key=operations.idempotency_key(inv, "approve", deployment_id),
+        )
+        .data
+    )
+    operations.announce(inv, op)
+    op = operations.wait(inv, op, timeout=timeout)
+    failure = operations.verdict(op)
+    if failure is not None:
+        raise failure
+    return inv.client().get(f"/v1/deployments/{deployment_id}").data
+
+
+def evidence_lines(deployment: dict) -> list[str]:
+    """The verdict in words: state impact and database impact are two separate lines, always."""
+    gates = {g["gate"]: g for g in (deployment.get("evidence") or {}).get("gates", [])}
+    lines = []
+    for gate, label in (
+        ("state_impact", "state impact"),
+        ("db_impact", "db impact"),
+        ("generated_artifacts", "generated files"),
+        ("providers_bound", "providers"),
+    ):
+        if gate in gates:
+            lines.append(f"  {label + ':':<17}{gates[gate]['summary']}")
+    if deployment.get("artifact_digest"):
+        lines.append(f"  {'artifact:':<17}{deployment['artifact_digest']}")
+    return lines
