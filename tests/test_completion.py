@@ -24,8 +24,23 @@ from tests.conftest import REPO
 COMPLETIONS = REPO / "completions"
 SHELLS = ["bash", "zsh", "fish"]
 TOP_LEVEL = [
-    "workspace", "project", "app", "env", "deploy", "promote", "route", "op", "artifact", "local", "config",
-    "login", "logout", "whoami", "init", "completion", "help",
+    "workspace",
+    "project",
+    "app",
+    "env",
+    "deploy",
+    "promote",
+    "route",
+    "op",
+    "artifact",
+    "local",
+    "config",
+    "login",
+    "logout",
+    "whoami",
+    "init",
+    "completion",
+    "help",
 ]
 
 
@@ -76,8 +91,13 @@ def bash(tmp_path: Path):
         "LANG": "C.UTF-8",
     }
     child = pexpect.spawn(
-        bash_path, ["--norc", "--noprofile"], env=environ, cwd=str(tmp_path), encoding="utf-8",
-        timeout=10, dimensions=(40, 200),
+        bash_path,
+        ["--norc", "--noprofile"],
+        env=environ,
+        cwd=str(tmp_path),
+        encoding="utf-8",
+        timeout=10,
+        dimensions=(40, 200),
     )
     try:
         child.expect_exact(prompt)

@@ -38,45 +38,116 @@ SLUG_MESSAGE = "must start with a lowercase letter and contain only lowercase le
 
 CASES = [
     # -- TOML syntax errors: no key, a line and a column ---------------------------------------------------------
-    Expect("syntax_unclosed_string.toml", line=2, column=14, key=None,
-           message_contains="TOML syntax error: Illegal character '\\n'"),
-    Expect("syntax_missing_value.toml", line=8, column=10, key=None,
-           message_contains="TOML syntax error: Invalid value"),
-    Expect("syntax_duplicate_key.toml", line=4, column=15, key=None,
-           message_contains="TOML syntax error: Cannot overwrite a value"),
-    Expect("syntax_bad_table_header.toml", line=4, column=5, key=None,
-           message_contains="TOML syntax error: Expected ']' at the end of a table declaration"),
-    Expect("syntax_duplicate_table.toml", line=10, column=5, key=None,
-           message_contains="TOML syntax error: Cannot declare ('app',) twice"),
+    Expect(
+        "syntax_unclosed_string.toml",
+        line=2,
+        column=14,
+        key=None,
+        message_contains="TOML syntax error: Illegal character '\\n'",
+    ),
+    Expect(
+        "syntax_missing_value.toml", line=8, column=10, key=None, message_contains="TOML syntax error: Invalid value"
+    ),
+    Expect(
+        "syntax_duplicate_key.toml",
+        line=4,
+        column=15,
+        key=None,
+        message_contains="TOML syntax error: Cannot overwrite a value",
+    ),
+    Expect(
+        "syntax_bad_table_header.toml",
+        line=4,
+        column=5,
+        key=None,
+        message_contains="TOML syntax error: Expected ']' at the end of a table declaration",
+    ),
+    Expect(
+        "syntax_duplicate_table.toml",
+        line=10,
+        column=5,
+        key=None,
+        message_contains="TOML syntax error: Cannot declare ('app',) twice",
+    ),
     # An array left open until the end of the file: tomllib gives no position, rhone names the last line.
     Expect("syntax_unclosed_array_eof.toml", line=13, key=None, message_contains="Invalid value at end of file"),
     # -- wrong types (strict: TOML has real types) ----------------------------------------------------------------
-    Expect("type_string_for_int.toml", line=9, key="build.timeout",
-           message_contains="Input should be a valid integer (got str '600')"),
-    Expect("type_int_for_string.toml", line=5, key="app.name",
-           message_contains="Input should be a valid string (got int 5)"),
-    Expect("type_string_for_bool.toml", line=11, key="environments.production.approval_required",
-           message_contains="Input should be a valid boolean (got str 'yes')"),
-    Expect("type_array_for_table.toml", line=10, key="build",
-           message_contains="Input should be a valid dictionary or instance of BuildSection (got list"),
-    Expect("type_table_for_array.toml", line=11, key="runtime.services",
-           message_contains="Input should be a valid list (got dict"),
-    Expect("type_bool_for_int.toml", line=9, key="process.readiness_timeout",
-           message_contains="Input should be a valid integer (got bool True)"),
-    Expect("type_float_for_int.toml", line=8, key="build.timeout",
-           message_contains="Input should be a valid integer (got float 60.5)"),
+    Expect(
+        "type_string_for_int.toml",
+        line=9,
+        key="build.timeout",
+        message_contains="Input should be a valid integer (got str '600')",
+    ),
+    Expect(
+        "type_int_for_string.toml",
+        line=5,
+        key="app.name",
+        message_contains="Input should be a valid string (got int 5)",
+    ),
+    Expect(
+        "type_string_for_bool.toml",
+        line=11,
+        key="environments.production.approval_required",
+        message_contains="Input should be a valid boolean (got str 'yes')",
+    ),
+    Expect(
+        "type_array_for_table.toml",
+        line=10,
+        key="build",
+        message_contains="Input should be a valid dictionary or instance of BuildSection (got list",
+    ),
+    Expect(
+        "type_table_for_array.toml",
+        line=11,
+        key="runtime.services",
+        message_contains="Input should be a valid list (got dict",
+    ),
+    Expect(
+        "type_bool_for_int.toml",
+        line=9,
+        key="process.readiness_timeout",
+        message_contains="Input should be a valid integer (got bool True)",
+    ),
+    Expect(
+        "type_float_for_int.toml",
+        line=8,
+        key="build.timeout",
+        message_contains="Input should be a valid integer (got float 60.5)",
+    ),
     # -- unknown keys and sections ----------------------------------------------------------------------------
     Expect("unknown_key_typo.toml", line=8, key="build.timout", message_contains="unknown key", suggestion="timeout"),
-    Expect("unknown_key_no_suggestion.toml", line=9, key="process.colour",
-           message_contains="unknown key (allowed here: start, health_path, readiness_timeout)"),
-    Expect("unknown_key_in_provider_typo.toml", line=12, key="providers.db.requried", message_contains="unknown key",
-           suggestion="required"),
-    Expect("unknown_key_in_environment_typo.toml", line=11, key="environments.production.aproval_required",
-           message_contains="unknown key", suggestion="approval_required"),
-    Expect("unknown_key_dotted_inline.toml", line=12, key="vango.state",
-           message_contains="unknown key (allowed here: state_manifest, state_schema, routes)"),
-    Expect("unknown_section.toml", line=10, key="deploy",
-           message_contains="unknown key (allowed here: project, app, build, process, vango, database, environments"),
+    Expect(
+        "unknown_key_no_suggestion.toml",
+        line=9,
+        key="process.colour",
+        message_contains="unknown key (allowed here: start, health_path, readiness_timeout)",
+    ),
+    Expect(
+        "unknown_key_in_provider_typo.toml",
+        line=12,
+        key="providers.db.requried",
+        message_contains="unknown key",
+        suggestion="required",
+    ),
+    Expect(
+        "unknown_key_in_environment_typo.toml",
+        line=11,
+        key="environments.production.aproval_required",
+        message_contains="unknown key",
+        suggestion="approval_required",
+    ),
+    Expect(
+        "unknown_key_dotted_inline.toml",
+        line=12,
+        key="vango.state",
+        message_contains="unknown key (allowed here: state_manifest, state_schema, routes)",
+    ),
+    Expect(
+        "unknown_section.toml",
+        line=10,
+        key="deploy",
+        message_contains="unknown key (allowed here: project, app, build, process, vango, database, environments",
+    ),
     Expect("unknown_section_typo.toml", line=7, key="biuld", message_contains="unknown key", suggestion="build"),
     # -- missing required keys: reported at the table that should hold them ----------------------------------------
     Expect("missing_project_name.toml", line=1, key="project.name", message_contains="required key is missing"),
@@ -91,50 +162,112 @@ CASES = [
     Expect("slug_too_long.toml", line=2, key="project.name", message_contains="must be at most 40 characters"),
     Expect("slug_environment_name.toml", line=10, key="environments.Staging", message_contains=SLUG_MESSAGE),
     # -- globs ------------------------------------------------------------------------------------------------------
-    Expect("glob_unclosed_bracket.toml", line=8, key="build.include[0]",
-           message_contains="glob 'src/[abc' has an unclosed '['"),
-    Expect("glob_double_star_in_segment.toml", line=10, key="build.exclude[1]",
-           message_contains="glob 'a/**b': '**' must be a whole path segment"),
+    Expect(
+        "glob_unclosed_bracket.toml",
+        line=8,
+        key="build.include[0]",
+        message_contains="glob 'src/[abc' has an unclosed '['",
+    ),
+    Expect(
+        "glob_double_star_in_segment.toml",
+        line=10,
+        key="build.exclude[1]",
+        message_contains="glob 'a/**b': '**' must be a whole path segment",
+    ),
     Expect("glob_empty.toml", line=8, key="build.include[1]", message_contains="glob must not be empty"),
-    Expect("glob_dotdot.toml", line=10, key="build.include[1]",
-           message_contains="must stay inside the project directory (no '..' segments)"),
+    Expect(
+        "glob_dotdot.toml",
+        line=10,
+        key="build.include[1]",
+        message_contains="must stay inside the project directory (no '..' segments)",
+    ),
     # -- paths ------------------------------------------------------------------------------------------------------
-    Expect("output_absolute.toml", line=8, key="build.output",
-           message_contains="must be relative to the project directory, not an absolute path"),
-    Expect("output_dotdot.toml", line=8, key="build.output",
-           message_contains="must stay inside the project directory (no '..' segments)"),
-    Expect("output_windows_absolute.toml", line=8, key="build.output",
-           message_contains="must be relative to the project directory, not an absolute path"),
-    Expect("migrations_absolute.toml", line=11, key="database.migrations",
-           message_contains="must be relative to the project directory, not an absolute path"),
+    Expect(
+        "output_absolute.toml",
+        line=8,
+        key="build.output",
+        message_contains="must be relative to the project directory, not an absolute path",
+    ),
+    Expect(
+        "output_dotdot.toml",
+        line=8,
+        key="build.output",
+        message_contains="must stay inside the project directory (no '..' segments)",
+    ),
+    Expect(
+        "output_windows_absolute.toml",
+        line=8,
+        key="build.output",
+        message_contains="must be relative to the project directory, not an absolute path",
+    ),
+    Expect(
+        "migrations_absolute.toml",
+        line=11,
+        key="database.migrations",
+        message_contains="must be relative to the project directory, not an absolute path",
+    ),
     # -- enumerations, bounds, URL paths, commands ---------------------------------------------------------------
-    Expect("runtime_service_typo.toml", line=11, key="runtime.services[1]",
-           message_contains="'brodcast' is not one of session, broadcast, cache", suggestion="broadcast"),
-    Expect("provider_kind_bad.toml", line=11, key="providers.db.kind",
-           message_contains="'postgresql' is not one of postgres, mysql, redis, s3, smtp, generic",
-           suggestion="postgres"),
-    Expect("provider_kind_no_suggestion.toml", line=11, key="providers.search.kind",
-           message_contains="'elasticsearch' is not one of postgres, mysql"),
-    Expect("timeout_out_of_range.toml", line=8, key="build.timeout",
-           message_contains="less than or equal to 7200"),
-    Expect("readiness_timeout_zero.toml", line=9, key="process.readiness_timeout",
-           message_contains="greater than or equal to 1"),
-    Expect("health_path_no_slash.toml", line=9, key="process.health_path",
-           message_contains="must be an absolute URL path such as '/healthz'"),
+    Expect(
+        "runtime_service_typo.toml",
+        line=11,
+        key="runtime.services[1]",
+        message_contains="'brodcast' is not one of session, broadcast, cache",
+        suggestion="broadcast",
+    ),
+    Expect(
+        "provider_kind_bad.toml",
+        line=11,
+        key="providers.db.kind",
+        message_contains="'postgresql' is not one of postgres, mysql, redis, s3, smtp, generic",
+        suggestion="postgres",
+    ),
+    Expect(
+        "provider_kind_no_suggestion.toml",
+        line=11,
+        key="providers.search.kind",
+        message_contains="'elasticsearch' is not one of postgres, mysql",
+    ),
+    Expect("timeout_out_of_range.toml", line=8, key="build.timeout", message_contains="less than or equal to 7200"),
+    Expect(
+        "readiness_timeout_zero.toml",
+        line=9,
+        key="process.readiness_timeout",
+        message_contains="greater than or equal to 1",
+    ),
+    Expect(
+        "health_path_no_slash.toml",
+        line=9,
+        key="process.health_path",
+        message_contains="must be an absolute URL path such as '/healthz'",
+    ),
     Expect("empty_start_command.toml", line=8, key="process.start", message_contains="command must not be empty"),
     # -- encoding ---------------------------------------------------------------------------------------------------
     # Line 3 is `# caf\xe9 au lait` (Latin-1): the bad byte is the 6th character of the line, byte 30 of the file.
     Expect("non_utf8.toml", line=3, column=6, key=None, message_contains="not valid UTF-8 (byte 30)"),
     # -- line tracking: things that must not shift later line numbers ---------------------------------------------
     # A multi-line string whose content looks like a table header and a key.
-    Expect("multiline_string_before_error.toml", line=13, key="build.timout", message_contains="unknown key",
-           suggestion="timeout"),
+    Expect(
+        "multiline_string_before_error.toml",
+        line=13,
+        key="build.timout",
+        message_contains="unknown key",
+        suggestion="timeout",
+    ),
     # A comment holding U+2028 (allowed by TOML; str.splitlines() would break the line there).
-    Expect("unicode_line_separator_before_error.toml", line=9, key="build.timout", message_contains="unknown key",
-           suggestion="timeout"),
+    Expect(
+        "unicode_line_separator_before_error.toml",
+        line=9,
+        key="build.timout",
+        message_contains="unknown key",
+        suggestion="timeout",
+    ),
     # A multi-line basic string ending in a quote right before the closing delimiter (`""""`).
-    Expect("multiline_string_quote_before_close.toml", line=9, key="process.health_path",
-           message_contains="must be an absolute URL path"),
+    Expect(
+        "multiline_string_quote_before_close.toml",
+        line=9,
+        key="process.health_path",
+        message_contains="must be an absolute URL path",
+    ),
 ]
 
 # multiple_problems.toml: (line, key, suggestion) of every problem, in the order they are reported.
@@ -380,10 +513,12 @@ def test_dash_C_points_at_the_project(rhone, tmp_path):
     path, before = _project_with(tmp_path, "runtime_service_typo.toml")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    for argv in (["-C", str(path.parent), "config", "validate", "--json"],
-                 ["config", "validate", "--json", "-C", str(path.parent)],
-                 ["-C", "../proj", "config", "validate", "--json"],
-                 ["config", "validate", "--json", f"--cwd={path.parent}"]):
+    for argv in (
+        ["-C", str(path.parent), "config", "validate", "--json"],
+        ["config", "validate", "--json", "-C", str(path.parent)],
+        ["-C", "../proj", "config", "validate", "--json"],
+        ["config", "validate", "--json", f"--cwd={path.parent}"],
+    ):
         result = rhone(*argv, cwd=elsewhere)
         assert result.exit_code == 2, (argv, result.stderr)
         document = _single_json_document(result.stdout)

@@ -71,10 +71,11 @@ def test_no_keyring_falls_back_to_a_0600_file_with_one_warning(rhone_subprocess,
 def test_file_store_is_reused_without_probing_keyring_or_warning_again(rhone, base_environ):
     assert rhone("login", "--api-url", "http://x.test", "--with-token", "--no-verify", stdin=TOKEN).exit_code == 0
     # `login --status` style read without network: resolve() must use the file and stay silent.
+    import io
+
     from rhone_cli.config.credentials import Credentials
     from rhone_cli.environment import Environment
     from rhone_cli.output import Output
-    import io
 
     err = io.StringIO()
     env = Environment(stderr=err, environ=base_environ)
@@ -94,8 +95,14 @@ def test_working_keyring_is_used_and_no_file_is_written(rhone_subprocess, base_e
         "FAKERING_PATH": str(ring),
     }
     result = rhone_subprocess(
-        "login", "--api-url", "http://127.0.0.1:9", "--with-token", "--no-verify", "--json",
-        stdin=TOKEN, environ=environ,
+        "login",
+        "--api-url",
+        "http://127.0.0.1:9",
+        "--with-token",
+        "--no-verify",
+        "--json",
+        stdin=TOKEN,
+        environ=environ,
     )
     assert result.exit_code == 0, result.stderr
     assert result.json()["credential_store"] == "keyring"
@@ -112,8 +119,12 @@ def test_working_keyring_is_used_and_no_file_is_written(rhone_subprocess, base_e
 def test_ci_never_uses_the_keyring(rhone_subprocess, base_environ, tmp_path):
     (tmp_path / "fakering.py").write_text(FAKE_KEYRING)
     ring = tmp_path / "ring.json"
-    environ = {"PYTHON_KEYRING_BACKEND": "fakering.FileRing", "PYTHONPATH": str(tmp_path),
-               "FAKERING_PATH": str(ring), "CI": "true"}
+    environ = {
+        "PYTHON_KEYRING_BACKEND": "fakering.FileRing",
+        "PYTHONPATH": str(tmp_path),
+        "FAKERING_PATH": str(ring),
+        "CI": "true",
+    }
     result = rhone_subprocess("login", "--with-token", "--no-verify", stdin=TOKEN, environ=environ)
     assert result.exit_code == 0, result.stderr
     assert not ring.exists()

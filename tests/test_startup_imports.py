@@ -65,7 +65,9 @@ print(json.dumps({{"status": status, "modules": sorted(sys.modules)}}))
 BASH_TAB = {"_RHONE_COMPLETE": "complete_bash", "COMP_WORDS": "rhone\nde", "COMP_CWORD": "1"}
 ZSH_TAB = {"_RHONE_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": "rhone de"}
 FISH_TAB = {
-    "_RHONE_COMPLETE": "complete_fish", "_TYPER_COMPLETE_FISH_ACTION": "get-args", "_TYPER_COMPLETE_ARGS": "rhone de"
+    "_RHONE_COMPLETE": "complete_fish",
+    "_TYPER_COMPLETE_FISH_ACTION": "get-args",
+    "_TYPER_COMPLETE_ARGS": "rhone de",
 }
 
 
@@ -120,11 +122,14 @@ def test_subcommand_help_imports_none_of_our_models(base_environ, tmp_path):
     assert loaded(modules, FORBIDDEN_WITHOUT_PYDANTIC) == []
 
 
-@pytest.mark.parametrize(("environ", "expected"), [
-    pytest.param(BASH_TAB, "deploy", id="bash"),
-    pytest.param(ZSH_TAB, "_arguments '*: :((\"deploy\":", id="zsh"),
-    pytest.param(FISH_TAB, "deploy\t", id="fish"),
-])
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        pytest.param(BASH_TAB, "deploy", id="bash"),
+        pytest.param(ZSH_TAB, '_arguments \'*: :(("deploy":', id="zsh"),
+        pytest.param(FISH_TAB, "deploy\t", id="fish"),
+    ],
+)
 @pytest.mark.parametrize("how", ["entry", "main"])
 def test_completion_request_imports_nothing_heavy(base_environ, tmp_path, how, environ, expected):
     status, output, modules = probe(base_environ, tmp_path, [], how, environ)

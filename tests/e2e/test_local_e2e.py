@@ -205,8 +205,12 @@ def test_kill_9_mid_flight_then_up_finishes_every_operation_without_duplicates(l
     names = [f"p{i}" for i in range(6)]
     op_ids = []
     for name in names:  # straight HTTP: six CLI start-ups would let the workers finish first
-        response = httpx.post(f"{local_env.api_url}/v1/workspaces/local/projects", json={"name": name},
-                              headers={**owner, "Idempotency-Key": f"crash-{name}"}, timeout=10)
+        response = httpx.post(
+            f"{local_env.api_url}/v1/workspaces/local/projects",
+            json={"name": name},
+            headers={**owner, "Idempotency-Key": f"crash-{name}"},
+            timeout=10,
+        )
         assert response.status_code == 202
         op_ids.append(response.json()["id"])
     deadline = time.monotonic() + 10
@@ -228,8 +232,12 @@ def test_kill_9_mid_flight_then_up_finishes_every_operation_without_duplicates(l
     assert sorted(p["name"] for p in projects) == names
     assert len({p["id"] for p in projects}) == len(names)
     # A retry of a request made before the crash attaches to its original operation.
-    replay = httpx.post(f"{local_env.api_url}/v1/workspaces/local/projects", json={"name": "p0"},
-                        headers={**owner, "Idempotency-Key": "crash-p0"}, timeout=10)
+    replay = httpx.post(
+        f"{local_env.api_url}/v1/workspaces/local/projects",
+        json={"name": "p0"},
+        headers={**owner, "Idempotency-Key": "crash-p0"},
+        timeout=10,
+    )
     assert replay.status_code == 202 and replay.json()["id"] == op_ids[0]
 
 
