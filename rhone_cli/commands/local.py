@@ -52,18 +52,8 @@ def up(
     root = local.data_dir(inv, data_dir)
     if foreground:
         root.mkdir(parents=True, exist_ok=True)
-        command = [
-            sys.executable,
-            "-m",
-            "rhone_local",
-            "serve",
-            "--data-dir",
-            str(root),
-            "--port",
-            str(port),
-            "--edge-port",
-            str(edge_port),
-        ]
+        local.require_server_packages()
+        command = local.server_command(root, port, edge_port)
         os.execv(sys.executable, command)
     doc = local.up(inv, root, port=port, edge_port=edge_port)
     inv.out.result(doc, _render_status(doc))

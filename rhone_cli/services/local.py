@@ -138,6 +138,22 @@ def status(inv: Invocation, root: Path) -> dict[str, Any]:
     }
 
 
+def server_command(root: Path, port: int, edge_port: int) -> list[str]:
+    """How Rhone Local runs: this Python, in the foreground, on loopback."""
+    return [
+        sys.executable,
+        "-m",
+        "rhone_local",
+        "serve",
+        "--data-dir",
+        str(root),
+        "--port",
+        str(port),
+        "--edge-port",
+        str(edge_port),
+    ]
+
+
 def require_server_packages() -> None:
     """Rhone Local's server packages are an extra (`rhone[local]`); say so instead of failing in the child."""
     import importlib.util
@@ -180,18 +196,7 @@ def up(inv: Invocation, root: Path, *, port: int, edge_port: int, timeout: float
                 exit_code=ExitCode.CONFLICT,
                 hint=f"free it, or choose another with `rhone local up {name} N`",
             )
-    command = [
-        sys.executable,
-        "-m",
-        "rhone_local",
-        "serve",
-        "--data-dir",
-        str(root),
-        "--port",
-        str(port),
-        "--edge-port",
-        str(edge_port),
-    ]
+    command = server_command(root, port, edge_port)
     with paths.log.open("ab") as log:
         process = subprocess.Popen(
             command,

@@ -17,12 +17,12 @@ from rhone_local.api.routes import (
     Limit,
     _app,
     _project,
-    _workspace,
     authorize,
     get_store,
     mutate,
     op_view,
     page,
+    readable_app,
 )
 from rhone_local.artifacts import store_manifest
 from rhone_local.domain import manifest as manifests
@@ -247,9 +247,7 @@ def list_deployments(
     request: Request, principal: Caller, ws: str, prj: str, app: str, limit: Limit = 50, cursor: Cursor = None
 ) -> dict:
     store = get_store(request)
-    workspace, _ = _workspace(store, principal, ws)
-    found = _app(request, _project(request, workspace, prj), app)
-    authorize(request, principal, ws, "deployment.read", app, app_id=found["id"])
+    found = readable_app(request, principal, ws, prj, app, "deployment.read")
     rows = store.page("deployments", "app_id = ?", (found["id"],), limit=limit, cursor=cursor)
     return page(rows, limit, lambda r: deployment_view(request, r))
 

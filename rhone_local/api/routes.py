@@ -94,6 +94,23 @@ def authorize(
     return workspace, role
 
 
+def deny(
+    request: Request, principal: Principal, workspace_id: str, action: str, target: str, code: str, message: str
+) -> DomainError:
+    """Audit a refused mutation and return the 403 to raise: a denial a handler decides is recorded like one the
+    permission table decides."""
+    get_store(request).audit(
+        workspace_id=workspace_id,
+        principal=principal,
+        action=action,
+        target=target,
+        request_id=request.state.request_id,
+        result="denied",
+        detail={"code": code},
+    )
+    return forbidden(code, message)
+
+
 def mutate(
     request: Request,
     principal: Principal,
@@ -282,17 +299,15 @@ def list_members(request: Request, principal: Caller, ws: str) -> dict:
 def invite_member(request: Request, principal: Caller, ws: str, body: m.MemberInvite) -> JSONResponse:
     workspace, role = authorize(request, principal, ws, "member.invite", body.email)
     if not access.may_grant(role or "viewer", body.role):
-        store = get_store(request)
-        store.audit(
-            workspace_id=workspace["id"],
-            principal=principal,
-            action="member.invite",
-            target=body.email,
-            request_id=request.state.request_id,
-            result="denied",
-            detail={"code": "cannot_grant_role"},
+        raise deny(
+            request,
+            principal,
+            workspace["id"],
+            "member.invite",
+            body.email,
+            "cannot_grant_role",
+            f"a {role} cannot grant the {body.role} role",
         )
-        raise forbidden("cannot_grant_role", f"a {role} cannot grant the {body.role} role")
 
     def perform(c: Any) -> tuple[int, dict]:
         member = get_store(request).add_member(
@@ -334,31 +349,29 @@ def create_token(request: Request, principal: Caller, ws: str, body: m.TokenCrea
     subject = body.user_id or principal.id
     if subject != principal.id:
         if role not in ("owner", "admin"):
-            store.audit(
-                workspace_id=workspace["id"],
-                principal=principal,
-                action="token.create",
-                target=subject,
-                request_id=request.state.request_id,
-                result="denied",
-                detail={"code": "insufficient_role"},
+            raise deny(
+                request,
+                principal,
+                workspace["id"],
+                "token.create",
+                subject,
+                "insufficient_role",
+                "only owners and admins issue tokens for other members",
             )
-            raise forbidden("insufficient_role", "only owners and admins issue tokens for other members")
         subject_role = store.role_of(workspace["id"], subject)
         if subject_role is None:
             raise not_found("member", subject)
         # A token acts as its subject: issuing one for a higher role would hand the caller that role.
         if not access.may_grant(role, subject_role):
-            store.audit(
-                workspace_id=workspace["id"],
-                principal=principal,
-                action="token.create",
-                target=subject,
-                request_id=request.state.request_id,
-                result="denied",
-                detail={"code": "insufficient_role"},
+            raise deny(
+                request,
+                principal,
+                workspace["id"],
+                "token.create",
+                subject,
+                "insufficient_role",
+                f"a {role} cannot issue tokens for a {subject_role}",
             )
-            raise forbidden("insufficient_role", f"a {role} cannot issue tokens for a {subject_role}")
     secret = _new_secret()
     expires = None
     if body.expires_in_days:
@@ -396,16 +409,15 @@ def revoke_token(request: Request, principal: Caller, ws: str, token_id: str) ->
     if token["subject_id"] != principal.id and (
         role not in ("owner", "admin") or (subject_role is not None and not access.may_grant(role, subject_role))
     ):
-        store.audit(
-            workspace_id=workspace["id"],
-            principal=principal,
-            action="token.revoke",
-            target=token_id,
-            request_id=request.state.request_id,
-            result="denied",
-            detail={"code": "insufficient_role"},
+        raise deny(
+            request,
+            principal,
+            workspace["id"],
+            "token.revoke",
+            token_id,
+            "insufficient_role",
+            "only owners and admins revoke other people's tokens",
         )
-        raise forbidden("insufficient_role", "only owners and admins revoke other people's tokens")
 
     def perform(c: Any) -> tuple[int, dict]:
         c.execute(
@@ -457,6 +469,14 @@ def _project(request: Request, workspace: dict, ref: str) -> dict:
     if project is None:
         raise not_found("project", ref)
     return project
+
+
+def readable_app(request: Request, principal: Principal, ws: str, prj: str, app: str, action: str) -> dict:
+    """The app at ws/prj/app, after checking `action` against it (a runtime identity may read only its own app)."""
+    workspace, _ = _workspace(get_store(request), principal, ws)
+    found = _app(request, _project(request, workspace, prj), app)
+    authorize(request, principal, ws, action, app, app_id=found["id"])
+    return found
 
 
 def _app(request: Request, project: dict, ref: str) -> dict:
@@ -535,11 +555,7 @@ def create_app_(request: Request, principal: Caller, ws: str, prj: str, body: m.
 
 @router.get("/v1/workspaces/{ws}/projects/{prj}/apps/{app}", response_model=m.App, responses=READ_ERRORS, tags=["apps"])
 def get_app(request: Request, principal: Caller, ws: str, prj: str, app: str) -> dict:
-    store = get_store(request)
-    workspace, _ = _workspace(store, principal, ws)
-    found = _app(request, _project(request, workspace, prj), app)
-    authorize(request, principal, ws, "app.read", app, app_id=found["id"])
-    return found
+    return readable_app(request, principal, ws, prj, app, "app.read")
 
 
 @router.post(
@@ -584,9 +600,7 @@ def list_environments(
     request: Request, principal: Caller, ws: str, prj: str, app: str, limit: Limit = 50, cursor: Cursor = None
 ) -> dict:
     store = get_store(request)
-    workspace, _ = _workspace(store, principal, ws)
-    found = _app(request, _project(request, workspace, prj), app)
-    authorize(request, principal, ws, "environment.read", app, app_id=found["id"])
+    found = readable_app(request, principal, ws, prj, app, "environment.read")
     return page(store.page("environments", "app_id = ?", (found["id"],), limit=limit, cursor=cursor), limit, env_view)
 
 
@@ -628,9 +642,7 @@ def create_environment(
 )
 def get_environment(request: Request, principal: Caller, ws: str, prj: str, app: str, env: str) -> dict:
     store = get_store(request)
-    workspace, _ = _workspace(store, principal, ws)
-    found = _app(request, _project(request, workspace, prj), app)
-    authorize(request, principal, ws, "environment.read", env, app_id=found["id"])
+    found = readable_app(request, principal, ws, prj, app, "environment.read")
     environment = store.environment(found["id"], env)
     if environment is None:
         raise not_found("environment", env)
