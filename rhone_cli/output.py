@@ -170,6 +170,10 @@ class Output:
                 parts.append(f"  operation: {error.operation_id}")
             for problem in (error.details or {}).get("problems", []):
                 parts.append(f"  {problem['text']}")
+            log_tail = ((error.details or {}).get("evidence") or {}).get("log_tail")
+            if log_tail:
+                parts.append("  log (last lines):")
+                parts.extend(f"    {line}" for line in str(log_tail).splitlines()[-15:])
             if error.hint:
                 parts.append(f"  hint: {error.hint}")
             self._write(self.env.stderr, "\n".join(parts) + "\n")

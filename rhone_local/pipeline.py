@@ -7,10 +7,12 @@ records every gate's result before the deployment may become `preview_ready`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -47,6 +49,26 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return ""
+
+
+def _stop_leftover_build(pid_file: Path, build: Path) -> None:
+    """Kill the process group of a build that a previous server started and never saw finish (it was killed while
+    the build ran). The group is killed only if its leader is gone or still works in this deployment's build
+    directory, so a reused pid is left alone."""
+    try:
+        pid = int(pid_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except FileNotFoundError:
+        cwd = None  # the leader is gone (a pid stays unused while its group has members), or there is no procfs
+    except OSError:
+        return
+    if cwd is None or cwd == str(build) or cwd.startswith(f"{build} ") or cwd.startswith(f"{build}/"):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
 
 
 def _sha256_file(path: Path) -> str | None:
@@ -92,7 +114,14 @@ class DeployPipeline:
             if op["state"] == "validating":
                 return self._validate(deployment)
         except StageFailed as failure:
-            return StageOutcome("failed", failure.evidence, {"code": failure.code, "message": failure.message})
+            # The deployment keeps the failure's evidence (the log tail, the gates, the allocation's health): it is
+            # what `rhone deploy` reports with the error and what `rhone deploy show` shows afterwards.
+            return StageOutcome(
+                "failed",
+                failure.evidence,
+                {"code": failure.code, "message": failure.message},
+                deployment={"evidence": failure.evidence},
+            )
         except DomainError as error:
             return StageOutcome("failed", {}, {"code": error.code, "message": error.message})
         raise RuntimeError(f"deploy has no stage {op['state']!r}")
@@ -123,6 +152,8 @@ class DeployPipeline:
                 )
             return self._record_artifact(deployment, manifest, {"prebuilt": True, "build_seconds": 0})
         build = work / "build"
+        pid_file = work / "build.pid"
+        _stop_leftover_build(pid_file, build)
         if build.exists():
             shutil.rmtree(build)
         shutil.copytree(source, build, symlinks=True)
@@ -145,6 +176,9 @@ class DeployPipeline:
                     start_new_session=True,
                     env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(build), "RHONE_BUILD": "1"},
                 )
+                # The build runs in its own session, so it outlives a server killed mid-build: the pid file lets the
+                # restarted server's retry of this stage stop it (see _stop_leftover_build).
+                pid_file.write_text(f"{child.pid}\n")
                 try:
                     status = child.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
@@ -155,6 +189,8 @@ class DeployPipeline:
                         f"the build command ran past its {timeout:g}s timeout",
                         {"log_tail": _tail(log_path), "timeout": timeout},
                     ) from None
+                finally:
+                    pid_file.unlink(missing_ok=True)
             if status != 0:
                 raise StageFailed(
                     "build_failed",

@@ -110,7 +110,10 @@ def deploy(inv: Invocation, *, environment: str, prebuilt: bool, no_wait: bool, 
     deployment = inv.client().get(f"/v1/deployments/{op['target_id']}").data
     failure = operations.verdict(op)
     if failure is not None:
-        if op["state"] == "blocked":
+        if op["state"] == "blocked" and failure.code == "binding_missing":
+            # The server refuses to approve a missing binding away: do not suggest it.
+            failure.hint = "bind the missing provider(s) in this environment (`rhone env bind`), then deploy again"
+        elif op["state"] == "blocked":
             failure.hint = f"after review: `rhone deploy approve {deployment['id']}`" + (
                 " --ack-cold" if failure.code == "cold_deploy_needs_approval" else ""
             )

@@ -8,8 +8,12 @@ read from the server.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from rhone_cli.errors import ExitCode, RhoneError
@@ -55,12 +59,38 @@ def announce(inv: Invocation, op: dict[str, Any]) -> None:
     )
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While waiting, SIGTERM (a CI runner cancelling the job, `timeout`, `kill`) is handled like Ctrl-C: the
+    operation continues on the server and we exit 130 naming the resume command instead of dying silently."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def wait(inv: Invocation, op: dict[str, Any], *, timeout: float | None) -> dict[str, Any]:
-    """Long-poll until `op` is terminal; WAIT_TIMEOUT (7) when `timeout` seconds pass, INTERRUPTED (130) on Ctrl-C."""
+    """Long-poll until `op` is terminal; WAIT_TIMEOUT (7) when `timeout` seconds pass, INTERRUPTED (130) on Ctrl-C
+    or SIGTERM."""
+    with _sigterm_interrupts():
+        return _wait(inv, op, timeout=timeout)
+
+
+def _wait(inv: Invocation, op: dict[str, Any], *, timeout: float | None) -> dict[str, Any]:
     client = inv.client()
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        while not op.get("terminal"):
+        # `blocked` is parked, not terminal: the server answers at once and nothing moves until a person approves,
+        # so waiting on it would spin. It is a verdict (exit 6) like a terminal state.
+        while not op.get("terminal") and op["state"] not in BLOCKED_STATES:
             remaining = LONG_POLL_SECONDS if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise RhoneError(

@@ -1,0 +1,594 @@
+"""`rhone deploy` end to end: the real `rhone` against a real Rhone Local (started by `rhone local up`), deploying
+copies of examples/hello through the real pipeline, runner and edge.
+
+Every failure case asserts the exact exit code and error code, and that nothing was half-created: no deployment row
+for a refused request, no allocation for a failed build or a gate that said no, no process left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import shutil
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from rhone_cli.services.local import process_alive
+from tests.conftest import REPO, RHONE_BIN, assert_matches_schema
+
+pytestmark = pytest.mark.slow
+
+HELLO = REPO / "examples" / "hello"
+GATES = {"generated_artifacts", "state_impact", "db_impact", "providers_bound"}
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------------
+def toml_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string of ASCII text is a valid TOML basic string
+
+
+def hello_app(
+    root: Path,
+    name: str = "hello",
+    *,
+    command: str | None = "python3 -m py_compile app.py",
+    output: str = ".",
+    timeout: int = 120,
+    start: str = "python3 app.py",
+    readiness_timeout: int = 30,
+    extra: str = "",
+) -> Path:
+    """A copy of examples/hello under `root/name` whose rhone.toml has the given build and process settings."""
+    app_dir = root / name
+    shutil.copytree(HELLO, app_dir)
+    build = f"command = {toml_str(command)}\n" if command is not None else ""
+    (app_dir / "rhone.toml").write_text(
+        f'[project]\nname = "hello"\n\n[app]\nname = "hello"\n\n'
+        f"[build]\n{build}output = {toml_str(output)}\ntimeout = {timeout}\n\n"
+        f'[process]\nstart = {toml_str(start)}\nhealth_path = "/healthz"\nreadiness_timeout = {readiness_timeout}\n'
+        f"{extra}"
+    )
+    return app_dir
+
+
+def linked(server, app_dir: Path) -> Path:
+    result = server.rhone("init", "--link", "--json", cwd=app_dir)
+    assert result.exit_code == 0, result.stderr
+    return app_dir
+
+
+def deploy(server, app_dir: Path, *args: str, timeout: float = 60):
+    return server.rhone("deploy", *args, cwd=app_dir, timeout=timeout)
+
+
+def deployments(server, app_dir: Path) -> list[dict]:
+    return server.json("deploy", "ls", cwd=app_dir)
+
+
+def edge_get(server, url: str, path: str = "/") -> httpx.Response:
+    """Python cannot resolve *.localhost here: connect to the edge, name the deployment in the Host header."""
+    return httpx.get(f"http://127.0.0.1:{server.edge_port}{path}", headers={"Host": urlsplit(url).netloc}, timeout=10)
+
+
+def allocation_rows(server, deployment_id: str) -> list[dict]:
+    with sqlite3.connect(f"file:{server.data_dir / 'rhone.db'}?mode=ro", uri=True, timeout=10) as db:
+        db.row_factory = sqlite3.Row
+        rows = db.execute("SELECT * FROM allocations WHERE deployment_id = ? ORDER BY id", (deployment_id,))
+        return [dict(r) for r in rows]
+
+
+def processes_under(root: Path) -> dict[int, str]:
+    """Live processes (not zombies) whose working directory is inside `root`, except Rhone Local servers."""
+    root_text = str(root.resolve())
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if state in ("Z", "X") or "rhone_local" in cmdline:
+            continue
+        if cwd == root_text or cwd.startswith(root_text + "/"):
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def failed_deploy(server, app_dir: Path, code: str) -> dict:
+    """`rhone deploy --json` that must end `failed` with `code`: exit 1; returns the error document."""
+    result = deploy(server, app_dir, "--json")
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    error = result.json()["error"]
+    assert error["code"] == code, error
+    assert error["exit_code"] == 1 and error["operation_id"].startswith("op_")
+    assert f"rhone op show {error['operation_id']}" in error["hint"]
+    return error
+
+
+def assert_failed_without_allocation(server, app_dir: Path, error: dict) -> dict:
+    rows = deployments(server, app_dir)
+    assert len(rows) == 1
+    deployment = rows[0]
+    assert deployment["id"] == error["details"]["deployment_id"]
+    assert deployment["state"] == "failed"
+    assert deployment["allocations"] == [] and allocation_rows(server, deployment["id"]) == []
+    op = server.json("op", "show", error["operation_id"])
+    assert op["state"] == "failed" and op["error"]["code"] == error["code"]
+    assert "preview_ready" not in [s["state"] for s in op["stages"]]
+    return deployment
+
+
+# -- the happy path ----------------------------------------------------------------------------------------------------
+def test_hello_deploys_answers_through_the_edge_and_a_redeploy_supersedes_it(local, tmp_path):
+    app_dir = linked(local, hello_app(tmp_path))
+    result = deploy(local, app_dir, "--json")
+    assert result.exit_code == 0, result.stderr
+    first = result.json()
+    assert_matches_schema(first, "deployment.schema.json")
+    assert first["state"] == "preview_ready" and first["environment"] == "preview"
+    gates = {g["gate"]: g for g in first["evidence"]["gates"]}
+    assert set(gates) == GATES and all(g["outcome"] == "pass" for g in gates.values())
+    assert first["artifact_digest"].startswith("sha256:")
+    assert first["url"] == f"http://dep-{first['id'].removeprefix('dep_')}.localhost:{local.edge_port}"
+    assert [a["state"] for a in first["allocations"]] == ["ready"]
+    assert f"rhone op wait {first['operation_id']}" in result.stderr  # the resume handle went out first
+
+    answer = edge_get(local, first["url"])
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "app": "hello",
+        "message": "Hello from Rhone!",
+        "version": "1.0.0",
+        "deployment": first["id"],
+        "environment": "preview",
+    }
+    assert edge_get(local, first["url"], "/healthz").json() == {"status": "ok"}
+    # Unknown hosts: a deployment that does not exist, and a name that is not a deployment at all.
+    assert edge_get(local, f"http://dep-1a21bfa914d000062c56b00.localhost:{local.edge_port}").status_code == 404
+    assert edge_get(local, f"http://nothing.localhost:{local.edge_port}").status_code == 404
+
+    # A redeploy (human output): the preview URL, then state impact and db impact as two separate lines.
+    human = deploy(local, app_dir)
+    assert human.exit_code == 0, human.stderr
+    lines = human.stdout.splitlines()
+    assert lines[0].startswith("Preview: http://dep-")
+    state_lines = [line for line in lines if line.strip().startswith("state impact:")]
+    db_lines = [line for line in lines if line.strip().startswith("db impact:")]
+    assert len(state_lines) == 1 and len(db_lines) == 1
+    assert "db impact" not in state_lines[0] and "state impact" not in db_lines[0]
+    assert state_lines[0].split(":", 1)[1].strip() == gates["state_impact"]["summary"]
+    assert db_lines[0].split(":", 1)[1].strip() == gates["db_impact"]["summary"]
+    second_url = lines[0].removeprefix("Preview: ").strip()
+    rows = deployments(local, app_dir)
+    assert len(rows) == 2 and rows[0]["id"] == first["id"]
+    second = rows[1]
+    assert second["url"] == second_url and second["state"] == "preview_ready"
+
+    # The old URL is 503 — never the new deployment's answer; the new one answers as itself.
+    old = edge_get(local, first["url"])
+    assert old.status_code == 503
+    assert second["id"] not in old.text and "Hello from Rhone" not in old.text
+    assert edge_get(local, second_url).json()["deployment"] == second["id"]
+    old_allocations = allocation_rows(local, first["id"])
+    assert [a["state"] for a in old_allocations] == ["stopped"]
+    assert not process_alive(old_allocations[0]["pid"])
+    assert [a["state"] for a in allocation_rows(local, second["id"])] == ["ready"]
+
+
+def test_redeploy_uploads_only_the_changed_file_and_nothing_when_unchanged(local, tmp_path):
+    app_dir = linked(local, hello_app(tmp_path))
+    manifest = local.json("artifact", "manifest", cwd=app_dir)
+
+    def uploads(result) -> list[dict]:
+        assert result.exit_code == 0, result.stderr
+        events = [json.loads(line) for line in result.stderr.splitlines()]
+        assert all(e["v"] == 1 for e in events)
+        return [e for e in events if e["type"] == "upload"]
+
+    first = uploads(local.rhone("--progress", "jsonl", "deploy", "--json", cwd=app_dir))
+    assert len(first) == 1
+    assert first[0]["blobs"] == manifest["file_count"] and first[0]["bytes"] == manifest["total_size"]
+
+    source = app_dir / "app.py"
+    source.write_text(source.read_text().replace('VERSION = "1.0.0"', 'VERSION = "1.0.1"'))
+    changed = local.rhone("--progress", "jsonl", "deploy", "--json", cwd=app_dir)
+    [event] = uploads(changed)
+    assert event["blobs"] == 1 and event["bytes"] == source.stat().st_size
+    assert event["known"] == manifest["file_count"] - 1
+    assert edge_get(local, changed.json()["url"]).json()["version"] == "1.0.1"
+
+    unchanged = local.rhone("--progress", "jsonl", "deploy", "--json", cwd=app_dir)
+    [event] = uploads(unchanged)
+    assert event["blobs"] == 0 and event["bytes"] == 0 and event["known"] == manifest["file_count"]
+    assert unchanged.json()["state"] == "preview_ready"
+    assert unchanged.json()["artifact_digest"] == changed.json()["artifact_digest"]
+    assert len(deployments(local, app_dir)) == 3
+
+
+# -- build failures ----------------------------------------------------------------------------------------------------
+def test_a_failing_build_is_build_failed_with_its_log_tail(local, tmp_path):
+    command = "echo compiling hello; echo 'error: boom at line 7' >&2; exit 3"
+    app_dir = linked(local, hello_app(tmp_path, command=command))
+    error = failed_deploy(local, app_dir, "build_failed")
+    assert "status 3" in error["message"]
+    evidence = error["details"]["evidence"]
+    assert evidence["exit_status"] == 3
+    assert "compiling hello" in evidence["log_tail"] and "error: boom at line 7" in evidence["log_tail"]
+    deployment = assert_failed_without_allocation(local, app_dir, error)
+    assert deployment["artifact_digest"] is None
+    assert deployment["evidence"]["log_tail"] == evidence["log_tail"]
+    logs = local.json("deploy", "logs", deployment["id"])
+    assert_matches_schema(logs, "deployment-logs.schema.json")
+    assert "error: boom at line 7" in logs["build"] and logs["allocations"] == {}
+
+
+def test_a_build_past_its_timeout_is_build_timeout_and_is_killed(local, tmp_path):
+    app_dir = linked(local, hello_app(tmp_path, command="echo started; sleep 30", timeout=1))
+    started = time.monotonic()
+    error = failed_deploy(local, app_dir, "build_timeout")
+    assert time.monotonic() - started < 20
+    assert error["details"]["evidence"]["timeout"] == 1
+    assert "started" in error["details"]["evidence"]["log_tail"]
+    deployment = assert_failed_without_allocation(local, app_dir, error)
+    assert deployment["artifact_digest"] is None
+    assert not [cmd for cmd in processes_under(local.data_dir).values() if "sleep" in cmd]
+
+
+def test_a_build_that_writes_rhone_toml_is_config_modified(local, tmp_path):
+    app_dir = linked(local, hello_app(tmp_path, command="echo '# written by the build' >> rhone.toml"))
+    before = (app_dir / "rhone.toml").read_text()
+    error = failed_deploy(local, app_dir, "config_modified")
+    assert "rhone.toml" in error["message"]
+    deployment = assert_failed_without_allocation(local, app_dir, error)
+    assert deployment["artifact_digest"] is None
+    assert (app_dir / "rhone.toml").read_text() == before  # the build ran on the server's copy
+
+
+def test_a_missing_build_output_is_build_output_missing(local, tmp_path):
+    app_dir = linked(local, hello_app(tmp_path, command="echo built nothing", output="dist"))
+    error = failed_deploy(local, app_dir, "build_output_missing")
+    assert "'dist'" in error["message"]
+    deployment = assert_failed_without_allocation(local, app_dir, error)
+    assert deployment["artifact_digest"] is None
+
+
+# -- readiness -------------------------------------------------------------------------------------------------------
+NEVER_READY = """\
+import time
+
+print("never ready: not listening on $PORT", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_process_that_never_becomes_ready_is_readiness_failed_and_is_stopped(local, tmp_path):
+    app_dir = hello_app(tmp_path, start="python3 never_ready.py", readiness_timeout=2)
+    (app_dir / "never_ready.py").write_text(NEVER_READY)
+    linked(local, app_dir)
+    error = failed_deploy(local, app_dir, "readiness_failed")
+    [deployment] = deployments(local, app_dir)
+    assert deployment["state"] == "failed" and deployment["id"] == error["details"]["deployment_id"]
+    op = local.json("op", "show", error["operation_id"])
+    assert [s["state"] for s in op["stages"]] == ["queued", "cloning", "building", "validating", "failed"]
+    [alloc] = deployment["allocations"]
+    assert alloc["state"] == "failed"
+    health = alloc["health"]
+    assert health["ready"] is False and health["timeout"] == 2 and health["attempts"] >= 1
+    assert health["probe"] == "/healthz" and "never ready" in health["log_tail"]
+    assert error["details"]["evidence"]["allocation"]["id"] == alloc["id"]
+    # Every gate passed and was recorded before the allocation was tried.
+    assert {g["gate"] for g in error["details"]["evidence"]["gates"]} == GATES
+    [row] = allocation_rows(local, deployment["id"])
+    assert row["pid"] and not process_alive(row["pid"])
+    assert not [cmd for cmd in processes_under(local.data_dir).values() if "never_ready.py" in cmd]
+    assert edge_get(local, deployment["url"]).status_code == 503
+
+
+# -- gates -----------------------------------------------------------------------------------------------------------
+def test_new_migrations_block_until_approved_and_approving_twice_is_not_blocked(local, tmp_path):
+    app_dir = hello_app(tmp_path, extra='\n[database]\nmigrations = "migrations"\n')
+    (app_dir / "migrations").mkdir()
+    (app_dir / "migrations" / "0001_init.sql").write_text("CREATE TABLE greetings (id INTEGER PRIMARY KEY);\n")
+    linked(local, app_dir)
+    result = deploy(local, app_dir, "--json")
+    assert result.exit_code == 6, (result.stdout, result.stderr)
+    error = result.json()["error"]
+    assert error["code"] == "migration_needs_approval" and "0001_init.sql" in error["message"]
+    deployment_id = error["details"]["deployment_id"]
+    assert f"rhone deploy approve {deployment_id}" in error["hint"] and "--ack-cold" not in error["hint"]
+    blocked = local.json("deploy", "show", deployment_id)
+    assert_matches_schema(blocked, "deployment.schema.json")
+    assert blocked["state"] == "blocked" and blocked["allocations"] == []
+    gates = {g["gate"]: g for g in blocked["evidence"]["gates"]}
+    assert set(gates) == GATES and gates["db_impact"]["outcome"] == "block"
+    assert gates["db_impact"]["facts"]["new"] == ["0001_init.sql"]
+    assert local.json("op", "show", error["operation_id"])["state"] == "blocked"
+    assert edge_get(local, blocked["url"]).status_code == 503
+
+    approved = local.rhone("deploy", "approve", deployment_id, "--json", cwd=app_dir)
+    assert approved.exit_code == 0, approved.stderr
+    document = approved.json()
+    assert_matches_schema(document, "deployment.schema.json")
+    assert document["state"] == "preview_ready" and document["approval"]["gates"] == ["db_impact"]
+    assert [a["state"] for a in document["allocations"]] == ["ready"]
+    assert edge_get(local, document["url"]).json()["deployment"] == deployment_id
+
+    again = local.rhone("deploy", "approve", deployment_id, "--json", cwd=app_dir)
+    assert again.exit_code == 5
+    assert again.json()["error"]["code"] == "not_blocked"
+    assert [d["id"] for d in deployments(local, app_dir)] == [deployment_id]
+    assert [a["state"] for a in allocation_rows(local, deployment_id)] == ["ready"]
+
+
+def vango_app(root: Path, manifest_build: str, schema_build: str) -> Path:
+    app_dir = hello_app(
+        root,
+        extra='\n[vango]\nstate_manifest = "gen/vango_state_manifest.json"\n'
+        'state_schema = "gen/vango_state_schema.json"\n',
+    )
+    (app_dir / "gen").mkdir()
+    (app_dir / "gen" / "vango_state_manifest.json").write_text(
+        json.dumps({"buildSchema": manifest_build, "primitives": []})
+    )
+    (app_dir / "gen" / "vango_state_schema.json").write_text(
+        json.dumps({"buildSchema": schema_build, "schemaHash": "sha256:0a1b2c3d4e5f", "persistedPrimitives": {}})
+    )
+    return app_dir
+
+
+def test_stale_vango_artifacts_fail_and_consistent_ones_pass(local, tmp_path):
+    app_dir = linked(local, vango_app(tmp_path, "build-41", "build-42"))
+    error = failed_deploy(local, app_dir, "stale_artifacts")
+    assert "'build-41' vs 'build-42'" in error["message"]
+    gates = {g["gate"]: g for g in error["details"]["evidence"]["gates"]}
+    assert gates["generated_artifacts"]["outcome"] == "fail"
+    assert gates["generated_artifacts"]["facts"]["manifest_build"] == "build-41"
+    deployment = assert_failed_without_allocation(local, app_dir, error)
+    assert deployment["artifact_digest"] is not None  # it built; the gate refused it
+
+    (app_dir / "gen" / "vango_state_schema.json").write_text(
+        json.dumps({"buildSchema": "build-41", "schemaHash": "sha256:0a1b2c3d4e5f", "persistedPrimitives": {}})
+    )
+    result = deploy(local, app_dir, "--json")
+    assert result.exit_code == 0, result.stdout
+    gates = {g["gate"]: g for g in result.json()["evidence"]["gates"]}
+    assert gates["generated_artifacts"]["outcome"] == "pass"
+    assert gates["generated_artifacts"]["facts"]["schema_hash"] == "sha256:0a1b2c3d4e5f"
+    assert result.json()["state"] == "preview_ready"
+
+
+def test_a_declared_provider_without_a_binding_blocks_and_cannot_be_approved(local, tmp_path):
+    app_dir = linked(local, hello_app(tmp_path, extra='\n[providers.db]\nkind = "postgres"\n'))
+    result = deploy(local, app_dir, "--json")
+    assert result.exit_code == 6, (result.stdout, result.stderr)
+    error = result.json()["error"]
+    assert error["code"] == "binding_missing" and "db" in error["message"]
+    # The server never lets a missing binding be approved away, so the hint must not suggest approving.
+    assert "rhone deploy approve" not in error["hint"] and "rhone env bind" in error["hint"]
+    deployment_id = error["details"]["deployment_id"]
+    gates = {g["gate"]: g for g in error["details"]["evidence"]["gates"]}
+    assert gates["providers_bound"]["outcome"] == "block" and gates["providers_bound"]["facts"]["missing"] == ["db"]
+
+    refused = local.rhone("deploy", "approve", deployment_id, "--json", cwd=app_dir)
+    assert refused.exit_code == 6
+    assert refused.json()["error"]["code"] == "binding_missing"
+    shown = local.json("deploy", "show", deployment_id)
+    assert shown["state"] == "blocked" and shown["approval"] is None and shown["allocations"] == []
+    assert local.json("op", "show", error["operation_id"])["state"] == "blocked"
+    assert len(deployments(local, app_dir)) == 1
+
+
+# -- prebuilt --------------------------------------------------------------------------------------------------------
+def test_prebuilt_deploys_the_output_directory_as_the_artifact(local, tmp_path):
+    # build.command would fail: --prebuilt must not run it.
+    app_dir = hello_app(tmp_path, command="exit 1", output="dist")
+    (app_dir / "dist").mkdir()
+    shutil.move(app_dir / "app.py", app_dir / "dist" / "app.py")
+    linked(local, app_dir)
+    manifest = local.json("artifact", "manifest", "--prebuilt", cwd=app_dir)
+    assert_matches_schema(manifest, "artifact-manifest.schema.json")
+    assert [f["path"] for f in manifest["manifest"]["files"]] == ["app.py"]
+    result = deploy(local, app_dir, "--prebuilt", "--json")
+    assert result.exit_code == 0, result.stdout
+    document = result.json()
+    assert_matches_schema(document, "deployment.schema.json")
+    assert document["state"] == "preview_ready" and document["prebuilt"] is True
+    assert document["artifact_digest"] == manifest["digest"] == document["source_digest"]
+    assert edge_get(local, document["url"]).json()["deployment"] == document["id"]
+    assert local.json("deploy", "logs", document["id"])["build"] == ""  # no build ran
+
+
+# -- bad input straight to the API -------------------------------------------------------------------------------------
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def manifest_digest(document: dict) -> str:
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return "sha256:" + sha(canonical)
+
+
+def test_bad_uploads_and_manifests_are_refused_and_create_nothing(local, tmp_path):
+    app_dir = linked(local, hello_app(tmp_path))
+    api = httpx.Client(base_url=local.api_url, headers={"Authorization": f"Bearer {local.owner_token()}"}, timeout=10)
+    path = "/v1/workspaces/local/projects/hello/apps/hello/deployments"
+    config = {
+        "project": {"name": "hello"},
+        "app": {"name": "hello"},
+        "build": {"command": None, "output": ".", "include": ["**"], "exclude": [], "timeout": 60},
+        "process": {"start": "python3 app.py", "health_path": "/healthz", "readiness_timeout": 10},
+    }
+
+    def missing(*digests: str) -> list[str]:
+        response = api.post("/v1/blobs/missing", json={"digests": list(digests)})
+        assert response.status_code == 200
+        return response.json()["missing"]
+
+    def refused(response: httpx.Response, status: int, code: str) -> dict:
+        assert response.status_code == status, response.text
+        assert response.json()["error"]["code"] == code, response.text
+        return response.json()["error"]
+
+    def entry(name: str, data: bytes) -> dict:
+        return {"path": name, "size": len(data), "mode": "644", "sha256": sha(data)}
+
+    def create(manifest: dict, digest: str | None = None) -> httpx.Response:
+        body = {"manifest": manifest, "manifest_digest": digest or manifest_digest(manifest), "config": config}
+        return api.post(path, json=body, headers={"Idempotency-Key": f"bad-{time.monotonic_ns()}"})
+
+    with api:
+        # A blob whose content is not its digest: refused, and not stored.
+        claimed, actual = b"print('the real thing')\n", b"print('something else')\n"
+        digest = "sha256:" + sha(claimed)
+        error = refused(api.put(f"/v1/blobs/{digest}", content=actual), 409, "digest_mismatch")
+        assert error["details"]["actual"] == "sha256:" + sha(actual)
+        assert missing(digest) == [digest]
+        assert missing("sha256:" + sha(actual)) == ["sha256:" + sha(actual)]
+
+        uploaded = b"print('uploaded')\n"
+        stored = api.put(f"/v1/blobs/sha256:{sha(uploaded)}", content=uploaded)
+        assert stored.status_code == 201 and missing("sha256:" + sha(uploaded)) == []
+
+        # A manifest naming a blob that was never uploaded.
+        never = b"never uploaded\n"
+        manifest = {"version": 1, "files": [entry("app.py", uploaded), entry("data.txt", never)]}
+        error = refused(create(manifest), 409, "blobs_missing")
+        assert error["details"]["missing"] == ["sha256:" + sha(never)]
+
+        # Manifests that are not normalized, sorted and unique.
+        for files in (
+            [entry("../escape.py", uploaded)],
+            [entry("lib/../../escape.py", uploaded)],
+            [entry("/etc/passwd", uploaded)],
+            [entry("app.py", uploaded), entry("app.py", uploaded)],
+            [entry("b.py", uploaded), entry("a.py", uploaded)],
+        ):
+            refused(create({"version": 1, "files": files}), 422, "invalid_manifest")
+
+        # A declared manifest digest that is not the manifest's.
+        good = {"version": 1, "files": [entry("app.py", uploaded)]}
+        wrong = "sha256:" + sha(b"not this manifest")
+        error = refused(create(good, wrong), 409, "digest_mismatch")
+        assert error["details"]["actual"] == manifest_digest(good)
+
+    assert deployments(local, app_dir) == []
+    assert not [op for op in local.json("op", "ls") if op["kind"] == "deploy"]
+    assert not [a for a in local.json("workspace", "audit") if a["action"] == "deployment.create"]
+
+
+def test_the_same_deployment_posted_twice_with_one_key_is_one_operation(local, tmp_path):
+    app_dir = linked(local, hello_app(tmp_path))
+    manifest = local.json("artifact", "manifest", cwd=app_dir)
+    # Upload the blobs the way the CLI does.
+    with httpx.Client(
+        base_url=local.api_url, headers={"Authorization": f"Bearer {local.owner_token()}"}, timeout=10
+    ) as api:
+        for f in manifest["manifest"]["files"]:
+            stored = api.put(f"/v1/blobs/sha256:{f['sha256']}", content=(app_dir / f["path"]).read_bytes())
+            assert stored.status_code in (200, 201)
+        config = local.json("config", "show", cwd=app_dir)["config"]
+        body = {
+            "environment": "preview",
+            "manifest": manifest["manifest"],
+            "manifest_digest": manifest["digest"],
+            "config": config,
+        }
+        path = "/v1/workspaces/local/projects/hello/apps/hello/deployments"
+        headers = {"Idempotency-Key": "deploy-lost-response-1"}
+        first = api.post(path, json=body, headers=headers)
+        assert first.status_code == 202, first.text
+        replay = api.post(path, json=body, headers=headers)  # the response to the first was "lost"
+        assert replay.status_code == 202, replay.text
+        assert replay.headers.get("idempotent-replayed") == "true"
+        assert replay.json()["id"] == first.json()["id"]
+        assert replay.json()["target_id"] == first.json()["target_id"]
+    waited = local.rhone("op", "wait", first.json()["id"], "--json", cwd=app_dir)
+    assert waited.exit_code == 0, waited.stdout
+    assert waited.json()["state"] == "preview_ready"
+    [deployment] = deployments(local, app_dir)
+    assert deployment["id"] == first.json()["target_id"] and deployment["state"] == "preview_ready"
+    assert len([op for op in local.json("op", "ls") if op["kind"] == "deploy"]) == 1
+    assert len(allocation_rows(local, deployment["id"])) == 1
+
+
+# -- interrupting the wait ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupting_the_wait_exits_130_and_the_operation_continues(local_env, tmp_path, signum):
+    # Link at full speed, then restart slowed down (1 s before every stage) so the deploy is caught waiting.
+    assert local_env.up().exit_code == 0
+    app_dir = linked(local_env, hello_app(tmp_path))
+    assert local_env.rhone("local", "down").exit_code == 0
+    assert local_env.up(environ={"RHONE_LOCAL_STAGE_DELAY": "1"}).exit_code == 0
+
+    child = subprocess.Popen(
+        [str(RHONE_BIN), "deploy"],
+        cwd=app_dir,
+        env=local_env.environ,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in child.stderr], daemon=True)
+    reader.start()
+    seen, op_id = [], None
+    try:
+        deadline = time.monotonic() + 30
+        while op_id is None and time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                assert child.poll() is None, "".join(seen)
+                continue
+            seen.append(line)
+            if line.startswith("operation op_"):
+                op_id = line.split()[1]
+        assert op_id is not None, "".join(seen)
+        time.sleep(0.3)  # into the wait (the first stage is a second away)
+        child.send_signal(signum)
+        stdout = child.stdout.read()
+        exit_code = child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    reader.join(5)
+    while not lines.empty():
+        seen.append(lines.get())
+    stderr = "".join(seen)
+    assert exit_code == 130, stderr
+    assert stdout == ""
+    assert f"rhone op wait {op_id}" in stderr.split("error:", 1)[1]  # named again after the interruption
+    assert "continues on the server" in stderr
+
+    waited = local_env.rhone("op", "wait", op_id, "--wait-timeout", "40", "--json", cwd=app_dir)
+    assert waited.exit_code == 0, waited.stdout
+    op = waited.json()
+    assert op["state"] == "preview_ready"
+    [deployment] = deployments(local_env, app_dir)
+    assert deployment["id"] == op["target_id"] and deployment["state"] == "preview_ready"
+    assert edge_get(local_env, deployment["url"]).json()["deployment"] == deployment["id"]
