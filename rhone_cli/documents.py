@@ -191,6 +191,20 @@ class ManifestDocument(_Doc):
     manifest: ArtifactManifest
 
 
+class RouteMove(_Doc):
+    """`rhone promote --json`, `rhone rollback --json` (waited): what the operation did to the route."""
+
+    route_key: str
+    environment: str
+    epoch: int = Field(description="The route's new epoch (strictly increasing per route key).")
+    deployment_id: str
+    artifact_digest: str
+    previous_owner: str | None
+    url: str | None
+    operation_id: str
+    state: Literal["healthy", "rolled_back"]
+
+
 # file name in schemas/ -> model
 DOCUMENTS: dict[str, type[BaseModel]] = {
     "error.schema.json": ErrorDocument,
@@ -226,4 +240,7 @@ API_DOCUMENTS: dict[str, tuple[str, bool]] = {
     "deployment.schema.json": ("Deployment", False),
     "deployment-list.schema.json": ("Deployment", True),
     "deployment-logs.schema.json": ("DeploymentLogs", False),
+    "route.schema.json": ("RouteOwner", False),
+    "route-list.schema.json": ("RouteOwner", True),
+    "route-history.schema.json": ("RouteEventView", True),
 }

@@ -113,6 +113,27 @@ STATUS_EXIT_CODES: dict[int, tuple[int, str]] = {
 }
 
 
+# Error codes whose exit code does not depend on the HTTP status (or on the fact that an operation failed):
+# a gate that needs a person or a binding is 6, a lost compare-and-swap or a digest that does not match is 5.
+CODE_EXIT_CODES: dict[str, int] = {
+    **dict.fromkeys(
+        (
+            "approval_required",
+            "environment_frozen",
+            "binding_missing",
+            "scale_gate_failed",
+            "gate_blocked",
+            "cold_deploy_needs_approval",
+            "migration_needs_approval",
+            "rollback_unsafe_db",
+            "ack_cold_required",
+        ),
+        ExitCode.BLOCKED,
+    ),
+    **dict.fromkeys(("route_epoch_conflict", "digest_mismatch", "idempotency_key_reused"), ExitCode.CONFLICT),
+}
+
+
 def exit_code_for_status(status: int) -> tuple[int, str]:
     if status in STATUS_EXIT_CODES:
         return STATUS_EXIT_CODES[status]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rhone_cli import __version__
-from rhone_cli.errors import ExitCode, RhoneError, exit_code_for_status
+from rhone_cli.errors import CODE_EXIT_CODES, ExitCode, RhoneError, exit_code_for_status
 
 # httpx's package imports its own command-line tool (httpx._main) whenever click is installed, which drags in click,
 # rich.console, rich.progress and pygments (~30 ms on every command). rhone never uses that tool: an empty stand-in
@@ -33,9 +33,6 @@ import httpx  # noqa: E402 - must follow the stand-in above
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # Error codes that mean "a gate said no", whatever status the server chose for them.
-BLOCKED_CODES = frozenset(
-    {"approval_required", "environment_frozen", "binding_missing", "scale_gate_failed", "gate_blocked"}
-)
 MAX_RETRY_AFTER_SECONDS = 60.0
 USER_AGENT = f"rhone/{__version__}"
 
@@ -223,8 +220,7 @@ class ApiClient:
         if not isinstance(payload, dict):
             payload = {}
         code = str(payload.get("code") or fallback_code)
-        if code in BLOCKED_CODES:
-            exit_code = ExitCode.BLOCKED
+        exit_code = CODE_EXIT_CODES.get(code, exit_code)
         message = payload.get("message") or f"{method} {url} failed with HTTP {response.status_code}"
         details = payload.get("details") if isinstance(payload.get("details"), dict) else None
         return RhoneError(

@@ -1,17 +1,23 @@
 """The edge: one HTTP listener that routes by Host header to allocations.
 
-`dep-<id>.<suffix>` reaches that deployment's own ready allocation (the id's `_` becomes `-`, since hostnames have
-no underscores). An unknown host is 404; a known deployment without a ready allocation is 503 — the edge never
-falls back to another deployment. Requests and responses are streamed; hop-by-hop headers are dropped.
+- `dep-<id>.<suffix>` reaches that deployment's own ready allocation (the id's `_` becomes `-`: hostnames have
+  no underscores);
+- `<app>--<env>.<suffix>` reaches the route owner's ready allocation in that environment. Ownership comes from the
+  edge's own route table (`domain/routing.py`): a verified snapshot, then the store's route events applied by
+  sequence and epoch; a gap fails closed until a fresh snapshot. Allocation health never picks the owner.
+An unknown host is 404; a known route or deployment without a ready allocation is 503 — the edge never falls back
+to another deployment. Request bodies are read whole; responses stream; hop-by-hop headers are dropped.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import httpx
 
+from rhone_local.domain.routing import Owner, RouteEvent, RouteTable
 from rhone_local.store import Store
 
 log = logging.getLogger("rhone_local.edge")
@@ -32,11 +38,53 @@ HOP_BY_HOP = frozenset(
 )
 
 
+SYNC_INTERVAL_SECONDS = 0.02
+
+
 class Edge:
     def __init__(self, store: Store, suffix: str = "localhost") -> None:
         self.store = store
         self.suffix = suffix
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False)
+        self.table = RouteTable()
+        self._stop = threading.Event()
+        self._sync_thread: threading.Thread | None = None
+
+    # -- route ownership ---------------------------------------------------------------------------------------
+    def load_snapshot(self) -> None:
+        seq, owners, expected = self.store.route_snapshot()
+        mapping = {o["route_key"]: Owner(o["deployment_id"], o["artifact_digest"], o["epoch"]) for o in owners}
+        self.table.load_snapshot(seq, mapping, expected)
+
+    def sync_once(self) -> None:
+        """Bring the route table up to date: contiguous events, or a fresh snapshot after a gap."""
+        if not self.table.serving:
+            self.load_snapshot()
+        for row in self.store.route_events_after(self.table.seq or 0):
+            event = RouteEvent(row["seq"], row["route_key"], row["epoch"], row["deployment_id"], row["artifact_digest"])
+            if self.table.apply(event) == "gap":
+                self.load_snapshot()
+                break
+
+    def start_sync(self) -> None:
+        def loop() -> None:
+            try:
+                while not self._stop.wait(SYNC_INTERVAL_SECONDS):
+                    try:
+                        self.sync_once()
+                    except Exception:
+                        log.exception("route table sync failed; retrying")
+            finally:
+                self.store.close()
+
+        self.sync_once()
+        self._sync_thread = threading.Thread(target=loop, name="edge-routes", daemon=True)
+        self._sync_thread.start()
+
+    def stop_sync(self) -> None:
+        self._stop.set()
+        if self._sync_thread is not None:
+            self._sync_thread.join(2)
 
     def route(self, host: str) -> tuple[int, str | int]:
         """(status, upstream port or reason) for a Host header."""
@@ -44,6 +92,22 @@ class Edge:
         if not name.endswith("." + self.suffix):
             return 404, f"{name} is not under .{self.suffix}"
         label = name[: -len(self.suffix) - 1]
+        if "--" in label and "." not in label:
+            _, _, environment = label.partition("--")
+            if not self.table.serving:
+                return 503, "route table rebuilding after a gap (failing closed)"
+            owner = self.table.owner(label)
+            if owner is None:
+                return 404, f"no route {label}"
+            alloc = self.store.one(
+                "SELECT a.port FROM allocations a JOIN environments e ON e.id = a.environment_id "
+                "WHERE a.deployment_id = ? AND e.name = ? AND a.state = 'ready' ORDER BY a.id DESC LIMIT 1",
+                owner.deployment_id,
+                environment,
+            )
+            if alloc is None:
+                return 503, f"route {label} (epoch {owner.epoch}, {owner.deployment_id}) has no ready allocation"
+            return 200, alloc["port"]
         if label.startswith("dep-") and "." not in label:
             deployment_id = "dep_" + label[4:]
             deployment = self.store.one("SELECT id FROM deployments WHERE id = ?", deployment_id)

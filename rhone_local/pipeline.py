@@ -371,8 +371,24 @@ class DeployPipeline:
             "  AND x.state = 'preview_ready')"
         )
         restarted = []
+        # Route owners come back too: each owned environment gets its owner's allocation again.
+        for owner in self.store.all("SELECT * FROM route_owners"):
+            deployment = self.store.deployment(owner["deployment_id"])
+            environment = self.store.one("SELECT * FROM environments WHERE id = ?", owner["environment_id"])
+            live = [
+                a
+                for a in self.runner.allocations_of(deployment["id"])
+                if a["state"] == "ready" and a["environment_id"] == environment["id"]
+            ]
+            if not live:
+                self.runner.ensure_running(deployment, environment, token=self.runtime_token(deployment))
+                restarted.append(f"{owner['route_key']}@{deployment['id']}")
         for deployment in newest:
-            live = [a for a in self.runner.allocations_of(deployment["id"]) if a["state"] == "ready"]
+            live = [
+                a
+                for a in self.runner.allocations_of(deployment["id"])
+                if a["state"] == "ready" and a["environment_id"] == deployment["environment_id"]
+            ]
             if live:
                 continue
             environment = self.store.one("SELECT * FROM environments WHERE id = ?", deployment["environment_id"])

@@ -109,7 +109,7 @@ class Runner:
         """Return the deployment's ready allocation, starting one if needed. Never leaves two live ones."""
         with self._lock:
             for alloc in self.allocations_of(deployment["id"]):
-                if alloc["state"] not in LIVE_STATES:
+                if alloc["state"] not in LIVE_STATES or alloc["environment_id"] != environment["id"]:
                     continue
                 if alloc["state"] == "ready" and process_alive(alloc["pid"]):
                     return alloc
@@ -232,16 +232,28 @@ class Runner:
         self._move(draining, "stopped", health={"stopped_because": reason, "at": now_iso()})
 
     def stop_superseded(self, deployment: dict[str, Any]) -> None:
-        """Older deployments of the same app and environment stop serving once a newer one is ready."""
+        """Older deployments' previews in the same environment stop once a newer one is ready (their allocations in
+        other environments — production — belong to route ownership and are not touched)."""
         older = self.store.all(
             "SELECT a.* FROM allocations a JOIN deployments d ON d.id = a.deployment_id "
-            "WHERE d.app_id = ? AND d.environment_id = ? AND d.id < ? AND a.state IN ('ready', 'starting')",
+            "WHERE d.app_id = ? AND a.environment_id = ? AND d.id < ? AND a.state IN ('ready', 'starting')",
             deployment["app_id"],
             deployment["environment_id"],
             deployment["id"],
         )
         for alloc in older:
             self.stop(alloc, f"superseded by {deployment['id']}")
+
+    def stop_environment(self, deployment_id: str, environment_id: str, reason: str) -> int:
+        """Drain and stop a deployment's allocations in one environment (the previous route owner's, after a move)."""
+        allocs = [
+            a
+            for a in self.allocations_of(deployment_id)
+            if a["environment_id"] == environment_id and a["state"] in LIVE_STATES
+        ]
+        for alloc in allocs:
+            self.stop(alloc, reason)
+        return len(allocs)
 
     def stop_all(self, reason: str) -> None:
         for alloc in self.store.all(

@@ -28,6 +28,7 @@ from rhone_local.domain.access import hash_token
 from rhone_local.edge import Edge
 from rhone_local.notify import ChangeNotifier
 from rhone_local.pipeline import build_pipeline
+from rhone_local.promotion import Promotions
 from rhone_local.store import Store
 from rhone_local.workers import Workers
 
@@ -74,17 +75,18 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     adopted = pipeline.runner.reconcile()
     if adopted:
         log.info("adopted %d running allocation(s) that survived the previous server", len(adopted))
-    workers = Workers(store, notifier, pipeline=pipeline)
+    edge = Edge(store) if edge_port else None
+    if edge is not None:
+        edge.start_sync()
+    workers = Workers(store, notifier, pipeline=pipeline, promotions=Promotions(store, pipeline, edge))
     app = create_app(store, notifier, pipeline=pipeline)
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     )
     edge_server = None
-    if edge_port:
+    if edge is not None:
         edge_server = uvicorn.Server(
-            uvicorn.Config(
-                Edge(store), host=host, port=edge_port, log_level="warning", access_log=False, lifespan="off"
-            )
+            uvicorn.Config(edge, host=host, port=edge_port, log_level="warning", access_log=False, lifespan="off")
         )
         # The edge runs in its own thread and event loop; uvicorn installs signal handlers only in the main thread.
         threading.Thread(target=edge_server.run, name="edge", daemon=True).start()
@@ -111,6 +113,7 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     finally:
         if edge_server is not None:
             edge_server.should_exit = True
+            edge.stop_sync()
         workers.stop()
         pipeline.runner.stop_all("Rhone Local stopped")
         state_file.unlink(missing_ok=True)

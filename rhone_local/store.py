@@ -25,6 +25,7 @@ from typing import Any
 
 from rhone_local.domain.access import Principal
 from rhone_local.domain.ids import new_id
+from rhone_local.domain.operations import MACHINES
 
 JSON_COLUMNS = frozenset(
     {
@@ -42,7 +43,7 @@ JSON_COLUMNS = frozenset(
         "health",
     }
 )
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def now_iso() -> str:
@@ -207,7 +208,16 @@ class Store:
 
     def page(self, table: str, where: str, args: tuple, *, limit: int, cursor: str | None) -> list[dict[str, Any]]:
         """Rows of `table` matching `where`, ordered by id (ids are time-ordered), after `cursor`."""
-        assert table in {"projects", "apps", "environments", "operations", "audit", "tokens", "deployments"}
+        assert table in {
+            "projects",
+            "apps",
+            "environments",
+            "operations",
+            "audit",
+            "tokens",
+            "deployments",
+            "route_events",
+        }
         sql = f"SELECT * FROM {table} WHERE {where}"
         if cursor:
             sql += " AND id > ?"
@@ -298,16 +308,17 @@ class Store:
         idempotency_key: str | None,
     ) -> dict[str, Any]:
         ts = now_iso()
+        first = MACHINES[kind].happy_path[0]  # queued, or requested for promotions
         op = {
             "id": new_id("operation"),
             "workspace_id": workspace_id,
             "kind": kind,
-            "state": "queued",
+            "state": first,
             "version": 1,
             "target_kind": target_kind,
             "target_id": target_id,
             "params": params,
-            "stages": [{"state": "queued", "entered_at": ts, "evidence": {}, "error": None}],
+            "stages": [{"state": first, "entered_at": ts, "evidence": {}, "error": None}],
             "error": None,
             "actor_kind": principal.kind,
             "actor_id": principal.id,
@@ -413,6 +424,78 @@ class Store:
             "UPDATE operations SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
             (op_id, worker),
         )
+
+    # -- route ownership ------------------------------------------------------------------------------------------
+    def route_owner(self, app_id: str, environment_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM route_owners WHERE app_id = ? AND environment_id = ?", app_id, environment_id)
+
+    def move_route(
+        self,
+        c: sqlite3.Connection,
+        *,
+        app_id: str,
+        environment_id: str,
+        route_key: str,
+        expect_epoch: int,
+        deployment_id: str,
+        artifact_digest: str,
+        operation_id: str,
+        kind: str,
+    ) -> dict[str, Any] | None:
+        """Compare-and-swap the route owner from `expect_epoch` to the next epoch, and append its event, in the
+        caller's transaction. Returns the event, or None when the epoch moved (nothing is written)."""
+        ts = now_iso()
+        current = self.route_owner(app_id, environment_id)
+        if expect_epoch == 0:
+            if current is not None:
+                return None
+            c.execute(
+                "INSERT INTO route_owners VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
+                (app_id, environment_id, route_key, deployment_id, artifact_digest, operation_id, ts),
+            )
+        else:
+            moved = c.execute(
+                "UPDATE route_owners SET deployment_id = ?, artifact_digest = ?, epoch = epoch + 1, "
+                "operation_id = ?, updated_at = ? WHERE app_id = ? AND environment_id = ? AND epoch = ?",
+                (deployment_id, artifact_digest, operation_id, ts, app_id, environment_id, expect_epoch),
+            ).rowcount
+            if moved != 1:
+                return None
+        row = c.execute(
+            "INSERT INTO route_events (route_key, app_id, environment_id, epoch, deployment_id, artifact_digest, "
+            "previous_deployment_id, operation_id, kind, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "RETURNING *",
+            (
+                route_key,
+                app_id,
+                environment_id,
+                expect_epoch + 1,
+                deployment_id,
+                artifact_digest,
+                current["deployment_id"] if current else None,
+                operation_id,
+                kind,
+                ts,
+            ),
+        ).fetchone()
+        return _row(row)
+
+    def route_snapshot(self) -> tuple[int, list[dict[str, Any]], str]:
+        """Every route owner, the sequence number they reflect (read in one transaction), and their checksum."""
+        from rhone_local.domain.routing import Owner, checksum
+
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM route_events").fetchone()[0]
+            owners = [_row(r) for r in conn.execute("SELECT * FROM route_owners").fetchall()]
+        finally:
+            conn.execute("COMMIT")
+        mapping = {o["route_key"]: Owner(o["deployment_id"], o["artifact_digest"], o["epoch"]) for o in owners}
+        return seq, owners, checksum(seq, mapping)  # type: ignore[return-value]
+
+    def route_events_after(self, seq: int, limit: int = 500) -> list[dict[str, Any]]:
+        return self.all("SELECT * FROM route_events WHERE seq > ? ORDER BY seq LIMIT ?", seq, limit)
 
     # -- idempotency ------------------------------------------------------------------------------------------------
     def idempotent_response(self, c: sqlite3.Connection, principal_id: str, key: str) -> dict[str, Any] | None:

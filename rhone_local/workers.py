@@ -42,10 +42,12 @@ class Workers:
         lease_seconds: float = 10.0,
         stage_delay: float | None = None,
         pipeline: Any = None,
+        promotions: Any = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
         self.pipeline = pipeline  # the deploy pipeline's stage effects (None: tenancy operations only)
+        self.promotions = promotions  # promotion and rollback stage effects
         self.count = count
         self.lease_seconds = lease_seconds
         # A test knob: slow every stage down so crash tests can catch operations mid-flight.
@@ -134,6 +136,8 @@ class Workers:
         """Perform the current stage's effect and record the next state."""
         if op["kind"] == "deploy":
             return self._deploy_step(op, worker)
+        if op["kind"] in ("promote", "rollback"):
+            return self._promotion_step(op, worker)
         machine = MACHINES[op["kind"]]
         state = op["state"]
         try:
@@ -158,6 +162,43 @@ class Workers:
             error = {"code": "name_taken", "message": f"the name {op['params'].get('name')!r} is already taken"}
             return self._record(op, "failed", worker, error=error)
         raise RuntimeError(f"no stage handler for {op['kind']} in state {state}")
+
+    def _promotion_step(self, op: dict[str, Any], worker: str) -> dict[str, Any]:
+        from rhone_local.pipeline import StageFailed
+
+        try:
+            if op["state"] == "requested":
+                return self._record(op, "policy_check", worker)
+            if op["state"] == "policy_check":
+                return self._record(op, "route_cas", worker, evidence=self.promotions.policy_check(op))
+            if op["state"] == "route_cas":
+                # The compare-and-swap, its event and the operation's next state commit together: a crash leaves
+                # the route either unmoved (the stage runs again) or moved and recorded — never moved and unknown.
+                with self.store.write() as c:
+                    evidence = self.promotions.route_cas(op, c)
+                    updated = self.store.advance_operation(
+                        op,
+                        "edge_propagating",
+                        evidence=evidence,
+                        worker=worker,
+                        lease_seconds=self.lease_seconds,
+                        conn=c,
+                    )
+                    if updated is None:
+                        raise StaleWrite  # rolls the route move back with the transaction
+                return updated
+            if op["state"] == "edge_propagating":
+                final = "rolled_back" if op["kind"] == "rollback" else "healthy"
+                return self._record(op, final, worker, evidence=self.promotions.propagate(op))
+        except StageFailed as failure:
+            return self._record(
+                op,
+                "failed",
+                worker,
+                evidence=failure.evidence,
+                error={"code": failure.code, "message": failure.message},
+            )
+        raise RuntimeError(f"{op['kind']} has no stage {op['state']!r}")
 
     def _deploy_step(self, op: dict[str, Any], worker: str) -> dict[str, Any]:
         deployment = self.store.deployment(op["target_id"])

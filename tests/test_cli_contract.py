@@ -17,16 +17,10 @@ OTHERS = ["login", "logout", "whoami", "init", "completion", "help"]
 NOT_YET = [
     ["app", "scale", "--instances", "3"],
     ["app", "allocations"],
-    ["env", "freeze", "production"],
-    ["env", "unfreeze", "production"],
     ["env", "bind", "db"],
     ["env", "unbind", "db"],
     ["env", "bindings"],
     ["env", "services"],
-    ["promote", "dep_1", "--env", "production"],
-    ["route", "ls"],
-    ["route", "show", "web--production"],
-    ["route", "history", "x"],
 ]
 
 

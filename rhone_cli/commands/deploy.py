@@ -39,12 +39,20 @@ def deploy(
     prebuilt: Annotated[
         bool, typer.Option("--prebuilt", help="Upload build.output as the artifact; skip the remote build.")
     ] = False,
+    promote: Annotated[
+        bool, typer.Option("--promote", help="Then promote it to production (the one-shot path).")
+    ] = False,
     no_wait: t.NoWaitOpt = False,
     wait_timeout: t.WaitTimeoutOpt = None,
 ) -> None:
-    """Deploy: manifest, upload missing blobs, create the deployment, wait for preview_ready (or blocked/failed)."""
+    """Deploy: manifest, upload missing blobs, create the deployment, wait for preview_ready (or blocked/failed);
+    with --promote, then promote the validated artifact to production."""
     if ctx.invoked_subcommand is not None:
         return
+    if no_wait and promote:
+        from rhone_cli.errors import usage_error
+
+        raise usage_error("--promote waits for the deployment; it cannot be combined with --no-wait")
     from rhone_cli.services import deploy as service
 
     inv = invocation(ctx)
@@ -52,7 +60,30 @@ def deploy(
     if no_wait:
         inv.out.result(doc["operation"], t.created_or_operation(doc["operation"], "deployment"))
         return
-    inv.out.result({k: v for k, v in doc.items() if k != "upload"}, _render(doc))
+    result = {k: v for k, v in doc.items() if k != "upload"}
+    if promote:
+        from rhone_cli.commands.promote import render_route
+        from rhone_cli.services import routes
+
+        route = routes.promote(
+            inv,
+            doc["id"],
+            environment="production",
+            expect_digest=doc["artifact_digest"],
+            expect_epoch=None,
+            approve=False,
+            no_wait=False,
+            timeout=wait_timeout,
+        )
+        result["promotion"] = route
+
+        def human(out: Output) -> None:
+            _render(doc)(out)
+            render_route(route)(out)
+
+        inv.out.result(result, human)
+        return
+    inv.out.result(result, _render(doc))
 
 
 @app.command("ls")

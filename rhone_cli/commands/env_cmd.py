@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from rhone_cli.commands import _tenancy as t
-from rhone_cli.commands._common import PROMOTION, TOPOLOGY, group, invocation, placeholder
+from rhone_cli.commands._common import TOPOLOGY, group, invocation, placeholder
 
 app = group("env", "Environments: preview, production and more, with their policy and bindings.")
 COLUMNS = (["id", "name", "approval", "frozen"], ["id", "name", "approval_required", "frozen"])
@@ -74,8 +74,40 @@ def show(
     inv.out.result(doc, t.fields(doc, ["id", "name", "app_id", "approval_required", "frozen", "created_at"]))
 
 
-placeholder(app, "freeze", "Freeze an environment: promotions are refused.", PROMOTION)
-placeholder(app, "unfreeze", "Unfreeze an environment.", PROMOTION)
+def _set_frozen(ctx: typer.Context, name: str, app_name, project, workspace, frozen: bool) -> None:
+    from rhone_cli.services import tenancy
+
+    inv = invocation(ctx)
+    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
+    verb = "freeze" if frozen else "unfreeze"
+    doc = inv.client().post(f"{target.app_path}/environments/{name}/{verb}", {}).data
+    inv.out.result(doc, lambda out: out.line(f"{doc['name']} is {'frozen' if doc['frozen'] else 'not frozen'}"))
+
+
+@app.command("freeze")
+def freeze(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Environment name.")],
+    app_name: t.AppOpt = None,
+    project: t.ProjectOpt = None,
+    workspace: t.WorkspaceOpt = None,
+) -> None:
+    """Freeze an environment: promotions to it are refused (exit 6) until it is unfrozen (audited)."""
+    _set_frozen(ctx, name, app_name, project, workspace, True)
+
+
+@app.command("unfreeze")
+def unfreeze(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Environment name.")],
+    app_name: t.AppOpt = None,
+    project: t.ProjectOpt = None,
+    workspace: t.WorkspaceOpt = None,
+) -> None:
+    """Unfreeze an environment (owners and admins; audited)."""
+    _set_frozen(ctx, name, app_name, project, workspace, False)
+
+
 placeholder(app, "bind", "Bind a provider to an environment (an operation).", TOPOLOGY)
 placeholder(app, "unbind", "Remove a provider binding (an operation).", TOPOLOGY)
 placeholder(app, "bindings", "List an environment's provider bindings.", TOPOLOGY)

@@ -1,19 +1,99 @@
-"""`rhone promote`: move an environment's route to a validated deployment's exact artifact."""
+"""`rhone promote` and `rhone rollback`: move an environment's route by compare-and-swap on its epoch."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from rhone_cli.commands._common import PASSTHROUGH, PROMOTION
-from rhone_cli.errors import not_implemented
+from rhone_cli.commands import _tenancy as t
+from rhone_cli.commands._common import invocation
+from rhone_cli.output import Output
+
+
+def render_route(doc: dict):
+    def human(out: Output) -> None:
+        if "route_key" not in doc:  # --no-wait: the operation
+            out.line(f"{doc['id']}  {doc['kind']}  {doc['state']}")
+            return
+        label = "Production" if doc["environment"] == "production" else doc["environment"].capitalize()
+        out.line(f"{label}: {doc['url']}")
+        out.line(f"  {'route:':<10}{doc['route_key']} epoch {doc['epoch']} → {doc['deployment_id']}")
+        out.line(f"  {'artifact:':<10}{doc['artifact_digest']}")
+        if doc.get("previous_owner"):
+            out.line(f"  {'previous:':<10}{doc['previous_owner']} (drained)")
+
+    return human
 
 
 def register(root: typer.Typer) -> None:
-    @root.command(
-        "promote",
-        help="Promote a deployment's validated artifact to an environment (compare-and-swap on the route epoch)."
-        f"\n\n(Not available yet: arrives with {PROMOTION}.)",
-        context_settings=PASSTHROUGH,
-    )
-    def promote(ctx: typer.Context) -> None:
-        raise not_implemented("promote", PROMOTION)
+    @root.command("promote")
+    def promote(
+        ctx: typer.Context,
+        deployment_id: Annotated[
+            str, typer.Argument(help="The preview_ready deployment to promote.", metavar="DEPLOYMENT_ID")
+        ],
+        env: Annotated[str, typer.Option("--env", help="Target environment.", metavar="ENV")] = "production",
+        expect_digest: Annotated[
+            str | None, typer.Option("--expect-digest", help="Refuse unless the artifact is exactly this digest.")
+        ] = None,
+        expect_epoch: Annotated[
+            int | None, typer.Option("--expect-epoch", help="Refuse unless the route is still at this epoch.", min=0)
+        ] = None,
+        approve: Annotated[bool, typer.Option("--approve", help="Approve it too (owners and admins).")] = False,
+        no_wait: t.NoWaitOpt = False,
+        wait_timeout: t.WaitTimeoutOpt = None,
+    ) -> None:
+        """Promote a deployment's validated artifact (never rebuilt) to an environment: exit 5 if the route moved,
+        6 if frozen or unapproved."""
+        from rhone_cli.services import routes
+
+        inv = invocation(ctx)
+        doc = routes.promote(
+            inv,
+            deployment_id,
+            environment=env,
+            expect_digest=expect_digest,
+            expect_epoch=expect_epoch,
+            approve=approve,
+            no_wait=no_wait,
+            timeout=wait_timeout,
+        )
+        inv.out.result(doc, render_route(doc))
+
+    @root.command("rollback")
+    def rollback(
+        ctx: typer.Context,
+        env: Annotated[str, typer.Option("--env", help="Environment to roll back.", metavar="ENV")] = "production",
+        to: Annotated[
+            str | None, typer.Option("--to", help="Deployment to return to (default: the previous owner).")
+        ] = None,
+        allow_unsafe_db: Annotated[
+            bool, typer.Option("--allow-unsafe-db", help="Roll back past migrations the current artifact added.")
+        ] = False,
+        expect_epoch: Annotated[
+            int | None, typer.Option("--expect-epoch", help="Refuse unless the route is still at this epoch.", min=0)
+        ] = None,
+        app_name: t.AppOpt = None,
+        project: t.ProjectOpt = None,
+        workspace: t.WorkspaceOpt = None,
+        no_wait: t.NoWaitOpt = False,
+        wait_timeout: t.WaitTimeoutOpt = None,
+    ) -> None:
+        """Move the route back to a previous deployment's artifact (never rebuilt); refused (exit 6) when that would
+        cross database migrations, unless --allow-unsafe-db."""
+        from rhone_cli.services import routes, tenancy
+
+        inv = invocation(ctx)
+        target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
+        doc = routes.rollback(
+            inv,
+            target,
+            env,
+            to=to,
+            allow_unsafe_db=allow_unsafe_db,
+            expect_epoch=expect_epoch,
+            no_wait=no_wait,
+            timeout=wait_timeout,
+        )
+        inv.out.result(doc, render_route(doc))

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from rhone_cli.errors import ExitCode, RhoneError
+from rhone_cli.errors import CODE_EXIT_CODES, ExitCode, RhoneError
 from rhone_cli.invocation import Invocation
 
 LONG_POLL_SECONDS = 25.0
@@ -131,7 +131,7 @@ def _wait(inv: Invocation, op: dict[str, Any], *, timeout: float | None) -> dict
 
 def verdict(op: dict[str, Any]) -> RhoneError | None:
     """None for success; otherwise the error that carries the exit code of the terminal state."""
-    if op["state"] in SUCCESS_STATES:
+    if op["state"] in SUCCESS_STATES or (op["kind"] == "rollback" and op["state"] == "rolled_back"):
         return None
     error = op.get("error") or {}
     if op["state"] in BLOCKED_STATES:
@@ -145,7 +145,7 @@ def verdict(op: dict[str, Any]) -> RhoneError | None:
     return RhoneError(
         f"operation {op['id']} ({op['kind']}) {op['state']}: {error.get('message') or 'no reason recorded'}",
         code=error.get("code") or "operation_failed",
-        exit_code=ExitCode.FAILED,
+        exit_code=CODE_EXIT_CODES.get(error.get("code", ""), ExitCode.FAILED),
         operation_id=op["id"],
         request_id=op.get("request_id"),
         hint=f"details: `rhone op show {op['id']}`",

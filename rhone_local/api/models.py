@@ -317,3 +317,41 @@ class Deployment(_Model):
 class DeploymentLogs(_Model):
     build: str
     allocations: dict[str, str]
+
+
+class PromoteRequest(_Model):
+    environment: str = Field("production", min_length=1, max_length=40, pattern=NAME_PATTERN)
+    expect_digest: Digest | None = Field(None, description="Default: the deployment's validated artifact digest.")
+    expect_epoch: int | None = Field(None, ge=0, description="Default: the route's epoch when the request arrives.")
+    approve: bool = Field(False, description="Record an owner's or admin's approval with the request.")
+
+
+class RollbackRequest(_Model):
+    to_deployment: str | None = Field(None, max_length=64, description="Default: the previous route owner.")
+    expect_epoch: int | None = Field(None, ge=0)
+    allow_unsafe_db: bool = Field(False, description="Roll back past migrations the current artifact introduced.")
+
+
+class RouteOwner(_Model):
+    route_key: str
+    app_id: str
+    environment_id: str
+    environment: str
+    deployment_id: str
+    artifact_digest: str
+    epoch: int
+    operation_id: str
+    updated_at: str
+    url: str
+
+
+class RouteEventView(_Model):
+    seq: int
+    route_key: str
+    epoch: int
+    deployment_id: str
+    artifact_digest: str
+    previous_deployment_id: str | None
+    operation_id: str
+    kind: Literal["promote", "rollback"]
+    created_at: str

@@ -26,6 +26,10 @@ MUTATIONS: dict[str, str] = {
     "runtime_identity.create": "admin",
     "deployment.create": "developer",
     "deployment.approve": "developer",
+    "deployment.promote": "developer",  # an --approve on top needs owner or admin (checked by the handler)
+    "route.rollback": "developer",
+    "environment.freeze": "developer",  # anyone on call may stop promotions during an incident
+    "environment.unfreeze": "admin",
 }
 READS: dict[str, str] = {
     "workspace.read": "viewer",
@@ -37,6 +41,7 @@ READS: dict[str, str] = {
     "operation.read": "viewer",
     "token.read": "viewer",
     "deployment.read": "viewer",
+    "route.read": "viewer",
 }
 # What a runtime identity may read — only facts about its own app (checked against the target by the handler).
 RUNTIME_READS = frozenset({"app.read", "environment.read", "operation.read", "deployment.read"})

@@ -60,8 +60,22 @@ DEPLOY = Machine(
     parked={"blocked": ("validating", "validating")},
 )
 
+# Production Promotion (domain.md §2.2); a rollback runs the same stages and ends rolled_back.
+PROMOTE = Machine(
+    states=("requested", "policy_check", "route_cas", "edge_propagating", "healthy", "failed"),
+    happy_path=("requested", "policy_check", "route_cas", "edge_propagating", "healthy"),
+    terminal=frozenset({"healthy", "failed"}),
+)
+ROLLBACK = Machine(
+    states=("requested", "policy_check", "route_cas", "edge_propagating", "rolled_back", "failed"),
+    happy_path=("requested", "policy_check", "route_cas", "edge_propagating", "rolled_back"),
+    terminal=frozenset({"rolled_back", "failed"}),
+)
+
 MACHINES: dict[str, Machine] = {
     "deploy": DEPLOY,
+    "promote": PROMOTE,
+    "rollback": ROLLBACK,
     "project.create": TENANCY,
     "app.create": TENANCY,
     "environment.create": TENANCY,

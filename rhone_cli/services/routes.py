@@ -1,0 +1,77 @@
+"""Promotion, rollback, freezing, and route ownership reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rhone_cli.invocation import Invocation
+from rhone_cli.services import operations, tenancy
+
+
+def promote(
+    inv: Invocation,
+    deployment_id: str,
+    *,
+    environment: str,
+    expect_digest: str | None,
+    expect_epoch: int | None,
+    approve: bool,
+    no_wait: bool,
+    timeout: float | None,
+) -> dict[str, Any]:
+    body = {
+        "environment": environment,
+        "expect_digest": expect_digest,
+        "expect_epoch": expect_epoch,
+        "approve": approve,
+    }
+    op = operations.run(
+        inv,
+        f"/v1/deployments/{deployment_id}/promote",
+        body,
+        no_wait=no_wait,
+        timeout=timeout,
+        key_parts=(inv.profile.api_url, deployment_id, environment, str(expect_epoch)),
+    )
+    return op if no_wait else _route_after(inv, op)
+
+
+def rollback(
+    inv: Invocation,
+    target: tenancy.Target,
+    environment: str,
+    *,
+    to: str | None,
+    allow_unsafe_db: bool,
+    expect_epoch: int | None,
+    no_wait: bool,
+    timeout: float | None,
+) -> dict[str, Any]:
+    body = {"to_deployment": to, "allow_unsafe_db": allow_unsafe_db, "expect_epoch": expect_epoch}
+    op = operations.run(
+        inv,
+        f"{target.app_path}/environments/{environment}/rollback",
+        body,
+        no_wait=no_wait,
+        timeout=timeout,
+        key_parts=(inv.profile.api_url, target.app_path, environment, str(to)),
+    )
+    return op if no_wait else _route_after(inv, op)
+
+
+def _route_after(inv: Invocation, op: dict[str, Any]) -> dict[str, Any]:
+    """What the finished operation did to the route: the key, the new epoch, the owner and its URL."""
+    del inv
+    moved = next(s["evidence"] for s in op["stages"] if s["state"] == "edge_propagating")
+    final = op["stages"][-1]["evidence"]
+    return {
+        "route_key": op["params"]["route_key"],
+        "environment": op["params"]["environment"],
+        "epoch": moved["epoch"],
+        "deployment_id": op["params"]["deployment_id"],
+        "artifact_digest": op["params"]["expect_digest"],
+        "previous_owner": moved.get("previous_owner"),
+        "url": final.get("url"),
+        "operation_id": op["id"],
+        "state": op["state"],
+    }

@@ -1,0 +1,158 @@
+"""Promotion and rollback (domain.md §2.2): move an environment's route to a validated deployment's exact artifact.
+
+Stages: requested → policy_check → route_cas → edge_propagating → healthy (a rollback ends rolled_back), or failed.
+- policy_check: the deployment is preview_ready and its artifact is the digest the caller expected (promotion never
+  builds); the environment is not frozen; approval is present when required; declared providers are bound; then
+  the target environment's allocation is started from the same artifact and must be ready before the route moves;
+- route_cas: one compare-and-swap on the predecessor epoch, committed with its event and the operation's next
+  state in a single transaction — losing the race fails with route_epoch_conflict and changes nothing;
+- edge_propagating: wait until the edge has applied that epoch; then the previous owner's allocations drain.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rhone_local.pipeline import DeployPipeline, StageFailed
+from rhone_local.store import Store
+
+PROPAGATION_TIMEOUT_SECONDS = 10.0
+
+
+def route_key(app_name: str, environment_name: str) -> str:
+    return f"{app_name}--{environment_name}"
+
+
+def check_policy(store: Store, pipeline: DeployPipeline, params: dict[str, Any]) -> dict[str, Any]:
+    """The promotion gates; raises StageFailed (or DomainError at request time) naming the first that fails."""
+    deployment = store.deployment(params["deployment_id"])
+    environment = store.one("SELECT * FROM environments WHERE id = ?", params["environment_id"])
+    if deployment is None or environment is None:
+        raise StageFailed("not_found", "the deployment or environment no longer exists")
+    if deployment["state"] != "preview_ready":
+        raise StageFailed(
+            "deployment_not_ready",
+            f"deployment {deployment['id']} is {deployment['state']}; only a preview_ready deployment can be promoted",
+        )
+    if deployment["artifact_digest"] != params["expect_digest"]:
+        raise StageFailed(
+            "digest_mismatch",
+            f"the deployment's artifact is {deployment['artifact_digest']}, not the expected "
+            f"{params['expect_digest']}; promotion never rebuilds",
+        )
+    if environment["frozen"]:
+        raise StageFailed(
+            "environment_frozen", f"environment {environment['name']} is frozen; `rhone env unfreeze` it first"
+        )
+    if environment["approval_required"] and not params.get("approved_by"):
+        raise StageFailed(
+            "approval_required",
+            f"promotions to {environment['name']} need an owner's or admin's approval (`--approve`)",
+        )
+    config = deployment["config"]
+    required = [name for name, p in (config.get("providers") or {}).items() if p.get("required", True)]
+    missing = sorted(set(required) - set(pipeline.bound_providers(environment["id"])))
+    if missing:
+        raise StageFailed("binding_missing", f"no ready binding in {environment['name']} for: {', '.join(missing)}")
+    return {
+        "deployment_state": deployment["state"],
+        "artifact_digest": deployment["artifact_digest"],
+        "frozen": False,
+        "approval": params.get("approved_by"),
+        "providers": required,
+    }
+
+
+class Promotions:
+    def __init__(self, store: Store, pipeline: DeployPipeline, edge: Any = None) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.edge = edge  # the in-process edge (None when Rhone Local runs without one: nothing to propagate to)
+
+    def policy_check(self, op: dict[str, Any]) -> dict[str, Any]:
+        params = op["params"]
+        evidence = check_policy(self.store, self.pipeline, params)
+        deployment = self.store.deployment(params["deployment_id"])
+        environment = self.store.one("SELECT * FROM environments WHERE id = ?", params["environment_id"])
+        alloc = self.pipeline.runner.ensure_running(
+            deployment, environment, token=self.pipeline.runtime_token(deployment)
+        )
+        evidence["allocation"] = {"id": alloc["id"], "state": alloc["state"], "health": alloc["health"]}
+        if alloc["state"] != "ready":
+            raise StageFailed(
+                "readiness_failed",
+                f"the {environment['name']} allocation never became ready; the route did not move",
+                evidence,
+            )
+        return evidence
+
+    def route_cas(self, op: dict[str, Any], c: Any) -> dict[str, Any]:
+        """In the caller's transaction: the compare-and-swap and its event. Raises StageFailed on a lost race."""
+        params = op["params"]
+        deployment = self.store.deployment(params["deployment_id"])
+        event = self.store.move_route(
+            c,
+            app_id=deployment["app_id"],
+            environment_id=params["environment_id"],
+            route_key=params["route_key"],
+            expect_epoch=params["expect_epoch"],
+            deployment_id=deployment["id"],
+            artifact_digest=deployment["artifact_digest"],
+            operation_id=op["id"],
+            kind=op["kind"],
+        )
+        if event is None:
+            current = self.store.route_owner(deployment["app_id"], params["environment_id"])
+            raise StageFailed(
+                "route_epoch_conflict",
+                f"route {params['route_key']} moved: expected epoch {params['expect_epoch']}, it is now "
+                f"{current['epoch'] if current else 0} (owner {current['deployment_id'] if current else 'none'})",
+                {
+                    "expected_epoch": params["expect_epoch"],
+                    "current_epoch": current["epoch"] if current else 0,
+                    "current_owner": current["deployment_id"] if current else None,
+                },
+            )
+        return {"epoch": event["epoch"], "seq": event["seq"], "previous_owner": event["previous_deployment_id"]}
+
+    def propagate(self, op: dict[str, Any]) -> dict[str, Any]:
+        """Wait for the edge to apply the committed epoch, then drain the previous owner."""
+        params = op["params"]
+        cas = next(s["evidence"] for s in reversed(op["stages"]) if s["state"] == "edge_propagating")
+        evidence: dict[str, Any] = {"epoch": cas["epoch"]}
+        if self.edge is not None:
+            deadline = time.monotonic() + PROPAGATION_TIMEOUT_SECONDS
+            while self.edge.table.applied_epoch(params["route_key"]) < cas["epoch"]:
+                if time.monotonic() > deadline:
+                    raise StageFailed(
+                        "edge_propagation_timeout",
+                        f"the edge did not apply epoch {cas['epoch']} within {PROPAGATION_TIMEOUT_SECONDS:g}s",
+                        evidence,
+                    )
+                time.sleep(0.01)  # the edge syncs from the store every few ms; nothing to long-poll in-process
+            evidence["edge_seq"] = self.edge.table.seq
+        else:
+            evidence["edge"] = "not running"
+        port = f":{self.pipeline.edge_port}" if self.pipeline.edge_port else ""
+        evidence["url"] = f"http://{params['route_key']}.{self.pipeline.edge_suffix}{port}"
+        if cas.get("previous_owner") and cas["previous_owner"] != params["deployment_id"]:
+            evidence["drained"] = self.pipeline.runner.stop_environment(
+                cas["previous_owner"], params["environment_id"], f"route moved to {params['deployment_id']}"
+            )
+        return evidence
+
+
+def rollback_db_check(blobs: Any, current: dict[str, Any], target: dict[str, Any]) -> list[str]:
+    """Migrations the current artifact introduced that the target lacks: rolling back past them is unsafe."""
+    from rhone_local.artifacts import load_manifest
+
+    def migrations(deployment: dict[str, Any]) -> set[str]:
+        directory = (deployment["config"].get("database") or {}).get("migrations")
+        if not directory or not deployment["artifact_digest"]:
+            return set()
+        prefix = directory.rstrip("/") + "/"
+        manifest = load_manifest(blobs, deployment["artifact_digest"])
+        return {f["path"][len(prefix) :] for f in manifest["files"] if f["path"].startswith(prefix)}
+
+    return sorted(migrations(current) - migrations(target))
