@@ -219,6 +219,7 @@ DOCUMENTS: dict[str, type[BaseModel]] = {
     "local-status.schema.json": LocalStatus,
     "local-down.schema.json": LocalDown,
     "artifact-manifest.schema.json": ManifestDocument,
+    "route-move.schema.json": RouteMove,
 }
 
 # `--json` documents that are API resources, passed through unchanged: schema file -> (OpenAPI component, is a list).

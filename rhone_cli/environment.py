@@ -60,10 +60,6 @@ class Environment:
         return self._isatty(self.stdin)
 
     @property
-    def stderr_isatty(self) -> bool:
-        return self._isatty(self.stderr)
-
-    @property
     def stdout_isatty(self) -> bool:
         return self._isatty(self.stdout)
 

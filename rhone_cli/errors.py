@@ -107,6 +107,7 @@ STATUS_EXIT_CODES: dict[int, tuple[int, str]] = {
     404: (ExitCode.NOT_FOUND, "not_found"),
     409: (ExitCode.CONFLICT, "conflict"),
     412: (ExitCode.CONFLICT, "precondition_failed"),
+    413: (ExitCode.USAGE, "too_large"),
     422: (ExitCode.USAGE, "invalid_request"),
     423: (ExitCode.BLOCKED, "blocked"),
     429: (ExitCode.UNREACHABLE, "rate_limited"),

@@ -16,7 +16,6 @@ from rhone_cli.output import Output
 
 if TYPE_CHECKING:
     from rhone_cli.config.credentials import Credential, Credentials
-    from rhone_cli.config.project import RhoneToml
     from rhone_cli.http import ApiClient
 
 
@@ -70,11 +69,11 @@ class Invocation:
             return self.credentials.require(self.profile)
         return self.credentials.resolve(self.profile)
 
-    def client(self, *, authenticated: bool = True) -> ApiClient:
+    def client(self) -> ApiClient:
         if self._client is None:
             from rhone_cli.http import ApiClient
 
-            token = self.credential().token if authenticated else None
+            token = self.credential().token
             self._client = ApiClient(
                 self.profile.api_url,
                 token,
@@ -82,11 +81,6 @@ class Invocation:
                 log=self.out.debug,
             )
         return self._client
-
-    def project_config(self) -> RhoneToml:
-        from rhone_cli.config import project
-
-        return project.load(self.env.workdir)
 
     def close(self) -> None:
         if self._client is not None:

@@ -203,12 +203,8 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
             )
         error.show(file=env.stderr)
         return ExitCode.USAGE if error.exit_code == 2 else error.exit_code
-    except typer.Abort:
-        env.stderr.write("aborted\n")
-        return ExitCode.INTERRUPTED
-    except KeyboardInterrupt:
-        env.stderr.write("interrupted\n")
-        return ExitCode.INTERRUPTED
+    except (typer.Abort, KeyboardInterrupt):
+        return invocation.out.error(RhoneError("interrupted", code="interrupted", exit_code=ExitCode.INTERRUPTED))
     except BrokenPipeError:
         # The reader went away (`rhone ... | head`): not our failure, and nothing more to say.
         return ExitCode.OK

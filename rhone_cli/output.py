@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rhone_cli.errors import ExitCode, RhoneError
+from rhone_cli.errors import RhoneError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -31,7 +31,6 @@ class Output:
     def __init__(self, env: Environment) -> None:
         self.env = env
         self._stdout_console: Console | None = None
-        self._stderr_console: Console | None = None
         self.document_written = False
 
     # -- secrets -----------------------------------------------------------------------------------------------
@@ -64,12 +63,6 @@ class Output:
         if self._stdout_console is None:
             self._stdout_console = self._console(stderr=False)
         return self._stdout_console
-
-    @property
-    def err_console(self) -> Console:
-        if self._stderr_console is None:
-            self._stderr_console = self._console(stderr=True)
-        return self._stderr_console
 
     # -- results ------------------------------------------------------------------------------------------------
     def json_document(self, document: Any) -> None:
@@ -169,7 +162,7 @@ class Output:
             if error.operation_id:
                 parts.append(f"  operation: {error.operation_id}")
             for problem in (error.details or {}).get("problems", []):
-                parts.append(f"  {problem['text']}")
+                parts.append(f"  {_problem_line(problem)}")
             log_tail = ((error.details or {}).get("evidence") or {}).get("log_tail")
             if log_tail:
                 parts.append("  log (last lines):")
@@ -178,6 +171,16 @@ class Output:
                 parts.append(f"  hint: {error.hint}")
             self._write(self.env.stderr, "\n".join(parts) + "\n")
         return int(error.exit_code)
+
+
+def _problem_line(problem: object) -> str:
+    """rhone.toml problems carry a ready `text`; the API's validation problems carry `loc` and `message`."""
+    if not isinstance(problem, dict):
+        return str(problem)
+    if problem.get("text"):
+        return str(problem["text"])
+    where = ".".join(str(part) for part in problem.get("loc") or [] if part != "body")
+    return f"{where}: {problem.get('message', '')}" if where else str(problem.get("message", problem))
 
 
 def human_size(n: int) -> str:
@@ -190,11 +193,3 @@ def human_size(n: int) -> str:
         if value < 1024 or unit == "TiB":
             break
     return f"{value:.1f} {unit}"
-
-
-def exit_code_of(error: BaseException) -> int:
-    if isinstance(error, RhoneError):
-        return int(error.exit_code)
-    if isinstance(error, KeyboardInterrupt):
-        return int(ExitCode.INTERRUPTED)
-    return int(ExitCode.FAILED)

@@ -16,7 +16,7 @@ from pathlib import Path
 from rhone_local.domain.errors import DomainError
 from rhone_local.domain.manifest import DIGEST
 
-MAX_BLOB_BYTES = 1024**3
+MAX_BLOB_BYTES = 2 * 1024**3  # the same limit as a manifest entry (domain/manifest.py)
 CHUNK = 1024 * 1024
 
 

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -332,19 +333,25 @@ class DeployPipeline:
                 evidence,
             )
         if verdict == "block":
-            code = {
-                "state_impact": "cold_deploy_needs_approval",
-                "db_impact": "migration_needs_approval",
-                "providers_bound": "binding_missing",
-            }[reasons[0].gate]
+            # The code names what must happen next, most binding first: a missing binding cannot be approved away,
+            # so it wins over a cold deploy (which needs --ack-cold), which wins over plain approval.
+            blocking = {r.gate for r in reasons}
+            code = next(
+                code
+                for gate, code in (
+                    ("providers_bound", "binding_missing"),
+                    ("state_impact", "cold_deploy_needs_approval"),
+                    ("db_impact", "migration_needs_approval"),
+                )
+                if gate in blocking
+            )
             message = "; ".join(r.summary for r in reasons)
             return StageOutcome(
                 "blocked", evidence, {"code": code, "message": message}, deployment={"evidence": evidence}
             )
         # Every gate passed and is recorded: now the preview allocation, which must pass its readiness probe.
         environment = self.store.one("SELECT * FROM environments WHERE id = ?", deployment["environment_id"])
-        token = self.runtime_token(deployment)
-        alloc = self.runner.ensure_running(deployment, environment, token=token)
+        alloc = self.runner.ensure_running(deployment, environment, token=partial(self.runtime_token, deployment))
         evidence["allocation"] = {
             "id": alloc["id"],
             "state": alloc["state"],
@@ -381,7 +388,7 @@ class DeployPipeline:
                 if a["state"] == "ready" and a["environment_id"] == environment["id"]
             ]
             if not live:
-                self.runner.ensure_running(deployment, environment, token=self.runtime_token(deployment))
+                self.runner.ensure_running(deployment, environment, token=partial(self.runtime_token, deployment))
                 restarted.append(f"{owner['route_key']}@{deployment['id']}")
         for deployment in newest:
             live = [
@@ -392,7 +399,7 @@ class DeployPipeline:
             if live:
                 continue
             environment = self.store.one("SELECT * FROM environments WHERE id = ?", deployment["environment_id"])
-            self.runner.ensure_running(deployment, environment, token=self.runtime_token(deployment))
+            self.runner.ensure_running(deployment, environment, token=partial(self.runtime_token, deployment))
             restarted.append(deployment["id"])
         return restarted
 

@@ -12,6 +12,7 @@ Stages: requested → policy_check → route_cas → edge_propagating → health
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 from rhone_local.pipeline import DeployPipeline, StageFailed
@@ -76,7 +77,7 @@ class Promotions:
         deployment = self.store.deployment(params["deployment_id"])
         environment = self.store.one("SELECT * FROM environments WHERE id = ?", params["environment_id"])
         alloc = self.pipeline.runner.ensure_running(
-            deployment, environment, token=self.pipeline.runtime_token(deployment)
+            deployment, environment, token=partial(self.pipeline.runtime_token, deployment)
         )
         evidence["allocation"] = {"id": alloc["id"], "state": alloc["state"], "health": alloc["health"]}
         if alloc["state"] != "ready":

@@ -23,6 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,14 @@ class Runner:
         self.blobs = blobs
         self.root = data_dir / "allocations"
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock_for(self, deployment_id: str, environment_id: str) -> threading.Lock:
+        """One lock per deployment and environment: "never two live allocations" is a per-pair rule, and a slow
+        readiness probe of one deployment must not hold up every other."""
+        with self._locks_guard:
+            return self._locks.setdefault((deployment_id, environment_id), threading.Lock())
 
     # -- state ----------------------------------------------------------------------------------------------------
     def _move(self, alloc: dict[str, Any], state: str, **columns: Any) -> dict[str, Any] | None:
@@ -103,11 +111,11 @@ class Runner:
         deployment: dict[str, Any],
         environment: dict[str, Any],
         *,
-        token: str,
+        token: Callable[[], str],
         env_vars: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Return the deployment's ready allocation, starting one if needed. Never leaves two live ones."""
-        with self._lock:
+        with self._lock_for(deployment["id"], environment["id"]):
             for alloc in self.allocations_of(deployment["id"]):
                 if alloc["state"] not in LIVE_STATES or alloc["environment_id"] != environment["id"]:
                     continue
@@ -117,7 +125,12 @@ class Runner:
             return self._start(deployment, environment, token=token, env_vars=env_vars or {})
 
     def _start(
-        self, deployment: dict[str, Any], environment: dict[str, Any], *, token: str, env_vars: dict[str, str]
+        self,
+        deployment: dict[str, Any],
+        environment: dict[str, Any],
+        *,
+        token: Callable[[], str],
+        env_vars: dict[str, str],
     ) -> dict[str, Any]:
         region = self.store.one("SELECT * FROM regions ORDER BY id LIMIT 1")
         cell = self.store.one("SELECT * FROM cells WHERE region_id = ? ORDER BY id LIMIT 1", region["id"])
@@ -159,7 +172,7 @@ class Runner:
             "RHONE_DEPLOYMENT_ID": deployment["id"],
             "RHONE_ENVIRONMENT": environment["name"],
             "RHONE_ARTIFACT_DIGEST": deployment["artifact_digest"],
-            "RHONE_RUNTIME_TOKEN": token,
+            "RHONE_RUNTIME_TOKEN": token(),  # minted only for an allocation that really starts
             **env_vars,
         }
         log_file = self.log_path(alloc["id"])
@@ -206,18 +219,19 @@ class Runner:
 
     # -- stop -----------------------------------------------------------------------------------------------------
     def _terminate(self, pid: int | None, grace: float = 5.0) -> None:
-        if not process_alive(pid):
+        """Stop the allocation's whole process group — even when its leader is already gone, its children are not."""
+        if not pid:
             return
         try:
             os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             return
         deadline = time.monotonic() + grace
         while process_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if process_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+        # Whatever of the group is left (the leader, or children that outlived it) does not get a second chance.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
 
     def _kill(self, alloc: dict[str, Any], reason: str) -> None:
         self._terminate(alloc["pid"])

@@ -45,11 +45,15 @@ def bootstrap(store: Store, data_dir: Path) -> None:
     if store.is_bootstrapped():
         return
     secret = "rht_" + secrets.token_urlsafe(32)
-    ids = store.bootstrap(workspace=WORKSPACE, owner=OWNER, token_hash=hash_token(secret), region=REGION, cell=CELL)
+    # The token file is written (atomically) before the database commits: a crash in between leaves an unused file
+    # that the next start overwrites, never a bootstrapped database whose owner token was lost.
     token_file = data_dir / "owner.token"
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    temporary = data_dir / f".owner.token.{os.getpid()}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(secret + "\n")
+    os.replace(temporary, token_file)
+    ids = store.bootstrap(workspace=WORKSPACE, owner=OWNER, token_hash=hash_token(secret), region=REGION, cell=CELL)
     log.info("bootstrapped workspace %s (%s), owner %s; token in %s", WORKSPACE, ids["workspace_id"], OWNER, token_file)
 
 

@@ -171,6 +171,19 @@ class Store:
             identity["workspace_id"],
         )
 
+    def token_in_workspace(self, token_id: str, workspace_id: str) -> dict[str, Any] | None:
+        """The token, if its subject belongs to the workspace: a member's, or a runtime identity's of this workspace."""
+        return self.one(
+            "SELECT t.* FROM tokens t WHERE t.id = ? AND ("
+            "  (t.subject_kind = 'user' AND EXISTS (SELECT 1 FROM members m WHERE m.user_id = t.subject_id "
+            "                                        AND m.workspace_id = ?))"
+            "  OR (t.subject_kind = 'runtime' AND EXISTS (SELECT 1 FROM runtime_identities r "
+            "       WHERE r.id = t.subject_id AND r.workspace_id = ?)))",
+            token_id,
+            workspace_id,
+            workspace_id,
+        )
+
     def role_of(self, workspace_id: str, user_id: str) -> str | None:
         row = self.one("SELECT role FROM members WHERE workspace_id = ? AND user_id = ?", workspace_id, user_id)
         return row["role"] if row else None

@@ -97,7 +97,7 @@ class Workers:
                     time.sleep(self.stage_delay)
                 with self._heartbeat(op["id"], worker):
                     op = self.step(op, worker)
-                self.notifier.changed(op["id"])
+                self._notify(op["id"])
         except StaleWrite:
             log.info("stale write on %s by %s: dropped", op["id"], worker)
         except Exception:
@@ -113,6 +113,13 @@ class Workers:
                 self.notifier.changed(op["id"])
         finally:
             self.store.release_operation(op["id"], worker)
+
+    def _notify(self, op_id: str) -> None:
+        """Wake long-pollers. A failure here is logged, never turned into a failed operation: the stage is recorded."""
+        try:
+            self.notifier.changed(op_id)
+        except Exception:
+            log.exception("could not notify waiters of %s", op_id)
 
     @contextmanager
     def _heartbeat(self, op_id: str, worker: str):

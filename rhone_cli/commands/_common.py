@@ -24,8 +24,6 @@ def invocation(ctx: typer.Context) -> Invocation:
 
 
 # The milestones that bring the server side of commands not available yet (see CHANGELOG.md).
-TENANCY = "the Rhone Local control-plane (tenancy) milestone"
-DEPLOY = "the deploy milestone"
 TOPOLOGY = "the bindings, scale and topology milestone"
 
 

@@ -37,6 +37,9 @@ def register(root: typer.Typer) -> None:
     ) -> None:
         """Print the shell completion script for bash, zsh or fish."""
         inv = invocation(ctx)
+        if inv.env.options.json:
+            inv.out.result({"shell": shell.value, "script": script(shell.value)})
+            return
         inv.env.stdout.write(script(shell.value))
         if inv.env.stdout_isatty:
             inv.out.info(f"To enable: {INSTALL_HINTS[shell.value]}")

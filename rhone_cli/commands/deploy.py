@@ -92,7 +92,7 @@ def ls(
     app_name: t.AppOpt = None,
     project: t.ProjectOpt = None,
     workspace: t.WorkspaceOpt = None,
-    limit: t.LimitOpt = 20,
+    limit: t.LimitOpt = None,
 ) -> None:
     """List an app's deployments, oldest first."""
     from rhone_cli.services import tenancy

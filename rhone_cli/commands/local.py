@@ -99,7 +99,11 @@ def logs(
     inv = invocation(ctx)
     root = local.data_dir(inv, data_dir)
     text = local.logs(root, lines)
-    inv.env.stdout.write(text + ("\n" if text else ""))
+    if inv.env.options.json:
+        inv.out.result({"log_file": str(local.Paths(root).log), "lines": text.splitlines()})
+        return
+    if text:
+        inv.out.line(text)
     if follow:
         path = local.Paths(root).log
         with path.open(errors="replace") as handle:

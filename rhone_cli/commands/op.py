@@ -31,7 +31,7 @@ def _render(doc: dict):
 def ls(
     ctx: typer.Context,
     workspace: t.WorkspaceOpt = None,
-    limit: t.LimitOpt = 50,
+    limit: t.LimitOpt = None,
     state: Annotated[str | None, typer.Option("--state", help="Only operations in this state.")] = None,
 ) -> None:
     """List the workspace's operations, oldest first."""

@@ -77,7 +77,7 @@ def invite(
 def audit(
     ctx: typer.Context,
     workspace: t.WorkspaceOpt = None,
-    limit: t.LimitOpt = 100,
+    limit: t.LimitOpt = None,
     action: Annotated[str | None, typer.Option("--action", help="Only this action, e.g. project.create.")] = None,
 ) -> None:
     """Read the audit log: every mutation, allowed or denied (owners and admins)."""

@@ -82,9 +82,6 @@ class ProfileStore:
         known = {k: data[k] for k in PROFILE_KEYS if k in data}
         return Profile(name=name, saved=True, **known)
 
-    def names(self) -> list[str]:
-        return sorted(self._read().get("profiles", {}))
-
     def save(self, profile: Profile, *, make_current: bool = False) -> None:
         import tomli_w
 

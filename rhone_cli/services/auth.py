@@ -48,7 +48,9 @@ def login(inv: Invocation, token: str, *, verify: bool, insecure_storage: bool) 
 
 
 def logout(inv: Invocation) -> dict[str, Any]:
-    profile = inv.profile
+    # The stored profile, not inv.profile: that one carries --api-url / RHONE_API_URL overrides, which a logout
+    # must not write into config.toml.
+    profile = inv.credentials.profiles.get(inv.profile_name)
     removed = inv.credentials.forget(profile)
     if profile.saved and profile.credential_store is not None:
         profile.credential_store = None
@@ -56,10 +58,10 @@ def logout(inv: Invocation) -> dict[str, Any]:
     return {"profile": profile.name, "removed_from": removed}
 
 
-def status(inv: Invocation, *, check: bool = True) -> dict[str, Any]:
+def status(inv: Invocation) -> dict[str, Any]:
     profile = inv.profile
     credential = inv.credential(required=True)
-    identity = fetch_identity(inv, credential.token or "") if check else None
+    identity = fetch_identity(inv, credential.token or "")
     return {
         "profile": profile.name,
         "api_url": profile.api_url,

@@ -101,7 +101,7 @@ def deploy(inv: Invocation, *, environment: str, prebuilt: bool, no_wait: bool, 
         "config": config.resolved(),
         "source": source_facts(project_dir),
     }
-    key = operations.idempotency_key(inv, inv.profile.api_url, path, environment, manifest.digest, str(prebuilt))
+    key = operations.idempotency_key(inv, path, inv.profile.api_url, environment, manifest.digest, str(prebuilt))
     op = inv.client().post(path, body, idempotency_key=key).data
     operations.announce(inv, op)
     if no_wait:
@@ -128,7 +128,7 @@ def approve(inv: Invocation, deployment_id: str, *, ack_cold: bool, timeout: flo
         .post(
             f"/v1/deployments/{deployment_id}/approve",
             {"ack_cold": ack_cold},
-            idempotency_key=operations.idempotency_key(inv, "approve", deployment_id),
+            idempotency_key=operations.idempotency_key(inv, f"/v1/deployments/{deployment_id}/approve", str(ack_cold)),
         )
         .data
     )

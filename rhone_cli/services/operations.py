@@ -26,21 +26,27 @@ BLOCKED_STATES = frozenset({"blocked"})
 CI_RUN_VARIABLES = ("GITHUB_RUN_ID", "CI_PIPELINE_ID", "BUILDKITE_BUILD_ID", "CIRCLE_WORKFLOW_ID", "BUILD_ID")
 
 
-def idempotency_key(inv: Invocation, *parts: str) -> str | None:
-    """The Idempotency-Key for a mutating command.
+def idempotency_key(inv: Invocation, path: str, *identity: str) -> str | None:
+    """The Idempotency-Key for one mutating request to `path`.
 
-    `RHONE_IDEMPOTENCY_KEY` wins (a script that wants exact control); in CI the key is derived from the request and
-    the run id, so a retried job attaches to its first attempt; otherwise None, and the client generates a fresh
-    key per command that it reuses across its own retries."""
-    explicit = inv.env.environ.get("RHONE_IDEMPOTENCY_KEY")
+    - `RHONE_IDEMPOTENCY_KEY` (a script that wants exact control): derived from that value and the path only, so
+      the same key sent with a different request to the same endpoint is refused (409, exit 5), while a command
+      that makes several requests (a project, then an app) still gets one key per endpoint;
+    - in CI: derived from the run id, the path and the request's identity (`identity`: the manifest digest and
+      target of a deploy, the name of a project…), so a re-run of the job — GitHub's "re-run jobs" keeps the run
+      id — attaches to its first attempt, and two different requests of one job never collide;
+    - otherwise None: the client makes a fresh key per request and reuses it across that request's retries."""
+    environ = inv.env.environ
+    explicit = environ.get("RHONE_IDEMPOTENCY_KEY")
     if explicit:
-        return explicit
-    run = next((inv.env.environ[v] for v in CI_RUN_VARIABLES if inv.env.environ.get(v)), None)
-    if run is None:
-        return None
-    attempt = inv.env.environ.get("GITHUB_RUN_ATTEMPT", "")
-    digest = hashlib.sha256("\x1f".join((run, attempt, *parts)).encode()).hexdigest()[:32]
-    return f"ci-{digest}"
+        base, parts = explicit, (path,)
+    else:
+        run = next((environ[v] for v in CI_RUN_VARIABLES if environ.get(v)), None)
+        if run is None:
+            return None
+        base, parts = f"ci-{run}", (path, *identity)
+    digest = hashlib.sha256("\x1f".join((base, *parts)).encode()).hexdigest()[:32]
+    return f"{base[:64]}-{digest}"
 
 
 def resume_hint(op_id: str) -> str:
@@ -162,7 +168,7 @@ def run(
     key_parts: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """POST a mutation that starts an operation; wait for it unless `no_wait`; raise on a non-success verdict."""
-    key = idempotency_key(inv, path, *key_parts) if key_parts else None
+    key = idempotency_key(inv, path, *key_parts)
     op = inv.client().post(path, body, idempotency_key=key).data
     announce(inv, op)
     if no_wait:

@@ -173,8 +173,9 @@ def rollback(
     request: Request, principal: Caller, ws: str, prj: str, app: str, env: str, body: m.RollbackRequest
 ) -> JSONResponse:
     store = get_store(request)
-    found = readable_app(request, principal, ws, prj, app, "app.read")
+    # The mutation is authorized first, so a non-member's refusal is audited like every other denied mutation.
     authorize(request, principal, ws, "route.rollback", f"{app}--{env}")
+    found = readable_app(request, principal, ws, prj, app, "app.read")
     environment = store.environment(found["id"], env)
     if environment is None:
         raise not_found("environment", env)
@@ -233,8 +234,8 @@ def _set_frozen(
 ) -> JSONResponse:
     store = get_store(request)
     action = "environment.freeze" if frozen else "environment.unfreeze"
+    workspace, _ = authorize(request, principal, ws, action, f"{app}/{env}")  # first: a denial is audited
     found = readable_app(request, principal, ws, prj, app, "app.read")
-    workspace, _ = authorize(request, principal, ws, action, f"{app}/{env}")
     environment = store.environment(found["id"], env)
     if environment is None:
         raise not_found("environment", env)

@@ -400,10 +400,8 @@ def create_token(request: Request, principal: Caller, ws: str, body: m.TokenCrea
 def revoke_token(request: Request, principal: Caller, ws: str, token_id: str) -> JSONResponse:
     workspace, role = authorize(request, principal, ws, "token.revoke", token_id)
     store = get_store(request)
-    token = store.one("SELECT * FROM tokens WHERE id = ?", token_id)
-    if token is None or (
-        token["subject_kind"] == "user" and store.role_of(workspace["id"], token["subject_id"]) is None
-    ):
+    token = store.token_in_workspace(token_id, workspace["id"])
+    if token is None:
         raise not_found("token", token_id)
     subject_role = store.role_of(workspace["id"], token["subject_id"]) if token["subject_kind"] == "user" else None
     if token["subject_id"] != principal.id and (

@@ -42,8 +42,3 @@ def new_id(kind: str) -> str:
             sequence = 0
         _last[0], _last[1] = millis, sequence
     return f"{PREFIXES[kind]}_{millis:011x}{sequence:04x}{secrets.token_hex(4)}"
-
-
-def kind_of(identifier: str) -> str | None:
-    prefix = identifier.split("_", 1)[0]
-    return next((kind for kind, p in PREFIXES.items() if p == prefix), None)

@@ -30,10 +30,6 @@ def digest_of(document: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(canonical_bytes(document)).hexdigest()
 
 
-def blob_digest(sha256_hex: str) -> str:
-    return f"sha256:{sha256_hex}"
-
-
 def _bad(message: str, **details: Any) -> DomainError:
     return DomainError("invalid_manifest", message, 422, details)
 

@@ -22,7 +22,7 @@ try:  # where the token hash lives moved from the API layer to the domain
     from rhone_local.domain.access import hash_token
 except ImportError:  # pragma: no cover
     from rhone_local.api.app import hash_token  # type: ignore[attr-defined,no-redef]
-from rhone_local.domain.operations import TERMINAL_STATES
+from rhone_local.domain.operations import NOT_RUNNABLE
 from rhone_local.notify import ChangeNotifier
 from rhone_local.server import bootstrap
 from rhone_local.store import Store
@@ -112,7 +112,7 @@ class LocalEnv:
         """Claim and drive every runnable operation until none is left; returns the ids driven, in order."""
         driven: list[str] = []
         for _ in range(max_ops):
-            op = self.store.claim_operation(worker, self.workers.lease_seconds, TERMINAL_STATES)
+            op = self.store.claim_operation(worker, self.workers.lease_seconds, NOT_RUNNABLE)
             if op is None:
                 return driven
             self.workers.drive(op, worker)
