@@ -47,6 +47,20 @@ def generate() -> dict[str, str]:
     for name, model in DOCUMENTS.items():
         schemas[name] = {"$schema": SCHEMA_DIALECT, "$id": BASE_URL + name, **model.model_json_schema()}
     openapi = json.loads((Path(__file__).resolve().parent.parent / "schemas" / "openapi.json").read_text())
+    # `rhone deploy --promote --json`: the deployment (an API resource) and what the promotion did to the route.
+    from rhone_cli.documents import RouteMove
+
+    deployment = _from_openapi(openapi, "Deployment", False)
+    move = RouteMove.model_json_schema()
+    schemas["deploy-promote.schema.json"] = {
+        "$schema": SCHEMA_DIALECT,
+        "$id": BASE_URL + "deploy-promote.schema.json",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["deployment", "promotion"],
+        "properties": {"deployment": {"$ref": "#/$defs/Deployment"}, "promotion": {"$ref": "#/$defs/RouteMove"}},
+        "$defs": {**deployment["$defs"], **move.pop("$defs", {}), "RouteMove": move},
+    }
     for name, (component, is_list) in API_DOCUMENTS.items():
         schemas[name] = {
             "$schema": SCHEMA_DIALECT,

@@ -72,8 +72,16 @@ class Promotions:
         self.edge = edge  # the in-process edge (None when Rhone Local runs without one: nothing to propagate to)
 
     def policy_check(self, op: dict[str, Any]) -> dict[str, Any]:
+        evidence = check_policy(self.store, self.pipeline, op["params"])
+        return self.ensure_target_ready(op, evidence)
+
+    def ensure_target_ready(self, op: dict[str, Any], evidence: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The target environment's allocation, started from the deployment's artifact unless one is ready and
+        running; StageFailed if it does not become ready. Run by policy_check, and again just before the CAS
+        (outside its transaction): a restart in between can lose the process policy_check readied (a crash that
+        took the app down too), and the route must never move onto an allocation that is not ready."""
         params = op["params"]
-        evidence = check_policy(self.store, self.pipeline, params)
+        evidence = dict(evidence or {})
         deployment = self.store.deployment(params["deployment_id"])
         environment = self.store.one("SELECT * FROM environments WHERE id = ?", params["environment_id"])
         alloc = self.pipeline.runner.ensure_running(
@@ -142,6 +150,35 @@ class Promotions:
                 cas["previous_owner"], params["environment_id"], f"route moved to {params['deployment_id']}"
             )
         return evidence
+
+    def release(self, op: dict[str, Any]) -> int:
+        """After a promotion failed (recorded first, so a stale worker never gets here): stop the target
+        environment's allocation that policy_check started for it — a promotion that lost the race at route_cas
+        would otherwise leave it running. Kept when the deployment owns the route (a failure after the move), when
+        the environment is the deployment's own (its preview), or while another promotion of it there is live."""
+        params = op["params"]
+        deployment = self.store.deployment(params["deployment_id"])
+        if deployment is None or deployment["environment_id"] == params["environment_id"]:
+            return 0
+        runner = self.pipeline.runner
+        # ensure_running holds the same lock: no promotion picks the allocation up while it is being stopped.
+        with runner._lock_for(deployment["id"], params["environment_id"]):
+            owner = self.store.route_owner(deployment["app_id"], params["environment_id"])
+            if owner is not None and owner["deployment_id"] == deployment["id"]:
+                return 0
+            live = self.store.one(
+                "SELECT id FROM operations WHERE kind IN ('promote', 'rollback') AND id != ? "
+                "AND state NOT IN ('healthy', 'rolled_back', 'failed') "
+                "AND json_extract(params, '$.deployment_id') = ? AND json_extract(params, '$.environment_id') = ?",
+                op["id"],
+                deployment["id"],
+                params["environment_id"],
+            )
+            if live is not None:
+                return 0
+            return runner.stop_environment(
+                deployment["id"], params["environment_id"], f"{op['kind']} {op['id']} failed"
+            )
 
 
 def rollback_db_check(blobs: Any, current: dict[str, Any], target: dict[str, Any]) -> list[str]:

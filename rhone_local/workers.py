@@ -179,6 +179,8 @@ class Workers:
             if op["state"] == "policy_check":
                 return self._record(op, "route_cas", worker, evidence=self.promotions.policy_check(op))
             if op["state"] == "route_cas":
+                # Still ready? (A restart since policy_check may have lost the process; this may start it again.)
+                self.promotions.ensure_target_ready(op)
                 # The compare-and-swap, its event and the operation's next state commit together: a crash leaves
                 # the route either unmoved (the stage runs again) or moved and recorded — never moved and unknown.
                 with self.store.write() as c:
@@ -198,13 +200,16 @@ class Workers:
                 final = "rolled_back" if op["kind"] == "rollback" else "healthy"
                 return self._record(op, final, worker, evidence=self.promotions.propagate(op))
         except StageFailed as failure:
-            return self._record(
+            failed = self._record(
                 op,
                 "failed",
                 worker,
                 evidence=failure.evidence,
                 error={"code": failure.code, "message": failure.message},
             )
+            # Only once the failure is recorded (a stale worker raised above): no allocation outlives it.
+            self.promotions.release(failed)
+            return failed
         raise RuntimeError(f"{op['kind']} has no stage {op['state']!r}")
 
     def _deploy_step(self, op: dict[str, Any], worker: str) -> dict[str, Any]:

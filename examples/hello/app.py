@@ -14,6 +14,8 @@ VERSION = "1.0.0"
 
 class Handler(BaseHTTPRequestHandler):
     server_version = f"hello/{VERSION}"
+    protocol_version = "HTTP/1.1"  # keep-alive: the edge reuses its connection instead of opening one per request
+    disable_nagle_algorithm = True  # headers and body go out as separate writes; don't wait 40 ms between them
 
     def _send(self, status: int, body: dict) -> None:
         data = (json.dumps(body) + "\n").encode()

@@ -75,7 +75,7 @@ def deploy(
             no_wait=False,
             timeout=wait_timeout,
         )
-        result["promotion"] = route
+        result = {"deployment": result, "promotion": route}
 
         def human(out: Output) -> None:
             _render(doc)(out)

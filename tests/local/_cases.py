@@ -146,6 +146,71 @@ def _approve(env: LocalEnv, actor: Actor, target: Target) -> Call:
     return Call("POST", f"/v1/deployments/{deployment_id}/approve", {})
 
 
+def _preview_ready(env: LocalEnv, target: Target) -> str:
+    """A deployment moved straight to preview_ready with its artifact (set directly: there is no edge or runner
+    in-process, and the deploy pipeline is tested elsewhere). Promotion only needs the state and the digest."""
+    from rhone_local.domain.manifest import digest_of
+
+    response = env.client.post(
+        f"{_app_path(env, target)}/deployments", json=_deployment_body(), headers=env.owner.headers
+    )
+    assert response.status_code == 202, response.text
+    op = response.json()
+    deployment_id = op["target_id"]
+    with env.store.write() as c:
+        c.execute("UPDATE operations SET state = 'preview_ready', version = version + 1 WHERE id = ?", (op["id"],))
+        env.store.update_deployment(
+            c, deployment_id, state="preview_ready", artifact_digest=digest_of(EMPTY_MANIFEST), evidence={}
+        )
+    return deployment_id
+
+
+def _promote(env: LocalEnv, actor: Actor, target: Target) -> Call:
+    deployment_id = _preview_ready(env, target)
+    return Call("POST", f"/v1/deployments/{deployment_id}/promote", {"environment": "production"})
+
+
+def _promote_approve(env: LocalEnv, actor: Actor, target: Target) -> Call:
+    deployment_id = _preview_ready(env, target)
+    return Call("POST", f"/v1/deployments/{deployment_id}/promote", {"environment": "production", "approve": True})
+
+
+def _rollback(env: LocalEnv, actor: Actor, target: Target) -> Call:
+    """Production owned by a second deployment (epoch 2) after a first (epoch 1): a rollback has a target. The route
+    moves are written directly, the way a finished promotion leaves them."""
+    first, second = _preview_ready(env, target), _preview_ready(env, target)
+    assert target.app is not None
+    environment = env.store.environment(target.app["id"], "production")
+    assert environment is not None
+    key = f"{target.app['name']}--production"
+    with env.store.write() as c:
+        for epoch, deployment_id in enumerate((first, second)):
+            moved = env.store.move_route(
+                c,
+                app_id=target.app["id"],
+                environment_id=environment["id"],
+                route_key=key,
+                expect_epoch=epoch,
+                deployment_id=deployment_id,
+                artifact_digest=env.store.deployment(deployment_id)["artifact_digest"],
+                operation_id=env.store.deployment(deployment_id)["operation_id"],
+                kind="promote",
+            )
+            assert moved is not None
+    return Call("POST", f"{_app_path(env, target)}/environments/production/rollback", {})
+
+
+def _freeze(env: LocalEnv, actor: Actor, target: Target) -> Call:
+    return Call("POST", f"{_app_path(env, target)}/environments/production/freeze")
+
+
+def _unfreeze(env: LocalEnv, actor: Actor, target: Target) -> Call:
+    frozen = env.client.post(f"{_app_path(env, target)}/environments/production/freeze", headers=env.owner.headers)
+    assert frozen.status_code == 200, frozen.text
+    assert frozen.json()["frozen"] is True
+    return Call("POST", f"{_app_path(env, target)}/environments/production/unfreeze")
+
+
 WS_PATH = "/v1/workspaces/{ws}"
 APP_PATH = WS_PATH + "/projects/{prj}/apps/{app}"
 CASES: tuple[Case, ...] = (
@@ -197,5 +262,38 @@ CASES: tuple[Case, ...] = (
     ),
     Case(
         "deployment-approve", "deployment.approve", ("POST", "/v1/deployments/{deployment_id}/approve"), 202, _approve
+    ),
+    Case(
+        "deployment-promote",
+        "deployment.promote",
+        ("POST", "/v1/deployments/{deployment_id}/promote"),
+        202,
+        _promote,
+        {"operations": 1},
+    ),
+    Case(
+        "deployment-promote-approve",
+        "deployment.promote",
+        ("POST", "/v1/deployments/{deployment_id}/promote"),
+        202,
+        _promote_approve,
+        {"operations": 1},
+        handler_min_role="admin",  # "only owners and admins can approve a promotion"
+    ),
+    Case(
+        "route-rollback",
+        "route.rollback",
+        ("POST", APP_PATH + "/environments/{env}/rollback"),
+        202,
+        _rollback,
+        {"operations": 1},
+    ),
+    Case("environment-freeze", "environment.freeze", ("POST", APP_PATH + "/environments/{env}/freeze"), 200, _freeze),
+    Case(
+        "environment-unfreeze",
+        "environment.unfreeze",
+        ("POST", APP_PATH + "/environments/{env}/unfreeze"),
+        200,
+        _unfreeze,
     ),
 )

@@ -129,6 +129,11 @@ def test_matrix_expectations_match_the_documented_roles() -> None:
         "runtime-identity-create": ["admin", "owner"],
         "deployment-create": ["developer", "admin", "owner"],
         "deployment-approve": ["developer", "admin", "owner"],
+        "deployment-promote": ["developer", "admin", "owner"],
+        "deployment-promote-approve": ["admin", "owner"],
+        "route-rollback": ["developer", "admin", "owner"],
+        "environment-freeze": ["developer", "admin", "owner"],
+        "environment-unfreeze": ["admin", "owner"],
     }
 
 
