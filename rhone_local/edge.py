@@ -154,8 +154,13 @@ class Edge:
         request = self.client.build_request(scope["method"], url, headers=forward, content=b"".join(chunks))
         try:
             response = await self.client.send(request, stream=True)
+        except httpx.ConnectError:
+            # The allocation recorded as ready does not accept connections (its process died): that is "the owner
+            # has no ready allocation", so 503 like every other such case — and still never another deployment.
+            await self._plain(send, 503, "503 the allocation is not answering\n")
+            return
         except httpx.TransportError as error:
-            await self._plain(send, 502, f"502 upstream unavailable: {type(error).__name__}\n")
+            await self._plain(send, 502, f"502 upstream failed: {type(error).__name__}\n")
             return
         try:
             out_headers = [
