@@ -26,70 +26,21 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from _harness import Rhone, SetupError, free_ports, isolated_environment, parse_ts
 
 REPO = Path(__file__).resolve().parent.parent
 HELLO = REPO / "examples" / "hello"
 STAGES = ("queued", "cloning", "building", "validating", "preview_ready")
 DEPLOY_TIMEOUT = 120.0
-
-
-class SetupError(Exception):
-    pass
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def parse_ts(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-@dataclass
-class Rhone:
-    exe: Path
-    env: dict[str, str]
-    cwd: Path
-
-    def __call__(
-        self,
-        *args: str,
-        check: bool = True,
-        timeout: float = 120,
-        env: dict[str, str] | None = None,
-        cwd: Path | None = None,
-    ) -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            [str(self.exe), *args],
-            env={**self.env, **(env or {})},
-            cwd=cwd or self.cwd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and proc.returncode != 0:
-            raise SetupError(f"`rhone {' '.join(args)}` exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
-        return proc
 
 
 @dataclass
@@ -213,17 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="rhone-bench-deploy-") as tmp:
         root = Path(tmp)
-        home, work, data_dir = root / "home", root / "work", root / "data"
-        home.mkdir()
-        work.mkdir()
-        env = {
-            "HOME": str(home),
-            "RHONE_CONFIG_DIR": str(home / ".config" / "rhone"),
-            "RHONE_LOCAL_DATA_DIR": str(data_dir),
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
-        }
+        env, work, data_dir = isolated_environment(root)
         rhone = Rhone(exe, env, work)
         port, edge_port = free_ports(2)
         up_args = ("--json", "local", "up", "--port", str(port), "--edge-port", str(edge_port))

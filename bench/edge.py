@@ -32,7 +32,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -41,9 +40,10 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from _harness import Rhone, SetupError, free_ports, isolated_environment, parse_ts, percentile
 
 REPO = Path(__file__).resolve().parent.parent
 HELLO = REPO / "examples" / "hello"
@@ -51,33 +51,6 @@ ROUTE_HOST = "hello--production.localhost"
 RATIO_TARGET = 0.8
 WARMUP = 10
 PROMOTION_STAGES = ("requested", "policy_check", "route_cas", "edge_propagating", "healthy")
-
-
-class SetupError(Exception):
-    pass
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def parse_ts(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 # -- the load process ------------------------------------------------------------------------------------------------
@@ -157,30 +130,6 @@ def load_worker(direct_port: int, edge_port: int, deployment: str, threads: int,
 
 
 # -- the driver ------------------------------------------------------------------------------------------------------
-@dataclass
-class Rhone:
-    exe: Path
-    env: dict[str, str]
-    cwd: Path
-
-    def __call__(self, *args: str, check: bool = True, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            [str(self.exe), *args],
-            env={**self.env, **kw.get("env", {})},
-            cwd=kw.get("cwd", self.cwd),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and proc.returncode != 0:
-            raise SetupError(f"`rhone {' '.join(args)}` exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
-        return proc
-
-    def json(self, *args: str, **kw: Any) -> Any:
-        return json.loads(self(*args, "--json", **kw).stdout)
-
-
 def production_port(data_dir: Path, deployment_id: str) -> int:
     """The deployment's ready production allocation's port (read from the control database, read-only)."""
     with sqlite3.connect(f"file:{data_dir / 'rhone.db'}?mode=ro", uri=True, timeout=10) as db:
@@ -412,17 +361,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="rhone-bench-edge-") as tmp:
         root = Path(tmp)
-        home, work, data_dir = root / "home", root / "work", root / "data"
-        home.mkdir()
-        work.mkdir()
-        env = {
-            "HOME": str(home),
-            "RHONE_CONFIG_DIR": str(home / ".config" / "rhone"),
-            "RHONE_LOCAL_DATA_DIR": str(data_dir),
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
-        }
+        env, work, data_dir = isolated_environment(root)
         rhone = Rhone(exe, env, work)
         port, edge_port = free_ports(2)
         try:

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,9 +34,10 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from _harness import Rhone, SetupError, free_ports, parse_ts, percentile
 
 WORKSPACE = "local"
 PROJECT, APP = "bench", "web"
@@ -48,63 +47,12 @@ LONG_POLL_MEDIAN_TARGET_MS = 50.0
 
 BARE_GET = """\
 import os, sys, httpx
+
 token = os.environ["RHONE_BENCH_TOKEN"]
 r = httpx.get(sys.argv[1], params={"limit": 200}, headers={"Authorization": "Bearer " + token})
 r.raise_for_status()
 sys.stdout.write(r.text)
 """
-
-
-# -- small helpers ---------------------------------------------------------------------------------------------------
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def parse_ts(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-class SetupError(Exception):
-    pass
-
-
-@dataclass
-class Rhone:
-    """The `rhone` CLI in a clean environment (temporary HOME and config dir, failing keyring)."""
-
-    exe: Path
-    env: dict[str, str]
-    cwd: Path
-    data_dir: Path
-
-    def __call__(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            [str(self.exe), *args],
-            env=self.env,
-            cwd=self.cwd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and proc.returncode != 0:
-            raise SetupError(f"`rhone {' '.join(args)}` exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
-        return proc
 
 
 # -- a. CLI vs bare httpx --------------------------------------------------------------------------------------------
@@ -361,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
             "RHONE_LOCAL_STAGE_DELAY": str(options.stage_delay),  # inherited by the server `local up` starts
         }
-        rhone = Rhone(exe, env, work, data_dir)
+        rhone = Rhone(exe, env, work)
         port, edge_port = free_ports(2)
         try:
             started = time.perf_counter()

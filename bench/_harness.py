@@ -1,0 +1,94 @@
+"""What the benchmarks share: free loopback ports, an isolated environment for `rhone`, the `rhone` runner, stats.
+
+Each benchmark runs as a script (`python bench/NAME.py`), so this directory is on sys.path and `from _harness import …`
+works without packaging.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+
+class SetupError(Exception):
+    """The benchmark could not set itself up (not a measurement)."""
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def parse_ts(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def isolated_environment(root: Path) -> tuple[dict[str, str], Path, Path]:
+    """(environment, work dir, data dir) for a `rhone` that touches nothing of the user's: a temporary HOME and
+    config dir, a keyring that always fails, Rhone Local's data under `root`."""
+    home, work, data_dir = root / "home", root / "work", root / "data"
+    home.mkdir()
+    work.mkdir()
+    env = {
+        "HOME": str(home),
+        "RHONE_CONFIG_DIR": str(home / ".config" / "rhone"),
+        "RHONE_LOCAL_DATA_DIR": str(data_dir),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
+    }
+    return env, work, data_dir
+
+
+@dataclass
+class Rhone:
+    """The `rhone` console script in an isolated environment."""
+
+    exe: Path
+    env: dict[str, str]
+    cwd: Path
+
+    def __call__(
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 120,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [str(self.exe), *args],
+            env={**self.env, **(env or {})},
+            cwd=cwd or self.cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise SetupError(f"`rhone {' '.join(args)}` exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
+        return proc
+
+    def json(self, *args: str, **kw: Any) -> Any:
+        return json.loads(self(*args, "--json", **kw).stdout)
