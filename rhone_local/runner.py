@@ -33,6 +33,13 @@ from rhone_local.domain.ids import new_id
 from rhone_local.store import Store, _row, now_iso
 
 log = logging.getLogger("rhone_local.runner")
+
+
+class RunnerStopping(Exception):
+    """Rhone Local is shutting down: the stage that asked for an allocation stops without a verdict and resumes after
+    the next start (a shutdown is not a reason to fail a deployment or a promotion)."""
+
+
 LIVE_STATES = ("planned", "pulling", "starting", "ready", "draining")
 
 
@@ -81,6 +88,9 @@ class Runner:
         self.root.mkdir(parents=True, exist_ok=True)
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # Set by stop_all: from then on nothing starts, and a readiness probe under way gives up, so no allocation
+        # process is launched by a worker that outlives the server's shutdown.
+        self.closing = threading.Event()
 
     def _lock_for(self, deployment_id: str, environment_id: str) -> threading.Lock:
         """One lock per deployment and environment: "never two live allocations" is a per-pair rule, and a slow
@@ -176,6 +186,9 @@ class Runner:
             **env_vars,
         }
         log_file = self.log_path(alloc["id"])
+        if self.closing.is_set():
+            self._move(alloc, "failed", health={"stage": "starting", "error": "Rhone Local is stopping"})
+            raise RunnerStopping
         with log_file.open("ab") as handle:
             child = subprocess.Popen(
                 process["start"],
@@ -194,6 +207,10 @@ class Runner:
             if child.poll() is not None:
                 last = f"process exited with status {child.returncode}"
                 break
+            if self.closing.is_set():
+                self._terminate(child.pid)
+                self._move(alloc, "failed", health={"stage": "starting", "error": "Rhone Local is stopping"})
+                raise RunnerStopping
             attempts += 1
             ok, last = probe(port, process.get("health_path", "/healthz"))
             if ok:
@@ -270,6 +287,7 @@ class Runner:
         return len(allocs)
 
     def stop_all(self, reason: str) -> None:
+        self.closing.set()
         for alloc in self.store.all(
             "SELECT * FROM allocations WHERE state IN ('planned', 'pulling', 'starting', 'ready', 'draining')"
         ):

@@ -118,6 +118,9 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
         if edge_server is not None:
             edge_server.should_exit = True
             edge.stop_sync()
+        # Nothing starts from now on and probes under way give up (their stages resume after the next start); then
+        # the workers finish, and every allocation stops.
+        pipeline.runner.closing.set()
         workers.stop()
         pipeline.runner.stop_all("Rhone Local stopped")
         state_file.unlink(missing_ok=True)

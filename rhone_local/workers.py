@@ -21,6 +21,7 @@ from rhone_local.domain.errors import DomainError
 from rhone_local.domain.ids import new_id
 from rhone_local.domain.operations import MACHINES, NOT_RUNNABLE
 from rhone_local.notify import ChangeNotifier
+from rhone_local.runner import RunnerStopping
 from rhone_local.store import Store, now_iso
 
 log = logging.getLogger("rhone_local.workers")
@@ -100,6 +101,8 @@ class Workers:
                 self._notify(op["id"])
         except StaleWrite:
             log.info("stale write on %s by %s: dropped", op["id"], worker)
+        except RunnerStopping:
+            log.info("%s left in %s: Rhone Local is stopping; it resumes on the next start", op["id"], op["state"])
         except Exception:
             log.exception("operation %s crashed in %s", op["id"], op["state"])
             failed = self.store.advance_operation(
