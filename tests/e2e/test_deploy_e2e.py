@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import queue
 import shutil
 import signal
@@ -25,6 +24,7 @@ import pytest
 
 from rhone_cli.services.local import process_alive
 from tests.conftest import REPO, RHONE_BIN, assert_matches_schema
+from tests.e2e.helpers import hello_app, linked, processes_under
 
 pytestmark = pytest.mark.slow
 
@@ -33,38 +33,6 @@ GATES = {"generated_artifacts", "state_impact", "db_impact", "providers_bound"}
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------------
-def toml_str(value: str) -> str:
-    return json.dumps(value)  # a JSON string of ASCII text is a valid TOML basic string
-
-
-def hello_app(
-    root: Path,
-    name: str = "hello",
-    *,
-    command: str | None = "python3 -m py_compile app.py",
-    output: str = ".",
-    timeout: int = 120,
-    start: str = "python3 app.py",
-    readiness_timeout: int = 30,
-    extra: str = "",
-) -> Path:
-    """A copy of examples/hello under `root/name` whose rhone.toml has the given build and process settings."""
-    app_dir = root / name
-    shutil.copytree(HELLO, app_dir)
-    build = f"command = {toml_str(command)}\n" if command is not None else ""
-    (app_dir / "rhone.toml").write_text(
-        f'[project]\nname = "hello"\n\n[app]\nname = "hello"\n\n'
-        f"[build]\n{build}output = {toml_str(output)}\ntimeout = {timeout}\n\n"
-        f'[process]\nstart = {toml_str(start)}\nhealth_path = "/healthz"\nreadiness_timeout = {readiness_timeout}\n'
-        f"{extra}"
-    )
-    return app_dir
-
-
-def linked(server, app_dir: Path) -> Path:
-    result = server.rhone("init", "--link", "--json", cwd=app_dir)
-    assert result.exit_code == 0, result.stderr
-    return app_dir
 
 
 def deploy(server, app_dir: Path, *args: str, timeout: float = 60):
@@ -85,36 +53,6 @@ def allocation_rows(server, deployment_id: str) -> list[dict]:
         db.row_factory = sqlite3.Row
         rows = db.execute("SELECT * FROM allocations WHERE deployment_id = ? ORDER BY id", (deployment_id,))
         return [dict(r) for r in rows]
-
-
-def processes_under(root: Path) -> dict[int, str]:
-    """Live processes (not zombies) whose working directory is inside `root`, except Rhone Local servers."""
-    root_text = str(root.resolve())
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
-        except OSError:
-            continue
-        if state in ("Z", "X") or "rhone_local" in cmdline:
-            continue
-        if cwd == root_text or cwd.startswith(root_text + "/"):
-            found[int(entry.name)] = cmdline
-    return found
-
-
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def failed_deploy(server, app_dir: Path, code: str) -> dict:

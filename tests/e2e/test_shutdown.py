@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tests.e2e.test_deploy_e2e import hello_app, linked, processes_under, wait_until
+from tests.e2e.helpers import hello_app, linked, processes_under, wait_until
 
 
 def test_stopping_while_a_preview_starts_leaves_no_process_and_the_deploy_resumes(local, tmp_path):

@@ -1,0 +1,77 @@
+"""Helpers shared by the end-to-end tests: app trees to deploy, waiting, and the processes a test left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from tests.conftest import REPO
+
+HELLO = REPO / "examples" / "hello"
+
+
+def toml_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string of ASCII text is a valid TOML basic string
+
+
+def hello_app(
+    root: Path,
+    name: str = "hello",
+    *,
+    command: str | None = "python3 -m py_compile app.py",
+    output: str = ".",
+    timeout: int = 120,
+    start: str = "python3 app.py",
+    readiness_timeout: int = 30,
+    extra: str = "",
+) -> Path:
+    """A copy of examples/hello under `root/name` whose rhone.toml has the given build and process settings."""
+    app_dir = root / name
+    shutil.copytree(HELLO, app_dir)
+    build = f"command = {toml_str(command)}\n" if command is not None else ""
+    (app_dir / "rhone.toml").write_text(
+        f'[project]\nname = "hello"\n\n[app]\nname = "hello"\n\n'
+        f"[build]\n{build}output = {toml_str(output)}\ntimeout = {timeout}\n\n"
+        f'[process]\nstart = {toml_str(start)}\nhealth_path = "/healthz"\nreadiness_timeout = {readiness_timeout}\n'
+        f"{extra}"
+    )
+    return app_dir
+
+
+def linked(server, app_dir: Path) -> Path:
+    result = server.rhone("init", "--link", "--json", cwd=app_dir)
+    assert result.exit_code == 0, result.stderr
+    return app_dir
+
+
+def processes_under(root: Path) -> dict[int, str]:
+    """Live processes (not zombies) whose working directory is inside `root`, except Rhone Local servers."""
+    root_text = str(root.resolve())
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if state in ("Z", "X") or "rhone_local" in cmdline:
+            continue
+        if cwd == root_text or cwd.startswith(root_text + "/"):
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
