@@ -8,6 +8,8 @@ import shutil
 import time
 from pathlib import Path
 
+import httpx
+
 from tests.conftest import REPO
 
 HELLO = REPO / "examples" / "hello"
@@ -67,7 +69,8 @@ def processes_under(root: Path) -> dict[int, str]:
     return found
 
 
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
+    """Poll `predicate` until it is truthy or `timeout` passes; returns its last value."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -75,3 +78,27 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     return predicate()
+
+
+def pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def restart(server) -> None:
+    """`rhone local up` after a kill -9: it must notice the stale pid file and come back."""
+    result = server.up()
+    assert result.exit_code == 0, result.stderr
+    assert "stale pid file" in result.stderr
+
+
+def operation_state(server, op_id: str) -> str:
+    response = httpx.get(
+        f"{server.api_url}/v1/operations/{op_id}",
+        headers={"Authorization": f"Bearer {server.owner_token()}"},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response.json()["state"]

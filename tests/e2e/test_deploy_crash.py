@@ -20,7 +20,6 @@ import os
 import shutil
 import signal
 import sqlite3
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,6 +28,7 @@ import pytest
 
 from rhone_cli.services.local import process_alive
 from tests.conftest import REPO
+from tests.e2e.helpers import operation_state, pgid, restart, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -96,23 +96,6 @@ def processes_under(root: Path) -> dict[int, str]:
     return found
 
 
-def pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
-        return None
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
-
-
 def edge_get(server, url: str) -> httpx.Response:
     return httpx.get(f"http://127.0.0.1:{server.edge_port}/", headers={"Host": urlsplit(url).netloc}, timeout=10)
 
@@ -123,12 +106,6 @@ def kill_server(server) -> int:
     os.kill(pid, signal.SIGKILL)
     assert wait_until(lambda: not process_alive(pid), 10), f"Rhone Local pid {pid} survived kill -9"
     return pid
-
-
-def restart(server) -> None:
-    result = server.up()
-    assert result.exit_code == 0, result.stderr
-    assert "stale pid file" in result.stderr
 
 
 def verify_recovered(server, app_dir: Path, op_id: str, row: str, *, before: dict[int, str]) -> dict:
@@ -182,16 +159,6 @@ def start_deploy(server, app_dir: Path) -> dict:
     op = result.json()
     assert op["kind"] == "deploy" and op["target_id"].startswith("dep_")
     return op
-
-
-def operation_state(server, op_id: str) -> str:
-    response = httpx.get(
-        f"{server.api_url}/v1/operations/{op_id}",
-        headers={"Authorization": f"Bearer {server.owner_token()}"},
-        timeout=10,
-    )
-    response.raise_for_status()
-    return response.json()["state"]
 
 
 # -- the matrix ------------------------------------------------------------------------------------------------------

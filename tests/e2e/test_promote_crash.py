@@ -27,7 +27,6 @@ import os
 import shutil
 import signal
 import sqlite3
-import time
 from pathlib import Path
 
 import httpx
@@ -35,6 +34,7 @@ import pytest
 
 from rhone_cli.services.local import process_alive
 from tests.conftest import REPO
+from tests.e2e.helpers import operation_state, pgid, restart, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -73,16 +73,6 @@ def write_manifest(app_dir: Path, start: str) -> None:
         '[build]\ncommand = "python3 -m py_compile app.py"\noutput = "."\ntimeout = 120\n\n'
         f'[process]\nstart = {json.dumps(start)}\nhealth_path = "/healthz"\nreadiness_timeout = 30\n'
     )
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def db_rows(server, sql: str, *args) -> list[dict]:
@@ -129,23 +119,6 @@ def processes_under(root: Path) -> dict[int, str]:
     return found
 
 
-def pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
-        return None
-
-
-def operation_state(server, op_id: str) -> str:
-    response = httpx.get(
-        f"{server.api_url}/v1/operations/{op_id}",
-        headers={"Authorization": f"Bearer {server.owner_token()}"},
-        timeout=10,
-    )
-    response.raise_for_status()
-    return response.json()["state"]
-
-
 def edge_production(server) -> httpx.Response:
     return httpx.get(f"http://127.0.0.1:{server.edge_port}/", headers={"Host": f"{ROUTE_KEY}.localhost"}, timeout=10)
 
@@ -163,12 +136,6 @@ def kill_server(server) -> None:
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     assert wait_until(lambda: not process_alive(pid), 10), f"Rhone Local pid {pid} survived kill -9"
-
-
-def restart(server) -> None:
-    result = server.up()
-    assert result.exit_code == 0, result.stderr
-    assert "stale pid file" in result.stderr
 
 
 class Scenario:

@@ -23,6 +23,7 @@ import pytest
 
 from rhone_cli.services.local import process_alive
 from tests.conftest import REPO, assert_matches_schema
+from tests.e2e.helpers import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -119,16 +120,6 @@ def world(server) -> dict:
         "allocations": db_rows(server, "SELECT id, deployment_id, environment_id FROM allocations ORDER BY id"),
         "frozen": db_rows(server, "SELECT name, frozen FROM environments ORDER BY id"),
     }
-
-
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def owner_headers(server, **extra: str) -> dict[str, str]:
