@@ -171,7 +171,13 @@ def assert_serves(server, deployment_id: str, version: str) -> None:
 
 def assert_one_ready_production_allocation(server, owner: str) -> None:
     """The owner's allocation is the only live production allocation; every other one is stopped or failed and
-    its process is gone (no allocation leaks)."""
+    its process is gone (no allocation leaks). An allocation released by a failed promotion is recorded failed
+    first and drains right after (SIGTERM, then a grace period), so a draining one gets time to finish."""
+
+    def settled() -> bool:
+        return all(a["state"] != "draining" for a in environment_allocations(server))
+
+    assert wait_until(settled, timeout=15), [(a["id"], a["state"]) for a in environment_allocations(server)]
     allocations = environment_allocations(server)
     ready = [a for a in allocations if a["state"] == "ready"]
     assert [a["deployment_id"] for a in ready] == [owner], [
