@@ -44,6 +44,14 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
+def rhone_script(python: str) -> Path:
+    """The `rhone` console script installed beside `python` (the venv being measured)."""
+    exe = Path(python).parent / "rhone"
+    if not exe.exists():
+        raise SetupError(f"no rhone console script beside {python}")
+    return exe
+
+
 def isolated_environment(root: Path) -> tuple[dict[str, str], Path, Path]:
     """(environment, work dir, data dir) for a `rhone` that touches nothing of the user's: a temporary HOME and
     config dir, a keyring that always fails, Rhone Local's data under `root`."""

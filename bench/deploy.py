@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from _harness import Rhone, SetupError, free_ports, isolated_environment, parse_ts
+from _harness import Rhone, SetupError, free_ports, isolated_environment, parse_ts, rhone_script
 
 REPO = Path(__file__).resolve().parent.parent
 HELLO = REPO / "examples" / "hello"
@@ -157,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     if not 0 < options.stage_delay <= 5:
         parser.error("--stage-delay must be in (0, 5]")
-    exe = Path(options.python).parent / "rhone"
-    if not exe.exists():
-        print(f"bench: no rhone console script beside {options.python}", file=sys.stderr)
+    try:
+        exe = rhone_script(options.python)
+    except SetupError as error:
+        print(f"bench: {error}", file=sys.stderr)
         return 2
 
     with tempfile.TemporaryDirectory(prefix="rhone-bench-deploy-") as tmp:

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _harness import Rhone, SetupError, free_ports, isolated_environment, parse_ts, percentile
+from _harness import Rhone, SetupError, free_ports, isolated_environment, parse_ts, percentile, rhone_script
 
 REPO = Path(__file__).resolve().parent.parent
 HELLO = REPO / "examples" / "hello"
@@ -354,9 +354,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(json.dumps(result))
         return 0
-    exe = Path(options.python).parent / "rhone"
-    if not exe.exists():
-        print(f"bench: no rhone console script beside {options.python}", file=sys.stderr)
+    try:
+        exe = rhone_script(options.python)
+    except SetupError as error:
+        print(f"bench: {error}", file=sys.stderr)
         return 2
 
     with tempfile.TemporaryDirectory(prefix="rhone-bench-edge-") as tmp:

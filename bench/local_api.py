@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _harness import Rhone, SetupError, free_ports, parse_ts, percentile
+from _harness import Rhone, SetupError, free_ports, parse_ts, percentile, rhone_script
 
 WORKSPACE = "local"
 PROJECT, APP = "bench", "web"
@@ -291,9 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     python = Path(options.python)
-    exe = python.parent / "rhone"
-    if not exe.exists():
-        print(f"bench: no rhone console script beside {python} (install rhone[dev] into that venv)", file=sys.stderr)
+    try:
+        exe = rhone_script(options.python)
+    except SetupError as error:
+        print(f"bench: {error} (install rhone[dev] into that venv)", file=sys.stderr)
         return 2
 
     with tempfile.TemporaryDirectory(prefix="rhone-bench-api-") as tmp:

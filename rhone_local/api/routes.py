@@ -81,17 +81,30 @@ def authorize(
         access.require(principal, action, role, app_id=app_id)
     except DomainError as error:
         if action in access.MUTATIONS:
-            store.audit(
-                workspace_id=workspace["id"],
-                principal=principal,
-                action=action,
-                target=target,
-                request_id=request.state.request_id,
-                result="denied",
-                detail={"code": error.code},
-            )
+            audit(request, principal, workspace["id"], action, target, "denied", error.code)
         raise
     return workspace, role
+
+
+def audit(
+    request: Request,
+    principal: Principal,
+    workspace_id: str,
+    action: str,
+    target: str,
+    result: str,
+    code: str | None = None,
+) -> None:
+    """One audit record for this request (outside any transaction: a refusal must be recorded even so)."""
+    get_store(request).audit(
+        workspace_id=workspace_id,
+        principal=principal,
+        action=action,
+        target=target,
+        request_id=request.state.request_id,
+        result=result,
+        detail={"code": code} if code else None,
+    )
 
 
 def deny(
@@ -99,15 +112,7 @@ def deny(
 ) -> DomainError:
     """Audit a refused mutation and return the 403 to raise: a denial a handler decides is recorded like one the
     permission table decides."""
-    get_store(request).audit(
-        workspace_id=workspace_id,
-        principal=principal,
-        action=action,
-        target=target,
-        request_id=request.state.request_id,
-        result="denied",
-        detail={"code": code},
-    )
+    audit(request, principal, workspace_id, action, target, "denied", code)
     return forbidden(code, message)
 
 
@@ -172,15 +177,7 @@ def mutate(
                     response=_without_secrets(body) if secret_response else body,
                 )
     except DomainError as error:
-        store.audit(
-            workspace_id=workspace_id,
-            principal=principal,
-            action=action,
-            target=target,
-            request_id=request.state.request_id,
-            result="failed",
-            detail={"code": error.code},
-        )
+        audit(request, principal, workspace_id, action, target, "failed", error.code)
         raise
     if notify_op:
         request.app.state.notifier.work_available()

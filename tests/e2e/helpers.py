@@ -50,7 +50,8 @@ def linked(server, app_dir: Path) -> Path:
 
 
 def processes_under(root: Path) -> dict[int, str]:
-    """Live processes (not zombies) whose working directory is inside `root`, except Rhone Local servers."""
+    """Live processes (zombies excluded) whose working directory is inside `root` — even one since deleted — other
+    than Rhone Local servers: the app and build processes that allocations and builds started."""
     root_text = str(root.resolve())
     found = {}
     for entry in Path("/proc").iterdir():
@@ -65,7 +66,7 @@ def processes_under(root: Path) -> dict[int, str]:
         if state in ("Z", "X") or "rhone_local" in cmdline:
             continue
         if cwd == root_text or cwd.startswith(root_text + "/"):
-            found[int(entry.name)] = cmdline
+            found[int(entry.name)] = f"{cmdline} (in {cwd})"
     return found
 
 

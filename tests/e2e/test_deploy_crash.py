@@ -28,7 +28,7 @@ import pytest
 
 from rhone_cli.services.local import process_alive
 from tests.conftest import REPO
-from tests.e2e.helpers import operation_state, pgid, restart, wait_until
+from tests.e2e.helpers import operation_state, pgid, processes_under, restart, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -73,27 +73,6 @@ def allocation_rows(server, deployment_id: str | None = None) -> list[dict]:
             return [dict(r) for r in db.execute("SELECT * FROM allocations ORDER BY id")]
         rows = db.execute("SELECT * FROM allocations WHERE deployment_id = ? ORDER BY id", (deployment_id,))
         return [dict(r) for r in rows]
-
-
-def processes_under(root: Path) -> dict[int, str]:
-    """Live processes (zombies excluded) whose working directory is inside `root` — even one since deleted — other
-    than Rhone Local servers: the app and build processes the data directory's allocations and builds started."""
-    root_text = str(root.resolve())
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
-        except OSError:
-            continue
-        if state in ("Z", "X") or "rhone_local" in cmdline:
-            continue
-        if cwd == root_text or cwd.startswith(root_text + "/"):
-            found[int(entry.name)] = f"{cmdline} (in {cwd})"
-    return found
 
 
 def edge_get(server, url: str) -> httpx.Response:

@@ -34,7 +34,7 @@ import pytest
 
 from rhone_cli.services.local import process_alive
 from tests.conftest import REPO
-from tests.e2e.helpers import operation_state, pgid, restart, wait_until
+from tests.e2e.helpers import operation_state, pgid, processes_under, restart, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -96,27 +96,6 @@ def route_owner(server) -> dict | None:
 
 def route_events(server) -> list[dict]:
     return db_rows(server, "SELECT * FROM route_events WHERE route_key = ? ORDER BY seq", ROUTE_KEY)
-
-
-def processes_under(root: Path) -> dict[int, str]:
-    """Live processes (zombies excluded) whose working directory is inside `root` — even one since deleted — other
-    than Rhone Local servers: the app processes the data directory's allocations started."""
-    root_text = str(root.resolve())
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
-        except OSError:
-            continue
-        if state in ("Z", "X") or "rhone_local" in cmdline:
-            continue
-        if cwd == root_text or cwd.startswith(root_text + "/"):
-            found[int(entry.name)] = f"{cmdline} (in {cwd})"
-    return found
 
 
 def edge_production(server) -> httpx.Response:
