@@ -6,38 +6,18 @@
   edge's own route table (`domain/routing.py`): a verified snapshot, then the store's route events applied by
   sequence and epoch; a gap fails closed until a fresh snapshot. Allocation health never picks the owner.
 An unknown host is 404; a known route or deployment without a ready allocation is 503 — the edge never falls back
-to another deployment. Request bodies are read whole; responses stream; hop-by-hop headers are dropped.
+to another deployment. This module decides where a request goes; `edge_relay.py` carries it there.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
-
-import httpx
 
 from rhone_local.domain.routing import Owner, RouteEvent, RouteTable
 from rhone_local.store import Store
 
 log = logging.getLogger("rhone_local.edge")
-MAX_REQUEST_BODY = 32 * 1024 * 1024
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-    }
-)
-
-
 SYNC_INTERVAL_SECONDS = 0.02
 
 
@@ -45,7 +25,6 @@ class Edge:
     def __init__(self, store: Store, suffix: str = "localhost") -> None:
         self.store = store
         self.suffix = suffix
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False)
         self.table = RouteTable()
         self._stop = threading.Event()
         self._sync_thread: threading.Thread | None = None
@@ -121,71 +100,3 @@ class Edge:
                 return 503, f"deployment {deployment_id} has no ready allocation"
             return 200, alloc["port"]
         return 404, f"no route for {name}"
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        status, target = self.route(headers.get("host", ""))
-        if status != 200:
-            await self._plain(send, status, f"{status} {target}\n")
-            return
-        path = scope.get("raw_path") or scope["path"].encode()
-        query = scope.get("query_string") or b""
-        url = f"http://127.0.0.1:{target}{path.decode('latin-1')}" + (f"?{query.decode('latin-1')}" if query else "")
-        forward = [(k, v) for k, v in headers.items() if k not in HOP_BY_HOP]
-        forward += [("x-forwarded-host", headers.get("host", "")), ("x-forwarded-proto", "http")]
-        client_host = (scope.get("client") or ("", 0))[0]
-        if client_host:
-            forward.append(("x-forwarded-for", client_host))
-
-        # Request bodies are read whole (bounded) so the upstream gets a Content-Length: simple app servers (the
-        # standard library's among them) do not read chunked request bodies. Responses stream.
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > MAX_REQUEST_BODY:
-                await self._plain(send, 413, "413 request body too large for the local edge\n")
-                return
-            if not message.get("more_body"):
-                break
-        request = self.client.build_request(scope["method"], url, headers=forward, content=b"".join(chunks))
-        try:
-            response = await self.client.send(request, stream=True)
-        except httpx.ConnectError:
-            # The allocation recorded as ready does not accept connections (its process died): that is "the owner
-            # has no ready allocation", so 503 like every other such case — and still never another deployment.
-            await self._plain(send, 503, "503 the allocation is not answering\n")
-            return
-        except httpx.TransportError as error:
-            await self._plain(send, 502, f"502 upstream failed: {type(error).__name__}\n")
-            return
-        try:
-            out_headers = [
-                (k.encode("latin-1"), v.encode("latin-1"))
-                for k, v in response.headers.multi_items()
-                if k.lower() not in HOP_BY_HOP
-            ]
-            await send({"type": "http.response.start", "status": response.status_code, "headers": out_headers})
-            async for chunk in response.aiter_raw():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            await response.aclose()
-
-    @staticmethod
-    async def _plain(send: Any, status: int, text: str) -> None:
-        body = text.encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})

@@ -26,6 +26,7 @@ from rhone_local import __version__
 from rhone_local.api.app import create_app
 from rhone_local.domain.access import hash_token
 from rhone_local.edge import Edge
+from rhone_local.edge_relay import Relay
 from rhone_local.notify import ChangeNotifier
 from rhone_local.pipeline import build_pipeline
 from rhone_local.promotion import Promotions
@@ -87,13 +88,10 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     )
-    edge_server = None
+    relay = None
     if edge is not None:
-        edge_server = uvicorn.Server(
-            uvicorn.Config(edge, host=host, port=edge_port, log_level="warning", access_log=False, lifespan="off")
-        )
-        # The edge runs in its own thread and event loop; uvicorn installs signal handlers only in the main thread.
-        threading.Thread(target=edge_server.run, name="edge", daemon=True).start()
+        relay = Relay(edge.route, host, edge_port)
+        relay.start()  # its own thread and event loop; a taken port fails here, before the state file is written
     state_file = data_dir / "server.json"
     state_file.write_text(
         json.dumps(
@@ -115,8 +113,8 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     try:
         server.run()
     finally:
-        if edge_server is not None:
-            edge_server.should_exit = True
+        if relay is not None:
+            relay.stop()
             edge.stop_sync()
         # Nothing starts from now on and probes under way give up (their stages resume after the next start); then
         # the workers finish, and every allocation stops.

@@ -12,7 +12,6 @@ No HTTP server runs here: `route()` returns (status, upstream port or reason).
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import random
 import sqlite3
@@ -186,7 +185,6 @@ def world(tmp_path: Path) -> Iterator[World]:
     w.add_app("web")
     w.add_app("api")
     yield w
-    asyncio.run(edge.client.aclose())
     store.close()
 
 

@@ -1,0 +1,389 @@
+"""The edge relay's HTTP handling against a scripted app server on loopback: framing, reuse, failures, tunnels.
+
+The app here is a raw-socket server whose answers are written byte for byte (lengths, chunks, closes, cut answers,
+101 tunnels), so each test pins one way a real app can answer and what the client then gets through the relay.
+Routing is a plain function: `test_edge_routes.py` and the end-to-end tests cover the real route table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from rhone_local import edge_relay
+from rhone_local.edge_relay import Relay
+from tests.e2e.helpers import wait_until
+
+BIG = 3 * 1024 * 1024 + 17
+
+
+def _read_head(conn: socket.socket, buffer: bytearray) -> bytes | None:
+    while b"\r\n\r\n" not in buffer:
+        data = conn.recv(65536)
+        if not data:
+            return None
+        buffer += data
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    buffer[:] = rest
+    return head
+
+
+@dataclass
+class ScriptedApp:
+    """An app server on a free port; each path answers in one particular way. Counts connections and requests."""
+
+    sock: socket.socket
+    connections: int = 0
+    requests: list[dict] = field(default_factory=list)
+    close_idle_after_first: bool = False
+    dripped_closed: bool = False
+
+    @property
+    def port(self) -> int:
+        return self.sock.getsockname()[1]
+
+    def serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    def _connection(self, conn: socket.socket) -> None:
+        buffer = bytearray()
+        with conn:
+            while True:
+                try:
+                    head = _read_head(conn, buffer)
+                except OSError:
+                    return
+                if head is None:
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                method, target, _ = lines[0].split(" ", 2)
+                headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines[1:]]
+                length = int(next((v for k, v in headers if k.lower() == "content-length"), "0"))
+                while len(buffer) < length:
+                    buffer += conn.recv(65536)
+                body, buffer[:] = bytes(buffer[:length]), buffer[length:]
+                self.requests.append({"method": method, "target": target, "headers": headers, "body": body})
+                if not self._answer(conn, method, target, headers, body, buffer):
+                    return
+                if self.close_idle_after_first:
+                    return
+
+    def _answer(self, conn, method, target, headers, body, buffer) -> bool:
+        path = target.split("?")[0]
+        if path == "/echo":
+            payload = json.dumps(
+                {
+                    "method": method,
+                    "target": target,
+                    "headers": [[k.lower(), v] for k, v in headers],
+                    "body": body.decode(),
+                }
+            ).encode()
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-App: yes\r\n\r\n%s" % (len(payload), payload))
+        elif path == "/head":
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n" + (b"" if method == "HEAD" else b"x" * 1234)
+            )
+        elif path == "/chunked":
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n"
+            )
+        elif path == "/close-delimited":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
+            return False
+        elif path == "/no-content":
+            conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+        elif path == "/big":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG)
+            conn.sendall(b"b" * BIG)
+        elif path == "/cut":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..")
+            return False
+        elif path == "/drip":  # promises a long answer, sends a little, then waits for the edge to hang up
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nfirst bytes")
+            conn.settimeout(5)
+            with contextlib.suppress(OSError):
+                self.dripped_closed = conn.recv(1) == b""
+            return False
+        elif path == "/hang-up":
+            return False
+        elif path == "/slow":
+            time.sleep(1.5)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
+        elif path == "/hop-by-hop":
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, X-Private\r\n"
+                b"Keep-Alive: timeout=5\r\nX-Private: secret\r\nX-Public: yes\r\n\r\nok"
+            )
+        elif path == "/ws":
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            data = bytes(buffer)
+            while True:  # echo, upper-cased, until the peer goes
+                if data:
+                    conn.sendall(data.upper())
+                data = conn.recv(65536)
+                if not data:
+                    return False
+        else:
+            conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+
+@pytest.fixture
+def app() -> Iterator[ScriptedApp]:
+    sock = socket.create_server(("127.0.0.1", 0))
+    scripted = ScriptedApp(sock)
+    threading.Thread(target=scripted.serve, daemon=True).start()
+    yield scripted
+    sock.close()
+
+
+@dataclass
+class Edge:
+    relay: Relay
+    routes: dict[str, tuple[int, str | int]]
+
+    @property
+    def port(self) -> int:
+        return self.relay.server.sockets[0].getsockname()[1]
+
+    def connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+    def raw(self, data: bytes, *, until_close: bool = True) -> bytes:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(data)
+            chunks = []
+            while until_close:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+
+@pytest.fixture
+def edge(app: ScriptedApp) -> Iterator[Edge]:
+    routes: dict[str, tuple[int, str | int]] = {"web.localhost": (200, app.port)}
+    relay = Relay(lambda host: routes.get(host.split(":")[0], (404, f"no route for {host}")), "127.0.0.1", 0)
+    relay.start()
+    yield Edge(relay, routes)
+    relay.stop()
+
+
+def get(conn: http.client.HTTPConnection, path: str, method: str = "GET", **kwargs) -> tuple[int, dict, bytes]:
+    conn.request(method, path, headers={"Host": "web.localhost", **kwargs.pop("headers", {})}, **kwargs)
+    response = conn.getresponse()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+
+
+# -- routing outcomes -----------------------------------------------------------------------------------------------
+def test_a_request_reaches_the_routed_app_with_forwarding_headers_and_its_body(edge: Edge, app: ScriptedApp) -> None:
+    status, headers, body = get(edge.connection(), "/echo?x=1", "POST", body=b'{"a": 1}')
+    seen = json.loads(body)
+    assert status == 200 and headers["x-app"] == "yes"
+    assert seen["method"] == "POST" and seen["target"] == "/echo?x=1" and seen["body"] == '{"a": 1}'
+    sent = dict(seen["headers"])
+    assert sent["host"] == f"127.0.0.1:{app.port}" and sent["x-forwarded-host"] == "web.localhost"
+    assert sent["x-forwarded-proto"] == "http" and sent["x-forwarded-for"] == "127.0.0.1"
+    assert sent["content-length"] == "8"
+
+
+def test_a_route_refusal_is_answered_by_the_edge_and_the_app_sees_nothing(edge: Edge, app: ScriptedApp) -> None:
+    edge.routes["down.localhost"] = (503, "route down--production has no ready allocation")
+    conn = edge.connection()
+    assert get(conn, "/echo", headers={"Host": "nowhere.localhost"})[0] == 404
+    status, _, body = get(conn, "/echo", headers={"Host": "down.localhost"})
+    assert status == 503 and b"has no ready allocation" in body
+    assert get(conn, "/echo")[0] == 200  # the same client connection is still usable
+    assert len(app.requests) == 1
+
+
+def test_a_refused_connection_is_503_never_another_app(edge: Edge, app: ScriptedApp) -> None:
+    dead = socket.create_server(("127.0.0.1", 0))
+    dead_port = dead.getsockname()[1]
+    dead.close()
+    edge.routes["web.localhost"] = (200, dead_port)
+    status, _, body = get(edge.connection(), "/echo")
+    assert status == 503 and body == b"503 the allocation is not answering\n"
+    assert app.requests == []
+
+
+# -- connection reuse -----------------------------------------------------------------------------------------------
+def test_upstream_connections_are_reused_across_requests_and_clients(edge: Edge, app: ScriptedApp) -> None:
+    for _ in range(3):
+        conn = edge.connection()
+        for _ in range(10):
+            assert get(conn, "/echo")[0] == 200
+        conn.close()
+    assert len(app.requests) == 30 and app.connections == 1
+
+
+def test_an_idle_connection_the_app_closed_is_retried_once_on_a_fresh_one(edge: Edge, app: ScriptedApp) -> None:
+    app.close_idle_after_first = True  # the app closes every connection after one answer
+    conn = edge.connection()
+    for _ in range(5):
+        assert get(conn, "/echo")[0] == 200
+    assert len(app.requests) == 5 and app.connections == 5
+
+
+def test_an_app_that_hangs_up_without_answering_is_502(edge: Edge, app: ScriptedApp) -> None:
+    status, _, body = get(edge.connection(), "/hang-up")
+    assert status == 502 and b"without answering" in body
+    assert len(app.requests) == 1  # a fresh connection is not retried: the app saw the request
+
+
+# -- framing --------------------------------------------------------------------------------------------------------
+def test_chunked_and_close_delimited_answers_reach_the_client_whole(edge: Edge) -> None:
+    conn = edge.connection()
+    status, headers, body = get(conn, "/chunked")
+    assert (status, body, headers["transfer-encoding"]) == (200, b"hello, world", "chunked")
+    status, headers, body = get(conn, "/close-delimited")
+    assert (status, body, headers["transfer-encoding"]) == (200, b"until the end", "chunked")
+    assert get(conn, "/echo")[0] == 200  # re-framed as chunks, so the client connection stays open
+
+
+def test_an_http10_client_gets_a_close_delimited_answer(edge: Edge) -> None:
+    answer = edge.raw(b"GET /chunked HTTP/1.0\r\nHost: web.localhost\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"connection: close" in head.lower()
+    assert b"transfer-encoding" not in head.lower() and body == b"hello, world"
+
+
+def test_head_and_204_answers_have_no_body(edge: Edge) -> None:
+    conn = edge.connection()
+    status, headers, body = get(conn, "/head", "HEAD")
+    assert (status, headers["content-length"], body) == (200, "1234", b"")
+    status, _, body = get(conn, "/no-content")
+    assert (status, body) == (204, b"")
+    assert get(conn, "/head")[2] == b"x" * 1234
+
+
+def test_a_large_answer_streams_through_whole(edge: Edge) -> None:
+    status, headers, body = get(edge.connection(), "/big")
+    assert status == 200 and int(headers["content-length"]) == BIG and body == b"b" * BIG
+
+
+def test_an_answer_cut_short_is_cut_for_the_client_too(edge: Edge) -> None:
+    conn = edge.connection()
+    conn.request("GET", "/cut", headers={"Host": "web.localhost"})
+    response = conn.getresponse()
+    with pytest.raises(http.client.IncompleteRead):
+        response.read()
+
+
+def test_hop_by_hop_headers_do_not_cross(edge: Edge) -> None:
+    _, headers, _ = get(edge.connection(), "/hop-by-hop", headers={"Connection": "X-Mine", "X-Mine": "1"})
+    assert "x-private" not in headers and "keep-alive" not in headers and headers["x-public"] == "yes"
+
+
+def test_request_hop_by_hop_headers_do_not_reach_the_app(edge: Edge, app: ScriptedApp) -> None:
+    get(edge.connection(), "/echo", headers={"Connection": "keep-alive, X-Mine", "X-Mine": "1", "TE": "trailers"})
+    sent = dict(app.requests[-1]["headers"])
+    assert not {"X-Mine", "TE", "Connection"} & set(sent)
+
+
+def test_pipelined_requests_are_answered_in_order(edge: Edge) -> None:
+    requests = b"".join(
+        b"GET /echo?n=%d HTTP/1.1\r\nHost: web.localhost\r\n%s\r\n" % (n, b"Connection: close\r\n" if n == 4 else b"")
+        for n in range(5)
+    )
+    answer = edge.raw(requests)
+    order = [int(chunk.split(b'"target": "/echo?n=', 1)[1][:1]) for chunk in answer.split(b"HTTP/1.1 200 OK")[1:]]
+    assert order == [0, 1, 2, 3, 4]
+
+
+def test_expect_100_continue_is_answered_by_the_edge(edge: Edge, app: ScriptedApp) -> None:
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"hello")
+        answer = b""
+        while b"}" not in answer:
+            answer += sock.recv(65536)
+    assert b"HTTP/1.1 200 OK" in answer and app.requests[-1]["body"] == b"hello"
+    assert "Expect" not in dict(app.requests[-1]["headers"])
+
+
+# -- bad input ------------------------------------------------------------------------------------------------------
+def test_a_malformed_request_is_400_and_the_app_sees_nothing(edge: Edge, app: ScriptedApp) -> None:
+    answer = edge.raw(b"GET / HTTP/1.1\r\nHost web.localhost\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400") and b"connection: close" in answer
+    assert app.requests == []
+
+
+def test_a_body_over_the_limit_is_413_and_the_app_sees_nothing(
+    edge: Edge, app: ScriptedApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(edge_relay, "MAX_REQUEST_BODY", 1000)
+    answer = edge.raw(b"POST /echo HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: 2000\r\n\r\n" + b"x" * 2000)
+    assert answer.startswith(b"HTTP/1.1 413") and app.requests == []
+
+
+def test_an_oversized_head_is_431(edge: Edge, app: ScriptedApp) -> None:
+    answer = edge.raw(b"GET / HTTP/1.1\r\nHost: web.localhost\r\nX-Big: " + b"y" * 70_000 + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 431") and app.requests == []
+
+
+def test_an_app_slower_than_the_head_timeout_is_504(
+    edge: Edge, app: ScriptedApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(edge_relay, "UPSTREAM_HEAD_TIMEOUT", 0.3)
+    status, headers, body = get(edge.connection(), "/slow")
+    assert status == 504 and headers["connection"] == "close" and b"did not answer in time" in body
+
+
+# -- tunnels and shutdown -------------------------------------------------------------------------------------------
+def test_an_upgrade_becomes_a_byte_tunnel(edge: Edge, app: ScriptedApp) -> None:
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(
+            b"GET /ws HTTP/1.1\r\nHost: web.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nearly"
+        )
+        received = b""
+        while b"EARLY" not in received:
+            received += sock.recv(65536)
+        assert received.startswith(b"HTTP/1.1 101")
+        sock.sendall(b"ping")
+        assert sock.recv(100) == b"PING"
+    sent = [(k.lower(), v.lower()) for k, v in app.requests[-1]["headers"]]
+    assert sent.count(("upgrade", "websocket")) == 1 and sent.count(("connection", "upgrade")) == 1
+
+
+def test_a_client_gone_mid_answer_does_not_leave_the_connection_pooled(edge: Edge, app: ScriptedApp) -> None:
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(b"GET /drip HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
+        assert b"first bytes" in sock.recv(1000)
+    assert wait_until(lambda: app.dripped_closed, timeout=5)  # the edge hung up on the app too
+    assert not any(edge.relay.pool.idle.values())
+    assert get(edge.connection(), "/echo")[0] == 200
+    assert app.connections == 2
+
+
+def test_stop_closes_the_listener(app: ScriptedApp) -> None:
+    relay = Relay(lambda host: (200, app.port), "127.0.0.1", 0)
+    relay.start()
+    port = relay.server.sockets[0].getsockname()[1]
+    relay.stop()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
+def test_a_taken_port_fails_at_start() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        relay = Relay(lambda host: (404, "none"), "127.0.0.1", taken.getsockname()[1])
+        with pytest.raises(OSError):
+            relay.start()
