@@ -89,16 +89,6 @@ def input_required(flag: str, what: str) -> RhoneError:
     )
 
 
-def not_implemented(command: str, arrives_with: str) -> RhoneError:
-    """Commands whose server side is not built yet say so instead of pretending to work."""
-    return RhoneError(
-        f"`rhone {command}` is not available in this version of rhone yet",
-        code="not_implemented",
-        exit_code=ExitCode.FAILED,
-        hint=f"it arrives with {arrives_with}; see CHANGELOG.md",
-    )
-
-
 # HTTP status -> (exit code, fallback error code) for errors whose body we could not interpret.
 STATUS_EXIT_CODES: dict[int, tuple[int, str]] = {
     400: (ExitCode.USAGE, "bad_request"),
@@ -128,10 +118,24 @@ CODE_EXIT_CODES: dict[str, int] = {
             "migration_needs_approval",
             "rollback_unsafe_db",
             "ack_cold_required",
+            "runtime_services_missing",
+            "residency_violation",
+            "data_topology_not_ready",
+            "secret_missing",
+            "artifact_absent",
         ),
         ExitCode.BLOCKED,
     ),
-    **dict.fromkeys(("route_epoch_conflict", "digest_mismatch", "idempotency_key_reused"), ExitCode.CONFLICT),
+    **dict.fromkeys(
+        (
+            "route_epoch_conflict",
+            "digest_mismatch",
+            "idempotency_key_reused",
+            "shared_mutable_resource",
+            "binding_exists",
+        ),
+        ExitCode.CONFLICT,
+    ),
 }
 
 

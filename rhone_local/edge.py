@@ -11,9 +11,11 @@ to another deployment. This module decides where a request goes; `edge_relay.py`
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 
+from rhone_local.domain import topology
 from rhone_local.domain.routing import Owner, RouteEvent, RouteTable
 from rhone_local.store import Store
 
@@ -26,6 +28,8 @@ class Edge:
         self.store = store
         self.suffix = suffix
         self.table = RouteTable()
+        self._turns = itertools.count()
+        self._cookies: dict[str, str] = {}
         self._stop = threading.Event()
         self._sync_thread: threading.Thread | None = None
 
@@ -66,7 +70,16 @@ class Edge:
             self._sync_thread.join(2)
 
     def route(self, host: str) -> tuple[int, str | int]:
-        """(status, upstream port or reason) for a Host header."""
+        """(status, the first-choice upstream port or the reason) for a Host header."""
+        status, target = self.candidates(host)
+        return (status, target[0]) if isinstance(target, list) else (status, target)
+
+    def candidates(self, host: str, cookie: str | None = None) -> tuple[int, str | list[int]]:
+        """(200, upstream ports in order of preference) or (status, reason) for a Host header.
+
+        Only the route owner's ready allocations in the environment's eligible regions are candidates: health picks
+        among them, never the owner. With the owner's session cookie the order is that session's (affinity);
+        without it, requests are spread round-robin. The relay tries the next candidate only when one refuses."""
         name = host.split(":", 1)[0].lower().rstrip(".")
         if not name.endswith("." + self.suffix):
             return 404, f"{name} is not under .{self.suffix}"
@@ -78,15 +91,10 @@ class Edge:
             owner = self.table.owner(label)
             if owner is None:
                 return 404, f"no route {label}"
-            alloc = self.store.one(
-                "SELECT a.port FROM allocations a JOIN environments e ON e.id = a.environment_id "
-                "WHERE a.deployment_id = ? AND e.name = ? AND a.state = 'ready' ORDER BY a.id DESC LIMIT 1",
-                owner.deployment_id,
-                environment,
-            )
-            if alloc is None:
+            allocations = self.store.ready_route_allocations(owner.deployment_id, environment)
+            if not allocations:
                 return 503, f"route {label} (epoch {owner.epoch}, {owner.deployment_id}) has no ready allocation"
-            return 200, alloc["port"]
+            return 200, self._order(owner.deployment_id, allocations, cookie)
         if label.startswith("dep-") and "." not in label:
             deployment_id = "dep_" + label[4:]
             deployment = self.store.one("SELECT id FROM deployments WHERE id = ?", deployment_id)
@@ -98,5 +106,24 @@ class Edge:
             )
             if alloc is None:
                 return 503, f"deployment {deployment_id} has no ready allocation"
-            return 200, alloc["port"]
+            return 200, [alloc["port"]]
         return 404, f"no route for {name}"
+
+    def _order(self, deployment_id: str, allocations: list[dict], cookie: str | None) -> list[int]:
+        if len(allocations) == 1:
+            return [allocations[0]["port"]]
+        ports = {a["id"]: a["port"] for a in allocations}
+        session = topology.session_value(cookie, self._session_cookie(deployment_id))
+        if session is not None:
+            return [ports[i] for i in topology.by_affinity(list(ports), session)]
+        start = next(self._turns) % len(allocations)
+        ordered = allocations[start:] + allocations[:start]
+        return [a["port"] for a in ordered]
+
+    def _session_cookie(self, deployment_id: str) -> str:
+        name = self._cookies.get(deployment_id)
+        if name is None:  # a deployment's config never changes: read it once
+            row = self.store.one("SELECT config FROM deployments WHERE id = ?", deployment_id)
+            name = topology.runtime_of(row["config"] if row else {})["session_cookie"]
+            self._cookies[deployment_id] = name
+        return name

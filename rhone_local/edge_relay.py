@@ -8,7 +8,8 @@ arrive — the upstream connection is reused, the body is never re-buffered.
 What the relay does, per client connection:
 - parses requests (pipelined ones queue, in order), reads each body whole (bounded) so the upstream always gets a
   Content-Length — simple app servers do not read chunked request bodies;
-- asks `Edge.route(host)` where it goes; anything but a port is answered here in plain text (404, 503 …);
+- asks `Edge.candidates(host, cookie)` where it goes; anything but ports is answered here in plain text (404, 503 …);
+  a candidate that refuses the connection gives way to the next (the same owner's other allocations);
 - sends the request on an idle connection to that port, or a new one; a reused connection that closes before any
   answer byte is retried once on a fresh one (the app closed it while idle — the request was never seen);
 - relays the answer: head filtered of hop-by-hop headers, body as it comes (a body the app delimits by closing is
@@ -70,7 +71,8 @@ REASONS = {
     504: b"Gateway Timeout",
 }
 
-RouteFn = Callable[[str], "tuple[int, str | int]"]
+# (Host header, Cookie header) -> (200, candidate ports in order) or (status, reason)
+RouteFn = Callable[[str, "str | None"], "tuple[int, str | int | list[int]]"]
 
 
 def plain_response(status: int, text: str, *, close: bool = False) -> bytes:
@@ -532,11 +534,21 @@ class Client(asyncio.Protocol):
             self.transport.close()
 
     async def _forward(self, request: Request) -> str:
-        status, target = self.relay.route(request.host)
+        cookie = next((value.decode("latin-1") for name, value in request.headers if name == b"cookie"), None)
+        status, target = self.relay.route(request.host, cookie)
         if status != 200:
             self.write(plain_response(status, f"{status} {target}\n", close=not request.keep_alive))
             return "ok"
-        port = int(target)
+        for port in target if isinstance(target, list) else [int(target)]:
+            outcome = await self._forward_to(request, port)
+            if outcome != "refused":
+                return outcome
+        # Every candidate is recorded ready and none accepts a connection (their processes died): that is "no ready
+        # allocation", so 503 — the candidates are the owner's only, so this never reaches another deployment.
+        self.write(plain_response(503, "503 the allocation is not answering\n", close=not request.keep_alive))
+        return "ok"
+
+    async def _forward_to(self, request: Request, port: int) -> str:
         head = request.head_for(port, self.peer)
         for attempt in (1, 2):
             upstream = None if request.upgrade is not None else self.relay.pool.take(port)
@@ -545,11 +557,7 @@ class Client(asyncio.Protocol):
                 try:
                     upstream = await self.relay.pool.connect(port)
                 except (TimeoutError, OSError):
-                    # Recorded ready, not answering (its process died): "no ready allocation", so 503.
-                    self.write(
-                        plain_response(503, "503 the allocation is not answering\n", close=not request.keep_alive)
-                    )
-                    return "ok"
+                    return "refused"
             exchange = Exchange(self, request, upstream, self.relay.loop.create_future())
             upstream.exchange = exchange
             self.exchange = exchange

@@ -93,6 +93,7 @@ class DeployPipeline:
         self.store = store
         self.blobs = blobs
         self.runner = runner
+        self.data_dir = data_dir
         self.root = data_dir / "deployments"
         self.edge_port = edge_port
         self.edge_suffix = edge_suffix
@@ -309,14 +310,8 @@ class DeployPipeline:
         return results
 
     def bound_providers(self, environment_id: str) -> list[str]:
-        """Providers with a ready binding in the environment (bindings arrive with the topology milestone)."""
-        table = self.store.one("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'provider_bindings'")
-        if table is None:
-            return []
-        rows = self.store.all(
-            "SELECT name FROM provider_bindings WHERE environment_id = ? AND state = 'ready'", environment_id
-        )
-        return [r["name"] for r in rows]
+        """Providers with a ready binding in the environment's primary region (where it serves from creation)."""
+        return self.store.ready_providers(environment_id, self.store.primary_region()["id"])
 
     def _validate(self, deployment: dict[str, Any]) -> StageOutcome:
         results = self.evaluate_gates(deployment)

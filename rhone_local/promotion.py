@@ -15,6 +15,7 @@ import time
 from functools import partial
 from typing import Any
 
+from rhone_local.domain import topology
 from rhone_local.pipeline import DeployPipeline, StageFailed
 from rhone_local.store import Store
 
@@ -56,12 +57,24 @@ def check_policy(store: Store, pipeline: DeployPipeline, params: dict[str, Any])
     missing = sorted(set(required) - set(pipeline.bound_providers(environment["id"])))
     if missing:
         raise StageFailed("binding_missing", f"no ready binding in {environment['name']} for: {', '.join(missing)}")
+    instances = environment.get("instances", 1)
+    lacking = []
+    for region in store.eligible_regions(environment["id"]):
+        bound = store.bound_services(environment["id"], region["id"])
+        lacking += [f"{r.service} in {region['name']}" for r in topology.scale_refusal(instances, config, bound)]
+    if lacking:
+        raise StageFailed(
+            "runtime_services_missing",
+            f"{environment['name']} runs {instances} instances, and this deployment needs runtime services it lacks "
+            f"there: {', '.join(lacking)}",
+        )
     return {
         "deployment_state": deployment["state"],
         "artifact_digest": deployment["artifact_digest"],
         "frozen": False,
         "approval": params.get("approved_by"),
         "providers": required,
+        "instances": instances,
     }
 
 
@@ -84,14 +97,21 @@ class Promotions:
         evidence = dict(evidence or {})
         deployment = self.store.deployment(params["deployment_id"])
         environment = self.store.one("SELECT * FROM environments WHERE id = ?", params["environment_id"])
-        alloc = self.pipeline.runner.ensure_running(
-            deployment, environment, token=partial(self.pipeline.runtime_token, deployment)
-        )
-        evidence["allocation"] = {"id": alloc["id"], "state": alloc["state"], "health": alloc["health"]}
-        if alloc["state"] != "ready":
+        runner, token = self.pipeline.runner, partial(self.pipeline.runtime_token, deployment)
+        instances = max(environment.get("instances", 1), 1)
+        if instances == 1:
+            allocations = [runner.ensure_running(deployment, environment, token=token)]
+        else:
+            regions = self.store.eligible_regions(environment["id"])
+            allocations = runner.ensure_instances(deployment, environment, instances, token=token, regions=regions)
+        evidence["allocations"] = [{"id": a["id"], "state": a["state"], "health": a["health"]} for a in allocations]
+        evidence["allocation"] = evidence["allocations"][0]
+        not_ready = [a for a in allocations if a["state"] != "ready"]
+        if not_ready:
             raise StageFailed(
                 "readiness_failed",
-                f"the {environment['name']} allocation never became ready; the route did not move",
+                f"{len(not_ready)} of {instances} {environment['name']} allocation(s) never became ready; the route "
+                "did not move",
                 evidence,
             )
         return evidence

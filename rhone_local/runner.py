@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,68 @@ class Runner:
                 self._kill(alloc, "replaced: not ready after a restart")
             return self._start(deployment, environment, token=token, env_vars=env_vars or {})
 
+    def ensure_instances(
+        self,
+        deployment: dict[str, Any],
+        environment: dict[str, Any],
+        count: int,
+        *,
+        token: Callable[[], str],
+        regions: list[dict[str, Any]],
+    ) -> list[dict[str, Any]]:
+        """Converge the deployment's allocations in the environment on `count` ready ones, spread over `regions`
+        (the environment's eligible regions). Extra ones drain, newest first; missing ones start in parallel.
+        Returns the allocations kept or started, ready or not (the caller decides what a shortfall means)."""
+        eligible = {r["id"] for r in regions}
+        with self._lock_for(deployment["id"], environment["id"]):
+            kept: list[dict[str, Any]] = []
+            for alloc in self.allocations_of(deployment["id"]):
+                if alloc["state"] not in LIVE_STATES or alloc["environment_id"] != environment["id"]:
+                    continue
+                if alloc["state"] == "ready" and process_alive(alloc["pid"]) and alloc["region_id"] in eligible:
+                    kept.append(alloc)
+                elif alloc["state"] == "ready" and process_alive(alloc["pid"]):
+                    self.stop(alloc, "its region is no longer eligible for the environment")
+                else:
+                    self._kill(alloc, "replaced: not ready after a restart")
+            while len(kept) > count:
+                self.stop(kept.pop(), f"scaled to {count} instance(s)")
+            placements = self._placements(kept, regions, count - len(kept))
+            if not placements:
+                return kept
+
+            def start(place: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+                try:
+                    return self._start(
+                        deployment, environment, token=token, env_vars={}, region=place[0], cell=place[1]
+                    )
+                finally:
+                    self.store.close()  # this thread's connection
+
+            with ThreadPoolExecutor(max_workers=len(placements), thread_name_prefix="alloc-start") as pool:
+                return kept + list(pool.map(start, placements))
+
+    def _placements(
+        self, kept: list[dict[str, Any]], regions: list[dict[str, Any]], missing: int
+    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Where `missing` new allocations go: each to the eligible region (then cell) with the fewest so far."""
+        cells = {
+            r["id"]: self.store.all("SELECT * FROM cells WHERE region_id = ? ORDER BY id", r["id"]) for r in regions
+        }
+        per_cell = {c["id"]: 0 for region_cells in cells.values() for c in region_cells}
+        per_region = {r["id"]: 0 for r in regions}
+        for alloc in kept:
+            per_region[alloc["region_id"]] = per_region.get(alloc["region_id"], 0) + 1
+            per_cell[alloc["cell_id"]] = per_cell.get(alloc["cell_id"], 0) + 1
+        placements = []
+        for _ in range(max(missing, 0)):
+            region = min((r for r in regions if cells[r["id"]]), key=lambda r: per_region[r["id"]])
+            cell = min(cells[region["id"]], key=lambda c: per_cell[c["id"]])
+            per_region[region["id"]] += 1
+            per_cell[cell["id"]] += 1
+            placements.append((region, cell))
+        return placements
+
     def _start(
         self,
         deployment: dict[str, Any],
@@ -141,9 +204,11 @@ class Runner:
         *,
         token: Callable[[], str],
         env_vars: dict[str, str],
+        region: dict[str, Any] | None = None,
+        cell: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        region = self.store.one("SELECT * FROM regions ORDER BY id LIMIT 1")
-        cell = self.store.one("SELECT * FROM cells WHERE region_id = ? ORDER BY id LIMIT 1", region["id"])
+        region = region or self.store.primary_region()
+        cell = cell or self.store.one("SELECT * FROM cells WHERE region_id = ? ORDER BY id LIMIT 1", region["id"])
         ts = now_iso()
         alloc = {
             "id": new_id("allocation"),
@@ -176,12 +241,15 @@ class Runner:
             return self._move(alloc, "failed", health={"stage": "pulling", "error": str(error)}) or alloc
         port = free_port()
         environment_vars = {
+            # Bindings first: the platform's own variables below cannot be overridden by a secret's name.
+            **self.store.allocation_environment(environment["id"], region["id"]),
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(directory),
             "PORT": str(port),
             "RHONE_DEPLOYMENT_ID": deployment["id"],
             "RHONE_ENVIRONMENT": environment["name"],
             "RHONE_ARTIFACT_DIGEST": deployment["artifact_digest"],
+            "RHONE_REGION": region["name"],  # internal topology, for logs; never part of a public URL or id
             "RHONE_RUNTIME_TOKEN": token(),  # minted only for an allocation that really starts
             **env_vars,
         }
@@ -292,6 +360,17 @@ class Runner:
             "SELECT * FROM allocations WHERE state IN ('planned', 'pulling', 'starting', 'ready', 'draining')"
         ):
             self.stop(alloc, reason)
+
+    def check_processes(self) -> list[str]:
+        """Ready allocations whose process has gone are failed (their state, not the edge's luck, says so)."""
+        gone = []
+        for alloc in self.store.all("SELECT * FROM allocations WHERE state = 'ready'"):
+            if process_alive(alloc["pid"]):
+                continue
+            health = {**(alloc["health"] or {}), "ready": False, "error": "process exited", "at": now_iso()}
+            if self._move(alloc, "failed", health=health):
+                gone.append(alloc["id"])
+        return gone
 
     def reconcile(self) -> list[str]:
         """At start-up: adopt allocation processes that survived a crash and still answer; fail the rest."""

@@ -31,6 +31,7 @@ from rhone_local.notify import ChangeNotifier
 from rhone_local.pipeline import build_pipeline
 from rhone_local.promotion import Promotions
 from rhone_local.store import Store
+from rhone_local.topology import Topology
 from rhone_local.workers import Workers
 
 log = logging.getLogger("rhone_local")
@@ -39,6 +40,11 @@ WORKSPACE = "local"
 OWNER = "local-owner"
 REGION = "local-1"
 CELL = "local-1a"
+# The topology this machine simulates: region, jurisdiction (residency is checked against it), cells. The first is
+# primary — every environment serves there from its creation; the second serves an environment only after a Region
+# Enablement made it eligible. Names stay internal: no public URL or app id contains them.
+TOPOLOGY = (("local-1", "eu", ("local-1a",)), ("local-2", "us", ("local-2a",)))
+PROCESS_CHECK_SECONDS = 1.0
 
 
 def bootstrap(store: Store, data_dir: Path) -> None:
@@ -58,6 +64,12 @@ def bootstrap(store: Store, data_dir: Path) -> None:
     log.info("bootstrapped workspace %s (%s), owner %s; token in %s", WORKSPACE, ids["workspace_id"], OWNER, token_file)
 
 
+def ensure_topology(store: Store) -> None:
+    """Every start: the regions and cells of TOPOLOGY exist (a database from an older version gains the second)."""
+    for index, (region, jurisdiction, cells) in enumerate(TOPOLOGY):
+        store.ensure_region(region, jurisdiction, list(cells), primary=index == 0)
+
+
 def _restore_previews(pipeline: Any) -> None:
     try:
         restarted = pipeline.restore_previews()
@@ -69,12 +81,26 @@ def _restore_previews(pipeline: Any) -> None:
         pipeline.store.close()
 
 
+def _watch_processes(runner: Any, stop: threading.Event) -> None:
+    """Fail ready allocations whose process died, so their state (and every view of it) tells the truth."""
+    try:
+        while not stop.wait(PROCESS_CHECK_SECONDS):
+            try:
+                for alloc_id in runner.check_processes():
+                    log.warning("allocation %s: its process exited; marked failed", alloc_id)
+            except Exception:
+                log.exception("checking allocation processes failed; retrying")
+    finally:
+        runner.store.close()
+
+
 def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     import uvicorn
 
     data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(data_dir / "rhone.db")
     bootstrap(store, data_dir)
+    ensure_topology(store)
     notifier = ChangeNotifier()
     pipeline = build_pipeline(store, data_dir, edge_port=edge_port)
     adopted = pipeline.runner.reconcile()
@@ -83,14 +109,20 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     edge = Edge(store) if edge_port else None
     if edge is not None:
         edge.start_sync()
-    workers = Workers(store, notifier, pipeline=pipeline, promotions=Promotions(store, pipeline, edge))
+    workers = Workers(
+        store,
+        notifier,
+        pipeline=pipeline,
+        promotions=Promotions(store, pipeline, edge),
+        topology=Topology(store, pipeline),
+    )
     app = create_app(store, notifier, pipeline=pipeline)
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     )
     relay = None
     if edge is not None:
-        relay = Relay(edge.route, host, edge_port)
+        relay = Relay(edge.candidates, host, edge_port)
         relay.start()  # its own thread and event loop; a taken port fails here, before the state file is written
     state_file = data_dir / "server.json"
     state_file.write_text(
@@ -109,6 +141,10 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     workers.start()
     # Previews come back in the background: the API answers meanwhile, and the edge says 503 until they are ready.
     threading.Thread(target=_restore_previews, args=(pipeline,), name="restore-previews", daemon=True).start()
+    watching = threading.Event()
+    threading.Thread(
+        target=_watch_processes, args=(pipeline.runner, watching), name="process-watch", daemon=True
+    ).start()
     log.info("Rhone Local %s listening on http://%s:%s (data in %s)", __version__, host, port, data_dir)
     try:
         server.run()
@@ -119,6 +155,7 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
         # Nothing starts from now on and probes under way give up (their stages resume after the next start); then
         # the workers finish, and every allocation stops.
         pipeline.runner.closing.set()
+        watching.set()
         workers.stop()
         pipeline.runner.stop_all("Rhone Local stopped")
         state_file.unlink(missing_ok=True)

@@ -43,7 +43,7 @@ JSON_COLUMNS = frozenset(
         "health",
     }
 )
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def now_iso() -> str:
@@ -141,7 +141,10 @@ class Store:
                 "INSERT INTO tokens VALUES (?, ?, 'user', ?, 'bootstrap', ?, NULL, NULL)",
                 (ids["token_id"], token_hash, ids["user_id"], ts),
             )
-            c.execute("INSERT INTO regions VALUES (?, ?, ?)", (ids["region_id"], region, ts))
+            c.execute(
+                "INSERT INTO regions (id, name, created_at, is_primary) VALUES (?, ?, ?, 1)",
+                (ids["region_id"], region, ts),
+            )
             c.execute("INSERT INTO cells VALUES (?, ?, ?, ?)", (ids["cell_id"], ids["region_id"], cell, ts))
         return ids
 
@@ -193,6 +196,177 @@ class Store:
 
     def cells(self) -> list[dict[str, Any]]:
         return self.all("SELECT * FROM cells ORDER BY id")
+
+    def region(self, ref: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM regions WHERE id = ? OR name = ?", ref, ref)
+
+    def primary_region(self) -> dict[str, Any]:
+        return self.one("SELECT * FROM regions ORDER BY is_primary DESC, id LIMIT 1")  # type: ignore[return-value]
+
+    def ensure_region(self, name: str, jurisdiction: str, cells: list[str], *, primary: bool = False) -> None:
+        """Idempotent: the region and its cells exist with this jurisdiction (topology declared by the server)."""
+        ts = now_iso()
+        with self.write() as c:
+            row = c.execute("SELECT id FROM regions WHERE name = ?", (name,)).fetchone()
+            region_id = row["id"] if row else new_id("region")
+            if row is None:
+                c.execute(
+                    "INSERT INTO regions (id, name, created_at, jurisdiction, is_primary) VALUES (?, ?, ?, ?, ?)",
+                    (region_id, name, ts, jurisdiction, int(primary)),
+                )
+            else:
+                c.execute(
+                    "UPDATE regions SET jurisdiction = ?, is_primary = ? WHERE id = ?",
+                    (jurisdiction, int(primary), region_id),
+                )
+            for cell in cells:
+                c.execute(
+                    "INSERT INTO cells VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                    (new_id("cell"), region_id, cell, ts),
+                )
+
+    def eligible_regions(self, environment_id: str) -> list[dict[str, Any]]:
+        """Regions that may serve the environment: the primary, and those a Region Enablement made eligible."""
+        return self.all(
+            "SELECT r.* FROM regions r LEFT JOIN environment_regions er "
+            "ON er.region_id = r.id AND er.environment_id = ? "
+            "WHERE r.is_primary = 1 OR er.state = 'eligible' ORDER BY r.is_primary DESC, r.id",
+            environment_id,
+        )
+
+    def environment_region_states(self, environment_id: str) -> dict[str, dict[str, Any]]:
+        rows = self.all("SELECT * FROM environment_regions WHERE environment_id = ?", environment_id)
+        return {r["region_id"]: r for r in rows}
+
+    def set_environment_region(
+        self,
+        c: sqlite3.Connection,
+        environment_id: str,
+        region_id: str,
+        state: str,
+        operation_id: str,
+        reason: str | None,
+    ) -> None:
+        c.execute(
+            "INSERT INTO environment_regions VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (environment_id, region_id) "
+            "DO UPDATE SET state = excluded.state, operation_id = excluded.operation_id, reason = excluded.reason, "
+            "updated_at = excluded.updated_at",
+            (environment_id, region_id, state, operation_id, reason, now_iso()),
+        )
+
+    def ready_route_allocations(self, deployment_id: str, environment_name: str) -> list[dict[str, Any]]:
+        """The deployment's ready allocations in the named environment, in regions eligible to serve it."""
+        return self.all(
+            "SELECT a.id, a.port FROM allocations a JOIN environments e ON e.id = a.environment_id "
+            "JOIN deployments d ON d.id = a.deployment_id AND d.app_id = e.app_id "
+            "JOIN regions r ON r.id = a.region_id "
+            "LEFT JOIN environment_regions er ON er.environment_id = a.environment_id AND er.region_id = a.region_id "
+            "WHERE a.deployment_id = ? AND e.name = ? AND a.state = 'ready' "
+            "AND (r.is_primary = 1 OR er.state = 'eligible') "
+            "ORDER BY a.id",
+            deployment_id,
+            environment_name,
+        )
+
+    def allocation_views(self, where: str, *args: Any) -> list[dict[str, Any]]:
+        """Allocations with their region, cell and environment names, and whether their deployment owns the route."""
+        rows = self.all(
+            "SELECT a.*, r.name AS region, c.name AS cell, e.name AS environment, "
+            "(o.deployment_id IS NOT NULL) AS route_owner FROM allocations a "
+            "JOIN regions r ON r.id = a.region_id JOIN cells c ON c.id = a.cell_id "
+            "JOIN environments e ON e.id = a.environment_id "
+            "LEFT JOIN route_owners o ON o.environment_id = a.environment_id AND o.deployment_id = a.deployment_id "
+            f"WHERE {where} ORDER BY a.id",
+            *args,
+        )
+        keys = (
+            "id", "deployment_id", "environment", "state", "region", "cell", "region_id", "cell_id", "artifact_digest",
+            "route_owner", "health", "created_at", "updated_at",
+        )  # fmt: skip
+        return [{k: bool(r[k]) if k == "route_owner" else r[k] for k in keys} for r in rows]
+
+    # -- provider and runtime service bindings ---------------------------------------------------------------------
+    def provider_bindings(self, environment_id: str, *, live: bool = True) -> list[dict[str, Any]]:
+        states = ("binding", "ready", "unbinding") if live else ("binding", "ready", "unbinding", "removed", "failed")
+        marks = ", ".join("?" * len(states))
+        return self.all(
+            f"SELECT b.*, r.name AS region FROM provider_bindings b JOIN regions r ON r.id = b.region_id "
+            f"WHERE b.environment_id = ? AND b.state IN ({marks}) ORDER BY b.name, r.name",
+            environment_id,
+            *states,
+        )
+
+    def provider_binding(self, binding_id: str) -> dict[str, Any] | None:
+        return self.one(
+            "SELECT b.*, r.name AS region FROM provider_bindings b JOIN regions r ON r.id = b.region_id WHERE b.id = ?",
+            binding_id,
+        )
+
+    def bindings_of_resource(self, resource: str, *, exclude: str | None = None) -> list[dict[str, Any]]:
+        """Live bindings of an external resource in any environment, with the environment's name."""
+        return self.all(
+            "SELECT b.*, e.name AS environment FROM provider_bindings b JOIN environments e ON e.id = b.environment_id "
+            "WHERE b.resource = ? AND b.state IN ('binding', 'ready') AND b.id != ?",
+            resource,
+            exclude or "",
+        )
+
+    def secret_names(self, binding_id: str) -> list[str]:
+        return [
+            r["name"]
+            for r in self.all("SELECT name FROM binding_secrets WHERE binding_id = ? ORDER BY name", binding_id)
+        ]
+
+    def ready_providers(self, environment_id: str, region_id: str | None = None) -> list[str]:
+        """Names of providers with a ready binding in the environment (in one region, when given)."""
+        rows = self.all(
+            "SELECT DISTINCT name FROM provider_bindings WHERE environment_id = ? AND state = 'ready' "
+            "AND (? IS NULL OR region_id = ?) ORDER BY name",
+            environment_id,
+            region_id,
+            region_id,
+        )
+        return [r["name"] for r in rows]
+
+    def service_bindings(self, environment_id: str) -> list[dict[str, Any]]:
+        return self.all(
+            "SELECT s.*, r.name AS region FROM runtime_service_bindings s JOIN regions r ON r.id = s.region_id "
+            "WHERE s.environment_id = ? AND s.state = 'ready' ORDER BY r.name, s.service",
+            environment_id,
+        )
+
+    def bound_services(self, environment_id: str, region_id: str) -> list[str]:
+        rows = self.all(
+            "SELECT service FROM runtime_service_bindings WHERE environment_id = ? AND region_id = ? "
+            "AND state = 'ready'",
+            environment_id,
+            region_id,
+        )
+        return [r["service"] for r in rows]
+
+    def allocation_environment(self, environment_id: str, region_id: str) -> dict[str, str]:
+        """What an allocation receives from its environment in its region: each ready provider binding's resource
+        and secrets, and each runtime service's endpoint. Read at start, never logged."""
+        variables: dict[str, str] = {}
+        for binding in self.all(
+            "SELECT * FROM provider_bindings WHERE environment_id = ? AND region_id = ? AND state = 'ready' "
+            "ORDER BY name",
+            environment_id,
+            region_id,
+        ):
+            prefix = "RHONE_PROVIDER_" + binding["name"].upper().replace("-", "_")
+            variables[prefix + "_KIND"] = binding["kind"]
+            variables[prefix + "_RESOURCE"] = binding["resource"]
+            for secret in self.all("SELECT name, value FROM binding_secrets WHERE binding_id = ?", binding["id"]):
+                variables[secret["name"]] = secret["value"]
+        for service in self.all(
+            "SELECT service, endpoint FROM runtime_service_bindings WHERE environment_id = ? AND region_id = ? "
+            "AND state = 'ready'",
+            environment_id,
+            region_id,
+        ):
+            variables["RHONE_SERVICE_" + service["service"].upper() + "_URL"] = service["endpoint"]
+        return variables
 
     # -- lookups by id or name -------------------------------------------------------------------------------------
     def workspace(self, ref: str) -> dict[str, Any] | None:

@@ -33,6 +33,13 @@ class StaleWrite(Exception):
     """Our view of the operation is out of date (another worker moved it, or our lease expired)."""
 
 
+TOPOLOGY_KINDS = frozenset({"binding.create", "binding.remove", "services.update", "scale", "region.enable"})
+INSERT_ENVIRONMENT = (
+    "INSERT INTO environments (id, workspace_id, app_id, name, approval_required, frozen, created_at, operation_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 class Workers:
     def __init__(
         self,
@@ -44,11 +51,13 @@ class Workers:
         stage_delay: float | None = None,
         pipeline: Any = None,
         promotions: Any = None,
+        topology: Any = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
         self.pipeline = pipeline  # the deploy pipeline's stage effects (None: tenancy operations only)
         self.promotions = promotions  # promotion and rollback stage effects
+        self.topology = topology  # binding, scale and region stage effects
         self.count = count
         self.lease_seconds = lease_seconds
         # A test knob: slow every stage down so crash tests can catch operations mid-flight.
@@ -148,6 +157,8 @@ class Workers:
             return self._deploy_step(op, worker)
         if op["kind"] in ("promote", "rollback"):
             return self._promotion_step(op, worker)
+        if op["kind"] in TOPOLOGY_KINDS:
+            return self._topology_step(op, worker)
         machine = MACHINES[op["kind"]]
         state = op["state"]
         try:
@@ -214,6 +225,45 @@ class Workers:
             self.promotions.release(failed)
             return failed
         raise RuntimeError(f"{op['kind']} has no stage {op['state']!r}")
+
+    def _topology_step(self, op: dict[str, Any], worker: str) -> dict[str, Any]:
+        """Bindings, scale and regions: the stage's effect commits with the operation's next state."""
+        from rhone_local.pipeline import StageFailed
+
+        machine = MACHINES[op["kind"]]
+        if op["state"] == "requested":
+            return self._record(op, machine.next_state("requested"), worker)
+        try:
+            evidence, effect = self.topology.stage(op)
+        except StageFailed as failure:
+            with self.store.write() as c:
+                self.topology.failed(op, failure, c)
+                updated = self.store.advance_operation(
+                    op,
+                    machine.failure,
+                    evidence=failure.evidence,
+                    error={"code": failure.code, "message": failure.message},
+                    worker=worker,
+                    lease_seconds=self.lease_seconds,
+                    conn=c,
+                )
+                if updated is None:
+                    raise StaleWrite from None
+            return updated
+        with self.store.write() as c:
+            if effect is not None:
+                effect(c)
+            updated = self.store.advance_operation(
+                op,
+                machine.next_state(op["state"]),
+                evidence=evidence,
+                worker=worker,
+                lease_seconds=self.lease_seconds,
+                conn=c,
+            )
+            if updated is None:
+                raise StaleWrite  # rolls the effect back with the transaction
+        return updated
 
     def _deploy_step(self, op: dict[str, Any], worker: str) -> dict[str, Any]:
         deployment = self.store.deployment(op["target_id"])
@@ -297,7 +347,7 @@ class Workers:
                 policy = policies.get(name, {})
                 environment_ids[name] = new_id("environment")
                 c.execute(
-                    "INSERT INTO environments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    INSERT_ENVIRONMENT,
                     (
                         environment_ids[name],
                         op["workspace_id"],
@@ -312,7 +362,7 @@ class Workers:
             identity = self.store.create_runtime_identity(c, op["workspace_id"], target)
             return {"app_id": target, "environment_ids": environment_ids, "runtime_identity_id": identity["id"]}
         c.execute(
-            "INSERT INTO environments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            INSERT_ENVIRONMENT,
             (
                 target,
                 op["workspace_id"],

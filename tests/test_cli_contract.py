@@ -10,20 +10,24 @@ import pytest
 from rhone_cli.errors import EXIT_CODE_MEANINGS
 from tests.conftest import REPO, VALID_TOML, assert_matches_schema
 
-NOUNS = ["workspace", "project", "app", "env", "deploy", "promote", "route", "op", "artifact", "local", "config"]
+NOUNS = [
+    "workspace",
+    "project",
+    "app",
+    "env",
+    "deploy",
+    "promote",
+    "route",
+    "region",
+    "op",
+    "artifact",
+    "local",
+    "config",
+]
 OTHERS = ["login", "logout", "whoami", "init", "completion", "help"]
 
+
 # Every command whose server side arrives later: each must refuse honestly.
-NOT_YET = [
-    ["app", "scale", "--instances", "3"],
-    ["app", "allocations"],
-    ["env", "bind", "db"],
-    ["env", "unbind", "db"],
-    ["env", "bindings"],
-    ["env", "services"],
-]
-
-
 def test_help_lists_every_noun(rhone_subprocess):
     result = rhone_subprocess("--help")
     assert result.exit_code == 0
@@ -37,20 +41,6 @@ def test_version(rhone_subprocess):
     for args in (["--version"], ["--verbose", "--version"]):
         result = rhone_subprocess(*args)
         assert (result.exit_code, result.stdout) == (0, f"rhone {__version__}\n")
-
-
-@pytest.mark.parametrize("argv", NOT_YET, ids=lambda a: " ".join(a))
-def test_unimplemented_commands_refuse_with_a_clear_message(rhone, argv):
-    result = rhone(*argv)
-    assert result.exit_code == 1
-    assert "is not available in this version of rhone yet" in result.stderr
-    assert "arrives with" in result.stderr
-    assert result.stdout == ""
-    result = rhone(*argv, "--json")
-    assert result.exit_code == 1
-    doc = result.json()
-    assert_matches_schema(doc, "error.schema.json")
-    assert doc["error"]["code"] == "not_implemented"
 
 
 @pytest.mark.parametrize("position", ["before", "after"])

@@ -23,6 +23,7 @@ def register_commands(app: typer.Typer) -> None:
         op,
         project,
         promote,
+        region,
         route,
         workspace,
     )
@@ -32,6 +33,6 @@ def register_commands(app: typer.Typer) -> None:
     for module in (workspace, project, app_cmd, env_cmd, deploy):
         app.add_typer(module.app)
     promote.register(app)
-    for module in (route, op, artifact, local, config, help_cmd):
+    for module in (route, region, op, artifact, local, config, help_cmd):
         app.add_typer(module.app)
     completion.register(app)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from rhone_cli.commands import _tenancy as t
-from rhone_cli.commands._common import TOPOLOGY, group, invocation, placeholder
+from rhone_cli.commands._common import group, invocation
 
 app = group("app", "Apps: stable identities that exist before and independent of any deployment.")
 
@@ -66,7 +66,64 @@ def show(
     inv.out.result(doc, t.fields(doc, ["id", "name", "project_id", "workspace_id", "created_at", "operation_id"]))
 
 
-placeholder(
-    app, "scale", "Scale an app's instances in an environment (an operation, gated by runtime services).", TOPOLOGY
+@app.command("scale")
+def scale(
+    ctx: typer.Context,
+    env: Annotated[str, typer.Option("--env", "-e", help="Environment, e.g. production.", metavar="ENV")],
+    instances: Annotated[int, typer.Option("--instances", "-n", help="Instances to run (0–20).", min=0, max=20)],
+    app_name: t.AppOpt = None,
+    project: t.ProjectOpt = None,
+    workspace: t.WorkspaceOpt = None,
+    no_wait: t.NoWaitOpt = False,
+    wait_timeout: t.WaitTimeoutOpt = None,
+) -> None:
+    """Run N instances of ENV's route owner (an operation). More than one is refused (exit 6, each missing service
+    named) until ENV has the runtime services the app needs; see `rhone env services ENV`."""
+    from rhone_cli.services import tenancy, topology
+
+    inv = invocation(ctx)
+    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
+    doc = topology.scale(inv, target, env, instances, no_wait=no_wait, timeout=wait_timeout)
+    if no_wait:
+        inv.out.result(doc, t.created_or_operation(doc, "scale"))
+        return
+    evidence = next((s["evidence"] for s in reversed(doc["stages"]) if s["state"] == "scaled"), {})
+    ready = [a for a in evidence.get("allocations", []) if a["state"] == "ready"]
+    inv.out.result(doc, lambda out: out.line(f"{env}: {len(ready)} of {instances} instance(s) ready ({doc['id']})"))
+
+
+ALLOCATION_COLUMNS = (
+    ["id", "deployment", "env", "region", "cell", "state", "owner", "health"],
+    ["id", "deployment_id", "environment", "region", "cell", "state", "route_owner", "health_summary"],
 )
-placeholder(app, "allocations", "List an app's allocations with region, cell, state and health.", TOPOLOGY)
+
+
+@app.command("allocations")
+def allocations(
+    ctx: typer.Context,
+    env: Annotated[str | None, typer.Option("--env", "-e", help="Only this environment.", metavar="ENV")] = None,
+    deployment: Annotated[str | None, typer.Option("--deployment", help="Only this deployment.", metavar="DEP")] = None,
+    all_states: Annotated[bool, typer.Option("--all", help="Include stopped and failed allocations.")] = False,
+    app_name: t.AppOpt = None,
+    project: t.ProjectOpt = None,
+    workspace: t.WorkspaceOpt = None,
+) -> None:
+    """List the app's allocations — running instances — with region, cell, state and health. Which deployment
+    serves traffic is route ownership (`rhone route ls`): `owner` says whether an allocation's deployment holds it."""
+    from rhone_cli.services import tenancy, topology
+
+    inv = invocation(ctx)
+    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
+    rows = topology.allocations(inv, target, environment=env, deployment=deployment, all_states=all_states)
+    shown = [{**r, "health_summary": _health(r.get("health"))} for r in rows]
+    inv.out.result(rows, t.table(*ALLOCATION_COLUMNS, shown, "no allocations"))
+
+
+def _health(health: dict | None) -> str:
+    if not health:
+        return "-"
+    if health.get("error"):
+        return str(health["error"])
+    if health.get("stopped_because"):
+        return f"stopped: {health['stopped_because']}"
+    return "ready" if health.get("ready") else str(health.get("last", "-"))

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from rhone_cli.commands import _tenancy as t
-from rhone_cli.commands._common import TOPOLOGY, group, invocation, placeholder
+from rhone_cli.commands._common import group, invocation
 
 app = group("env", "Environments: preview, production and more, with their policy and bindings.")
 COLUMNS = (["id", "name", "approval", "frozen"], ["id", "name", "approval_required", "frozen"])
@@ -108,7 +108,168 @@ def unfreeze(
     _set_frozen(ctx, name, app_name, project, workspace, False)
 
 
-placeholder(app, "bind", "Bind a provider to an environment (an operation).", TOPOLOGY)
-placeholder(app, "unbind", "Remove a provider binding (an operation).", TOPOLOGY)
-placeholder(app, "bindings", "List an environment's provider bindings.", TOPOLOGY)
-placeholder(app, "services", "Declare or list runtime services for an environment.", TOPOLOGY)
+# -- provider bindings and runtime services ------------------------------------------------------------------------
+EnvArg = Annotated[str, typer.Argument(help="Environment name, e.g. production.", metavar="ENV")]
+RegionOpt = Annotated[
+    str | None, typer.Option("--region", help="Region (default: the primary region).", metavar="REGION")
+]
+BINDING_COLUMNS = (
+    ["name", "kind", "resource", "region", "state", "mutable", "shared", "secrets"],
+    ["name", "kind", "resource", "region", "state", "mutable", "shared_read_only", "secrets"],
+)
+
+
+@app.command("bind")
+def bind(
+    ctx: typer.Context,
+    env: EnvArg,
+    name: Annotated[str, typer.Argument(help="The provider's name in rhone.toml [providers].", metavar="NAME")],
+    kind: Annotated[
+        str, typer.Option("--kind", help="postgres, mysql, redis, s3, nats, http or other.", metavar="KIND")
+    ],
+    resource: Annotated[
+        str,
+        typer.Option("--resource", help="The resource's identifier, without credentials (pg://host/db).", metavar="ID"),
+    ],
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--secret",
+            help="A secret the app receives as an environment variable: NAME (read from $NAME), NAME=@FILE or "
+            "NAME=@- (stdin). Values are stored server-side and never printed. Repeatable.",
+            metavar="NAME[=@FILE|=@-]",
+        ),
+    ] = None,
+    read_only: Annotated[bool, typer.Option("--read-only", help="The app only reads it.")] = False,
+    shared: Annotated[
+        bool,
+        typer.Option("--shared", help="Declared shared across environments (needs --read-only on every side)."),
+    ] = False,
+    region: RegionOpt = None,
+    app_name: t.AppOpt = None,
+    project: t.ProjectOpt = None,
+    workspace: t.WorkspaceOpt = None,
+    no_wait: t.NoWaitOpt = False,
+    wait_timeout: t.WaitTimeoutOpt = None,
+) -> None:
+    """Bind a provider to ENV (an operation). A mutable resource serves one environment: binding the database
+    production uses to preview is refused (exit 5) unless both sides are --shared --read-only."""
+    from rhone_cli.services import tenancy, topology
+
+    inv = invocation(ctx)
+    secrets = topology.read_secrets(inv, secret or [])
+    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
+    body = {
+        "name": name,
+        "kind": kind,
+        "resource": resource,
+        "mutable": not read_only,
+        "shared_read_only": shared,
+        "region": region,
+        "secrets": secrets,
+    }
+    doc = topology.bind(inv, target, env, body, no_wait=no_wait, timeout=wait_timeout)
+    inv.out.result(doc, t.created_or_operation(doc, "binding"))
+
+
+@app.command("unbind")
+def unbind(
+    ctx: typer.Context,
+    env: EnvArg,
+    name: Annotated[str, typer.Argument(help="The provider's name.", metavar="NAME")],
+    region: RegionOpt = None,
+    app_name: t.AppOpt = None,
+    project: t.ProjectOpt = None,
+    workspace: t.WorkspaceOpt = None,
+    no_wait: t.NoWaitOpt = False,
+    wait_timeout: t.WaitTimeoutOpt = None,
+) -> None:
+    """Remove a provider binding and its secrets (an operation). Running allocations keep their variables until they
+    restart; deploys and promotions that need the provider are blocked again."""
+    from rhone_cli.services import tenancy, topology
+
+    inv = invocation(ctx)
+    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
+    doc = topology.unbind(inv, target, env, name, region, no_wait=no_wait, timeout=wait_timeout)
+    inv.out.result(doc, lambda out: out.line(f"{name} unbound from {env} ({doc['id']})"))
+
+
+@app.command("bindings")
+def bindings(
+    ctx: typer.Context,
+    env: EnvArg,
+    app_name: t.AppOpt = None,
+    project: t.ProjectOpt = None,
+    workspace: t.WorkspaceOpt = None,
+) -> None:
+    """List ENV's provider bindings (secret names only; values are never shown)."""
+    from rhone_cli.services import tenancy, topology
+
+    inv = invocation(ctx)
+    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
+    rows = topology.bindings(inv, target, env)
+    inv.out.result(rows, t.table(*BINDING_COLUMNS, rows, f"no provider bindings in {env}"))
+
+
+@app.command("services")
+def services(
+    ctx: typer.Context,
+    env: EnvArg,
+    bind_services: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--bind",
+            help="Bind a runtime service: session, broadcast, idempotency, cache, queue, object_storage. Repeatable.",
+            metavar="SERVICE",
+        ),
+    ] = None,
+    unbind_services: Annotated[
+        list[str] | None, typer.Option("--unbind", help="Remove a runtime service. Repeatable.", metavar="SERVICE")
+    ] = None,
+    provider: Annotated[
+        str,
+        typer.Option(
+            "--provider",
+            help="local (Rhone Local's own implementation) or the URL of an external service (redis://host:6379).",
+        ),
+    ] = "local",
+    region: RegionOpt = None,
+    app_name: t.AppOpt = None,
+    project: t.ProjectOpt = None,
+    workspace: t.WorkspaceOpt = None,
+    no_wait: t.NoWaitOpt = False,
+    wait_timeout: t.WaitTimeoutOpt = None,
+) -> None:
+    """List ENV's runtime services and what the app needs to scale; with --bind/--unbind, change them (an
+    operation)."""
+    from rhone_cli.services import tenancy, topology
+
+    inv = invocation(ctx)
+    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
+    if bind_services or unbind_services:
+        body = {"bind": bind_services or [], "unbind": unbind_services or [], "region": region, "provider": provider}
+        doc = topology.update_services(inv, target, env, body, no_wait=no_wait, timeout=wait_timeout)
+        if no_wait:
+            inv.out.result(doc, t.created_or_operation(doc, "services"))
+            return
+    else:
+        doc = topology.services(inv, target, env)
+    inv.out.result(doc, _services_human(doc))
+
+
+def _services_human(doc: dict):
+    def human(out) -> None:
+        out.table(
+            ["service", "region", "provider", "state", "operation"],
+            [[r["service"], r["region"], r["provider"], r["state"], r["operation_id"]] for r in doc["items"]],
+            empty=f"no runtime services bound in {doc['environment']}",
+        )
+        if doc["required"]:
+            out.line()
+            out.line("needed for more than one instance:")
+            missing = {r["service"] for r in doc["missing"]}
+            for requirement in doc["required"]:
+                mark = "missing" if requirement["service"] in missing else "bound"
+                out.line(f"  {requirement['service']:<14} {mark:<8} {requirement['reason']}")
+
+    return human

@@ -139,17 +139,37 @@ class DatabaseSection(_Section):
 class EnvironmentPolicy(_Section):
     approval_required: bool = Field(False, description="Promotions need an owner/admin approval.")
     frozen: bool = Field(False, description="Promotions are refused while frozen.")
+    residency: list[Slug] = Field(
+        default_factory=list,
+        description="Jurisdictions whose regions may serve this environment (empty: any). Checked by region enable.",
+    )
 
 
 class RuntimeSection(_Section):
+    server_sessions: bool = Field(
+        True,
+        description="The app keeps live server-side sessions (Vango's model): more than one instance needs a "
+        "durable session store and a broadcast backend.",
+    )
+    unsafe_replay_routes: list[HttpPath] = Field(
+        default_factory=list,
+        description="Routes that must not run twice (payments, webhooks): more than one instance needs an "
+        "idempotency store.",
+    )
+    session_cookie: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = Field(
+        None, description="The session cookie the edge keeps on one instance (default: vango_session)."
+    )
     services: list[Literal[RUNTIME_SERVICES]] = Field(  # type: ignore[valid-type]
-        default_factory=list, description="Runtime services the app requires to run more than one instance."
+        default_factory=list, description="Further runtime services the app requires to run more than one instance."
     )
 
 
 class Provider(_Section):
     kind: Literal[PROVIDER_KINDS] = Field(description="Kind of external resource.")  # type: ignore[valid-type]
     required: bool = Field(True, description="Deploys are gated until a ready binding exists.")
+    secrets: list[Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]] = Field(
+        default_factory=list, description="Secret names its binding must provide (checked when a region is enabled)."
+    )
 
 
 class RhoneToml(_Section):

@@ -20,7 +20,7 @@ from rhone_cli.errors import CODE_EXIT_CODES, ExitCode, RhoneError
 from rhone_cli.invocation import Invocation
 
 LONG_POLL_SECONDS = 25.0
-SUCCESS_STATES = frozenset({"succeeded", "preview_ready", "healthy"})
+SUCCESS_STATES = frozenset({"succeeded", "preview_ready", "healthy", "bound", "unbound", "scaled", "eligible"})
 BLOCKED_STATES = frozenset({"blocked"})
 # CI systems' run identifiers: a rerun of the same job derives the same idempotency key.
 CI_RUN_VARIABLES = ("GITHUB_RUN_ID", "CI_PIPELINE_ID", "BUILDKITE_BUILD_ID", "CIRCLE_WORKFLOW_ID", "BUILD_ID")
@@ -166,10 +166,12 @@ def run(
     no_wait: bool,
     timeout: float | None,
     key_parts: tuple[str, ...] = (),
+    method: str = "POST",
 ) -> dict[str, Any]:
-    """POST a mutation that starts an operation; wait for it unless `no_wait`; raise on a non-success verdict."""
+    """Send a mutation that starts an operation (POST, or DELETE for removals); wait for it unless `no_wait`; raise on
+    a non-success verdict."""
     key = idempotency_key(inv, path, *key_parts)
-    op = inv.client().post(path, body, idempotency_key=key).data
+    op = inv.client().request(method, path, json=body if method != "DELETE" else None, idempotency_key=key).data
     announce(inv, op)
     if no_wait:
         return op

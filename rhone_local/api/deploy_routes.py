@@ -94,7 +94,7 @@ async def put_blob(
 def deployment_view(request: Request, row: dict) -> dict:
     store = get_store(request)
     environment = store.one("SELECT name FROM environments WHERE id = ?", row["environment_id"])
-    allocations = store.all("SELECT * FROM allocations WHERE deployment_id = ? ORDER BY id", row["id"])
+    allocations = store.allocation_views("a.deployment_id = ?", row["id"])
     pipeline = request.app.state.pipeline
     return {
         "id": row["id"],
@@ -111,22 +111,7 @@ def deployment_view(request: Request, row: dict) -> dict:
         "evidence": row["evidence"],
         "approval": row["approval"],
         "url": pipeline.url(row["id"]),
-        "allocations": [
-            {
-                k: a[k]
-                for k in (
-                    "id",
-                    "state",
-                    "region_id",
-                    "cell_id",
-                    "artifact_digest",
-                    "health",
-                    "created_at",
-                    "updated_at",
-                )
-            }
-            for a in allocations
-        ],
+        "allocations": allocations,
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }

@@ -153,6 +153,7 @@ class Environment(_Model):
     name: str
     approval_required: bool
     frozen: bool
+    instances: int = Field(description="Instances the route owner runs here (set by scale operations).")
     created_at: str
     operation_id: str
 
@@ -216,10 +217,134 @@ class AuditRecord(_Model):
     detail: dict[str, Any] | None
 
 
+class Cell(_Model):
+    id: str
+    name: str
+    region_id: str
+    created_at: str
+
+
 class Region(_Model):
     id: str
     name: str
+    jurisdiction: str = Field(description="Where its data lives; residency policies allow or refuse it.")
+    primary: bool = Field(description="Every environment serves here from its creation.")
+    cells: list[Cell]
     created_at: str
+
+
+class EnvironmentRegion(_Model):
+    region: str
+    region_id: str
+    jurisdiction: str
+    primary: bool
+    state: Literal["eligible", "enabling", "disabled", "not_enabled"] = Field(
+        description="eligible: may receive traffic. Only a Region Enablement operation makes a region eligible."
+    )
+    reason: str | None = Field(None, description="Why the last enablement stopped, with the gate's code.")
+    operation_id: str | None
+
+
+class ProviderBinding(_Model):
+    id: str
+    environment_id: str
+    environment: str
+    name: str = Field(description="The provider's name in rhone.toml.")
+    kind: str
+    resource: str
+    mutable: bool
+    shared_read_only: bool
+    region: str
+    state: Literal["binding", "ready", "unbinding", "removed", "failed"]
+    secrets: list[str] = Field(description="Names of the secrets the binding holds. Values are never returned.")
+    operation_id: str
+    created_at: str
+    updated_at: str
+
+
+ProviderKind = Literal["postgres", "mysql", "redis", "s3", "nats", "http", "other"]
+SecretName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]{0,63}$")]
+
+
+class BindingCreate(_Model):
+    name: str = Field(min_length=1, max_length=40, pattern=NAME_PATTERN, description="The provider's rhone.toml name.")
+    kind: ProviderKind
+    resource: str = Field(
+        min_length=1,
+        max_length=500,
+        pattern=r"^[^\s@]+$",
+        description="The resource's identifier without credentials (e.g. pg://db-host/shop); secrets go in secrets.",
+    )
+    mutable: bool = Field(True, description="Whether the app can write to it (databases, buckets: yes).")
+    shared_read_only: bool = Field(
+        False, description="Declared shared and read-only: may be bound to other environments that say the same."
+    )
+    region: str | None = Field(None, max_length=40, description="Default: the primary region.")
+    secrets: dict[SecretName, Annotated[str, Field(max_length=8192)]] = Field(
+        default_factory=dict,
+        description="Secret values by variable name, stored server-side and handed to allocations; never returned.",
+    )
+
+
+RuntimeService = Literal["session", "broadcast", "idempotency", "cache", "queue", "object_storage"]
+
+
+class ServiceBinding(_Model):
+    id: str
+    service: RuntimeService
+    region: str
+    region_id: str
+    provider: str = Field(description="local: Rhone Local's own implementation; otherwise the external endpoint.")
+    state: Literal["ready", "removed"]
+    operation_id: str
+    created_at: str
+
+
+class ServiceRequirement(_Model):
+    service: RuntimeService
+    reason: str
+
+
+class EnvironmentServices(_Model):
+    environment: str
+    items: list[ServiceBinding]
+    required: list[ServiceRequirement] = Field(
+        description="What the route owner needs to run more than one instance (empty when nothing is promoted)."
+    )
+    missing: list[ServiceRequirement] = Field(description="Required services not bound in the primary region.")
+
+
+class ServicesUpdate(_Model):
+    bind: list[RuntimeService] = Field(default_factory=list, max_length=6)
+    unbind: list[RuntimeService] = Field(default_factory=list, max_length=6)
+    region: str | None = Field(None, max_length=40, description="Default: the primary region.")
+    provider: str = Field(
+        "local",
+        min_length=1,
+        max_length=500,
+        pattern=r"^(local|[a-z][a-z0-9+.-]*://[^\s@]+)$",
+        description="local (Rhone Local's implementation) or the URL of an external service, without credentials.",
+    )
+
+
+class ScaleRequest(_Model):
+    instances: int = Field(ge=0, le=20, description="Instances of the route owner to run in the environment.")
+
+
+class Allocation(_Model):
+    id: str
+    deployment_id: str
+    environment: str
+    state: str
+    region: str
+    cell: str
+    region_id: str
+    cell_id: str
+    artifact_digest: str
+    route_owner: bool = Field(description="Its deployment owns the environment's route (it may still not be ready).")
+    health: dict[str, Any] | None
+    created_at: str
+    updated_at: str
 
 
 T = TypeVar("T")
@@ -283,17 +408,6 @@ class DeploymentApprove(_Model):
     ack_cold: bool = Field(False, description="Acknowledge a cold deploy: live sessions will refresh.")
 
 
-class AllocationView(_Model):
-    id: str
-    state: str
-    region_id: str
-    cell_id: str
-    artifact_digest: str
-    health: dict[str, Any] | None
-    created_at: str
-    updated_at: str
-
-
 class Deployment(_Model):
     id: str
     workspace_id: str
@@ -309,7 +423,7 @@ class Deployment(_Model):
     evidence: dict[str, Any]
     approval: dict[str, Any] | None
     url: str
-    allocations: list[AllocationView]
+    allocations: list[Allocation]
     created_at: str
     updated_at: str
 

@@ -263,12 +263,6 @@ def whoami(request: Request, principal: Caller) -> dict:
     }
 
 
-@router.get("/v1/regions", response_model=m.Page[m.Region], responses={401: ERRORS[401]}, tags=["topology"])
-def regions(request: Request, principal: Caller) -> dict:
-    rows = get_store(request).regions()
-    return {"items": rows, "next_cursor": None}
-
-
 # -- workspaces, members, audit, tokens --------------------------------------------------------------------------------
 @router.get("/v1/workspaces", response_model=m.Page[m.Workspace], responses=READ_ERRORS, tags=["workspaces"])
 def list_workspaces(request: Request, principal: Caller) -> dict:

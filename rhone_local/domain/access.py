@@ -30,6 +30,11 @@ MUTATIONS: dict[str, str] = {
     "route.rollback": "developer",
     "environment.freeze": "developer",  # anyone on call may stop promotions during an incident
     "environment.unfreeze": "admin",
+    "binding.create": "admin",  # it carries secrets and decides which data an environment writes to
+    "binding.remove": "admin",
+    "services.update": "admin",
+    "app.scale": "developer",  # gated by the runtime services, not by rank
+    "region.enable": "admin",
 }
 READS: dict[str, str] = {
     "workspace.read": "viewer",

@@ -24,6 +24,8 @@ PREFIXES = {
     "request": "req",
     "deployment": "dep",
     "allocation": "alloc",
+    "provider_binding": "pb",
+    "runtime_service_binding": "rsb",
 }
 
 

@@ -11,7 +11,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TERMINAL_STATES = frozenset({"succeeded", "failed", "preview_ready", "healthy", "rolled_back"})
+TERMINAL_STATES = frozenset(
+    {
+        "succeeded",
+        "failed",
+        "preview_ready",
+        "healthy",
+        "rolled_back",
+        "bound",
+        "unbound",
+        "scaled",
+        "eligible",
+        "disabled",
+    }
+)
 # Parked: not terminal, but no worker may advance it until a person acts (an approval moves it back).
 PARKED_STATES = frozenset({"blocked"})
 NOT_RUNNABLE = TERMINAL_STATES | PARKED_STATES
@@ -24,6 +37,7 @@ class Machine:
     terminal: frozenset[str]
     # parked state -> (the state it is entered from, the state an approval resumes)
     parked: dict[str, tuple[str, str]] | None = None
+    failure: str = "failed"  # the state any non-terminal state may fail to
 
     def next_state(self, state: str) -> str | None:
         """The next state on the happy path, or None when `state` is terminal."""
@@ -36,7 +50,7 @@ class Machine:
         """A move forward along the happy path, or to a failure state from any non-terminal state."""
         if current in self.terminal:
             return False
-        if new == "failed":
+        if new == self.failure:
             return True
         for parked, (entered_from, resumes_to) in (self.parked or {}).items():
             if (current, new) in ((entered_from, parked), (parked, resumes_to)):
@@ -72,6 +86,31 @@ ROLLBACK = Machine(
     terminal=frozenset({"rolled_back", "failed"}),
 )
 
+# Provider and runtime-service bindings: created (or removed) in one durable stage.
+BIND = Machine(
+    states=("requested", "binding", "bound", "failed"),
+    happy_path=("requested", "binding", "bound"),
+    terminal=frozenset({"bound", "failed"}),
+)
+UNBIND = Machine(
+    states=("requested", "unbinding", "unbound", "failed"),
+    happy_path=("requested", "unbinding", "unbound"),
+    terminal=frozenset({"unbound", "failed"}),
+)
+# Scale: the runtime-services gate, then the runner converges on the instance count.
+SCALE = Machine(
+    states=("requested", "gate_check", "scaling", "scaled", "failed"),
+    happy_path=("requested", "gate_check", "scaling", "scaled"),
+    terminal=frozenset({"scaled", "failed"}),
+)
+# Region Enablement (domain.md §2.6): a gate that does not hold ends it `disabled`, naming the gate.
+REGION_ENABLE = Machine(
+    states=("requested", "provisioning", "binding_services", "replicating_artifacts", "eligible", "disabled"),
+    happy_path=("requested", "provisioning", "binding_services", "replicating_artifacts", "eligible"),
+    terminal=frozenset({"eligible", "disabled"}),
+    failure="disabled",
+)
+
 MACHINES: dict[str, Machine] = {
     "deploy": DEPLOY,
     "promote": PROMOTE,
@@ -79,7 +118,12 @@ MACHINES: dict[str, Machine] = {
     "project.create": TENANCY,
     "app.create": TENANCY,
     "environment.create": TENANCY,
+    "binding.create": BIND,
+    "binding.remove": UNBIND,
+    "services.update": BIND,
+    "scale": SCALE,
+    "region.enable": REGION_ENABLE,
 }
 
 # rolled_back is terminal but not success: the promotion did not stick (exit 1 in the CLI).
-SUCCESS_STATES = frozenset({"succeeded", "preview_ready", "healthy"})
+SUCCESS_STATES = frozenset({"succeeded", "preview_ready", "healthy", "bound", "unbound", "scaled", "eligible"})

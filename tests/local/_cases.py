@@ -211,6 +211,71 @@ def _unfreeze(env: LocalEnv, actor: Actor, target: Target) -> Call:
     return Call("POST", f"{_app_path(env, target)}/environments/production/unfreeze")
 
 
+def _owned_production(env: LocalEnv, target: Target) -> None:
+    """Production owned by one deployment (the route move written directly, as a finished promotion leaves it)."""
+    deployment_id = _preview_ready(env, target)
+    assert target.app is not None
+    environment = env.store.environment(target.app["id"], "production")
+    assert environment is not None
+    with env.store.write() as c:
+        moved = env.store.move_route(
+            c,
+            app_id=target.app["id"],
+            environment_id=environment["id"],
+            route_key=f"{target.app['name']}--production",
+            expect_epoch=0,
+            deployment_id=deployment_id,
+            artifact_digest=env.store.deployment(deployment_id)["artifact_digest"],
+            operation_id=env.store.deployment(deployment_id)["operation_id"],
+            kind="promote",
+        )
+        assert moved is not None
+
+
+def _bind(env: LocalEnv, actor: Actor, target: Target) -> Call:
+    body = {
+        "name": "db",
+        "kind": "postgres",
+        "resource": f"pg://db-host/{env.name('db')}",
+        "secrets": {"DATABASE_URL": "postgres://u:never-echoed@db-host/x"},
+    }
+    return Call("POST", f"{_app_path(env, target)}/environments/production/bindings", body)
+
+
+def _unbind(env: LocalEnv, actor: Actor, target: Target) -> Call:
+    path = f"{_app_path(env, target)}/environments/production/bindings"
+    assert target.app is not None
+    environment = env.store.environment(target.app["id"], "production")
+    assert environment is not None
+    with env.store.write() as c:  # a ready binding, as a finished binding operation leaves it
+        c.execute(
+            "INSERT INTO provider_bindings VALUES "
+            "(?, ?, ?, ?, 'db', 'postgres', ?, 1, 0, ?, 'ready', 'op_x', 'now', 'now')",
+            (
+                f"pb_{env.name('x')}",
+                environment["workspace_id"],
+                target.app["id"],
+                environment["id"],
+                f"pg://db-host/{env.name('db')}",
+                env.store.primary_region()["id"],
+            ),
+        )
+    return Call("DELETE", f"{path}/db")
+
+
+def _services(env: LocalEnv, actor: Actor, target: Target) -> Call:
+    return Call("POST", f"{_app_path(env, target)}/environments/production/services", {"bind": ["session"]})
+
+
+def _scale(env: LocalEnv, actor: Actor, target: Target) -> Call:
+    _owned_production(env, target)
+    return Call("POST", f"{_app_path(env, target)}/environments/production/scale", {"instances": 2})
+
+
+def _enable_region(env: LocalEnv, actor: Actor, target: Target) -> Call:
+    return Call("POST", f"{_app_path(env, target)}/environments/production/regions/local-2/enable")
+
+
 WS_PATH = "/v1/workspaces/{ws}"
 APP_PATH = WS_PATH + "/projects/{prj}/apps/{app}"
 CASES: tuple[Case, ...] = (
@@ -295,5 +360,38 @@ CASES: tuple[Case, ...] = (
         ("POST", APP_PATH + "/environments/{env}/unfreeze"),
         200,
         _unfreeze,
+    ),
+    Case(
+        "binding-create",
+        "binding.create",
+        ("POST", APP_PATH + "/environments/{env}/bindings"),
+        202,
+        _bind,
+        {"operations": 1, "provider_bindings": 1, "binding_secrets": 1},
+    ),
+    Case(
+        "binding-remove",
+        "binding.remove",
+        ("DELETE", APP_PATH + "/environments/{env}/bindings/{name}"),
+        202,
+        _unbind,
+        {"operations": 1},
+    ),
+    Case(
+        "services-update",
+        "services.update",
+        ("POST", APP_PATH + "/environments/{env}/services"),
+        202,
+        _services,
+        {"operations": 1},
+    ),
+    Case("app-scale", "app.scale", ("POST", APP_PATH + "/environments/{env}/scale"), 202, _scale, {"operations": 1}),
+    Case(
+        "region-enable",
+        "region.enable",
+        ("POST", APP_PATH + "/environments/{env}/regions/{region}/enable"),
+        202,
+        _enable_region,
+        {"operations": 1, "environment_regions": 1},
     ),
 )

@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover
     from rhone_local.api.app import hash_token  # type: ignore[attr-defined,no-redef]
 from rhone_local.domain.operations import NOT_RUNNABLE
 from rhone_local.notify import ChangeNotifier
-from rhone_local.server import bootstrap
+from rhone_local.server import bootstrap, ensure_topology
 from rhone_local.store import Store
 from rhone_local.workers import Workers
 
@@ -207,6 +207,7 @@ class LocalEnv:
 def open_env(data_dir: Path, notifier: ChangeNotifier | None = None) -> tuple[LocalEnv, TestClient]:
     store = Store(data_dir / "rhone.db")
     bootstrap(store, data_dir)
+    ensure_topology(store)
     notifier = notifier or ChangeNotifier()
     workers = Workers(store, notifier, count=1, lease_seconds=5.0, stage_delay=0)
     client = TestClient(create_app(store, notifier))

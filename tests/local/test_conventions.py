@@ -200,13 +200,15 @@ def test_ids_have_their_documented_prefixes(local: LocalEnv) -> None:
             assert re.fullmatch(re.escape(prefix) + r"[0-9a-f]{23}", identifier), (prefix, identifier)
 
 
-def test_one_region_and_one_cell_exist_and_stay_out_of_public_identity(local: LocalEnv) -> None:
+def test_regions_and_cells_exist_from_day_one_and_stay_out_of_public_identity(local: LocalEnv) -> None:
     regions = local.client.get("/v1/regions", headers=local.owner.headers)
     assert regions.status_code == 200
-    [region] = regions.json()["items"]
-    assert region["name"] == REGION and region["id"].startswith("reg_")
-    [cell] = local.store.cells()
+    region, second = regions.json()["items"]
+    assert region["name"] == REGION and region["id"].startswith("reg_") and region["primary"] is True
+    assert (second["name"], second["primary"]) == ("local-2", False)
+    cell, second_cell = local.store.cells()
     assert (cell["name"], cell["region_id"]) == (CELL, region["id"])
+    assert [c["name"] for c in second["cells"]] == [second_cell["name"]] == ["local-2a"]
 
     project = local.create_project("shop")
     app = local.create_app(project, "web")
@@ -224,7 +226,7 @@ def test_one_region_and_one_cell_exist_and_stay_out_of_public_identity(local: Lo
         local.client.get(f"/v1/operations/{app['operation_id']}", headers=local.owner.headers),
         env_op,
     ]
-    topology = (region["name"], region["id"], cell["name"], cell["id"])
+    topology = (region["name"], region["id"], cell["name"], cell["id"], second["name"], second["id"], "local-2a")
     for response in public:
         assert response.status_code in (200, 202), response.text
         text = json.dumps(response.json()) + response.headers.get("Location", "")

@@ -179,7 +179,9 @@ class Edge:
 @pytest.fixture
 def edge(app: ScriptedApp) -> Iterator[Edge]:
     routes: dict[str, tuple[int, str | int]] = {"web.localhost": (200, app.port)}
-    relay = Relay(lambda host: routes.get(host.split(":")[0], (404, f"no route for {host}")), "127.0.0.1", 0)
+    relay = Relay(
+        lambda host, cookie=None: routes.get(host.split(":")[0], (404, f"no route for {host}")), "127.0.0.1", 0
+    )
     relay.start()
     yield Edge(relay, routes)
     relay.stop()
@@ -374,7 +376,7 @@ def test_a_client_gone_mid_answer_does_not_leave_the_connection_pooled(edge: Edg
 
 
 def test_stop_closes_the_listener(app: ScriptedApp) -> None:
-    relay = Relay(lambda host: (200, app.port), "127.0.0.1", 0)
+    relay = Relay(lambda host, cookie=None: (200, app.port), "127.0.0.1", 0)
     relay.start()
     port = relay.server.sockets[0].getsockname()[1]
     relay.stop()
@@ -384,6 +386,6 @@ def test_stop_closes_the_listener(app: ScriptedApp) -> None:
 
 def test_a_taken_port_fails_at_start() -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
-        relay = Relay(lambda host: (404, "none"), "127.0.0.1", taken.getsockname()[1])
+        relay = Relay(lambda host, cookie=None: (404, "none"), "127.0.0.1", taken.getsockname()[1])
         with pytest.raises(OSError):
             relay.start()

@@ -57,7 +57,8 @@ class World:
             for env in ("preview", "production", "staging"):
                 self.environments[(name, env)] = new_id("environment")
                 c.execute(
-                    "INSERT INTO environments VALUES (?, ?, ?, ?, 0, 0, ?, ?)",
+                    "INSERT INTO environments (id, workspace_id, app_id, name, created_at, operation_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
                     (self.environments[(name, env)], self.workspace_id, self.apps[name], env, ts, "op_x"),
                 )
 

@@ -134,6 +134,11 @@ def test_matrix_expectations_match_the_documented_roles() -> None:
         "route-rollback": ["developer", "admin", "owner"],
         "environment-freeze": ["developer", "admin", "owner"],
         "environment-unfreeze": ["admin", "owner"],
+        "binding-create": ["admin", "owner"],
+        "binding-remove": ["admin", "owner"],
+        "services-update": ["admin", "owner"],
+        "app-scale": ["developer", "admin", "owner"],
+        "region-enable": ["admin", "owner"],
     }
 
 

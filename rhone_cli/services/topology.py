@@ -1,0 +1,166 @@
+"""Provider bindings, runtime services, scale, allocations and regions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rhone_cli.errors import usage_error
+from rhone_cli.invocation import Invocation
+from rhone_cli.services import operations, tenancy
+
+LITERAL_REFUSED = (
+    "secret values are not accepted on the command line (shell history and `ps` would show them): "
+    "export {name} and pass --secret {name}, or pass --secret {name}=@FILE or --secret {name}=@- (stdin)"
+)
+
+
+def read_secrets(inv: Invocation, specs: list[str]) -> dict[str, str]:
+    """`NAME` (from the environment variable NAME), `NAME=@FILE` or `NAME=@-` (stdin, once) → {NAME: value}."""
+    values: dict[str, str] = {}
+    stdin_used = False
+    for spec in specs:
+        name, sep, source = spec.partition("=")
+        if not name or not name.replace("_", "A").isalnum() or not name.isupper() or name[0].isdigit():
+            raise usage_error(f"--secret {name!r}: a secret's name is an environment variable name, like DATABASE_URL")
+        if name in values:
+            raise usage_error(f"--secret {name} is given twice")
+        if not sep:
+            value = inv.env.environ.get(name)
+            if value is None:
+                raise usage_error(f"--secret {name}: the environment variable {name} is not set")
+        elif source == "@-":
+            if stdin_used:
+                raise usage_error("only one --secret can read stdin")
+            stdin_used = True
+            value = inv.env.stdin.read().rstrip("\n")
+        elif source.startswith("@"):
+            try:
+                value = Path(source[1:]).expanduser().read_text().rstrip("\n")
+            except OSError as error:
+                raise usage_error(f"--secret {name}: cannot read {source[1:]}: {error.strerror}") from None
+        else:
+            raise usage_error(LITERAL_REFUSED.format(name=name))
+        if not value:
+            raise usage_error(f"--secret {name} is empty")
+        inv.env.secrets.add(value)  # masked in anything rhone prints from now on
+        values[name] = value
+    return values
+
+
+def _env_path(target: tenancy.Target, environment: str) -> str:
+    return f"{target.app_path}/environments/{environment}"
+
+
+def bind(
+    inv: Invocation,
+    target: tenancy.Target,
+    environment: str,
+    body: dict[str, Any],
+    *,
+    no_wait: bool,
+    timeout: float | None,
+) -> dict[str, Any]:
+    op = operations.run(
+        inv,
+        f"{_env_path(target, environment)}/bindings",
+        body,
+        no_wait=no_wait,
+        timeout=timeout,
+        key_parts=(inv.profile.api_url, target.app_path, environment, body["name"], body["resource"]),
+    )
+    if no_wait:
+        return op
+    return binding(inv, target, environment, body["name"], body.get("region")) or op
+
+
+def unbind(
+    inv: Invocation, target: tenancy.Target, environment: str, name: str, region: str | None, *, no_wait: bool,
+    timeout: float | None,
+) -> dict[str, Any]:  # fmt: skip
+    path = f"{_env_path(target, environment)}/bindings/{name}" + (f"?region={region}" if region else "")
+    return operations.run(
+        inv, path, {}, no_wait=no_wait, timeout=timeout, key_parts=(inv.profile.api_url, path), method="DELETE"
+    )
+
+
+def bindings(inv: Invocation, target: tenancy.Target, environment: str) -> list[dict[str, Any]]:
+    return tenancy.items(inv, f"{_env_path(target, environment)}/bindings")
+
+
+def binding(
+    inv: Invocation, target: tenancy.Target, environment: str, name: str, region: str | None
+) -> dict[str, Any] | None:
+    for row in bindings(inv, target, environment):
+        if row["name"] == name and (region is None or row["region"] == region):
+            return row
+    return None
+
+
+def services(inv: Invocation, target: tenancy.Target, environment: str) -> dict[str, Any]:
+    return inv.client().get(f"{_env_path(target, environment)}/services").data
+
+
+def update_services(
+    inv: Invocation,
+    target: tenancy.Target,
+    environment: str,
+    body: dict[str, Any],
+    *,
+    no_wait: bool,
+    timeout: float | None,
+) -> dict[str, Any]:
+    path = f"{_env_path(target, environment)}/services"
+    op = operations.run(
+        inv,
+        path,
+        body,
+        no_wait=no_wait,
+        timeout=timeout,
+        key_parts=(inv.profile.api_url, path, ",".join(body["bind"]), ",".join(body["unbind"]), str(body["region"])),
+    )
+    return op if no_wait else services(inv, target, environment)
+
+
+def scale(
+    inv: Invocation, target: tenancy.Target, environment: str, instances: int, *, no_wait: bool, timeout: float | None
+) -> dict[str, Any]:
+    path = f"{_env_path(target, environment)}/scale"
+    return operations.run(
+        inv,
+        path,
+        {"instances": instances},
+        no_wait=no_wait,
+        timeout=timeout,
+        key_parts=(inv.profile.api_url, path, str(instances)),
+    )
+
+
+def allocations(
+    inv: Invocation, target: tenancy.Target, *, environment: str | None, deployment: str | None, all_states: bool
+) -> list[dict[str, Any]]:
+    params: dict[str, Any] = {"all": "true" if all_states else "false"}
+    if environment:
+        params["environment"] = environment
+    if deployment:
+        params["deployment"] = deployment
+    return inv.client().get(f"{target.app_path}/allocations", params=params).data["items"]
+
+
+def regions(inv: Invocation) -> list[dict[str, Any]]:
+    return inv.client().get("/v1/regions").data["items"]
+
+
+def region(inv: Invocation, name: str) -> dict[str, Any]:
+    return inv.client().get(f"/v1/regions/{name}").data
+
+
+def environment_regions(inv: Invocation, target: tenancy.Target, environment: str) -> list[dict[str, Any]]:
+    return inv.client().get(f"{_env_path(target, environment)}/regions").data["items"]
+
+
+def enable_region(
+    inv: Invocation, target: tenancy.Target, environment: str, name: str, *, no_wait: bool, timeout: float | None
+) -> dict[str, Any]:
+    path = f"{_env_path(target, environment)}/regions/{name}/enable"
+    return operations.run(inv, path, {}, no_wait=no_wait, timeout=timeout, key_parts=(inv.profile.api_url, path))

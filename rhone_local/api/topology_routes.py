@@ -1,0 +1,446 @@
+"""Provider bindings, runtime services, scale, regions and allocations.
+
+Every change here is an operation (binding, unbinding, services, scale, region enablement) whose worker stage does
+the real work; the request only checks what can be refused at once and records the operation. Secret values arrive
+in a binding request, go straight into `binding_secrets`, and leave only as allocation environment variables: no
+response, operation parameter, audit record or log line holds one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from rhone_local.api import models as m
+from rhone_local.api.routes import ERRORS, READ_ERRORS, Caller, authorize, get_store, mutate, op_view, readable_app
+from rhone_local.domain import topology as rules
+from rhone_local.domain.access import Principal
+from rhone_local.domain.errors import conflict, not_found
+from rhone_local.domain.ids import new_id
+from rhone_local.store import Store, now_iso
+
+router = APIRouter()
+APP = "/v1/workspaces/{ws}/projects/{prj}/apps/{app}"
+ENV = APP + "/environments/{env}"
+
+
+# -- views ----------------------------------------------------------------------------------------------------------
+def region_view(store: Store, row: dict) -> dict:
+    cells = [c for c in store.cells() if c["region_id"] == row["id"]]
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "jurisdiction": row["jurisdiction"],
+        "primary": bool(row["is_primary"]),
+        "cells": cells,
+        "created_at": row["created_at"],
+    }
+
+
+def binding_view(store: Store, row: dict, environment: str) -> dict:
+    return {
+        **{k: row[k] for k in ("id", "environment_id", "name", "kind", "resource", "region", "state", "operation_id")},
+        "environment": environment,
+        "mutable": bool(row["mutable"]),
+        "shared_read_only": bool(row["shared_read_only"]),
+        "secrets": store.secret_names(row["id"]),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def service_view(row: dict) -> dict:
+    # The endpoint of an external service may name a host; it is not a secret, but allocations are its only reader.
+    return {
+        k: row[k] for k in ("id", "service", "region", "region_id", "provider", "state", "operation_id", "created_at")
+    }
+
+
+def _environment(request: Request, principal: Principal, ws: str, prj: str, app: str, env: str, action: str) -> dict:
+    store = get_store(request)
+    found = readable_app(request, principal, ws, prj, app, action)
+    environment = store.environment(found["id"], env)
+    if environment is None:
+        raise not_found("environment", env)
+    return {**environment, "app": found}
+
+
+def _mutable_environment(
+    request: Request, principal: Principal, ws: str, prj: str, app: str, env: str, action: str
+) -> tuple[dict, dict]:
+    # Authorized first: a refusal by role is audited like every other denied mutation.
+    workspace, _ = authorize(request, principal, ws, action, f"{app}/{env}")
+    return workspace, _environment(request, principal, ws, prj, app, env, "app.read")
+
+
+def _region(store: Store, ref: str | None) -> dict:
+    if ref is None:
+        return store.primary_region()
+    region = store.region(ref)
+    if region is None:
+        raise not_found("region", ref)
+    return region
+
+
+def _start_operation(
+    request: Request,
+    principal: Principal,
+    workspace_id: str,
+    *,
+    action: str,
+    target: str,
+    kind: str,
+    target_kind: str,
+    target_id: str,
+    params: dict[str, Any],
+    payload: dict[str, Any],
+    within: Any = None,
+) -> JSONResponse:
+    """Record the operation; `within(c, op)` runs in the same transaction (checks that refuse roll it all back)."""
+    store = get_store(request)
+
+    def perform(c: Any) -> tuple[int, dict]:
+        op = store.create_operation(
+            c,
+            workspace_id=workspace_id,
+            kind=kind,
+            target_kind=target_kind,
+            target_id=target_id,
+            params=params,
+            principal=principal,
+            request_id=request.state.request_id,
+            idempotency_key=request.headers.get("idempotency-key") or None,
+        )
+        if within is not None:
+            within(c, op)
+        return 202, op_view(op)
+
+    return mutate(request, principal, workspace_id, action, target, payload, perform, notify_op=True)
+
+
+# -- regions --------------------------------------------------------------------------------------------------------
+@router.get("/v1/regions", response_model=m.Page[m.Region], responses={401: ERRORS[401]}, tags=["topology"])
+def list_regions(request: Request, principal: Caller) -> dict:
+    store = get_store(request)
+    return {"items": [region_view(store, r) for r in store.regions()], "next_cursor": None}
+
+
+@router.get("/v1/regions/{region}", response_model=m.Region, responses=READ_ERRORS, tags=["topology"])
+def show_region(request: Request, principal: Caller, region: str) -> dict:
+    store = get_store(request)
+    return region_view(store, _region(store, region))
+
+
+@router.get(ENV + "/regions", response_model=m.Page[m.EnvironmentRegion], responses=READ_ERRORS, tags=["topology"])
+def environment_regions(request: Request, principal: Caller, ws: str, prj: str, app: str, env: str) -> dict:
+    store = get_store(request)
+    environment = _environment(request, principal, ws, prj, app, env, "environment.read")
+    states = store.environment_region_states(environment["id"])
+    items = []
+    for region in store.regions():
+        record = states.get(region["id"]) or {}
+        state = "eligible" if region["is_primary"] else record.get("state", "not_enabled")
+        items.append(
+            {
+                "region": region["name"],
+                "region_id": region["id"],
+                "jurisdiction": region["jurisdiction"],
+                "primary": bool(region["is_primary"]),
+                "state": state,
+                "reason": record.get("reason"),
+                "operation_id": record.get("operation_id"),
+            }
+        )
+    return {"items": items, "next_cursor": None}
+
+
+@router.post(
+    ENV + "/regions/{region}/enable", status_code=202, response_model=m.Operation, responses=ERRORS, tags=["topology"]
+)
+def enable_region(
+    request: Request, principal: Caller, ws: str, prj: str, app: str, env: str, region: str
+) -> JSONResponse:
+    store = get_store(request)
+    workspace, environment = _mutable_environment(request, principal, ws, prj, app, env, "region.enable")
+    target = _region(store, region)
+    if target["is_primary"]:
+        raise conflict("region_primary", f"{target['name']} is the primary region: every environment serves there")
+
+    def within(c: Any, op: dict) -> None:
+        current = store.environment_region_states(environment["id"]).get(target["id"])
+        if current is None or current["state"] != "eligible":
+            # Not eligible while the gates are checked: traffic waits for `eligible`.
+            store.set_environment_region(c, environment["id"], target["id"], "enabling", op["id"], None)
+
+    return _start_operation(
+        request,
+        principal,
+        workspace["id"],
+        action="region.enable",
+        target=f"{app}--{env} in {target['name']}",
+        kind="region.enable",
+        target_kind="environment",
+        target_id=environment["id"],
+        params={"environment_id": environment["id"], "region_id": target["id"], "region": target["name"]},
+        payload={"region": target["id"]},
+        within=within,
+    )
+
+
+# -- provider bindings ----------------------------------------------------------------------------------------------
+@router.get(ENV + "/bindings", response_model=m.Page[m.ProviderBinding], responses=READ_ERRORS, tags=["bindings"])
+def list_bindings(request: Request, principal: Caller, ws: str, prj: str, app: str, env: str) -> dict:
+    store = get_store(request)
+    environment = _environment(request, principal, ws, prj, app, env, "environment.read")
+    rows = store.provider_bindings(environment["id"])
+    return {"items": [binding_view(store, r, environment["name"]) for r in rows], "next_cursor": None}
+
+
+@router.post(ENV + "/bindings", status_code=202, response_model=m.Operation, responses=ERRORS, tags=["bindings"])
+def create_binding(
+    request: Request, principal: Caller, ws: str, prj: str, app: str, env: str, body: m.BindingCreate
+) -> JSONResponse:
+    store = get_store(request)
+    workspace, environment = _mutable_environment(request, principal, ws, prj, app, env, "binding.create")
+    region = _region(store, body.region)
+    binding_id = new_id("provider_binding")
+    spec = rules.BindingSpec(environment["name"], body.resource, body.mutable, body.shared_read_only)
+    if body.shared_read_only and body.mutable:
+        raise conflict(
+            "shared_mutable_resource",
+            "a shared binding must be read-only: declare it --read-only too, or bind a resource of its own",
+        )
+
+    def within(c: Any, op: dict) -> None:
+        # Inside the write transaction: two requests racing to bind one resource are serialized here.
+        live = store.one(
+            "SELECT id FROM provider_bindings WHERE environment_id = ? AND name = ? AND region_id = ? "
+            "AND state IN ('binding', 'ready', 'unbinding')",
+            environment["id"],
+            body.name,
+            region["id"],
+        )
+        if live is not None:
+            raise conflict(
+                "binding_exists",
+                f"{body.name} is already bound in {environment['name']} ({region['name']}); unbind it first",
+                binding_id=live["id"],
+            )
+        others = store.bindings_of_resource(body.resource)
+        clash = rules.sharing_conflict(
+            spec,
+            [
+                rules.BindingSpec(o["environment"], o["resource"], bool(o["mutable"]), bool(o["shared_read_only"]))
+                for o in others
+            ],
+        )
+        if clash is not None:
+            raise conflict(
+                "shared_mutable_resource",
+                f"{body.resource} is already bound to environment {clash.environment}: a mutable resource serves one "
+                "environment (preview and production must not share a database). Bind a separate resource, or "
+                "declare both bindings --shared --read-only",
+                bound_to=clash.environment,
+            )
+        ts = now_iso()
+        c.execute(
+            "INSERT INTO provider_bindings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'binding', ?, ?, ?)",
+            (
+                binding_id,
+                workspace["id"],
+                environment["app"]["id"],
+                environment["id"],
+                body.name,
+                body.kind,
+                body.resource,
+                int(body.mutable),
+                int(body.shared_read_only),
+                region["id"],
+                op["id"],
+                ts,
+                ts,
+            ),
+        )
+        c.executemany(
+            "INSERT INTO binding_secrets VALUES (?, ?, ?)",
+            [(binding_id, name, value) for name, value in sorted(body.secrets.items())],
+        )
+
+    params = {
+        "binding_id": binding_id,
+        "environment_id": environment["id"],
+        "name": body.name,
+        "region": region["name"],
+        "secrets": sorted(body.secrets),  # names only
+    }
+    return _start_operation(
+        request,
+        principal,
+        workspace["id"],
+        action="binding.create",
+        target=f"{app}/{env}/{body.name}",
+        kind="binding.create",
+        target_kind="provider_binding",
+        target_id=binding_id,
+        params=params,
+        # The idempotency fingerprint covers the request; secret values enter it only through a digest.
+        payload={**body.model_dump(exclude={"secrets"}), "secrets": _digests(body.secrets)},
+        within=within,
+    )
+
+
+def _digests(secrets: dict[str, str]) -> dict[str, str]:
+    import hashlib
+
+    return {name: hashlib.sha256(value.encode()).hexdigest() for name, value in sorted(secrets.items())}
+
+
+@router.delete(
+    ENV + "/bindings/{name}", status_code=202, response_model=m.Operation, responses=ERRORS, tags=["bindings"]
+)
+def remove_binding(
+    request: Request,
+    principal: Caller,
+    ws: str,
+    prj: str,
+    app: str,
+    env: str,
+    name: str,
+    region: str | None = Query(None, max_length=40, description="Default: the primary region."),
+) -> JSONResponse:
+    store = get_store(request)
+    workspace, environment = _mutable_environment(request, principal, ws, prj, app, env, "binding.remove")
+    target_region = _region(store, region)
+    binding = store.one(
+        "SELECT * FROM provider_bindings WHERE environment_id = ? AND name = ? AND region_id = ? AND state = 'ready'",
+        environment["id"],
+        name,
+        target_region["id"],
+    )
+    if binding is None:
+        raise not_found("binding", f"{name} in {env} ({target_region['name']})")
+
+    def within(c: Any, op: dict) -> None:
+        moved = c.execute(
+            "UPDATE provider_bindings SET state = 'unbinding', updated_at = ? WHERE id = ? AND state = 'ready'",
+            (now_iso(), binding["id"]),
+        ).rowcount
+        if not moved:
+            raise conflict("binding_busy", f"{name} is already being unbound")
+
+    return _start_operation(
+        request,
+        principal,
+        workspace["id"],
+        action="binding.remove",
+        target=f"{app}/{env}/{name}",
+        kind="binding.remove",
+        target_kind="provider_binding",
+        target_id=binding["id"],
+        params={"binding_id": binding["id"], "environment_id": environment["id"], "name": name},
+        payload={"binding": binding["id"]},
+        within=within,
+    )
+
+
+# -- runtime services -----------------------------------------------------------------------------------------------
+@router.get(ENV + "/services", response_model=m.EnvironmentServices, responses=READ_ERRORS, tags=["bindings"])
+def list_services(request: Request, principal: Caller, ws: str, prj: str, app: str, env: str) -> dict:
+    store = get_store(request)
+    environment = _environment(request, principal, ws, prj, app, env, "environment.read")
+    owner = store.route_owner(environment["app"]["id"], environment["id"])
+    required = rules.scale_requirements(store.deployment(owner["deployment_id"])["config"]) if owner else []
+    bound = store.bound_services(environment["id"], store.primary_region()["id"])
+    return {
+        "environment": environment["name"],
+        "items": [service_view(r) for r in store.service_bindings(environment["id"])],
+        "required": [r.to_dict() for r in required],
+        "missing": [r.to_dict() for r in rules.missing_services(required, bound)],
+    }
+
+
+@router.post(ENV + "/services", status_code=202, response_model=m.Operation, responses=ERRORS, tags=["bindings"])
+def update_services(
+    request: Request, principal: Caller, ws: str, prj: str, app: str, env: str, body: m.ServicesUpdate
+) -> JSONResponse:
+    store = get_store(request)
+    workspace, environment = _mutable_environment(request, principal, ws, prj, app, env, "services.update")
+    region = _region(store, body.region)
+    both = set(body.bind) & set(body.unbind)
+    if both:
+        raise conflict("services_contradict", f"both bound and unbound: {', '.join(sorted(both))}")
+    if not body.bind and not body.unbind:
+        raise conflict("nothing_to_do", "name services to --bind or --unbind")
+    params = {
+        "environment_id": environment["id"],
+        "region_id": region["id"],
+        "region": region["name"],
+        "bind": sorted(set(body.bind)),
+        "unbind": sorted(set(body.unbind)),
+        "provider": body.provider,
+    }
+    return _start_operation(
+        request,
+        principal,
+        workspace["id"],
+        action="services.update",
+        target=f"{app}/{env} services in {region['name']}",
+        kind="services.update",
+        target_kind="environment",
+        target_id=environment["id"],
+        params=params,
+        payload=params,
+    )
+
+
+# -- scale and allocations ------------------------------------------------------------------------------------------
+@router.post(
+    APP + "/environments/{env}/scale", status_code=202, response_model=m.Operation, responses=ERRORS, tags=["scale"]
+)
+def scale(
+    request: Request, principal: Caller, ws: str, prj: str, app: str, env: str, body: m.ScaleRequest
+) -> JSONResponse:
+    store = get_store(request)
+    workspace, environment = _mutable_environment(request, principal, ws, prj, app, env, "app.scale")
+    owner = store.route_owner(environment["app"]["id"], environment["id"])
+    if owner is None:
+        raise conflict("no_route_owner", f"nothing serves {app}--{env} yet: promote a deployment before scaling it")
+    return _start_operation(
+        request,
+        principal,
+        workspace["id"],
+        action="app.scale",
+        target=f"{app}--{env} to {body.instances}",
+        kind="scale",
+        target_kind="environment",
+        target_id=environment["id"],
+        params={"environment_id": environment["id"], "environment": env, "instances": body.instances},
+        payload={"instances": body.instances},
+    )
+
+
+@router.get(APP + "/allocations", response_model=m.Page[m.Allocation], responses=READ_ERRORS, tags=["scale"])
+def list_allocations(
+    request: Request,
+    principal: Caller,
+    ws: str,
+    prj: str,
+    app: str,
+    environment: str | None = Query(None, max_length=40),
+    deployment: str | None = Query(None, max_length=64),
+    all_states: bool = Query(False, alias="all", description="Include stopped and failed allocations."),
+) -> dict:
+    store = get_store(request)
+    found = readable_app(request, principal, ws, prj, app, "deployment.read")
+    where, args = ["e.app_id = ?"], [found["id"]]
+    if environment is not None:
+        where.append("e.name = ?")
+        args.append(environment)
+    if deployment is not None:
+        where.append("a.deployment_id = ?")
+        args.append(deployment)
+    if not all_states:
+        where.append("a.state IN ('planned', 'pulling', 'starting', 'ready', 'draining')")
+    return {"items": store.allocation_views(" AND ".join(where), *args), "next_cursor": None}

@@ -1,0 +1,341 @@
+"""The stage effects of binding, scale and region operations.
+
+Each stage handler returns `(evidence, effect)`: the worker runs `effect(conn)` (a short write, or None) in the same
+transaction as the operation's next state, so a binding becomes ready exactly when its operation says `bound`, and a
+stale worker's effect rolls back with its rejected write. A handler that cannot pass its gate raises `StageFailed`
+with the gate's code; `failed()` then records what the failure means for the object (a binding `failed`, a region
+`disabled` with its reason), again in the transaction that records the operation's failure.
+
+The rules themselves are pure functions in `domain/topology.py`; this module gathers the facts they need.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from rhone_local.artifacts import load_manifest
+from rhone_local.domain import topology as rules
+from rhone_local.domain.ids import new_id
+from rhone_local.pipeline import DeployPipeline, StageFailed
+from rhone_local.store import Store, now_iso
+
+Effect = Callable[[sqlite3.Connection], None] | None
+LOCAL_SERVICE_SCHEMAS = {
+    # What Rhone Local's own implementation of each service is: a SQLite database or a directory, per environment
+    # and region, whose location allocations receive as RHONE_SERVICE_<KIND>_URL.
+    "session": "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, data BLOB NOT NULL, expires_at REAL)",
+    "idempotency": "CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY, response BLOB, created_at REAL)",
+    "cache": "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value BLOB, expires_at REAL)",
+    "queue": "CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, topic TEXT, body BLOB, taken_at REAL)",
+    "broadcast": None,  # a spool directory: one file per message, watched by every instance
+    "object_storage": None,  # a directory of objects
+}
+
+
+class Topology:
+    def __init__(self, store: Store, pipeline: DeployPipeline) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.services_root = pipeline.data_dir / "services"
+
+    def stage(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+        handler = getattr(self, "_" + op["kind"].replace(".", "_") + "__" + op["state"], None)
+        if handler is None:
+            raise RuntimeError(f"{op['kind']} has no stage {op['state']!r}")
+        return handler(op)
+
+    # -- provider bindings ---------------------------------------------------------------------------------------
+    def _binding_create__binding(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+        binding = self.store.provider_binding(op["params"]["binding_id"])
+        if binding is None or binding["state"] != "binding":
+            raise StageFailed("binding_gone", "the binding this operation creates no longer exists")
+        environment = self.store.one("SELECT name FROM environments WHERE id = ?", binding["environment_id"])
+        conflict = self.sharing_conflict(binding, environment["name"])
+        if conflict is not None:
+            raise StageFailed("shared_mutable_resource", conflict)
+
+        def effect(c: sqlite3.Connection) -> None:
+            c.execute(
+                "UPDATE provider_bindings SET state = 'ready', updated_at = ? WHERE id = ? AND state = 'binding'",
+                (now_iso(), binding["id"]),
+            )
+
+        evidence = {
+            "binding_id": binding["id"],
+            "name": binding["name"],
+            "region": binding["region"],
+            "secrets": self.store.secret_names(binding["id"]),  # names only
+            "shared_with": [],
+        }
+        return evidence, effect
+
+    def sharing_conflict(self, binding: dict[str, Any], environment: str) -> str | None:
+        """Why this binding may not share its resource, or None."""
+        spec = rules.BindingSpec(
+            environment, binding["resource"], bool(binding["mutable"]), bool(binding["shared_read_only"])
+        )
+        others = self.store.bindings_of_resource(binding["resource"], exclude=binding["id"])
+        found = rules.sharing_conflict(
+            spec,
+            [
+                rules.BindingSpec(o["environment"], o["resource"], bool(o["mutable"]), bool(o["shared_read_only"]))
+                for o in others
+            ],
+        )
+        if found is None:
+            return None
+        return (
+            f"{binding['resource']} is already bound to environment {found.environment}; a mutable resource serves "
+            "one environment (preview and production must not share a database). Bind a separate resource, or "
+            "declare both bindings --shared --read-only"
+        )
+
+    def _binding_remove__unbinding(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+        binding_id = op["params"]["binding_id"]
+
+        def effect(c: sqlite3.Connection) -> None:
+            c.execute(
+                "UPDATE provider_bindings SET state = 'removed', updated_at = ? WHERE id = ? AND state = 'unbinding'",
+                (now_iso(), binding_id),
+            )
+            c.execute("DELETE FROM binding_secrets WHERE binding_id = ?", (binding_id,))
+
+        return {"binding_id": binding_id, "note": "running allocations keep their variables until they restart"}, effect
+
+    # -- runtime services ----------------------------------------------------------------------------------------
+    def _services_update__binding(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+        params = op["params"]
+        environment_id, region_id = params["environment_id"], params["region_id"]
+        endpoints = {}
+        for service in params["bind"]:
+            if params.get("provider", "local") == "local":
+                endpoints[service] = self.local_service(environment_id, region_id, service)
+            else:
+                endpoints[service] = params["provider"]
+
+        def effect(c: sqlite3.Connection) -> None:
+            ts = now_iso()
+            for service in params["unbind"]:
+                c.execute(
+                    "UPDATE runtime_service_bindings SET state = 'removed', updated_at = ? "
+                    "WHERE environment_id = ? AND region_id = ? AND service = ? AND state = 'ready'",
+                    (ts, environment_id, region_id, service),
+                )
+            for service, endpoint in endpoints.items():
+                c.execute(
+                    "UPDATE runtime_service_bindings SET state = 'removed', updated_at = ? "
+                    "WHERE environment_id = ? AND region_id = ? AND service = ? AND state = 'ready'",
+                    (ts, environment_id, region_id, service),
+                )
+                c.execute(
+                    "INSERT INTO runtime_service_bindings VALUES (?, ?, ?, ?, ?, ?, ?, 'ready', ?, ?, ?)",
+                    (
+                        new_id("runtime_service_binding"),
+                        op["workspace_id"],
+                        environment_id,
+                        region_id,
+                        service,
+                        params.get("provider", "local"),
+                        endpoint,
+                        op["id"],
+                        ts,
+                        ts,
+                    ),
+                )
+
+        return {"bound": sorted(endpoints), "unbound": sorted(params["unbind"]), "region_id": region_id}, effect
+
+    def local_service(self, environment_id: str, region_id: str, service: str) -> str:
+        """Create (idempotently) Rhone Local's own implementation of a service; its URL."""
+        directory = self.services_root / environment_id / region_id
+        directory.mkdir(parents=True, exist_ok=True)
+        schema = LOCAL_SERVICE_SCHEMAS[service]
+        if schema is None:
+            (directory / service).mkdir(exist_ok=True)
+            return (directory / service).as_uri()
+        path = directory / f"{service}.db"
+        with sqlite3.connect(path) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(schema)
+        db.close()
+        return "sqlite://" + str(path)
+
+    # -- scale ---------------------------------------------------------------------------------------------------
+    def _owner(self, environment_id: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        environment = self.store.one("SELECT * FROM environments WHERE id = ?", environment_id)
+        owner = self.store.route_owner(environment["app_id"], environment_id)
+        if owner is None:
+            raise StageFailed(
+                "no_route_owner",
+                f"nothing serves {environment['name']} yet: promote a deployment to it first",
+            )
+        return environment, owner, self.store.deployment(owner["deployment_id"])
+
+    def _scale__gate_check(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+        instances = op["params"]["instances"]
+        environment, owner, deployment = self._owner(op["params"]["environment_id"])
+        missing = []
+        for region in self.store.eligible_regions(environment["id"]):
+            bound = self.store.bound_services(environment["id"], region["id"])
+            missing += [
+                {**r.to_dict(), "region": region["name"]}
+                for r in rules.scale_refusal(instances, deployment["config"], bound)
+            ]
+        evidence = {
+            "instances": instances,
+            "deployment_id": owner["deployment_id"],
+            "required": [r.to_dict() for r in rules.scale_requirements(deployment["config"])] if instances > 1 else [],
+            "missing": missing,
+        }
+        if missing:
+            listed = "; ".join(f"{m['service']} in {m['region']} ({m['reason']})" for m in missing)
+            raise StageFailed(
+                "runtime_services_missing",
+                f"{instances} instances need runtime services {environment['name']} lacks: {listed} "
+                f"(`rhone env services {environment['name']} --bind …`)",
+                evidence,
+            )
+        return evidence, None
+
+    def _scale__scaling(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+        instances = op["params"]["instances"]
+        environment, _owner, deployment = self._owner(op["params"]["environment_id"])
+        with self.store.write() as c:  # the desired count first: a promotion from now on starts this many
+            c.execute("UPDATE environments SET instances = ? WHERE id = ?", (instances, environment["id"]))
+        environment["instances"] = instances
+        allocations = self.pipeline.runner.ensure_instances(
+            deployment,
+            environment,
+            instances,
+            token=partial(self.pipeline.runtime_token, deployment),
+            regions=self.store.eligible_regions(environment["id"]),
+        )
+        regions = {r["id"]: r["name"] for r in self.store.regions()}
+        evidence = {
+            "instances": instances,
+            "deployment_id": deployment["id"],
+            "allocations": [
+                {"id": a["id"], "state": a["state"], "region": regions.get(a["region_id"])} for a in allocations
+            ],
+        }
+        not_ready = [a["id"] for a in allocations if a["state"] != "ready"]
+        if not_ready:
+            raise StageFailed(
+                "readiness_failed", f"{len(not_ready)} of {instances} allocations did not become ready", evidence
+            )
+        return evidence, None
+
+    # -- region enablement ---------------------------------------------------------------------------------------
+    def _region_context(self, op: dict[str, Any]) -> dict[str, Any]:
+        params = op["params"]
+        environment = self.store.one("SELECT * FROM environments WHERE id = ?", params["environment_id"])
+        region = self.store.region(params["region_id"])
+        owner = self.store.route_owner(environment["app_id"], environment["id"])
+        if owner is None:
+            raise StageFailed(
+                "artifact_absent",
+                f"nothing serves {environment['name']} yet, so there is no artifact to place in {region['name']}: "
+                "promote a deployment first",
+                {"region": region["name"]},
+            )
+        deployment = self.store.deployment(owner["deployment_id"])
+        return {"environment": environment, "region": region, "deployment": deployment}
+
+    @staticmethod
+    def _gate(failure: rules.GateFailure | None, evidence: dict[str, Any]) -> None:
+        if failure is not None:
+            raise StageFailed(failure.code, failure.message, {**evidence, **failure.facts, "gate": failure.code})
+
+    def _region_enable__provisioning(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+        ctx = self._region_context(op)
+        environment, region, config = ctx["environment"], ctx["region"], ctx["deployment"]["config"]
+        evidence: dict[str, Any] = {"region": region["name"], "deployment_id": ctx["deployment"]["id"]}
+        policy = (config.get("environments") or {}).get(environment["name"]) or {}
+        self._gate(
+            rules.residency_gate(region["name"], region["jurisdiction"], policy.get("residency") or []), evidence
+        )
+        providers = {n: p for n, p in (config.get("providers") or {}).items() if p.get("required", True)}
+        bound_here = self.store.ready_providers(environment["id"], region["id"])
+        self._gate(rules.data_topology_gate(region["name"], sorted(providers), bound_here), evidence)
+        present = {
+            b["name"]: self.store.secret_names(b["id"])
+            for b in self.store.provider_bindings(environment["id"])
+            if b["region_id"] == region["id"] and b["state"] == "ready"
+        }
+        declared = {name: p.get("secrets") or [] for name, p in providers.items()}
+        self._gate(rules.secrets_gate(region["name"], declared, present), evidence)
+        evidence.update(
+            residency="allowed", providers=sorted(providers), secrets={k: sorted(v) for k, v in declared.items()}
+        )
+        return evidence, None
+
+    def _region_enable__binding_services(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+        ctx = self._region_context(op)
+        environment, region, config = ctx["environment"], ctx["region"], ctx["deployment"]["config"]
+        requirements = rules.scale_requirements(config)
+        bound = self.store.bound_services(environment["id"], region["id"])
+        evidence = {"region": region["name"], "required": [r.to_dict() for r in requirements], "bound": sorted(bound)}
+        self._gate(rules.runtime_services_gate(region["name"], requirements, bound), evidence)
+        return evidence, None
+
+    def _region_enable__replicating_artifacts(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+        ctx = self._region_context(op)
+        deployment, region = ctx["deployment"], ctx["region"]
+        digest = deployment["artifact_digest"]
+        blobs = self.pipeline.blobs
+        evidence: dict[str, Any] = {"region": region["name"], "artifact_digest": digest}
+        try:
+            manifest = load_manifest(blobs, digest)
+        except OSError:
+            manifest = None
+        if manifest is None:
+            raise StageFailed("artifact_absent", f"the artifact {digest} is not in the artifact store", evidence)
+        absent = [f["path"] for f in manifest["files"] if not _intact(blobs.path("sha256:" + f["sha256"]), f["sha256"])]
+        evidence.update(files=len(manifest["files"]), verified=len(manifest["files"]) - len(absent))
+        if absent:
+            raise StageFailed(
+                "artifact_absent",
+                f"{len(absent)} file(s) of {digest} are missing or corrupt in the artifact store "
+                f"({', '.join(absent[:3])}); redeploy to upload them again",
+                {**evidence, "absent": absent[:20]},
+            )
+        params = op["params"]
+
+        def effect(c: sqlite3.Connection) -> None:
+            self.store.set_environment_region(
+                c, params["environment_id"], params["region_id"], "eligible", op["id"], None
+            )
+
+        return evidence, effect
+
+    # -- failure -------------------------------------------------------------------------------------------------
+    def failed(self, op: dict[str, Any], failure: StageFailed, c: sqlite3.Connection) -> None:
+        params = op["params"]
+        if op["kind"] == "binding.create":
+            c.execute(
+                "UPDATE provider_bindings SET state = 'failed', updated_at = ? WHERE id = ? AND state = 'binding'",
+                (now_iso(), params["binding_id"]),
+            )
+            c.execute("DELETE FROM binding_secrets WHERE binding_id = ?", (params["binding_id"],))
+        elif op["kind"] == "region.enable":
+            self.store.set_environment_region(
+                c,
+                params["environment_id"],
+                params["region_id"],
+                "disabled",
+                op["id"],
+                f"{failure.code}: {failure.message}",
+            )
+
+
+def _intact(path: Path, sha256: str) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest() == sha256
+    except OSError:
+        return False
