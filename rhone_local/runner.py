@@ -13,6 +13,7 @@ a restart leaves neither duplicates nor orphans.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -149,21 +150,22 @@ class Runner:
         Returns the allocations kept or started, ready or not (the caller decides what a shortfall means)."""
         eligible = {r["id"] for r in regions}
         with self._lock_for(deployment["id"], environment["id"]):
-            kept: list[dict[str, Any]] = []
+            fresh: list[dict[str, Any]] = []
+            stale: list[dict[str, Any]] = []  # ready, but started with bindings that have changed since
             for alloc in self.allocations_of(deployment["id"]):
                 if alloc["state"] not in LIVE_STATES or alloc["environment_id"] != environment["id"]:
                     continue
-                if alloc["state"] == "ready" and process_alive(alloc["pid"]) and alloc["region_id"] in eligible:
-                    kept.append(alloc)
-                elif alloc["state"] == "ready" and process_alive(alloc["pid"]):
+                alive = alloc["state"] == "ready" and process_alive(alloc["pid"])
+                if alive and alloc["region_id"] in eligible:
+                    current = self.bindings_digest(environment["id"], alloc["region_id"])
+                    (fresh if alloc["bindings_digest"] == current else stale).append(alloc)
+                elif alive:
                     self.stop(alloc, "its region is no longer eligible for the environment")
                 else:
                     self._kill(alloc, "replaced: not ready after a restart")
-            while len(kept) > count:
-                self.stop(kept.pop(), f"scaled to {count} instance(s)")
-            placements = self._placements(kept, regions, count - len(kept))
-            if not placements:
-                return kept
+            while len(fresh) > count:
+                self.stop(fresh.pop(), f"scaled to {count} instance(s)")
+            placements = self._placements(fresh, regions, count - len(fresh))
 
             def start(place: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
                 try:
@@ -173,8 +175,19 @@ class Runner:
                 finally:
                     self.store.close()  # this thread's connection
 
-            with ThreadPoolExecutor(max_workers=len(placements), thread_name_prefix="alloc-start") as pool:
-                return kept + list(pool.map(start, placements))
+            started: list[dict[str, Any]] = []
+            if placements:
+                with ThreadPoolExecutor(max_workers=len(placements), thread_name_prefix="alloc-start") as pool:
+                    started = list(pool.map(start, placements))
+            # Replaced instances stop only once their replacements are ready: capacity never dips for a rebind.
+            if stale and all(a["state"] == "ready" for a in started):
+                for alloc in stale:
+                    self.stop(alloc, "replaced: its environment's bindings changed")
+                stale = []
+            return fresh + started + stale
+
+    def bindings_digest(self, environment_id: str, region_id: str) -> str:
+        return _digest(self.store.allocation_environment(environment_id, region_id))
 
     def _placements(
         self, kept: list[dict[str, Any]], regions: list[dict[str, Any]], missing: int
@@ -224,10 +237,11 @@ class Runner:
             "health": None,
             "created_at": ts,
             "updated_at": ts,
+            "bindings_digest": _digest(bound := self.store.allocation_environment(environment["id"], region["id"])),
         }
         self.store.conn.execute(
             "INSERT INTO allocations VALUES (:id, :deployment_id, :environment_id, :artifact_digest, :region_id, "
-            ":cell_id, :state, :version, :pid, :port, :health, :created_at, :updated_at)",
+            ":cell_id, :state, :version, :pid, :port, :health, :created_at, :updated_at, :bindings_digest)",
             alloc,
         )
         config = deployment["config"]
@@ -242,11 +256,12 @@ class Runner:
         port = free_port()
         environment_vars = {
             # Bindings first: the platform's own variables below cannot be overridden by a secret's name.
-            **self.store.allocation_environment(environment["id"], region["id"]),
+            **bound,
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(directory),
             "PORT": str(port),
             "RHONE_DEPLOYMENT_ID": deployment["id"],
+            "RHONE_ALLOCATION_ID": alloc["id"],
             "RHONE_ENVIRONMENT": environment["name"],
             "RHONE_ARTIFACT_DIGEST": deployment["artifact_digest"],
             "RHONE_REGION": region["name"],  # internal topology, for logs; never part of a public URL or id
@@ -385,6 +400,10 @@ class Runner:
                 continue
             self._kill(alloc, "Rhone Local restarted while it was not ready")
         return adopted
+
+
+def _digest(variables: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(sorted(variables.items())).encode()).hexdigest()
 
 
 def _tail(path: Path, lines: int = 20) -> str:

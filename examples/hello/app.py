@@ -36,6 +36,7 @@ class Handler(BaseHTTPRequestHandler):
                     "message": "Hello from Rhone!",
                     "version": VERSION,
                     "deployment": os.environ.get("RHONE_DEPLOYMENT_ID"),
+                    "allocation": os.environ.get("RHONE_ALLOCATION_ID"),
                     "environment": os.environ.get("RHONE_ENVIRONMENT"),
                 },
             )

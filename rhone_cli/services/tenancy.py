@@ -142,7 +142,10 @@ def link(inv: Invocation, config: Any, directory: Any) -> dict:
         created.append("project")
     app_doc = _get_or_none(inv, where.app_path)
     if app_doc is None:
-        policies = {name: policy.model_dump() for name, policy in config.environments.items()}
+        policies = {
+            name: policy.model_dump(include={"approval_required", "frozen"})
+            for name, policy in config.environments.items()
+        }
         app_doc = create(
             inv,
             f"{where.project_path}/apps",

@@ -6,6 +6,10 @@ ALTER TABLE regions ADD COLUMN jurisdiction TEXT NOT NULL DEFAULT 'local';
 ALTER TABLE regions ADD COLUMN is_primary INTEGER NOT NULL DEFAULT 0;
 UPDATE regions SET is_primary = 1 WHERE id = (SELECT id FROM regions ORDER BY id LIMIT 1);
 
+-- A digest of what an allocation received from its environment's bindings when it started: a scale replaces the
+-- allocations whose bindings have changed since, so every instance runs with the same services.
+ALTER TABLE allocations ADD COLUMN bindings_digest TEXT;
+
 -- The number of instances the route owner runs in the environment, set by scale operations.
 ALTER TABLE environments ADD COLUMN instances INTEGER NOT NULL DEFAULT 1 CHECK (instances BETWEEN 0 AND 20);
 

@@ -91,7 +91,9 @@ class World:
         digest = self.store.deployment(deployment_id)["artifact_digest"]
         with self.store.write() as c:
             c.execute(
-                "INSERT INTO allocations VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, NULL, ?, ?)",
+                "INSERT INTO allocations (id, deployment_id, environment_id, artifact_digest, region_id, cell_id, state, "
+                "version, pid, port, health, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, NULL, ?, ?)",
                 (
                     alloc_id,
                     deployment_id,
