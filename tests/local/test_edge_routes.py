@@ -91,8 +91,8 @@ class World:
         digest = self.store.deployment(deployment_id)["artifact_digest"]
         with self.store.write() as c:
             c.execute(
-                "INSERT INTO allocations (id, deployment_id, environment_id, artifact_digest, region_id, cell_id, state, "
-                "version, pid, port, health, created_at, updated_at) "
+                "INSERT INTO allocations (id, deployment_id, environment_id, artifact_digest, region_id, cell_id, "
+                "state, version, pid, port, health, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, NULL, ?, ?)",
                 (
                     alloc_id,
