@@ -244,4 +244,11 @@ API_DOCUMENTS: dict[str, tuple[str, bool]] = {
     "route.schema.json": ("RouteOwner", False),
     "route-list.schema.json": ("RouteOwner", True),
     "route-history.schema.json": ("RouteEventView", True),
+    "provider-binding.schema.json": ("ProviderBinding", False),
+    "provider-binding-list.schema.json": ("ProviderBinding", True),
+    "environment-services.schema.json": ("EnvironmentServices", False),
+    "allocation-list.schema.json": ("Allocation", True),
+    "region.schema.json": ("Region", False),
+    "region-list.schema.json": ("Region", True),
+    "environment-region-list.schema.json": ("EnvironmentRegion", True),
 }

@@ -163,9 +163,18 @@ class Runner:
                     self.stop(alloc, "its region is no longer eligible for the environment")
                 else:
                     self._kill(alloc, "replaced: not ready after a restart")
-            while len(fresh) > count:
-                self.stop(fresh.pop(), f"scaled to {count} instance(s)")
-            placements = self._placements(fresh, regions, count - len(fresh))
+            # Each eligible region gets its share (the primary first); a region over its share gives the surplus
+            # back — stopped once the others are ready — and one under it gets new allocations.
+            share = {r["id"]: count // len(regions) + (index < count % len(regions)) for index, r in enumerate(regions)}
+            kept: list[dict[str, Any]] = []
+            for alloc in fresh:
+                (
+                    kept
+                    if sum(a["region_id"] == alloc["region_id"] for a in kept) < share[alloc["region_id"]]
+                    else stale
+                ).append(alloc)
+            fresh = kept
+            placements = self._placements(fresh, regions, share)
 
             def start(place: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
                 try:
@@ -179,10 +188,10 @@ class Runner:
             if placements:
                 with ThreadPoolExecutor(max_workers=len(placements), thread_name_prefix="alloc-start") as pool:
                     started = list(pool.map(start, placements))
-            # Replaced instances stop only once their replacements are ready: capacity never dips for a rebind.
+            # Replaced and surplus instances stop only once the new ones are ready: capacity never dips for a change.
             if stale and all(a["state"] == "ready" for a in started):
                 for alloc in stale:
-                    self.stop(alloc, "replaced: its environment's bindings changed")
+                    self.stop(alloc, f"replaced: {count} instance(s) over {len(regions)} region(s), current bindings")
                 stale = []
             return fresh + started + stale
 
@@ -190,24 +199,19 @@ class Runner:
         return _digest(self.store.allocation_environment(environment_id, region_id))
 
     def _placements(
-        self, kept: list[dict[str, Any]], regions: list[dict[str, Any]], missing: int
+        self, kept: list[dict[str, Any]], regions: list[dict[str, Any]], share: dict[str, int]
     ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        """Where `missing` new allocations go: each to the eligible region (then cell) with the fewest so far."""
-        cells = {
-            r["id"]: self.store.all("SELECT * FROM cells WHERE region_id = ? ORDER BY id", r["id"]) for r in regions
-        }
-        per_cell = {c["id"]: 0 for region_cells in cells.values() for c in region_cells}
-        per_region = {r["id"]: 0 for r in regions}
-        for alloc in kept:
-            per_region[alloc["region_id"]] = per_region.get(alloc["region_id"], 0) + 1
-            per_cell[alloc["cell_id"]] = per_cell.get(alloc["cell_id"], 0) + 1
+        """Where new allocations go: each region up to its share, each into its least-used cell."""
         placements = []
-        for _ in range(max(missing, 0)):
-            region = min((r for r in regions if cells[r["id"]]), key=lambda r: per_region[r["id"]])
-            cell = min(cells[region["id"]], key=lambda c: per_cell[c["id"]])
-            per_region[region["id"]] += 1
-            per_cell[cell["id"]] += 1
-            placements.append((region, cell))
+        for region in regions:
+            cells = self.store.all("SELECT * FROM cells WHERE region_id = ? ORDER BY id", region["id"])
+            if not cells:
+                continue
+            used = {c["id"]: sum(a["cell_id"] == c["id"] for a in kept) for c in cells}
+            for _ in range(share[region["id"]] - sum(a["region_id"] == region["id"] for a in kept)):
+                cell = min(cells, key=lambda c: used[c["id"]])
+                used[cell["id"]] += 1
+                placements.append((region, cell))
         return placements
 
     def _start(

@@ -62,8 +62,8 @@ def app_copy(root: Path, runtime: str = "", providers: str = "", environments: s
         import shutil
 
         shutil.copytree(HELLO, app_dir, ignore=shutil.ignore_patterns(".rhone", "__pycache__"))
-    base = (HELLO / "rhone.toml").read_text()
-    (app_dir / "rhone.toml").write_text(base + "\n" + runtime + "\n" + providers + "\n" + environments)
+    base = (HELLO / "rhone.toml").read_text()  # ends in its [environments.production] table
+    (app_dir / "rhone.toml").write_text(base + environments + "\n" + runtime + "\n" + providers)
     return app_dir
 
 
@@ -122,6 +122,7 @@ def test_scale_is_gated_by_runtime_services_then_spreads_and_survives_a_killed_i
 
     # One service at a time: the refusal shrinks to what is still missing.
     services = session.ok("env", "services", "production", "--bind", "session")
+    assert_matches_schema(services, "environment-services.schema.json")
     assert [s["service"] for s in services["items"]] == ["session"]
     assert [m["service"] for m in services["missing"]] == ["broadcast", "idempotency"]
     error = session.refused(
@@ -135,6 +136,7 @@ def test_scale_is_gated_by_runtime_services_then_spreads_and_survives_a_killed_i
     scaled = session.ok("app", "scale", "--env", "production", "--instances", "3")
     assert scaled["state"] == "scaled"
     allocations = session.ok("app", "allocations", "--env", "production")
+    assert_matches_schema(allocations, "allocation-list.schema.json")
     assert len(allocations) == 3
     assert {a["state"] for a in allocations} == {"ready"} and all(a["route_owner"] for a in allocations)
     assert {(a["region"], a["cell"]) for a in allocations} == {("local-1", "local-1a")}
@@ -199,3 +201,228 @@ def test_scale_refuses_bad_input_and_an_environment_nothing_serves(local, tmp_pa
     assert result.exit_code == 2 and "--env" in result.stderr
     session.refused("app", "scale", "--env", "nowhere", "--instances", "2", exit_code=4, code="not_found")
     assert db_rows(local, "SELECT COUNT(*) AS n FROM operations WHERE kind = 'scale'")[0]["n"] == 0
+
+
+# -- provider bindings ----------------------------------------------------------------------------------------------
+PROVIDERS = '[providers.db]\nkind = "postgres"\nsecrets = ["DATABASE_URL"]\n'
+PREVIEW_SECRET = "postgres://app:preview-pw-7f3a91c2@db-preview/shop"
+PRODUCTION_SECRET = "postgres://app:production-pw-c0ffee42@db-production/shop"
+STDIN_SECRET = "stdin-secret-5b8d0e17"
+
+
+def assert_secrets_never_leaked(server, session: Session, secrets: list[str]) -> None:
+    """No secret value in anything rhone printed, in the server's log, or in any table but binding_secrets."""
+    printed = "\n".join(session.printed)
+    log = (server.data_dir / "rhone-local.log").read_text(errors="replace")
+    with sqlite3.connect(server.data_dir / "rhone.db") as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        dump = {t: repr(db.execute(f"SELECT * FROM {t}").fetchall()) for t in tables if t != "binding_secrets"}
+    for secret in secrets:
+        assert secret not in printed, secret
+        assert secret not in log, secret
+        for table, rows in dump.items():
+            assert secret not in rows, (table, secret)
+
+
+def test_provider_bindings_gate_deploys_and_promotions_keep_lanes_apart_and_never_echo_secrets(local, tmp_path):
+    app_dir = app_copy(tmp_path, runtime="[runtime]\nserver_sessions = false\n", providers=PROVIDERS)
+    session = Session(local, app_dir)
+    session.ok("init", "--link")
+
+    # Declaring a provider proves nothing: the deploy is blocked until preview has a ready binding for it.
+    error = session.refused("deploy", exit_code=6, code="binding_missing")
+    assert "db" in error["message"]
+
+    # Secrets never come from the command line; a missing variable or file is a usage error. Nothing is created.
+    result = session.run("env", "bind", "preview", "db", "--kind", "postgres", "--resource", "pg://db-preview/shop",
+                         "--secret", f"DATABASE_URL={PREVIEW_SECRET}")  # fmt: skip
+    assert result.exit_code == 2 and "not accepted on the command line" in result.stderr
+    result = session.run("env", "bind", "preview", "db", "--kind", "postgres", "--resource", "pg://x/y",
+                         "--secret", "DATABASE_URL")  # fmt: skip
+    assert result.exit_code == 2 and "DATABASE_URL is not set" in result.stderr
+    result = session.run("env", "bind", "preview", "db", "--kind", "postgres", "--resource", "pg://x/y",
+                         "--secret", "DATABASE_URL=@/nonexistent/file")  # fmt: skip
+    assert result.exit_code == 2 and "cannot read" in result.stderr
+    assert db_rows(local, "SELECT COUNT(*) AS n FROM provider_bindings")[0]["n"] == 0
+
+    bound = session.ok("env", "bind", "preview", "db", "--kind", "postgres", "--resource", "pg://db-preview/shop",
+                       "--secret", "DATABASE_URL", environ={"DATABASE_URL": PREVIEW_SECRET})  # fmt: skip
+    assert_matches_schema(bound, "provider-binding.schema.json")
+    assert (bound["state"], bound["secrets"], bound["region"], bound["mutable"]) == (
+        "ready", ["DATABASE_URL"], "local-1", True
+    )  # fmt: skip
+    listed = session.ok("env", "bindings", "preview")
+    assert [b["name"] for b in listed] == ["db"] and "value" not in repr(listed)
+    human = session.run("env", "bindings", "preview")
+    assert human.exit_code == 0 and "pg://db-preview/shop" in human.stdout and "DATABASE_URL" in human.stdout
+
+    preview = session.ok("deploy")
+    assert preview["state"] == "preview_ready"
+    [alloc] = [a for a in live_allocations(local, "preview") if a["deployment_id"] == preview["id"]]
+    environ = process_environ(alloc["pid"])
+    assert environ["DATABASE_URL"] == PREVIEW_SECRET
+    assert environ["RHONE_PROVIDER_DB_RESOURCE"] == "pg://db-preview/shop"
+
+    # Production has no binding yet: the promotion is refused, naming it; nothing moved.
+    error = session.refused("promote", preview["id"], exit_code=6, code="binding_missing")
+    assert "db" in error["message"]
+    assert db_rows(local, "SELECT COUNT(*) AS n FROM route_owners")[0]["n"] == 0
+
+    # The preview database bound to production too: refused (exit 5), nothing created.
+    before = db_rows(local, "SELECT * FROM provider_bindings ORDER BY id")
+    error = session.refused("env", "bind", "production", "db", "--kind", "postgres", "--resource",
+                            "pg://db-preview/shop", "--secret", "DATABASE_URL", exit_code=5,
+                            code="shared_mutable_resource", environ={"DATABASE_URL": PRODUCTION_SECRET})  # fmt: skip
+    assert "preview" in error["message"]
+    assert db_rows(local, "SELECT * FROM provider_bindings ORDER BY id") == before
+    # Only a binding declared shared and read-only on both sides may share a resource.
+    session.refused("env", "bind", "production", "db", "--kind", "postgres", "--resource", "pg://db-preview/shop",
+                    "--shared", "--read-only", exit_code=5, code="shared_mutable_resource")  # fmt: skip
+    session.ok("env", "bind", "preview", "replica", "--kind", "postgres", "--resource", "pg://replica/shop",
+               "--shared", "--read-only")  # fmt: skip
+    session.ok("env", "bind", "production", "replica", "--kind", "postgres", "--resource", "pg://replica/shop",
+               "--shared", "--read-only")  # fmt: skip
+    error = session.refused("env", "bind", "staging-like", "replica", "--kind", "postgres", "--resource",
+                            "pg://replica/shop", exit_code=4, code="not_found")  # fmt: skip
+
+    # Production's own database, its secret from stdin; then the promotion passes and production gets its values.
+    session.ok("env", "bind", "production", "db", "--kind", "postgres", "--resource", "pg://db-production/shop",
+               "--secret", "DATABASE_URL=@-", stdin=PRODUCTION_SECRET + "\n")  # fmt: skip
+    secret_file = tmp_path / "token"
+    secret_file.write_text(STDIN_SECRET)
+    session.ok("env", "bind", "production", "cache", "--kind", "redis", "--resource", "redis://cache/0",
+               "--secret", f"CACHE_TOKEN=@{secret_file}")  # fmt: skip
+    promoted = session.ok("promote", preview["id"])
+    assert promoted["state"] == "healthy"
+    [alloc] = live_allocations(local, "production")
+    environ = process_environ(alloc["pid"])
+    assert (environ["DATABASE_URL"], environ["CACHE_TOKEN"]) == (PRODUCTION_SECRET, STDIN_SECRET)
+
+    # Unbinding removes the binding and its secret values; a new promotion is blocked again.
+    unbound = session.ok("env", "unbind", "production", "db")
+    assert unbound["state"] == "unbound"
+    assert [b["name"] for b in session.ok("env", "bindings", "production")] == ["cache", "replica"]
+    assert not db_rows(
+        local,
+        "SELECT * FROM binding_secrets s JOIN provider_bindings b ON b.id = s.binding_id WHERE b.state = 'removed'",
+    )
+    session.refused("promote", preview["id"], exit_code=6, code="binding_missing")
+    session.refused("env", "unbind", "production", "db", exit_code=4, code="not_found")
+
+    # The values went to the allocations and nowhere else.
+    for args in (("op", "ls"), ("env", "bindings", "production"), ("deploy", "show", preview["id"])):
+        session.ok(*args)
+    assert_secrets_never_leaked(local, session, [PREVIEW_SECRET, PRODUCTION_SECRET, STDIN_SECRET])
+
+
+# -- regions --------------------------------------------------------------------------------------------------------
+REGION_SECRET = "postgres://app:region2-pw-91ab77e3@db-us/shop"
+
+
+def enable_refused(session: Session, gate: str, stage: str) -> dict:
+    """`region enable local-2` stops at `stage` with `gate`; the region stays out of the environment's traffic."""
+    error = session.refused("region", "enable", "local-2", "--env", "production", exit_code=6, code=gate)
+    operation = session.ok("op", "show", error["operation_id"])
+    states = [s["state"] for s in operation["stages"]]
+    assert states[-2:] == [stage, "disabled"] and states[0] == "requested", states
+    status = {r["region"]: r for r in session.ok("region", "status", "--env", "production")}
+    assert status["local-2"]["state"] == "disabled" and status["local-2"]["reason"].startswith(gate)
+    assert status["local-1"]["state"] == "eligible"
+    return error
+
+
+def test_region_enablement_stops_at_each_missing_gate_and_traffic_waits_for_eligible(local, tmp_path):
+    residency = 'residency = ["eu"]\n'  # appended to hello's [environments.production]
+    runtime = "[runtime]\nserver_sessions = true\n"
+    app_dir = app_copy(tmp_path, runtime=runtime, providers=PROVIDERS, environments=residency)
+    session = Session(local, app_dir)
+    session.ok("init", "--link")
+    regions = session.ok("region", "ls")
+    assert_matches_schema(regions, "region-list.schema.json")
+    assert [(r["name"], r["jurisdiction"], r["primary"]) for r in regions] == [
+        ("local-1", "eu", True),
+        ("local-2", "us", False),
+    ]
+    assert session.ok("region", "show", "local-2")["cells"][0]["name"] == "local-2a"
+    session.refused("region", "show", "mars-1", exit_code=4, code="not_found")
+
+    # Nothing promoted: no artifact to place in the region.
+    enable_refused(session, "artifact_absent", "provisioning")
+
+    for env in ("preview", "production"):
+        session.ok("env", "bind", env, "db", "--kind", "postgres", "--resource", f"pg://db-{env}/shop",
+                   "--secret", "DATABASE_URL", environ={"DATABASE_URL": f"secret-{env}-3e1f"})  # fmt: skip
+    session.ok("env", "services", "production", "--bind", "session", "--bind", "broadcast")
+    session.deploy_and_promote()
+
+    # 1. residency: production may live in eu only; local-2 is us.
+    error = enable_refused(session, "residency_violation", "provisioning")
+    assert "'us'" in error["message"]
+
+    # 2. data topology: residency now allows us, but production's database is not bound in local-2.
+    (app_dir / "rhone.toml").write_text(
+        (app_dir / "rhone.toml").read_text().replace('residency = ["eu"]', 'residency = ["eu", "us"]')
+    )
+    (app_dir / "app.py").write_text((app_dir / "app.py").read_text().replace('"1.0.0"', '"1.1.0"'))
+    owner = session.deploy_and_promote()
+    enable_refused(session, "data_topology_not_ready", "provisioning")
+
+    # 3. secrets: bound there, without the secret rhone.toml says it needs.
+    session.ok("env", "bind", "production", "db", "--kind", "postgres", "--resource", "pg://db-us/shop",
+               "--region", "local-2")  # fmt: skip
+    error = enable_refused(session, "secret_missing", "provisioning")
+    assert "DATABASE_URL" in error["message"]
+    session.ok("env", "unbind", "production", "db", "--region", "local-2")
+    session.ok("env", "bind", "production", "db", "--kind", "postgres", "--resource", "pg://db-us/shop",
+               "--region", "local-2", "--secret", "DATABASE_URL", environ={"DATABASE_URL": REGION_SECRET})  # fmt: skip
+
+    # 4. runtime services: bound in local-1 only.
+    error = enable_refused(session, "runtime_services_missing", "binding_services")
+    assert "session" in error["message"] and "broadcast" in error["message"]
+    session.ok("env", "services", "production", "--bind", "session", "--bind", "broadcast", "--region", "local-2")
+
+    # 5. the artifact: one of its files is gone from the artifact store.
+    [row] = db_rows(local, "SELECT manifest FROM artifacts WHERE digest = ?", owner["artifact_digest"])
+    import json
+
+    first = json.loads(row["manifest"])["files"][0]["sha256"]
+    blob = local.data_dir / "blobs" / "sha256" / first[:2] / first[2:]
+    hidden = blob.with_name(blob.name + ".away")
+    blob.rename(hidden)
+    try:
+        enable_refused(session, "artifact_absent", "replicating_artifacts")
+    finally:
+        hidden.rename(blob)
+
+    # While local-2 was never eligible, scaling placed nothing there and the edge routed nothing there.
+    assert session.ok("app", "scale", "--env", "production", "--instances", "2")["state"] == "scaled"
+    assert {a["region"] for a in session.ok("app", "allocations", "--env", "production")} == {"local-1"}
+
+    enabled = session.ok("region", "enable", "local-2", "--env", "production")
+    assert [s["state"] for s in enabled["stages"]] == [
+        "requested", "provisioning", "binding_services", "replicating_artifacts", "eligible"
+    ]  # fmt: skip
+    shown = session.ok("region", "show", "local-2", "--env", "production")
+    assert shown["eligibility"]["state"] == "eligible"
+
+    # Now a scale spreads over both regions, each allocation with its own region's bindings; public names stay clean.
+    assert session.ok("app", "scale", "--env", "production", "--instances", "2")["state"] == "scaled"
+    allocations = session.ok("app", "allocations", "--env", "production")
+    assert sorted(a["region"] for a in allocations) == ["local-1", "local-2"]
+    by_region = {a["region"]: a for a in live_allocations_with_region(local)}
+    assert process_environ(by_region["local-2"]["pid"])["DATABASE_URL"] == REGION_SECRET
+    assert process_environ(by_region["local-2"]["pid"])["RHONE_REGION"] == "local-2"
+    answers = {edge_get(local).json()["allocation"] for _ in range(20)}
+    assert answers == {a["id"] for a in allocations}
+    route_doc = session.ok("route", "show", "production")
+    for marker in ("local-1", "local-2", "local-2a"):
+        assert marker not in route_doc["url"] and marker not in route_doc["route_key"]
+    assert_secrets_never_leaked(local, session, [REGION_SECRET, "secret-production-3e1f", "secret-preview-3e1f"])
+
+
+def live_allocations_with_region(server) -> list[dict]:
+    return db_rows(
+        server,
+        "SELECT a.*, r.name AS region FROM allocations a JOIN regions r ON r.id = a.region_id "
+        "JOIN environments e ON e.id = a.environment_id WHERE e.name = 'production' AND a.state = 'ready'",
+    )
