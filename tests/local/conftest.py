@@ -8,12 +8,16 @@ exactly the stages it asked for.
 from __future__ import annotations
 
 import itertools
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from rhone_local.api.app import create_app
@@ -24,8 +28,10 @@ except ImportError:  # pragma: no cover
     from rhone_local.api.app import hash_token  # type: ignore[attr-defined,no-redef]
 from rhone_local.domain.operations import NOT_RUNNABLE
 from rhone_local.notify import ChangeNotifier
+from rhone_local.pipeline import build_pipeline
 from rhone_local.server import bootstrap, ensure_topology
 from rhone_local.store import Store
+from rhone_local.topology import Topology
 from rhone_local.workers import Workers
 
 WS = "local"
@@ -209,7 +215,10 @@ def open_env(data_dir: Path, notifier: ChangeNotifier | None = None) -> tuple[Lo
     bootstrap(store, data_dir)
     ensure_topology(store)
     notifier = notifier or ChangeNotifier()
-    workers = Workers(store, notifier, count=1, lease_seconds=5.0, stage_delay=0)
+    # Binding, scale and region stages run in process (scale's runner is never reached here: it needs a deploy);
+    # deploy and promotion stages need the real pipeline and are driven end to end in tests/e2e.
+    topology = Topology(store, build_pipeline(store, data_dir, edge_port=None))
+    workers = Workers(store, notifier, count=1, lease_seconds=5.0, stage_delay=0, topology=topology)
     client = TestClient(create_app(store, notifier))
     owner_token = (data_dir / "owner.token").read_text().strip()
     owner_row = store.one("SELECT user_id FROM members WHERE role = 'owner'")
@@ -232,3 +241,35 @@ def local(tmp_path: Path, notifier: ChangeNotifier) -> Iterator[LocalEnv]:
     with client:
         yield env
     env.store.close()
+
+
+@pytest.fixture
+def live_url(local: LocalEnv) -> Iterator[str]:
+    """Rhone Local's app on the test's store, served by uvicorn on a free 127.0.0.1 port in a thread."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))  # the kernel picks a free port; uvicorn serves this very socket (no race)
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(local.store, local.notifier),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn-test", daemon=True)
+    thread.start()
+    try:
+        for _ in range(1000):
+            if server.started or not thread.is_alive():
+                break
+            time.sleep(0.01)
+        assert server.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+        assert not thread.is_alive(), "uvicorn did not stop"

@@ -389,3 +389,23 @@ def test_a_taken_port_fails_at_start() -> None:
         relay = Relay(lambda host, cookie=None: (404, "none"), "127.0.0.1", taken.getsockname()[1])
         with pytest.raises(OSError):
             relay.start()
+
+
+def test_a_refusing_candidate_gives_way_to_the_next_and_the_cookie_reaches_the_route(app: ScriptedApp) -> None:
+    dead = socket.create_server(("127.0.0.1", 0))
+    dead_port = dead.getsockname()[1]
+    dead.close()
+    seen: list[str | None] = []
+
+    def route(host: str, cookie: str | None = None) -> tuple[int, list[int]]:
+        seen.append(cookie)
+        return 200, [dead_port, app.port]
+
+    relay = Relay(route, "127.0.0.1", 0)
+    relay.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", relay.server.sockets[0].getsockname()[1], timeout=10)
+        assert get(conn, "/echo", headers={"Cookie": "vango_session=s1"})[0] == 200
+        assert seen == ["vango_session=s1"] and len(app.requests) == 1
+    finally:
+        relay.stop()

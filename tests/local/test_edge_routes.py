@@ -16,6 +16,7 @@ import itertools
 import random
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +86,9 @@ class World:
         self.deployments[deployment_id] = app
         return deployment_id
 
-    def allocate(self, deployment_id: str, env: str = "production", state: str = "ready") -> tuple[str, int]:
+    def allocate(
+        self, deployment_id: str, env: str = "production", state: str = "ready", region: str | None = None
+    ) -> tuple[str, int]:
         alloc_id, port, ts = new_id("allocation"), next(self.ports), now_iso()
         app = self.deployments[deployment_id]
         digest = self.store.deployment(deployment_id)["artifact_digest"]
@@ -99,8 +102,10 @@ class World:
                     deployment_id,
                     self.environments[(app, env)],
                     digest,
-                    self.region_id,
-                    self.cell_id,
+                    self.store.region(region)["id"] if region else self.region_id,
+                    self.store.one("SELECT id FROM cells WHERE region_id = ?", self.store.region(region)["id"])["id"]
+                    if region
+                    else self.cell_id,
                     state,
                     4242,
                     port,
@@ -515,3 +520,48 @@ def test_under_any_interleaving_the_edge_routes_only_to_committed_owners(world: 
                 assert status == 503
     world.edge.sync_once()
     assert world.routed_owners() == world.committed()
+
+
+# -- several allocations: eligibility, spreading, affinity ---------------------------------------------------------
+def test_only_allocations_in_eligible_regions_are_candidates(world: World) -> None:
+    world.store.ensure_region("local-2", "us", ["local-2a"])
+    dep = world.deploy("web")
+    _, home = world.allocate(dep)
+    away_id, away = world.allocate(dep, region="local-2")
+    world.move(dep)
+    world.edge.sync_once()
+    environment_id = world.environments[("web", "production")]
+    # A ready allocation in a region the environment has not made eligible gets nothing — enabling or disabled.
+    for state in (None, "enabling", "disabled"):
+        if state:
+            with world.store.write() as c:
+                world.store.set_environment_region(
+                    c, environment_id, world.store.region("local-2")["id"], state, "op_x", None
+                )
+        assert {tuple(world.edge.candidates(f"{WEB}.localhost")[1]) for _ in range(10)} == {(home,)}
+    with world.store.write() as c:
+        world.store.set_environment_region(
+            c, environment_id, world.store.region("local-2")["id"], "eligible", "op_x", None
+        )
+    assert {frozenset(world.edge.candidates(f"{WEB}.localhost")[1]) for _ in range(4)} == {frozenset({home, away})}
+    # Another deployment's ready allocation in the same environment is never a candidate.
+    other = world.deploy("web")
+    world.allocate(other)
+    assert set(world.edge.candidates(f"{WEB}.localhost")[1]) == {home, away}
+    world.set_allocation(away_id, "draining")
+    assert world.edge.candidates(f"{WEB}.localhost")[1] == [home]
+
+
+def test_requests_spread_round_robin_and_a_session_keeps_its_allocation(world: World) -> None:
+    dep = world.deploy("web")
+    ports = [world.allocate(dep)[1] for _ in range(3)]
+    world.move(dep)
+    world.edge.sync_once()
+    firsts = [world.edge.candidates(f"{WEB}.localhost")[1][0] for _ in range(30)]
+    assert Counter(firsts) == dict.fromkeys(ports, 10)
+    pinned = {world.edge.candidates(f"{WEB}.localhost", "vango_session=abc")[1][0] for _ in range(10)}
+    assert len(pinned) == 1
+    order = world.edge.candidates(f"{WEB}.localhost", "vango_session=abc")[1]
+    assert sorted(order) == sorted(ports)  # the others follow, for the relay to fall back on
+    # A cookie of another name does not pin.
+    assert len({world.edge.candidates(f"{WEB}.localhost", "other=abc")[1][0] for _ in range(6)}) == 3

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import pytest
-import uvicorn
-
-from rhone_local.api.app import create_app
 
 from .conftest import BASE, LocalEnv, auth
 
@@ -124,38 +117,6 @@ def test_a_replayed_token_creation_creates_one_token(local: LocalEnv) -> None:
 
 
 # -- ten concurrent copies against a real server -----------------------------------------------------------------
-@pytest.fixture
-def live_url(local: LocalEnv) -> Iterator[str]:
-    """Rhone Local's app on the test's store, served by uvicorn on a free 127.0.0.1 port in a thread."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))  # the kernel picks a free port; uvicorn serves this very socket (no race)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(local.store, local.notifier),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn-test", daemon=True)
-    thread.start()
-    try:
-        for _ in range(1000):
-            if server.started or not thread.is_alive():
-                break
-            time.sleep(0.01)
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-        assert not thread.is_alive(), "uvicorn did not stop"
-
-
 def test_ten_concurrent_copies_create_one_project(local: LocalEnv, live_url: str) -> None:
     copies = 10
     barrier = threading.Barrier(copies)

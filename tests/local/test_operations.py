@@ -394,3 +394,29 @@ def test_deploy_and_promotion_machines_are_exactly_the_published_ones() -> None:
     for machine, final in ((PROMOTE, "healthy"), (ROLLBACK, "rolled_back")):
         steps = list(zip(stages, [*stages[1:], final], strict=True))
         assert table(machine) == {*steps, *((s, "failed") for s in stages)}
+
+
+def test_binding_scale_and_region_machines_are_exactly_the_published_ones() -> None:
+    from rhone_local.domain.operations import BIND, REGION_ENABLE, SCALE, UNBIND
+
+    def table(machine) -> set[tuple[str, str]]:
+        return {(c, n) for c in machine.states for n in machine.states if machine.allowed(c, n)}
+
+    assert table(BIND) == {
+        ("requested", "binding"),
+        ("binding", "bound"),
+        ("requested", "failed"),
+        ("binding", "failed"),
+    }
+    assert table(UNBIND) == {
+        ("requested", "unbinding"), ("unbinding", "unbound"), ("requested", "failed"), ("unbinding", "failed")
+    }  # fmt: skip
+    scale = ["requested", "gate_check", "scaling"]
+    assert table(SCALE) == {*zip(scale, [*scale[1:], "scaled"], strict=True), *((s, "failed") for s in scale)}
+    # Region Enablement (domain.md §2.6): a gate that does not hold ends it `disabled` — never `failed`.
+    region = ["requested", "provisioning", "binding_services", "replicating_artifacts"]
+    assert table(REGION_ENABLE) == {
+        *zip(region, [*region[1:], "eligible"], strict=True),
+        *((s, "disabled") for s in region),
+    }
+    assert not REGION_ENABLE.allowed("provisioning", "failed") and not REGION_ENABLE.allowed("eligible", "disabled")
