@@ -125,7 +125,7 @@ def bind(
     env: EnvArg,
     name: Annotated[str, typer.Argument(help="The provider's name in rhone.toml [providers].", metavar="NAME")],
     kind: Annotated[
-        str, typer.Option("--kind", help="postgres, mysql, redis, s3, nats, http or other.", metavar="KIND")
+        str, typer.Option("--kind", help="postgres, mysql, redis, s3, smtp or generic.", metavar="KIND")
     ],
     resource: Annotated[
         str,

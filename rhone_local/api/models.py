@@ -262,7 +262,7 @@ class ProviderBinding(_Model):
     updated_at: str
 
 
-ProviderKind = Literal["postgres", "mysql", "redis", "s3", "nats", "http", "other"]
+ProviderKind = Literal["postgres", "mysql", "redis", "s3", "smtp", "generic"]  # as rhone.toml's [providers] kinds
 SecretName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]{0,63}$")]
 
 

@@ -114,3 +114,15 @@ def test_services_update_refuses_contradictions_and_empty_requests(local: LocalE
         response = local.client.post(path, json=body, headers=local.owner.headers)
         assert (response.status_code, response.json()["error"]["code"]) == (status, code), response.text
     assert local.snapshot() == before
+
+
+def test_the_cli_and_the_server_agree_on_kinds_and_services() -> None:
+    from typing import get_args
+
+    from rhone_cli.config.project import PROVIDER_KINDS, RUNTIME_SERVICES
+    from rhone_local.api import models
+    from rhone_local.domain import topology
+
+    assert get_args(models.ProviderKind) == PROVIDER_KINDS
+    assert get_args(models.RuntimeService) == topology.RUNTIME_SERVICES
+    assert set(RUNTIME_SERVICES) == set(topology.RUNTIME_SERVICES)
