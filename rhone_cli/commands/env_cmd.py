@@ -124,9 +124,7 @@ def bind(
     ctx: typer.Context,
     env: EnvArg,
     name: Annotated[str, typer.Argument(help="The provider's name in rhone.toml [providers].", metavar="NAME")],
-    kind: Annotated[
-        str, typer.Option("--kind", help="postgres, mysql, redis, s3, smtp or generic.", metavar="KIND")
-    ],
+    kind: Annotated[str, typer.Option("--kind", help="postgres, mysql, redis, s3, smtp or generic.", metavar="KIND")],
     resource: Annotated[
         str,
         typer.Option("--resource", help="The resource's identifier, without credentials (pg://host/db).", metavar="ID"),

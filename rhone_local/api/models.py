@@ -283,6 +283,7 @@ class BindingCreate(_Model):
     secrets: dict[SecretName, Annotated[str, Field(max_length=8192)]] = Field(
         default_factory=dict,
         description="Secret values by variable name, stored server-side and handed to allocations; never returned.",
+        json_schema_extra=_names_as_property_names,
     )
 
 

@@ -101,6 +101,7 @@ def test_hello_deploys_answers_through_the_edge_and_a_redeploy_supersedes_it(loc
         "message": "Hello from Rhone!",
         "version": "1.0.0",
         "deployment": first["id"],
+        "allocation": first["allocations"][0]["id"],
         "environment": "preview",
     }
     assert edge_get(local, first["url"], "/healthz").json() == {"status": "ok"}

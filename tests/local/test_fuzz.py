@@ -54,8 +54,10 @@ from schemathesis.specs.openapi.checks import (
 
 from rhone_local.api.app import create_app
 from rhone_local.notify import ChangeNotifier
-from rhone_local.server import WORKSPACE, bootstrap
+from rhone_local.pipeline import build_pipeline
+from rhone_local.server import WORKSPACE, bootstrap, ensure_topology
 from rhone_local.store import Store
+from rhone_local.topology import Topology
 from rhone_local.workers import Workers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,11 +139,14 @@ def rhone_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RhoneApi]:
     data_dir = tmp_path_factory.mktemp("rhone-fuzz")
     store = Store(data_dir / "rhone.db")
     bootstrap(store, data_dir)
+    ensure_topology(store)
     token = (data_dir / "owner.token").read_text().strip()
     bootstrap_token = store.one("SELECT id FROM tokens WHERE name = 'bootstrap'")
     assert bootstrap_token is not None
     notifier = ChangeNotifier()
-    workers = Workers(store, notifier, stage_delay=0)
+    # Binding, service and region operations run here too (scale needs a route owner, which fuzzing never makes).
+    topology = Topology(store, build_pipeline(store, data_dir, edge_port=None))
+    workers = Workers(store, notifier, stage_delay=0, topology=topology)
     app = create_app(store, notifier)
     api = RhoneApi(app=app, token=token, token_id=bootstrap_token["id"])
     workers.start()
