@@ -41,6 +41,10 @@ MAX_PIPELINED = 8
 MAX_IDLE_PER_PORT = 64
 UPSTREAM_CONNECT_TIMEOUT = 5.0
 UPSTREAM_HEAD_TIMEOUT = 60.0
+# A request that is not safe to send twice goes only on a connection idle for less than this (apps close idle
+# keep-alive connections after seconds, not milliseconds), and is never retried.
+FRESH_ENOUGH_SECONDS = 1.0
+SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 WRITE_HIGH_WATER = 256 * 1024
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) never cross the edge; Host and Content-Length are rewritten by it.
@@ -133,6 +137,8 @@ class Upstream(asyncio.Protocol):
         self.closed = False
         self.exchange: Exchange | None = None
         self.tunnel: asyncio.Transport | None = None
+        self.tunnel_client: Client | None = None
+        self.idle_since = 0.0
         self.parser = httptools.HttpResponseParser(self)
 
     # asyncio callbacks
@@ -166,11 +172,15 @@ class Upstream(asyncio.Protocol):
         if self.exchange is not None:
             self.exchange.upstream_lost()
 
-    def pause_writing(self) -> None:  # a large request body: the app reads slowly; the kernel buffers it
-        pass
+    def pause_writing(self) -> None:
+        # The app reads slower than a tunnelled client writes: stop reading from the client until it catches up.
+        # (A request body is already whole in memory, bounded by MAX_REQUEST_BODY.)
+        if self.tunnel_client is not None and self.tunnel_client.transport is not None:
+            self.tunnel_client.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        pass
+        if self.tunnel_client is not None and self.tunnel_client.transport is not None:
+            self.tunnel_client.transport.resume_reading()
 
     # httptools callbacks, forwarded to the exchange in progress
     def on_status(self, reason: bytes) -> None:
@@ -206,12 +216,17 @@ class Pool:
         self.loop = loop
         self.idle: dict[int, list[Upstream]] = {}
 
-    def take(self, port: int) -> Upstream | None:
+    def take(self, port: int, *, max_idle: float | None = None) -> Upstream | None:
+        """The most recently used idle connection to `port` (idle for at most `max_idle` seconds, when given)."""
         idle = self.idle.get(port)
         while idle:
             upstream = idle.pop()
-            if not upstream.closed:
-                return upstream
+            if upstream.closed:
+                continue
+            if max_idle is not None and self.loop.time() - upstream.idle_since > max_idle:
+                upstream.close()  # older ones are older still: the list is in order of return
+                continue
+            return upstream
         return None
 
     def give_back(self, upstream: Upstream) -> None:
@@ -221,6 +236,7 @@ class Pool:
             return
         upstream.exchange = None
         upstream.transport.resume_reading()  # it may have been paused for a slow client; idle, nothing arrives
+        upstream.idle_since = self.loop.time()
         idle.append(upstream)
 
     def forget(self, upstream: Upstream) -> None:
@@ -291,6 +307,8 @@ class Exchange:
         self.close_after = self.close_after or not self.request.keep_alive
         if self.close_after:
             lines.append(b"connection: close")
+        elif self.request.version == "1.0":
+            lines.append(b"connection: keep-alive")  # an HTTP/1.0 client keeps the connection only if told so
         self.client.write(b"\r\n".join(lines) + b"\r\n\r\n")
         self.head_sent = True
         if self.request.method == b"HEAD":
@@ -355,7 +373,9 @@ class Exchange:
     def finish(self, *, reuse: bool) -> None:
         if self.done.done():
             return
-        if reuse and not self.upstream.closed:
+        # A connection that carried an Upgrade request is never reused: what follows its head is the client's to
+        # define, and must not reach another client's request.
+        if reuse and not self.upstream.closed and self.request.upgrade is None:
             self.client.relay.pool.give_back(self.upstream)
         else:
             self.upstream.exchange = None
@@ -430,6 +450,14 @@ class Client(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
+            if any(
+                (name == b"content-length" and value.strip() not in (b"", b"0")) or name == b"transfer-encoding"
+                for name, value in self.headers
+            ):
+                # The parser does not read the body of an Upgrade request; framing it as tunnel bytes would let a
+                # client hide a second request in it. A WebSocket handshake has no body.
+                self._refuse(400, "400 an Upgrade request cannot carry a body\n")
+                return
             request = self._request(upgrade=data[upgrade.args[0] :])
             self._enqueue(request)
             self.transport.pause_reading()  # everything after the head belongs to the tunnel
@@ -463,8 +491,11 @@ class Client(asyncio.Protocol):
         declared = next((value for name, value in self.headers if name == b"content-length"), b"0")
         if declared.isdigit() and int(declared) > MAX_REQUEST_BODY:
             raise _Refused(413, "413 request body too large for the local edge\n")  # before reading any of it
-        if any(name == b"expect" and value.lower() == b"100-continue" for name, value in self.headers):
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the body is read here, before the app sees it
+        expects = any(name == b"expect" and value.lower() == b"100-continue" for name, value in self.headers)
+        if expects and self.parser.get_http_version() == "1.1" and not self.queue and self.exchange is None:
+            # The body is read here, before the app sees it. (With answers still owed to earlier pipelined requests
+            # an interim answer would jump the queue; the client then sends its body after its own timeout.)
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
@@ -549,15 +580,24 @@ class Client(asyncio.Protocol):
         return "ok"
 
     async def _forward_to(self, request: Request, port: int) -> str:
+        """Send `request` to `port`; "refused" when no connection could be made (the next candidate may take it)."""
         head = request.head_for(port, self.peer)
+        # Safe to send twice: a bodiless GET/HEAD/OPTIONS. Anything else goes only on a connection just used (or a
+        # new one) and is never retried — an app that saw a POST and died must not see it again.
+        safe = request.method in SAFE_METHODS and not request.body and request.upgrade is None
+        pool = self.relay.pool
+        upstream = None
+        if request.upgrade is None:
+            upstream = pool.take(port, max_idle=None if safe else FRESH_ENOUGH_SECONDS)
+        reused = upstream is not None
         for attempt in (1, 2):
-            upstream = None if request.upgrade is not None else self.relay.pool.take(port)
-            reused = upstream is not None
             if upstream is None:
                 try:
-                    upstream = await self.relay.pool.connect(port)
+                    upstream = await pool.connect(port)
                 except (TimeoutError, OSError):
-                    return "refused"
+                    if attempt == 1:
+                        return "refused"
+                    break
             exchange = Exchange(self, request, upstream, self.relay.loop.create_future())
             upstream.exchange = exchange
             self.exchange = exchange
@@ -568,13 +608,13 @@ class Client(asyncio.Protocol):
             finally:
                 timer.cancel()
                 self.exchange = None
-            if outcome == "lost":
-                if reused and attempt == 1 and not exchange.received_any:
-                    continue  # the app closed this idle connection as we sent: it never saw the request
-                self.write(plain_response(502, "502 the app closed the connection without answering\n"))
-                return "ok"
-            return outcome
-        return "close"
+            if outcome != "lost":
+                return outcome
+            if not (attempt == 1 and reused and safe and not exchange.received_any):
+                break
+            upstream = None  # the app closed this idle connection as we sent: retry once on a new one
+        self.write(plain_response(502, "502 the app closed the connection without answering\n"))
+        return "ok"
 
     def _head_timeout(self, exchange: Exchange) -> None:
         if not exchange.head_sent:
@@ -583,6 +623,7 @@ class Client(asyncio.Protocol):
     def tunnel_to(self, upstream: Upstream) -> None:
         self.tunnel = upstream
         upstream.tunnel = self.transport
+        upstream.tunnel_client = self
         upstream.exchange = None
         self.transport.resume_reading()
 

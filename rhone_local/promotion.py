@@ -18,6 +18,7 @@ from typing import Any
 from rhone_local.domain import topology
 from rhone_local.pipeline import DeployPipeline, StageFailed
 from rhone_local.store import Store
+from rhone_local.topology import serving_regions
 
 PROPAGATION_TIMEOUT_SECONDS = 10.0
 
@@ -59,7 +60,7 @@ def check_policy(store: Store, pipeline: DeployPipeline, params: dict[str, Any])
         raise StageFailed("binding_missing", f"no ready binding in {environment['name']} for: {', '.join(missing)}")
     instances = environment.get("instances", 1)
     lacking = []
-    for region in store.eligible_regions(environment["id"]):
+    for region in serving_regions(store, environment, config)[0]:
         bound = store.bound_services(environment["id"], region["id"])
         lacking += [f"{r.service} in {region['name']}" for r in topology.scale_refusal(instances, config, bound)]
     if lacking:
@@ -102,7 +103,9 @@ class Promotions:
         if instances == 1:
             allocations = [runner.ensure_running(deployment, environment, token=token)]
         else:
-            regions = self.store.eligible_regions(environment["id"])
+            # Only the eligible regions where this deployment's own needs (providers, residency, services) are met.
+            regions, skipped = serving_regions(self.store, environment, deployment["config"])
+            evidence["skipped_regions"] = skipped
             allocations = runner.ensure_instances(deployment, environment, instances, token=token, regions=regions)
         evidence["allocations"] = [{"id": a["id"], "state": a["state"], "health": a["health"]} for a in allocations]
         evidence["allocation"] = evidence["allocations"][0]

@@ -316,7 +316,8 @@ class Runner:
             "attempts": attempts,
             "last": last,
             "timeout": process.get("readiness_timeout"),
-            "log_tail": _tail(log_file),
+            # The tail goes into operation evidence: an app that printed a secret it was given must not publish it.
+            "log_tail": _redact(_tail(log_file), bound.values()),
         }
         self._terminate(child.pid)
         return self._move(alloc, "failed", health=health) or alloc
@@ -404,6 +405,12 @@ class Runner:
                 continue
             self._kill(alloc, "Rhone Local restarted while it was not ready")
         return adopted
+
+
+def _redact(text: str, values: Any) -> str:
+    for value in sorted((v for v in values if len(v) >= 4), key=len, reverse=True):
+        text = text.replace(value, "[redacted]")
+    return text
 
 
 def _digest(variables: dict[str, str]) -> str:

@@ -285,6 +285,20 @@ class Store:
         )  # fmt: skip
         return [{k: bool(r[k]) if k == "route_owner" else r[k] for k in keys} for r in rows]
 
+    def live_operations(
+        self, c: sqlite3.Connection, environment_id: str, kinds: tuple[str, ...], *, exclude: str
+    ) -> list[dict[str, Any]]:
+        """Unfinished operations of `kinds` on an environment (read in the caller's write transaction)."""
+        from rhone_local.domain.operations import TERMINAL_STATES
+
+        rows = c.execute(
+            f"SELECT id, kind, state FROM operations WHERE kind IN ({', '.join('?' * len(kinds))}) AND id != ? "
+            f"AND state NOT IN ({', '.join('?' * len(TERMINAL_STATES))}) "
+            "AND json_extract(params, '$.environment_id') = ? ORDER BY id",
+            (*kinds, exclude, *sorted(TERMINAL_STATES), environment_id),
+        ).fetchall()
+        return [dict(r) for r in rows]
+
     # -- provider and runtime service bindings ---------------------------------------------------------------------
     def provider_bindings(self, environment_id: str, *, live: bool = True) -> list[dict[str, Any]]:
         states = ("binding", "ready", "unbinding") if live else ("binding", "ready", "unbinding", "removed", "failed")
@@ -303,10 +317,15 @@ class Store:
         )
 
     def bindings_of_resource(self, resource: str, *, exclude: str | None = None) -> list[dict[str, Any]]:
-        """Live bindings of an external resource in any environment, with the environment's name."""
+        """Bindings of an external resource still in use in any environment, with the environment's name: live ones,
+        and removed ones whose environment still runs allocations started before the removal (they keep the
+        binding's variables until they stop)."""
         return self.all(
             "SELECT b.*, e.name AS environment FROM provider_bindings b JOIN environments e ON e.id = b.environment_id "
-            "WHERE b.resource = ? AND b.state IN ('binding', 'ready') AND b.id != ?",
+            "WHERE b.resource = ? AND b.id != ? AND (b.state IN ('binding', 'ready', 'unbinding') OR "
+            "(b.state = 'removed' AND EXISTS (SELECT 1 FROM allocations a WHERE a.environment_id = b.environment_id "
+            "AND a.region_id = b.region_id AND a.created_at <= b.updated_at "
+            "AND a.state IN ('planned', 'pulling', 'starting', 'ready', 'draining'))))",
             resource,
             exclude or "",
         )

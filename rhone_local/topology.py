@@ -37,6 +37,57 @@ LOCAL_SERVICE_SCHEMAS = {
 }
 
 
+def provisioning_failure(
+    store: Store, environment: dict[str, Any], region: dict[str, Any], config: dict[str, Any]
+) -> rules.GateFailure | None:
+    """Residency, data topology and secrets of one region, for a deployment's config: the first that fails."""
+    policy = (config.get("environments") or {}).get(environment["name"]) or {}
+    providers = {n: p for n, p in (config.get("providers") or {}).items() if p.get("required", True)}
+    present = {
+        b["name"]: store.secret_names(b["id"])
+        for b in store.provider_bindings(environment["id"])
+        if b["region_id"] == region["id"] and b["state"] == "ready"
+    }
+    return (
+        rules.residency_gate(region["name"], region["jurisdiction"], policy.get("residency") or [])
+        or rules.data_topology_gate(
+            region["name"], sorted(providers), store.ready_providers(environment["id"], region["id"])
+        )
+        or rules.secrets_gate(region["name"], {n: p.get("secrets") or [] for n, p in providers.items()}, present)
+    )
+
+
+def services_failure(
+    store: Store, environment: dict[str, Any], region: dict[str, Any], config: dict[str, Any]
+) -> rules.GateFailure | None:
+    requirements = rules.scale_requirements(config)
+    return rules.runtime_services_gate(
+        region["name"], requirements, store.bound_services(environment["id"], region["id"])
+    )
+
+
+def serving_regions(
+    store: Store, environment: dict[str, Any], config: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """The environment's eligible regions where a deployment with `config` may run, and the others with why not.
+
+    Eligibility was granted for the deployment that owned the route then; a newer one may need a provider, a
+    residency or a service that region lacks. The primary region always serves (its bindings are checked by the
+    deploy and promotion gates)."""
+    serving, skipped = [], []
+    for region in store.eligible_regions(environment["id"]):
+        failure = None
+        if not region["is_primary"]:
+            failure = provisioning_failure(store, environment, region, config) or services_failure(
+                store, environment, region, config
+            )
+        if failure is None:
+            serving.append(region)
+        else:
+            skipped.append({"region": region["name"], "code": failure.code, "message": failure.message})
+    return serving, skipped
+
+
 class Topology:
     def __init__(self, store: Store, pipeline: DeployPipeline) -> None:
         self.store = store
@@ -180,7 +231,8 @@ class Topology:
         instances = op["params"]["instances"]
         environment, owner, deployment = self._owner(op["params"]["environment_id"])
         missing = []
-        for region in self.store.eligible_regions(environment["id"]):
+        regions, skipped = serving_regions(self.store, environment, deployment["config"])
+        for region in regions:
             bound = self.store.bound_services(environment["id"], region["id"])
             missing += [
                 {**r.to_dict(), "region": region["name"]}
@@ -191,6 +243,8 @@ class Topology:
             "deployment_id": owner["deployment_id"],
             "required": [r.to_dict() for r in rules.scale_requirements(deployment["config"])] if instances > 1 else [],
             "missing": missing,
+            "regions": [r["name"] for r in regions],
+            "skipped_regions": skipped,
         }
         if missing:
             listed = "; ".join(f"{m['service']} in {m['region']} ({m['reason']})" for m in missing)
@@ -213,7 +267,7 @@ class Topology:
             environment,
             instances,
             token=partial(self.pipeline.runtime_token, deployment),
-            regions=self.store.eligible_regions(environment["id"]),
+            regions=serving_regions(self.store, environment, deployment["config"])[0],
         )
         regions = {r["id"]: r["name"] for r in self.store.regions()}
         evidence = {
@@ -255,22 +309,13 @@ class Topology:
         ctx = self._region_context(op)
         environment, region, config = ctx["environment"], ctx["region"], ctx["deployment"]["config"]
         evidence: dict[str, Any] = {"region": region["name"], "deployment_id": ctx["deployment"]["id"]}
-        policy = (config.get("environments") or {}).get(environment["name"]) or {}
-        self._gate(
-            rules.residency_gate(region["name"], region["jurisdiction"], policy.get("residency") or []), evidence
-        )
+        self._gate(provisioning_failure(self.store, environment, region, config), evidence)
         providers = {n: p for n, p in (config.get("providers") or {}).items() if p.get("required", True)}
-        bound_here = self.store.ready_providers(environment["id"], region["id"])
-        self._gate(rules.data_topology_gate(region["name"], sorted(providers), bound_here), evidence)
-        present = {
-            b["name"]: self.store.secret_names(b["id"])
-            for b in self.store.provider_bindings(environment["id"])
-            if b["region_id"] == region["id"] and b["state"] == "ready"
-        }
-        declared = {name: p.get("secrets") or [] for name, p in providers.items()}
-        self._gate(rules.secrets_gate(region["name"], declared, present), evidence)
+        policy = (config.get("environments") or {}).get(environment["name"]) or {}
         evidence.update(
-            residency="allowed", providers=sorted(providers), secrets={k: sorted(v) for k, v in declared.items()}
+            residency=policy.get("residency") or "any",
+            providers=sorted(providers),
+            secrets={name: sorted(p.get("secrets") or []) for name, p in providers.items()},
         )
         return evidence, None
 
@@ -280,7 +325,7 @@ class Topology:
         requirements = rules.scale_requirements(config)
         bound = self.store.bound_services(environment["id"], region["id"])
         evidence = {"region": region["name"], "required": [r.to_dict() for r in requirements], "bound": sorted(bound)}
-        self._gate(rules.runtime_services_gate(region["name"], requirements, bound), evidence)
+        self._gate(services_failure(self.store, environment, region, config), evidence)
         return evidence, None
 
     def _region_enable__replicating_artifacts(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:

@@ -114,17 +114,34 @@ class Workers:
             log.info("%s left in %s: Rhone Local is stopping; it resumes on the next start", op["id"], op["state"])
         except Exception:
             log.exception("operation %s crashed in %s", op["id"], op["state"])
-            failed = self.store.advance_operation(
-                op,
-                "failed",
-                error={"code": "internal_error", "message": "the worker crashed; see the server log"},
-                worker=worker,
-                lease_seconds=self.lease_seconds,
-            )
+            failed = self._record_crash(op, worker)
             if failed:
                 self.notifier.changed(op["id"])
         finally:
             self.store.release_operation(op["id"], worker)
+
+    def _record_crash(self, op: dict[str, Any], worker: str) -> dict[str, Any] | None:
+        """The operation fails with internal_error — in its machine's failure state, and with what that failure means
+        for its object (a binding's secrets dropped, a region disabled) in the same transaction."""
+        from rhone_local.pipeline import StageFailed
+
+        machine = MACHINES.get(op["kind"])
+        error = {"code": "internal_error", "message": "the worker crashed; see the server log"}
+        try:
+            with self.store.write() as c:
+                if op["kind"] in TOPOLOGY_KINDS and self.topology is not None:
+                    self.topology.failed(op, StageFailed(error["code"], error["message"]), c)
+                return self.store.advance_operation(
+                    op,
+                    machine.failure if machine else "failed",
+                    error=error,
+                    worker=worker,
+                    lease_seconds=self.lease_seconds,
+                    conn=c,
+                )
+        except Exception:  # the store itself is failing: the lease expires and another worker retries the stage
+            log.exception("recording the crash of %s failed", op["id"])
+            return None
 
     def _notify(self, op_id: str) -> None:
         """Wake long-pollers. A failure here is logged, never turned into a failed operation: the stage is recorded."""

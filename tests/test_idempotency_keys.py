@@ -69,3 +69,11 @@ def test_an_api_validation_error_is_a_clean_exit_2(rhone) -> None:
     assert result.exit_code == 2, result.stderr
     assert "name: String should match pattern" in result.stderr
     assert "Traceback" not in result.stderr and "request id: req_1" in result.stderr
+
+
+def test_converging_requests_get_no_ci_derived_key_so_3_1_3_in_one_job_acts_three_times() -> None:
+    ci = {"CI": "true", "GITHUB_RUN_ID": "123"}
+    inv = Invocation(Environment(stderr=io.StringIO(), environ=ci))
+    assert idempotency_key(inv, "/v1/scale", "3", derive_in_ci=False) is None
+    explicit = Invocation(Environment(stderr=io.StringIO(), environ={**ci, "RHONE_IDEMPOTENCY_KEY": "k"}))
+    assert idempotency_key(explicit, "/v1/scale", "3", derive_in_ci=False) is not None  # the script asked for it

@@ -124,9 +124,10 @@ def show(ctx: typer.Context, deployment_id: DeploymentId) -> None:
         out.line(f"  {'operation:':<17}{doc['operation_id']}")
         for alloc in doc["allocations"]:
             health = alloc.get("health") or {}
+            owner = "  (route owner)" if alloc.get("route_owner") else ""
             out.line(
-                f"  allocation {alloc['id']}  {alloc['state']}  region {alloc['region_id']}  "
-                f"cell {alloc['cell_id']}  {health.get('last', '')}"
+                f"  allocation {alloc['id']}  {alloc['environment']}  {alloc['state']}  region {alloc['region']}  "
+                f"cell {alloc['cell']}  {health.get('error') or health.get('last', '')}{owner}"
             )
 
     inv.out.result(doc, human)

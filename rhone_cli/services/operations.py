@@ -26,7 +26,7 @@ BLOCKED_STATES = frozenset({"blocked"})
 CI_RUN_VARIABLES = ("GITHUB_RUN_ID", "CI_PIPELINE_ID", "BUILDKITE_BUILD_ID", "CIRCLE_WORKFLOW_ID", "BUILD_ID")
 
 
-def idempotency_key(inv: Invocation, path: str, *identity: str) -> str | None:
+def idempotency_key(inv: Invocation, path: str, *identity: str, derive_in_ci: bool = True) -> str | None:
     """The Idempotency-Key for one mutating request to `path`.
 
     - `RHONE_IDEMPOTENCY_KEY` (a script that wants exact control): derived from that value and the path only, so
@@ -35,14 +35,17 @@ def idempotency_key(inv: Invocation, path: str, *identity: str) -> str | None:
     - in CI: derived from the run id, the path and the request's identity (`identity`: the manifest digest and
       target of a deploy, the name of a project…), so a re-run of the job — GitHub's "re-run jobs" keeps the run
       id — attaches to its first attempt, and two different requests of one job never collide;
-    - otherwise None: the client makes a fresh key per request and reuses it across that request's retries."""
+    - otherwise None: the client makes a fresh key per request and reuses it across that request's retries.
+    `derive_in_ci=False` for requests that converge on a state (scale to N, enable a region, unbind): one job may
+    rightly send the same request twice with other changes in between (3 → 1 → 3), and a CI-derived key would replay
+    the first answer instead of acting; running them again is safe anyway."""
     environ = inv.env.environ
     explicit = environ.get("RHONE_IDEMPOTENCY_KEY")
     if explicit:
         base, parts = explicit, (path,)
     else:
         run = next((environ[v] for v in CI_RUN_VARIABLES if environ.get(v)), None)
-        if run is None:
+        if run is None or not derive_in_ci:
             return None
         base, parts = f"ci-{run}", (path, *identity)
     digest = hashlib.sha256("\x1f".join((base, *parts)).encode()).hexdigest()[:32]
@@ -167,10 +170,11 @@ def run(
     timeout: float | None,
     key_parts: tuple[str, ...] = (),
     method: str = "POST",
+    derive_in_ci: bool = True,
 ) -> dict[str, Any]:
     """Send a mutation that starts an operation (POST, or DELETE for removals); wait for it unless `no_wait`; raise on
     a non-success verdict."""
-    key = idempotency_key(inv, path, *key_parts)
+    key = idempotency_key(inv, path, *key_parts, derive_in_ci=derive_in_ci)
     op = inv.client().request(method, path, json=body if method != "DELETE" else None, idempotency_key=key).data
     announce(inv, op)
     if no_wait:

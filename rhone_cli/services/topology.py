@@ -80,7 +80,14 @@ def unbind(
 ) -> dict[str, Any]:  # fmt: skip
     path = f"{_env_path(target, environment)}/bindings/{name}" + (f"?region={region}" if region else "")
     return operations.run(
-        inv, path, {}, no_wait=no_wait, timeout=timeout, key_parts=(inv.profile.api_url, path), method="DELETE"
+        inv,
+        path,
+        {},
+        no_wait=no_wait,
+        timeout=timeout,
+        key_parts=(inv.profile.api_url, path),
+        method="DELETE",
+        derive_in_ci=False,
     )
 
 
@@ -118,6 +125,7 @@ def update_services(
         no_wait=no_wait,
         timeout=timeout,
         key_parts=(inv.profile.api_url, path, ",".join(body["bind"]), ",".join(body["unbind"]), str(body["region"])),
+        derive_in_ci=False,
     )
     return op if no_wait else services(inv, target, environment)
 
@@ -133,6 +141,7 @@ def scale(
         no_wait=no_wait,
         timeout=timeout,
         key_parts=(inv.profile.api_url, path, str(instances)),
+        derive_in_ci=False,
     )
 
 
@@ -163,4 +172,6 @@ def enable_region(
     inv: Invocation, target: tenancy.Target, environment: str, name: str, *, no_wait: bool, timeout: float | None
 ) -> dict[str, Any]:
     path = f"{_env_path(target, environment)}/regions/{name}/enable"
-    return operations.run(inv, path, {}, no_wait=no_wait, timeout=timeout, key_parts=(inv.profile.api_url, path))
+    return operations.run(
+        inv, path, {}, no_wait=no_wait, timeout=timeout, key_parts=(inv.profile.api_url, path), derive_in_ci=False
+    )

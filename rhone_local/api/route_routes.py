@@ -91,6 +91,14 @@ def _start(
     payload = {"kind": kind, **params, "expect_epoch": expect_epoch}
 
     def perform(c: Any) -> tuple[int, dict]:
+        scaling = store.live_operations(c, environment["id"], ("scale",), exclude="")
+        if scaling:
+            raise conflict(
+                "environment_busy",
+                f"scale {scaling[0]['id']} is changing {key}'s allocations; wait for it (`rhone op wait "
+                f"{scaling[0]['id']}`) and promote again",
+                operation_id=scaling[0]["id"],
+            )
         # Read the epoch inside the write transaction: the default expectation is "the route as it is now".
         current = store.route_owner(app["id"], environment["id"])
         epoch = current["epoch"] if current else 0

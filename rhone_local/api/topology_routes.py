@@ -206,7 +206,8 @@ def create_binding(
     workspace, environment = _mutable_environment(request, principal, ws, prj, app, env, "binding.create")
     region = _region(store, body.region)
     binding_id = new_id("provider_binding")
-    spec = rules.BindingSpec(environment["name"], body.resource, body.mutable, body.shared_read_only)
+    resource = rules.normalize_resource(body.resource)
+    spec = rules.BindingSpec(environment["name"], resource, body.mutable, body.shared_read_only)
     if body.shared_read_only and body.mutable:
         raise conflict(
             "shared_mutable_resource",
@@ -228,7 +229,22 @@ def create_binding(
                 f"{body.name} is already bound in {environment['name']} ({region['name']}); unbind it first",
                 binding_id=live["id"],
             )
-        others = store.bindings_of_resource(body.resource)
+        if body.secrets:
+            taken = c.execute(
+                "SELECT s.name, b.name AS binding FROM binding_secrets s JOIN provider_bindings b "
+                "ON b.id = s.binding_id WHERE b.environment_id = ? AND b.region_id = ? "
+                "AND b.state IN ('binding', 'ready', 'unbinding') "
+                f"AND s.name IN ({', '.join('?' * len(body.secrets))})",
+                (environment["id"], region["id"], *sorted(body.secrets)),
+            ).fetchall()
+            if taken:
+                raise conflict(
+                    "secret_name_taken",
+                    f"{taken[0]['name']} is already provided by binding {taken[0]['binding']} in "
+                    f"{environment['name']}: an allocation gets one value per variable",
+                    secret=taken[0]["name"],
+                )
+        others = store.bindings_of_resource(resource)
         clash = rules.sharing_conflict(
             spec,
             [
@@ -239,7 +255,7 @@ def create_binding(
         if clash is not None:
             raise conflict(
                 "shared_mutable_resource",
-                f"{body.resource} is already bound to environment {clash.environment}: a mutable resource serves one "
+                f"{resource} is already bound to environment {clash.environment}: a mutable resource serves one "
                 "environment (preview and production must not share a database). Bind a separate resource, or "
                 "declare both bindings --shared --read-only",
                 bound_to=clash.environment,
@@ -254,7 +270,7 @@ def create_binding(
                 environment["id"],
                 body.name,
                 body.kind,
-                body.resource,
+                resource,
                 int(body.mutable),
                 int(body.shared_read_only),
                 region["id"],
@@ -373,6 +389,17 @@ def update_services(
         raise conflict("services_contradict", f"both bound and unbound: {', '.join(sorted(both))}")
     if not body.bind and not body.unbind:
         raise conflict("nothing_to_do", "name services to --bind or --unbind")
+    owner = store.route_owner(environment["app"]["id"], environment["id"])
+    if owner is not None and environment["instances"] > 1 and body.unbind:
+        needed = {r.service for r in rules.scale_requirements(store.deployment(owner["deployment_id"])["config"])}
+        still_needed = sorted(needed & set(body.unbind))
+        if still_needed:
+            raise conflict(
+                "runtime_services_required",
+                f"{env} runs {environment['instances']} instances, which need {', '.join(still_needed)}; "
+                "scale to 1 first (`rhone app scale --instances 1`)",
+                services=still_needed,
+            )
     params = {
         "environment_id": environment["id"],
         "region_id": region["id"],
@@ -407,6 +434,19 @@ def scale(
     owner = store.route_owner(environment["app"]["id"], environment["id"])
     if owner is None:
         raise conflict("no_route_owner", f"nothing serves {app}--{env} yet: promote a deployment before scaling it")
+
+    def within(c: Any, op: dict) -> None:
+        # One change of an environment's allocations at a time: a scale racing another scale or a promotion could
+        # leave the count and the allocations disagreeing, or start instances of a deployment that lost the route.
+        busy = store.live_operations(c, environment["id"], ("scale", "promote", "rollback"), exclude=op["id"])
+        if busy:
+            raise conflict(
+                "environment_busy",
+                f"{busy[0]['kind']} {busy[0]['id']} is changing {app}--{env}; wait for it (`rhone op wait "
+                f"{busy[0]['id']}`) and scale again",
+                operation_id=busy[0]["id"],
+            )
+
     return _start_operation(
         request,
         principal,
@@ -418,6 +458,7 @@ def scale(
         target_id=environment["id"],
         params={"environment_id": environment["id"], "environment": env, "instances": body.instances},
         payload={"instances": body.instances},
+        within=within,
     )
 
 

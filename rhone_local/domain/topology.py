@@ -78,6 +78,17 @@ class BindingSpec:
     shared_read_only: bool
 
 
+def normalize_resource(resource: str) -> str:
+    """One spelling per resource, so `PG://Host/db/` and `pg://host/db` are recognised as the same database: the
+    scheme and host are case-insensitive, and a trailing slash names nothing else."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(resource.strip())
+    if parts.scheme and parts.netloc:
+        return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query, ""))
+    return resource.strip().rstrip("/") or resource
+
+
 def sharing_conflict(new: BindingSpec, existing: Sequence[BindingSpec]) -> BindingSpec | None:
     """The live binding `new` may not share its resource with, or None.
 

@@ -126,3 +126,79 @@ def test_the_cli_and_the_server_agree_on_kinds_and_services() -> None:
     assert get_args(models.ProviderKind) == PROVIDER_KINDS
     assert get_args(models.RuntimeService) == topology.RUNTIME_SERVICES
     assert set(RUNTIME_SERVICES) == set(topology.RUNTIME_SERVICES)
+
+
+def test_a_worker_crash_in_a_binding_frees_the_name_and_drops_the_secret(
+    local: LocalEnv, app_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(op):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(local.workers.topology, "stage", crash)
+    started = bind(local, app_path, "preview", secrets={"DATABASE_URL": SECRET})
+    local.run_operations()
+    op = local.operation(started.json()["id"])
+    assert (op["state"], op["error"]["code"]) == ("failed", "internal_error")
+    assert local.store.all("SELECT state FROM provider_bindings") == [{"state": "failed"}]
+    assert local.store.all("SELECT * FROM binding_secrets") == []
+    monkeypatch.undo()
+    again = bind(local, app_path, "preview", secrets={"DATABASE_URL": SECRET})
+    assert again.status_code == 202, again.text
+    local.run_operations()
+    assert local.operation(again.json()["id"])["state"] == "bound"
+
+
+def test_a_worker_crash_in_a_region_enablement_disables_the_region(
+    local: LocalEnv, app_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local.workers.topology, "stage", lambda op: (_ for _ in ()).throw(RuntimeError("boom")))
+    started = local.client.post(
+        f"{app_path}/environments/production/regions/local-2/enable", headers=local.owner.headers
+    )
+    assert started.status_code == 202
+    local.run_operations()
+    assert local.operation(started.json()["id"])["state"] == "disabled"  # its machine's failure state, not "failed"
+    [row] = local.store.all("SELECT state, reason FROM environment_regions")
+    assert row["state"] == "disabled" and row["reason"].startswith("internal_error")
+
+
+def test_spellings_of_one_resource_are_one_resource(local: LocalEnv, app_path: str) -> None:
+    assert bind(local, app_path, "preview", resource="pg://DB-Host/shop/").status_code == 202
+    local.run_operations()
+    refused = bind(local, app_path, "production", resource="PG://db-host/shop")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "shared_mutable_resource"
+    [row] = local.store.all("SELECT resource FROM provider_bindings")
+    assert row["resource"] == "pg://db-host/shop"
+
+
+def test_a_removed_binding_still_counts_while_allocations_started_with_it_run(local: LocalEnv, app_path: str) -> None:
+    assert bind(local, app_path, "production").status_code == 202
+    local.run_operations()
+    [binding] = local.store.all("SELECT * FROM provider_bindings")
+    local.store.conn.execute("PRAGMA foreign_keys=OFF")  # a bare allocation row: no deployment is needed here
+    with local.store.write() as c:  # an allocation that started with the binding, still running
+        c.execute(
+            "INSERT INTO allocations (id, deployment_id, environment_id, artifact_digest, region_id, cell_id, state, "
+            "version, pid, port, health, created_at, updated_at) VALUES ('alloc_x', 'dep_x', ?, 'sha256:x', ?, "
+            "(SELECT id FROM cells LIMIT 1), 'ready', 1, 1, 1, NULL, '2000-01-01T00:00:00.000Z', 'x')",
+            (binding["environment_id"], binding["region_id"]),
+        )
+    local.store.conn.execute("PRAGMA foreign_keys=ON")
+    c = local.client
+    removed = c.delete(f"{app_path}/environments/production/bindings/db", headers=local.owner.headers)
+    assert removed.status_code == 202
+    local.run_operations()
+    refused = bind(local, app_path, "preview")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "shared_mutable_resource"
+    with local.store.write() as conn:
+        conn.execute("UPDATE allocations SET state = 'stopped' WHERE id = 'alloc_x'")
+    assert bind(local, app_path, "preview").status_code == 202  # nothing uses it in production any more
+
+
+def test_two_bindings_cannot_provide_one_variable(local: LocalEnv, app_path: str) -> None:
+    assert bind(local, app_path, "preview", secrets={"DATABASE_URL": SECRET}).status_code == 202
+    local.run_operations()
+    before = local.snapshot()
+    refused = bind(local, app_path, "preview", name="replica", resource="pg://r/x", secrets={"DATABASE_URL": "y" * 9})
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "secret_name_taken"
+    assert local.snapshot() == before

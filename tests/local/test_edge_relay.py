@@ -409,3 +409,53 @@ def test_a_refusing_candidate_gives_way_to_the_next_and_the_cookie_reaches_the_r
         assert seen == ["vango_session=s1"] and len(app.requests) == 1
     finally:
         relay.stop()
+
+
+# -- what must never happen: replays and smuggling ------------------------------------------------------------------
+def test_a_post_the_app_dropped_is_never_sent_again(edge: Edge, app: ScriptedApp) -> None:
+    conn = edge.connection()
+    assert get(conn, "/echo")[0] == 200  # leaves a pooled connection, just used
+    status, _, body = get(conn, "/hang-up", "POST", body=b"pay 10")
+    assert status == 502 and b"without answering" in body
+    assert [r["target"] for r in app.requests].count("/hang-up") == 1
+
+
+def test_a_post_skips_connections_idle_too_long_and_a_get_is_retried_once(
+    edge: Edge, app: ScriptedApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(edge_relay, "FRESH_ENOUGH_SECONDS", -1.0)  # every idle connection is too old
+    conn = edge.connection()
+    assert get(conn, "/echo")[0] == 200
+    assert get(conn, "/echo", "POST", body=b"x")[0] == 200
+    assert app.connections == 2  # the POST did not take the idle connection
+    app.close_idle_after_first = True
+    for _ in range(3):
+        assert get(conn, "/echo")[0] == 200  # a GET on a connection the app closed is retried on a new one
+    assert [r["method"] for r in app.requests].count("GET") == 4
+
+
+def test_an_upgrade_request_with_a_body_is_refused(edge: Edge, app: ScriptedApp) -> None:
+    hidden = b"GET /smuggled HTTP/1.1\r\nX-Ignore: "
+    answer = edge.raw(
+        b"POST /echo HTTP/1.1\r\nHost: web.localhost\r\nConnection: Upgrade\r\nUpgrade: foo\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(hidden), hidden)
+    )
+    assert answer.startswith(b"HTTP/1.1 400") and app.requests == []
+
+
+def test_a_refused_upgrade_never_returns_its_connection_to_the_pool(edge: Edge, app: ScriptedApp) -> None:
+    answer = edge.raw(b"GET /echo HTTP/1.1\r\nHost: web.localhost\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200")  # the app answered normally instead of switching
+    assert not any(edge.relay.pool.idle.values())
+    assert get(edge.connection(), "/echo", headers={"Cookie": "session=victim"})[0] == 200
+    assert app.connections == 2 and app.requests[-1]["target"] == "/echo"
+
+
+def test_an_http10_keep_alive_client_is_told_the_connection_stays(edge: Edge) -> None:
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        for _ in range(2):
+            sock.sendall(b"GET /head HTTP/1.0\r\nHost: web.localhost\r\nConnection: keep-alive\r\n\r\n")
+            data = b""
+            while not data.endswith(b"x" * 1234):
+                data += sock.recv(65536)
+            assert b"connection: keep-alive" in data.lower()
