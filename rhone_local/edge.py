@@ -100,13 +100,10 @@ class Edge:
             deployment = self.store.one("SELECT id FROM deployments WHERE id = ?", deployment_id)
             if deployment is None:
                 return 404, f"no deployment {deployment_id}"
-            alloc = self.store.one(
-                "SELECT port FROM allocations WHERE deployment_id = ? AND state = 'ready' ORDER BY id DESC LIMIT 1",
-                deployment_id,
-            )
-            if alloc is None:
+            allocations = self.store.ready_deployment_allocations(deployment_id)
+            if not allocations:
                 return 503, f"deployment {deployment_id} has no ready allocation"
-            return 200, [alloc["port"]]
+            return 200, [allocations[-1]["port"]]
         return 404, f"no route for {name}"
 
     def _order(self, deployment_id: str, allocations: list[dict], cookie: str | None) -> list[int]:

@@ -268,6 +268,16 @@ class Store:
             environment_name,
         )
 
+    def ready_deployment_allocations(self, deployment_id: str) -> list[dict[str, Any]]:
+        """A deployment's ready allocations in regions eligible for their environment (its own URL's candidates)."""
+        return self.all(
+            "SELECT a.id, a.port FROM allocations a JOIN regions r ON r.id = a.region_id "
+            "LEFT JOIN environment_regions er ON er.environment_id = a.environment_id AND er.region_id = a.region_id "
+            "WHERE a.deployment_id = ? AND a.state = 'ready' AND (r.is_primary = 1 OR er.state = 'eligible') "
+            "ORDER BY a.id",
+            deployment_id,
+        )
+
     def allocation_views(self, where: str, *args: Any) -> list[dict[str, Any]]:
         """Allocations with their region, cell and environment names, and whether their deployment owns the route."""
         rows = self.all(
