@@ -65,6 +65,8 @@ HOP_BY_HOP = frozenset(
         b"expect",
     }
 )
+# Headers the relay itself looks at, noted while parsing (first occurrence), so nothing scans a head twice.
+NOTED = frozenset({b"host", b"cookie", b"connection", b"content-length", b"transfer-encoding", b"expect"})
 REASONS = {
     400: b"Bad Request",
     404: b"Not Found",
@@ -91,8 +93,10 @@ def plain_response(status: int, text: str, *, close: bool = False) -> bytes:
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
-def _dropped_by_connection(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+def _dropped_by_connection(headers: list[tuple[bytes, bytes]], noted: dict[bytes, bytes]) -> frozenset[bytes]:
     """Header names a `Connection` header declares hop-by-hop for this message."""
+    if b"connection" not in noted:
+        return HOP_BY_HOP
     names = set(HOP_BY_HOP)
     for name, value in headers:
         if name == b"connection":
@@ -110,9 +114,10 @@ class Request:
     keep_alive: bool
     body: bytes = b""
     upgrade: bytes | None = None  # bytes already received after the head of an Upgrade request
+    noted: dict[bytes, bytes] = field(default_factory=dict)
 
     def head_for(self, port: int, client_ip: str) -> bytes:
-        drop = _dropped_by_connection(self.headers)
+        drop = _dropped_by_connection(self.headers, self.noted)
         lines = [b"%s %s HTTP/1.1" % (self.method, self.target), b"host: 127.0.0.1:%d" % port]
         lines += [name + b": " + value for name, value in self.headers if name not in drop]
         if self.upgrade is not None:
@@ -154,12 +159,16 @@ class Upstream(asyncio.Protocol):
             self.close()
             return
         exchange.received_any = True
+        client = exchange.client
+        client.cork()  # the head and body parsed from one read leave in one write
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             exchange.start_tunnel(data[upgrade.args[0] :])
         except httptools.HttpParserError as error:
             exchange.fail(502, f"the app's answer is not valid HTTP/1.1 ({error})")
+        finally:
+            client.uncork()
 
     def eof_received(self) -> bool:
         return False
@@ -189,7 +198,10 @@ class Upstream(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.exchange is not None:
-            self.exchange.response_headers.append((name.lower(), value))
+            name = name.lower()
+            self.exchange.response_headers.append((name, value))
+            if name in NOTED:
+                self.exchange.noted.setdefault(name, value)
 
     def on_headers_complete(self) -> None:
         if self.exchange is not None:
@@ -267,6 +279,7 @@ class Exchange:
     done: asyncio.Future
     reason: bytes = b""
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    noted: dict[bytes, bytes] = field(default_factory=dict)
     received_any: bool = False
     head_sent: bool = False
     framing: str = ""  # how the app ends its body: "length", "chunked", "close" or "none"
@@ -282,19 +295,22 @@ class Exchange:
             return
         if 100 <= status < 200:  # 103 Early Hints and the like: not relayed; the real answer follows
             self.informational = True
-            self.response_headers, self.reason = [], b""
+            self.response_headers, self.reason, self.noted = [], b"", {}
             return
-        drop = _dropped_by_connection(headers)
+        noted = self.noted
+        drop = _dropped_by_connection(headers, noted)
         lines = [b"HTTP/1.1 %d %s" % (status, self.reason)]
         lines += [name + b": " + value for name, value in headers if name not in drop]
+        length = noted.get(b"content-length")
         if self.request.method == b"HEAD" or status in (204, 304):
             self.framing = "none"
-            lines += [b"content-length: " + v for n, v in headers if n == b"content-length"][:1]
-        elif any(name == b"transfer-encoding" for name, _ in headers):
+            if length is not None:
+                lines.append(b"content-length: " + length)
+        elif b"transfer-encoding" in noted:
             self.framing = "chunked"
-        elif any(name == b"content-length" for name, _ in headers):
+        elif length is not None:
             self.framing = "length"
-            lines += [b"content-length: " + v for n, v in headers if n == b"content-length"][:1]
+            lines.append(b"content-length: " + length)
         else:
             self.framing = "close"
         if self.framing in ("chunked", "close"):
@@ -394,6 +410,7 @@ class Client(asyncio.Protocol):
         self.current: Request | None = None
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self.noted: dict[bytes, bytes] = {}
         self.body: list[bytes] = []
         self.body_size = 0
         self.head_size = 0
@@ -404,6 +421,7 @@ class Client(asyncio.Protocol):
         self.peer = ""
         self.exchange: Exchange | None = None
         self.refusal: bytes | None = None
+        self.corked: list[bytes] | None = None  # writes held back until uncork(): one send for one upstream read
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -450,10 +468,7 @@ class Client(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            if any(
-                (name == b"content-length" and value.strip() not in (b"", b"0")) or name == b"transfer-encoding"
-                for name, value in self.headers
-            ):
+            if self.noted.get(b"content-length", b"0").strip() not in (b"", b"0") or b"transfer-encoding" in self.noted:
                 # The parser does not read the body of an Upgrade request; framing it as tunnel bytes would let a
                 # client hide a second request in it. A WebSocket handshake has no body.
                 self._refuse(400, "400 an Upgrade request cannot carry a body\n")
@@ -473,6 +488,7 @@ class Client(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.url = b""
         self.headers = []
+        self.noted = {}
         self.body = []
         self.body_size = 0
         self.head_size = 0
@@ -485,13 +501,16 @@ class Client(asyncio.Protocol):
         self.head_size += len(name) + len(value)
         if self.head_size > MAX_HEAD_BYTES:
             raise _Refused(431, "431 request head too large\n")
-        self.headers.append((name.lower(), value))
+        name = name.lower()
+        self.headers.append((name, value))
+        if name in NOTED:
+            self.noted.setdefault(name, value)
 
     def on_headers_complete(self) -> None:
-        declared = next((value for name, value in self.headers if name == b"content-length"), b"0")
+        declared = self.noted.get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > MAX_REQUEST_BODY:
             raise _Refused(413, "413 request body too large for the local edge\n")  # before reading any of it
-        expects = any(name == b"expect" and value.lower() == b"100-continue" for name, value in self.headers)
+        expects = self.noted.get(b"expect", b"").lower() == b"100-continue"
         if expects and self.parser.get_http_version() == "1.1" and not self.queue and self.exchange is None:
             # The body is read here, before the app sees it. (With answers still owed to earlier pipelined requests
             # an interim answer would jump the queue; the client then sends its body after its own timeout.)
@@ -512,7 +531,7 @@ class Client(asyncio.Protocol):
 
     # the work
     def _request(self, upgrade: bytes | None = None) -> Request:
-        host = next((value.decode("latin-1") for name, value in self.headers if name == b"host"), "")
+        host = self.noted.get(b"host", b"").decode("latin-1")
         return Request(
             method=self.parser.get_method(),
             target=self.url,
@@ -522,6 +541,7 @@ class Client(asyncio.Protocol):
             keep_alive=self.parser.should_keep_alive(),
             body=b"".join(self.body),
             upgrade=upgrade,
+            noted=self.noted,
         )
 
     def _enqueue(self, request: Request) -> None:
@@ -565,7 +585,8 @@ class Client(asyncio.Protocol):
             self.transport.close()
 
     async def _forward(self, request: Request) -> str:
-        cookie = next((value.decode("latin-1") for name, value in request.headers if name == b"cookie"), None)
+        cookie = request.noted.get(b"cookie")
+        cookie = cookie.decode("latin-1") if cookie is not None else None
         status, target = self.relay.route(request.host, cookie)
         if status != 200:
             self.write(plain_response(status, f"{status} {target}\n", close=not request.keep_alive))
@@ -627,8 +648,18 @@ class Client(asyncio.Protocol):
         upstream.exchange = None
         self.transport.resume_reading()
 
+    def cork(self) -> None:
+        self.corked = []
+
+    def uncork(self) -> None:
+        pending, self.corked = self.corked, None
+        if pending:
+            self.write(b"".join(pending))
+
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if self.corked is not None:
+            self.corked.append(data)
+        elif self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
     def abort(self) -> None:
