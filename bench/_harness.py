@@ -11,6 +11,7 @@ import math
 import os
 import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -100,3 +101,81 @@ class Rhone:
 
     def json(self, *args: str, **kw: Any) -> Any:
         return json.loads(self(*args, "--json", **kw).stdout)
+
+
+# -- bounded load from a second process, and the checks a benchmark reports ---------------------------------------
+WARMUP = 10
+
+
+def threaded_load(
+    port: int, threads: int, per_thread: int, request_once: Callable[[Any], tuple[str | None, str | None]]
+) -> dict[str, Any]:
+    """K threads, each on its own kept-alive connection to 127.0.0.1:`port`: WARMUP untimed requests, then
+    `per_thread` timed ones, all threads released together. `request_once(conn)` makes one request and returns
+    (what went wrong or None, a label of who answered or None). A JSON-able summary."""
+    import http.client
+    import threading
+    import time
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    labels: set[str] = set()
+    lock = threading.Lock()
+    barrier = threading.Barrier(threads + 1, timeout=60)
+
+    def run() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine, failures, seen = [], [], set()
+        for _ in range(WARMUP):
+            request_once(conn)
+        barrier.wait()
+        for _ in range(per_thread):
+            t0 = time.perf_counter()
+            error, label = request_once(conn)
+            mine.append((time.perf_counter() - t0) * 1000)
+            if error:
+                failures.append(error)
+            elif label is not None:
+                seen.add(label)
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            errors.extend(failures)
+            labels.update(seen)
+
+    workers = [threading.Thread(target=run, daemon=True) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for worker in workers:
+        worker.join(300)
+    elapsed = time.perf_counter() - started
+    done = len(latencies)
+    return {
+        "requests": done,
+        "seconds": elapsed,
+        "rps": (done - len(errors)) / elapsed,
+        "p50_ms": percentile(latencies, 50) if done else float("nan"),
+        "p99_ms": percentile(latencies, 99) if done else float("nan"),
+        "errors": len(errors) + threads * per_thread - done,  # a stuck thread counts too
+        "first_errors": errors[:3],
+        "answered_by": len(labels),
+    }
+
+
+class Checks:
+    """The pass/fail lines a benchmark ends with; `verdict()` prints the summary and returns the exit status."""
+
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+
+    def __call__(self, ok: bool, name: str) -> None:
+        if not ok:
+            self.failed.append(name)
+        print(f"  {'ok' if ok else 'FAIL':<4} {name}")
+
+    def verdict(self) -> int:
+        print()
+        print(f"failed: {', '.join(self.failed)}" if self.failed else "all checks passed")
+        return 1 if self.failed else 0

@@ -41,94 +41,55 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _harness import Rhone, SetupError, free_ports, isolated_environment, parse_ts, percentile, rhone_script
+from _harness import (
+    WARMUP,
+    Checks,
+    Rhone,
+    SetupError,
+    free_ports,
+    isolated_environment,
+    parse_ts,
+    rhone_script,
+    threaded_load,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 HELLO = REPO / "examples" / "hello"
 ROUTE_HOST = "hello--production.localhost"
 RATIO_TARGET = 0.8
-WARMUP = 10
 PROMOTION_STAGES = ("requested", "policy_check", "route_cas", "edge_propagating", "healthy")
 
 
 # -- the load process ------------------------------------------------------------------------------------------------
-@dataclass
-class Phase:
-    port: int
-    host: str | None
-    expect: bytes
-    latencies: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def _get(conn: http.client.HTTPConnection, phase: Phase) -> str | None:
-    """One GET /; None if it answered 200 naming the expected deployment, else what went wrong."""
-    try:
-        conn.request("GET", "/", headers={"Host": phase.host} if phase.host else {})
-        response = conn.getresponse()
-        body = response.read()
-    except (OSError, http.client.HTTPException) as error:
-        conn.close()
-        return f"{type(error).__name__}: {error}"
-    if response.status != 200 or phase.expect not in body:
-        return f"{response.status}: {body[:120]!r}"
-    return None
-
-
-def _load_thread(phase: Phase, count: int, barrier: threading.Barrier) -> None:
-    # One connection per thread, kept alive where the server allows it (the edge does; hello's HTTP/1.0 server
-    # closes after each response, and http.client reconnects).
-    conn = http.client.HTTPConnection("127.0.0.1", phase.port, timeout=30)
-    latencies, errors = [], []
-    for _ in range(WARMUP):
-        _get(conn, phase)
-    barrier.wait()
-    for _ in range(count):
-        t0 = time.perf_counter()
-        error = _get(conn, phase)
-        latencies.append((time.perf_counter() - t0) * 1000)
-        if error:
-            errors.append(error)
-    conn.close()
-    with phase.lock:
-        phase.latencies.extend(latencies)
-        phase.errors.extend(errors)
-
-
 def load_worker(direct_port: int, edge_port: int, deployment: str, threads: int, per_thread: int) -> dict:
     """Runs in the second process: the direct phase, then the edge phase; a JSON-able summary of each."""
     expect = f'"deployment": "{deployment}"'.encode()
-    phases = {"direct": Phase(direct_port, None, expect), "edge": Phase(edge_port, ROUTE_HOST, expect)}
-    results = {}
-    for label, phase in phases.items():
-        barrier = threading.Barrier(threads + 1, timeout=60)
-        workers = [
-            threading.Thread(target=_load_thread, args=(phase, per_thread, barrier), daemon=True)
-            for _ in range(threads)
-        ]
-        for worker in workers:
-            worker.start()
-        barrier.wait()
-        started = time.perf_counter()
-        for worker in workers:
-            worker.join(300)
-        elapsed = time.perf_counter() - started
-        done = len(phase.latencies)
-        results[label] = {
-            "requests": done,
-            "seconds": elapsed,
-            "rps": (done - len(phase.errors)) / elapsed,
-            "p50_ms": percentile(phase.latencies, 50) if done else math.nan,
-            "p99_ms": percentile(phase.latencies, 99) if done else math.nan,
-            "errors": len(phase.errors) + threads * per_thread - done,  # a stuck thread counts too
-            "first_errors": phase.errors[:3],
-        }
-    return results
+
+    def getter(host: str | None) -> Callable[[http.client.HTTPConnection], tuple[str | None, None]]:
+        def get(conn: http.client.HTTPConnection) -> tuple[str | None, None]:
+            """One GET /; None if it answered 200 naming the expected deployment, else what went wrong."""
+            try:
+                conn.request("GET", "/", headers={"Host": host} if host else {})
+                response = conn.getresponse()
+                body = response.read()
+            except (OSError, http.client.HTTPException) as error:
+                conn.close()
+                return f"{type(error).__name__}: {error}", None
+            if response.status != 200 or expect not in body:
+                return f"{response.status}: {body[:120]!r}", None
+            return None, None
+
+        return get
+
+    return {
+        "direct": threaded_load(direct_port, threads, per_thread, getter(None)),
+        "edge": threaded_load(edge_port, threads, per_thread, getter(ROUTE_HOST)),
+    }
 
 
 # -- the driver ------------------------------------------------------------------------------------------------------
@@ -265,13 +226,7 @@ def run_load(python: str, direct_port: int, edge_port: int, deployment: str, thr
 
 
 def report(loads: list[dict], promotions: list[Promotion], names: dict[str, str], threads: int, per_thread: int) -> int:
-    failed: list[str] = []
-
-    def check(ok: bool, name: str) -> None:
-        if not ok:
-            failed.append(name)
-        print(f"  {'ok' if ok else 'FAIL':<4} {name}")
-
+    check = Checks()
     print(
         f"\na. GET / from a second process, {threads} threads × {per_thread} requests (after {WARMUP} warm-up each), "
         f"{len(loads)} rounds of direct then edge"
@@ -344,9 +299,7 @@ def report(loads: list[dict], promotions: list[Promotion], names: dict[str, str]
         all(p.event["epoch"] == i + 2 for i, p in enumerate(promotions)),
         f"route epochs 2..{len(promotions) + 1}, one event per promotion",
     )
-    print()
-    print(f"failed: {', '.join(failed)}" if failed else "all checks passed")
-    return 1 if failed else 0
+    return check.verdict()
 
 
 def main(argv: list[str] | None = None) -> int:

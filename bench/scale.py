@@ -29,35 +29,26 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import math
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
-from _harness import Rhone, SetupError, free_ports, isolated_environment, parse_ts, percentile, rhone_script
+from _harness import Checks, Rhone, SetupError, free_ports, isolated_environment, parse_ts, rhone_script, threaded_load
 
 REPO = Path(__file__).resolve().parent.parent
 HELLO = REPO / "examples" / "hello"
 ROUTE_HOST = "hello--production.localhost"
-WARMUP = 10
 
 
 # -- the load process ------------------------------------------------------------------------------------------------
 def load_worker(edge_port: int, deployment: str, threads: int, per_thread: int) -> dict[str, Any]:
-    latencies: list[float] = []
-    errors: list[str] = []
-    allocations: set[str] = set()
-    lock = threading.Lock()
-    barrier = threading.Barrier(threads + 1, timeout=60)
-
     def one(conn: http.client.HTTPConnection) -> tuple[str | None, str | None]:
+        """One GET / through the edge; (what went wrong, None) or (None, the allocation that answered)."""
         try:
             conn.request("GET", "/", headers={"Host": ROUTE_HOST})
             response = conn.getresponse()
@@ -72,45 +63,7 @@ def load_worker(edge_port: int, deployment: str, threads: int, per_thread: int) 
             return f"answered by {document.get('deployment')}", None
         return None, document.get("allocation")
 
-    def run() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", edge_port, timeout=30)
-        mine, failures, seen = [], [], set()
-        for _ in range(WARMUP):
-            one(conn)
-        barrier.wait()
-        for _ in range(per_thread):
-            t0 = time.perf_counter()
-            error, allocation = one(conn)
-            mine.append((time.perf_counter() - t0) * 1000)
-            if error:
-                failures.append(error)
-            else:
-                seen.add(allocation)
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-            errors.extend(failures)
-            allocations.update(seen)
-
-    workers = [threading.Thread(target=run, daemon=True) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for worker in workers:
-        worker.join(300)
-    elapsed = time.perf_counter() - started
-    done = len(latencies)
-    return {
-        "requests": done,
-        "seconds": elapsed,
-        "rps": (done - len(errors)) / elapsed,
-        "p50_ms": percentile(latencies, 50) if done else math.nan,
-        "p99_ms": percentile(latencies, 99) if done else math.nan,
-        "errors": len(errors) + threads * per_thread - done,
-        "first_errors": errors[:3],
-        "allocations": len(allocations),
-    }
+    return threaded_load(edge_port, threads, per_thread, one)
 
 
 def run_load(python: str, edge_port: int, deployment: str, threads: int, per_thread: int) -> dict[str, Any]:
@@ -218,13 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(n: int, to_two: list[dict], to_n: list[dict], one: dict, many: dict, threads: int, per_thread: int) -> int:
-    failed: list[str] = []
-
-    def check(ok: bool, name: str) -> None:
-        if not ok:
-            failed.append(name)
-        print(f"  {'ok' if ok else 'FAIL':<4} {name}")
-
+    check = Checks()
     two = statistics.median(r["seconds"] for r in to_two)
     big = statistics.median(r["seconds"] for r in to_n)
     print(f"\na. scale-up latency, request → scaled (median of {len(to_two)}; from 1 instance each time)")
@@ -239,18 +186,16 @@ def report(n: int, to_two: list[dict], to_n: list[dict], one: dict, many: dict, 
     for label, r in (("1", one), (str(n), many)):
         print(
             f"  {label:<12} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6} "
-            f"{r['allocations']:>12}"
+            f"{r['answered_by']:>12}"
         )
     ratio = many["rps"] / one["rps"]
     print(f"  {n} / 1 allocations: {ratio:.2f}× requests/s ({os.cpu_count()} CPUs shared by edge, load and apps)")
 
     print()
     check(one["errors"] == 0 and many["errors"] == 0, "every request answered 200 by the route owner")
-    check(many["allocations"] == n, f"requests spread over all {n} allocations")
+    check(many["answered_by"] == n, f"requests spread over all {n} allocations")
     check(big / two < (n - 1), f"allocations start in parallel (1 → {n} faster than {n - 1} × 1 → 2)")
-    print()
-    print(f"failed: {', '.join(failed)}" if failed else "all checks passed")
-    return 1 if failed else 0
+    return check.verdict()
 
 
 if __name__ == "__main__":
