@@ -69,11 +69,6 @@ class Edge:
         if self._sync_thread is not None:
             self._sync_thread.join(2)
 
-    def route(self, host: str) -> tuple[int, str | int]:
-        """(status, the first-choice upstream port or the reason) for a Host header."""
-        status, target = self.candidates(host)
-        return (status, target[0]) if isinstance(target, list) else (status, target)
-
     def candidates(self, host: str, cookie: str | None = None) -> tuple[int, str | list[int]]:
         """(200, upstream ports in order of preference) or (status, reason) for a Host header.
 

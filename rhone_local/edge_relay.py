@@ -205,7 +205,7 @@ class Upstream(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         if self.exchange is not None:
-            self.exchange.response_head(self.parser.get_status_code(), self.parser.should_keep_alive())
+            self.exchange.response_head(self.parser.get_status_code())
 
     def on_body(self, body: bytes) -> None:
         if self.exchange is not None:
@@ -288,7 +288,7 @@ class Exchange:
     informational: bool = False
     switching: bool = False
 
-    def response_head(self, status: int, upstream_keep_alive: bool) -> None:
+    def response_head(self, status: int) -> None:
         headers = self.response_headers
         if status == 101:
             self.switching = True  # the tunnel starts from the parser's upgrade signal

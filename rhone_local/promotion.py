@@ -15,10 +15,9 @@ import time
 from functools import partial
 from typing import Any
 
-from rhone_local.domain import topology
 from rhone_local.pipeline import DeployPipeline, StageFailed
 from rhone_local.store import Store
-from rhone_local.topology import serving_regions
+from rhone_local.topology import listed, missing_for_scale, serving_regions
 
 PROPAGATION_TIMEOUT_SECONDS = 10.0
 
@@ -59,15 +58,13 @@ def check_policy(store: Store, pipeline: DeployPipeline, params: dict[str, Any])
     if missing:
         raise StageFailed("binding_missing", f"no ready binding in {environment['name']} for: {', '.join(missing)}")
     instances = environment.get("instances", 1)
-    lacking = []
-    for region in serving_regions(store, environment, config)[0]:
-        bound = store.bound_services(environment["id"], region["id"])
-        lacking += [f"{r.service} in {region['name']}" for r in topology.scale_refusal(instances, config, bound)]
+    lacking = missing_for_scale(store, environment, config, instances)[0]
     if lacking:
         raise StageFailed(
             "runtime_services_missing",
             f"{environment['name']} runs {instances} instances, and this deployment needs runtime services it lacks "
-            f"there: {', '.join(lacking)}",
+            f"there: {listed(lacking)}",
+            {"missing": lacking},
         )
     return {
         "deployment_state": deployment["state"],
@@ -100,13 +97,9 @@ class Promotions:
         environment = self.store.one("SELECT * FROM environments WHERE id = ?", params["environment_id"])
         runner, token = self.pipeline.runner, partial(self.pipeline.runtime_token, deployment)
         instances = max(environment.get("instances", 1), 1)
-        if instances == 1:
-            allocations = [runner.ensure_running(deployment, environment, token=token)]
-        else:
-            # Only the eligible regions where this deployment's own needs (providers, residency, services) are met.
-            regions, skipped = serving_regions(self.store, environment, deployment["config"])
-            evidence["skipped_regions"] = skipped
-            allocations = runner.ensure_instances(deployment, environment, instances, token=token, regions=regions)
+        # Only the eligible regions where this deployment's own needs (providers, residency, services) are met.
+        regions, evidence["skipped_regions"] = serving_regions(self.store, environment, deployment["config"])
+        allocations = runner.ensure_instances(deployment, environment, instances, token=token, regions=regions)
         evidence["allocations"] = [{"id": a["id"], "state": a["state"], "health": a["health"]} for a in allocations]
         evidence["allocation"] = evidence["allocations"][0]
         not_ready = [a for a in allocations if a["state"] != "ready"]

@@ -119,22 +119,14 @@ class Runner:
 
     # -- start ----------------------------------------------------------------------------------------------------
     def ensure_running(
-        self,
-        deployment: dict[str, Any],
-        environment: dict[str, Any],
-        *,
-        token: Callable[[], str],
-        env_vars: dict[str, str] | None = None,
+        self, deployment: dict[str, Any], environment: dict[str, Any], *, token: Callable[[], str]
     ) -> dict[str, Any]:
-        """Return the deployment's ready allocation, starting one if needed. Never leaves two live ones."""
-        with self._lock_for(deployment["id"], environment["id"]):
-            for alloc in self.allocations_of(deployment["id"]):
-                if alloc["state"] not in LIVE_STATES or alloc["environment_id"] != environment["id"]:
-                    continue
-                if alloc["state"] == "ready" and process_alive(alloc["pid"]):
-                    return alloc
-                self._kill(alloc, "replaced: not ready after a restart")
-            return self._start(deployment, environment, token=token, env_vars=env_vars or {})
+        """The deployment's one allocation in the environment, in the primary region (a preview): its ready one, or
+        a new one (ready or failed). Never leaves two live ones."""
+        allocations = self.ensure_instances(
+            deployment, environment, 1, token=token, regions=[self.store.primary_region()]
+        )
+        return next((a for a in allocations if a["state"] == "ready"), allocations[0])
 
     def ensure_instances(
         self,
@@ -178,9 +170,7 @@ class Runner:
 
             def start(place: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
                 try:
-                    return self._start(
-                        deployment, environment, token=token, env_vars={}, region=place[0], cell=place[1]
-                    )
+                    return self._start(deployment, environment, token=token, region=place[0], cell=place[1])
                 finally:
                     self.store.close()  # this thread's connection
 
@@ -220,12 +210,9 @@ class Runner:
         environment: dict[str, Any],
         *,
         token: Callable[[], str],
-        env_vars: dict[str, str],
-        region: dict[str, Any] | None = None,
-        cell: dict[str, Any] | None = None,
+        region: dict[str, Any],
+        cell: dict[str, Any],
     ) -> dict[str, Any]:
-        region = region or self.store.primary_region()
-        cell = cell or self.store.one("SELECT * FROM cells WHERE region_id = ? ORDER BY id LIMIT 1", region["id"])
         ts = now_iso()
         alloc = {
             "id": new_id("allocation"),
@@ -270,7 +257,6 @@ class Runner:
             "RHONE_ARTIFACT_DIGEST": deployment["artifact_digest"],
             "RHONE_REGION": region["name"],  # internal topology, for logs; never part of a public URL or id
             "RHONE_RUNTIME_TOKEN": token(),  # minted only for an allocation that really starts
-            **env_vars,
         }
         log_file = self.log_path(alloc["id"])
         if self.closing.is_set():

@@ -66,6 +66,40 @@ def services_failure(
     )
 
 
+def sharing_refusal(store: Store, spec: rules.BindingSpec, *, exclude: str | None = None) -> str | None:
+    """Why a binding like `spec` may not share its resource with the bindings still using it, or None."""
+    others = [
+        rules.BindingSpec(o["environment"], o["resource"], bool(o["mutable"]), bool(o["shared_read_only"]))
+        for o in store.bindings_of_resource(spec.resource, exclude=exclude)
+    ]
+    found = rules.sharing_conflict(spec, others)
+    if found is None:
+        return None
+    return (
+        f"{spec.resource} is already bound to environment {found.environment}: a mutable resource serves one "
+        "environment (preview and production must not share a database). Bind a separate resource, or declare "
+        "both bindings --shared --read-only"
+    )
+
+
+def missing_for_scale(
+    store: Store, environment: dict[str, Any], config: dict[str, Any], instances: int
+) -> tuple[list[dict[str, str]], list[dict[str, Any]], list[dict[str, str]]]:
+    """What stops `instances` of a deployment with `config` from running in the environment: each missing runtime
+    service with its reason and region; also the regions it would run in, and the eligible ones it would not."""
+    regions, skipped = serving_regions(store, environment, config)
+    missing = [
+        {**r.to_dict(), "region": region["name"]}
+        for region in regions
+        for r in rules.scale_refusal(instances, config, store.bound_services(environment["id"], region["id"]))
+    ]
+    return missing, regions, skipped
+
+
+def listed(missing: list[dict[str, str]]) -> str:
+    return "; ".join(f"{m['service']} in {m['region']} ({m['reason']})" for m in missing)
+
+
 def serving_regions(
     store: Store, environment: dict[str, Any], config: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
@@ -106,7 +140,10 @@ class Topology:
         if binding is None or binding["state"] != "binding":
             raise StageFailed("binding_gone", "the binding this operation creates no longer exists")
         environment = self.store.one("SELECT name FROM environments WHERE id = ?", binding["environment_id"])
-        conflict = self.sharing_conflict(binding, environment["name"])
+        spec = rules.BindingSpec(
+            environment["name"], binding["resource"], bool(binding["mutable"]), bool(binding["shared_read_only"])
+        )
+        conflict = sharing_refusal(self.store, spec, exclude=binding["id"])
         if conflict is not None:
             raise StageFailed("shared_mutable_resource", conflict)
 
@@ -124,27 +161,6 @@ class Topology:
             "shared_with": [],
         }
         return evidence, effect
-
-    def sharing_conflict(self, binding: dict[str, Any], environment: str) -> str | None:
-        """Why this binding may not share its resource, or None."""
-        spec = rules.BindingSpec(
-            environment, binding["resource"], bool(binding["mutable"]), bool(binding["shared_read_only"])
-        )
-        others = self.store.bindings_of_resource(binding["resource"], exclude=binding["id"])
-        found = rules.sharing_conflict(
-            spec,
-            [
-                rules.BindingSpec(o["environment"], o["resource"], bool(o["mutable"]), bool(o["shared_read_only"]))
-                for o in others
-            ],
-        )
-        if found is None:
-            return None
-        return (
-            f"{binding['resource']} is already bound to environment {found.environment}; a mutable resource serves "
-            "one environment (preview and production must not share a database). Bind a separate resource, or "
-            "declare both bindings --shared --read-only"
-        )
 
     def _binding_remove__unbinding(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         binding_id = op["params"]["binding_id"]
@@ -230,14 +246,7 @@ class Topology:
     def _scale__gate_check(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         instances = op["params"]["instances"]
         environment, owner, deployment = self._owner(op["params"]["environment_id"])
-        missing = []
-        regions, skipped = serving_regions(self.store, environment, deployment["config"])
-        for region in regions:
-            bound = self.store.bound_services(environment["id"], region["id"])
-            missing += [
-                {**r.to_dict(), "region": region["name"]}
-                for r in rules.scale_refusal(instances, deployment["config"], bound)
-            ]
+        missing, regions, skipped = missing_for_scale(self.store, environment, deployment["config"], instances)
         evidence = {
             "instances": instances,
             "deployment_id": owner["deployment_id"],
@@ -247,10 +256,9 @@ class Topology:
             "skipped_regions": skipped,
         }
         if missing:
-            listed = "; ".join(f"{m['service']} in {m['region']} ({m['reason']})" for m in missing)
             raise StageFailed(
                 "runtime_services_missing",
-                f"{instances} instances need runtime services {environment['name']} lacks: {listed} "
+                f"{instances} instances need runtime services {environment['name']} lacks: {listed(missing)} "
                 f"(`rhone env services {environment['name']} --bind …`)",
                 evidence,
             )

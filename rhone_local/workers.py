@@ -121,27 +121,37 @@ class Workers:
             self.store.release_operation(op["id"], worker)
 
     def _record_crash(self, op: dict[str, Any], worker: str) -> dict[str, Any] | None:
-        """The operation fails with internal_error — in its machine's failure state, and with what that failure means
-        for its object (a binding's secrets dropped, a region disabled) in the same transaction."""
+        """The operation fails with internal_error, like a failed stage: in its machine's failure state, with what
+        that means for its object. None when even that cannot be written (the lease expires; a worker retries)."""
         from rhone_local.pipeline import StageFailed
 
-        machine = MACHINES.get(op["kind"])
-        error = {"code": "internal_error", "message": "the worker crashed; see the server log"}
+        crash = StageFailed("internal_error", "the worker crashed; see the server log")
         try:
-            with self.store.write() as c:
-                if op["kind"] in TOPOLOGY_KINDS and self.topology is not None:
-                    self.topology.failed(op, StageFailed(error["code"], error["message"]), c)
-                return self.store.advance_operation(
-                    op,
-                    machine.failure if machine else "failed",
-                    error=error,
-                    worker=worker,
-                    lease_seconds=self.lease_seconds,
-                    conn=c,
-                )
-        except Exception:  # the store itself is failing: the lease expires and another worker retries the stage
+            return self._record_failure(op, crash, worker)
+        except StaleWrite:
+            return None
+        except Exception:
             log.exception("recording the crash of %s failed", op["id"])
             return None
+
+    def _record_failure(self, op: dict[str, Any], failure: Any, worker: str) -> dict:
+        """Move `op` to its machine's failure state and, for a binding, scale or region operation, record in the same
+        transaction what the failure means for its object (a binding's secrets dropped, a region disabled)."""
+        with self.store.write() as c:
+            if op["kind"] in TOPOLOGY_KINDS and self.topology is not None:
+                self.topology.failed(op, failure, c)
+            updated = self.store.advance_operation(
+                op,
+                MACHINES[op["kind"]].failure if op["kind"] in MACHINES else "failed",
+                evidence=failure.evidence or None,
+                error={"code": failure.code, "message": failure.message},
+                worker=worker,
+                lease_seconds=self.lease_seconds,
+                conn=c,
+            )
+            if updated is None:
+                raise StaleWrite
+        return updated
 
     def _notify(self, op_id: str) -> None:
         """Wake long-pollers. A failure here is logged, never turned into a failed operation: the stage is recorded."""
@@ -253,20 +263,7 @@ class Workers:
         try:
             evidence, effect = self.topology.stage(op)
         except StageFailed as failure:
-            with self.store.write() as c:
-                self.topology.failed(op, failure, c)
-                updated = self.store.advance_operation(
-                    op,
-                    machine.failure,
-                    evidence=failure.evidence,
-                    error={"code": failure.code, "message": failure.message},
-                    worker=worker,
-                    lease_seconds=self.lease_seconds,
-                    conn=c,
-                )
-                if updated is None:
-                    raise StaleWrite from None
-            return updated
+            return self._record_failure(op, failure, worker)
         with self.store.write() as c:
             if effect is not None:
                 effect(c)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ from rhone_cli.errors import usage_error
 from rhone_cli.invocation import Invocation
 from rhone_cli.services import operations, tenancy
 
+SECRET_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")  # the server's rule: an environment variable name
 LITERAL_REFUSED = (
     "secret values are not accepted on the command line (shell history and `ps` would show them): "
     "export {name} and pass --secret {name}, or pass --secret {name}=@FILE or --secret {name}=@- (stdin)"
@@ -21,7 +23,7 @@ def read_secrets(inv: Invocation, specs: list[str]) -> dict[str, str]:
     stdin_used = False
     for spec in specs:
         name, sep, source = spec.partition("=")
-        if not name or not name.replace("_", "A").isalnum() or not name.isupper() or name[0].isdigit():
+        if not SECRET_NAME.fullmatch(name):
             raise usage_error(f"--secret {name!r}: a secret's name is an environment variable name, like DATABASE_URL")
         if name in values:
             raise usage_error(f"--secret {name} is given twice")

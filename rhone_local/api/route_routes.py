@@ -17,9 +17,11 @@ from rhone_local.api.routes import (
     deny,
     env_view,
     get_store,
+    mutable_environment,
     mutate,
     op_view,
     readable_app,
+    readable_environment,
 )
 from rhone_local.domain.access import Principal
 from rhone_local.domain.errors import DomainError, conflict, not_found
@@ -183,10 +185,8 @@ def rollback(
     store = get_store(request)
     # The mutation is authorized first, so a non-member's refusal is audited like every other denied mutation.
     authorize(request, principal, ws, "route.rollback", f"{app}--{env}")
-    found = readable_app(request, principal, ws, prj, app, "app.read")
-    environment = store.environment(found["id"], env)
-    if environment is None:
-        raise not_found("environment", env)
+    environment = readable_environment(request, principal, ws, prj, app, env, "app.read")
+    found = environment["app"]
     current = store.route_owner(found["id"], environment["id"])
     if current is None:
         raise conflict("no_route_owner", f"nothing serves {app}--{env}; there is nothing to roll back")
@@ -240,13 +240,8 @@ def rollback(
 def _set_frozen(
     request: Request, principal: Principal, ws: str, prj: str, app: str, env: str, frozen: bool
 ) -> JSONResponse:
-    store = get_store(request)
     action = "environment.freeze" if frozen else "environment.unfreeze"
-    workspace, _ = authorize(request, principal, ws, action, f"{app}/{env}")  # first: a denial is audited
-    found = readable_app(request, principal, ws, prj, app, "app.read")
-    environment = store.environment(found["id"], env)
-    if environment is None:
-        raise not_found("environment", env)
+    workspace, environment = mutable_environment(request, principal, ws, prj, app, env, action)
 
     def perform(c: Any) -> tuple[int, dict]:
         c.execute("UPDATE environments SET frozen = ? WHERE id = ?", (int(frozen), environment["id"]))
@@ -291,10 +286,8 @@ def show_route(request: Request, principal: Caller, ws: str, prj: str, app: str,
 )
 def route_history(request: Request, principal: Caller, ws: str, prj: str, app: str, env: str) -> dict:
     store = get_store(request)
-    found = readable_app(request, principal, ws, prj, app, "route.read")
-    environment = store.environment(found["id"], env)
-    if environment is None:
-        raise not_found("environment", env)
+    environment = readable_environment(request, principal, ws, prj, app, env, "route.read")
+    found = environment["app"]
     rows = store.all(
         "SELECT * FROM route_events WHERE app_id = ? AND environment_id = ? ORDER BY seq LIMIT 1000",
         found["id"],

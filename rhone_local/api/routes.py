@@ -468,6 +468,26 @@ def readable_app(request: Request, principal: Principal, ws: str, prj: str, app:
     return found
 
 
+def readable_environment(
+    request: Request, principal: Principal, ws: str, prj: str, app: str, env: str, action: str
+) -> dict:
+    """The environment `env` of the app at ws/prj/app (its row, plus the app under "app"), after checking `action`."""
+    found = readable_app(request, principal, ws, prj, app, action)
+    environment = get_store(request).environment(found["id"], env)
+    if environment is None:
+        raise not_found("environment", env)
+    return {**environment, "app": found}
+
+
+def mutable_environment(
+    request: Request, principal: Principal, ws: str, prj: str, app: str, env: str, action: str
+) -> tuple[dict, dict]:
+    """(workspace, environment) for a mutation `action` on an environment. Authorized first, so a refusal by role is
+    audited like every other denied mutation, even for an environment that does not exist."""
+    workspace, _ = authorize(request, principal, ws, action, f"{app}/{env}")
+    return workspace, readable_environment(request, principal, ws, prj, app, env, "app.read")
+
+
 def _app(request: Request, project: dict, ref: str) -> dict:
     app = get_store(request).app(project["id"], ref)
     if app is None:
@@ -630,11 +650,8 @@ def create_environment(
     tags=["environments"],
 )
 def get_environment(request: Request, principal: Caller, ws: str, prj: str, app: str, env: str) -> dict:
-    store = get_store(request)
-    found = readable_app(request, principal, ws, prj, app, "environment.read")
-    environment = store.environment(found["id"], env)
-    if environment is None:
-        raise not_found("environment", env)
+    environment = readable_environment(request, principal, ws, prj, app, env, "environment.read")
+    del environment["app"]
     return env_view(environment)
 
 

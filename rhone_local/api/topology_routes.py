@@ -14,12 +14,23 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from rhone_local.api import models as m
-from rhone_local.api.routes import ERRORS, READ_ERRORS, Caller, authorize, get_store, mutate, op_view, readable_app
+from rhone_local.api.routes import (
+    ERRORS,
+    READ_ERRORS,
+    Caller,
+    get_store,
+    mutable_environment,
+    mutate,
+    op_view,
+    readable_app,
+    readable_environment,
+)
 from rhone_local.domain import topology as rules
 from rhone_local.domain.access import Principal
 from rhone_local.domain.errors import conflict, not_found
 from rhone_local.domain.ids import new_id
 from rhone_local.store import Store, now_iso
+from rhone_local.topology import sharing_refusal
 
 router = APIRouter()
 APP = "/v1/workspaces/{ws}/projects/{prj}/apps/{app}"
@@ -56,23 +67,6 @@ def service_view(row: dict) -> dict:
     return {
         k: row[k] for k in ("id", "service", "region", "region_id", "provider", "state", "operation_id", "created_at")
     }
-
-
-def _environment(request: Request, principal: Principal, ws: str, prj: str, app: str, env: str, action: str) -> dict:
-    store = get_store(request)
-    found = readable_app(request, principal, ws, prj, app, action)
-    environment = store.environment(found["id"], env)
-    if environment is None:
-        raise not_found("environment", env)
-    return {**environment, "app": found}
-
-
-def _mutable_environment(
-    request: Request, principal: Principal, ws: str, prj: str, app: str, env: str, action: str
-) -> tuple[dict, dict]:
-    # Authorized first: a refusal by role is audited like every other denied mutation.
-    workspace, _ = authorize(request, principal, ws, action, f"{app}/{env}")
-    return workspace, _environment(request, principal, ws, prj, app, env, "app.read")
 
 
 def _region(store: Store, ref: str | None) -> dict:
@@ -136,7 +130,7 @@ def show_region(request: Request, principal: Caller, region: str) -> dict:
 @router.get(ENV + "/regions", response_model=m.Page[m.EnvironmentRegion], responses=READ_ERRORS, tags=["topology"])
 def environment_regions(request: Request, principal: Caller, ws: str, prj: str, app: str, env: str) -> dict:
     store = get_store(request)
-    environment = _environment(request, principal, ws, prj, app, env, "environment.read")
+    environment = readable_environment(request, principal, ws, prj, app, env, "environment.read")
     states = store.environment_region_states(environment["id"])
     items = []
     for region in store.regions():
@@ -163,7 +157,7 @@ def enable_region(
     request: Request, principal: Caller, ws: str, prj: str, app: str, env: str, region: str
 ) -> JSONResponse:
     store = get_store(request)
-    workspace, environment = _mutable_environment(request, principal, ws, prj, app, env, "region.enable")
+    workspace, environment = mutable_environment(request, principal, ws, prj, app, env, "region.enable")
     target = _region(store, region)
     if target["is_primary"]:
         raise conflict("region_primary", f"{target['name']} is the primary region: every environment serves there")
@@ -193,7 +187,7 @@ def enable_region(
 @router.get(ENV + "/bindings", response_model=m.Page[m.ProviderBinding], responses=READ_ERRORS, tags=["bindings"])
 def list_bindings(request: Request, principal: Caller, ws: str, prj: str, app: str, env: str) -> dict:
     store = get_store(request)
-    environment = _environment(request, principal, ws, prj, app, env, "environment.read")
+    environment = readable_environment(request, principal, ws, prj, app, env, "environment.read")
     rows = store.provider_bindings(environment["id"])
     return {"items": [binding_view(store, r, environment["name"]) for r in rows], "next_cursor": None}
 
@@ -203,7 +197,7 @@ def create_binding(
     request: Request, principal: Caller, ws: str, prj: str, app: str, env: str, body: m.BindingCreate
 ) -> JSONResponse:
     store = get_store(request)
-    workspace, environment = _mutable_environment(request, principal, ws, prj, app, env, "binding.create")
+    workspace, environment = mutable_environment(request, principal, ws, prj, app, env, "binding.create")
     region = _region(store, body.region)
     binding_id = new_id("provider_binding")
     resource = rules.normalize_resource(body.resource)
@@ -244,22 +238,9 @@ def create_binding(
                     f"{environment['name']}: an allocation gets one value per variable",
                     secret=taken[0]["name"],
                 )
-        others = store.bindings_of_resource(resource)
-        clash = rules.sharing_conflict(
-            spec,
-            [
-                rules.BindingSpec(o["environment"], o["resource"], bool(o["mutable"]), bool(o["shared_read_only"]))
-                for o in others
-            ],
-        )
+        clash = sharing_refusal(store, spec)
         if clash is not None:
-            raise conflict(
-                "shared_mutable_resource",
-                f"{resource} is already bound to environment {clash.environment}: a mutable resource serves one "
-                "environment (preview and production must not share a database). Bind a separate resource, or "
-                "declare both bindings --shared --read-only",
-                bound_to=clash.environment,
-            )
+            raise conflict("shared_mutable_resource", clash)
         ts = now_iso()
         c.execute(
             "INSERT INTO provider_bindings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'binding', ?, ?, ?)",
@@ -327,7 +308,7 @@ def remove_binding(
     region: str | None = Query(None, max_length=40, description="Default: the primary region."),
 ) -> JSONResponse:
     store = get_store(request)
-    workspace, environment = _mutable_environment(request, principal, ws, prj, app, env, "binding.remove")
+    workspace, environment = mutable_environment(request, principal, ws, prj, app, env, "binding.remove")
     target_region = _region(store, region)
     binding = store.one(
         "SELECT * FROM provider_bindings WHERE environment_id = ? AND name = ? AND region_id = ? AND state = 'ready'",
@@ -365,7 +346,7 @@ def remove_binding(
 @router.get(ENV + "/services", response_model=m.EnvironmentServices, responses=READ_ERRORS, tags=["bindings"])
 def list_services(request: Request, principal: Caller, ws: str, prj: str, app: str, env: str) -> dict:
     store = get_store(request)
-    environment = _environment(request, principal, ws, prj, app, env, "environment.read")
+    environment = readable_environment(request, principal, ws, prj, app, env, "environment.read")
     owner = store.route_owner(environment["app"]["id"], environment["id"])
     required = rules.scale_requirements(store.deployment(owner["deployment_id"])["config"]) if owner else []
     bound = store.bound_services(environment["id"], store.primary_region()["id"])
@@ -382,7 +363,7 @@ def update_services(
     request: Request, principal: Caller, ws: str, prj: str, app: str, env: str, body: m.ServicesUpdate
 ) -> JSONResponse:
     store = get_store(request)
-    workspace, environment = _mutable_environment(request, principal, ws, prj, app, env, "services.update")
+    workspace, environment = mutable_environment(request, principal, ws, prj, app, env, "services.update")
     region = _region(store, body.region)
     both = set(body.bind) & set(body.unbind)
     if both:
@@ -430,7 +411,7 @@ def scale(
     request: Request, principal: Caller, ws: str, prj: str, app: str, env: str, body: m.ScaleRequest
 ) -> JSONResponse:
     store = get_store(request)
-    workspace, environment = _mutable_environment(request, principal, ws, prj, app, env, "app.scale")
+    workspace, environment = mutable_environment(request, principal, ws, prj, app, env, "app.scale")
     owner = store.route_owner(environment["app"]["id"], environment["id"])
     if owner is None:
         raise conflict("no_route_owner", f"nothing serves {app}--{env} yet: promote a deployment before scaling it")
