@@ -179,3 +179,17 @@ class Checks:
         print()
         print(f"failed: {', '.join(self.failed)}" if self.failed else "all checks passed")
         return 1 if self.failed else 0
+
+
+HELLO = Path(__file__).resolve().parent.parent / "examples" / "hello"
+
+
+def linked_hello(rhone: Rhone, work: Path) -> Path:
+    """A copy of examples/hello under `work` (without any link or cache of the checkout's), linked to the server
+    `rhone` talks to; its directory."""
+    import shutil
+
+    app_dir = work / "hello"
+    shutil.copytree(HELLO, app_dir, ignore=shutil.ignore_patterns(".rhone", "__pycache__"))
+    rhone("init", "--link", "--json", cwd=app_dir)
+    return app_dir

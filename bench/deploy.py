@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,10 +34,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from _harness import Rhone, SetupError, free_ports, isolated_environment, parse_ts, rhone_script
+from _harness import Rhone, SetupError, free_ports, isolated_environment, linked_hello, parse_ts, rhone_script
 
-REPO = Path(__file__).resolve().parent.parent
-HELLO = REPO / "examples" / "hello"
 STAGES = ("queued", "cloning", "building", "validating", "preview_ready")
 DEPLOY_TIMEOUT = 120.0
 
@@ -176,9 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             if api_url != f"http://127.0.0.1:{port}":
                 raise SetupError(f"unexpected api_url {api_url}")
             token = (data_dir / "owner.token").read_text().strip()
-            app_dir = work / "hello"
-            shutil.copytree(HELLO, app_dir)
-            rhone("init", "--link", "--json", cwd=app_dir)
+            app_dir = linked_hello(rhone, work)
             print(
                 f"Rhone Local {status.get('version')} (pid {status.get('pid')}) at {api_url}, edge :{edge_port}; "
                 f"python {sys.version.split()[0]}; {os.cpu_count()} CPUs; app: a copy of examples/hello",

@@ -33,7 +33,6 @@ import itertools
 import json
 import math
 import os
-import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -53,13 +52,12 @@ from _harness import (
     SetupError,
     free_ports,
     isolated_environment,
+    linked_hello,
     parse_ts,
     rhone_script,
     threaded_load,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-HELLO = REPO / "examples" / "hello"
 ROUTE_HOST = "hello--production.localhost"
 RATIO_TARGET = 0.8
 PROMOTION_STAGES = ("requested", "policy_check", "route_cas", "edge_propagating", "healthy")
@@ -340,9 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         port, edge_port = free_ports(2)
         try:
             status = rhone.json("local", "up", "--port", str(port), "--edge-port", str(edge_port))
-            app_dir = work / "hello"
-            shutil.copytree(HELLO, app_dir)
-            rhone("init", "--link", "--json", cwd=app_dir)
+            app_dir = linked_hello(rhone, work)
             print(
                 f"Rhone Local {status.get('version')} (pid {status.get('pid')}) at {status['api_url']}, edge "
                 f":{edge_port}; python {sys.version.split()[0]}; {os.cpu_count()} CPUs (load average "

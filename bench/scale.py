@@ -30,7 +30,6 @@ import argparse
 import http.client
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -38,10 +37,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _harness import Checks, Rhone, SetupError, free_ports, isolated_environment, parse_ts, rhone_script, threaded_load
+from _harness import (
+    Checks,
+    Rhone,
+    SetupError,
+    free_ports,
+    isolated_environment,
+    linked_hello,
+    parse_ts,
+    rhone_script,
+    threaded_load,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-HELLO = REPO / "examples" / "hello"
 ROUTE_HOST = "hello--production.localhost"
 
 
@@ -140,9 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         port, edge_port = free_ports(2)
         try:
             status = rhone.json("local", "up", "--port", str(port), "--edge-port", str(edge_port))
-            app_dir = work / "hello"
-            shutil.copytree(HELLO, app_dir, ignore=shutil.ignore_patterns(".rhone", "__pycache__"))
-            rhone("init", "--link", "--json", cwd=app_dir)
+            app_dir = linked_hello(rhone, work)
             print(
                 f"Rhone Local {status.get('version')} (pid {status.get('pid')}), edge :{edge_port}; python "
                 f"{sys.version.split()[0]}; {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.2f}); "

@@ -176,27 +176,8 @@ def _promote_approve(env: LocalEnv, actor: Actor, target: Target) -> Call:
 
 
 def _rollback(env: LocalEnv, actor: Actor, target: Target) -> Call:
-    """Production owned by a second deployment (epoch 2) after a first (epoch 1): a rollback has a target. The route
-    moves are written directly, the way a finished promotion leaves them."""
-    first, second = _preview_ready(env, target), _preview_ready(env, target)
-    assert target.app is not None
-    environment = env.store.environment(target.app["id"], "production")
-    assert environment is not None
-    key = f"{target.app['name']}--production"
-    with env.store.write() as c:
-        for epoch, deployment_id in enumerate((first, second)):
-            moved = env.store.move_route(
-                c,
-                app_id=target.app["id"],
-                environment_id=environment["id"],
-                route_key=key,
-                expect_epoch=epoch,
-                deployment_id=deployment_id,
-                artifact_digest=env.store.deployment(deployment_id)["artifact_digest"],
-                operation_id=env.store.deployment(deployment_id)["operation_id"],
-                kind="promote",
-            )
-            assert moved is not None
+    """Production owned by a second deployment (epoch 2) after a first (epoch 1): a rollback has a target."""
+    _owned_production(env, target, owners=2)
     return Call("POST", f"{_app_path(env, target)}/environments/production/rollback", {})
 
 
@@ -211,25 +192,28 @@ def _unfreeze(env: LocalEnv, actor: Actor, target: Target) -> Call:
     return Call("POST", f"{_app_path(env, target)}/environments/production/unfreeze")
 
 
-def _owned_production(env: LocalEnv, target: Target) -> None:
-    """Production owned by one deployment (the route move written directly, as a finished promotion leaves it)."""
-    deployment_id = _preview_ready(env, target)
+def _owned_production(env: LocalEnv, target: Target, owners: int = 1) -> list[str]:
+    """Production owned by the last of `owners` preview_ready deployments, one epoch each: the route moves written
+    directly, the way finished promotions leave them."""
+    deployments = [_preview_ready(env, target) for _ in range(owners)]
     assert target.app is not None
     environment = env.store.environment(target.app["id"], "production")
     assert environment is not None
     with env.store.write() as c:
-        moved = env.store.move_route(
-            c,
-            app_id=target.app["id"],
-            environment_id=environment["id"],
-            route_key=f"{target.app['name']}--production",
-            expect_epoch=0,
-            deployment_id=deployment_id,
-            artifact_digest=env.store.deployment(deployment_id)["artifact_digest"],
-            operation_id=env.store.deployment(deployment_id)["operation_id"],
-            kind="promote",
-        )
-        assert moved is not None
+        for epoch, deployment_id in enumerate(deployments):
+            moved = env.store.move_route(
+                c,
+                app_id=target.app["id"],
+                environment_id=environment["id"],
+                route_key=f"{target.app['name']}--production",
+                expect_epoch=epoch,
+                deployment_id=deployment_id,
+                artifact_digest=env.store.deployment(deployment_id)["artifact_digest"],
+                operation_id=env.store.deployment(deployment_id)["operation_id"],
+                kind="promote",
+            )
+            assert moved is not None
+    return deployments
 
 
 def _bind(env: LocalEnv, actor: Actor, target: Target) -> Call:

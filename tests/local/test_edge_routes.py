@@ -1,4 +1,4 @@
-"""The edge's routing decisions against a real store: `Edge.route(host)` and `Edge.sync_once()` over a temporary
+"""The edge's routing decisions against a real store: `Edge.candidates(host)` and `Edge.sync_once()` over a temporary
 `Store` whose routes move through `store.move_route` (the CAS the promotion's route_cas stage commits) — and whose
 `route_events` log is also fed duplicate, reordered, stale and gapped rows directly.
 
@@ -178,7 +178,12 @@ class World:
 
     # -- the edge ---------------------------------------------------------------------------------------------------
     def route(self, key: str) -> tuple[int, str | int]:
-        return self.edge.route(f"{key}.localhost")
+        return self.route_host(f"{key}.localhost")
+
+    def route_host(self, host: str) -> tuple[int, str | int]:
+        """(200, the first-choice port) or (status, reason): where the relay would send a request for `host`."""
+        status, target = self.edge.candidates(host)
+        return (status, target[0]) if isinstance(target, list) else (status, target)
 
     def routed_owners(self) -> dict[str, tuple[str, int]]:
         return {key: (o.deployment_id, o.epoch) for key, o in self.edge.table.owners.items()}
@@ -259,7 +264,7 @@ def test_unknown_route_keys_and_hosts_are_404(world: World) -> None:
     world.move(dep)
     world.edge.sync_once()
     assert world.route(WEB) == (200, port)
-    assert world.edge.route("WEB--Production.localhost.:8080") == (200, port)  # case, trailing dot and port ignored
+    assert world.route_host("WEB--Production.localhost.:8080") == (200, port)  # case, trailing dot and port ignored
     for host in (
         "web--staging.localhost",  # the environment exists; nothing was ever promoted to it
         "api--production.localhost",  # the app exists; no route
@@ -270,7 +275,7 @@ def test_unknown_route_keys_and_hosts_are_404(world: World) -> None:
         "",
         "dep-000000000000000000000000.localhost",
     ):
-        status, reason = world.edge.route(host)
+        status, reason = world.route_host(host)
         assert status == 404, (host, status, reason)
 
 
