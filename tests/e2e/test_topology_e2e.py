@@ -418,3 +418,46 @@ def test_region_enablement_stops_at_each_missing_gate_and_traffic_waits_for_elig
     for marker in ("local-1", "local-2", "local-2a"):
         assert marker not in route_doc["url"] and marker not in route_doc["route_key"]
     assert_secrets_never_leaked(local, session, [REGION_SECRET, "secret-production-3e1f", "secret-preview-3e1f"])
+
+
+# -- crashes --------------------------------------------------------------------------------------------------------
+SLOW_START = "sleep 1; exec python3 app.py"
+
+
+@pytest.mark.parametrize("moment", ["gate_check", "allocations starting"])
+def test_a_scale_survives_kill_9_and_converges_without_orphans(local_env, tmp_path, moment):
+    from tests.e2e.helpers import operation_state, processes_under, restart
+
+    local_env.up(environ={"RHONE_LOCAL_STAGE_DELAY": "1.0"} if moment == "gate_check" else None)
+    app_dir = app_copy(tmp_path, runtime="[runtime]\nserver_sessions = false\n")
+    if moment == "allocations starting":  # the new allocations take a second to listen: the kill lands meanwhile
+        toml = app_dir / "rhone.toml"
+        toml.write_text(toml.read_text().replace('start = "python3 app.py"', f'start = "{SLOW_START}"'))
+    session = Session(local_env, app_dir)
+    session.ok("init", "--link", timeout=120)
+    deployment = session.ok("deploy", "--promote", timeout=120)["deployment"]
+    owner = route(session)
+    op = session.ok("app", "scale", "--env", "production", "--instances", "3", "--no-wait")
+    if moment == "gate_check":
+        assert wait_until(lambda: operation_state(local_env, op["id"]) == "gate_check", timeout=10)
+    else:
+        assert wait_until(
+            lambda: len(db_rows(local_env, "SELECT id FROM allocations WHERE state = 'starting'")) >= 2, timeout=15
+        )
+    os.kill(local_env.pid(), signal.SIGKILL)
+    restart(local_env)
+
+    waited = session.ok("op", "wait", op["id"], timeout=120)
+    assert waited["state"] == "scaled", waited
+    states = [s["state"] for s in waited["stages"]]
+    assert states == ["requested", "gate_check", "scaling", "scaled"], states  # each stage recorded once
+    ready = [a for a in live_allocations(local_env) if a["state"] == "ready"]
+    assert len(ready) == 3 and {a["deployment_id"] for a in ready} == {deployment["id"]}
+    assert len(live_allocations(local_env)) == 3 and route(session) == owner
+    # Every app process alive belongs to a live allocation — the three, and the deployment's preview — and nothing
+    # from before the crash is left over.
+    alive = processes_under(local_env.data_dir / "allocations")
+    live = db_rows(local_env, "SELECT pid FROM allocations WHERE state IN ('ready', 'draining', 'starting')")
+    assert {os.getpgid(pid) for pid in alive} == {a["pid"] for a in live}
+    assert len(live) == 4
+    assert {edge_get(local_env).json()["allocation"] for _ in range(15)} == {a["id"] for a in ready}
