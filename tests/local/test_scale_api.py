@@ -28,6 +28,7 @@ def test_one_change_of_an_environments_allocations_at_a_time(local: LocalEnv) ->
         "environment_busy",
         first.json()["id"],
     )
+    assert local.snapshot() == before  # no second operation, nothing else written
     other = _preview_ready(local, target)
     before = local.snapshot()
     promote = local.client.post(
