@@ -43,7 +43,7 @@ JSON_COLUMNS = frozenset(
         "health",
     }
 )
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def now_iso() -> str:
@@ -137,9 +137,15 @@ class Store:
             c.execute("INSERT INTO workspaces VALUES (?, ?, ?)", (ids["workspace_id"], workspace, ts))
             c.execute("INSERT INTO users VALUES (?, ?, NULL, ?)", (ids["user_id"], owner, ts))
             c.execute("INSERT INTO members VALUES (?, ?, 'owner', ?)", (ids["workspace_id"], ids["user_id"], ts))
-            c.execute(
-                "INSERT INTO tokens VALUES (?, ?, 'user', ?, 'bootstrap', ?, NULL, NULL)",
-                (ids["token_id"], token_hash, ids["user_id"], ts),
+            self.create_token(
+                c,
+                subject_kind="user",
+                subject_id=ids["user_id"],
+                name="bootstrap",
+                secret_hash=token_hash,
+                workspace_id=ids["workspace_id"],
+                role="owner",
+                token_id=ids["token_id"],
             )
             c.execute(
                 "INSERT INTO regions (id, name, created_at, is_primary) VALUES (?, ?, ?, 1)",
@@ -161,7 +167,10 @@ class Store:
             user = self.one("SELECT * FROM users WHERE id = ?", token["subject_id"])
             if user is None:
                 return None
-            return Principal("user", user["id"], user["name"], token["id"])
+            # The token acts in the workspace it was minted for, with at most the role it was minted with.
+            return Principal(
+                "user", user["id"], user["name"], token["id"], workspace_id=token["workspace_id"], role=token["role"]
+            )
         identity = self.one("SELECT * FROM runtime_identities WHERE id = ?", token["subject_id"])
         if identity is None:
             return None
@@ -175,11 +184,11 @@ class Store:
         )
 
     def token_in_workspace(self, token_id: str, workspace_id: str) -> dict[str, Any] | None:
-        """The token, if its subject belongs to the workspace: a member's, or a runtime identity's of this workspace."""
+        """The token, if it acts in the workspace: a user token bound to it, or a runtime identity's of this
+        workspace."""
         return self.one(
             "SELECT t.* FROM tokens t WHERE t.id = ? AND ("
-            "  (t.subject_kind = 'user' AND EXISTS (SELECT 1 FROM members m WHERE m.user_id = t.subject_id "
-            "                                        AND m.workspace_id = ?))"
+            "  (t.subject_kind = 'user' AND t.workspace_id = ?)"
             "  OR (t.subject_kind = 'runtime' AND EXISTS (SELECT 1 FROM runtime_identities r "
             "       WHERE r.id = t.subject_id AND r.workspace_id = ?)))",
             token_id,
@@ -479,18 +488,27 @@ class Store:
         name: str,
         secret_hash: str,
         expires_at: str | None = None,
+        workspace_id: str | None = None,
+        role: str | None = None,
+        token_id: str | None = None,
     ) -> dict[str, Any]:
+        """A user token is bound to `workspace_id` with at most `role` there (a token bound to no workspace acts in
+        none); a runtime token acts for its identity."""
         token = {
-            "id": new_id("token"),
+            "id": token_id or new_id("token"),
             "subject_kind": subject_kind,
             "subject_id": subject_id,
             "name": name,
             "created_at": now_iso(),
             "expires_at": expires_at,
+            "workspace_id": workspace_id,
+            "role": role,
         }
         c.execute(
-            "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
-            (token["id"], secret_hash, subject_kind, subject_id, name, token["created_at"], expires_at),
+            "INSERT INTO tokens (id, secret_hash, subject_kind, subject_id, name, created_at, expires_at, "
+            "workspace_id, role) VALUES (:id, :secret_hash, :subject_kind, :subject_id, :name, :created_at, "
+            ":expires_at, :workspace_id, :role)",
+            {**token, "secret_hash": secret_hash},
         )
         return token
 

@@ -90,6 +90,10 @@ class Token(_Model):
     name: str
     subject_kind: Literal["user", "runtime"]
     subject_id: str
+    workspace_id: str | None = Field(None, description="The workspace the token acts in; elsewhere it is refused.")
+    role: Literal["owner", "admin", "developer", "viewer"] | None = Field(
+        None, description="A user token's most powerful role there (never more than its member's current role)."
+    )
     created_at: str
     expires_at: str | None = None
     revoked_at: str | None = None

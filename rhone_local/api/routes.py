@@ -68,7 +68,22 @@ def _workspace(store: Store, principal: Principal, ref: str) -> tuple[dict, str 
         if principal.workspace_id != workspace["id"]:
             raise not_found("workspace", ref)
         return workspace, None
-    return workspace, store.role_of(workspace["id"], principal.id)
+    return workspace, member_role(store, principal, workspace["id"])
+
+
+def member_role(store: Store, principal: Principal, workspace_id: str) -> str | None:
+    """The role a user's token acts with in the workspace (None: it does not act there, as for a non-member)."""
+    return access.role_in_workspace(principal, workspace_id, store.role_of(workspace_id, principal.id))
+
+
+def _token_workspaces(store: Store, principal: Principal) -> list[dict]:
+    """The workspaces a user's token acts in (the one it is bound to, if its user is still a member there)."""
+    rows = store.workspaces_of(principal.id)
+    return [
+        {**w, "role": role}
+        for w in rows
+        if (role := access.role_in_workspace(principal, w["id"], w["role"])) is not None
+    ]
 
 
 def authorize(
@@ -231,8 +246,11 @@ def env_view(row: dict) -> dict:
 
 def token_view(row: dict) -> dict:
     return {
-        k: row.get(k) for k in ("id", "name", "subject_kind", "subject_id", "created_at", "expires_at", "revoked_at")
-    }
+        k: row.get(k)
+        for k in (
+            "id", "name", "subject_kind", "subject_id", "workspace_id", "role", "created_at", "expires_at", "revoked_at"
+        )
+    }  # fmt: skip
 
 
 def _new_secret() -> str:
@@ -252,7 +270,8 @@ def whoami(request: Request, principal: Caller) -> dict:
         workspace = store.workspace(principal.workspace_id or "")
         workspaces = [{"id": workspace["id"], "name": workspace["name"], "role": None}] if workspace else []
     else:
-        workspaces = [{"id": w["id"], "name": w["name"], "role": w["role"]} for w in store.workspaces_of(principal.id)]
+        rows = _token_workspaces(store, principal)
+        workspaces = [{"id": w["id"], "name": w["name"], "role": w["role"]} for w in rows]
     return {
         "id": principal.id,
         "kind": principal.kind,
@@ -268,8 +287,7 @@ def whoami(request: Request, principal: Caller) -> dict:
 def list_workspaces(request: Request, principal: Caller) -> dict:
     if principal.kind == "runtime":
         raise forbidden("forbidden", "a runtime identity cannot list workspaces")
-    rows = get_store(request).workspaces_of(principal.id)
-    return {"items": rows, "next_cursor": None}
+    return {"items": _token_workspaces(get_store(request), principal), "next_cursor": None}
 
 
 @router.get("/v1/workspaces/{ws}", response_model=m.Workspace, responses=READ_ERRORS, tags=["workspaces"])
@@ -326,8 +344,10 @@ def read_audit(
 
 @router.get("/v1/workspaces/{ws}/tokens", response_model=m.Page[m.Token], responses=READ_ERRORS, tags=["tokens"])
 def list_tokens(request: Request, principal: Caller, ws: str, limit: Limit = 50, cursor: Cursor = None) -> dict:
-    authorize(request, principal, ws, "token.read", ws)
-    rows = get_store(request).page("tokens", "subject_id = ?", (principal.id,), limit=limit, cursor=cursor)
+    workspace, _ = authorize(request, principal, ws, "token.read", ws)
+    rows = get_store(request).page(
+        "tokens", "subject_id = ? AND workspace_id = ?", (principal.id, workspace["id"]), limit=limit, cursor=cursor
+    )
     return page(rows, limit, token_view)
 
 
@@ -338,6 +358,9 @@ def create_token(request: Request, principal: Caller, ws: str, body: m.TokenCrea
     workspace, role = authorize(request, principal, ws, "token.create", body.name)
     store = get_store(request)
     subject = body.user_id or principal.id
+    # The new token is bound to this workspace, with the role it acts with: the caller's own (never more than the
+    # caller's token may do), or the member's it is issued for.
+    token_role = role
     if subject != principal.id:
         if role not in ("owner", "admin"):
             raise deny(
@@ -363,6 +386,7 @@ def create_token(request: Request, principal: Caller, ws: str, body: m.TokenCrea
                 "insufficient_role",
                 f"a {role} cannot issue tokens for a {subject_role}",
             )
+        token_role = subject_role
     secret = _new_secret()
     expires = None
     if body.expires_in_days:
@@ -377,6 +401,8 @@ def create_token(request: Request, principal: Caller, ws: str, body: m.TokenCrea
             name=body.name,
             secret_hash=hash_token(secret),
             expires_at=expires,
+            workspace_id=workspace["id"],
+            role=token_role,
         )
         return 201, {**token_view(token), "secret": secret}
 
@@ -583,7 +609,12 @@ def create_runtime_identity(request: Request, principal: Caller, ws: str, prj: s
     def perform(c: Any) -> tuple[int, dict]:
         identity = store.create_runtime_identity(c, workspace["id"], found["id"])
         token = store.create_token(
-            c, subject_kind="runtime", subject_id=identity["id"], name=f"runtime {app}", secret_hash=hash_token(secret)
+            c,
+            subject_kind="runtime",
+            subject_id=identity["id"],
+            name=f"runtime {app}",
+            secret_hash=hash_token(secret),
+            workspace_id=workspace["id"],
         )
         return 201, {**identity, "token": {**token_view(token), "secret": secret}}
 
@@ -685,7 +716,7 @@ def _readable_operation(request: Request, principal: Principal, op_id: str) -> d
     if principal.kind == "runtime":
         access.require(principal, "operation.read", None, app_id=op["target_id"])
     else:
-        access.require(principal, "operation.read", store.role_of(op["workspace_id"], principal.id))
+        access.require(principal, "operation.read", member_role(store, principal, op["workspace_id"]))
     return op
 
 
