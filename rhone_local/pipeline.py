@@ -398,8 +398,10 @@ class DeployPipeline:
             restarted.append(deployment["id"])
         return restarted
 
-    def runtime_token(self, deployment: dict[str, Any]) -> str:
-        """A fresh token for the app's runtime identity, handed to the allocation (never shown anywhere else)."""
+    def runtime_token(self, deployment: dict[str, Any], allocation_id: str) -> str:
+        """A fresh token for the app's runtime identity, handed to one allocation (never shown anywhere else). It is
+        bound to that allocation: it stops working the moment the allocation leaves `ready` (see
+        `Store.principal_for_token`)."""
         import secrets
 
         from rhone_local.domain.access import hash_token
@@ -415,8 +417,10 @@ class DeployPipeline:
                 c,
                 subject_kind="runtime",
                 subject_id=identity["id"],
-                name=f"allocation of {deployment['id']}",
+                name=f"allocation {allocation_id} of {deployment['id']}",
                 secret_hash=hash_token(secret),
+                workspace_id=deployment["workspace_id"],
+                allocation_id=allocation_id,
             )
         return secret
 

@@ -44,6 +44,9 @@ JSON_COLUMNS = frozenset(
     }
 )
 SCHEMA_VERSION = 5
+# An allocation's runtime token works while the allocation starts and serves; from `draining` on (and in any state a
+# later version adds) it is refused.
+TOKEN_LIVE_STATES = ("planned", "pulling", "starting", "ready")
 
 
 def now_iso() -> str:
@@ -155,11 +158,18 @@ class Store:
         return ids
 
     def principal_for_token(self, token_hash: str) -> Principal | None:
+        """Who a token acts for, or None when it is unknown, revoked, expired, or bound to an allocation that is no
+        longer live. An allocation token is checked against its allocation's state here, in the same read, rather
+        than revoked when the allocation moves: every move (drain, stop, failure, a crash found at start-up) takes
+        effect for its token the moment it commits, whichever code path made it, with nothing to forget or race."""
+        marks = ", ".join("?" * len(TOKEN_LIVE_STATES))
         token = self.one(
-            "SELECT * FROM tokens WHERE secret_hash = ? AND revoked_at IS NULL "
-            "AND (expires_at IS NULL OR expires_at > ?)",
+            "SELECT t.* FROM tokens t LEFT JOIN allocations a ON a.id = t.allocation_id "
+            "WHERE t.secret_hash = ? AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?) "
+            f"AND (t.allocation_id IS NULL OR a.state IN ({marks}))",
             token_hash,
             now_iso(),
+            *TOKEN_LIVE_STATES,
         )
         if token is None:
             return None
@@ -491,9 +501,10 @@ class Store:
         workspace_id: str | None = None,
         role: str | None = None,
         token_id: str | None = None,
+        allocation_id: str | None = None,
     ) -> dict[str, Any]:
         """A user token is bound to `workspace_id` with at most `role` there (a token bound to no workspace acts in
-        none); a runtime token acts for its identity."""
+        none); a runtime token acts for its identity, and only while `allocation_id` (when given) is live."""
         token = {
             "id": token_id or new_id("token"),
             "subject_kind": subject_kind,
@@ -503,11 +514,12 @@ class Store:
             "expires_at": expires_at,
             "workspace_id": workspace_id,
             "role": role,
+            "allocation_id": allocation_id,
         }
         c.execute(
             "INSERT INTO tokens (id, secret_hash, subject_kind, subject_id, name, created_at, expires_at, "
-            "workspace_id, role) VALUES (:id, :secret_hash, :subject_kind, :subject_id, :name, :created_at, "
-            ":expires_at, :workspace_id, :role)",
+            "workspace_id, role, allocation_id) VALUES (:id, :secret_hash, :subject_kind, :subject_id, :name, "
+            ":created_at, :expires_at, :workspace_id, :role, :allocation_id)",
             {**token, "secret_hash": secret_hash},
         )
         return token

@@ -12,3 +12,16 @@ UPDATE tokens SET
             ORDER BY m.created_at, m.workspace_id LIMIT 1)
 WHERE subject_kind = 'user';
 CREATE INDEX tokens_workspace_subject ON tokens (workspace_id, subject_id);
+
+-- A runtime token handed to an allocation works only while that allocation is live (planned to ready): from
+-- `draining` on, authentication refuses it. Tokens an admin minted for a runtime identity are bound to no allocation.
+ALTER TABLE tokens ADD COLUMN allocation_id TEXT REFERENCES allocations(id);
+-- Tokens handed to allocations before version 5 name only their deployment: each is bound to that deployment's newest
+-- live allocation (it dies when that one leaves `ready`), and revoked when the deployment has none left.
+UPDATE tokens SET allocation_id = (
+    SELECT a.id FROM allocations a WHERE a.deployment_id = substr(tokens.name, 15)
+    AND a.state IN ('planned', 'pulling', 'starting', 'ready') ORDER BY a.id DESC LIMIT 1)
+WHERE subject_kind = 'runtime' AND name LIKE 'allocation of dep\_%' ESCAPE '\' AND revoked_at IS NULL;
+UPDATE tokens SET revoked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE subject_kind = 'runtime' AND name LIKE 'allocation of dep\_%' ESCAPE '\' AND revoked_at IS NULL
+  AND allocation_id IS NULL;

@@ -273,3 +273,43 @@ def live_url(local: LocalEnv) -> Iterator[str]:
         thread.join(10)
         sock.close()
         assert not thread.is_alive(), "uvicorn did not stop"
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Any]:
+    """Rhone Local in process with the real deploy pipeline, promotion stages and runner (see `_stack.py`), and a
+    project and app to deploy; every allocation process it started is stopped afterwards."""
+    from rhone_local.promotion import Promotions
+
+    from ._stack import Stack
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    store = Store(data_dir / "rhone.db")
+    bootstrap(store, data_dir)
+    ensure_topology(store)
+    notifier = ChangeNotifier()
+    pipeline = build_pipeline(store, data_dir, edge_port=None)
+    workers = Workers(
+        store,
+        notifier,
+        count=2,
+        lease_seconds=5.0,
+        stage_delay=0,
+        pipeline=pipeline,
+        promotions=Promotions(store, pipeline),
+        topology=Topology(store, pipeline),
+    )
+    client = TestClient(create_app(store, notifier, pipeline=pipeline))
+    owner_row = store.one("SELECT user_id FROM members WHERE role = 'owner'")
+    assert owner_row is not None
+    owner = Actor(id=owner_row["user_id"], token=(data_dir / "owner.token").read_text().strip(), role="owner")
+    env = LocalEnv(data_dir, store, notifier, workers, client, owner)
+    try:
+        with client:
+            project = env.create_project("shop")
+            yield Stack(env, project, env.create_app(project, "web"))
+    finally:
+        workers.stop()
+        pipeline.runner.stop_all("the test is over")
+        store.close()
