@@ -524,6 +524,31 @@ class Store:
         )
         return token
 
+    def owner_tokens(self, c: sqlite3.Connection, workspace_id: str) -> list[str]:
+        """Ids of the valid tokens that act as an owner in the workspace: bound to it, owner-capable, unrevoked,
+        unexpired, and held by a member who is an owner there (read in the caller's transaction)."""
+        rows = c.execute(
+            "SELECT t.id FROM tokens t JOIN members m ON m.user_id = t.subject_id AND m.workspace_id = t.workspace_id "
+            "WHERE t.workspace_id = ? AND t.subject_kind = 'user' AND m.role = 'owner' "
+            "AND (t.role IS NULL OR t.role = 'owner') AND t.revoked_at IS NULL "
+            "AND (t.expires_at IS NULL OR t.expires_at > ?) ORDER BY t.id",
+            (workspace_id, now_iso()),
+        ).fetchall()
+        return [row["id"] for row in rows]
+
+    def revoke_token(self, c: sqlite3.Connection, token_id: str) -> dict[str, Any]:
+        """Revoke a token (a second revocation keeps the first time); returns its row."""
+        c.execute("UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", (now_iso(), token_id))
+        return _row(c.execute("SELECT * FROM tokens WHERE id = ?", (token_id,)).fetchone())  # type: ignore[return-value]
+
+    def first_owner(self, workspace_id: str) -> dict[str, Any] | None:
+        """The workspace's longest-standing owner (the one a locked-out Rhone Local recovers)."""
+        return self.one(
+            "SELECT u.* FROM members m JOIN users u ON u.id = m.user_id WHERE m.workspace_id = ? AND m.role = 'owner' "
+            "ORDER BY m.created_at, u.id LIMIT 1",
+            workspace_id,
+        )
+
     def create_runtime_identity(self, c: sqlite3.Connection, workspace_id: str, app_id: str) -> dict[str, Any]:
         identity = {
             "id": new_id("runtime_identity"),

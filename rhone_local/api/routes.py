@@ -435,12 +435,17 @@ def revoke_token(request: Request, principal: Caller, ws: str, token_id: str) ->
         )
 
     def perform(c: Any) -> tuple[int, dict]:
-        c.execute(
-            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
-            (datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"), token_id),
-        )
-        row = c.execute("SELECT * FROM tokens WHERE id = ?", (token_id,)).fetchone()
-        return 200, token_view(dict(row))
+        # Read in the revocation's own write transaction: two owners revoking their last two tokens at once are
+        # serialized here, so the second sees the first's revocation and is refused.
+        if store.owner_tokens(c, workspace["id"]) == [token_id]:
+            raise conflict(
+                "last_owner_token",
+                f"{token_id} is the last valid token of {workspace['name']}'s last owner: revoking it would lock "
+                "every owner out of the workspace",
+                hint=f"issue another owner token first (POST /v1/workspaces/{workspace['name']}/tokens), then revoke "
+                "this one; a Rhone Local owner who lost every token recovers with `rhone local recover-owner`",
+            )
+        return 200, token_view(store.revoke_token(c, token_id))
 
     return mutate(request, principal, workspace["id"], "token.revoke", token_id, {"token_id": token_id}, perform)
 
