@@ -133,6 +133,8 @@ CODE_EXIT_CODES: dict[str, int] = {
             "idempotency_key_reused",
             "shared_mutable_resource",
             "binding_exists",
+            "rollback_target_not_previous_owner",
+            "last_owner_token",
         ),
         ExitCode.CONFLICT,
     ),

@@ -50,7 +50,7 @@ def check_policy(store: Store, pipeline: DeployPipeline, params: dict[str, Any])
     if environment["approval_required"] and not params.get("approved_by"):
         raise StageFailed(
             "approval_required",
-            f"promotions to {environment['name']} need an owner's or admin's approval (`--approve`)",
+            f"promotions and rollbacks to {environment['name']} need an owner's or admin's approval (`--approve`)",
         )
     config = deployment["config"]
     required = [name for name, p in (config.get("providers") or {}).items() if p.get("required", True)]

@@ -751,6 +751,15 @@ class Store:
         ).fetchone()
         return _row(row)
 
+    def route_owner_history(self, environment_id: str) -> list[str]:
+        """Every deployment that has owned the environment's route, most recent first (each once)."""
+        rows = self.all(
+            "SELECT deployment_id, MAX(seq) AS last FROM route_events WHERE environment_id = ? "
+            "GROUP BY deployment_id ORDER BY last DESC",
+            environment_id,
+        )
+        return [row["deployment_id"] for row in rows]
+
     def route_snapshot(self) -> tuple[int, list[dict[str, Any]], str]:
         """Every route owner, the sequence number they reflect (read in one transaction), and their checksum."""
         from rhone_local.domain.routing import Owner, checksum

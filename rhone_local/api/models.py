@@ -449,6 +449,9 @@ class RollbackRequest(_Model):
     to_deployment: str | None = Field(None, max_length=64, description="Default: the previous route owner.")
     expect_epoch: int | None = Field(None, ge=0)
     allow_unsafe_db: bool = Field(False, description="Roll back past migrations the current artifact introduced.")
+    approve: bool = Field(
+        False, description="Record an owner's or admin's approval (needed where the environment requires approval)."
+    )
 
 
 class RouteOwner(_Model):

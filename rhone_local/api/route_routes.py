@@ -22,6 +22,7 @@ from rhone_local.api.routes import (
     op_view,
     readable_app,
     readable_environment,
+    refusals_audited,
 )
 from rhone_local.domain.access import Principal
 from rhone_local.domain.errors import DomainError, conflict, not_found
@@ -150,19 +151,20 @@ def promote(request: Request, principal: Caller, deployment_id: str, body: m.Pro
             "insufficient_role",
             "only owners and admins can approve a promotion",
         )
-    environment = store.environment(deployment["app_id"], body.environment)
-    if environment is None:
-        raise not_found("environment", body.environment)
-    params = {
-        "deployment_id": deployment_id,
-        "environment_id": environment["id"],
-        "expect_digest": body.expect_digest or deployment["artifact_digest"],
-        "approved_by": principal.id if body.approve else None,
-    }
-    try:
-        check_policy(store, request.app.state.pipeline, params)
-    except StageFailed as failure:
-        raise _refuse(failure) from None
+    with refusals_audited(request, principal, deployment["workspace_id"], "deployment.promote", deployment_id):
+        environment = store.environment(deployment["app_id"], body.environment)
+        if environment is None:
+            raise not_found("environment", body.environment)
+        params = {
+            "deployment_id": deployment_id,
+            "environment_id": environment["id"],
+            "expect_digest": body.expect_digest or deployment["artifact_digest"],
+            "approved_by": principal.id if body.approve else None,
+        }
+        try:
+            check_policy(store, request.app.state.pipeline, params)
+        except StageFailed as failure:
+            raise _refuse(failure) from None
     return _start(
         request,
         principal,
@@ -182,47 +184,11 @@ def promote(request: Request, principal: Caller, deployment_id: str, body: m.Pro
 def rollback(
     request: Request, principal: Caller, ws: str, prj: str, app: str, env: str, body: m.RollbackRequest
 ) -> JSONResponse:
-    store = get_store(request)
     # The mutation is authorized first, so a non-member's refusal is audited like every other denied mutation.
-    authorize(request, principal, ws, "route.rollback", f"{app}--{env}")
-    environment = readable_environment(request, principal, ws, prj, app, env, "app.read")
-    found = environment["app"]
-    current = store.route_owner(found["id"], environment["id"])
-    if current is None:
-        raise conflict("no_route_owner", f"nothing serves {app}--{env}; there is nothing to roll back")
-    target_id = body.to_deployment
-    if target_id is None:
-        event = store.one(
-            "SELECT previous_deployment_id FROM route_events WHERE route_key = ? AND epoch = ?",
-            current["route_key"],
-            current["epoch"],
-        )
-        target_id = event["previous_deployment_id"] if event else None
-        if target_id is None:
-            raise conflict("no_previous_owner", f"{app}--{env} has had only one owner; name one with to_deployment")
-    target = store.deployment(target_id)
-    if target is None or target["app_id"] != found["id"]:
-        raise not_found("deployment", target_id)
-    if target_id == current["deployment_id"]:
-        raise conflict("already_owner", f"{target_id} already serves {app}--{env}")
-    unsafe = rollback_db_check(request.app.state.blobs, store.deployment(current["deployment_id"]), target)
-    if unsafe and not body.allow_unsafe_db:
-        raise conflict(
-            "rollback_unsafe_db",
-            f"{target_id} predates {len(unsafe)} migration(s) the current artifact introduced "
-            f"({', '.join(unsafe[:5])}); roll forward instead, or pass --allow-unsafe-db",
-            migrations=unsafe,
-        )
-    params = {
-        "deployment_id": target_id,
-        "environment_id": environment["id"],
-        "expect_digest": target["artifact_digest"],
-        "approved_by": principal.id,
-    }
-    try:
-        check_policy(store, request.app.state.pipeline, params)
-    except StageFailed as failure:
-        raise _refuse(failure) from None
+    workspace, role = authorize(request, principal, ws, "route.rollback", f"{app}--{env}")
+    with refusals_audited(request, principal, workspace["id"], "route.rollback", f"{app}--{env}"):
+        environment = readable_environment(request, principal, ws, prj, app, env, "app.read")
+        target, unsafe = _rollback_target(request, principal, workspace, role, environment, body)
     note = f" (allow-unsafe-db past {', '.join(unsafe)})" if unsafe else ""
     return _start(
         request,
@@ -232,9 +198,80 @@ def rollback(
         kind="rollback",
         action="route.rollback",
         expect_epoch=body.expect_epoch,
-        approved_by=principal.id,
-        detail_target=f"{app}--{env} -> {target_id}{note}",
+        approved_by=principal.id if body.approve else None,
+        detail_target=f"{app}--{env} -> {target['id']}{note}",
     )
+
+
+def _rollback_target(
+    request: Request, principal: Principal, workspace: dict, role: str | None, environment: dict, body: Any
+) -> tuple[dict, list[str]]:
+    """The deployment a rollback may return to, and the applied migrations it lacks (allowed by --allow-unsafe-db);
+    raises the refusal otherwise."""
+    store = get_store(request)
+    found = environment["app"]
+    key = f"{found['name']}--{environment['name']}"
+    current = store.route_owner(found["id"], environment["id"])
+    if current is None:
+        raise conflict("no_route_owner", f"nothing serves {key}; there is nothing to roll back")
+    target_id = body.to_deployment
+    if target_id is None:
+        event = store.one(
+            "SELECT previous_deployment_id FROM route_events WHERE route_key = ? AND epoch = ?",
+            current["route_key"],
+            current["epoch"],
+        )
+        target_id = event["previous_deployment_id"] if event else None
+        if target_id is None:
+            raise conflict("no_previous_owner", f"{key} has had only one owner; name one with to_deployment")
+    target = store.deployment(target_id)
+    if target is None or target["app_id"] != found["id"]:
+        raise not_found("deployment", target_id)
+    if target_id == current["deployment_id"]:
+        raise conflict("already_owner", f"{target_id} already serves {key}")
+    # A rollback returns to an artifact this environment already served; anything else is a promotion, with its own
+    # approval, and must not be reachable by naming it here.
+    earlier = [d for d in store.route_owner_history(environment["id"]) if d != current["deployment_id"]]
+    if target_id not in earlier:
+        raise conflict(
+            "rollback_target_not_previous_owner",
+            f"{target_id} never served {key}; a rollback returns only to an earlier owner of the route "
+            f"({', '.join(earlier) if earlier else 'it has had no other'})",
+            hint=f"list the earlier owners with `rhone route history {environment['name']}`, or promote "
+            f"{target_id} instead",
+            valid_targets=earlier,
+        )
+    if body.approve and role not in ("owner", "admin"):
+        raise deny(
+            request,
+            principal,
+            workspace["id"],
+            "route.rollback",
+            key,
+            "insufficient_role",
+            "only owners and admins can approve a rollback",
+        )
+    unsafe = rollback_db_check(request.app.state.blobs, store.deployment(current["deployment_id"]), target)
+    if unsafe and not body.allow_unsafe_db:
+        raise conflict(
+            "rollback_unsafe_db",
+            f"{target_id} predates {len(unsafe)} migration(s) the current artifact introduced "
+            f"({', '.join(unsafe[:5])}); roll forward instead, or pass --allow-unsafe-db",
+            migrations=unsafe,
+        )
+    # The same policy as a promotion: frozen refuses it, and an environment that requires approval needs an
+    # owner's or admin's --approve on the rollback itself.
+    params = {
+        "deployment_id": target_id,
+        "environment_id": environment["id"],
+        "expect_digest": target["artifact_digest"],
+        "approved_by": principal.id if body.approve else None,
+    }
+    try:
+        check_policy(store, request.app.state.pipeline, params)
+    except StageFailed as failure:
+        raise _refuse(failure) from None
+    return target, unsafe
 
 
 def _set_frozen(

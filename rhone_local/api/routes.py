@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -129,6 +130,18 @@ def deny(
     permission table decides."""
     audit(request, principal, workspace_id, action, target, "denied", code)
     return forbidden(code, message)
+
+
+@contextmanager
+def refusals_audited(request: Request, principal: Principal, workspace_id: str, action: str, target: str):
+    """A mutation refused by a check before it runs (a policy, a state, a missing target) is audited `failed` with its
+    code, like one refused inside `mutate`; a 403 is audited `denied` where it is decided."""
+    try:
+        yield
+    except DomainError as error:
+        if error.status != 403:
+            audit(request, principal, workspace_id, action, target, "failed", error.code)
+        raise
 
 
 def mutate(

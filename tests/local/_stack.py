@@ -54,9 +54,17 @@ class Stack:
     def app_path(self) -> str:
         return f"{BASE}/projects/{self.project['name']}/apps/{self.app['name']}"
 
-    def deploy(self, files: dict[str, bytes], config: dict[str, Any], *, app_path: str | None = None) -> dict:
+    def deploy(
+        self,
+        files: dict[str, bytes],
+        config: dict[str, Any],
+        *,
+        app_path: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> dict:
         """Upload `files` and deploy them to preview; run the pipeline. Returns the finished deploy operation."""
         local = self.local
+        headers = headers or local.owner.headers
         entries = []
         for path in sorted(files):
             content = files[path]
@@ -64,7 +72,7 @@ class Stack:
             stored = local.client.put(
                 f"/v1/blobs/sha256:{digest}",
                 content=content,
-                headers={**local.owner.headers, "Content-Type": "application/octet-stream"},
+                headers={**headers, "Content-Type": "application/octet-stream"},
             )
             assert stored.status_code in (200, 201), stored.text
             entries.append({"path": path, "size": len(content), "mode": "644", "sha256": digest})
@@ -72,14 +80,14 @@ class Stack:
         created = local.client.post(
             f"{app_path or self.app_path}/deployments",
             json={"manifest": manifest, "manifest_digest": digest_of(manifest), "config": config},
-            headers=local.owner.headers,
+            headers=headers,
         )
         assert created.status_code == 202, created.text
         local.run_operations()
         return local.operation(created.json()["id"])
 
-    def preview_ready(self, files: dict[str, bytes], config: dict[str, Any]) -> dict:
-        op = self.deploy(files, config)
+    def preview_ready(self, files: dict[str, bytes], config: dict[str, Any], **kwargs: Any) -> dict:
+        op = self.deploy(files, config, **kwargs)
         assert op["state"] == "preview_ready", (op["state"], op["error"])
         deployment = self.local.store.deployment(op["target_id"])
         assert deployment is not None
