@@ -261,19 +261,6 @@ class DeployPipeline:
         except ValueError:
             return "unreadable"
 
-    def serving_artifact(self, app_id: str) -> str | None:
-        """The artifact currently serving the app's production environment. Route ownership (and so production
-        serving) is established by promotion; until a deployment has been promoted nothing serves production."""
-        table = self.store.one("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'route_owners'")
-        if table is None:
-            return None
-        row = self.store.one(
-            "SELECT r.artifact_digest FROM route_owners r JOIN environments e ON e.id = r.environment_id "
-            "WHERE r.app_id = ? AND e.name = 'production'",
-            app_id,
-        )
-        return row["artifact_digest"] if row else None
-
     def evaluate_gates(self, deployment: dict[str, Any]) -> list[gates.GateResult]:
         config = deployment["config"]
         vango = config.get("vango", {})
@@ -284,18 +271,12 @@ class DeployPipeline:
             if path and path in paths:
                 present[path] = self._artifact_json(manifest, path) if key != "routes" else True
         results = [gates.generated_artifacts({k: v for k, v in vango.items()}, present)]
-        serving_digest = self.serving_artifact(deployment["app_id"])
+        # Production's route owner (promotion establishes it): the artifact it serves and what it declared.
+        owner = self.store.route_owner_named(deployment["app_id"], "production")
+        serving_digest = owner["artifact_digest"] if owner else None
         serving_manifest = load_manifest(self.blobs, serving_digest) if serving_digest else None
-        schema_path = vango.get("state_schema")
-        candidate_schema = present.get(schema_path) if schema_path else None
-        serving_schema = self._artifact_json(serving_manifest, schema_path) if serving_manifest else None
-        results.append(
-            gates.state_impact(
-                candidate_schema if isinstance(candidate_schema, dict) else None,
-                serving_schema if isinstance(serving_schema, dict) else None,
-                serving_digest=serving_digest,
-            )
-        )
+        serving_deployment = self.store.deployment(owner["deployment_id"]) if owner else None
+        results.append(self._state_impact(manifest, vango, serving_manifest, serving_deployment, serving_digest))
         migrations_dir = (config.get("database") or {}).get("migrations")
         prefix = f"{migrations_dir.rstrip('/')}/" if migrations_dir else None
         candidate = [p[len(prefix) :] for p in paths if prefix and p.startswith(prefix)]
@@ -308,6 +289,31 @@ class DeployPipeline:
         required = [name for name, p in (config.get("providers") or {}).items() if p.get("required", True)]
         results.append(gates.providers_bound(required, self.bound_providers(deployment["environment_id"])))
         return results
+
+    def _state_impact(
+        self,
+        manifest: dict[str, Any],
+        vango: dict[str, Any],
+        serving_manifest: dict[str, Any] | None,
+        serving_deployment: dict[str, Any] | None,
+        serving_digest: str | None,
+    ) -> gates.GateResult:
+        """Compare the state schema production carries — at the path production declared — with the candidate's:
+        at the path the candidate declares, else at production's path. A candidate that drops its declaration or
+        moves the file therefore cannot hide a schema change: with no schema found, it is cold."""
+        declared = vango.get("state_schema")
+        production_path = ((serving_deployment or {}).get("config", {}).get("vango") or {}).get("state_schema")
+        serving_path = production_path or declared
+        serving = self._artifact_json(serving_manifest, serving_path) if serving_manifest else None
+        candidate_path = declared or serving_path
+        candidate = self._artifact_json(manifest, candidate_path)
+        return gates.state_impact(
+            candidate if isinstance(candidate, dict) else None,
+            serving if isinstance(serving, dict) else None,
+            serving_digest=serving_digest,
+            candidate_path=candidate_path if isinstance(candidate, dict) else None,
+            serving_path=serving_path,
+        )
 
     def bound_providers(self, environment_id: str) -> list[str]:
         """Providers with a ready binding in the environment's primary region (where it serves from creation)."""

@@ -700,6 +700,15 @@ class Store:
     def route_owner(self, app_id: str, environment_id: str) -> dict[str, Any] | None:
         return self.one("SELECT * FROM route_owners WHERE app_id = ? AND environment_id = ?", app_id, environment_id)
 
+    def route_owner_named(self, app_id: str, environment_name: str) -> dict[str, Any] | None:
+        """The owner of the app's route in the environment named `environment_name` (production, for the gates)."""
+        return self.one(
+            "SELECT r.* FROM route_owners r JOIN environments e ON e.id = r.environment_id "
+            "WHERE r.app_id = ? AND e.name = ?",
+            app_id,
+            environment_name,
+        )
+
     def move_route(
         self,
         c: sqlite3.Connection,
