@@ -139,6 +139,7 @@ class Promotions:
                     "current_owner": current["deployment_id"] if current else None,
                 },
             )
+        self.pipeline.record_applied_migrations(c, params["environment_id"], deployment, op["id"])
         return {"epoch": event["epoch"], "seq": event["seq"], "previous_owner": event["previous_deployment_id"]}
 
     def propagate(self, op: dict[str, Any]) -> dict[str, Any]:
@@ -195,18 +196,3 @@ class Promotions:
             return runner.stop_environment(
                 deployment["id"], params["environment_id"], f"{op['kind']} {op['id']} failed"
             )
-
-
-def rollback_db_check(blobs: Any, current: dict[str, Any], target: dict[str, Any]) -> list[str]:
-    """Migrations the current artifact introduced that the target lacks: rolling back past them is unsafe."""
-    from rhone_local.artifacts import load_manifest
-
-    def migrations(deployment: dict[str, Any]) -> set[str]:
-        directory = (deployment["config"].get("database") or {}).get("migrations")
-        if not directory or not deployment["artifact_digest"]:
-            return set()
-        prefix = directory.rstrip("/") + "/"
-        manifest = load_manifest(blobs, deployment["artifact_digest"])
-        return {f["path"][len(prefix) :] for f in manifest["files"] if f["path"].startswith(prefix)}
-
-    return sorted(migrations(current) - migrations(target))

@@ -157,6 +157,10 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     ensure_topology(store)
     notifier = ChangeNotifier()
     pipeline = build_pipeline(store, data_dir, edge_port=edge_port)
+    if 0 < store.migrated_from < 5:
+        # Schema 5 records the migrations each environment applied; a database routed before it learns them from
+        # its route history (the artifacts are immutable, so this is what they carried then).
+        log.info("recorded applied migrations from %d route owner(s)", pipeline.record_route_history_migrations())
     adopted = pipeline.runner.reconcile()
     if adopted:
         log.info("adopted %d running allocation(s) that survived the previous server", len(adopted))

@@ -113,6 +113,7 @@ class Store:
     def migrate(self) -> None:
         conn = self.conn
         current = conn.execute("PRAGMA user_version").fetchone()[0]
+        self.migrated_from = current  # what start-up fills in after an upgrade depends on it (0: a new database)
         if current > SCHEMA_VERSION:
             raise RuntimeError(f"{self.path} has schema version {current}; this rhone knows {SCHEMA_VERSION}")
         scripts = sorted(p for p in resources.files("rhone_local.migrations").iterdir() if p.name.endswith(".sql"))
@@ -768,6 +769,42 @@ class Store:
             environment_id,
         )
         return [row["deployment_id"] for row in rows]
+
+    # -- database migrations applied per environment ----------------------------------------------------------------
+    def record_applied_migrations(
+        self,
+        c: sqlite3.Connection,
+        environment_id: str,
+        migrations: dict[str, str],
+        *,
+        deployment_id: str,
+        operation_id: str,
+    ) -> None:
+        """Add `migrations` (name -> directory) to the environment's applied set, in the caller's transaction (the
+        route move that applies them); names already there keep their first record."""
+        ts = now_iso()
+        c.executemany(
+            "INSERT INTO environment_migrations VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (environment_id, name) DO NOTHING",
+            [
+                (environment_id, name, directory, deployment_id, operation_id, ts)
+                for name, directory in migrations.items()
+            ],
+        )
+
+    def applied_migrations(self, environment_id: str) -> dict[str, str]:
+        """The environment's applied migrations: name -> the directory it was found in."""
+        rows = self.all(
+            "SELECT name, directory FROM environment_migrations WHERE environment_id = ? ORDER BY name", environment_id
+        )
+        return {row["name"]: row["directory"] for row in rows}
+
+    def route_event_owners(self) -> list[dict[str, Any]]:
+        """Each (environment, deployment) that ever owned a route, with the first operation that made it the owner."""
+        return self.all(
+            "SELECT environment_id, deployment_id, MIN(operation_id) AS operation_id FROM route_events "
+            "GROUP BY environment_id, deployment_id ORDER BY MIN(seq)"
+        )
 
     def route_snapshot(self) -> tuple[int, list[dict[str, Any]], str]:
         """Every route owner, the sequence number they reflect (read in one transaction), and their checksum."""

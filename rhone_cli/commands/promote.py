@@ -41,11 +41,15 @@ def register(root: typer.Typer) -> None:
             int | None, typer.Option("--expect-epoch", help="Refuse unless the route is still at this epoch.", min=0)
         ] = None,
         approve: Annotated[bool, typer.Option("--approve", help="Approve it too (owners and admins).")] = False,
+        allow_unsafe_db: Annotated[
+            bool,
+            typer.Option("--allow-unsafe-db", help="Promote it although it lacks migrations the environment applied."),
+        ] = False,
         no_wait: t.NoWaitOpt = False,
         wait_timeout: t.WaitTimeoutOpt = None,
     ) -> None:
         """Promote a deployment's validated artifact (never rebuilt) to an environment: exit 5 if the route moved,
-        6 if frozen or unapproved."""
+        6 if frozen, unapproved, or lacking migrations the environment applied (unless --allow-unsafe-db)."""
         from rhone_cli.services import routes
 
         inv = invocation(ctx)
@@ -56,6 +60,7 @@ def register(root: typer.Typer) -> None:
             expect_digest=expect_digest,
             expect_epoch=expect_epoch,
             approve=approve,
+            allow_unsafe_db=allow_unsafe_db,
             no_wait=no_wait,
             timeout=wait_timeout,
         )

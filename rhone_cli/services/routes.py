@@ -18,12 +18,14 @@ def promote(
     approve: bool,
     no_wait: bool,
     timeout: float | None,
+    allow_unsafe_db: bool = False,
 ) -> dict[str, Any]:
     body = {
         "environment": environment,
         "expect_digest": expect_digest,
         "expect_epoch": expect_epoch,
         "approve": approve,
+        "allow_unsafe_db": allow_unsafe_db,
     }
     op = operations.run(
         inv,

@@ -443,12 +443,17 @@ class PromoteRequest(_Model):
     expect_digest: Digest | None = Field(None, description="Default: the deployment's validated artifact digest.")
     expect_epoch: int | None = Field(None, ge=0, description="Default: the route's epoch when the request arrives.")
     approve: bool = Field(False, description="Record an owner's or admin's approval with the request.")
+    allow_unsafe_db: bool = Field(
+        False, description="Promote a deployment that lacks migrations already applied in the environment."
+    )
 
 
 class RollbackRequest(_Model):
     to_deployment: str | None = Field(None, max_length=64, description="Default: the previous route owner.")
     expect_epoch: int | None = Field(None, ge=0)
-    allow_unsafe_db: bool = Field(False, description="Roll back past migrations the current artifact introduced.")
+    allow_unsafe_db: bool = Field(
+        False, description="Roll back to a deployment that lacks migrations already applied in the environment."
+    )
     approve: bool = Field(
         False, description="Record an owner's or admin's approval (needed where the environment requires approval)."
     )

@@ -27,7 +27,7 @@ from rhone_local.api.routes import (
 from rhone_local.domain.access import Principal
 from rhone_local.domain.errors import DomainError, conflict, not_found
 from rhone_local.pipeline import StageFailed
-from rhone_local.promotion import check_policy, rollback_db_check, route_key
+from rhone_local.promotion import check_policy, route_key
 
 router = APIRouter()
 APP = "/v1/workspaces/{ws}/projects/{prj}/apps/{app}"
@@ -38,6 +38,21 @@ REFUSAL_STATUS = {"not_found": 404}
 
 def _refuse(failure: StageFailed) -> DomainError:
     return DomainError(failure.code, failure.message, REFUSAL_STATUS.get(failure.code, 409), failure.evidence)
+
+
+def _unsafe_db_move(request: Request, environment: dict, target: dict, *, allow: bool) -> list[str]:
+    """The migrations applied in the environment that `target` lacks; refused unless `allow` (--allow-unsafe-db)."""
+    unsafe = request.app.state.pipeline.unsafe_db_move(environment["id"], target)
+    if unsafe and not allow:
+        raise conflict(
+            "rollback_unsafe_db",
+            f"{target['id']} lacks {len(unsafe)} migration(s) already applied in {environment['name']} "
+            f"({', '.join(unsafe[:5])}); roll forward instead, or pass --allow-unsafe-db",
+            hint="deploy a build that carries them, or accept running older code on a newer schema with "
+            "--allow-unsafe-db (audited)",
+            migrations=unsafe,
+        )
+    return unsafe
 
 
 def owner_view(request: Request, row: dict) -> dict:
@@ -165,6 +180,9 @@ def promote(request: Request, principal: Caller, deployment_id: str, body: m.Pro
             check_policy(store, request.app.state.pipeline, params)
         except StageFailed as failure:
             raise _refuse(failure) from None
+        # Promoting an older build is a rollback of the database schema too: the same guard.
+        unsafe = _unsafe_db_move(request, environment, deployment, allow=body.allow_unsafe_db)
+    note = f" (allow-unsafe-db past {', '.join(unsafe)})" if unsafe else ""
     return _start(
         request,
         principal,
@@ -174,7 +192,7 @@ def promote(request: Request, principal: Caller, deployment_id: str, body: m.Pro
         action="deployment.promote",
         expect_epoch=body.expect_epoch,
         approved_by=params["approved_by"],
-        detail_target=f"{deployment_id} -> {environment['name']}",
+        detail_target=f"{deployment_id} -> {environment['name']}{note}",
     )
 
 
@@ -251,14 +269,7 @@ def _rollback_target(
             "insufficient_role",
             "only owners and admins can approve a rollback",
         )
-    unsafe = rollback_db_check(request.app.state.blobs, store.deployment(current["deployment_id"]), target)
-    if unsafe and not body.allow_unsafe_db:
-        raise conflict(
-            "rollback_unsafe_db",
-            f"{target_id} predates {len(unsafe)} migration(s) the current artifact introduced "
-            f"({', '.join(unsafe[:5])}); roll forward instead, or pass --allow-unsafe-db",
-            migrations=unsafe,
-        )
+    unsafe = _unsafe_db_move(request, environment, target, allow=body.allow_unsafe_db)
     # The same policy as a promotion: frozen refuses it, and an environment that requires approval needs an
     # owner's or admin's --approve on the rollback itself.
     params = {

@@ -150,13 +150,32 @@ def state_impact(
     return GateResult("state_impact", "pass", f"warm ({len(added)} persisted primitive(s) added)", facts)
 
 
-def db_impact(candidate: list[str], serving: list[str] | None, *, declared: bool) -> GateResult:
-    """New migration files relative to what production runs. New migrations block preview until approved."""
+def migrations_in(paths: list[str], directories: set[str]) -> dict[str, str]:
+    """Migration files among an artifact's `paths`: name inside its directory -> that directory."""
+    found: dict[str, str] = {}
+    for directory in sorted(directories):
+        prefix = directory.strip("/").removeprefix("./") + "/"
+        for path in paths:
+            if path.startswith(prefix):
+                found.setdefault(path[len(prefix) :], directory)
+    return found
+
+
+def db_impact(
+    candidate: list[str], serving: list[str] | None, *, declared: bool, directories: list[str] | None = None
+) -> GateResult:
+    """New migration files relative to what production applied. New migrations block preview until approved.
+
+    `directories` are every migrations directory in play — the candidate's, production's, and any an applied
+    migration was found in — so a candidate that keeps migration files there but drops its `[database]` key is
+    still measured."""
     if not declared:
         return GateResult("db_impact", "pass", "none (no migrations directory declared)", {"impact": "none"})
     new = sorted(set(candidate) - set(serving or []))
     removed = sorted(set(serving or []) - set(candidate))
     facts = {"impact": "new_migrations" if new else "none", "new": new, "removed": removed}
+    if directories is not None:
+        facts["directories"] = directories
     if new:
         return GateResult(
             "db_impact",

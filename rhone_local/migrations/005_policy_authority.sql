@@ -25,3 +25,17 @@ WHERE subject_kind = 'runtime' AND name LIKE 'allocation of dep\_%' ESCAPE '\' A
 UPDATE tokens SET revoked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE subject_kind = 'runtime' AND name LIKE 'allocation of dep\_%' ESCAPE '\' AND revoked_at IS NULL
   AND allocation_id IS NULL;
+
+-- The database migrations applied in each environment: every migration file a route owner's artifact carried when
+-- it became the owner (by name inside its migrations directory). The set only grows — moving the route back does not
+-- un-apply a migration — so the deploy gate and rollbacks compare against it rather than against what a candidate
+-- chooses to declare. Environments routed before version 5 are filled in at the first start of this version.
+CREATE TABLE environment_migrations (
+    environment_id TEXT NOT NULL REFERENCES environments(id),
+    name TEXT NOT NULL,                   -- the file's path inside its directory, e.g. 0002_names.sql
+    directory TEXT NOT NULL,              -- the migrations directory it was found in
+    deployment_id TEXT NOT NULL REFERENCES deployments(id),  -- the first route owner that carried it
+    operation_id TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    PRIMARY KEY (environment_id, name)
+) STRICT;

@@ -94,3 +94,61 @@ def test_dropping_or_moving_the_state_schema_is_cold(stack: Stack) -> None:
     )
     assert (refused.status_code, refused.json()["error"]["code"]) == (409, "ack_cold_required")
     assert stack.approve(dropped["target_id"], ack_cold=True)["state"] == "preview_ready"
+
+
+INIT = "CREATE TABLE greetings (id INTEGER PRIMARY KEY);\n"
+NAMES = "ALTER TABLE greetings ADD COLUMN name TEXT;\n"
+
+
+def test_migrations_are_tracked_by_what_artifacts_carry_and_production_applied(stack: Stack) -> None:
+    local = stack.local
+    with_migrations = hello_config(database={"migrations": "migrations"})
+    v1_op = blocked(
+        stack, hello_files("1.0.0", **{"migrations/0001_init.sql": INIT}), with_migrations, "migration_needs_approval"
+    )
+    v1 = stack.approve(v1_op["target_id"])
+    assert stack.promote(v1["id"])[1]["state"] == "healthy"  # type: ignore[index]
+    production = local.store.environment(stack.app["id"], "production")
+    assert production is not None
+    assert local.store.applied_migrations(production["id"]) == {"0001_init.sql": "migrations"}
+
+    # The attack: a new migration file, and the [database] key dropped — it was "none (no migrations directory
+    # declared)". The directory production declared is still where migrations are looked for.
+    v2_files = hello_files("2.0.0", **{"migrations/0001_init.sql": INIT, "migrations/0002_names.sql": NAMES})
+    v2_op = blocked(stack, v2_files, hello_config(), "migration_needs_approval")
+    facts = gate(v2_op, "db_impact")["facts"]
+    assert (facts["impact"], facts["new"], facts["directories"]) == (
+        "new_migrations",
+        ["0002_names.sql"],
+        ["migrations"],
+    )
+    v2 = stack.approve(v2_op["target_id"])
+    assert stack.promote(v2["id"])[1]["state"] == "healthy"  # type: ignore[index]
+    applied = {"0001_init.sql": "migrations", "0002_names.sql": "migrations"}
+    assert local.store.applied_migrations(production["id"]) == applied
+
+    # A rollback past the applied migration is refused although v2 never declared its directory; so is promoting
+    # the older build again.
+    before = stack.world()
+    response, _ = stack.rollback()
+    assert (response.status_code, response.json()["error"]["code"]) == (409, "rollback_unsafe_db")
+    assert response.json()["error"]["details"]["migrations"] == ["0002_names.sql"]
+    response, _ = stack.promote(v1["id"])
+    assert (response.status_code, response.json()["error"]["code"]) == (409, "rollback_unsafe_db")
+    assert stack.world() == before and stack.owner_of() == (v2["id"], 2)
+
+    # --allow-unsafe-db moves it (audited); the migration stays applied, so the next move back is refused again.
+    _, op = stack.rollback(allow_unsafe_db=True)
+    assert op is not None and op["state"] == "rolled_back" and stack.owner_of() == (v1["id"], 3)
+    [record] = [r for r in local.audit_rows() if r["action"] == "route.rollback" and r["result"] == "allowed"]
+    assert "allow-unsafe-db past 0002_names.sql" in record["target"]
+    assert local.store.applied_migrations(production["id"]) == applied
+    assert stack.rollback()[1]["state"] == "rolled_back"  # type: ignore[index]  # back to v2: it has them all
+    response, _ = stack.rollback()
+    assert response.json()["error"]["code"] == "rollback_unsafe_db"
+
+    # A database from before schema 5 learns its applied set from the route history at the first start.
+    with local.store.write() as c:
+        c.execute("DELETE FROM environment_migrations")
+    assert local.workers.pipeline.record_route_history_migrations() == 2
+    assert local.store.applied_migrations(production["id"]) == applied
