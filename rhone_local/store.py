@@ -442,6 +442,16 @@ class Store:
     def environment(self, app_id: str, ref: str) -> dict[str, Any] | None:
         return self.one("SELECT * FROM environments WHERE app_id = ? AND (id = ? OR name = ?)", app_id, ref, ref)
 
+    def environments_of(self, app_id: str) -> list[dict[str, Any]]:
+        return self.all("SELECT * FROM environments WHERE app_id = ? ORDER BY id", app_id)
+
+    def update_environment(self, c: sqlite3.Connection, environment_id: str, **policy: bool) -> dict[str, Any]:
+        """Set policy columns (`frozen`, `approval_required`) of an environment in the caller's transaction; its row."""
+        assert set(policy) <= {"frozen", "approval_required"}
+        sets = ", ".join(f"{name} = ?" for name in policy)
+        c.execute(f"UPDATE environments SET {sets} WHERE id = ?", (*(int(v) for v in policy.values()), environment_id))
+        return _row(c.execute("SELECT * FROM environments WHERE id = ?", (environment_id,)).fetchone())  # type: ignore[return-value]
+
     def page(self, table: str, where: str, args: tuple, *, limit: int, cursor: str | None) -> list[dict[str, Any]]:
         """Rows of `table` matching `where`, ordered by id (ids are time-ordered), after `cursor`."""
         assert table in {

@@ -162,6 +162,10 @@ class Environment(_Model):
     operation_id: str
 
 
+class EnvironmentPolicyUpdate(_Model):
+    approval_required: bool = Field(description="Promotions and rollbacks need an owner's or admin's approval.")
+
+
 class EnvironmentCreate(_Model):
     name: str = Field(min_length=1, max_length=40, pattern=NAME_PATTERN)
     approval_required: bool = False
@@ -413,6 +417,14 @@ class DeploymentApprove(_Model):
     ack_cold: bool = Field(False, description="Acknowledge a cold deploy: live sessions will refresh.")
 
 
+class PolicyDrift(_Model):
+    environment: str
+    setting: Literal["approval_required"]
+    declared: bool = Field(description="What the deployment's rhone.toml declares.")
+    server: bool | None = Field(description="The environment's policy on the server; null: it does not exist there.")
+    fix: str = Field(description="The command that aligns the server with rhone.toml.")
+
+
 class Deployment(_Model):
     id: str
     workspace_id: str
@@ -429,6 +441,10 @@ class Deployment(_Model):
     approval: dict[str, Any] | None
     url: str
     allocations: list[Allocation]
+    policy_drift: list[PolicyDrift] = Field(
+        default_factory=list,
+        description="Where the deployment's rhone.toml [environments] differ from the server's environment policy.",
+    )
     created_at: str
     updated_at: str
 

@@ -292,9 +292,7 @@ def _set_frozen(
     workspace, environment = mutable_environment(request, principal, ws, prj, app, env, action)
 
     def perform(c: Any) -> tuple[int, dict]:
-        c.execute("UPDATE environments SET frozen = ? WHERE id = ?", (int(frozen), environment["id"]))
-        row = c.execute("SELECT * FROM environments WHERE id = ?", (environment["id"],)).fetchone()
-        return 200, env_view(dict(row))
+        return 200, env_view(get_store(request).update_environment(c, environment["id"], frozen=frozen))
 
     return mutate(request, principal, workspace["id"], action, f"{app}/{env}", {"frozen": frozen}, perform)
 
@@ -309,6 +307,22 @@ def freeze(request: Request, principal: Caller, ws: str, prj: str, app: str, env
 )
 def unfreeze(request: Request, principal: Caller, ws: str, prj: str, app: str, env: str) -> JSONResponse:
     return _set_frozen(request, principal, ws, prj, app, env, False)
+
+
+@router.post(APP + "/environments/{env}/policy", response_model=m.Environment, responses=ERRORS, tags=["environments"])
+def set_policy(
+    request: Request, principal: Caller, ws: str, prj: str, app: str, env: str, body: m.EnvironmentPolicyUpdate
+) -> JSONResponse:
+    """Change an environment's approval policy (owners and admins; audited with the old and new value)."""
+    workspace, environment = mutable_environment(request, principal, ws, prj, app, env, "environment.policy")
+    before = bool(environment["approval_required"])
+    target = f"{app}/{env} approval_required {str(before).lower()} -> {str(body.approval_required).lower()}"
+
+    def perform(c: Any) -> tuple[int, dict]:
+        row = get_store(request).update_environment(c, environment["id"], approval_required=body.approval_required)
+        return 200, env_view(row)
+
+    return mutate(request, principal, workspace["id"], "environment.policy", target, body.model_dump(), perform)
 
 
 @router.get(APP + "/routes", response_model=m.Page[m.RouteOwner], responses=READ_ERRORS, tags=["routes"])

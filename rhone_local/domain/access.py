@@ -30,6 +30,7 @@ MUTATIONS: dict[str, str] = {
     "route.rollback": "developer",
     "environment.freeze": "developer",  # anyone on call may stop promotions during an incident
     "environment.unfreeze": "admin",
+    "environment.policy": "admin",  # who must approve promotions is decided by those who may approve them
     "binding.create": "admin",  # it carries secrets and decides which data an environment writes to
     "binding.remove": "admin",
     "services.update": "admin",
