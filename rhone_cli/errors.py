@@ -135,6 +135,8 @@ CODE_EXIT_CODES: dict[str, int] = {
             "binding_exists",
             "rollback_target_not_previous_owner",
             "last_owner_token",
+            "route_key_taken",
+            "app_name_taken",
         ),
         ExitCode.CONFLICT,
     ),

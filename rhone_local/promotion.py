@@ -26,6 +26,14 @@ def route_key(app_name: str, environment_name: str) -> str:
     return f"{app_name}--{environment_name}"
 
 
+def route_key_taken(holder: dict[str, Any], key: str, workspace_id: str) -> str:
+    """Why `key` cannot be this app's: who holds it (another workspace's app is not named)."""
+    who = (
+        f"{holder['project']}/{holder['name']}" if holder["workspace_id"] == workspace_id else "another workspace's app"
+    )
+    return f"{who} already serves {key}; app names must be unique to share the edge, so this route did not move"
+
+
 def check_policy(store: Store, pipeline: DeployPipeline, params: dict[str, Any]) -> dict[str, Any]:
     """The promotion gates; raises StageFailed (or DomainError at request time) naming the first that fails."""
     deployment = store.deployment(params["deployment_id"])
@@ -116,6 +124,16 @@ class Promotions:
         """In the caller's transaction: the compare-and-swap and its event. Raises StageFailed on a lost race."""
         params = op["params"]
         deployment = self.store.deployment(params["deployment_id"])
+        # Route keys are hostnames on one edge: another app (of a project, or a workspace, that shares the name)
+        # may have taken this one since the request was accepted. Read in the CAS's transaction, so of two such
+        # promotions exactly one moves and the other fails cleanly (its target allocation is released).
+        holder = self.store.route_key_holder(c, params["route_key"], deployment["app_id"])
+        if holder is not None:
+            raise StageFailed(
+                "route_key_taken",
+                route_key_taken(holder, params["route_key"], deployment["workspace_id"]),
+                {"route_key": params["route_key"]},
+            )
         event = self.store.move_route(
             c,
             app_id=deployment["app_id"],

@@ -436,6 +436,22 @@ class Store:
     def app(self, project_id: str, ref: str) -> dict[str, Any] | None:
         return self.one("SELECT * FROM apps WHERE project_id = ? AND (id = ? OR name = ?)", project_id, ref, ref)
 
+    def app_named_elsewhere(
+        self, workspace_id: str, name: str, *, exclude: str, conn: sqlite3.Connection | None = None
+    ) -> dict[str, Any] | None:
+        """Another app of the workspace with this name (whatever its project), with its project's name: app names
+        name routes (`<app>--<env>`), so two apps of one name would claim the same hostnames."""
+        row = (
+            (conn or self.conn)
+            .execute(
+                "SELECT a.*, p.name AS project FROM apps a JOIN projects p ON p.id = a.project_id "
+                "WHERE a.workspace_id = ? AND a.name = ? AND a.id != ? ORDER BY a.id LIMIT 1",
+                (workspace_id, name, exclude),
+            )
+            .fetchone()
+        )
+        return _row(row)
+
     def app_by_id(self, app_id: str) -> dict[str, Any] | None:
         return self.one("SELECT * FROM apps WHERE id = ?", app_id)
 
@@ -719,6 +735,15 @@ class Store:
             app_id,
             environment_name,
         )
+
+    def route_key_holder(self, c: sqlite3.Connection, route_key: str, app_id: str) -> dict[str, Any] | None:
+        """The other app whose route holds `route_key` (read in the caller's transaction), with its project's name."""
+        row = c.execute(
+            "SELECT a.id, a.name, a.workspace_id, p.name AS project FROM route_owners r JOIN apps a ON a.id = r.app_id "
+            "JOIN projects p ON p.id = a.project_id WHERE r.route_key = ? AND r.app_id != ?",
+            (route_key, app_id),
+        ).fetchone()
+        return _row(row)
 
     def move_route(
         self,

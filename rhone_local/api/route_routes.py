@@ -27,7 +27,7 @@ from rhone_local.api.routes import (
 from rhone_local.domain.access import Principal
 from rhone_local.domain.errors import DomainError, conflict, not_found
 from rhone_local.pipeline import StageFailed
-from rhone_local.promotion import check_policy, route_key
+from rhone_local.promotion import check_policy, route_key, route_key_taken
 
 router = APIRouter()
 APP = "/v1/workspaces/{ws}/projects/{prj}/apps/{app}"
@@ -93,10 +93,12 @@ def _start(
     store = get_store(request)
     app = store.app_by_id(deployment["app_id"])
     key = route_key(app["name"], environment["name"])
-    taken = store.one("SELECT app_id FROM route_owners WHERE route_key = ? AND app_id != ?", key, app["id"])
-    if taken:
+    holder = store.route_key_holder(store.conn, key, app["id"])
+    if holder:
         raise conflict(
-            "route_key_taken", f"another app already serves {key}; app names must be unique to share an edge"
+            "route_key_taken",
+            route_key_taken(holder, key, app["workspace_id"]),
+            hint="deploy this code under another app name (rhone.toml [app] name)",
         )
     params = {
         "deployment_id": deployment["id"],

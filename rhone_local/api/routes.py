@@ -602,8 +602,25 @@ def create_app_(request: Request, principal: Caller, ws: str, prj: str, body: m.
         "app",
         params,
         f"{project['name']}/{body.name}",
-        lambda: get_store(request).app(project["id"], body.name) is not None,
+        lambda: _app_name_taken(get_store(request), workspace, project, body.name),
     )
+
+
+def _app_name_taken(store: Store, workspace: dict, project: dict, name: str) -> bool:
+    """True when the project has the app already; refused outright when another project of the workspace does: the
+    app's name is its hostname (`<app>--<env>`), which two apps cannot share."""
+    if store.app(project["id"], name) is not None:
+        return True
+    other = store.app_named_elsewhere(workspace["id"], name, exclude="")
+    if other is not None:
+        raise conflict(
+            "app_name_taken",
+            f"project {other['project']} already has an app named {name}; app names are unique in a workspace "
+            f"because they name its routes ({name}--production)",
+            hint=f"choose another app name (rhone.toml [app] name), or deploy to {other['project']}/{name}",
+            project=other["project"],
+        )
+    return False
 
 
 @router.get("/v1/workspaces/{ws}/projects/{prj}/apps/{app}", response_model=m.App, responses=READ_ERRORS, tags=["apps"])
