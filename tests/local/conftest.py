@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import itertools
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +210,15 @@ class LocalEnv:
 
     def audit_for(self, request_id: str) -> list[dict[str, Any]]:
         return [row for row in self.audit_rows() if row["request_id"] == request_id]
+
+
+def database_at_version(path: Path, version: int) -> sqlite3.Connection:
+    """A control database migrated only up to `version`, as an older Rhone Local left it (autocommit connection)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    for script in sorted(resources.files("rhone_local.migrations").iterdir(), key=lambda p: p.name):
+        if script.name.endswith(".sql") and (number := int(script.name.split("_", 1)[0])) <= version:
+            db.executescript(f"BEGIN;\n{script.read_text()}\nPRAGMA user_version={number};\nCOMMIT;")
+    return db
 
 
 def open_env(data_dir: Path, notifier: ChangeNotifier | None = None) -> tuple[LocalEnv, TestClient]:

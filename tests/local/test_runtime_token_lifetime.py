@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
-from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ from rhone_local.store import Store
 from tests.e2e.helpers import wait_until
 
 from ._stack import Stack, hello_config, hello_files, runtime_token_of
-from .conftest import auth
+from .conftest import auth, database_at_version
 
 pytestmark = pytest.mark.slow
 
@@ -69,11 +67,7 @@ def test_a_runtime_token_stops_working_when_its_allocation_leaves_ready(stack: S
 def test_allocation_tokens_from_before_version_5_are_bound_or_revoked(tmp_path: Path) -> None:
     """Pre-5 allocation tokens name only their deployment: bound to its newest live allocation, else revoked."""
     path = tmp_path / "rhone.db"
-    db = sqlite3.connect(path, isolation_level=None)
-    for script in sorted(resources.files("rhone_local.migrations").iterdir(), key=lambda p: p.name):
-        number = int(script.name.split("_", 1)[0]) if script.name.endswith(".sql") else 99
-        if number <= 4:
-            db.executescript(f"BEGIN;\n{script.read_text()}\nPRAGMA user_version={number};\nCOMMIT;")
+    db = database_at_version(path, 4)
     ts = "'2026-01-01T00:00:00.000Z'"
     db.executescript(
         f"INSERT INTO workspaces VALUES ('ws_a', 'a', {ts});"

@@ -8,15 +8,13 @@ as a non-member's is.
 
 from __future__ import annotations
 
-import sqlite3
-from importlib import resources
 from pathlib import Path
 
 from rhone_local.domain.access import hash_token
 from rhone_local.domain.ids import new_id
 from rhone_local.store import Store, now_iso
 
-from .conftest import BASE, Actor, LocalEnv, auth
+from .conftest import BASE, Actor, LocalEnv, auth, database_at_version
 
 EMAIL = "dev@example.test"
 
@@ -153,11 +151,7 @@ def test_a_token_never_exceeds_the_role_it_was_minted_with(local: LocalEnv) -> N
 def test_tokens_from_before_version_5_stay_bound_to_their_first_workspace(tmp_path: Path) -> None:
     """The migration binds existing user tokens to the workspace of their creation (the user's first membership)."""
     path = tmp_path / "rhone.db"
-    db = sqlite3.connect(path, isolation_level=None)
-    for script in sorted(resources.files("rhone_local.migrations").iterdir(), key=lambda p: p.name):
-        number = int(script.name.split("_", 1)[0]) if script.name.endswith(".sql") else 99
-        if number <= 4:
-            db.executescript(f"BEGIN;\n{script.read_text()}\nPRAGMA user_version={number};\nCOMMIT;")
+    db = database_at_version(path, 4)
     rows = (
         "INSERT INTO workspaces VALUES ('ws_first', 'first', '2026-01-01T00:00:00.000Z');"
         "INSERT INTO workspaces VALUES ('ws_second', 'second', '2026-01-02T00:00:00.000Z');"
