@@ -119,7 +119,7 @@ class Runner:
 
     # -- start ----------------------------------------------------------------------------------------------------
     def ensure_running(
-        self, deployment: dict[str, Any], environment: dict[str, Any], *, token: Callable[[], str]
+        self, deployment: dict[str, Any], environment: dict[str, Any], *, token: Callable[[str], str]
     ) -> dict[str, Any]:
         """The deployment's one allocation in the environment, in the primary region (a preview): its ready one, or
         a new one (ready or failed). Never leaves two live ones."""
@@ -134,7 +134,7 @@ class Runner:
         environment: dict[str, Any],
         count: int,
         *,
-        token: Callable[[], str],
+        token: Callable[[str], str],
         regions: list[dict[str, Any]],
     ) -> list[dict[str, Any]]:
         """Converge the deployment's allocations in the environment on `count` ready ones, spread over `regions`
@@ -209,7 +209,7 @@ class Runner:
         deployment: dict[str, Any],
         environment: dict[str, Any],
         *,
-        token: Callable[[], str],
+        token: Callable[[str], str],
         region: dict[str, Any],
         cell: dict[str, Any],
     ) -> dict[str, Any]:
@@ -256,7 +256,7 @@ class Runner:
             "RHONE_ENVIRONMENT": environment["name"],
             "RHONE_ARTIFACT_DIGEST": deployment["artifact_digest"],
             "RHONE_REGION": region["name"],  # internal topology, for logs; never part of a public URL or id
-            "RHONE_RUNTIME_TOKEN": token(),  # minted only for an allocation that really starts
+            "RHONE_RUNTIME_TOKEN": token(alloc["id"]),  # minted only for an allocation that starts; dies with it
         }
         log_file = self.log_path(alloc["id"])
         if self.closing.is_set():

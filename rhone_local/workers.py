@@ -321,12 +321,8 @@ class Workers:
             )
             parent_ok = True
         elif op["kind"] == "app.create":
-            taken = store.one(
-                "SELECT id FROM apps WHERE project_id = ? AND name = ? AND id != ?",
-                params["project_id"],
-                params["name"],
-                op["target_id"],
-            )
+            # Unique in the workspace, not only the project: the name is the app's hostname.
+            taken = store.app_named_elsewhere(op["workspace_id"], params["name"], exclude=op["target_id"])
             parent_ok = store.one("SELECT id FROM projects WHERE id = ?", params["project_id"]) is not None
         else:
             taken = store.one(
@@ -351,6 +347,13 @@ class Workers:
             )
             return {"project_id": target}
         if op["kind"] == "app.create":
+            # Checked again in this write transaction: two creates of one name in two projects both passed
+            # validating, and only one may insert (there is no unique index: databases from before the rule may
+            # hold such pairs already).
+            if self.store.app_named_elsewhere(op["workspace_id"], params["name"], exclude=target, conn=c):
+                raise DomainError(
+                    "name_taken", f"the app name {params['name']!r} is already taken in the workspace", 409
+                )
             c.execute(
                 "INSERT INTO apps VALUES (?, ?, ?, ?, ?, ?)",
                 (target, op["workspace_id"], params["project_id"], params["name"], ts, op["id"]),

@@ -76,6 +76,19 @@ def down(ctx: typer.Context, data_dir: DataDir = None) -> None:
     inv.out.result(doc, human)
 
 
+@app.command("recover-owner")
+def recover_owner(ctx: typer.Context, data_dir: DataDir = None) -> None:
+    """Mint a new owner token into <data dir>/owner.token, for an owner who lost or revoked every token. Needs write
+    access to the data directory; audited as token.recover."""
+    from rhone_cli.services import local
+
+    inv = invocation(ctx)
+    doc = local.recover_owner(inv, local.data_dir(inv, data_dir))
+    inv.out.result(
+        doc, lambda out: out.line(f"new owner token for {doc['owner']} ({doc['workspace']}) in {doc['token_file']}")
+    )
+
+
 @app.command("status")
 def status(ctx: typer.Context, data_dir: DataDir = None) -> None:
     """Show whether Rhone Local is running, where, and which version."""

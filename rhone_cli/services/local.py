@@ -263,6 +263,28 @@ def _write_profile(inv: Invocation, paths: Paths, api_url: str) -> None:
         inv.out.info(f"profile {PROFILE!r} now points at {api_url} and is the current profile")
 
 
+def recover_owner(inv: Invocation, root: Path) -> dict:
+    """A new owner token in `owner.token`, minted by Rhone Local's own module straight into the data directory (the
+    authority is write access to it; no API offers this); the `local` profile takes it when the server runs."""
+    require_server_packages()
+    command = [sys.executable, "-m", "rhone_local", "recover-owner", "--data-dir", str(root)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        raise RhoneError(
+            (result.stderr.strip().splitlines() or ["recovery failed"])[-1],
+            code="local_recover_failed",
+            exit_code=ExitCode.FAILED,
+            hint=f"is {root} the data directory of your Rhone Local (--data-dir)?",
+        )
+    doc = json.loads(result.stdout)
+    current = status(inv, root)
+    if current["running"]:
+        _write_profile(inv, Paths(root), current["api_url"])
+    else:
+        inv.out.info("Rhone Local is not running: `rhone local up` starts it and points the local profile at the token")
+    return {**doc, "profile_updated": current["running"]}
+
+
 def down(inv: Invocation, root: Path, *, timeout: float = 10.0) -> dict:
     paths = Paths(root)
     pid = _read_pid(paths)

@@ -29,6 +29,7 @@ from rhone_local.domain import manifest as manifests
 from rhone_local.domain.access import Principal
 from rhone_local.domain.errors import DomainError, conflict, forbidden, not_found
 from rhone_local.domain.ids import new_id
+from rhone_local.domain.policy import policy_drift
 from rhone_local.store import now_iso
 
 router = APIRouter()
@@ -112,6 +113,10 @@ def deployment_view(request: Request, row: dict) -> dict:
         "approval": row["approval"],
         "url": pipeline.url(row["id"]),
         "allocations": allocations,
+        "policy_drift": policy_drift(
+            (row["config"] or {}).get("environments") or {},
+            {e["name"]: e for e in store.environments_of(row["app_id"])},
+        ),
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }

@@ -21,8 +21,9 @@ def not_found(kind: str, ref: str) -> DomainError:
     return DomainError("not_found", f"{kind} {ref!r} not found", 404, {"kind": kind, "ref": ref})
 
 
-def conflict(code: str, message: str, **details: Any) -> DomainError:
-    return DomainError(code, message, 409, details)
+def conflict(code: str, message: str, *, hint: str | None = None, **details: Any) -> DomainError:
+    """A 409. `hint`, when given, is what to do next: it travels in `details.hint` (clients show it as their hint)."""
+    return DomainError(code, message, 409, {**details, **({"hint": hint} if hint else {})})
 
 
 def forbidden(code: str, message: str, **details: Any) -> DomainError:
