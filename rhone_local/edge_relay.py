@@ -15,6 +15,10 @@ What the relay does, per client connection:
 - relays the answer: head filtered of hop-by-hop headers, body as it comes (a body the app delimits by closing is
   re-framed as chunked for HTTP/1.1 clients); the client's write buffer pauses reading from the app;
 - a WebSocket (any `Upgrade`) becomes a byte tunnel once the app answers 101.
+What a client may hold is bounded (`Limits`, docs/security.md "Network clients of the edge"): a request head must
+arrive whole within `head_timeout` (a trickled head is cut at the same deadline), a body within `body_timeout`, an
+idle keep-alive connection lasts `keepalive_timeout`, and past `max_clients` connections a new one is refused with a
+503 — so the file descriptors the API, the store and the runner need in this process are never the edge's to spend.
 Refused connections are 503 (the allocation recorded as ready is not answering: still never another deployment);
 an app that fails mid-answer is 502 if nothing was sent yet, or a cut connection otherwise; no head within
 `UPSTREAM_HEAD_TIMEOUT` is 504.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -46,6 +51,46 @@ UPSTREAM_HEAD_TIMEOUT = 60.0
 FRESH_ENOUGH_SECONDS = 1.0
 SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 WRITE_HIGH_WATER = 256 * 1024
+# File descriptors kept for the rest of the process (the API's connections, the store's databases, the runner's logs
+# and probes) before the edge's share is counted; small limits keep half.
+RESERVED_FDS = 512
+MAX_OPEN_FILES = 1 << 20  # an "unlimited" limit counts as this many
+# Refused connections are half-closed and read out briefly (closing on unread bytes would reset the connection and
+# lose the 503); past this many at once the rest are closed at once.
+LINGERING_REFUSALS = 32
+REFUSAL_LINGER_SECONDS = 2.0
+REFUSAL_LOG_INTERVAL = 10.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one network client may hold of the edge; every value is documented in docs/security.md."""
+
+    head_timeout: float = 10.0  # a whole request head, from its first byte (on a new connection: from accept)
+    body_timeout: float = 60.0  # a whole request body, from the end of its head
+    keepalive_timeout: float = 30.0  # an idle connection between requests
+    send_timeout: float = 60.0  # an answer the client stops reading: no progress for this long cuts it
+    tunnel_idle_timeout: float = 3600.0  # an upgraded connection with no bytes either way (checked this often)
+    max_clients: int | None = None  # concurrent client connections; None: derived from the open-file limit
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit; returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):  # an unlimited hard limit may not be a soft one (macOS)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def client_cap(open_file_limit: int) -> int:
+    """Client connections the edge accepts at once: each may hold a second descriptor upstream, and a reserve stays
+    with the rest of the process."""
+    if open_file_limit == resource.RLIM_INFINITY or open_file_limit > MAX_OPEN_FILES:
+        open_file_limit = MAX_OPEN_FILES
+    reserve = min(RESERVED_FDS, open_file_limit // 2)
+    return max(1, (open_file_limit - reserve - LINGERING_REFUSALS) // 2)
+
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) never cross the edge; Host and Content-Length are rewritten by it.
 HOP_BY_HOP = frozenset(
@@ -91,6 +136,9 @@ def plain_response(status: int, text: str, *, close: bool = False) -> bytes:
     if close:
         head.append(b"connection: close")
     return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+CAPACITY_REFUSAL = plain_response(503, "503 the edge is at its connection limit; retry later\n", close=True)
 
 
 def _dropped_by_connection(headers: list[tuple[bytes, bytes]], noted: dict[bytes, bytes]) -> frozenset[bytes]:
@@ -152,6 +200,7 @@ class Upstream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
+            self.tunnel_client.tunnel_activity += 1
             self.tunnel.write(data)
             return
         exchange = self.exchange
@@ -422,16 +471,35 @@ class Client(asyncio.Protocol):
         self.exchange: Exchange | None = None
         self.refusal: bytes | None = None
         self.corked: list[bytes] | None = None  # writes held back until uncork(): one send for one upstream read
+        # One deadline at a time: for the head being read ("head"), its body ("body"), or the next request ("idle");
+        # none while the edge owes an answer. An established tunnel has its own idle check instead.
+        self.phase = ""
+        self.deadline: asyncio.TimerHandle | None = None
+        self.in_message = False  # bytes of a request have arrived and its head or body is not complete yet
+        self.stalled: asyncio.TimerHandle | None = None  # the client stopped reading an answer: cut it after a while
+        self.tunnel_activity = 0  # reads in either direction of a tunnel, compared between idle checks
+        self.lingering: asyncio.TimerHandle | None = None  # a refused connection, read out before it is closed
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        relay = self.relay
+        if len(relay.clients) >= relay.max_clients:
+            self.closing = True
+            self.lingering = relay.refuse_connection(transport)
+            return
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
-        self.relay.clients.add(self)
+        relay.clients.add(self)
+        self._expect("head", relay.limits.head_timeout)  # a connection that says nothing is not kept either
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        for timer in (self.deadline, self.stalled, self.lingering):
+            if timer is not None:
+                timer.cancel()
+        if self.lingering is not None:
+            self.relay.lingering -= 1
         self.relay.clients.discard(self)
         if self.tunnel is not None:
             self.tunnel.close()
@@ -444,6 +512,8 @@ class Client(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writable.clear()
+        if self.stalled is None:
+            self.stalled = self.relay.loop.call_later(self.relay.limits.send_timeout, self.abort)
         exchange = self.exchange
         if exchange is not None and exchange.upstream.transport is not None:
             exchange.upstream.transport.pause_reading()
@@ -452,6 +522,9 @@ class Client(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writable.set()
+        if self.stalled is not None:
+            self.stalled.cancel()
+            self.stalled = None
         exchange = self.exchange
         if exchange is not None and exchange.upstream.transport is not None and not exchange.upstream.closed:
             exchange.upstream.transport.resume_reading()
@@ -460,6 +533,7 @@ class Client(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
+            self.tunnel_activity += 1
             if self.tunnel.transport is not None:
                 self.tunnel.transport.write(data)
             return
@@ -486,6 +560,9 @@ class Client(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
+        self.in_message = True
+        if self.phase != "head":  # a new connection's head deadline runs from accept
+            self._expect("head", self.relay.limits.head_timeout)
         self.url = b""
         self.headers = []
         self.noted = {}
@@ -510,6 +587,10 @@ class Client(asyncio.Protocol):
         declared = self.noted.get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > MAX_REQUEST_BODY:
             raise _Refused(413, "413 request body too large for the local edge\n")  # before reading any of it
+        if b"transfer-encoding" in self.noted or declared.strip() not in (b"", b"0"):
+            self._expect("body", self.relay.limits.body_timeout)
+        else:
+            self._settle()
         expects = self.noted.get(b"expect", b"").lower() == b"100-continue"
         if expects and self.parser.get_http_version() == "1.1" and not self.queue and self.exchange is None:
             # The body is read here, before the app sees it. (With answers still owed to earlier pipelined requests
@@ -523,6 +604,8 @@ class Client(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.in_message = False
+        self._settle()
         if self.parser.should_upgrade():
             return  # feed_data raises HttpParserUpgrade next, with the bytes that follow the head
         self._enqueue(self._request())
@@ -574,6 +657,8 @@ class Client(asyncio.Protocol):
             if self.refusal is not None:
                 self.write(self.refusal)
                 self._close()
+            elif not self.in_message and not self.closing:
+                self._expect("idle", self.relay.limits.keepalive_timeout)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug here must cost one connection, not the edge
@@ -583,6 +668,35 @@ class Client(asyncio.Protocol):
     def _close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    # deadlines
+    def _expect(self, phase: str, seconds: float) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.phase = phase
+        self.deadline = self.relay.loop.call_later(seconds, self._deadline_passed)
+
+    def _settle(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        self.phase = ""
+
+    def _deadline_passed(self) -> None:
+        self.deadline = None
+        if self.in_message:  # a head or a body did not arrive whole in time: the client is told, then cut
+            self.phase = ""
+            self._refuse(408, "408 the request did not arrive in time\n")
+        else:  # nothing asked since the last answer (or since accept): no answer is owed
+            self._close()
+
+    def _tunnel_idle_check(self, activity_then: int) -> None:
+        if self.tunnel_activity == activity_then:
+            self._close()  # the upstream side closes with it (connection_lost)
+            return
+        self.deadline = self.relay.loop.call_later(
+            self.relay.limits.tunnel_idle_timeout, self._tunnel_idle_check, self.tunnel_activity
+        )
 
     async def _forward(self, request: Request) -> str:
         cookie = request.noted.get(b"cookie")
@@ -646,6 +760,10 @@ class Client(asyncio.Protocol):
         upstream.tunnel = self.transport
         upstream.tunnel_client = self
         upstream.exchange = None
+        self._settle()
+        self.deadline = self.relay.loop.call_later(
+            self.relay.limits.tunnel_idle_timeout, self._tunnel_idle_check, self.tunnel_activity
+        )
         self.transport.resume_reading()
 
     def cork(self) -> None:
@@ -676,12 +794,18 @@ class _Refused(Exception):
 class Relay:
     """The edge listener: `start()` serves on its own thread and event loop; `stop()` closes everything."""
 
-    def __init__(self, route: RouteFn, host: str, port: int) -> None:
+    def __init__(self, route: RouteFn, host: str, port: int, limits: Limits | None = None) -> None:
         self.route = route
         self.host, self.port = host, port
+        self.limits = limits or Limits()
+        self.max_clients = self.limits.max_clients or client_cap(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
         self.loop: asyncio.AbstractEventLoop = _new_loop()
         self.pool = Pool(self.loop)
         self.clients: set[Client] = set()
+        self.lingering = 0
+        self.refused = 0  # connections refused since the last log line
+        self.refusals_logged_at = float("-inf")
+        self.refusal_log: asyncio.TimerHandle | None = None
         self.server: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
         self.started = threading.Event()
@@ -723,6 +847,31 @@ class Relay:
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- over the cap -------------------------------------------------------------------------------------------
+    def refuse_connection(self, transport: asyncio.Transport) -> asyncio.TimerHandle | None:
+        """Answer a connection past the cap with a 503 and close it; the handle of its linger timer, if it lingers."""
+        self.refused += 1
+        if self.refusal_log is None:
+            due = max(self.loop.time(), self.refusals_logged_at + REFUSAL_LOG_INTERVAL)
+            self.refusal_log = self.loop.call_at(due, self._log_refusals)
+        transport.write(CAPACITY_REFUSAL)
+        if self.lingering >= LINGERING_REFUSALS or not transport.can_write_eof():
+            transport.close()
+            return None
+        self.lingering += 1  # counted down when the connection is lost
+        transport.write_eof()  # the client reads the 503, then its end of file; its own close ends the connection
+        return self.loop.call_later(REFUSAL_LINGER_SECONDS, transport.abort)
+
+    def _log_refusals(self) -> None:
+        self.refusal_log = None
+        self.refusals_logged_at = self.loop.time()
+        log.warning(
+            "edge: refused %d client connection(s): already serving its cap of %d concurrent connections",
+            self.refused,
+            self.max_clients,
+        )
+        self.refused = 0
 
     def stop(self) -> None:
         if self._thread is None or not self._thread.is_alive():

@@ -26,7 +26,7 @@ from rhone_local import __version__
 from rhone_local.api.app import create_app
 from rhone_local.domain.access import hash_token
 from rhone_local.edge import Edge
-from rhone_local.edge_relay import Relay
+from rhone_local.edge_relay import Limits, Relay, client_cap, raise_open_file_limit
 from rhone_local.notify import ChangeNotifier
 from rhone_local.pipeline import build_pipeline
 from rhone_local.promotion import Promotions
@@ -97,6 +97,7 @@ def _watch_processes(runner: Any, stop: threading.Event) -> None:
 def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     import uvicorn
 
+    open_files = raise_open_file_limit()  # the edge's connection cap is a share of it
     data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(data_dir / "rhone.db")
     bootstrap(store, data_dir)
@@ -122,8 +123,10 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     )
     relay = None
     if edge is not None:
-        relay = Relay(edge.candidates, host, edge_port)
+        limits = Limits(max_clients=client_cap(open_files))
+        relay = Relay(edge.candidates, host, edge_port, limits)
         relay.start()  # its own thread and event loop; a taken port fails here, before the state file is written
+        log.info("edge: up to %d concurrent client connections (open-file limit %d)", limits.max_clients, open_files)
     state_file = data_dir / "server.json"
     state_file.write_text(
         json.dumps(

@@ -10,16 +10,17 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
 
 from rhone_local import edge_relay
-from rhone_local.edge_relay import Relay
+from rhone_local.edge_relay import Limits, Relay
 from tests.e2e.helpers import wait_until
 
 BIG = 3 * 1024 * 1024 + 17
@@ -177,14 +178,30 @@ class Edge:
 
 
 @pytest.fixture
-def edge(app: ScriptedApp) -> Iterator[Edge]:
-    routes: dict[str, tuple[int, str | int]] = {"web.localhost": (200, app.port)}
-    relay = Relay(
-        lambda host, cookie=None: routes.get(host.split(":")[0], (404, f"no route for {host}")), "127.0.0.1", 0
-    )
-    relay.start()
-    yield Edge(relay, routes)
-    relay.stop()
+def edge_with(app: ScriptedApp) -> Iterator[Callable[..., Edge]]:
+    """Starts relays routing `web.localhost` to the scripted app, with the given `Limits`; stops them afterwards."""
+    started: list[Relay] = []
+
+    def start(**limits: float) -> Edge:
+        routes: dict[str, tuple[int, str | int]] = {"web.localhost": (200, app.port)}
+        relay = Relay(
+            lambda host, cookie=None: routes.get(host.split(":")[0], (404, f"no route for {host}")),
+            "127.0.0.1",
+            0,
+            Limits(**limits),
+        )
+        relay.start()
+        started.append(relay)
+        return Edge(relay, routes)
+
+    yield start
+    for relay in started:
+        relay.stop()
+
+
+@pytest.fixture
+def edge(edge_with: Callable[..., Edge]) -> Edge:
+    return edge_with()
 
 
 def get(conn: http.client.HTTPConnection, path: str, method: str = "GET", **kwargs) -> tuple[int, dict, bytes]:
@@ -459,3 +476,134 @@ def test_an_http10_keep_alive_client_is_told_the_connection_stays(edge: Edge) ->
             while not data.endswith(b"x" * 1234):
                 data += sock.recv(65536)
             assert b"connection: keep-alive" in data.lower()
+
+
+# -- what one client may hold: deadlines and the connection cap -----------------------------------------------------
+def _until_closed(sock: socket.socket) -> bytes:
+    """Everything the edge sends until it closes the connection (the socket's timeout fails a test that hangs)."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_an_incomplete_head_is_408_at_the_head_deadline(edge_with, app: ScriptedApp) -> None:
+    edge = edge_with(head_timeout=0.3)
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: web.localhost\r\n")  # the blank line never comes
+        answer = _until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 408") and b"connection: close" in answer
+    assert answer.endswith(b"408 the request did not arrive in time\n")
+    assert app.requests == [] and wait_until(lambda: not edge.relay.clients)
+
+
+def test_a_head_trickled_one_byte_at_a_time_is_cut_at_the_same_deadline(edge_with, app: ScriptedApp) -> None:
+    """The deadline is for the whole head: each byte arrives well within it, the head as a whole does not."""
+    edge = edge_with(head_timeout=0.5)
+    head = b"GET /echo HTTP/1.1\r\nHost: web.localhost\r\n" + b"X-Pad: " + b"p" * 200 + b"\r\n\r\n"
+    sent = 0
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        for byte in head:
+            readable, _, _ = select.select([sock], [], [], 0.02)
+            if readable:
+                break
+            sock.sendall(bytes([byte]))
+            sent += 1
+        answer = _until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert sent < len(head)  # cut before the trickle ended (it would take ~5 s; the deadline is 0.5 s)
+    assert app.requests == []
+
+
+def test_a_body_that_does_not_arrive_whole_in_time_is_408(edge_with, app: ScriptedApp) -> None:
+    edge = edge_with(body_timeout=0.3)
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: 10\r\n\r\nabc")
+        answer = _until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 408") and app.requests == []
+
+
+def test_idle_connections_are_closed_without_an_answer(edge_with, app: ScriptedApp) -> None:
+    edge = edge_with(head_timeout=0.3, keepalive_timeout=0.3)
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as silent:
+        assert _until_closed(silent) == b""  # said nothing: nothing is owed, the connection just ends
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as kept:
+        kept.sendall(b"GET /head HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
+        answer = _until_closed(kept)  # the answer, then the keep-alive deadline ends the connection
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"x" * 1234) and answer.count(b"HTTP/1.1") == 1
+    assert [r["target"] for r in app.requests] == ["/head"]
+
+
+def test_a_slow_app_is_not_cut_by_the_client_deadlines(edge_with, app: ScriptedApp) -> None:
+    edge = edge_with(head_timeout=0.2, body_timeout=0.2, keepalive_timeout=0.2)
+    conn = edge.connection()
+    assert get(conn, "/slow")[2] == b"late"  # 1.5 s for the app: the edge owes an answer, no client deadline runs
+    assert get(conn, "/echo", "POST", body=b"x")[0] == 200
+
+
+def test_a_client_that_stops_reading_an_answer_is_cut_after_the_send_timeout(edge_with, app: ScriptedApp) -> None:
+    edge = edge_with(send_timeout=0.3)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", edge.port))
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
+        assert wait_until(lambda: app.requests)  # the answer is under way ...
+        assert wait_until(lambda: not edge.relay.clients, timeout=10)  # ... and the edge gave up on this client
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += len(chunk)
+    assert received < BIG
+
+
+def test_an_idle_tunnel_is_closed_after_its_idle_timeout_and_a_busy_one_is_not(edge_with, app: ScriptedApp) -> None:
+    edge = edge_with(tunnel_idle_timeout=0.4)
+    upgrade = b"GET /ws HTTP/1.1\r\nHost: web.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as idle:
+        idle.sendall(upgrade)
+        assert idle.recv(65536).startswith(b"HTTP/1.1 101")
+        assert _until_closed(idle) == b""
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as busy:
+        busy.sendall(upgrade)
+        assert busy.recv(65536).startswith(b"HTTP/1.1 101")
+        for n in range(12):  # traffic every 0.1 s for three idle timeouts: never idle for one
+            busy.sendall(b"m%d" % n)
+            assert busy.recv(100) == b"M%d" % n
+            time.sleep(0.1)
+    assert edge_relay.Limits().tunnel_idle_timeout >= 3600  # the default tolerates an hour without traffic
+
+
+def test_connections_past_the_cap_are_refused_with_503_and_logged_once(
+    edge_with, app: ScriptedApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    edge = edge_with(max_clients=4)
+    held = [socket.create_connection(("127.0.0.1", edge.port), timeout=10) for _ in range(4)]
+    assert wait_until(lambda: len(edge.relay.clients) == 4)
+    with caplog.at_level("WARNING", logger="rhone_local.edge"):
+        for _ in range(10):
+            with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as extra:
+                answer = _until_closed(extra)
+            assert answer.startswith(b"HTTP/1.1 503") and b"connection: close" in answer
+            assert answer.endswith(b"503 the edge is at its connection limit; retry later\n")
+        assert wait_until(lambda: caplog.records)
+    [record] = [r for r in caplog.records if "refused" in r.getMessage()]  # one line for the burst, not ten
+    assert "cap of 4" in record.getMessage()
+    assert int(record.getMessage().split("refused ")[1].split()[0]) + edge.relay.refused == 10
+    assert app.requests == [] and len(edge.relay.clients) == 4
+    # The held connections are served, and once one goes a new client is accepted.
+    held[0].sendall(b"GET /echo HTTP/1.1\r\nHost: web.localhost\r\nConnection: close\r\n\r\n")
+    assert _until_closed(held[0]).startswith(b"HTTP/1.1 200")
+    assert wait_until(lambda: len(edge.relay.clients) == 3)
+    assert get(edge.connection(), "/echo")[0] == 200
+    for sock in held:
+        sock.close()
+
+
+def test_the_cap_keeps_a_reserve_of_descriptors_for_the_rest_of_the_process() -> None:
+    assert edge_relay.client_cap(256) == (256 - 128 - edge_relay.LINGERING_REFUSALS) // 2
+    assert edge_relay.client_cap(20_000) == (20_000 - 512 - edge_relay.LINGERING_REFUSALS) // 2
+    assert edge_relay.client_cap(-1) == edge_relay.client_cap(1 << 20)  # RLIM_INFINITY
+    for limit in (8, 64, 256, 1024, 4096, 1 << 20):
+        cap = edge_relay.client_cap(limit)
+        assert cap >= 1 and 2 * cap + edge_relay.LINGERING_REFUSALS <= max(limit, 2 + edge_relay.LINGERING_REFUSALS)
