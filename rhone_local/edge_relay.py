@@ -164,7 +164,9 @@ class Request:
     upgrade: bytes | None = None  # bytes already received after the head of an Upgrade request
     noted: dict[bytes, bytes] = field(default_factory=dict)
 
-    def head_for(self, port: int, client_ip: str) -> bytes:
+    def head_for(self, port: int, client: Peer) -> bytes:
+        """The head the app gets: hop-by-hop headers gone, and the edge's own forwarding headers (the client's own
+        never arrive: `Client.on_header` drops them)."""
         drop = _dropped_by_connection(self.headers, self.noted)
         lines = [b"%s %s HTTP/1.1" % (self.method, self.target), b"host: 127.0.0.1:%d" % port]
         lines += [name + b": " + value for name, value in self.headers if name not in drop]
@@ -172,11 +174,39 @@ class Request:
             lines += [b"connection: upgrade"] + [b"upgrade: " + v for n, v in self.headers if n == b"upgrade"]
         if self.body or self.method in (b"POST", b"PUT", b"PATCH"):
             lines.append(b"content-length: %d" % len(self.body))
-        lines.append(b"x-forwarded-host: " + self.host.encode("latin-1"))
+        host = self.noted.get(b"host")
+        lines.append(b"x-forwarded-for: " + client.address)
         lines.append(b"x-forwarded-proto: http")
-        if client_ip:
-            lines.append(b"x-forwarded-for: " + client_ip.encode())
+        if host is None:
+            lines.append(b"forwarded: for=%s;proto=http" % client.node)
+        else:
+            lines.append(b"x-forwarded-host: " + host)
+            lines.append(b"forwarded: for=%s;host=%s;proto=http" % (client.node, _quoted(host)))
         return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A client's address as the forwarding headers carry it: bare, and as a `Forwarded` node (RFC 7239 §6)."""
+
+    address: bytes
+    node: bytes
+
+    @classmethod
+    def of(cls, peername: Any) -> Peer:
+        if not peername:
+            return cls(b"unknown", b"unknown")
+        address = str(peername[0]).encode()
+        return cls(address, b'"[%s]"' % address if b":" in address else address)
+
+
+def _quoted(value: bytes) -> bytes:
+    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def _untrusted(name: bytes) -> bool:
+    """Headers that would tell the app who the client is or how it came: only the edge may say that."""
+    return name.startswith(b"x-forwarded-") or name in (b"forwarded", b"x-real-ip")
 
 
 # -- upstream: one connection to an allocation ----------------------------------------------------------------------
@@ -467,7 +497,7 @@ class Client(asyncio.Protocol):
         self.tunnel: Upstream | None = None
         self.writable = asyncio.Event()
         self.writable.set()
-        self.peer = ""
+        self.peer = Peer(b"unknown", b"unknown")
         self.exchange: Exchange | None = None
         self.refusal: bytes | None = None
         self.corked: list[bytes] | None = None  # writes held back until uncork(): one send for one upstream read
@@ -488,8 +518,7 @@ class Client(asyncio.Protocol):
             self.lingering = relay.refuse_connection(transport)
             return
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        peer = transport.get_extra_info("peername")
-        self.peer = peer[0] if peer else ""
+        self.peer = Peer.of(transport.get_extra_info("peername"))
         relay.clients.add(self)
         self._expect("head", relay.limits.head_timeout)  # a connection that says nothing is not kept either
 
@@ -579,6 +608,8 @@ class Client(asyncio.Protocol):
         if self.head_size > MAX_HEAD_BYTES:
             raise _Refused(431, "431 request head too large\n")
         name = name.lower()
+        if _untrusted(name):
+            return
         self.headers.append((name, value))
         if name in NOTED:
             self.noted.setdefault(name, value)

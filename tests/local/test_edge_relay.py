@@ -219,7 +219,41 @@ def test_a_request_reaches_the_routed_app_with_forwarding_headers_and_its_body(e
     sent = dict(seen["headers"])
     assert sent["host"] == f"127.0.0.1:{app.port}" and sent["x-forwarded-host"] == "web.localhost"
     assert sent["x-forwarded-proto"] == "http" and sent["x-forwarded-for"] == "127.0.0.1"
+    assert sent["forwarded"] == 'for=127.0.0.1;host="web.localhost";proto=http'
     assert sent["content-length"] == "8"
+
+
+def test_the_app_gets_the_edges_forwarding_headers_never_the_clients(edge: Edge, app: ScriptedApp) -> None:
+    forged = [
+        ("X-Forwarded-For", "6.6.6.6"),
+        ("x-forwarded-for", "7.7.7.7, 8.8.8.8"),
+        ("X-Forwarded-Host", "bank.example"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Port", "443"),
+        ("X-Forwarded-Prefix", "/admin"),
+        ("Forwarded", "for=6.6.6.6;host=bank.example;proto=https"),
+        ("X-Real-IP", "6.6.6.6"),
+    ]
+    head = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in forged)
+    answer = edge.raw(
+        b"GET /echo HTTP/1.1\r\nHost: web.localhost\r\n" + head + b"X-Kept: yes\r\nConnection: close\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 200")
+    sent = [(k.lower(), v) for k, v in app.requests[-1]["headers"]]
+    forwarding = [(k, v) for k, v in sent if k.startswith("x-forwarded-") or k in ("forwarded", "x-real-ip")]
+    assert sorted(forwarding) == [
+        ("forwarded", 'for=127.0.0.1;host="web.localhost";proto=http'),
+        ("x-forwarded-for", "127.0.0.1"),
+        ("x-forwarded-host", "web.localhost"),
+        ("x-forwarded-proto", "http"),
+    ]
+    assert ("x-kept", "yes") in sent  # every other header still arrives
+
+
+def test_forwarding_headers_name_ipv6_clients_as_rfc_7239_nodes() -> None:
+    assert edge_relay.Peer.of(("::1", 5000, 0, 0)) == edge_relay.Peer(b"::1", b'"[::1]"')
+    assert edge_relay.Peer.of(("10.0.0.2", 5000)) == edge_relay.Peer(b"10.0.0.2", b"10.0.0.2")
+    assert edge_relay.Peer.of(None) == edge_relay.Peer(b"unknown", b"unknown")
 
 
 def test_a_route_refusal_is_answered_by_the_edge_and_the_app_sees_nothing(edge: Edge, app: ScriptedApp) -> None:
