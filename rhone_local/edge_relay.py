@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import resource
 import threading
 from collections import deque
@@ -110,6 +111,8 @@ HOP_BY_HOP = frozenset(
         b"expect",
     }
 )
+# A Host header: a registered name, an IPv4 address or a bracketed IPv6 address (RFC 3986 §3.2.2), and a port.
+VALID_HOST = re.compile(rb"^(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 # Headers the relay itself looks at, noted while parsing (first occurrence), so nothing scans a head twice.
 NOTED = frozenset({b"host", b"cookie", b"connection", b"content-length", b"transfer-encoding", b"expect"})
 REASONS = {
@@ -161,7 +164,7 @@ class Request:
     version: str
     keep_alive: bool
     body: bytes = b""
-    upgrade: bytes | None = None  # bytes already received after the head of an Upgrade request
+    upgrade: bytes | None = None  # bytes after the head of an Upgrade request: the app gets them once it answers 101
     noted: dict[bytes, bytes] = field(default_factory=dict)
 
     def head_for(self, port: int, client: Peer) -> bytes:
@@ -202,6 +205,23 @@ class Peer:
 
 def _quoted(value: bytes) -> bytes:
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def _checked_target(method: bytes, target: bytes, host: bytes | None) -> bytes:
+    """The origin-form target the app gets. An absolute-form target (`http://host/path`) is accepted only when it
+    names the Host header's host: the app must never be asked about another site than the one the edge routed."""
+    if target[:1] == b"/":
+        return target
+    if target == b"*" and method == b"OPTIONS":
+        return target
+    scheme, separator, rest = target.partition(b"://")
+    if not separator or scheme.lower() != b"http":
+        raise _Refused(400, "400 the request target must be a path (the edge is not a forward proxy)\n")
+    cut = [i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0]
+    authority, path = (rest[: min(cut)], rest[min(cut) :]) if cut else (rest, b"")
+    if host is None or authority.lower() != host.lower():
+        raise _Refused(400, "400 the request target names another host than the Host header\n")
+    return path if path[:1] == b"/" else b"/" + path
 
 
 def _untrusted(name: bytes) -> bool:
@@ -462,6 +482,8 @@ class Exchange:
         head += [name + b": " + value for name, value in self.response_headers]
         self.client.write(b"\r\n".join(head) + b"\r\n\r\n" + rest)
         self.head_sent = True
+        if self.request.upgrade:  # what the client sent after its head belongs to the new protocol, only now
+            self.upstream.transport.write(self.request.upgrade)
         self.client.tunnel_to(self.upstream)
         self.done.set_result("tunnel")
 
@@ -612,9 +634,12 @@ class Client(asyncio.Protocol):
             return
         self.headers.append((name, value))
         if name in NOTED:
+            if name == b"host" and name in self.noted:
+                raise _Refused(400, "400 a request has one Host header\n")
             self.noted.setdefault(name, value)
 
     def on_headers_complete(self) -> None:
+        self.url = _checked_target(self.parser.get_method(), self.url, self._checked_host())
         declared = self.noted.get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > MAX_REQUEST_BODY:
             raise _Refused(413, "413 request body too large for the local edge\n")  # before reading any of it
@@ -643,6 +668,15 @@ class Client(asyncio.Protocol):
         if len(self.queue) >= MAX_PIPELINED:
             self.transport.pause_reading()
 
+    def _checked_host(self) -> bytes | None:
+        host = self.noted.get(b"host")
+        if host is None:
+            if self.parser.get_http_version() == "1.1":
+                raise _Refused(400, "400 an HTTP/1.1 request needs a Host header\n")
+        elif not VALID_HOST.match(host):
+            raise _Refused(400, "400 the Host header is not a host name or address with an optional port\n")
+        return host
+
     # the work
     def _request(self, upgrade: bytes | None = None) -> Request:
         host = self.noted.get(b"host", b"").decode("latin-1")
@@ -665,6 +699,7 @@ class Client(asyncio.Protocol):
 
     def _refuse(self, status: int, text: str) -> None:
         # After a parse error the connection's framing is lost: answer once, after anything already queued, and close.
+        self._settle()
         self.closing = True
         self.refusal = plain_response(status, text, close=True)
         self.transport.pause_reading()
@@ -715,6 +750,8 @@ class Client(asyncio.Protocol):
 
     def _deadline_passed(self) -> None:
         self.deadline = None
+        if self.closing:
+            return
         if self.in_message:  # a head or a body did not arrive whole in time: the client is told, then cut
             self.phase = ""
             self._refuse(408, "408 the request did not arrive in time\n")
@@ -767,7 +804,7 @@ class Client(asyncio.Protocol):
             exchange = Exchange(self, request, upstream, self.relay.loop.create_future())
             upstream.exchange = exchange
             self.exchange = exchange
-            upstream.transport.write(head + request.body if request.upgrade is None else head + request.upgrade)
+            upstream.transport.write(head + request.body)  # bytes after an Upgrade head wait for its 101
             timer = self.relay.loop.call_later(UPSTREAM_HEAD_TIMEOUT, self._head_timeout, exchange)
             try:
                 outcome = await exchange.done

@@ -641,3 +641,76 @@ def test_the_cap_keeps_a_reserve_of_descriptors_for_the_rest_of_the_process() ->
     for limit in (8, 64, 256, 1024, 4096, 1 << 20):
         cap = edge_relay.client_cap(limit)
         assert cap >= 1 and 2 * cap + edge_relay.LINGERING_REFUSALS <= max(limit, 2 + edge_relay.LINGERING_REFUSALS)
+
+
+# -- HTTP conformance: which host the app is asked about -------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("request_head", "reason"),
+    [
+        (b"GET /echo HTTP/1.1\r\n\r\n", b"needs a Host header"),
+        (b"GET /echo HTTP/1.1\r\nHost: web.localhost\r\nHost: web.localhost\r\n\r\n", b"one Host header"),
+        (b"GET /echo HTTP/1.1\r\nHost: web.localhost\r\nhost: other.localhost\r\n\r\n", b"one Host header"),
+        (b'GET /echo HTTP/1.1\r\nHost: "web.localhost"\r\n\r\n', b"not a host name"),
+        (b"GET /echo HTTP/1.1\r\nHost: web.localhost/admin\r\n\r\n", b"not a host name"),
+        (b"GET http://other.localhost/echo HTTP/1.1\r\nHost: web.localhost\r\n\r\n", b"another host"),
+        (b"GET http://web.localhost:1/echo HTTP/1.1\r\nHost: web.localhost\r\n\r\n", b"another host"),
+        (b"GET http://user@web.localhost/echo HTTP/1.1\r\nHost: web.localhost\r\n\r\n", b"another host"),
+        (b"GET https://web.localhost/echo HTTP/1.1\r\nHost: web.localhost\r\n\r\n", b"not a forward proxy"),
+        (b"CONNECT web.localhost:443 HTTP/1.1\r\nHost: web.localhost:443\r\n\r\n", b"not a forward proxy"),
+        (b"GET * HTTP/1.1\r\nHost: web.localhost\r\n\r\n", b"not a forward proxy"),
+    ],
+)
+def test_a_request_without_one_clear_host_is_400_and_the_app_sees_nothing(
+    edge: Edge, app: ScriptedApp, request_head: bytes, reason: bytes
+) -> None:
+    edge.routes["other.localhost"] = (200, app.port)
+    answer = edge.raw(request_head)
+    assert answer.startswith(b"HTTP/1.1 400") and reason in answer and b"connection: close" in answer
+    assert app.requests == [] and app.connections == 0
+
+
+def test_an_http10_request_without_host_is_routed_nowhere(edge: Edge, app: ScriptedApp) -> None:
+    assert edge.raw(b"GET /echo HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 404")
+    assert app.requests == []
+
+
+def test_an_absolute_form_target_naming_the_host_reaches_the_app_in_origin_form(edge: Edge, app: ScriptedApp) -> None:
+    for target in (b"http://WEB.localhost/echo?x=1", b"http://web.localhost?y", b"*"):
+        method = b"OPTIONS" if target == b"*" else b"GET"
+        edge.raw(b"%s %s HTTP/1.1\r\nHost: web.localhost\r\nConnection: close\r\n\r\n" % (method, target))
+    assert [r["target"] for r in app.requests] == ["/echo?x=1", "/?y", "*"]
+    assert (
+        json.loads(
+            edge.raw(b"GET http://web.localhost/echo HTTP/1.0\r\nHost: web.localhost\r\n\r\n").split(b"\r\n\r\n", 1)[1]
+        )["target"]
+        == "/echo"
+    )
+
+
+def test_bytes_after_an_upgrade_the_app_refused_never_reach_it_as_a_request(edge: Edge, app: ScriptedApp) -> None:
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: web.localhost\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
+    answer = edge.raw(
+        b"GET /echo HTTP/1.1\r\nHost: web.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n" + smuggled
+    )
+    assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"HTTP/1.1 ") == 1  # one answer, then the close
+    assert [r["target"] for r in app.requests] == ["/echo"]
+    assert wait_until(lambda: app.connections == 1) and not any(edge.relay.pool.idle.values())
+
+
+def test_an_upgrade_keeps_origin_and_websocket_headers_byte_exact(edge: Edge, app: ScriptedApp) -> None:
+    sent_headers = [
+        ("Origin", "http://web.localhost:8471"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Protocol", "chat, superchat"),
+        ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits"),
+    ]
+    head = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in sent_headers)
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(
+            b"GET /ws HTTP/1.1\r\nHost: web.localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + head + b"\r\n"
+        )
+        assert sock.recv(65536).startswith(b"HTTP/1.1 101")
+    received = app.requests[-1]["headers"]
+    for name, value in sent_headers:  # names travel lower-cased (they are case-insensitive); values as sent
+        assert received.count((name.lower(), value)) == 1, name
