@@ -93,7 +93,7 @@ def client_cap(open_file_limit: int) -> int:
     return max(1, (open_file_limit - reserve - LINGERING_REFUSALS) // 2)
 
 
-# Hop-by-hop headers (RFC 9110 §7.6.1) never cross the edge; Host and Content-Length are rewritten by it.
+# Hop-by-hop headers (RFC 9110 §7.6.1) never cross the edge; Host and Content-Length are written by it.
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -171,13 +171,15 @@ class Request:
         """The head the app gets: hop-by-hop headers gone, and the edge's own forwarding headers (the client's own
         never arrive: `Client.on_header` drops them)."""
         drop = _dropped_by_connection(self.headers, self.noted)
-        lines = [b"%s %s HTTP/1.1" % (self.method, self.target), b"host: 127.0.0.1:%d" % port]
+        host = self.noted.get(b"host")
+        # The client's Host, unchanged: frameworks compare it with Origin (CSRF, WebSocket origin checks) and build
+        # absolute URLs and redirects from it, as behind any reverse proxy.
+        lines = [b"%s %s HTTP/1.1" % (self.method, self.target), b"host: " + (host or b"127.0.0.1:%d" % port)]
         lines += [name + b": " + value for name, value in self.headers if name not in drop]
         if self.upgrade is not None:
             lines += [b"connection: upgrade"] + [b"upgrade: " + v for n, v in self.headers if n == b"upgrade"]
         if self.body or self.method in (b"POST", b"PUT", b"PATCH"):
             lines.append(b"content-length: %d" % len(self.body))
-        host = self.noted.get(b"host")
         lines.append(b"x-forwarded-for: " + client.address)
         lines.append(b"x-forwarded-proto: http")
         if host is None:

@@ -37,6 +37,11 @@ def _read_head(conn: socket.socket, buffer: bytearray) -> bytes | None:
     return head
 
 
+def _same_origin(headers: list[tuple[str, str]]) -> bool:
+    values = {k.lower(): v for k, v in headers}
+    return values.get("origin", "").split("://", 1)[-1] == values.get("host")
+
+
 @dataclass
 class ScriptedApp:
     """An app server on a free port; each path answers in one particular way. Counts connections and requests."""
@@ -130,7 +135,12 @@ class ScriptedApp:
                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, X-Private\r\n"
                 b"Keep-Alive: timeout=5\r\nX-Private: secret\r\nX-Public: yes\r\n\r\nok"
             )
-        elif path == "/ws":
+        elif path == "/origin-ws" and not _same_origin(headers):  # a framework's WebSocket origin check
+            refusal = b"origin does not match host"
+            conn.sendall(
+                b"HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\nX-App: yes\r\n\r\n%s" % (len(refusal), refusal)
+            )
+        elif path in ("/ws", "/origin-ws"):
             conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
             data = bytes(buffer)
             while True:  # echo, upper-cased, until the peer goes
@@ -217,7 +227,7 @@ def test_a_request_reaches_the_routed_app_with_forwarding_headers_and_its_body(e
     assert status == 200 and headers["x-app"] == "yes"
     assert seen["method"] == "POST" and seen["target"] == "/echo?x=1" and seen["body"] == '{"a": 1}'
     sent = dict(seen["headers"])
-    assert sent["host"] == f"127.0.0.1:{app.port}" and sent["x-forwarded-host"] == "web.localhost"
+    assert sent["host"] == "web.localhost" and sent["x-forwarded-host"] == "web.localhost"
     assert sent["x-forwarded-proto"] == "http" and sent["x-forwarded-for"] == "127.0.0.1"
     assert sent["forwarded"] == 'for=127.0.0.1;host="web.localhost";proto=http'
     assert sent["content-length"] == "8"
@@ -714,3 +724,27 @@ def test_an_upgrade_keeps_origin_and_websocket_headers_byte_exact(edge: Edge, ap
     received = app.requests[-1]["headers"]
     for name, value in sent_headers:  # names travel lower-cased (they are case-insensitive); values as sent
         assert received.count((name.lower(), value)) == 1, name
+
+
+# -- the client's Host reaches the app ------------------------------------------------------------------------------
+def test_the_app_sees_the_clients_host_so_its_websocket_origin_check_passes(edge: Edge, app: ScriptedApp) -> None:
+    def upgrade(origin: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+            sock.sendall(
+                b"GET /origin-ws HTTP/1.1\r\nHost: web.localhost:8471\r\nOrigin: %s\r\nConnection: Upgrade\r\n"
+                b"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n" % origin
+            )
+            answer = sock.recv(65536)
+            if answer.startswith(b"HTTP/1.1 101"):
+                sock.sendall(b"frame")
+                answer += sock.recv(100)
+            return answer
+
+    switched = upgrade(b"http://web.localhost:8471")
+    assert switched.startswith(b"HTTP/1.1 101") and switched.endswith(b"FRAME")
+    assert dict(app.requests[-1]["headers"])["host"] == "web.localhost:8471"
+    # A mismatched Origin: the app decides, and its own refusal reaches the client unchanged.
+    refused = upgrade(b"http://evil.example")
+    assert refused.startswith(b"HTTP/1.1 403 Forbidden\r\n") and refused.endswith(b"\r\n\r\norigin does not match host")
+    assert b"content-length: 26" in refused.lower() and b"x-app: yes" in refused.lower()
+    assert dict(app.requests[-1]["headers"])["origin"] == "http://evil.example"  # the edge never rewrites Origin
