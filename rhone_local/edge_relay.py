@@ -8,8 +8,10 @@ arrive — the upstream connection is reused, the body is never re-buffered.
 What the relay does, per client connection:
 - parses requests (pipelined ones queue, in order), reads each body whole (bounded) so the upstream always gets a
   Content-Length — simple app servers do not read chunked request bodies;
-- asks `Edge.candidates(host, cookie)` where it goes; anything but ports is answered here in plain text (404, 503 …);
-  a candidate that refuses the connection gives way to the next (the same owner's other allocations);
+- asks `Edge.candidates(host, affinity)` where it goes (`affinity`: the values of the edge's own affinity cookie,
+  which is taken out of the Cookie header the app gets); anything but targets is answered here in plain text (404,
+  503 …); a target that refuses the connection gives way to the next (the same owner's other allocations), and the
+  one that answers may add the edge's Set-Cookie to its answer;
 - sends the request on an idle connection to that port, or a new one; a reused connection that closes before any
   answer byte is retried once on a fresh one (the app closed it while idle — the request was never seen);
 - relays the answer: head filtered of hop-by-hop headers, body as it comes (a body the app delimits by closing is
@@ -35,7 +37,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import httptools
 
@@ -113,6 +115,9 @@ HOP_BY_HOP = frozenset(
 )
 # A Host header: a registered name, an IPv4 address or a bracketed IPv6 address (RFC 3986 §3.2.2), and a port.
 VALID_HOST = re.compile(rb"^(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+# The edge's own affinity cookie (its values mean something only to `Edge`); the app never sees it.
+AFFINITY_COOKIE = b"rhone_affinity"
+AFFINITY_MARK = AFFINITY_COOKIE + b"="
 # Headers the relay itself looks at, noted while parsing (first occurrence), so nothing scans a head twice.
 NOTED = frozenset({b"host", b"cookie", b"connection", b"content-length", b"transfer-encoding", b"expect"})
 REASONS = {
@@ -125,8 +130,16 @@ REASONS = {
     504: b"Gateway Timeout",
 }
 
-# (Host header, Cookie header) -> (200, candidate ports in order) or (status, reason)
-RouteFn = Callable[[str, "str | None"], "tuple[int, str | int | list[int]]"]
+# (Host header, affinity cookie values) -> (200, targets in order of preference) or (status, reason)
+RouteFn = Callable[[str, "tuple[str, ...]"], "tuple[int, str | list[Target]]"]
+
+
+class Target(NamedTuple):
+    """Where a request may go: an allocation's port, and the Set-Cookie value its answer carries when it serves it
+    (the edge's affinity cookie naming it, for a client that did not have a valid one)."""
+
+    port: int
+    set_cookie: bytes | None = None
 
 
 def plain_response(status: int, text: str, *, close: bool = False) -> bytes:
@@ -166,6 +179,7 @@ class Request:
     body: bytes = b""
     upgrade: bytes | None = None  # bytes after the head of an Upgrade request: the app gets them once it answers 101
     noted: dict[bytes, bytes] = field(default_factory=dict)
+    affinity: tuple[str, ...] = ()  # values of the edge's affinity cookie (taken out of the headers above)
 
     def head_for(self, port: int, client: Peer) -> bytes:
         """The head the app gets: hop-by-hop headers gone, and the edge's own forwarding headers (the client's own
@@ -244,6 +258,7 @@ class Upstream(asyncio.Protocol):
         self.tunnel: asyncio.Transport | None = None
         self.tunnel_client: Client | None = None
         self.idle_since = 0.0
+        self.held = False  # counted in the pool's open connections: a request, an answer or a tunnel is under way
         self.parser = httptools.HttpResponseParser(self)
 
     # asyncio callbacks
@@ -276,6 +291,7 @@ class Upstream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.pool.release(self)
         self.pool.forget(self)
         if self.tunnel is not None:
             self.tunnel.close()
@@ -323,11 +339,35 @@ class Upstream(asyncio.Protocol):
 
 
 class Pool:
-    """Idle upstream connections per port, reused most-recent first."""
+    """Upstream connections per port: the idle ones, reused most-recent first, and how many are in use."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.idle: dict[int, list[Upstream]] = {}
+        self.open: dict[int, int] = {}  # port -> connections carrying a request, an answer or a tunnel
+        self.serving: frozenset[int] | None = None  # ports of allocations in rotation (None: not known yet)
+
+    def hold(self, upstream: Upstream) -> None:
+        if not upstream.held:
+            upstream.held = True
+            self.open[upstream.port] = self.open.get(upstream.port, 0) + 1
+
+    def release(self, upstream: Upstream) -> None:
+        if upstream.held:
+            upstream.held = False
+            left = self.open[upstream.port] - 1
+            if left:
+                self.open[upstream.port] = left
+            else:
+                del self.open[upstream.port]
+
+    def retire(self, serving: frozenset[int]) -> None:
+        """Only ports in `serving` keep idle connections: an allocation out of rotation must not be held open by the
+        edge (its drain ends when its last real connection closes)."""
+        self.serving = serving
+        for port in [p for p in self.idle if p not in serving]:
+            for upstream in self.idle.pop(port):
+                upstream.close()
 
     def take(self, port: int, *, max_idle: float | None = None) -> Upstream | None:
         """The most recently used idle connection to `port` (idle for at most `max_idle` seconds, when given)."""
@@ -343,8 +383,11 @@ class Pool:
         return None
 
     def give_back(self, upstream: Upstream) -> None:
+        if upstream.closed or (self.serving is not None and upstream.port not in self.serving):
+            upstream.close()
+            return
         idle = self.idle.setdefault(upstream.port, [])
-        if upstream.closed or len(idle) >= MAX_IDLE_PER_PORT:
+        if len(idle) >= MAX_IDLE_PER_PORT:
             upstream.close()
             return
         upstream.exchange = None
@@ -378,6 +421,7 @@ class Exchange:
     request: Request
     upstream: Upstream
     done: asyncio.Future
+    set_cookie: bytes | None = None
     reason: bytes = b""
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     noted: dict[bytes, bytes] = field(default_factory=dict)
@@ -402,6 +446,8 @@ class Exchange:
         drop = _dropped_by_connection(headers, noted)
         lines = [b"HTTP/1.1 %d %s" % (status, self.reason)]
         lines += [name + b": " + value for name, value in headers if name not in drop]
+        if self.set_cookie is not None:
+            lines.append(b"set-cookie: " + self.set_cookie)
         length = noted.get(b"content-length")
         if self.request.method == b"HEAD" or status in (204, 304):
             self.framing = "none"
@@ -482,6 +528,8 @@ class Exchange:
         status = self.upstream.parser.get_status_code()
         head = [b"HTTP/1.1 %d %s" % (status, self.reason or b"Switching Protocols")]
         head += [name + b": " + value for name, value in self.response_headers]
+        if self.set_cookie is not None:  # a WebSocket keeps its allocation too: browsers store a 101's cookies
+            head.append(b"set-cookie: " + self.set_cookie)
         self.client.write(b"\r\n".join(head) + b"\r\n\r\n" + rest)
         self.head_sent = True
         if self.request.upgrade:  # what the client sent after its head belongs to the new protocol, only now
@@ -494,8 +542,10 @@ class Exchange:
             return
         # A connection that carried an Upgrade request is never reused: what follows its head is the client's to
         # define, and must not reach another client's request.
+        pool = self.client.relay.pool
+        pool.release(self.upstream)
         if reuse and not self.upstream.closed and self.request.upgrade is None:
-            self.client.relay.pool.give_back(self.upstream)
+            pool.give_back(self.upstream)
         else:
             self.upstream.exchange = None
             self.upstream.close()
@@ -514,6 +564,7 @@ class Client(asyncio.Protocol):
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.noted: dict[bytes, bytes] = {}
+        self.affinity: list[str] = []
         self.body: list[bytes] = []
         self.body_size = 0
         self.head_size = 0
@@ -613,6 +664,7 @@ class Client(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
+        self.affinity = []
         self.in_message = True
         if self.phase != "head":  # a new connection's head deadline runs from accept
             self._expect("head", self.relay.limits.head_timeout)
@@ -634,6 +686,10 @@ class Client(asyncio.Protocol):
         name = name.lower()
         if _untrusted(name):
             return
+        if name == b"cookie" and AFFINITY_MARK in value:  # the edge's own cookie is the edge's: the app never sees it
+            value = self._take_affinity(value)
+            if not value:
+                return
         self.headers.append((name, value))
         if name in NOTED:
             if name == b"host" and name in self.noted:
@@ -670,6 +726,17 @@ class Client(asyncio.Protocol):
         if len(self.queue) >= MAX_PIPELINED:
             self.transport.pause_reading()
 
+    def _take_affinity(self, cookie: bytes) -> bytes:
+        """The Cookie header without the edge's affinity cookie (every other byte as sent); its values are noted."""
+        kept = []
+        for part in cookie.split(b";"):
+            name, equals, value = part.strip().partition(b"=")
+            if equals and name == AFFINITY_COOKIE:
+                self.affinity.append(value.decode("latin-1"))
+            else:
+                kept.append(part)
+        return b";".join(kept).lstrip()
+
     def _checked_host(self) -> bytes | None:
         host = self.noted.get(b"host")
         if host is None:
@@ -692,6 +759,7 @@ class Client(asyncio.Protocol):
             body=b"".join(self.body),
             upgrade=upgrade,
             noted=self.noted,
+            affinity=tuple(self.affinity),
         )
 
     def _enqueue(self, request: Request) -> None:
@@ -769,14 +837,12 @@ class Client(asyncio.Protocol):
         )
 
     async def _forward(self, request: Request) -> str:
-        cookie = request.noted.get(b"cookie")
-        cookie = cookie.decode("latin-1") if cookie is not None else None
-        status, target = self.relay.route(request.host, cookie)
+        status, targets = self.relay.route(request.host, request.affinity)
         if status != 200:
-            self.write(plain_response(status, f"{status} {target}\n", close=not request.keep_alive))
+            self.write(plain_response(status, f"{status} {targets}\n", close=not request.keep_alive))
             return "ok"
-        for port in target if isinstance(target, list) else [int(target)]:
-            outcome = await self._forward_to(request, port)
+        for target in targets:
+            outcome = await self._forward_to(request, target)
             if outcome != "refused":
                 return outcome
         # Every candidate is recorded ready and none accepts a connection (their processes died): that is "no ready
@@ -784,8 +850,9 @@ class Client(asyncio.Protocol):
         self.write(plain_response(503, "503 the allocation is not answering\n", close=not request.keep_alive))
         return "ok"
 
-    async def _forward_to(self, request: Request, port: int) -> str:
-        """Send `request` to `port`; "refused" when no connection could be made (the next candidate may take it)."""
+    async def _forward_to(self, request: Request, target: Target) -> str:
+        """Send `request` to `target`; "refused" when no connection could be made (the next one may take it)."""
+        port = target.port
         head = request.head_for(port, self.peer)
         # Safe to send twice: a bodiless GET/HEAD/OPTIONS. Anything else goes only on a connection just used (or a
         # new one) and is never retried — an app that saw a POST and died must not see it again.
@@ -800,12 +867,13 @@ class Client(asyncio.Protocol):
                 try:
                     upstream = await pool.connect(port)
                 except (TimeoutError, OSError):
-                    if attempt == 1:
-                        return "refused"
-                    break
-            exchange = Exchange(self, request, upstream, self.relay.loop.create_future())
+                    # Nothing reached the app (a second attempt follows only an idle connection that closed
+                    # unanswered): the allocation is not answering, and the next target may take the request.
+                    return "refused"
+            exchange = Exchange(self, request, upstream, self.relay.loop.create_future(), target.set_cookie)
             upstream.exchange = exchange
             self.exchange = exchange
+            pool.hold(upstream)
             upstream.transport.write(head + request.body)  # bytes after an Upgrade head wait for its 101
             timer = self.relay.loop.call_later(UPSTREAM_HEAD_TIMEOUT, self._head_timeout, exchange)
             try:
@@ -917,6 +985,17 @@ class Relay:
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- for the rest of Rhone Local (any thread) ------------------------------------------------------------------
+    def open_connections(self, port: int) -> int:
+        """Requests in flight, answers streaming and tunnels open to `port` (idle pooled connections do not count).
+        Read from other threads: the count is one int in a dict only the loop's thread writes, read in one step."""
+        return self.pool.open.get(port, 0)
+
+    def update_rotation(self, serving: frozenset[int]) -> None:
+        """The ports of every allocation in rotation now: idle connections to any other port are closed."""
+        with contextlib.suppress(RuntimeError):  # the loop closed: nothing is pooled any more
+            self.loop.call_soon_threadsafe(self.pool.retire, frozenset(serving))
 
     # -- over the cap -------------------------------------------------------------------------------------------
     def refuse_connection(self, transport: asyncio.Transport) -> asyncio.TimerHandle | None:

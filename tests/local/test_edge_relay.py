@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from rhone_local import edge_relay
-from rhone_local.edge_relay import Limits, Relay
+from rhone_local.edge_relay import Limits, Relay, Target
 from tests.e2e.helpers import wait_until
 
 BIG = 3 * 1024 * 1024 + 17
@@ -51,6 +51,8 @@ class ScriptedApp:
     requests: list[dict] = field(default_factory=list)
     close_idle_after_first: bool = False
     dripped_closed: bool = False
+    closed_connections: int = 0
+    hang_up_everything: bool = False
 
     @property
     def port(self) -> int:
@@ -66,6 +68,12 @@ class ScriptedApp:
             threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
 
     def _connection(self, conn: socket.socket) -> None:
+        try:
+            self._serve_connection(conn)
+        finally:
+            self.closed_connections += 1
+
+    def _serve_connection(self, conn: socket.socket) -> None:
         buffer = bytearray()
         with conn:
             while True:
@@ -90,6 +98,8 @@ class ScriptedApp:
 
     def _answer(self, conn, method, target, headers, body, buffer) -> bool:
         path = target.split("?")[0]
+        if self.hang_up_everything:
+            return False
         if path == "/echo":
             payload = json.dumps(
                 {
@@ -194,12 +204,12 @@ def edge_with(app: ScriptedApp) -> Iterator[Callable[..., Edge]]:
 
     def start(**limits: float) -> Edge:
         routes: dict[str, tuple[int, str | int]] = {"web.localhost": (200, app.port)}
-        relay = Relay(
-            lambda host, cookie=None: routes.get(host.split(":")[0], (404, f"no route for {host}")),
-            "127.0.0.1",
-            0,
-            Limits(**limits),
-        )
+
+        def route(host: str, affinity: tuple[str, ...] = ()) -> tuple[int, str | list[Target]]:
+            status, target = routes.get(host.split(":")[0], (404, f"no route for {host}"))
+            return (200, [Target(int(target))]) if status == 200 else (status, str(target))
+
+        relay = Relay(route, "127.0.0.1", 0, Limits(**limits))
         relay.start()
         started.append(relay)
         return Edge(relay, routes)
@@ -437,7 +447,7 @@ def test_a_client_gone_mid_answer_does_not_leave_the_connection_pooled(edge: Edg
 
 
 def test_stop_closes_the_listener(app: ScriptedApp) -> None:
-    relay = Relay(lambda host, cookie=None: (200, app.port), "127.0.0.1", 0)
+    relay = Relay(lambda host, affinity=(): (200, [Target(app.port)]), "127.0.0.1", 0)
     relay.start()
     port = relay.server.sockets[0].getsockname()[1]
     relay.stop()
@@ -447,27 +457,32 @@ def test_stop_closes_the_listener(app: ScriptedApp) -> None:
 
 def test_a_taken_port_fails_at_start() -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
-        relay = Relay(lambda host, cookie=None: (404, "none"), "127.0.0.1", taken.getsockname()[1])
+        relay = Relay(lambda host, affinity=(): (404, "none"), "127.0.0.1", taken.getsockname()[1])
         with pytest.raises(OSError):
             relay.start()
 
 
-def test_a_refusing_candidate_gives_way_to_the_next_and_the_cookie_reaches_the_route(app: ScriptedApp) -> None:
+def test_a_refusing_target_gives_way_to_the_next_whose_cookie_the_answer_carries(app: ScriptedApp) -> None:
     dead = socket.create_server(("127.0.0.1", 0))
     dead_port = dead.getsockname()[1]
     dead.close()
-    seen: list[str | None] = []
+    seen: list[tuple[str, ...]] = []
 
-    def route(host: str, cookie: str | None = None) -> tuple[int, list[int]]:
-        seen.append(cookie)
-        return 200, [dead_port, app.port]
+    def route(host: str, affinity: tuple[str, ...] = ()) -> tuple[int, list[Target]]:
+        seen.append(affinity)
+        return 200, [
+            Target(dead_port, b"rhone_affinity=dead; Path=/"),
+            Target(app.port, b"rhone_affinity=live; Path=/"),
+        ]
 
     relay = Relay(route, "127.0.0.1", 0)
     relay.start()
     try:
         conn = http.client.HTTPConnection("127.0.0.1", relay.server.sockets[0].getsockname()[1], timeout=10)
-        assert get(conn, "/echo", headers={"Cookie": "vango_session=s1"})[0] == 200
-        assert seen == ["vango_session=s1"] and len(app.requests) == 1
+        status, headers, _ = get(conn, "/echo", headers={"Cookie": "theme=dark; rhone_affinity=old.sig"})
+        assert status == 200 and headers["set-cookie"] == "rhone_affinity=live; Path=/"
+        assert seen == [("old.sig",)] and len(app.requests) == 1
+        assert dict(app.requests[0]["headers"])["cookie"] == "theme=dark"  # the edge's cookie stays at the edge
     finally:
         relay.stop()
 
@@ -748,3 +763,104 @@ def test_the_app_sees_the_clients_host_so_its_websocket_origin_check_passes(edge
     assert refused.startswith(b"HTTP/1.1 403 Forbidden\r\n") and refused.endswith(b"\r\n\r\norigin does not match host")
     assert b"content-length: 26" in refused.lower() and b"x-app: yes" in refused.lower()
     assert dict(app.requests[-1]["headers"])["origin"] == "http://evil.example"  # the edge never rewrites Origin
+
+
+# -- affinity cookie, open connections, rotation --------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("cookies", "app_sees", "affinity"),
+    [
+        (["a=1; rhone_affinity=x.y; b=2"], ["a=1; b=2"], ("x.y",)),
+        (["rhone_affinity=x.y"], [], ("x.y",)),
+        (["rhone_affinity=x.y;a=1"], ["a=1"], ("x.y",)),
+        (["a=1;rhone_affinity=x.y"], ["a=1"], ("x.y",)),
+        (["a=1; rhone_affinity=p.q; rhone_affinity=x.y"], ["a=1"], ("p.q", "x.y")),
+        (["xrhone_affinity=1;  rhone_affinity_2=2"], ["xrhone_affinity=1;  rhone_affinity_2=2"], ()),
+        (["a=1", "rhone_affinity=x.y;  b=2"], ["a=1", "b=2"], ("x.y",)),
+        (["session=eyJ1Ijo.ZQ; Path"], ["session=eyJ1Ijo.ZQ; Path"], ()),
+    ],
+)
+def test_the_affinity_cookie_stays_at_the_edge_and_the_rest_of_the_cookie_header_is_byte_exact(
+    app: ScriptedApp, cookies: list[str], app_sees: list[str], affinity: tuple[str, ...]
+) -> None:
+    seen: list[tuple[str, ...]] = []
+
+    def route(host: str, values: tuple[str, ...] = ()) -> tuple[int, list[Target]]:
+        seen.append(values)
+        return 200, [Target(app.port)]
+
+    relay = Relay(route, "127.0.0.1", 0)
+    relay.start()
+    try:
+        head = b"".join(b"Cookie: %s\r\n" % c.encode() for c in cookies)
+        with socket.create_connection(("127.0.0.1", relay.server.sockets[0].getsockname()[1]), timeout=10) as sock:
+            sock.sendall(b"GET /echo HTTP/1.1\r\nHost: web.localhost\r\n" + head + b"Connection: close\r\n\r\n")
+            assert _until_closed(sock).startswith(b"HTTP/1.1 200")
+    finally:
+        relay.stop()
+    assert [v for k, v in app.requests[-1]["headers"] if k == "cookie"] == app_sees
+    assert seen == [affinity]
+
+
+def test_an_allocation_that_died_with_a_pooled_connection_gives_way_to_the_next_target(app: ScriptedApp) -> None:
+    dying = ScriptedApp(socket.create_server(("127.0.0.1", 0)))
+    threading.Thread(target=dying.serve, daemon=True).start()
+    targets = [Target(dying.port, b"rhone_affinity=dying"), Target(app.port, b"rhone_affinity=live")]
+    relay = Relay(lambda host, affinity=(): (200, targets), "127.0.0.1", 0)
+    relay.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", relay.server.sockets[0].getsockname()[1], timeout=10)
+        assert get(conn, "/echo")[1]["set-cookie"] == "rhone_affinity=dying"  # leaves a pooled connection to it
+        dying.hang_up_everything = True  # it dies: the pooled connection is cut on use, new ones are refused
+        dying.sock.shutdown(socket.SHUT_RDWR)  # (a plain close would wait for the thread blocked in accept)
+        dying.sock.close()
+        status, headers, _ = get(conn, "/echo")
+        assert status == 200 and headers["set-cookie"] == "rhone_affinity=live"
+        assert len(dying.requests) == 2 and len(app.requests) == 1
+    finally:
+        relay.stop()
+
+
+def test_open_connections_count_requests_answers_and_tunnels_never_idle_ones(edge: Edge, app: ScriptedApp) -> None:
+    relay, port = edge.relay, app.port
+    assert get(edge.connection(), "/echo")[0] == 200
+    assert relay.pool.idle[port] and relay.open_connections(port) == 0  # pooled and idle: not open
+
+    slow = threading.Thread(target=get, args=(edge.connection(), "/slow"))
+    slow.start()
+    assert wait_until(lambda: relay.open_connections(port) == 1)  # waiting for the app's answer
+    slow.join()
+    assert wait_until(lambda: relay.open_connections(port) == 0)
+
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as streaming:
+        streaming.sendall(b"GET /drip HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
+        assert b"first bytes" in streaming.recv(1000)
+        assert relay.open_connections(port) == 1  # an answer still streaming
+        with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as tunnel:
+            tunnel.sendall(b"GET /ws HTTP/1.1\r\nHost: web.localhost\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n")
+            assert tunnel.recv(1000).startswith(b"HTTP/1.1 101")
+            assert wait_until(lambda: relay.open_connections(port) == 2)
+        assert wait_until(lambda: relay.open_connections(port) == 1)
+    assert wait_until(lambda: relay.open_connections(port) == 0)
+    assert relay.open_connections(port + 1) == 0
+
+
+def test_an_allocation_out_of_rotation_loses_its_idle_connections_and_gets_no_new_ones(
+    edge: Edge, app: ScriptedApp
+) -> None:
+    relay, port = edge.relay, app.port
+    conn = edge.connection()
+    assert get(conn, "/echo")[0] == 200
+    relay.update_rotation(frozenset({port}))
+    assert get(conn, "/echo")[0] == 200
+    assert app.connections == 1 and len(relay.pool.idle[port]) == 1  # in rotation: kept and reused
+
+    slow = threading.Thread(target=get, args=(edge.connection(), "/slow"))
+    slow.start()
+    assert wait_until(lambda: relay.open_connections(port) == 1)  # (on the pooled connection)
+    assert get(edge.connection(), "/echo")[0] == 200  # a second connection, idle in the pool after this answer
+    assert app.connections == 2 and len(relay.pool.idle[port]) == 1
+    relay.update_rotation(frozenset({port + 1}))  # the allocation leaves rotation while an answer is under way
+    assert wait_until(lambda: app.closed_connections == 1)  # its idle connection is closed at once ...
+    slow.join()
+    assert wait_until(lambda: app.closed_connections == 2)  # ... and the busy one after its answer, not pooled
+    assert not relay.pool.idle.get(port) and relay.open_connections(port) == 0
