@@ -547,7 +547,7 @@ def _until_closed(sock: socket.socket) -> bytes:
 
 
 def test_an_incomplete_head_is_408_at_the_head_deadline(edge_with, app: ScriptedApp) -> None:
-    edge = edge_with(head_timeout=0.3)
+    edge = edge_with(head_timeout=1.0)
     with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
         sock.sendall(b"GET /echo HTTP/1.1\r\nHost: web.localhost\r\n")  # the blank line never comes
         answer = _until_closed(sock)
@@ -583,7 +583,7 @@ def test_a_body_that_does_not_arrive_whole_in_time_is_408(edge_with, app: Script
 
 
 def test_idle_connections_are_closed_without_an_answer(edge_with, app: ScriptedApp) -> None:
-    edge = edge_with(head_timeout=0.3, keepalive_timeout=0.3)
+    edge = edge_with(head_timeout=1.0, keepalive_timeout=0.5)
     with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as silent:
         assert _until_closed(silent) == b""  # said nothing: nothing is owed, the connection just ends
     with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as kept:
@@ -594,7 +594,7 @@ def test_idle_connections_are_closed_without_an_answer(edge_with, app: ScriptedA
 
 
 def test_a_slow_app_is_not_cut_by_the_client_deadlines(edge_with, app: ScriptedApp) -> None:
-    edge = edge_with(head_timeout=0.2, body_timeout=0.2, keepalive_timeout=0.2)
+    edge = edge_with(head_timeout=0.2, body_timeout=0.2, keepalive_timeout=10)
     conn = edge.connection()
     assert get(conn, "/slow")[2] == b"late"  # 1.5 s for the app: the edge owes an answer, no client deadline runs
     assert get(conn, "/echo", "POST", body=b"x")[0] == 200
@@ -617,7 +617,7 @@ def test_a_client_that_stops_reading_an_answer_is_cut_after_the_send_timeout(edg
 
 
 def test_an_idle_tunnel_is_closed_after_its_idle_timeout_and_a_busy_one_is_not(edge_with, app: ScriptedApp) -> None:
-    edge = edge_with(tunnel_idle_timeout=0.4)
+    edge = edge_with(tunnel_idle_timeout=1.0)
     upgrade = b"GET /ws HTTP/1.1\r\nHost: web.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
     with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as idle:
         idle.sendall(upgrade)
@@ -626,7 +626,7 @@ def test_an_idle_tunnel_is_closed_after_its_idle_timeout_and_a_busy_one_is_not(e
     with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as busy:
         busy.sendall(upgrade)
         assert busy.recv(65536).startswith(b"HTTP/1.1 101")
-        for n in range(12):  # traffic every 0.1 s for three idle timeouts: never idle for one
+        for n in range(25):  # traffic every 0.1 s for 2.5 idle timeouts: never idle for one
             busy.sendall(b"m%d" % n)
             assert busy.recv(100) == b"M%d" % n
             time.sleep(0.1)
@@ -636,7 +636,7 @@ def test_an_idle_tunnel_is_closed_after_its_idle_timeout_and_a_busy_one_is_not(e
 def test_connections_past_the_cap_are_refused_with_503_and_logged_once(
     edge_with, app: ScriptedApp, caplog: pytest.LogCaptureFixture
 ) -> None:
-    edge = edge_with(max_clients=4)
+    edge = edge_with(max_clients=4, head_timeout=120)  # the held connections stay for the whole test
     held = [socket.create_connection(("127.0.0.1", edge.port), timeout=10) for _ in range(4)]
     assert wait_until(lambda: len(edge.relay.clients) == 4)
     with caplog.at_level("WARNING", logger="rhone_local.edge"):
