@@ -4,6 +4,7 @@
 Files in the data directory:
 - `rhone.db` (+ WAL files): the control database;
 - `owner.token` (0600): the bootstrap owner's API token, read by `rhone local up` to write the `local` profile;
+- `edge-affinity.key` (0600): the key that signs the edge's affinity cookies (created on first start);
 - `server.json`: pid, ports and version of the running server (removed on clean exit);
 - `rhone-local.log`: the log (written by the parent's redirection when started in the background).
 """
@@ -25,8 +26,8 @@ from typing import Any
 from rhone_local import __version__
 from rhone_local.api.app import create_app
 from rhone_local.domain.access import hash_token
-from rhone_local.edge import Edge
-from rhone_local.edge_relay import Relay
+from rhone_local.edge import Edge, affinity_key
+from rhone_local.edge_relay import Limits, Relay, client_cap, raise_open_file_limit
 from rhone_local.notify import ChangeNotifier
 from rhone_local.pipeline import build_pipeline
 from rhone_local.promotion import Promotions
@@ -151,6 +152,7 @@ def _watch_processes(runner: Any, stop: threading.Event) -> None:
 def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     import uvicorn
 
+    open_files = raise_open_file_limit()  # the edge's connection cap is a share of it
     data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(data_dir / "rhone.db")
     bootstrap(store, data_dir)
@@ -164,8 +166,12 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     adopted = pipeline.runner.reconcile()
     if adopted:
         log.info("adopted %d running allocation(s) that survived the previous server", len(adopted))
-    edge = Edge(store) if edge_port else None
-    if edge is not None:
+    edge = relay = None
+    if edge_port:
+        edge = Edge(store, key=affinity_key(data_dir))
+        relay = Relay(edge.candidates, host, edge_port, Limits(max_clients=client_cap(open_files)))
+        edge.on_rotation = relay.update_rotation  # before the first sync: the relay learns every rotation
+        pipeline.runner.open_connections = relay.open_connections
         edge.start_sync()
     workers = Workers(
         store,
@@ -178,10 +184,9 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     )
-    relay = None
-    if edge is not None:
-        relay = Relay(edge.candidates, host, edge_port)
+    if relay is not None:
         relay.start()  # its own thread and event loop; a taken port fails here, before the state file is written
+        log.info("edge: up to %d concurrent client connections (open-file limit %d)", relay.max_clients, open_files)
     state_file = data_dir / "server.json"
     state_file.write_text(
         json.dumps(

@@ -288,15 +288,25 @@ class Store:
             environment_name,
         )
 
-    def ready_deployment_allocations(self, deployment_id: str) -> list[dict[str, Any]]:
-        """A deployment's ready allocations in regions eligible for their environment (its own URL's candidates)."""
+    def ready_lane_allocations(self, deployment_id: str) -> list[dict[str, Any]] | None:
+        """The candidates of a deployment's own URL: its ready allocations in the environment it was deployed to (its
+        lane), in regions eligible to serve it — never its allocations in another environment (production's, once
+        it is promoted). None when there is no such deployment."""
+        if self.one("SELECT 1 FROM deployments WHERE id = ?", deployment_id) is None:
+            return None
         return self.all(
-            "SELECT a.id, a.port FROM allocations a JOIN regions r ON r.id = a.region_id "
+            "SELECT a.id, a.port FROM allocations a "
+            "JOIN deployments d ON d.id = a.deployment_id AND d.environment_id = a.environment_id "
+            "JOIN regions r ON r.id = a.region_id "
             "LEFT JOIN environment_regions er ON er.environment_id = a.environment_id AND er.region_id = a.region_id "
             "WHERE a.deployment_id = ? AND a.state = 'ready' AND (r.is_primary = 1 OR er.state = 'eligible') "
             "ORDER BY a.id",
             deployment_id,
         )
+
+    def ready_allocation_ports(self) -> frozenset[int]:
+        """Ports of every allocation in rotation (ready), whoever it serves: what the edge may keep connections to."""
+        return frozenset(r["port"] for r in self.all("SELECT port FROM allocations WHERE state = 'ready'"))
 
     def allocation_views(self, where: str, *args: Any) -> list[dict[str, Any]]:
         """Allocations with their region, cell and environment names, and whether their deployment owns the route."""

@@ -157,7 +157,9 @@ class RuntimeSection(_Section):
         "idempotency store.",
     )
     session_cookie: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = Field(
-        None, description="The session cookie the edge keeps on one instance (default: vango_session)."
+        None,
+        description="Ignored (kept so older files stay valid): the edge keeps each client on the instance that "
+        "first served it with its own affinity cookie, whatever cookies the app sets.",
     )
     services: list[Literal[RUNTIME_SERVICES]] = Field(  # type: ignore[valid-type]
         default_factory=list, description="Further runtime services the app requires to run more than one instance."
