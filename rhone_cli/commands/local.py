@@ -70,6 +70,8 @@ def down(ctx: typer.Context, data_dir: DataDir = None) -> None:
     def human(out: Output) -> None:
         if doc["was_running"]:
             out.line(f"stopped Rhone Local (pid {doc['pid']}{', forced' if doc.get('forced') else ''})")
+        elif doc.get("stale_pid_file"):
+            out.line("Rhone Local was not running (removed a stale pid file; the process it named was left alone)")
         else:
             out.line("Rhone Local was not running")
 
