@@ -5,12 +5,17 @@ Files in the data directory:
 - `rhone.db` (+ WAL files): the control database;
 - `owner.token` (0600): the bootstrap owner's API token, read by `rhone local up` to write the `local` profile;
 - `server.json`: pid, ports and version of the running server (removed on clean exit);
+- `rhone-local.lock`: held (flock, exclusive) by the one server of this data directory for its whole life;
 - `rhone-local.log`: the log (written by the parent's redirection when started in the background).
+
+A server that must not start (the data directory is in use or broken) prints `error [<code>]: <message>` and
+`hint: <hint>` on stderr and exits with status 3 (`REFUSED_STATUS`); `rhone local up` reads those two lines back.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import os
@@ -45,6 +50,36 @@ CELL = "local-1a"
 # Enablement made it eligible. Names stay internal: no public URL or app id contains them.
 TOPOLOGY = (("local-1", "eu", ("local-1a",)), ("local-2", "us", ("local-2a",)))
 PROCESS_CHECK_SECONDS = 1.0
+LOCK_FILE = "rhone-local.lock"
+REFUSED_STATUS = 3
+
+
+class StartRefused(Exception):
+    """This server must not start; nothing in the data directory was changed."""
+
+    def __init__(self, code: str, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.code, self.message, self.hint = code, message, hint
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Take the data directory for this process's lifetime: an exclusive flock on its lock file, which the kernel
+    releases when the process exits, however it exits — so there is never a stale lock to clear. Two servers on one
+    directory would release each other's leases and run every build twice (docs/security.md)."""
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 20, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise StartRefused(
+            "data_dir_in_use",
+            f"another Rhone Local server{f' (pid {holder})' if holder.isdigit() else ''} is using {data_dir}",
+            f"stop it with `rhone local down --data-dir {data_dir}`, or start this one with another --data-dir",
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # for the message above, in the next server that tries
+    return fd
 
 
 def bootstrap(store: Store, data_dir: Path) -> None:
@@ -98,6 +133,9 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     import uvicorn
 
     data_dir.mkdir(parents=True, exist_ok=True)
+    # First of all: a second server of this directory leaves before it reads or changes anything. The descriptor
+    # stays open (and the lock held) until the process exits.
+    lock_data_dir(data_dir)
     store = Store(data_dir / "rhone.db")
     bootstrap(store, data_dir)
     ensure_topology(store)
@@ -176,4 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     # handler installed here: exit cleanly (status 0, `finally` blocks run) instead of dying with a traceback.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
-    return serve(args.data_dir.resolve(), args.host, args.port, args.edge_port)
+    try:
+        return serve(args.data_dir.resolve(), args.host, args.port, args.edge_port)
+    except StartRefused as refused:
+        print(f"error [{refused.code}]: {refused.message}\nhint: {refused.hint}", file=sys.stderr, flush=True)
+        return REFUSED_STATUS

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -33,6 +34,11 @@ DEFAULT_PORT = 8470
 DEFAULT_EDGE_PORT = 8471
 PROFILE = "local"
 HEALTH_TIMEOUT_SECONDS = 30.0
+# How the server says it refused to start (rhone_local/server.py: status 3, then `error [code]: …` and `hint: …` on
+# stderr); the CLI never imports Rhone Local, so the contract is restated here.
+REFUSED_STATUS = 3
+_REFUSAL = re.compile(r"^error \[([a-z_]+)\]: (.+)\nhint: (.+)$", re.MULTILINE)
+REFUSAL_EXIT_CODES = {"data_dir_in_use": ExitCode.CONFLICT}
 
 
 def data_dir(inv: Invocation, explicit: Path | None = None) -> Path:
@@ -332,6 +338,7 @@ def up(inv: Invocation, root: Path, *, port: int, edge_port: int, timeout: float
             )
     command = server_command(root, port, edge_port)
     with paths.log.open("ab") as log:
+        log_start = log.tell()
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -347,12 +354,7 @@ def up(inv: Invocation, root: Path, *, port: int, edge_port: int, timeout: float
     while True:
         if process.poll() is not None:
             paths.pid.unlink(missing_ok=True)
-            raise RhoneError(
-                f"Rhone Local exited during start-up (status {process.returncode})",
-                code="local_start_failed",
-                exit_code=ExitCode.FAILED,
-                hint="last log lines:\n" + _tail(paths.log, 10),
-            )
+            raise _start_failure(process.returncode, paths.log, log_start)
         if _health(api_url, timeout=0.5):
             break
         if time.monotonic() > deadline:
@@ -365,6 +367,28 @@ def up(inv: Invocation, root: Path, *, port: int, edge_port: int, timeout: float
         time.sleep(0.1)  # waiting for a process to bind its port: there is no operation to long-poll yet
     _write_profile(inv, paths, api_url)
     return {**status(inv, root), "started": True, "profile": PROFILE}
+
+
+def _start_failure(status: int, log: Path, offset: int) -> RhoneError:
+    """Why the server exited during start-up: its own refusal (code, message, hint), else the log's last lines."""
+    if status == REFUSED_STATUS:
+        try:
+            with log.open("rb") as handle:
+                handle.seek(offset)
+                written = handle.read(65536).decode(errors="replace")
+        except OSError:
+            written = ""
+        refusal = _REFUSAL.search(written)
+        if refusal:
+            code, message, hint = refusal.groups()
+            exit_code = REFUSAL_EXIT_CODES.get(code, ExitCode.FAILED)
+            return RhoneError(message, code=f"local_{code}", exit_code=exit_code, hint=hint)
+    return RhoneError(
+        f"Rhone Local exited during start-up (status {status})",
+        code="local_start_failed",
+        exit_code=ExitCode.FAILED,
+        hint="last log lines:\n" + _tail(log, 10),
+    )
 
 
 def _write_profile(inv: Invocation, paths: Paths, api_url: str) -> None:

@@ -4,10 +4,16 @@ same data directory, broken data directories. Real servers started by the real `
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from tests.e2e.conftest import free_port
+from tests.e2e.helpers import hello_app, linked, processes_under, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -58,3 +64,102 @@ def test_a_pid_file_naming_an_unrelated_process_is_stale_and_that_process_is_nev
     stopped = local_env.json("local", "down")
     assert (stopped["stopped"], stopped["pid"]) == (True, server_pid)
     assert unrelated.poll() is None
+
+
+def blocking_build(release: Path) -> str:
+    """A build command that waits, as one process, until the file `release` exists."""
+    return f"exec {sys.executable} -c \"import os, time\nwhile not os.path.exists('{release}'): time.sleep(0.05)\""
+
+
+@pytest.fixture
+def release(tmp_path: Path) -> Iterator[Path]:
+    """The file blocking builds wait for; created at teardown (before the server stops) if the test did not."""
+    path = tmp_path / "release-builds"
+    yield path
+    path.touch()
+
+
+def _db_rows(local_env, table: str, columns: str) -> list[tuple]:
+    with sqlite3.connect(f"file:{local_env.data_dir / 'rhone.db'}?mode=ro", uri=True, timeout=10) as db:
+        return db.execute(f"SELECT {columns} FROM {table} ORDER BY id").fetchall()
+
+
+def test_a_second_server_on_the_same_data_directory_leaves_at_once_and_changes_nothing(local, tmp_path, release):
+    """The attack: `rhone local up --foreground` skips every pid-file check; the second server used to release the
+    first one's leases and run a second copy of the build under way."""
+    app_dir = linked(local, hello_app(tmp_path, command=blocking_build(release)))
+    started = local.rhone("deploy", "--no-wait", "--json", cwd=app_dir)
+    assert started.exit_code == 0, started.stderr
+    op_id = started.json()["id"]
+    assert wait_until(lambda: processes_under(local.data_dir), timeout=30), "the build never started"
+    builds = set(processes_under(local.data_dir))  # one process (the build execs python): its pid
+    operations = _db_rows(local, "operations", "id, state, version, lease_owner")
+    allocations = _db_rows(local, "allocations", "id, state, version, pid")
+    server_json = (local.data_dir / "server.json").read_text()
+    first_pid = local.pid()
+    assert [row[:2] for row in operations if row[0] == op_id] == [(op_id, "building")]
+    assert operations[-1][3].startswith(f"worker-{first_pid}-")
+
+    ports = [str(free_port()) for _ in range(4)]
+    # `--foreground` execs the server itself (no pid file check); then a background start.
+    for argv in (
+        ["local", "up", "--foreground", "--port", ports[0], "--edge-port", ports[1]],
+        ["local", "up", "--port", ports[2], "--edge-port", ports[3], "--json"],
+    ):
+        second = local.rhone(*argv, timeout=30)
+        if "--foreground" in argv:
+            assert second.exit_code == 3, (second.stdout, second.stderr)
+            assert f"error [data_dir_in_use]: another Rhone Local server (pid {first_pid}) is using" in second.stderr
+            assert "Traceback" not in second.stderr
+        else:  # the background start recognises the running server and starts nothing
+            assert second.exit_code == 0, second.stderr
+            assert (second.json()["started"], second.json()["pid"]) == (False, first_pid)
+        assert _db_rows(local, "operations", "id, state, version, lease_owner") == operations
+        assert _db_rows(local, "allocations", "id, state, version, pid") == allocations
+        assert set(processes_under(local.data_dir)) == builds, "a second copy of the build started"
+        assert (local.data_dir / "server.json").read_text() == server_json
+        assert local.pid() == first_pid
+
+    release.touch()
+    waited = local.rhone("op", "wait", op_id, "--wait-timeout", "60", "--json")
+    assert waited.exit_code == 0 and waited.json()["state"] == "preview_ready", waited.stdout
+    assert [s["state"] for s in waited.json()["stages"]] == [
+        "queued",
+        "cloning",
+        "building",
+        "validating",
+        "preview_ready",
+    ]
+
+
+def test_up_reports_a_server_that_lost_the_lock_with_its_reason(local_env):
+    """A foreground server holds the data directory; a background `up` that cannot see it (no pid file, no
+    server.json yet) starts a child, which is refused: `up` says why, exit 5, and nothing is left behind."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(local_env.data_dir)], stdout=subprocess.PIPE, restore_signals=True
+    )
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        result = local_env.up()
+        assert result.exit_code == 5, (result.stdout, result.stderr)
+        error = result.json()["error"]
+        assert error["code"] == "local_data_dir_in_use"
+        assert error["message"] == f"another Rhone Local server (pid {holder.pid}) is using {local_env.data_dir}"
+        assert error["hint"].startswith("stop it with `rhone local down")
+        assert local_env.pid() is None and not (local_env.data_dir / "server.json").exists()
+        assert not (local_env.data_dir / "rhone.db").exists(), "the refused server opened the database"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# What a running server holds, without the server: the lock of the data directory, with this pid written in it.
+HOLD_LOCK = """
+import sys
+from pathlib import Path
+from rhone_local.server import lock_data_dir
+Path(sys.argv[1]).mkdir(parents=True)
+lock_data_dir(Path(sys.argv[1]))
+print("locked", flush=True)
+__import__("time").sleep(300)
+"""
