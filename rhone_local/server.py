@@ -7,6 +7,7 @@ Files in the data directory:
 - `server.json`: pid, ports and version of the running server (removed on clean exit);
 - `rhone-local.lock`: held (flock, exclusive) by the one server of this data directory for its whole life;
 - `rhone-local.log`: the log (written by the parent's redirection when started in the background).
+The directory is 0700, the database files and the token 0600 (rhone_local/datadir.py).
 
 A server that must not start (the data directory is in use or broken) prints `error [<code>]: <message>` and
 `hint: <hint>` on stderr and exits with status 3 (`REFUSED_STATUS`); `rhone local up` reads those two lines back.
@@ -15,7 +16,6 @@ A server that must not start (the data directory is in use or broken) prints `er
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import logging
 import os
@@ -29,6 +29,7 @@ from typing import Any
 
 from rhone_local import __version__
 from rhone_local.api.app import create_app
+from rhone_local.datadir import REFUSED_STATUS, StartRefused, database_errors, open_data_dir
 from rhone_local.domain.access import hash_token
 from rhone_local.edge import Edge
 from rhone_local.edge_relay import Relay
@@ -50,36 +51,6 @@ CELL = "local-1a"
 # Enablement made it eligible. Names stay internal: no public URL or app id contains them.
 TOPOLOGY = (("local-1", "eu", ("local-1a",)), ("local-2", "us", ("local-2a",)))
 PROCESS_CHECK_SECONDS = 1.0
-LOCK_FILE = "rhone-local.lock"
-REFUSED_STATUS = 3
-
-
-class StartRefused(Exception):
-    """This server must not start; nothing in the data directory was changed."""
-
-    def __init__(self, code: str, message: str, hint: str) -> None:
-        super().__init__(message)
-        self.code, self.message, self.hint = code, message, hint
-
-
-def lock_data_dir(data_dir: Path) -> int:
-    """Take the data directory for this process's lifetime: an exclusive flock on its lock file, which the kernel
-    releases when the process exits, however it exits — so there is never a stale lock to clear. Two servers on one
-    directory would release each other's leases and run every build twice (docs/security.md)."""
-    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 20, 0).decode(errors="replace").strip()
-        os.close(fd)
-        raise StartRefused(
-            "data_dir_in_use",
-            f"another Rhone Local server{f' (pid {holder})' if holder.isdigit() else ''} is using {data_dir}",
-            f"stop it with `rhone local down --data-dir {data_dir}`, or start this one with another --data-dir",
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # for the message above, in the next server that tries
-    return fd
 
 
 def bootstrap(store: Store, data_dir: Path) -> None:
@@ -132,13 +103,10 @@ def _watch_processes(runner: Any, stop: threading.Event) -> None:
 def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     import uvicorn
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    # First of all: a second server of this directory leaves before it reads or changes anything. The descriptor
-    # stays open (and the lock held) until the process exits.
-    lock_data_dir(data_dir)
-    store = Store(data_dir / "rhone.db")
-    bootstrap(store, data_dir)
-    ensure_topology(store)
+    store = open_data_dir(data_dir)  # holds the data directory's lock until this process exits
+    with database_errors(store.path):
+        bootstrap(store, data_dir)
+        ensure_topology(store)
     notifier = ChangeNotifier()
     pipeline = build_pipeline(store, data_dir, edge_port=edge_port)
     adopted = pipeline.runner.reconcile()

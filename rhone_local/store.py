@@ -46,6 +46,10 @@ JSON_COLUMNS = frozenset(
 SCHEMA_VERSION = 4
 
 
+class SchemaTooNew(Exception):
+    """The database was written by a newer rhone: migrating it backwards is not possible."""
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -111,7 +115,7 @@ class Store:
         conn = self.conn
         current = conn.execute("PRAGMA user_version").fetchone()[0]
         if current > SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path} has schema version {current}; this rhone knows {SCHEMA_VERSION}")
+            raise SchemaTooNew(f"{self.path} has schema version {current}; this rhone knows {SCHEMA_VERSION}")
         scripts = sorted(p for p in resources.files("rhone_local.migrations").iterdir() if p.name.endswith(".sql"))
         for script in scripts:
             number = int(script.name.split("_", 1)[0])

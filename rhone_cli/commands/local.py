@@ -51,7 +51,7 @@ def up(
     inv = invocation(ctx)
     root = local.data_dir(inv, data_dir)
     if foreground:
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
         local.require_server_packages()
         command = local.server_command(root, port, edge_port)
         os.execv(sys.executable, command)

@@ -311,7 +311,7 @@ def require_server_packages() -> None:
 def up(inv: Invocation, root: Path, *, port: int, edge_port: int, timeout: float = HEALTH_TIMEOUT_SECONDS) -> dict:
     require_server_packages()
     paths = Paths(root)
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
     current = status(inv, root)
     if current["running"]:
         inv.out.info(f"Rhone Local is already running at {current['api_url']} (pid {current['pid']})")
@@ -337,8 +337,9 @@ def up(inv: Invocation, root: Path, *, port: int, edge_port: int, timeout: float
                 hint=f"free it, or choose another with `rhone local up {name} N`",
             )
     command = server_command(root, port, edge_port)
-    with paths.log.open("ab") as log:
-        log_start = log.tell()
+    # The log is private like the rest of the data directory (docs/security.md).
+    with open(os.open(paths.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
+        log_start = paths.log.stat().st_size
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,

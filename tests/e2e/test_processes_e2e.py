@@ -4,7 +4,10 @@ same data directory, broken data directories. Real servers started by the real `
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -157,9 +160,91 @@ def test_up_reports_a_server_that_lost_the_lock_with_its_reason(local_env):
 HOLD_LOCK = """
 import sys
 from pathlib import Path
-from rhone_local.server import lock_data_dir
+from rhone_local.datadir import lock_data_dir
 Path(sys.argv[1]).mkdir(parents=True)
 lock_data_dir(Path(sys.argv[1]))
 print("locked", flush=True)
 __import__("time").sleep(300)
 """
+
+
+def _files(root: Path) -> dict[str, tuple[int, bytes | None]]:
+    """Every entry under `root` but the log and the lock file: its mode and, for a file, its bytes."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path.name in ("rhone-local.log", "rhone-local.lock"):
+            continue
+        found[str(path.relative_to(root))] = (path.stat().st_mode, path.read_bytes() if path.is_file() else None)
+    return found
+
+
+DAMAGE = {
+    "empty": (lambda db: db.write_bytes(b""), "local_data_dir_broken", "rhone.db is empty (0 bytes), but"),
+    "missing": (lambda db: db.unlink(), "local_data_dir_broken", "rhone.db is missing, but"),
+    "garbage": (
+        lambda db: db.write_bytes(b"this is not a database\n" * 300),
+        "local_database_unreadable",
+        "rhone.db is not a usable Rhone Local database (file is not a database)",
+    ),
+}
+
+
+def test_a_broken_data_directory_is_refused_with_a_recovery_hint_and_left_as_it_was(local_env, tmp_path):
+    assert local_env.up().exit_code == 0
+    assert local_env.json("local", "down")["stopped"]
+    pristine = tmp_path / "pristine"
+    shutil.copytree(local_env.data_dir, pristine)
+    for name, (damage, code, message) in DAMAGE.items():
+        shutil.rmtree(local_env.data_dir)
+        shutil.copytree(pristine, local_env.data_dir)
+        for leftover in local_env.data_dir.glob("rhone.db-*"):
+            leftover.unlink()
+        damage(local_env.data_dir / "rhone.db")
+        before = _files(local_env.data_dir)
+
+        result = local_env.up()
+        assert result.exit_code == 1, (name, result.stdout, result.stderr)
+        error = result.json()["error"]
+        assert error["code"] == code, name
+        assert error["message"].startswith(str(local_env.data_dir / message.split(" ", 1)[0])), error
+        assert message.split(" ", 1)[1] in error["message"], error
+        assert "restore rhone.db from a backup" in error["hint"] and f"mv {local_env.data_dir} " in error["hint"]
+        # Nothing bootstrapped, no token replaced, no server left: the directory is exactly as it was.
+        assert _files(local_env.data_dir) == before, name
+        assert local_env.json("local", "status")["running"] is False
+        assert "Traceback" not in (local_env.data_dir / "rhone-local.log").read_text()
+
+
+def test_the_data_directory_and_its_secrets_are_private(local_env):
+    local_env.data_dir.mkdir(mode=0o755)
+    os.chmod(local_env.data_dir, 0o755)
+    assert local_env.up().exit_code == 0
+    assert local_env.json("local", "down")["stopped"]
+    # An older version's modes: world-readable token and database.
+    os.chmod(local_env.data_dir, 0o755)
+    for name in ("rhone.db", "owner.token"):
+        os.chmod(local_env.data_dir / name, 0o644)
+    assert local_env.up().exit_code == 0
+    modes = {
+        path.name: stat.S_IMODE(path.stat().st_mode)
+        for path in (local_env.data_dir, *local_env.data_dir.glob("rhone.db*"), local_env.data_dir / "owner.token")
+    }
+    assert modes.pop(local_env.data_dir.name) == 0o700
+    assert set(modes) >= {"rhone.db", "rhone.db-wal", "rhone.db-shm", "owner.token"}
+    assert set(modes.values()) == {0o600}, modes
+    assert stat.S_IMODE((local_env.data_dir / "rhone-local.log").stat().st_mode) == 0o600
+
+
+def test_a_shared_directory_is_refused_as_a_data_directory(local_env, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    ports = ("--port", str(local_env.port), "--edge-port", str(local_env.edge_port))
+    try:
+        result = local_env.rhone("local", "up", "--data-dir", str(shared), *ports, "--json")
+    finally:
+        local_env.rhone("local", "down", "--data-dir", str(shared))
+    assert result.exit_code == 1, result.stderr
+    assert result.json()["error"]["code"] == "local_data_dir_shared"
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert sorted(p.name for p in shared.iterdir()) == ["rhone-local.log"]
