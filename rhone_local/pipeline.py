@@ -22,7 +22,7 @@ from typing import Any
 
 from rhone_local.artifacts import load_manifest, materialize, record_tree, store_manifest
 from rhone_local.blobs import BlobStore
-from rhone_local.domain import gates
+from rhone_local.domain import gates, limits
 from rhone_local.domain.errors import DomainError
 from rhone_local.domain.manifest import digest_of
 from rhone_local.runner import Runner
@@ -164,7 +164,7 @@ class DeployPipeline:
         command = config["build"].get("command")
         started = time.monotonic()
         if command:
-            timeout = float(config["build"].get("timeout", 600))
+            timeout = limits.build_timeout(config)
             with log_path.open("wb") as log:
                 log.write(f"$ {command}\n".encode())
                 log.flush()
@@ -184,14 +184,17 @@ class DeployPipeline:
                 try:
                     status = child.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
-                    os.killpg(child.pid, 9)
-                    child.wait()
                     raise StageFailed(
                         "build_timeout",
                         f"the build command ran past its {timeout:g}s timeout",
                         {"log_tail": _tail(log_path), "timeout": timeout},
                     ) from None
                 finally:
+                    # Whatever the build left running in its group (a daemon it forked) ends with the stage.
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(child.pid, signal.SIGKILL)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        child.wait(timeout=10)
                     pid_file.unlink(missing_ok=True)
             if status != 0:
                 raise StageFailed(
