@@ -560,16 +560,29 @@ class Store:
     def operation(self, op_id: str) -> dict[str, Any] | None:
         return self.one("SELECT * FROM operations WHERE id = ?", op_id)
 
-    def claim_operation(self, worker: str, lease_seconds: float, terminal: frozenset[str]) -> dict[str, Any] | None:
-        """Lease the oldest runnable operation (not terminal, lease free or expired) to `worker`; None if none."""
+    def claim_operation(
+        self,
+        worker: str,
+        lease_seconds: float,
+        terminal: frozenset[str],
+        *,
+        kinds: frozenset[str] | None = None,
+        other_kinds: bool = False,
+    ) -> dict[str, Any] | None:
+        """Lease the oldest runnable operation (not terminal, lease free or expired) to `worker`; None if none.
+        With `kinds`, only operations of those kinds — or, with `other_kinds`, of any kind but those (a worker pool)."""
         now = time.time()
         marks = ",".join("?" * len(terminal))
+        kind_filter, kind_args = "", ()
+        if kinds is not None:
+            kind_filter = f"AND kind {'NOT IN' if other_kinds else 'IN'} ({','.join('?' * len(kinds))}) "
+            kind_args = tuple(sorted(kinds))
         row = self.conn.execute(
             f"UPDATE operations SET lease_owner = ?, lease_until = ? WHERE id = ("
-            f"  SELECT id FROM operations WHERE state NOT IN ({marks}) "
+            f"  SELECT id FROM operations WHERE state NOT IN ({marks}) {kind_filter}"
             f"  AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT 1"
             f") RETURNING *",
-            (worker, now + lease_seconds, *sorted(terminal), now),
+            (worker, now + lease_seconds, *sorted(terminal), *kind_args, now),
         ).fetchone()
         return _row(row)
 
@@ -629,7 +642,7 @@ class Store:
     def release_leases_except(self, owner_prefix: str) -> int:
         """Free every lease not held by this process's workers (named `owner_prefix…`).
 
-        Called once at start-up: one server owns a data directory (the pid file sees to that), so a lease from
+        Called once at start-up: one server owns a data directory (it holds its lock), so a lease from
         any other owner belongs to a process that died — without this its operations would wait for the lease
         to expire before resuming."""
         cursor = self.conn.execute(

@@ -34,6 +34,9 @@ class StaleWrite(Exception):
 
 
 TOPOLOGY_KINDS = frozenset({"binding.create", "binding.remove", "services.update", "scale", "region.enable"})
+# Deploys clone, build (up to the build timeout) and start a preview: they run in their own pool, so a control
+# operation (tenancy, promotion, rollback, scale, bindings, regions, approvals) never queues behind a build.
+BUILD_KINDS = frozenset({"deploy"})
 INSERT_ENVIRONMENT = (
     "INSERT INTO environments (id, workspace_id, app_id, name, approval_required, frozen, created_at, operation_id) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -47,6 +50,7 @@ class Workers:
         notifier: ChangeNotifier,
         *,
         count: int = 2,
+        build_count: int = 2,
         lease_seconds: float = 10.0,
         stage_delay: float | None = None,
         pipeline: Any = None,
@@ -58,7 +62,8 @@ class Workers:
         self.pipeline = pipeline  # the deploy pipeline's stage effects (None: tenancy operations only)
         self.promotions = promotions  # promotion and rollback stage effects
         self.topology = topology  # binding, scale and region stage effects
-        self.count = count
+        self.count = count  # control workers: every kind but BUILD_KINDS
+        self.build_count = build_count  # build workers: BUILD_KINDS only
         self.lease_seconds = lease_seconds
         # A test knob: slow every stage down so crash tests can catch operations mid-flight.
         self.stage_delay = (
@@ -75,11 +80,12 @@ class Workers:
         recovered = self.store.release_leases_except(self.owner_prefix)
         if recovered:
             log.info("resuming %d operation(s) left leased by a previous server process", recovered)
-        for index in range(self.count):
-            name = f"{self.owner_prefix}{index}"
-            thread = threading.Thread(target=self._run, args=(name,), name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        for pool, size, other_kinds in (("control", self.count, True), ("build", self.build_count, False)):
+            for index in range(size):
+                name = f"{self.owner_prefix}{pool}-{index}"
+                thread = threading.Thread(target=self._run, args=(name, other_kinds), name=name, daemon=True)
+                thread.start()
+                self._threads.append(thread)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -87,10 +93,12 @@ class Workers:
         for thread in self._threads:
             thread.join(timeout)
 
-    def _run(self, name: str) -> None:
+    def _run(self, name: str, other_kinds: bool) -> None:
         try:
             while not self._stop.is_set():
-                op = self.store.claim_operation(name, self.lease_seconds, NOT_RUNNABLE)
+                op = self.store.claim_operation(
+                    name, self.lease_seconds, NOT_RUNNABLE, kinds=BUILD_KINDS, other_kinds=other_kinds
+                )
                 if op is None:
                     self.notifier.worker_wakeup.wait(0.5)
                     self.notifier.worker_wakeup.clear()

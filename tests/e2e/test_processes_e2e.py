@@ -248,3 +248,45 @@ def test_a_shared_directory_is_refused_as_a_data_directory(local_env, tmp_path):
     assert result.json()["error"]["code"] == "local_data_dir_shared"
     assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
     assert sorted(p.name for p in shared.iterdir()) == ["rhone-local.log"]
+
+
+def _named_app(root: Path, name: str, **kwargs) -> Path:
+    """examples/hello as the app `name` of project hello."""
+    app_dir = hello_app(root, name, **kwargs)
+    toml = app_dir / "rhone.toml"
+    toml.write_text(toml.read_text().replace('[app]\nname = "hello"', f'[app]\nname = "{name}"'))
+    return app_dir
+
+
+def test_control_operations_complete_while_builds_occupy_the_build_workers(local, tmp_path, release):
+    hello = linked(local, _named_app(tmp_path, "web"))
+    first = local.json("deploy", "--promote", cwd=hello)["deployment"]
+    (hello / "app.py").write_text((hello / "app.py").read_text().replace('VERSION = "', 'VERSION = "2.'))
+    second = local.json("deploy", cwd=hello)
+    assert first["artifact_digest"] != second["artifact_digest"]
+
+    builds = []
+    for name in ("slow-one", "slow-two"):  # as many blocked builds as there are build workers
+        app_dir = linked(local, _named_app(tmp_path, name, command=blocking_build(release)))
+        started = local.rhone("deploy", "--no-wait", "--json", cwd=app_dir)
+        assert started.exit_code == 0, started.stderr
+        builds.append(started.json()["id"])
+    states = lambda: [local.json("op", "show", op_id)["state"] for op_id in builds]  # noqa: E731
+    assert wait_until(lambda: states() == ["building", "building"], timeout=60), states()
+    running = set(processes_under(local.data_dir / "deployments"))
+    assert len(running) == 2  # the two builds (one process each)
+
+    bounded = ("--wait-timeout", "60")  # without separate pools these waited behind the builds (exit 7)
+    project = local.json("project", "create", "other", *bounded)
+    assert project["name"] == "other"
+    promoted = local.json("promote", second["id"], *bounded, cwd=hello)
+    assert (promoted["state"], promoted["epoch"], promoted["deployment_id"]) == ("healthy", 2, second["id"])
+    rolled = local.json("rollback", "--to", first["id"], *bounded, cwd=hello)
+    assert (rolled["state"], rolled["epoch"], rolled["deployment_id"]) == ("rolled_back", 3, first["id"])
+
+    assert states() == ["building", "building"], "the builds should still be running"
+    assert set(processes_under(local.data_dir / "deployments")) == running
+    release.touch()
+    for op_id in builds:
+        waited = local.rhone("op", "wait", op_id, "--wait-timeout", "90", "--json")
+        assert waited.exit_code == 0 and waited.json()["state"] == "preview_ready", waited.stdout
