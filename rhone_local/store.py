@@ -103,7 +103,14 @@ class Store:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            # A COMMIT refused for a full disk may leave the transaction open: end it, or this thread's
+            # connection could never write again.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def one(self, sql: str, *args: Any) -> dict[str, Any] | None:
         return _row(self.conn.execute(sql, args).fetchone())
