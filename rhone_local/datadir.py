@@ -20,6 +20,7 @@ from rhone_local.store import SchemaTooNew, Store
 LOCK_FILE = "rhone-local.lock"
 DATABASE = "rhone.db"
 TOKEN_FILE = "owner.token"
+LOG_FILE = "rhone-local.log"  # written by `rhone local up`'s redirection of the server's output
 # What a data directory holds once a server has used it. Any of these without a database means the database was
 # lost: a new one would bootstrap a second workspace over the first's blobs, allocations and token.
 STATE_ENTRIES = ("owner.token", "blobs", "deployments", "allocations", "services", "rhone.db-wal")
@@ -42,13 +43,13 @@ def open_data_dir(data_dir: Path) -> Store:
     # Taken before the database is read: a second server of this directory leaves having opened nothing.
     lock_data_dir(data_dir)
     _set_mode(data_dir, PRIVATE_DIR)
-    database = data_dir / DATABASE
+    database, log = data_dir / DATABASE, data_dir / LOG_FILE
     _refuse_lost_database(data_dir, database)
     # Created here, 0600, so SQLite's -wal and -shm files (which copy the database's mode) are private from the start.
     os.close(os.open(database, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
     with database_errors(database):
         store = Store(database)
-    for path in (database, data_dir / f"{DATABASE}-wal", data_dir / f"{DATABASE}-shm", data_dir / TOKEN_FILE):
+    for path in (database, data_dir / f"{DATABASE}-wal", data_dir / f"{DATABASE}-shm", data_dir / TOKEN_FILE, log):
         _set_mode(path, PRIVATE_FILE)
     return store
 

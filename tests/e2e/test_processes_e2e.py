@@ -222,7 +222,7 @@ def test_the_data_directory_and_its_secrets_are_private(local_env):
     assert local_env.json("local", "down")["stopped"]
     # An older version's modes: world-readable token and database.
     os.chmod(local_env.data_dir, 0o755)
-    for name in ("rhone.db", "owner.token"):
+    for name in ("rhone.db", "owner.token", "rhone-local.log"):
         os.chmod(local_env.data_dir / name, 0o644)
     assert local_env.up().exit_code == 0
     modes = {
