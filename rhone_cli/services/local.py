@@ -114,8 +114,11 @@ def _state_pid(paths: Paths) -> int | None:
 
 
 def _command_line(pid: int) -> tuple[list[str], Path | None] | None:
-    """The arguments of process `pid` and its working directory (None where procfs cannot say), or None."""
+    """The arguments of process `pid` and its working directory (None where procfs cannot say), or None when it is
+    gone or not ours."""
     try:
+        if Path(f"/proc/{pid}").stat().st_uid != os.geteuid():
+            return None  # another user's process is never our server, whatever its command line says
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except FileNotFoundError:
         if Path("/proc/self/cmdline").exists():
@@ -134,11 +137,12 @@ def _command_line_from_ps(pid: int) -> tuple[list[str], Path | None] | None:
     """Without procfs (macOS), `ps` prints the command line joined by spaces: good enough to recognise ours."""
     try:
         found = subprocess.run(
-            ["ps", "-ww", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, timeout=5, check=False
+            ["ps", "-ww", "-o", "uid=,command=", "-p", str(pid)], capture_output=True, text=True, timeout=5, check=False
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return (found.stdout.split(), None) if found.returncode == 0 and found.stdout.strip() else None
+    fields = found.stdout.split() if found.returncode == 0 else []
+    return (fields[1:], None) if fields and fields[0] == str(os.geteuid()) else None
 
 
 def is_server_of(pid: int, root: Path) -> bool:

@@ -69,6 +69,26 @@ def test_a_pid_file_naming_an_unrelated_process_is_stale_and_that_process_is_nev
     assert unrelated.poll() is None
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a process as another user")
+def test_another_users_process_dressed_as_our_server_is_never_signalled(local_env):
+    """Its command line names `rhone_local serve` with our data directory, but it is not ours to signal."""
+    local_env.data_dir.mkdir(parents=True)
+    impostor = subprocess.Popen(
+        ["sh", "-c", "sleep 300; true", "rhone_local", "serve", "--data-dir", str(local_env.data_dir)],
+        user=65534,
+        restore_signals=True,
+    )
+    try:
+        _write_stale_records(local_env, impostor.pid)
+        down = local_env.rhone("local", "down", "--json")
+        assert down.exit_code == 0, down.stderr
+        assert (down.json()["was_running"], down.json()["stale_pid_file"]) == (False, True)
+        assert impostor.poll() is None
+    finally:
+        impostor.kill()
+        impostor.wait()
+
+
 def blocking_build(release: Path) -> str:
     """A build command that waits, as one process, until the file `release` exists."""
     return f"exec {sys.executable} -c \"import os, time\nwhile not os.path.exists('{release}'): time.sleep(0.05)\""
