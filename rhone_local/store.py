@@ -573,23 +573,27 @@ class Store:
         lease_seconds: float,
         terminal: frozenset[str],
         *,
-        kinds: frozenset[str] | None = None,
-        other_kinds: bool = False,
+        pool: tuple[str, frozenset[str]] | None = None,
+        outside_pool: bool = False,
     ) -> dict[str, Any] | None:
         """Lease the oldest runnable operation (not terminal, lease free or expired) to `worker`; None if none.
-        With `kinds`, only operations of those kinds — or, with `other_kinds`, of any kind but those (a worker pool)."""
+        With `pool` (a kind and its states), only operations of that kind in one of those states — or, with
+        `outside_pool`, every other runnable operation."""
         now = time.time()
         marks = ",".join("?" * len(terminal))
-        kind_filter, kind_args = "", ()
-        if kinds is not None:
-            kind_filter = f"AND kind {'NOT IN' if other_kinds else 'IN'} ({','.join('?' * len(kinds))}) "
-            kind_args = tuple(sorted(kinds))
+        pool_filter, pool_args = "", ()
+        if pool is not None:
+            kind, states = pool
+            pool_filter = (
+                f"AND {'NOT ' if outside_pool else ''}(kind = ? AND state IN ({','.join('?' * len(states))})) "
+            )
+            pool_args = (kind, *sorted(states))
         row = self.conn.execute(
             f"UPDATE operations SET lease_owner = ?, lease_until = ? WHERE id = ("
-            f"  SELECT id FROM operations WHERE state NOT IN ({marks}) {kind_filter}"
+            f"  SELECT id FROM operations WHERE state NOT IN ({marks}) {pool_filter}"
             f"  AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT 1"
             f") RETURNING *",
-            (worker, now + lease_seconds, *sorted(terminal), *kind_args, now),
+            (worker, now + lease_seconds, *sorted(terminal), *pool_args, now),
         ).fetchone()
         return _row(row)
 

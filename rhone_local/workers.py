@@ -43,9 +43,11 @@ class StaleWrite(Exception):
 
 
 TOPOLOGY_KINDS = frozenset({"binding.create", "binding.remove", "services.update", "scale", "region.enable"})
-# Deploys clone, build (up to the build timeout) and start a preview: they run in their own pool, so a control
-# operation (tenancy, promotion, rollback, scale, bindings, regions, approvals) never queues behind a build.
-BUILD_KINDS = frozenset({"deploy"})
+# A deploy's cloning and building (up to the build timeout) are claimed by their own pool of workers; every other
+# operation — tenancy, promotion, rollback, scale, bindings, regions, and a deploy resumed at validating by an
+# approval — by the control pool, so none of them queues behind a build. A build worker that finishes a build
+# drives its deploy on to the end.
+BUILD_POOL = ("deploy", frozenset({"queued", "cloning", "building"}))
 INSERT_ENVIRONMENT = (
     "INSERT INTO environments (id, workspace_id, app_id, name, approval_required, frozen, created_at, operation_id) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -71,8 +73,8 @@ class Workers:
         self.pipeline = pipeline  # the deploy pipeline's stage effects (None: tenancy operations only)
         self.promotions = promotions  # promotion and rollback stage effects
         self.topology = topology  # binding, scale and region stage effects
-        self.count = count  # control workers: every kind but BUILD_KINDS
-        self.build_count = build_count  # build workers: BUILD_KINDS only
+        self.count = count  # control workers: everything outside BUILD_POOL
+        self.build_count = build_count  # build workers: BUILD_POOL only
         self.lease_seconds = lease_seconds
         # A test knob: slow every stage down so crash tests can catch operations mid-flight.
         self.stage_delay = (
@@ -89,10 +91,10 @@ class Workers:
         recovered = self.store.release_leases_except(self.owner_prefix)
         if recovered:
             log.info("resuming %d operation(s) left leased by a previous server process", recovered)
-        for pool, size, other_kinds in (("control", self.count, True), ("build", self.build_count, False)):
+        for pool, size, outside in (("control", self.count, True), ("build", self.build_count, False)):
             for index in range(size):
                 name = f"{self.owner_prefix}{pool}-{index}"
-                thread = threading.Thread(target=self._run, args=(name, other_kinds), name=name, daemon=True)
+                thread = threading.Thread(target=self._run, args=(name, outside), name=name, daemon=True)
                 thread.start()
                 self._threads.append(thread)
 
@@ -102,12 +104,12 @@ class Workers:
         for thread in self._threads:
             thread.join(timeout)
 
-    def _run(self, name: str, other_kinds: bool) -> None:
+    def _run(self, name: str, outside_build_pool: bool) -> None:
         try:
             while not self._stop.is_set():
                 try:
                     op = self.store.claim_operation(
-                        name, self.lease_seconds, NOT_RUNNABLE, kinds=BUILD_KINDS, other_kinds=other_kinds
+                        name, self.lease_seconds, NOT_RUNNABLE, pool=BUILD_POOL, outside_pool=outside_build_pool
                     )
                     if op is not None:
                         self.drive(op, name)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from rhone_local.domain.manifest import digest_of
 from rhone_local.domain.operations import NOT_RUNNABLE
-from rhone_local.workers import BUILD_KINDS, Workers
+from rhone_local.workers import BUILD_POOL, Workers
 
 from ._cases import EMPTY_CONFIG, EMPTY_MANIFEST
 from .conftest import BASE, LocalEnv
@@ -22,7 +22,7 @@ def _deploy(local: LocalEnv, project: dict, app: dict) -> str:
 
 
 def _claim(local: LocalEnv, worker: str, *, builds: bool) -> dict | None:
-    return local.store.claim_operation(worker, 30, NOT_RUNNABLE, kinds=BUILD_KINDS, other_kinds=not builds)
+    return local.store.claim_operation(worker, 30, NOT_RUNNABLE, pool=BUILD_POOL, outside_pool=not builds)
 
 
 def test_each_pool_claims_only_its_own_kinds_oldest_first(local: LocalEnv) -> None:
@@ -41,6 +41,26 @@ def test_each_pool_claims_only_its_own_kinds_oldest_first(local: LocalEnv) -> No
         deploys[0]: "build-0",
         deploys[1]: "build-1",
     }
+
+
+def test_a_deploy_resumed_by_an_approval_is_the_control_pools(local: LocalEnv) -> None:
+    """Its remaining stage (gates, then the preview) must not wait behind builds either."""
+    project = local.create_project()
+    app = local.create_app(project)
+    building = _deploy(local, project, app)
+    assert _claim(local, "build-0", builds=True)["id"] == building  # a build under way
+    approved = _deploy(local, project, app)
+    deployment_id = local.operation(approved)["target_id"]
+    evidence = {"gates": [{"gate": "db_impact", "outcome": "block", "summary": "1 new migration", "facts": {}}]}
+    with local.store.write() as c:  # parked by a gate (the gate itself is tested elsewhere)
+        c.execute("UPDATE operations SET state = 'blocked', version = version + 1 WHERE id = ?", (approved,))
+        local.store.update_deployment(c, deployment_id, state="blocked", evidence=evidence)
+    response = local.client.post(f"/v1/deployments/{deployment_id}/approve", json={}, headers=local.owner.headers)
+    assert response.status_code == 202, response.text
+    assert local.operation(approved)["state"] == "validating"
+
+    assert _claim(local, "build-1", builds=True) is None
+    assert _claim(local, "control-0", builds=False)["id"] == approved
 
 
 def test_a_restart_releases_the_leases_of_both_pools(local: LocalEnv) -> None:
