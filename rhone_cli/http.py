@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rhone_cli import __version__
+from rhone_cli.api_paths import check_request_path
 from rhone_cli.errors import CODE_EXIT_CODES, ExitCode, RhoneError, exit_code_for_status
 
 # httpx's package imports its own command-line tool (httpx._main) whenever click is installed, which drags in click,
@@ -150,6 +151,7 @@ class ApiClient:
         content: Callable[[], Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> ApiResponse:
+        check_request_path(path)
         headers = dict(headers or {})
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key

@@ -71,16 +71,16 @@ class Invocation:
 
     def client(self) -> ApiClient:
         if self._client is None:
-            from rhone_cli.http import ApiClient
-
-            token = self.credential().token
-            self._client = ApiClient(
-                self.profile.api_url,
-                token,
-                timeout=self.env.options.request_timeout,
-                log=self.out.debug,
-            )
+            self._client = self.new_client(self.profile.api_url, self.credential().token)
         return self._client
+
+    def new_client(self, api_url: str, token: str | None, **settings: object) -> ApiClient:
+        """A client for `api_url` with this run's timeout, request log and network (`settings` override them)."""
+        from rhone_cli.http import ApiClient
+
+        options: dict = {"timeout": self.env.options.request_timeout, "log": self.out.debug}
+        options["transport"] = self.env.http_transport
+        return ApiClient(api_url, token, **{**options, **settings})
 
     def close(self) -> None:
         if self._client is not None:

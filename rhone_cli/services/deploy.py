@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from rhone_cli import api_paths
 from rhone_cli.invocation import Invocation
 from rhone_cli.output import human_size
 from rhone_cli.services import operations, tenancy
@@ -57,7 +58,7 @@ def upload_missing(inv: Invocation, manifest: Any, root: Path) -> dict[str, int]
 
     def put(digest: str) -> None:
         entry = by_digest[digest]
-        client.put_file(f"/v1/blobs/{digest}", root.joinpath(*entry["path"].split("/")), entry["size"])
+        client.put_file(api_paths.blob(digest), root.joinpath(*entry["path"].split("/")), entry["size"])
 
     if missing:
         with ThreadPoolExecutor(max_workers=UPLOAD_CONCURRENCY) as pool:
@@ -91,7 +92,7 @@ def deploy(inv: Invocation, *, environment: str, prebuilt: bool, no_wait: bool, 
     if linked["created"]:
         inv.out.info(f"created {' and '.join(linked['created'])} for {config.project.name}/{config.app.name}")
     uploaded = upload_missing(inv, manifest, root)
-    path = f"{target.app_path}/deployments"
+    path = api_paths.below(target.app_path, "deployments")
     body = {
         "environment": environment,
         "manifest": manifest.document,
@@ -107,7 +108,7 @@ def deploy(inv: Invocation, *, environment: str, prebuilt: bool, no_wait: bool, 
     if no_wait:
         return {"operation": op, "upload": uploaded}
     op = operations.wait(inv, op, timeout=timeout)
-    deployment = inv.client().get(f"/v1/deployments/{op['target_id']}").data
+    deployment = inv.client().get(api_paths.deployment(op["target_id"])).data
     failure = operations.verdict(op)
     if failure is not None:
         if op["state"] == "blocked" and failure.code == "binding_missing":
@@ -123,13 +124,10 @@ def deploy(inv: Invocation, *, environment: str, prebuilt: bool, no_wait: bool, 
 
 
 def approve(inv: Invocation, deployment_id: str, *, ack_cold: bool, timeout: float | None) -> dict:
+    path = api_paths.deployment(deployment_id, "approve")
     op = (
         inv.client()
-        .post(
-            f"/v1/deployments/{deployment_id}/approve",
-            {"ack_cold": ack_cold},
-            idempotency_key=operations.idempotency_key(inv, f"/v1/deployments/{deployment_id}/approve", str(ack_cold)),
-        )
+        .post(path, {"ack_cold": ack_cold}, idempotency_key=operations.idempotency_key(inv, path, str(ack_cold)))
         .data
     )
     operations.announce(inv, op)
@@ -137,7 +135,7 @@ def approve(inv: Invocation, deployment_id: str, *, ack_cold: bool, timeout: flo
     failure = operations.verdict(op)
     if failure is not None:
         raise failure
-    return inv.client().get(f"/v1/deployments/{deployment_id}").data
+    return inv.client().get(api_paths.deployment(deployment_id)).data
 
 
 def evidence_lines(deployment: dict) -> list[str]:

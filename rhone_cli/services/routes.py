@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rhone_cli import api_paths
 from rhone_cli.invocation import Invocation
 from rhone_cli.services import operations, tenancy
 
@@ -27,7 +28,7 @@ def promote(
     }
     op = operations.run(
         inv,
-        f"/v1/deployments/{deployment_id}/promote",
+        api_paths.deployment(deployment_id, "promote"),
         body,
         no_wait=no_wait,
         timeout=timeout,
@@ -47,10 +48,12 @@ def rollback(
     no_wait: bool,
     timeout: float | None,
 ) -> dict[str, Any]:
+    if to is not None:
+        api_paths.checked_id("deployment", to)
     body = {"to_deployment": to, "allow_unsafe_db": allow_unsafe_db, "expect_epoch": expect_epoch}
     op = operations.run(
         inv,
-        f"{target.app_path}/environments/{environment}/rollback",
+        target.environment_path(environment, "rollback"),
         body,
         no_wait=no_wait,
         timeout=timeout,

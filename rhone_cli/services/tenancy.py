@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
+from rhone_cli import api_paths
 from rhone_cli.errors import ExitCode, RhoneError
 from rhone_cli.invocation import Invocation
 from rhone_cli.services import operations
@@ -23,7 +23,7 @@ class Target:
 
     @property
     def workspace_path(self) -> str:
-        return f"/v1/workspaces/{quote(self.workspace)}"
+        return api_paths.v1("workspaces", api_paths.checked_ref("workspace", self.workspace))
 
     @property
     def project_path(self) -> str:
@@ -34,7 +34,7 @@ class Target:
                 exit_code=ExitCode.USAGE,
                 hint="pass --project NAME, or run inside a directory with a rhone.toml",
             )
-        return f"{self.workspace_path}/projects/{quote(self.project)}"
+        return api_paths.below(self.workspace_path, "projects", api_paths.checked_ref("project", self.project))
 
     @property
     def app_path(self) -> str:
@@ -45,7 +45,11 @@ class Target:
                 exit_code=ExitCode.USAGE,
                 hint="pass --app NAME, or run inside a directory with a rhone.toml",
             )
-        return f"{self.project_path}/apps/{quote(self.app)}"
+        return api_paths.below(self.project_path, "apps", api_paths.checked_ref("app", self.app))
+
+    def environment_path(self, environment: str, *rest: str) -> str:
+        """The path of one of the app's environments (a name or an id), and of what lies below it."""
+        return api_paths.below(self.app_path, "environments", api_paths.checked_ref("environment", environment), *rest)
 
 
 def _project_config(inv: Invocation) -> Any:
@@ -133,7 +137,7 @@ def link(inv: Invocation, config: Any, directory: Any) -> dict:
     if project_doc is None:
         project_doc = create(
             inv,
-            f"{where.workspace_path}/projects",
+            api_paths.below(where.workspace_path, "projects"),
             {"name": config.project.name},
             resource_path=where.project_path,
             no_wait=False,
@@ -148,7 +152,7 @@ def link(inv: Invocation, config: Any, directory: Any) -> dict:
         }
         app_doc = create(
             inv,
-            f"{where.project_path}/apps",
+            api_paths.below(where.project_path, "apps"),
             {"name": config.app.name, "environments": policies},
             resource_path=where.app_path,
             no_wait=False,
