@@ -112,14 +112,9 @@ class ApiClient:
     def delete(self, path: str) -> ApiResponse:
         return self.request("DELETE", path)
 
-    def put_file(self, path: str, file_path: Any, size: int) -> ApiResponse:
-        """PUT a file's bytes, streamed in 1 MiB chunks; each retry reopens the file (content-addressed: safe)."""
-
-        def chunks() -> Any:
-            with open(file_path, "rb") as handle:
-                while chunk := handle.read(1024 * 1024):
-                    yield chunk
-
+    def put_stream(self, path: str, chunks: Callable[[], Any], size: int) -> ApiResponse:
+        """PUT `size` bytes from the iterator `chunks()` makes; each retry makes a new one (a PUT of content-addressed
+        bytes is safe to repeat). An exception the iterator raises ends the request, unretried."""
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         return self.request("PUT", path, content=chunks, headers=headers)
 
