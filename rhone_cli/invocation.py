@@ -25,8 +25,13 @@ def _check_api_url(url: str) -> None:
 
     from rhone_cli.errors import ExitCode, RhoneError
 
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number from 0 to 65535
+    except ValueError:  # "http://[::1" (an unclosed IPv6 bracket), "http://host:99999"
+        valid = False
+    if not valid or any(ord(char) <= 32 or ord(char) == 127 for char in url):
         raise RhoneError(
             f"the API URL {url!r} is not an http(s) URL",
             code="invalid_api_url",

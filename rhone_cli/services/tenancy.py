@@ -131,33 +131,25 @@ def link(inv: Invocation, config: Any, directory: Any) -> dict:
     record their ids in `.rhone/link.json`, so later commands in this directory know exactly what they target."""
     import json
 
+    from rhone_cli.config.profiles import atomic_write
+
     where = target(inv, workspace=config.project.workspace, project=config.project.name, app=config.app.name)
     created = []
-    project_doc = _get_or_none(inv, where.project_path)
-    if project_doc is None:
-        project_doc = create(
-            inv,
-            api_paths.below(where.workspace_path, "projects"),
-            {"name": config.project.name},
-            resource_path=where.project_path,
-            no_wait=False,
-            timeout=None,
-        )
+    project_doc, made = _find_or_create(
+        inv, where.project_path, api_paths.below(where.workspace_path, "projects"), {"name": config.project.name}
+    )
+    if made:
         created.append("project")
-    app_doc = _get_or_none(inv, where.app_path)
-    if app_doc is None:
-        policies = {
-            name: policy.model_dump(include={"approval_required", "frozen"})
-            for name, policy in config.environments.items()
-        }
-        app_doc = create(
-            inv,
-            api_paths.below(where.project_path, "apps"),
-            {"name": config.app.name, "environments": policies},
-            resource_path=where.app_path,
-            no_wait=False,
-            timeout=None,
-        )
+    policies = {
+        name: policy.model_dump(include={"approval_required", "frozen"}) for name, policy in config.environments.items()
+    }
+    app_doc, made = _find_or_create(
+        inv,
+        where.app_path,
+        api_paths.below(where.project_path, "apps"),
+        {"name": config.app.name, "environments": policies},
+    )
+    if made:
         created.append("app")
     link_doc = {
         "api_url": inv.profile.api_url,
@@ -169,8 +161,28 @@ def link(inv: Invocation, config: Any, directory: Any) -> dict:
     }
     state = directory / ".rhone"
     state.mkdir(exist_ok=True)
-    (state / "link.json").write_text(json.dumps(link_doc, indent=2) + "\n")
+    # Atomic: concurrent deploys from one checkout each write it (the same content).
+    atomic_write(state / "link.json", json.dumps(link_doc, indent=2) + "\n", mode=0o644)
     return {**link_doc, "created": created}
+
+
+def _find_or_create(inv: Invocation, resource_path: str, collection_path: str, body: dict) -> tuple[dict, bool]:
+    """(the resource, whether this call created it). Two first deploys of a new app race to create it: the loser's
+    create is refused (`name_taken`, when the request or its operation finds the name already used) and it takes
+    the resource the winner created instead of failing."""
+    found = _get_or_none(inv, resource_path)
+    if found is not None:
+        return found, False
+    try:
+        return create(inv, collection_path, body, resource_path=resource_path, no_wait=False, timeout=None), True
+    except RhoneError as error:
+        if error.code != "name_taken":
+            raise
+        lost = error
+    found = _get_or_none(inv, resource_path)
+    if found is None:  # taken, yet not visible to us: another workspace member's, or it went away again
+        raise lost
+    return found, False
 
 
 def _get_or_none(inv: Invocation, path: str) -> dict | None:

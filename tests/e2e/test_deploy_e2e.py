@@ -162,6 +162,31 @@ def test_deploy_with_its_own_output_redirected_into_the_project(local, tmp_path)
     assert digest_of({"version": 1, "files": kept}) == doc["source_digest"]
 
 
+def test_concurrent_first_deploys_of_a_new_app_all_succeed_with_one_app(local, tmp_path):
+    """Four checkouts of a new app deploy at once: each finds the project and app missing and creates them; the ones
+    that lose the race use what the winner created (this used to fail intermittently with name_taken)."""
+    dirs = [hello_app(tmp_path / f"checkout{i}") for i in range(4)]
+    procs = [
+        subprocess.Popen(
+            [str(RHONE_BIN), "deploy", "--no-wait", "--json"],
+            cwd=app_dir,
+            env=local.environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for app_dir in dirs
+    ]
+    results = [proc.communicate(timeout=120) for proc in procs]
+
+    for proc, (stdout, stderr) in zip(procs, results, strict=True):
+        assert proc.returncode == 0, (stdout, stderr)
+        assert json.loads(stdout)["kind"] == "deploy"
+    assert [p["name"] for p in local.json("project", "ls")] == ["hello"]
+    assert [a["name"] for a in local.json("app", "ls", "-p", "hello")] == ["hello"]
+    assert len(deployments(local, dirs[0])) == 4
+
+
 def test_redeploy_uploads_only_the_changed_file_and_nothing_when_unchanged(local, tmp_path):
     app_dir = linked(local, hello_app(tmp_path))
     manifest = local.json("artifact", "manifest", cwd=app_dir)
