@@ -11,7 +11,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 
 def _truthy(value: str | None) -> bool:
@@ -47,6 +47,8 @@ class Environment:
     warned: set[str] = field(default_factory=set)
     # Secret values seen in this process (tokens); the output module masks them in everything it writes.
     secrets: set[str] = field(default_factory=set)
+    # The network: None for real sockets; tests hand in an httpx transport (an in-process API, or a recorder).
+    http_transport: Any = None
 
     @staticmethod
     def _isatty(stream: TextIO) -> bool:

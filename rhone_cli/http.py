@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rhone_cli import __version__
+from rhone_cli.api_paths import check_request_path
 from rhone_cli.errors import CODE_EXIT_CODES, ExitCode, RhoneError, exit_code_for_status
 
 # httpx's package imports its own command-line tool (httpx._main) whenever click is installed, which drags in click,
@@ -111,14 +112,9 @@ class ApiClient:
     def delete(self, path: str) -> ApiResponse:
         return self.request("DELETE", path)
 
-    def put_file(self, path: str, file_path: Any, size: int) -> ApiResponse:
-        """PUT a file's bytes, streamed in 1 MiB chunks; each retry reopens the file (content-addressed: safe)."""
-
-        def chunks() -> Any:
-            with open(file_path, "rb") as handle:
-                while chunk := handle.read(1024 * 1024):
-                    yield chunk
-
+    def put_stream(self, path: str, chunks: Callable[[], Any], size: int) -> ApiResponse:
+        """PUT `size` bytes from the iterator `chunks()` makes; each retry makes a new one (a PUT of content-addressed
+        bytes is safe to repeat). An exception the iterator raises ends the request, unretried."""
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         return self.request("PUT", path, content=chunks, headers=headers)
 
@@ -150,6 +146,7 @@ class ApiClient:
         content: Callable[[], Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> ApiResponse:
+        check_request_path(path)
         headers = dict(headers or {})
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key

@@ -25,8 +25,13 @@ def _check_api_url(url: str) -> None:
 
     from rhone_cli.errors import ExitCode, RhoneError
 
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number from 0 to 65535
+    except ValueError:  # "http://[::1" (an unclosed IPv6 bracket), "http://host:99999"
+        valid = False
+    if not valid or any(ord(char) <= 32 or ord(char) == 127 for char in url):
         raise RhoneError(
             f"the API URL {url!r} is not an http(s) URL",
             code="invalid_api_url",
@@ -71,16 +76,16 @@ class Invocation:
 
     def client(self) -> ApiClient:
         if self._client is None:
-            from rhone_cli.http import ApiClient
-
-            token = self.credential().token
-            self._client = ApiClient(
-                self.profile.api_url,
-                token,
-                timeout=self.env.options.request_timeout,
-                log=self.out.debug,
-            )
+            self._client = self.new_client(self.profile.api_url, self.credential().token)
         return self._client
+
+    def new_client(self, api_url: str, token: str | None, **settings: object) -> ApiClient:
+        """A client for `api_url` with this run's timeout, request log and network (`settings` override them)."""
+        from rhone_cli.http import ApiClient
+
+        options: dict = {"timeout": self.env.options.request_timeout, "log": self.out.debug}
+        options["transport"] = self.env.http_transport
+        return ApiClient(api_url, token, **{**options, **settings})
 
     def close(self) -> None:
         if self._client is not None:

@@ -7,6 +7,7 @@ httpx, keyring, rich tables and pydantic models are imported inside the commands
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from enum import StrEnum
@@ -17,7 +18,7 @@ import typer
 
 from rhone_cli import __version__
 from rhone_cli.commands import register_commands
-from rhone_cli.commands._common import new_typer
+from rhone_cli.commands._common import REQUEST_TIMEOUT_RANGE, new_typer, seconds_problem
 from rhone_cli.environment import Environment, _truthy
 from rhone_cli.errors import ExitCode, RhoneError
 from rhone_cli.invocation import Invocation
@@ -90,8 +91,7 @@ def root(
         float | None,
         typer.Option(
             "--request-timeout",
-            help="Seconds per HTTP request [env: RHONE_REQUEST_TIMEOUT; default 30].",
-            min=0.1,
+            help="Seconds per HTTP request, 0.1 to 3600 [env: RHONE_REQUEST_TIMEOUT; default 30].",
             metavar="SECONDS",
         ),
     ] = None,
@@ -119,17 +119,7 @@ def root(
     options.cwd = cwd
     if token:
         env.secrets.add(token)
-    if request_timeout is None:
-        raw = env.environ.get("RHONE_REQUEST_TIMEOUT")
-        try:
-            request_timeout = float(raw) if raw else 30.0
-        except ValueError:
-            raise RhoneError(
-                f"RHONE_REQUEST_TIMEOUT must be a number of seconds, not {raw!r}",
-                code="usage_error",
-                exit_code=ExitCode.USAGE,
-            ) from None
-    options.request_timeout = request_timeout
+    options.request_timeout = _request_timeout(request_timeout, env.environ.get("RHONE_REQUEST_TIMEOUT"))
     mode = progress.value if progress else env.environ.get("RHONE_PROGRESS", "auto")
     if mode not in {m.value for m in ProgressMode}:
         raise RhoneError(
@@ -143,6 +133,29 @@ def root(
 
 
 register_commands(app)
+
+
+def _request_timeout(flag: float | None, variable: str | None) -> float:
+    """--request-timeout, else RHONE_REQUEST_TIMEOUT, else 30: finite and within REQUEST_TIMEOUT_RANGE."""
+    source, value = "--request-timeout", flag
+    if flag is None:
+        if not variable:
+            return 30.0
+        source = "RHONE_REQUEST_TIMEOUT"
+        try:
+            value = float(variable)
+        except ValueError:
+            value = math.nan
+    problem = seconds_problem(value, REQUEST_TIMEOUT_RANGE)
+    if problem:
+        shown = variable if flag is None else f"{flag:g}"
+        raise RhoneError(
+            f"{source} {problem}, not {shown!r}",
+            code="usage_error",
+            exit_code=ExitCode.USAGE,
+            hint="give the seconds one HTTP request may take, e.g. --request-timeout 30",
+        )
+    return value
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:

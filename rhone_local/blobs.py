@@ -37,6 +37,15 @@ class BlobStore:
     def missing(self, digests: Iterable[str]) -> list[str]:
         return [d for d in dict.fromkeys(digests) if not self.has(d)]
 
+    def wrong_sizes(self, files: Iterable[dict]) -> list[dict]:
+        """Manifest entries whose declared `size` is not the size of the stored blob of their sha256."""
+        wrong = []
+        for entry in files:
+            actual = self.path("sha256:" + entry["sha256"]).stat().st_size
+            if actual != entry["size"]:
+                wrong.append({"path": entry["path"], "declared": entry["size"], "actual": actual})
+        return wrong
+
     async def write(self, digest: str, chunks: AsyncIterator[bytes], *, declared_size: int | None = None) -> bool:
         """Store the streamed bytes under `digest`; True if newly stored, False if it already existed."""
         target = self.path(digest)

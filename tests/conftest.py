@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from rhone_cli.environment import Environment
@@ -59,10 +60,16 @@ def base_environ(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def rhone(tmp_path: Path, base_environ: dict[str, str]):
-    """Run rhone in-process: rhone(*args, stdin="", cwd=..., environ={...}, tty=False) -> Result."""
+    """Run rhone in-process: rhone(*args, stdin="", cwd=..., environ={...}, tty=False, transport=None) -> Result.
+    `transport` is the httpx transport every API client of the run uses (see `RecordingTransport`)."""
 
     def run(
-        *args: str, stdin: str = "", cwd: Path | None = None, environ: dict[str, str] | None = None, tty: bool = False
+        *args: str,
+        stdin: str = "",
+        cwd: Path | None = None,
+        environ: dict[str, str] | None = None,
+        tty: bool = False,
+        transport=None,
     ) -> Result:
         out, err = io.StringIO(), io.StringIO()
         env = Environment(
@@ -71,6 +78,7 @@ def rhone(tmp_path: Path, base_environ: dict[str, str]):
             stderr=err,
             environ={**base_environ, **(environ or {})},
             cwd=cwd or tmp_path,
+            http_transport=transport,
         )
         code = main(list(args), env)
         return Result(code, out.getvalue(), err.getvalue())
@@ -97,6 +105,31 @@ def rhone_subprocess(tmp_path: Path, base_environ: dict[str, str]):
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     return run
+
+
+class RecordingTransport(httpx.BaseTransport):
+    """An httpx transport that records every request and forwards it to `inner` (real sockets by default).
+    `RecordingTransport.refusing()` refuses every request instead: for tests that prove nothing was sent."""
+
+    def __init__(self, inner: httpx.BaseTransport | None = None) -> None:
+        self.inner = inner if inner is not None else httpx.HTTPTransport()
+        self.requests: list[httpx.Request] = []
+
+    @classmethod
+    def refusing(cls) -> RecordingTransport:
+        return cls(_RefusingTransport())
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _RefusingTransport(httpx.BaseTransport):
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused by the test's transport", request=request)
 
 
 def load_schema(name: str) -> dict:

@@ -39,7 +39,8 @@ def test_ci_keys_follow_the_run_and_the_request_but_not_the_attempt() -> None:
 
 
 def test_an_api_validation_error_is_a_clean_exit_2(rhone) -> None:
-    """The API's 422 problems (loc/message) render as lines, never as a crash of the error renderer."""
+    """The API's 422 problems (loc/message) render as lines, never as a crash of the error renderer. (The name is
+    one the CLI accepts — it refuses malformed names itself, before sending — and the mocked API refuses.)"""
     body = {
         "error": {
             "code": "invalid_request",
@@ -61,7 +62,7 @@ def test_an_api_validation_error_is_a_clean_exit_2(rhone) -> None:
         result = rhone(
             "project",
             "create",
-            "Bad_Name",
+            "shop",
             "-w",
             "local",
             environ={"RHONE_API_URL": "http://rhone.test", "RHONE_TOKEN": "tok-test"},

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from rhone_cli.commands._common import wait_timeout_callback
 from rhone_cli.output import Output
 
 WorkspaceOpt = Annotated[
@@ -21,7 +22,10 @@ NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="Return the operation
 WaitTimeoutOpt = Annotated[
     float | None,
     typer.Option(
-        "--wait-timeout", help="Stop waiting after SECONDS (exit 7; the operation continues).", metavar="SECONDS", min=0
+        "--wait-timeout",
+        help="Stop waiting after SECONDS (exit 7; the operation continues).",
+        metavar="SECONDS",
+        callback=wait_timeout_callback,
     ),
 ]
 

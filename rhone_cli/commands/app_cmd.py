@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from rhone_cli import api_paths
 from rhone_cli.commands import _tenancy as t
 from rhone_cli.commands._common import group, invocation
 
@@ -21,7 +22,7 @@ def ls(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, need="project")
-    rows = tenancy.items(inv, f"{target.project_path}/apps", limit=limit)
+    rows = tenancy.items(inv, api_paths.below(target.project_path, "apps"), limit=limit)
     inv.out.result(rows, t.table(["id", "name", "created"], ["id", "name", "created_at"], rows, "no apps"))
 
 
@@ -41,7 +42,7 @@ def create(
     target = tenancy.target(inv, workspace=workspace, project=project, app=name)
     doc = tenancy.create(
         inv,
-        f"{target.project_path}/apps",
+        api_paths.below(target.project_path, "apps"),
         {"name": name},
         resource_path=target.app_path,
         no_wait=no_wait,

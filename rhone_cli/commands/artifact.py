@@ -31,7 +31,7 @@ def manifest(
     from rhone_cli.services.artifacts import project_manifest
 
     inv = invocation(ctx)
-    result = project_manifest(inv.env.workdir, prebuilt=prebuilt, use_cache=not no_cache)
+    result = project_manifest(inv.env.workdir, prebuilt=prebuilt, use_cache=not no_cache, out=inv.out)
     if result.cache_warning:
         inv.out.info(f"note: {result.cache_warning}")
     document = {

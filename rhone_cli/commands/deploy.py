@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from rhone_cli import api_paths
 from rhone_cli.commands import _tenancy as t
 from rhone_cli.commands._common import invocation, new_typer
 from rhone_cli.output import Output
@@ -99,7 +100,7 @@ def ls(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    rows = tenancy.items(inv, f"{target.app_path}/deployments", limit=limit)
+    rows = tenancy.items(inv, api_paths.below(target.app_path, "deployments"), limit=limit)
     inv.out.result(
         rows,
         t.table(
@@ -117,7 +118,7 @@ def show(ctx: typer.Context, deployment_id: DeploymentId) -> None:
     from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
-    doc = tenancy.get(inv, f"/v1/deployments/{deployment_id}")
+    doc = tenancy.get(inv, api_paths.deployment(deployment_id))
 
     def human(out: Output) -> None:
         _render(doc)(out)
@@ -157,7 +158,7 @@ def logs(
     """Show a deployment's build log and its allocations' logs."""
 
     inv = invocation(ctx)
-    doc = inv.client().get(f"/v1/deployments/{deployment_id}/logs", params={"lines": lines}).data
+    doc = inv.client().get(api_paths.deployment(deployment_id, "logs"), params={"lines": lines}).data
 
     def human(out: Output) -> None:
         out.line("== build ==")

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from rhone_cli import api_paths
 from rhone_cli.commands import _tenancy as t
 from rhone_cli.commands._common import group, invocation
 
@@ -22,7 +23,7 @@ def ls(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    rows = tenancy.items(inv, f"{target.app_path}/environments")
+    rows = tenancy.items(inv, api_paths.below(target.app_path, "environments"))
     inv.out.result(rows, t.table(*COLUMNS, rows, "no environments"))
 
 
@@ -48,9 +49,9 @@ def create(
     body = {"name": name, "approval_required": approval_required, "frozen": frozen}
     doc = tenancy.create(
         inv,
-        f"{target.app_path}/environments",
+        api_paths.below(target.app_path, "environments"),
         body,
-        resource_path=f"{target.app_path}/environments/{name}",
+        resource_path=target.environment_path(name),
         no_wait=no_wait,
         timeout=wait_timeout,
     )
@@ -70,7 +71,7 @@ def show(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    doc = tenancy.get(inv, f"{target.app_path}/environments/{name}")
+    doc = tenancy.get(inv, target.environment_path(name))
     tenancy.warn_policy_drift(inv, doc)
     inv.out.result(doc, t.fields(doc, ["id", "name", "app_id", "approval_required", "frozen", "created_at"]))
 
@@ -96,11 +97,10 @@ def policy(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    path = f"{target.app_path}/environments/{name}"
     if approval_required is None:
-        doc = tenancy.get(inv, path)
+        doc = tenancy.get(inv, target.environment_path(name))
     else:
-        doc = inv.client().post(f"{path}/policy", {"approval_required": approval_required}).data
+        doc = inv.client().post(target.environment_path(name, "policy"), {"approval_required": approval_required}).data
     tenancy.warn_policy_drift(inv, doc)
     inv.out.result(doc, t.fields(doc, ["name", "approval_required", "frozen"]))
 
@@ -111,7 +111,7 @@ def _set_frozen(ctx: typer.Context, name: str, app_name, project, workspace, fro
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
     verb = "freeze" if frozen else "unfreeze"
-    doc = inv.client().post(f"{target.app_path}/environments/{name}/{verb}", {}).data
+    doc = inv.client().post(target.environment_path(name, verb), {}).data
     inv.out.result(doc, lambda out: out.line(f"{doc['name']} is {'frozen' if doc['frozen'] else 'not frozen'}"))
 
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from rhone_cli import api_paths
 from rhone_cli.commands import _tenancy as t
 from rhone_cli.commands._common import group, invocation
 from rhone_cli.output import Output
@@ -40,7 +41,10 @@ def ls(
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, need="workspace")
     rows = tenancy.items(
-        inv, f"{target.workspace_path}/operations", limit=limit, params={"state": state} if state else None
+        inv,
+        api_paths.below(target.workspace_path, "operations"),
+        limit=limit,
+        params={"state": state} if state else None,
     )
     inv.out.result(
         rows,
@@ -59,7 +63,7 @@ def show(ctx: typer.Context, op_id: OpId) -> None:
     from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
-    doc = tenancy.get(inv, f"/v1/operations/{op_id}")
+    doc = tenancy.get(inv, api_paths.operation(op_id))
     inv.out.result(doc, _render(doc))
 
 
@@ -69,7 +73,7 @@ def wait(ctx: typer.Context, op_id: OpId, wait_timeout: t.WaitTimeoutOpt = None)
     from rhone_cli.services import operations, tenancy
 
     inv = invocation(ctx)
-    op = tenancy.get(inv, f"/v1/operations/{op_id}")
+    op = tenancy.get(inv, api_paths.operation(op_id))
     op = operations.wait(inv, op, timeout=wait_timeout)
     failure = operations.verdict(op)
     if failure is not None:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from rhone_cli import api_paths
 from rhone_cli.commands import _tenancy as t
 from rhone_cli.commands._common import group, invocation
 
@@ -20,7 +21,7 @@ def ls(ctx: typer.Context, workspace: t.WorkspaceOpt = None, limit: t.LimitOpt =
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, need="workspace")
-    rows = tenancy.items(inv, f"{target.workspace_path}/projects", limit=limit)
+    rows = tenancy.items(inv, api_paths.below(target.workspace_path, "projects"), limit=limit)
     inv.out.result(rows, t.table(*COLUMNS, rows, "no projects"))
 
 
@@ -39,7 +40,7 @@ def create(
     target = tenancy.target(inv, workspace=workspace, project=name, need="project")
     doc = tenancy.create(
         inv,
-        f"{target.workspace_path}/projects",
+        api_paths.below(target.workspace_path, "projects"),
         {"name": name},
         resource_path=target.project_path,
         no_wait=no_wait,

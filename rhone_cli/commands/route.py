@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from rhone_cli import api_paths
 from rhone_cli.commands import _tenancy as t
 from rhone_cli.commands._common import group, invocation
 
@@ -22,7 +23,7 @@ def ls(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    rows = tenancy.items(inv, f"{target.app_path}/routes")
+    rows = tenancy.items(inv, api_paths.below(target.app_path, "routes"))
     inv.out.result(
         rows,
         t.table(
@@ -47,7 +48,7 @@ def show(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    doc = tenancy.get(inv, f"{target.app_path}/routes/{env}")
+    doc = tenancy.get(inv, api_paths.below(target.app_path, "routes", api_paths.checked_ref("environment", env)))
     inv.out.result(
         doc,
         t.fields(doc, ["route_key", "epoch", "deployment_id", "artifact_digest", "url", "operation_id", "updated_at"]),
@@ -67,7 +68,9 @@ def history(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    rows = tenancy.items(inv, f"{target.app_path}/routes/{env}/history")
+    rows = tenancy.items(
+        inv, api_paths.below(target.app_path, "routes", api_paths.checked_ref("environment", env), "history")
+    )
     inv.out.result(
         rows,
         t.table(

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from rhone_cli import api_paths
 from rhone_cli.commands import _tenancy as t
 from rhone_cli.commands._common import group, invocation
 
@@ -48,7 +49,7 @@ def members(ctx: typer.Context, workspace: t.WorkspaceOpt = None) -> None:
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, need="workspace")
-    rows = tenancy.items(inv, f"{target.workspace_path}/members")
+    rows = tenancy.items(inv, api_paths.below(target.workspace_path, "members"))
     inv.out.result(
         rows, t.table(["user", "name", "email", "role"], ["user_id", "name", "email", "role"], rows, "no members")
     )
@@ -67,7 +68,7 @@ def invite(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, need="workspace")
-    path = f"{target.workspace_path}/members"
+    path = api_paths.below(target.workspace_path, "members")
     body = {"email": email, "role": role.value, "name": name}
     doc = inv.client().post(path, body, idempotency_key=operations.idempotency_key(inv, path, email)).data
     inv.out.result(doc, lambda out: out.line(f"added {doc['email']} as {doc['role']}"))
@@ -86,7 +87,7 @@ def audit(
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, need="workspace")
     rows = tenancy.items(
-        inv, f"{target.workspace_path}/audit", limit=limit, params={"action": action} if action else None
+        inv, api_paths.below(target.workspace_path, "audit"), limit=limit, params={"action": action} if action else None
     )
     inv.out.result(
         rows,

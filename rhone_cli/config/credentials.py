@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rhone_cli.config.profiles import Profile, ProfileStore, _atomic_write, config_dir
+from rhone_cli.config.profiles import Profile, ProfileStore, atomic_write, config_dir
 from rhone_cli.errors import ExitCode, RhoneError
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ class CredentialsFile:
         data = self._read()
         data.setdefault("profiles", {})[profile] = {"token": token}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.path, tomli_w.dumps(data), mode=0o600)
+        atomic_write(self.path, tomli_w.dumps(data), mode=0o600)
 
     def delete(self, profile: str) -> bool:
         import tomli_w
@@ -112,7 +112,7 @@ class CredentialsFile:
         if profile not in data.get("profiles", {}):
             return False
         del data["profiles"][profile]
-        _atomic_write(self.path, tomli_w.dumps(data), mode=0o600)
+        atomic_write(self.path, tomli_w.dumps(data), mode=0o600)
         return True
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -90,13 +91,13 @@ class ProfileStore:
         if make_current or "current_profile" not in data:
             data["current_profile"] = profile.name
         self.directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.path, tomli_w.dumps(data), mode=0o644)
+        atomic_write(self.path, tomli_w.dumps(data), mode=0o644)
         profile.saved = True
 
 
-def _atomic_write(path: Path, text: str, *, mode: int) -> None:
+def atomic_write(path: Path, text: str, *, mode: int) -> None:
     """Write via a temporary file and rename, so a crash never leaves half a config; `mode` applies from creation."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

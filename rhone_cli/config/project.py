@@ -30,6 +30,8 @@ PROVIDER_KINDS = ("postgres", "mysql", "redis", "s3", "smtp", "generic")
 # a deployment's configuration with the model below, and clamps older stored ones: rhone_local/domain/limits.py).
 BUILD_TIMEOUT_DEFAULT, BUILD_TIMEOUT_MAX = 600, 7200
 READINESS_TIMEOUT_DEFAULT, READINESS_TIMEOUT_MAX = 60, 3600
+# rhone.toml's own keys nest 4 levels (environments.production.residency[0]); anything far deeper is not a config.
+MAX_NESTING = 16
 
 _SLUG = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
@@ -341,11 +343,30 @@ class LoadResult:
     problems: list[Problem]
 
 
+def _too_deep(data: Any, limit: int) -> bool:
+    """Whether tables and arrays nest more than `limit` levels (measured without recursion)."""
+    stack = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
 def parse(source: str, file: str) -> tuple[RhoneToml | None, list[Problem]]:
+    too_deep = Problem(
+        file, None, None, None, f"too deeply nested: tables and arrays may nest at most {MAX_NESTING} levels"
+    )
     try:
         data = tomllib.loads(source)
     except tomllib.TOMLDecodeError as error:
         return None, [_problem_from_syntax(error, file, source)]
+    except RecursionError:  # the parser itself recurses once per level of nesting
+        return None, [too_deep]
+    if _too_deep(data, MAX_NESTING):
+        return None, [too_deep]
     try:
         return RhoneToml.model_validate(data), []
     except ValidationError as error:

@@ -2,19 +2,66 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import sys
 from pathlib import Path
 from typing import Any
 
+from rhone_cli.environment import Environment
 from rhone_cli.errors import ExitCode, RhoneError
+from rhone_cli.output import Output
 
 
-def project_manifest(workdir: Path, *, prebuilt: bool, use_cache: bool = True) -> Any:
+def project_manifest(workdir: Path, *, prebuilt: bool, use_cache: bool = True, out: Output | None = None) -> Any:
     """The manifest `rhone deploy` would upload from `workdir`: the project directory, or with `prebuilt` its
-    build.output, filtered by the built-in ignores, .rhoneignore and build.include/exclude."""
-    from rhone_cli.artifacts.manifest import build_manifest
+    build.output, filtered by the built-in ignores, .rhoneignore and build.include/exclude.
+
+    With `out`, files that are this very command's stdout or stderr (`rhone deploy > result.json 2>> ci.log` run in
+    the project) are left out with a warning: they are written while the command runs, so their content at hashing
+    time is never the content at upload time, and they are output, not source."""
+    from rhone_cli.artifacts.manifest import Manifest, build_manifest
 
     root, include, exclude = manifest_root(workdir, prebuilt=prebuilt)
-    return build_manifest(root, include=include, exclude=exclude, use_cache=use_cache)
+    manifest = build_manifest(root, include=include, exclude=exclude, use_cache=use_cache)
+    outputs = redirected_outputs(out.env, Path(manifest.root)) if out is not None else {}
+    listed = [path for path in outputs if any(entry["path"] == path for entry in manifest.files)]
+    if not listed:
+        return manifest
+    for path in listed:
+        stream = outputs[path]
+        out.warn(
+            f"leaving {path} out of the manifest: it is this command's {stream}, redirected into the project "
+            "(add it to .rhoneignore to say so)"
+        )
+    kept = [entry for entry in manifest.files if entry["path"] not in outputs]
+    return Manifest(root=manifest.root, files=kept, hashed_count=manifest.hashed_count)
+
+
+def redirected_outputs(env: Environment, root: Path) -> dict[str, str]:
+    """{root-relative POSIX path: "stdout" | "stderr"} for this process's output streams that are regular files
+    under `root`."""
+    found: dict[str, str] = {}
+    for name, stream in (("stdout", env.stdout), ("stderr", env.stderr)):
+        path = _file_behind(stream)
+        if path is not None and root in path.parents:
+            found.setdefault(path.relative_to(root).as_posix(), name)
+    return found
+
+
+def _file_behind(stream: Any) -> Path | None:
+    """The real path of the regular file a stream writes to, when the platform can tell (Linux, macOS)."""
+    try:
+        fd = stream.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        if sys.platform == "darwin":
+            import fcntl
+
+            return Path(os.path.realpath(fcntl.fcntl(fd, fcntl.F_GETPATH, b"\0" * 1024).rstrip(b"\0").decode()))
+        return Path(os.path.realpath(os.readlink(f"/proc/self/fd/{fd}")))
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's StringIO), or no way to tell
+        return None
 
 
 def manifest_root(workdir: Path, *, prebuilt: bool) -> tuple[Path, list[str], list[str]]:

@@ -11,9 +11,7 @@ from rhone_cli.invocation import Invocation
 
 def fetch_identity(inv: Invocation, token: str) -> dict[str, Any]:
     """Ask the API who `token` belongs to (`GET /v1/whoami`)."""
-    from rhone_cli.http import ApiClient
-
-    with ApiClient(inv.profile.api_url, token, timeout=inv.env.options.request_timeout, log=inv.out.debug) as client:
+    with inv.new_client(inv.profile.api_url, token) as client:
         response = client.get("/v1/whoami")
     if not isinstance(response.data, dict):
         raise RhoneError(

@@ -6,17 +6,22 @@ one, so a re-run of the same CI job attaches to the deployment it already create
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from rhone_cli import api_paths
+from rhone_cli.errors import ExitCode, RhoneError
 from rhone_cli.invocation import Invocation
 from rhone_cli.output import human_size
 from rhone_cli.services import operations, tenancy
 
 DIGESTS_PER_QUERY = 5000
 UPLOAD_CONCURRENCY = 4
+UPLOAD_CHUNK = 1024 * 1024
 
 
 def source_facts(directory: Path) -> dict[str, Any]:
@@ -57,13 +62,51 @@ def upload_missing(inv: Invocation, manifest: Any, root: Path) -> dict[str, int]
 
     def put(digest: str) -> None:
         entry = by_digest[digest]
-        client.put_file(f"/v1/blobs/{digest}", root.joinpath(*entry["path"].split("/")), entry["size"])
+        client.put_stream(api_paths.blob(digest), lambda: hashed_bytes(root, entry), entry["size"])
 
     if missing:
         with ThreadPoolExecutor(max_workers=UPLOAD_CONCURRENCY) as pool:
             for _ in pool.map(put, missing):
                 pass
     return {"blobs_total": len(digests), "blobs_uploaded": len(missing), "bytes_uploaded": total}
+
+
+def hashed_bytes(root: Path, entry: dict[str, Any]) -> Iterator[bytes]:
+    """A manifest entry's file, read again for its upload and hashed on the way: exactly the `size` bytes whose
+    sha256 the manifest holds, or `source_changed` before the last of them is sent (the request is then cut short,
+    so the server never stores it). A file that grew since it was hashed still uploads its first `size` bytes when
+    they are the bytes that were hashed."""
+    path = root.joinpath(*entry["path"].split("/"))
+    digest = hashlib.sha256()
+    remaining = entry["size"]
+    try:
+        with open(path, "rb") as handle:
+            while remaining:
+                chunk = handle.read(min(UPLOAD_CHUNK, remaining))
+                if not chunk:
+                    raise source_changed(entry["path"], "it is shorter than when it was hashed")
+                digest.update(chunk)
+                remaining -= len(chunk)
+                if not remaining and digest.hexdigest() != entry["sha256"]:
+                    raise source_changed(entry["path"], "its content changed after it was hashed")
+                yield chunk
+    except OSError as error:
+        raise source_changed(entry["path"], f"it can no longer be read ({error.strerror or error})") from None
+
+
+def source_changed(path: str, why: str) -> RhoneError:
+    """A file changed between the manifest and its upload. Exit 5, like a lost compare-and-swap: the command was
+    right, the tree moved under it; deploying again once the file is quiet (or excluded) succeeds."""
+    return RhoneError(
+        f"{path} changed during the deploy: {why}; nothing was deployed",
+        code="source_changed",
+        exit_code=ExitCode.CONFLICT,
+        retryable=True,
+        hint=f"if {path} is written while rhone runs (a log, a build product, or this command's own output "
+        "redirected into the project, like `> result.json 2>> ci.log`), add it to .rhoneignore; otherwise deploy "
+        "again",
+        details={"path": path},
+    )
 
 
 def deploy(inv: Invocation, *, environment: str, prebuilt: bool, no_wait: bool, timeout: float | None) -> dict:
@@ -73,7 +116,7 @@ def deploy(inv: Invocation, *, environment: str, prebuilt: bool, no_wait: bool, 
     config_path = project.locate(inv.env.workdir)
     config = project.load(config_path.parent, config_path)
     project_dir = config_path.parent
-    manifest = project_manifest(project_dir, prebuilt=prebuilt)
+    manifest = project_manifest(project_dir, prebuilt=prebuilt, out=inv.out)
     root = Path(manifest.root)
     inv.out.progress_event(
         "phase",
@@ -91,7 +134,7 @@ def deploy(inv: Invocation, *, environment: str, prebuilt: bool, no_wait: bool, 
     if linked["created"]:
         inv.out.info(f"created {' and '.join(linked['created'])} for {config.project.name}/{config.app.name}")
     uploaded = upload_missing(inv, manifest, root)
-    path = f"{target.app_path}/deployments"
+    path = api_paths.below(target.app_path, "deployments")
     body = {
         "environment": environment,
         "manifest": manifest.document,
@@ -105,10 +148,10 @@ def deploy(inv: Invocation, *, environment: str, prebuilt: bool, no_wait: bool, 
     op = inv.client().post(path, body, idempotency_key=key).data
     operations.announce(inv, op)
     if no_wait:
-        warn_policy_drift(inv, inv.client().get(f"/v1/deployments/{op['target_id']}").data)
+        warn_policy_drift(inv, inv.client().get(api_paths.deployment(op["target_id"])).data)
         return {"operation": op, "upload": uploaded}
     op = operations.wait(inv, op, timeout=timeout)
-    deployment = inv.client().get(f"/v1/deployments/{op['target_id']}").data
+    deployment = inv.client().get(api_paths.deployment(op["target_id"])).data
     warn_policy_drift(inv, deployment)
     failure = operations.verdict(op)
     if failure is not None:
@@ -132,13 +175,10 @@ def warn_policy_drift(inv: Invocation, deployment: dict) -> None:
 
 
 def approve(inv: Invocation, deployment_id: str, *, ack_cold: bool, timeout: float | None) -> dict:
+    path = api_paths.deployment(deployment_id, "approve")
     op = (
         inv.client()
-        .post(
-            f"/v1/deployments/{deployment_id}/approve",
-            {"ack_cold": ack_cold},
-            idempotency_key=operations.idempotency_key(inv, f"/v1/deployments/{deployment_id}/approve", str(ack_cold)),
-        )
+        .post(path, {"ack_cold": ack_cold}, idempotency_key=operations.idempotency_key(inv, path, str(ack_cold)))
         .data
     )
     operations.announce(inv, op)
@@ -146,7 +186,7 @@ def approve(inv: Invocation, deployment_id: str, *, ack_cold: bool, timeout: flo
     failure = operations.verdict(op)
     if failure is not None:
         raise failure
-    return inv.client().get(f"/v1/deployments/{deployment_id}").data
+    return inv.client().get(api_paths.deployment(deployment_id)).data
 
 
 def evidence_lines(deployment: dict) -> list[str]:

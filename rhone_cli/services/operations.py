@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from rhone_cli import api_paths
 from rhone_cli.errors import CODE_EXIT_CODES, ExitCode, RhoneError
 from rhone_cli.invocation import Invocation
 
@@ -113,7 +114,7 @@ def _wait(inv: Invocation, op: dict[str, Any], *, timeout: float | None) -> dict
                 )
             poll = min(LONG_POLL_SECONDS, max(remaining, 0.05))
             response = client.get(
-                f"/v1/operations/{op['id']}",
+                api_paths.operation(op["id"]),
                 params={"wait": f"{poll:.2f}", "after_version": op["version"]},
                 timeout=poll + inv.env.options.request_timeout,
             )
@@ -170,12 +171,14 @@ def run(
     timeout: float | None,
     key_parts: tuple[str, ...] = (),
     method: str = "POST",
+    params: dict[str, Any] | None = None,
     derive_in_ci: bool = True,
 ) -> dict[str, Any]:
     """Send a mutation that starts an operation (POST, or DELETE for removals); wait for it unless `no_wait`; raise on
     a non-success verdict."""
     key = idempotency_key(inv, path, *key_parts, derive_in_ci=derive_in_ci)
-    op = inv.client().request(method, path, json=body if method != "DELETE" else None, idempotency_key=key).data
+    json = body if method != "DELETE" else None
+    op = inv.client().request(method, path, json=json, params=params, idempotency_key=key).data
     announce(inv, op)
     if no_wait:
         return op

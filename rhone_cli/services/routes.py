@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rhone_cli import api_paths
 from rhone_cli.invocation import Invocation
 from rhone_cli.services import operations, tenancy
 
@@ -29,7 +30,7 @@ def promote(
     }
     op = operations.run(
         inv,
-        f"/v1/deployments/{deployment_id}/promote",
+        api_paths.deployment(deployment_id, "promote"),
         body,
         no_wait=no_wait,
         timeout=timeout,
@@ -50,10 +51,12 @@ def rollback(
     timeout: float | None,
     approve: bool = False,
 ) -> dict[str, Any]:
+    if to is not None:
+        api_paths.checked_id("deployment", to)
     body = {"to_deployment": to, "allow_unsafe_db": allow_unsafe_db, "expect_epoch": expect_epoch, "approve": approve}
     op = operations.run(
         inv,
-        f"{target.app_path}/environments/{environment}/rollback",
+        target.environment_path(environment, "rollback"),
         body,
         no_wait=no_wait,
         timeout=timeout,

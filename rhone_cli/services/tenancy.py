@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
+from rhone_cli import api_paths
 from rhone_cli.errors import ExitCode, RhoneError
 from rhone_cli.invocation import Invocation
 from rhone_cli.services import operations
@@ -23,7 +23,7 @@ class Target:
 
     @property
     def workspace_path(self) -> str:
-        return f"/v1/workspaces/{quote(self.workspace)}"
+        return api_paths.v1("workspaces", api_paths.checked_ref("workspace", self.workspace))
 
     @property
     def project_path(self) -> str:
@@ -34,7 +34,7 @@ class Target:
                 exit_code=ExitCode.USAGE,
                 hint="pass --project NAME, or run inside a directory with a rhone.toml",
             )
-        return f"{self.workspace_path}/projects/{quote(self.project)}"
+        return api_paths.below(self.workspace_path, "projects", api_paths.checked_ref("project", self.project))
 
     @property
     def app_path(self) -> str:
@@ -45,7 +45,11 @@ class Target:
                 exit_code=ExitCode.USAGE,
                 hint="pass --app NAME, or run inside a directory with a rhone.toml",
             )
-        return f"{self.project_path}/apps/{quote(self.app)}"
+        return api_paths.below(self.project_path, "apps", api_paths.checked_ref("app", self.app))
+
+    def environment_path(self, environment: str, *rest: str) -> str:
+        """The path of one of the app's environments (a name or an id), and of what lies below it."""
+        return api_paths.below(self.app_path, "environments", api_paths.checked_ref("environment", environment), *rest)
 
 
 def _project_config(inv: Invocation) -> Any:
@@ -157,33 +161,25 @@ def link(inv: Invocation, config: Any, directory: Any) -> dict:
     record their ids in `.rhone/link.json`, so later commands in this directory know exactly what they target."""
     import json
 
+    from rhone_cli.config.profiles import atomic_write
+
     where = target(inv, workspace=config.project.workspace, project=config.project.name, app=config.app.name)
     created = []
-    project_doc = _get_or_none(inv, where.project_path)
-    if project_doc is None:
-        project_doc = create(
-            inv,
-            f"{where.workspace_path}/projects",
-            {"name": config.project.name},
-            resource_path=where.project_path,
-            no_wait=False,
-            timeout=None,
-        )
+    project_doc, made = _find_or_create(
+        inv, where.project_path, api_paths.below(where.workspace_path, "projects"), {"name": config.project.name}
+    )
+    if made:
         created.append("project")
-    app_doc = _get_or_none(inv, where.app_path)
-    if app_doc is None:
-        policies = {
-            name: policy.model_dump(include={"approval_required", "frozen"})
-            for name, policy in config.environments.items()
-        }
-        app_doc = create(
-            inv,
-            f"{where.project_path}/apps",
-            {"name": config.app.name, "environments": policies},
-            resource_path=where.app_path,
-            no_wait=False,
-            timeout=None,
-        )
+    policies = {
+        name: policy.model_dump(include={"approval_required", "frozen"}) for name, policy in config.environments.items()
+    }
+    app_doc, made = _find_or_create(
+        inv,
+        where.app_path,
+        api_paths.below(where.project_path, "apps"),
+        {"name": config.app.name, "environments": policies},
+    )
+    if made:
         created.append("app")
     link_doc = {
         "api_url": inv.profile.api_url,
@@ -195,8 +191,28 @@ def link(inv: Invocation, config: Any, directory: Any) -> dict:
     }
     state = directory / ".rhone"
     state.mkdir(exist_ok=True)
-    (state / "link.json").write_text(json.dumps(link_doc, indent=2) + "\n")
+    # Atomic: concurrent deploys from one checkout each write it (the same content).
+    atomic_write(state / "link.json", json.dumps(link_doc, indent=2) + "\n", mode=0o644)
     return {**link_doc, "created": created}
+
+
+def _find_or_create(inv: Invocation, resource_path: str, collection_path: str, body: dict) -> tuple[dict, bool]:
+    """(the resource, whether this call created it). Two first deploys of a new app race to create it: the loser's
+    create is refused (`name_taken`, when the request or its operation finds the name already used) and it takes
+    the resource the winner created instead of failing."""
+    found = _get_or_none(inv, resource_path)
+    if found is not None:
+        return found, False
+    try:
+        return create(inv, collection_path, body, resource_path=resource_path, no_wait=False, timeout=None), True
+    except RhoneError as error:
+        if error.code != "name_taken":
+            raise
+        lost = error
+    found = _get_or_none(inv, resource_path)
+    if found is None:  # taken, yet not visible to us: another workspace member's, or it went away again
+        raise lost
+    return found, False
 
 
 def _get_or_none(inv: Invocation, path: str) -> dict | None:

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from rhone_cli import api_paths
 from rhone_cli.errors import usage_error
 from rhone_cli.invocation import Invocation
 from rhone_cli.services import operations, tenancy
@@ -50,10 +51,6 @@ def read_secrets(inv: Invocation, specs: list[str]) -> dict[str, str]:
     return values
 
 
-def _env_path(target: tenancy.Target, environment: str) -> str:
-    return f"{target.app_path}/environments/{environment}"
-
-
 def bind(
     inv: Invocation,
     target: tenancy.Target,
@@ -65,7 +62,7 @@ def bind(
 ) -> dict[str, Any]:
     op = operations.run(
         inv,
-        f"{_env_path(target, environment)}/bindings",
+        target.environment_path(environment, "bindings"),
         body,
         no_wait=no_wait,
         timeout=timeout,
@@ -80,21 +77,23 @@ def unbind(
     inv: Invocation, target: tenancy.Target, environment: str, name: str, region: str | None, *, no_wait: bool,
     timeout: float | None,
 ) -> dict[str, Any]:  # fmt: skip
-    path = f"{_env_path(target, environment)}/bindings/{name}" + (f"?region={region}" if region else "")
+    path = target.environment_path(environment, "bindings", api_paths.checked_name("binding", name))
+    params = {"region": api_paths.checked_ref("region", region)} if region else None
     return operations.run(
         inv,
         path,
         {},
+        params=params,
         no_wait=no_wait,
         timeout=timeout,
-        key_parts=(inv.profile.api_url, path),
+        key_parts=(inv.profile.api_url, path, str(region)),
         method="DELETE",
         derive_in_ci=False,
     )
 
 
 def bindings(inv: Invocation, target: tenancy.Target, environment: str) -> list[dict[str, Any]]:
-    return tenancy.items(inv, f"{_env_path(target, environment)}/bindings")
+    return tenancy.items(inv, target.environment_path(environment, "bindings"))
 
 
 def binding(
@@ -107,7 +106,7 @@ def binding(
 
 
 def services(inv: Invocation, target: tenancy.Target, environment: str) -> dict[str, Any]:
-    return inv.client().get(f"{_env_path(target, environment)}/services").data
+    return inv.client().get(target.environment_path(environment, "services")).data
 
 
 def update_services(
@@ -119,7 +118,7 @@ def update_services(
     no_wait: bool,
     timeout: float | None,
 ) -> dict[str, Any]:
-    path = f"{_env_path(target, environment)}/services"
+    path = target.environment_path(environment, "services")
     op = operations.run(
         inv,
         path,
@@ -135,7 +134,7 @@ def update_services(
 def scale(
     inv: Invocation, target: tenancy.Target, environment: str, instances: int, *, no_wait: bool, timeout: float | None
 ) -> dict[str, Any]:
-    path = f"{_env_path(target, environment)}/scale"
+    path = target.environment_path(environment, "scale")
     return operations.run(
         inv,
         path,
@@ -155,7 +154,7 @@ def allocations(
         params["environment"] = environment
     if deployment:
         params["deployment"] = deployment
-    return inv.client().get(f"{target.app_path}/allocations", params=params).data["items"]
+    return inv.client().get(api_paths.below(target.app_path, "allocations"), params=params).data["items"]
 
 
 def regions(inv: Invocation) -> list[dict[str, Any]]:
@@ -163,17 +162,17 @@ def regions(inv: Invocation) -> list[dict[str, Any]]:
 
 
 def region(inv: Invocation, name: str) -> dict[str, Any]:
-    return inv.client().get(f"/v1/regions/{name}").data
+    return inv.client().get(api_paths.region(name)).data
 
 
 def environment_regions(inv: Invocation, target: tenancy.Target, environment: str) -> list[dict[str, Any]]:
-    return inv.client().get(f"{_env_path(target, environment)}/regions").data["items"]
+    return inv.client().get(target.environment_path(environment, "regions")).data["items"]
 
 
 def enable_region(
     inv: Invocation, target: tenancy.Target, environment: str, name: str, *, no_wait: bool, timeout: float | None
 ) -> dict[str, Any]:
-    path = f"{_env_path(target, environment)}/regions/{name}/enable"
+    path = target.environment_path(environment, "regions", api_paths.checked_ref("region", name), "enable")
     return operations.run(
         inv, path, {}, no_wait=no_wait, timeout=timeout, key_parts=(inv.profile.api_url, path), derive_in_ci=False
     )

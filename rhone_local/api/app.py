@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -23,7 +23,7 @@ from starlette.routing import Match
 
 from rhone_local import __version__
 from rhone_local.domain.errors import DomainError, disk_full, is_disk_full
-from rhone_local.domain.ids import new_id
+from rhone_local.domain.ids import PATH_REFERENCES, new_id, well_formed_reference
 from rhone_local.notify import ChangeNotifier
 from rhone_local.store import Store
 
@@ -71,6 +71,7 @@ def create_app(store: Store, notifier: ChangeNotifier | None = None, *, pipeline
         openapi_url="/v1/openapi.json",
         docs_url=None,
         redoc_url=None,
+        dependencies=[Depends(check_path_references)],
     )
     app.state.store = store
     app.state.notifier = notifier or ChangeNotifier()
@@ -139,6 +140,24 @@ def create_app(store: Store, notifier: ChangeNotifier | None = None, *, pipeline
     app.include_router(route_routes.router)
     app.include_router(topology_routes.router)
     return app
+
+
+def check_path_references(request: Request) -> None:
+    """Refuse a path parameter that cannot name anything (404), before authentication or any lookup: an id or name
+    that is not well formed — `..`, an escaped `/`, `?` — is never looked up, audited as a target, or echoed into
+    another path (runs for every route; the CLI checks the same formats before sending)."""
+    for param, value in request.path_params.items():
+        if param not in PATH_REFERENCES:
+            continue
+        kind, names = PATH_REFERENCES[param]
+        if not well_formed_reference(kind, value, names=names):
+            what = " or ".join(part for part in (names and "a name", kind and f"a {kind} id") if part)
+            raise DomainError(
+                "not_found",
+                f"{value!r} is not {what}, so it names nothing",
+                404,
+                {"kind": kind or param, "ref": value},
+            )
 
 
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")

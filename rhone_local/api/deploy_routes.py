@@ -165,6 +165,16 @@ def create_deployment(
             missing=missing[:50],
             count=len(missing),
         )
+    wrong_sizes = blobs.wrong_sizes(manifest["files"])
+    if wrong_sizes:
+        first = wrong_sizes[0]
+        raise conflict(
+            "size_mismatch",
+            f"{len(wrong_sizes)} manifest entr{'y' if len(wrong_sizes) == 1 else 'ies'} declare a size their blob does "
+            f"not have ({first['path']}: declared {first['declared']}, stored {first['actual']} bytes)",
+            entries=wrong_sizes[:50],
+            count=len(wrong_sizes),
+        )
     if body.prebuilt and body.artifact_digest and body.artifact_digest != body.manifest_digest:
         raise conflict(
             "build_digest_mismatch",

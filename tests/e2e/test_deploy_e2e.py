@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import queue
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -135,6 +136,55 @@ def test_hello_deploys_answers_through_the_edge_and_a_redeploy_supersedes_it(loc
     assert [a["state"] for a in old_allocations] == ["stopped"]
     assert not process_alive(old_allocations[0]["pid"])
     assert [a["state"] for a in allocation_rows(local, second["id"])] == ["ready"]
+
+
+def test_deploy_with_its_own_output_redirected_into_the_project(local, tmp_path):
+    """`rhone deploy --json > result.json 2>> ci.log` inside the project: both files are written while the command
+    runs (ci.log grows between hashing and upload), so they are left out of the manifest, named in a warning, and the
+    deploy succeeds (it ended in internal_error, "Too much data for declared Content-Length")."""
+    from rhone_cli.artifacts.manifest import digest_of
+
+    app_dir = hello_app(tmp_path)
+    (app_dir / "ci.log").write_text("output of an earlier step\n")
+    command = f"{shlex.quote(str(RHONE_BIN))} deploy --json > result.json 2>> ci.log"
+    proc = subprocess.run(["sh", "-c", command], cwd=app_dir, env=local.environ, timeout=120)
+
+    log = (app_dir / "ci.log").read_text()
+    assert proc.returncode == 0, log
+    doc = json.loads((app_dir / "result.json").read_text())
+    assert doc["state"] == "preview_ready"
+    assert "leaving ci.log out of the manifest: it is this command's stderr" in log
+    assert "leaving result.json out of the manifest: it is this command's stdout" in log
+    assert "internal_error" not in log
+    listed = local.json("artifact", "manifest", cwd=app_dir)["manifest"]
+    assert {"ci.log", "result.json"} <= {f["path"] for f in listed["files"]}
+    kept = [f for f in listed["files"] if f["path"] not in ("ci.log", "result.json")]
+    assert digest_of({"version": 1, "files": kept}) == doc["source_digest"]
+
+
+def test_concurrent_first_deploys_of_a_new_app_all_succeed_with_one_app(local, tmp_path):
+    """Four checkouts of a new app deploy at once: each finds the project and app missing and creates them; the ones
+    that lose the race use what the winner created (this used to fail intermittently with name_taken)."""
+    dirs = [hello_app(tmp_path / f"checkout{i}") for i in range(4)]
+    procs = [
+        subprocess.Popen(
+            [str(RHONE_BIN), "deploy", "--no-wait", "--json"],
+            cwd=app_dir,
+            env=local.environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for app_dir in dirs
+    ]
+    results = [proc.communicate(timeout=120) for proc in procs]
+
+    for proc, (stdout, stderr) in zip(procs, results, strict=True):
+        assert proc.returncode == 0, (stdout, stderr)
+        assert json.loads(stdout)["kind"] == "deploy"
+    assert [p["name"] for p in local.json("project", "ls")] == ["hello"]
+    assert [a["name"] for a in local.json("app", "ls", "-p", "hello")] == ["hello"]
+    assert len(deployments(local, dirs[0])) == 4
 
 
 def test_redeploy_uploads_only_the_changed_file_and_nothing_when_unchanged(local, tmp_path):
