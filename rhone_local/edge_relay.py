@@ -149,6 +149,7 @@ class Upstream(asyncio.Protocol):
     # asyncio callbacks
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        self.pool.live.setdefault(self.port, set()).add(self)
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -175,6 +176,7 @@ class Upstream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.pool.live.get(self.port, set()).discard(self)
         self.pool.forget(self)
         if self.tunnel is not None:
             self.tunnel.close()
@@ -227,6 +229,7 @@ class Pool:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.idle: dict[int, list[Upstream]] = {}
+        self.live: dict[int, set[Upstream]] = {}  # every open connection per port, idle or carrying a request
 
     def take(self, port: int, *, max_idle: float | None = None) -> Upstream | None:
         """The most recently used idle connection to `port` (idle for at most `max_idle` seconds, when given)."""
@@ -686,6 +689,11 @@ class Relay:
         self._thread: threading.Thread | None = None
         self.started = threading.Event()
         self.error: OSError | None = None
+
+    def open_connections(self, port: int) -> int:
+        """Requests, streams and tunnels the relay is carrying to `port` now (idle pooled connections excluded).
+        Read from other threads: the sizes are read atomically, a momentary count is all a drain needs."""
+        return max(len(self.pool.live.get(port, ())) - len(self.pool.idle.get(port, ())), 0)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="edge", daemon=True)

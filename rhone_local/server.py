@@ -30,6 +30,7 @@ from rhone_local.edge_relay import Relay
 from rhone_local.notify import ChangeNotifier
 from rhone_local.pipeline import build_pipeline
 from rhone_local.promotion import Promotions
+from rhone_local.reconciler import Reconciler
 from rhone_local.store import Store
 from rhone_local.topology import Topology
 from rhone_local.workers import Workers
@@ -44,7 +45,6 @@ CELL = "local-1a"
 # primary — every environment serves there from its creation; the second serves an environment only after a Region
 # Enablement made it eligible. Names stay internal: no public URL or app id contains them.
 TOPOLOGY = (("local-1", "eu", ("local-1a",)), ("local-2", "us", ("local-2a",)))
-PROCESS_CHECK_SECONDS = 1.0
 
 
 def bootstrap(store: Store, data_dir: Path) -> None:
@@ -81,19 +81,6 @@ def _restore_previews(pipeline: Any) -> None:
         pipeline.store.close()
 
 
-def _watch_processes(runner: Any, stop: threading.Event) -> None:
-    """Fail ready allocations whose process died, so their state (and every view of it) tells the truth."""
-    try:
-        while not stop.wait(PROCESS_CHECK_SECONDS):
-            try:
-                for alloc_id in runner.check_processes():
-                    log.warning("allocation %s: its process exited; marked failed", alloc_id)
-            except Exception:
-                log.exception("checking allocation processes failed; retrying")
-    finally:
-        runner.store.close()
-
-
 def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     import uvicorn
 
@@ -124,6 +111,7 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     if edge is not None:
         relay = Relay(edge.candidates, host, edge_port)
         relay.start()  # its own thread and event loop; a taken port fails here, before the state file is written
+        pipeline.runner.open_connections = relay.open_connections
     state_file = data_dir / "server.json"
     state_file.write_text(
         json.dumps(
@@ -141,23 +129,23 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     workers.start()
     # Previews come back in the background: the API answers meanwhile, and the edge says 503 until they are ready.
     threading.Thread(target=_restore_previews, args=(pipeline,), name="restore-previews", daemon=True).start()
-    watching = threading.Event()
-    threading.Thread(
-        target=_watch_processes, args=(pipeline.runner, watching), name="process-watch", daemon=True
-    ).start()
+    # Drains, dead and unresponsive instances, and each route owner's instance count (also after this restart).
+    reconciler = Reconciler(store, pipeline)
+    reconciler.start()
     log.info("Rhone Local %s listening on http://%s:%s (data in %s)", __version__, host, port, data_dir)
     try:
         server.run()
     finally:
+        # Nothing starts from now on and probes under way give up (their stages resume after the next start); then
+        # the workers finish, and every allocation drains — the edge still carries the connections they have, and
+        # sends them nothing new — for a bounded time, and stops. Only then does the edge close.
+        pipeline.runner.closing.set()
+        reconciler.stop()
+        workers.stop()
+        pipeline.runner.stop_all("Rhone Local stopped")
         if relay is not None:
             relay.stop()
             edge.stop_sync()
-        # Nothing starts from now on and probes under way give up (their stages resume after the next start); then
-        # the workers finish, and every allocation stops.
-        pipeline.runner.closing.set()
-        watching.set()
-        workers.stop()
-        pipeline.runner.stop_all("Rhone Local stopped")
         state_file.unlink(missing_ok=True)
     return 0 if server.started else 1
 

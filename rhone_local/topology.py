@@ -21,7 +21,7 @@ from typing import Any
 from rhone_local.artifacts import load_manifest
 from rhone_local.domain import topology as rules
 from rhone_local.domain.ids import new_id
-from rhone_local.pipeline import DeployPipeline, StageFailed
+from rhone_local.pipeline import DeployPipeline, StageFailed, not_ready_message
 from rhone_local.store import Store, now_iso
 
 Effect = Callable[[sqlite3.Connection], None] | None
@@ -285,10 +285,13 @@ class Topology:
                 {"id": a["id"], "state": a["state"], "region": regions.get(a["region_id"])} for a in allocations
             ],
         }
-        not_ready = [a["id"] for a in allocations if a["state"] != "ready"]
+        not_ready = [a for a in allocations if a["state"] != "ready"]
         if not_ready:
             raise StageFailed(
-                "readiness_failed", f"{len(not_ready)} of {instances} allocations did not become ready", evidence
+                "readiness_failed",
+                f"{len(not_ready)} of {instances} allocations did not become ready; "
+                + not_ready_message(f"allocation {not_ready[0]['id']}", not_ready[0]),
+                evidence,
             )
         return evidence, None
 

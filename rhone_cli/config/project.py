@@ -124,6 +124,18 @@ class ProcessSection(_Section):
     start: Command = Field(description="Start command; the process receives PORT and must listen on it.")
     health_path: HttpPath = Field("/healthz", description="Readiness probe path.")
     readiness_timeout: int = Field(60, ge=1, le=3600, description="Seconds to wait for readiness.")
+    readiness: Literal["http", "tcp"] = Field(
+        "http",
+        description="How readiness and liveness are probed: http (GET health_path answers 200) or tcp (the port "
+        "accepts a connection; for servers that answer plain GETs with an error, such as WebSocket-only ones).",
+    )
+    drain_timeout: int = Field(
+        30,
+        ge=0,
+        le=3600,
+        description="Seconds a previous route owner keeps its open connections (requests, streams, WebSockets) "
+        "after the route moves, before it is stopped.",
+    )
 
 
 class VangoSection(_Section):

@@ -170,6 +170,9 @@ def create_deployment(
         body.config["process"].get("start"), str
     ):
         raise DomainError("invalid_config", "config must be the resolved rhone.toml (with build and process)", 422)
+    problems = runtime_problems(body.config["process"])
+    if problems:
+        raise DomainError("invalid_request", "; ".join(problems), 422, {"problems": problems})
     store_manifest(blobs, manifest)
     payload = body.model_dump()
 
@@ -214,6 +217,18 @@ def create_deployment(
     return mutate(
         request, principal, workspace["id"], "deployment.create", f"{prj}/{app}", payload, perform, notify_op=True
     )
+
+
+def runtime_problems(process: dict[str, Any]) -> list[str]:
+    """The runtime keys of `[process]` checked with the CLI's rules (rhone.toml's schema): a raw request cannot
+    hand the runner a drain it cannot bound or a probe it does not know."""
+    problems = []
+    drain = process.get("drain_timeout", 30)
+    if type(drain) is not int or not 0 <= drain <= 3600:
+        problems.append(f"config.process.drain_timeout: must be an integer from 0 to 3600 seconds, not {drain!r}")
+    if process.get("readiness", "http") not in ("http", "tcp"):
+        problems.append(f"config.process.readiness: must be 'http' or 'tcp', not {process.get('readiness')!r}")
+    return problems
 
 
 def _json(value: Any) -> str:

@@ -464,5 +464,5 @@ def list_allocations(
         where.append("a.deployment_id = ?")
         args.append(deployment)
     if not all_states:
-        where.append("a.state IN ('planned', 'pulling', 'starting', 'ready', 'draining')")
+        where.append(Store.LISTED_ALLOCATIONS)
     return {"items": store.allocation_views(" AND ".join(where), *args), "next_cursor": None}
