@@ -235,6 +235,7 @@ DOCUMENTS: dict[str, type[BaseModel]] = {
 
 # `--json` documents that are API resources, passed through unchanged: schema file -> (OpenAPI component, is a list).
 API_DOCUMENTS: dict[str, tuple[str, bool]] = {
+    "logs.schema.json": ("AppLogs", False),
     "workspace.schema.json": ("Workspace", False),
     "workspace-list.schema.json": ("Workspace", True),
     "member.schema.json": ("Member", False),

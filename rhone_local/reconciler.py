@@ -11,7 +11,8 @@ Level-triggered (it reads the store each round and acts on the difference, so a 
   missing instance is replaced, with exponential backoff after quick failures, and after `CRASH_LOOP_FAILURES` of
   them the environment is marked crash-looping (`rhone app allocations` shows it with the last failed allocation).
   This is also how `rhone local up` brings every environment back at its count;
-- strays: a ready allocation that no route, lane or live promotion claims any more is drained.
+- strays: a ready allocation that no route, lane or live promotion claims any more is drained;
+- log checkpoints: when each live allocation's log grew (what `rhone logs --since` reads).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from rhone_local import processes
-from rhone_local.runner import probe, readiness_of
+from rhone_local import app_logs, processes
+from rhone_local.runner import LIVE_STATES, probe, readiness_of
 from rhone_local.store import Store
 
 log = logging.getLogger("rhone_local.reconciler")
@@ -89,6 +90,8 @@ class Reconciler:
         if time.monotonic() - self._last_liveness >= LIVENESS_SECONDS:
             self._last_liveness = time.monotonic()
             self.check_liveness()
+            for alloc in self.store.allocations_in(*LIVE_STATES):  # when each log grew: what `--since` reads
+                app_logs.note_checkpoint(self.runner.log_path(alloc["id"]))
         if not self.runner.closing.is_set():
             self.drain_strays()
             self.heal()

@@ -484,6 +484,29 @@ class Store:
             "  AND x.state = 'preview_ready')"
         )
 
+    def log_allocations(
+        self, app_id: str, *, environment: str | None, deployment_id: str | None, active_since: str
+    ) -> list[dict[str, Any]]:
+        """The app's allocations whose output `rhone logs` shows: a deployment's, all of them; otherwise those live
+        or ended since `active_since`; optionally of one environment."""
+        where = ["d.app_id = ?"]
+        args: list[Any] = [app_id]
+        if deployment_id is not None:
+            where.append("a.deployment_id = ?")
+            args.append(deployment_id)
+        else:
+            where.append("(a.state IN ('planned', 'pulling', 'starting', 'ready', 'draining') OR a.updated_at >= ?)")
+            args.append(active_since)
+        if environment is not None:
+            where.append("e.name = ?")
+            args.append(environment)
+        return self.all(
+            "SELECT a.id, a.deployment_id, e.name AS environment FROM allocations a "
+            "JOIN deployments d ON d.id = a.deployment_id JOIN environments e ON e.id = a.environment_id "
+            f"WHERE {' AND '.join(where)} ORDER BY a.id LIMIT 200",
+            *args,
+        )
+
     def route_owned_environments(self) -> list[dict[str, Any]]:
         """Every environment with a route owner: the environment's row with the owner's deployment id."""
         return self.all(

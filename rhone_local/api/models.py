@@ -434,6 +434,20 @@ class DeploymentLogs(_Model):
     allocations: dict[str, str]
 
 
+class LogLine(_Model):
+    allocation_id: str
+    deployment_id: str
+    environment: str
+    text: str = Field(description="One line the app wrote (stdout and stderr), without its newline.")
+
+
+class AppLogs(_Model):
+    lines: list[LogLine]
+    cursor: str = Field(description="Pass back as `cursor` to read what comes next (with `wait` to follow).")
+    truncated: bool = Field(description="More output is already there: ask again with the cursor at once.")
+    at: str
+
+
 class PromoteRequest(_Model):
     environment: str = Field("production", min_length=1, max_length=40, pattern=NAME_PATTERN)
     expect_digest: Digest | None = Field(None, description="Default: the deployment's validated artifact digest.")
