@@ -115,7 +115,8 @@ def encode_cursor(offsets: dict[str, int]) -> str:
 
 
 def decode_cursor(cursor: str) -> dict[str, int]:
-    invalid = DomainError("invalid_cursor", "the logs cursor is not one this server issued; start without it", 422)
+    # 409 like the other refusals beyond the schema: a cursor is opaque, its checks cannot be published in it.
+    invalid = DomainError("invalid_cursor", "the logs cursor is not one this server issued; start without it", 409)
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error):

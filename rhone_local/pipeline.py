@@ -25,6 +25,7 @@ from rhone_local.blobs import BlobStore
 from rhone_local.domain import gates
 from rhone_local.domain.errors import DomainError
 from rhone_local.domain.manifest import digest_of
+from rhone_local.provisioning import Provisioner
 from rhone_local.runner import Runner
 from rhone_local.store import Store, now_iso
 
@@ -108,6 +109,7 @@ class DeployPipeline:
         self.root = data_dir / "deployments"
         self.edge_port = edge_port
         self.edge_suffix = edge_suffix
+        self.provisioner = Provisioner(data_dir)  # databases it creates for environments (see provisioning.py)
 
     def workdir(self, deployment_id: str) -> Path:
         return self.root / deployment_id
@@ -413,9 +415,16 @@ class DeployPipeline:
 
 
 def build_pipeline(
-    store: Store, data_dir: Path, *, edge_port: int | None, edge_suffix: str = "localhost"
+    store: Store,
+    data_dir: Path,
+    *,
+    edge_port: int | None,
+    edge_suffix: str = "localhost",
+    app_databases: str | None = None,
 ) -> DeployPipeline:
     blobs = BlobStore(data_dir / "blobs")
-    return DeployPipeline(
+    pipeline = DeployPipeline(
         store, blobs, Runner(store, blobs, data_dir), data_dir, edge_port=edge_port, edge_suffix=edge_suffix
     )
+    pipeline.provisioner = Provisioner(data_dir, app_databases)
+    return pipeline

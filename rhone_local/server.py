@@ -81,7 +81,7 @@ def _restore_previews(pipeline: Any) -> None:
         pipeline.store.close()
 
 
-def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
+def serve(data_dir: Path, host: str, port: int, edge_port: int | None, app_databases: str | None = None) -> int:
     import uvicorn
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -89,7 +89,7 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     bootstrap(store, data_dir)
     ensure_topology(store)
     notifier = ChangeNotifier()
-    pipeline = build_pipeline(store, data_dir, edge_port=edge_port)
+    pipeline = build_pipeline(store, data_dir, edge_port=edge_port, app_databases=app_databases)
     adopted = pipeline.runner.reconcile()
     if adopted:
         log.info("adopted %d running allocation(s) that survived the previous server", len(adopted))
@@ -164,4 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     # handler installed here: exit cleanly (status 0, `finally` blocks run) instead of dying with a traceback.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
-    return serve(args.data_dir.resolve(), args.host, args.port, args.edge_port)
+    # A PostgreSQL server for app databases (`rhone local up --app-databases`): from the environment, since a
+    # password in argv would show in `ps`.
+    app_databases = os.environ.get("RHONE_LOCAL_APP_DATABASES") or None
+    return serve(args.data_dir.resolve(), args.host, args.port, args.edge_port, app_databases)

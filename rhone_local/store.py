@@ -346,6 +346,31 @@ class Store:
             exclude or "",
         )
 
+    def provisioned(self, environment_id: str, name: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM provisioned_data WHERE environment_id = ? AND name = ?", environment_id, name)
+
+    def all_provisioned(self) -> list[dict[str, Any]]:
+        return self.all("SELECT * FROM provisioned_data ORDER BY environment_id, name")
+
+    def record_provisioned(self, c: sqlite3.Connection, environment_id: str, name: str, plan: Any) -> None:
+        c.execute(
+            "INSERT INTO provisioned_data VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (environment_id, name) DO NOTHING",
+            (environment_id, name, plan.kind, plan.location, plan.role, now_iso()),
+        )
+
+    def forget_provisioned(self, c: sqlite3.Connection, environment_id: str, name: str) -> None:
+        c.execute("DELETE FROM provisioned_data WHERE environment_id = ? AND name = ?", (environment_id, name))
+
+    def allocations_given(self, c: sqlite3.Connection, binding: dict[str, Any]) -> list[str]:
+        """Live allocations that received a binding's variables (started in its environment and region while it
+        was ready), read in the caller's transaction."""
+        rows = c.execute(
+            "SELECT id FROM allocations WHERE environment_id = ? AND region_id = ? AND created_at >= ? "
+            "AND state IN ('planned', 'pulling', 'starting', 'ready', 'draining') ORDER BY id",
+            (binding["environment_id"], binding["region_id"], binding["created_at"]),
+        ).fetchall()
+        return [r["id"] for r in rows]
+
     def secret_names(self, binding_id: str) -> list[str]:
         return [
             r["name"]

@@ -24,7 +24,7 @@ FILENAME = "rhone.toml"
 SCHEMA_URL = "https://rhone.dev/schemas/rhone.toml.schema.json"  # also the $id of the generated schema
 DEFAULT_ENVIRONMENTS = ("preview", "production")
 RUNTIME_SERVICES = ("session", "broadcast", "cache", "queue", "idempotency", "object_storage")
-PROVIDER_KINDS = ("postgres", "mysql", "redis", "s3", "smtp", "generic")
+PROVIDER_KINDS = ("postgres", "mysql", "redis", "s3", "smtp", "sqlite", "generic")
 
 _SLUG = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 

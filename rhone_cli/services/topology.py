@@ -50,6 +50,29 @@ def read_secrets(inv: Invocation, specs: list[str]) -> dict[str, str]:
     return values
 
 
+def check_bind_flags(*, resource: str | None, provision: bool) -> None:
+    if provision and resource is not None:
+        raise usage_error("--provision lets Rhone Local choose where the database lives: drop --resource")
+    if not provision and resource is None:
+        raise usage_error("name the resource with --resource ID, or let Rhone Local create one with --provision")
+
+
+def provision_secret_names(inv: Invocation, provider: str, specs: list[str]) -> list[str]:
+    """The variables a provisioned database's URL goes under: --secret NAME flags (names only), else the provider's
+    declared secrets in rhone.toml, else DATABASE_URL."""
+    for spec in specs:
+        if not SECRET_NAME.fullmatch(spec):
+            raise usage_error(
+                f"--secret {spec!r}: with --provision Rhone Local makes the value; give only a variable name, like "
+                "DATABASE_URL"
+            )
+    if specs:
+        return sorted(set(specs))
+    config = tenancy._project_config(inv)
+    declared = config.providers.get(provider) if config else None
+    return list(declared.secrets) if declared and declared.secrets else ["DATABASE_URL"]
+
+
 def _env_path(target: tenancy.Target, environment: str) -> str:
     return f"{target.app_path}/environments/{environment}"
 
@@ -69,7 +92,7 @@ def bind(
         body,
         no_wait=no_wait,
         timeout=timeout,
-        key_parts=(inv.profile.api_url, target.app_path, environment, body["name"], body["resource"]),
+        key_parts=(inv.profile.api_url, target.app_path, environment, body["name"], str(body["resource"])),
     )
     if no_wait:
         return op
@@ -77,10 +100,13 @@ def bind(
 
 
 def unbind(
-    inv: Invocation, target: tenancy.Target, environment: str, name: str, region: str | None, *, no_wait: bool,
-    timeout: float | None,
+    inv: Invocation, target: tenancy.Target, environment: str, name: str, region: str | None, *, delete_data: bool,
+    no_wait: bool, timeout: float | None,
 ) -> dict[str, Any]:  # fmt: skip
-    path = f"{_env_path(target, environment)}/bindings/{name}" + (f"?region={region}" if region else "")
+    from urllib.parse import urlencode
+
+    query = {**({"region": region} if region else {}), **({"delete_data": "true"} if delete_data else {})}
+    path = f"{_env_path(target, environment)}/bindings/{name}" + (f"?{urlencode(query)}" if query else "")
     return operations.run(
         inv,
         path,

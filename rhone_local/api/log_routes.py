@@ -25,7 +25,13 @@ POLL_SECONDS = 0.2
 RECENT_SECONDS = 3600.0  # without --since or a deployment: live allocations, and those that ended this last hour
 
 
-@router.get(APP + "/logs", response_model=m.AppLogs, responses=READ_ERRORS, tags=["logs"])
+LOG_ERRORS = {
+    **READ_ERRORS,
+    409: {"model": m.ErrorResponse, "description": "invalid_cursor: a cursor this server never issued."},
+}
+
+
+@router.get(APP + "/logs", response_model=m.AppLogs, responses=LOG_ERRORS, tags=["logs"])
 async def app_logs_read(
     request: Request,
     principal: Caller,

@@ -157,4 +157,4 @@ def test_a_cursor_the_server_never_issued_is_refused(local: LocalEnv, cursor: st
     if cursor == "e30":  # {} is a valid (empty) position: everything from the start
         assert response.status_code == 200 and [line["text"] for line in response.json()["lines"]] == ["x"]
         return
-    assert (response.status_code, response.json()["error"]["code"]) == (422, "invalid_cursor")
+    assert (response.status_code, response.json()["error"]["code"]) == (409, "invalid_cursor")
