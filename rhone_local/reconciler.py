@@ -198,6 +198,9 @@ class Reconciler:
                     environment["id"], heal["failures"] + 1, failed[0], (failed[0]["health"] or {}).get("last")
                 )
             else:
+                # Serving again: no longer crash-looping (the failure count stays until it has been stable a while,
+                # so a relapse backs off from where it was).
+                self.store.end_crash_loop(environment["id"])
                 log.info(
                     "%s: %d instance(s) of %s running again", environment["name"], len(allocations), deployment["id"]
                 )

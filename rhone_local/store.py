@@ -551,6 +551,12 @@ class Store:
             (json.dumps(marker), alloc_id),
         )
 
+    def end_crash_loop(self, environment_id: str) -> None:
+        self.conn.execute(
+            "UPDATE environment_heal SET crash_loop = 0, updated_at = ? WHERE environment_id = ?",
+            (now_iso(), environment_id),
+        )
+
     def scaling(self, environment_id: str) -> bool:
         """A scale operation of the environment is under way (it converges the instances itself)."""
         return (
