@@ -487,8 +487,9 @@ class Store:
 
     def stray_allocations(self) -> list[dict[str, Any]]:
         """Ready allocations that nothing claims: in an environment that is not their deployment's own lane, whose
-        route their deployment does not own, and that no live promotion or rollback of that deployment is placing
-        there (for example, a replacement that started while the route moved away)."""
+        route their deployment does not own, while no promotion or rollback is changing that environment (one places
+        its target there, and drains the previous owner only once the edge has the new epoch) — for example, a
+        replacement that started just as the route moved away."""
         return self.all(
             "SELECT a.* FROM allocations a JOIN deployments d ON d.id = a.deployment_id "
             "WHERE a.state = 'ready' AND d.environment_id != a.environment_id "
@@ -496,7 +497,6 @@ class Store:
             "                AND o.deployment_id = a.deployment_id) "
             "AND NOT EXISTS (SELECT 1 FROM operations op WHERE op.kind IN ('promote', 'rollback') "
             "                AND op.state NOT IN ('healthy', 'rolled_back', 'failed') "
-            "                AND json_extract(op.params, '$.deployment_id') = a.deployment_id "
             "                AND json_extract(op.params, '$.environment_id') = a.environment_id) "
             "ORDER BY a.id"
         )
