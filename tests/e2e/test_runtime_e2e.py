@@ -356,6 +356,11 @@ def test_data_survives_releases_rollback_restart_and_scale_and_lanes_stay_apart(
     ok(local, app_dir, "init", "--link")
     for env in ("preview", "production"):
         ok(local, app_dir, "env", "bind", env, "db", "--kind", "sqlite", "--provision")
+    # Bad input through the real CLI: the documented exit codes, and nothing bound twice.
+    twice = local.rhone("env", "bind", "preview", "db", "--kind", "sqlite", "--provision", "--json", cwd=app_dir)
+    assert (twice.exit_code, twice.json()["error"]["code"]) == (5, "binding_exists")
+    neither = local.rhone("env", "bind", "preview", "db", "--kind", "sqlite", "--json", cwd=app_dir)
+    assert (neither.exit_code, neither.json()["error"]["code"]) == (2, "usage_error")
     counts = []
     deploy_promote(local, app_dir)
     counts += [serving(local, "/count")["count"] for _ in range(2)]
@@ -376,6 +381,9 @@ def test_data_survives_releases_rollback_restart_and_scale_and_lanes_stay_apart(
     preview_host = preview["url"].split("//", 1)[1].split(":", 1)[0]
     assert edge(local, "/count", host=preview_host).json()["count"] == 1
     assert serving(local, "/count")["count"] == 9
+    in_use = local.rhone("env", "unbind", "production", "db", "--delete-data", "--json", cwd=app_dir)
+    assert (in_use.exit_code, in_use.json()["error"]["code"]) == (5, "data_in_use")
+    assert serving(local, "/count")["count"] == 10  # nothing was deleted
 
 
 # -- healing ----------------------------------------------------------------------------------------------------------
