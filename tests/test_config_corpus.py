@@ -218,7 +218,7 @@ CASES = [
         "provider_kind_bad.toml",
         line=11,
         key="providers.db.kind",
-        message_contains="'postgresql' is not one of postgres, mysql, redis, s3, smtp, generic",
+        message_contains="'postgresql' is not one of postgres, mysql, redis, s3, smtp, sqlite, generic",
         suggestion="postgres",
     ),
     Expect(
