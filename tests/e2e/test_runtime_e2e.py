@@ -291,11 +291,12 @@ def test_a_stream_and_an_in_flight_request_finish_across_a_promotion(local, tmp_
             for line in response.iter_lines():
                 chunks.append(line)
 
+    set_version(app_dir, "2")
+    candidate = ok(local, app_dir, "deploy")
     reader = threading.Thread(target=stream)
     reader.start()
     assert wait_until(lambda: chunks, 10)
-    set_version(app_dir, "2")
-    deploy_promote(local, app_dir)  # returns while the stream still runs on the old owner
+    ok(local, app_dir, "promote", candidate["id"])  # returns while the stream still runs on the old owner
     assert len(chunks) < 10 and serving(local)["version"] == "2"
     reader.join(30)
     assert chunks == [f"chunk {i}" for i in range(10)]
@@ -310,12 +311,13 @@ def test_gunicorn_finishes_an_in_flight_request_when_the_route_moves(local, tmp_
     ok(local, app_dir, "init", "--link")
     deploy_promote(local, app_dir)
     old = owner_allocation(local, app_dir)
+    set_version(app_dir, "2")
+    candidate = ok(local, app_dir, "deploy")
     answers: list[httpx.Response] = []
     request = threading.Thread(target=lambda: answers.append(edge(local, "/slow", timeout=30)))
     request.start()
     time.sleep(0.5)  # the request is inside the app (it sleeps 2 s there)
-    set_version(app_dir, "2")
-    deploy_promote(local, app_dir)
+    ok(local, app_dir, "promote", candidate["id"])
     request.join(30)
     assert answers[0].status_code == 200 and answers[0].json() == {"version": "1", "allocation": old["id"]}
     final = ended(local, app_dir, old["id"])

@@ -97,6 +97,15 @@ def members(alloc: dict[str, Any]) -> list[int]:
     return [p.pid for p in processes.allocation_processes(alloc["id"], alloc["pid"], alloc["pid_start_time"])]
 
 
+def gone(alloc: dict[str, Any], rounds: int = 200) -> bool:
+    """Whether the allocation's leader has died (a SIGKILL is delivered asynchronously; reaped once it has)."""
+    for _ in range(rounds):
+        if not processes.leader_alive(alloc["pid"], alloc["pid_start_time"]):
+            return True
+        time.sleep(0.025)
+    return False
+
+
 def tick_until_ended(runner: Runner, alloc_id: str, rounds: int = 400) -> dict[str, Any]:
     for _ in range(rounds):
         runner.tick()
@@ -172,7 +181,7 @@ def test_no_child_outlives_its_allocation(local, runner, tmp_path, command) -> N
 def test_the_wrappers_children_stop_when_the_leader_dies(local, runner, tmp_path) -> None:
     alloc = start(local, runner, deployment(local, runner, tmp_path, "python3 child.py & python3 app.py"))
     os.kill(alloc["pid"], signal.SIGKILL)  # the shell goes; its children are orphans now
-    processes.reap(alloc["pid"])
+    assert gone(alloc)
     assert [a["id"] for a in runner.check_processes()] == [alloc["id"]]
     ended = tick_until_ended(runner, alloc["id"])
     assert ended["state"] == "failed" and ended["health"]["error"] == "process exited"
@@ -207,7 +216,7 @@ def test_a_reused_pid_is_never_signalled(local, runner, tmp_path, unrelated, sta
     """After a crash an allocation's pid belongs to an unrelated process: reconcile and drains leave it alone."""
     alloc = start(local, runner, deployment(local, runner, tmp_path, "python3 app.py"))
     os.kill(alloc["pid"], signal.SIGKILL)
-    processes.reap(alloc["pid"])
+    assert gone(alloc)
     with local.store.write() as c:  # the store still names the dead allocation's pid — now the unrelated one's
         c.execute(
             "UPDATE allocations SET pid = ?, state = ?, drain_deadline = ? WHERE id = ?",
