@@ -507,3 +507,33 @@ def test_logs_show_every_allocation_and_follow_until_ctrl_c(local, tmp_path):
     assert follower.returncode == 0, err
     refused = local.rhone("logs", "--since", "soon", "--json", cwd=app_dir)
     assert refused.exit_code == 2 and refused.json()["error"]["code"] == "usage_error"
+
+
+PG_APP = APP.replace(
+    'path = os.environ["DATABASE_URL"].removeprefix("sqlite:///")\n    with sqlite3.connect(path) as db:',
+    'import psycopg\n    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as db:',
+)
+
+
+def test_postgres_app_databases_through_local_up(local_env, tmp_path, postgres):
+    """`rhone local up --app-databases URL`: the server learns the URL from its environment (its password never in
+    `ps`), provisions production's PostgreSQL database, and the app counts in it across releases."""
+    assert PG_APP != APP
+    up = local_env.rhone(
+        "local", "up", "--port", str(local_env.port), "--edge-port", str(local_env.edge_port), "--app-databases",
+        postgres, "--json",
+    )  # fmt: skip
+    assert up.exit_code == 0, up.stderr
+    local_env.started.append(up.json()["pid"])
+    assert b"admin-secret" not in Path(f"/proc/{local_env.pid()}/cmdline").read_bytes()
+    provider = '\n[providers.db]\nkind = "postgres"\nsecrets = ["DATABASE_URL"]\n'
+    app_dir = app_tree(tmp_path, source=PG_APP, extra=provider)
+    ok(local_env, app_dir, "init", "--link")
+    bound = ok(local_env, app_dir, "env", "bind", "production", "db", "--kind", "postgres", "--provision")
+    assert bound["state"] == "ready" and bound["secrets"] == ["DATABASE_URL"] and "admin-secret" not in str(bound)
+    ok(local_env, app_dir, "env", "bind", "preview", "db", "--kind", "postgres", "--provision")
+    deploy_promote(local_env, app_dir)
+    first = serving(local_env, "/count")["count"]
+    set_version(app_dir, "2")
+    deploy_promote(local_env, app_dir)
+    assert (first, serving(local_env, "/count")["count"]) == (1, 2)

@@ -4,10 +4,7 @@ its own temporary cluster (on a unix socket, no TCP port) when its binaries are 
 
 from __future__ import annotations
 
-import os
-import shutil
 import sqlite3
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +12,6 @@ import pytest
 
 from ._cases import Target, _app_path, _preview_ready
 from .conftest import LocalEnv
-
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def bind(local: LocalEnv, path: str, env: str, **body: Any) -> Any:
@@ -170,38 +165,6 @@ def test_delete_data_of_a_binding_that_was_not_provisioned_is_refused(local: Loc
 
 
 # -- PostgreSQL, for real ---------------------------------------------------------------------------------------------
-@pytest.fixture
-def postgres():
-    """A PostgreSQL 15 cluster of its own in a temporary directory, listening only on a unix socket there (it cannot
-    bind port 0 and say which port it got). Run as the `postgres` user when the tests run as root."""
-    import tempfile
-
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip(f"PostgreSQL 15 binaries are not installed at {PG_BIN}")
-    root = Path(tempfile.mkdtemp(prefix="rhone-pg-"))  # not under pytest's 0700 tmp: the postgres user must enter
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_postgres:
-        shutil.chown(root, "postgres")
-    data, socket_dir = root / "data", root
-    run = {"check": True, "capture_output": True, "timeout": 120}
-    pg_ctl = [*as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(data)]
-    try:
-        # Passwords are checked (scram): a role reaches only what its grants allow, as on a real server.
-        (root / "pw").write_text("admin-secret\n")
-        if as_postgres:
-            shutil.chown(root / "pw", "postgres")
-        initdb = [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "scram-sha-256"]
-        subprocess.run([*as_postgres, *initdb, f"--pwfile={root / 'pw'}"], **run)
-        options = f"-c listen_addresses='' -k {socket_dir}"
-        subprocess.run([*pg_ctl, "-o", options, "-w", "-l", str(root / "log"), "start"], **run)
-        try:
-            yield f"postgresql://postgres:admin-secret@/postgres?host={socket_dir}"
-        finally:
-            subprocess.run([*pg_ctl, "-m", "immediate", "stop"], **run)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.mark.slow
 def test_postgres_databases_are_real_durable_and_apart(local: LocalEnv, postgres: str) -> None:
     import psycopg
