@@ -23,7 +23,7 @@ import pytest
 
 from rhone_cli.services.local import process_alive
 from tests.conftest import REPO, assert_matches_schema
-from tests.e2e.helpers import wait_until
+from tests.e2e.helpers import set_version, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -45,14 +45,6 @@ def hello_copy(root: Path, name: str = "hello", *, version: str = "1.0.0", extra
     if extra:
         (app_dir / "rhone.toml").write_text((app_dir / "rhone.toml").read_text() + "\n" + extra)
     return app_dir
-
-
-def set_version(app_dir: Path, version: str) -> None:
-    source = app_dir / "app.py"
-    lines = [
-        f'VERSION = "{version}"' if line.startswith("VERSION = ") else line for line in source.read_text().split("\n")
-    ]
-    source.write_text("\n".join(lines))
 
 
 def cli(server, app_dir: Path, *args: str, token: str | None = None, timeout: float = 90):

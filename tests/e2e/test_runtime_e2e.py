@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from tests.conftest import RHONE_BIN
-from tests.e2e.helpers import processes_under, wait_until
+from tests.e2e.helpers import processes_under, set_version, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -143,14 +143,6 @@ def app_tree(root: Path, *, source: str = APP, start: str | None = None, process
         f'health_path = "/healthz"\nreadiness_timeout = 30\n{process}\n\n[runtime]\nserver_sessions = false\n{extra}'
     )
     return app_dir
-
-
-def set_version(app_dir: Path, version: str) -> None:
-    source = app_dir / "app.py"
-    lines = [
-        f'VERSION = "{version}"' if line.startswith("VERSION = ") else line for line in source.read_text().split("\n")
-    ]
-    source.write_text("\n".join(lines))
 
 
 def ok(server, app_dir: Path, *args: str, timeout: float = 120) -> dict:

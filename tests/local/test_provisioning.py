@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ._cases import Target, _app_path, _preview_ready
+from ._cases import Target, _app_path, _preview_ready, live_allocation
 from .conftest import LocalEnv
 
 
@@ -104,22 +104,12 @@ def test_unbind_keeps_the_data_and_binding_again_finds_it(local: LocalEnv) -> No
 
 
 def test_delete_data_is_refused_while_an_allocation_uses_it_then_deletes(local: LocalEnv) -> None:
-    from rhone_local.domain.ids import new_id
-    from rhone_local.store import now_iso
-
     target = Target()
     path = _app_path(local, target)
     bound(local, path, "preview", kind="sqlite", provision=True)
     file = sqlite_path(variables(local, target, "preview")["DATABASE_URL"])
     deployment = local.store.deployment(_preview_ready(local, target))
-    region = local.store.primary_region()
-    alloc = {
-        "id": new_id("allocation"), "deployment_id": deployment["id"], "environment_id": deployment["environment_id"],
-        "artifact_digest": deployment["artifact_digest"], "region_id": region["id"],
-        "cell_id": local.store.cells_of(region["id"])[0]["id"], "state": "ready", "version": 1, "pid": None,
-        "port": None, "health": None, "created_at": now_iso(), "updated_at": now_iso(), "bindings_digest": None,
-    }  # fmt: skip
-    local.store.insert_allocation(alloc)
+    alloc = live_allocation(local, deployment["id"])
     before = local.snapshot()
     refused = unbind(local, path, "preview", delete_data="true")
     assert (refused.status_code, refused.json()["error"]["code"]) == (409, "data_in_use")

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from ._cases import EMPTY_CONFIG, Target, _app_path, _deployment_body, _preview_ready
+from ._cases import EMPTY_CONFIG, Target, _app_path, _deployment_body, _preview_ready, live_allocation
 from .conftest import LocalEnv
 
 
@@ -48,19 +48,7 @@ def test_the_documented_runtime_keys_are_accepted(local: LocalEnv) -> None:
 # -- logs -------------------------------------------------------------------------------------------------------------
 def _allocation_with_log(local: LocalEnv, target: Target, lines: list[str]) -> tuple[str, dict]:
     """A deployment's allocation row and its log file (written directly: the runner is not under test here)."""
-    from rhone_local.domain.ids import new_id
-    from rhone_local.store import now_iso
-
-    deployment_id = _preview_ready(local, target)
-    deployment = local.store.deployment(deployment_id)
-    region = local.store.primary_region()
-    alloc = {
-        "id": new_id("allocation"), "deployment_id": deployment_id, "environment_id": deployment["environment_id"],
-        "artifact_digest": deployment["artifact_digest"], "region_id": region["id"],
-        "cell_id": local.store.cells_of(region["id"])[0]["id"], "state": "ready", "version": 1, "pid": None,
-        "port": None, "health": None, "created_at": now_iso(), "updated_at": now_iso(), "bindings_digest": None,
-    }  # fmt: skip
-    local.store.insert_allocation(alloc)
+    alloc = live_allocation(local, _preview_ready(local, target))
     log = local.client.app.state.pipeline.runner.log_path(alloc["id"])
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("".join(line + "\n" for line in lines))
