@@ -194,6 +194,13 @@ class ManifestDocument(_Doc):
     manifest: ArtifactManifest
 
 
+class DrainingAllocation(_Doc):
+    id: str
+    open_connections: int = Field(description="Connections the edge still relayed to it when the route moved.")
+    timeout: float = Field(description="Seconds it keeps them (`[process] drain_timeout`) before it is cut.")
+    deadline: str = Field(description="When it is cut if connections are still open.")
+
+
 class RouteMove(_Doc):
     """`rhone promote --json`, `rhone rollback --json` (waited): what the operation did to the route."""
 
@@ -203,6 +210,10 @@ class RouteMove(_Doc):
     deployment_id: str
     artifact_digest: str
     previous_owner: str | None
+    draining: list[DrainingAllocation] = Field(
+        default_factory=list,
+        description="The previous owner's allocations as they started draining; the command does not wait for them.",
+    )
     url: str | None
     operation_id: str
     state: Literal["healthy", "rolled_back"]
@@ -227,6 +238,7 @@ DOCUMENTS: dict[str, type[BaseModel]] = {
 
 # `--json` documents that are API resources, passed through unchanged: schema file -> (OpenAPI component, is a list).
 API_DOCUMENTS: dict[str, tuple[str, bool]] = {
+    "logs.schema.json": ("AppLogs", False),
     "workspace.schema.json": ("Workspace", False),
     "workspace-list.schema.json": ("Workspace", True),
     "member.schema.json": ("Member", False),

@@ -26,6 +26,7 @@ from rhone_local.blobs import BlobStore
 from rhone_local.domain import gates, limits
 from rhone_local.domain.errors import DomainError, disk_full, is_disk_full
 from rhone_local.domain.manifest import digest_of
+from rhone_local.provisioning import Provisioner
 from rhone_local.runner import Runner
 from rhone_local.store import Store, now_iso
 
@@ -91,6 +92,17 @@ def _sha256_file(path: Path) -> str | None:
         return None
 
 
+def not_ready_message(what: str, alloc: dict[str, Any]) -> str:
+    """Why an allocation never became ready: what was probed and what answered, or why it did not start; the log
+    tail is in the evidence, and `rhone logs` has all of it."""
+    health = alloc["health"] or {}
+    reason = health.get("summary") or health.get("error") or health.get("last") or alloc["state"]
+    return (
+        f"{what} never became ready: {reason}. Its last log lines are in the evidence; "
+        f"`rhone logs {alloc['deployment_id']}` shows all of them"
+    )
+
+
 class DeployPipeline:
     def __init__(
         self,
@@ -109,6 +121,7 @@ class DeployPipeline:
         self.root = data_dir / "deployments"
         self.edge_port = edge_port
         self.edge_suffix = edge_suffix
+        self.provisioner = Provisioner(data_dir)  # databases it creates for environments (see provisioning.py)
 
     def workdir(self, deployment_id: str) -> Path:
         return self.root / deployment_id
@@ -456,43 +469,23 @@ class DeployPipeline:
             "cell_id": alloc["cell_id"],
         }
         if alloc["state"] != "ready":
-            raise StageFailed(
-                "readiness_failed",
-                f"the preview allocation never became ready: {(alloc['health'] or {}).get('last')}",
-                evidence,
-            )
+            raise StageFailed("readiness_failed", not_ready_message("the preview allocation", alloc), evidence)
         self.runner.stop_superseded(deployment)
         evidence["url"] = self.url(deployment["id"])
         return StageOutcome("preview_ready", evidence, deployment={"evidence": evidence})
 
     def restore_previews(self) -> list[str]:
         """After a restart: start again the newest preview_ready deployment of each app environment whose
-        allocation did not survive (older ones were superseded and stay stopped)."""
-        newest = self.store.all(
-            "SELECT d.* FROM deployments d WHERE d.state = 'preview_ready' AND d.id = ("
-            "  SELECT MAX(id) FROM deployments x WHERE x.app_id = d.app_id AND x.environment_id = d.environment_id "
-            "  AND x.state = 'preview_ready')"
-        )
+        allocation did not survive (older ones were superseded and stay stopped). Route owners come back through
+        healing, at their environment's instance count."""
         restarted = []
-        # Route owners come back too: each owned environment gets its owner's allocation again.
-        for owner in self.store.all("SELECT * FROM route_owners"):
-            deployment = self.store.deployment(owner["deployment_id"])
-            environment = self.store.one("SELECT * FROM environments WHERE id = ?", owner["environment_id"])
-            live = [
-                a
-                for a in self.runner.allocations_of(deployment["id"])
-                if a["state"] == "ready" and a["environment_id"] == environment["id"]
-            ]
-            if not live:
-                self.runner.ensure_running(deployment, environment, token=partial(self.runtime_token, deployment))
-                restarted.append(f"{owner['route_key']}@{deployment['id']}")
-        for deployment in newest:
+        for deployment in self.store.newest_previews():
             live = [
                 a
                 for a in self.runner.allocations_of(deployment["id"])
                 if a["state"] == "ready" and a["environment_id"] == deployment["environment_id"]
             ]
-            if live:
+            if live or self.store.route_owner(deployment["app_id"], deployment["environment_id"]):
                 continue
             environment = self.store.one("SELECT * FROM environments WHERE id = ?", deployment["environment_id"])
             self.runner.ensure_running(deployment, environment, token=partial(self.runtime_token, deployment))
@@ -527,9 +520,16 @@ class DeployPipeline:
 
 
 def build_pipeline(
-    store: Store, data_dir: Path, *, edge_port: int | None, edge_suffix: str = "localhost"
+    store: Store,
+    data_dir: Path,
+    *,
+    edge_port: int | None,
+    edge_suffix: str = "localhost",
+    app_databases: str | None = None,
 ) -> DeployPipeline:
     blobs = BlobStore(data_dir / "blobs")
-    return DeployPipeline(
+    pipeline = DeployPipeline(
         store, blobs, Runner(store, blobs, data_dir), data_dir, edge_port=edge_port, edge_suffix=edge_suffix
     )
+    pipeline.provisioner = Provisioner(data_dir, app_databases)
+    return pipeline

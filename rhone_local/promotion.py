@@ -6,7 +6,9 @@ Stages: requested → policy_check → route_cas → edge_propagating → health
   the target environment's allocation is started from the same artifact and must be ready before the route moves;
 - route_cas: one compare-and-swap on the predecessor epoch, committed with its event and the operation's next
   state in a single transaction — losing the race fails with route_epoch_conflict and changes nothing;
-- edge_propagating: wait until the edge has applied that epoch; then the previous owner's allocations drain.
+- edge_propagating: wait until the edge has applied that epoch; then the previous owner's allocations start
+  draining — the operation does not wait for them: each keeps its open connections until they close or its
+  `[process] drain_timeout` passes, and records which it was (drained or cut) on its own health.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from functools import partial
 from typing import Any
 
-from rhone_local.pipeline import DeployPipeline, StageFailed
+from rhone_local.pipeline import DeployPipeline, StageFailed, not_ready_message
 from rhone_local.store import Store
 from rhone_local.topology import listed, missing_for_scale, serving_regions
 
@@ -114,8 +116,8 @@ class Promotions:
         if not_ready:
             raise StageFailed(
                 "readiness_failed",
-                f"{len(not_ready)} of {instances} {environment['name']} allocation(s) never became ready; the route "
-                "did not move",
+                f"{len(not_ready)} of {instances} {environment['name']} allocation(s) failed, the route did not move; "
+                + not_ready_message(f"allocation {not_ready[0]['id']}", not_ready[0]),
                 evidence,
             )
         return evidence
@@ -181,9 +183,13 @@ class Promotions:
         port = f":{self.pipeline.edge_port}" if self.pipeline.edge_port else ""
         evidence["url"] = f"http://{params['route_key']}.{self.pipeline.edge_suffix}{port}"
         if cas.get("previous_owner") and cas["previous_owner"] != params["deployment_id"]:
-            evidence["drained"] = self.pipeline.runner.stop_environment(
+            draining = self.pipeline.runner.stop_environment(
                 cas["previous_owner"], params["environment_id"], f"route moved to {params['deployment_id']}"
             )
+            evidence["draining"] = [
+                {"id": a["id"], **{k: a["health"]["drain"][k] for k in ("open_connections", "timeout", "deadline")}}
+                for a in draining
+            ]
         return evidence
 
     def release(self, op: dict[str, Any]) -> int:
@@ -211,6 +217,6 @@ class Promotions:
             )
             if live is not None:
                 return 0
-            return runner.stop_environment(
-                deployment["id"], params["environment_id"], f"{op['kind']} {op['id']} failed"
+            return len(
+                runner.stop_environment(deployment["id"], params["environment_id"], f"{op['kind']} {op['id']} failed")
             )

@@ -1,18 +1,25 @@
 """The runner: allocations as local processes.
 
-Lifecycle (domain.md §2.4): planned → pulling → starting → ready → draining → stopped, or failed. Every state change
-is a compare-and-swap on the allocation's version. Pulling materializes the artifact from blobs (re-verifying every
-digest) into the allocation's own directory; starting launches the declared start command with PORT, the
-environment's config and a runtime identity token, in its own session, logging to `alloc.log`; ready means the
-readiness probe answered 200. Allocation health is recorded, never used to decide route ownership.
+Lifecycle (docs/architecture.md, "Runner"): planned → pulling → starting → ready → draining → stopped, or failed.
+Every state change is a compare-and-swap on the allocation's version. Pulling materializes the artifact from blobs
+(re-verifying every digest) into the allocation's own directory; starting launches the declared start command with
+PORT, the environment's config and a runtime identity token, in its own session, logging to `alloc.log`, so that the
+app itself is the process that gets signals (`processes.start_argv`); ready means the readiness probe passed (an HTTP
+200 on the health path, or an accepted TCP connection). Allocation health is recorded, never used to decide route
+ownership.
 
-After a crash of Rhone Local, `reconcile()` adopts allocation processes that are still healthy and kills the rest, so
-a restart leaves neither duplicates nor orphans.
+Stopping never blocks the caller: `drain()` moves an allocation to `draining` with a deadline stored on its row (the
+edge sends it no new requests from that moment), and `tick()` — run by the reconciler every fraction of a second —
+ends it once its open connections are gone or its deadline passed: SIGTERM to its processes, SIGKILL after a short
+grace, then `stopped` (or `failed`) with the outcome recorded: drained, or cut with how many connections were open.
+Because the deadline is durable, a restarted server still stops a drain that a crash interrupted, in time.
+
+Only processes that provably belong to an allocation are ever signalled (`processes.allocation_processes`): its
+leader by pid and start time, or a process carrying its id in its environment.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -24,14 +31,16 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rhone_local import processes
 from rhone_local.artifacts import load_manifest, materialize
 from rhone_local.blobs import BlobStore
 from rhone_local.domain import limits
 from rhone_local.domain.ids import new_id
-from rhone_local.store import Store, _row, now_iso
+from rhone_local.store import Store, now_iso
 
 log = logging.getLogger("rhone_local.runner")
 
@@ -42,39 +51,38 @@ class RunnerStopping(Exception):
 
 
 LIVE_STATES = ("planned", "pulling", "starting", "ready", "draining")
+STARTING_STATES = ("planned", "pulling", "starting")
+DEFAULT_DRAIN_TIMEOUT = 30.0
+STOP_GRACE_SECONDS = 5.0  # SIGTERM → SIGKILL
+SHUTDOWN_DRAIN_SECONDS = 3.0  # how long `rhone local down` lets open connections finish
+SHUTDOWN_GRACE_SECONDS = 3.0
+LOG_TAIL_LINES = 20
 
 
 def free_port() -> int:
+    # The app must be told its port before it binds it, so the runner picks one; the app reports a clash by exiting,
+    # which fails readiness with the log tail naming it.
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def process_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except OSError:
-        return True
-    return state not in ("Z", "X")
+def readiness_of(process: dict[str, Any]) -> tuple[str, str]:
+    """(kind, what is probed) for a deployment's `[process]` table: `http` GETs the health path, `tcp` connects."""
+    kind = process.get("readiness", "http")
+    return kind, process.get("health_path", "/healthz") if kind == "http" else "a TCP connection"
 
 
-def probe(port: int, path: str, timeout: float = 1.0) -> tuple[bool, str]:
-    """GET `path` from the app on loopback; ready means status 200. The whole exchange has one deadline (an app that
-    trickles its answer a byte at a time cannot hold the worker), only the status line is read, and no redirect is
-    followed (it could point anywhere)."""
+def probe(port: int, path: str, timeout: float = 1.0, kind: str = "http") -> tuple[bool, str]:
+    """Ready means a TCP connection is accepted (`tcp`), or a GET of `path` answers 200 (`http`). The whole HTTP
+    exchange has one deadline (an app that trickles its answer a byte at a time cannot hold the worker), only the
+    status line is read, and no redirect is followed (it could point anywhere)."""
+    if kind == "tcp":
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+                return True, "TCP connection accepted"
+        except OSError as error:
+            return False, f"TCP connection failed: {error.strerror or error}"
     if not path.startswith("/") or not path.isprintable() or " " in path:
         return False, f"invalid health path {path!r}"
     deadline = time.monotonic() + timeout
@@ -94,6 +102,10 @@ def probe(port: int, path: str, timeout: float = 1.0) -> tuple[bool, str]:
     if len(status) < 2 or not status[0].startswith(b"HTTP/") or not status[1].isdigit():
         return False, "no HTTP status line"
     return status[1] == b"200", f"HTTP {status[1].decode()}"
+
+
+def drain_timeout_of(config: dict[str, Any]) -> float:
+    return float((config.get("process") or {}).get("drain_timeout", DEFAULT_DRAIN_TIMEOUT))
 
 
 class Runner:
@@ -119,17 +131,10 @@ class Runner:
 
     # -- state ----------------------------------------------------------------------------------------------------
     def _move(self, alloc: dict[str, Any], state: str, **columns: Any) -> dict[str, Any] | None:
-        sets = ", ".join(f"{name} = ?" for name in columns)
-        values = [json.dumps(v) if name == "health" else v for name, v in columns.items()]
-        row = self.store.conn.execute(
-            f"UPDATE allocations SET state = ?, version = version + 1, updated_at = ?{', ' + sets if sets else ''} "
-            "WHERE id = ? AND version = ? RETURNING *",
-            (state, now_iso(), *values, alloc["id"], alloc["version"]),
-        ).fetchone()
-        return _row(row)
+        return self.store.move_allocation(alloc, state, **columns)
 
     def allocations_of(self, deployment_id: str) -> list[dict[str, Any]]:
-        return self.store.all("SELECT * FROM allocations WHERE deployment_id = ? ORDER BY id", deployment_id)
+        return self.store.allocations_of(deployment_id)
 
     def log_path(self, alloc_id: str) -> Path:
         return self.root / alloc_id / "alloc.log"
@@ -164,16 +169,18 @@ class Runner:
             for alloc in self.allocations_of(deployment["id"]):
                 if alloc["state"] not in LIVE_STATES or alloc["environment_id"] != environment["id"]:
                     continue
-                alive = alloc["state"] == "ready" and process_alive(alloc["pid"])
+                if alloc["state"] == "draining":
+                    continue  # on its way out; its drain ends it
+                alive = alloc["state"] == "ready" and processes.leader_alive(alloc["pid"], alloc["pid_start_time"])
                 if alive and alloc["region_id"] in eligible:
                     current = self.bindings_digest(environment["id"], alloc["region_id"])
                     (fresh if alloc["bindings_digest"] == current else stale).append(alloc)
                 elif alive:
-                    self.stop(alloc, "its region is no longer eligible for the environment")
+                    self.drain(alloc, "its region is no longer eligible for the environment")
                 else:
-                    self._kill(alloc, "replaced: not ready after a restart")
+                    self.drain(alloc, "replaced: not ready", timeout=0, end_state="failed")
             # Each eligible region gets its share (the primary first); a region over its share gives the surplus
-            # back — stopped once the others are ready — and one under it gets new allocations.
+            # back — drained once the others are ready — and one under it gets new allocations.
             share = {r["id"]: count // len(regions) + (index < count % len(regions)) for index, r in enumerate(regions)}
             kept: list[dict[str, Any]] = []
             for alloc in fresh:
@@ -195,10 +202,10 @@ class Runner:
             if placements:
                 with ThreadPoolExecutor(max_workers=len(placements), thread_name_prefix="alloc-start") as pool:
                     started = list(pool.map(start, placements))
-            # Replaced and surplus instances stop only once the new ones are ready: capacity never dips for a change.
+            # Replaced and surplus instances drain only once the new ones are ready: capacity never dips for a change.
             if stale and all(a["state"] == "ready" for a in started):
                 for alloc in stale:
-                    self.stop(alloc, f"replaced: {count} instance(s) over {len(regions)} region(s), current bindings")
+                    self.drain(alloc, f"replaced: {count} instance(s) over {len(regions)} region(s), current bindings")
                 stale = []
             return fresh + started + stale
 
@@ -211,7 +218,7 @@ class Runner:
         """Where new allocations go: each region up to its share, each into its least-used cell."""
         placements = []
         for region in regions:
-            cells = self.store.all("SELECT * FROM cells WHERE region_id = ? ORDER BY id", region["id"])
+            cells = self.store.cells_of(region["id"])
             if not cells:
                 continue
             used = {c["id"]: sum(a["cell_id"] == c["id"] for a in kept) for c in cells}
@@ -247,13 +254,8 @@ class Runner:
             "updated_at": ts,
             "bindings_digest": _digest(bound := self.store.allocation_environment(environment["id"], region["id"])),
         }
-        self.store.conn.execute(
-            "INSERT INTO allocations VALUES (:id, :deployment_id, :environment_id, :artifact_digest, :region_id, "
-            ":cell_id, :state, :version, :pid, :port, :health, :created_at, :updated_at, :bindings_digest)",
-            alloc,
-        )
-        config = deployment["config"]
-        process = config["process"]
+        self.store.insert_allocation(alloc)
+        process = deployment["config"]["process"]
         directory = self.root / alloc["id"]
         alloc = self._move(alloc, "pulling") or alloc
         try:
@@ -269,7 +271,7 @@ class Runner:
             "HOME": str(directory),
             "PORT": str(port),
             "RHONE_DEPLOYMENT_ID": deployment["id"],
-            "RHONE_ALLOCATION_ID": alloc["id"],
+            "RHONE_ALLOCATION_ID": alloc["id"],  # also how the runner recognises the app's processes
             "RHONE_ENVIRONMENT": environment["name"],
             "RHONE_ARTIFACT_DIGEST": deployment["artifact_digest"],
             "RHONE_REGION": region["name"],  # internal topology, for logs; never part of a public URL or id
@@ -279,134 +281,230 @@ class Runner:
         if self.closing.is_set():
             self._move(alloc, "failed", health={"stage": "starting", "error": "Rhone Local is stopping"})
             raise RunnerStopping
-        with log_file.open("ab") as handle:
-            child = subprocess.Popen(
-                process["start"],
-                shell=True,
-                cwd=directory / "app",
-                env=environment_vars,
-                stdin=subprocess.DEVNULL,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        alloc = self._move(alloc, "starting", pid=child.pid, port=port) or alloc
-        deadline = time.monotonic() + limits.readiness_timeout(process)
-        attempts, last = 0, "not probed"
+        try:
+            with log_file.open("ab") as handle:
+                child = subprocess.Popen(
+                    processes.start_argv(process["start"]),
+                    cwd=directory / "app",
+                    env=environment_vars,
+                    stdin=subprocess.DEVNULL,
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    restore_signals=True,
+                )
+        except OSError as error:  # a start command naming a program the artifact and PATH lack
+            health = {"ready": False, "stage": "starting", "error": f"cannot run the start command: {error}"}
+            return self._move(alloc, "failed", health=health) or alloc
+        started = processes.start_time(child.pid)
+        moved = self._move(alloc, "starting", pid=child.pid, port=port, pid_start_time=started)
+        if moved is None:  # drained meanwhile (the route moved on): the process must not outlive its allocation
+            self._terminate_now(alloc["id"], child.pid, started)
+            return self.store.allocation(alloc["id"]) or alloc
+        return self._await_ready(moved, child, process, log_file, bound)
+
+    def _await_ready(
+        self,
+        alloc: dict[str, Any],
+        child: subprocess.Popen,
+        process: dict[str, Any],
+        log_file: Path,
+        bound: dict[str, str],
+    ) -> dict[str, Any]:
+        kind, target = readiness_of(process)
+        timeout = limits.readiness_timeout(process)
+        deadline = time.monotonic() + timeout
+        attempts, last = 0, "not probed yet"
         while time.monotonic() < deadline:
             if child.poll() is not None:
-                last = f"process exited with status {child.returncode}"
+                last = f"the process exited with status {child.returncode}"
                 break
             if self.closing.is_set():
-                self._terminate(child.pid)
+                self._terminate_now(alloc["id"], child.pid, alloc["pid_start_time"])
                 self._move(alloc, "failed", health={"stage": "starting", "error": "Rhone Local is stopping"})
                 raise RunnerStopping
             attempts += 1
-            ok, last = probe(port, process.get("health_path", "/healthz"))
+            ok, last = probe(alloc["port"], target, kind=kind)
             if ok:
-                health = {
-                    "ready": True,
-                    "probe": process.get("health_path"),
-                    "attempts": attempts,
-                    "last": last,
-                    "at": now_iso(),
-                }
-                return self._move(alloc, "ready", health=health) or alloc
+                health = {"ready": True, "probe": kind, "target": target, "attempts": attempts, "last": last}
+                moved = self._move(alloc, "ready", health={**health, "at": now_iso()})
+                if moved is None:  # drained while it started: the drain ends it
+                    return self.store.allocation(alloc["id"]) or alloc
+                return moved
             time.sleep(0.1)  # a readiness probe: polling the app is the only way to learn it is up
+        probed = f"GET http://127.0.0.1:{alloc['port']}{target}" if kind == "http" else f"TCP 127.0.0.1:{alloc['port']}"
         health = {
             "ready": False,
-            "probe": process.get("health_path"),
+            "probe": kind,
+            "target": target,
+            "probed": probed,
             "attempts": attempts,
             "last": last,
-            "timeout": process.get("readiness_timeout"),
+            "timeout": timeout,
+            "summary": f"probed {probed} ({kind} readiness) {attempts} time(s) over {timeout:g}s; last answer: {last}",
             # The tail goes into operation evidence: an app that printed a secret it was given must not publish it.
             "log_tail": _redact(_tail(log_file), bound.values()),
         }
-        self._terminate(child.pid)
+        self._terminate_now(alloc["id"], child.pid, alloc["pid_start_time"])
         return self._move(alloc, "failed", health=health) or alloc
 
     # -- stop -----------------------------------------------------------------------------------------------------
-    def _terminate(self, pid: int | None, grace: float = 5.0) -> None:
-        """Stop the allocation's whole process group — even when its leader is already gone, its children are not."""
-        if not pid:
-            return
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            return
-        deadline = time.monotonic() + grace
-        while process_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        # Whatever of the group is left (the leader, or children that outlived it) does not get a second chance.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-
-    def _kill(self, alloc: dict[str, Any], reason: str) -> None:
-        self._terminate(alloc["pid"])
-        self._move(alloc, "failed", health={**(alloc["health"] or {}), "stopped_because": reason})
+    def drain(
+        self,
+        alloc: dict[str, Any],
+        reason: str,
+        *,
+        timeout: float | None = None,
+        end_state: str = "stopped",
+        note: dict[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        """Take an allocation out of rotation now and let `tick()` end it: when its open connections close, or
+        `timeout` seconds from now (default: its deployment's `[process] drain_timeout`). Never blocks. `note` is
+        merged into its health (why it failed, when it is a failure)."""
+        if timeout is None:
+            deployment = self.store.deployment(alloc["deployment_id"])
+            timeout = drain_timeout_of(deployment["config"] if deployment else {})
+        while alloc is not None and alloc["state"] in LIVE_STATES and alloc["state"] != "draining":
+            opened = self.open_connections(alloc["port"]) if alloc["port"] else 0
+            deadline = time.time() + timeout
+            drain = {"reason": reason, "timeout": timeout, "started_at": now_iso(), "deadline": iso_at(deadline)}
+            health = {
+                **(alloc["health"] or {}),
+                **(note or {}),
+                "ready": False,
+                "drain": {**drain, "open_connections": opened},
+            }
+            moved = self._move(alloc, "draining", drain_deadline=deadline, end_state=end_state, health=health)
+            if moved is not None:
+                return moved
+            alloc = self.store.allocation(alloc["id"])  # moved meanwhile (e.g. it just became ready): again
+        return None
 
     def stop(self, alloc: dict[str, Any], reason: str) -> None:
-        """draining → stopped (new requests stop arriving the moment it leaves `ready`)."""
-        draining = self._move(alloc, "draining")
-        if draining is None:
-            return
-        self._terminate(alloc["pid"])
-        self._move(draining, "stopped", health={"stopped_because": reason, "at": now_iso()})
+        self.drain(alloc, reason)
 
-    def stop_superseded(self, deployment: dict[str, Any]) -> None:
-        """Older deployments' previews in the same environment stop once a newer one is ready (their allocations in
-        other environments — production — belong to route ownership and are not touched)."""
-        older = self.store.all(
-            "SELECT a.* FROM allocations a JOIN deployments d ON d.id = a.deployment_id "
-            "WHERE d.app_id = ? AND a.environment_id = ? AND d.id < ? AND a.state IN ('ready', 'starting')",
-            deployment["app_id"],
-            deployment["environment_id"],
-            deployment["id"],
-        )
+    def tick(self) -> list[dict[str, Any]]:
+        """Advance every draining allocation one step; returns those that ended (stopped or failed)."""
+        ended = []
+        now = time.time()
+        for alloc in self.store.allocations_in("draining"):
+            finished = self._advance_drain(alloc, now)
+            if finished is not None:
+                ended.append(finished)
+        return ended
+
+    def _advance_drain(self, alloc: dict[str, Any], now: float) -> dict[str, Any] | None:
+        health = dict(alloc["health"] or {})
+        drain = dict(health.get("drain") or {})
+        members = processes.allocation_processes(alloc["id"], alloc["pid"], alloc["pid_start_time"])
+        if alloc["terminating_since"] is None:
+            opened = self.open_connections(alloc["port"]) if alloc["port"] and members else 0
+            deadline = alloc["drain_deadline"] or now
+            if opened and now < deadline:
+                if opened != drain.get("open_connections"):
+                    self._move(alloc, "draining", health={**health, "drain": {**drain, "open_connections": opened}})
+                return None
+            # Drained: every connection closed by itself; cut: the deadline came first, with these still open.
+            drain.update(outcome="cut" if opened else "drained", open_connections=opened, cut_connections=opened)
+            drain["signalled_at"] = now_iso()
+            processes.signal_allocation(members, alloc["pid"], alloc["pid_start_time"], signal.SIGTERM)
+            moved = self._move(alloc, "draining", terminating_since=now, health={**health, "drain": drain})
+            if moved is None or members:
+                return None
+            alloc = moved
+        elif members:
+            if now - alloc["terminating_since"] < STOP_GRACE_SECONDS:
+                return None
+            # Ignored SIGTERM (or a child did) past the grace: nothing gets a second chance.
+            processes.signal_allocation(members, alloc["pid"], alloc["pid_start_time"], signal.SIGKILL)
+            if not drain.get("killed"):
+                self._move(alloc, "draining", health={**health, "drain": {**drain, "killed": True}})
+            return None
+        if alloc["pid"]:
+            processes.reap(alloc["pid"])
+        ended = {**health, "drain": {**drain, "ended_at": now_iso()}, "stopped_because": drain.get("reason")}
+        return self._move(alloc, alloc["end_state"] or "stopped", health=ended, drain_deadline=None)
+
+    def _terminate_now(self, alloc_id: str, pid: int | None, pid_start: int | None, grace: float = STOP_GRACE_SECONDS):
+        """Stop an allocation's processes and wait for them (a failed start, where nothing is left to drain)."""
+        members = processes.allocation_processes(alloc_id, pid, pid_start)
+        processes.signal_allocation(members, pid, pid_start, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while members and time.monotonic() < deadline:
+            time.sleep(0.05)
+            if pid:
+                processes.reap(pid)
+            members = processes.allocation_processes(alloc_id, pid, pid_start)
+        if members:
+            processes.signal_allocation(members, pid, pid_start, signal.SIGKILL)
+        if pid:
+            processes.reap(pid)
+
+    def stop_superseded(self, deployment: dict[str, Any]) -> int:
+        """Older validated previews of the same app environment drain once a newer one is ready (see
+        `Store.superseded_previews` for what is never touched)."""
+        older = self.store.superseded_previews(deployment)
         for alloc in older:
-            self.stop(alloc, f"superseded by {deployment['id']}")
+            with self._lock_for(alloc["deployment_id"], alloc["environment_id"]):
+                self.drain(alloc, f"superseded by {deployment['id']}")
+        return len(older)
 
-    def stop_environment(self, deployment_id: str, environment_id: str, reason: str) -> int:
-        """Drain and stop a deployment's allocations in one environment (the previous route owner's, after a move)."""
+    def stop_environment(self, deployment_id: str, environment_id: str, reason: str) -> list[dict[str, Any]]:
+        """Drain a deployment's allocations in one environment (the previous route owner's, after a move); returns
+        them as they started draining."""
         allocs = [
             a
             for a in self.allocations_of(deployment_id)
-            if a["environment_id"] == environment_id and a["state"] in LIVE_STATES
+            if a["environment_id"] == environment_id and a["state"] in LIVE_STATES and a["state"] != "draining"
         ]
-        for alloc in allocs:
-            self.stop(alloc, reason)
-        return len(allocs)
+        return [d for d in (self.drain(a, reason) for a in allocs) if d is not None]
 
-    def stop_all(self, reason: str) -> None:
+    def stop_all(self, reason: str, *, drain_seconds: float = SHUTDOWN_DRAIN_SECONDS) -> None:
+        """Shutdown: nothing starts any more; every allocation drains (for at most `drain_seconds`), then stops."""
         self.closing.set()
-        for alloc in self.store.all(
-            "SELECT * FROM allocations WHERE state IN ('planned', 'pulling', 'starting', 'ready', 'draining')"
-        ):
-            self.stop(alloc, reason)
-
-    def check_processes(self) -> list[str]:
-        """Ready allocations whose process has gone are failed (their state, not the edge's luck, says so)."""
-        gone = []
-        for alloc in self.store.all("SELECT * FROM allocations WHERE state = 'ready'"):
-            if process_alive(alloc["pid"]):
+        for alloc in self.store.allocations_in(*LIVE_STATES):
+            if alloc["state"] == "draining":
+                if (alloc["drain_deadline"] or 0) > time.time() + drain_seconds:
+                    self._move(alloc, "draining", drain_deadline=time.time() + drain_seconds)
                 continue
-            health = {**(alloc["health"] or {}), "ready": False, "error": "process exited", "at": now_iso()}
-            if self._move(alloc, "failed", health=health):
-                gone.append(alloc["id"])
+            own = drain_timeout_of((self.store.deployment(alloc["deployment_id"]) or {}).get("config") or {})
+            self.drain(alloc, reason, timeout=min(own, drain_seconds))
+        deadline = time.monotonic() + drain_seconds + SHUTDOWN_GRACE_SECONDS + 2
+        while self.store.allocations_in("draining") and time.monotonic() < deadline:
+            self.tick()
+            time.sleep(0.05)
+        for alloc in self.store.allocations_in("draining"):  # past every bound: no process outlives the server
+            members = processes.allocation_processes(alloc["id"], alloc["pid"], alloc["pid_start_time"])
+            processes.signal_allocation(members, alloc["pid"], alloc["pid_start_time"], signal.SIGKILL)
+            self._move(alloc, alloc["end_state"] or "stopped", health={**(alloc["health"] or {}), "killed": True})
+
+    def check_processes(self) -> list[dict[str, Any]]:
+        """Ready allocations whose process has gone are failed (their state, not the edge's luck, says so); what is
+        left of them (a wrapper's orphaned children) is stopped by the drain."""
+        gone = []
+        for alloc in self.store.allocations_in("ready"):
+            if processes.leader_alive(alloc["pid"], alloc["pid_start_time"]):
+                continue
+            note = {"error": "process exited", "at": now_iso()}
+            drained = self.drain(alloc, "its process exited", timeout=0, end_state="failed", note=note)
+            if drained is not None:
+                gone.append(drained)
         return gone
 
     def reconcile(self) -> list[str]:
-        """At start-up: adopt allocation processes that survived a crash and still answer; fail the rest."""
+        """At start-up: adopt allocation processes that survived a crash and still answer; stop the rest. Drains a
+        crash interrupted go on (their deadline is on the row), now with no connection open: the edge died too."""
         adopted = []
-        for alloc in self.store.all(
-            "SELECT * FROM allocations WHERE state IN ('planned', 'pulling', 'starting', 'ready', 'draining')"
-        ):
-            deployment = self.store.one("SELECT config FROM deployments WHERE id = ?", alloc["deployment_id"])
-            health_path = deployment["config"]["process"].get("health_path", "/healthz")
-            if alloc["state"] == "ready" and process_alive(alloc["pid"]) and probe(alloc["port"], health_path)[0]:
+        for alloc in self.store.allocations_in(*LIVE_STATES):
+            if alloc["state"] == "draining":
+                continue
+            deployment = self.store.deployment(alloc["deployment_id"])
+            kind, target = readiness_of(deployment["config"]["process"])
+            alive = processes.leader_alive(alloc["pid"], alloc["pid_start_time"])
+            if alloc["state"] == "ready" and alive and probe(alloc["port"], target, kind=kind)[0]:
                 adopted.append(alloc["id"])
                 continue
-            self._kill(alloc, "Rhone Local restarted while it was not ready")
+            self.drain(alloc, "Rhone Local restarted while it was not ready", timeout=0, end_state="failed")
         return adopted
 
 
@@ -420,8 +518,12 @@ def _digest(variables: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(sorted(variables.items())).encode()).hexdigest()
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return ""
+
+
+def iso_at(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

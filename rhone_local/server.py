@@ -37,6 +37,7 @@ from rhone_local.edge_relay import Limits, Relay, client_cap, raise_open_file_li
 from rhone_local.notify import ChangeNotifier
 from rhone_local.pipeline import build_pipeline
 from rhone_local.promotion import Promotions
+from rhone_local.reconciler import Reconciler
 from rhone_local.store import Store
 from rhone_local.topology import Topology
 from rhone_local.workers import Workers
@@ -51,7 +52,6 @@ CELL = "local-1a"
 # primary — every environment serves there from its creation; the second serves an environment only after a Region
 # Enablement made it eligible. Names stay internal: no public URL or app id contains them.
 TOPOLOGY = (("local-1", "eu", ("local-1a",)), ("local-2", "us", ("local-2a",)))
-PROCESS_CHECK_SECONDS = 1.0
 
 
 def bootstrap(store: Store, data_dir: Path) -> None:
@@ -142,20 +142,7 @@ def _restore_previews(pipeline: Any) -> None:
         pipeline.store.close()
 
 
-def _watch_processes(runner: Any, stop: threading.Event) -> None:
-    """Fail ready allocations whose process died, so their state (and every view of it) tells the truth."""
-    try:
-        while not stop.wait(PROCESS_CHECK_SECONDS):
-            try:
-                for alloc_id in runner.check_processes():
-                    log.warning("allocation %s: its process exited; marked failed", alloc_id)
-            except Exception:
-                log.exception("checking allocation processes failed; retrying")
-    finally:
-        runner.store.close()
-
-
-def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
+def serve(data_dir: Path, host: str, port: int, edge_port: int | None, app_databases: str | None = None) -> int:
     import uvicorn
 
     open_files = raise_open_file_limit()  # the edge's connection cap is a share of it
@@ -164,7 +151,7 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
         bootstrap(store, data_dir)
         ensure_topology(store)
     notifier = ChangeNotifier()
-    pipeline = build_pipeline(store, data_dir, edge_port=edge_port)
+    pipeline = build_pipeline(store, data_dir, edge_port=edge_port, app_databases=app_databases)
     if 0 < store.migrated_from < 5:
         # Schema 5 records the migrations each environment applied; a database routed before it learns them from
         # its route history (the artifacts are immutable, so this is what they carried then).
@@ -210,23 +197,23 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     workers.start()
     # Previews come back in the background: the API answers meanwhile, and the edge says 503 until they are ready.
     threading.Thread(target=_restore_previews, args=(pipeline,), name="restore-previews", daemon=True).start()
-    watching = threading.Event()
-    threading.Thread(
-        target=_watch_processes, args=(pipeline.runner, watching), name="process-watch", daemon=True
-    ).start()
+    # Drains, dead and unresponsive instances, and each route owner's instance count (also after this restart).
+    reconciler = Reconciler(store, pipeline)
+    reconciler.start()
     log.info("Rhone Local %s listening on http://%s:%s (data in %s)", __version__, host, port, data_dir)
     try:
         server.run()
     finally:
+        # Nothing starts from now on and probes under way give up (their stages resume after the next start); then
+        # the workers finish, and every allocation drains — the edge still carries the connections they have, and
+        # sends them nothing new — for a bounded time, and stops. Only then does the edge close.
+        pipeline.runner.closing.set()
+        reconciler.stop()
+        workers.stop()
+        pipeline.runner.stop_all("Rhone Local stopped")
         if relay is not None:
             relay.stop()
             edge.stop_sync()
-        # Nothing starts from now on and probes under way give up (their stages resume after the next start); then
-        # the workers finish, and every allocation stops.
-        pipeline.runner.closing.set()
-        watching.set()
-        workers.stop()
-        pipeline.runner.stop_all("Rhone Local stopped")
         state_file.unlink(missing_ok=True)
     return 0 if server.started else 1
 
@@ -253,8 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     # handler installed here: exit cleanly (status 0, `finally` blocks run) instead of dying with a traceback.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+    # A PostgreSQL server for app databases (`rhone local up --app-databases`): from the environment, since a
+    # password in argv would show in `ps`.
+    app_databases = os.environ.get("RHONE_LOCAL_APP_DATABASES") or None
     try:
-        return serve(args.data_dir.resolve(), args.host, args.port, args.edge_port)
+        return serve(args.data_dir.resolve(), args.host, args.port, args.edge_port, app_databases)
     except StartRefused as refused:
         print(f"error [{refused.code}]: {refused.message}\nhint: {refused.hint}", file=sys.stderr, flush=True)
         return REFUSED_STATUS

@@ -43,7 +43,7 @@ JSON_COLUMNS = frozenset(
         "health",
     }
 )
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 7
 # An allocation's runtime token works while the allocation starts and serves; from `draining` on (and in any state a
 # later version adds) it is refused.
 TOKEN_LIVE_STATES = ("planned", "pulling", "starting", "ready")
@@ -319,6 +319,12 @@ class Store:
         """Ports of every allocation in rotation (ready), whoever it serves: what the edge may keep connections to."""
         return frozenset(r["port"] for r in self.all("SELECT port FROM allocations WHERE state = 'ready'"))
 
+    # Listed without --all: live allocations, and the last failed one of a crash-looping environment (its marker).
+    LISTED_ALLOCATIONS = (
+        "(a.state IN ('planned', 'pulling', 'starting', 'ready', 'draining') OR a.id IN "
+        "(SELECT last_allocation_id FROM environment_heal WHERE crash_loop = 1))"
+    )
+
     def allocation_views(self, where: str, *args: Any) -> list[dict[str, Any]]:
         """Allocations with their region, cell and environment names, and whether their deployment owns the route."""
         rows = self.all(
@@ -381,6 +387,31 @@ class Store:
             exclude or "",
         )
 
+    def provisioned(self, environment_id: str, name: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM provisioned_data WHERE environment_id = ? AND name = ?", environment_id, name)
+
+    def all_provisioned(self) -> list[dict[str, Any]]:
+        return self.all("SELECT * FROM provisioned_data ORDER BY environment_id, name")
+
+    def record_provisioned(self, c: sqlite3.Connection, environment_id: str, name: str, plan: Any) -> None:
+        c.execute(
+            "INSERT INTO provisioned_data VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (environment_id, name) DO NOTHING",
+            (environment_id, name, plan.kind, plan.location, plan.role, now_iso()),
+        )
+
+    def forget_provisioned(self, c: sqlite3.Connection, environment_id: str, name: str) -> None:
+        c.execute("DELETE FROM provisioned_data WHERE environment_id = ? AND name = ?", (environment_id, name))
+
+    def allocations_given(self, c: sqlite3.Connection, binding: dict[str, Any]) -> list[str]:
+        """Live allocations that received a binding's variables (started in its environment and region while it
+        was ready), read in the caller's transaction."""
+        rows = c.execute(
+            "SELECT id FROM allocations WHERE environment_id = ? AND region_id = ? AND created_at >= ? "
+            "AND state IN ('planned', 'pulling', 'starting', 'ready', 'draining') ORDER BY id",
+            (binding["environment_id"], binding["region_id"], binding["created_at"]),
+        ).fetchall()
+        return [r["id"] for r in rows]
+
     def secret_names(self, binding_id: str) -> list[str]:
         return [
             r["name"]
@@ -437,6 +468,169 @@ class Store:
         ):
             variables["RHONE_SERVICE_" + service["service"].upper() + "_URL"] = service["endpoint"]
         return variables
+
+    # -- allocations (the runner's rows) -----------------------------------------------------------------------------
+    def insert_allocation(self, alloc: dict[str, Any]) -> None:
+        columns = (
+            "id", "deployment_id", "environment_id", "artifact_digest", "region_id", "cell_id", "state", "version",
+            "pid", "port", "health", "created_at", "updated_at", "bindings_digest",
+        )  # fmt: skip
+        values = [json.dumps(alloc[c]) if c == "health" and alloc[c] is not None else alloc[c] for c in columns]
+        self.conn.execute(
+            f"INSERT INTO allocations ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values
+        )
+
+    def move_allocation(self, alloc: dict[str, Any], state: str, **columns: Any) -> dict[str, Any] | None:
+        """Compare-and-swap an allocation to `state` (and `columns`) from the version the caller read; None when
+        someone moved it first."""
+        sets = "".join(f", {name} = ?" for name in columns)
+        values = [json.dumps(v) if name == "health" else v for name, v in columns.items()]
+        row = self.conn.execute(
+            f"UPDATE allocations SET state = ?, version = version + 1, updated_at = ?{sets} "
+            "WHERE id = ? AND version = ? RETURNING *",
+            (state, now_iso(), *values, alloc["id"], alloc["version"]),
+        ).fetchone()
+        return _row(row)
+
+    def allocation(self, alloc_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM allocations WHERE id = ?", alloc_id)
+
+    def allocations_of(self, deployment_id: str) -> list[dict[str, Any]]:
+        return self.all("SELECT * FROM allocations WHERE deployment_id = ? ORDER BY id", deployment_id)
+
+    def allocations_in(self, *states: str) -> list[dict[str, Any]]:
+        return self.all(
+            f"SELECT * FROM allocations WHERE state IN ({', '.join('?' * len(states))}) ORDER BY id", *states
+        )
+
+    def cells_of(self, region_id: str) -> list[dict[str, Any]]:
+        return self.all("SELECT * FROM cells WHERE region_id = ? ORDER BY id", region_id)
+
+    def superseded_previews(self, deployment: dict[str, Any]) -> list[dict[str, Any]]:
+        """Allocations an older deployment of the same app runs in `deployment`'s own environment, where that older
+        deployment is validated (preview_ready), does not own the environment's route, and is not being promoted or
+        rolled back to anywhere: a newer validated preview supersedes exactly those. A deployment still validating
+        is never touched (its own pipeline decides), nor is the route owner's production."""
+        return self.all(
+            "SELECT a.* FROM allocations a JOIN deployments d ON d.id = a.deployment_id "
+            "WHERE d.app_id = ? AND a.environment_id = ? AND d.environment_id = a.environment_id AND d.id < ? "
+            "AND d.state = 'preview_ready' AND a.state IN ('planned', 'pulling', 'starting', 'ready') "
+            "AND NOT EXISTS (SELECT 1 FROM route_owners o WHERE o.environment_id = a.environment_id "
+            "                AND o.deployment_id = d.id) "
+            "AND NOT EXISTS (SELECT 1 FROM operations op WHERE op.kind IN ('promote', 'rollback') "
+            "                AND op.state NOT IN ('healthy', 'rolled_back', 'failed') "
+            "                AND json_extract(op.params, '$.deployment_id') = d.id) "
+            "ORDER BY a.id",
+            deployment["app_id"],
+            deployment["environment_id"],
+            deployment["id"],
+        )
+
+    def stray_allocations(self) -> list[dict[str, Any]]:
+        """Ready allocations that nothing claims: in an environment that is not their deployment's own lane, whose
+        route their deployment does not own, while no promotion or rollback is changing that environment (one places
+        its target there, and drains the previous owner only once the edge has the new epoch) — for example, a
+        replacement that started just as the route moved away."""
+        return self.all(
+            "SELECT a.* FROM allocations a JOIN deployments d ON d.id = a.deployment_id "
+            "WHERE a.state = 'ready' AND d.environment_id != a.environment_id "
+            "AND NOT EXISTS (SELECT 1 FROM route_owners o WHERE o.environment_id = a.environment_id "
+            "                AND o.deployment_id = a.deployment_id) "
+            "AND NOT EXISTS (SELECT 1 FROM operations op WHERE op.kind IN ('promote', 'rollback') "
+            "                AND op.state NOT IN ('healthy', 'rolled_back', 'failed') "
+            "                AND json_extract(op.params, '$.environment_id') = a.environment_id) "
+            "ORDER BY a.id"
+        )
+
+    def newest_previews(self) -> list[dict[str, Any]]:
+        """The newest preview_ready deployment of each app environment."""
+        return self.all(
+            "SELECT d.* FROM deployments d WHERE d.state = 'preview_ready' AND d.id = ("
+            "  SELECT MAX(id) FROM deployments x WHERE x.app_id = d.app_id AND x.environment_id = d.environment_id "
+            "  AND x.state = 'preview_ready')"
+        )
+
+    def log_allocations(
+        self, app_id: str, *, environment: str | None, deployment_id: str | None, active_since: str
+    ) -> list[dict[str, Any]]:
+        """The app's allocations whose output `rhone logs` shows: a deployment's, all of them; otherwise those live
+        or ended since `active_since`; optionally of one environment."""
+        where = ["d.app_id = ?"]
+        args: list[Any] = [app_id]
+        if deployment_id is not None:
+            where.append("a.deployment_id = ?")
+            args.append(deployment_id)
+        else:
+            where.append("(a.state IN ('planned', 'pulling', 'starting', 'ready', 'draining') OR a.updated_at >= ?)")
+            args.append(active_since)
+        if environment is not None:
+            where.append("e.name = ?")
+            args.append(environment)
+        return self.all(
+            "SELECT a.id, a.deployment_id, e.name AS environment FROM allocations a "
+            "JOIN deployments d ON d.id = a.deployment_id JOIN environments e ON e.id = a.environment_id "
+            f"WHERE {' AND '.join(where)} ORDER BY a.id LIMIT 200",
+            *args,
+        )
+
+    def route_owned_environments(self) -> list[dict[str, Any]]:
+        """Every environment with a route owner: the environment's row with the owner's deployment id."""
+        return self.all(
+            "SELECT e.*, o.deployment_id AS owner_deployment_id FROM route_owners o "
+            "JOIN environments e ON e.id = o.environment_id ORDER BY e.id"
+        )
+
+    def route_owner_of(self, environment_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM route_owners WHERE environment_id = ?", environment_id)
+
+    def mark_crash_loop(self, alloc_id: str, failures: int, next_attempt_in: float) -> None:
+        """Annotate the last failed allocation of a crash-looping environment (it is terminal; nothing races it)."""
+        marker = {"failures": failures, "next_attempt_in": next_attempt_in, "at": now_iso()}
+        self.conn.execute(
+            "UPDATE allocations SET health = json_set(COALESCE(health, '{}'), '$.crash_loop', json(?)), "
+            "version = version + 1 WHERE id = ?",
+            (json.dumps(marker), alloc_id),
+        )
+
+    def end_crash_loop(self, environment_id: str) -> None:
+        self.conn.execute(
+            "UPDATE environment_heal SET crash_loop = 0, updated_at = ? WHERE environment_id = ?",
+            (now_iso(), environment_id),
+        )
+
+    def scaling(self, environment_id: str) -> bool:
+        """A scale operation of the environment is under way (it converges the instances itself)."""
+        return (
+            self.one(
+                "SELECT 1 AS x FROM operations WHERE kind = 'scale' AND state NOT IN ('scaled', 'failed') "
+                "AND json_extract(params, '$.environment_id') = ? LIMIT 1",
+                environment_id,
+            )
+            is not None
+        )
+
+    # -- healing ---------------------------------------------------------------------------------------------------
+    def heal_state(self, environment_id: str) -> dict[str, Any]:
+        row = self.one("SELECT * FROM environment_heal WHERE environment_id = ?", environment_id)
+        return row or {"environment_id": environment_id, "failures": 0, "next_attempt_at": 0.0, "crash_loop": 0}
+
+    def record_heal(
+        self,
+        environment_id: str,
+        *,
+        failures: int,
+        next_attempt_at: float,
+        crash_loop: bool,
+        last_allocation_id: str | None,
+        last_error: str | None,
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO environment_heal VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (environment_id) DO UPDATE SET "
+            "failures = excluded.failures, next_attempt_at = excluded.next_attempt_at, "
+            "crash_loop = excluded.crash_loop, last_allocation_id = excluded.last_allocation_id, "
+            "last_error = excluded.last_error, updated_at = excluded.updated_at",
+            (environment_id, failures, next_attempt_at, int(crash_loop), last_allocation_id, last_error, now_iso()),
+        )
 
     # -- lookups by id or name -------------------------------------------------------------------------------------
     def workspace(self, ref: str) -> dict[str, Any] | None:

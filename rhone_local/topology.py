@@ -20,8 +20,9 @@ from typing import Any
 
 from rhone_local.artifacts import load_manifest
 from rhone_local.domain import topology as rules
+from rhone_local.domain.errors import DomainError
 from rhone_local.domain.ids import new_id
-from rhone_local.pipeline import DeployPipeline, StageFailed
+from rhone_local.pipeline import DeployPipeline, StageFailed, not_ready_message
 from rhone_local.store import Store, now_iso
 
 Effect = Callable[[sqlite3.Connection], None] | None
@@ -147,7 +148,16 @@ class Topology:
         if conflict is not None:
             raise StageFailed("shared_mutable_resource", conflict)
 
+        provisioned = self._provision(op, binding)
+
         def effect(c: sqlite3.Connection) -> None:
+            if provisioned is not None:
+                plan, url = provisioned
+                self.store.record_provisioned(c, binding["environment_id"], binding["name"], plan)
+                c.executemany(
+                    "INSERT INTO binding_secrets VALUES (?, ?, ?)",
+                    [(binding["id"], name, url) for name in op["params"]["secrets"]],
+                )
             c.execute(
                 "UPDATE provider_bindings SET state = 'ready', updated_at = ? WHERE id = ? AND state = 'binding'",
                 (now_iso(), binding["id"]),
@@ -157,22 +167,50 @@ class Topology:
             "binding_id": binding["id"],
             "name": binding["name"],
             "region": binding["region"],
-            "secrets": self.store.secret_names(binding["id"]),  # names only
+            "secrets": op["params"]["secrets"] if provisioned else self.store.secret_names(binding["id"]),  # names
             "shared_with": [],
         }
+        if provisioned is not None:
+            evidence["provisioned"] = {"kind": provisioned[0].kind, "resource": provisioned[0].resource}
         return evidence, effect
 
+    def _provision(self, op: dict[str, Any], binding: dict[str, Any]) -> tuple[Any, str] | None:
+        """Create (or find again) the environment's database for a --provision binding: its plan and URL."""
+        kind = op["params"].get("provision")
+        if not kind:
+            return None
+        provisioner = self.pipeline.provisioner
+        try:
+            plan = provisioner.plan(binding["environment_id"], binding["name"], kind)
+            return plan, provisioner.provision(plan)
+        except DomainError as error:
+            raise StageFailed(error.code, error.message) from None
+
     def _binding_remove__unbinding(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
-        binding_id = op["params"]["binding_id"]
+        params = op["params"]
+        binding_id = params["binding_id"]
+        deleted = None
+        provisioned = self.store.provisioned(params["environment_id"], params["name"])
+        if params.get("delete_data") and provisioned is not None:
+            try:
+                self.pipeline.provisioner.delete(provisioned["kind"], provisioned["location"], provisioned["role"])
+            except DomainError as error:
+                raise StageFailed(error.code, error.message) from None
+            deleted = provisioned["kind"]
 
         def effect(c: sqlite3.Connection) -> None:
+            if deleted:
+                self.store.forget_provisioned(c, params["environment_id"], params["name"])
             c.execute(
                 "UPDATE provider_bindings SET state = 'removed', updated_at = ? WHERE id = ? AND state = 'unbinding'",
                 (now_iso(), binding_id),
             )
             c.execute("DELETE FROM binding_secrets WHERE binding_id = ?", (binding_id,))
 
-        return {"binding_id": binding_id, "note": "running allocations keep their variables until they restart"}, effect
+        evidence = {"binding_id": binding_id, "note": "running allocations keep their variables until they restart"}
+        if provisioned is not None:
+            evidence["data"] = f"deleted ({deleted})" if deleted else "kept: bind again with --provision to use it"
+        return evidence, effect
 
     # -- runtime services ----------------------------------------------------------------------------------------
     def _services_update__binding(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
@@ -285,10 +323,13 @@ class Topology:
                 {"id": a["id"], "state": a["state"], "region": regions.get(a["region_id"])} for a in allocations
             ],
         }
-        not_ready = [a["id"] for a in allocations if a["state"] != "ready"]
+        not_ready = [a for a in allocations if a["state"] != "ready"]
         if not_ready:
             raise StageFailed(
-                "readiness_failed", f"{len(not_ready)} of {instances} allocations did not become ready", evidence
+                "readiness_failed",
+                f"{len(not_ready)} of {instances} allocations did not become ready; "
+                + not_ready_message(f"allocation {not_ready[0]['id']}", not_ready[0]),
+                evidence,
             )
         return evidence, None
 

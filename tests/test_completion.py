@@ -30,6 +30,7 @@ TOP_LEVEL = [
     "env",
     "deploy",
     "promote",
+    "logs",
     "region",
     "rollback",
     "route",

@@ -120,7 +120,7 @@ CASES = [
         "unknown_key_no_suggestion.toml",
         line=9,
         key="process.colour",
-        message_contains="unknown key (allowed here: start, health_path, readiness_timeout)",
+        message_contains="unknown key (allowed here: start, health_path, readiness_timeout, readiness, drain_timeout)",
     ),
     Expect(
         "unknown_key_in_provider_typo.toml",
@@ -218,7 +218,7 @@ CASES = [
         "provider_kind_bad.toml",
         line=11,
         key="providers.db.kind",
-        message_contains="'postgresql' is not one of postgres, mysql, redis, s3, smtp, generic",
+        message_contains="'postgresql' is not one of postgres, mysql, redis, s3, smtp, sqlite, generic",
         suggestion="postgres",
     ),
     Expect(
@@ -228,6 +228,27 @@ CASES = [
         message_contains="'elasticsearch' is not one of postgres, mysql",
     ),
     Expect("timeout_out_of_range.toml", line=8, key="build.timeout", message_contains="less than or equal to 7200"),
+    Expect(
+        "drain_timeout_negative.toml",
+        line=9,
+        key="process.drain_timeout",
+        message_contains="greater than or equal to 0",
+    ),
+    Expect(
+        "drain_timeout_huge.toml", line=9, key="process.drain_timeout", message_contains="less than or equal to 3600"
+    ),
+    Expect(
+        "drain_timeout_not_a_number.toml",
+        line=9,
+        key="process.drain_timeout",
+        message_contains="Input should be a valid integer (got str '30s')",
+    ),
+    Expect(
+        "readiness_unknown.toml",
+        line=9,
+        key="process.readiness",
+        message_contains="'grpc' is not one of http, tcp",
+    ),
     Expect(
         "readiness_timeout_zero.toml",
         line=9,

@@ -44,6 +44,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": "not found", "path": self.path})
 
     def log_message(self, format: str, *args: object) -> None:
+        if self.path == "/healthz":
+            return  # Rhone Local probes it every second (liveness): not worth a line in `rhone logs`
         print(f"{self.address_string()} {format % args}", flush=True)
 
 

@@ -20,6 +20,7 @@ def register_commands(app: typer.Typer) -> None:
         help_cmd,
         init,
         local,
+        logs,
         op,
         project,
         promote,
@@ -33,6 +34,7 @@ def register_commands(app: typer.Typer) -> None:
     for module in (workspace, project, app_cmd, env_cmd, deploy):
         app.add_typer(module.app)
     promote.register(app)
+    logs.register(app)
     for module in (route, region, op, artifact, local, config, help_cmd):
         app.add_typer(module.app)
     completion.register(app)

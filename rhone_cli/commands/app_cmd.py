@@ -123,8 +123,15 @@ def allocations(
 def _health(health: dict | None) -> str:
     if not health:
         return "-"
+    loop, drain = health.get("crash_loop"), health.get("drain") or {}
+    if loop:
+        return f"crash loop: {loop['failures']} quick failures in a row, next attempt in {loop['next_attempt_in']:g}s"
+    if drain and not drain.get("ended_at"):
+        return f"draining: {drain.get('open_connections', 0)} open connection(s), cut at {drain.get('deadline')}"
     if health.get("error"):
         return str(health["error"])
     if health.get("stopped_because"):
-        return f"stopped: {health['stopped_because']}"
+        outcome = drain.get("outcome")
+        how = f" ({outcome}" + (f", {drain['cut_connections']} cut)" if outcome == "cut" else ")") if outcome else ""
+        return f"stopped: {health['stopped_because']}{how}"
     return "ready" if health.get("ready") else str(health.get("last", "-"))

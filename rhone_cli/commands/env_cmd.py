@@ -155,17 +155,33 @@ def bind(
     ctx: typer.Context,
     env: EnvArg,
     name: Annotated[str, typer.Argument(help="The provider's name in rhone.toml [providers].", metavar="NAME")],
-    kind: Annotated[str, typer.Option("--kind", help="postgres, mysql, redis, s3, smtp or generic.", metavar="KIND")],
-    resource: Annotated[
-        str,
-        typer.Option("--resource", help="The resource's identifier, without credentials (pg://host/db).", metavar="ID"),
+    kind: Annotated[
+        str, typer.Option("--kind", help="postgres, mysql, redis, s3, smtp, sqlite or generic.", metavar="KIND")
     ],
+    resource: Annotated[
+        str | None,
+        typer.Option(
+            "--resource",
+            help="The resource's identifier, without credentials (pg://host/db). Not with --provision.",
+            metavar="ID",
+        ),
+    ] = None,
+    provision: Annotated[
+        bool,
+        typer.Option(
+            "--provision",
+            help="Rhone Local creates a durable database for ENV (--kind sqlite, or postgres when started with "
+            "--app-databases) and hands its URL to allocations under each of the provider's secrets.",
+        ),
+    ] = False,
     secret: Annotated[
         list[str] | None,
         typer.Option(
             "--secret",
             help="A secret the app receives as an environment variable: NAME (read from $NAME), NAME=@FILE or "
-            "NAME=@- (stdin). Values are stored server-side and never printed. Repeatable.",
+            "NAME=@- (stdin). Values are stored server-side and never printed. Repeatable. With --provision: the "
+            "variable names the database's URL goes under (default: the provider's secrets in rhone.toml, else "
+            "DATABASE_URL).",
             metavar="NAME[=@FILE|=@-]",
         ),
     ] = None,
@@ -186,7 +202,8 @@ def bind(
     from rhone_cli.services import tenancy, topology
 
     inv = invocation(ctx)
-    secrets = topology.read_secrets(inv, secret or [])
+    topology.check_bind_flags(resource=resource, provision=provision)
+    secrets = {} if provision else topology.read_secrets(inv, secret or [])
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
     body = {
         "name": name,
@@ -197,6 +214,8 @@ def bind(
         "region": region,
         "secrets": secrets,
     }
+    if provision:
+        body.update(provision=True, provision_secrets=topology.provision_secret_names(inv, name, secret or []))
     doc = topology.bind(inv, target, env, body, no_wait=no_wait, timeout=wait_timeout)
     inv.out.result(doc, t.created_or_operation(doc, "binding"))
 
@@ -206,6 +225,9 @@ def unbind(
     ctx: typer.Context,
     env: EnvArg,
     name: Annotated[str, typer.Argument(help="The provider's name.", metavar="NAME")],
+    delete_data: Annotated[
+        bool, typer.Option("--delete-data", help="Also delete the database Rhone Local provisioned for it.")
+    ] = False,
     region: RegionOpt = None,
     app_name: t.AppOpt = None,
     project: t.ProjectOpt = None,
@@ -214,12 +236,16 @@ def unbind(
     wait_timeout: t.WaitTimeoutOpt = None,
 ) -> None:
     """Remove a provider binding and its secrets (an operation). Running allocations keep their variables until they
-    restart; deploys and promotions that need the provider are blocked again."""
+    restart; deploys and promotions that need the provider are blocked again. A database Rhone Local provisioned
+    is kept (binding it again with --provision finds it) unless --delete-data, which is refused while an
+    allocation still uses it."""
     from rhone_cli.services import tenancy, topology
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    doc = topology.unbind(inv, target, env, name, region, no_wait=no_wait, timeout=wait_timeout)
+    doc = topology.unbind(
+        inv, target, env, name, region, delete_data=delete_data, no_wait=no_wait, timeout=wait_timeout
+    )
     inv.out.result(doc, lambda out: out.line(f"{name} unbound from {env} ({doc['id']})"))
 
 

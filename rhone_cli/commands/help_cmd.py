@@ -19,6 +19,7 @@ ENVIRONMENT_VARIABLES = {
     "RHONE_CONFIG_DIR": "Directory for config.toml and credentials.toml (default: the platform config dir).",
     "RHONE_IDEMPOTENCY_KEY": "Idempotency-Key for the next mutating command (default: fresh, or derived in CI).",
     "RHONE_LOCAL_DATA_DIR": "Rhone Local's data directory (like `rhone local up --data-dir`).",
+    "RHONE_LOCAL_APP_DATABASES": "A PostgreSQL server for app databases (like `rhone local up --app-databases`).",
     "CI": "When set, rhone never prompts and never uses the OS keyring.",
     "NO_COLOR": "Disable colors (also --no-color, TERM=dumb).",
 }

@@ -44,18 +44,30 @@ def up(
     edge_port: Annotated[int, typer.Option("--edge-port", help="Edge (app traffic) port.", min=1, max=65535)] = 8471,
     data_dir: DataDir = None,
     foreground: Annotated[bool, typer.Option("--foreground", help="Run in this terminal (for debugging).")] = False,
+    app_databases: Annotated[
+        str | None,
+        typer.Option(
+            "--app-databases",
+            help="A PostgreSQL server for app databases (postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, a role that "
+            "may create roles and databases), apart from Rhone Local's own store: `env bind --kind postgres "
+            "--provision` creates each environment's database there [env: RHONE_LOCAL_APP_DATABASES].",
+            metavar="URL",
+        ),
+    ] = None,
 ) -> None:
     """Start Rhone Local in the background, wait until it is healthy, and point the `local` profile at it."""
     from rhone_cli.services import local
 
     inv = invocation(ctx)
     root = local.data_dir(inv, data_dir)
+    server_environ = local.app_databases_environ(inv, app_databases)
     if foreground:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         local.require_server_packages()
         command = local.server_command(root, port, edge_port)
+        os.environ.update(server_environ)
         os.execv(sys.executable, command)
-    doc = local.up(inv, root, port=port, edge_port=edge_port)
+    doc = local.up(inv, root, port=port, edge_port=edge_port, server_environ=server_environ)
     inv.out.result(doc, _render_status(doc))
 
 

@@ -21,9 +21,23 @@ def render_route(doc: dict):
         out.line(f"  {'route:':<10}{doc['route_key']} epoch {doc['epoch']} → {doc['deployment_id']}")
         out.line(f"  {'artifact:':<10}{doc['artifact_digest']}")
         if doc.get("previous_owner"):
-            out.line(f"  {'previous:':<10}{doc['previous_owner']} (drained)")
+            out.line(f"  {'previous:':<10}{doc['previous_owner']} {_drain_summary(doc)}")
 
     return human
+
+
+def _drain_summary(doc: dict) -> str:
+    """What happened to the previous owner's allocations when the route moved: they drain on their own (the command
+    does not wait), so say that, with the connections they still hold, never that they are done."""
+    draining = doc.get("draining") or []
+    if not draining:
+        return "(no allocation of it was running)"
+    opened = sum(d.get("open_connections", 0) for d in draining)
+    timeout = max(d.get("timeout", 0) for d in draining)
+    return (
+        f"(draining {len(draining)} allocation(s) with {opened} open connection(s); stopped when they close, "
+        f"cut after {timeout:g}s; `rhone app allocations --env {doc['environment']} --all` shows how each ended)"
+    )
 
 
 def register(root: typer.Typer) -> None:

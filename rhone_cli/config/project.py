@@ -24,7 +24,7 @@ FILENAME = "rhone.toml"
 SCHEMA_URL = "https://rhone.dev/schemas/rhone.toml.schema.json"  # also the $id of the generated schema
 DEFAULT_ENVIRONMENTS = ("preview", "production")
 RUNTIME_SERVICES = ("session", "broadcast", "cache", "queue", "idempotency", "object_storage")
-PROVIDER_KINDS = ("postgres", "mysql", "redis", "s3", "smtp", "generic")
+PROVIDER_KINDS = ("postgres", "mysql", "redis", "s3", "smtp", "sqlite", "generic")
 
 # How long a build and a readiness probe may hold a server worker. The server enforces the same bounds (it validates
 # a deployment's configuration with the model below, and clamps older stored ones: rhone_local/domain/limits.py).
@@ -132,6 +132,18 @@ class ProcessSection(_Section):
     health_path: HttpPath = Field("/healthz", description="Readiness probe path.")
     readiness_timeout: int = Field(
         READINESS_TIMEOUT_DEFAULT, ge=1, le=READINESS_TIMEOUT_MAX, description="Seconds to wait for readiness."
+    )
+    readiness: Literal["http", "tcp"] = Field(
+        "http",
+        description="How readiness and liveness are probed: http (GET health_path answers 200) or tcp (the port "
+        "accepts a connection; for servers that answer plain GETs with an error, such as WebSocket-only ones).",
+    )
+    drain_timeout: int = Field(
+        30,
+        ge=0,
+        le=3600,
+        description="Seconds a previous route owner keeps its open connections (requests, streams, WebSockets) "
+        "after the route moves, before it is stopped.",
     )
 
 

@@ -312,7 +312,28 @@ def require_server_packages() -> None:
         )
 
 
-def up(inv: Invocation, root: Path, *, port: int, edge_port: int, timeout: float = HEALTH_TIMEOUT_SECONDS) -> dict:
+def app_databases_environ(inv: Invocation, url: str | None) -> dict[str, str]:
+    """How the server learns its PostgreSQL for app databases: an environment variable (a password in its argv
+    would show in `ps`)."""
+    url = url or inv.env.environ.get("RHONE_LOCAL_APP_DATABASES")
+    if not url:
+        return {}
+    if not url.startswith(("postgresql://", "postgres://")):
+        from rhone_cli.errors import usage_error
+
+        raise usage_error("--app-databases must be a postgresql:// URL (postgresql://USER@HOST[:PORT]/DB)")
+    return {"RHONE_LOCAL_APP_DATABASES": url}
+
+
+def up(
+    inv: Invocation,
+    root: Path,
+    *,
+    port: int,
+    edge_port: int,
+    timeout: float = HEALTH_TIMEOUT_SECONDS,
+    server_environ: dict[str, str] | None = None,
+) -> dict:
     require_server_packages()
     paths = Paths(root)
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -351,6 +372,7 @@ def up(inv: Invocation, root: Path, *, port: int, edge_port: int, timeout: float
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            env={**os.environ, **(server_environ or {})},
         )
     paths.pid.write_text(f"{process.pid}\n")
     api_url = f"http://127.0.0.1:{port}"

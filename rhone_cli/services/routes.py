@@ -77,6 +77,8 @@ def _route_after(inv: Invocation, op: dict[str, Any]) -> dict[str, Any]:
         "deployment_id": op["params"]["deployment_id"],
         "artifact_digest": op["params"]["expect_digest"],
         "previous_owner": moved.get("previous_owner"),
+        # The previous owner's allocations as they started draining (each ends on its own; see its health).
+        "draining": final.get("draining", []),
         "url": final.get("url"),
         "operation_id": op["id"],
         "state": op["state"],

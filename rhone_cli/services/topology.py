@@ -51,6 +51,29 @@ def read_secrets(inv: Invocation, specs: list[str]) -> dict[str, str]:
     return values
 
 
+def check_bind_flags(*, resource: str | None, provision: bool) -> None:
+    if provision and resource is not None:
+        raise usage_error("--provision lets Rhone Local choose where the database lives: drop --resource")
+    if not provision and resource is None:
+        raise usage_error("name the resource with --resource ID, or let Rhone Local create one with --provision")
+
+
+def provision_secret_names(inv: Invocation, provider: str, specs: list[str]) -> list[str]:
+    """The variables a provisioned database's URL goes under: --secret NAME flags (names only), else the provider's
+    declared secrets in rhone.toml, else DATABASE_URL."""
+    for spec in specs:
+        if not SECRET_NAME.fullmatch(spec):
+            raise usage_error(
+                f"--secret {spec!r}: with --provision Rhone Local makes the value; give only a variable name, like "
+                "DATABASE_URL"
+            )
+    if specs:
+        return sorted(set(specs))
+    config = tenancy._project_config(inv)
+    declared = config.providers.get(provider) if config else None
+    return list(declared.secrets) if declared and declared.secrets else ["DATABASE_URL"]
+
+
 def bind(
     inv: Invocation,
     target: tenancy.Target,
@@ -66,7 +89,7 @@ def bind(
         body,
         no_wait=no_wait,
         timeout=timeout,
-        key_parts=(inv.profile.api_url, target.app_path, environment, body["name"], body["resource"]),
+        key_parts=(inv.profile.api_url, target.app_path, environment, body["name"], str(body["resource"])),
     )
     if no_wait:
         return op
@@ -74,19 +97,22 @@ def bind(
 
 
 def unbind(
-    inv: Invocation, target: tenancy.Target, environment: str, name: str, region: str | None, *, no_wait: bool,
-    timeout: float | None,
+    inv: Invocation, target: tenancy.Target, environment: str, name: str, region: str | None, *, delete_data: bool,
+    no_wait: bool, timeout: float | None,
 ) -> dict[str, Any]:  # fmt: skip
     path = target.environment_path(environment, "bindings", api_paths.checked_name("binding", name))
-    params = {"region": api_paths.checked_ref("region", region)} if region else None
+    params = {
+        **({"region": api_paths.checked_ref("region", region)} if region else {}),
+        **({"delete_data": "true"} if delete_data else {}),
+    }
     return operations.run(
         inv,
         path,
         {},
-        params=params,
+        params=params or None,
         no_wait=no_wait,
         timeout=timeout,
-        key_parts=(inv.profile.api_url, path, str(region)),
+        key_parts=(inv.profile.api_url, path, str(region), str(delete_data)),
         method="DELETE",
         derive_in_ci=False,
     )

@@ -257,7 +257,8 @@ def get_deployment(request: Request, principal: Caller, deployment_id: str) -> d
     "/v1/deployments/{deployment_id}/logs", response_model=m.DeploymentLogs, responses=READ_ERRORS, tags=["deployments"]
 )
 def deployment_logs(request: Request, principal: Caller, deployment_id: str, lines: Limit = 200) -> dict:
-    row, _ = _deployment(request, principal, deployment_id, "deployment.read")
+    # Build and app output: readable by developers and above, like `rhone logs` (it may hold what viewers must not).
+    row, _ = _deployment(request, principal, deployment_id, "logs.read")
     pipeline = request.app.state.pipeline
     runner = pipeline.runner
 

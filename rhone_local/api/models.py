@@ -272,18 +272,31 @@ class ProviderBinding(_Model):
     updated_at: str
 
 
-ProviderKind = Literal["postgres", "mysql", "redis", "s3", "smtp", "generic"]  # as rhone.toml's [providers] kinds
+ProviderKind = Literal["postgres", "mysql", "redis", "s3", "smtp", "sqlite", "generic"]  # as rhone.toml's kinds
 SecretName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]{0,63}$")]
 
 
 class BindingCreate(_Model):
     name: str = Field(min_length=1, max_length=40, pattern=NAME_PATTERN, description="The provider's rhone.toml name.")
     kind: ProviderKind
-    resource: str = Field(
+    resource: str | None = Field(
+        None,
         min_length=1,
         max_length=500,
         pattern=r"^[^\s@]+$",
-        description="The resource's identifier without credentials (e.g. pg://db-host/shop); secrets go in secrets.",
+        description="The resource's identifier without credentials (e.g. pg://db-host/shop); secrets go in secrets. "
+        "Required unless provision.",
+    )
+    provision: bool = Field(
+        False,
+        description="Rhone Local creates a durable database of this kind (sqlite, postgres) for the environment and "
+        "hands its URL to allocations under each name of provision_secrets.",
+    )
+    provision_secrets: list[SecretName] = Field(
+        default_factory=lambda: ["DATABASE_URL"],
+        min_length=1,
+        max_length=10,
+        description="With provision: the variables the database's URL is handed under (the provider's secrets).",
     )
     mutable: bool = Field(True, description="Whether the app can write to it (databases, buckets: yes).")
     shared_read_only: bool = Field(
@@ -454,6 +467,20 @@ class Deployment(_Model):
 class DeploymentLogs(_Model):
     build: str
     allocations: dict[str, str]
+
+
+class LogLine(_Model):
+    allocation_id: str
+    deployment_id: str
+    environment: str
+    text: str = Field(description="One line the app wrote (stdout and stderr), without its newline.")
+
+
+class AppLogs(_Model):
+    lines: list[LogLine]
+    cursor: str = Field(description="Pass back as `cursor` to read what comes next (with `wait` to follow).")
+    truncated: bool = Field(description="More output is already there: ask again with the cursor at once.")
+    at: str
 
 
 class PromoteRequest(_Model):

@@ -200,8 +200,10 @@ def create_binding(
     workspace, environment = mutable_environment(request, principal, ws, prj, app, env, "binding.create")
     region = _region(store, body.region)
     binding_id = new_id("provider_binding")
-    resource = rules.normalize_resource(body.resource)
+    plan = _provision_plan(request, environment, body)
+    resource = plan.resource if plan else rules.normalize_resource(body.resource)
     spec = rules.BindingSpec(environment["name"], resource, body.mutable, body.shared_read_only)
+    _refuse_provisioned_elsewhere(request, environment, resource)
     if body.shared_read_only and body.mutable:
         raise conflict(
             "shared_mutable_resource",
@@ -223,13 +225,14 @@ def create_binding(
                 f"{body.name} is already bound in {environment['name']} ({region['name']}); unbind it first",
                 binding_id=live["id"],
             )
-        if body.secrets:
+        names = sorted(set(body.provision_secrets)) if plan else sorted(body.secrets)
+        if names:
             taken = c.execute(
                 "SELECT s.name, b.name AS binding FROM binding_secrets s JOIN provider_bindings b "
                 "ON b.id = s.binding_id WHERE b.environment_id = ? AND b.region_id = ? "
                 "AND b.state IN ('binding', 'ready', 'unbinding') "
-                f"AND s.name IN ({', '.join('?' * len(body.secrets))})",
-                (environment["id"], region["id"], *sorted(body.secrets)),
+                f"AND s.name IN ({', '.join('?' * len(names))})",
+                (environment["id"], region["id"], *names),
             ).fetchall()
             if taken:
                 raise conflict(
@@ -270,7 +273,8 @@ def create_binding(
         "environment_id": environment["id"],
         "name": body.name,
         "region": region["name"],
-        "secrets": sorted(body.secrets),  # names only
+        "secrets": sorted(body.secrets) if not plan else sorted(set(body.provision_secrets)),  # names only
+        "provision": plan.kind if plan else None,
     }
     return _start_operation(
         request,
@@ -286,6 +290,41 @@ def create_binding(
         payload={**body.model_dump(exclude={"secrets"}), "secrets": _digests(body.secrets)},
         within=within,
     )
+
+
+def _provision_plan(request: Request, environment: dict, body: m.BindingCreate) -> Any:
+    """Where a provisioned database will live (its resource is Rhone Local's choice), or None for a plain binding."""
+    # Rules across fields, beyond the body's schema: refused as conflicts, like contradictory service changes.
+    if not body.provision:
+        if body.resource is None:
+            raise conflict("resource_required", "a binding names its resource (--resource), or is --provision")
+        return None
+    if body.resource is not None or body.secrets:
+        raise conflict(
+            "provision_conflict",
+            "a provisioned database's location and credentials are Rhone Local's to choose: drop --resource and "
+            "secret values (name the variables with provision_secrets)",
+        )
+    if not body.mutable or body.shared_read_only:
+        raise conflict("shared_mutable_resource", "a provisioned database belongs to its environment alone")
+    return request.app.state.pipeline.provisioner.plan(environment["id"], body.name, body.kind)
+
+
+def _refuse_provisioned_elsewhere(request: Request, environment: dict, resource: str) -> None:
+    """A database Rhone Local provisioned for one environment is never bound to another, bound or not."""
+    store, provisioner = get_store(request), request.app.state.pipeline.provisioner
+    for row in store.all_provisioned():
+        if row["environment_id"] == environment["id"]:
+            continue
+        if rules.normalize_resource(provisioner.plan(row["environment_id"], row["name"], row["kind"]).resource) == (
+            resource
+        ):
+            owner = store.one("SELECT name FROM environments WHERE id = ?", row["environment_id"])
+            raise conflict(
+                "shared_mutable_resource",
+                f"{resource} is the database provisioned for environment {owner['name']}: preview and production "
+                "never share one. Provision one for this environment (--provision)",
+            )
 
 
 def _digests(secrets: dict[str, str]) -> dict[str, str]:
@@ -306,6 +345,7 @@ def remove_binding(
     env: str,
     name: str,
     region: str | None = Query(None, max_length=40, description="Default: the primary region."),
+    delete_data: bool = Query(False, description="Also delete the database Rhone Local provisioned for it."),
 ) -> JSONResponse:
     store = get_store(request)
     workspace, environment = mutable_environment(request, principal, ws, prj, app, env, "binding.remove")
@@ -319,7 +359,22 @@ def remove_binding(
     if binding is None:
         raise not_found("binding", f"{name} in {env} ({target_region['name']})")
 
+    provisioned = store.provisioned(environment["id"], name)
+    if delete_data and provisioned is None:
+        raise conflict(
+            "not_provisioned", f"{name} in {env} is not a database Rhone Local provisioned: it has no data to delete"
+        )
+
     def within(c: Any, op: dict) -> None:
+        if delete_data:
+            using = store.allocations_given(c, binding)
+            if using:
+                raise conflict(
+                    "data_in_use",
+                    f"{len(using)} allocation(s) of {env} still use {name}'s database ({', '.join(using[:3])}); "
+                    f"stop them first (`rhone app scale --env {env} --instances 0`), or unbind without --delete-data",
+                    allocations=using,
+                )
         moved = c.execute(
             "UPDATE provider_bindings SET state = 'unbinding', updated_at = ? WHERE id = ? AND state = 'ready'",
             (now_iso(), binding["id"]),
@@ -336,8 +391,13 @@ def remove_binding(
         kind="binding.remove",
         target_kind="provider_binding",
         target_id=binding["id"],
-        params={"binding_id": binding["id"], "environment_id": environment["id"], "name": name},
-        payload={"binding": binding["id"]},
+        params={
+            "binding_id": binding["id"],
+            "environment_id": environment["id"],
+            "name": name,
+            "delete_data": delete_data,
+        },
+        payload={"binding": binding["id"], "delete_data": delete_data},
         within=within,
     )
 
@@ -464,5 +524,5 @@ def list_allocations(
         where.append("a.deployment_id = ?")
         args.append(deployment)
     if not all_states:
-        where.append("a.state IN ('planned', 'pulling', 'starting', 'ready', 'draining')")
+        where.append(Store.LISTED_ALLOCATIONS)
     return {"items": store.allocation_views(" AND ".join(where), *args), "next_cursor": None}

@@ -48,6 +48,7 @@ READS: dict[str, str] = {
     "token.read": "viewer",
     "deployment.read": "viewer",
     "route.read": "viewer",
+    "logs.read": "developer",  # an app's own output may hold what viewers should not see
 }
 # What a runtime identity may read — only facts about its own app (checked against the target by the handler).
 RUNTIME_READS = frozenset({"app.read", "environment.read", "operation.read", "deployment.read"})

@@ -43,6 +43,15 @@ def hello_app(
     return app_dir
 
 
+def set_version(app_dir: Path, version: str) -> None:
+    """Make the app's `VERSION = "…"` line (examples/hello and the test apps have one) say `version`."""
+    source = app_dir / "app.py"
+    lines = [
+        f'VERSION = "{version}"' if line.startswith("VERSION = ") else line for line in source.read_text().split("\n")
+    ]
+    source.write_text("\n".join(lines))
+
+
 def linked(server, app_dir: Path) -> Path:
     result = server.rhone("init", "--link", "--json", cwd=app_dir)
     assert result.exit_code == 0, result.stderr

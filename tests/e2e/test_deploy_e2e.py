@@ -286,7 +286,10 @@ def test_a_process_that_never_becomes_ready_is_readiness_failed_and_is_stopped(l
     assert alloc["state"] == "failed"
     health = alloc["health"]
     assert health["ready"] is False and health["timeout"] == 2 and health["attempts"] >= 1
-    assert health["probe"] == "/healthz" and "never ready" in health["log_tail"]
+    assert (health["probe"], health["target"]) == ("http", "/healthz") and "never ready" in health["log_tail"]
+    # The failure names what was probed, what answered, and where the rest of the log is.
+    assert "/healthz (http readiness)" in error["message"] and health["last"] in error["message"]
+    assert f"rhone logs {deployment['id']}" in error["message"]
     assert error["details"]["evidence"]["allocation"]["id"] == alloc["id"]
     # Every gate passed and was recorded before the allocation was tried.
     assert {g["gate"] for g in error["details"]["evidence"]["gates"]} == GATES

@@ -10,8 +10,9 @@ Rows (stage × moment of the crash):
 - route_cas, caught between stages: the new production allocation is ready, the route has not moved;
 - edge_propagating, caught between stages: the route moved (the CAS, its event and the stage committed together),
   the edge has not been waited for and the previous owner still runs;
-- edge_propagating while the previous owner drains (its process ignores SIGTERM, so draining takes the runner's
-  whole grace period): the restart must finish the drain, not adopt a process that is on its way out.
+- after the route moved, while the previous owner drains (the promotion does not wait for it; its process ignores
+  SIGTERM, so stopping it takes the runner's whole grace period): the restart must finish the drain by its stored
+  deadline, not adopt a process that is on its way out.
 
 After the restart every row must show: the promotion finished (healthy, or failed with an error and the route
 unmoved); each stage recorded once; the store's route owner is the committed one, with exactly one event per epoch
@@ -226,7 +227,9 @@ def verify_recovered(
     cells["edge answer"] = f"{status} {scenario.name(answered)}"
     assert (status, answered) == (200, owner["deployment_id"])
 
-    # Exactly one ready production allocation, the owner's; every other production allocation is dead.
+    # Drains end on their own (the operation never waits for them): once they have, exactly one ready production
+    # allocation, the owner's; every other production allocation is dead.
+    assert wait_until(lambda: all(a["state"] != "draining" for a in production_allocations(server)), 20)
     production = production_allocations(server)
     ready = [a for a in production if a["state"] == "ready"]
     cells["ready production"] = (
@@ -326,19 +329,25 @@ def test_kill_9_while_the_new_production_allocation_is_starting(local_env, tmp_p
 
 
 def test_kill_9_while_the_previous_owner_drains(local_env, tmp_path):
-    row = "edge_propagating (previous owner draining)"
+    row = "healthy (previous owner draining)"
     scenario = Scenario(
         local_env, tmp_path, first_start=STUBBORN_START, second_start="python3 app.py", stage_delay=False
     )
     [old] = [a for a in production_allocations(local_env) if a["state"] == "ready"]
     assert old["deployment_id"] == scenario.first["id"]
     scenario.promote()
-    # The route has moved and the runner is waiting out its grace period on a process that ignores SIGTERM.
+    # The route has moved, the promotion is done, and the runner is waiting out its grace period on a process that
+    # ignores SIGTERM.
     assert wait_until(
-        lambda: [a for a in production_allocations(local_env) if a["id"] == old["id"] and a["state"] == "draining"],
+        lambda: [
+            a
+            for a in production_allocations(local_env)
+            if a["id"] == old["id"] and a["state"] == "draining" and a["terminating_since"]
+        ],
         20,
     ), "never saw the previous owner draining"
-    facts, before = scenario.at_kill("edge_propagating")
+    assert wait_until(lambda: operation_state(local_env, scenario.op_id) == "healthy", 20)
+    facts, before = scenario.at_kill("healthy")
     assert facts == "epoch 2; second ready; first draining", facts
     assert process_alive(old["pid"])
     restart(local_env)

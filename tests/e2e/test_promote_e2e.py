@@ -23,7 +23,7 @@ import pytest
 
 from rhone_cli.services.local import process_alive
 from tests.conftest import REPO, assert_matches_schema
-from tests.e2e.helpers import wait_until
+from tests.e2e.helpers import set_version, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -45,14 +45,6 @@ def hello_copy(root: Path, name: str = "hello", *, version: str = "1.0.0", extra
     if extra:
         (app_dir / "rhone.toml").write_text((app_dir / "rhone.toml").read_text() + "\n" + extra)
     return app_dir
-
-
-def set_version(app_dir: Path, version: str) -> None:
-    source = app_dir / "app.py"
-    lines = [
-        f'VERSION = "{version}"' if line.startswith("VERSION = ") else line for line in source.read_text().split("\n")
-    ]
-    source.write_text("\n".join(lines))
 
 
 def cli(server, app_dir: Path, *args: str, token: str | None = None, timeout: float = 90):
@@ -515,7 +507,7 @@ def test_rollback_across_a_migration_needs_allow_unsafe_db_and_is_audited(local,
 
 
 # -- a dead owner --------------------------------------------------------------------------------------------------
-def test_a_killed_owner_process_is_503_never_another_deployment(local, tmp_path):
+def test_a_killed_owner_process_is_replaced_never_served_by_another_deployment(local, tmp_path):
     app_dir = hello_copy(tmp_path)
     old = deployed_and_promoted(ok_json(local, app_dir, "deploy", "--promote"))
     set_version(app_dir, "2.0.0")
@@ -530,14 +522,21 @@ def test_a_killed_owner_process_is_503_never_another_deployment(local, tmp_path)
     os.killpg(alloc["pid"], signal.SIGKILL)  # the allocation runs in its own session: the pid leads its group
     assert wait_until(lambda: not process_alive(alloc["pid"]), timeout=5)
 
-    # Nothing re-checks health continuously: the allocation may still be recorded ready, so the edge tries it, finds
-    # nothing listening and answers 503. Never the preview's, nor the previous owner's, answer.
-    for _ in range(10):
+    # Healing starts a replacement of the route owner: until it is ready the edge answers 503, then the owner's new
+    # allocation answers — never the preview's, nor the previous owner's, answer; the route does not move.
+    served = set()
+    for _ in range(200):
         answer = production(local)
-        assert answer.status_code == 503, (answer.status_code, answer.text)
-        for foreign in (old["id"], preview["id"], "Hello from Rhone"):
+        assert answer.status_code in (200, 502, 503), (answer.status_code, answer.text)
+        for foreign in (old["id"], preview["id"]):
             assert foreign not in answer.text
-        time.sleep(0.1)
+        if answer.status_code == 200:
+            assert answer.json()["deployment"] == owner["id"]
+            served.add(answer.json()["allocation"])
+            if answer.json()["allocation"] != alloc["id"]:
+                break
+        time.sleep(0.05)
+    assert served - {alloc["id"]}, "no replacement ever answered"
     assert route_owner(local) == (owner["id"], 2)
     # The preview is unaffected.
     assert edge_host(local, preview["url"].split("//", 1)[1]).json()["deployment"] == preview["id"]

@@ -161,20 +161,30 @@ def test_scale_is_gated_by_runtime_services_then_spreads_and_survives_a_killed_i
     assert pinned == {first.json()["allocation"]}
 
     # Kill one instance (the pinned client's): ownership does not move; every request is still answered by the
-    # owner — the client moves to another instance — and the dead one is recorded failed.
+    # owner — the client moves to another instance — and the dead one is recorded failed, and healing replaces it.
     [victim] = [a for a in live_allocations(local) if a["id"] in pinned]
     os.killpg(victim["pid"], signal.SIGKILL)
     answers = [edge_get(local, cookie=affinity) for _ in range(20)]
-    assert all(a.status_code == 200 and a.json()["deployment"] == deployment["id"] for a in answers)
+    assert all(a.status_code == 200 and a.json()["deployment"] == deployment["id"] for a in answers), [
+        (a.status_code, a.text[:200]) for a in answers
+    ]
     assert {a.json()["allocation"] for a in answers} & pinned == set()
-    assert wait_until(lambda: len(live_allocations(local)) == 2, timeout=5)
+    assert wait_until(lambda: db_rows(local, "SELECT state FROM allocations WHERE id = ?", victim["id"])[0]["state"]
+                      == "failed", timeout=5)  # fmt: skip
     failed = db_rows(local, "SELECT state, health FROM allocations WHERE id = ?", victim["id"])[0]
     assert failed["state"] == "failed" and "process exited" in failed["health"]
+    assert wait_until(
+        lambda: (
+            sum(a["state"] == "ready" for a in live_allocations(local)) == 3
+            and victim["id"] not in {a["id"] for a in live_allocations(local)}
+        ),
+        timeout=30,
+    )
     assert route(session) == owner
 
-    # Scale down: the extra allocations drain and stop.
+    # Scale down: the extra allocations drain (they hold no connection) and stop.
     assert session.ok("app", "scale", "--env", "production", "--instances", "1")["state"] == "scaled"
-    assert len(live_allocations(local)) == 1 and edge_get(local).status_code == 200
+    assert wait_until(lambda: len(live_allocations(local)) == 1, timeout=20) and edge_get(local).status_code == 200
     assert session.ok("env", "show", "production")["instances"] == 1
 
 
@@ -407,7 +417,13 @@ def test_region_enablement_stops_at_each_missing_gate_and_traffic_waits_for_elig
 
     # Now a scale spreads over both regions, each allocation with its own region's bindings; public names stay clean.
     assert session.ok("app", "scale", "--env", "production", "--instances", "2")["state"] == "scaled"
-    allocations = session.ok("app", "allocations", "--env", "production")
+
+    # The surplus local-1 allocation drains on its own (the scale does not wait for it).
+    def settled() -> list[dict] | None:
+        rows = session.ok("app", "allocations", "--env", "production")
+        return rows if all(a["state"] != "draining" for a in rows) else None
+
+    allocations = wait_until(settled, timeout=20)
     assert sorted(a["region"] for a in allocations) == ["local-1", "local-2"]
     by_region = {a["region"]: a for a in live_allocations(local)}
     assert process_environ(by_region["local-2"]["pid"])["DATABASE_URL"] == REGION_SECRET

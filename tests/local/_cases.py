@@ -165,6 +165,23 @@ def _preview_ready(env: LocalEnv, target: Target) -> str:
     return deployment_id
 
 
+def live_allocation(env: LocalEnv, deployment_id: str) -> dict[str, Any]:
+    """A ready allocation row of a deployment in its own environment (written directly: no process behind it)."""
+    from rhone_local.domain.ids import new_id
+    from rhone_local.store import now_iso
+
+    deployment = env.store.deployment(deployment_id)
+    region = env.store.primary_region()
+    alloc = {
+        "id": new_id("allocation"), "deployment_id": deployment_id, "environment_id": deployment["environment_id"],
+        "artifact_digest": deployment["artifact_digest"], "region_id": region["id"],
+        "cell_id": env.store.cells_of(region["id"])[0]["id"], "state": "ready", "version": 1, "pid": None,
+        "port": None, "health": None, "created_at": now_iso(), "updated_at": now_iso(), "bindings_digest": None,
+    }  # fmt: skip
+    env.store.insert_allocation(alloc)
+    return alloc
+
+
 def _promote(env: LocalEnv, actor: Actor, target: Target) -> Call:
     deployment_id = _preview_ready(env, target)
     return Call("POST", f"/v1/deployments/{deployment_id}/promote", {"environment": "production"})

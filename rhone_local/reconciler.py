@@ -1,0 +1,231 @@
+"""The reconciler: a loop in Rhone Local that keeps running allocations at what the store says they should be.
+
+Level-triggered (it reads the store each round and acts on the difference, so a restart loses nothing):
+- drains advance: a draining allocation ends once its connections closed or its durable deadline passed;
+- an allocation whose process died is failed at once (the edge stops choosing it), and what is left of its
+  processes is stopped;
+- liveness: every ready allocation is probed (its readiness probe, and its leader must not be stopped, e.g. by
+  SIGSTOP: a stopped process still accepts connections it never answers); after `LIVENESS_FAILURES` failures in a
+  row it leaves rotation and is replaced;
+- healing: each route owner runs its environment's instance count (`environments.instances`, set by scale); a
+  missing instance is replaced, with exponential backoff after quick failures, and after `CRASH_LOOP_FAILURES` of
+  them the environment is marked crash-looping (`rhone app allocations` shows it with the last failed allocation).
+  This is also how `rhone local up` brings every environment back at its count;
+- strays: a ready allocation that no route, lane or live promotion claims any more is drained;
+- log checkpoints: when each live allocation's log grew (what `rhone logs --since` reads).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+from rhone_local import app_logs, processes
+from rhone_local.runner import LIVE_STATES, probe, readiness_of
+from rhone_local.store import Store
+
+log = logging.getLogger("rhone_local.reconciler")
+
+TICK_SECONDS = 0.2
+LIVENESS_SECONDS = 1.0
+LIVENESS_TIMEOUT = 1.0
+LIVENESS_FAILURES = 3
+QUICK_FAILURE_SECONDS = 60.0  # an instance that failed sooner than this after it started counts toward a crash loop
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 60.0
+CRASH_LOOP_FAILURES = 5
+
+
+def backoff(failures: int) -> float:
+    """Seconds before the next replacement after `failures` quick failures in a row: the first is immediate."""
+    if failures <= 1:
+        return 0.0
+    return min(BACKOFF_BASE_SECONDS * 2 ** (failures - 2), BACKOFF_MAX_SECONDS)
+
+
+class Reconciler:
+    def __init__(self, store: Store, pipeline: Any) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.runner = pipeline.runner
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._misses: dict[str, int] = {}  # allocation id → liveness failures in a row
+        self._last_liveness = 0.0
+        self._healing: dict[str, threading.Thread] = {}  # environment id → its replacement under way
+
+    # -- the loop --------------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        for thread in list(self._healing.values()):
+            thread.join(5)
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.wait(TICK_SECONDS):
+                try:
+                    self.round()
+                except Exception:
+                    log.exception("reconciling allocations failed; retrying")
+        finally:
+            self.store.close()
+
+    def round(self) -> None:
+        """One pass over everything (tests call it directly)."""
+        for alloc in self.runner.tick():
+            log.info("allocation %s %s: %s", alloc["id"], alloc["state"], (alloc["health"] or {}).get("drain"))
+        for alloc in self.runner.check_processes():
+            log.warning("allocation %s: its process exited; marked failed", alloc["id"])
+            self._count_failure(alloc)
+        if time.monotonic() - self._last_liveness >= LIVENESS_SECONDS:
+            self._last_liveness = time.monotonic()
+            self.check_liveness()
+            for alloc in self.store.allocations_in(*LIVE_STATES):  # when each log grew: what `--since` reads
+                app_logs.note_checkpoint(self.runner.log_path(alloc["id"]))
+        if not self.runner.closing.is_set():
+            self.drain_strays()
+            self.heal()
+
+    # -- liveness --------------------------------------------------------------------------------------------------
+    def check_liveness(self) -> None:
+        ready = self.store.allocations_in("ready")
+        if not ready:
+            self._misses.clear()
+            return
+        with ThreadPoolExecutor(max_workers=min(8, len(ready)), thread_name_prefix="liveness") as pool:
+            verdicts = list(pool.map(self._live, ready))
+        self._misses = {a["id"]: self._misses.get(a["id"], 0) for a in ready}  # forget allocations that left
+        for alloc, (ok, answer) in zip(ready, verdicts, strict=True):
+            if ok:
+                self._misses[alloc["id"]] = 0
+                continue
+            self._misses[alloc["id"]] += 1
+            if self._misses[alloc["id"]] < LIVENESS_FAILURES:
+                continue
+            note = {"error": f"liveness probe failed {LIVENESS_FAILURES} times: {answer}"}
+            drained = self.runner.drain(alloc, "unresponsive", timeout=0, end_state="failed", note=note)
+            if drained is not None:
+                log.warning("allocation %s is unresponsive (%s): out of rotation, replaced", alloc["id"], answer)
+                self._count_failure(drained)
+            self._misses.pop(alloc["id"], None)
+
+    def _live(self, alloc: dict[str, Any]) -> tuple[bool, str]:
+        try:
+            if processes.leader_stopped(alloc["pid"], alloc["pid_start_time"]):
+                return False, "the process is stopped (SIGSTOP)"
+            deployment = self.store.deployment(alloc["deployment_id"])
+            kind, target = readiness_of(deployment["config"]["process"])
+            return probe(alloc["port"], target, timeout=LIVENESS_TIMEOUT, kind=kind)
+        finally:
+            self.store.close()  # this thread's connection
+
+    # -- healing ---------------------------------------------------------------------------------------------------
+    def _count_failure(self, alloc: dict[str, Any]) -> None:
+        """Record a route owner's instance failure toward its environment's backoff and crash-loop marker."""
+        owner = self.store.route_owner_of(alloc["environment_id"])
+        if owner is None or owner["deployment_id"] != alloc["deployment_id"]:
+            return
+        heal = self.store.heal_state(alloc["environment_id"])
+        quick = _age(alloc) < QUICK_FAILURE_SECONDS
+        failures = heal["failures"] + 1 if quick else 1
+        self._record(alloc["environment_id"], failures, alloc, (alloc["health"] or {}).get("error"))
+
+    def _record(self, environment_id: str, failures: int, alloc: dict[str, Any] | None, error: str | None) -> None:
+        crash_loop = failures >= CRASH_LOOP_FAILURES
+        self.store.record_heal(
+            environment_id,
+            failures=failures,
+            next_attempt_at=time.time() + backoff(failures),
+            crash_loop=crash_loop,
+            last_allocation_id=alloc["id"] if alloc else None,
+            last_error=error,
+        )
+        if alloc is not None and crash_loop:
+            self.store.mark_crash_loop(alloc["id"], failures, backoff(failures))
+
+    def heal(self) -> None:
+        for environment in self.store.route_owned_environments():
+            env_id = environment["id"]
+            running = self._healing.get(env_id)
+            if running is not None and running.is_alive():
+                continue
+            if environment["instances"] < 1 or self.store.scaling(env_id):
+                continue  # a scale converges the instances itself
+            live = [
+                a
+                for a in self.store.allocations_of(environment["owner_deployment_id"])
+                if a["environment_id"] == env_id and a["state"] in ("planned", "pulling", "starting", "ready")
+            ]
+            heal = self.store.heal_state(env_id)
+            if len(live) >= environment["instances"]:
+                if heal["failures"] and all(_age(a) >= QUICK_FAILURE_SECONDS for a in live if a["state"] == "ready"):
+                    self._record(env_id, 0, None, None)  # stable again: the next failure starts a fresh count
+                continue
+            if time.time() < heal["next_attempt_at"]:
+                continue
+            thread = threading.Thread(target=self._replace, args=(environment,), name=f"heal-{env_id}", daemon=True)
+            self._healing[env_id] = thread
+            thread.start()
+
+    def _replace(self, environment: dict[str, Any]) -> None:
+        from rhone_local.topology import serving_regions
+
+        try:
+            deployment = self.store.deployment(environment["owner_deployment_id"])
+            regions = serving_regions(self.store, environment, deployment["config"])[0]
+            allocations = self.runner.ensure_instances(
+                deployment,
+                environment,
+                environment["instances"],
+                token=partial(self.pipeline.runtime_token, deployment),
+                regions=regions,
+            )
+            failed = [a for a in allocations if a["state"] == "failed"]
+            if failed:
+                log.warning("replacing %s's instance failed: %s", environment["name"], failed[0]["health"])
+                heal = self.store.heal_state(environment["id"])
+                self._record(
+                    environment["id"], heal["failures"] + 1, failed[0], (failed[0]["health"] or {}).get("last")
+                )
+            else:
+                # Serving again: no longer crash-looping (the failure count stays until it has been stable a while,
+                # so a relapse backs off from where it was).
+                self.store.end_crash_loop(environment["id"])
+                log.info(
+                    "%s: %d instance(s) of %s running again", environment["name"], len(allocations), deployment["id"]
+                )
+        except Exception:
+            if not self.runner.closing.is_set():
+                log.exception("healing %s failed", environment["id"])
+        finally:
+            self.store.close()
+
+    # -- strays ----------------------------------------------------------------------------------------------------
+    def drain_strays(self) -> None:
+        for alloc in self.store.stray_allocations():
+            with self.runner._lock_for(alloc["deployment_id"], alloc["environment_id"]):
+                current = self.store.allocation(alloc["id"])
+                if (
+                    current is not None
+                    and current["state"] == "ready"
+                    and current["id"] in {s["id"] for s in self.store.stray_allocations()}
+                ):
+                    log.info("allocation %s serves no route or lane any more: draining it", alloc["id"])
+                    self.runner.drain(current, "no route, lane or promotion claims it")
+
+
+def _age(alloc: dict[str, Any]) -> float:
+    from datetime import datetime
+
+    created = datetime.fromisoformat(alloc["created_at"].replace("Z", "+00:00"))
+    return time.time() - created.timestamp()

@@ -1,0 +1,275 @@
+"""The runner with real processes, in process: how start commands run, drains that end by themselves, process
+identity, readiness kinds and failures. The store is real (a temporary data dir); the reconciler's rounds are driven by
+the test (`runner.tick()`), so a test sees each step it asserts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rhone_local import processes
+from rhone_local.artifacts import record_tree, store_manifest
+from rhone_local.pipeline import build_pipeline
+from rhone_local.runner import Runner
+from rhone_local.store import now_iso
+
+from .conftest import LocalEnv
+
+APP = textwrap.dedent(
+    """\
+    import os, signal, subprocess, sys, time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    args = sys.argv[1:]
+    if "exit" in args:
+        print("exiting at once", flush=True)
+        sys.exit(3)
+    if "ignore-term" in args:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if "fork" in args:
+        for _ in range(2):
+            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    status = 426 if "websocket-only" in args else 200
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *a):
+            pass
+
+    print(f"pid {os.getpid()} listening", flush=True)
+    ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+    """
+)
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def runner(local: LocalEnv) -> Runner:
+    return build_pipeline(local.store, local.data_dir, edge_port=None).runner
+
+
+def deployment(local: LocalEnv, runner: Runner, tmp_path: Path, start: str, **process: Any) -> dict[str, Any]:
+    """A preview deployment of APP (its rows written directly: the pipeline is not under test here)."""
+    source = tmp_path / f"src-{local.name('d')}"
+    source.mkdir()
+    (source / "app.py").write_text(APP)
+    (source / "child.py").write_text("import time\ntime.sleep(600)\n")
+    digest = store_manifest(runner.blobs, record_tree(runner.blobs, source))
+    project = local.create_project()
+    app = local.create_app(project)
+    environment = local.store.environment(app["id"], "preview")
+    config = {"process": {"start": start, "health_path": "/healthz", "readiness_timeout": 10, **process}, "build": {}}
+    deployment_id = f"dep_{local.name('x')}"
+    with local.store.write() as c:
+        c.execute(
+            "INSERT INTO deployments VALUES (?, ?, ?, ?, 'op_x', 'preview_ready', 0, ?, ?, ?, '{}', '{}', NULL, ?, ?)",
+            (deployment_id, local.workspace_id, app["id"], environment["id"], digest, digest, _json(config),
+             now_iso(), now_iso()),
+        )  # fmt: skip
+    return local.store.deployment(deployment_id)
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def start(local: LocalEnv, runner: Runner, dep: dict[str, Any]) -> dict[str, Any]:
+    environment = local.store.one("SELECT * FROM environments WHERE id = ?", dep["environment_id"])
+    return runner.ensure_running(dep, environment, token=lambda: "rht_test")
+
+
+def members(alloc: dict[str, Any]) -> list[int]:
+    return [p.pid for p in processes.allocation_processes(alloc["id"], alloc["pid"], alloc["pid_start_time"])]
+
+
+def gone(alloc: dict[str, Any], rounds: int = 200) -> bool:
+    """Whether the allocation's leader has died (a SIGKILL is delivered asynchronously; reaped once it has)."""
+    for _ in range(rounds):
+        if not processes.leader_alive(alloc["pid"], alloc["pid_start_time"]):
+            return True
+        time.sleep(0.025)
+    return False
+
+
+def tick_until_ended(runner: Runner, alloc_id: str, rounds: int = 400) -> dict[str, Any]:
+    for _ in range(rounds):
+        runner.tick()
+        row = runner.store.allocation(alloc_id)
+        if row["state"] in ("stopped", "failed"):
+            return row
+        time.sleep(0.05)
+    raise AssertionError(f"{alloc_id} never ended: {runner.store.allocation(alloc_id)}")
+
+
+# -- how a start command runs -----------------------------------------------------------------------------------------
+def test_the_app_itself_is_the_process_the_runner_signals(local, runner, tmp_path) -> None:
+    """A plain command is exec'd directly: the allocation's pid is the app's (it prints its own pid)."""
+    alloc = start(local, runner, deployment(local, runner, tmp_path, "python3 app.py"))
+    assert alloc["state"] == "ready", alloc["health"]
+    log = runner.log_path(alloc["id"]).read_text()
+    assert f"pid {alloc['pid']} listening" in log
+    assert alloc["pid_start_time"] == processes.start_time(alloc["pid"])
+    runner.drain(alloc, "test over", timeout=0)
+    assert tick_until_ended(runner, alloc["id"])["state"] == "stopped"
+
+
+# -- drains ---------------------------------------------------------------------------------------------------------
+def test_a_drain_waits_for_open_connections_and_reports_them_drained(local, runner, tmp_path) -> None:
+    open_now = {"count": 2}
+    runner.open_connections = lambda port: open_now["count"]
+    alloc = start(local, runner, deployment(local, runner, tmp_path, "python3 app.py", drain_timeout=600))
+    draining = runner.drain(alloc, "route moved")
+    assert draining["state"] == "draining" and draining["health"]["drain"]["open_connections"] == 2
+    for _ in range(5):  # connections open, deadline far: it keeps serving them
+        assert runner.tick() == []
+    assert runner.store.allocation(alloc["id"])["state"] == "draining"
+    assert members(alloc) == [alloc["pid"]]
+    open_now["count"] = 0
+    ended = tick_until_ended(runner, alloc["id"])
+    assert ended["state"] == "stopped"
+    assert ended["health"]["drain"]["outcome"] == "drained" and ended["health"]["drain"]["cut_connections"] == 0
+    assert members(alloc) == []
+
+
+def test_a_drain_past_its_deadline_is_cut_and_says_how_many_connections_it_cut(local, runner, tmp_path) -> None:
+    runner.open_connections = lambda port: 3
+    alloc = start(local, runner, deployment(local, runner, tmp_path, "python3 app.py", drain_timeout=0))
+    runner.drain(alloc, "route moved")
+    ended = tick_until_ended(runner, alloc["id"])
+    assert ended["state"] == "stopped"
+    assert (ended["health"]["drain"]["outcome"], ended["health"]["drain"]["cut_connections"]) == ("cut", 3)
+
+
+def test_an_app_that_ignores_sigterm_is_killed_after_the_grace(local, runner, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("rhone_local.runner.STOP_GRACE_SECONDS", 0.5)
+    alloc = start(local, runner, deployment(local, runner, tmp_path, "python3 app.py ignore-term"))
+    runner.drain(alloc, "test", timeout=0)
+    runner.tick()  # SIGTERM, ignored
+    assert members(alloc) == [alloc["pid"]]
+    ended = tick_until_ended(runner, alloc["id"])
+    assert ended["state"] == "stopped" and ended["health"]["drain"]["killed"] is True
+    assert members(alloc) == []
+
+
+@pytest.mark.parametrize("command", ["python3 app.py fork", "python3 child.py & python3 app.py"])
+def test_no_child_outlives_its_allocation(local, runner, tmp_path, command) -> None:
+    """Children the app forks, and the orphans of a shell wrapper, stop with the allocation."""
+    alloc = start(local, runner, deployment(local, runner, tmp_path, command))
+    assert alloc["state"] == "ready", alloc["health"]
+    before = members(alloc)
+    assert len(before) == 3  # the leader (app or shell) and two more
+    runner.drain(alloc, "test", timeout=0)
+    tick_until_ended(runner, alloc["id"])
+    assert [pid for pid in before if processes.process_info(pid) and processes.process_info(pid).state != "Z"] == []
+
+
+def test_the_wrappers_children_stop_when_the_leader_dies(local, runner, tmp_path) -> None:
+    alloc = start(local, runner, deployment(local, runner, tmp_path, "python3 child.py & python3 app.py"))
+    os.kill(alloc["pid"], signal.SIGKILL)  # the shell goes; its children are orphans now
+    assert gone(alloc)
+    assert [a["id"] for a in runner.check_processes()] == [alloc["id"]]
+    ended = tick_until_ended(runner, alloc["id"])
+    assert ended["state"] == "failed" and ended["health"]["error"] == "process exited"
+    assert members(alloc) == []
+
+
+def test_a_restarted_runner_ends_a_drain_by_its_stored_deadline(local, runner, tmp_path) -> None:
+    """The deadline is on the row: a new Runner (a restarted server, whose edge lost every connection) ends it."""
+    runner.open_connections = lambda port: 5
+    alloc = start(local, runner, deployment(local, runner, tmp_path, "python3 app.py", drain_timeout=600))
+    runner.drain(alloc, "route moved")
+    runner.tick()
+    restarted = Runner(local.store, runner.blobs, local.data_dir)
+    assert restarted.reconcile() == []  # a draining allocation is neither adopted nor failed
+    ended = tick_until_ended(restarted, alloc["id"])
+    assert ended["state"] == "stopped" and ended["health"]["drain"]["outcome"] == "drained"
+    assert members(alloc) == []
+
+
+# -- process identity -----------------------------------------------------------------------------------------------
+@pytest.fixture
+def unrelated() -> subprocess.Popen:
+    """A process that is nobody's allocation, leading its own group (so killpg on its pid would reach it)."""
+    process = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    yield process
+    process.kill()
+    process.wait()
+
+
+@pytest.mark.parametrize("state", ["ready", "draining"])
+def test_a_reused_pid_is_never_signalled(local, runner, tmp_path, unrelated, state) -> None:
+    """After a crash an allocation's pid belongs to an unrelated process: reconcile and drains leave it alone."""
+    alloc = start(local, runner, deployment(local, runner, tmp_path, "python3 app.py"))
+    os.kill(alloc["pid"], signal.SIGKILL)
+    assert gone(alloc)
+    with local.store.write() as c:  # the store still names the dead allocation's pid — now the unrelated one's
+        c.execute(
+            "UPDATE allocations SET pid = ?, state = ?, drain_deadline = ? WHERE id = ?",
+            (unrelated.pid, state, time.time(), alloc["id"]),
+        )
+    before = local.store.allocation(alloc["id"])
+    restarted = Runner(local.store, runner.blobs, local.data_dir)
+    assert restarted.reconcile() == []
+    ended = tick_until_ended(restarted, alloc["id"])
+    assert ended["state"] == ("failed" if state == "ready" else "stopped")
+    assert unrelated.poll() is None  # still running: never signalled
+    assert processes.process_info(unrelated.pid).state != "Z"
+    assert before["pid_start_time"] != processes.start_time(unrelated.pid)
+
+
+# -- readiness ------------------------------------------------------------------------------------------------------
+def test_an_app_that_exits_at_once_fails_readiness_with_its_log(local, runner, tmp_path) -> None:
+    alloc = start(local, runner, deployment(local, runner, tmp_path, "python3 app.py exit"))
+    assert alloc["state"] == "failed"
+    assert alloc["health"]["last"] == "the process exited with status 3"
+    assert "exiting at once" in alloc["health"]["log_tail"]
+    assert "GET http://127.0.0.1:" in alloc["health"]["summary"] and "/healthz" in alloc["health"]["summary"]
+
+
+def test_a_websocket_only_server_fails_http_readiness_and_passes_tcp(local, runner, tmp_path) -> None:
+    http = start(
+        local, runner, deployment(local, runner, tmp_path, "python3 app.py websocket-only", readiness_timeout=1)
+    )
+    assert http["state"] == "failed"
+    assert http["health"]["last"] == "HTTP 426"
+    assert "(http readiness)" in http["health"]["summary"] and "/healthz" in http["health"]["summary"]
+    assert members(http) == []
+    tcp = start(local, runner, deployment(local, runner, tmp_path, "python3 app.py websocket-only", readiness="tcp"))
+    assert tcp["state"] == "ready" and tcp["health"]["probe"] == "tcp"
+    runner.drain(tcp, "test over", timeout=0)
+    tick_until_ended(runner, tcp["id"])
+
+
+def test_a_start_command_naming_a_missing_program_fails_cleanly(local, runner, tmp_path) -> None:
+    alloc = start(local, runner, deployment(local, runner, tmp_path, "no-such-program-xyz --flag"))
+    assert alloc["state"] == "failed"
+    assert "cannot run the start command" in alloc["health"]["error"]
+
+
+def test_shutdown_stops_every_allocation_within_its_bound(local, runner, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("rhone_local.runner.SHUTDOWN_GRACE_SECONDS", 0.5)
+    monkeypatch.setattr("rhone_local.runner.STOP_GRACE_SECONDS", 0.5)
+    runner.open_connections = lambda port: 1  # a connection that never closes: shutdown bounds it
+    stubborn = start(local, runner, deployment(local, runner, tmp_path, "python3 app.py ignore-term"))
+    plain = start(local, runner, deployment(local, runner, tmp_path, "python3 app.py", drain_timeout=600))
+    runner.stop_all("Rhone Local stopped", drain_seconds=0.5)
+    for alloc in (stubborn, plain):
+        row = local.store.allocation(alloc["id"])
+        assert row["state"] == "stopped", row
+        assert row["health"]["drain"]["outcome"] == "cut"
+        assert members(alloc) == []
