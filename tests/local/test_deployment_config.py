@@ -112,7 +112,13 @@ def test_the_cli_resolved_config_is_accepted_and_stored_with_its_defaults(
     assert response.status_code == 202, response.text
     stored = local.store.deployment(response.json()["target_id"])["config"]
     assert stored["build"]["timeout"] == BUILD_TIMEOUT_MAX
-    assert stored["process"] == {"start": "./serve", "health_path": "/healthz", "readiness_timeout": 3600}
+    assert stored["process"] == {
+        "start": "./serve",
+        "health_path": "/healthz",
+        "readiness_timeout": 3600,
+        "readiness": "http",
+        "drain_timeout": 30,
+    }
 
 
 def test_after_the_issues_two_requests_a_project_create_completes(local: LocalEnv, target: tuple[dict, dict]) -> None:

@@ -33,7 +33,7 @@ def test_a_raw_request_with_a_bad_runtime_key_is_refused_and_records_nothing(loc
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["code"] == "invalid_request"
-    assert f"config.process.{key}" in error["message"] and repr(value) in error["message"]
+    assert ["body", "config", "process", key] in [p["loc"] for p in error["details"]["problems"]]
     assert local.snapshot() == before
 
 
