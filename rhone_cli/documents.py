@@ -135,6 +135,12 @@ class HelpEnvironment(_Doc):
     environment: list[EnvironmentVariable]
 
 
+class LocalSandbox(_Doc):
+    mode: Literal["bubblewrap", "none"]
+    reason: str | None = Field(description="Why builds and apps run without a sandbox (mode none).")
+    read_only_paths: list[str] = Field(description="Host paths exposed read-only (`--sandbox-ro`).")
+
+
 class LocalStatus(_Doc):
     """`rhone local status --json` (and `rhone local up --json`, which adds `started` and `profile`)."""
 
@@ -146,6 +152,10 @@ class LocalStatus(_Doc):
     data_dir: str
     log_file: str
     stale_pid_file: bool
+    sandbox: LocalSandbox | None = Field(None, description="How builds and apps run (null when not running).")
+    disk: dict[str, int] | None = Field(
+        None, description="Bytes per kind: builds, allocations, blobs, caches, database (null without a data dir)."
+    )
     started: bool | None = None
     profile: str | None = None
 
@@ -251,4 +261,6 @@ API_DOCUMENTS: dict[str, tuple[str, bool]] = {
     "region.schema.json": ("Region", False),
     "region-list.schema.json": ("Region", True),
     "environment-region-list.schema.json": ("EnvironmentRegion", True),
+    "environment-config.schema.json": ("EnvironmentConfig", False),
+    "local-gc.schema.json": ("GcResult", False),
 }

@@ -19,7 +19,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 import urllib.error
@@ -32,6 +31,7 @@ from typing import Any
 from rhone_local.artifacts import load_manifest, materialize
 from rhone_local.blobs import BlobStore
 from rhone_local.domain.ids import new_id
+from rhone_local.sandbox import Bind, Sandbox, base_environment
 from rhone_local.store import Store, _row, now_iso
 
 log = logging.getLogger("rhone_local.runner")
@@ -83,10 +83,12 @@ def probe(port: int, path: str, timeout: float = 1.0) -> tuple[bool, str]:
 
 
 class Runner:
-    def __init__(self, store: Store, blobs: BlobStore, data_dir: Path) -> None:
+    def __init__(self, store: Store, blobs: BlobStore, data_dir: Path, *, sandbox: Sandbox | None = None) -> None:
         self.store = store
         self.blobs = blobs
+        self.sandbox = sandbox or Sandbox("none", reason="not configured")
         self.root = data_dir / "allocations"
+        self.services_root = data_dir / "services"
         self.root.mkdir(parents=True, exist_ok=True)
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -245,11 +247,14 @@ class Runner:
         except Exception as error:  # noqa: BLE001 - any pull failure fails the allocation with its reason
             return self._move(alloc, "failed", health={"stage": "pulling", "error": str(error)}) or alloc
         port = free_port()
+        (directory / "home").mkdir(exist_ok=True)
+        defaults = {k: v for k, v in (config.get("env") or {}).items() if isinstance(v, str)}
         environment_vars = {
-            # Bindings first: the platform's own variables below cannot be overridden by a secret's name.
+            # rhone.toml's defaults, then the environment's settings and bindings: the platform's own variables below
+            # cannot be overridden by a setting's or a secret's name.
+            **defaults,
             **bound,
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(directory),
+            **base_environment(self.sandbox, directory / "app", home=directory / "home"),
             "PORT": str(port),
             "RHONE_DEPLOYMENT_ID": deployment["id"],
             "RHONE_ALLOCATION_ID": alloc["id"],
@@ -263,17 +268,15 @@ class Runner:
             self._move(alloc, "failed", health={"stage": "starting", "error": "Rhone Local is stopping"})
             raise RunnerStopping
         with log_file.open("ab") as handle:
-            child = subprocess.Popen(
+            # `leader` leads the process group that stopping the allocation signals (in a sandbox: its pid 1).
+            child, leader = self.sandbox.spawn(
                 process["start"],
-                shell=True,
-                cwd=directory / "app",
+                root=directory / "app",
                 env=environment_vars,
-                stdin=subprocess.DEVNULL,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                log=handle,
+                binds=self._service_binds(environment["id"], region["id"]),
             )
-        alloc = self._move(alloc, "starting", pid=child.pid, port=port) or alloc
+        alloc = self._move(alloc, "starting", pid=leader, port=port) or alloc
         deadline = time.monotonic() + float(process.get("readiness_timeout", 60))
         attempts, last = 0, "not probed"
         while time.monotonic() < deadline:
@@ -281,7 +284,7 @@ class Runner:
                 last = f"process exited with status {child.returncode}"
                 break
             if self.closing.is_set():
-                self._terminate(child.pid)
+                self._terminate(leader)
                 self._move(alloc, "failed", health={"stage": "starting", "error": "Rhone Local is stopping"})
                 raise RunnerStopping
             attempts += 1
@@ -305,8 +308,14 @@ class Runner:
             # The tail goes into operation evidence: an app that printed a secret it was given must not publish it.
             "log_tail": _redact(_tail(log_file), bound.values()),
         }
-        self._terminate(child.pid)
+        self._terminate(leader)
         return self._move(alloc, "failed", health=health) or alloc
+
+    def _service_binds(self, environment_id: str, region_id: str) -> list[Bind]:
+        """Rhone Local's own runtime services of the environment (SQLite files, spool directories) are the only
+        part of the data directory an allocation sees, at the path their URLs name."""
+        directory = self.services_root / environment_id / region_id
+        return [Bind(directory, str(directory), writable=True)] if directory.is_dir() else []
 
     # -- stop -----------------------------------------------------------------------------------------------------
     def _terminate(self, pid: int | None, grace: float = 5.0) -> None:

@@ -30,6 +30,8 @@ from rhone_local.edge_relay import Relay
 from rhone_local.notify import ChangeNotifier
 from rhone_local.pipeline import build_pipeline
 from rhone_local.promotion import Promotions
+from rhone_local.retention import Retention
+from rhone_local.sandbox import Sandbox, describe, detect, exposure_warning
 from rhone_local.store import Store
 from rhone_local.topology import Topology
 from rhone_local.workers import Workers
@@ -94,7 +96,15 @@ def _watch_processes(runner: Any, stop: threading.Event) -> None:
         runner.store.close()
 
 
-def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
+def serve(
+    data_dir: Path,
+    host: str,
+    port: int,
+    edge_port: int | None,
+    *,
+    sandbox: Sandbox | None = None,
+    cache_limit: int | None = None,
+) -> int:
     import uvicorn
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +112,12 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     bootstrap(store, data_dir)
     ensure_topology(store)
     notifier = ChangeNotifier()
-    pipeline = build_pipeline(store, data_dir, edge_port=edge_port)
+    sandbox = sandbox or detect("auto", state_dir=data_dir / "sandbox")
+    warning = exposure_warning(sandbox)
+    if warning:
+        log.warning("%s", warning)
+    limits = {"cache_limit": cache_limit} if cache_limit is not None else {}
+    pipeline = build_pipeline(store, data_dir, edge_port=edge_port, sandbox=sandbox, **limits)
     adopted = pipeline.runner.reconcile()
     if adopted:
         log.info("adopted %d running allocation(s) that survived the previous server", len(adopted))
@@ -116,7 +131,9 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
         promotions=Promotions(store, pipeline, edge),
         topology=Topology(store, pipeline),
     )
-    app = create_app(store, notifier, pipeline=pipeline)
+    retention = Retention(pipeline)
+    pipeline.on_deploy_finished = retention.wanted.set
+    app = create_app(store, notifier, pipeline=pipeline, retention=retention)
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     )
@@ -135,10 +152,12 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
                 "version": __version__,
                 "started_at": time.time(),
                 "data_dir": str(data_dir),
+                "sandbox": describe(sandbox),
             }
         )
     )
     workers.start()
+    retention.start()
     # Previews come back in the background: the API answers meanwhile, and the edge says 503 until they are ready.
     threading.Thread(target=_restore_previews, args=(pipeline,), name="restore-previews", daemon=True).start()
     watching = threading.Event()
@@ -157,6 +176,7 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
         pipeline.runner.closing.set()
         watching.set()
         workers.stop()
+        retention.stop()
         pipeline.runner.stop_all("Rhone Local stopped")
         state_file.unlink(missing_ok=True)
     return 0 if server.started else 1
@@ -170,10 +190,20 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8470)
     run.add_argument("--edge-port", type=int, default=None)
+    run.add_argument("--sandbox", choices=("auto", "bubblewrap", "none"), default="auto")
+    run.add_argument("--sandbox-ro", action="append", default=[], metavar="PATH", help="expose PATH read-only")
+    run.add_argument("--build-cache-mb", type=int, default=None, help="per-app build cache limit (MiB)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # uvicorn captures SIGTERM/SIGINT while serving, shuts down gracefully, then re-raises the signal against the
     # handler installed here: exit cleanly (status 0, `finally` blocks run) instead of dying with a traceback.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
-    return serve(args.data_dir.resolve(), args.host, args.port, args.edge_port)
+    data_dir = args.data_dir.resolve()
+    try:
+        sandbox = detect(args.sandbox, state_dir=data_dir / "sandbox", extra_ro=args.sandbox_ro)
+    except ValueError as error:
+        log.error("cannot start: %s", error)
+        return 2
+    cache_limit = args.build_cache_mb * 1024 * 1024 if args.build_cache_mb is not None else None
+    return serve(data_dir, args.host, args.port, args.edge_port, sandbox=sandbox, cache_limit=cache_limit)

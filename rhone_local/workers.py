@@ -33,7 +33,9 @@ class StaleWrite(Exception):
     """Our view of the operation is out of date (another worker moved it, or our lease expired)."""
 
 
-TOPOLOGY_KINDS = frozenset({"binding.create", "binding.remove", "services.update", "scale", "region.enable"})
+TOPOLOGY_KINDS = frozenset(
+    {"binding.create", "binding.remove", "services.update", "scale", "region.enable", "config.update"}
+)
 INSERT_ENVIRONMENT = (
     "INSERT INTO environments (id, workspace_id, app_id, name, approval_required, frozen, created_at, operation_id) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"

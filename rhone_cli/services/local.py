@@ -8,6 +8,7 @@ clear error before anything starts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -135,12 +136,42 @@ def status(inv: Invocation, root: Path) -> dict[str, Any]:
         "data_dir": str(root),
         "log_file": str(paths.log),
         "stale_pid_file": pid is not None and not running,
+        "sandbox": state.get("sandbox") if running else None,
+        "disk": disk_use(root) if root.is_dir() else None,
     }
 
 
-def server_command(root: Path, port: int, edge_port: int) -> list[str]:
+# What `rhone local status` measures, by kind: the data directory's folders (see docs/architecture.md).
+DISK_KINDS = {"builds": "deployments", "allocations": "allocations", "blobs": "blobs", "caches": "caches"}
+
+
+def disk_use(root: Path) -> dict[str, int]:
+    """Bytes per kind under the data directory (regular files; links not followed)."""
+    use = {}
+    for kind, folder in DISK_KINDS.items():
+        total = 0
+        for directory, _dirs, files in os.walk(root / folder):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(directory, name)).st_size
+        use[kind] = total
+    use["database"] = sum(
+        (root / name).stat().st_size for name in ("rhone.db", "rhone.db-wal") if (root / name).exists()
+    )
+    return use
+
+
+@dataclass(frozen=True)
+class SandboxOptions:
+    mode: str = "auto"  # auto, bubblewrap or none
+    read_only: tuple[str, ...] = ()  # host paths builds and apps may read (toolchains)
+    cache_mb: int | None = None  # per-app build cache limit
+
+
+def server_command(root: Path, port: int, edge_port: int, sandbox: SandboxOptions | None = None) -> list[str]:
     """How Rhone Local runs: this Python, in the foreground, on loopback."""
-    return [
+    sandbox = sandbox or SandboxOptions()
+    command = [
         sys.executable,
         "-m",
         "rhone_local",
@@ -151,7 +182,14 @@ def server_command(root: Path, port: int, edge_port: int) -> list[str]:
         str(port),
         "--edge-port",
         str(edge_port),
+        "--sandbox",
+        sandbox.mode,
     ]
+    for path in sandbox.read_only:
+        command += ["--sandbox-ro", path]
+    if sandbox.cache_mb is not None:
+        command += ["--build-cache-mb", str(sandbox.cache_mb)]
+    return command
 
 
 def require_server_packages() -> None:
@@ -168,7 +206,15 @@ def require_server_packages() -> None:
         )
 
 
-def up(inv: Invocation, root: Path, *, port: int, edge_port: int, timeout: float = HEALTH_TIMEOUT_SECONDS) -> dict:
+def up(
+    inv: Invocation,
+    root: Path,
+    *,
+    port: int,
+    edge_port: int,
+    sandbox: SandboxOptions | None = None,
+    timeout: float = HEALTH_TIMEOUT_SECONDS,
+) -> dict:
     require_server_packages()
     paths = Paths(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -196,7 +242,7 @@ def up(inv: Invocation, root: Path, *, port: int, edge_port: int, timeout: float
                 exit_code=ExitCode.CONFLICT,
                 hint=f"free it, or choose another with `rhone local up {name} N`",
             )
-    command = server_command(root, port, edge_port)
+    command = server_command(root, port, edge_port, sandbox)
     with paths.log.open("ab") as log:
         process = subprocess.Popen(
             command,
@@ -230,7 +276,22 @@ def up(inv: Invocation, root: Path, *, port: int, edge_port: int, timeout: float
             )
         time.sleep(0.1)  # waiting for a process to bind its port: there is no operation to long-poll yet
     _write_profile(inv, paths, api_url)
-    return {**status(inv, root), "started": True, "profile": PROFILE}
+    doc = {**status(inv, root), "started": True, "profile": PROFILE}
+    _warn_unsealed(inv, doc.get("sandbox"))
+    return doc
+
+
+def _warn_unsealed(inv: Invocation, sandbox: dict | None) -> None:
+    if sandbox and sandbox.get("mode") == "none":
+        inv.out.warn(
+            f"builds and apps run WITHOUT a sandbox ({sandbox.get('reason')}): they run as this user and can read "
+            "everything it can, including this data directory (rhone.db with every secret, owner.token) and other "
+            "apps' files. Install bubblewrap (`apt-get install bubblewrap`) and restart Rhone Local to seal them"
+        )
+
+
+def gc(inv: Invocation, *, dry_run: bool) -> dict[str, Any]:
+    return inv.client().post("/v1/local/gc", {"dry_run": dry_run}).data
 
 
 def _write_profile(inv: Invocation, paths: Paths, api_url: str) -> None:
