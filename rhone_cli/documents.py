@@ -201,6 +201,22 @@ class ManifestDocument(_Doc):
     manifest: ArtifactManifest
 
 
+class ExplainRule(_Doc):
+    pattern: str = Field(description="The rule as written.")
+    source: str = Field(description="Where: <file>:<line> (.gitignore, .rhoneignore), build.exclude:<n>, <defaults>.")
+    negated: bool = Field(description="A `!` rule, which re-includes.")
+
+
+class ManifestExplain(_Doc):
+    """`rhone artifact manifest --explain PATH --json`: why PATH is in the manifest or out of it."""
+
+    root: str
+    path: str = Field(description="PATH relative to the manifest's root.")
+    included: bool
+    reason: str
+    rule: ExplainRule | None = Field(description="The rule that decided, when one did.")
+
+
 class RouteMove(_Doc):
     """`rhone promote --json`, `rhone rollback --json` (waited): what the operation did to the route."""
 
@@ -229,6 +245,7 @@ DOCUMENTS: dict[str, type[BaseModel]] = {
     "local-status.schema.json": LocalStatus,
     "local-down.schema.json": LocalDown,
     "artifact-manifest.schema.json": ManifestDocument,
+    "artifact-manifest-explain.schema.json": ManifestExplain,
     "route-move.schema.json": RouteMove,
 }
 

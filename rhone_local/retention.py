@@ -70,13 +70,15 @@ class Retention:
         *,
         keep_last: int = KEEP_LAST,
         history_days: int = HISTORY_DAYS,
-        grace_seconds: float = UPLOAD_GRACE_SECONDS,
+        grace_seconds: float | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.store = pipeline.store
         self.keep_last = keep_last
         self.history_days = history_days
-        self.grace_seconds = grace_seconds
+        # A test knob (like RHONE_LOCAL_STAGE_DELAY): end-to-end tests cannot wait an hour for uploads to age.
+        default_grace = float(os.environ.get("RHONE_LOCAL_UPLOAD_GRACE", UPLOAD_GRACE_SECONDS) or UPLOAD_GRACE_SECONDS)
+        self.grace_seconds = default_grace if grace_seconds is None else grace_seconds
         self.lock = threading.Lock()
         self.wanted = threading.Event()  # set when a deploy finishes: the background thread runs soon after
         self._stop = threading.Event()
