@@ -114,6 +114,24 @@ def pgid(pid: int) -> int | None:
         return None
 
 
+def allocation_group(pid: int) -> int | None:
+    """The process group a process of an allocation or build belongs to, as the runner records it (the allocation's
+    `pid`): its own group, or for bubblewrap's monitor — which stays outside the sandbox, in a group of its own —
+    the group its sandbox's pid 1 leads."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    except OSError:
+        return None
+    if os.path.basename(command) == b"bwrap" and os.readlink(f"/proc/{pid}/ns/pid") == os.readlink("/proc/self/ns/pid"):
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    return pgid(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return pgid(pid)
+
+
 def restart(server) -> None:
     """`rhone local up` after a kill -9: it must notice the stale pid file and come back."""
     result = server.up()

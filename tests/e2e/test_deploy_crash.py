@@ -28,7 +28,7 @@ import pytest
 
 from rhone_cli.services.local import process_alive
 from tests.conftest import REPO
-from tests.e2e.helpers import operation_state, pgid, processes_under, restart, wait_until
+from tests.e2e.helpers import allocation_group, operation_state, processes_under, restart, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -115,12 +115,12 @@ def verify_recovered(server, app_dir: Path, op_id: str, row: str, *, before: dic
 
     def orphans() -> dict[int, str]:
         live = processes_under(server.data_dir)
-        return {pid: cmd for pid, cmd in live.items() if pgid(pid) != ready_pid}
+        return {pid: cmd for pid, cmd in live.items() if allocation_group(pid) != ready_pid}
 
     # Give the killed allocations' process groups a moment to finish dying before calling them orphans.
     wait_until(lambda: not orphans(), 6)
     left = orphans()
-    survivors = {pid: cmd for pid, cmd in before.items() if process_alive(pid) and pgid(pid) != ready_pid}
+    survivors = {pid: cmd for pid, cmd in before.items() if process_alive(pid) and allocation_group(pid) != ready_pid}
     cells["orphans"] = str(len(left) + len(set(survivors) - set(left)))
     assert not left, f"orphan processes under the data directory: {left}"
     assert not survivors, f"processes from before the crash still running: {survivors}"
