@@ -108,9 +108,9 @@ class Sandbox:
         if self.etc_dir is not None:
             argv += ["--ro-bind", str(self.etc_dir / "passwd"), "/etc/passwd"]
             argv += ["--ro-bind", str(self.etc_dir / "group"), "/etc/group"]
-        for path in self.extra_ro:
-            argv += ["--ro-bind", path, path]
         argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/home", "--dir", HOME]
+        for path in self.extra_ro:  # after the tmpfs mounts, which would hide a path under /tmp or /home
+            argv += ["--ro-bind", path, path]
         argv += ["--bind", str(root), APP_ROOT]
         for bind in binds:
             argv += ["--bind" if bind.writable else "--ro-bind", str(bind.source), bind.target]

@@ -173,6 +173,7 @@ def server_command(root: Path, port: int, edge_port: int, sandbox: SandboxOption
     sandbox = sandbox or SandboxOptions()
     command = [
         sys.executable,
+        "-P",  # the caller's working directory is not on sys.path: a checkout there must not shadow this rhone_local
         "-m",
         "rhone_local",
         "serve",

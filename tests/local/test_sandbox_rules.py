@@ -33,6 +33,13 @@ def test_a_sealed_argv_exposes_the_tree_at_app_and_nothing_of_the_host_but_what_
     assert argv[-1] == "make"  # the command is an argument of the reaping shell, never spliced into a script
 
 
+def test_operator_paths_are_mounted_after_the_private_tmp_that_would_hide_them(tmp_path: Path) -> None:
+    sandbox = Sandbox("bubblewrap", "bwrap", extra_ro=("/tmp/toolchains/go",))
+    argv = sandbox.argv("go build", root=tmp_path)
+    assert argv.index("/tmp/toolchains/go") > argv.index("--tmpfs")
+    assert argv[argv.index("/tmp/toolchains/go") - 1] == "--ro-bind"
+
+
 def test_an_allocation_does_not_die_with_its_caller_and_reports_its_pid_1(tmp_path: Path) -> None:
     """Allocations outlive a crash of Rhone Local (it adopts them), so only builds get --die-with-parent."""
     argv = SEALED.argv("python3 app.py", root=tmp_path, info_fd=7)
