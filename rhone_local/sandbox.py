@@ -114,7 +114,8 @@ class Sandbox:
         argv += ["--bind", str(root), APP_ROOT]
         for bind in binds:
             argv += ["--bind" if bind.writable else "--ro-bind", str(bind.source), bind.target]
-        argv += ["--chdir", APP_ROOT, "--", "/bin/sh", "-c", REAPER, "rhone-sandbox", command]
+        # The sandbox's own root (where /etc's few files are mounted) becomes read-only: only its mounts are writable.
+        argv += ["--remount-ro", "/", "--chdir", APP_ROOT, "--", "/bin/sh", "-c", REAPER, "rhone-sandbox", command]
         return argv
 
     def spawn(

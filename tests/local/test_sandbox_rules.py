@@ -28,7 +28,7 @@ def test_a_sealed_argv_exposes_the_tree_at_app_and_nothing_of_the_host_but_what_
     assert ("--bind", str(tmp_path / "cache"), CACHE_ROOT) in pairs
     assert ("--tmpfs", "/tmp", "--tmpfs") in pairs and ("--dir", HOME, "--bind") in pairs
     host_paths = [a for a in argv[: argv.index("--")] if a.startswith("/")]
-    assert set(host_paths) == {"/usr/bin/bwrap", "/usr", "/tmp", "/home", "/proc", "/dev", str(tmp_path / "build"),
+    assert set(host_paths) == {"/usr/bin/bwrap", "/", "/usr", "/tmp", "/home", "/proc", "/dev", str(tmp_path / "build"),
                                str(tmp_path / "cache"), APP_ROOT, CACHE_ROOT, HOME}  # fmt: skip
     assert argv[-1] == "make"  # the command is an argument of the reaping shell, never spliced into a script
 
