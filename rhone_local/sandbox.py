@@ -148,8 +148,9 @@ class Sandbox:
         return child, _sandbox_pid(read) or child.pid
 
 
-# Runs the command (its argument), then kills what it left in the pid namespace and exits with its status.
-REAPER = '/bin/sh -c "$1"; status=$?; kill -KILL -1 2>/dev/null; exit $status'
+# Runs the command (its argument) in a subshell, then kills what it left in the pid namespace and exits with its
+# status. A subshell rather than `sh -c`: one exec fewer on every start.
+REAPER = 'command=$1; shift; (eval "$command"); status=$?; kill -KILL -1 2>/dev/null; exit $status'
 
 
 def _sandbox_pid(read: int) -> int | None:
