@@ -6,8 +6,9 @@
    dir: the first deploy (downloads everything), an unchanged redeploy (the artifact is reused: no build), and a
    redeploy after a one-line change of app.py (a build that finds its wheels in the app's build cache). Figures are
    the wall time of `rhone deploy --json` as a fresh process; targets: unchanged ≤ 0.2× and one-line change ≤ 0.5×
-   of the first. The build keeps wheels in `$XDG_CACHE_HOME/wheels` (README, "Caches"): pip's own HTTP cache is
-   only as good as the index's cache headers.
+   of the first. The build keeps its virtualenv in the app's build cache, keyed by requirements.txt's digest
+   (README, "Caches"): pip's own HTTP cache is only as good as the index's cache headers, and creating a venv
+   (ensurepip) alone takes seconds.
 2. The sandbox's overhead on an app (examples/hello, standard library): time from spawning it to the first 200 of
    `/healthz`, and the median latency of sequential requests on a kept-alive connection, with and without the
    sandbox (`rhone_local.sandbox`), in interleaved rounds; targets ≤ 1.1× for both.
@@ -54,12 +55,13 @@ def index():
 if __name__ == "__main__":
     app.run(host="127.0.0.1", port=int(os.environ["PORT"]))
 """
-WHEELS = '"$XDG_CACHE_HOME/wheels"'
+# The dependency layer kept in the build cache, keyed by the requirements' digest (README, "Caches"): builds and
+# allocations both run at /app, so a virtualenv copied back from the cache is exactly the one `pip` made.
 BUILD = (
-    "python3 -m venv .venv && "
-    f"(.venv/bin/pip install -q --no-index --find-links {WHEELS} -r requirements.txt 2>/dev/null || "
-    f"(.venv/bin/pip wheel -q --disable-pip-version-check -w {WHEELS} -r requirements.txt && "
-    f".venv/bin/pip install -q --no-index --find-links {WHEELS} -r requirements.txt))"
+    'layer="$XDG_CACHE_HOME/venvs/$(sha256sum requirements.txt | cut -c1-16)"; '
+    'if [ -d "$layer" ]; then cp -a "$layer" .venv; else python3 -m venv .venv && '
+    '.venv/bin/pip install -q --disable-pip-version-check -r requirements.txt && mkdir -p "$layer" && '
+    'cp -a .venv/. "$layer"; fi'
 )
 
 

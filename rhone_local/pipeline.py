@@ -204,51 +204,7 @@ class DeployPipeline:
         config_before = _sha256_file(build / "rhone.toml")
         command = config["build"].get("command")
         started = time.monotonic()
-        cache_facts: dict[str, Any] = {}
-        if command:
-            timeout = float(config["build"].get("timeout", 600))
-            cache = self.cache_dir(deployment["app_id"])
-            (work / "home").mkdir()
-            environment = {
-                **base_environment(self.sandbox, build, home=work / "home", cache=cache),
-                "RHONE_BUILD": "1",
-            }
-            with log_path.open("wb") as log:
-                log.write(f"$ {command}\n".encode())
-                log.flush()
-                child, leader = self.sandbox.spawn(
-                    command,
-                    root=build,
-                    env=environment,
-                    log=log,
-                    binds=[Bind(cache, CACHE_ROOT, writable=True)],
-                    build=True,
-                )
-                # The build runs in its own session, so without a sandbox it outlives a server killed mid-build: the
-                # pid file lets the restarted server's retry of this stage stop it (see _stop_leftover_build).
-                pid_file.write_text(f"{child.pid}\n")
-                try:
-                    status = child.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    _kill_groups(child.pid, leader)
-                    child.wait()
-                    raise StageFailed(
-                        "build_timeout",
-                        f"the build command ran past its {timeout:g}s timeout",
-                        {"log_tail": _tail(log_path), "timeout": timeout},
-                    ) from None
-                finally:
-                    pid_file.unlink(missing_ok=True)
-                    if not self.sandbox.sealed:
-                        # What the build left running in its process group ends with it (a sandbox ends them all).
-                        _kill_groups(child.pid)
-                    cache_facts = self._bound_cache(cache, log)
-            if status != 0:
-                raise StageFailed(
-                    "build_failed",
-                    f"the build command exited with status {status}",
-                    {"exit_status": status, "log_tail": _tail(log_path)},
-                )
+        cache_facts = self._run_build_command(deployment, command, work) if command else {}
         if _sha256_file(build / "rhone.toml") != config_before:
             raise StageFailed(
                 "config_modified",
@@ -266,6 +222,48 @@ class DeployPipeline:
         seconds = round(time.monotonic() - started, 3)
         facts = {"prebuilt": False, "reused": False, "build_seconds": seconds, "log_tail": _tail(log_path, 10)}
         return self._record_artifact(deployment, manifest, {**facts, **cache_facts})
+
+    def _run_build_command(self, deployment: dict[str, Any], command: str, work: Path) -> dict[str, Any]:
+        """Run the build command in the sandbox, in `work/build` with the app's cache; its cache facts. Raises
+        StageFailed when it times out or fails."""
+        build, pid_file, log_path = work / "build", work / "build.pid", work / "build.log"
+        timeout = float(deployment["config"]["build"].get("timeout", 600))
+        cache = self.cache_dir(deployment["app_id"])
+        (work / "home").mkdir()
+        environment = {**base_environment(self.sandbox, build, home=work / "home", cache=cache), "RHONE_BUILD": "1"}
+        with log_path.open("wb") as log:
+            log.write(f"$ {command}\n".encode())
+            log.flush()
+            child, leader = self.sandbox.spawn(
+                command, root=build, env=environment, log=log, binds=[Bind(cache, CACHE_ROOT, writable=True)],
+                build=True,
+            )  # fmt: skip
+            # The build runs in its own session, so without a sandbox it outlives a server killed mid-build: the pid
+            # file lets the restarted server's retry of this stage stop it (see _stop_leftover_build).
+            pid_file.write_text(f"{child.pid}\n")
+            try:
+                status = child.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_groups(child.pid, leader)
+                child.wait()
+                raise StageFailed(
+                    "build_timeout",
+                    f"the build command ran past its {timeout:g}s timeout",
+                    {"log_tail": _tail(log_path), "timeout": timeout},
+                ) from None
+            finally:
+                pid_file.unlink(missing_ok=True)
+                if not self.sandbox.sealed:
+                    # What the build left running in its process group ends with it (a sandbox ends them all).
+                    _kill_groups(child.pid)
+                cache_facts = self._bound_cache(cache, log)
+        if status != 0:
+            raise StageFailed(
+                "build_failed",
+                f"the build command exited with status {status}",
+                {"exit_status": status, "log_tail": _tail(log_path)},
+            )
+        return cache_facts
 
     # -- build caches and reuse ---------------------------------------------------------------------------------------
     def cache_dir(self, app_id: str) -> Path:
