@@ -14,6 +14,7 @@ which bubblewrap passes through. `detect` decides the mode once, at start-up, by
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
@@ -21,7 +22,8 @@ import os
 import select
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -65,7 +67,7 @@ class Sandbox:
     system: tuple[str, ...] = ()  # argv fragment exposing the system's read-only directories
     extra_ro: tuple[str, ...] = ()  # host paths the operator exposed read-only (`--sandbox-ro`), at the same path
     disable_userns: bool = False  # whether this bwrap can forbid nested user namespaces
-    etc_dir: Path | None = None  # the sandbox's own passwd and group
+    etc_dir: Path | None = None  # the sandbox's /etc: copies of the host's few files, its own passwd and group
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -105,9 +107,6 @@ class Sandbox:
         if info_fd is not None:
             argv += ["--info-fd", str(info_fd)]
         argv += list(self.system)
-        if self.etc_dir is not None:
-            argv += ["--ro-bind", str(self.etc_dir / "passwd"), "/etc/passwd"]
-            argv += ["--ro-bind", str(self.etc_dir / "group"), "/etc/group"]
         argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/home", "--dir", HOME]
         for path in self.extra_ro:  # after the tmpfs mounts, which would hide a path under /tmp or /home
             argv += ["--ro-bind", path, path]
@@ -130,6 +129,8 @@ class Sandbox:
     ) -> tuple[subprocess.Popen, int]:
         """Start `command` in its own session, output to `log`. Returns the process and the pid leading its process
         group: the one to signal to stop everything it started."""
+        if self.etc_dir is not None:
+            refresh_etc(self.etc_dir)
         if not self.sealed:
             child = subprocess.Popen(
                 self.argv(command, root=root), cwd=root, env=dict(env), stdin=subprocess.DEVNULL, stdout=log,
@@ -182,20 +183,55 @@ def base_environment(sandbox: Sandbox, root: Path, *, home: Path, cache: Path | 
     return environment
 
 
-def _system_binds(extra_ro: Sequence[str]) -> tuple[str, ...]:
+def _etc_entries() -> list[str]:
+    names = {name for name in ETC_ENTRIES if os.path.exists(f"/etc/{name}")}  # a dangling link is left out
+    return sorted(names | {os.path.basename(p) for p in glob.glob("/etc/python3*")})
+
+
+def _system_binds(etc_dir: Path) -> tuple[str, ...]:
+    """The system's directories, then the sandbox's /etc (one mount: `etc_dir`, see `refresh_etc`) with the host's
+    directories among ETC_ENTRIES (certificates, alternatives…) mounted into it. Few mounts: each costs start time."""
     argv: list[str] = []
     for directory in SYSTEM_DIRS:
         if os.path.islink(directory):
             argv += ["--symlink", os.readlink(directory), directory]
         elif os.path.isdir(directory):
             argv += ["--ro-bind", directory, directory]
-    etc = sorted(
-        {f"/etc/{name}" for name in ETC_ENTRIES if os.path.lexists(f"/etc/{name}")} | set(glob.glob("/etc/python3*"))
-    )
-    for path in etc:
-        if os.path.exists(path):  # a dangling link (resolv.conf into a stopped resolver) is skipped
-            argv += ["--ro-bind", path, path]
+    argv += ["--ro-bind", str(etc_dir), "/etc"]
+    for name in _etc_entries():
+        if os.path.isdir(f"/etc/{name}"):
+            argv += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
     return tuple(argv)
+
+
+def refresh_etc(etc_dir: Path) -> None:
+    """Keep the sandbox's /etc in step with the host's: its small files copied (again when they changed: a new
+    resolv.conf reaches the next build or app), links kept as links, a mount point for each directory, and the
+    sandbox's own passwd and group. Each write is atomic, so a sandbox starting meanwhile sees old or new."""
+    etc_dir.mkdir(parents=True, exist_ok=True)
+    wanted = {"passwd": PASSWD.encode(), "group": GROUP.encode()}
+    for name in _etc_entries():
+        host, copy = Path("/etc") / name, etc_dir / name
+        real = os.path.realpath(host)
+        if os.path.isdir(real):
+            copy.mkdir(exist_ok=True)  # a mount point: the directory itself is mounted there
+        elif host.is_symlink() and real.startswith("/usr/"):  # localtime -> /usr/share/zoneinfo/…: there inside
+            target = os.readlink(host)
+            if not copy.is_symlink() or os.readlink(copy) != target:
+                _replace(copy, lambda tmp, target=target: os.symlink(target, tmp))
+        else:  # a file, or a link to one outside /usr (resolv.conf -> /run/…): its content
+            with contextlib.suppress(OSError):
+                wanted[name] = Path(real).read_bytes()
+    for name, data in wanted.items():
+        copy = etc_dir / name
+        if copy.is_symlink() or not copy.is_file() or copy.read_bytes() != data:
+            _replace(copy, lambda tmp, data=data: Path(tmp).write_bytes(data))
+
+
+def _replace(path: Path, make: Callable[[str], object]) -> None:
+    temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    make(temporary)
+    os.replace(temporary, path)
 
 
 def _trial(sandbox: Sandbox) -> str | None:
@@ -227,11 +263,10 @@ def detect(requested: str, *, state_dir: Path, extra_ro: Sequence[str] = ()) -> 
         if requested == "bubblewrap":
             raise ValueError(reason)
         return Sandbox("none", reason=reason)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    (state_dir / "passwd").write_text(PASSWD)
-    (state_dir / "group").write_text(GROUP)
+    etc_dir = state_dir / "etc"
+    refresh_etc(etc_dir)
     candidate = Sandbox(
-        "bubblewrap", bwrap, system=_system_binds(extra), extra_ro=extra, disable_userns=True, etc_dir=state_dir
+        "bubblewrap", bwrap, system=_system_binds(etc_dir), extra_ro=extra, disable_userns=True, etc_dir=etc_dir
     )
     failure = _trial(candidate)
     if failure is not None and "disable-userns" in failure:
@@ -241,7 +276,7 @@ def detect(requested: str, *, state_dir: Path, extra_ro: Sequence[str] = ()) -> 
             bwrap,
             system=candidate.system,
             extra_ro=extra,
-            etc_dir=state_dir,
+            etc_dir=etc_dir,
             notes=("no --disable-userns",),
         )
         failure = _trial(candidate)
