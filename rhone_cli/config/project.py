@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from rhone_cli.config.settings import MAX_VALUE_BYTES, name_problem
+from rhone_cli.config.settings import MAX_VALUE_BYTES, NAME_PATTERN, name_problem
 from rhone_cli.config.toml_lines import key_lines, line_of
 from rhone_cli.errors import ExitCode, RhoneError
 
@@ -26,6 +26,11 @@ SCHEMA_URL = "https://rhone.dev/schemas/rhone.toml.schema.json"  # also the $id 
 DEFAULT_ENVIRONMENTS = ("preview", "production")
 RUNTIME_SERVICES = ("session", "broadcast", "cache", "queue", "idempotency", "object_storage")
 PROVIDER_KINDS = ("postgres", "mysql", "redis", "s3", "smtp", "generic")
+
+# How long a build and a readiness probe may hold a server worker. The server enforces the same bounds (it validates
+# a deployment's configuration with the model below, and clamps older stored ones: rhone_local/domain/limits.py).
+BUILD_TIMEOUT_DEFAULT, BUILD_TIMEOUT_MAX = 600, 7200
+READINESS_TIMEOUT_DEFAULT, READINESS_TIMEOUT_MAX = 60, 3600
 
 _SLUG = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
@@ -118,13 +123,15 @@ class BuildSection(_Section):
     output: RelativePath = Field(".", description="Directory (relative) that holds the built artifact.")
     include: list[Glob] = Field(default_factory=lambda: ["**"], description="Globs of files to include.")
     exclude: list[Glob] = Field(default_factory=list, description="Globs to exclude (in addition to .rhoneignore).")
-    timeout: int = Field(600, ge=1, le=7200, description="Build timeout in seconds.")
+    timeout: int = Field(BUILD_TIMEOUT_DEFAULT, ge=1, le=BUILD_TIMEOUT_MAX, description="Build timeout in seconds.")
 
 
 class ProcessSection(_Section):
     start: Command = Field(description="Start command; the process receives PORT and must listen on it.")
     health_path: HttpPath = Field("/healthz", description="Readiness probe path.")
-    readiness_timeout: int = Field(60, ge=1, le=3600, description="Seconds to wait for readiness.")
+    readiness_timeout: int = Field(
+        READINESS_TIMEOUT_DEFAULT, ge=1, le=READINESS_TIMEOUT_MAX, description="Seconds to wait for readiness."
+    )
 
 
 class VangoSection(_Section):
@@ -158,7 +165,9 @@ class RuntimeSection(_Section):
         "idempotency store.",
     )
     session_cookie: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = Field(
-        None, description="The session cookie the edge keeps on one instance (default: vango_session)."
+        None,
+        description="Ignored (kept so older files stay valid): the edge keeps each client on the instance that "
+        "first served it with its own affinity cookie, whatever cookies the app sets.",
     )
     services: list[Literal[RUNTIME_SERVICES]] = Field(  # type: ignore[valid-type]
         default_factory=list, description="Further runtime services the app requires to run more than one instance."
@@ -180,15 +189,23 @@ def _setting_name(value: str) -> str:
     return value
 
 
-SettingName = Annotated[str, AfterValidator(_setting_name)]
+SettingName = Annotated[str, AfterValidator(_setting_name), Field(json_schema_extra={"pattern": NAME_PATTERN})]
 
 
 class EnvSection(_Section):
     """Defaults for non-secret settings (`NAME = "value"`; an environment's own value, `rhone env set`, wins) and
     the settings every environment must have before a deploy is accepted (`required`)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
-    __pydantic_extra__: dict[SettingName, Annotated[str, Field(max_length=MAX_VALUE_BYTES)]] = Field(init=False)
+    model_config = ConfigDict(
+        extra="allow",
+        frozen=True,
+        strict=True,
+        # Every key is a setting's name, but for `required` itself.
+        json_schema_extra={"propertyNames": {"pattern": NAME_PATTERN.replace("|required)", ")")}},
+    )
+    __pydantic_extra__: dict[SettingName, Annotated[str, Field(max_length=MAX_VALUE_BYTES, pattern=r"^[^\x00]*$")]] = (
+        Field(init=False)
+    )
 
     required: list[SettingName] = Field(
         default_factory=list,
@@ -222,6 +239,18 @@ class RhoneToml(_Section):
         environments.update(data["environments"])
         data["environments"] = environments
         return data
+
+
+class DeploymentConfig(RhoneToml):
+    """The configuration a deployment carries to the server: the resolved rhone.toml. The server validates it with
+    this very model, so a raw API request meets the same rules and bounds as `rhone config validate`; project and app
+    may be left out (the request's URL names them), build and process may not."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, title="DeploymentConfig")
+
+    project: ProjectSection | None = None
+    app: AppSection | None = None
+    build: BuildSection
 
 
 # -- problems -----------------------------------------------------------------------------------------------------

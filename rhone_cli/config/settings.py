@@ -7,6 +7,8 @@ import re
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 RESERVED = frozenset({"PORT", "PATH", "HOME"})
+# The name rule as a JSON Schema pattern (documented in rhone.toml's schema and the API's; the checks above enforce it).
+NAME_PATTERN = r"^(?!(PORT|PATH|HOME|required)$)(?![Rr][Hh][Oo][Nn][Ee]_)[A-Za-z_][A-Za-z0-9_]{0,127}$"
 MAX_SETTINGS = 200
 MAX_VALUE_BYTES = 32 * 1024
 

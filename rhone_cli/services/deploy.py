@@ -116,9 +116,11 @@ def deploy(
     op = inv.client().post(path, body, idempotency_key=key).data
     operations.announce(inv, op)
     if no_wait:
+        warn_policy_drift(inv, inv.client().get(f"/v1/deployments/{op['target_id']}").data)
         return {"operation": op, "upload": uploaded}
     op = operations.wait(inv, op, timeout=timeout)
     deployment = inv.client().get(f"/v1/deployments/{op['target_id']}").data
+    warn_policy_drift(inv, deployment)
     failure = operations.verdict(op)
     if failure is not None:
         if op["state"] == "blocked" and failure.code == "binding_missing":
@@ -131,6 +133,13 @@ def deploy(
         failure.details = {"deployment_id": deployment["id"], "evidence": deployment["evidence"]}
         raise failure
     return {**deployment, "upload": uploaded}
+
+
+def warn_policy_drift(inv: Invocation, deployment: dict) -> None:
+    """One warning per environment whose policy on the server differs from what this rhone.toml declares (the
+    server's applies); the deployment's `policy_drift` carries the same in --json."""
+    for drift in deployment.get("policy_drift") or []:
+        inv.out.warn(tenancy.policy_drift_message(drift))
 
 
 def approve(inv: Invocation, deployment_id: str, *, ack_cold: bool, timeout: float | None) -> dict:

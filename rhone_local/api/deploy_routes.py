@@ -28,12 +28,12 @@ from rhone_local.artifacts import store_manifest
 from rhone_local.domain import manifest as manifests
 from rhone_local.domain import settings as setting_rules
 from rhone_local.domain.access import Principal
-from rhone_local.domain.errors import DomainError, conflict, forbidden, not_found
+from rhone_local.domain.errors import conflict, forbidden, not_found
 from rhone_local.domain.ids import new_id
+from rhone_local.domain.policy import policy_drift
 from rhone_local.store import now_iso
 
 router = APIRouter()
-REQUIRED_CONFIG = ("process", "build")
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 
 
@@ -115,6 +115,10 @@ def deployment_view(request: Request, row: dict) -> dict:
         "approval": row["approval"],
         "url": pipeline.url(row["id"]),
         "allocations": allocations,
+        "policy_drift": policy_drift(
+            (row["config"] or {}).get("environments") or {},
+            {e["name"]: e for e in store.environments_of(row["app_id"])},
+        ),
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
@@ -169,18 +173,13 @@ def create_deployment(
             "build_digest_mismatch",
             f"build digest mismatch: declared {body.artifact_digest}, uploaded {body.manifest_digest}",
         )
-    if not all(isinstance(body.config.get(key), dict) for key in REQUIRED_CONFIG) or not isinstance(
-        body.config["process"].get("start"), str
-    ):
-        raise DomainError("invalid_config", "config must be the resolved rhone.toml (with build and process)", 422)
-    setting_rules.check_config_env(body.config)
     store_manifest(blobs, manifest)
     payload = body.model_dump()
 
     def perform(c: Any) -> tuple[int, dict]:
         # Inside the transaction (audited when refused): what the deploy needs from its environment is there now, so
         # a build never runs for a deployment that cannot start.
-        _require_environment_ready(store, environment, body.config)
+        _require_environment_ready(store, environment, body.config.model_dump(mode="json"))
         deployment_id = new_id("deployment")
         op = store.create_operation(
             c,
@@ -211,7 +210,7 @@ def create_deployment(
                 op["id"],
                 int(body.prebuilt),
                 body.manifest_digest,
-                _json(body.config),
+                _json(body.config.model_dump(mode="json")),
                 _json(source),
                 ts,
                 ts,

@@ -90,23 +90,6 @@ def required_of(config: Mapping[str, Any]) -> list[str]:
     return list((config.get("env") or {}).get(REQUIRED_KEY) or [])
 
 
-def check_config_env(config: Mapping[str, Any]) -> None:
-    """The server's check of a deployment's [env] table (the same rules as the CLI's rhone.toml model)."""
-    table = config.get("env")
-    if table is None:
-        return
-    if not isinstance(table, dict):
-        raise DomainError("invalid_config", "config.env must be a table of settings", 422)
-    required = table.get(REQUIRED_KEY, [])
-    if not isinstance(required, list) or any(not isinstance(n, str) or name_problem(n) for n in required):
-        raise DomainError("invalid_config", "config.env.required must list setting names", 422)
-    defaults = {k: v for k, v in table.items() if k != REQUIRED_KEY}
-    try:
-        check_change({}, defaults, [])
-    except DomainError as error:
-        raise DomainError("invalid_config", f"config.env: {error.message}", 422, error.details) from None
-
-
 def missing_settings(required: Iterable[str], present: Iterable[str]) -> list[str]:
     have = set(present)
     return sorted(name for name in set(required) if name not in have)

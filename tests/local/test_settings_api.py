@@ -133,9 +133,9 @@ def test_a_deploy_missing_a_provider_binding_is_refused_before_anything_runs(loc
 
 def test_the_server_checks_rhone_toml_env_like_the_cli(local: LocalEnv, app_path: str) -> None:
     before = local.snapshot()
-    for env in ({"PORT": "1"}, {"required": ["1X"]}, {"A": 1}, "not a table"):
+    for env in ({"PORT": "1"}, {"required": ["1X"]}, {"A": 1}, {"A": "nul\x00"}, "not a table"):
         response = _deploy(local, app_path, {"env": env})
-        assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_config", response.text
+        assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_request", response.text
     assert local.snapshot() == before
 
 
