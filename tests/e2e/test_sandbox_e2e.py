@@ -55,6 +55,9 @@ class Handler(BaseHTTPRequestHandler):
             report["env"] = sorted(os.environ)
             report["settings"] = {k: os.environ.get(k) for k in ("GREETING", "SECRET_KEY", "FROM_TOML")}
             report["cwd"], report["uid"] = os.getcwd(), os.getuid()
+            status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+            report["capabilities"] = status["CapEff"].strip()
+            report["processes"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
             body = json.dumps(report).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -165,6 +168,9 @@ def test_a_build_and_an_app_cannot_reach_the_control_plane_or_another_app(local_
     assert report["write /etc/pwned"].startswith("OSError: Read-only") and not Path("/etc/pwned").exists()
     assert report["write /tmp/private-tmp-probe"] == "ok" and not Path("/tmp/private-tmp-probe").exists()
     assert report["write /app/own-tree-probe"] == "ok" and report["cwd"] == "/app" and report["uid"] != 0
+    # No capability, and no process of the host in sight: its own pid namespace holds only its sandbox.
+    assert int(report["capabilities"], 16) == 0
+    assert max(report["processes"]) < 20, report["processes"]
     assert {"PATH", "HOME", "PORT", "RHONE_RUNTIME_TOKEN"} <= set(report["env"])
     assert not {"RHONE_LOCAL_DATA_DIR", "VIRTUAL_ENV", "RHONE_CONFIG_DIR"} & set(report["env"])
     # Nothing of the control plane changed.

@@ -160,3 +160,15 @@ def test_rhone_toml_defaults_show_with_their_source(local: LocalEnv, app_path: s
     sources = {i["name"]: i["source"] for i in document["items"]}
     assert sources == {"GREETING": "rhone.toml", "SECRET_KEY": "environment"}
     assert document["required"] == ["SECRET_KEY", "GREETING"] and document["missing"] == []
+
+
+def test_documents_match_their_schemas(local: LocalEnv, app_path: str) -> None:
+    from tests.conftest import assert_matches_schema
+
+    assert change(local, app_path, values={"A": "1"}, secrets={"B": SECRET}).status_code == 202
+    local.run_operations()
+    assert_matches_schema(config(local, app_path), "environment-config.schema.json")
+    gc = local.client.post("/v1/local/gc", json={"dry_run": True}, headers=local.owner.headers)
+    assert gc.status_code == 200, gc.text
+    assert_matches_schema(gc.json(), "local-gc.schema.json")
+    assert gc.json()["dry_run"] is True and gc.json()["removed"] == {"builds": 0, "allocations": 0, "blobs": 0}
