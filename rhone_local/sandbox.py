@@ -216,9 +216,9 @@ def refresh_etc(etc_dir: Path) -> None:
         if os.path.isdir(real):
             copy.mkdir(exist_ok=True)  # a mount point: the directory itself is mounted there
         elif host.is_symlink() and real.startswith("/usr/"):  # localtime -> /usr/share/zoneinfo/…: there inside
-            target = os.readlink(host)
-            if not copy.is_symlink() or os.readlink(copy) != target:
-                _replace(copy, lambda tmp, target=target: os.symlink(target, tmp))
+            # Absolute, so it leads to the same file from the host (a copy of the data directory stays whole).
+            if not copy.is_symlink() or os.readlink(copy) != real:
+                _replace(copy, lambda tmp, real=real: os.symlink(real, tmp))
         else:  # a file, or a link to one outside /usr (resolv.conf -> /run/…): its content
             with contextlib.suppress(OSError):
                 wanted[name] = Path(real).read_bytes()
