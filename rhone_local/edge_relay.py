@@ -33,6 +33,7 @@ import contextlib
 import logging
 import re
 import resource
+import socket
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -346,6 +347,8 @@ class Pool:
         self.idle: dict[int, list[Upstream]] = {}
         self.open: dict[int, int] = {}  # port -> connections carrying a request, an answer or a tunnel
         self.serving: frozenset[int] | None = None  # ports of allocations in rotation (None: not known yet)
+        # Called when a connection to a port out of rotation is released: a drain may be waiting for that.
+        self.on_retired_release: Callable[[], None] | None = None
 
     def hold(self, upstream: Upstream) -> None:
         if not upstream.held:
@@ -360,6 +363,8 @@ class Pool:
                 self.open[upstream.port] = left
             else:
                 del self.open[upstream.port]
+            if self.on_retired_release is not None and self.serving is not None and upstream.port not in self.serving:
+                self.on_retired_release()
 
     def retire(self, serving: frozenset[int]) -> None:
         """Only ports in `serving` keep idle connections: an allocation out of rotation must not be held open by the
@@ -932,9 +937,18 @@ class _Refused(Exception):
 class Relay:
     """The edge listener: `start()` serves on its own thread and event loop; `stop()` closes everything."""
 
-    def __init__(self, route: RouteFn, host: str, port: int, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        route: RouteFn,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        limits: Limits | None = None,
+        *,
+        sock: socket.socket | None = None,
+    ) -> None:
         self.route = route
         self.host, self.port = host, port
+        self.sock = sock  # a listening socket bound by someone else (an edge process inherits its supervisor's)
         self.limits = limits or Limits()
         self.max_clients = self.limits.max_clients or client_cap(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
         self.loop: asyncio.AbstractEventLoop = _new_loop()
@@ -959,9 +973,13 @@ class Relay:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         try:
-            self.server = self.loop.run_until_complete(
-                self.loop.create_server(lambda: Client(self), self.host, self.port, reuse_address=True, backlog=1024)
-            )
+            if self.sock is not None:
+                serving = self.loop.create_server(lambda: Client(self), sock=self.sock, backlog=1024)
+            else:
+                serving = self.loop.create_server(
+                    lambda: Client(self), self.host, self.port, reuse_address=True, backlog=1024
+                )
+            self.server = self.loop.run_until_complete(serving)
         except OSError as error:  # the port is taken, most often
             self.error = error
             self.started.set()
@@ -1022,10 +1040,20 @@ class Relay:
         )
         self.refused = 0
 
+    def run(self) -> None:
+        """Serve on the calling thread until `stop_soon()` (an edge process's main thread)."""
+        self._run()
+        if self.error is not None:
+            raise self.error
+
+    def stop_soon(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already closed
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
     def stop(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             return
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.stop_soon()
         self._thread.join(5)
 
 

@@ -26,8 +26,10 @@ from typing import Any
 from rhone_local import __version__
 from rhone_local.api.app import create_app
 from rhone_local.domain.access import hash_token
-from rhone_local.edge import Edge, affinity_key
-from rhone_local.edge_relay import Limits, Relay, client_cap, raise_open_file_limit
+from rhone_local.edge import affinity_key
+from rhone_local.edge_feed import EdgeFeed
+from rhone_local.edge_relay import raise_open_file_limit
+from rhone_local.edge_supervisor import EdgeSupervisor
 from rhone_local.notify import ChangeNotifier
 from rhone_local.pipeline import build_pipeline
 from rhone_local.promotion import Promotions
@@ -149,10 +151,10 @@ def _watch_processes(runner: Any, stop: threading.Event) -> None:
         runner.store.close()
 
 
-def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
+def serve(data_dir: Path, host: str, port: int, edge_port: int | None, edge_processes: int = 1) -> int:
     import uvicorn
 
-    open_files = raise_open_file_limit()  # the edge's connection cap is a share of it
+    raise_open_file_limit()  # edge processes inherit it: their connection cap is a share of it
     data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(data_dir / "rhone.db")
     bootstrap(store, data_dir)
@@ -166,27 +168,31 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     adopted = pipeline.runner.reconcile()
     if adopted:
         log.info("adopted %d running allocation(s) that survived the previous server", len(adopted))
-    edge = relay = None
+    feed = edges = None
     if edge_port:
-        edge = Edge(store, key=affinity_key(data_dir))
-        relay = Relay(edge.candidates, host, edge_port, Limits(max_clients=client_cap(open_files)))
-        edge.on_rotation = relay.update_rotation  # before the first sync: the relay learns every rotation
-        pipeline.runner.open_connections = relay.open_connections
-        edge.start_sync()
+        affinity_key(data_dir)  # created here, before edge processes read it
+        feed = EdgeFeed(store)
+        # The edge's port is bound here, before the state file is written: a taken port fails the start.
+        api_url = f"http://{host}:{port}"
+        edges = EdgeSupervisor(
+            feed, host=host, port=edge_port, api_url=api_url, data_dir=data_dir, processes=edge_processes
+        )
+        pipeline.runner.open_connections = feed.open_connections  # drains read what the edges report
     workers = Workers(
         store,
         notifier,
         pipeline=pipeline,
-        promotions=Promotions(store, pipeline, edge),
+        promotions=Promotions(store, pipeline, feed),
         topology=Topology(store, pipeline),
     )
-    app = create_app(store, notifier, pipeline=pipeline)
+    app = create_app(store, notifier, pipeline=pipeline, edge_feed=feed)
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     )
-    if relay is not None:
-        relay.start()  # its own thread and event loop; a taken port fails here, before the state file is written
-        log.info("edge: up to %d concurrent client connections (open-file limit %d)", relay.max_clients, open_files)
+    if edges is not None:
+        feed.start()
+        edges.start()  # they follow the feed as soon as the API answers
+        log.info("edge: %d process(es) on %s:%d", edges.slots, host, edges.port)
     state_file = data_dir / "server.json"
     state_file.write_text(
         json.dumps(
@@ -194,7 +200,7 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
                 "pid": os.getpid(),
                 "api_url": f"http://{host}:{port}",
                 "port": port,
-                "edge_port": edge_port,
+                "edge_port": edges.port if edges is not None else edge_port,
                 "version": __version__,
                 "started_at": time.time(),
                 "data_dir": str(data_dir),
@@ -212,9 +218,9 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None) -> int:
     try:
         server.run()
     finally:
-        if relay is not None:
-            relay.stop()
-            edge.stop_sync()
+        if edges is not None:
+            edges.stop()
+            feed.stop()
         # Nothing starts from now on and probes under way give up (their stages resume after the next start); then
         # the workers finish, and every allocation stops.
         pipeline.runner.closing.set()
@@ -233,6 +239,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8470)
     run.add_argument("--edge-port", type=int, default=None)
+    run.add_argument(
+        "--edge-processes",
+        type=int,
+        choices=range(1, 9),
+        default=int(os.environ.get("RHONE_LOCAL_EDGE_PROCESSES") or 1),
+        help="edge processes sharing the edge port (default 1, or $RHONE_LOCAL_EDGE_PROCESSES)",
+    )
+    sub.add_parser("edge", help="run one edge process (`serve` starts them; see rhone_local/edge_process.py)")
     recover = sub.add_parser(
         "recover-owner", help="write a new owner token to <data dir>/owner.token (needs write access to the data dir)"
     )
@@ -247,4 +261,4 @@ def main(argv: list[str] | None = None) -> int:
     # handler installed here: exit cleanly (status 0, `finally` blocks run) instead of dying with a traceback.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
-    return serve(args.data_dir.resolve(), args.host, args.port, args.edge_port)
+    return serve(args.data_dir.resolve(), args.host, args.port, args.edge_port, args.edge_processes)

@@ -53,9 +53,12 @@ def error_response(
     return JSONResponse(body, status_code=status, headers={"X-Request-Id": request_id, **(headers or {})})
 
 
-def create_app(store: Store, notifier: ChangeNotifier | None = None, *, pipeline: Any = None) -> FastAPI:
-    """The API over `store`. `pipeline` (blobs, runner, deploy stages) defaults to one rooted beside the database."""
-    from rhone_local.api import deploy_routes, route_routes, routes, topology_routes
+def create_app(
+    store: Store, notifier: ChangeNotifier | None = None, *, pipeline: Any = None, edge_feed: Any = None
+) -> FastAPI:
+    """The API over `store`. `pipeline` (blobs, runner, deploy stages) defaults to one rooted beside the database;
+    `edge_feed` (an `EdgeFeed`) serves the edge processes, when the server runs any."""
+    from rhone_local.api import deploy_routes, edge_routes, route_routes, routes, topology_routes
 
     if pipeline is None:
         from rhone_local.pipeline import build_pipeline
@@ -74,6 +77,7 @@ def create_app(store: Store, notifier: ChangeNotifier | None = None, *, pipeline
     app.state.notifier = notifier or ChangeNotifier()
     app.state.pipeline = pipeline
     app.state.blobs = pipeline.blobs
+    app.state.edge_feed = edge_feed
 
     @app.middleware("http")
     async def request_id_middleware(request: Request, call_next: Callable) -> Any:
@@ -118,6 +122,7 @@ def create_app(store: Store, notifier: ChangeNotifier | None = None, *, pipeline
     app.include_router(deploy_routes.router)
     app.include_router(route_routes.router)
     app.include_router(topology_routes.router)
+    app.include_router(edge_routes.router)
     return app
 
 
