@@ -69,13 +69,31 @@ class ControlPlane:
 
 
 class EdgeProcess:
-    def __init__(self, edge: Edge, relay: Relay, api_url: str, token: str) -> None:
+    def __init__(self, edge: Edge, relay: Relay, api_url: str, token: str, lease: float = EDGE_LEASE_SECONDS) -> None:
         self.edge, self.relay = edge, relay
+        self.lease = lease
+        # An idle feed answers every `wait` seconds; two answers fit in a lease, so a healthy feed never lapses.
+        self.wait = min(FEED_WAIT_SECONDS, lease / 3)
         self.feed = ControlPlane(api_url, token, FEED_WAIT_SECONDS + 10)
         self.reports = ControlPlane(api_url, token, 10)
         self.stopping = threading.Event()
         self.report_due = threading.Event()
         relay.pool.on_retired_release = self._retired_release  # a drain waits on it: report soon
+
+    def first_sync(self) -> bool:
+        """Load the tables before accepting a connection (clients wait in the listening socket's backlog meanwhile):
+        up to a lease's time, after which the edge serves anyway — failing closed until its feed answers."""
+        deadline = time.monotonic() + self.lease
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            sent = time.monotonic()
+            try:
+                self.edge.apply(self.feed.call("GET", "/v1/edge/feed"))
+            except (OSError, ValueError, SnapshotRejected):
+                time.sleep(RETRY_SECONDS[1])
+                continue
+            self.edge.lease_until = sent + self.lease
+            return True
+        return False
 
     def start(self) -> None:
         for target, name in ((self._follow, "edge-feed"), (self._report, "edge-report"), (self._stdin, "edge-stdin")):
@@ -86,7 +104,7 @@ class EdgeProcess:
         failures = 0
         while not self.stopping.is_set():
             seq, version = self.edge.wanted_seq, self.edge.version
-            asked = (("seq", seq), ("version", version), ("wait", FEED_WAIT_SECONDS))
+            asked = (("seq", seq), ("version", version), ("wait", self.wait))
             query = "&".join(f"{k}={v}" for k, v in asked if v is not None)
             sent = time.monotonic()
             try:
@@ -111,7 +129,7 @@ class EdgeProcess:
         except Exception:
             log.exception("edge: a feed document could not be applied")
         else:
-            self.edge.lease_until = sent + EDGE_LEASE_SECONDS
+            self.edge.lease_until = sent + self.lease
         finally:
             self.report_due.set()
             applied.set()
@@ -153,6 +171,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--api-url", required=True)
     parser.add_argument("--edge-id", required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--lease", type=float, default=EDGE_LEASE_SECONDS, help="seconds the tables are trusted")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     token = sys.stdin.buffer.readline().decode().strip()
@@ -163,9 +182,11 @@ def main(argv: list[str]) -> int:
     edge = Edge(key=affinity_key(args.data_dir))
     relay = Relay(edge.candidates, sock=listener, limits=Limits(max_clients=client_cap(raise_open_file_limit())))
     edge.on_rotation = relay.pool.retire  # applied on the loop's thread: the pool is the loop's
-    process = EdgeProcess(edge, relay, args.api_url, token)
+    process = EdgeProcess(edge, relay, args.api_url, token, min(args.lease, EDGE_LEASE_SECONDS))
     relay.loop.add_signal_handler(signal.SIGTERM, process.stop)
     relay.loop.add_signal_handler(signal.SIGINT, process.stop)
+    if not process.first_sync():
+        log.warning("edge %s: no feed yet; serving, and failing closed until it answers", args.edge_id)
     process.start()
     log.info("edge %s (pid %d) serving on %s", args.edge_id, os.getpid(), listener.getsockname())
     relay.run()

@@ -114,6 +114,8 @@ HOP_BY_HOP = frozenset(
         b"expect",
     }
 )
+# Connection header values that name no header (the common ones): nothing beyond HOP_BY_HOP to drop.
+PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
 # A Host header: a registered name, an IPv4 address or a bracketed IPv6 address (RFC 3986 §3.2.2), and a port.
 VALID_HOST = re.compile(rb"^(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 # The edge's own affinity cookie (its values mean something only to `Edge`); the app never sees it.
@@ -160,9 +162,18 @@ def plain_response(status: int, text: str, *, close: bool = False) -> bytes:
 CAPACITY_REFUSAL = plain_response(503, "503 the edge is at its connection limit; retry later\n", close=True)
 
 
+def _note(noted: dict[bytes, bytes], name: bytes, value: bytes) -> None:
+    """Keep a header's first value; a second Connection header makes the first no longer the whole story."""
+    if name not in noted:
+        noted[name] = value
+    elif name == b"connection":
+        noted[name] = b","  # not a plain value: the full scan of every Connection header runs
+
+
 def _dropped_by_connection(headers: list[tuple[bytes, bytes]], noted: dict[bytes, bytes]) -> frozenset[bytes]:
     """Header names a `Connection` header declares hop-by-hop for this message."""
-    if b"connection" not in noted:
+    connection = noted.get(b"connection")
+    if connection is None or connection.lower() in PLAIN_CONNECTION:  # names nothing beyond the usual
         return HOP_BY_HOP
     names = set(HOP_BY_HOP)
     for name, value in headers:
@@ -329,7 +340,7 @@ class Upstream(asyncio.Protocol):
             name = name.lower()
             self.exchange.response_headers.append((name, value))
             if name in NOTED:
-                self.exchange.noted.setdefault(name, value)
+                _note(self.exchange.noted, name, value)
 
     def on_headers_complete(self) -> None:
         if self.exchange is not None:
@@ -760,7 +771,7 @@ class Client(asyncio.Protocol):
         if name in NOTED:
             if name == b"host" and name in self.noted:
                 raise _Refused(400, "400 a request has one Host header\n")
-            self.noted.setdefault(name, value)
+            _note(self.noted, name, value)
 
     def on_headers_complete(self) -> None:
         noted = self.noted

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from rhone_local.edge_feed import EdgeFeed
+from rhone_local.edge_feed import EDGE_LEASE_SECONDS, EdgeFeed
 
 log = logging.getLogger("rhone_local.edge")
 RESTART_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)  # consecutive quick deaths back off; a process that ran a while resets
@@ -31,9 +31,18 @@ STOP_GRACE_SECONDS = 5.0
 
 class EdgeSupervisor:
     def __init__(
-        self, feed: EdgeFeed, *, host: str, port: int, api_url: str, data_dir: Path, processes: int = 1
+        self,
+        feed: EdgeFeed,
+        *,
+        host: str,
+        port: int,
+        api_url: str,
+        data_dir: Path,
+        processes: int = 1,
+        lease: float = EDGE_LEASE_SECONDS,
     ) -> None:
         self.feed = feed
+        self.lease = lease  # an edge's lease on its tables (never longer than the control plane's view of it)
         self.api_url, self.data_dir = api_url, data_dir
         self.listener = socket.create_server((host, port), backlog=1024)  # SO_REUSEADDR: a restart finds it free
         self.port = self.listener.getsockname()[1]
@@ -62,7 +71,7 @@ class EdgeSupervisor:
         token = self.feed.register(edge_id)
         fd = self.listener.fileno()
         command = [sys.executable, "-m", "rhone_local", "edge", "--listen-fd", str(fd), "--api-url", self.api_url]
-        command += ["--edge-id", edge_id, "--data-dir", str(self.data_dir)]
+        command += ["--edge-id", edge_id, "--data-dir", str(self.data_dir), "--lease", str(self.lease)]
         process = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
