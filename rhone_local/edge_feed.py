@@ -37,7 +37,7 @@ FEED_WAIT_SECONDS = 3.0  # the longest a long-poll waits with nothing new: an id
 EDGE_LEASE_SECONDS = 10.0  # an edge serves routes this long after its last answered feed request, no longer
 REPORT_INTERVAL_SECONDS = 0.5  # an edge reports at least this often (and at once when what it applies changes)
 REPORT_STALENESS_SECONDS = 2.0  # an older report does not say how many connections an edge holds
-WATCH_INTERVAL_SECONDS = 0.005  # how often the feed asks the database whether anything was committed
+WATCH_INTERVAL_SECONDS = 0.002  # how often the feed asks the database whether anything was committed
 MAX_EVENTS = 500
 
 
