@@ -101,6 +101,7 @@ STATUS_EXIT_CODES: dict[int, tuple[int, str]] = {
     422: (ExitCode.USAGE, "invalid_request"),
     423: (ExitCode.BLOCKED, "blocked"),
     429: (ExitCode.UNREACHABLE, "rate_limited"),
+    507: (ExitCode.FAILED, "disk_full"),  # not transient: someone must free space first
 }
 
 

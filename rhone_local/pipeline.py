@@ -8,6 +8,7 @@ records every gate's result before the deployment may become `preview_ready`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -22,13 +23,14 @@ from typing import Any
 
 from rhone_local.artifacts import load_manifest, materialize, record_tree, store_manifest
 from rhone_local.blobs import BlobStore
-from rhone_local.domain import gates
-from rhone_local.domain.errors import DomainError
+from rhone_local.domain import gates, limits
+from rhone_local.domain.errors import DomainError, disk_full, is_disk_full
 from rhone_local.domain.manifest import digest_of
 from rhone_local.runner import Runner
 from rhone_local.store import Store, now_iso
 
 LOG_TAIL_LINES = 30
+NEARLY_FULL_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -70,6 +72,16 @@ def _stop_leftover_build(pid_file: Path, build: Path) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
+
+
+def _no_space_left(directory: Path) -> bool:
+    """Whether the file system of `directory` is (all but) full: a build that failed then most likely failed for
+    that. "All but": the kernel keeps a few blocks it will not hand out, and the database needs room to record."""
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < max(NEARLY_FULL_BYTES, stats.f_blocks * stats.f_frsize // 100)
 
 
 def _sha256_file(path: Path) -> str | None:
@@ -126,7 +138,26 @@ class DeployPipeline:
             )
         except DomainError as error:
             return StageOutcome("failed", {}, {"code": error.code, "message": error.message})
+        except OSError as error:
+            return self._storage_failure(deployment, error)
         raise RuntimeError(f"deploy has no stage {op['state']!r}")
+
+    def _storage_failure(self, deployment: dict[str, Any], error: OSError) -> StageOutcome:
+        """A full disk (or a name the file system refuses) fails the deployment with a code that says so."""
+        if error.errno == errno.ENAMETOOLONG:
+            message = f"a path of this deployment is too long for the file system: {error.filename}"
+            return StageOutcome("failed", {}, {"code": "invalid_manifest", "message": message})
+        if not is_disk_full(error):
+            raise error
+        work = self.workdir(deployment["id"])
+        evidence = {"log_tail": _tail(work / "build.log")}
+        # What the stage wrote is dropped (a retry starts it again): the space it frees lets the failure be recorded.
+        for tree in ("source", "build"):
+            shutil.rmtree(work / tree, ignore_errors=True)
+        full = disk_full(self.data_dir)
+        return StageOutcome(
+            "failed", evidence, {"code": full.code, "message": full.message}, deployment={"evidence": evidence}
+        )
 
     # -- cloning: the uploaded source snapshot, re-verified -----------------------------------------------------------
     def _clone(self, deployment: dict[str, Any]) -> StageOutcome:
@@ -164,7 +195,7 @@ class DeployPipeline:
         command = config["build"].get("command")
         started = time.monotonic()
         if command:
-            timeout = float(config["build"].get("timeout", 600))
+            timeout = limits.build_timeout(config)
             with log_path.open("wb") as log:
                 log.write(f"$ {command}\n".encode())
                 log.flush()
@@ -184,15 +215,20 @@ class DeployPipeline:
                 try:
                     status = child.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
-                    os.killpg(child.pid, 9)
-                    child.wait()
                     raise StageFailed(
                         "build_timeout",
                         f"the build command ran past its {timeout:g}s timeout",
                         {"log_tail": _tail(log_path), "timeout": timeout},
                     ) from None
                 finally:
+                    # Whatever the build left running in its group (a daemon it forked) ends with the stage.
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(child.pid, signal.SIGKILL)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        child.wait(timeout=10)
                     pid_file.unlink(missing_ok=True)
+            if status != 0 and _no_space_left(build):
+                raise OSError(errno.ENOSPC, "the build filled the disk", str(build))
             if status != 0:
                 raise StageFailed(
                     "build_failed",

@@ -22,8 +22,6 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any
 
 from rhone_local.artifacts import load_manifest, materialize
 from rhone_local.blobs import BlobStore
+from rhone_local.domain import limits
 from rhone_local.domain.ids import new_id
 from rhone_local.store import Store, _row, now_iso
 
@@ -73,13 +72,28 @@ def process_alive(pid: int | None) -> bool:
 
 
 def probe(port: int, path: str, timeout: float = 1.0) -> tuple[bool, str]:
+    """GET `path` from the app on loopback; ready means status 200. The whole exchange has one deadline (an app that
+    trickles its answer a byte at a time cannot hold the worker), only the status line is read, and no redirect is
+    followed (it could point anywhere)."""
+    if not path.startswith("/") or not path.isprintable() or " " in path:
+        return False, f"invalid health path {path!r}"
+    deadline = time.monotonic() + timeout
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
-            return response.status == 200, f"HTTP {response.status}"
-    except urllib.error.HTTPError as error:
-        return False, f"HTTP {error.code}"
-    except (OSError, urllib.error.URLError) as error:
-        return False, f"{type(error).__name__}: {getattr(error, 'reason', error)}"
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
+            head = b""
+            while b"\n" not in head and len(head) < 256:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                chunk = sock.recv(256)
+                if not chunk:
+                    break
+                head += chunk
+    except OSError as error:
+        return False, f"{type(error).__name__}: {error}"
+    status = head.split(b"\n", 1)[0].split()
+    if len(status) < 2 or not status[0].startswith(b"HTTP/") or not status[1].isdigit():
+        return False, "no HTTP status line"
+    return status[1] == b"200", f"HTTP {status[1].decode()}"
 
 
 class Runner:
@@ -277,7 +291,7 @@ class Runner:
                 start_new_session=True,
             )
         alloc = self._move(alloc, "starting", pid=child.pid, port=port) or alloc
-        deadline = time.monotonic() + float(process.get("readiness_timeout", 60))
+        deadline = time.monotonic() + limits.readiness_timeout(process)
         attempts, last = 0, "not probed"
         while time.monotonic() < deadline:
             if child.poll() is not None:

@@ -6,7 +6,12 @@ Files in the data directory:
 - `owner.token` (0600): the bootstrap owner's API token, read by `rhone local up` to write the `local` profile;
 - `edge-affinity.key` (0600): the key that signs the edge's affinity cookies (created on first start);
 - `server.json`: pid, ports and version of the running server (removed on clean exit);
+- `rhone-local.lock`: held (flock, exclusive) by the one server of this data directory for its whole life;
 - `rhone-local.log`: the log (written by the parent's redirection when started in the background).
+The directory is 0700, the database files and the token 0600 (rhone_local/datadir.py).
+
+A server that must not start (the data directory is in use or broken) prints `error [<code>]: <message>` and
+`hint: <hint>` on stderr and exits with status 3 (`REFUSED_STATUS`); `rhone local up` reads those two lines back.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 from rhone_local import __version__
 from rhone_local.api.app import create_app
+from rhone_local.datadir import REFUSED_STATUS, StartRefused, database_errors, open_data_dir
 from rhone_local.domain.access import hash_token
 from rhone_local.edge import affinity_key
 from rhone_local.edge_feed import EdgeFeed
@@ -155,10 +161,10 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None, edge_proc
     import uvicorn
 
     raise_open_file_limit()  # edge processes inherit it: their connection cap is a share of it
-    data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(data_dir / "rhone.db")
-    bootstrap(store, data_dir)
-    ensure_topology(store)
+    store = open_data_dir(data_dir)  # holds the data directory's lock until this process exits
+    with database_errors(store.path):
+        bootstrap(store, data_dir)
+        ensure_topology(store)
     notifier = ChangeNotifier()
     pipeline = build_pipeline(store, data_dir, edge_port=edge_port)
     if 0 < store.migrated_from < 5:
@@ -261,4 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     # handler installed here: exit cleanly (status 0, `finally` blocks run) instead of dying with a traceback.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
-    return serve(args.data_dir.resolve(), args.host, args.port, args.edge_port, args.edge_processes)
+    try:
+        return serve(args.data_dir.resolve(), args.host, args.port, args.edge_port, args.edge_processes)
+    except StartRefused as refused:
+        print(f"error [{refused.code}]: {refused.message}\nhint: {refused.hint}", file=sys.stderr, flush=True)
+        return REFUSED_STATUS

@@ -49,6 +49,10 @@ SCHEMA_VERSION = 5
 TOKEN_LIVE_STATES = ("planned", "pulling", "starting", "ready")
 
 
+class SchemaTooNew(Exception):
+    """The database was written by a newer rhone: migrating it backwards is not possible."""
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -102,7 +106,14 @@ class Store:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            # A COMMIT refused for a full disk may leave the transaction open: end it, or this thread's
+            # connection could never write again.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def one(self, sql: str, *args: Any) -> dict[str, Any] | None:
         return _row(self.conn.execute(sql, args).fetchone())
@@ -115,7 +126,7 @@ class Store:
         current = conn.execute("PRAGMA user_version").fetchone()[0]
         self.migrated_from = current  # what start-up fills in after an upgrade depends on it (0: a new database)
         if current > SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path} has schema version {current}; this rhone knows {SCHEMA_VERSION}")
+            raise SchemaTooNew(f"{self.path} has schema version {current}; this rhone knows {SCHEMA_VERSION}")
         scripts = sorted(p for p in resources.files("rhone_local.migrations").iterdir() if p.name.endswith(".sql"))
         for script in scripts:
             number = int(script.name.split("_", 1)[0])
@@ -614,16 +625,33 @@ class Store:
     def operation(self, op_id: str) -> dict[str, Any] | None:
         return self.one("SELECT * FROM operations WHERE id = ?", op_id)
 
-    def claim_operation(self, worker: str, lease_seconds: float, terminal: frozenset[str]) -> dict[str, Any] | None:
-        """Lease the oldest runnable operation (not terminal, lease free or expired) to `worker`; None if none."""
+    def claim_operation(
+        self,
+        worker: str,
+        lease_seconds: float,
+        terminal: frozenset[str],
+        *,
+        pool: tuple[str, frozenset[str]] | None = None,
+        outside_pool: bool = False,
+    ) -> dict[str, Any] | None:
+        """Lease the oldest runnable operation (not terminal, lease free or expired) to `worker`; None if none.
+        With `pool` (a kind and its states), only operations of that kind in one of those states — or, with
+        `outside_pool`, every other runnable operation."""
         now = time.time()
         marks = ",".join("?" * len(terminal))
+        pool_filter, pool_args = "", ()
+        if pool is not None:
+            kind, states = pool
+            pool_filter = (
+                f"AND {'NOT ' if outside_pool else ''}(kind = ? AND state IN ({','.join('?' * len(states))})) "
+            )
+            pool_args = (kind, *sorted(states))
         row = self.conn.execute(
             f"UPDATE operations SET lease_owner = ?, lease_until = ? WHERE id = ("
-            f"  SELECT id FROM operations WHERE state NOT IN ({marks}) "
+            f"  SELECT id FROM operations WHERE state NOT IN ({marks}) {pool_filter}"
             f"  AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT 1"
             f") RETURNING *",
-            (worker, now + lease_seconds, *sorted(terminal), now),
+            (worker, now + lease_seconds, *sorted(terminal), *pool_args, now),
         ).fetchone()
         return _row(row)
 
@@ -683,7 +711,7 @@ class Store:
     def release_leases_except(self, owner_prefix: str) -> int:
         """Free every lease not held by this process's workers (named `owner_prefix…`).
 
-        Called once at start-up: one server owns a data directory (the pid file sees to that), so a lease from
+        Called once at start-up: one server owns a data directory (it holds its lock), so a lease from
         any other owner belongs to a process that died — without this its operations would wait for the lease
         to expire before resuming."""
         cursor = self.conn.execute(

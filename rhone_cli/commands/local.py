@@ -51,7 +51,7 @@ def up(
     inv = invocation(ctx)
     root = local.data_dir(inv, data_dir)
     if foreground:
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
         local.require_server_packages()
         command = local.server_command(root, port, edge_port)
         os.execv(sys.executable, command)
@@ -70,6 +70,8 @@ def down(ctx: typer.Context, data_dir: DataDir = None) -> None:
     def human(out: Output) -> None:
         if doc["was_running"]:
             out.line(f"stopped Rhone Local (pid {doc['pid']}{', forced' if doc.get('forced') else ''})")
+        elif doc.get("stale_pid_file"):
+            out.line("Rhone Local was not running (removed a stale pid file; the process it named was left alone)")
         else:
             out.line("Rhone Local was not running")
 

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rhone_cli.config.project import DeploymentConfig
+
 Role = Literal["owner", "admin", "developer", "viewer"]
 NAME_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
 
@@ -409,7 +411,7 @@ class DeploymentCreate(_Model):
     artifact_digest: str | None = Field(
         None, pattern=r"^sha256:[0-9a-f]{64}$", description="With prebuilt: the digest the client built."
     )
-    config: dict[str, Any] = Field(description="The resolved rhone.toml.")
+    config: DeploymentConfig = Field(description="The resolved rhone.toml, checked with the rules of rhone.toml.")
     source: SourceFacts = Field(default_factory=SourceFacts)
 
 
