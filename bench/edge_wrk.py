@@ -7,9 +7,10 @@ Needs Debian's `wrk` and `nginx` (`apt-get install wrk nginx-light`); nothing el
 Setup: `rhone local up` on free loopback ports in a temporary HOME and data dir; an app deployed and promoted through
 the real CLI (`rhone deploy --promote`) whose allocation is an nginx (one worker, `return 200` of a 13-byte body,
 unlimited keep-alive requests) — the cheapest keep-alive upstream this machine can run, so the app is never the
-bottleneck and what differs between the three targets is the proxy. A second nginx is the anchor: one worker,
-`proxy_pass` to the same allocation port with a keep-alive upstream pool (HTTP/1.1, `Connection: ""`), access log off,
-run as the current user with its config, pid and logs in the temporary directory.
+bottleneck and what differs between the three targets is the proxy (`--app python`: a tiny uvloop + httptools
+server instead, a Python app's cost per request; it can be the bottleneck at 64 connections). A second nginx is the
+anchor: one worker, `proxy_pass` to the same allocation port with a keep-alive upstream pool (HTTP/1.1,
+`Connection: ""`), access log off, run as the current user with its config, pid and logs in the temporary directory.
 
 Each round runs, for every connection count, `wrk -t1 -cN -dS --latency` against the three targets back to back
 (direct to the allocation's port, the edge with `Host: <app>--production.localhost`, the nginx anchor with the same
@@ -71,6 +72,31 @@ http {
 EOF
 mkdir -p "$PWD/tmp"
 exec nginx -p "$PWD" -c "$PWD/nginx.conf" -g 'daemon off;'
+"""
+
+PYTHON_APP = r"""# The allocation: a tiny uvloop + httptools server answering every request with 13 bytes, kept alive.
+import asyncio, os
+import httptools, uvloop
+
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nhello, world\n"
+
+
+class App(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.parser = transport, httptools.HttpRequestParser(self)
+
+    def data_received(self, data):
+        self.parser.feed_data(data)
+
+    def on_message_complete(self):
+        self.transport.write(ANSWER)
+
+
+async def main():
+    server = await asyncio.get_running_loop().create_server(App, "127.0.0.1", int(os.environ["PORT"]))
+    await server.serve_forever()
+
+uvloop.run(main())
 """
 
 ANCHOR_CONF = """{user}
@@ -242,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds over every target (default 3)")
     parser.add_argument("--connections", default="1,8,64", help="connection counts (default 1,8,64)")
     parser.add_argument("--edge-processes", type=int, default=1, help="edge processes (default 1)")
+    parser.add_argument(
+        "--app",
+        choices=("nginx", "python"),
+        default="nginx",
+        help="the allocation: nginx returning 200 (default), or a tiny uvloop+httptools server",
+    )
     parser.add_argument("--python", default=sys.executable, help="the venv python (default: this interpreter)")
     options = parser.parse_args(argv)
     counts = [int(c) for c in options.connections.split(",")]
@@ -268,9 +300,14 @@ def main(argv: list[str] | None = None) -> int:
             status = rhone.json("local", "up", "--port", str(port), "--edge-port", str(edge_port))
             app_dir = work / APP
             app_dir.mkdir()
-            (app_dir / "start.sh").write_text(APP_START.replace("$NGINX_USER", nginx_user_line()))
+            if options.app == "nginx":
+                (app_dir / "start.sh").write_text(APP_START.replace("$NGINX_USER", nginx_user_line()))
+                start = "sh start.sh"
+            else:
+                (app_dir / "app.py").write_text(PYTHON_APP)
+                start = f"{Path(options.python).resolve()} app.py"  # the venv's python has uvloop and httptools
             (app_dir / "rhone.toml").write_text(
-                f'[project]\nname = "{APP}"\n\n[app]\nname = "{APP}"\n\n[process]\nstart = "sh start.sh"\n'
+                f'[project]\nname = "{APP}"\n\n[app]\nname = "{APP}"\n\n[process]\nstart = "{start}"\n'
                 'health_path = "/healthz"\nreadiness_timeout = 30\n'
             )
             rhone("init", "--link", "--json", cwd=app_dir)
@@ -291,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SetupError(f"edge processes {edge_pids}, nginx workers {nginx_workers}")
             print(
                 f"Rhone Local {status.get('version')} (edge pid(s) {edge_pids}), nginx anchor worker "
-                f"{nginx_workers[0]}, app: nginx on :{app_port}; {os.cpu_count()} CPUs; load average "
+                f"{nginx_workers[0]}, app: {options.app} on :{app_port}; {os.cpu_count()} CPUs; load average "
                 f"{os.getloadavg()[0]:.2f} at start; python {sys.version.split()[0]}",
                 flush=True,
             )

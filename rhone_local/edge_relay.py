@@ -208,14 +208,8 @@ class Request:
             lines += [b"connection: upgrade"] + [b"upgrade: " + v for n, v in self.headers if n == b"upgrade"]
         if self.body or self.method in (b"POST", b"PUT", b"PATCH"):
             lines.append(b"content-length: %d" % len(self.body))
-        lines.append(b"x-forwarded-for: " + client.address)
-        lines.append(b"x-forwarded-proto: http")
-        if host is None:
-            lines.append(b"forwarded: for=%s;proto=http" % client.node)
-        else:
-            lines.append(b"x-forwarded-host: " + host)
-            lines.append(b"forwarded: for=%s;host=%s;proto=http" % (client.node, _quoted(host)))
-        return b"\r\n".join(lines) + b"\r\n\r\n"
+        lines.append(client.forwarding(host))
+        return b"\r\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -224,6 +218,21 @@ class Peer:
 
     address: bytes
     node: bytes
+    _last: list = field(default_factory=lambda: [None, b""], compare=False, repr=False)
+
+    def forwarding(self, host: bytes | None) -> bytes:
+        """The edge's forwarding headers and the head's end, for a request from this client to `host` (a client
+        asks for one host, request after request: the last one is kept)."""
+        last = self._last
+        if last[0] != host or not last[1]:
+            lines = [b"x-forwarded-for: " + self.address, b"x-forwarded-proto: http"]
+            if host is None:
+                lines.append(b"forwarded: for=%s;proto=http" % self.node)
+            else:
+                lines.append(b"x-forwarded-host: " + host)
+                lines.append(b"forwarded: for=%s;host=%s;proto=http" % (self.node, _quoted(host)))
+            last[:] = [host, b"\r\n".join(lines) + b"\r\n\r\n"]
+        return last[1]
 
     @classmethod
     def of(cls, peername: Any) -> Peer:
