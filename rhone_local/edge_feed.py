@@ -73,6 +73,7 @@ class EdgeFeed:
         self._reported = threading.Condition()
         self._poke = threading.Event()
         self._stop = threading.Event()
+        self._closing = False
         self._watcher: threading.Thread | None = None
 
     # -- what edges learn --------------------------------------------------------------------------------------------
@@ -132,7 +133,12 @@ class EdgeFeed:
         }
 
     def changed_since(self, seq: int | None, version: int | None) -> bool:
-        return seq is None or seq != self.seq or version != self.version
+        return seq is None or seq != self.seq or version != self.version or self._closing
+
+    def close(self) -> None:
+        """The API is shutting down: every long-poll answers now, so the shutdown does not wait on them."""
+        self._closing = True
+        self._wake()
 
     async def wait_for_change(self, seq: int | None, version: int | None, timeout: float) -> None:
         """Return when the route sequence or the table moved past what the edge has, or after `timeout`."""

@@ -99,10 +99,14 @@ class EdgeSupervisor:
             log.warning("edge process %d exited with status %s; restarting it in %g s", process.pid, status, delay)
             with contextlib.suppress(OSError):
                 process.stdin.close()
-            if self._stopping.wait(delay):
-                return
-            self.restarts += 1
-            self._spawn(slot)
+            while not self._stopping.wait(delay):
+                try:
+                    self._spawn(slot)
+                except OSError:  # no process could be started (out of memory or pids): try again later
+                    log.exception("starting an edge process failed; retrying in %g s", delay)
+                    continue
+                self.restarts += 1
+                break
 
     def stop(self) -> None:
         """Close every edge's stdin (it stops by itself), then SIGTERM, then SIGKILL past the grace."""

@@ -157,6 +157,19 @@ def _watch_processes(runner: Any, stop: threading.Event) -> None:
         runner.store.close()
 
 
+def _api_server(config: Any, feed: EdgeFeed | None) -> Any:
+    """uvicorn's server, whose graceful shutdown first answers the edges' long-polls (it waits for every request)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            if feed is not None:
+                feed.close()
+            await super().shutdown(sockets)
+
+    return Server(config)
+
+
 def serve(data_dir: Path, host: str, port: int, edge_port: int | None, edge_processes: int = 1) -> int:
     import uvicorn
 
@@ -192,8 +205,8 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None, edge_proc
         topology=Topology(store, pipeline),
     )
     app = create_app(store, notifier, pipeline=pipeline, edge_feed=feed)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    server = _api_server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"), feed
     )
     if edges is not None:
         feed.start()

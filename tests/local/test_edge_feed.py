@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -185,3 +186,29 @@ def test_documents_carry_events_then_a_table_as_new_as_them(world: World) -> Non
     assert edge.candidates(f"{WEB}.localhost")[1][0].port == port2
 
     assert "snapshot" in feed.document(99, None)["routes"]  # an edge ahead of the store gets the truth
+
+
+def test_a_long_poll_answers_on_a_change_and_every_one_answers_when_the_api_shuts_down(world: World) -> None:
+    feed = EdgeFeed(world.store)
+    dep = world.deploy("web")
+    feed.start()
+    try:
+        seq, version = feed.seq, feed.version
+
+        async def polls() -> None:
+            waiting = asyncio.create_task(feed.wait_for_change(seq, version, 30))
+            await asyncio.sleep(0.05)
+            assert not waiting.done()  # nothing changed: it waits
+            world.allocate(dep)  # a commit: the watcher sees it and wakes the poll
+            await asyncio.wait_for(waiting, 10)
+            assert feed.version == version + 1
+
+            stuck = asyncio.create_task(feed.wait_for_change(feed.seq, feed.version, 30))
+            await asyncio.sleep(0.05)
+            assert not stuck.done()
+            feed.close()  # the API's shutdown: it must not wait out a 30 s poll
+            await asyncio.wait_for(stuck, 10)
+
+        asyncio.run(polls())
+    finally:
+        feed.stop()
