@@ -107,7 +107,8 @@ class Edge:
         self._routes: dict[tuple[str, str], list[tuple[str, int]]] = {}
         self._lanes: dict[str, list[tuple[str, int]]] = {}
         self._deployments: frozenset[str] = frozenset()
-        self._targets_cache: dict[tuple[tuple[str, int], ...], list[Target]] = {}
+        # A one-allocation list's targets (its only one, without a cookie), made once per table.
+        self._single: dict[int, tuple[list[tuple[str, int]], list[Target]]] = {}
         self._hosts: dict[str, tuple[str, str, str]] = {}  # Host header -> what it names (see _host)
         self._turns = itertools.count()
         # Until when the tables may be trusted (monotonic; None: always, for a feed read in process). An edge that
@@ -152,7 +153,7 @@ class Edge:
         self._routes = routes
         self._lanes = {dep: [(alloc_id, port) for alloc_id, port in entries] for dep, entries in table["lanes"].items()}
         self._deployments = frozenset(table["deployments"])
-        self._targets_cache = {}
+        self._single = {}
         self.version = table["version"]
         rotation = frozenset(port for entries in (*routes.values(), *self._lanes.values()) for _, port in entries)
         if rotation != self.rotation:
@@ -240,11 +241,10 @@ class Edge:
         order, each with the cookie that pins the client to it should it serve the request. One allocation needs
         no cookie: there is nothing to choose."""
         if len(allocations) == 1:
-            key = tuple(allocations)
-            targets = self._targets_cache.get(key)
-            if targets is None:
-                targets = self._targets_cache[key] = [Target(allocations[0][1])]
-            return targets
+            cached = self._single.get(id(allocations))
+            if cached is None or cached[0] is not allocations:  # (the entry holds its list: its id is not reused)
+                cached = self._single[id(allocations)] = (allocations, [Target(allocations[0][1])])
+            return cached[1]
         pinned = self.affinity.pinned(affinity, [a[0] for a in allocations]) if affinity else None
         start = pinned if pinned is not None else next(self._turns) % len(allocations)
         ordered = allocations[start:] + allocations[:start]

@@ -345,11 +345,12 @@ class Upstream(asyncio.Protocol):
             self.exchange.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.exchange is not None:
+        exchange = self.exchange
+        if exchange is not None:
             name = name.lower()
-            self.exchange.response_headers.append((name, value))
+            exchange.response_headers.append((name, value))
             if name in NOTED:
-                _note(self.exchange.noted, name, value)
+                _note(exchange.noted, name, value)
 
     def on_headers_complete(self) -> None:
         if self.exchange is not None:
