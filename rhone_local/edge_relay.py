@@ -985,10 +985,16 @@ class Client(asyncio.Protocol):
         if outcome == "lost":
             targets, index = self.routed
             safe = request.method in SAFE_METHODS and not request.body and request.upgrade is None
-            if exchange.reused and safe and not exchange.received_any and not self.gone:
-                # The app closed this idle connection as we sent: once more on a new one (it never saw the request).
-                self._forward(request, targets, index, fresh=True)
-                return
+            if safe and not exchange.received_any and not self.gone:
+                if exchange.reused:
+                    # The app closed this idle connection as we sent: once more on a new one (it never saw it).
+                    self._forward(request, targets, index, fresh=True)
+                    return
+                if index + 1 < len(targets):
+                    # A new connection closed unanswered: the allocation is dying. A request safe to repeat goes to
+                    # the owner's next allocation, as one it refused would.
+                    self._forward(request, targets, index + 1, fresh=False)
+                    return
             self.write(plain_response(502, "502 the app closed the connection without answering\n"))
             outcome = "ok"
         self._after(request, outcome)

@@ -864,3 +864,24 @@ def test_an_allocation_out_of_rotation_loses_its_idle_connections_and_gets_no_ne
     slow.join()
     assert wait_until(lambda: app.closed_connections == 2)  # ... and the busy one after its answer, not pooled
     assert not relay.pool.idle.get(port) and relay.open_connections(port) == 0
+
+
+def test_a_get_whose_new_connection_closes_unanswered_goes_to_the_next_target_and_a_post_never_does(
+    app: ScriptedApp,
+) -> None:
+    dying = ScriptedApp(socket.create_server(("127.0.0.1", 0)), hang_up_everything=True)  # accepts, then hangs up
+    threading.Thread(target=dying.serve, daemon=True).start()
+    targets = [Target(dying.port, b"rhone_affinity=dying"), Target(app.port, b"rhone_affinity=live")]
+    relay = Relay(lambda host, affinity=(): (200, targets), "127.0.0.1", 0)
+    relay.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", relay.server.sockets[0].getsockname()[1], timeout=10)
+        status, headers, _ = get(conn, "/echo")
+        assert status == 200 and headers["set-cookie"] == "rhone_affinity=live"  # the client moved, and knows it
+        assert [r["method"] for r in dying.requests] == ["GET"] and len(app.requests) == 1
+        status, _, body = get(conn, "/echo", "POST", body=b"pay 10")
+        assert status == 502 and b"without answering" in body  # it may have been seen: never sent again
+        assert [r["method"] for r in dying.requests] == ["GET", "POST"] and len(app.requests) == 1
+    finally:
+        relay.stop()
+        dying.sock.close()
