@@ -220,9 +220,10 @@ class Edge:
         if self.lease_until is not None and time.monotonic() > self.lease_until:
             return 503, "the edge lost its feed from the control plane (failing closed)"
         if kind == "route":
-            if not self.table.serving:
+            table = self.table
+            if not table.serving:
                 return 503, "route table rebuilding after a gap (failing closed)"
-            owner = self.table.owner(name)
+            owner = table.owners.get(name)  # (serving: what `owner()` would check again)
             if owner is None:
                 return 404, f"no route {name}"
             allocations = self._routes.get((owner.deployment_id, environment))

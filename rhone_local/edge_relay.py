@@ -467,25 +467,22 @@ class Exchange:
     client (`Client.exchange_ended`) how: "ok", "close" (the client connection must close after the answer),
     "lost" (the app closed before any answer byte), "tunnel" or "client gone"."""
 
-    __slots__ = (
-        "client", "close_after", "ended", "framing", "head_sent", "informational", "noted", "reason", "received_any",
-        "rechunk", "request", "response_headers", "reused", "set_cookie", "switching", "upstream",
-    )  # fmt: skip
+    # Defaults on the class: an exchange per request sets only what differs (the common answer changes few).
+    reason = b""
+    received_any = False
+    head_sent = False
+    framing = ""  # how the app ends its body: "length", "chunked", "close" or "none"
+    rechunk = False  # the client gets chunks the edge frames (the app's are decoded by the parser)
+    close_after = False
+    informational = False
+    switching = False
+    ended = False
+    reused = False
 
     def __init__(self, client: Client, request: Request, upstream: Upstream, set_cookie: bytes | None) -> None:
         self.client, self.request, self.upstream, self.set_cookie = client, request, upstream, set_cookie
-        self.reason = b""
         self.response_headers: list[tuple[bytes, bytes]] = []
         self.noted: dict[bytes, bytes] = {}
-        self.received_any = False
-        self.head_sent = False
-        self.framing = ""  # how the app ends its body: "length", "chunked", "close" or "none"
-        self.rechunk = False  # the client gets chunks the edge frames (the app's are decoded by the parser)
-        self.close_after = False
-        self.informational = False
-        self.switching = False
-        self.ended = False
-        self.reused = False
 
     def response_head(self, status: int) -> None:
         headers = self.response_headers
@@ -662,6 +659,7 @@ class Client(asyncio.Protocol):
         self.answer_due = INFINITY  # the app's answer head is owed by then (504 after)
         self.routed: tuple[list[Target], int] = ([], 0)  # the current request's targets and which one it went to
         self.gone = False  # the client connection is lost
+        self.valid_host: bytes | None = None  # the last Host header that passed the check
         self.timer: asyncio.TimerHandle | None = None
         self.timer_due = INFINITY
         self.in_message = False  # bytes of a request have arrived and its head or body is not complete yet
@@ -838,8 +836,10 @@ class Client(asyncio.Protocol):
         if host is None:
             if self.parser.get_http_version() == "1.1":
                 raise _Refused(400, "400 an HTTP/1.1 request needs a Host header\n")
-        elif not VALID_HOST.match(host):
-            raise _Refused(400, "400 the Host header is not a host name or address with an optional port\n")
+        elif host is not self.valid_host and host != self.valid_host:  # a client sends one Host, request after request
+            if not VALID_HOST.match(host):
+                raise _Refused(400, "400 the Host header is not a host name or address with an optional port\n")
+            self.valid_host = host
         return host
 
     # the work
