@@ -35,7 +35,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _harness import Checks, Rhone, SetupError, free_ports, isolated_environment, rhone_script
+from _harness import Checks, Rhone, SetupError, free_ports, isolated_environment, production_port, rhone_script
 
 APP = "wrkapp"
 ROUTE_HOST = f"{APP}--production.localhost"
@@ -199,17 +198,6 @@ def wrk(port: int, connections: int, duration: int, host: str | None, pids: list
     return Run(requests, seconds, p50, errors, cpu)
 
 
-def production_port(data_dir: Path) -> int:
-    with sqlite3.connect(f"file:{data_dir / 'rhone.db'}?mode=ro", uri=True, timeout=10) as db:
-        rows = db.execute(
-            "SELECT a.port FROM allocations a JOIN environments e ON e.id = a.environment_id "
-            "WHERE e.name = 'production' AND a.state = 'ready'"
-        ).fetchall()
-    if len(rows) != 1:
-        raise SetupError(f"{len(rows)} ready production allocations, not 1")
-    return rows[0][0]
-
-
 def wait_for(port: int, timeout: float = 20) -> None:
     import socket
 
@@ -314,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             promoted = rhone.json("deploy", "--promote", cwd=app_dir)
             if promoted["promotion"]["state"] != "healthy":
                 raise SetupError(f"the promotion ended {promoted['promotion']['state']}")
-            app_port = production_port(data_dir)
+            app_port = production_port(data_dir, promoted["deployment"]["id"])
             (root / "tmp").mkdir()
             conf = root / "anchor.conf"
             conf.write_text(ANCHOR_CONF.format(user=nginx_user_line(), root=root, app_port=app_port, port=anchor_port))
