@@ -212,3 +212,37 @@ def test_a_long_poll_answers_on_a_change_and_every_one_answers_when_the_api_shut
         asyncio.run(polls())
     finally:
         feed.stop()
+
+
+# -- promotion's edge_propagating stage --------------------------------------------------------------------------------
+def test_promotion_drains_the_previous_owner_only_after_every_live_edge_applied_the_move(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from rhone_local import promotion
+    from rhone_local.pipeline import StageFailed
+
+    feed = EdgeFeed(world.store)
+    edge = feed.edge_for_token(feed.register("edge-0.1"))
+    feed.report(edge, 6, 1, {})
+    drained: list[tuple[str, int | None]] = []  # (who, the edge's sequence when the drain began)
+    runner = SimpleNamespace(stop_environment=lambda dep, env, why: drained.append((dep, edge.seq)) or 1)
+    pipeline = SimpleNamespace(edge_port=8471, edge_suffix="localhost", runner=runner)
+    promotions = promotion.Promotions(world.store, pipeline, feed)
+    op = {
+        "params": {"route_key": WEB, "deployment_id": "dep_new", "environment_id": "env_x"},
+        "stages": [{"state": "edge_propagating", "evidence": {"epoch": 3, "seq": 7, "previous_owner": "dep_old"}}],
+    }
+    threading.Timer(0.2, feed.report, args=(edge, 7, 1, {})).start()  # the edge applies seq 7 a moment later
+    evidence = promotions.propagate(op)
+    assert drained == [("dep_old", 7)]  # not before the edge had the new owner
+    assert evidence["edges"] == {"edge-0.1": 7} and evidence["edge_seq"] == 7
+
+    # An edge that keeps answering but never applies the move fails the stage; nothing is drained.
+    monkeypatch.setattr(promotion, "PROPAGATION_TIMEOUT_SECONDS", 0.3)
+    feed.report(edge, 7, 1, {})
+    op["stages"][0]["evidence"]["seq"] = 8
+    with pytest.raises(StageFailed) as failed:
+        promotions.propagate(op)
+    assert failed.value.code == "edge_propagation_timeout" and drained == [("dep_old", 7)]
