@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -257,13 +258,17 @@ class EdgeFeed:
         and unknown counts as open (at least 1) — a drain waits for it until its deadline, never ends early."""
         with self._lock:
             in_rotation = port in self._rotation
+        unknown = False
         if in_rotation:
-            self.refresh()  # the allocation may have left rotation a moment ago: the caller's commit is visible now
+            try:
+                self.refresh()  # the allocation may have left rotation a moment ago: the caller's commit is visible
+            except sqlite3.Error:  # the store is busy: what the edges hold is not known this time
+                log.warning("edge feed: could not read the allocation table; counting port %d as open", port)
+                unknown = True
         with self._lock:
             retired_at = self.retired.get(port)
         now = time.monotonic()
         total = 0
-        unknown = False
         for edge in self.edges():
             stale = now - edge.reported_at > REPORT_STALENESS_SECONDS
             unknown = unknown or stale or (retired_at is not None and (edge.version or 0) < retired_at)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -246,3 +247,18 @@ def test_promotion_drains_the_previous_owner_only_after_every_live_edge_applied_
     with pytest.raises(StageFailed) as failed:
         promotions.propagate(op)
     assert failed.value.code == "edge_propagation_timeout" and drained == [("dep_old", 7)]
+
+
+def test_a_store_that_cannot_be_read_counts_as_open(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    feed = EdgeFeed(world.store)
+    dep = world.deploy("web")
+    _, port = world.allocate(dep)
+    feed.refresh()
+    feed.report(feed.edge_for_token(feed.register("edge-0.1")), 0, feed.version, {})
+    assert feed.open_connections(port) == 0
+
+    def busy() -> list:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(world.store, "edge_candidates", busy)
+    assert feed.open_connections(port) == 1  # maybe it left rotation, maybe an edge holds it: not known, so open
