@@ -193,3 +193,18 @@ def linked_hello(rhone: Rhone, work: Path) -> Path:
     shutil.copytree(HELLO, app_dir, ignore=shutil.ignore_patterns(".rhone", "__pycache__"))
     rhone("init", "--link", "--json", cwd=app_dir)
     return app_dir
+
+
+def production_port(data_dir: Path, deployment_id: str) -> int:
+    """The deployment's ready production allocation's port (read from the control database, read-only)."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{data_dir / 'rhone.db'}?mode=ro", uri=True, timeout=10) as db:
+        rows = db.execute(
+            "SELECT a.port FROM allocations a JOIN environments e ON e.id = a.environment_id "
+            "WHERE a.deployment_id = ? AND e.name = 'production' AND a.state = 'ready'",
+            (deployment_id,),
+        ).fetchall()
+    if len(rows) != 1:
+        raise SetupError(f"{deployment_id} has {len(rows)} ready production allocations, not 1")
+    return rows[0][0]

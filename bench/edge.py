@@ -54,6 +54,7 @@ from _harness import (
     isolated_environment,
     linked_hello,
     parse_ts,
+    production_port,
     rhone_script,
     threaded_load,
 )
@@ -91,19 +92,6 @@ def load_worker(direct_port: int, edge_port: int, deployment: str, threads: int,
 
 
 # -- the driver ------------------------------------------------------------------------------------------------------
-def production_port(data_dir: Path, deployment_id: str) -> int:
-    """The deployment's ready production allocation's port (read from the control database, read-only)."""
-    with sqlite3.connect(f"file:{data_dir / 'rhone.db'}?mode=ro", uri=True, timeout=10) as db:
-        rows = db.execute(
-            "SELECT a.port FROM allocations a JOIN environments e ON e.id = a.environment_id "
-            "WHERE a.deployment_id = ? AND e.name = 'production' AND a.state = 'ready'",
-            (deployment_id,),
-        ).fetchall()
-    if len(rows) != 1:
-        raise SetupError(f"{deployment_id} has {len(rows)} ready production allocations, not 1")
-    return rows[0][0]
-
-
 def route_event(data_dir: Path, operation_id: str) -> dict[str, Any]:
     with sqlite3.connect(f"file:{data_dir / 'rhone.db'}?mode=ro", uri=True, timeout=10) as db:
         db.row_factory = sqlite3.Row

@@ -25,12 +25,13 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rhone_local.domain.routing import Owner, RouteEvent, RouteTable
 from rhone_local.edge_relay import AFFINITY_COOKIE, Target
-from rhone_local.store import Store
 
 log = logging.getLogger("rhone_local.edge")
 SYNC_INTERVAL_SECONDS = 0.02
@@ -91,12 +92,28 @@ class Affinity:
 
 
 class Edge:
-    def __init__(self, store: Store, suffix: str = "localhost", key: bytes | None = None) -> None:
-        self.store = store
+    """Where a request goes, decided from the edge's own tables — a route table and an allocation table — that its
+    feed fills (`apply`): no database query per request. The feed is anything with `document(seq, version)` (the
+    control plane's `EdgeFeed` in process, or its HTTP long-poll in an edge process)."""
+
+    MAX_CACHED_HOSTS = 4096
+
+    def __init__(self, feed: Any = None, suffix: str = "localhost", key: bytes | None = None) -> None:
+        self.feed = feed
         self.suffix = suffix
         self.table = RouteTable()
         self.affinity = Affinity(key or secrets.token_bytes(AFFINITY_KEY_BYTES))
+        self.version: int | None = None  # the allocation table's version
+        self._routes: dict[tuple[str, str], list[tuple[str, int]]] = {}
+        self._lanes: dict[str, list[tuple[str, int]]] = {}
+        self._deployments: frozenset[str] = frozenset()
+        # A one-allocation list's targets (its only one, without a cookie), made once per table.
+        self._single: dict[int, tuple[list[tuple[str, int]], list[Target]]] = {}
+        self._hosts: dict[str, tuple[str, str, str]] = {}  # Host header -> what it names (see _host)
         self._turns = itertools.count()
+        # Until when the tables may be trusted (monotonic; None: always, for a feed read in process). An edge that
+        # loses its feed fails closed when this passes rather than serve an owner that may have moved.
+        self.lease_until: float | None = None
         self._stop = threading.Event()
         self._sync_thread: threading.Thread | None = None
         # Told the ports of every allocation in rotation whenever that set changes (the relay drops idle
@@ -104,40 +121,61 @@ class Edge:
         self.on_rotation: Callable[[frozenset[int]], None] | None = None
         self.rotation: frozenset[int] | None = None
 
-    # -- route ownership ---------------------------------------------------------------------------------------
-    def load_snapshot(self) -> None:
-        seq, owners, expected = self.store.route_snapshot()
-        mapping = {o["route_key"]: Owner(o["deployment_id"], o["artifact_digest"], o["epoch"]) for o in owners}
-        self.table.load_snapshot(seq, mapping, expected)
+    # -- the feed ----------------------------------------------------------------------------------------------------
+    @property
+    def wanted_seq(self) -> int | None:
+        """The route sequence to ask the feed for events after; None asks for a snapshot."""
+        return self.table.seq if self.table.serving else None
 
-    def sync_once(self) -> None:
-        """Bring the route table up to date: contiguous events, or a fresh snapshot after a gap."""
-        if not self.table.serving:
-            self.load_snapshot()
-        for row in self.store.route_events_after(self.table.seq or 0):
-            event = RouteEvent(row["seq"], row["route_key"], row["epoch"], row["deployment_id"], row["artifact_digest"])
+    def apply(self, document: dict[str, Any]) -> None:
+        """Apply one feed document: the allocation table first, then route ownership (a snapshot, verified, or events
+        in sequence — a gap fails closed until a snapshot). Raises SnapshotRejected for a snapshot that does not
+        verify (the table stays as it was: closed, if it was)."""
+        if document.get("allocations") is not None:
+            self._apply_allocations(document["allocations"])
+        routes = document.get("routes") or {}
+        if "snapshot" in routes:
+            snapshot = routes["snapshot"]
+            owners = {
+                k: Owner(o["deployment_id"], o["artifact_digest"], o["epoch"]) for k, o in snapshot["owners"].items()
+            }
+            self.table.load_snapshot(snapshot["seq"], owners, snapshot["checksum"])
+        for e in routes.get("events", ()):
+            event = RouteEvent(e["seq"], e["route_key"], e["epoch"], e["deployment_id"], e["artifact_digest"])
             if self.table.apply(event) == "gap":
-                self.load_snapshot()
                 break
-        self._publish_rotation()
 
-    def _publish_rotation(self) -> None:
-        rotation = self.store.ready_allocation_ports()
+    def _apply_allocations(self, table: dict[str, Any]) -> None:
+        routes: dict[tuple[str, str], list[tuple[str, int]]] = {}
+        for key, entries in table["routes"].items():
+            deployment_id, _, environment = key.partition("/")
+            routes[(deployment_id, environment)] = [(alloc_id, port) for alloc_id, port in entries]
+        self._routes = routes
+        self._lanes = {dep: [(alloc_id, port) for alloc_id, port in entries] for dep, entries in table["lanes"].items()}
+        self._deployments = frozenset(table["deployments"])
+        self._single = {}
+        self.version = table["version"]
+        rotation = frozenset(port for entries in (*routes.values(), *self._lanes.values()) for _, port in entries)
         if rotation != self.rotation:
             self.rotation = rotation
             if self.on_rotation is not None:
                 self.on_rotation(rotation)
 
-    def start_sync(self) -> None:
+    def sync_once(self) -> None:
+        """Bring both tables up to date from the feed at once (in process: tests, and a feed with no wait)."""
+        self.apply(self.feed.document(self.wanted_seq, self.version))
+        if not self.table.serving:  # a gap: reload from a snapshot in the same call
+            self.apply(self.feed.document(None, self.version))
+
+    def start_sync(self, interval: float = SYNC_INTERVAL_SECONDS) -> None:
+        """Follow an in-process feed from a thread, every `interval` (an edge process long-polls instead)."""
+
         def loop() -> None:
-            try:
-                while not self._stop.wait(SYNC_INTERVAL_SECONDS):
-                    try:
-                        self.sync_once()
-                    except Exception:
-                        log.exception("route table sync failed; retrying")
-            finally:
-                self.store.close()
+            while not self._stop.wait(interval):
+                try:
+                    self.sync_once()
+                except Exception:
+                    log.exception("route table sync failed; retrying")
 
         self.sync_once()
         self._sync_thread = threading.Thread(target=loop, name="edge-routes", daemon=True)
@@ -148,47 +186,70 @@ class Edge:
         if self._sync_thread is not None:
             self._sync_thread.join(2)
 
+    # -- routing -----------------------------------------------------------------------------------------------------
+    def _host(self, host: str) -> tuple[str, str, str]:
+        """What a Host header names: ("route", route key, environment), ("lane", deployment id, ""), or
+        ("none", reason, "") — a pure function of the header, cached."""
+        named = self._hosts.get(host)
+        if named is not None:
+            return named
+        name = host.split(":", 1)[0].lower().rstrip(".")
+        label = name[: -len(self.suffix) - 1]
+        if not name.endswith("." + self.suffix):
+            named = ("none", f"{name} is not under .{self.suffix}", "")
+        elif "--" in label and "." not in label:
+            named = ("route", label, label.partition("--")[2])
+        elif label.startswith("dep-") and "." not in label:
+            named = ("lane", "dep_" + label[4:], "")
+        else:
+            named = ("none", f"no route for {name}", "")
+        if len(self._hosts) >= self.MAX_CACHED_HOSTS:
+            self._hosts.clear()
+        self._hosts[host] = named
+        return named
+
     def candidates(self, host: str, affinity: tuple[str, ...] = ()) -> tuple[int, str | list[Target]]:
         """(200, targets in order of preference) or (status, reason) for a Host header and the values of the edge's
         affinity cookie the request carried.
 
         Only the route owner's ready allocations in the environment's eligible regions are candidates: health picks
         among them, never the owner. The relay tries the next target only when one refuses."""
-        name = host.split(":", 1)[0].lower().rstrip(".")
-        if not name.endswith("." + self.suffix):
-            return 404, f"{name} is not under .{self.suffix}"
-        label = name[: -len(self.suffix) - 1]
-        if "--" in label and "." not in label:
-            _, _, environment = label.partition("--")
-            if not self.table.serving:
+        kind, name, environment = self._host(host)
+        if kind == "none":
+            return 404, name
+        if self.lease_until is not None and time.monotonic() > self.lease_until:
+            return 503, "the edge lost its feed from the control plane (failing closed)"
+        if kind == "route":
+            table = self.table
+            if not table.serving:
                 return 503, "route table rebuilding after a gap (failing closed)"
-            owner = self.table.owner(label)
+            owner = table.owners.get(name)  # (serving: what `owner()` would check again)
             if owner is None:
-                return 404, f"no route {label}"
-            allocations = self.store.ready_route_allocations(owner.deployment_id, environment)
+                return 404, f"no route {name}"
+            allocations = self._routes.get((owner.deployment_id, environment))
             if not allocations:
-                return 503, f"route {label} (epoch {owner.epoch}, {owner.deployment_id}) has no ready allocation"
+                return 503, f"route {name} (epoch {owner.epoch}, {owner.deployment_id}) has no ready allocation"
             return 200, self._targets(allocations, affinity)
-        if label.startswith("dep-") and "." not in label:
-            deployment_id = "dep_" + label[4:]
-            allocations = self.store.ready_lane_allocations(deployment_id)
-            if allocations is None:
-                return 404, f"no deployment {deployment_id}"
-            if not allocations:
-                return 503, f"deployment {deployment_id} has no ready allocation in its own environment"
-            return 200, self._targets(allocations, affinity)
-        return 404, f"no route for {name}"
+        allocations = self._lanes.get(name)
+        if not allocations:
+            if name not in self._deployments:
+                return 404, f"no deployment {name}"
+            return 503, f"deployment {name} has no ready allocation in its own environment"
+        return 200, self._targets(allocations, affinity)
 
-    def _targets(self, allocations: list[dict], affinity: tuple[str, ...]) -> list[Target]:
+    def _targets(self, allocations: list[tuple[str, int]], affinity: tuple[str, ...]) -> list[Target]:
         """The client's own allocation first when its cookie names a candidate; otherwise the next in round-robin
         order, each with the cookie that pins the client to it should it serve the request. One allocation needs
         no cookie: there is nothing to choose."""
         if len(allocations) == 1:
-            return [Target(allocations[0]["port"])]
-        pinned = self.affinity.pinned(affinity, [a["id"] for a in allocations]) if affinity else None
+            cached = self._single.get(id(allocations))
+            if cached is None or cached[0] is not allocations:  # (the entry holds its list: its id is not reused)
+                cached = self._single[id(allocations)] = (allocations, [Target(allocations[0][1])])
+            return cached[1]
+        pinned = self.affinity.pinned(affinity, [a[0] for a in allocations]) if affinity else None
         start = pinned if pinned is not None else next(self._turns) % len(allocations)
         ordered = allocations[start:] + allocations[:start]
-        targets = [Target(a["port"], self.affinity.set_cookie(a["id"])) for a in ordered]
+        targets = [Target(port, self.affinity.set_cookie(alloc_id)) for alloc_id, port in ordered]
         if pinned is not None:
-            targets[0] = Target(ordered[0]["port"])  # the client already holds this one's cookie
+            targets[0] = Target(ordered[0][1])  # the client already holds this one's cookie
         return targets

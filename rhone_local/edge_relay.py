@@ -33,6 +33,7 @@ import contextlib
 import logging
 import re
 import resource
+import socket
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -113,6 +114,8 @@ HOP_BY_HOP = frozenset(
         b"expect",
     }
 )
+# Connection header values that name no header (the common ones): nothing beyond HOP_BY_HOP to drop.
+PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
 # A Host header: a registered name, an IPv4 address or a bracketed IPv6 address (RFC 3986 §3.2.2), and a port.
 VALID_HOST = re.compile(rb"^(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 # The edge's own affinity cookie (its values mean something only to `Edge`); the app never sees it.
@@ -120,6 +123,8 @@ AFFINITY_COOKIE = b"rhone_affinity"
 AFFINITY_MARK = AFFINITY_COOKIE + b"="
 # Headers the relay itself looks at, noted while parsing (first occurrence), so nothing scans a head twice.
 NOTED = frozenset({b"host", b"cookie", b"connection", b"content-length", b"transfer-encoding", b"expect"})
+# Headers that would tell the app who the client is or how it came (with every `x-forwarded-*`): only the edge may.
+UNTRUSTED = frozenset({b"forwarded", b"x-real-ip"})
 REASONS = {
     400: b"Bad Request",
     404: b"Not Found",
@@ -157,9 +162,18 @@ def plain_response(status: int, text: str, *, close: bool = False) -> bytes:
 CAPACITY_REFUSAL = plain_response(503, "503 the edge is at its connection limit; retry later\n", close=True)
 
 
+def _note(noted: dict[bytes, bytes], name: bytes, value: bytes) -> None:
+    """Keep a header's first value; a second Connection header makes the first no longer the whole story."""
+    if name not in noted:
+        noted[name] = value
+    elif name == b"connection":
+        noted[name] = b","  # not a plain value: the full scan of every Connection header runs
+
+
 def _dropped_by_connection(headers: list[tuple[bytes, bytes]], noted: dict[bytes, bytes]) -> frozenset[bytes]:
     """Header names a `Connection` header declares hop-by-hop for this message."""
-    if b"connection" not in noted:
+    connection = noted.get(b"connection")
+    if connection is None or connection.lower() in PLAIN_CONNECTION:  # names nothing beyond the usual
         return HOP_BY_HOP
     names = set(HOP_BY_HOP)
     for name, value in headers:
@@ -168,7 +182,7 @@ def _dropped_by_connection(headers: list[tuple[bytes, bytes]], noted: dict[bytes
     return frozenset(names)
 
 
-@dataclass
+@dataclass(slots=True)
 class Request:
     method: bytes
     target: bytes
@@ -194,14 +208,8 @@ class Request:
             lines += [b"connection: upgrade"] + [b"upgrade: " + v for n, v in self.headers if n == b"upgrade"]
         if self.body or self.method in (b"POST", b"PUT", b"PATCH"):
             lines.append(b"content-length: %d" % len(self.body))
-        lines.append(b"x-forwarded-for: " + client.address)
-        lines.append(b"x-forwarded-proto: http")
-        if host is None:
-            lines.append(b"forwarded: for=%s;proto=http" % client.node)
-        else:
-            lines.append(b"x-forwarded-host: " + host)
-            lines.append(b"forwarded: for=%s;host=%s;proto=http" % (client.node, _quoted(host)))
-        return b"\r\n".join(lines) + b"\r\n\r\n"
+        lines.append(client.forwarding(host))
+        return b"\r\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -210,6 +218,21 @@ class Peer:
 
     address: bytes
     node: bytes
+    _last: list = field(default_factory=lambda: [None, b""], compare=False, repr=False)
+
+    def forwarding(self, host: bytes | None) -> bytes:
+        """The edge's forwarding headers and the head's end, for a request from this client to `host` (a client
+        asks for one host, request after request: the last one is kept)."""
+        last = self._last
+        if last[0] != host or not last[1]:
+            lines = [b"x-forwarded-for: " + self.address, b"x-forwarded-proto: http"]
+            if host is None:
+                lines.append(b"forwarded: for=%s;proto=http" % self.node)
+            else:
+                lines.append(b"x-forwarded-host: " + host)
+                lines.append(b"forwarded: for=%s;host=%s;proto=http" % (self.node, _quoted(host)))
+            last[:] = [host, b"\r\n".join(lines) + b"\r\n\r\n"]
+        return last[1]
 
     @classmethod
     def of(cls, peername: Any) -> Peer:
@@ -240,11 +263,6 @@ def _checked_target(method: bytes, target: bytes, host: bytes | None) -> bytes:
     return path if path[:1] == b"/" else b"/" + path
 
 
-def _untrusted(name: bytes) -> bool:
-    """Headers that would tell the app who the client is or how it came: only the edge may say that."""
-    return name.startswith(b"x-forwarded-") or name in (b"forwarded", b"x-real-ip")
-
-
 # -- upstream: one connection to an allocation ----------------------------------------------------------------------
 class Upstream(asyncio.Protocol):
     """A connection to an app. Between answers it idles in the pool; during one it writes into an `Exchange`."""
@@ -259,6 +277,9 @@ class Upstream(asyncio.Protocol):
         self.tunnel_client: Client | None = None
         self.idle_since = 0.0
         self.held = False  # counted in the pool's open connections: a request, an answer or a tunnel is under way
+        self.paused = False  # reading paused while the client catches up
+        self.returning = False  # its answer ended in the read being parsed: back to the pool after that read
+        self.unsolicited = False  # the app sent the start of another answer nobody asked for
         self.parser = httptools.HttpResponseParser(self)
 
     # asyncio callbacks
@@ -285,6 +306,12 @@ class Upstream(asyncio.Protocol):
             exchange.fail(502, f"the app's answer is not valid HTTP/1.1 ({error})")
         finally:
             client.uncork()
+            if self.returning:  # pooled only now: whatever followed the answer in this read was seen
+                self.returning = False
+                if self.unsolicited:
+                    self.close()
+                else:
+                    self.pool.give_back(self)
 
     def eof_received(self) -> bool:
         return False
@@ -309,16 +336,21 @@ class Upstream(asyncio.Protocol):
             self.tunnel_client.transport.resume_reading()
 
     # httptools callbacks, forwarded to the exchange in progress
+    def on_message_begin(self) -> None:
+        if self.exchange is None or self.exchange.ended:
+            self.unsolicited = True  # this connection can no longer be trusted with anyone's request
+
     def on_status(self, reason: bytes) -> None:
         if self.exchange is not None:
             self.exchange.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.exchange is not None:
+        exchange = self.exchange
+        if exchange is not None:
             name = name.lower()
-            self.exchange.response_headers.append((name, value))
+            exchange.response_headers.append((name, value))
             if name in NOTED:
-                self.exchange.noted.setdefault(name, value)
+                _note(exchange.noted, name, value)
 
     def on_headers_complete(self) -> None:
         if self.exchange is not None:
@@ -344,22 +376,33 @@ class Pool:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.idle: dict[int, list[Upstream]] = {}
-        self.open: dict[int, int] = {}  # port -> connections carrying a request, an answer or a tunnel
+        # port -> connections carrying a request, an answer or a tunnel, and connections being opened for one
+        self.open: dict[int, int] = {}
         self.serving: frozenset[int] | None = None  # ports of allocations in rotation (None: not known yet)
+        # Called when a connection to a port out of rotation is released: a drain may be waiting for that.
+        self.on_retired_release: Callable[[], None] | None = None
+
+    def hold_port(self, port: int) -> None:
+        self.open[port] = self.open.get(port, 0) + 1
+
+    def release_port(self, port: int) -> None:
+        left = self.open[port] - 1
+        if left:
+            self.open[port] = left
+        else:
+            del self.open[port]
+        if self.on_retired_release is not None and self.serving is not None and port not in self.serving:
+            self.on_retired_release()
 
     def hold(self, upstream: Upstream) -> None:
         if not upstream.held:
             upstream.held = True
-            self.open[upstream.port] = self.open.get(upstream.port, 0) + 1
+            self.hold_port(upstream.port)
 
     def release(self, upstream: Upstream) -> None:
         if upstream.held:
             upstream.held = False
-            left = self.open[upstream.port] - 1
-            if left:
-                self.open[upstream.port] = left
-            else:
-                del self.open[upstream.port]
+            self.release_port(upstream.port)
 
     def retire(self, serving: frozenset[int]) -> None:
         """Only ports in `serving` keep idle connections: an allocation out of rotation must not be held open by the
@@ -386,12 +429,16 @@ class Pool:
         if upstream.closed or (self.serving is not None and upstream.port not in self.serving):
             upstream.close()
             return
-        idle = self.idle.setdefault(upstream.port, [])
-        if len(idle) >= MAX_IDLE_PER_PORT:
+        idle = self.idle.get(upstream.port)
+        if idle is None:
+            idle = self.idle[upstream.port] = []
+        elif len(idle) >= MAX_IDLE_PER_PORT:
             upstream.close()
             return
         upstream.exchange = None
-        upstream.transport.resume_reading()  # it may have been paused for a slow client; idle, nothing arrives
+        if upstream.paused:  # paused for a slow client; idle, nothing arrives
+            upstream.paused = False
+            upstream.transport.resume_reading()
         upstream.idle_since = self.loop.time()
         idle.append(upstream)
 
@@ -415,23 +462,27 @@ class Pool:
 
 
 # -- one request's trip: client → app → client ----------------------------------------------------------------------
-@dataclass
 class Exchange:
-    client: Client
-    request: Request
-    upstream: Upstream
-    done: asyncio.Future
-    set_cookie: bytes | None = None
-    reason: bytes = b""
-    response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    noted: dict[bytes, bytes] = field(default_factory=dict)
-    received_any: bool = False
-    head_sent: bool = False
-    framing: str = ""  # how the app ends its body: "length", "chunked", "close" or "none"
-    rechunk: bool = False  # the client gets chunks the edge frames (the app's are decoded by the parser)
-    close_after: bool = False
-    informational: bool = False
-    switching: bool = False
+    """One request sent on one upstream connection, and its answer relayed. It ends exactly once, by telling its
+    client (`Client.exchange_ended`) how: "ok", "close" (the client connection must close after the answer),
+    "lost" (the app closed before any answer byte), "tunnel" or "client gone"."""
+
+    # Defaults on the class: an exchange per request sets only what differs (the common answer changes few).
+    reason = b""
+    received_any = False
+    head_sent = False
+    framing = ""  # how the app ends its body: "length", "chunked", "close" or "none"
+    rechunk = False  # the client gets chunks the edge frames (the app's are decoded by the parser)
+    close_after = False
+    informational = False
+    switching = False
+    ended = False
+    reused = False
+
+    def __init__(self, client: Client, request: Request, upstream: Upstream, set_cookie: bytes | None) -> None:
+        self.client, self.request, self.upstream, self.set_cookie = client, request, upstream, set_cookie
+        self.response_headers: list[tuple[bytes, bytes]] = []
+        self.noted: dict[bytes, bytes] = {}
 
     def response_head(self, status: int) -> None:
         headers = self.response_headers
@@ -449,7 +500,8 @@ class Exchange:
         if self.set_cookie is not None:
             lines.append(b"set-cookie: " + self.set_cookie)
         length = noted.get(b"content-length")
-        if self.request.method == b"HEAD" or status in (204, 304):
+        request = self.request
+        if request.method == b"HEAD" or status in (204, 304):
             self.framing = "none"
             if length is not None:
                 lines.append(b"content-length: " + length)
@@ -462,25 +514,27 @@ class Exchange:
             self.framing = "close"
         if self.framing in ("chunked", "close"):
             # An HTTP/1.1 client gets the body in chunks; an HTTP/1.0 client learns its end when the edge closes.
-            if self.request.version == "1.1":
+            if request.version == "1.1":
                 self.rechunk = True
                 lines.append(b"transfer-encoding: chunked")
             else:
                 self.close_after = True
-        self.close_after = self.close_after or not self.request.keep_alive
+        self.close_after = self.close_after or not request.keep_alive
         if self.close_after:
             lines.append(b"connection: close")
-        elif self.request.version == "1.0":
+        elif request.version == "1.0":
             lines.append(b"connection: keep-alive")  # an HTTP/1.0 client keeps the connection only if told so
-        self.client.write(b"\r\n".join(lines) + b"\r\n\r\n")
+        lines.append(b"\r\n")
+        self.client.write(b"\r\n".join(lines))
         self.head_sent = True
-        if self.request.method == b"HEAD":
+        self.client.answering()
+        if request.method == b"HEAD":
             # httptools cannot be told that a HEAD answer has no body: it would wait for Content-Length bytes. The
             # answer is complete; this connection's parser is not, so the connection is not reused.
             self.finish(reuse=False)
 
     def response_body(self, body: bytes) -> None:
-        if self.done.done() or not body:
+        if self.ended or not body:
             return
         if self.rechunk:
             self.client.write(b"%x\r\n%s\r\n" % (len(body), body))
@@ -488,7 +542,7 @@ class Exchange:
             self.client.write(body)
 
     def response_complete(self, upstream_keep_alive: bool) -> None:
-        if self.done.done():
+        if self.ended:
             return
         if self.informational:
             self.informational = False
@@ -500,10 +554,10 @@ class Exchange:
         self.finish(reuse=upstream_keep_alive)
 
     def upstream_lost(self) -> None:
-        if self.done.done():
+        if self.ended:
             return
         if not self.head_sent:
-            self.done.set_result("lost")
+            self._end("lost")
             return
         if self.framing == "close":  # the app's close is the body's end
             if self.rechunk:
@@ -515,7 +569,7 @@ class Exchange:
         self.finish(reuse=False)
 
     def fail(self, status: int, text: str) -> None:
-        if self.done.done():
+        if self.ended:
             return
         if self.head_sent:
             self.client.abort()
@@ -525,7 +579,8 @@ class Exchange:
         self.finish(reuse=False)
 
     def start_tunnel(self, rest: bytes) -> None:
-        status = self.upstream.parser.get_status_code()
+        upstream = self.upstream
+        status = upstream.parser.get_status_code()
         head = [b"HTTP/1.1 %d %s" % (status, self.reason or b"Switching Protocols")]
         head += [name + b": " + value for name, value in self.response_headers]
         if self.set_cookie is not None:  # a WebSocket keeps its allocation too: browsers store a 101's cookies
@@ -533,56 +588,84 @@ class Exchange:
         self.client.write(b"\r\n".join(head) + b"\r\n\r\n" + rest)
         self.head_sent = True
         if self.request.upgrade:  # what the client sent after its head belongs to the new protocol, only now
-            self.upstream.transport.write(self.request.upgrade)
-        self.client.tunnel_to(self.upstream)
-        self.done.set_result("tunnel")
+            upstream.transport.write(self.request.upgrade)
+        self.client.tunnel_to(upstream)
+        self._end("tunnel")
 
     def finish(self, *, reuse: bool) -> None:
-        if self.done.done():
+        if self.ended:
             return
         # A connection that carried an Upgrade request is never reused: what follows its head is the client's to
         # define, and must not reach another client's request.
-        pool = self.client.relay.pool
-        pool.release(self.upstream)
-        if reuse and not self.upstream.closed and self.request.upgrade is None:
-            pool.give_back(self.upstream)
+        upstream = self.upstream
+        pool = upstream.pool
+        pool.release(upstream)
+        if reuse and not upstream.closed and self.request.upgrade is None:
+            upstream.exchange = None
+            upstream.returning = True  # (reuse comes from a completed answer: inside the upstream's read)
         else:
-            self.upstream.exchange = None
+            upstream.exchange = None
+            upstream.close()
+        self._end("close" if self.close_after else "ok")
+
+    def abandon(self) -> None:
+        """The client went away: the app may still be writing an answer nobody will read."""
+        if not self.ended:
+            self.ended = True
             self.upstream.close()
-        self.done.set_result("close" if self.close_after else "ok")
+
+    def _end(self, outcome: str) -> None:
+        self.ended = True
+        self.client.exchange_ended(self, outcome)
 
 
 # -- downstream: one client connection ------------------------------------------------------------------------------
+INFINITY = float("inf")
+
+
 class Client(asyncio.Protocol):
+    """One client connection. Everything here runs from the loop's callbacks: a request is routed and sent when it
+    is complete and the previous answer is done; its answer ends in `exchange_ended`, which starts the next one —
+    no task or future per request. Only opening a new upstream connection awaits (`_connect`)."""
+
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
+        self.loop = relay.loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[Request] = deque()
-        self.worker: asyncio.Task | None = None
-        self.current: Request | None = None
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.noted: dict[bytes, bytes] = {}
-        self.affinity: list[str] = []
-        self.body: list[bytes] = []
+        self.affinity: list[str] | None = None
+        self.body: list[bytes] | None = None
         self.body_size = 0
         self.head_size = 0
         self.closing = False
         self.tunnel: Upstream | None = None
-        self.writable = asyncio.Event()
-        self.writable.set()
+        self.writable = True
+        self.read_paused = False
         self.peer = Peer(b"unknown", b"unknown")
         self.exchange: Exchange | None = None
+        self.connecting: asyncio.Task | None = None  # opening an upstream connection for the current request
         self.refusal: bytes | None = None
         self.corked: list[bytes] | None = None  # writes held back until uncork(): one send for one upstream read
-        # One deadline at a time: for the head being read ("head"), its body ("body"), or the next request ("idle");
-        # none while the edge owes an answer. An established tunnel has its own idle check instead.
+        # One client deadline at a time: for the head being read ("head"), its body ("body"), the next request
+        # ("idle"), or an upgraded connection's silence ("tunnel"); none while an answer is owed. The app's answer
+        # head has its own (`answer_due`). One timer per connection checks both (`_check_deadline`): the request
+        # path only writes numbers.
         self.phase = ""
-        self.deadline: asyncio.TimerHandle | None = None
+        self.deadline_at = INFINITY
+        self.answer_due = INFINITY  # the app's answer head is owed by then (504 after)
+        self.routed: tuple[list[Target], int] = ([], 0)  # the current request's targets and which one it went to
+        self.gone = False  # the client connection is lost
+        self.valid_host: bytes | None = None  # the last Host header that passed the check
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_due = INFINITY
         self.in_message = False  # bytes of a request have arrived and its head or body is not complete yet
         self.stalled: asyncio.TimerHandle | None = None  # the client stopped reading an answer: cut it after a while
         self.tunnel_activity = 0  # reads in either direction of a tunnel, compared between idle checks
+        self.tunnel_checked = -1
         self.lingering: asyncio.TimerHandle | None = None  # a refused connection, read out before it is closed
 
     def connection_made(self, transport: Any) -> None:
@@ -598,8 +681,8 @@ class Client(asyncio.Protocol):
         self._expect("head", relay.limits.head_timeout)  # a connection that says nothing is not kept either
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closing = True
-        for timer in (self.deadline, self.stalled, self.lingering):
+        self.closing = self.gone = True
+        for timer in (self.timer, self.stalled, self.lingering):
             if timer is not None:
                 timer.cancel()
         if self.lingering is not None:
@@ -607,33 +690,35 @@ class Client(asyncio.Protocol):
         self.relay.clients.discard(self)
         if self.tunnel is not None:
             self.tunnel.close()
-        exchange = self.exchange
-        if exchange is not None and not exchange.done.done():
-            exchange.upstream.close()  # the app may still be writing an answer nobody will read
-            exchange.done.set_result("client gone")
-        if self.worker is not None and not self.worker.done():
-            self.worker.cancel()
+        if self.exchange is not None:
+            self.exchange.abandon()
+        if self.connecting is not None:
+            self.connecting.cancel()
 
     def pause_writing(self) -> None:
-        self.writable.clear()
+        self.writable = False
         if self.stalled is None:
-            self.stalled = self.relay.loop.call_later(self.relay.limits.send_timeout, self.abort)
+            self.stalled = self.loop.call_later(self.relay.limits.send_timeout, self.abort)
         exchange = self.exchange
         if exchange is not None and exchange.upstream.transport is not None:
+            exchange.upstream.paused = True
             exchange.upstream.transport.pause_reading()
         if self.tunnel is not None and self.tunnel.transport is not None:
             self.tunnel.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self.writable.set()
+        self.writable = True
         if self.stalled is not None:
             self.stalled.cancel()
             self.stalled = None
         exchange = self.exchange
         if exchange is not None and exchange.upstream.transport is not None and not exchange.upstream.closed:
+            exchange.upstream.paused = False
             exchange.upstream.transport.resume_reading()
         if self.tunnel is not None and self.tunnel.transport is not None and not self.tunnel.closed:
             self.tunnel.transport.resume_reading()
+        if self.exchange is None and self.connecting is None and not self.closing:
+            self._next()  # an answer ended while the client was not reading: the next request waited for this
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -652,8 +737,8 @@ class Client(asyncio.Protocol):
                 self._refuse(400, "400 an Upgrade request cannot carry a body\n")
                 return
             request = self._request(upgrade=data[upgrade.args[0] :])
+            self._pause_reading()  # everything after the head belongs to the tunnel
             self._enqueue(request)
-            self.transport.pause_reading()  # everything after the head belongs to the tunnel
         except httptools.HttpParserError as error:
             # httptools wraps an exception raised in a callback; a limit the edge enforces comes back as its cause.
             refused = error.__context__
@@ -664,14 +749,14 @@ class Client(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
-        self.affinity = []
+        self.affinity = None
         self.in_message = True
         if self.phase != "head":  # a new connection's head deadline runs from accept
             self._expect("head", self.relay.limits.head_timeout)
         self.url = b""
         self.headers = []
         self.noted = {}
-        self.body = []
+        self.body = None
         self.body_size = 0
         self.head_size = 0
 
@@ -684,7 +769,7 @@ class Client(asyncio.Protocol):
         if self.head_size > MAX_HEAD_BYTES:
             raise _Refused(431, "431 request head too large\n")
         name = name.lower()
-        if _untrusted(name):
+        if name[:12] == b"x-forwarded-" or name in UNTRUSTED:  # only the edge says who the client is
             return
         if name == b"cookie" and AFFINITY_MARK in value:  # the edge's own cookie is the edge's: the app never sees it
             value = self._take_affinity(value)
@@ -694,28 +779,35 @@ class Client(asyncio.Protocol):
         if name in NOTED:
             if name == b"host" and name in self.noted:
                 raise _Refused(400, "400 a request has one Host header\n")
-            self.noted.setdefault(name, value)
+            _note(self.noted, name, value)
 
     def on_headers_complete(self) -> None:
+        noted = self.noted
         self.url = _checked_target(self.parser.get_method(), self.url, self._checked_host())
-        declared = self.noted.get(b"content-length", b"0")
-        if declared.isdigit() and int(declared) > MAX_REQUEST_BODY:
+        declared = noted.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_REQUEST_BODY:
             raise _Refused(413, "413 request body too large for the local edge\n")  # before reading any of it
-        if b"transfer-encoding" in self.noted or declared.strip() not in (b"", b"0"):
+        if b"transfer-encoding" in noted or (declared is not None and declared.strip() not in (b"", b"0")):
             self._expect("body", self.relay.limits.body_timeout)
         else:
             self._settle()
-        expects = self.noted.get(b"expect", b"").lower() == b"100-continue"
-        if expects and self.parser.get_http_version() == "1.1" and not self.queue and self.exchange is None:
-            # The body is read here, before the app sees it. (With answers still owed to earlier pipelined requests
-            # an interim answer would jump the queue; the client then sends its body after its own timeout.)
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if b"expect" in noted:
+            expects = noted[b"expect"].lower() == b"100-continue"
+            idle = not self.queue and self.exchange is None and self.connecting is None
+            if expects and idle and self.parser.get_http_version() == "1.1":
+                # The body is read here, before the app sees it. (With answers still owed to earlier pipelined
+                # requests an interim answer would jump the queue; the client then sends its body after its own
+                # timeout.)
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
         if self.body_size > MAX_REQUEST_BODY:
             raise _Refused(413, "413 request body too large for the local edge\n")
-        self.body.append(body)
+        if self.body is None:
+            self.body = [body]
+        else:
+            self.body.append(body)
 
     def on_message_complete(self) -> None:
         self.in_message = False
@@ -724,11 +816,13 @@ class Client(asyncio.Protocol):
             return  # feed_data raises HttpParserUpgrade next, with the bytes that follow the head
         self._enqueue(self._request())
         if len(self.queue) >= MAX_PIPELINED:
-            self.transport.pause_reading()
+            self._pause_reading()
 
     def _take_affinity(self, cookie: bytes) -> bytes:
         """The Cookie header without the edge's affinity cookie (every other byte as sent); its values are noted."""
         kept = []
+        if self.affinity is None:
+            self.affinity = []
         for part in cookie.split(b";"):
             name, equals, value = part.strip().partition(b"=")
             if equals and name == AFFINITY_COOKIE:
@@ -742,167 +836,245 @@ class Client(asyncio.Protocol):
         if host is None:
             if self.parser.get_http_version() == "1.1":
                 raise _Refused(400, "400 an HTTP/1.1 request needs a Host header\n")
-        elif not VALID_HOST.match(host):
-            raise _Refused(400, "400 the Host header is not a host name or address with an optional port\n")
+        elif host is not self.valid_host and host != self.valid_host:  # a client sends one Host, request after request
+            if not VALID_HOST.match(host):
+                raise _Refused(400, "400 the Host header is not a host name or address with an optional port\n")
+            self.valid_host = host
         return host
 
     # the work
     def _request(self, upgrade: bytes | None = None) -> Request:
-        host = self.noted.get(b"host", b"").decode("latin-1")
+        parser = self.parser
+        body = self.body
+        noted = self.noted
         return Request(
-            method=self.parser.get_method(),
-            target=self.url,
-            headers=self.headers,
-            host=host,
-            version=self.parser.get_http_version(),
-            keep_alive=self.parser.should_keep_alive(),
-            body=b"".join(self.body),
-            upgrade=upgrade,
-            noted=self.noted,
-            affinity=tuple(self.affinity),
+            parser.get_method(),
+            self.url,
+            self.headers,
+            noted[b"host"].decode("latin-1") if b"host" in noted else "",
+            parser.get_http_version(),
+            parser.should_keep_alive(),
+            b"".join(body) if body else b"",
+            upgrade,
+            noted,
+            tuple(self.affinity) if self.affinity else (),
         )
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
 
     def _enqueue(self, request: Request) -> None:
         self.queue.append(request)
-        if self.worker is None or self.worker.done():
-            self.worker = self.relay.loop.create_task(self._serve_queue())
+        if self.exchange is None and self.connecting is None:
+            self._next()
 
     def _refuse(self, status: int, text: str) -> None:
         # After a parse error the connection's framing is lost: answer once, after anything already queued, and close.
         self._settle()
         self.closing = True
         self.refusal = plain_response(status, text, close=True)
-        self.transport.pause_reading()
-        if self.worker is None or self.worker.done():
-            self.worker = self.relay.loop.create_task(self._serve_queue())
+        self._pause_reading()
+        if self.exchange is None and self.connecting is None:
+            self._next()
 
-    async def _serve_queue(self) -> None:
-        try:
-            while self.queue:
-                request = self.queue.popleft()
-                outcome = await self._forward(request)
-                if outcome == "tunnel":
-                    return
-                if outcome in ("close", "client gone") or not request.keep_alive or request.upgrade is not None:
+    def _next(self) -> None:
+        """Start the next queued request (the previous answer is done), or wait: for the client to read what it was
+        sent, for more requests, or — after a refusal — answer it and close."""
+        while self.exchange is None and self.connecting is None:
+            if not self.writable:
+                return  # resume_writing() comes back here
+            if not self.queue:
+                if self.refusal is not None:
+                    self.write(self.refusal)
+                    self._close()
+                elif not self.in_message and not self.closing:
+                    self._expect("idle", self.relay.limits.keepalive_timeout)
+                return
+            # After an Upgrade head the bytes are the tunnel's: reading resumes only once it is one.
+            upgrading = self.queue[-1].upgrade is not None
+            if self.read_paused and len(self.queue) <= MAX_PIPELINED and self.refusal is None and not upgrading:
+                self._resume_reading()
+            request = self.queue.popleft()
+            try:
+                status, targets = self.relay.route(request.host, request.affinity)
+            except Exception:  # a bug in routing must cost one connection, not the edge
+                log.exception("edge: routing a request failed")
+                self.abort()
+                return
+            if status != 200:
+                self.write(plain_response(status, f"{status} {targets}\n", close=not request.keep_alive))
+                if not request.keep_alive or request.upgrade is not None:
                     self._close()
                     return
-                if not self.writable.is_set():
-                    await self.writable.wait()
-                if len(self.queue) < MAX_PIPELINED and not self.closing:
-                    self.transport.resume_reading()
-            if self.refusal is not None:
-                self.write(self.refusal)
-                self._close()
-            elif not self.in_message and not self.closing:
-                self._expect("idle", self.relay.limits.keepalive_timeout)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a bug here must cost one connection, not the edge
-            log.exception("edge: relaying a request failed")
-            self.abort()
+                continue
+            self._forward(request, targets, 0, fresh=False)
+
+    def _forward(self, request: Request, targets: list[Target], index: int, *, fresh: bool) -> None:
+        """Send `request` to `targets[index]`: on an idle pooled connection when one suits it, else on a new one.
+        Safe to send twice: a bodiless GET/HEAD/OPTIONS. Anything else goes only on a connection just used (or a new
+        one) and is never retried — an app that saw a POST and died must not see it again."""
+        if index == len(targets):
+            # Every candidate is recorded ready and none accepts a connection (their processes died): that is "no
+            # ready allocation", so 503 — the candidates are the owner's only, so this never reaches another one.
+            self.write(plain_response(503, "503 the allocation is not answering\n", close=not request.keep_alive))
+            self._after(request, "ok")
+            return
+        target = targets[index]
+        upstream = None
+        if request.upgrade is None and not fresh:
+            safe = request.method in SAFE_METHODS and not request.body
+            upstream = self.relay.pool.take(target.port, max_idle=None if safe else FRESH_ENOUGH_SECONDS)
+        if upstream is not None:
+            self._send(request, targets, index, upstream, reused=True)
+            return
+        # Counted open from now: a drain must not end while a request is on its way to the allocation.
+        self.relay.pool.hold_port(target.port)
+        self.connecting = self.loop.create_task(self._connect(request, targets, index))
+
+    async def _connect(self, request: Request, targets: list[Target], index: int) -> None:
+        port = targets[index].port
+        pool = self.relay.pool
+        upstream = None
+        try:
+            upstream = await pool.connect(port)
+        except (TimeoutError, OSError):
+            pass  # nothing reached the app: the next target may take the request
+        finally:
+            self.connecting = None
+            if upstream is not None:
+                pool.hold(upstream)  # before the pending count goes: never a moment at zero
+            pool.release_port(port)
+        if self.gone:
+            if upstream is not None:
+                pool.release(upstream)
+                upstream.close()
+            return
+        if upstream is None:
+            self._forward(request, targets, index + 1, fresh=False)
+        else:
+            self._send(request, targets, index, upstream, reused=False)
+
+    def _send(self, request: Request, targets: list[Target], index: int, upstream: Upstream, *, reused: bool) -> None:
+        target = targets[index]
+        exchange = Exchange(self, request, upstream, target.set_cookie)
+        exchange.reused = reused
+        upstream.exchange = exchange
+        self.exchange = exchange
+        self.relay.pool.hold(upstream)
+        self.routed = (targets, index)
+        body = request.body
+        head = request.head_for(target.port, self.peer)
+        upstream.transport.write(head + body if body else head)  # bytes after an Upgrade head wait for its 101
+        self.answer_due = self.loop.time() + UPSTREAM_HEAD_TIMEOUT
+        self._arm(self.answer_due)
+
+    def exchange_ended(self, exchange: Exchange, outcome: str) -> None:
+        """The answer to the current request is done (see `Exchange`): retry, answer for the app, or go on."""
+        self.exchange = None
+        self.answer_due = INFINITY
+        request = exchange.request
+        if outcome == "tunnel":
+            return
+        if outcome == "lost":
+            targets, index = self.routed
+            safe = request.method in SAFE_METHODS and not request.body and request.upgrade is None
+            if safe and not exchange.received_any and not self.gone:
+                if exchange.reused:
+                    # The app closed this idle connection as we sent: once more on a new one (it never saw it).
+                    self._forward(request, targets, index, fresh=True)
+                    return
+                if index + 1 < len(targets):
+                    # A new connection closed unanswered: the allocation is dying. A request safe to repeat goes to
+                    # the owner's next allocation, as one it refused would.
+                    self._forward(request, targets, index + 1, fresh=False)
+                    return
+            self.write(plain_response(502, "502 the app closed the connection without answering\n"))
+            outcome = "ok"
+        self._after(request, outcome)
+
+    def _after(self, request: Request, outcome: str) -> None:
+        if outcome in ("close", "client gone") or not request.keep_alive or request.upgrade is not None:
+            self._close()
+            return
+        if not self.closing or self.refusal is not None:
+            self._next()
+
+    def answering(self) -> None:
+        """The app's answer head went to the client: no deadline while its body streams."""
+        self.answer_due = INFINITY
 
     def _close(self) -> None:
+        self.closing = True
+        if self.corked:  # an answer parsed in this read goes out before the close
+            self.uncork()
         if self.transport is not None:
             self.transport.close()
 
     # deadlines
     def _expect(self, phase: str, seconds: float) -> None:
-        if self.deadline is not None:
-            self.deadline.cancel()
         self.phase = phase
-        self.deadline = self.relay.loop.call_later(seconds, self._deadline_passed)
+        self.deadline_at = self.loop.time() + seconds
+        self._arm(self.deadline_at)
+
+    def _arm(self, at: float) -> None:
+        """Make the connection's one timer fire by `at` (it may fire earlier: it checks and sleeps again)."""
+        if at < self.timer_due:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(at, self._check_deadline)
+            self.timer_due = at
 
     def _settle(self) -> None:
-        if self.deadline is not None:
-            self.deadline.cancel()
-            self.deadline = None
         self.phase = ""
+        self.deadline_at = INFINITY
+
+    def _check_deadline(self) -> None:
+        self.timer, self.timer_due = None, INFINITY
+        if self.gone:
+            return
+        now = self.loop.time()
+        if now >= self.answer_due:
+            self.answer_due = INFINITY
+            if self.exchange is not None and not self.exchange.head_sent:
+                self.exchange.fail(504, "the app did not answer in time")
+        if now >= self.deadline_at:
+            self._deadline_passed()
+        due = min(self.deadline_at, self.answer_due)
+        if due != INFINITY and not self.gone:
+            # Never later than the shortest client timeout from now, so a deadline set later never needs re-arming.
+            self._arm(min(due, now + self.relay.tick))
 
     def _deadline_passed(self) -> None:
-        self.deadline = None
+        phase = self.phase
+        self._settle()
         if self.closing:
             return
-        if self.in_message:  # a head or a body did not arrive whole in time: the client is told, then cut
-            self.phase = ""
+        if phase == "tunnel":
+            if self.tunnel_activity == self.tunnel_checked:
+                self._close()  # the upstream side closes with it (connection_lost)
+            else:
+                self.tunnel_checked = self.tunnel_activity
+                self._expect("tunnel", self.relay.limits.tunnel_idle_timeout)
+        elif self.in_message:  # a head or a body did not arrive whole in time: the client is told, then cut
             self._refuse(408, "408 the request did not arrive in time\n")
         else:  # nothing asked since the last answer (or since accept): no answer is owed
             self._close()
-
-    def _tunnel_idle_check(self, activity_then: int) -> None:
-        if self.tunnel_activity == activity_then:
-            self._close()  # the upstream side closes with it (connection_lost)
-            return
-        self.deadline = self.relay.loop.call_later(
-            self.relay.limits.tunnel_idle_timeout, self._tunnel_idle_check, self.tunnel_activity
-        )
-
-    async def _forward(self, request: Request) -> str:
-        status, targets = self.relay.route(request.host, request.affinity)
-        if status != 200:
-            self.write(plain_response(status, f"{status} {targets}\n", close=not request.keep_alive))
-            return "ok"
-        for target in targets:
-            outcome = await self._forward_to(request, target)
-            if outcome != "refused":
-                return outcome
-        # Every candidate is recorded ready and none accepts a connection (their processes died): that is "no ready
-        # allocation", so 503 — the candidates are the owner's only, so this never reaches another deployment.
-        self.write(plain_response(503, "503 the allocation is not answering\n", close=not request.keep_alive))
-        return "ok"
-
-    async def _forward_to(self, request: Request, target: Target) -> str:
-        """Send `request` to `target`; "refused" when no connection could be made (the next one may take it)."""
-        port = target.port
-        head = request.head_for(port, self.peer)
-        # Safe to send twice: a bodiless GET/HEAD/OPTIONS. Anything else goes only on a connection just used (or a
-        # new one) and is never retried — an app that saw a POST and died must not see it again.
-        safe = request.method in SAFE_METHODS and not request.body and request.upgrade is None
-        pool = self.relay.pool
-        upstream = None
-        if request.upgrade is None:
-            upstream = pool.take(port, max_idle=None if safe else FRESH_ENOUGH_SECONDS)
-        reused = upstream is not None
-        for attempt in (1, 2):
-            if upstream is None:
-                try:
-                    upstream = await pool.connect(port)
-                except (TimeoutError, OSError):
-                    # Nothing reached the app (a second attempt follows only an idle connection that closed
-                    # unanswered): the allocation is not answering, and the next target may take the request.
-                    return "refused"
-            exchange = Exchange(self, request, upstream, self.relay.loop.create_future(), target.set_cookie)
-            upstream.exchange = exchange
-            self.exchange = exchange
-            pool.hold(upstream)
-            upstream.transport.write(head + request.body)  # bytes after an Upgrade head wait for its 101
-            timer = self.relay.loop.call_later(UPSTREAM_HEAD_TIMEOUT, self._head_timeout, exchange)
-            try:
-                outcome = await exchange.done
-            finally:
-                timer.cancel()
-                self.exchange = None
-            if outcome != "lost":
-                return outcome
-            if not (attempt == 1 and reused and safe and not exchange.received_any):
-                break
-            upstream = None  # the app closed this idle connection as we sent: retry once on a new one
-        self.write(plain_response(502, "502 the app closed the connection without answering\n"))
-        return "ok"
-
-    def _head_timeout(self, exchange: Exchange) -> None:
-        if not exchange.head_sent:
-            exchange.fail(504, "the app did not answer in time")
 
     def tunnel_to(self, upstream: Upstream) -> None:
         self.tunnel = upstream
         upstream.tunnel = self.transport
         upstream.tunnel_client = self
         upstream.exchange = None
-        self._settle()
-        self.deadline = self.relay.loop.call_later(
-            self.relay.limits.tunnel_idle_timeout, self._tunnel_idle_check, self.tunnel_activity
-        )
-        self.transport.resume_reading()
+        self.tunnel_checked = self.tunnel_activity
+        self._expect("tunnel", self.relay.limits.tunnel_idle_timeout)
+        self._resume_reading()
 
     def cork(self) -> None:
         self.corked = []
@@ -910,7 +1082,7 @@ class Client(asyncio.Protocol):
     def uncork(self) -> None:
         pending, self.corked = self.corked, None
         if pending:
-            self.write(b"".join(pending))
+            self.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def write(self, data: bytes) -> None:
         if self.corked is not None:
@@ -932,11 +1104,22 @@ class _Refused(Exception):
 class Relay:
     """The edge listener: `start()` serves on its own thread and event loop; `stop()` closes everything."""
 
-    def __init__(self, route: RouteFn, host: str, port: int, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        route: RouteFn,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        limits: Limits | None = None,
+        *,
+        sock: socket.socket | None = None,
+    ) -> None:
         self.route = route
         self.host, self.port = host, port
+        self.sock = sock  # a listening socket bound by someone else (an edge process inherits its supervisor's)
         self.limits = limits or Limits()
         self.max_clients = self.limits.max_clients or client_cap(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        # How often, at most, a client connection's timer looks at its deadlines (its shortest client timeout).
+        self.tick = min(self.limits.head_timeout, self.limits.body_timeout, self.limits.keepalive_timeout)
         self.loop: asyncio.AbstractEventLoop = _new_loop()
         self.pool = Pool(self.loop)
         self.clients: set[Client] = set()
@@ -959,9 +1142,13 @@ class Relay:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         try:
-            self.server = self.loop.run_until_complete(
-                self.loop.create_server(lambda: Client(self), self.host, self.port, reuse_address=True, backlog=1024)
-            )
+            if self.sock is not None:
+                serving = self.loop.create_server(lambda: Client(self), sock=self.sock, backlog=1024)
+            else:
+                serving = self.loop.create_server(
+                    lambda: Client(self), self.host, self.port, reuse_address=True, backlog=1024
+                )
+            self.server = self.loop.run_until_complete(serving)
         except OSError as error:  # the port is taken, most often
             self.error = error
             self.started.set()
@@ -1022,10 +1209,20 @@ class Relay:
         )
         self.refused = 0
 
+    def run(self) -> None:
+        """Serve on the calling thread until `stop_soon()` (an edge process's main thread)."""
+        self._run()
+        if self.error is not None:
+            raise self.error
+
+    def stop_soon(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already closed
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
     def stop(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             return
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.stop_soon()
         self._thread.join(5)
 
 

@@ -6,23 +6,24 @@ Stages: requested → policy_check → route_cas → edge_propagating → health
   the target environment's allocation is started from the same artifact and must be ready before the route moves;
 - route_cas: one compare-and-swap on the predecessor epoch, committed with its event and the operation's next
   state in a single transaction — losing the race fails with route_epoch_conflict and changes nothing;
-- edge_propagating: wait until the edge has applied that epoch; then the previous owner's allocations start
-  draining — the operation does not wait for them: each keeps its open connections until they close or its
+- edge_propagating: wait until every live edge has applied that route event; then the previous owner's allocations
+  start draining — the operation does not wait for them: each keeps its open connections until they close or its
   `[process] drain_timeout` passes, and records which it was (drained or cut) on its own health.
 """
 
 from __future__ import annotations
 
-import time
 from functools import partial
 from typing import Any
 
 from rhone_local.domain import settings
+from rhone_local.edge_feed import EDGE_LEASE_SECONDS
 from rhone_local.pipeline import DeployPipeline, StageFailed, not_ready_message
 from rhone_local.store import Store
 from rhone_local.topology import listed, missing_for_scale, serving_regions
 
-PROPAGATION_TIMEOUT_SECONDS = 10.0
+# Longer than an edge's lease: an edge that stopped answering is waited for only until it has failed closed.
+PROPAGATION_TIMEOUT_SECONDS = EDGE_LEASE_SECONDS + 5.0
 
 
 def route_key(app_name: str, environment_name: str) -> str:
@@ -104,7 +105,7 @@ class Promotions:
     def __init__(self, store: Store, pipeline: DeployPipeline, edge: Any = None) -> None:
         self.store = store
         self.pipeline = pipeline
-        self.edge = edge  # the in-process edge (None when Rhone Local runs without one: nothing to propagate to)
+        self.edge = edge  # the edges' feed (`EdgeFeed`; None when Rhone Local runs no edge: nothing to propagate to)
 
     def policy_check(self, op: dict[str, Any]) -> dict[str, Any]:
         evidence = check_policy(self.store, self.pipeline, op["params"])
@@ -182,16 +183,16 @@ class Promotions:
         cas = next(s["evidence"] for s in reversed(op["stages"]) if s["state"] == "edge_propagating")
         evidence: dict[str, Any] = {"epoch": cas["epoch"]}
         if self.edge is not None:
-            deadline = time.monotonic() + PROPAGATION_TIMEOUT_SECONDS
-            while self.edge.table.applied_epoch(params["route_key"]) < cas["epoch"]:
-                if time.monotonic() > deadline:
-                    raise StageFailed(
-                        "edge_propagation_timeout",
-                        f"the edge did not apply epoch {cas['epoch']} within {PROPAGATION_TIMEOUT_SECONDS:g}s",
-                        evidence,
-                    )
-                time.sleep(0.01)  # the edge syncs from the store every few ms; nothing to long-poll in-process
-            evidence["edge_seq"] = self.edge.table.seq
+            applied = self.edge.wait_applied(cas["seq"], PROPAGATION_TIMEOUT_SECONDS)
+            if applied is None:
+                raise StageFailed(
+                    "edge_propagation_timeout",
+                    f"the edge did not apply epoch {cas['epoch']} (route sequence {cas['seq']}) within "
+                    f"{PROPAGATION_TIMEOUT_SECONDS:g}s",
+                    evidence,
+                )
+            evidence["edges"] = applied
+            evidence["edge_seq"] = min(applied.values(), default=cas["seq"])
         else:
             evidence["edge"] = "not running"
         port = f":{self.pipeline.edge_port}" if self.pipeline.edge_port else ""

@@ -122,7 +122,7 @@ class Runner:
         # Set by stop_all: from then on nothing starts, and a readiness probe under way gives up, so no allocation
         # process is launched by a worker that outlives the server's shutdown.
         self.closing = threading.Event()
-        # Requests, answers and tunnels the edge has open to a port (`Relay.open_connections`, wired by server.py):
+        # Requests, answers and tunnels the edges have open to a port (`EdgeFeed.open_connections`, wired by server.py):
         # what a draining allocation still serves. Without an edge there are none.
         self.open_connections: Callable[[int], int] = lambda port: 0
 

@@ -17,6 +17,7 @@ A server that must not start (the data directory is in use or broken) prints `er
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,10 @@ from rhone_local import __version__
 from rhone_local.api.app import create_app
 from rhone_local.datadir import REFUSED_STATUS, StartRefused, database_errors, open_data_dir
 from rhone_local.domain.access import hash_token
-from rhone_local.edge import Edge, affinity_key
-from rhone_local.edge_relay import Limits, Relay, client_cap, raise_open_file_limit
+from rhone_local.edge import affinity_key
+from rhone_local.edge_feed import EdgeFeed
+from rhone_local.edge_relay import raise_open_file_limit
+from rhone_local.edge_supervisor import EdgeSupervisor
 from rhone_local.notify import ChangeNotifier
 from rhone_local.pipeline import build_pipeline
 from rhone_local.promotion import Promotions
@@ -157,12 +160,29 @@ def _sandbox(mode: str, data_dir: Path, read_only: Sequence[str]) -> Sandbox:
         ) from None
 
 
+def _api_server(config: Any, feed: EdgeFeed | None, before_shutdown: Callable[[], None]) -> Any:
+    """uvicorn's server, whose graceful shutdown first runs `before_shutdown` (the allocations' drains, while the
+    edges still carry their connections and report them through this API), then answers the edges' long-polls (it
+    waits for every request)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            await asyncio.get_running_loop().run_in_executor(None, before_shutdown)
+            if feed is not None:
+                feed.close()
+            await super().shutdown(sockets)
+
+    return Server(config)
+
+
 def serve(
     data_dir: Path,
     host: str,
     port: int,
     edge_port: int | None,
     *,
+    edge_processes: int = 1,
     sandbox_mode: str = "auto",
     sandbox_ro: Sequence[str] = (),
     cache_limit: int | None = None,
@@ -170,7 +190,7 @@ def serve(
 ) -> int:
     import uvicorn
 
-    open_files = raise_open_file_limit()  # the edge's connection cap is a share of it
+    raise_open_file_limit()  # edge processes inherit it: their connection cap is a share of it
     store = open_data_dir(data_dir)  # holds the data directory's lock until this process exits
     with database_errors(store.path):
         bootstrap(store, data_dir)
@@ -191,29 +211,51 @@ def serve(
     adopted = pipeline.runner.reconcile()
     if adopted:
         log.info("adopted %d running allocation(s) that survived the previous server", len(adopted))
-    edge = relay = None
+    feed = edges = None
     if edge_port:
-        edge = Edge(store, key=affinity_key(data_dir))
-        relay = Relay(edge.candidates, host, edge_port, Limits(max_clients=client_cap(open_files)))
-        edge.on_rotation = relay.update_rotation  # before the first sync: the relay learns every rotation
-        pipeline.runner.open_connections = relay.open_connections
-        edge.start_sync()
+        affinity_key(data_dir)  # created here, before edge processes read it
+        feed = EdgeFeed(store)
+        # The edge's port is bound here, before the state file is written: a taken port fails the start.
+        api_url = f"http://{host}:{port}"
+        edges = EdgeSupervisor(
+            feed, host=host, port=edge_port, api_url=api_url, data_dir=data_dir, processes=edge_processes
+        )
+        pipeline.runner.open_connections = feed.open_connections  # drains read what the edges report
     workers = Workers(
         store,
         notifier,
         pipeline=pipeline,
-        promotions=Promotions(store, pipeline, edge),
+        promotions=Promotions(store, pipeline, feed),
         topology=Topology(store, pipeline),
     )
     retention = Retention(pipeline)
     pipeline.on_deploy_finished = retention.wanted.set
-    app = create_app(store, notifier, pipeline=pipeline, retention=retention)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    reconciler = Reconciler(store, pipeline)
+    wound_down = threading.Event()
+
+    def wind_down() -> None:
+        if wound_down.is_set():
+            return
+        wound_down.set()
+        # Nothing starts from now on and probes under way give up (their stages resume after the next start); then
+        # the workers finish, and every allocation drains — the edges still carry the connections they have, and
+        # send them nothing new — for a bounded time, and stops. Only then do the edges close.
+        pipeline.runner.closing.set()
+        reconciler.stop()
+        workers.stop()
+        retention.stop()
+        pipeline.runner.stop_all("Rhone Local stopped")
+
+    app = create_app(store, notifier, pipeline=pipeline, retention=retention, edge_feed=feed)
+    server = _api_server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"),
+        feed,
+        wind_down,
     )
-    if relay is not None:
-        relay.start()  # its own thread and event loop; a taken port fails here, before the state file is written
-        log.info("edge: up to %d concurrent client connections (open-file limit %d)", relay.max_clients, open_files)
+    if edges is not None:
+        feed.start()
+        edges.start()  # they follow the feed as soon as the API answers
+        log.info("edge: %d process(es) on %s:%d", edges.slots, host, edges.port)
     state_file = data_dir / "server.json"
     state_file.write_text(
         json.dumps(
@@ -221,7 +263,7 @@ def serve(
                 "pid": os.getpid(),
                 "api_url": f"http://{host}:{port}",
                 "port": port,
-                "edge_port": edge_port,
+                "edge_port": edges.port if edges is not None else edge_port,
                 "version": __version__,
                 "started_at": time.time(),
                 "data_dir": str(data_dir),
@@ -234,23 +276,15 @@ def serve(
     # Previews come back in the background: the API answers meanwhile, and the edge says 503 until they are ready.
     threading.Thread(target=_restore_previews, args=(pipeline,), name="restore-previews", daemon=True).start()
     # Drains, dead and unresponsive instances, and each route owner's instance count (also after this restart).
-    reconciler = Reconciler(store, pipeline)
     reconciler.start()
     log.info("Rhone Local %s listening on http://%s:%s (data in %s)", __version__, host, port, data_dir)
     try:
         server.run()
     finally:
-        # Nothing starts from now on and probes under way give up (their stages resume after the next start); then
-        # the workers finish, and every allocation drains — the edge still carries the connections they have, and
-        # sends them nothing new — for a bounded time, and stops. Only then does the edge close.
-        pipeline.runner.closing.set()
-        reconciler.stop()
-        workers.stop()
-        retention.stop()
-        pipeline.runner.stop_all("Rhone Local stopped")
-        if relay is not None:
-            relay.stop()
-            edge.stop_sync()
+        wind_down()  # already done when the API shut down gracefully; here after a failed start
+        if edges is not None:
+            edges.stop()
+            feed.stop()
         state_file.unlink(missing_ok=True)
     return 0 if server.started else 1
 
@@ -266,6 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--sandbox", choices=("auto", "bubblewrap", "none"), default="auto")
     run.add_argument("--sandbox-ro", action="append", default=[], metavar="PATH", help="expose PATH read-only")
     run.add_argument("--build-cache-mb", type=int, default=None, help="per-app build cache limit (MiB)")
+    run.add_argument(
+        "--edge-processes",
+        type=int,
+        choices=range(1, 9),
+        default=int(os.environ.get("RHONE_LOCAL_EDGE_PROCESSES") or 1),
+        help="edge processes sharing the edge port (default 1, or $RHONE_LOCAL_EDGE_PROCESSES)",
+    )
+    sub.add_parser("edge", help="run one edge process (`serve` starts them; see rhone_local/edge_process.py)")
     recover = sub.add_parser(
         "recover-owner", help="write a new owner token to <data dir>/owner.token (needs write access to the data dir)"
     )
@@ -290,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             args.host,
             args.port,
             args.edge_port,
+            edge_processes=args.edge_processes,
             sandbox_mode=args.sandbox,
             sandbox_ro=args.sandbox_ro,
             cache_limit=cache_limit,

@@ -285,40 +285,6 @@ class Store:
             (environment_id, region_id, state, operation_id, reason, now_iso()),
         )
 
-    def ready_route_allocations(self, deployment_id: str, environment_name: str) -> list[dict[str, Any]]:
-        """The deployment's ready allocations in the named environment, in regions eligible to serve it."""
-        return self.all(
-            "SELECT a.id, a.port FROM allocations a JOIN environments e ON e.id = a.environment_id "
-            "JOIN deployments d ON d.id = a.deployment_id AND d.app_id = e.app_id "
-            "JOIN regions r ON r.id = a.region_id "
-            "LEFT JOIN environment_regions er ON er.environment_id = a.environment_id AND er.region_id = a.region_id "
-            "WHERE a.deployment_id = ? AND e.name = ? AND a.state = 'ready' "
-            "AND (r.is_primary = 1 OR er.state = 'eligible') "
-            "ORDER BY a.id",
-            deployment_id,
-            environment_name,
-        )
-
-    def ready_lane_allocations(self, deployment_id: str) -> list[dict[str, Any]] | None:
-        """The candidates of a deployment's own URL: its ready allocations in the environment it was deployed to (its
-        lane), in regions eligible to serve it — never its allocations in another environment (production's, once
-        it is promoted). None when there is no such deployment."""
-        if self.one("SELECT 1 FROM deployments WHERE id = ?", deployment_id) is None:
-            return None
-        return self.all(
-            "SELECT a.id, a.port FROM allocations a "
-            "JOIN deployments d ON d.id = a.deployment_id AND d.environment_id = a.environment_id "
-            "JOIN regions r ON r.id = a.region_id "
-            "LEFT JOIN environment_regions er ON er.environment_id = a.environment_id AND er.region_id = a.region_id "
-            "WHERE a.deployment_id = ? AND a.state = 'ready' AND (r.is_primary = 1 OR er.state = 'eligible') "
-            "ORDER BY a.id",
-            deployment_id,
-        )
-
-    def ready_allocation_ports(self) -> frozenset[int]:
-        """Ports of every allocation in rotation (ready), whoever it serves: what the edge may keep connections to."""
-        return frozenset(r["port"] for r in self.all("SELECT port FROM allocations WHERE state = 'ready'"))
-
     # Listed without --all: live allocations, and the last failed one of a crash-looping environment (its marker).
     LISTED_ALLOCATIONS = (
         "(a.state IN ('planned', 'pulling', 'starting', 'ready', 'draining') OR a.id IN "
@@ -1216,6 +1182,32 @@ class Store:
 
     def route_events_after(self, seq: int, limit: int = 500) -> list[dict[str, Any]]:
         return self.all("SELECT * FROM route_events WHERE seq > ? ORDER BY seq LIMIT ?", seq, limit)
+
+    # -- the edge's feed (docs/architecture.md, "The edge") -------------------------------------------------------
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits: a cheap "did anything change?" for followers."""
+        return self.conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def last_route_seq(self) -> int:
+        return self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM route_events").fetchone()[0]
+
+    def edge_candidates(self) -> list[dict[str, Any]]:
+        """Every ready allocation in a region eligible to serve its environment: its port, deployment, environment
+        name, whether that environment is its deployment's own (its lane), and whether it belongs to its deployment's
+        app (a route's candidates must)."""
+        return self.all(
+            "SELECT a.id, a.port, a.deployment_id, e.name AS environment, "
+            "(d.environment_id = a.environment_id) AS lane, (d.app_id = e.app_id) AS own_app "
+            "FROM allocations a JOIN environments e ON e.id = a.environment_id "
+            "JOIN deployments d ON d.id = a.deployment_id "
+            "JOIN regions r ON r.id = a.region_id "
+            "LEFT JOIN environment_regions er ON er.environment_id = a.environment_id AND er.region_id = a.region_id "
+            "WHERE a.state = 'ready' AND (r.is_primary = 1 OR er.state = 'eligible') "
+            "ORDER BY a.id"
+        )
+
+    def deployment_ids(self) -> list[str]:
+        return [row[0] for row in self.conn.execute("SELECT id FROM deployments ORDER BY id").fetchall()]
 
     # -- idempotency ------------------------------------------------------------------------------------------------
     def idempotent_response(self, c: sqlite3.Connection, principal_id: str, key: str) -> dict[str, Any] | None:

@@ -56,10 +56,24 @@ def error_response(
 
 
 def create_app(
-    store: Store, notifier: ChangeNotifier | None = None, *, pipeline: Any = None, retention: Any = None
+    store: Store,
+    notifier: ChangeNotifier | None = None,
+    *,
+    pipeline: Any = None,
+    retention: Any = None,
+    edge_feed: Any = None,
 ) -> FastAPI:
-    """The API over `store`. `pipeline` (blobs, runner, deploy stages) defaults to one rooted beside the database."""
-    from rhone_local.api import deploy_routes, log_routes, route_routes, routes, settings_routes, topology_routes
+    """The API over `store`. `pipeline` (blobs, runner, deploy stages) defaults to one rooted beside the database;
+    `edge_feed` (an `EdgeFeed`) serves the edge processes, when the server runs any."""
+    from rhone_local.api import (
+        deploy_routes,
+        edge_routes,
+        log_routes,
+        route_routes,
+        routes,
+        settings_routes,
+        topology_routes,
+    )
 
     if pipeline is None:
         from rhone_local.pipeline import build_pipeline
@@ -84,6 +98,7 @@ def create_app(
         retention = Retention(pipeline)
     app.state.retention = retention
     app.state.blobs = pipeline.blobs
+    app.state.edge_feed = edge_feed
 
     @app.middleware("http")
     async def request_id_middleware(request: Request, call_next: Callable) -> Any:
@@ -148,6 +163,7 @@ def create_app(
     app.include_router(topology_routes.router)
     app.include_router(log_routes.router)
     app.include_router(settings_routes.router)
+    app.include_router(edge_routes.router)
     return app
 
 

@@ -15,11 +15,14 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from rhone_cli.services.local import process_alive
 from rhone_local.edge_relay import client_cap
 from tests.conftest import REPO, RHONE_BIN
 from tests.e2e.helpers import HELLO, wait_until
@@ -240,3 +243,63 @@ def test_logins_of_both_session_kinds_hold_behind_three_instances_and_only_a_los
     finally:
         for client in clients:
             client.close()
+
+
+# -- the edge's own process: supervised, and never outliving the server ---------------------------------------------
+def _edge_pids(server_pid: int) -> list[int]:
+    """The server's edge processes (`python -m rhone_local edge`), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == server_pid and b"rhone_local edge" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_the_edge_process_comes_back_after_kill_9_while_the_api_keeps_answering(local, tmp_path) -> None:
+    deployment = _deployed(local, HELLO, tmp_path)
+    server_pid = local.pid()
+    [edge_pid] = _edge_pids(server_pid)
+    assert _edge(local, "hello--production.localhost").json()["deployment"] == deployment["id"]
+    health: list[int] = []
+    stop = threading.Event()
+
+    def poll_the_api() -> None:
+        with httpx.Client(base_url=local.api_url, timeout=10) as client:
+            while not stop.is_set():
+                health.append(client.get("/v1/health").status_code)
+                time.sleep(0.01)
+
+    poller = threading.Thread(target=poll_the_api)
+    poller.start()
+    try:
+        os.kill(edge_pid, signal.SIGKILL)
+        # Connecting meanwhile is fine: the server holds the listening socket, the next edge process answers.
+        answer = _edge(local, "hello--production.localhost")
+        assert answer.status_code == 200 and answer.json()["deployment"] == deployment["id"]
+        [restarted] = _edge_pids(server_pid)
+        assert restarted != edge_pid
+        for _ in range(20):
+            assert _edge(local, "hello--production.localhost").json()["deployment"] == deployment["id"]
+    finally:
+        stop.set()
+        poller.join(10)
+    assert health and set(health) == {200}  # the API never stopped answering
+    assert f"edge process {edge_pid} exited" in (local.data_dir / "rhone-local.log").read_text()
+
+    assert local.rhone("local", "down").exit_code == 0
+    assert wait_until(lambda: not process_alive(restarted))  # stopped with the server
+
+
+def test_the_edge_process_stops_when_the_server_dies(local) -> None:
+    server_pid = local.pid()
+    assert wait_until(lambda: _edge_pids(server_pid))
+    [edge_pid] = _edge_pids(server_pid)
+    os.kill(server_pid, signal.SIGKILL)
+    assert wait_until(lambda: not process_alive(edge_pid), timeout=15)  # its stdin ended with the server
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", local.edge_port), timeout=2).close()  # nothing holds the port

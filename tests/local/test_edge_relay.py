@@ -801,14 +801,19 @@ def test_the_affinity_cookie_stays_at_the_edge_and_the_rest_of_the_cookie_header
     assert seen == [affinity]
 
 
-def test_an_allocation_that_died_with_a_pooled_connection_gives_way_to_the_next_target(app: ScriptedApp) -> None:
-    dying = ScriptedApp(socket.create_server(("127.0.0.1", 0)))
+def _dying_first(app: ScriptedApp, **dying_behaviour: bool) -> tuple[ScriptedApp, Relay, http.client.HTTPConnection]:
+    """A relay whose every request has two targets: a second scripted app (the one that dies), then `app`."""
+    dying = ScriptedApp(socket.create_server(("127.0.0.1", 0)), **dying_behaviour)
     threading.Thread(target=dying.serve, daemon=True).start()
     targets = [Target(dying.port, b"rhone_affinity=dying"), Target(app.port, b"rhone_affinity=live")]
     relay = Relay(lambda host, affinity=(): (200, targets), "127.0.0.1", 0)
     relay.start()
+    return dying, relay, http.client.HTTPConnection("127.0.0.1", relay.server.sockets[0].getsockname()[1], timeout=10)
+
+
+def test_an_allocation_that_died_with_a_pooled_connection_gives_way_to_the_next_target(app: ScriptedApp) -> None:
+    dying, relay, conn = _dying_first(app)
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", relay.server.sockets[0].getsockname()[1], timeout=10)
         assert get(conn, "/echo")[1]["set-cookie"] == "rhone_affinity=dying"  # leaves a pooled connection to it
         dying.hang_up_everything = True  # it dies: the pooled connection is cut on use, new ones are refused
         dying.sock.shutdown(socket.SHUT_RDWR)  # (a plain close would wait for the thread blocked in accept)
@@ -864,3 +869,19 @@ def test_an_allocation_out_of_rotation_loses_its_idle_connections_and_gets_no_ne
     slow.join()
     assert wait_until(lambda: app.closed_connections == 2)  # ... and the busy one after its answer, not pooled
     assert not relay.pool.idle.get(port) and relay.open_connections(port) == 0
+
+
+def test_a_get_whose_new_connection_closes_unanswered_goes_to_the_next_target_and_a_post_never_does(
+    app: ScriptedApp,
+) -> None:
+    dying, relay, conn = _dying_first(app, hang_up_everything=True)  # it accepts, then hangs up unanswered
+    try:
+        status, headers, _ = get(conn, "/echo")
+        assert status == 200 and headers["set-cookie"] == "rhone_affinity=live"  # the client moved, and knows it
+        assert [r["method"] for r in dying.requests] == ["GET"] and len(app.requests) == 1
+        status, _, body = get(conn, "/echo", "POST", body=b"pay 10")
+        assert status == 502 and b"without answering" in body  # it may have been seen: never sent again
+        assert [r["method"] for r in dying.requests] == ["GET", "POST"] and len(app.requests) == 1
+    finally:
+        relay.stop()
+        dying.sock.close()

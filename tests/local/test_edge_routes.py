@@ -26,6 +26,7 @@ import pytest
 from rhone_local.domain.ids import new_id
 from rhone_local.domain.routing import RouteEvent, SnapshotRejected
 from rhone_local.edge import Affinity, Edge, affinity_key
+from rhone_local.edge_feed import EdgeFeed
 from rhone_local.store import Store, now_iso
 
 WEB = "web--production"
@@ -113,11 +114,19 @@ class World:
                     ts,
                 ),
             )
+        self.delivered()
         return alloc_id, port
 
     def set_allocation(self, alloc_id: str, state: str) -> None:
         with self.store.write() as c:
             c.execute("UPDATE allocations SET state = ?, version = version + 1 WHERE id = ?", (state, alloc_id))
+        self.delivered()
+
+    def delivered(self) -> None:
+        """The edge learns allocation changes from its feed (a server's edge: milliseconds after the commit); once it
+        follows one, a test's change is delivered at once — with the route events committed so far."""
+        if self.edge.version is not None:
+            self.edge.sync_once()
 
     # -- route ownership -------------------------------------------------------------------------------------------
     def move(self, deployment_id: str, env: str = "production", *, expect_epoch: int | None = None) -> dict | None:
@@ -199,7 +208,7 @@ class World:
 def world(tmp_path: Path) -> Iterator[World]:
     store = Store(tmp_path / "rhone.db")
     ids = store.bootstrap(workspace="local", owner="owner", token_hash="x", region="local-1", cell="local-1a")
-    edge = Edge(store)
+    edge = Edge(EdgeFeed(store))
     w = World(store, edge, ids["workspace_id"], ids["region_id"], ids["cell_id"])
     w.add_app("web")
     w.add_app("api")
@@ -549,11 +558,13 @@ def test_only_allocations_in_eligible_regions_are_candidates(world: World) -> No
                 world.store.set_environment_region(
                     c, environment_id, world.store.region("local-2")["id"], state, "op_x", None
                 )
+            world.delivered()
         assert {tuple(world.candidate_ports(f"{WEB}.localhost")) for _ in range(10)} == {(home,)}
     with world.store.write() as c:
         world.store.set_environment_region(
             c, environment_id, world.store.region("local-2")["id"], "eligible", "op_x", None
         )
+    world.delivered()
     assert {frozenset(world.candidate_ports(f"{WEB}.localhost")) for _ in range(4)} == {frozenset({home, away})}
     # Another deployment's ready allocation in the same environment is never a candidate.
     other = world.deploy("web")
@@ -647,7 +658,7 @@ def test_a_forged_or_tampered_cookie_counts_as_none(world: World) -> None:
     victim, other = list(allocations)[:2]
     genuine = world.edge.affinity.value(victim)
     signature = genuine.rpartition(".")[2]
-    another_server = Edge(world.store).affinity.value(victim)  # the same allocation, signed with another key
+    another_server = Edge(EdgeFeed(world.store)).affinity.value(victim)  # the same allocation, signed with another key
     forged = [
         victim,
         victim + ".",

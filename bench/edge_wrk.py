@@ -1,0 +1,357 @@
+"""Edge benchmark with a real load generator: wrk against the app directly, through Rhone's edge, and through nginx.
+
+    .venv/bin/python bench/edge_wrk.py [--duration S] [--rounds R] [--connections 1,8,64] [--python PATH]
+
+Needs Debian's `wrk` and `nginx` (`apt-get install wrk nginx-light`); nothing else in the repository does.
+
+Setup: `rhone local up` on free loopback ports in a temporary HOME and data dir; an app deployed and promoted through
+the real CLI (`rhone deploy --promote`) whose allocation is an nginx (one worker, `return 200` of a 13-byte body,
+unlimited keep-alive requests) — the cheapest keep-alive upstream this machine can run, so the app is never the
+bottleneck and what differs between the three targets is the proxy (`--app python`: a tiny uvloop + httptools
+server instead, a Python app's cost per request; it can be the bottleneck at 64 connections). A second nginx is the
+anchor: one worker, `proxy_pass` to the same allocation port with a keep-alive upstream pool (HTTP/1.1,
+`Connection: ""`), access log off, run as the current user with its config, pid and logs in the temporary directory.
+
+Each round runs, for every connection count, `wrk -t1 -cN -dS --latency` against the three targets back to back
+(direct to the allocation's port, the edge with `Host: <app>--production.localhost`, the nginx anchor with the same
+Host), so all three see the same moment of a busy machine; R rounds (default 3) of S seconds (default 10).
+
+Reported per connection count, min–max over the rounds:
+- throughput as a ratio to direct in the same round (edge, nginx);
+- p50 overhead: the target's p50 latency minus direct's, in ms (wrk's own latency distribution);
+- CPU per request: utime+stime of the edge process(es) (resp. the nginx anchor's worker), read from
+  /proc/<pid>/stat before and after the run, divided by the requests wrk completed; and the edge's as a multiple of
+  nginx's.
+Targets (issue 15): ≥ 0.85× direct at 8 connections, ≥ 0.7× at 1, p50 overhead ≤ 0.1 ms, CPU per request ≤ 2×
+nginx's. The load average at start and end is printed: figures from a machine busy with other work are not figures.
+Every process it starts is stopped in a finally block; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from _harness import Checks, Rhone, SetupError, free_ports, isolated_environment, production_port, rhone_script
+
+APP = "wrkapp"
+ROUTE_HOST = f"{APP}--production.localhost"
+TARGETS = ("direct", "edge", "nginx")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+APP_START = r"""#!/bin/sh
+# The allocation: one nginx worker answering every request with 13 bytes, on $PORT, in the foreground.
+set -e
+cat > "$PWD/nginx.conf" <<EOF
+$NGINX_USER
+worker_processes 1;
+pid $PWD/nginx.pid;
+error_log $PWD/error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $PWD/tmp;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    server {
+        listen 127.0.0.1:$PORT;
+        location / { default_type text/plain; return 200 "hello, world\n"; }
+    }
+}
+EOF
+mkdir -p "$PWD/tmp"
+exec nginx -p "$PWD" -c "$PWD/nginx.conf" -g 'daemon off;'
+"""
+
+PYTHON_APP = r"""# The allocation: a tiny uvloop + httptools server answering every request with 13 bytes, kept alive.
+import asyncio, os
+import httptools, uvloop
+
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nhello, world\n"
+
+
+class App(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.parser = transport, httptools.HttpRequestParser(self)
+
+    def data_received(self, data):
+        self.parser.feed_data(data)
+
+    def on_message_complete(self):
+        self.transport.write(ANSWER)
+
+
+async def main():
+    server = await asyncio.get_running_loop().create_server(App, "127.0.0.1", int(os.environ["PORT"]))
+    await server.serve_forever()
+
+uvloop.run(main())
+"""
+
+ANCHOR_CONF = """{user}
+worker_processes 1;
+pid {root}/anchor.pid;
+error_log {root}/anchor-error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/tmp;
+    proxy_temp_path {root}/tmp;
+    keepalive_requests 1000000;
+    upstream app {{ server 127.0.0.1:{app_port}; keepalive 128; keepalive_requests 1000000; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Proto http;
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def nginx_user_line() -> str:
+    # As root nginx would hand its workers to `nobody`, who cannot write the temporary directory: stay this user.
+    return f"user {getpass.getuser()};" if os.geteuid() == 0 else ""
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of the processes, from their own accounting."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
+def children(parent: int, marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and marker in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+@dataclass
+class Run:
+    requests: int
+    seconds: float
+    p50_ms: float
+    errors: int
+    cpu: float  # seconds of the proxy's processes (0 for direct)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+def parse_wrk(output: str) -> tuple[int, float, float, int]:
+    """(requests, seconds, p50 ms, errors) from `wrk --latency` output."""
+    done = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", output)
+    p50 = re.search(r"^\s*50%\s+([\d.]+)(us|ms|s)", output, re.M)
+    if done is None or p50 is None:
+        raise SetupError(f"cannot read wrk's output:\n{output}")
+    seconds = float(done.group(2)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[done.group(3)]
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors += int(non_2xx.group(1)) if non_2xx else 0
+    return int(done.group(1)), seconds, float(p50.group(1)) * UNITS[p50.group(2)], errors
+
+
+def wrk(port: int, connections: int, duration: int, host: str | None, pids: list[int]) -> Run:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s"]
+    if host:
+        command += ["-H", f"Host: {host}"]
+    before = cpu_seconds(pids)
+    proc = subprocess.run(
+        [*command, f"http://127.0.0.1:{port}/"], capture_output=True, text=True, timeout=duration + 60
+    )
+    cpu = cpu_seconds(pids) - before
+    if proc.returncode != 0:
+        raise SetupError(f"wrk exited {proc.returncode}: {proc.stderr}")
+    requests, seconds, p50, errors = parse_wrk(proc.stdout)
+    return Run(requests, seconds, p50, errors, cpu)
+
+
+def wait_for(port: int, timeout: float = 20) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SetupError(f"nothing listens on {port} after {timeout:g} s")
+
+
+def fmt_range(values: list[float], spec: str, suffix: str = "") -> str:
+    low, high = min(values), max(values)
+    return f"{low:{spec}}{suffix}" if f"{low:{spec}}" == f"{high:{spec}}" else f"{low:{spec}}–{high:{spec}}{suffix}"
+
+
+def report(results: dict[int, list[dict[str, Run]]], edge_processes: int) -> int:
+    check = Checks()
+    print(
+        f"\n{'conns':>5} {'direct req/s':>14} {'edge / direct':>14} {'nginx / direct':>15} {'edge p50 +ms':>13} "
+        f"{'nginx p50 +ms':>14} {'edge µs/req':>12} {'nginx µs/req':>13} {'edge/nginx CPU':>15}"
+    )
+    ratio_targets = {1: 0.7, 8: 0.85}
+    for connections, rounds in results.items():
+        direct = [r["direct"].rps for r in rounds]
+        edge_ratio = [r["edge"].rps / r["direct"].rps for r in rounds]
+        nginx_ratio = [r["nginx"].rps / r["direct"].rps for r in rounds]
+        edge_p50 = [r["edge"].p50_ms - r["direct"].p50_ms for r in rounds]
+        nginx_p50 = [r["nginx"].p50_ms - r["direct"].p50_ms for r in rounds]
+        edge_cpu = [r["edge"].cpu / r["edge"].requests * 1e6 for r in rounds]
+        nginx_cpu = [r["nginx"].cpu / r["nginx"].requests * 1e6 for r in rounds]
+        cpu_ratio = [e / n for e, n in zip(edge_cpu, nginx_cpu, strict=True)]
+        print(
+            f"{connections:>5} {fmt_range(direct, '.0f'):>14} {fmt_range(edge_ratio, '.2f', '×'):>14} "
+            f"{fmt_range(nginx_ratio, '.2f', '×'):>15} {fmt_range(edge_p50, '+.3f'):>13} "
+            f"{fmt_range(nginx_p50, '+.3f'):>14} {fmt_range(edge_cpu, '.1f'):>12} {fmt_range(nginx_cpu, '.1f'):>13} "
+            f"{fmt_range(cpu_ratio, '.2f', '×'):>15}"
+        )
+        errors = sum(run.errors for r in rounds for run in r.values())
+        check(errors == 0, f"{connections} connection(s): every response a 2xx, no socket error ({errors})")
+        if connections in ratio_targets:
+            target = ratio_targets[connections]
+            check(min(edge_ratio) >= target, f"{connections} connection(s): edge ≥ {target}× direct in every round")
+        if connections == 1:
+            check(max(edge_p50) <= 0.1, "1 connection: edge p50 overhead ≤ 0.1 ms in every round")
+        check(max(cpu_ratio) <= 2.0, f"{connections} connection(s): edge CPU per request ≤ 2× nginx's in every round")
+    print(f"\n(edge: {edge_processes} process(es); nginx anchor: 1 worker; wrk: 1 thread)")
+    return check.verdict()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over every target (default 3)")
+    parser.add_argument("--connections", default="1,8,64", help="connection counts (default 1,8,64)")
+    parser.add_argument("--edge-processes", type=int, default=1, help="edge processes (default 1)")
+    parser.add_argument(
+        "--app",
+        choices=("nginx", "python"),
+        default="nginx",
+        help="the allocation: nginx returning 200 (default), or a tiny uvloop+httptools server",
+    )
+    parser.add_argument("--python", default=sys.executable, help="the venv python (default: this interpreter)")
+    options = parser.parse_args(argv)
+    counts = [int(c) for c in options.connections.split(",")]
+    if not (1 <= options.duration <= 120 and 1 <= options.rounds <= 9 and all(1 <= c <= 1024 for c in counts)):
+        parser.error("bounds: 1 ≤ --duration ≤ 120, 1 ≤ --rounds ≤ 9, 1 ≤ connections ≤ 1024")
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None:
+            print(f"bench: needs `{tool}` (apt-get install wrk nginx-light)", file=sys.stderr)
+            return 2
+    try:
+        exe = rhone_script(options.python)
+    except SetupError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 2
+
+    with tempfile.TemporaryDirectory(prefix="rhone-bench-wrk-") as tmp:
+        root = Path(tmp)
+        env, work, data_dir = isolated_environment(root)
+        env["RHONE_LOCAL_EDGE_PROCESSES"] = str(options.edge_processes)
+        rhone = Rhone(exe, env, work)
+        port, edge_port, anchor_port = free_ports(3)
+        anchor: subprocess.Popen | None = None
+        try:
+            status = rhone.json("local", "up", "--port", str(port), "--edge-port", str(edge_port))
+            app_dir = work / APP
+            app_dir.mkdir()
+            if options.app == "nginx":
+                (app_dir / "start.sh").write_text(APP_START.replace("$NGINX_USER", nginx_user_line()))
+                start = "sh start.sh"
+            else:
+                (app_dir / "app.py").write_text(PYTHON_APP)
+                start = f"{Path(options.python).resolve()} app.py"  # the venv's python has uvloop and httptools
+            (app_dir / "rhone.toml").write_text(
+                f'[project]\nname = "{APP}"\n\n[app]\nname = "{APP}"\n\n[process]\nstart = "{start}"\n'
+                'health_path = "/healthz"\nreadiness_timeout = 30\n'
+            )
+            rhone("init", "--link", "--json", cwd=app_dir)
+            promoted = rhone.json("deploy", "--promote", cwd=app_dir)
+            if promoted["promotion"]["state"] != "healthy":
+                raise SetupError(f"the promotion ended {promoted['promotion']['state']}")
+            app_port = production_port(data_dir, promoted["deployment"]["id"])
+            (root / "tmp").mkdir()
+            conf = root / "anchor.conf"
+            conf.write_text(ANCHOR_CONF.format(user=nginx_user_line(), root=root, app_port=app_port, port=anchor_port))
+            anchor = subprocess.Popen(
+                ["nginx", "-p", str(root), "-c", str(conf), "-g", "daemon off;"], stdin=subprocess.DEVNULL
+            )
+            wait_for(anchor_port)
+            edge_pids = children(status["pid"], "rhone_local edge")
+            nginx_workers = children(anchor.pid, "nginx")
+            if len(edge_pids) != options.edge_processes or len(nginx_workers) != 1:
+                raise SetupError(f"edge processes {edge_pids}, nginx workers {nginx_workers}")
+            print(
+                f"Rhone Local {status.get('version')} (edge pid(s) {edge_pids}), nginx anchor worker "
+                f"{nginx_workers[0]}, app: {options.app} on :{app_port}; {os.cpu_count()} CPUs; load average "
+                f"{os.getloadavg()[0]:.2f} at start; python {sys.version.split()[0]}",
+                flush=True,
+            )
+            ports = {"direct": (app_port, None, []), "edge": (edge_port, ROUTE_HOST, edge_pids)}
+            ports["nginx"] = (anchor_port, ROUTE_HOST, nginx_workers)
+            for target_port, host, pids in ports.values():  # warm up every path once
+                wrk(target_port, 8, 1, host, pids)
+            results: dict[int, list[dict[str, Run]]] = {c: [] for c in counts}
+            for round_number in range(1, options.rounds + 1):
+                for connections in counts:
+                    runs = {n: wrk(p, connections, options.duration, h, pids) for n, (p, h, pids) in ports.items()}
+                    results[connections].append(runs)
+                    print(
+                        f"  round {round_number}, {connections:>3} conns: "
+                        + ", ".join(f"{n} {r.rps:,.0f} req/s p50 {r.p50_ms:.3f} ms" for n, r in runs.items()),
+                        flush=True,
+                    )
+            print(f"load average at end {os.getloadavg()[0]:.2f}")
+        except (SetupError, subprocess.SubprocessError, OSError, ValueError, KeyError) as error:
+            print(f"bench: {error}", file=sys.stderr)
+            log = data_dir / "rhone-local.log"
+            if log.exists():
+                print("last server log lines:\n" + "\n".join(log.read_text().splitlines()[-15:]), file=sys.stderr)
+            return 2
+        finally:
+            if anchor is not None:
+                anchor.send_signal(signal.SIGQUIT)  # graceful: workers finish, the master removes its pid file
+                try:
+                    anchor.wait(10)
+                except subprocess.TimeoutExpired:
+                    anchor.kill()
+                    anchor.wait(5)
+            rhone("--json", "local", "down", check=False, timeout=60)
+    return report(results, options.edge_processes)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
