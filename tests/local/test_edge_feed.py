@@ -228,7 +228,8 @@ def test_promotion_drains_the_previous_owner_only_after_every_live_edge_applied_
     edge = feed.edge_for_token(feed.register("edge-0.1"))
     feed.report(edge, 6, 1, {})
     drained: list[tuple[str, int | None]] = []  # (who, the edge's sequence when the drain began)
-    runner = SimpleNamespace(stop_environment=lambda dep, env, why: drained.append((dep, edge.seq)) or 1)
+    draining = {"id": "alloc_old", "health": {"drain": {"open_connections": 0, "timeout": 30, "deadline": "soon"}}}
+    runner = SimpleNamespace(stop_environment=lambda dep, env, why: drained.append((dep, edge.seq)) or [draining])
     pipeline = SimpleNamespace(edge_port=8471, edge_suffix="localhost", runner=runner)
     promotions = promotion.Promotions(world.store, pipeline, feed)
     op = {
@@ -239,6 +240,7 @@ def test_promotion_drains_the_previous_owner_only_after_every_live_edge_applied_
     evidence = promotions.propagate(op)
     assert drained == [("dep_old", 7)]  # not before the edge had the new owner
     assert evidence["edges"] == {"edge-0.1": 7} and evidence["edge_seq"] == 7
+    assert evidence["draining"] == [{"id": "alloc_old", "open_connections": 0, "timeout": 30, "deadline": "soon"}]
 
     # An edge that keeps answering but never applies the move fails the stage; nothing is drained.
     monkeypatch.setattr(promotion, "PROPAGATION_TIMEOUT_SECONDS", 0.3)
