@@ -177,9 +177,15 @@ def postgres():
         pytest.skip(f"PostgreSQL 15 binaries are not installed at {PG_BIN}")
     root = Path(tempfile.mkdtemp(prefix="rhone-pg-"))  # not under pytest's 0700 tmp: the postgres user must enter
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    # The socket has a directory of its own that anyone may enter (apps in the sandbox connect to it as an
+    # unprivileged uid); the cluster's data stays private to the postgres user.
+    data, socket_dir = root / "data", root / "socket"
+    socket_dir.mkdir()
     if as_postgres:
         shutil.chown(root, "postgres")
-    data, socket_dir = root / "data", root
+        shutil.chown(socket_dir, "postgres")
+    root.chmod(0o711)
+    socket_dir.chmod(0o755)
     run = {"check": True, "capture_output": True, "timeout": 120}
     pg_ctl = [*as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(data)]
     try:
@@ -189,6 +195,7 @@ def postgres():
             shutil.chown(root / "pw", "postgres")
         initdb = [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "scram-sha-256"]
         subprocess.run([*as_postgres, *initdb, f"--pwfile={root / 'pw'}"], **run)
+        (root / "pw").unlink()
         options = f"-c listen_addresses='' -k {socket_dir}"
         subprocess.run([*pg_ctl, "-o", options, "-w", "-l", str(root / "log"), "start"], **run)
         try:

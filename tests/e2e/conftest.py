@@ -32,6 +32,7 @@ class LocalServer:
     data_dir: Path
     cwd: Path
     started: list[int] = field(default_factory=list)
+    up_options: tuple[str, ...] = ()  # more `rhone local up` options, for every start (restarts included)
 
     @property
     def api_url(self) -> str:
@@ -58,8 +59,9 @@ class LocalServer:
 
     def up(self, environ: dict[str, str] | None = None) -> Result:
         result = self.rhone(
-            "local", "up", "--port", str(self.port), "--edge-port", str(self.edge_port), "--json", environ=environ
-        )
+            "local", "up", "--port", str(self.port), "--edge-port", str(self.edge_port), "--json", *self.up_options,
+            environ=environ,
+        )  # fmt: skip
         if result.exit_code == 0:
             self.started.append(result.json()["pid"])
         return result

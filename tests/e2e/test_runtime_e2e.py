@@ -34,6 +34,25 @@ pytestmark = pytest.mark.slow
 PRODUCTION_HOST = "shop--production.localhost"
 PYTHON = sys.executable
 
+
+def sandbox_ro(*paths: Path) -> tuple[str, ...]:
+    """`rhone local up` options exposing, read-only, what these apps run on inside the sandbox: the test's Python
+    environment (gunicorn, flask, websockets are installed there, not in the system's directories) and `paths` —
+    an operator's toolchain, as `--sandbox-ro` is meant for. Nothing of the data directory."""
+    exposed = {sys.prefix, sys.base_prefix, *(str(p) for p in paths)}
+    return tuple(arg for path in sorted(exposed) for arg in ("--sandbox-ro", path))
+
+
+@pytest.fixture
+def local(local_env, tmp_path):
+    """A running Rhone Local whose sandbox sees the test's Python and the apps' flag directory (`flags`)."""
+    (tmp_path / "flags").mkdir()
+    local_env.up_options = sandbox_ro(tmp_path / "flags")
+    result = local_env.up()
+    assert result.exit_code == 0, result.stderr
+    return local_env
+
+
 APP = textwrap.dedent(
     """\
     import json, os, sqlite3, sys, time
@@ -136,7 +155,7 @@ FLASK_APP = textwrap.dedent(
 def app_tree(root: Path, *, source: str = APP, start: str | None = None, process: str = "", extra: str = "") -> Path:
     app_dir = root / "shop"
     app_dir.mkdir(exist_ok=True)
-    (app_dir / "app.py").write_text(source.replace("@CRASH_FLAG@", str(root / "crash")))
+    (app_dir / "app.py").write_text(source.replace("@CRASH_FLAG@", str(root / "flags" / "crash")))
     start = start or f"{PYTHON} app.py"
     (app_dir / "rhone.toml").write_text(
         f'[project]\nname = "shop"\n\n[app]\nname = "shop"\n\n[process]\nstart = {json.dumps(start)}\n'
@@ -403,7 +422,7 @@ def test_a_crash_loop_backs_off_is_shown_and_heals(local, tmp_path):
     ok(local, app_dir, "init", "--link")
     deploy_promote(local, app_dir)
     victim = owner_allocation(local, app_dir)
-    (tmp_path / "crash").write_text("")  # from now on the app exits at once
+    (tmp_path / "flags" / "crash").write_text("")  # from now on the app exits at once
     os.kill(db_allocation(local, victim["id"])["pid"], signal.SIGKILL)
     marked = wait_until(
         lambda: [a for a in allocations(local, app_dir) if (a["health"] or {}).get("crash_loop")], 60, 0.5
@@ -411,7 +430,7 @@ def test_a_crash_loop_backs_off_is_shown_and_heals(local, tmp_path):
     assert marked[0]["state"] == "failed" and marked[0]["health"]["crash_loop"]["failures"] >= 5
     human = local.rhone("app", "allocations", "--env", "production", cwd=app_dir)
     assert "crash loop" in human.stdout
-    (tmp_path / "crash").unlink()
+    (tmp_path / "flags" / "crash").unlink()
     assert wait_until(lambda: serving(local), 90, 0.5)
     assert not [a for a in allocations(local, app_dir) if (a["health"] or {}).get("crash_loop")]
 
@@ -513,7 +532,7 @@ def test_postgres_app_databases_through_local_up(local_env, tmp_path, postgres):
     assert PG_APP != APP
     up = local_env.rhone(
         "local", "up", "--port", str(local_env.port), "--edge-port", str(local_env.edge_port), "--app-databases",
-        postgres, "--json",
+        postgres, "--json", *sandbox_ro(Path(postgres.rsplit("host=", 1)[1])),
     )  # fmt: skip
     assert up.exit_code == 0, up.stderr
     local_env.started.append(up.json()["pid"])

@@ -112,6 +112,11 @@ def building_evidence(server, deployment: dict) -> dict:
     return next(s["evidence"] for s in op["stages"] if s["state"] == "validating")
 
 
+def drains_ended(server) -> bool:
+    """Whether every allocation that was draining (the previous owner, a superseded preview) has stopped."""
+    return not db_rows(server, "SELECT id FROM allocations WHERE state = 'draining'")
+
+
 def db_rows(server, sql: str, *args) -> list[dict]:
     with sqlite3.connect(f"file:{server.data_dir / 'rhone.db'}?mode=ro", uri=True, timeout=10) as db:
         db.row_factory = sqlite3.Row
@@ -287,6 +292,7 @@ def test_settings_roll_the_running_allocations_new_ones_first(local_env, tmp_pat
     assert secret not in result.stdout + result.stderr
     after = edge_get(server, deployment["url"]).json()
     assert after["settings"] == {"GREETING": "a=b=c", "SECRET_KEY": secret, "FROM_TOML": "override"}
+    assert wait_until(lambda: drains_ended(server), timeout=30)  # the old allocation drains, then stops
     allocations = db_rows(server, "SELECT id, state FROM allocations WHERE deployment_id = ?", deployment["id"])
     assert {a["id"]: a["state"] for a in allocations}[first_alloc] == "stopped"
     assert sum(a["state"] == "ready" for a in allocations) == 1
@@ -336,7 +342,9 @@ def test_retention_keeps_every_rollback_target(local_env, tmp_path: Path) -> Non
     second_owner = ids[-1]
     promoted = server.rhone("promote", second_owner, "--json", cwd=app_dir)
     assert promoted.exit_code == 0, promoted.stderr
-    # Retention already ran after each deploy; what is left for a manual run is what the dry run announced.
+    # Retention already ran after each deploy; what is left for a manual run is what the dry run announced (once the
+    # superseded previews and the previous owner have finished draining, so nothing changes in between).
+    assert wait_until(lambda: drains_ended(server), timeout=30)
     dry = server.json("local", "gc", "--dry-run")
     assert dry["dry_run"] is True
     result = server.json("local", "gc")
