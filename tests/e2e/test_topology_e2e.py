@@ -137,6 +137,8 @@ def test_scale_is_gated_by_runtime_services_then_spreads_and_survives_a_killed_i
     assert services["missing"] == [] and len(services["items"]) == 3
     scaled = session.ok("app", "scale", "--env", "production", "--instances", "3")
     assert scaled["state"] == "scaled"
+    # The first instance was started before the services were bound: a new one replaced it, and it drains away.
+    assert wait_until(lambda: all(a["state"] != "draining" for a in live_allocations(local)), timeout=30)
     allocations = session.ok("app", "allocations", "--env", "production")
     assert_matches_schema(allocations, "allocation-list.schema.json")
     assert len(allocations) == 3
@@ -195,6 +197,7 @@ def test_a_promotion_into_a_scaled_environment_starts_every_instance_first(local
     first = session.deploy_and_promote()
     assert session.ok("app", "scale", "--env", "production", "--instances", "2")["state"] == "scaled"
     second = session.deploy_and_promote()  # an app without server sessions scales with nothing bound
+    assert wait_until(lambda: all(a["state"] != "draining" for a in live_allocations(local)), timeout=30)
     allocations = session.ok("app", "allocations", "--env", "production")
     assert [a["deployment_id"] for a in allocations] == [second["id"], second["id"]]
     assert {a["state"] for a in allocations} == {"ready"}
