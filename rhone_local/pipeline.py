@@ -26,6 +26,7 @@ from rhone_local.blobs import BlobStore
 from rhone_local.domain import gates, limits
 from rhone_local.domain.errors import DomainError, disk_full, is_disk_full
 from rhone_local.domain.manifest import digest_of
+from rhone_local.engines import Engines
 from rhone_local.provisioning import Provisioner
 from rhone_local.runner import Runner
 from rhone_local.store import Store, now_iso
@@ -122,6 +123,8 @@ class DeployPipeline:
         self.edge_port = edge_port
         self.edge_suffix = edge_suffix
         self.provisioner = Provisioner(data_dir)  # databases it creates for environments (see provisioning.py)
+        self.engines = Engines(store, data_dir)  # Redis and NATS behind runtime services (see engines.py)
+        runner.service_credentials = self.engines.credentials
 
     def workdir(self, deployment_id: str) -> Path:
         return self.root / deployment_id

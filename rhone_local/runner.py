@@ -122,6 +122,9 @@ class Runner:
         # Requests, answers and tunnels the edge has open to a port (`Relay.open_connections`, wired by server.py):
         # what a draining allocation still serves. Without an edge there are none.
         self.open_connections: Callable[[int], int] = lambda port: 0
+        # Per-allocation URLs of the lane's engine-backed runtime services (`Engines.credentials`, wired by the
+        # pipeline): each allocation connects as a user of its own.
+        self.service_credentials: Callable[[str, str, str], dict[str, str]] = lambda *lane: {}
 
     def _lock_for(self, deployment_id: str, environment_id: str) -> threading.Lock:
         """One lock per deployment and environment: "never two live allocations" is a per-pair rule, and a slow
@@ -267,6 +270,7 @@ class Runner:
         environment_vars = {
             # Bindings first: the platform's own variables below cannot be overridden by a secret's name.
             **bound,
+            **self.service_credentials(alloc["id"], environment["id"], region["id"]),
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(directory),
             "PORT": str(port),

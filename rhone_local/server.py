@@ -200,6 +200,7 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None, app_datab
     # Drains, dead and unresponsive instances, and each route owner's instance count (also after this restart).
     reconciler = Reconciler(store, pipeline)
     reconciler.start()
+    pipeline.engines.start()  # runtime-service engines: adopted or started again, and kept running
     log.info("Rhone Local %s listening on http://%s:%s (data in %s)", __version__, host, port, data_dir)
     try:
         server.run()
@@ -211,6 +212,7 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None, app_datab
         reconciler.stop()
         workers.stop()
         pipeline.runner.stop_all("Rhone Local stopped")
+        pipeline.engines.stop_all()  # after the apps, which may write their sessions while they drain
         if relay is not None:
             relay.stop()
             edge.stop_sync()

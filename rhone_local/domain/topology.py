@@ -17,6 +17,27 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 RUNTIME_SERVICES = ("session", "broadcast", "idempotency", "cache", "queue", "object_storage")
+# What each kind of service provider can serve: Rhone Local's engines speak Redis and NATS, a SQL session store is a
+# provisioned database; `local` picks Redis where it serves, Rhone Local's own implementation elsewhere.
+ENGINE_SERVICES = {
+    "redis": ("session", "broadcast", "cache", "queue"),
+    "nats": ("broadcast", "queue"),
+    "sql": ("session",),
+}
+
+
+def provider_refusal(services: Iterable[str], provider: str) -> str | None:
+    """Why `provider` cannot serve one of `services`, or None (an external URL serves whatever it is bound to)."""
+    allowed = ENGINE_SERVICES.get(provider)
+    if allowed is None:
+        return None
+    wrong = [s for s in services if s not in allowed]
+    if not wrong:
+        return None
+    return (
+        f"{provider} does not serve {', '.join(wrong)}: it serves {', '.join(allowed)}. "
+        "Bind those with the default provider (local) in a separate command"
+    )
 
 
 @dataclass(frozen=True)
