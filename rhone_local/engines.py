@@ -144,7 +144,17 @@ class Engine:
                 return
             if self.pid is None and self._adopt():
                 return
+            if self.running():  # ours, but not answering (stopped, wedged): it must not hold the port or the data
+                self._kill()
             self._start()
+
+    def _kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.pid, signal.SIGKILL)
+        deadline = time.monotonic() + STOP_GRACE
+        while time.monotonic() < deadline and processes.leader_alive(self.pid, self.pid_start):
+            time.sleep(0.02)
+        self.pid = self.pid_start = self.child = None
 
     def _adopt(self) -> bool:
         try:
@@ -194,13 +204,7 @@ class Engine:
             deadline = time.monotonic() + STOP_GRACE
             while time.monotonic() < deadline and processes.leader_alive(self.pid, self.pid_start):
                 time.sleep(0.05)
-            if processes.leader_alive(self.pid, self.pid_start):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(self.pid, signal.SIGKILL)
-            if self.child is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.child.wait(1)
-            self.pid = self.pid_start = self.child = None
+            self._kill()
 
     def log_tail(self, lines: int = 5) -> str:
         try:
@@ -539,8 +543,7 @@ class Engines:
             return
         was_running = engine.pid is not None
         if was_running:
-            log.warning("%s engine of lane %s is gone (%s); restarting it", lane.engine, lane.name, engine.log_tail(2))
-            engine.pid = engine.pid_start = None
+            log.warning("the engine of lane %s stopped answering (%s); restarting it", lane.name, engine.log_tail(2))
         try:
             engine.ensure()
             engine.sync_users(self.store.live_allocation_ids(lane.environment_id, lane.region_id))

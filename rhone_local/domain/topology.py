@@ -73,6 +73,15 @@ def scale_requirements(config: dict[str, Any]) -> list[Requirement]:
     return [Requirement(service, needed[service]) for service in RUNTIME_SERVICES if service in needed]
 
 
+def live_sessions(config: dict[str, Any], bound: Iterable[str]) -> str | None:
+    """What a route move means for the sessions live on the previous owner: `resume` (the new owner reads them from the
+    environment's session store), `restart` (no store: their state is lost), or None (the app keeps no server
+    sessions)."""
+    if not runtime_of(config)["server_sessions"]:
+        return None
+    return "resume" if "session" in set(bound) else "restart"
+
+
 def missing_services(requirements: Iterable[Requirement], bound: Iterable[str]) -> list[Requirement]:
     have = set(bound)
     return [r for r in requirements if r.service not in have]
