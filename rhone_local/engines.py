@@ -103,6 +103,7 @@ class Engine:
         self.pid_start: int | None = None
         self.port: int | None = None
         self.restarts = 0
+        self.seen_up = False  # answered since this Rhone Local started (so a start from now on is a restart)
         self.failures = 0
         self.next_try = 0.0
         self.error: str | None = None
@@ -206,12 +207,13 @@ class Engine:
                 time.sleep(0.05)
             self._kill()
 
-    def log_tail(self, lines: int = 5) -> str:
+    def log_tail(self, lines: int = 2) -> str:
         try:
             text = (self.directory / f"{self.lane.engine}.log").read_text(errors="replace")
         except OSError:
             return ""
-        return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+        kept = [line.strip() for line in text.splitlines() if line.strip()]
+        return " | ".join(kept[-lines:])
 
     def _wait_started(self, ready: Any) -> str | None:
         """Wait until `ready()` is true (None) or the process exited (its log tail)."""
@@ -291,7 +293,9 @@ class RedisEngine(Engine):
             self.pid = self.pid_start = None
             if "in use" not in failure:
                 break
-        raise EngineUnavailable("engine_unavailable", f"redis-server for lane {self.lane.name} did not start: {last}")
+        raise EngineUnavailable(
+            "engine_unavailable", f"redis-server did not start (its log: {self.directory}/redis.log): {last}"
+        )
 
     def _admin(self) -> RespConnection:
         if self.port is None:
@@ -389,7 +393,9 @@ class NatsEngine(Engine):
                 return
             last = failure
             self.pid = self.pid_start = None
-        raise EngineUnavailable("engine_unavailable", f"nats-server for lane {self.lane.name} did not start: {last}")
+        raise EngineUnavailable(
+            "engine_unavailable", f"nats-server did not start (its log: {self.directory}/nats.log): {last}"
+        )
 
     def _read_ports(self) -> bool:
         ports = self._ports()
@@ -535,20 +541,19 @@ class Engines:
     def _supervise(self, engine: Engine) -> None:
         lane = engine.lane
         if engine.running() and engine.answers():
-            engine.failures = 0
+            engine.failures, engine.seen_up = 0, True
             with contextlib.suppress(OSError, RespError):
                 engine.sync_users(self.store.live_allocation_ids(lane.environment_id, lane.region_id))
             return
         if time.monotonic() < engine.next_try:
             return
-        was_running = engine.pid is not None
-        if was_running:
+        if engine.failures == 0 and engine.seen_up:
             log.warning("the engine of lane %s stopped answering (%s); restarting it", lane.name, engine.log_tail(2))
         try:
             engine.ensure()
             engine.sync_users(self.store.live_allocation_ids(lane.environment_id, lane.region_id))
-            engine.restarts += int(was_running)
-            engine.failures = 0
+            engine.restarts += int(engine.seen_up)  # a start after it had served in this process
+            engine.failures, engine.seen_up = 0, True
             bindings = self.store.engine_service_bindings(lane.environment_id, lane.region_id)
             endpoints = {b["service"]: engine.endpoint(b["service"]) for b in bindings if b["provider"] == lane.engine}
             self.store.set_service_endpoint(lane.environment_id, lane.region_id, lane.engine, endpoints)
