@@ -60,6 +60,7 @@ ADMIN_USER = "rhone-admin"
 RESTART_BASE_SECONDS = 0.5
 RESTART_MAX_SECONDS = 30.0
 SUPERVISE_SECONDS = 0.5
+CLAIM_GRACE_SECONDS = 120.0  # longer than a services stage takes to commit after starting its engine
 
 
 class EngineUnavailable(Exception):
@@ -103,6 +104,7 @@ class Engine:
         self.pid_start: int | None = None
         self.port: int | None = None
         self.restarts = 0
+        self.claimed_at = -CLAIM_GRACE_SECONDS  # when a binding stage last asked for it
         self.seen_up = False  # answered since this Rhone Local started (so a start from now on is a restart)
         self.failures = 0
         self.next_try = 0.0
@@ -488,6 +490,7 @@ class Engines:
     def ensure(self, lane: Lane) -> Engine:
         """The lane's engine, running and holding a user for each of the lane's live allocations."""
         engine = self.engine(lane)
+        engine.claimed_at = time.monotonic()  # its binding commits after this: supervision must not stop it meanwhile
         engine.ensure()
         engine.sync_users(self.store.live_allocation_ids(lane.environment_id, lane.region_id))
         return engine
@@ -530,7 +533,11 @@ class Engines:
         for lane in wanted:
             self._supervise(self.engine(lane))
         with self._lock:
-            unwanted = [e for lane, e in self._engines.items() if lane not in wanted]
+            unwanted = [
+                e
+                for lane, e in self._engines.items()
+                if lane not in wanted and time.monotonic() - e.claimed_at > CLAIM_GRACE_SECONDS
+            ]
         for engine in unwanted:
             if engine.pid is not None:
                 log.info(
