@@ -138,3 +138,21 @@ def test_nats_serves_broadcast_with_a_user_per_allocation_and_refuses_what_it_ca
         row = next(r for r in local.json("env", "services", "production", cwd=app_dir)["items"])
         connected = {a["allocation_id"]: a["connections"] for a in row["allocations"]}
         assert (row["provider"], row["engine_up"], connected[alloc["id"]]) == ("nats", True, 1)
+
+
+def test_promote_says_plainly_when_live_sessions_will_restart(local, tmp_path):
+    app_dir = linked(local, hello_app(tmp_path))  # keeps server sessions (the default) and binds no store
+    first = local.rhone("deploy", "--promote", "--json", cwd=app_dir, timeout=120)
+    assert first.exit_code == 0 and first.json()["promotion"]["live_sessions"] is None  # nothing served before
+    assert "restart" not in first.stderr
+    (app_dir / "app.py").write_text((app_dir / "app.py").read_text().replace('VERSION = "', 'VERSION = "2-'))
+    second = local.rhone("deploy", "--promote", "--json", cwd=app_dir, timeout=120)
+    assert second.exit_code == 0, second.stderr
+    assert second.json()["promotion"]["live_sessions"] == "restart"
+    assert "production has no session store" in second.stderr and "--bind session" in second.stderr
+
+    assert local.rhone("env", "services", "production", "--bind", "session", cwd=app_dir).exit_code == 0
+    deployed = local.json("deploy", cwd=app_dir, timeout=120)
+    rolled = local.rhone("promote", deployed["id"], "--json", cwd=app_dir)
+    assert rolled.exit_code == 0 and rolled.json()["live_sessions"] == "resume"
+    assert "no session store" not in rolled.stderr
