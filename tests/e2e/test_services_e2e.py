@@ -7,6 +7,7 @@ import json
 import shutil
 import socket
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -156,3 +157,18 @@ def test_promote_says_plainly_when_live_sessions_will_restart(local, tmp_path):
     rolled = local.rhone("promote", deployed["id"], "--json", cwd=app_dir)
     assert rolled.exit_code == 0 and rolled.json()["live_sessions"] == "resume"
     assert "no session store" not in rolled.stderr
+
+
+def test_a_sql_session_store_is_a_provisioned_database_of_the_lane(local, tmp_path):
+    app_dir = linked(local, hello_app(tmp_path))
+    bound = local.rhone("env", "services", "preview", "--bind", "session", "--provider", "sql", "--json", cwd=app_dir)
+    assert bound.exit_code == 0, bound.stderr
+    [row] = bound.json()["items"]
+    assert (row["provider"], row["engine_up"]) == ("sql", None)  # no engine: a database file
+    deployed = local.json("deploy", cwd=app_dir, timeout=120)
+    [alloc] = [a for a in live_allocations(local, "preview") if a["deployment_id"] == deployed["id"]]
+    url = process_environ(alloc["pid"])["RHONE_SERVICE_SESSION_URL"]
+    assert url.startswith("sqlite:////") and url.endswith("/_session.sqlite3")
+    path = url.removeprefix("sqlite:///")
+    assert path.startswith(str(local.data_dir)) and Path(path).is_file()  # outside every artifact, kept
+    assert not list((local.data_dir / "services").glob("*/*/redis"))  # no engine was started for it
