@@ -35,6 +35,8 @@ import subprocess
 import threading
 import time
 import urllib.request
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -246,6 +248,11 @@ class Engine:
         raise NotImplementedError
 
 
+def connections_by_user(users: Iterable[str | None]) -> dict[str, int]:
+    """How many connections each app user holds, from one user name (or None) per connection."""
+    return dict(Counter(u for u in users if u and u != ADMIN_USER))
+
+
 def _candidate_port(previous: int | None, attempt: int) -> int:
     if previous and attempt == 0:
         return previous
@@ -333,13 +340,8 @@ class RedisEngine(Engine):
     def connections(self) -> dict[str, int]:
         with self._admin() as conn:
             listing = conn.call("CLIENT", "LIST", "TYPE", "normal") + conn.call("CLIENT", "LIST", "TYPE", "pubsub")
-        counts: dict[str, int] = {}
-        for line in listing.splitlines():
-            fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
-            user = fields.get("user")
-            if user and user != ADMIN_USER:
-                counts[user] = counts.get(user, 0) + 1
-        return counts
+        fields = (dict(part.split("=", 1) for part in line.split() if "=" in part) for line in listing.splitlines())
+        return connections_by_user(f.get("user") for f in fields)
 
     def url(self, user: str, service: str) -> str:
         return f"redis://{quote(user, safe='')}:{self.password(user)}@127.0.0.1:{self.port}/{REDIS_DATABASE[service]}"
@@ -443,12 +445,8 @@ class NatsEngine(Engine):
             time.sleep(0.02)
 
     def connections(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for connection in self._monitor("/connz?auth=1&limit=10000").get("connections") or []:
-            user = connection.get("authorized_user")
-            if user and user != ADMIN_USER:
-                counts[user] = counts.get(user, 0) + 1
-        return counts
+        listing = self._monitor("/connz?auth=1&limit=10000").get("connections") or []
+        return connections_by_user(c.get("authorized_user") for c in listing)
 
     def url(self, user: str, service: str) -> str:
         return f"nats://{quote(user, safe='')}:{self.password(user)}@127.0.0.1:{self.port}"
