@@ -128,15 +128,20 @@ func (a *app) clicked() {
 	}
 }
 
-func (a *app) send(m message) {
-	data, _ := json.Marshal(m)
+// openSockets is every live WebSocket of this instance, copied so that none is written to under the lock.
+func (a *app) openSockets() []*wsConn {
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	sockets := make([]*wsConn, 0, len(a.sockets))
 	for s := range a.sockets {
 		sockets = append(sockets, s)
 	}
-	a.mu.Unlock()
-	for _, s := range sockets {
+	return sockets
+}
+
+func (a *app) send(m message) {
+	data, _ := json.Marshal(m)
+	for _, s := range a.openSockets() {
 		s.WriteText(data)
 	}
 }
@@ -254,13 +259,7 @@ func main() {
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		<-stop
-		a.mu.Lock()
-		sockets := make([]*wsConn, 0, len(a.sockets))
-		for s := range a.sockets {
-			sockets = append(sockets, s)
-		}
-		a.mu.Unlock()
-		for _, s := range sockets {
+		for _, s := range a.openSockets() {
 			s.Close(1001, "going away")
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
