@@ -236,6 +236,11 @@ class Engine:
         raise NotImplementedError
 
     def sync_users(self, wanted: list[str]) -> None:
+        """Make the engine's app users exactly `wanted` (supervision and starting allocations both call this)."""
+        with self._lock:
+            self._sync_users(wanted)
+
+    def _sync_users(self, wanted: list[str]) -> None:
         raise NotImplementedError
 
     def connections(self) -> dict[str, int]:
@@ -327,7 +332,7 @@ class RedisEngine(Engine):
         fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
         return fields.get("process_id", "").strip() == str(self.pid)
 
-    def sync_users(self, wanted: list[str]) -> None:
+    def _sync_users(self, wanted: list[str]) -> None:
         with self._admin() as conn:
             present = set(conn.call("ACL", "USERS")) - {ADMIN_USER, "default"}
             for user in sorted(set(wanted) - present):
@@ -433,7 +438,7 @@ class NatsEngine(Engine):
             return False
         return varz.get("port") == self.port and self._ports() is not None
 
-    def sync_users(self, wanted: list[str]) -> None:
+    def _sync_users(self, wanted: list[str]) -> None:
         if sorted(set(wanted)) == self.users:
             return
         before = self._monitor("/varz").get("config_load_time")
