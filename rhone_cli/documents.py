@@ -135,6 +135,12 @@ class HelpEnvironment(_Doc):
     environment: list[EnvironmentVariable]
 
 
+class LocalSandbox(_Doc):
+    mode: Literal["bubblewrap", "none"]
+    reason: str | None = Field(description="Why builds and apps run without a sandbox (mode none).")
+    read_only_paths: list[str] = Field(description="Host paths exposed read-only (`--sandbox-ro`).")
+
+
 class LocalStatus(_Doc):
     """`rhone local status --json` (and `rhone local up --json`, which adds `started` and `profile`)."""
 
@@ -146,6 +152,10 @@ class LocalStatus(_Doc):
     data_dir: str
     log_file: str
     stale_pid_file: bool
+    sandbox: LocalSandbox | None = Field(None, description="How builds and apps run (null when not running).")
+    disk: dict[str, int] | None = Field(
+        None, description="Bytes per kind: builds, allocations, blobs, caches, database (null without a data dir)."
+    )
     started: bool | None = None
     profile: str | None = None
 
@@ -201,6 +211,22 @@ class DrainingAllocation(_Doc):
     deadline: str = Field(description="When it is cut if connections are still open.")
 
 
+class ExplainRule(_Doc):
+    pattern: str = Field(description="The rule as written.")
+    source: str = Field(description="Where: <file>:<line> (.gitignore, .rhoneignore), build.exclude:<n>, <defaults>.")
+    negated: bool = Field(description="A `!` rule, which re-includes.")
+
+
+class ManifestExplain(_Doc):
+    """`rhone artifact manifest --explain PATH --json`: why PATH is in the manifest or out of it."""
+
+    root: str
+    path: str = Field(description="PATH relative to the manifest's root.")
+    included: bool
+    reason: str
+    rule: ExplainRule | None = Field(description="The rule that decided, when one did.")
+
+
 class RouteMove(_Doc):
     """`rhone promote --json`, `rhone rollback --json` (waited): what the operation did to the route."""
 
@@ -239,6 +265,7 @@ DOCUMENTS: dict[str, type[BaseModel]] = {
     "local-status.schema.json": LocalStatus,
     "local-down.schema.json": LocalDown,
     "artifact-manifest.schema.json": ManifestDocument,
+    "artifact-manifest-explain.schema.json": ManifestExplain,
     "route-move.schema.json": RouteMove,
 }
 
@@ -272,4 +299,6 @@ API_DOCUMENTS: dict[str, tuple[str, bool]] = {
     "region.schema.json": ("Region", False),
     "region-list.schema.json": ("Region", True),
     "environment-region-list.schema.json": ("EnvironmentRegion", True),
+    "environment-config.schema.json": ("EnvironmentConfig", False),
+    "local-gc.schema.json": ("GcResult", False),
 }

@@ -113,6 +113,7 @@ CODE_EXIT_CODES: dict[str, int] = {
             "approval_required",
             "environment_frozen",
             "binding_missing",
+            "setting_missing",
             "scale_gate_failed",
             "gate_blocked",
             "cold_deploy_needs_approval",

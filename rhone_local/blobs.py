@@ -7,6 +7,7 @@ writing one that exists is a no-op.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -45,6 +46,13 @@ class BlobStore:
             if actual != entry["size"]:
                 wrong.append({"path": entry["path"], "declared": entry["size"], "actual": actual})
         return wrong
+
+    def refresh(self, digests: Iterable[str]) -> None:
+        """Mark present blobs as just used: a client told they exist will reference them in a deployment it is about
+        to create, and retention spares blobs younger than its grace period (rhone_local/retention.py)."""
+        for digest in dict.fromkeys(digests):
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self.path(digest))
 
     async def write(self, digest: str, chunks: AsyncIterator[bytes], *, declared_size: int | None = None) -> bool:
         """Store the streamed bytes under `digest`; True if newly stored, False if it already existed."""

@@ -2,8 +2,8 @@
 
 One engine process per lane (an environment in a region) and engine: a lane's data, users and connections are its
 own, so an app uses any key or subject it likes with any standard client, and nothing of one lane is reachable from
-another. Each runs from `<data dir>/services/<environment id>/<region id>/<engine>/` (its configuration, its log, and
-its data: Redis with an append-only file, NATS with JetStream's store), listens on loopback only (apps inside a
+another. Each runs from `<data dir>/services/engines/<environment id>/<region id>/<engine>/` (its configuration, its
+log, and its data: Redis with an append-only file, NATS with JetStream's store), listens on loopback only (apps inside a
 sandbox share the host's network namespace) and accepts only users Rhone Local created:
 
 - each live allocation of the lane is a user of its own, named after the allocation, with a password derived from a
@@ -486,7 +486,9 @@ class Engines:
         with self._lock:
             found = self._engines.get(lane)
             if found is None:
-                directory = self.root / lane.environment_id / lane.region_id / lane.engine
+                # Apart from each lane's `services/<environment>/<region>/` (a sandboxed allocation sees it, for Rhone
+                # Local's own SQLite services): an app reaches its engine over loopback, never its files.
+                directory = self.root / "engines" / lane.environment_id / lane.region_id / lane.engine
                 found = self._engines[lane] = ENGINE_TYPES[lane.engine](lane, directory, self.key)
             return found
 

@@ -29,10 +29,13 @@ from rhone_local.domain.manifest import digest_of
 from rhone_local.engines import Engines
 from rhone_local.provisioning import Provisioner
 from rhone_local.runner import Runner
+from rhone_local.sandbox import CACHE_ROOT, Bind, Sandbox, base_environment
 from rhone_local.store import Store, now_iso
 
 LOG_TAIL_LINES = 30
 NEARLY_FULL_BYTES = 1024 * 1024
+DEFAULT_CACHE_LIMIT = 2 * 1024**3  # bytes of one app's build cache before it is cleared
+UNSANDBOXED = Sandbox("none", reason="not configured")
 
 
 @dataclass
@@ -86,6 +89,31 @@ def _no_space_left(directory: Path) -> bool:
     return stats.f_bavail * stats.f_frsize < max(NEARLY_FULL_BYTES, stats.f_blocks * stats.f_frsize // 100)
 
 
+def _kill_groups(*leaders: int | None) -> None:
+    for leader in leaders:
+        if leader:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(leader, signal.SIGKILL)
+
+
+def tree_size(root: Path) -> int:
+    """Bytes of the regular files under `root` (symlinks not followed)."""
+    total = 0
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(directory, name)).st_size
+    return total
+
+
+def build_key(config: dict[str, Any], sandbox_mode: str) -> str:
+    """What decides a build's output besides its source: the command, output, include/exclude, and the build
+    environment (the sandbox mode: an unsealed build sees other paths)."""
+    build = config.get("build") or {}
+    fields = {k: build.get(k) for k in ("command", "output", "include", "exclude")}
+    return hashlib.sha256(json.dumps({**fields, "sandbox": sandbox_mode}, sort_keys=True).encode()).hexdigest()
+
+
 def _sha256_file(path: Path) -> str | None:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -114,17 +142,23 @@ class DeployPipeline:
         *,
         edge_port: int | None,
         edge_suffix: str = "localhost",
+        sandbox: Sandbox = UNSANDBOXED,
+        cache_limit: int = DEFAULT_CACHE_LIMIT,
     ) -> None:
         self.store = store
         self.blobs = blobs
         self.runner = runner
         self.data_dir = data_dir
         self.root = data_dir / "deployments"
+        self.caches = data_dir / "caches"
         self.edge_port = edge_port
         self.edge_suffix = edge_suffix
         self.provisioner = Provisioner(data_dir)  # databases it creates for environments (see provisioning.py)
         self.engines = Engines(store, data_dir)  # Redis and NATS behind runtime services (see engines.py)
         runner.service_credentials = self.engines.credentials
+        self.sandbox = sandbox
+        self.cache_limit = cache_limit
+        self.on_deploy_finished: Any = None  # called when a deployment reaches preview_ready (retention runs then)
 
     def workdir(self, deployment_id: str) -> Path:
         return self.root / deployment_id
@@ -140,7 +174,7 @@ class DeployPipeline:
             if op["state"] == "cloning":
                 return self._clone(deployment)
             if op["state"] == "building":
-                return self._build(deployment)
+                return self._build(deployment, force=bool(op["params"].get("force_build")))
             if op["state"] == "validating":
                 return self._validate(deployment)
         except StageFailed as failure:
@@ -184,7 +218,7 @@ class DeployPipeline:
         return StageOutcome("building", {"source_digest": deployment["source_digest"], **facts})
 
     # -- building ---------------------------------------------------------------------------------------------------
-    def _build(self, deployment: dict[str, Any]) -> StageOutcome:
+    def _build(self, deployment: dict[str, Any], *, force: bool = False) -> StageOutcome:
         config = deployment["config"]
         work = self.workdir(deployment["id"])
         source = work / "source"
@@ -200,57 +234,24 @@ class DeployPipeline:
                     {"declared": declared, "actual": actual},
                 )
             return self._record_artifact(deployment, manifest, {"prebuilt": True, "build_seconds": 0})
+        if not force:
+            reusable = self.reusable_build(deployment)
+            if reusable is not None:
+                manifest = load_manifest(self.blobs, reusable["artifact_digest"])
+                facts = {"prebuilt": False, "reused": True, "reused_from": reusable["id"], "build_seconds": 0}
+                return self._record_artifact(deployment, manifest, facts)
         build = work / "build"
         pid_file = work / "build.pid"
         _stop_leftover_build(pid_file, build)
-        if build.exists():
-            shutil.rmtree(build)
+        for directory in (build, work / "home"):
+            if directory.exists():
+                shutil.rmtree(directory)
         shutil.copytree(source, build, symlinks=True)
         log_path = work / "build.log"
         config_before = _sha256_file(build / "rhone.toml")
         command = config["build"].get("command")
         started = time.monotonic()
-        if command:
-            timeout = limits.build_timeout(config)
-            with log_path.open("wb") as log:
-                log.write(f"$ {command}\n".encode())
-                log.flush()
-                child = subprocess.Popen(
-                    command,
-                    shell=True,
-                    cwd=build,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(build), "RHONE_BUILD": "1"},
-                )
-                # The build runs in its own session, so it outlives a server killed mid-build: the pid file lets the
-                # restarted server's retry of this stage stop it (see _stop_leftover_build).
-                pid_file.write_text(f"{child.pid}\n")
-                try:
-                    status = child.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    raise StageFailed(
-                        "build_timeout",
-                        f"the build command ran past its {timeout:g}s timeout",
-                        {"log_tail": _tail(log_path), "timeout": timeout},
-                    ) from None
-                finally:
-                    # Whatever the build left running in its group (a daemon it forked) ends with the stage.
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(child.pid, signal.SIGKILL)
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        child.wait(timeout=10)
-                    pid_file.unlink(missing_ok=True)
-            if status != 0 and _no_space_left(build):
-                raise OSError(errno.ENOSPC, "the build filled the disk", str(build))
-            if status != 0:
-                raise StageFailed(
-                    "build_failed",
-                    f"the build command exited with status {status}",
-                    {"exit_status": status, "log_tail": _tail(log_path)},
-                )
+        cache_facts = self._run_build_command(deployment, command, work) if command else {}
         if _sha256_file(build / "rhone.toml") != config_before:
             raise StageFailed(
                 "config_modified",
@@ -266,9 +267,89 @@ class DeployPipeline:
             )
         manifest = record_tree(self.blobs, output)
         seconds = round(time.monotonic() - started, 3)
-        return self._record_artifact(
-            deployment, manifest, {"prebuilt": False, "build_seconds": seconds, "log_tail": _tail(log_path, 10)}
+        facts = {"prebuilt": False, "reused": False, "build_seconds": seconds, "log_tail": _tail(log_path, 10)}
+        return self._record_artifact(deployment, manifest, {**facts, **cache_facts})
+
+    def _run_build_command(self, deployment: dict[str, Any], command: str, work: Path) -> dict[str, Any]:
+        """Run the build command in the sandbox, in `work/build` with the app's cache; its cache facts. Raises
+        StageFailed when it times out or fails."""
+        build, pid_file, log_path = work / "build", work / "build.pid", work / "build.log"
+        timeout = limits.build_timeout(deployment["config"])
+        cache = self.cache_dir(deployment["app_id"])
+        (work / "home").mkdir()
+        environment = {**base_environment(self.sandbox, build, home=work / "home", cache=cache), "RHONE_BUILD": "1"}
+        with log_path.open("wb") as log:
+            log.write(f"$ {command}\n".encode())
+            log.flush()
+            child, leader = self.sandbox.spawn(
+                command, root=build, env=environment, log=log, binds=[Bind(cache, CACHE_ROOT, writable=True)],
+                build=True,
+            )  # fmt: skip
+            # The build runs in its own session, so without a sandbox it outlives a server killed mid-build: the pid
+            # file lets the restarted server's retry of this stage stop it (see _stop_leftover_build).
+            pid_file.write_text(f"{child.pid}\n")
+            try:
+                status = child.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise StageFailed(
+                    "build_timeout",
+                    f"the build command ran past its {timeout:g}s timeout",
+                    {"log_tail": _tail(log_path), "timeout": timeout},
+                ) from None
+            finally:
+                # Whatever the build left running in its group (a daemon it forked) ends with the stage; in a sandbox
+                # killing bubblewrap ends its whole pid namespace.
+                _kill_groups(child.pid, leader)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(timeout=10)
+                pid_file.unlink(missing_ok=True)
+                cache_facts = self._bound_cache(cache, log)
+        if status != 0 and _no_space_left(build):
+            raise OSError(errno.ENOSPC, "the build filled the disk", str(build))
+        if status != 0:
+            raise StageFailed(
+                "build_failed",
+                f"the build command exited with status {status}",
+                {"exit_status": status, "log_tail": _tail(log_path)},
+            )
+        return cache_facts
+
+    # -- build caches and reuse ---------------------------------------------------------------------------------------
+    def cache_dir(self, app_id: str) -> Path:
+        """The app's dependency cache: shared by its builds, never part of an artifact (it is mounted at /cache)."""
+        directory = self.caches / app_id
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
+    def _bound_cache(self, cache: Path, log: Any) -> dict[str, Any]:
+        """Keep the cache under its limit: when a build left it larger, it is emptied (and the build log says so)."""
+        size = tree_size(cache)
+        if size <= self.cache_limit:
+            return {"cache": {"bytes": size, "limit": self.cache_limit, "cleared": False}}
+        shutil.rmtree(cache, ignore_errors=True)
+        cache.mkdir(parents=True, exist_ok=True)
+        log.write(
+            f"\n# rhone: the build cache holds {size} bytes, over its limit of {self.cache_limit}: cleared; the next "
+            "build fills it again\n".encode()
         )
+        log.flush()
+        return {"cache": {"bytes": size, "limit": self.cache_limit, "cleared": True}}
+
+    def reusable_build(self, deployment: dict[str, Any]) -> dict[str, Any] | None:
+        """An earlier deployment of the app whose build had the same input (source digest) and the same build
+        configuration, and whose artifact is still whole in the artifact store: its artifact is this one's."""
+        key = build_key(deployment["config"], self.sandbox.mode)
+        for candidate in self.store.built_deployments(deployment["app_id"], deployment["source_digest"], key):
+            if candidate["id"] != deployment["id"] and self.artifact_intact(candidate["artifact_digest"]):
+                return candidate
+        return None
+
+    def artifact_intact(self, digest: str) -> bool:
+        """Whether the manifest and every file blob of an artifact are in the store (retention may remove them)."""
+        if not self.blobs.has(digest):
+            return False
+        manifest = load_manifest(self.blobs, digest)
+        return all(self.blobs.has("sha256:" + f["sha256"]) for f in manifest["files"] if "sha256" in f)
 
     def _record_artifact(
         self, deployment: dict[str, Any], manifest: dict[str, Any], build_facts: dict[str, Any]
@@ -298,6 +379,8 @@ class DeployPipeline:
                     now_iso(),
                 ),
             )
+            if not build_facts.get("prebuilt"):
+                self.store.record_build(c, deployment, build_key(config, self.sandbox.mode), digest)
         evidence = {"artifact_digest": digest, **build_facts, "files": facts["files"], "bytes": facts["bytes"]}
         return StageOutcome("validating", evidence, deployment={"artifact_digest": digest})
 
@@ -487,6 +570,8 @@ class DeployPipeline:
             raise StageFailed("readiness_failed", not_ready_message("the preview allocation", alloc), evidence)
         self.runner.stop_superseded(deployment)
         evidence["url"] = self.url(deployment["id"])
+        if self.on_deploy_finished is not None:
+            self.on_deploy_finished()
         return StageOutcome("preview_ready", evidence, deployment={"evidence": evidence})
 
     def restore_previews(self) -> list[str]:
@@ -541,10 +626,19 @@ def build_pipeline(
     edge_port: int | None,
     edge_suffix: str = "localhost",
     app_databases: str | None = None,
+    sandbox: Sandbox = UNSANDBOXED,
+    cache_limit: int = DEFAULT_CACHE_LIMIT,
 ) -> DeployPipeline:
     blobs = BlobStore(data_dir / "blobs")
     pipeline = DeployPipeline(
-        store, blobs, Runner(store, blobs, data_dir), data_dir, edge_port=edge_port, edge_suffix=edge_suffix
+        store,
+        blobs,
+        Runner(store, blobs, data_dir, sandbox=sandbox),
+        data_dir,
+        edge_port=edge_port,
+        edge_suffix=edge_suffix,
+        sandbox=sandbox,
+        cache_limit=cache_limit,
     )
     pipeline.provisioner = Provisioner(data_dir, app_databases)
     return pipeline

@@ -17,6 +17,7 @@ import time
 from functools import partial
 from typing import Any
 
+from rhone_local.domain import settings
 from rhone_local.domain import topology as topology_rules
 from rhone_local.pipeline import DeployPipeline, StageFailed, not_ready_message
 from rhone_local.store import Store
@@ -54,6 +55,12 @@ def check_policy(store: Store, pipeline: DeployPipeline, params: dict[str, Any])
             f"the deployment's artifact is {deployment['artifact_digest']}, not the expected "
             f"{params['expect_digest']}; promotion never rebuilds",
         )
+    if not pipeline.artifact_intact(deployment["artifact_digest"]):
+        raise StageFailed(
+            "artifact_absent",
+            f"the artifact of {deployment['id']} was removed by retention (`rhone local gc`): it is neither a recent "
+            "deployment nor a recent route owner; deploy its source again",
+        )
     if environment["frozen"]:
         raise StageFailed(
             "environment_frozen", f"environment {environment['name']} is frozen; `rhone env unfreeze` it first"
@@ -68,6 +75,13 @@ def check_policy(store: Store, pipeline: DeployPipeline, params: dict[str, Any])
     missing = sorted(set(required) - set(pipeline.bound_providers(environment["id"])))
     if missing:
         raise StageFailed("binding_missing", f"no ready binding in {environment['name']} for: {', '.join(missing)}")
+    unset = settings.unmet(config, store.provided_names(environment["id"]))
+    if unset:
+        raise StageFailed(
+            "setting_missing",
+            f"{environment['name']} lacks required setting(s) {', '.join(unset)}: `rhone env set "
+            f"{environment['name']} NAME=VALUE` (or --secret NAME) first",
+        )
     instances = environment.get("instances", 1)
     lacking = missing_for_scale(store, environment, config, instances)[0]
     if lacking:

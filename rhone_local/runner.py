@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -40,6 +39,7 @@ from rhone_local.artifacts import load_manifest, materialize
 from rhone_local.blobs import BlobStore
 from rhone_local.domain import limits
 from rhone_local.domain.ids import new_id
+from rhone_local.sandbox import Bind, Sandbox, base_environment
 from rhone_local.store import Store, now_iso
 
 log = logging.getLogger("rhone_local.runner")
@@ -109,10 +109,13 @@ def drain_timeout_of(config: dict[str, Any]) -> float:
 
 
 class Runner:
-    def __init__(self, store: Store, blobs: BlobStore, data_dir: Path) -> None:
+    def __init__(self, store: Store, blobs: BlobStore, data_dir: Path, *, sandbox: Sandbox | None = None) -> None:
         self.store = store
         self.blobs = blobs
+        self.sandbox = sandbox or Sandbox("none", reason="not configured")
         self.root = data_dir / "allocations"
+        self.services_root = data_dir / "services"
+        self.databases_root = data_dir / "data"  # provisioned SQLite databases, per environment (provisioning.py)
         self.root.mkdir(parents=True, exist_ok=True)
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -267,12 +270,15 @@ class Runner:
         except Exception as error:  # noqa: BLE001 - any pull failure fails the allocation with its reason
             return self._move(alloc, "failed", health={"stage": "pulling", "error": str(error)}) or alloc
         port = free_port()
+        (directory / "home").mkdir(exist_ok=True)
+        defaults = {k: v for k, v in (deployment["config"].get("env") or {}).items() if isinstance(v, str)}
         environment_vars = {
-            # Bindings first: the platform's own variables below cannot be overridden by a secret's name.
+            # rhone.toml's defaults, then the environment's settings and bindings: the platform's own variables below
+            # cannot be overridden by a setting's or a secret's name.
+            **defaults,
             **bound,
             **self.service_credentials(alloc["id"], environment["id"], region["id"]),
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(directory),
+            **base_environment(self.sandbox, directory / "app", home=directory / "home"),
             "PORT": str(port),
             "RHONE_DEPLOYMENT_ID": deployment["id"],
             "RHONE_ALLOCATION_ID": alloc["id"],  # also how the runner recognises the app's processes
@@ -287,23 +293,22 @@ class Runner:
             raise RunnerStopping
         try:
             with log_file.open("ab") as handle:
-                child = subprocess.Popen(
+                # `leader` is the process the runner verifies and signals first (in a sandbox: its pid 1, whose death
+                # ends the whole sandbox); the app itself is found by the allocation id in its environment.
+                child, leader = self.sandbox.spawn(
                     processes.start_argv(process["start"]),
-                    cwd=directory / "app",
+                    root=directory / "app",
                     env=environment_vars,
-                    stdin=subprocess.DEVNULL,
-                    stdout=handle,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    restore_signals=True,
+                    log=handle,
+                    binds=self._allocation_binds(environment["id"], region["id"]),
                 )
         except OSError as error:  # a start command naming a program the artifact and PATH lack
             health = {"ready": False, "stage": "starting", "error": f"cannot run the start command: {error}"}
             return self._move(alloc, "failed", health=health) or alloc
-        started = processes.start_time(child.pid)
-        moved = self._move(alloc, "starting", pid=child.pid, port=port, pid_start_time=started)
+        started = processes.start_time(leader)
+        moved = self._move(alloc, "starting", pid=leader, port=port, pid_start_time=started)
         if moved is None:  # drained meanwhile (the route moved on): the process must not outlive its allocation
-            self._terminate_now(alloc["id"], child.pid, started)
+            self._terminate_now(alloc["id"], leader, started)
             return self.store.allocation(alloc["id"]) or alloc
         return self._await_ready(moved, child, process, log_file, bound)
 
@@ -324,7 +329,7 @@ class Runner:
                 last = f"the process exited with status {child.returncode}"
                 break
             if self.closing.is_set():
-                self._terminate_now(alloc["id"], child.pid, alloc["pid_start_time"])
+                self._terminate_now(alloc["id"], alloc["pid"], alloc["pid_start_time"])
                 self._move(alloc, "failed", health={"stage": "starting", "error": "Rhone Local is stopping"})
                 raise RunnerStopping
             attempts += 1
@@ -349,8 +354,15 @@ class Runner:
             # The tail goes into operation evidence: an app that printed a secret it was given must not publish it.
             "log_tail": _redact(_tail(log_file), bound.values()),
         }
-        self._terminate_now(alloc["id"], child.pid, alloc["pid_start_time"])
+        self._terminate_now(alloc["id"], alloc["pid"], alloc["pid_start_time"])
         return self._move(alloc, "failed", health=health) or alloc
+
+    def _allocation_binds(self, environment_id: str, region_id: str) -> list[Bind]:
+        """Rhone Local's own runtime services of the environment (SQLite files, spool directories) and its
+        provisioned SQLite databases are the only parts of the data directory an allocation sees, at the paths their
+        URLs name."""
+        directories = (self.services_root / environment_id / region_id, self.databases_root / environment_id)
+        return [Bind(d, str(d), writable=True) for d in directories if d.is_dir()]
 
     # -- stop -----------------------------------------------------------------------------------------------------
     def drain(

@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ from rhone_local.notify import ChangeNotifier
 from rhone_local.pipeline import build_pipeline
 from rhone_local.promotion import Promotions
 from rhone_local.reconciler import Reconciler
+from rhone_local.retention import Retention
+from rhone_local.sandbox import Sandbox, describe, detect, exposure_warning
 from rhone_local.store import Store
 from rhone_local.topology import Topology
 from rhone_local.workers import Workers
@@ -142,7 +145,29 @@ def _restore_previews(pipeline: Any) -> None:
         pipeline.store.close()
 
 
-def serve(data_dir: Path, host: str, port: int, edge_port: int | None, app_databases: str | None = None) -> int:
+def _sandbox(mode: str, data_dir: Path, read_only: Sequence[str]) -> Sandbox:
+    """The sandbox builds and apps run in, decided once; a mode that cannot be had refuses the start."""
+    try:
+        return detect(mode, state_dir=data_dir / "sandbox", extra_ro=read_only)
+    except ValueError as error:
+        raise StartRefused(
+            "sandbox_unavailable",
+            str(error),
+            "install bubblewrap (`apt-get install bubblewrap`), or start with --sandbox auto or --sandbox none",
+        ) from None
+
+
+def serve(
+    data_dir: Path,
+    host: str,
+    port: int,
+    edge_port: int | None,
+    *,
+    sandbox_mode: str = "auto",
+    sandbox_ro: Sequence[str] = (),
+    cache_limit: int | None = None,
+    app_databases: str | None = None,
+) -> int:
     import uvicorn
 
     open_files = raise_open_file_limit()  # the edge's connection cap is a share of it
@@ -151,7 +176,14 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None, app_datab
         bootstrap(store, data_dir)
         ensure_topology(store)
     notifier = ChangeNotifier()
-    pipeline = build_pipeline(store, data_dir, edge_port=edge_port, app_databases=app_databases)
+    sandbox = _sandbox(sandbox_mode, data_dir, sandbox_ro)
+    warning = exposure_warning(sandbox)
+    if warning:
+        log.warning("%s", warning)
+    limits = {"cache_limit": cache_limit} if cache_limit is not None else {}
+    pipeline = build_pipeline(
+        store, data_dir, edge_port=edge_port, sandbox=sandbox, app_databases=app_databases, **limits
+    )
     if 0 < store.migrated_from < 5:
         # Schema 5 records the migrations each environment applied; a database routed before it learns them from
         # its route history (the artifacts are immutable, so this is what they carried then).
@@ -173,7 +205,9 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None, app_datab
         promotions=Promotions(store, pipeline, edge),
         topology=Topology(store, pipeline),
     )
-    app = create_app(store, notifier, pipeline=pipeline)
+    retention = Retention(pipeline)
+    pipeline.on_deploy_finished = retention.wanted.set
+    app = create_app(store, notifier, pipeline=pipeline, retention=retention)
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     )
@@ -191,10 +225,12 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None, app_datab
                 "version": __version__,
                 "started_at": time.time(),
                 "data_dir": str(data_dir),
+                "sandbox": describe(sandbox),
             }
         )
     )
     workers.start()
+    retention.start()
     # Previews come back in the background: the API answers meanwhile, and the edge says 503 until they are ready.
     threading.Thread(target=_restore_previews, args=(pipeline,), name="restore-previews", daemon=True).start()
     # Drains, dead and unresponsive instances, and each route owner's instance count (also after this restart).
@@ -211,6 +247,7 @@ def serve(data_dir: Path, host: str, port: int, edge_port: int | None, app_datab
         pipeline.runner.closing.set()
         reconciler.stop()
         workers.stop()
+        retention.stop()
         pipeline.runner.stop_all("Rhone Local stopped")
         pipeline.engines.stop_all()  # after the apps, which may write their sessions while they drain
         if relay is not None:
@@ -228,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8470)
     run.add_argument("--edge-port", type=int, default=None)
+    run.add_argument("--sandbox", choices=("auto", "bubblewrap", "none"), default="auto")
+    run.add_argument("--sandbox-ro", action="append", default=[], metavar="PATH", help="expose PATH read-only")
+    run.add_argument("--build-cache-mb", type=int, default=None, help="per-app build cache limit (MiB)")
     recover = sub.add_parser(
         "recover-owner", help="write a new owner token to <data dir>/owner.token (needs write access to the data dir)"
     )
@@ -245,8 +285,18 @@ def main(argv: list[str] | None = None) -> int:
     # A PostgreSQL server for app databases (`rhone local up --app-databases`): from the environment, since a
     # password in argv would show in `ps`.
     app_databases = os.environ.get("RHONE_LOCAL_APP_DATABASES") or None
+    cache_limit = args.build_cache_mb * 1024 * 1024 if args.build_cache_mb is not None else None
     try:
-        return serve(args.data_dir.resolve(), args.host, args.port, args.edge_port, app_databases)
+        return serve(
+            args.data_dir.resolve(),
+            args.host,
+            args.port,
+            args.edge_port,
+            sandbox_mode=args.sandbox,
+            sandbox_ro=args.sandbox_ro,
+            cache_limit=cache_limit,
+            app_databases=app_databases,
+        )
     except StartRefused as refused:
         print(f"error [{refused.code}]: {refused.message}\nhint: {refused.hint}", file=sys.stderr, flush=True)
         return REFUSED_STATUS

@@ -43,7 +43,7 @@ JSON_COLUMNS = frozenset(
         "health",
     }
 )
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 9
 # An allocation's runtime token works while the allocation starts and serves; from `draining` on (and in any state a
 # later version adds) it is refused.
 TOKEN_LIVE_STATES = ("planned", "pulling", "starting", "ready")
@@ -484,9 +484,10 @@ class Store:
                 )
 
     def allocation_environment(self, environment_id: str, region_id: str) -> dict[str, str]:
-        """What an allocation receives from its environment in its region: each ready provider binding's resource
-        and secrets, and each runtime service's endpoint. Read at start, never logged."""
-        variables: dict[str, str] = {}
+        """What an allocation receives from its environment in its region: its settings, each ready provider
+        binding's resource and secrets (which win over a setting of the same name), and each runtime service's
+        endpoint. Read at start, never logged."""
+        variables = {s["name"]: s["value"] for s in self.settings(environment_id)}
         for binding in self.all(
             "SELECT * FROM provider_bindings WHERE environment_id = ? AND region_id = ? AND state = 'ready' "
             "ORDER BY name",
@@ -669,6 +670,132 @@ class Store:
             "last_error = excluded.last_error, updated_at = excluded.updated_at",
             (environment_id, failures, next_attempt_at, int(crash_loop), last_allocation_id, last_error, now_iso()),
         )
+
+    # -- environment settings ---------------------------------------------------------------------------------------
+    def settings(self, environment_id: str) -> list[dict[str, Any]]:
+        return self.all(
+            "SELECT name, value, secret, operation_id, updated_at FROM environment_settings WHERE environment_id = ? "
+            "ORDER BY name",
+            environment_id,
+        )
+
+    def change_settings(
+        self,
+        c: sqlite3.Connection,
+        environment_id: str,
+        operation_id: str,
+        *,
+        values: dict[str, str],
+        secret: bool,
+        unset: list[str],
+    ) -> None:
+        ts = now_iso()
+        c.executemany(
+            "INSERT INTO environment_settings VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (environment_id, name) DO UPDATE "
+            "SET value = excluded.value, secret = excluded.secret, operation_id = excluded.operation_id, "
+            "updated_at = excluded.updated_at",
+            [(environment_id, name, value, int(secret), operation_id, ts) for name, value in sorted(values.items())],
+        )
+        c.executemany(
+            "DELETE FROM environment_settings WHERE environment_id = ? AND name = ?",
+            [(environment_id, name) for name in unset],
+        )
+
+    def provided_names(self, environment_id: str) -> set[str]:
+        """Variables the environment provides its allocations: its settings and its live bindings' secrets."""
+        rows = self.all(
+            "SELECT name FROM environment_settings WHERE environment_id = ? UNION "
+            "SELECT s.name FROM binding_secrets s JOIN provider_bindings b ON b.id = s.binding_id "
+            "WHERE b.environment_id = ? AND b.state IN ('binding', 'ready', 'unbinding')",
+            environment_id,
+            environment_id,
+        )
+        return {r["name"] for r in rows}
+
+    def newest_deployment(self, environment_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM deployments WHERE environment_id = ? ORDER BY id DESC LIMIT 1", environment_id)
+
+    def environment_by_id(self, environment_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM environments WHERE id = ?", environment_id)
+
+    def live_deployments(self, environment_id: str) -> list[str]:
+        """Deployments with live allocations in the environment, oldest first."""
+        rows = self.all(
+            "SELECT DISTINCT deployment_id FROM allocations WHERE environment_id = ? "
+            "AND state IN ('planned', 'pulling', 'starting', 'ready', 'draining') ORDER BY deployment_id",
+            environment_id,
+        )
+        return [r["deployment_id"] for r in rows]
+
+    # -- builds ------------------------------------------------------------------------------------------------------
+    def record_build(self, c: sqlite3.Connection, deployment: dict[str, Any], build_key: str, digest: str) -> None:
+        c.execute(
+            "INSERT INTO builds VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (deployment_id) DO UPDATE SET "
+            "build_key = excluded.build_key, artifact_digest = excluded.artifact_digest",
+            (deployment["id"], deployment["app_id"], deployment["source_digest"], build_key, digest, now_iso()),
+        )
+
+    def built_deployments(self, app_id: str, source_digest: str, build_key: str) -> list[dict[str, Any]]:
+        """The app's deployments whose build recorded an artifact from this source with this build key, newest
+        first."""
+        return self.all(
+            "SELECT deployment_id AS id, artifact_digest FROM builds WHERE app_id = ? AND source_digest = ? "
+            "AND build_key = ? ORDER BY deployment_id DESC LIMIT 20",
+            app_id,
+            source_digest,
+            build_key,
+        )
+
+    # -- retention ---------------------------------------------------------------------------------------------------
+    def retained_deployments(self, history_cutoff: str, keep_last: int) -> set[str]:
+        """Deployments retention keeps (see rhone_local/retention.py for why each kind)."""
+        from rhone_local.domain.operations import TERMINAL_STATES
+
+        terminal = sorted(TERMINAL_STATES)
+        queries = [
+            ("SELECT deployment_id AS id FROM route_owners", ()),
+            (
+                "SELECT e.previous_deployment_id AS id FROM route_events e JOIN route_owners o "
+                "ON o.route_key = e.route_key AND o.epoch = e.epoch",
+                (),
+            ),
+            ("SELECT deployment_id AS id FROM route_events WHERE created_at >= ?", (history_cutoff,)),
+            ("SELECT previous_deployment_id AS id FROM route_events WHERE created_at >= ?", (history_cutoff,)),
+            (
+                "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY app_id ORDER BY id DESC) AS n "
+                "FROM deployments) WHERE n <= ?",
+                (keep_last,),
+            ),
+            (
+                "SELECT MAX(id) AS id FROM deployments WHERE state = 'preview_ready' GROUP BY app_id, environment_id",
+                (),
+            ),
+            ("SELECT id FROM deployments WHERE state NOT IN ('preview_ready', 'failed')", ()),
+            (
+                "SELECT DISTINCT deployment_id AS id FROM allocations "
+                "WHERE state IN ('planned', 'pulling', 'starting', 'ready', 'draining')",
+                (),
+            ),
+            (
+                "SELECT json_extract(params, '$.deployment_id') AS id FROM operations "
+                f"WHERE kind IN ('promote', 'rollback') AND state NOT IN ({', '.join('?' * len(terminal))})",
+                tuple(terminal),
+            ),
+        ]
+        kept: set[str] = set()
+        for sql, args in queries:
+            kept.update(r["id"] for r in self.all(sql, *args) if r["id"])
+        return kept
+
+    def deployment_digests(self) -> list[dict[str, Any]]:
+        return self.all("SELECT id, state, source_digest, artifact_digest FROM deployments ORDER BY id")
+
+    def finished_allocations(self) -> list[dict[str, Any]]:
+        return self.all("SELECT id, deployment_id FROM allocations WHERE state IN ('stopped', 'failed') ORDER BY id")
+
+    def bootstrap_workspace(self) -> dict[str, Any] | None:
+        """The workspace Rhone Local created on its first start (its owner administers the machine)."""
+        return self.one("SELECT * FROM workspaces ORDER BY created_at, id LIMIT 1")
 
     # -- lookups by id or name -------------------------------------------------------------------------------------
     def workspace(self, ref: str) -> dict[str, Any] | None:

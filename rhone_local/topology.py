@@ -383,6 +383,39 @@ class Topology:
             )
         return evidence, None
 
+    # -- settings ------------------------------------------------------------------------------------------------
+    def _config_update__rolling(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+        """Every deployment running in the environment gets instances with the new settings (they are part of the
+        digest that decides replacement), ready before its old ones stop."""
+        environment = self.store.environment_by_id(op["params"]["environment_id"])
+        owner = self.store.route_owner(environment["app_id"], environment["id"])
+        rolled, not_ready = [], []
+        for deployment_id in self.store.live_deployments(environment["id"]):
+            deployment = self.store.deployment(deployment_id)
+            if owner is not None and owner["deployment_id"] == deployment_id:
+                count = environment["instances"]
+                regions = serving_regions(self.store, environment, deployment["config"])[0]
+            else:  # a preview: one instance in the primary region
+                count, regions = 1, [self.store.primary_region()]
+            allocations = self.pipeline.runner.ensure_instances(
+                deployment,
+                environment,
+                count,
+                token=partial(self.pipeline.runtime_token, deployment),
+                regions=regions,
+            )
+            rolled.append({"deployment_id": deployment_id, "allocations": [a["id"] for a in allocations]})
+            not_ready += [a["id"] for a in allocations if a["state"] != "ready"]
+        evidence = {**{k: op["params"][k] for k in ("set", "secrets", "unset")}, "rolled": rolled}
+        if not_ready:
+            raise StageFailed(
+                "readiness_failed",
+                f"{len(not_ready)} allocation(s) with the new settings did not become ready; the previous ones keep "
+                "serving (`rhone deploy logs` shows why)",
+                {**evidence, "not_ready": not_ready},
+            )
+        return evidence, None
+
     # -- region enablement ---------------------------------------------------------------------------------------
     def _region_context(self, op: dict[str, Any]) -> dict[str, Any]:
         params = op["params"]

@@ -42,7 +42,9 @@ class StaleWrite(Exception):
     """Our view of the operation is out of date (another worker moved it, or our lease expired)."""
 
 
-TOPOLOGY_KINDS = frozenset({"binding.create", "binding.remove", "services.update", "scale", "region.enable"})
+TOPOLOGY_KINDS = frozenset(
+    {"binding.create", "binding.remove", "services.update", "scale", "region.enable", "config.update"}
+)
 # A deploy's cloning and building (up to the build timeout) are claimed by their own pool of workers; every other
 # operation — tenancy, promotion, rollback, scale, bindings, regions, and a deploy resumed at validating by an
 # approval — by the control pool, so none of them queues behind a build. A build worker that finishes a build

@@ -10,10 +10,13 @@
 So the same tree gives the same digest on every machine, whatever the creation order, mtimes or umask.
 
 What is listed: every regular file under the root, minus the ignore rules, applied in this order (the last matching
-rule decides, as in git): built-in defaults (`DEFAULT_IGNORES`), then `<root>/.rhoneignore` (gitignore syntax), then
-rhone.toml's `build.exclude`; and only files matching rhone.toml's `build.include` (default `**`) are kept. A
-directory that is ignored is not entered, so (as in git) nothing inside it can be re-included. `<root>/.rhone/`
-(rhone's own state, including the stat cache) is never listed.
+rule decides, as in git): built-in defaults (`DEFAULT_IGNORES`, which keep `.env` files out), then every
+`.gitignore` from the root down to the file's directory (a deeper file's rules apply below it and win over its
+parents'), then every `.rhoneignore` the same way (gitignore syntax; they win over .gitignore, so `!dist/` there
+uploads a gitignored build output), then rhone.toml's `build.exclude`; and only files matching rhone.toml's
+`build.include` (default `**`) are kept. A directory that is ignored is not entered, so (as in git) nothing inside
+it can be re-included. `<root>/.rhone/` (rhone's own state, including the stat cache) is never listed. `explain`
+says which rule decided a path.
 
 Refused (`RhoneError` code `unsafe_path`, exit 2): symlinks resolving outside the root (or into `<root>/.rhone/`),
 broken and looping symlinks, symlinked directories that lead back to one of their ancestors, names that are not
@@ -70,7 +73,12 @@ DEFAULT_IGNORES: tuple[str, ...] = (
     "*.pyc",
     ".DS_Store",
     "node_modules/",
+    # Local secrets stay out unless a .gitignore, .rhoneignore or build.exclude re-includes one by name (`!.env.x`).
+    ".env",
+    ".env.*",
+    ".envrc",
 )
+GIT_IGNORE_FILE = ".gitignore"
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -135,6 +143,7 @@ class Rule:
     negate: bool
     dir_only: bool
     basename: bool
+    source: str = ""  # where it was written: file:line
 
     def matches(self, path: str, name: str, is_dir: bool) -> bool:
         if self.dir_only and not is_dir:
@@ -224,8 +233,11 @@ def glob_to_regex(pattern: str) -> str:
     return "".join(out)
 
 
-def parse_rule(line: str, *, source: str = "<rules>") -> Rule | None:
-    """One gitignore line as a `Rule`, or None for blank lines and comments. Raises ValueError for a bad pattern."""
+def parse_rule(line: str, *, source: str = "<rules>", base: str = "") -> Rule | None:
+    """One gitignore line as a `Rule`, or None for blank lines and comments. Raises ValueError for a bad pattern.
+
+    `base` is the root-relative directory (ending in "/") of the ignore file the line comes from: its rules match
+    only below it, anchored ones relative to it."""
     text = line.rstrip("\r\n")
     if not text or text.startswith("#"):
         return None
@@ -244,17 +256,22 @@ def parse_rule(line: str, *, source: str = "<rules>") -> Rule | None:
     pattern = pattern.lstrip("/")
     if not pattern:
         return None
+    expression = glob_to_regex(pattern)
+    if base:  # a nested file's rules: a path rule under `base`; a name rule at any depth below it
+        expression = re.escape(base) + ("" if anchored else "(?:.*/)?") + expression
     try:
-        regex = re.compile(glob_to_regex(pattern), re.DOTALL)
+        regex = re.compile(expression, re.DOTALL)
     except re.error as error:
         raise ValueError(f"{source}: invalid pattern {text!r}: {error}") from None
-    return Rule(text=text, regex=regex, negate=negate, dir_only=dir_only, basename=not anchored)
+    return Rule(
+        text=text, regex=regex, negate=negate, dir_only=dir_only, basename=not anchored and not base, source=source
+    )
 
 
-def parse_rules(lines: Iterable[str], *, source: str = "<rules>") -> list[Rule]:
+def parse_rules(lines: Iterable[str], *, source: str = "<rules>", base: str = "") -> list[Rule]:
     rules = []
     for number, line in enumerate(lines, 1):
-        rule = parse_rule(line, source=f"{source}:{number}")
+        rule = parse_rule(line, source=f"{source}:{number}", base=base)
         if rule is not None:
             rules.append(rule)
     return rules
@@ -275,11 +292,16 @@ class RuleSet:
 
     def decide(self, path: str, name: str, is_dir: bool) -> bool | None:
         """True when the last matching rule is positive, False when it is a negation, None when none matches."""
+        rule = self.deciding_rule(path, name, is_dir)
+        return None if rule is None else not rule.negate
+
+    def deciding_rule(self, path: str, name: str, is_dir: bool) -> Rule | None:
+        """The last rule that matches, which decides."""
         if not ((self.any_name and self.any_name(name)) or (self.any_path and self.any_path(path))):
             return None
         for rule in self._reversed:
             if rule.matches(path, name, is_dir):
-                return not rule.negate
+                return rule
         return None
 
     def decide_with_ancestors(self, path: str) -> bool | None:
@@ -476,7 +498,7 @@ def _kind(st_mode: int) -> str:
 @dataclass
 class _Walk:
     root: str  # real (resolved) absolute path
-    ignore: RuleSet
+    ignore: _Layers  # the rules in effect at the root (before its own ignore files)
     include: RuleSet | None  # None: everything is included
     cache: _Cache | None  # None: no stat cache (hash everything)
     files: list[dict[str, Any]] = field(default_factory=list)
@@ -490,18 +512,18 @@ class _Walk:
 
     def run(self) -> None:
         root_st = os.stat(self.root)
-        # (real directory, root-relative prefix ending in "/" or "", (dev, inode) of it and its ancestors)
-        stack: list[tuple[str, str, frozenset[tuple[int, int]]]] = [
-            (self.root, "", frozenset({(root_st.st_dev, root_st.st_ino)}))
+        # (real directory, root-relative prefix ending in "/" or "", (dev, inode) of it and its ancestors, the ignore
+        # rules of its parent)
+        stack: list[tuple[str, str, frozenset[tuple[int, int]], _Layers]] = [
+            (self.root, "", frozenset({(root_st.st_dev, root_st.st_ino)}), self.ignore)
         ]
         # The loop below is the whole cost of a warm run (one lstat per file): locals, and no calls it can avoid.
-        any_name, any_path = self.ignore.any_name, self.ignore.any_path
-        decide, bad_name, include, files = self.ignore.decide, _BAD_NAME_CHAR.search, self.include, self.files
+        bad_name, include, files = _BAD_NAME_CHAR.search, self.include, self.files
         cache, new_cache = self.cache, self.new_cache
         cached_get = cache.entries.get if cache is not None else None
         trusted_before = cache.trusted_before if cache is not None else 0
         while stack:
-            directory, prefix, ancestors = stack.pop()
+            directory, prefix, ancestors, layers = stack.pop()
             self.directories += 1
             if self.directories > MAX_FILES:  # symlinked directories can multiply paths without any cycle
                 raise _too_many(f"more than {MAX_FILES} directories under {self.root}")
@@ -510,6 +532,10 @@ class _Walk:
                     listing = list(entries)
             except OSError as error:
                 raise _unreadable(prefix.rstrip("/") or ".", error) from None
+            if any(entry.name in IGNORE_FILES for entry in listing):
+                layers = layers.below(self.root, directory, prefix)
+            ruleset = layers.ruleset
+            any_name, any_path, decide = ruleset.any_name, ruleset.any_path, ruleset.decide
             for entry in listing:
                 name = entry.name
                 rel = prefix + name
@@ -518,7 +544,7 @@ class _Walk:
                 except OSError as error:
                     raise _unreadable(rel, error) from None
                 if not plain_file or not prefix:
-                    self._other(entry, name, rel, prefix, ancestors, stack)
+                    self._other(entry, name, rel, prefix, ancestors, stack, layers)
                     continue
                 # A regular file below the top level: the common case.
                 if ((any_name and any_name(name)) or (any_path and any_path(rel))) and decide(rel, name, False):
@@ -552,7 +578,9 @@ class _Walk:
                 files.append({"path": rel, "size": st.st_size, "mode": _MODES[st.st_mode & 0o100], "sha256": digest})
                 new_cache[rel] = cached
 
-    def _other(self, entry: os.DirEntry, name: str, rel: str, prefix: str, ancestors: frozenset, stack: list) -> None:
+    def _other(
+        self, entry: os.DirEntry, name: str, rel: str, prefix: str, ancestors: frozenset, stack: list, layers: _Layers
+    ) -> None:
         """Directories, symlinks, special files, and anything at the top level."""
         if not prefix and name == STATE_DIR:
             return  # rhone's own state (the cache lives there): never part of an artifact
@@ -566,7 +594,7 @@ class _Walk:
                 is_dir = False  # a looping symlink: _resolve_link says so, unless the rules ignore it
         except OSError as error:
             raise _unreadable(rel, error) from None
-        if self.ignore.decide(rel, name, is_dir):
+        if layers.ruleset.decide(rel, name, is_dir):
             return
         _check_name(rel, name, top=not prefix)
         real = entry.path
@@ -582,7 +610,7 @@ class _Walk:
             key = (st.st_dev, st.st_ino)
             if key in ancestors:
                 raise _unsafe(rel, "symlink cycle: it leads back to a directory that contains it")
-            stack.append((real, rel + "/", ancestors | {key}))
+            stack.append((real, rel + "/", ancestors | {key}, layers))
             return
         if not stat.S_ISREG(st.st_mode):
             raise _unsafe(rel, f"not a regular file ({_kind(st.st_mode)})")
@@ -621,27 +649,136 @@ class _Walk:
             self.new_cache[rel] = _stat_key(opened) + digest
 
 
-def _read_ignore_file(root: str) -> list[Rule]:
-    path = os.path.join(root, IGNORE_FILE)
+IGNORE_FILES = (GIT_IGNORE_FILE, IGNORE_FILE)
+
+
+def _read_ignore_file(root: str, directory: str, prefix: str, name: str) -> list[Rule]:
+    """The rules of the ignore file `name` in `directory` (real path; root-relative `prefix`), [] when it has none."""
+    rel = prefix + name
+    path = os.path.join(directory, name)
     try:
         real = os.path.realpath(path, strict=True)
     except FileNotFoundError:
         return []
     except OSError as error:
-        raise _unsafe(IGNORE_FILE, f"cannot be read ({error.strerror or error})") from None
+        raise _unsafe(rel, f"cannot be read ({error.strerror or error})") from None
     if not _within(real, root):
-        raise _unsafe(IGNORE_FILE, "symlink points outside the root")
+        raise _unsafe(rel, "symlink points outside the root")
+    if not os.path.isfile(real):
+        return []
     try:
         with open(real, "rb") as f:
             text = f.read().decode("utf-8-sig")
     except UnicodeDecodeError:
         raise RhoneError(f"{path} is not valid UTF-8", code="invalid_ignore_file", exit_code=ExitCode.USAGE) from None
     except OSError as error:
-        raise _unreadable(IGNORE_FILE, error) from None
+        raise _unreadable(rel, error) from None
     try:
-        return parse_rules(text.splitlines(), source=path)
+        return parse_rules(text.splitlines(), source=rel, base=prefix)
     except ValueError as error:
         raise RhoneError(str(error), code="invalid_ignore_file", exit_code=ExitCode.USAGE) from None
+
+
+@dataclass(frozen=True)
+class _Layers:
+    """The ignore rules in effect in one directory, in the order they apply (the last matching rule decides): the
+    built-in defaults, the .gitignore files from the root down, the .rhoneignore files from the root down, and
+    build.exclude."""
+
+    defaults: tuple[Rule, ...]
+    git: tuple[Rule, ...]
+    rhone: tuple[Rule, ...]
+    exclude: tuple[Rule, ...]
+
+    @functools.cached_property
+    def ruleset(self) -> RuleSet:
+        return RuleSet([*self.defaults, *self.git, *self.rhone, *self.exclude])
+
+    def below(self, root: str, directory: str, prefix: str) -> _Layers:
+        """The rules for `directory`'s entries: these plus its own ignore files'."""
+        git = _read_ignore_file(root, directory, prefix, GIT_IGNORE_FILE)
+        rhone = _read_ignore_file(root, directory, prefix, IGNORE_FILE)
+        if not git and not rhone:
+            return self
+        return _Layers(self.defaults, self.git + tuple(git), self.rhone + tuple(rhone), self.exclude)
+
+
+def _base_layers(exclude: Sequence[str]) -> _Layers:
+    try:
+        return _Layers(
+            tuple(parse_rules(DEFAULT_IGNORES, source="<defaults>")),
+            (),
+            (),
+            tuple(parse_rules(exclude, source="build.exclude")),
+        )
+    except ValueError as error:
+        raise RhoneError(str(error), code="invalid_ignore_file", exit_code=ExitCode.USAGE) from None
+
+
+def _include_rules(include: Sequence[str]) -> RuleSet | None:
+    try:
+        return None if _is_match_everything(include) else RuleSet(parse_rules(include, source="build.include"))
+    except ValueError as error:
+        raise RhoneError(str(error), code="invalid_ignore_file", exit_code=ExitCode.USAGE) from None
+
+
+def _real_root(root: str | os.PathLike[str]) -> str:
+    try:
+        real_root = os.path.realpath(os.fspath(root), strict=True)
+    except OSError as error:
+        raise RhoneError(
+            f"{root}: {error.strerror or error}", code="not_a_directory", exit_code=ExitCode.USAGE
+        ) from None
+    if not os.path.isdir(real_root):
+        raise RhoneError(f"{root}: not a directory", code="not_a_directory", exit_code=ExitCode.USAGE)
+    return real_root
+
+
+def explain(
+    root: str | os.PathLike[str], path: str, *, include: Sequence[str] = ("**",), exclude: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Why `path` (relative to `root`) is in the manifest or out of it: the deciding rule and where it is written.
+    Answers for paths that do not exist too (as they would be decided)."""
+    real_root = _real_root(root)
+    rel = "/".join(part for part in path.replace(os.sep, "/").split("/") if part not in ("", "."))
+    if not rel or ".." in rel.split("/"):
+        raise RhoneError(f"{path!r}: name a path inside {real_root}", code="invalid_path", exit_code=ExitCode.USAGE)
+    segments = rel.split("/")
+    layers, directory = _base_layers(exclude), real_root
+    for depth, name in enumerate(segments):
+        prefix = "/".join(segments[:depth]) + ("/" if depth else "")
+        layers = layers.below(real_root, directory, prefix)
+        here = prefix + name
+        if depth == 0 and name == STATE_DIR:
+            return _verdict(rel, False, f"{STATE_DIR}/ is rhone's own state, never part of an artifact", None)
+        is_dir = depth < len(segments) - 1 or os.path.isdir(os.path.join(directory, name))
+        rule = layers.ruleset.deciding_rule(here, name, is_dir)
+        if rule is not None and not rule.negate:
+            what = f"its directory {here}/" if depth < len(segments) - 1 else here
+            return _verdict(rel, False, f"{what} is ignored by {_where(rule)}", rule)
+        directory = os.path.join(directory, name)
+    include_rules = _include_rules(include)
+    if include_rules is not None and not include_rules.decide_with_ancestors(rel):
+        return _verdict(rel, False, f"no build.include pattern matches it ({', '.join(include)})", None)
+    exists = os.path.lexists(os.path.join(real_root, *segments))
+    # A rule that matched the path itself (and did not exclude it) re-included it.
+    reason = f"re-included by {_where(rule)}" if rule is not None else "no ignore rule matches it"
+    if not exists:
+        reason += " (it does not exist: this is how it would be decided)"
+    return _verdict(rel, True, reason, rule)
+
+
+def _where(rule: Rule) -> str:
+    return f"{rule.text!r} ({rule.source})"
+
+
+def _verdict(path: str, included: bool, reason: str, rule: Rule | None) -> dict[str, Any]:
+    return {
+        "path": path,
+        "included": included,
+        "reason": reason,
+        "rule": {"pattern": rule.text, "source": rule.source, "negated": rule.negate} if rule else None,
+    }
 
 
 def build_manifest(
@@ -656,25 +793,10 @@ def build_manifest(
     `include`/`exclude` are rhone.toml's `build.include`/`build.exclude` (gitignore-style globs relative to the root).
     Raises `RhoneError` (`unsafe_path`, `unreadable_path`, `too_many_files`, `invalid_ignore_file`).
     """
-    try:
-        real_root = os.path.realpath(os.fspath(root), strict=True)
-    except OSError as error:
-        raise RhoneError(
-            f"{root}: {error.strerror or error}", code="not_a_directory", exit_code=ExitCode.USAGE
-        ) from None
-    if not os.path.isdir(real_root):
-        raise RhoneError(f"{root}: not a directory", code="not_a_directory", exit_code=ExitCode.USAGE)
-
-    try:
-        rules = parse_rules(DEFAULT_IGNORES, source="<defaults>")
-        rules += _read_ignore_file(real_root)
-        rules += parse_rules(exclude, source="build.exclude")
-        include_rules = None if _is_match_everything(include) else RuleSet(parse_rules(include, source="build.include"))
-    except ValueError as error:
-        raise RhoneError(str(error), code="invalid_ignore_file", exit_code=ExitCode.USAGE) from None
-
+    real_root = _real_root(root)
+    layers, include_rules = _base_layers(exclude), _include_rules(include)
     cache = _load_cache(os.path.join(real_root, STATE_DIR, CACHE_FILE)) if use_cache else None
-    walk = _Walk(real_root, RuleSet(rules), include_rules, cache)
+    walk = _Walk(real_root, layers, include_rules, cache)
     walk.run()
     walk.files.sort(key=lambda entry: entry["path"])
 

@@ -43,6 +43,12 @@ def deploy(
     promote: Annotated[
         bool, typer.Option("--promote", help="Then promote it to production (the one-shot path).")
     ] = False,
+    force_build: Annotated[
+        bool,
+        typer.Option(
+            "--force-build", help="Build even when an earlier build of the same source and build settings exists."
+        ),
+    ] = False,
     no_wait: t.NoWaitOpt = False,
     wait_timeout: t.WaitTimeoutOpt = None,
 ) -> None:
@@ -57,7 +63,9 @@ def deploy(
     from rhone_cli.services import deploy as service
 
     inv = invocation(ctx)
-    doc = service.deploy(inv, environment=env, prebuilt=prebuilt, no_wait=no_wait, timeout=wait_timeout)
+    doc = service.deploy(
+        inv, environment=env, prebuilt=prebuilt, no_wait=no_wait, timeout=wait_timeout, force_build=force_build
+    )
     if no_wait:
         inv.out.result(doc["operation"], t.created_or_operation(doc["operation"], "deployment"))
         return

@@ -344,3 +344,100 @@ def _services_human(doc: dict):
                 out.line(f"  {requirement['service']:<14} {mark:<8} {requirement['reason']}")
 
     return human
+
+
+# -- settings -------------------------------------------------------------------------------------------------------
+@app.command("set")
+def set_config(
+    ctx: typer.Context,
+    env: EnvArg,
+    assignments: Annotated[
+        list[str] | None,
+        typer.Argument(help="NAME=VALUE settings (the first '=' splits: A=B=C sets A to 'B=C').", metavar="NAME=VALUE"),
+    ] = None,
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--secret",
+            help="A secret setting: NAME (read from $NAME), NAME=@FILE or NAME=@- (stdin). Stored server-side, "
+            "never shown. Repeatable.",
+            metavar="NAME[=@FILE|=@-]",
+        ),
+    ] = None,
+    app_name: t.AppOpt = None,
+    project: t.ProjectOpt = None,
+    workspace: t.WorkspaceOpt = None,
+    no_wait: t.NoWaitOpt = False,
+    wait_timeout: t.WaitTimeoutOpt = None,
+) -> None:
+    """Set ENV's settings (an operation): its running allocations roll onto them, new instances first. Names are
+    letters, digits and underscores, not PORT, PATH, HOME or RHONE_*."""
+    from rhone_cli.errors import usage_error
+    from rhone_cli.services import settings, tenancy
+
+    inv = invocation(ctx)
+    values = settings.parse_assignments(assignments or [])
+    secrets = settings.read_secret_settings(inv, secret or [])
+    if not values and not secrets:
+        raise usage_error("name at least one NAME=VALUE or --secret NAME")
+    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
+    doc = settings.change(
+        inv, target, env, values=values, secrets=secrets, unset=[], no_wait=no_wait, timeout=wait_timeout
+    )
+    names = ", ".join(sorted([*values, *secrets]))
+    inv.out.result(doc, lambda out: out.line(f"set {names} in {env} ({doc['id']}, {doc['state']})"))
+
+
+@app.command("unset")
+def unset_config(
+    ctx: typer.Context,
+    env: EnvArg,
+    names: Annotated[list[str], typer.Argument(help="Setting names to remove.", metavar="NAME")],
+    app_name: t.AppOpt = None,
+    project: t.ProjectOpt = None,
+    workspace: t.WorkspaceOpt = None,
+    no_wait: t.NoWaitOpt = False,
+    wait_timeout: t.WaitTimeoutOpt = None,
+) -> None:
+    """Remove settings from ENV (an operation that rolls its running allocations)."""
+    from rhone_cli.errors import usage_error
+    from rhone_cli.services import settings, tenancy
+
+    inv = invocation(ctx)
+    for name in names:
+        problem = settings.name_problem(name)
+        if problem:
+            raise usage_error(f"{name!r}: {problem}")
+    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
+    doc = settings.change(
+        inv, target, env, values={}, secrets={}, unset=sorted(set(names)), no_wait=no_wait, timeout=wait_timeout
+    )
+    inv.out.result(doc, lambda out: out.line(f"unset {', '.join(sorted(set(names)))} in {env} ({doc['id']})"))
+
+
+@app.command("config")
+def show_config(
+    ctx: typer.Context,
+    env: EnvArg,
+    app_name: t.AppOpt = None,
+    project: t.ProjectOpt = None,
+    workspace: t.WorkspaceOpt = None,
+) -> None:
+    """List ENV's settings (secret values masked) and rhone.toml's defaults, and the required ones it lacks."""
+    from rhone_cli.services import settings, tenancy
+
+    inv = invocation(ctx)
+    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
+    doc = settings.show(inv, target, env)
+
+    def human(out) -> None:
+        rows = [
+            [i["name"], "********" if i["secret"] else i["value"], "yes" if i["secret"] else "", i["source"]]
+            for i in doc["items"]
+        ]
+        out.table(["name", "value", "secret", "source"], rows, empty=f"no settings in {doc['environment']}")
+        if doc["missing"]:
+            out.line()
+            out.line(f"required but missing (deploys are refused): {', '.join(doc['missing'])}")
+
+    inv.out.result(doc, human)

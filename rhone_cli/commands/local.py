@@ -26,13 +26,22 @@ DataDir = Annotated[
 
 
 def _render_status(doc: dict):
+    from rhone_cli.output import human_size
+
     def human(out: Output) -> None:
         if doc["running"]:
             out.line(f"Rhone Local {doc.get('version') or ''} is running at {doc['api_url']} (pid {doc['pid']})")
         else:
             out.line("Rhone Local is not running" + (" (stale pid file)" if doc.get("stale_pid_file") else ""))
-        out.line(f"  data: {doc['data_dir']}")
-        out.line(f"  log:  {doc['log_file']}")
+        out.line(f"  data:    {doc['data_dir']}")
+        out.line(f"  log:     {doc['log_file']}")
+        sandbox = doc.get("sandbox")
+        if sandbox:
+            reason = f" ({sandbox['reason']})" if sandbox.get("reason") else ""
+            extra = f"; read-only: {', '.join(sandbox['read_only_paths'])}" if sandbox.get("read_only_paths") else ""
+            out.line(f"  sandbox: {sandbox['mode']}{reason}{extra}")
+        if doc.get("disk"):
+            out.line("  disk:    " + ", ".join(f"{kind} {human_size(size)}" for kind, size in doc["disk"].items()))
 
     return human
 
@@ -54,20 +63,49 @@ def up(
             metavar="URL",
         ),
     ] = None,
+    sandbox: Annotated[
+        str,
+        typer.Option(
+            "--sandbox",
+            help="Where builds and apps run: auto (bubblewrap when it works), bubblewrap (required), or none "
+            "(unsealed: they can read everything this user can).",
+            metavar="MODE",
+        ),
+    ] = "auto",
+    sandbox_ro: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--sandbox-ro",
+            help="Expose a host path read-only to builds and apps, at the same path (a toolchain such as Go). "
+            "Repeatable.",
+            metavar="PATH",
+        ),
+    ] = None,
+    build_cache_mb: Annotated[
+        int | None,
+        typer.Option("--build-cache-mb", help="Per-app build cache limit in MiB (default 2048).", min=1),
+    ] = None,
 ) -> None:
     """Start Rhone Local in the background, wait until it is healthy, and point the `local` profile at it."""
+    from rhone_cli.errors import usage_error
     from rhone_cli.services import local
 
     inv = invocation(ctx)
+    if sandbox not in ("auto", "bubblewrap", "none"):
+        raise usage_error(f"--sandbox {sandbox!r}: choose auto, bubblewrap or none")
+    for path in sandbox_ro or []:
+        if not path.exists():
+            raise usage_error(f"--sandbox-ro {path}: no such file or directory")
+    options = local.SandboxOptions(sandbox, tuple(str(p.resolve()) for p in sandbox_ro or []), build_cache_mb)
     root = local.data_dir(inv, data_dir)
     server_environ = local.app_databases_environ(inv, app_databases)
     if foreground:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         local.require_server_packages()
-        command = local.server_command(root, port, edge_port)
+        command = local.server_command(root, port, edge_port, options)
         os.environ.update(server_environ)
         os.execv(sys.executable, command)
-    doc = local.up(inv, root, port=port, edge_port=edge_port, server_environ=server_environ)
+    doc = local.up(inv, root, port=port, edge_port=edge_port, server_environ=server_environ, sandbox=options)
     inv.out.result(doc, _render_status(doc))
 
 
@@ -111,6 +149,32 @@ def status(ctx: typer.Context, data_dir: DataDir = None) -> None:
     inv = invocation(ctx)
     doc = local.status(inv, local.data_dir(inv, data_dir))
     inv.out.result(doc, _render_status(doc))
+
+
+@app.command("gc")
+def gc(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")] = False,
+) -> None:
+    """Remove what no deployment will run again: finished builds' work folders, stopped allocations' trees, and
+    unreferenced blobs (route owners, rollback targets, recent route history and the last 10 deployments per app
+    are kept). Also runs automatically after deploys and hourly."""
+    from rhone_cli.output import human_size
+    from rhone_cli.services import local
+
+    inv = invocation(ctx)
+    doc = local.gc(inv, dry_run=dry_run)
+
+    def human(out: Output) -> None:
+        verb = "would remove" if doc["dry_run"] else "removed"
+        removed = doc["removed"]
+        out.line(
+            f"{verb} {human_size(doc['total_bytes'])}: {removed['builds']} build folder(s), "
+            f"{removed['allocations']} allocation folder(s), {removed['blobs']} blob(s); "
+            f"kept {doc['kept_deployments']} deployment(s)"
+        )
+
+    inv.out.result(doc, human)
 
 
 @app.command("logs")

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from rhone_cli.config.settings import MAX_VALUE_BYTES, NAME_PATTERN, name_problem
 from rhone_cli.config.toml_lines import key_lines, line_of
 from rhone_cli.errors import ExitCode, RhoneError
 
@@ -195,6 +196,38 @@ class Provider(_Section):
     )
 
 
+def _setting_name(value: str) -> str:
+    problem = name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+SettingName = Annotated[str, AfterValidator(_setting_name), Field(json_schema_extra={"pattern": NAME_PATTERN})]
+
+
+class EnvSection(_Section):
+    """Defaults for non-secret settings (`NAME = "value"`; an environment's own value, `rhone env set`, wins) and
+    the settings every environment must have before a deploy is accepted (`required`)."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        frozen=True,
+        strict=True,
+        # Every key is a setting's name, but for `required` itself.
+        json_schema_extra={"propertyNames": {"pattern": NAME_PATTERN.replace("|required)", ")")}},
+    )
+    __pydantic_extra__: dict[SettingName, Annotated[str, Field(max_length=MAX_VALUE_BYTES, pattern=r"^[^\x00]*$")]] = (
+        Field(init=False)
+    )
+
+    required: list[SettingName] = Field(
+        default_factory=list,
+        description="Settings each environment must have (`rhone env set ENV NAME=…` or --secret NAME): deploys "
+        "and promotions to an environment without them are refused before anything is built.",
+    )
+
+
 class RhoneToml(_Section):
     """The schema of rhone.toml."""
 
@@ -211,6 +244,7 @@ class RhoneToml(_Section):
     )
     runtime: RuntimeSection = Field(default_factory=RuntimeSection)
     providers: dict[Slug, Provider] = Field(default_factory=dict, description="Declared providers by name.")
+    env: EnvSection = Field(default_factory=EnvSection)
 
     def resolved(self) -> dict[str, Any]:
         """The configuration with every default filled in, as `rhone config show` prints it."""

@@ -64,6 +64,22 @@ def _file_behind(stream: Any) -> Path | None:
         return None
 
 
+def explain_path(workdir: Path, path: str, *, prebuilt: bool) -> dict[str, Any]:
+    """Why `path` is in or out of the manifest `rhone deploy` would upload from `workdir`."""
+    from rhone_cli.artifacts.manifest import explain
+
+    root, include, exclude = manifest_root(workdir, prebuilt=prebuilt)
+    candidate = Path(path)
+    if candidate.is_absolute() or (workdir / candidate).exists():
+        # A path as the user sees it (absolute, or relative to where they stand): made relative to the root.
+        absolute = (candidate if candidate.is_absolute() else workdir / candidate).absolute()
+        try:
+            path = absolute.relative_to(root.absolute()).as_posix()
+        except ValueError:
+            raise RhoneError(f"{path} is not inside {root}", code="invalid_path", exit_code=ExitCode.USAGE) from None
+    return {"root": str(root), **explain(root, path, include=include, exclude=exclude)}
+
+
 def manifest_root(workdir: Path, *, prebuilt: bool) -> tuple[Path, list[str], list[str]]:
     """(manifest root, build.include, build.exclude): the project directory, or build.output with --prebuilt."""
     from rhone_cli.config import project

@@ -109,7 +109,15 @@ def source_changed(path: str, why: str) -> RhoneError:
     )
 
 
-def deploy(inv: Invocation, *, environment: str, prebuilt: bool, no_wait: bool, timeout: float | None) -> dict:
+def deploy(
+    inv: Invocation,
+    *,
+    environment: str,
+    prebuilt: bool,
+    no_wait: bool,
+    timeout: float | None,
+    force_build: bool = False,
+) -> dict:
     from rhone_cli.config import project
     from rhone_cli.services.artifacts import project_manifest
 
@@ -143,8 +151,11 @@ def deploy(inv: Invocation, *, environment: str, prebuilt: bool, no_wait: bool, 
         "artifact_digest": manifest.digest if prebuilt else None,
         "config": config.resolved(),
         "source": source_facts(project_dir),
+        "force_build": force_build,
     }
-    key = operations.idempotency_key(inv, path, inv.profile.api_url, environment, manifest.digest, str(prebuilt))
+    key = operations.idempotency_key(
+        inv, path, inv.profile.api_url, environment, manifest.digest, str(prebuilt), str(force_build)
+    )
     op = inv.client().post(path, body, idempotency_key=key).data
     operations.announce(inv, op)
     if no_wait:

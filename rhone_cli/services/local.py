@@ -279,13 +279,44 @@ def status(inv: Invocation, root: Path) -> dict[str, Any]:
         "data_dir": str(root),
         "log_file": str(paths.log),
         "stale_pid_file": stale is not None,
+        "sandbox": state.get("sandbox") if running else None,
+        "disk": disk_use(root) if root.is_dir() else None,
     }
 
 
-def server_command(root: Path, port: int, edge_port: int) -> list[str]:
+# What `rhone local status` measures, by kind: the data directory's folders (see docs/architecture.md).
+DISK_KINDS = {"builds": "deployments", "allocations": "allocations", "blobs": "blobs", "caches": "caches"}
+
+
+def disk_use(root: Path) -> dict[str, int]:
+    """Bytes per kind under the data directory (regular files; links not followed)."""
+    use = {}
+    for kind, folder in DISK_KINDS.items():
+        total = 0
+        for directory, _dirs, files in os.walk(root / folder):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(directory, name)).st_size
+        use[kind] = total
+    use["database"] = sum(
+        (root / name).stat().st_size for name in ("rhone.db", "rhone.db-wal") if (root / name).exists()
+    )
+    return use
+
+
+@dataclass(frozen=True)
+class SandboxOptions:
+    mode: str = "auto"  # auto, bubblewrap or none
+    read_only: tuple[str, ...] = ()  # host paths builds and apps may read (toolchains)
+    cache_mb: int | None = None  # per-app build cache limit
+
+
+def server_command(root: Path, port: int, edge_port: int, sandbox: SandboxOptions | None = None) -> list[str]:
     """How Rhone Local runs: this Python, in the foreground, on loopback."""
-    return [
+    sandbox = sandbox or SandboxOptions()
+    command = [
         sys.executable,
+        "-P",  # the caller's working directory is not on sys.path: a checkout there must not shadow this rhone_local
         "-m",
         "rhone_local",
         "serve",
@@ -295,7 +326,14 @@ def server_command(root: Path, port: int, edge_port: int) -> list[str]:
         str(port),
         "--edge-port",
         str(edge_port),
+        "--sandbox",
+        sandbox.mode,
     ]
+    for path in sandbox.read_only:
+        command += ["--sandbox-ro", path]
+    if sandbox.cache_mb is not None:
+        command += ["--build-cache-mb", str(sandbox.cache_mb)]
+    return command
 
 
 def require_server_packages() -> None:
@@ -333,6 +371,7 @@ def up(
     edge_port: int,
     timeout: float = HEALTH_TIMEOUT_SECONDS,
     server_environ: dict[str, str] | None = None,
+    sandbox: SandboxOptions | None = None,
 ) -> dict:
     require_server_packages()
     paths = Paths(root)
@@ -361,7 +400,7 @@ def up(
                 exit_code=ExitCode.CONFLICT,
                 hint=f"free it, or choose another with `rhone local up {name} N`",
             )
-    command = server_command(root, port, edge_port)
+    command = server_command(root, port, edge_port, sandbox)
     # The log is private like the rest of the data directory (docs/security.md).
     with open(os.open(paths.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
         log_start = paths.log.stat().st_size
@@ -393,7 +432,22 @@ def up(
             )
         time.sleep(0.1)  # waiting for a process to bind its port: there is no operation to long-poll yet
     _write_profile(inv, paths, api_url)
-    return {**status(inv, root), "started": True, "profile": PROFILE}
+    doc = {**status(inv, root), "started": True, "profile": PROFILE}
+    _warn_unsealed(inv, doc.get("sandbox"))
+    return doc
+
+
+def _warn_unsealed(inv: Invocation, sandbox: dict | None) -> None:
+    if sandbox and sandbox.get("mode") == "none":
+        inv.out.warn(
+            f"builds and apps run WITHOUT a sandbox ({sandbox.get('reason')}): they run as this user and can read "
+            "everything it can, including this data directory (rhone.db with every secret, owner.token) and other "
+            "apps' files. Install bubblewrap (`apt-get install bubblewrap`) and restart Rhone Local to seal them"
+        )
+
+
+def gc(inv: Invocation, *, dry_run: bool) -> dict[str, Any]:
+    return inv.client().post("/v1/local/gc", {"dry_run": dry_run}).data
 
 
 def _start_failure(status: int, log: Path, offset: int) -> RhoneError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,20 @@ LITERAL_REFUSED = (
 )
 
 
-def read_secrets(inv: Invocation, specs: list[str]) -> dict[str, str]:
-    """`NAME` (from the environment variable NAME), `NAME=@FILE` or `NAME=@-` (stdin, once) → {NAME: value}."""
+def read_secrets(
+    inv: Invocation, specs: list[str], *, name_problem: Callable[[str], str | None] | None = None
+) -> dict[str, str]:
+    """`NAME` (from the environment variable NAME), `NAME=@FILE` or `NAME=@-` (stdin, once) → {NAME: value}.
+    `name_problem` checks a name (default: a binding secret's, an upper-case environment variable name)."""
     values: dict[str, str] = {}
     stdin_used = False
     for spec in specs:
         name, sep, source = spec.partition("=")
-        if not SECRET_NAME.fullmatch(name):
-            raise usage_error(f"--secret {name!r}: a secret's name is an environment variable name, like DATABASE_URL")
+        problem = name_problem(name) if name_problem else None
+        if name_problem is None and not SECRET_NAME.fullmatch(name):
+            problem = "a secret's name is an environment variable name, like DATABASE_URL"
+        if problem:
+            raise usage_error(f"--secret {name!r}: {problem}")
         if name in values:
             raise usage_error(f"--secret {name} is given twice")
         if not sep:

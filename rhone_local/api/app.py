@@ -55,9 +55,11 @@ def error_response(
     return JSONResponse(body, status_code=status, headers={"X-Request-Id": request_id, **(headers or {})})
 
 
-def create_app(store: Store, notifier: ChangeNotifier | None = None, *, pipeline: Any = None) -> FastAPI:
+def create_app(
+    store: Store, notifier: ChangeNotifier | None = None, *, pipeline: Any = None, retention: Any = None
+) -> FastAPI:
     """The API over `store`. `pipeline` (blobs, runner, deploy stages) defaults to one rooted beside the database."""
-    from rhone_local.api import deploy_routes, log_routes, route_routes, routes, topology_routes
+    from rhone_local.api import deploy_routes, log_routes, route_routes, routes, settings_routes, topology_routes
 
     if pipeline is None:
         from rhone_local.pipeline import build_pipeline
@@ -76,6 +78,11 @@ def create_app(store: Store, notifier: ChangeNotifier | None = None, *, pipeline
     app.state.store = store
     app.state.notifier = notifier or ChangeNotifier()
     app.state.pipeline = pipeline
+    if retention is None:
+        from rhone_local.retention import Retention
+
+        retention = Retention(pipeline)
+    app.state.retention = retention
     app.state.blobs = pipeline.blobs
 
     @app.middleware("http")
@@ -140,6 +147,7 @@ def create_app(store: Store, notifier: ChangeNotifier | None = None, *, pipeline
     app.include_router(route_routes.router)
     app.include_router(topology_routes.router)
     app.include_router(log_routes.router)
+    app.include_router(settings_routes.router)
     return app
 
 

@@ -26,6 +26,7 @@ from rhone_local.api.routes import (
 )
 from rhone_local.artifacts import store_manifest
 from rhone_local.domain import manifest as manifests
+from rhone_local.domain import settings as setting_rules
 from rhone_local.domain.access import Principal
 from rhone_local.domain.errors import conflict, forbidden, not_found
 from rhone_local.domain.ids import new_id
@@ -63,7 +64,9 @@ def missing_blobs(request: Request, principal: Caller, body: m.BlobQuery) -> dic
     blobs = request.app.state.blobs
     for digest in body.digests:
         blobs.path(digest)  # validates the form
-    return {"missing": blobs.missing(body.digests)}
+    missing = blobs.missing(body.digests)
+    blobs.refresh(set(body.digests) - set(missing))
+    return {"missing": missing}
 
 
 @router.put(
@@ -184,6 +187,9 @@ def create_deployment(
     payload = body.model_dump()
 
     def perform(c: Any) -> tuple[int, dict]:
+        # Inside the transaction (audited when refused): what the deploy needs from its environment is there now, so
+        # a build never runs for a deployment that cannot start.
+        _require_environment_ready(store, environment, body.config.model_dump(mode="json"))
         deployment_id = new_id("deployment")
         op = store.create_operation(
             c,
@@ -196,6 +202,7 @@ def create_deployment(
                 "environment": body.environment,
                 "source_digest": body.manifest_digest,
                 "prebuilt": body.prebuilt,
+                "force_build": body.force_build,
             },
             principal=principal,
             request_id=request.state.request_id,
@@ -224,6 +231,28 @@ def create_deployment(
     return mutate(
         request, principal, workspace["id"], "deployment.create", f"{prj}/{app}", payload, perform, notify_op=True
     )
+
+
+def _require_environment_ready(store: Any, environment: dict, config: dict) -> None:
+    """Refuse a deployment whose environment lacks a required provider binding or setting (exit 6 in the CLI)."""
+    providers = [name for name, p in (config.get("providers") or {}).items() if p.get("required", True)]
+    bound = store.ready_providers(environment["id"], store.primary_region()["id"])
+    unbound = sorted(set(providers) - set(bound))
+    if unbound:
+        raise conflict(
+            "binding_missing",
+            f"{environment['name']} has no ready binding for provider(s) {', '.join(unbound)}: bind them first "
+            f"(`rhone env bind {environment['name']} NAME --kind … --resource …`); nothing was built",
+            providers=unbound,
+        )
+    missing = setting_rules.unmet(config, store.provided_names(environment["id"]))
+    if missing:
+        raise conflict(
+            "setting_missing",
+            f"{environment['name']} lacks required setting(s) {', '.join(missing)} (rhone.toml [env] required): set "
+            f"them first (`rhone env set {environment['name']} NAME=VALUE`, or --secret NAME); nothing was built",
+            settings=missing,
+        )
 
 
 def _json(value: Any) -> str:

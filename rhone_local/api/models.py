@@ -369,6 +369,70 @@ class ServicesUpdate(_Model):
     )
 
 
+# A setting's name: a C identifier, not one the platform sets (PORT, PATH, HOME, RHONE_*) nor rhone.toml's `required`.
+SettingName = Annotated[
+    str, Field(pattern=r"^(?!(PORT|PATH|HOME|required)$)(?![Rr][Hh][Oo][Nn][Ee]_)[A-Za-z_][A-Za-z0-9_]{0,127}$")
+]
+SettingValue = Annotated[str, Field(max_length=32 * 1024, pattern=r"^[^\x00]*$")]
+
+
+class ConfigChange(_Model):
+    """Set and unset an environment's settings in one change; an environment holds at most 200 settings and
+    256 KiB of them (a change past that is refused with 409 `settings_limit`)."""
+
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")  # the name pattern needs a look-ahead
+
+    values: dict[SettingName, SettingValue] = Field(
+        default_factory=dict,
+        max_length=200,
+        description="Plain settings (shown by `rhone env config`).",
+        json_schema_extra=_names_as_property_names,
+    )
+    secrets: dict[SettingName, SettingValue] = Field(
+        default_factory=dict,
+        max_length=200,
+        description="Secret settings: stored server-side, never returned.",
+        json_schema_extra=_names_as_property_names,
+    )
+    unset: list[SettingName] = Field(default_factory=list, max_length=200)
+
+
+class Setting(_Model):
+    name: str
+    value: str | None = Field(description="The value; null for a secret (never returned).")
+    secret: bool
+    source: Literal["environment", "rhone.toml"] = Field(
+        description="environment: `rhone env set`; rhone.toml: a default from [env] of the newest deployment here."
+    )
+    operation_id: str | None = None
+    updated_at: str | None = None
+
+
+class EnvironmentConfig(_Model):
+    environment: str
+    items: list[Setting]
+    required: list[str] = Field(description="rhone.toml's [env] required, as the newest deployment here declares it.")
+    missing: list[str] = Field(description="Required settings this environment lacks: a deploy is refused.")
+
+
+class GcRequest(_Model):
+    dry_run: bool = Field(False, description="Say what would be removed; remove nothing.")
+
+
+class GcCounts(_Model):
+    builds: int = Field(description="Build work folders and folders of deployments no longer kept.")
+    allocations: int = Field(description="Trees (or whole folders) of stopped and failed allocations.")
+    blobs: int = Field(description="Blobs no kept deployment references.")
+
+
+class GcResult(_Model):
+    dry_run: bool
+    kept_deployments: int
+    removed: GcCounts
+    bytes: GcCounts
+    total_bytes: int
+
+
 class ScaleRequest(_Model):
     instances: int = Field(ge=0, le=20, description="Instances of the route owner to run in the environment.")
 
@@ -444,6 +508,9 @@ class DeploymentCreate(_Model):
     )
     config: DeploymentConfig = Field(description="The resolved rhone.toml, checked with the rules of rhone.toml.")
     source: SourceFacts = Field(default_factory=SourceFacts)
+    force_build: bool = Field(
+        False, description="Build even when an earlier build of the same source and build configuration exists."
+    )
 
 
 class DeploymentApprove(_Model):

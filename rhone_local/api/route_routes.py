@@ -111,11 +111,11 @@ def _start(
     payload = {"kind": kind, **params, "expect_epoch": expect_epoch}
 
     def perform(c: Any) -> tuple[int, dict]:
-        scaling = store.live_operations(c, environment["id"], ("scale",), exclude="")
+        scaling = store.live_operations(c, environment["id"], ("scale", "config.update"), exclude="")
         if scaling:
             raise conflict(
                 "environment_busy",
-                f"scale {scaling[0]['id']} is changing {key}'s allocations; wait for it (`rhone op wait "
+                f"{scaling[0]['kind']} {scaling[0]['id']} is changing {key}'s allocations; wait for it (`rhone op wait "
                 f"{scaling[0]['id']}`) and promote again",
                 operation_id=scaling[0]["id"],
             )

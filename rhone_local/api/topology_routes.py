@@ -36,6 +36,8 @@ from rhone_local.topology import sharing_refusal
 router = APIRouter()
 APP = "/v1/workspaces/{ws}/projects/{prj}/apps/{app}"
 ENV = APP + "/environments/{env}"
+# Operations that change an environment's allocations: one at a time per environment.
+ENVIRONMENT_CHANGES = ("scale", "promote", "rollback", "config.update")
 
 
 # -- views ----------------------------------------------------------------------------------------------------------
@@ -497,7 +499,7 @@ def scale(
     def within(c: Any, op: dict) -> None:
         # One change of an environment's allocations at a time: a scale racing another scale or a promotion could
         # leave the count and the allocations disagreeing, or start instances of a deployment that lost the route.
-        busy = store.live_operations(c, environment["id"], ("scale", "promote", "rollback"), exclude=op["id"])
+        busy = store.live_operations(c, environment["id"], ENVIRONMENT_CHANGES, exclude=op["id"])
         if busy:
             raise conflict(
                 "environment_busy",

@@ -36,6 +36,8 @@ MUTATIONS: dict[str, str] = {
     "services.update": "admin",
     "app.scale": "developer",  # gated by the runtime services, not by rank
     "region.enable": "admin",
+    "config.update": "developer",  # like a deploy: settings reach only the environment's own allocations
+    "local.gc": "owner",  # retention removes data of every app on the machine
 }
 READS: dict[str, str] = {
     "workspace.read": "viewer",

@@ -111,6 +111,14 @@ REGION_ENABLE = Machine(
     failure="disabled",
 )
 
+# A change of an environment's settings: recorded with the request, then its running allocations roll onto it (new
+# instances first; the old ones stop once the new ones are ready).
+CONFIG_UPDATE = Machine(
+    states=("requested", "rolling", "succeeded", "failed"),
+    happy_path=("requested", "rolling", "succeeded"),
+    terminal=frozenset({"succeeded", "failed"}),
+)
+
 MACHINES: dict[str, Machine] = {
     "deploy": DEPLOY,
     "promote": PROMOTE,
@@ -123,6 +131,7 @@ MACHINES: dict[str, Machine] = {
     "services.update": BIND,
     "scale": SCALE,
     "region.enable": REGION_ENABLE,
+    "config.update": CONFIG_UPDATE,
 }
 
 # rolled_back is terminal but not success: the promotion did not stick (exit 1 in the CLI).

@@ -59,9 +59,12 @@ def linked(server, app_dir: Path) -> Path:
 
 
 def processes_under(root: Path) -> dict[int, str]:
-    """Live processes (zombies excluded) whose working directory is inside `root` — even one since deleted — other
-    than Rhone Local servers: the app and build processes that allocations and builds started."""
+    """Live processes (zombies excluded) whose working directory is inside `root` — even one since deleted — or that
+    run in a sandbox whose mounts come from inside `root`, other than Rhone Local servers: the app and build
+    processes that allocations and builds started."""
     root_text = str(root.resolve())
+    source = _mount_source(root_text)
+    own_namespace = os.readlink("/proc/self/ns/mnt")
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -70,13 +73,36 @@ def processes_under(root: Path) -> dict[int, str]:
             cwd = os.readlink(entry / "cwd")
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
             state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+            sandboxed = os.readlink(entry / "ns" / "mnt") != own_namespace and _mounts_from(entry, source)
         except OSError:
             continue
         if state in ("Z", "X") or "rhone_local" in cmdline:
             continue
-        if cwd == root_text or cwd.startswith(root_text + "/"):
-            found[int(entry.name)] = f"{cmdline} (in {cwd})"
+        if cwd == root_text or cwd.startswith(root_text + "/") or sandboxed:
+            found[int(entry.name)] = f"{cmdline} (in {cwd}{', sandboxed' if sandboxed else ''})"
     return found
+
+
+def _mount_source(path: str) -> tuple[str, str]:
+    """(device, path inside that filesystem) of `path`: how a sandbox's mountinfo names a bind mount from it (a
+    sandboxed process's own working directory reads `/app`)."""
+    best = ("", "", "/")
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        device, fs_root, point = fields[2], fields[3], fields[4]
+        if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best[1]):
+            best = (device, point, fs_root)
+    device, point, fs_root = best
+    return device, os.path.normpath(os.path.join(fs_root, os.path.relpath(path, point)))
+
+
+def _mounts_from(process: Path, source: tuple[str, str]) -> bool:
+    device, inside = source
+    for line in (process / "mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[2] == device and (fields[3] == inside or fields[3].startswith(inside + "/")):
+            return True
+    return False
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
@@ -95,6 +121,24 @@ def pgid(pid: int) -> int | None:
         return os.getpgid(pid)
     except ProcessLookupError:
         return None
+
+
+def allocation_group(pid: int) -> int | None:
+    """The process group a process of an allocation or build belongs to, as the runner records it (the allocation's
+    `pid`): its own group, or for bubblewrap's monitor — which stays outside the sandbox, in a group of its own —
+    the group its sandbox's pid 1 leads."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    except OSError:
+        return None
+    if os.path.basename(command) == b"bwrap" and os.readlink(f"/proc/{pid}/ns/pid") == os.readlink("/proc/self/ns/pid"):
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    return pgid(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return pgid(pid)
 
 
 def restart(server) -> None:

@@ -28,7 +28,7 @@ import pytest
 
 from rhone_cli.services.local import process_alive
 from tests.conftest import REPO
-from tests.e2e.helpers import operation_state, pgid, processes_under, restart, wait_until
+from tests.e2e.helpers import allocation_group, operation_state, processes_under, restart, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -115,12 +115,12 @@ def verify_recovered(server, app_dir: Path, op_id: str, row: str, *, before: dic
 
     def orphans() -> dict[int, str]:
         live = processes_under(server.data_dir)
-        return {pid: cmd for pid, cmd in live.items() if pgid(pid) != ready_pid}
+        return {pid: cmd for pid, cmd in live.items() if allocation_group(pid) != ready_pid}
 
     # Give the killed allocations' process groups a moment to finish dying before calling them orphans.
     wait_until(lambda: not orphans(), 6)
     left = orphans()
-    survivors = {pid: cmd for pid, cmd in before.items() if process_alive(pid) and pgid(pid) != ready_pid}
+    survivors = {pid: cmd for pid, cmd in before.items() if process_alive(pid) and allocation_group(pid) != ready_pid}
     cells["orphans"] = str(len(left) + len(set(survivors) - set(left)))
     assert not left, f"orphan processes under the data directory: {left}"
     assert not survivors, f"processes from before the crash still running: {survivors}"
@@ -161,22 +161,26 @@ def test_kill_9_between_stages(local_env, tmp_path, stage):
 
 def test_kill_9_while_the_build_command_runs(local_env, tmp_path):
     row = "building (build command running)"
-    marker = tmp_path / "first-build-started"
-    # The first build sleeps (and is where the server dies); the build the restarted server runs is quick.
+    # The first build sleeps (and is where the server dies); the build the restarted server runs is quick. The marker
+    # lives in the app's build cache, the one place outside its tree a build can write.
     command = (
-        f"test -e {marker} || {{ touch {marker}; echo slow first build; sleep 20; }}; python3 -m py_compile app.py"
+        'test -e "$XDG_CACHE_HOME/first-build-started" || { touch "$XDG_CACHE_HOME/first-build-started"; '
+        "echo slow first build; sleep 20; }; python3 -m py_compile app.py"
     )
     assert local_env.up().exit_code == 0
     app_dir = hello_app(tmp_path, command=command)
     link(local_env, app_dir)
 
     op = start_deploy(local_env, app_dir)
-    assert wait_until(lambda: marker.exists() and operation_state(local_env, op["id"]) == "building", 20)
+    marker = lambda: list((local_env.data_dir / "caches").glob("*/first-build-started"))  # noqa: E731
+    assert wait_until(lambda: marker() and operation_state(local_env, op["id"]) == "building", 20)
     build = wait_until(lambda: [p for p, cmd in processes_under(local_env.data_dir).items() if "sleep 20" in cmd], 5)
     assert build, "the build command is not running"
     kill_server(local_env)
+    # A sandboxed build dies with the server that ran it; an unsealed one outlives it until the restarted server
+    # stops it (its pid file).
+    wait_until(lambda: not any(p in processes_under(local_env.data_dir) for p in build), 5)
     before = processes_under(local_env.data_dir)
-    assert set(build) <= set(before)
     restart(local_env)
     verify_recovered(local_env, app_dir, op["id"], row, before=before)
 

@@ -372,25 +372,22 @@ def test_stale_vango_artifacts_fail_and_consistent_ones_pass(local, tmp_path):
     assert result.json()["state"] == "preview_ready"
 
 
-def test_a_declared_provider_without_a_binding_blocks_and_cannot_be_approved(local, tmp_path):
-    app_dir = linked(local, hello_app(tmp_path, extra='\n[providers.db]\nkind = "postgres"\n'))
+def test_a_declared_provider_without_a_binding_is_refused_before_anything_is_built(local, tmp_path):
+    app_dir = linked(local, hello_app(tmp_path, command="echo BUILT", extra='\n[providers.db]\nkind = "postgres"\n'))
     result = deploy(local, app_dir, "--json")
     assert result.exit_code == 6, (result.stdout, result.stderr)
     error = result.json()["error"]
-    assert error["code"] == "binding_missing" and "db" in error["message"]
-    # The server never lets a missing binding be approved away, so the hint must not suggest approving.
-    assert "rhone deploy approve" not in error["hint"] and "rhone env bind" in error["hint"]
-    deployment_id = error["details"]["deployment_id"]
-    gates = {g["gate"]: g for g in error["details"]["evidence"]["gates"]}
-    assert gates["providers_bound"]["outcome"] == "block" and gates["providers_bound"]["facts"]["missing"] == ["db"]
-
-    refused = local.rhone("deploy", "approve", deployment_id, "--json", cwd=app_dir)
-    assert refused.exit_code == 6
-    assert refused.json()["error"]["code"] == "binding_missing"
-    shown = local.json("deploy", "show", deployment_id)
-    assert shown["state"] == "blocked" and shown["approval"] is None and shown["allocations"] == []
-    assert local.json("op", "show", error["operation_id"])["state"] == "blocked"
-    assert len(deployments(local, app_dir)) == 1
+    assert error["code"] == "binding_missing" and error["details"]["providers"] == ["db"]
+    assert "rhone env bind preview" in error["message"] and "nothing was built" in error["message"]
+    assert deployments(local, app_dir) == []
+    assert not list((local.data_dir / "deployments").glob("*")), "no build ran"
+    bind = ("env", "bind", "preview", "db", "--kind", "postgres", "--resource", "pg://db-host/x")
+    bound = local.rhone(*bind, cwd=app_dir)
+    assert bound.exit_code == 0, bound.stderr
+    result = deploy(local, app_dir, "--json")
+    assert result.exit_code == 0, result.stdout
+    gates = {g["gate"]: g for g in result.json()["evidence"]["gates"]}
+    assert gates["providers_bound"]["outcome"] == "pass"
 
 
 # -- prebuilt --------------------------------------------------------------------------------------------------------

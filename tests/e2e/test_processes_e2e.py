@@ -11,12 +11,13 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import free_port
-from tests.e2e.helpers import hello_app, linked, processes_under, wait_until
+from tests.e2e.helpers import allocation_group, hello_app, linked, processes_under, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -89,17 +90,29 @@ def test_another_users_process_dressed_as_our_server_is_never_signalled(local_en
         impostor.wait()
 
 
-def blocking_build(release: Path) -> str:
-    """A build command that waits, as one process, until the file `release` exists."""
-    return f"exec {sys.executable} -c \"import os, time\nwhile not os.path.exists('{release}'): time.sleep(0.05)\""
+def blocking_build(release: Release) -> str:
+    """A build command that waits, as one process of the system's Python (what a sandboxed build sees), until the file
+    `release-builds` exists in its build cache — the one place outside its tree a build and the test both see."""
+    flag = "os.environ['XDG_CACHE_HOME'] + '/release-builds'"
+    wait = f"import os, time\nwhile not os.path.exists({flag}): time.sleep(0.05)"
+    return f'exec python3 -c "{wait}"'
+
+
+@dataclass
+class Release:
+    data_dir: Path
+
+    def touch(self) -> None:
+        for cache in (self.data_dir / "caches").glob("*"):
+            (cache / "release-builds").touch()
 
 
 @pytest.fixture
-def release(tmp_path: Path) -> Iterator[Path]:
-    """The file blocking builds wait for; created at teardown (before the server stops) if the test did not."""
-    path = tmp_path / "release-builds"
-    yield path
-    path.touch()
+def release(local_env) -> Iterator[Release]:
+    """What blocking builds wait for; given at teardown (before the server stops) if the test did not."""
+    handle = Release(local_env.data_dir)
+    yield handle
+    handle.touch()
 
 
 def _db_rows(local_env, table: str, columns: str) -> list[tuple]:
@@ -115,7 +128,7 @@ def test_a_second_server_on_the_same_data_directory_leaves_at_once_and_changes_n
     assert started.exit_code == 0, started.stderr
     op_id = started.json()["id"]
     assert wait_until(lambda: processes_under(local.data_dir), timeout=30), "the build never started"
-    builds = set(processes_under(local.data_dir))  # one process (the build execs python): its pid
+    builds = set(processes_under(local.data_dir))  # the build's processes (its python, and its sandbox's)
     operations = _db_rows(local, "operations", "id, state, version, lease_owner")
     allocations = _db_rows(local, "allocations", "id, state, version, pid")
     server_json = (local.data_dir / "server.json").read_text()
@@ -294,7 +307,7 @@ def test_control_operations_complete_while_builds_occupy_the_build_workers(local
     states = lambda: [local.json("op", "show", op_id)["state"] for op_id in builds]  # noqa: E731
     assert wait_until(lambda: states() == ["building", "building"], timeout=60), states()
     running = set(processes_under(local.data_dir / "deployments"))
-    assert len(running) == 2  # the two builds (one process each)
+    assert len({allocation_group(pid) for pid in running}) == 2  # the two builds (one process group each)
 
     bounded = ("--wait-timeout", "60")  # without separate pools these waited behind the builds (exit 7)
     project = local.json("project", "create", "other", *bounded)

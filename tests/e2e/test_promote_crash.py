@@ -35,7 +35,7 @@ import pytest
 
 from rhone_cli.services.local import process_alive
 from tests.conftest import REPO
-from tests.e2e.helpers import operation_state, pgid, processes_under, restart, wait_until
+from tests.e2e.helpers import allocation_group, operation_state, processes_under, restart, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -245,11 +245,14 @@ def verify_recovered(
     ready_groups = {a["pid"] for a in db_rows(server, "SELECT pid FROM allocations WHERE state = 'ready'")}
 
     def orphans() -> dict[int, str]:
-        return {pid: cmd for pid, cmd in processes_under(server.data_dir).items() if pgid(pid) not in ready_groups}
+        live = processes_under(server.data_dir)
+        return {pid: cmd for pid, cmd in live.items() if allocation_group(pid) not in ready_groups}
 
     wait_until(lambda: not orphans(), 8)  # killed process groups may take a moment to finish dying
     left = orphans()
-    survivors = {pid: cmd for pid, cmd in before.items() if process_alive(pid) and pgid(pid) not in ready_groups}
+    survivors = {
+        pid: cmd for pid, cmd in before.items() if process_alive(pid) and allocation_group(pid) not in ready_groups
+    }
     cells["orphans"] = str(len(set(left) | set(survivors)))
     assert not left, f"orphan processes under the data directory: {left}"
     assert not survivors, f"processes from before the crash still running: {survivors}"

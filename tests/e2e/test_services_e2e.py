@@ -106,7 +106,7 @@ def _get(url: str, key: str) -> str | None:
 def session_row_port(local, app_dir, env: str) -> int:
     """The port of an environment's Redis engine, from its state file under the data directory."""
     environments = {r["name"]: r["id"] for r in local.json("env", "ls", cwd=app_dir)}
-    engine = local.data_dir / "services" / environments[env]
+    engine = local.data_dir / "services" / "engines" / environments[env]
     return int(json.loads(next(engine.glob("*/redis/engine.json")).read_text())["port"])
 
 
@@ -171,4 +171,4 @@ def test_a_sql_session_store_is_a_provisioned_database_of_the_lane(local, tmp_pa
     assert url.startswith("sqlite:////") and url.endswith("/_session.sqlite3")
     path = url.removeprefix("sqlite:///")
     assert path.startswith(str(local.data_dir)) and Path(path).is_file()  # outside every artifact, kept
-    assert not list((local.data_dir / "services").glob("*/*/redis"))  # no engine was started for it
+    assert not list((local.data_dir / "services").glob("**/redis"))  # no engine was started for it

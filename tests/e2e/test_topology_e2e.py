@@ -444,7 +444,7 @@ SLOW_START = "sleep 1; exec python3 app.py"
 
 @pytest.mark.parametrize("moment", ["gate_check", "allocations starting"])
 def test_a_scale_survives_kill_9_and_converges_without_orphans(local_env, tmp_path, moment):
-    from tests.e2e.helpers import operation_state, processes_under, restart
+    from tests.e2e.helpers import allocation_group, operation_state, processes_under, restart
 
     local_env.up(environ={"RHONE_LOCAL_STAGE_DELAY": "1.0"} if moment == "gate_check" else None)
     app_dir = app_copy(tmp_path, runtime="[runtime]\nserver_sessions = false\n")
@@ -476,6 +476,6 @@ def test_a_scale_survives_kill_9_and_converges_without_orphans(local_env, tmp_pa
     # from before the crash is left over.
     alive = processes_under(local_env.data_dir / "allocations")
     live = db_rows(local_env, "SELECT pid FROM allocations WHERE state IN ('ready', 'draining', 'starting')")
-    assert {os.getpgid(pid) for pid in alive} == {a["pid"] for a in live}
+    assert {allocation_group(pid) for pid in alive} == {a["pid"] for a in live}
     assert len(live) == 4
     assert {edge_get(local_env).json()["allocation"] for _ in range(15)} == {a["id"] for a in ready}

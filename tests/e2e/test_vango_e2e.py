@@ -113,7 +113,7 @@ def deploy(local, app_dir: Path) -> dict:
 
 
 def redis_engine(local) -> Path:
-    [engine] = list((local.data_dir / "services").glob("*/*/redis"))
+    [engine] = list((local.data_dir / "services" / "engines").glob("*/*/redis"))
     return engine
 
 

@@ -281,6 +281,14 @@ def _enable_region(env: LocalEnv, actor: Actor, target: Target) -> Call:
     return Call("POST", f"{_app_path(env, target)}/environments/production/regions/local-2/enable")
 
 
+def _config(env: LocalEnv, actor: Actor, target: Target) -> Call:
+    return Call("POST", f"{_app_path(env, target)}/environments/production/config", {"values": {"FEATURE": "on"}})
+
+
+def _gc(env: LocalEnv, actor: Actor, target: Target) -> Call:
+    return Call("POST", "/v1/local/gc", {"dry_run": False})
+
+
 WS_PATH = "/v1/workspaces/{ws}"
 APP_PATH = WS_PATH + "/projects/{prj}/apps/{app}"
 CASES: tuple[Case, ...] = (
@@ -406,4 +414,13 @@ CASES: tuple[Case, ...] = (
         _enable_region,
         {"operations": 1, "environment_regions": 1},
     ),
+    Case(
+        "config-update",
+        "config.update",
+        ("POST", APP_PATH + "/environments/{env}/config"),
+        202,
+        _config,
+        {"operations": 1, "environment_settings": 1},
+    ),
+    Case("local-gc", "local.gc", ("POST", "/v1/local/gc"), 200, _gc),
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,7 @@ class Stack:
     def preview_ready(self, files: dict[str, bytes], config: dict[str, Any], **kwargs: Any) -> dict:
         op = self.deploy(files, config, **kwargs)
         assert op["state"] == "preview_ready", (op["state"], op["error"])
+        self.settle()  # a newer preview supersedes the older ones: they drain
         deployment = self.local.store.deployment(op["target_id"])
         assert deployment is not None
         return deployment
@@ -124,7 +126,19 @@ class Stack:
         if response.status_code != 202:
             return None
         self.local.run_operations()
+        self.settle()
         return self.local.operation(response.json()["id"])
+
+    def settle(self) -> None:
+        """End the drains the operations started, as the server's reconciler would: in process nothing relays
+        connections to an allocation, so each drain ends at the next tick (SIGTERM, then its process exits)."""
+        runner = self.local.workers.pipeline.runner
+        for _ in range(200):  # bounded: hello exits on SIGTERM at once; the runner's kill grace is 5 s
+            runner.tick()
+            if not self.local.store.allocations_in("draining"):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"allocations still draining: {self.local.store.allocations_in('draining')}")
 
     def owner_of(self, environment: str = "production") -> tuple[str, int] | None:
         env = self.local.store.environment(self.app["id"], environment)

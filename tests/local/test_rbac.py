@@ -140,6 +140,8 @@ def test_matrix_expectations_match_the_documented_roles() -> None:
         "services-update": ["admin", "owner"],
         "app-scale": ["developer", "admin", "owner"],
         "region-enable": ["admin", "owner"],
+        "config-update": ["developer", "admin", "owner"],
+        "local-gc": ["owner"],
     }
 
 

@@ -124,6 +124,7 @@ def test_two_same_named_apps_promoted_concurrently(stack: Stack) -> None:
         ("web--production", winner["params"]["deployment_id"], 1)
     ]
     assert len(local.store.all("SELECT * FROM route_events")) == 1
+    stack.settle()  # the loser's released allocation drains and stops
     live = local.store.all(
         "SELECT a.deployment_id FROM allocations a JOIN environments e ON e.id = a.environment_id "
         "WHERE e.name = 'production' AND a.state IN ('planned', 'pulling', 'starting', 'ready', 'draining')"

@@ -56,7 +56,9 @@ def test_a_runtime_token_stops_working_when_its_allocation_leaves_ready(stack: S
 
     # A process that dies is recorded failed, and its token with it.
     os.killpg(alloc2["pid"], signal.SIGKILL)
-    assert wait_until(local.workers.pipeline.runner.check_processes) == [alloc2["id"]]
+    runner = local.workers.pipeline.runner
+    assert [a["id"] for a in wait_until(runner.check_processes)] == [alloc2["id"]]
+    stack.settle()
     assert local.store.one("SELECT state FROM allocations WHERE id = ?", alloc2["id"])["state"] == "failed"
     assert answer(stack, second_token) == (401, "invalid_token")
 

@@ -165,7 +165,7 @@ def test_tokens_from_before_version_5_stay_bound_to_their_first_workspace(tmp_pa
     db.close()
     store = Store(path)
     try:
-        assert store.one("PRAGMA user_version")["user_version"] == SCHEMA_VERSION
+        assert store.one("PRAGMA user_version")["user_version"] == SCHEMA_VERSION  # version 5 and every later one
         token = store.one("SELECT workspace_id, role FROM tokens WHERE id = 'tok_a'")
         assert token == {"workspace_id": "ws_first", "role": "developer"}
         principal = store.principal_for_token(hash_token("rht_old"))
