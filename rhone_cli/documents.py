@@ -240,6 +240,12 @@ class RouteMove(_Doc):
         default_factory=list,
         description="The previous owner's allocations as they started draining; the command does not wait for them.",
     )
+    live_sessions: Literal["resume", "restart"] | None = Field(
+        None,
+        description="What the move means for sessions live on the previous owner: resume (from the environment's "
+        "session store), restart (no session store: their state is lost), or null (no previous owner, or an app "
+        "without server sessions).",
+    )
     url: str | None
     operation_id: str
     state: Literal["healthy", "rolled_back"]

@@ -121,6 +121,7 @@ CODE_EXIT_CODES: dict[str, int] = {
             "rollback_unsafe_db",
             "ack_cold_required",
             "runtime_services_missing",
+            "runtime_service_down",
             "residency_violation",
             "data_topology_not_ready",
             "secret_missing",

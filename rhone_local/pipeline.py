@@ -26,6 +26,7 @@ from rhone_local.blobs import BlobStore
 from rhone_local.domain import gates, limits
 from rhone_local.domain.errors import DomainError, disk_full, is_disk_full
 from rhone_local.domain.manifest import digest_of
+from rhone_local.engines import Engines
 from rhone_local.provisioning import Provisioner
 from rhone_local.runner import Runner
 from rhone_local.sandbox import CACHE_ROOT, Bind, Sandbox, base_environment
@@ -153,6 +154,8 @@ class DeployPipeline:
         self.edge_port = edge_port
         self.edge_suffix = edge_suffix
         self.provisioner = Provisioner(data_dir)  # databases it creates for environments (see provisioning.py)
+        self.engines = Engines(store, data_dir)  # Redis and NATS behind runtime services (see engines.py)
+        runner.service_credentials = self.engines.credentials
         self.sandbox = sandbox
         self.cache_limit = cache_limit
         self.on_deploy_finished: Any = None  # called when a deployment reaches preview_ready (retention runs then)
@@ -393,21 +396,31 @@ class DeployPipeline:
         except ValueError:
             return "unreadable"
 
+    def vango_tree(self, deployment: dict[str, Any]) -> dict[str, Any]:
+        """Where a deployment's generated Vango files are looked for: its artifact, then its source snapshot (a Go
+        app compiles `*_gen.go` into its binary and need not ship the state files in its build output)."""
+        files = {f["path"]: f for f in load_manifest(self.blobs, deployment["artifact_digest"])["files"]}
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            for entry in load_manifest(self.blobs, deployment["source_digest"])["files"]:
+                files.setdefault(entry["path"], entry)
+        return {"files": list(files.values())}
+
     def evaluate_gates(self, deployment: dict[str, Any]) -> list[gates.GateResult]:
         config = deployment["config"]
-        vango = config.get("vango", {})
-        manifest = load_manifest(self.blobs, deployment["artifact_digest"])
-        paths = [f["path"] for f in manifest["files"]]
+        manifest = self.vango_tree(deployment)
+        paths = {f["path"] for f in manifest["files"]}
+        vango = gates.vango_files(config.get("vango", {}), paths)
         present = {}
         for key, path in vango.items():
-            if path and path in paths:
+            if path in paths:
                 present[path] = self._artifact_json(manifest, path) if key != "routes" else True
-        results = [gates.generated_artifacts({k: v for k, v in vango.items()}, present)]
+        results = [gates.generated_artifacts(vango, present)]
+        results[0].facts["generated_go"] = gates.generated_go(paths)[:20]
         # Production's route owner (promotion establishes it): the artifact it serves and what it declared.
         owner = self.store.route_owner_named(deployment["app_id"], "production")
         serving_digest = owner["artifact_digest"] if owner else None
-        serving_manifest = load_manifest(self.blobs, serving_digest) if serving_digest else None
         serving_deployment = self.store.deployment(owner["deployment_id"]) if owner else None
+        serving_manifest = self.vango_tree(serving_deployment) if serving_deployment else None
         results.append(self._state_impact(manifest, vango, serving_manifest, serving_deployment, serving_digest))
         results.append(self._db_impact(deployment, manifest, serving_deployment))
         required = [name for name, p in (config.get("providers") or {}).items() if p.get("required", True)]
@@ -426,7 +439,9 @@ class DeployPipeline:
         at the path the candidate declares, else at production's path. A candidate that drops its declaration or
         moves the file therefore cannot hide a schema change: with no schema found, it is cold."""
         declared = vango.get("state_schema")
-        production_path = ((serving_deployment or {}).get("config", {}).get("vango") or {}).get("state_schema")
+        serving_paths = {f["path"] for f in serving_manifest["files"]} if serving_manifest else set()
+        production_vango = ((serving_deployment or {}).get("config", {}).get("vango")) or {}
+        production_path = gates.vango_files(production_vango, serving_paths).get("state_schema")
         serving_path = production_path or declared
         serving = self._artifact_json(serving_manifest, serving_path) if serving_manifest else None
         candidate_path = declared or serving_path

@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any
 
 from rhone_local.domain import settings
+from rhone_local.domain import topology as topology_rules
 from rhone_local.edge_feed import EDGE_LEASE_SECONDS
 from rhone_local.pipeline import DeployPipeline, StageFailed, not_ready_message
 from rhone_local.store import Store
@@ -205,6 +206,9 @@ class Promotions:
                 {"id": a["id"], **{k: a["health"]["drain"][k] for k in ("open_connections", "timeout", "deadline")}}
                 for a in draining
             ]
+            config = self.store.deployment(params["deployment_id"])["config"]
+            bound = self.store.bound_services(params["environment_id"], self.store.primary_region()["id"])
+            evidence["live_sessions"] = topology_rules.live_sessions(config, bound)
         return evidence
 
     def release(self, op: dict[str, Any]) -> int:

@@ -125,6 +125,9 @@ class Runner:
         # Requests, answers and tunnels the edges have open to a port (`EdgeFeed.open_connections`, wired by server.py):
         # what a draining allocation still serves. Without an edge there are none.
         self.open_connections: Callable[[int], int] = lambda port: 0
+        # Per-allocation URLs of the lane's engine-backed runtime services (`Engines.credentials`, wired by the
+        # pipeline): each allocation connects as a user of its own.
+        self.service_credentials: Callable[[str, str, str], dict[str, str]] = lambda *lane: {}
 
     def _lock_for(self, deployment_id: str, environment_id: str) -> threading.Lock:
         """One lock per deployment and environment: "never two live allocations" is a per-pair rule, and a slow
@@ -274,6 +277,7 @@ class Runner:
             # cannot be overridden by a setting's or a secret's name.
             **defaults,
             **bound,
+            **self.service_credentials(alloc["id"], environment["id"], region["id"]),
             **base_environment(self.sandbox, directory / "app", home=directory / "home"),
             "PORT": str(port),
             "RHONE_DEPLOYMENT_ID": deployment["id"],

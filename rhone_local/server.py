@@ -245,6 +245,7 @@ def serve(
         workers.stop()
         retention.stop()
         pipeline.runner.stop_all("Rhone Local stopped")
+        pipeline.engines.stop_all()  # after the apps, which may write their sessions while they drain
 
     app = create_app(store, notifier, pipeline=pipeline, retention=retention, edge_feed=feed)
     server = _api_server(
@@ -277,6 +278,7 @@ def serve(
     threading.Thread(target=_restore_previews, args=(pipeline,), name="restore-previews", daemon=True).start()
     # Drains, dead and unresponsive instances, and each route owner's instance count (also after this restart).
     reconciler.start()
+    pipeline.engines.start()  # runtime-service engines: adopted or started again, and kept running
     log.info("Rhone Local %s listening on http://%s:%s (data in %s)", __version__, host, port, data_dir)
     try:
         server.run()

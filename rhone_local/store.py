@@ -411,6 +411,44 @@ class Store:
         )
         return [r["service"] for r in rows]
 
+    def engine_service_bindings(self, environment_id: str, region_id: str) -> list[dict[str, Any]]:
+        """A lane's ready runtime services served by an engine Rhone Local runs (Redis, NATS)."""
+        return self.all(
+            "SELECT * FROM runtime_service_bindings WHERE environment_id = ? AND region_id = ? AND state = 'ready' "
+            "AND provider IN ('redis', 'nats') ORDER BY service",
+            environment_id,
+            region_id,
+        )
+
+    def engine_lanes(self) -> list[dict[str, Any]]:
+        """Every lane and engine some ready runtime service needs running."""
+        return self.all(
+            "SELECT DISTINCT environment_id, region_id, provider FROM runtime_service_bindings "
+            "WHERE state = 'ready' AND provider IN ('redis', 'nats')"
+        )
+
+    def live_allocation_ids(self, environment_id: str, region_id: str) -> list[str]:
+        rows = self.all(
+            "SELECT id FROM allocations WHERE environment_id = ? AND region_id = ? "
+            "AND state IN ('planned', 'pulling', 'starting', 'ready', 'draining') ORDER BY id",
+            environment_id,
+            region_id,
+        )
+        return [r["id"] for r in rows]
+
+    def set_service_endpoint(
+        self, environment_id: str, region_id: str, provider: str, endpoints: dict[str, str]
+    ) -> None:
+        """Record where a lane's engine listens now (it came back on another port): allocations started from now on
+        receive it, and the ones before are stale for the next scale or promotion."""
+        with self.write() as c:
+            for service, endpoint in endpoints.items():
+                c.execute(
+                    "UPDATE runtime_service_bindings SET endpoint = ?, updated_at = ? WHERE environment_id = ? "
+                    "AND region_id = ? AND provider = ? AND service = ? AND state = 'ready' AND endpoint != ?",
+                    (endpoint, now_iso(), environment_id, region_id, provider, service, endpoint),
+                )
+
     def allocation_environment(self, environment_id: str, region_id: str) -> dict[str, str]:
         """What an allocation receives from its environment in its region: its settings, each ready provider
         binding's resource and secrets (which win over a setting of the same name), and each runtime service's

@@ -22,20 +22,29 @@ from rhone_local.artifacts import load_manifest
 from rhone_local.domain import topology as rules
 from rhone_local.domain.errors import DomainError
 from rhone_local.domain.ids import new_id
+from rhone_local.engines import SERVES as ENGINE_SERVES
+from rhone_local.engines import EngineUnavailable, Lane
 from rhone_local.pipeline import DeployPipeline, StageFailed, not_ready_message
 from rhone_local.store import Store, now_iso
 
 Effect = Callable[[sqlite3.Connection], None] | None
 LOCAL_SERVICE_SCHEMAS = {
-    # What Rhone Local's own implementation of each service is: a SQLite database or a directory, per environment
-    # and region, whose location allocations receive as RHONE_SERVICE_<KIND>_URL.
-    "session": "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, data BLOB NOT NULL, expires_at REAL)",
+    # Services Rhone Local still implements itself, per environment and region: an idempotency table in a SQLite
+    # database and a directory of objects. The others run on real engines (see engines.py and service_engine()).
     "idempotency": "CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY, response BLOB, created_at REAL)",
-    "cache": "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value BLOB, expires_at REAL)",
-    "queue": "CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, topic TEXT, body BLOB, taken_at REAL)",
-    "broadcast": None,  # a spool directory: one file per message, watched by every instance
     "object_storage": None,  # a directory of objects
 }
+SESSION_STORE_NAME = "_session"  # the provisioned database of a SQL session store (never a provider's name)
+
+
+def service_engine(service: str, provider: str) -> str:
+    """What serves a runtime service bound with `--provider`: an engine (`redis`, `nats`), a provisioned database
+    (`sql`), Rhone Local's own implementation (`local`), or the external URL itself."""
+    if "://" in provider:
+        return provider
+    if provider == "local":
+        return "local" if service in LOCAL_SERVICE_SCHEMAS else "redis"
+    return provider
 
 
 def provisioning_failure(
@@ -216,27 +225,20 @@ class Topology:
     def _services_update__binding(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         params = op["params"]
         environment_id, region_id = params["environment_id"], params["region_id"]
-        endpoints = {}
+        endpoints: dict[str, tuple[str, str]] = {}  # service → (what serves it, the URL allocations receive)
         for service in params["bind"]:
-            if params.get("provider", "local") == "local":
-                endpoints[service] = self.local_service(environment_id, region_id, service)
-            else:
-                endpoints[service] = params["provider"]
+            provider = service_engine(service, params.get("provider", "local"))
+            endpoints[service] = (provider, self.service_endpoint(environment_id, region_id, service, provider))
 
         def effect(c: sqlite3.Connection) -> None:
             ts = now_iso()
-            for service in params["unbind"]:
+            for service in [*params["unbind"], *endpoints]:
                 c.execute(
                     "UPDATE runtime_service_bindings SET state = 'removed', updated_at = ? "
                     "WHERE environment_id = ? AND region_id = ? AND service = ? AND state = 'ready'",
                     (ts, environment_id, region_id, service),
                 )
-            for service, endpoint in endpoints.items():
-                c.execute(
-                    "UPDATE runtime_service_bindings SET state = 'removed', updated_at = ? "
-                    "WHERE environment_id = ? AND region_id = ? AND service = ? AND state = 'ready'",
-                    (ts, environment_id, region_id, service),
-                )
+            for service, (provider, endpoint) in endpoints.items():
                 c.execute(
                     "INSERT INTO runtime_service_bindings VALUES (?, ?, ?, ?, ?, ?, ?, 'ready', ?, ?, ?)",
                     (
@@ -245,7 +247,7 @@ class Topology:
                         environment_id,
                         region_id,
                         service,
-                        params.get("provider", "local"),
+                        provider,
                         endpoint,
                         op["id"],
                         ts,
@@ -253,7 +255,35 @@ class Topology:
                     ),
                 )
 
-        return {"bound": sorted(endpoints), "unbound": sorted(params["unbind"]), "region_id": region_id}, effect
+        evidence = {
+            "bound": sorted(endpoints),
+            "unbound": sorted(params["unbind"]),
+            "region_id": region_id,
+            "engines": {
+                service: provider for service, (provider, _) in sorted(endpoints.items()) if "://" not in provider
+            },
+        }
+        return evidence, effect
+
+    def service_endpoint(self, environment_id: str, region_id: str, service: str, provider: str) -> str:
+        """Make the service exist (start its engine, provision its database, create its files); the URL allocations
+        receive (engine URLs gain each allocation's own credentials when it starts)."""
+        if "://" in provider:
+            return provider
+        if provider in ENGINE_SERVES:
+            try:
+                engine = self.pipeline.engines.ensure(Lane(environment_id, region_id, provider))
+            except EngineUnavailable as error:
+                raise StageFailed(error.code, error.message) from None
+            return engine.endpoint(service)
+        if provider == "sql":
+            provisioner = self.pipeline.provisioner
+            kind = "postgres" if provisioner.app_databases else "sqlite"
+            try:
+                return provisioner.provision(provisioner.plan(environment_id, SESSION_STORE_NAME, kind))
+            except DomainError as error:
+                raise StageFailed(error.code, error.message) from None
+        return self.local_service(environment_id, region_id, service)
 
     def local_service(self, environment_id: str, region_id: str, service: str) -> str:
         """Create (idempotently) Rhone Local's own implementation of a service; its URL."""
@@ -300,7 +330,27 @@ class Topology:
                 f"(`rhone env services {environment['name']} --bind …`)",
                 evidence,
             )
+        down = self._engines_down(environment, regions, evidence["required"])
+        if down:
+            evidence["down"] = down
+            raise StageFailed(
+                "runtime_service_down",
+                f"{instances} instances need runtime services whose engine is down: "
+                + "; ".join(f"{d['service']} ({d['engine']}) in {d['region']}: {d['error']}" for d in down)
+                + f". Rhone Local restarts it; `rhone env services {environment['name']}` shows when it is up again",
+                evidence,
+            )
         return evidence, None
+
+    def _engines_down(
+        self, environment: dict[str, Any], regions: list[dict[str, Any]], required: list[dict[str, str]]
+    ) -> list[dict[str, str]]:
+        services = [r["service"] for r in required]
+        return [
+            {**d, "region": region["name"]}
+            for region in regions
+            for d in self.pipeline.engines.down(environment["id"], region["id"], services)
+        ]
 
     def _scale__scaling(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         instances = op["params"]["instances"]

@@ -71,7 +71,7 @@ def deploy(
         return
     result = {k: v for k, v in doc.items() if k != "upload"}
     if promote:
-        from rhone_cli.commands.promote import render_route
+        from rhone_cli.commands.promote import render_route, warn_sessions
         from rhone_cli.services import routes
 
         route = routes.promote(
@@ -85,6 +85,7 @@ def deploy(
             timeout=wait_timeout,
         )
         result = {"deployment": result, "promotion": route}
+        warn_sessions(inv.out, route)
 
         def human(out: Output) -> None:
             _render(doc)(out)

@@ -312,13 +312,29 @@ def services(
     inv.out.result(doc, _services_human(doc))
 
 
+def _engine_columns(row: dict) -> list[str]:
+    """Whether the engine answers (and how often it was restarted), and how many of the lane's allocations hold a
+    connection to it: bound but unused shows as 0/N."""
+    if row.get("engine_up") is None:
+        return ["-", "-"]
+    restarts = row.get("engine_restarts") or 0
+    state = ("up" if row["engine_up"] else "down") + (f" ({restarts} restart(s))" if restarts else "")
+    allocations = row.get("allocations")
+    if allocations is None:
+        return [state, "?"]
+    return [state, f"{sum(a['connections'] > 0 for a in allocations)}/{len(allocations)} allocation(s)"]
+
+
 def _services_human(doc: dict):
     def human(out) -> None:
         out.table(
-            ["service", "region", "provider", "state", "operation"],
-            [[r["service"], r["region"], r["provider"], r["state"], r["operation_id"]] for r in doc["items"]],
+            ["service", "region", "provider", "engine", "connected", "operation"],
+            [[r["service"], r["region"], r["provider"], *_engine_columns(r), r["operation_id"]] for r in doc["items"]],
             empty=f"no runtime services bound in {doc['environment']}",
         )
+        for r in doc["items"]:
+            if r.get("engine_up") is False:
+                out.warn(f"{r['service']} in {r['region']} is down: {r.get('engine_error')}")
         if doc["required"]:
             out.line()
             out.line("needed for more than one instance:")

@@ -40,6 +40,16 @@ def _drain_summary(doc: dict) -> str:
     )
 
 
+def warn_sessions(out: Output, doc: dict) -> None:
+    """Without a session store, a release restarts the sessions that live on the previous owner: say so plainly."""
+    if doc.get("live_sessions") == "restart":
+        env = doc["environment"]
+        out.warn(
+            f"{env} has no session store: sessions live on {doc['previous_owner']} restart on the new release when "
+            f"their connections move (their state is lost); `rhone env services {env} --bind session` keeps them"
+        )
+
+
 def register(root: typer.Typer) -> None:
     @root.command("promote")
     def promote(
@@ -78,6 +88,7 @@ def register(root: typer.Typer) -> None:
             no_wait=no_wait,
             timeout=wait_timeout,
         )
+        warn_sessions(inv.out, doc)
         inv.out.result(doc, render_route(doc))
 
     @root.command("rollback")
@@ -121,4 +132,5 @@ def register(root: typer.Typer) -> None:
             no_wait=no_wait,
             timeout=wait_timeout,
         )
+        warn_sessions(inv.out, doc)
         inv.out.result(doc, render_route(doc))

@@ -79,6 +79,8 @@ def _route_after(inv: Invocation, op: dict[str, Any]) -> dict[str, Any]:
         "previous_owner": moved.get("previous_owner"),
         # The previous owner's allocations as they started draining (each ends on its own; see its health).
         "draining": final.get("draining", []),
+        # Whether sessions live on the previous owner resume on the new one (from the session store) or restart.
+        "live_sessions": final.get("live_sessions"),
         "url": final.get("url"),
         "operation_id": op["id"],
         "state": op["state"],

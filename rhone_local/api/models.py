@@ -313,15 +313,31 @@ class BindingCreate(_Model):
 RuntimeService = Literal["session", "broadcast", "idempotency", "cache", "queue", "object_storage"]
 
 
+class ServiceConnection(_Model):
+    allocation_id: str
+    connections: int = Field(description="Connections the allocation's own user holds on the engine now.")
+
+
 class ServiceBinding(_Model):
     id: str
     service: RuntimeService
     region: str
     region_id: str
-    provider: str = Field(description="local: Rhone Local's own implementation; otherwise the external endpoint.")
+    provider: str = Field(
+        description="redis or nats (an engine Rhone Local runs for the lane), sql (a provisioned database), local "
+        "(Rhone Local's own implementation), or the external endpoint."
+    )
     state: Literal["ready", "removed"]
     operation_id: str
     created_at: str
+    engine_up: bool | None = Field(None, description="Whether its engine answers; null when Rhone Local runs none.")
+    engine_restarts: int = Field(0, description="Times supervision restarted the engine since Rhone Local started.")
+    engine_error: str | None = Field(None, description="Why the engine is down, when it is.")
+    allocations: list[ServiceConnection] | None = Field(
+        None,
+        description="The lane's live allocations and their connections to the engine (0: bound but not "
+        "connected); null when the engine cannot tell.",
+    )
 
 
 class ServiceRequirement(_Model):
@@ -346,8 +362,10 @@ class ServicesUpdate(_Model):
         "local",
         min_length=1,
         max_length=500,
-        pattern=r"^(local|[a-z][a-z0-9+.-]*://[^\s@]+)$",
-        description="local (Rhone Local's implementation) or the URL of an external service, without credentials.",
+        pattern=r"^(local|redis|nats|sql|[a-z][a-z0-9+.-]*://[^\s@]+)$",
+        description="local (Redis for session, broadcast, cache and queue; Rhone Local's own implementation for the "
+        "others), redis, nats (broadcast, queue), sql (session: a provisioned database), or the URL of an external "
+        "service, without credentials.",
     )
 
 

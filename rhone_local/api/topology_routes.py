@@ -27,8 +27,9 @@ from rhone_local.api.routes import (
 )
 from rhone_local.domain import topology as rules
 from rhone_local.domain.access import Principal
-from rhone_local.domain.errors import conflict, not_found
+from rhone_local.domain.errors import DomainError, conflict, not_found
 from rhone_local.domain.ids import new_id
+from rhone_local.engines import BINARIES as ENGINE_BINARIES
 from rhone_local.store import Store, now_iso
 from rhone_local.topology import sharing_refusal
 
@@ -64,11 +65,24 @@ def binding_view(store: Store, row: dict, environment: str) -> dict:
     }
 
 
-def service_view(row: dict) -> dict:
+def service_view(row: dict, engines: Any = None, statuses: dict | None = None) -> dict:
+    """A runtime service binding; for one an engine serves, whether it is up and which allocations are connected
+    (`statuses` caches each lane's engine status for one listing)."""
     # The endpoint of an external service may name a host; it is not a secret, but allocations are its only reader.
-    return {
+    view = {
         k: row[k] for k in ("id", "service", "region", "region_id", "provider", "state", "operation_id", "created_at")
     }
+    if engines is None or row["provider"] not in ENGINE_BINARIES:
+        return view
+    lane = (row["environment_id"], row["region_id"], row["provider"])
+    status = (statuses if statuses is not None else {}).setdefault(lane, None) or engines.status(*lane)
+    if statuses is not None:
+        statuses[lane] = status
+    view.update(engine_up=status["up"], engine_restarts=status["restarts"], engine_error=status["error"])
+    if status["up"]:
+        live = engines.store.live_allocation_ids(row["environment_id"], row["region_id"])
+        view["allocations"] = [{"allocation_id": a, "connections": status["connections"].get(a, 0)} for a in live]
+    return view
 
 
 def _region(store: Store, ref: str | None) -> dict:
@@ -412,9 +426,10 @@ def list_services(request: Request, principal: Caller, ws: str, prj: str, app: s
     owner = store.route_owner(environment["app"]["id"], environment["id"])
     required = rules.scale_requirements(store.deployment(owner["deployment_id"])["config"]) if owner else []
     bound = store.bound_services(environment["id"], store.primary_region()["id"])
+    engines, statuses = request.app.state.pipeline.engines, {}
     return {
         "environment": environment["name"],
-        "items": [service_view(r) for r in store.service_bindings(environment["id"])],
+        "items": [service_view(r, engines, statuses) for r in store.service_bindings(environment["id"])],
         "required": [r.to_dict() for r in required],
         "missing": [r.to_dict() for r in rules.missing_services(required, bound)],
     }
@@ -432,6 +447,9 @@ def update_services(
         raise conflict("services_contradict", f"both bound and unbound: {', '.join(sorted(both))}")
     if not body.bind and not body.unbind:
         raise conflict("nothing_to_do", "name services to --bind or --unbind")
+    refusal = rules.provider_refusal(body.bind, body.provider)
+    if refusal is not None:
+        raise DomainError("provider_cannot_serve", refusal, 422, {"provider": body.provider})
     owner = store.route_owner(environment["app"]["id"], environment["id"])
     if owner is not None and environment["instances"] > 1 and body.unbind:
         needed = {r.service for r in rules.scale_requirements(store.deployment(owner["deployment_id"])["config"])}

@@ -30,6 +30,26 @@ class GateResult:
         return asdict(self)
 
 
+# What Vango generates, where an app keeps it when rhone.toml's [vango] names nothing else.
+VANGO_DEFAULTS = {"state_manifest": "vango_state_manifest.json", "state_schema": "vango_state_schema.json"}
+
+
+def vango_files(declared: dict[str, str | None], paths: set[str]) -> dict[str, str]:
+    """The generated files the gates check: the ones rhone.toml declares, and Vango's own state files at the root of
+    the tree when it declares none for that key."""
+    found = {k: v for k, v in declared.items() if v}
+    for key, path in VANGO_DEFAULTS.items():
+        if key not in found and path in paths:
+            found[key] = path
+    return found
+
+
+def generated_go(paths: set[str]) -> list[str]:
+    """Generated Go sources (`*_gen.go`: routes, state bindings) in the source tree: evidence that the app's
+    generated code ships with it."""
+    return sorted(p for p in paths if p.endswith("_gen.go"))
+
+
 def generated_artifacts(declared: dict[str, str | None], files: dict[str, Any]) -> GateResult:
     """`declared`: rhone.toml [vango] paths; `files`: path -> parsed JSON (or None when absent / not JSON).
 
@@ -71,7 +91,8 @@ def generated_artifacts(declared: dict[str, str | None], files: dict[str, Any]) 
             "generated_artifacts",
             "fail",
             "stale generated artifacts: state manifest and state schema come from different builds "
-            f"({manifest.get('buildSchema')!r} vs {schema.get('buildSchema')!r}); rerun `vango state plan`/`apply`",
+            f"({manifest.get('buildSchema')!r} vs {schema.get('buildSchema')!r}); regenerate both with the app's Vango "
+            "toolchain in one run and commit them together, then `rhone deploy` again",
             {**facts, "manifest_build": manifest.get("buildSchema"), "schema_build": schema.get("buildSchema")},
         )
     return GateResult("generated_artifacts", "pass", "generated files present and consistent", facts)

@@ -17,6 +17,27 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 RUNTIME_SERVICES = ("session", "broadcast", "idempotency", "cache", "queue", "object_storage")
+# What each kind of service provider can serve: Rhone Local's engines speak Redis and NATS, a SQL session store is a
+# provisioned database; `local` picks Redis where it serves, Rhone Local's own implementation elsewhere.
+ENGINE_SERVICES = {
+    "redis": ("session", "broadcast", "cache", "queue"),
+    "nats": ("broadcast", "queue"),
+    "sql": ("session",),
+}
+
+
+def provider_refusal(services: Iterable[str], provider: str) -> str | None:
+    """Why `provider` cannot serve one of `services`, or None (an external URL serves whatever it is bound to)."""
+    allowed = ENGINE_SERVICES.get(provider)
+    if allowed is None:
+        return None
+    wrong = [s for s in services if s not in allowed]
+    if not wrong:
+        return None
+    return (
+        f"{provider} does not serve {', '.join(wrong)}: it serves {', '.join(allowed)}. "
+        "Bind those with the default provider (local) in a separate command"
+    )
 
 
 @dataclass(frozen=True)
@@ -50,6 +71,15 @@ def scale_requirements(config: dict[str, Any]) -> list[Requirement]:
     for service in runtime["services"]:
         needed.setdefault(service, "listed in [runtime] services")
     return [Requirement(service, needed[service]) for service in RUNTIME_SERVICES if service in needed]
+
+
+def live_sessions(config: dict[str, Any], bound: Iterable[str]) -> str | None:
+    """What a route move means for the sessions live on the previous owner: `resume` (the new owner reads them from the
+    environment's session store), `restart` (no store: their state is lost), or None (the app keeps no server
+    sessions)."""
+    if not runtime_of(config)["server_sessions"]:
+        return None
+    return "resume" if "session" in set(bound) else "restart"
 
 
 def missing_services(requirements: Iterable[Requirement], bound: Iterable[str]) -> list[Requirement]:

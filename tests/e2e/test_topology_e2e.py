@@ -146,13 +146,15 @@ def test_scale_is_gated_by_runtime_services_then_spreads_and_survives_a_killed_i
     assert {(a["region"], a["cell"]) for a in allocations} == {("local-1", "local-1a")}
     assert {a["deployment_id"] for a in allocations} == {deployment["id"]} and route(session) == owner
 
-    # Each allocation received the environment's service endpoints (local implementations that exist).
+    # Each allocation received the environment's service endpoints: Redis (session, broadcast) with a user of its
+    # own, Rhone Local's SQLite table for idempotency.
     for alloc in live_allocations(local):
         environ = process_environ(alloc["pid"])
         assert environ["RHONE_ALLOCATION_ID"] == alloc["id"]
-        session_store = environ["RHONE_SERVICE_SESSION_URL"]
-        assert session_store.startswith("sqlite://") and Path(session_store.removeprefix("sqlite://")).is_file()
-        assert environ["RHONE_SERVICE_BROADCAST_URL"].startswith("file://")
+        assert environ["RHONE_SERVICE_SESSION_URL"].startswith(f"redis://{alloc['id']}:")
+        assert environ["RHONE_SERVICE_BROADCAST_URL"].startswith(f"redis://{alloc['id']}:")
+        idempotency = environ["RHONE_SERVICE_IDEMPOTENCY_URL"]
+        assert idempotency.startswith("sqlite://") and Path(idempotency.removeprefix("sqlite://")).is_file()
 
     # Without the edge's affinity cookie requests spread over all three; a client that keeps it stays on one.
     spread = Counter(edge_get(local).json()["allocation"] for _ in range(30))

@@ -57,3 +57,18 @@ def test_services_a_scaled_environment_needs_cannot_be_unbound(local: LocalEnv) 
         ).status_code
         == 202
     )
+
+
+def test_a_provider_that_cannot_serve_a_service_is_refused_and_nothing_is_recorded(local: LocalEnv) -> None:
+    _, path = _production(local)
+    before = local.snapshot()
+    for body, provider in (
+        ({"bind": ["session"], "provider": "nats"}, "nats"),
+        ({"bind": ["broadcast", "cache"], "provider": "sql"}, "sql"),
+        ({"bind": ["idempotency"], "provider": "redis"}, "redis"),
+    ):
+        response = local.client.post(f"{path}/environments/production/services", json=body, headers=local.owner.headers)
+        assert response.status_code == 422, body
+        error = response.json()["error"]
+        assert (error["code"], error["details"]["provider"]) == ("provider_cannot_serve", provider)
+    assert local.snapshot() == before  # no operation, no binding

@@ -85,3 +85,16 @@ def test_region_gates_name_what_is_missing() -> None:
     refused = rules.runtime_services_gate("local-2", requirements, ["session"])
     assert refused is not None and [m["service"] for m in refused.facts["missing"]] == ["broadcast"]
     assert rules.runtime_services_gate("local-2", requirements, ["broadcast", "session"]) is None
+
+
+def test_live_sessions_resume_only_with_a_session_store_and_only_for_apps_that_keep_them() -> None:
+    from rhone_local.domain.topology import live_sessions, provider_refusal
+
+    assert live_sessions({}, ["session", "broadcast"]) == "resume"
+    assert live_sessions({}, ["broadcast", "cache"]) == "restart"
+    assert live_sessions({"runtime": {"server_sessions": False}}, []) is None
+    assert provider_refusal(["broadcast", "queue"], "nats") is None
+    assert provider_refusal(["session"], "sql") is None
+    assert "does not serve session" in provider_refusal(["session", "queue"], "nats")
+    assert provider_refusal(["object_storage"], "local") is None
+    assert provider_refusal(["object_storage"], "s3://bucket") is None

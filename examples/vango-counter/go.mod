@@ -1,0 +1,3 @@
+module vango-counter
+
+go 1.22
