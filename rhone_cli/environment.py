@@ -32,6 +32,7 @@ class GlobalOptions:
     token: str | None = None
     cwd: Path | None = None
     request_timeout: float = 30.0
+    ca_bundle: str | None = None
     progress: str = "auto"  # auto | plain | jsonl | none
 
 

@@ -80,11 +80,24 @@ class Invocation:
         return self._client
 
     def new_client(self, api_url: str, token: str | None, **settings: object) -> ApiClient:
-        """A client for `api_url` with this run's timeout, request log and network (`settings` override them)."""
+        """A client for `api_url` with this run's timeout, request log, proxy, trusted certificates and network
+        (`settings` override them)."""
+        from rhone_cli import network
         from rhone_cli.http import ApiClient
 
-        options: dict = {"timeout": self.env.options.request_timeout, "log": self.out.debug}
-        options["transport"] = self.env.http_transport
+        environ = self.env.environ
+        proxy = network.proxy_for(api_url, environ)
+        if api_url.startswith("https:") or (proxy is not None and proxy.url.startswith("https:")):
+            verify = network.ssl_context(self.env.options.ca_bundle, environ)
+        else:
+            verify = False  # plain http end to end: no certificate to verify (and no CA bundle to load)
+        options: dict = {
+            "timeout": self.env.options.request_timeout,
+            "log": self.out.debug,
+            "transport": self.env.http_transport,
+            "proxy": proxy,
+            "verify": verify,
+        }
         return ApiClient(api_url, token, **{**options, **settings})
 
     def close(self) -> None:

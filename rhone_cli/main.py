@@ -28,7 +28,7 @@ COMPLETE_VAR = "_RHONE_COMPLETE"
 # Global options accepted before or after the command (`rhone --json app ls` == `rhone app ls --json`).
 GLOBAL_FLAGS = frozenset({"--json", "--quiet", "-q", "--verbose", "-v", "--no-color", "--no-input"})
 GLOBAL_VALUE_OPTIONS = frozenset(
-    {"--profile", "--api-url", "--token", "-C", "--cwd", "--request-timeout", "--progress"}
+    {"--profile", "--api-url", "--token", "-C", "--cwd", "--request-timeout", "--progress", "--ca-bundle"}
 )
 
 
@@ -95,6 +95,15 @@ def root(
             metavar="SECONDS",
         ),
     ] = None,
+    ca_bundle: Annotated[
+        str | None,
+        typer.Option(
+            "--ca-bundle",
+            help="PEM file of CA certificates to trust besides the system's [env: RHONE_CA_BUNDLE, "
+            "REQUESTS_CA_BUNDLE, SSL_CERT_FILE].",
+            metavar="FILE",
+        ),
+    ] = None,
     progress: Annotated[
         ProgressMode | None,
         typer.Option(
@@ -117,6 +126,7 @@ def root(
     options.api_url = api_url
     options.token = token
     options.cwd = cwd
+    options.ca_bundle = ca_bundle
     if token:
         env.secrets.add(token)
     options.request_timeout = _request_timeout(request_timeout, env.environ.get("RHONE_REQUEST_TIMEOUT"))

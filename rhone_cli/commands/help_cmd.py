@@ -19,8 +19,22 @@ ENVIRONMENT_VARIABLES = {
     "RHONE_CONFIG_DIR": "Directory for config.toml and credentials.toml (default: the platform config dir).",
     "RHONE_IDEMPOTENCY_KEY": "Idempotency-Key for the next mutating command (default: fresh, or derived in CI).",
     "RHONE_LOCAL_DATA_DIR": "Rhone Local's data directory (like `rhone local up --data-dir`).",
+    "RHONE_CA_BUNDLE": "PEM file of CA certificates to trust besides the system's (like --ca-bundle).",
+    "REQUESTS_CA_BUNDLE": "Like RHONE_CA_BUNDLE, when that is not set (as requests reads it).",
+    "CURL_CA_BUNDLE": "Like RHONE_CA_BUNDLE, when neither of the above is set (as curl reads it).",
+    "SSL_CERT_FILE": "Like RHONE_CA_BUNDLE, when none of the above is set (as OpenSSL reads it).",
+    "SSL_CERT_DIR": "A directory of CA certificates (OpenSSL's hashed layout) to trust besides the system's.",
+    "HTTPS_PROXY": "Proxy for https API URLs (also https_proxy): http://, https://, socks5:// or socks5h://.",
+    "HTTP_PROXY": "Proxy for http API URLs (also http_proxy). Loopback and *.localhost never use a proxy.",
+    "ALL_PROXY": "Proxy when the scheme's own variable is not set (also all_proxy); SOCKS needs rhone[socks].",
+    "NO_PROXY": "Hosts reached directly (also no_proxy): *, domains (with subdomains), IPs, CIDRs, each [:port].",
     "CI": "When set, rhone never prompts and never uses the OS keyring.",
+    "GITHUB_RUN_ID": "In CI, with CI_PIPELINE_ID, BUILDKITE_BUILD_ID, CIRCLE_WORKFLOW_ID or BUILD_ID: derives "
+    "idempotency keys, so a re-run job attaches to its first attempt.",
     "NO_COLOR": "Disable colors (also --no-color, TERM=dumb).",
+    "TERM": "dumb: no colors and no animated progress.",
+    "XDG_CONFIG_HOME": "Base of the default config directory on Linux ($XDG_CONFIG_HOME/rhone; APPDATA on Windows).",
+    "XDG_DATA_HOME": "Base of Rhone Local's default data directory on Linux ($XDG_DATA_HOME/rhone/local).",
 }
 
 

@@ -267,3 +267,16 @@ def test_init_links_the_directory(local):
     again = local.rhone("init", "--link", "--json", cwd=project_dir)
     assert again.exit_code == 0 and again.json()["link"]["created"] == []
     assert len(local.json("project", "ls")) == 1
+
+
+def test_up_and_commands_work_with_a_proxy_set_for_everything(local_env):
+    """HTTP_PROXY/HTTPS_PROXY/ALL_PROXY pointing at a proxy that refuses (as a corporate proxy does for loopback)
+    used to make `rhone local up` wait 30 s and fail: loopback never goes through a proxy."""
+    from tests.netservers import refusing_port
+
+    with refusing_port() as dead:
+        proxy = f"http://127.0.0.1:{dead}"
+        environ = {name: proxy for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy")}
+        up = local_env.up(environ=environ)
+        assert up.exit_code == 0, up.stderr  # was exit 7: "did not become healthy" (its health checks hit the proxy)
+        assert local_env.rhone("project", "create", "shop", environ=environ).exit_code == 0
