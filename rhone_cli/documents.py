@@ -205,6 +205,41 @@ class RouteMove(_Doc):
     state: Literal["healthy", "rolled_back"]
 
 
+class InstanceCount(_Doc):
+    ready: int = Field(ge=0)
+    total: int = Field(ge=0, description="Live allocations: planned, pulling, starting, ready or draining.")
+
+
+class DeploymentSummary(_Doc):
+    id: str
+    state: str
+    created_at: str
+
+
+class EnvironmentStatus(_Doc):
+    environment: str
+    frozen: bool
+    approval_required: bool
+    route_owner: str | None = Field(description="The deployment that owns the environment's route, if any.")
+    epoch: int | None = Field(description="The route's epoch.")
+    instances: InstanceCount
+    latest_deployment: DeploymentSummary | None = Field(description="The environment's newest deployment.")
+    url: str | None = Field(description="The route's URL, else the URL of the preview that is running.")
+
+
+class AppRef(_Doc):
+    id: str
+    name: str
+    project_id: str
+
+
+class AppStatus(_Doc):
+    """`rhone status --json`: an app at a glance."""
+
+    app: AppRef
+    environments: list[EnvironmentStatus]
+
+
 # file name in schemas/ -> model
 DOCUMENTS: dict[str, type[BaseModel]] = {
     "error.schema.json": ErrorDocument,
@@ -220,6 +255,7 @@ DOCUMENTS: dict[str, type[BaseModel]] = {
     "local-down.schema.json": LocalDown,
     "artifact-manifest.schema.json": ManifestDocument,
     "route-move.schema.json": RouteMove,
+    "status.schema.json": AppStatus,
 }
 
 # `--json` documents that are API resources, passed through unchanged: schema file -> (OpenAPI component, is a list).

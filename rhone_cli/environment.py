@@ -33,6 +33,8 @@ class GlobalOptions:
     cwd: Path | None = None
     request_timeout: float = 30.0
     ca_bundle: str | None = None
+    filtered: bool = False  # --jq was given (it implies json; failures then go to stderr)
+    jq: Any = None  # the compiled --jq program
     progress: str = "auto"  # auto | plain | jsonl | none
 
 

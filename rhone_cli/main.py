@@ -28,7 +28,7 @@ COMPLETE_VAR = "_RHONE_COMPLETE"
 # Global options accepted before or after the command (`rhone --json app ls` == `rhone app ls --json`).
 GLOBAL_FLAGS = frozenset({"--json", "--quiet", "-q", "--verbose", "-v", "--no-color", "--no-input"})
 GLOBAL_VALUE_OPTIONS = frozenset(
-    {"--profile", "--api-url", "--token", "-C", "--cwd", "--request-timeout", "--progress", "--ca-bundle"}
+    {"--profile", "--api-url", "--token", "-C", "--cwd", "--request-timeout", "--progress", "--ca-bundle", "--jq"}
 )
 
 
@@ -63,6 +63,15 @@ def root(
     json_output: Annotated[
         bool, typer.Option("--json", help="Write exactly one JSON document to stdout (results or the error).")
     ] = False,
+    jq: Annotated[
+        str | None,
+        typer.Option(
+            "--jq",
+            help="Filter the --json result with a jq program; strings print raw, one result per line (implies "
+            "--json; errors go to stderr).",
+            metavar="EXPR",
+        ),
+    ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Only results and errors; no progress or hints.")
     ] = False,
@@ -117,7 +126,12 @@ def root(
     invocation: Invocation = ctx.obj
     env = invocation.env
     options = env.options
-    options.json = json_output
+    options.json = json_output or jq is not None
+    options.filtered = jq is not None
+    if jq is not None:
+        from rhone_cli.output import compile_jq
+
+        options.jq = compile_jq(jq)
     options.quiet = quiet
     options.verbose = verbose
     options.no_color = no_color
@@ -196,7 +210,8 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
     invocation = Invocation(env)
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     before_command = args[: next((i for i, a in enumerate(args) if a == "--"), len(args))]
-    env.options.json = "--json" in before_command
+    env.options.filtered = any(a == "--jq" or a.startswith("--jq=") for a in before_command)
+    env.options.json = "--json" in before_command or env.options.filtered
     env.options.verbose = "--verbose" in before_command or "-v" in before_command
     command = typer.main.get_command(app)
     if os.environ.get(COMPLETE_VAR):

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rhone_cli.errors import RhoneError
+from rhone_cli.errors import ExitCode, RhoneError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -66,10 +66,13 @@ class Output:
 
     # -- results ------------------------------------------------------------------------------------------------
     def json_document(self, document: Any) -> None:
-        """Write the one JSON document of this invocation to stdout."""
+        """Write the one JSON document of this invocation to stdout (through the --jq program, when there is one)."""
         if self.document_written:
             raise RuntimeError("a JSON document was already written to stdout")
         self.document_written = True
+        if self.env.options.jq is not None:
+            self._write(self.env.stdout, "".join(line + "\n" for line in jq_lines(self.env.options.jq, document)))
+            return
         self._write(self.env.stdout, json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
 
     def result(self, document: Any, human: Callable[[Output], None] | None = None) -> None:
@@ -153,7 +156,8 @@ class Output:
     # -- errors -------------------------------------------------------------------------------------------------
     def error(self, error: RhoneError) -> int:
         """Render an error the documented way and return the process exit code."""
-        if self.env.options.json and not self.document_written:
+        # With --jq, stdout carries only what the filter selects: a failure is reported on stderr, for people.
+        if self.env.options.json and not self.env.options.filtered and not self.document_written:
             self.json_document(error.to_document())
         else:
             parts = [f"error: {error.message}"]
@@ -171,6 +175,39 @@ class Output:
                 parts.append(f"  hint: {error.hint}")
             self._write(self.env.stderr, "\n".join(parts) + "\n")
         return int(error.exit_code)
+
+
+def compile_jq(expression: str) -> Any:
+    """The --jq program, compiled before the command runs (a syntax error must not follow a deploy)."""
+    import jq
+
+    try:
+        return jq.compile(expression)
+    except ValueError as error:
+        raise RhoneError(
+            f"--jq {expression!r} is not a valid jq program: {_jq_message(error)}",
+            code="invalid_jq",
+            exit_code=ExitCode.USAGE,
+            hint="see the jq manual; e.g. --jq '.[].id' or --jq '.items | length'",
+        ) from None
+
+
+def jq_lines(program: Any, document: Any) -> list[str]:
+    """Like `jq -r`: each output on its own line, strings raw, everything else as indented JSON."""
+    try:
+        outputs = program.input_value(json.loads(json.dumps(document, default=str))).all()
+    except ValueError as error:
+        raise RhoneError(
+            f"--jq {program.program_string!r} failed on the result: {_jq_message(error)}",
+            code="jq_error",
+            exit_code=ExitCode.USAGE,
+            hint="the result's shape is the --json document of the command (see schemas/)",
+        ) from None
+    return [value if isinstance(value, str) else json.dumps(value, indent=2) for value in outputs]
+
+
+def _jq_message(error: ValueError) -> str:
+    return " ".join(str(error).split())
 
 
 def _problem_line(problem: object) -> str:

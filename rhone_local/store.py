@@ -278,16 +278,20 @@ class Store:
             deployment_id,
         )
 
-    def allocation_views(self, where: str, *args: Any) -> list[dict[str, Any]]:
-        """Allocations with their region, cell and environment names, and whether their deployment owns the route."""
+    def allocation_views(
+        self, where: str, *args: Any, newest_first: bool = False, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Allocations with their region, cell and environment names, and whether their deployment owns the route
+        (by id, at most `limit`)."""
         rows = self.all(
             "SELECT a.*, r.name AS region, c.name AS cell, e.name AS environment, "
             "(o.deployment_id IS NOT NULL) AS route_owner FROM allocations a "
             "JOIN regions r ON r.id = a.region_id JOIN cells c ON c.id = a.cell_id "
             "JOIN environments e ON e.id = a.environment_id "
             "LEFT JOIN route_owners o ON o.environment_id = a.environment_id AND o.deployment_id = a.deployment_id "
-            f"WHERE {where} ORDER BY a.id",
+            f"WHERE {where} ORDER BY a.id{' DESC' if newest_first else ''}{' LIMIT ?' if limit else ''}",
             *args,
+            *([limit] if limit else []),
         )
         keys = (
             "id", "deployment_id", "environment", "state", "region", "cell", "region_id", "cell_id", "artifact_digest",
@@ -422,8 +426,11 @@ class Store:
     def environment(self, app_id: str, ref: str) -> dict[str, Any] | None:
         return self.one("SELECT * FROM environments WHERE app_id = ? AND (id = ? OR name = ?)", app_id, ref, ref)
 
-    def page(self, table: str, where: str, args: tuple, *, limit: int, cursor: str | None) -> list[dict[str, Any]]:
-        """Rows of `table` matching `where`, ordered by id (ids are time-ordered), after `cursor`."""
+    def page(
+        self, table: str, where: str, args: tuple, *, limit: int, cursor: str | None, newest_first: bool = False
+    ) -> list[dict[str, Any]]:
+        """Rows of `table` matching `where`, ordered by id (ids are time-ordered, so `newest_first` is creation
+        order reversed), after `cursor` in that order."""
         assert table in {
             "projects",
             "apps",
@@ -436,10 +443,41 @@ class Store:
         }
         sql = f"SELECT * FROM {table} WHERE {where}"
         if cursor:
-            sql += " AND id > ?"
+            sql += " AND id < ?" if newest_first else " AND id > ?"
             args = (*args, cursor)
-        sql += " ORDER BY id LIMIT ?"
+        sql += " ORDER BY id DESC LIMIT ?" if newest_first else " ORDER BY id LIMIT ?"
         return self.all(sql, *args, limit + 1)
+
+    def route_history(
+        self, app_id: str, environment_id: str, *, limit: int, after: int | None, newest_first: bool
+    ) -> list[dict[str, Any]]:
+        """An app environment's route events, by sequence (one more than `limit`, to tell whether a page follows)."""
+        sql = "SELECT * FROM route_events WHERE app_id = ? AND environment_id = ?"
+        args: list[Any] = [app_id, environment_id]
+        if after is not None:
+            sql += " AND seq < ?" if newest_first else " AND seq > ?"
+            args.append(after)
+        sql += f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
+        return self.all(sql, *args, limit + 1)
+
+    def newest_preview_ready(self, app_id: str, environment_id: str) -> str | None:
+        """The id of an app environment's newest preview_ready deployment: the one whose preview still runs (every
+        older one was superseded)."""
+        row = self.one(
+            "SELECT MAX(id) AS id FROM deployments WHERE app_id = ? AND environment_id = ? AND state = 'preview_ready'",
+            app_id,
+            environment_id,
+        )
+        return row["id"] if row else None
+
+    def owned_routes(self, deployment_id: str) -> list[str]:
+        """The environments (by name) whose route this deployment owns."""
+        rows = self.all(
+            "SELECT e.name FROM route_owners o JOIN environments e ON e.id = o.environment_id "
+            "WHERE o.deployment_id = ? ORDER BY e.name",
+            deployment_id,
+        )
+        return [row["name"] for row in rows]
 
     # -- members and tokens ----------------------------------------------------------------------------------------
     def members(self, workspace_id: str) -> list[dict[str, Any]]:

@@ -43,6 +43,8 @@ TOP_LEVEL = [
     "init",
     "completion",
     "help",
+    "api",
+    "status",
 ]
 
 

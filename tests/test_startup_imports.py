@@ -33,6 +33,9 @@ FORBIDDEN = {
     # typer`, building the command tree, the eager --version and the top-level --help never reach that point, and the
     # completion walker (rhone_cli/completion.py) never coerces. So all of pydantic is forbidden for those cases.
     "pydantic": "pydantic",
+    # The jq engine (a C extension) loads only when --jq is given; truststore and ssl only for https connections.
+    "jq": "the jq engine",
+    "truststore": "the OS trust store",
 }
 # Once typer descends into a subcommand it coerces the root callback's options with pydantic (typer._adapters), so
 # `rhone config validate --help` loads pydantic through typer itself: there only our own models and the rest are

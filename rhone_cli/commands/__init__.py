@@ -10,6 +10,7 @@ import typer
 
 def register_commands(app: typer.Typer) -> None:
     from rhone_cli.commands import (
+        api,
         app_cmd,
         artifact,
         auth,
@@ -25,6 +26,7 @@ def register_commands(app: typer.Typer) -> None:
         promote,
         region,
         route,
+        status,
         workspace,
     )
 
@@ -33,6 +35,8 @@ def register_commands(app: typer.Typer) -> None:
     for module in (workspace, project, app_cmd, env_cmd, deploy):
         app.add_typer(module.app)
     promote.register(app)
+    status.register(app)
     for module in (route, region, op, artifact, local, config, help_cmd):
         app.add_typer(module.app)
+    api.register(app)
     completion.register(app)

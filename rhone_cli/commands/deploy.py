@@ -94,19 +94,30 @@ def ls(
     project: t.ProjectOpt = None,
     workspace: t.WorkspaceOpt = None,
     limit: t.LimitOpt = None,
+    everything: t.AllOpt = False,
 ) -> None:
-    """List an app's deployments, oldest first."""
+    """List an app's deployments, newest first: which one serves each environment's route (`serves`), and which
+    previews a newer deployment replaced (`superseded`: their URL answers 503)."""
     from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    rows = tenancy.items(inv, api_paths.below(target.app_path, "deployments"), limit=limit)
+    rows = tenancy.newest(inv, api_paths.below(target.app_path, "deployments"), limit=limit, everything=everything)
+    shown = [
+        {
+            **row,
+            "state": "superseded" if row.get("superseded_by") else row["state"],
+            "serves": ", ".join(row.get("route_owner_of") or []),
+            "artifact": (row.get("artifact_digest") or "")[:19],
+        }
+        for row in rows
+    ]
     inv.out.result(
         rows,
         t.table(
-            ["id", "env", "state", "artifact", "created"],
-            ["id", "environment", "state", "artifact_digest", "created_at"],
-            rows,
+            ["id", "env", "state", "serves", "artifact", "created"],
+            ["id", "environment", "state", "serves", "artifact", "created_at"],
+            shown,
             "no deployments",
         ),
     )

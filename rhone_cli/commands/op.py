@@ -33,17 +33,19 @@ def ls(
     ctx: typer.Context,
     workspace: t.WorkspaceOpt = None,
     limit: t.LimitOpt = None,
+    everything: t.AllOpt = False,
     state: Annotated[str | None, typer.Option("--state", help="Only operations in this state.")] = None,
 ) -> None:
-    """List the workspace's operations, oldest first."""
+    """List the workspace's operations, newest first."""
     from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, need="workspace")
-    rows = tenancy.items(
+    rows = tenancy.newest(
         inv,
         api_paths.below(target.workspace_path, "operations"),
         limit=limit,
+        everything=everything,
         params={"state": state} if state else None,
     )
     inv.out.result(

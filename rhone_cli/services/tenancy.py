@@ -89,20 +89,45 @@ def target(
     )
 
 
-def items(inv: Invocation, path: str, *, limit: int | None = None, params: dict | None = None) -> list[dict]:
-    """Every item of a paginated list (or the first `limit`), following next_cursor."""
+DEFAULT_LIMIT = 30
+
+
+def items(inv: Invocation, path: str, *, params: dict | None = None) -> list[dict]:
+    """Every item of a short paginated list (members, environments, routes), in creation order."""
+    return _pages(inv, path, None, params or {})[0]
+
+
+def newest(
+    inv: Invocation, path: str, *, limit: int | None, everything: bool, params: dict | None = None
+) -> list[dict]:
+    """The newest items of a list that grows (deployments, operations, the audit log): `limit` of them (default
+    DEFAULT_LIMIT), or with `everything` all of them, newest first; the server pages, so only what is shown is sent.
+    When more exist than are shown, a hint on stderr says how to see them."""
+    if everything and limit is not None:
+        raise RhoneError("--all and --limit cannot be combined", code="usage_error", exit_code=ExitCode.USAGE)
+    wanted = None if everything else (limit or DEFAULT_LIMIT)
+    rows, more = _pages(inv, path, wanted, {**(params or {}), "order": "newest"})
+    if more:
+        inv.out.info(f"showing the {len(rows)} newest; `-L N` shows N, `--all` every one")
+    return rows
+
+
+def _pages(inv: Invocation, path: str, limit: int | None, params: dict) -> tuple[list[dict], bool]:
+    """(up to `limit` items following next_cursor, whether more exist)."""
     found: list[dict] = []
     cursor = None
     while True:
         page_size = min(200, limit - len(found)) if limit else 200
-        query = {**(params or {}), "limit": page_size}
+        query = {**params, "limit": page_size}
         if cursor:
             query["cursor"] = cursor
         data = inv.client().get(path, params=query).data
         found.extend(data["items"])
         cursor = data.get("next_cursor")
-        if not cursor or (limit and len(found) >= limit):
-            return found
+        if not cursor:
+            return found, False
+        if limit and len(found) >= limit:
+            return found, True
 
 
 def get(inv: Invocation, path: str) -> dict:

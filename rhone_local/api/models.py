@@ -424,6 +424,12 @@ class Deployment(_Model):
     evidence: dict[str, Any]
     approval: dict[str, Any] | None
     url: str
+    superseded_by: str | None = Field(
+        None, description="A newer preview_ready deployment of the same environment that replaced this preview."
+    )
+    route_owner_of: list[str] = Field(
+        default_factory=list, description="The environments whose route this deployment owns."
+    )
     allocations: list[Allocation]
     created_at: str
     updated_at: str

@@ -13,6 +13,9 @@ from rhone_local.api.routes import (
     ERRORS,
     READ_ERRORS,
     Caller,
+    Limit,
+    Order,
+    SeqCursor,
     authorize,
     deny,
     env_view,
@@ -20,6 +23,7 @@ from rhone_local.api.routes import (
     mutable_environment,
     mutate,
     op_view,
+    page,
     readable_app,
     readable_environment,
 )
@@ -284,13 +288,24 @@ def show_route(request: Request, principal: Caller, ws: str, prj: str, app: str,
 @router.get(
     APP + "/routes/{env}/history", response_model=m.Page[m.RouteEventView], responses=READ_ERRORS, tags=["routes"]
 )
-def route_history(request: Request, principal: Caller, ws: str, prj: str, app: str, env: str) -> dict:
+def route_history(
+    request: Request,
+    principal: Caller,
+    ws: str,
+    prj: str,
+    app: str,
+    env: str,
+    limit: Limit = 50,
+    cursor: SeqCursor = None,
+    order: Order = "oldest",
+) -> dict:
     store = get_store(request)
     environment = readable_environment(request, principal, ws, prj, app, env, "route.read")
-    found = environment["app"]
-    rows = store.all(
-        "SELECT * FROM route_events WHERE app_id = ? AND environment_id = ? ORDER BY seq LIMIT 1000",
-        found["id"],
+    rows = store.route_history(
+        environment["app"]["id"],
         environment["id"],
+        limit=limit,
+        after=int(cursor) if cursor else None,
+        newest_first=order == "newest",
     )
-    return {"items": [{k: r[k] for k in m.RouteEventView.model_fields} for r in rows], "next_cursor": None}
+    return page(rows, limit, lambda r: {k: r[k] for k in m.RouteEventView.model_fields}, key="seq")

@@ -122,9 +122,9 @@ def test_hello_deploys_answers_through_the_edge_and_a_redeploy_supersedes_it(loc
     assert state_lines[0].split(":", 1)[1].strip() == gates["state_impact"]["summary"]
     assert db_lines[0].split(":", 1)[1].strip() == gates["db_impact"]["summary"]
     second_url = lines[0].removeprefix("Preview: ").strip()
-    rows = deployments(local, app_dir)
-    assert len(rows) == 2 and rows[0]["id"] == first["id"]
-    second = rows[1]
+    rows = deployments(local, app_dir)  # newest first
+    assert len(rows) == 2 and rows[1]["id"] == first["id"]
+    second = rows[0]
     assert second["url"] == second_url and second["state"] == "preview_ready"
 
     # The old URL is 503 — never the new deployment's answer; the new one answers as itself.
