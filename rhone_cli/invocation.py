@@ -45,6 +45,7 @@ class Invocation:
         self.env = env
         self.out = out or Output(env)
         self._client: ApiClient | None = None
+        self.operations: list[str] = []  # ids of the operations this run started or resumed, in order
 
     @cached_property
     def credentials(self) -> Credentials:

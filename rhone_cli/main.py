@@ -7,9 +7,13 @@ httpx, keyring, rich tables and pydantic models are imported inside the commands
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -20,10 +24,11 @@ from rhone_cli import __version__
 from rhone_cli.commands import register_commands
 from rhone_cli.commands._common import REQUEST_TIMEOUT_RANGE, new_typer, seconds_problem
 from rhone_cli.environment import Environment, _truthy
-from rhone_cli.errors import ExitCode, RhoneError
+from rhone_cli.errors import ExitCode, Interrupted, RhoneError
 from rhone_cli.invocation import Invocation
 
 COMPLETE_VAR = "_RHONE_COMPLETE"
+HELP_TOPICS = frozenset({"exit-codes", "environment"})  # the pages of `rhone help`; any other word names a command
 
 # Global options accepted before or after the command (`rhone --json app ls` == `rhone app ls --json`).
 GLOBAL_FLAGS = frozenset({"--json", "--quiet", "-q", "--verbose", "-v", "--no-color", "--no-input"})
@@ -182,6 +187,19 @@ def _request_timeout(flag: float | None, variable: str | None) -> float:
     return value
 
 
+def help_as_command(args: list[str]) -> list[str]:
+    """`rhone help deploy [ls]` means `rhone deploy [ls] --help` (as in git); help's own topics stay topics."""
+    index = 0
+    while index < len(args) and args[index].startswith("-") and args[index] != "--":
+        index += 2 if args[index] in GLOBAL_VALUE_OPTIONS else 1
+    if args[index : index + 1] != ["help"] or len(args) <= index + 1:
+        return args
+    topic = args[index + 1]
+    if topic.startswith("-") or topic in HELP_TOPICS:
+        return args
+    return [*args[:index], *args[index + 1 :], "--help"]
+
+
 def hoist_global_options(argv: list[str]) -> list[str]:
     """Move global options found after the command to the front, so they work in either position."""
     hoisted: list[str] = []
@@ -204,11 +222,43 @@ def hoist_global_options(argv: list[str]) -> list[str]:
     return hoisted + rest
 
 
+@contextlib.contextmanager
+def _interrupts_raise() -> Iterator[None]:
+    """Ctrl-C and SIGTERM (a CI runner cancelling the job, `timeout`, `kill`) raise `Interrupted` wherever the main
+    thread is, for the whole command: before, during and after any operation."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _interrupted_message(interrupted: Interrupted, operations: list[str]) -> RhoneError:
+    """An interruption the operation waiter did not turn into a resume message: no operation was being waited for
+    (those it started before had finished)."""
+    name = "Ctrl-C" if interrupted.signum == signal.SIGINT else signal.Signals(interrupted.signum).name
+    when = f"after {', '.join(operations)} finished" if operations else "before rhone saw an operation start"
+    return RhoneError(
+        f"interrupted ({name}) {when}; no operation of this command is running on the server",
+        code="interrupted",
+        exit_code=ExitCode.INTERRUPTED,
+        hint="nothing needs resuming; if a request was on its way, `rhone op ls` shows whatever it started",
+    )
+
+
 def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
     """Run rhone with `argv` in `env` and return the exit code (never raises, never calls sys.exit)."""
     env = env or Environment()
     invocation = Invocation(env)
-    args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    args = help_as_command(hoist_global_options(list(sys.argv[1:] if argv is None else argv)))
     before_command = args[: next((i for i, a in enumerate(args) if a == "--"), len(args))]
     env.options.filtered = any(a == "--jq" or a.startswith("--jq=") for a in before_command)
     env.options.json = "--json" in before_command or env.options.filtered
@@ -223,12 +273,15 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
             env.stdout.write(text + "\n")
         return status
     try:
-        result = command.main(
-            args=args, prog_name="rhone", standalone_mode=False, obj=invocation, complete_var=COMPLETE_VAR
-        )
+        with _interrupts_raise():
+            result = command.main(
+                args=args, prog_name="rhone", standalone_mode=False, obj=invocation, complete_var=COMPLETE_VAR
+            )
         return result if isinstance(result, int) else 0
     except RhoneError as error:
         return invocation.out.error(error)
+    except Interrupted as interrupted:
+        return invocation.out.error(_interrupted_message(interrupted, invocation.operations))
     except typer.TyperException as error:  # typer's (vendored Click) usage errors: bad flags, missing args
         if env.options.json:
             return invocation.out.error(

@@ -13,6 +13,7 @@ rich is imported only when a human-readable table or styled line is actually ren
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,32 @@ if TYPE_CHECKING:
     from rhone_cli.environment import Environment
 
 MASK = "********"
+
+# What a terminal would obey rather than show. Build and app output (logs, log tails, health messages) is untrusted:
+# a build could clear the screen, retitle the window, move the cursor over rhone's own lines, or set the clipboard
+# (OSC 52). Escape sequences are removed; other control characters are shown in caret notation (^G).
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colors, cursor movement, erase
+    r"|\x1b[\]PX^_][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # OSC (titles, OSC 52 clipboard), DCS, SOS, PM, APC
+    r"|\x1b[ -/]*[0-~]?"  # other escapes (ESC c resets the terminal), and a lone ESC
+    r"|\x9b[0-?]*[ -/]*[@-~]"  # 8-bit CSI
+    r"|[\x90\x98\x9d\x9e\x9f][^\x07\x9c]*[\x07\x9c]?"  # 8-bit OSC, DCS, SOS, PM, APC
+)
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def sanitize_terminal(text: str) -> str:
+    """`text` with terminal control sequences removed and other control characters made visible; tabs and line
+    ends stay (a carriage return becomes a line end, so it cannot overwrite a line)."""
+    text = _ESCAPES.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    return _CONTROLS.sub(_visible, text)
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x20:
+        return f"^{chr(code + 64)}"
+    return "^?" if code == 0x7F else f"\\x{code:02x}"
 
 
 class Output:
@@ -41,7 +68,9 @@ class Output:
         return text
 
     def _write(self, stream: Any, text: str) -> None:
-        stream.write(self.mask(text))
+        """Every byte rhone writes goes through here: secrets masked, terminal control sequences made harmless (a
+        JSON document has none: json.dumps escapes them)."""
+        stream.write(sanitize_terminal(self.mask(text)))
         stream.flush()
 
     # -- consoles (lazy: rich costs start-up time) ---------------------------------------------------------------
@@ -91,6 +120,10 @@ class Output:
         if not self.env.options.json:
             self._write(self.env.stdout, text + "\n")
 
+    def raw(self, text: str) -> None:
+        """Text as it comes (a followed log), masked and sanitized like everything else, even with --json."""
+        self._write(self.env.stdout, text)
+
     def fields(self, mapping: dict[str, Any], *, order: Sequence[str] | None = None) -> None:
         keys = list(order) if order else list(mapping)
         width = max((len(k) for k in keys), default=0)
@@ -118,7 +151,7 @@ class Output:
         for column in columns:
             table.add_column(column.upper())
         for row in rows:
-            table.add_row(*(self.mask(cell) for cell in row))
+            table.add_row(*(sanitize_terminal(self.mask(cell)) for cell in row))
         self.console.print(table)
 
     # -- diagnostics on stderr ---------------------------------------------------------------------------------------

@@ -470,14 +470,13 @@ class Store:
         )
         return row["id"] if row else None
 
-    def owned_routes(self, deployment_id: str) -> list[str]:
-        """The environments (by name) whose route this deployment owns."""
-        rows = self.all(
-            "SELECT e.name FROM route_owners o JOIN environments e ON e.id = o.environment_id "
+    def owned_routes(self, deployment_id: str) -> list[dict[str, Any]]:
+        """The routes this deployment owns, with their environment's name."""
+        return self.all(
+            "SELECT o.*, e.name AS environment FROM route_owners o JOIN environments e ON e.id = o.environment_id "
             "WHERE o.deployment_id = ? ORDER BY e.name",
             deployment_id,
         )
-        return [row["name"] for row in rows]
 
     # -- members and tokens ----------------------------------------------------------------------------------------
     def members(self, workspace_id: str) -> list[dict[str, Any]]:

@@ -75,7 +75,9 @@ def show(
 def scale(
     ctx: typer.Context,
     env: Annotated[str, typer.Option("--env", "-e", help="Environment, e.g. production.", metavar="ENV")],
-    instances: Annotated[int, typer.Option("--instances", "-n", help="Instances to run (0–20).", min=0, max=20)],
+    instances: Annotated[
+        int, typer.Option("--instances", "-n", help="Instances to run (0–20).", min=0, max=20, metavar="N")
+    ],
     app_name: t.AppOpt = None,
     project: t.ProjectOpt = None,
     workspace: t.WorkspaceOpt = None,

@@ -15,11 +15,12 @@ app = new_typer(
     name="deploy",
     help="Deploy the project in this directory to a preview (`rhone deploy`), or manage deployments.",
     invoke_without_command=True,
+    subcommand_metavar="[COMMAND [ARGS]...]",  # bare `rhone deploy` deploys
 )
 DeploymentId = Annotated[str, typer.Argument(help="Deployment id (dep_…).", metavar="DEPLOYMENT_ID")]
 
 
-def _render(doc: dict):
+def render_deployment(doc: dict):
     from rhone_cli.services.deploy import evidence_lines
 
     def human(out: Output) -> None:
@@ -79,12 +80,12 @@ def deploy(
         result = {"deployment": result, "promotion": route}
 
         def human(out: Output) -> None:
-            _render(doc)(out)
+            render_deployment(doc)(out)
             render_route(route)(out)
 
         inv.out.result(result, human)
         return
-    inv.out.result(result, _render(doc))
+    inv.out.result(result, render_deployment(doc))
 
 
 @app.command("ls")
@@ -107,7 +108,7 @@ def ls(
         {
             **row,
             "state": "superseded" if row.get("superseded_by") else row["state"],
-            "serves": ", ".join(row.get("route_owner_of") or []),
+            "serves": ", ".join(route["environment"] for route in row.get("routes") or []),
             "artifact": (row.get("artifact_digest") or "")[:19],
         }
         for row in rows
@@ -132,7 +133,7 @@ def show(ctx: typer.Context, deployment_id: DeploymentId) -> None:
     doc = tenancy.get(inv, api_paths.deployment(deployment_id))
 
     def human(out: Output) -> None:
-        _render(doc)(out)
+        render_deployment(doc)(out)
         out.line(f"  {'operation:':<17}{doc['operation_id']}")
         for alloc in doc["allocations"]:
             health = alloc.get("health") or {}
@@ -157,14 +158,16 @@ def approve(
 
     inv = invocation(ctx)
     doc = service.approve(inv, deployment_id, ack_cold=ack_cold, timeout=wait_timeout)
-    inv.out.result(doc, _render(doc))
+    inv.out.result(doc, render_deployment(doc))
 
 
 @app.command("logs")
 def logs(
     ctx: typer.Context,
     deployment_id: DeploymentId,
-    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines per log.", min=1, max=200)] = 100,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", help="Lines per log (1–200).", min=1, max=200, metavar="N")
+    ] = 100,
 ) -> None:
     """Show a deployment's build log and its allocations' logs."""
 

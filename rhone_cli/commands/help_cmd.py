@@ -7,7 +7,7 @@ import typer
 from rhone_cli.commands._common import group, invocation
 from rhone_cli.errors import EXIT_CODE_MEANINGS
 
-app = group("help", "Reference topics: exit-codes, environment.")
+app = group("help", "Reference topics (exit-codes, environment); `rhone help COMMAND` is `rhone COMMAND --help`.")
 
 ENVIRONMENT_VARIABLES = {
     "RHONE_TOKEN": "API token; wins over stored credentials (use it in CI).",

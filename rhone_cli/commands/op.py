@@ -76,8 +76,23 @@ def wait(ctx: typer.Context, op_id: OpId, wait_timeout: t.WaitTimeoutOpt = None)
 
     inv = invocation(ctx)
     op = tenancy.get(inv, api_paths.operation(op_id))
+    operations.announce(inv, op)
     op = operations.wait(inv, op, timeout=wait_timeout)
+    if op["kind"] == "deploy":  # the result block `rhone deploy` would have printed
+        from rhone_cli.commands.deploy import render_deployment
+        from rhone_cli.services import deploy
+
+        doc = deploy.result(inv, op)
+        inv.out.result(doc, render_deployment(doc))
+        return
     failure = operations.verdict(op)
     if failure is not None:
         raise failure
+    if op["kind"] in ("promote", "rollback"):
+        from rhone_cli.commands.promote import render_route
+        from rhone_cli.services import routes
+
+        doc = routes.route_after(inv, op)
+        inv.out.result(doc, render_route(doc))
+        return
     inv.out.result(op, _render(op))

@@ -174,8 +174,8 @@ class Credentials:
                 f"not logged in (profile {profile.name!r})",
                 code="unauthenticated",
                 exit_code=ExitCode.AUTH,
-                hint=f"run `rhone login --profile {profile.name} --api-url URL --with-token < token.txt`, "
-                "or set RHONE_TOKEN",
+                hint="to run everything on this machine, start Rhone Local with `rhone local up` (it logs you in to "
+                f"it); for a hosted API run `rhone login --profile {profile.name} --api-url URL`, or set RHONE_TOKEN",
             )
         return credential
 

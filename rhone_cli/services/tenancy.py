@@ -27,25 +27,26 @@ class Target:
 
     @property
     def project_path(self) -> str:
-        if not self.project:
-            raise RhoneError(
-                "no project given",
-                code="input_required",
-                exit_code=ExitCode.USAGE,
-                hint="pass --project NAME, or run inside a directory with a rhone.toml",
-            )
-        return api_paths.below(self.workspace_path, "projects", api_paths.checked_ref("project", self.project))
+        self._require("project")
+        return api_paths.below(self.workspace_path, "projects", api_paths.checked_ref("project", self.project or ""))
 
     @property
     def app_path(self) -> str:
-        if not self.app:
+        self._require("project", "app")
+        return api_paths.below(self.project_path, "apps", api_paths.checked_ref("app", self.app or ""))
+
+    def _require(self, *names: str) -> None:
+        """Every missing one of `names` in one error, not one per run."""
+        missing = [name for name in names if not getattr(self, name)]
+        if missing:
+            flags = " and ".join(f"--{name} NAME" for name in missing)
             raise RhoneError(
-                "no app given",
+                f"no {' and no '.join(missing)} given",
                 code="input_required",
                 exit_code=ExitCode.USAGE,
-                hint="pass --app NAME, or run inside a directory with a rhone.toml",
+                hint=f"pass {flags}, or run inside a directory with a rhone.toml",
+                details={"missing": missing},
             )
-        return api_paths.below(self.project_path, "apps", api_paths.checked_ref("app", self.app))
 
     def environment_path(self, environment: str, *rest: str) -> str:
         """The path of one of the app's environments (a name or an id), and of what lies below it."""
@@ -79,8 +80,9 @@ def target(
             "no workspace given",
             code="input_required",
             exit_code=ExitCode.USAGE,
-            hint="pass --workspace NAME, set [project] workspace in rhone.toml, or log in to a profile "
-            "with a workspace",
+            hint="to run everything on this machine, start Rhone Local with `rhone local up` (it makes a `local` "
+            "profile with its workspace); else pass --workspace NAME, set [project] workspace in rhone.toml, or log "
+            "in to a profile with a workspace",
         )
     return Target(
         workspace=workspace,

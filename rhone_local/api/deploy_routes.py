@@ -24,6 +24,7 @@ from rhone_local.api.routes import (
     op_view,
     page,
     readable_app,
+    route_url,
 )
 from rhone_local.artifacts import store_manifest
 from rhone_local.domain import manifest as manifests
@@ -113,7 +114,16 @@ def deployment_view(request: Request, row: dict) -> dict:
         "approval": row["approval"],
         "url": pipeline.url(row["id"]),
         "superseded_by": _superseded_by(store, row),
-        "route_owner_of": store.owned_routes(row["id"]),
+        "routes": [
+            {
+                "environment": owned["environment"],
+                "route_key": owned["route_key"],
+                "epoch": owned["epoch"],
+                "url": route_url(request, owned["route_key"]),
+                "operation_id": owned["operation_id"],
+            }
+            for owned in store.owned_routes(row["id"])
+        ],
         "allocations": allocations,
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],

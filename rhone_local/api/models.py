@@ -409,6 +409,14 @@ class DeploymentApprove(_Model):
     ack_cold: bool = Field(False, description="Acknowledge a cold deploy: live sessions will refresh.")
 
 
+class DeploymentRoute(_Model):
+    environment: str
+    route_key: str
+    epoch: int
+    url: str
+    operation_id: str = Field(description="The promotion or rollback that made this deployment the owner.")
+
+
 class Deployment(_Model):
     id: str
     workspace_id: str
@@ -427,8 +435,8 @@ class Deployment(_Model):
     superseded_by: str | None = Field(
         None, description="A newer preview_ready deployment of the same environment that replaced this preview."
     )
-    route_owner_of: list[str] = Field(
-        default_factory=list, description="The environments whose route this deployment owns."
+    routes: list[DeploymentRoute] = Field(
+        default_factory=list, description="The routes this deployment owns (it serves those environments)."
     )
     allocations: list[Allocation]
     created_at: str

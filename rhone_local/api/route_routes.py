@@ -26,6 +26,7 @@ from rhone_local.api.routes import (
     page,
     readable_app,
     readable_environment,
+    route_url,
 )
 from rhone_local.domain.access import Principal
 from rhone_local.domain.errors import DomainError, conflict, not_found
@@ -45,8 +46,6 @@ def _refuse(failure: StageFailed) -> DomainError:
 
 def owner_view(request: Request, row: dict) -> dict:
     environment = get_store(request).one("SELECT name FROM environments WHERE id = ?", row["environment_id"])
-    pipeline = request.app.state.pipeline
-    port = f":{pipeline.edge_port}" if pipeline.edge_port else ""
     return {
         **{
             k: row[k]
@@ -62,7 +61,7 @@ def owner_view(request: Request, row: dict) -> dict:
             )
         },
         "environment": environment["name"],
-        "url": f"http://{row['route_key']}.{pipeline.edge_suffix}{port}",
+        "url": route_url(request, row["route_key"]),
     }
 
 

@@ -210,6 +210,13 @@ def page(rows: list[dict], limit: int, view: Callable[[dict], dict] = lambda r: 
 
 
 # -- views -----------------------------------------------------------------------------------------------------------
+def route_url(request: Request, route_key: str) -> str:
+    """Where the edge answers for a route: `http://<app>--<env>.<suffix>[:port]`."""
+    pipeline = request.app.state.pipeline
+    port = f":{pipeline.edge_port}" if pipeline.edge_port else ""
+    return f"http://{route_key}.{pipeline.edge_suffix}{port}"
+
+
 def op_view(op: dict) -> dict:
     return {
         "id": op["id"],

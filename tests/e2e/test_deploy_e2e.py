@@ -64,6 +64,7 @@ def failed_deploy(server, app_dir: Path, code: str) -> dict:
     assert error["code"] == code, error
     assert error["exit_code"] == 1 and error["operation_id"].startswith("op_")
     assert f"rhone op show {error['operation_id']}" in error["hint"]
+    assert f"rhone deploy logs {error['details']['deployment_id']}" in error["hint"]  # where the output is
     return error
 
 
@@ -185,6 +186,43 @@ def test_concurrent_first_deploys_of_a_new_app_all_succeed_with_one_app(local, t
     assert [p["name"] for p in local.json("project", "ls")] == ["hello"]
     assert [a["name"] for a in local.json("app", "ls", "-p", "hello")] == ["hello"]
     assert len(deployments(local, dirs[0])) == 4
+
+
+def test_op_wait_after_an_interrupted_deploy_prints_the_deploys_result(local, tmp_path):
+    app_dir = hello_app(tmp_path)
+    started = deploy(local, app_dir, "--no-wait", "--json")
+    assert started.exit_code == 0, started.stderr
+    op_id = started.json()["id"]
+
+    waited = local.rhone("op", "wait", op_id, cwd=app_dir)
+    assert waited.exit_code == 0, waited.stderr
+    lines = waited.stdout.splitlines()
+    assert lines[0].startswith("Preview: http://dep-")
+    assert any(line.strip().startswith("state impact:") for line in lines)
+    as_json = local.rhone("op", "wait", op_id, "--json", cwd=app_dir)
+    assert_matches_schema(as_json.json(), "deployment.schema.json")
+    assert as_json.json()["state"] == "preview_ready" and as_json.json()["operation_id"] == op_id
+
+
+def test_build_output_cannot_drive_the_terminal(local, tmp_path):
+    """A build that clears the screen, retitles the window, sets the clipboard (OSC 52) and overwrites lines with
+    carriage returns, then fails: its log tail reaches the terminal as text."""
+    script = (
+        "import sys; sys.stdout.write('\\x1b[2J\\x1b]0;owned\\x07\\x1b]52;c;cm0gLXJmIH4=\\x07"
+        "50%\\r100%\\n\\x1b[31mbuild broke\\x1b[0m\\x07\\n'); sys.exit(3)"
+    )
+    app_dir = hello_app(tmp_path, command="python3 escapes.py")
+    (app_dir / "escapes.py").write_text(script)
+    result = deploy(local, app_dir)
+    assert result.exit_code == 1
+    assert "build broke^G" in result.stderr and "50%" in result.stderr and "100%" in result.stderr
+    for control in ("\x1b", "\x07", "\r"):
+        assert control not in result.stderr
+    deployment_id = deployments(local, app_dir)[0]["id"]
+    logs = local.rhone("deploy", "logs", deployment_id, cwd=app_dir)
+    assert "build broke" in logs.stdout and "\x1b" not in logs.stdout and "\x07" not in logs.stdout
+    raw = local.rhone("deploy", "logs", deployment_id, "--json", cwd=app_dir).json()["build"]
+    assert "\x1b]52;c;" in raw  # the record itself is kept exactly; only what reaches a terminal is made harmless
 
 
 def test_redeploy_uploads_only_the_changed_file_and_nothing_when_unchanged(local, tmp_path):

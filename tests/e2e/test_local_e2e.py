@@ -269,6 +269,22 @@ def test_init_links_the_directory(local):
     assert len(local.json("project", "ls")) == 1
 
 
+def test_up_with_other_ports_while_running_is_a_conflict_not_a_success(local):
+    from tests.netservers import refusing_port
+
+    with refusing_port() as other:
+        result = local.rhone("local", "up", "--port", str(other), "--json")
+    assert result.exit_code == 5, result.stdout
+    error = result.json()["error"]
+    assert error["code"] == "local_running_elsewhere"
+    assert f"already running at {local.api_url}" in error["message"] and f"--port {other}" in error["message"]
+    assert "rhone local down" in error["hint"]
+    same = local.rhone("local", "up", "--port", str(local.port), "--edge-port", str(local.edge_port), "--json")
+    assert same.exit_code == 0 and same.json()["started"] is False
+    bare = local.rhone("local", "up", "--json")
+    assert bare.exit_code == 0 and bare.json()["api_url"] == local.api_url
+
+
 def test_up_and_commands_work_with_a_proxy_set_for_everything(local_env):
     """HTTP_PROXY/HTTPS_PROXY/ALL_PROXY pointing at a proxy that refuses (as a corporate proxy does for loopback)
     used to make `rhone local up` wait 30 s and fail: loopback never goes through a proxy."""

@@ -588,11 +588,12 @@ def test_deploy_ls_marks_the_route_owner_and_superseded_previews_and_status_show
 
     rows = ok_json(local, app_dir, "deploy", "ls")
     assert [d["id"] for d in rows] == [c["id"], b["id"], a["id"]]
-    assert [(d["superseded_by"], d["route_owner_of"]) for d in rows] == [
+    assert [(d["superseded_by"], [r["environment"] for r in d["routes"]]) for d in rows] == [
         (None, []),
         (c["id"], []),
         (c["id"], ["production"]),
     ]
+    assert rows[2]["routes"][0]["epoch"] == 1 and rows[2]["routes"][0]["url"].startswith("http://hello--production.")
     assert edge_host(local, f"dep-{b['id'].removeprefix('dep_')}.localhost").status_code == 503
     human = cli(local, app_dir, "deploy", "ls").stdout.splitlines()
     assert human[0].split() == ["ID", "ENV", "STATE", "SERVES", "ARTIFACT", "CREATED"]

@@ -119,7 +119,7 @@ def test_deploy_ls_shows_the_newest_with_owner_and_superseded_fields(rhone, loca
     assert result.exit_code == 0, result.stderr
     rows = result.json()
     assert [d["id"] for d in rows] == ids[::-1][:3]
-    assert all(d["superseded_by"] is None and d["route_owner_of"] == [] for d in rows)
+    assert all(d["superseded_by"] is None and d["routes"] == [] for d in rows)
     assert_matches_schema(rows, "deployment-list.schema.json")
 
 
