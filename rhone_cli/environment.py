@@ -69,6 +69,10 @@ class Environment:
         return self._isatty(self.stdout)
 
     @property
+    def stderr_isatty(self) -> bool:
+        return self._isatty(self.stderr)
+
+    @property
     def is_ci(self) -> bool:
         return _truthy(self.environ.get("CI"))
 

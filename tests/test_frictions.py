@@ -226,3 +226,34 @@ def test_a_failure_log_tail_is_sanitized_too(rhone):
 )
 def test_sanitize_terminal(text, shown):
     assert sanitize_terminal(text) == shown
+
+
+def test_every_recorded_stage_is_shown_even_those_no_poll_saw(rhone):
+    """One long poll returns after three stages passed: each is shown, in order, not only the last."""
+    stages = ["queued", "cloning", "building", "validating", "preview_ready"]
+
+    def op(version: int, upto: int, terminal: bool = False) -> dict:
+        return {
+            "id": OP,
+            "kind": "deploy",
+            "state": stages[upto - 1],
+            "version": version,
+            "terminal": terminal,
+            "target_id": DEP,
+            "stages": [{"state": s, "entered_at": f"2026-11-30T10:00:0{i}+00:00"} for i, s in enumerate(stages[:upto])],
+        }
+
+    answers = iter([op(1, 1), op(4, 4), op(5, 5, terminal=True)])
+    deployment = {"id": DEP, "state": "preview_ready", "url": "http://dep-x.localhost:8471", "evidence": {}}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if "/operations/" in request.url.path:
+            return httpx.Response(200, json=next(answers))
+        return httpx.Response(200, json=deployment)
+
+    result = rhone("op", "wait", OP, "--progress", "plain", environ=ENVIRON, transport=_api(handler))
+
+    assert result.exit_code == 0, result.stderr
+    shown = [line.strip() for line in result.stderr.splitlines() if line.startswith("  ")]
+    assert shown == ["cloning", "building", "validating", "preview_ready"]
+    assert result.stdout.startswith("Preview: http://dep-x.localhost:8471")

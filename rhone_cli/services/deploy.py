@@ -62,13 +62,21 @@ def upload_missing(inv: Invocation, manifest: Any, root: Path) -> dict[str, int]
 
     def put(digest: str) -> None:
         entry = by_digest[digest]
-        client.put_stream(api_paths.blob(digest), lambda: hashed_bytes(root, entry), entry["size"])
+        client.put_stream(api_paths.blob(digest), lambda: counted(hashed_bytes(root, entry)), entry["size"])
+
+    def counted(chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            advance(len(chunk))
+            yield chunk
 
     if missing:
+        from rhone_cli import progress
+
         pool = ThreadPoolExecutor(max_workers=UPLOAD_CONCURRENCY)
         try:
-            for _ in pool.map(put, missing):
-                pass
+            with progress.transfer(inv.out, total, "uploading") as advance:
+                for _ in pool.map(put, missing):
+                    pass
         finally:
             # On a failure or Ctrl-C, queued uploads are dropped instead of sent before rhone can exit.
             pool.shutdown(wait=True, cancel_futures=True)

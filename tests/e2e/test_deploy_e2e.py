@@ -225,6 +225,36 @@ def test_build_output_cannot_drive_the_terminal(local, tmp_path):
     assert "\x1b]52;c;" in raw  # the record itself is kept exactly; only what reaches a terminal is made harmless
 
 
+def test_live_progress_on_a_terminal_shows_every_stage_with_times(local, tmp_path):
+    """In a real pseudo-terminal: a byte counter while uploading, then every stage of the operation with its duration,
+    the running one with a spinner and its elapsed time, and the result block below."""
+    import re
+
+    import pexpect
+
+    app_dir = hello_app(tmp_path, command="python3 -c 'import time; time.sleep(2)'")
+    child = pexpect.spawn(
+        str(RHONE_BIN),
+        ["deploy"],
+        cwd=str(app_dir),
+        env={**local.environ, "TERM": "xterm-256color"},
+        encoding="utf-8",
+        timeout=120,
+        dimensions=(50, 160),
+    )
+    child.expect(pexpect.EOF)
+    child.close()
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", child.before)
+
+    assert child.exitstatus == 0, screen
+    assert re.search(r"uploading .*2\.\d/2\.\d kB", screen), screen  # the byte counter
+    for stage in ("cloning", "building", "validating", "preview_ready"):
+        assert re.search(rf"✓ {stage}\b", screen), (stage, screen)
+    assert re.search(r"✓ building\s+[2-9]\.\ds", screen), screen  # the build took its two seconds
+    assert re.search(r"deploy op_\w+: building\s+\d+\.\ds", screen), screen  # the spinner line while it ran
+    assert "Preview: http://dep-" in screen
+
+
 def test_redeploy_uploads_only_the_changed_file_and_nothing_when_unchanged(local, tmp_path):
     app_dir = linked(local, hello_app(tmp_path))
     manifest = local.json("artifact", "manifest", cwd=app_dir)
