@@ -58,7 +58,7 @@ def create(
 @app.command("show")
 def show(
     ctx: typer.Context,
-    name: Annotated[str | None, typer.Argument(help="Name or id.")] = None,
+    name: Annotated[str | None, typer.Argument(help="Name or id.", metavar="APP")] = None,
     project: t.ProjectOpt = None,
     workspace: t.WorkspaceOpt = None,
 ) -> None:

@@ -61,7 +61,7 @@ def create(
 @app.command("show")
 def show(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Name or id.")],
+    name: Annotated[str, typer.Argument(help="Name or id.", metavar="ENV")],
     app_name: t.AppOpt = None,
     project: t.ProjectOpt = None,
     workspace: t.WorkspaceOpt = None,
@@ -88,7 +88,7 @@ def _set_frozen(ctx: typer.Context, name: str, app_name, project, workspace, fro
 @app.command("freeze")
 def freeze(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Environment name.")],
+    name: Annotated[str, typer.Argument(help="Environment name.", metavar="ENV")],
     app_name: t.AppOpt = None,
     project: t.ProjectOpt = None,
     workspace: t.WorkspaceOpt = None,
@@ -100,7 +100,7 @@ def freeze(
 @app.command("unfreeze")
 def unfreeze(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Environment name.")],
+    name: Annotated[str, typer.Argument(help="Environment name.", metavar="ENV")],
     app_name: t.AppOpt = None,
     project: t.ProjectOpt = None,
     workspace: t.WorkspaceOpt = None,

@@ -28,6 +28,9 @@ ENVIRONMENT_VARIABLES = {
     "HTTP_PROXY": "Proxy for http API URLs (also http_proxy). Loopback and *.localhost never use a proxy.",
     "ALL_PROXY": "Proxy when the scheme's own variable is not set (also all_proxy); SOCKS needs rhone[socks].",
     "NO_PROXY": "Hosts reached directly (also no_proxy): *, domains (with subdomains), IPs, CIDRs, each [:port].",
+    "RHONE_COMPLETION_TIMEOUT": "Seconds a TAB waits for the API when completing ids and names (default 0.5).",
+    "RHONE_CACHE_DIR": "Where completion caches API answers (default: $XDG_CACHE_HOME/rhone or ~/.cache/rhone).",
+    "XDG_CACHE_HOME": "Base of the default cache directory on Linux.",
     "CI": "When set, rhone never prompts and never uses the OS keyring.",
     "GITHUB_RUN_ID": "In CI, with CI_PIPELINE_ID, BUILDKITE_BUILD_ID, CIRCLE_WORKFLOW_ID or BUILD_ID: derives "
     "idempotency keys, so a re-run job attaches to its first attempt.",

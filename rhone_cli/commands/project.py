@@ -54,7 +54,7 @@ def create(
 @app.command("show")
 def show(
     ctx: typer.Context,
-    name: Annotated[str | None, typer.Argument(help="Name or id.")] = None,
+    name: Annotated[str | None, typer.Argument(help="Name or id.", metavar="PROJECT")] = None,
     workspace: t.WorkspaceOpt = None,
 ) -> None:
     """Show a project (default: the one in rhone.toml)."""

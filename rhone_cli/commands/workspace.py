@@ -32,7 +32,9 @@ def ls(ctx: typer.Context) -> None:
 
 
 @app.command("show")
-def show(ctx: typer.Context, workspace: Annotated[str | None, typer.Argument(help="Name or id.")] = None) -> None:
+def show(
+    ctx: typer.Context, workspace: Annotated[str | None, typer.Argument(help="Name or id.", metavar="WORKSPACE")] = None
+) -> None:
     """Show a workspace (default: the profile's)."""
     from rhone_cli.services import tenancy
 

@@ -6,7 +6,6 @@ The CLI runs in process against the real API app on a loopback port; a recording
 
 from __future__ import annotations
 
-import hashlib
 import json
 from urllib.parse import parse_qs
 
@@ -15,7 +14,7 @@ import pytest
 from rhone_cli.errors import ExitCode
 from tests.conftest import RecordingTransport, assert_matches_schema
 
-from .conftest import BASE, LocalEnv
+from .conftest import BASE, LocalEnv, queued_deployments
 
 APP = f"{BASE}/projects/shop/apps/web"
 
@@ -31,26 +30,7 @@ def app(local: LocalEnv) -> dict:
 
 
 def _deployments(local: LocalEnv, count: int) -> list[str]:
-    """`count` queued deployments of shop/web (no worker runs them), oldest first."""
-    content = b"print('hello')\n"
-    digest = hashlib.sha256(content).hexdigest()
-    stored = local.client.put(f"/v1/blobs/sha256:{digest}", content=content, headers=local.owner.headers)
-    assert stored.status_code in (200, 201)
-    from rhone_cli.artifacts.manifest import digest_of
-
-    manifest = {"version": 1, "files": [{"path": "app.py", "size": len(content), "mode": "644", "sha256": digest}]}
-    body = {
-        "environment": "preview",
-        "manifest": manifest,
-        "manifest_digest": digest_of(manifest),
-        "config": {"build": {}, "process": {"start": "python app.py"}},
-    }
-    ids = []
-    for _ in range(count):
-        created = local.client.post(f"{APP}/deployments", json=body, headers=local.owner.headers)
-        assert created.status_code == 202, created.text
-        ids.append(created.json()["target_id"])
-    return ids
+    return queued_deployments(local, APP, count)
 
 
 def _queries(transport: RecordingTransport, path_end: str) -> list[dict]:
