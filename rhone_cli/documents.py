@@ -103,6 +103,17 @@ class Login(_Doc):
     credentials_file: str | None
     verified: bool
     identity: Identity | None
+    expires_at: str | None = Field(
+        None, description="When the stored token expires (a device login; rhone refreshes it), else null."
+    )
+
+
+class AuthToken(_Doc):
+    """`rhone auth token --json`: the token commands would send now (refreshed if it was about to expire)."""
+
+    token: str
+    source: Literal["flag", "env", "keyring", "file"]
+    expires_at: str | None
 
 
 class Logout(_Doc):
@@ -259,6 +270,7 @@ DOCUMENTS: dict[str, type[BaseModel]] = {
     "artifact-manifest.schema.json": ManifestDocument,
     "route-move.schema.json": RouteMove,
     "status.schema.json": AppStatus,
+    "auth-token.schema.json": AuthToken,
 }
 
 # `--json` documents that are API resources, passed through unchanged: schema file -> (OpenAPI component, is a list).

@@ -81,9 +81,11 @@ class ApiClient:
         transport: httpx.BaseTransport | None = None,
         proxy: Proxy | None = None,
         verify: Any = True,
+        on_token_expired: Callable[[], str | None] | None = None,
     ) -> None:
         """`proxy` and `verify` (an SSLContext) come from `rhone_cli.network`; the process environment is never
-        consulted behind their back (`trust_env=False`), so a proxy meant for the internet never sees loopback."""
+        consulted behind their back (`trust_env=False`), so a proxy meant for the internet never sees loopback.
+        `on_token_expired` returns a new token when the server answers 401 `token_expired` (tried once per request)."""
         self.base_url = base_url.rstrip("/")
         self.max_attempts = max(1, max_attempts)
         self.backoff_base = backoff_base
@@ -91,6 +93,7 @@ class ApiClient:
         self._log = log or (lambda message: None)
         self._sleep = sleep
         self.proxy = proxy
+        self._on_token_expired = on_token_expired
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -198,10 +201,23 @@ class ApiClient:
             if response.is_success:
                 return ApiResponse(response.status_code, _json_or_none(response), dict(response.headers), request_id)
             error = self._http_error(response, method, url)
+            if error.code == "token_expired" and self._renew_token():
+                return self.request(
+                    method, path, json=json, params=params, idempotency_key=idempotency_key, timeout=timeout,
+                    content=content, headers=headers,
+                )  # fmt: skip
             if response.status_code in RETRY_STATUSES and retryable:
                 error.message += f" (gave up after {attempts} attempts)"
             raise error
         raise last_error or RhoneError("request failed", exit_code=ExitCode.UNREACHABLE)  # pragma: no cover
+
+    def _renew_token(self) -> bool:
+        """Swap in a refreshed token, once per client (a second expiry in one run means refreshing does not help)."""
+        renew, self._on_token_expired = self._on_token_expired, None
+        token = renew() if renew else None
+        if token:
+            self._client.headers["Authorization"] = f"Bearer {token}"
+        return bool(token)
 
     def _transport_error(self, error: httpx.TransportError, method: str, url: str) -> RhoneError:
         problem = tls_failure(error)

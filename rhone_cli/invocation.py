@@ -76,8 +76,18 @@ class Invocation:
         return self.credentials.resolve(self.profile)
 
     def client(self) -> ApiClient:
+        """The API client of this run, with the profile's token — refreshed first when it is about to expire, and
+        again (once) if the server says it expired."""
         if self._client is None:
-            self._client = self.new_client(self.profile.api_url, self.credential().token)
+            from rhone_cli.services import auth
+
+            credential = auth.fresh_credential(self, self.credential())
+
+            def refreshed() -> str | None:
+                renewed = auth.refresh(self) if credential.source in ("keyring", "file") else None
+                return renewed.token if renewed else None
+
+            self._client = self.new_client(self.profile.api_url, credential.token, on_token_expired=refreshed)
         return self._client
 
     def new_client(self, api_url: str, token: str | None, **settings: object) -> ApiClient:

@@ -43,7 +43,7 @@ JSON_COLUMNS = frozenset(
         "health",
     }
 )
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 8
 
 
 def now_iso() -> str:
@@ -173,6 +173,112 @@ class Store:
             identity["app_id"],
             identity["workspace_id"],
         )
+
+    def token_expired(self, token_hash: str) -> bool:
+        """Whether the token exists, unrevoked, and only its expiry makes it invalid (the client may refresh)."""
+        row = self.one(
+            "SELECT 1 AS x FROM tokens WHERE secret_hash = ? AND revoked_at IS NULL AND expires_at <= ?",
+            token_hash,
+            now_iso(),
+        )
+        return row is not None
+
+    # -- device login and refresh tokens -----------------------------------------------------------------------------
+    def create_device_code(
+        self, *, device_code_hash: str, user_code: str, client_name: str, expires_at: str
+    ) -> dict[str, Any]:
+        row = {
+            "id": new_id("device_code"),
+            "device_code_hash": device_code_hash,
+            "user_code": user_code,
+            "client_name": client_name,
+            "created_at": now_iso(),
+            "expires_at": expires_at,
+        }
+        with self.write() as c:
+            c.execute(
+                "INSERT INTO device_codes (id, device_code_hash, user_code, client_name, state, created_at, "
+                "expires_at) VALUES (:id, :device_code_hash, :user_code, :client_name, 'pending', :created_at, "
+                ":expires_at)",
+                row,
+            )
+        return {**row, "state": "pending"}
+
+    def device_code(self, *, device_code_hash: str | None = None, user_code: str | None = None) -> dict | None:
+        if device_code_hash is not None:
+            return self.one("SELECT * FROM device_codes WHERE device_code_hash = ?", device_code_hash)
+        return self.one("SELECT * FROM device_codes WHERE user_code = ?", user_code)
+
+    def note_device_poll(self, code_id: str, at: float, interval: float) -> bool:
+        """Record a poll; False when it came sooner than `interval` after the previous one (slow_down)."""
+        with self.write() as c:
+            moved = c.execute(
+                "UPDATE device_codes SET last_poll_at = ? WHERE id = ? AND (last_poll_at IS NULL OR last_poll_at <= ?)",
+                (at, code_id, at - interval),
+            ).rowcount
+            if not moved:
+                c.execute("UPDATE device_codes SET last_poll_at = ? WHERE id = ?", (at, code_id))
+        return moved == 1
+
+    def decide_device_code(self, code_id: str, user_id: str, state: str) -> bool:
+        """pending → approved | denied, once, while it has not expired."""
+        with self.write() as c:
+            return (
+                c.execute(
+                    "UPDATE device_codes SET state = ?, user_id = ?, decided_at = ? "
+                    "WHERE id = ? AND state = 'pending' AND expires_at > ?",
+                    (state, user_id, now_iso(), code_id, now_iso()),
+                ).rowcount
+                == 1
+            )
+
+    def issue_device_tokens(
+        self, code: dict[str, Any], *, access_hash: str, refresh_hash: str, access_expires: str, refresh_expires: str
+    ) -> dict[str, Any] | None:
+        """approved → issued, with its access and refresh tokens, in one transaction; None if it was issued already."""
+        with self.write() as c:
+            moved = c.execute(
+                "UPDATE device_codes SET state = 'issued' WHERE id = ? AND state = 'approved'", (code["id"],)
+            ).rowcount
+            if moved != 1:
+                return None
+            name = f"device login: {code['client_name']}"
+            hashes, expiries = (access_hash, refresh_hash), (access_expires, refresh_expires)
+            return self._token_pair(c, code["user_id"], name, hashes, expiries)
+
+    def refresh(
+        self, refresh_hash: str, *, access_hash: str, new_refresh_hash: str, access_expires: str, refresh_expires: str
+    ) -> dict[str, Any] | None:
+        """Use a refresh token once: the old access token is revoked and a new pair issued; None if the refresh token
+        is unknown, used, expired, or its user's access token was revoked."""
+        ts = now_iso()
+        with self.write() as c:
+            old = c.execute(
+                "SELECT r.*, t.name FROM refresh_tokens r JOIN tokens t ON t.id = r.access_token_id "
+                "WHERE r.secret_hash = ? AND r.used_at IS NULL AND r.expires_at > ? AND t.revoked_at IS NULL",
+                (refresh_hash, ts),
+            ).fetchone()
+            if old is None:
+                return None
+            c.execute("UPDATE refresh_tokens SET used_at = ? WHERE id = ? AND used_at IS NULL", (ts, old["id"]))
+            c.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (ts, old["access_token_id"]))
+            hashes, expiries = (access_hash, new_refresh_hash), (access_expires, refresh_expires)
+            return self._token_pair(c, old["user_id"], old["name"], hashes, expiries)
+
+    def _token_pair(
+        self, c: sqlite3.Connection, user_id: str, name: str, hashes: tuple[str, str], expiries: tuple[str, str]
+    ) -> dict[str, Any]:
+        """An expiring access token and its refresh token (by their hashes and expiry times)."""
+        (access_hash, refresh_hash), (access_expires, refresh_expires) = hashes, expiries
+        token = self.create_token(
+            c, subject_kind="user", subject_id=user_id, name=name, secret_hash=access_hash, expires_at=access_expires
+        )
+        c.execute(
+            "INSERT INTO refresh_tokens (id, secret_hash, access_token_id, user_id, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (new_id("refresh_token"), refresh_hash, token["id"], user_id, now_iso(), refresh_expires),
+        )
+        return token
 
     def token_in_workspace(self, token_id: str, workspace_id: str) -> dict[str, Any] | None:
         """The token, if its subject belongs to the workspace: a member's, or a runtime identity's of this workspace."""

@@ -45,6 +45,7 @@ TOP_LEVEL = [
     "help",
     "api",
     "status",
+    "auth",
 ]
 
 

@@ -31,6 +31,7 @@ def register_commands(app: typer.Typer) -> None:
     )
 
     auth.register(app)
+    app.add_typer(auth.auth_app)
     init.register(app)
     for module in (workspace, project, app_cmd, env_cmd, deploy):
         app.add_typer(module.app)

@@ -139,9 +139,12 @@ def status(inv: Invocation, root: Path) -> dict[str, Any]:
 
 
 def server_command(root: Path, port: int, edge_port: int) -> list[str]:
-    """How Rhone Local runs: this Python, in the foreground, on loopback."""
+    """How Rhone Local runs: this Python, in the foreground, on loopback. `-P` keeps the current directory off
+    sys.path: started from a directory that holds a `rhone_local` package (another checkout, or anything untrusted),
+    `-m rhone_local` would otherwise run that code instead of the installed server."""
     return [
         sys.executable,
+        "-P",
         "-m",
         "rhone_local",
         "serve",

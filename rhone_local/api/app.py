@@ -55,7 +55,7 @@ def error_response(
 
 def create_app(store: Store, notifier: ChangeNotifier | None = None, *, pipeline: Any = None) -> FastAPI:
     """The API over `store`. `pipeline` (blobs, runner, deploy stages) defaults to one rooted beside the database."""
-    from rhone_local.api import deploy_routes, route_routes, routes, topology_routes
+    from rhone_local.api import deploy_routes, device_routes, route_routes, routes, topology_routes
 
     if pipeline is None:
         from rhone_local.pipeline import build_pipeline
@@ -119,6 +119,7 @@ def create_app(store: Store, notifier: ChangeNotifier | None = None, *, pipeline
     app.include_router(deploy_routes.router)
     app.include_router(route_routes.router)
     app.include_router(topology_routes.router)
+    app.include_router(device_routes.router)
     return app
 
 

@@ -484,3 +484,46 @@ class RouteEventView(_Model):
     operation_id: str
     kind: Literal["promote", "rollback"]
     created_at: str
+
+
+# -- device login and refresh ------------------------------------------------------------------------------------------
+class DeviceCodeRequest(_Model):
+    client_name: str = Field(
+        "rhone", min_length=1, max_length=100, pattern=r"^[\x20-\x7e]+$", description="Shown on the approval page."
+    )
+
+
+class DeviceCode(_Model):
+    device_code: str = Field(description="Secret: the client polls with it and shows it to nobody.")
+    user_code: str = Field(description="What the person confirms on the approval page, e.g. BCDF-GHJK.")
+    verification_uri: str
+    verification_uri_complete: str
+    expires_in: int
+    interval: int = Field(description="Seconds between polls of /v1/device/token.")
+
+
+class DeviceTokenRequest(_Model):
+    device_code: str = Field(min_length=1, max_length=200)
+
+
+class RefreshRequest(_Model):
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+class TokenPair(_Model):
+    access_token: str
+    token_type: Literal["bearer"]
+    expires_in: int
+    expires_at: str
+    refresh_token: str = Field(description="Use once at /v1/token/refresh for a new pair.")
+
+
+class DeviceApproval(_Model):
+    user_code: str = Field(min_length=1, max_length=20)
+    approve: bool
+
+
+class DeviceDecision(_Model):
+    user_code: str
+    state: Literal["approved", "denied"]
+    client_name: str

@@ -58,8 +58,11 @@ def authenticate(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials.strip():
         raise DomainError("unauthenticated", "a bearer token is required", 401)
-    principal = get_store(request).principal_for_token(hash_token(credentials.credentials.strip()))
+    token_hash = hash_token(credentials.credentials.strip())
+    principal = get_store(request).principal_for_token(token_hash)
     if principal is None:
+        if get_store(request).token_expired(token_hash):  # the client may refresh it (POST /v1/token/refresh)
+            raise DomainError("token_expired", "the token has expired", 401)
         raise DomainError("invalid_token", "the token is invalid, expired or revoked", 401)
     return principal
 

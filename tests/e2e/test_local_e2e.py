@@ -296,3 +296,19 @@ def test_up_and_commands_work_with_a_proxy_set_for_everything(local_env):
         up = local_env.up(environ=environ)
         assert up.exit_code == 0, up.stderr  # was exit 7: "did not become healthy" (its health checks hit the proxy)
         assert local_env.rhone("project", "create", "shop", environ=environ).exit_code == 0
+
+
+def test_up_from_a_directory_with_a_rhone_local_package_runs_the_installed_server(local_env):
+    """`python -m rhone_local` puts the current directory first on sys.path: a `rhone_local/` there (another
+    checkout, an untrusted project) would have been the server that ran."""
+    impostor = local_env.cwd / "rhone_local"
+    impostor.mkdir()
+    marker = local_env.cwd / "impostor-ran"
+    (impostor / "__init__.py").write_text("")
+    (impostor / "__main__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+
+    result = local_env.up()
+
+    assert result.exit_code == 0, result.stderr
+    assert not marker.exists()
+    assert local_env.json("local", "status")["running"] is True
