@@ -2,7 +2,7 @@
 operation ids, app, project, workspace and region names.
 
 A TAB must stay fast and must never print an error into the prompt, so:
-- one GET with the standard library's `http.client` (httpx, pydantic and rich stay unloaded), with a short timeout
+- one GET on a plain socket (httpx, pydantic and rich stay unloaded), with a short timeout
   (`RHONE_COMPLETION_TIMEOUT`, default 0.5 s), only to an API reached without a proxy;
 - answers are cached for CACHE_SECONDS and a failure for FAILURE_SECONDS (`<cache dir>/completion.json`), so a
   burst of TABs costs one request, and with the API down only the first TAB waits — for a refused connection on
@@ -17,7 +17,6 @@ Which workspace, project and app a value belongs to comes from the words already
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -36,6 +35,7 @@ FAILURE_SECONDS = 30.0
 DEFAULT_TIMEOUT = 0.5
 MAX_CACHE_ENTRIES = 64
 RECENT = 30  # deployments and operations offered, newest first
+MAX_ANSWER_BYTES = 4_000_000
 _WORDS = re.compile(r"[^A-Za-z0-9 _.:/-]+")
 _SAFE_VALUE = re.compile(r"[a-z0-9][a-z0-9_-]{0,80}")  # every id and name format the API has
 
@@ -216,7 +216,7 @@ def cache_path(environ: Mapping[str, str]) -> Path:
 def _cached(context: _Context, path: str, params: dict, pick: Any) -> list[tuple[str, str]]:
     """The values one GET offers, from the cache while it is fresh (a failure is remembered too)."""
     url = f"{context.api_url}{path}" + (f"?{urlencode(params)}" if params else "")
-    key = hashlib.sha256(url.encode()).hexdigest()[:32]  # names the request, never the token
+    key = url  # names the request, never the token
     file = cache_path(context.environ)
     cache = _read_cache(file)
     now = time.time()
@@ -231,8 +231,6 @@ def _cached(context: _Context, path: str, params: dict, pick: Any) -> list[tuple
 
 
 def _get(context: _Context, url: str) -> dict | None:
-    import http.client
-
     from rhone_cli.network import proxy_for
 
     if proxy_for(url, context.environ) is not None:
@@ -240,29 +238,61 @@ def _get(context: _Context, url: str) -> dict | None:
     token = context.token()
     if not token:
         return None
-    parts = urlsplit(url)
     timeout = float(context.environ.get("RHONE_COMPLETION_TIMEOUT") or DEFAULT_TIMEOUT)
-    if parts.scheme == "https":
-        from rhone_cli.network import ssl_context
-
-        connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-            parts.hostname, parts.port, timeout=timeout, context=ssl_context(None, context.environ)
-        )
-    else:
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    try:
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
-        connection.request("GET", target, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
-        response = connection.getresponse()
-        body = response.read(1_000_000)
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        connection.close()
-    if response.status != 200:
+    status, body = _http_get(url, token, timeout, context.environ)
+    if status != 200:
         return None
     answer = json.loads(body)
     return answer if isinstance(answer, dict) and isinstance(answer.get("items"), list) else None
+
+
+def _http_get(url: str, token: str, timeout: float, environ: Mapping[str, str]) -> tuple[int, bytes]:
+    """One GET over a fresh connection (`Connection: close`), read to the end: (status, body), or (0, b"") when
+    anything fails. Written on a socket because `http.client` would import the email package (~15 ms per TAB)."""
+    import socket
+
+    parts = urlsplit(url)
+    https = parts.scheme == "https"
+    host, port = parts.hostname or "", parts.port or (443 if https else 80)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    request = (
+        f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Bearer {token}\r\n"
+        "Accept: application/json\r\nUser-Agent: rhone-completion\r\nConnection: close\r\n\r\n"
+    ).encode()
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            sock = raw
+            if https:
+                from rhone_cli.network import ssl_context
+
+                sock = ssl_context(None, environ).wrap_socket(raw, server_hostname=host)
+            sock.sendall(request)
+            received = bytearray()
+            while len(received) < MAX_ANSWER_BYTES and (chunk := sock.recv(65536)):
+                received += chunk
+    except (OSError, ValueError):
+        return 0, b""
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    try:
+        status = int(lines[0].split()[1])
+    except (IndexError, ValueError):
+        return 0, b""
+    if any(line.lower().replace(b" ", b"") == b"transfer-encoding:chunked" for line in lines[1:]):
+        body = _unchunked(body)
+    return status, body
+
+
+def _unchunked(body: bytes) -> bytes:
+    out, rest = bytearray(), body
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        rest = rest[size + 2 :]
+    return bytes(out)
 
 
 def _read_cache(file: Path) -> dict:

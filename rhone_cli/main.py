@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
 import sys
-import threading
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
@@ -226,6 +224,9 @@ def hoist_global_options(argv: list[str]) -> list[str]:
 def _interrupts_raise() -> Iterator[None]:
     """Ctrl-C and SIGTERM (a CI runner cancelling the job, `timeout`, `kill`) raise `Interrupted` wherever the main
     thread is, for the whole command: before, during and after any operation."""
+    import signal
+    import threading
+
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be installed from the main thread
         return
@@ -244,6 +245,8 @@ def _interrupts_raise() -> Iterator[None]:
 def _interrupted_message(interrupted: Interrupted, operations: list[str]) -> RhoneError:
     """An interruption the operation waiter did not turn into a resume message: no operation was being waited for
     (those it started before had finished)."""
+    import signal
+
     name = "Ctrl-C" if interrupted.signum == signal.SIGINT else signal.Signals(interrupted.signum).name
     when = f"after {', '.join(operations)} finished" if operations else "before rhone saw an operation start"
     return RhoneError(

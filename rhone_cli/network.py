@@ -16,7 +16,6 @@ Standard library only at import time; truststore and ssl load when a TLS connect
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +46,8 @@ def is_loopback(host: str) -> bool:
     host = host.strip("[]").rstrip(".").lower()
     if host == "localhost" or host.endswith(".localhost"):
         return True
+    import ipaddress  # ~10 ms: only for hosts that are not named localhost
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -83,6 +84,8 @@ def _bypassed(host: str, port: int | None, no_proxy: str) -> bool:
 
 
 def _host_matches(host: str, entry: str) -> bool:
+    import ipaddress
+
     try:
         return ipaddress.ip_address(host) in ipaddress.ip_network(entry, strict=False)
     except ValueError:

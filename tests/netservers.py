@@ -45,15 +45,17 @@ def _serving(server: socketserver.BaseServer) -> Iterator[None]:
 
 # -- the API stand-in ------------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def api_server(tls: ssl.SSLContext | None = None) -> Iterator[Server]:
-    """Answers GET /v1/whoami (and nothing else) on 127.0.0.1; with `tls`, over TLS."""
+def api_server(tls: ssl.SSLContext | None = None, answers: dict[str, object] | None = None) -> Iterator[Server]:
+    """Answers GET /v1/whoami (and the paths of `answers`, query ignored) on 127.0.0.1; with `tls`, over TLS."""
     record = Server(0)
+    known = {"/v1/whoami": WHOAMI, **(answers or {})}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             record.requests.append(f"GET {self.path}")
-            body = json.dumps(WHOAMI).encode() if self.path == "/v1/whoami" else b"{}"
-            self.send_response(200 if self.path == "/v1/whoami" else 404)
+            path = self.path.split("?")[0]
+            body = json.dumps(known[path]).encode() if path in known else b"{}"
+            self.send_response(200 if path in known else 404)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -174,3 +174,27 @@ def test_hostile_values_and_descriptions_never_reach_the_shell(environ, monkeypa
     assert "rm -rf" not in zsh and "dep_2c3d" not in zsh
     for dangerous in ("$(", "`", '"', "touch /tmp/pwned)'"):
         assert dangerous not in zsh.split("=(", 1)[1]
+
+
+def test_an_https_api_is_asked_with_the_trusted_certificates(environ, tmp_path, monkeypatch):
+    from tests.netservers import api_server, make_certificates
+
+    (tmp_path / "certs").mkdir()
+    certs = make_certificates(tmp_path / "certs")
+    (tmp_path / "rhone.toml").write_text(RHONE_TOML)
+    monkeypatch.chdir(tmp_path)
+    deployments = {"items": [{"id": "dep_1a2b", "state": "preview_ready", "environment": "preview"}]}
+    path = "/v1/workspaces/local/projects/shop/apps/web/deployments"
+    with api_server(tls=certs.good, answers={path: deployments}) as api:
+        url = f"https://127.0.0.1:{api.port}"
+        trusted = fish("rhone deploy show ", {**environ, "RHONE_API_URL": url, "SSL_CERT_FILE": str(certs.ca)})
+        untrusted = fish(
+            "rhone deploy show ", {**environ, "RHONE_API_URL": url, "RHONE_CACHE_DIR": str(tmp_path / "c2")}
+        )
+    assert trusted == ["dep_1a2b\tpreview_ready preview"]
+    assert untrusted == []  # an unverifiable certificate is a failure like any other: nothing offered
+    assert api.requests[0].startswith(f"GET {path}?")
+
+
+def test_a_chunked_answer_is_read_whole():
+    assert completion_values._unchunked(b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n") == b"hello world"
