@@ -38,6 +38,8 @@ ENVIRONMENT_VARIABLES = {
     "TERM": "dumb: no colors and no animated progress.",
     "XDG_CONFIG_HOME": "Base of the default config directory on Linux ($XDG_CONFIG_HOME/rhone; APPDATA on Windows).",
     "XDG_DATA_HOME": "Base of Rhone Local's default data directory on Linux ($XDG_DATA_HOME/rhone/local).",
+    "APPDATA": "Base of the default config directory on Windows.",
+    "HOME": "The home directory the default config, cache and data directories are under.",
 }
 
 
