@@ -78,21 +78,22 @@ def wait(ctx: typer.Context, op_id: OpId, wait_timeout: t.WaitTimeoutOpt = None)
     op = tenancy.get(inv, api_paths.operation(op_id))
     operations.announce(inv, op)
     op = operations.wait(inv, op, timeout=wait_timeout)
-    if op["kind"] == "deploy":  # the result block `rhone deploy` would have printed
+    # The --json document stays the operation (its schema is the contract); people get the block the command that
+    # started it would have printed.
+    if op["kind"] == "deploy":
         from rhone_cli.commands.deploy import render_deployment
         from rhone_cli.services import deploy
 
-        doc = deploy.result(inv, op)
-        inv.out.result(doc, render_deployment(doc))
+        deployment = deploy.result(inv, op)
+        inv.out.result(op, render_deployment(deployment))
         return
     failure = operations.verdict(op)
     if failure is not None:
         raise failure
-    if op["kind"] in ("promote", "rollback"):
+    if op["kind"] in ("promote", "rollback") and not inv.env.options.json:
         from rhone_cli.commands.promote import render_route
         from rhone_cli.services import routes
 
-        doc = routes.route_after(inv, op)
-        inv.out.result(doc, render_route(doc))
+        inv.out.result(op, render_route(routes.route_after(inv, op)))
         return
     inv.out.result(op, _render(op))

@@ -199,9 +199,9 @@ def test_op_wait_after_an_interrupted_deploy_prints_the_deploys_result(local, tm
     lines = waited.stdout.splitlines()
     assert lines[0].startswith("Preview: http://dep-")
     assert any(line.strip().startswith("state impact:") for line in lines)
-    as_json = local.rhone("op", "wait", op_id, "--json", cwd=app_dir)
-    assert_matches_schema(as_json.json(), "deployment.schema.json")
-    assert as_json.json()["state"] == "preview_ready" and as_json.json()["operation_id"] == op_id
+    as_json = local.rhone("op", "wait", op_id, "--json", cwd=app_dir)  # the document stays the operation
+    assert_matches_schema(as_json.json(), "operation.schema.json")
+    assert as_json.json()["state"] == "preview_ready" and as_json.json()["id"] == op_id
 
 
 def test_build_output_cannot_drive_the_terminal(local, tmp_path):
