@@ -62,7 +62,9 @@ def _user_code() -> str:
 
 
 # -- the CLI's side ----------------------------------------------------------------------------------------------------
-@router.post("/v1/device/code", response_model=m.DeviceCode, responses={422: ERRORS[422]}, tags=["login"])
+@router.post(
+    "/v1/device/code", response_model=m.DeviceCode, responses={k: ERRORS[k] for k in (400, 422)}, tags=["login"]
+)
 def start_device_login(request: Request, body: m.DeviceCodeRequest) -> dict:
     device_code = "rhd_" + secrets.token_urlsafe(32)
     row = get_store(request).create_device_code(

@@ -272,7 +272,7 @@ class BindingCreate(_Model):
     resource: str = Field(
         min_length=1,
         max_length=500,
-        pattern=r"^[^\s@]+$",
+        pattern=r"^[^\s@\x85\ufeff]+$",  # \s differs between engines: see MemberInvite
         description="The resource's identifier without credentials (e.g. pg://db-host/shop); secrets go in secrets.",
     )
     mutable: bool = Field(True, description="Whether the app can write to it (databases, buckets: yes).")
