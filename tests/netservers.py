@@ -43,6 +43,16 @@ def _serving(server: socketserver.BaseServer) -> Iterator[None]:
         thread.join(5)
 
 
+def _tcp_serving(handler: type, record: Server) -> Iterator[Server]:
+    """A threaded TCP server for `handler` on a loopback port the kernel picks, recorded in `record`, while the
+    caller's block runs."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    record.port = server.server_address[1]
+    with _serving(server):
+        yield record
+
+
 # -- the API stand-in ------------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def api_server(tls: ssl.SSLContext | None = None, answers: dict[str, object] | None = None) -> Iterator[Server]:
@@ -131,11 +141,7 @@ def http_proxy() -> Iterator[Server]:
             with upstream:
                 _relay(self.request, upstream)
 
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    record.port = server.server_address[1]
-    with _serving(server):
-        yield record
+    yield from _tcp_serving(Handler, record)
 
 
 @contextlib.contextmanager
@@ -175,11 +181,7 @@ def socks5_proxy() -> Iterator[Server]:
             with upstream:
                 _relay(self.request, upstream)
 
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    record.port = server.server_address[1]
-    with _serving(server):
-        yield record
+    yield from _tcp_serving(Handler, record)
 
 
 @contextlib.contextmanager

@@ -36,6 +36,18 @@ from rhone_local.workers import Workers
 
 WS = "local"
 BASE = f"/v1/workspaces/{WS}"
+# A project directory's rhone.toml for the app `web` of project `shop` in workspace `local`.
+SHOP_WEB_TOML = """\
+[project]
+name = "shop"
+workspace = "local"
+
+[app]
+name = "web"
+
+[process]
+start = "python app.py"
+"""
 # `audit` is compared separately from the other tables: a denial adds a row to it and changes nothing else.
 AUDIT_TABLE = "audit"
 

@@ -21,13 +21,12 @@ import pytest
 
 from tests.conftest import REPO
 
-from .conftest import BASE, LocalEnv, queued_deployments
+from .conftest import BASE, SHOP_WEB_TOML, LocalEnv, queued_deployments
 
 pytestmark = pytest.mark.slow
 
 COMPLETIONS = REPO / "completions"
 APP = f"{BASE}/projects/shop/apps/web"
-RHONE_TOML = '[project]\nname = "shop"\nworkspace = "local"\n\n[app]\nname = "web"\n\n[process]\nstart = "x"\n'
 
 
 @pytest.fixture
@@ -35,7 +34,7 @@ def shop(local: LocalEnv, live_url: str, tmp_path: Path) -> dict:
     local.create_app(local.create_project("shop"), "web")
     project = tmp_path / "shop"
     project.mkdir()
-    (project / "rhone.toml").write_text(RHONE_TOML)
+    (project / "rhone.toml").write_text(SHOP_WEB_TOML)
     home = tmp_path / "home"
     home.mkdir()
     environ = {

@@ -18,10 +18,9 @@ from rhone_cli import completion_values
 from rhone_cli.completion import respond
 from rhone_cli.main import app
 
-from .conftest import BASE, LocalEnv, queued_deployments
+from .conftest import BASE, SHOP_WEB_TOML, LocalEnv, queued_deployments
 
 APP = f"{BASE}/projects/shop/apps/web"
-RHONE_TOML = '[project]\nname = "shop"\nworkspace = "local"\n\n[app]\nname = "web"\n\n[process]\nstart = "x"\n'
 
 
 @pytest.fixture
@@ -29,7 +28,7 @@ def shop(local: LocalEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> di
     local.create_app(local.create_project("shop"), "web")
     project = tmp_path / "shop"
     project.mkdir()
-    (project / "rhone.toml").write_text(RHONE_TOML)
+    (project / "rhone.toml").write_text(SHOP_WEB_TOML)
     monkeypatch.chdir(project)
     return {"dir": project, "deployments": queued_deployments(local, APP, 3)}
 
@@ -149,7 +148,7 @@ def test_an_api_for_which_a_proxy_is_configured_is_not_asked(shop, environ):
 
 
 def test_hostile_values_and_descriptions_never_reach_the_shell(environ, monkeypatch, tmp_path):
-    (tmp_path / "rhone.toml").write_text(RHONE_TOML)
+    (tmp_path / "rhone.toml").write_text(SHOP_WEB_TOML)
     monkeypatch.chdir(tmp_path)
     answer = {
         "items": [
@@ -181,7 +180,7 @@ def test_an_https_api_is_asked_with_the_trusted_certificates(environ, tmp_path, 
 
     (tmp_path / "certs").mkdir()
     certs = make_certificates(tmp_path / "certs")
-    (tmp_path / "rhone.toml").write_text(RHONE_TOML)
+    (tmp_path / "rhone.toml").write_text(SHOP_WEB_TOML)
     monkeypatch.chdir(tmp_path)
     deployments = {"items": [{"id": "dep_1a2b", "state": "preview_ready", "environment": "preview"}]}
     path = "/v1/workspaces/local/projects/shop/apps/web/deployments"
