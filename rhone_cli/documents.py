@@ -212,10 +212,11 @@ class RouteMove(_Doc):
     artifact_digest: str
     previous_owner: str | None
     url: str | None
-    operation_id: str = Field(description="The operation that moved the route (with changed=false: the one before).")
+    operation_id: str = Field(description="The promotion or rollback operation.")
     state: Literal["healthy", "rolled_back"]
     changed: bool = Field(
-        description="False when the deployment already served the environment: no operation, the epoch unchanged."
+        description="False when the deployment already served the environment: the route, its epoch and its "
+        "history are unchanged."
     )
 
 

@@ -2,8 +2,9 @@
 where one is needed, and records what was sent).
 
 Fresh HOME hints name `rhone local up`; missing --project and --app are reported together; `rhone help COMMAND`;
-`rhone deploy --help` shows that bare `deploy` deploys; no `<int range>` metavars; promoting the current owner is a
-no-op; a wait that loses the API names the operation; build and app output cannot drive the terminal.
+`rhone deploy --help` shows that bare `deploy` deploys; no `<int range>` metavars; a wait that loses the API names
+the operation; build and app output cannot drive the terminal. (Promoting the current owner, which needs the real
+promotion stages, is pinned in tests/e2e/test_promote_e2e.py.)
 """
 
 from __future__ import annotations
@@ -109,41 +110,6 @@ def test_no_help_page_shows_a_range_metavar():
 
 def _api(handler):
     return RecordingTransport(httpx.MockTransport(handler))
-
-
-def test_promoting_the_current_owner_changes_nothing(rhone):
-    route = {
-        "environment": "production",
-        "route_key": "web--production",
-        "epoch": 4,
-        "url": "http://web--production.localhost:8471",
-        "operation_id": OP,
-    }
-    deployment = {"id": DEP, "artifact_digest": DIGEST, "routes": [route]}
-    transport = _api(lambda request: httpx.Response(200, json=deployment))
-
-    result = rhone("promote", DEP, "--json", environ=ENVIRON, transport=transport)
-
-    assert result.exit_code == 0, result.stderr
-    assert [(r.method, r.url.path) for r in transport.requests] == [("GET", f"/v1/deployments/{DEP}")]  # no POST
-    doc = result.json()
-    assert (doc["changed"], doc["epoch"], doc["operation_id"], doc["state"]) == (False, 4, OP, "healthy")
-    assert f"{DEP} already serves production at epoch 4: nothing to do" in result.stderr
-    human = rhone("promote", DEP, environ=ENVIRON, transport=_api(lambda request: httpx.Response(200, json=deployment)))
-    assert "Production: http://web--production.localhost:8471  (unchanged)" in human.stdout
-
-
-def test_promoting_the_owner_with_another_expected_epoch_still_asks_the_server(rhone):
-    deployment = {"id": DEP, "artifact_digest": DIGEST, "routes": [{"environment": "production", "epoch": 4}]}
-    conflict = {"error": {"code": "route_epoch_conflict", "message": "the route is at epoch 4, not 3"}}
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json=deployment) if request.method == "GET" else httpx.Response(409, json=conflict)
-
-    transport = _api(handler)
-    result = rhone("promote", DEP, "--expect-epoch", "3", environ=ENVIRON, transport=transport)
-    assert result.exit_code == ExitCode.CONFLICT
-    assert [r.method for r in transport.requests] == ["GET", "POST"]
 
 
 def test_an_unreachable_api_during_a_wait_names_the_operation(rhone, sleeps):

@@ -20,9 +20,6 @@ def promote(
     no_wait: bool,
     timeout: float | None,
 ) -> dict[str, Any]:
-    unchanged = _already_serving(inv, deployment_id, environment, expect_digest, expect_epoch)
-    if unchanged is not None:
-        return unchanged
     body = {
         "environment": environment,
         "expect_digest": expect_digest,
@@ -65,36 +62,12 @@ def rollback(
     return op if no_wait else route_after(inv, op)
 
 
-def _already_serving(
-    inv: Invocation, deployment_id: str, environment: str, expect_digest: str | None, expect_epoch: int | None
-) -> dict[str, Any] | None:
-    """The route as it is, when `deployment_id` already owns `environment`'s route and what the caller expects holds:
-    promoting the owner again is not a change, so it must not start an operation or move the epoch."""
-    deployment = inv.client().get(api_paths.deployment(deployment_id)).data
-    route = next((r for r in deployment.get("routes") or [] if r["environment"] == environment), None)
-    if route is None or expect_digest not in (None, deployment["artifact_digest"]):
-        return None
-    if expect_epoch not in (None, route["epoch"]):
-        return None  # the server refuses that one (route_epoch_conflict) and says why
-    inv.out.info(f"{deployment_id} already serves {environment} at epoch {route['epoch']}: nothing to do")
-    return {
-        "route_key": route["route_key"],
-        "environment": environment,
-        "epoch": route["epoch"],
-        "deployment_id": deployment_id,
-        "artifact_digest": deployment["artifact_digest"],
-        "previous_owner": None,
-        "url": route["url"],
-        "operation_id": route["operation_id"],
-        "state": "healthy",
-        "changed": False,
-    }
-
-
 def route_after(inv: Invocation, op: dict[str, Any]) -> dict[str, Any]:
-    """What the finished operation did to the route: the key, the new epoch, the owner and its URL."""
-    del inv
+    """What the finished operation did to the route: the key, the new epoch, the owner and its URL (`changed` is
+    false when the deployment already owned it: the server then moves nothing)."""
     moved = next(s["evidence"] for s in op["stages"] if s["state"] == "edge_propagating")
+    if moved.get("unchanged"):
+        inv.out.info(f"{op['params']['deployment_id']} already served {op['params']['environment']}: nothing changed")
     final = op["stages"][-1]["evidence"]
     return {
         "route_key": op["params"]["route_key"],
@@ -106,5 +79,5 @@ def route_after(inv: Invocation, op: dict[str, Any]) -> dict[str, Any]:
         "url": final.get("url"),
         "operation_id": op["id"],
         "state": op["state"],
-        "changed": True,
+        "changed": not moved.get("unchanged", False),
     }

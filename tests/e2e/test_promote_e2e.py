@@ -611,3 +611,26 @@ def test_deploy_ls_marks_the_route_owner_and_superseded_previews_and_status_show
     assert by_env["preview"]["url"] == c["url"]
     assert by_env["preview"]["instances"] == {"ready": 1, "total": 1}
     assert by_env["preview"]["latest_deployment"]["id"] == c["id"]
+
+
+def test_promoting_the_current_owner_again_changes_nothing(local, tmp_path):
+    """`rhone promote <current owner>` used to bump the epoch (and write a route event) for nothing: after the same
+    policy check, the server moves nothing and says so; a gate that no longer holds still refuses."""
+    app_dir = hello_copy(tmp_path)
+    first = ok_json(local, app_dir, "deploy", "--promote")
+    deployment = first["deployment"]
+    before = world(local)
+
+    again = ok_json(local, app_dir, "promote", deployment["id"])
+
+    assert (again["changed"], again["epoch"], again["state"]) == (False, 1, "healthy")
+    assert route_owner(local) == (deployment["id"], 1)
+    after = world(local)
+    assert after["events"] == before["events"] and after["owners"] == before["owners"]
+    assert after["allocations"] == before["allocations"]  # nothing drained, nothing started
+    assert len(after["route_ops"]) == len(before["route_ops"]) + 1  # the request was an operation, and it is recorded
+    human = cli(local, app_dir, "promote", deployment["id"])
+    assert human.exit_code == 0 and "(unchanged)" in human.stdout and "nothing changed" in human.stderr
+    cli(local, app_dir, "env", "freeze", "production")
+    refused(local, app_dir, "promote", deployment["id"], exit_code=6, code="environment_frozen")
+    assert route_owner(local) == (deployment["id"], 1)
