@@ -168,6 +168,9 @@ class LocalDown(_Doc):
     was_running: bool
     pid: int | None
     forced: bool | None = None
+    stale_pid_file: bool | None = Field(
+        None, description="When not running: a pid file or server.json named a process that is not this server."
+    )
     data_dir: str
 
 

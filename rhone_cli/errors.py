@@ -112,6 +112,7 @@ STATUS_EXIT_CODES: dict[int, tuple[int, str]] = {
     422: (ExitCode.USAGE, "invalid_request"),
     423: (ExitCode.BLOCKED, "blocked"),
     429: (ExitCode.UNREACHABLE, "rate_limited"),
+    507: (ExitCode.FAILED, "disk_full"),  # not transient: someone must free space first
 }
 
 
@@ -144,6 +145,10 @@ CODE_EXIT_CODES: dict[str, int] = {
             "idempotency_key_reused",
             "shared_mutable_resource",
             "binding_exists",
+            "rollback_target_not_previous_owner",
+            "last_owner_token",
+            "route_key_taken",
+            "app_name_taken",
         ),
         ExitCode.CONFLICT,
     ),

@@ -274,7 +274,7 @@ class ApiClient:
             request_id=payload.get("request_id") or response.headers.get("x-request-id"),
             operation_id=payload.get("operation_id") or (details or {}).get("operation_id"),
             retryable=response.status_code in RETRY_STATUSES,
-            hint=payload.get("hint"),
+            hint=payload.get("hint") or (details or {}).get("hint"),
             details={"status": response.status_code, **(details or {})},
         )
 

@@ -13,7 +13,7 @@ import shutil
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
-from rhone_local.domain.errors import DomainError
+from rhone_local.domain.errors import DomainError, is_disk_full
 from rhone_local.domain.manifest import DIGEST
 
 MAX_BLOB_BYTES = 2 * 1024**3  # the same limit as a manifest entry (domain/manifest.py)
@@ -57,13 +57,20 @@ class BlobStore:
         size = 0
         temporary = self.root / "tmp" / f"{digest[7:19]}.{os.getpid()}.{id(chunks)}"
         try:
-            with temporary.open("wb") as handle:
-                async for chunk in chunks:
-                    size += len(chunk)
-                    if size > MAX_BLOB_BYTES:
-                        raise DomainError("blob_too_large", f"blobs are limited to {MAX_BLOB_BYTES} bytes", 413)
-                    hasher.update(chunk)
-                    handle.write(chunk)
+            try:
+                with temporary.open("wb") as handle:
+                    async for chunk in chunks:
+                        size += len(chunk)
+                        if size > MAX_BLOB_BYTES:
+                            raise DomainError("blob_too_large", f"blobs are limited to {MAX_BLOB_BYTES} bytes", 413)
+                        hasher.update(chunk)
+                        handle.write(chunk)
+            except OSError as error:
+                if is_disk_full(error):
+                    # The rest is read and dropped, so the client hears "disk full", not a reset connection.
+                    async for _ in chunks:
+                        pass
+                raise
             actual = "sha256:" + hasher.hexdigest()
             if actual != digest:
                 raise DomainError(

@@ -8,13 +8,19 @@ arrive — the upstream connection is reused, the body is never re-buffered.
 What the relay does, per client connection:
 - parses requests (pipelined ones queue, in order), reads each body whole (bounded) so the upstream always gets a
   Content-Length — simple app servers do not read chunked request bodies;
-- asks `Edge.candidates(host, cookie)` where it goes; anything but ports is answered here in plain text (404, 503 …);
-  a candidate that refuses the connection gives way to the next (the same owner's other allocations);
+- asks `Edge.candidates(host, affinity)` where it goes (`affinity`: the values of the edge's own affinity cookie,
+  which is taken out of the Cookie header the app gets); anything but targets is answered here in plain text (404,
+  503 …); a target that refuses the connection gives way to the next (the same owner's other allocations), and the
+  one that answers may add the edge's Set-Cookie to its answer;
 - sends the request on an idle connection to that port, or a new one; a reused connection that closes before any
   answer byte is retried once on a fresh one (the app closed it while idle — the request was never seen);
 - relays the answer: head filtered of hop-by-hop headers, body as it comes (a body the app delimits by closing is
   re-framed as chunked for HTTP/1.1 clients); the client's write buffer pauses reading from the app;
 - a WebSocket (any `Upgrade`) becomes a byte tunnel once the app answers 101.
+What a client may hold is bounded (`Limits`, docs/security.md "Network clients of the edge"): a request head must
+arrive whole within `head_timeout` (a trickled head is cut at the same deadline), a body within `body_timeout`, an
+idle keep-alive connection lasts `keepalive_timeout`, and past `max_clients` connections a new one is refused with a
+503 — so the file descriptors the API, the store and the runner need in this process are never the edge's to spend.
 Refused connections are 503 (the allocation recorded as ready is not answering: still never another deployment);
 an app that fails mid-answer is 502 if nothing was sent yet, or a cut connection otherwise; no head within
 `UPSTREAM_HEAD_TIMEOUT` is 504.
@@ -25,11 +31,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import resource
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import httptools
 
@@ -46,8 +54,48 @@ UPSTREAM_HEAD_TIMEOUT = 60.0
 FRESH_ENOUGH_SECONDS = 1.0
 SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 WRITE_HIGH_WATER = 256 * 1024
+# File descriptors kept for the rest of the process (the API's connections, the store's databases, the runner's logs
+# and probes) before the edge's share is counted; small limits keep half.
+RESERVED_FDS = 512
+MAX_OPEN_FILES = 1 << 20  # an "unlimited" limit counts as this many
+# Refused connections are half-closed and read out briefly (closing on unread bytes would reset the connection and
+# lose the 503); past this many at once the rest are closed at once.
+LINGERING_REFUSALS = 32
+REFUSAL_LINGER_SECONDS = 2.0
+REFUSAL_LOG_INTERVAL = 10.0
 
-# Hop-by-hop headers (RFC 9110 §7.6.1) never cross the edge; Host and Content-Length are rewritten by it.
+
+@dataclass(frozen=True)
+class Limits:
+    """What one network client may hold of the edge; every value is documented in docs/security.md."""
+
+    head_timeout: float = 10.0  # a whole request head, from its first byte (on a new connection: from accept)
+    body_timeout: float = 60.0  # a whole request body, from the end of its head
+    keepalive_timeout: float = 30.0  # an idle connection between requests
+    send_timeout: float = 60.0  # an answer the client stops reading: no progress for this long cuts it
+    tunnel_idle_timeout: float = 3600.0  # an upgraded connection with no bytes either way (checked this often)
+    max_clients: int | None = None  # concurrent client connections; None: derived from the open-file limit
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit; returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):  # an unlimited hard limit may not be a soft one (macOS)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def client_cap(open_file_limit: int) -> int:
+    """Client connections the edge accepts at once: each may hold a second descriptor upstream, and a reserve stays
+    with the rest of the process."""
+    if open_file_limit == resource.RLIM_INFINITY or open_file_limit > MAX_OPEN_FILES:
+        open_file_limit = MAX_OPEN_FILES
+    reserve = min(RESERVED_FDS, open_file_limit // 2)
+    return max(1, (open_file_limit - reserve - LINGERING_REFUSALS) // 2)
+
+
+# Hop-by-hop headers (RFC 9110 §7.6.1) never cross the edge; Host and Content-Length are written by it.
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -65,6 +113,11 @@ HOP_BY_HOP = frozenset(
         b"expect",
     }
 )
+# A Host header: a registered name, an IPv4 address or a bracketed IPv6 address (RFC 3986 §3.2.2), and a port.
+VALID_HOST = re.compile(rb"^(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+# The edge's own affinity cookie (its values mean something only to `Edge`); the app never sees it.
+AFFINITY_COOKIE = b"rhone_affinity"
+AFFINITY_MARK = AFFINITY_COOKIE + b"="
 # Headers the relay itself looks at, noted while parsing (first occurrence), so nothing scans a head twice.
 NOTED = frozenset({b"host", b"cookie", b"connection", b"content-length", b"transfer-encoding", b"expect"})
 REASONS = {
@@ -77,8 +130,16 @@ REASONS = {
     504: b"Gateway Timeout",
 }
 
-# (Host header, Cookie header) -> (200, candidate ports in order) or (status, reason)
-RouteFn = Callable[[str, "str | None"], "tuple[int, str | int | list[int]]"]
+# (Host header, affinity cookie values) -> (200, targets in order of preference) or (status, reason)
+RouteFn = Callable[[str, "tuple[str, ...]"], "tuple[int, str | list[Target]]"]
+
+
+class Target(NamedTuple):
+    """Where a request may go: an allocation's port, and the Set-Cookie value its answer carries when it serves it
+    (the edge's affinity cookie naming it, for a client that did not have a valid one)."""
+
+    port: int
+    set_cookie: bytes | None = None
 
 
 def plain_response(status: int, text: str, *, close: bool = False) -> bytes:
@@ -91,6 +152,9 @@ def plain_response(status: int, text: str, *, close: bool = False) -> bytes:
     if close:
         head.append(b"connection: close")
     return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+CAPACITY_REFUSAL = plain_response(503, "503 the edge is at its connection limit; retry later\n", close=True)
 
 
 def _dropped_by_connection(headers: list[tuple[bytes, bytes]], noted: dict[bytes, bytes]) -> frozenset[bytes]:
@@ -113,22 +177,72 @@ class Request:
     version: str
     keep_alive: bool
     body: bytes = b""
-    upgrade: bytes | None = None  # bytes already received after the head of an Upgrade request
+    upgrade: bytes | None = None  # bytes after the head of an Upgrade request: the app gets them once it answers 101
     noted: dict[bytes, bytes] = field(default_factory=dict)
+    affinity: tuple[str, ...] = ()  # values of the edge's affinity cookie (taken out of the headers above)
 
-    def head_for(self, port: int, client_ip: str) -> bytes:
+    def head_for(self, port: int, client: Peer) -> bytes:
+        """The head the app gets: hop-by-hop headers gone, and the edge's own forwarding headers (the client's own
+        never arrive: `Client.on_header` drops them)."""
         drop = _dropped_by_connection(self.headers, self.noted)
-        lines = [b"%s %s HTTP/1.1" % (self.method, self.target), b"host: 127.0.0.1:%d" % port]
+        host = self.noted.get(b"host")
+        # The client's Host, unchanged: frameworks compare it with Origin (CSRF, WebSocket origin checks) and build
+        # absolute URLs and redirects from it, as behind any reverse proxy.
+        lines = [b"%s %s HTTP/1.1" % (self.method, self.target), b"host: " + (host or b"127.0.0.1:%d" % port)]
         lines += [name + b": " + value for name, value in self.headers if name not in drop]
         if self.upgrade is not None:
             lines += [b"connection: upgrade"] + [b"upgrade: " + v for n, v in self.headers if n == b"upgrade"]
         if self.body or self.method in (b"POST", b"PUT", b"PATCH"):
             lines.append(b"content-length: %d" % len(self.body))
-        lines.append(b"x-forwarded-host: " + self.host.encode("latin-1"))
+        lines.append(b"x-forwarded-for: " + client.address)
         lines.append(b"x-forwarded-proto: http")
-        if client_ip:
-            lines.append(b"x-forwarded-for: " + client_ip.encode())
+        if host is None:
+            lines.append(b"forwarded: for=%s;proto=http" % client.node)
+        else:
+            lines.append(b"x-forwarded-host: " + host)
+            lines.append(b"forwarded: for=%s;host=%s;proto=http" % (client.node, _quoted(host)))
         return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A client's address as the forwarding headers carry it: bare, and as a `Forwarded` node (RFC 7239 §6)."""
+
+    address: bytes
+    node: bytes
+
+    @classmethod
+    def of(cls, peername: Any) -> Peer:
+        if not peername:
+            return cls(b"unknown", b"unknown")
+        address = str(peername[0]).encode()
+        return cls(address, b'"[%s]"' % address if b":" in address else address)
+
+
+def _quoted(value: bytes) -> bytes:
+    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def _checked_target(method: bytes, target: bytes, host: bytes | None) -> bytes:
+    """The origin-form target the app gets. An absolute-form target (`http://host/path`) is accepted only when it
+    names the Host header's host: the app must never be asked about another site than the one the edge routed."""
+    if target[:1] == b"/":
+        return target
+    if target == b"*" and method == b"OPTIONS":
+        return target
+    scheme, separator, rest = target.partition(b"://")
+    if not separator or scheme.lower() != b"http":
+        raise _Refused(400, "400 the request target must be a path (the edge is not a forward proxy)\n")
+    cut = [i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0]
+    authority, path = (rest[: min(cut)], rest[min(cut) :]) if cut else (rest, b"")
+    if host is None or authority.lower() != host.lower():
+        raise _Refused(400, "400 the request target names another host than the Host header\n")
+    return path if path[:1] == b"/" else b"/" + path
+
+
+def _untrusted(name: bytes) -> bool:
+    """Headers that would tell the app who the client is or how it came: only the edge may say that."""
+    return name.startswith(b"x-forwarded-") or name in (b"forwarded", b"x-real-ip")
 
 
 # -- upstream: one connection to an allocation ----------------------------------------------------------------------
@@ -144,6 +258,7 @@ class Upstream(asyncio.Protocol):
         self.tunnel: asyncio.Transport | None = None
         self.tunnel_client: Client | None = None
         self.idle_since = 0.0
+        self.held = False  # counted in the pool's open connections: a request, an answer or a tunnel is under way
         self.parser = httptools.HttpResponseParser(self)
 
     # asyncio callbacks
@@ -152,6 +267,7 @@ class Upstream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
+            self.tunnel_client.tunnel_activity += 1
             self.tunnel.write(data)
             return
         exchange = self.exchange
@@ -175,6 +291,7 @@ class Upstream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.pool.release(self)
         self.pool.forget(self)
         if self.tunnel is not None:
             self.tunnel.close()
@@ -222,11 +339,35 @@ class Upstream(asyncio.Protocol):
 
 
 class Pool:
-    """Idle upstream connections per port, reused most-recent first."""
+    """Upstream connections per port: the idle ones, reused most-recent first, and how many are in use."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.idle: dict[int, list[Upstream]] = {}
+        self.open: dict[int, int] = {}  # port -> connections carrying a request, an answer or a tunnel
+        self.serving: frozenset[int] | None = None  # ports of allocations in rotation (None: not known yet)
+
+    def hold(self, upstream: Upstream) -> None:
+        if not upstream.held:
+            upstream.held = True
+            self.open[upstream.port] = self.open.get(upstream.port, 0) + 1
+
+    def release(self, upstream: Upstream) -> None:
+        if upstream.held:
+            upstream.held = False
+            left = self.open[upstream.port] - 1
+            if left:
+                self.open[upstream.port] = left
+            else:
+                del self.open[upstream.port]
+
+    def retire(self, serving: frozenset[int]) -> None:
+        """Only ports in `serving` keep idle connections: an allocation out of rotation must not be held open by the
+        edge (its drain ends when its last real connection closes)."""
+        self.serving = serving
+        for port in [p for p in self.idle if p not in serving]:
+            for upstream in self.idle.pop(port):
+                upstream.close()
 
     def take(self, port: int, *, max_idle: float | None = None) -> Upstream | None:
         """The most recently used idle connection to `port` (idle for at most `max_idle` seconds, when given)."""
@@ -242,8 +383,11 @@ class Pool:
         return None
 
     def give_back(self, upstream: Upstream) -> None:
+        if upstream.closed or (self.serving is not None and upstream.port not in self.serving):
+            upstream.close()
+            return
         idle = self.idle.setdefault(upstream.port, [])
-        if upstream.closed or len(idle) >= MAX_IDLE_PER_PORT:
+        if len(idle) >= MAX_IDLE_PER_PORT:
             upstream.close()
             return
         upstream.exchange = None
@@ -277,6 +421,7 @@ class Exchange:
     request: Request
     upstream: Upstream
     done: asyncio.Future
+    set_cookie: bytes | None = None
     reason: bytes = b""
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     noted: dict[bytes, bytes] = field(default_factory=dict)
@@ -301,6 +446,8 @@ class Exchange:
         drop = _dropped_by_connection(headers, noted)
         lines = [b"HTTP/1.1 %d %s" % (status, self.reason)]
         lines += [name + b": " + value for name, value in headers if name not in drop]
+        if self.set_cookie is not None:
+            lines.append(b"set-cookie: " + self.set_cookie)
         length = noted.get(b"content-length")
         if self.request.method == b"HEAD" or status in (204, 304):
             self.framing = "none"
@@ -381,8 +528,12 @@ class Exchange:
         status = self.upstream.parser.get_status_code()
         head = [b"HTTP/1.1 %d %s" % (status, self.reason or b"Switching Protocols")]
         head += [name + b": " + value for name, value in self.response_headers]
+        if self.set_cookie is not None:  # a WebSocket keeps its allocation too: browsers store a 101's cookies
+            head.append(b"set-cookie: " + self.set_cookie)
         self.client.write(b"\r\n".join(head) + b"\r\n\r\n" + rest)
         self.head_sent = True
+        if self.request.upgrade:  # what the client sent after its head belongs to the new protocol, only now
+            self.upstream.transport.write(self.request.upgrade)
         self.client.tunnel_to(self.upstream)
         self.done.set_result("tunnel")
 
@@ -391,8 +542,10 @@ class Exchange:
             return
         # A connection that carried an Upgrade request is never reused: what follows its head is the client's to
         # define, and must not reach another client's request.
+        pool = self.client.relay.pool
+        pool.release(self.upstream)
         if reuse and not self.upstream.closed and self.request.upgrade is None:
-            self.client.relay.pool.give_back(self.upstream)
+            pool.give_back(self.upstream)
         else:
             self.upstream.exchange = None
             self.upstream.close()
@@ -411,6 +564,7 @@ class Client(asyncio.Protocol):
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.noted: dict[bytes, bytes] = {}
+        self.affinity: list[str] = []
         self.body: list[bytes] = []
         self.body_size = 0
         self.head_size = 0
@@ -418,20 +572,38 @@ class Client(asyncio.Protocol):
         self.tunnel: Upstream | None = None
         self.writable = asyncio.Event()
         self.writable.set()
-        self.peer = ""
+        self.peer = Peer(b"unknown", b"unknown")
         self.exchange: Exchange | None = None
         self.refusal: bytes | None = None
         self.corked: list[bytes] | None = None  # writes held back until uncork(): one send for one upstream read
+        # One deadline at a time: for the head being read ("head"), its body ("body"), or the next request ("idle");
+        # none while the edge owes an answer. An established tunnel has its own idle check instead.
+        self.phase = ""
+        self.deadline: asyncio.TimerHandle | None = None
+        self.in_message = False  # bytes of a request have arrived and its head or body is not complete yet
+        self.stalled: asyncio.TimerHandle | None = None  # the client stopped reading an answer: cut it after a while
+        self.tunnel_activity = 0  # reads in either direction of a tunnel, compared between idle checks
+        self.lingering: asyncio.TimerHandle | None = None  # a refused connection, read out before it is closed
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        relay = self.relay
+        if len(relay.clients) >= relay.max_clients:
+            self.closing = True
+            self.lingering = relay.refuse_connection(transport)
+            return
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        peer = transport.get_extra_info("peername")
-        self.peer = peer[0] if peer else ""
-        self.relay.clients.add(self)
+        self.peer = Peer.of(transport.get_extra_info("peername"))
+        relay.clients.add(self)
+        self._expect("head", relay.limits.head_timeout)  # a connection that says nothing is not kept either
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        for timer in (self.deadline, self.stalled, self.lingering):
+            if timer is not None:
+                timer.cancel()
+        if self.lingering is not None:
+            self.relay.lingering -= 1
         self.relay.clients.discard(self)
         if self.tunnel is not None:
             self.tunnel.close()
@@ -444,6 +616,8 @@ class Client(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writable.clear()
+        if self.stalled is None:
+            self.stalled = self.relay.loop.call_later(self.relay.limits.send_timeout, self.abort)
         exchange = self.exchange
         if exchange is not None and exchange.upstream.transport is not None:
             exchange.upstream.transport.pause_reading()
@@ -452,6 +626,9 @@ class Client(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writable.set()
+        if self.stalled is not None:
+            self.stalled.cancel()
+            self.stalled = None
         exchange = self.exchange
         if exchange is not None and exchange.upstream.transport is not None and not exchange.upstream.closed:
             exchange.upstream.transport.resume_reading()
@@ -460,6 +637,7 @@ class Client(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
+            self.tunnel_activity += 1
             if self.tunnel.transport is not None:
                 self.tunnel.transport.write(data)
             return
@@ -486,6 +664,10 @@ class Client(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
+        self.affinity = []
+        self.in_message = True
+        if self.phase != "head":  # a new connection's head deadline runs from accept
+            self._expect("head", self.relay.limits.head_timeout)
         self.url = b""
         self.headers = []
         self.noted = {}
@@ -502,14 +684,27 @@ class Client(asyncio.Protocol):
         if self.head_size > MAX_HEAD_BYTES:
             raise _Refused(431, "431 request head too large\n")
         name = name.lower()
+        if _untrusted(name):
+            return
+        if name == b"cookie" and AFFINITY_MARK in value:  # the edge's own cookie is the edge's: the app never sees it
+            value = self._take_affinity(value)
+            if not value:
+                return
         self.headers.append((name, value))
         if name in NOTED:
+            if name == b"host" and name in self.noted:
+                raise _Refused(400, "400 a request has one Host header\n")
             self.noted.setdefault(name, value)
 
     def on_headers_complete(self) -> None:
+        self.url = _checked_target(self.parser.get_method(), self.url, self._checked_host())
         declared = self.noted.get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > MAX_REQUEST_BODY:
             raise _Refused(413, "413 request body too large for the local edge\n")  # before reading any of it
+        if b"transfer-encoding" in self.noted or declared.strip() not in (b"", b"0"):
+            self._expect("body", self.relay.limits.body_timeout)
+        else:
+            self._settle()
         expects = self.noted.get(b"expect", b"").lower() == b"100-continue"
         if expects and self.parser.get_http_version() == "1.1" and not self.queue and self.exchange is None:
             # The body is read here, before the app sees it. (With answers still owed to earlier pipelined requests
@@ -523,11 +718,33 @@ class Client(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.in_message = False
+        self._settle()
         if self.parser.should_upgrade():
             return  # feed_data raises HttpParserUpgrade next, with the bytes that follow the head
         self._enqueue(self._request())
         if len(self.queue) >= MAX_PIPELINED:
             self.transport.pause_reading()
+
+    def _take_affinity(self, cookie: bytes) -> bytes:
+        """The Cookie header without the edge's affinity cookie (every other byte as sent); its values are noted."""
+        kept = []
+        for part in cookie.split(b";"):
+            name, equals, value = part.strip().partition(b"=")
+            if equals and name == AFFINITY_COOKIE:
+                self.affinity.append(value.decode("latin-1"))
+            else:
+                kept.append(part)
+        return b";".join(kept).lstrip()
+
+    def _checked_host(self) -> bytes | None:
+        host = self.noted.get(b"host")
+        if host is None:
+            if self.parser.get_http_version() == "1.1":
+                raise _Refused(400, "400 an HTTP/1.1 request needs a Host header\n")
+        elif not VALID_HOST.match(host):
+            raise _Refused(400, "400 the Host header is not a host name or address with an optional port\n")
+        return host
 
     # the work
     def _request(self, upgrade: bytes | None = None) -> Request:
@@ -542,6 +759,7 @@ class Client(asyncio.Protocol):
             body=b"".join(self.body),
             upgrade=upgrade,
             noted=self.noted,
+            affinity=tuple(self.affinity),
         )
 
     def _enqueue(self, request: Request) -> None:
@@ -551,6 +769,7 @@ class Client(asyncio.Protocol):
 
     def _refuse(self, status: int, text: str) -> None:
         # After a parse error the connection's framing is lost: answer once, after anything already queued, and close.
+        self._settle()
         self.closing = True
         self.refusal = plain_response(status, text, close=True)
         self.transport.pause_reading()
@@ -574,6 +793,8 @@ class Client(asyncio.Protocol):
             if self.refusal is not None:
                 self.write(self.refusal)
                 self._close()
+            elif not self.in_message and not self.closing:
+                self._expect("idle", self.relay.limits.keepalive_timeout)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug here must cost one connection, not the edge
@@ -584,15 +805,44 @@ class Client(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    # deadlines
+    def _expect(self, phase: str, seconds: float) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.phase = phase
+        self.deadline = self.relay.loop.call_later(seconds, self._deadline_passed)
+
+    def _settle(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        self.phase = ""
+
+    def _deadline_passed(self) -> None:
+        self.deadline = None
+        if self.closing:
+            return
+        if self.in_message:  # a head or a body did not arrive whole in time: the client is told, then cut
+            self.phase = ""
+            self._refuse(408, "408 the request did not arrive in time\n")
+        else:  # nothing asked since the last answer (or since accept): no answer is owed
+            self._close()
+
+    def _tunnel_idle_check(self, activity_then: int) -> None:
+        if self.tunnel_activity == activity_then:
+            self._close()  # the upstream side closes with it (connection_lost)
+            return
+        self.deadline = self.relay.loop.call_later(
+            self.relay.limits.tunnel_idle_timeout, self._tunnel_idle_check, self.tunnel_activity
+        )
+
     async def _forward(self, request: Request) -> str:
-        cookie = request.noted.get(b"cookie")
-        cookie = cookie.decode("latin-1") if cookie is not None else None
-        status, target = self.relay.route(request.host, cookie)
+        status, targets = self.relay.route(request.host, request.affinity)
         if status != 200:
-            self.write(plain_response(status, f"{status} {target}\n", close=not request.keep_alive))
+            self.write(plain_response(status, f"{status} {targets}\n", close=not request.keep_alive))
             return "ok"
-        for port in target if isinstance(target, list) else [int(target)]:
-            outcome = await self._forward_to(request, port)
+        for target in targets:
+            outcome = await self._forward_to(request, target)
             if outcome != "refused":
                 return outcome
         # Every candidate is recorded ready and none accepts a connection (their processes died): that is "no ready
@@ -600,8 +850,9 @@ class Client(asyncio.Protocol):
         self.write(plain_response(503, "503 the allocation is not answering\n", close=not request.keep_alive))
         return "ok"
 
-    async def _forward_to(self, request: Request, port: int) -> str:
-        """Send `request` to `port`; "refused" when no connection could be made (the next candidate may take it)."""
+    async def _forward_to(self, request: Request, target: Target) -> str:
+        """Send `request` to `target`; "refused" when no connection could be made (the next one may take it)."""
+        port = target.port
         head = request.head_for(port, self.peer)
         # Safe to send twice: a bodiless GET/HEAD/OPTIONS. Anything else goes only on a connection just used (or a
         # new one) and is never retried — an app that saw a POST and died must not see it again.
@@ -616,13 +867,14 @@ class Client(asyncio.Protocol):
                 try:
                     upstream = await pool.connect(port)
                 except (TimeoutError, OSError):
-                    if attempt == 1:
-                        return "refused"
-                    break
-            exchange = Exchange(self, request, upstream, self.relay.loop.create_future())
+                    # Nothing reached the app (a second attempt follows only an idle connection that closed
+                    # unanswered): the allocation is not answering, and the next target may take the request.
+                    return "refused"
+            exchange = Exchange(self, request, upstream, self.relay.loop.create_future(), target.set_cookie)
             upstream.exchange = exchange
             self.exchange = exchange
-            upstream.transport.write(head + request.body if request.upgrade is None else head + request.upgrade)
+            pool.hold(upstream)
+            upstream.transport.write(head + request.body)  # bytes after an Upgrade head wait for its 101
             timer = self.relay.loop.call_later(UPSTREAM_HEAD_TIMEOUT, self._head_timeout, exchange)
             try:
                 outcome = await exchange.done
@@ -646,6 +898,10 @@ class Client(asyncio.Protocol):
         upstream.tunnel = self.transport
         upstream.tunnel_client = self
         upstream.exchange = None
+        self._settle()
+        self.deadline = self.relay.loop.call_later(
+            self.relay.limits.tunnel_idle_timeout, self._tunnel_idle_check, self.tunnel_activity
+        )
         self.transport.resume_reading()
 
     def cork(self) -> None:
@@ -676,12 +932,18 @@ class _Refused(Exception):
 class Relay:
     """The edge listener: `start()` serves on its own thread and event loop; `stop()` closes everything."""
 
-    def __init__(self, route: RouteFn, host: str, port: int) -> None:
+    def __init__(self, route: RouteFn, host: str, port: int, limits: Limits | None = None) -> None:
         self.route = route
         self.host, self.port = host, port
+        self.limits = limits or Limits()
+        self.max_clients = self.limits.max_clients or client_cap(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
         self.loop: asyncio.AbstractEventLoop = _new_loop()
         self.pool = Pool(self.loop)
         self.clients: set[Client] = set()
+        self.lingering = 0
+        self.refused = 0  # connections refused since the last log line
+        self.refusals_logged_at = float("-inf")
+        self.refusal_log: asyncio.TimerHandle | None = None
         self.server: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
         self.started = threading.Event()
@@ -723,6 +985,42 @@ class Relay:
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- for the rest of Rhone Local (any thread) ------------------------------------------------------------------
+    def open_connections(self, port: int) -> int:
+        """Requests in flight, answers streaming and tunnels open to `port` (idle pooled connections do not count).
+        Read from other threads: the count is one int in a dict only the loop's thread writes, read in one step."""
+        return self.pool.open.get(port, 0)
+
+    def update_rotation(self, serving: frozenset[int]) -> None:
+        """The ports of every allocation in rotation now: idle connections to any other port are closed."""
+        with contextlib.suppress(RuntimeError):  # the loop closed: nothing is pooled any more
+            self.loop.call_soon_threadsafe(self.pool.retire, frozenset(serving))
+
+    # -- over the cap -------------------------------------------------------------------------------------------
+    def refuse_connection(self, transport: asyncio.Transport) -> asyncio.TimerHandle | None:
+        """Answer a connection past the cap with a 503 and close it; the handle of its linger timer, if it lingers."""
+        self.refused += 1
+        if self.refusal_log is None:
+            due = max(self.loop.time(), self.refusals_logged_at + REFUSAL_LOG_INTERVAL)
+            self.refusal_log = self.loop.call_at(due, self._log_refusals)
+        transport.write(CAPACITY_REFUSAL)
+        if self.lingering >= LINGERING_REFUSALS or not transport.can_write_eof():
+            transport.close()
+            return None
+        self.lingering += 1  # counted down when the connection is lost
+        transport.write_eof()  # the client reads the 503, then its end of file; its own close ends the connection
+        return self.loop.call_later(REFUSAL_LINGER_SECONDS, transport.abort)
+
+    def _log_refusals(self) -> None:
+        self.refusal_log = None
+        self.refusals_logged_at = self.loop.time()
+        log.warning(
+            "edge: refused %d client connection(s): already serving its cap of %d concurrent connections",
+            self.refused,
+            self.max_clients,
+        )
+        self.refused = 0
 
     def stop(self) -> None:
         if self._thread is None or not self._thread.is_alive():

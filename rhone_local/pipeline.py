@@ -8,6 +8,7 @@ records every gate's result before the deployment may become `preview_ready`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -22,13 +23,14 @@ from typing import Any
 
 from rhone_local.artifacts import load_manifest, materialize, record_tree, store_manifest
 from rhone_local.blobs import BlobStore
-from rhone_local.domain import gates
-from rhone_local.domain.errors import DomainError
+from rhone_local.domain import gates, limits
+from rhone_local.domain.errors import DomainError, disk_full, is_disk_full
 from rhone_local.domain.manifest import digest_of
 from rhone_local.runner import Runner
 from rhone_local.store import Store, now_iso
 
 LOG_TAIL_LINES = 30
+NEARLY_FULL_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -70,6 +72,16 @@ def _stop_leftover_build(pid_file: Path, build: Path) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
+
+
+def _no_space_left(directory: Path) -> bool:
+    """Whether the file system of `directory` is (all but) full: a build that failed then most likely failed for
+    that. "All but": the kernel keeps a few blocks it will not hand out, and the database needs room to record."""
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < max(NEARLY_FULL_BYTES, stats.f_blocks * stats.f_frsize // 100)
 
 
 def _sha256_file(path: Path) -> str | None:
@@ -126,7 +138,26 @@ class DeployPipeline:
             )
         except DomainError as error:
             return StageOutcome("failed", {}, {"code": error.code, "message": error.message})
+        except OSError as error:
+            return self._storage_failure(deployment, error)
         raise RuntimeError(f"deploy has no stage {op['state']!r}")
+
+    def _storage_failure(self, deployment: dict[str, Any], error: OSError) -> StageOutcome:
+        """A full disk (or a name the file system refuses) fails the deployment with a code that says so."""
+        if error.errno == errno.ENAMETOOLONG:
+            message = f"a path of this deployment is too long for the file system: {error.filename}"
+            return StageOutcome("failed", {}, {"code": "invalid_manifest", "message": message})
+        if not is_disk_full(error):
+            raise error
+        work = self.workdir(deployment["id"])
+        evidence = {"log_tail": _tail(work / "build.log")}
+        # What the stage wrote is dropped (a retry starts it again): the space it frees lets the failure be recorded.
+        for tree in ("source", "build"):
+            shutil.rmtree(work / tree, ignore_errors=True)
+        full = disk_full(self.data_dir)
+        return StageOutcome(
+            "failed", evidence, {"code": full.code, "message": full.message}, deployment={"evidence": evidence}
+        )
 
     # -- cloning: the uploaded source snapshot, re-verified -----------------------------------------------------------
     def _clone(self, deployment: dict[str, Any]) -> StageOutcome:
@@ -164,7 +195,7 @@ class DeployPipeline:
         command = config["build"].get("command")
         started = time.monotonic()
         if command:
-            timeout = float(config["build"].get("timeout", 600))
+            timeout = limits.build_timeout(config)
             with log_path.open("wb") as log:
                 log.write(f"$ {command}\n".encode())
                 log.flush()
@@ -184,15 +215,20 @@ class DeployPipeline:
                 try:
                     status = child.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
-                    os.killpg(child.pid, 9)
-                    child.wait()
                     raise StageFailed(
                         "build_timeout",
                         f"the build command ran past its {timeout:g}s timeout",
                         {"log_tail": _tail(log_path), "timeout": timeout},
                     ) from None
                 finally:
+                    # Whatever the build left running in its group (a daemon it forked) ends with the stage.
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(child.pid, signal.SIGKILL)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        child.wait(timeout=10)
                     pid_file.unlink(missing_ok=True)
+            if status != 0 and _no_space_left(build):
+                raise OSError(errno.ENOSPC, "the build filled the disk", str(build))
             if status != 0:
                 raise StageFailed(
                     "build_failed",
@@ -261,19 +297,6 @@ class DeployPipeline:
         except ValueError:
             return "unreadable"
 
-    def serving_artifact(self, app_id: str) -> str | None:
-        """The artifact currently serving the app's production environment. Route ownership (and so production
-        serving) is established by promotion; until a deployment has been promoted nothing serves production."""
-        table = self.store.one("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'route_owners'")
-        if table is None:
-            return None
-        row = self.store.one(
-            "SELECT r.artifact_digest FROM route_owners r JOIN environments e ON e.id = r.environment_id "
-            "WHERE r.app_id = ? AND e.name = 'production'",
-            app_id,
-        )
-        return row["artifact_digest"] if row else None
-
     def evaluate_gates(self, deployment: dict[str, Any]) -> list[gates.GateResult]:
         config = deployment["config"]
         vango = config.get("vango", {})
@@ -284,30 +307,108 @@ class DeployPipeline:
             if path and path in paths:
                 present[path] = self._artifact_json(manifest, path) if key != "routes" else True
         results = [gates.generated_artifacts({k: v for k, v in vango.items()}, present)]
-        serving_digest = self.serving_artifact(deployment["app_id"])
+        # Production's route owner (promotion establishes it): the artifact it serves and what it declared.
+        owner = self.store.route_owner_named(deployment["app_id"], "production")
+        serving_digest = owner["artifact_digest"] if owner else None
         serving_manifest = load_manifest(self.blobs, serving_digest) if serving_digest else None
-        schema_path = vango.get("state_schema")
-        candidate_schema = present.get(schema_path) if schema_path else None
-        serving_schema = self._artifact_json(serving_manifest, schema_path) if serving_manifest else None
-        results.append(
-            gates.state_impact(
-                candidate_schema if isinstance(candidate_schema, dict) else None,
-                serving_schema if isinstance(serving_schema, dict) else None,
-                serving_digest=serving_digest,
-            )
-        )
-        migrations_dir = (config.get("database") or {}).get("migrations")
-        prefix = f"{migrations_dir.rstrip('/')}/" if migrations_dir else None
-        candidate = [p[len(prefix) :] for p in paths if prefix and p.startswith(prefix)]
-        serving = (
-            [f["path"][len(prefix) :] for f in serving_manifest["files"] if f["path"].startswith(prefix)]
-            if serving_manifest and prefix
-            else None
-        )
-        results.append(gates.db_impact(candidate, serving, declared=bool(migrations_dir)))
+        serving_deployment = self.store.deployment(owner["deployment_id"]) if owner else None
+        results.append(self._state_impact(manifest, vango, serving_manifest, serving_deployment, serving_digest))
+        results.append(self._db_impact(deployment, manifest, serving_deployment))
         required = [name for name, p in (config.get("providers") or {}).items() if p.get("required", True)]
         results.append(gates.providers_bound(required, self.bound_providers(deployment["environment_id"])))
         return results
+
+    def _state_impact(
+        self,
+        manifest: dict[str, Any],
+        vango: dict[str, Any],
+        serving_manifest: dict[str, Any] | None,
+        serving_deployment: dict[str, Any] | None,
+        serving_digest: str | None,
+    ) -> gates.GateResult:
+        """Compare the state schema production carries — at the path production declared — with the candidate's:
+        at the path the candidate declares, else at production's path. A candidate that drops its declaration or
+        moves the file therefore cannot hide a schema change: with no schema found, it is cold."""
+        declared = vango.get("state_schema")
+        production_path = ((serving_deployment or {}).get("config", {}).get("vango") or {}).get("state_schema")
+        serving_path = production_path or declared
+        serving = self._artifact_json(serving_manifest, serving_path) if serving_manifest else None
+        candidate_path = declared or serving_path
+        candidate = self._artifact_json(manifest, candidate_path)
+        return gates.state_impact(
+            candidate if isinstance(candidate, dict) else None,
+            serving if isinstance(serving, dict) else None,
+            serving_digest=serving_digest,
+            candidate_path=candidate_path if isinstance(candidate, dict) else None,
+            serving_path=serving_path,
+        )
+
+    def _db_impact(
+        self, deployment: dict[str, Any], manifest: dict[str, Any], serving: dict[str, Any] | None
+    ) -> gates.GateResult:
+        """New migrations: those the candidate carries — in its own migrations directory, production's, or any an
+        applied migration came from — that production has not applied."""
+        production = self.store.environment(deployment["app_id"], "production")
+        environment_id = production["id"] if production else None
+        directories = self.migration_directories(environment_id, deployment, serving)
+        candidate = gates.migrations_in([f["path"] for f in manifest["files"]], directories)
+        applied = self.applied_migrations(environment_id, serving, directories) if serving else None
+        return gates.db_impact(
+            sorted(candidate),
+            sorted(applied) if applied is not None else None,
+            declared=bool(directories),
+            directories=sorted(directories),
+        )
+
+    # -- database migrations: what an artifact carries, what an environment applied -----------------------------------
+    def migration_directories(self, environment_id: str | None, *deployments: dict[str, Any] | None) -> set[str]:
+        """The migrations directories the deployments declare, and every one an applied migration was found in."""
+        declared = {((d["config"].get("database") or {}).get("migrations")) for d in deployments if d}
+        recorded = set(self.store.applied_migrations(environment_id).values()) if environment_id else set()
+        return {d for d in declared if d} | recorded
+
+    def migrations_of(self, deployment: dict[str, Any], directories: set[str]) -> dict[str, str]:
+        """The migration files the deployment's artifact carries in `directories` (name -> directory)."""
+        if not deployment.get("artifact_digest") or not directories:
+            return {}
+        manifest = load_manifest(self.blobs, deployment["artifact_digest"])
+        return gates.migrations_in([f["path"] for f in manifest["files"]], directories)
+
+    def applied_migrations(
+        self, environment_id: str | None, owner: dict[str, Any] | None, directories: set[str]
+    ) -> dict[str, str]:
+        """What the environment applied: the recorded set, and what its current owner's artifact carries (an owner
+        from before that record existed counts too)."""
+        recorded = self.store.applied_migrations(environment_id) if environment_id else {}
+        return {**(self.migrations_of(owner, directories) if owner else {}), **recorded}
+
+    def unsafe_db_move(self, environment_id: str, target: dict[str, Any]) -> list[str]:
+        """Migrations applied in the environment that `target`'s artifact lacks: moving the route onto it would run
+        older code against a newer schema."""
+        owner = self.store.route_owner(target["app_id"], environment_id)
+        current = self.store.deployment(owner["deployment_id"]) if owner else None
+        directories = self.migration_directories(environment_id, current, target)
+        applied = self.applied_migrations(environment_id, current, directories)
+        return sorted(set(applied) - set(self.migrations_of(target, directories)))
+
+    def record_applied_migrations(self, c: Any, environment_id: str, owner: dict[str, Any], operation_id: str) -> None:
+        """In the route move's transaction: the new owner's migrations join the environment's applied set."""
+        directories = self.migration_directories(environment_id, owner)
+        migrations = self.migrations_of(owner, directories)
+        if migrations:
+            self.store.record_applied_migrations(
+                c, environment_id, migrations, deployment_id=owner["id"], operation_id=operation_id
+            )
+
+    def record_route_history_migrations(self) -> int:
+        """Once, after an upgrade to schema 5: the applied set of every environment, from its route history."""
+        owners = self.store.route_event_owners()
+        with self.store.write() as c:
+            for row in owners:
+                owner = self.store.deployment(row["deployment_id"])
+                if owner is not None:
+                    self.record_applied_migrations(c, row["environment_id"], owner, row["operation_id"])
+        return len(owners)
 
     def bound_providers(self, environment_id: str) -> list[str]:
         """Providers with a ready binding in the environment's primary region (where it serves from creation)."""
@@ -398,8 +499,10 @@ class DeployPipeline:
             restarted.append(deployment["id"])
         return restarted
 
-    def runtime_token(self, deployment: dict[str, Any]) -> str:
-        """A fresh token for the app's runtime identity, handed to the allocation (never shown anywhere else)."""
+    def runtime_token(self, deployment: dict[str, Any], allocation_id: str) -> str:
+        """A fresh token for the app's runtime identity, handed to one allocation (never shown anywhere else). It is
+        bound to that allocation: it stops working the moment the allocation leaves `ready` (see
+        `Store.principal_for_token`)."""
         import secrets
 
         from rhone_local.domain.access import hash_token
@@ -415,8 +518,10 @@ class DeployPipeline:
                 c,
                 subject_kind="runtime",
                 subject_id=identity["id"],
-                name=f"allocation of {deployment['id']}",
+                name=f"allocation {allocation_id} of {deployment['id']}",
                 secret_hash=hash_token(secret),
+                workspace_id=deployment["workspace_id"],
+                allocation_id=allocation_id,
             )
         return secret
 

@@ -26,6 +26,14 @@ def route_key(app_name: str, environment_name: str) -> str:
     return f"{app_name}--{environment_name}"
 
 
+def route_key_taken(holder: dict[str, Any], key: str, workspace_id: str) -> str:
+    """Why `key` cannot be this app's: who holds it (another workspace's app is not named)."""
+    who = (
+        f"{holder['project']}/{holder['name']}" if holder["workspace_id"] == workspace_id else "another workspace's app"
+    )
+    return f"{who} already serves {key}; app names must be unique to share the edge, so this route did not move"
+
+
 def check_policy(store: Store, pipeline: DeployPipeline, params: dict[str, Any]) -> dict[str, Any]:
     """The promotion gates; raises StageFailed (or DomainError at request time) naming the first that fails."""
     deployment = store.deployment(params["deployment_id"])
@@ -50,7 +58,7 @@ def check_policy(store: Store, pipeline: DeployPipeline, params: dict[str, Any])
     if environment["approval_required"] and not params.get("approved_by"):
         raise StageFailed(
             "approval_required",
-            f"promotions to {environment['name']} need an owner's or admin's approval (`--approve`)",
+            f"promotions and rollbacks to {environment['name']} need an owner's or admin's approval (`--approve`)",
         )
     config = deployment["config"]
     required = [name for name, p in (config.get("providers") or {}).items() if p.get("required", True)]
@@ -127,6 +135,16 @@ class Promotions:
             and current["epoch"] == params["expect_epoch"]
         ):
             return {"epoch": current["epoch"], "seq": None, "previous_owner": None, "unchanged": True}
+        # Route keys are hostnames on one edge: another app (of a project, or a workspace, that shares the name)
+        # may have taken this one since the request was accepted. Read in the CAS's transaction, so of two such
+        # promotions exactly one moves and the other fails cleanly (its target allocation is released).
+        holder = self.store.route_key_holder(c, params["route_key"], deployment["app_id"])
+        if holder is not None:
+            raise StageFailed(
+                "route_key_taken",
+                route_key_taken(holder, params["route_key"], deployment["workspace_id"]),
+                {"route_key": params["route_key"]},
+            )
         event = self.store.move_route(
             c,
             app_id=deployment["app_id"],
@@ -150,6 +168,7 @@ class Promotions:
                     "current_owner": current["deployment_id"] if current else None,
                 },
             )
+        self.pipeline.record_applied_migrations(c, params["environment_id"], deployment, op["id"])
         return {"epoch": event["epoch"], "seq": event["seq"], "previous_owner": event["previous_deployment_id"]}
 
     def propagate(self, op: dict[str, Any]) -> dict[str, Any]:
@@ -206,18 +225,3 @@ class Promotions:
             return runner.stop_environment(
                 deployment["id"], params["environment_id"], f"{op['kind']} {op['id']} failed"
             )
-
-
-def rollback_db_check(blobs: Any, current: dict[str, Any], target: dict[str, Any]) -> list[str]:
-    """Migrations the current artifact introduced that the target lacks: rolling back past them is unsafe."""
-    from rhone_local.artifacts import load_manifest
-
-    def migrations(deployment: dict[str, Any]) -> set[str]:
-        directory = (deployment["config"].get("database") or {}).get("migrations")
-        if not directory or not deployment["artifact_digest"]:
-            return set()
-        prefix = directory.rstrip("/") + "/"
-        manifest = load_manifest(blobs, deployment["artifact_digest"])
-        return {f["path"][len(prefix) :] for f in manifest["files"] if f["path"].startswith(prefix)}
-
-    return sorted(migrations(current) - migrations(target))

@@ -22,8 +22,6 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any
 
 from rhone_local.artifacts import load_manifest, materialize
 from rhone_local.blobs import BlobStore
+from rhone_local.domain import limits
 from rhone_local.domain.ids import new_id
 from rhone_local.store import Store, _row, now_iso
 
@@ -73,13 +72,28 @@ def process_alive(pid: int | None) -> bool:
 
 
 def probe(port: int, path: str, timeout: float = 1.0) -> tuple[bool, str]:
+    """GET `path` from the app on loopback; ready means status 200. The whole exchange has one deadline (an app that
+    trickles its answer a byte at a time cannot hold the worker), only the status line is read, and no redirect is
+    followed (it could point anywhere)."""
+    if not path.startswith("/") or not path.isprintable() or " " in path:
+        return False, f"invalid health path {path!r}"
+    deadline = time.monotonic() + timeout
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
-            return response.status == 200, f"HTTP {response.status}"
-    except urllib.error.HTTPError as error:
-        return False, f"HTTP {error.code}"
-    except (OSError, urllib.error.URLError) as error:
-        return False, f"{type(error).__name__}: {getattr(error, 'reason', error)}"
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
+            head = b""
+            while b"\n" not in head and len(head) < 256:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                chunk = sock.recv(256)
+                if not chunk:
+                    break
+                head += chunk
+    except OSError as error:
+        return False, f"{type(error).__name__}: {error}"
+    status = head.split(b"\n", 1)[0].split()
+    if len(status) < 2 or not status[0].startswith(b"HTTP/") or not status[1].isdigit():
+        return False, "no HTTP status line"
+    return status[1] == b"200", f"HTTP {status[1].decode()}"
 
 
 class Runner:
@@ -93,6 +107,9 @@ class Runner:
         # Set by stop_all: from then on nothing starts, and a readiness probe under way gives up, so no allocation
         # process is launched by a worker that outlives the server's shutdown.
         self.closing = threading.Event()
+        # Requests, answers and tunnels the edge has open to a port (`Relay.open_connections`, wired by server.py):
+        # what a draining allocation still serves. Without an edge there are none.
+        self.open_connections: Callable[[int], int] = lambda port: 0
 
     def _lock_for(self, deployment_id: str, environment_id: str) -> threading.Lock:
         """One lock per deployment and environment: "never two live allocations" is a per-pair rule, and a slow
@@ -119,7 +136,7 @@ class Runner:
 
     # -- start ----------------------------------------------------------------------------------------------------
     def ensure_running(
-        self, deployment: dict[str, Any], environment: dict[str, Any], *, token: Callable[[], str]
+        self, deployment: dict[str, Any], environment: dict[str, Any], *, token: Callable[[str], str]
     ) -> dict[str, Any]:
         """The deployment's one allocation in the environment, in the primary region (a preview): its ready one, or
         a new one (ready or failed). Never leaves two live ones."""
@@ -134,7 +151,7 @@ class Runner:
         environment: dict[str, Any],
         count: int,
         *,
-        token: Callable[[], str],
+        token: Callable[[str], str],
         regions: list[dict[str, Any]],
     ) -> list[dict[str, Any]]:
         """Converge the deployment's allocations in the environment on `count` ready ones, spread over `regions`
@@ -209,7 +226,7 @@ class Runner:
         deployment: dict[str, Any],
         environment: dict[str, Any],
         *,
-        token: Callable[[], str],
+        token: Callable[[str], str],
         region: dict[str, Any],
         cell: dict[str, Any],
     ) -> dict[str, Any]:
@@ -256,7 +273,7 @@ class Runner:
             "RHONE_ENVIRONMENT": environment["name"],
             "RHONE_ARTIFACT_DIGEST": deployment["artifact_digest"],
             "RHONE_REGION": region["name"],  # internal topology, for logs; never part of a public URL or id
-            "RHONE_RUNTIME_TOKEN": token(),  # minted only for an allocation that really starts
+            "RHONE_RUNTIME_TOKEN": token(alloc["id"]),  # minted only for an allocation that starts; dies with it
         }
         log_file = self.log_path(alloc["id"])
         if self.closing.is_set():
@@ -274,7 +291,7 @@ class Runner:
                 start_new_session=True,
             )
         alloc = self._move(alloc, "starting", pid=child.pid, port=port) or alloc
-        deadline = time.monotonic() + float(process.get("readiness_timeout", 60))
+        deadline = time.monotonic() + limits.readiness_timeout(process)
         attempts, last = 0, "not probed"
         while time.monotonic() < deadline:
             if child.poll() is not None:

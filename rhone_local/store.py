@@ -44,6 +44,13 @@ JSON_COLUMNS = frozenset(
     }
 )
 SCHEMA_VERSION = 8
+# An allocation's runtime token works while the allocation starts and serves; from `draining` on (and in any state a
+# later version adds) it is refused.
+TOKEN_LIVE_STATES = ("planned", "pulling", "starting", "ready")
+
+
+class SchemaTooNew(Exception):
+    """The database was written by a newer rhone: migrating it backwards is not possible."""
 
 
 def now_iso() -> str:
@@ -99,7 +106,14 @@ class Store:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            # A COMMIT refused for a full disk may leave the transaction open: end it, or this thread's
+            # connection could never write again.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def one(self, sql: str, *args: Any) -> dict[str, Any] | None:
         return _row(self.conn.execute(sql, args).fetchone())
@@ -110,8 +124,9 @@ class Store:
     def migrate(self) -> None:
         conn = self.conn
         current = conn.execute("PRAGMA user_version").fetchone()[0]
+        self.migrated_from = current  # what start-up fills in after an upgrade depends on it (0: a new database)
         if current > SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path} has schema version {current}; this rhone knows {SCHEMA_VERSION}")
+            raise SchemaTooNew(f"{self.path} has schema version {current}; this rhone knows {SCHEMA_VERSION}")
         scripts = sorted(p for p in resources.files("rhone_local.migrations").iterdir() if p.name.endswith(".sql"))
         for script in scripts:
             number = int(script.name.split("_", 1)[0])
@@ -137,9 +152,15 @@ class Store:
             c.execute("INSERT INTO workspaces VALUES (?, ?, ?)", (ids["workspace_id"], workspace, ts))
             c.execute("INSERT INTO users VALUES (?, ?, NULL, ?)", (ids["user_id"], owner, ts))
             c.execute("INSERT INTO members VALUES (?, ?, 'owner', ?)", (ids["workspace_id"], ids["user_id"], ts))
-            c.execute(
-                "INSERT INTO tokens VALUES (?, ?, 'user', ?, 'bootstrap', ?, NULL, NULL)",
-                (ids["token_id"], token_hash, ids["user_id"], ts),
+            self.create_token(
+                c,
+                subject_kind="user",
+                subject_id=ids["user_id"],
+                name="bootstrap",
+                secret_hash=token_hash,
+                workspace_id=ids["workspace_id"],
+                role="owner",
+                token_id=ids["token_id"],
             )
             c.execute(
                 "INSERT INTO regions (id, name, created_at, is_primary) VALUES (?, ?, ?, 1)",
@@ -149,11 +170,18 @@ class Store:
         return ids
 
     def principal_for_token(self, token_hash: str) -> Principal | None:
+        """Who a token acts for, or None when it is unknown, revoked, expired, or bound to an allocation that is no
+        longer live. An allocation token is checked against its allocation's state here, in the same read, rather
+        than revoked when the allocation moves: every move (drain, stop, failure, a crash found at start-up) takes
+        effect for its token the moment it commits, whichever code path made it, with nothing to forget or race."""
+        marks = ", ".join("?" * len(TOKEN_LIVE_STATES))
         token = self.one(
-            "SELECT * FROM tokens WHERE secret_hash = ? AND revoked_at IS NULL "
-            "AND (expires_at IS NULL OR expires_at > ?)",
+            "SELECT t.* FROM tokens t LEFT JOIN allocations a ON a.id = t.allocation_id "
+            "WHERE t.secret_hash = ? AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?) "
+            f"AND (t.allocation_id IS NULL OR a.state IN ({marks}))",
             token_hash,
             now_iso(),
+            *TOKEN_LIVE_STATES,
         )
         if token is None:
             return None
@@ -161,7 +189,10 @@ class Store:
             user = self.one("SELECT * FROM users WHERE id = ?", token["subject_id"])
             if user is None:
                 return None
-            return Principal("user", user["id"], user["name"], token["id"])
+            # The token acts in the workspace it was minted for, with at most the role it was minted with.
+            return Principal(
+                "user", user["id"], user["name"], token["id"], workspace_id=token["workspace_id"], role=token["role"]
+            )
         identity = self.one("SELECT * FROM runtime_identities WHERE id = ?", token["subject_id"])
         if identity is None:
             return None
@@ -220,14 +251,17 @@ class Store:
                 c.execute("UPDATE device_codes SET last_poll_at = ? WHERE id = ?", (at, code_id))
         return moved == 1
 
-    def decide_device_code(self, code_id: str, user_id: str, state: str) -> bool:
-        """pending → approved | denied, once, while it has not expired."""
+    def decide_device_code(
+        self, code_id: str, state: str, *, user_id: str, workspace_id: str | None, role: str | None
+    ) -> bool:
+        """pending → approved | denied, once, while it has not expired; an approval grants what the approver's own
+        token may do (its workspace and role), never more."""
         with self.write() as c:
             return (
                 c.execute(
-                    "UPDATE device_codes SET state = ?, user_id = ?, decided_at = ? "
+                    "UPDATE device_codes SET state = ?, user_id = ?, workspace_id = ?, role = ?, decided_at = ? "
                     "WHERE id = ? AND state = 'pending' AND expires_at > ?",
-                    (state, user_id, now_iso(), code_id, now_iso()),
+                    (state, user_id, workspace_id, role, now_iso(), code_id, now_iso()),
                 ).rowcount
                 == 1
             )
@@ -244,7 +278,8 @@ class Store:
                 return None
             name = f"device login: {code['client_name']}"
             hashes, expiries = (access_hash, refresh_hash), (access_expires, refresh_expires)
-            return self._token_pair(c, code["user_id"], name, hashes, expiries)
+            scope = (code["workspace_id"], code["role"])
+            return self._token_pair(c, code["user_id"], name, scope, hashes, expiries)
 
     def refresh(
         self, refresh_hash: str, *, access_hash: str, new_refresh_hash: str, access_expires: str, refresh_expires: str
@@ -254,7 +289,8 @@ class Store:
         ts = now_iso()
         with self.write() as c:
             old = c.execute(
-                "SELECT r.*, t.name FROM refresh_tokens r JOIN tokens t ON t.id = r.access_token_id "
+                "SELECT r.*, t.name, t.workspace_id, t.role FROM refresh_tokens r "
+                "JOIN tokens t ON t.id = r.access_token_id "
                 "WHERE r.secret_hash = ? AND r.used_at IS NULL AND r.expires_at > ? AND t.revoked_at IS NULL",
                 (refresh_hash, ts),
             ).fetchone()
@@ -263,15 +299,30 @@ class Store:
             c.execute("UPDATE refresh_tokens SET used_at = ? WHERE id = ? AND used_at IS NULL", (ts, old["id"]))
             c.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (ts, old["access_token_id"]))
             hashes, expiries = (access_hash, new_refresh_hash), (access_expires, refresh_expires)
-            return self._token_pair(c, old["user_id"], old["name"], hashes, expiries)
+            scope = (old["workspace_id"], old["role"])
+            return self._token_pair(c, old["user_id"], old["name"], scope, hashes, expiries)
 
     def _token_pair(
-        self, c: sqlite3.Connection, user_id: str, name: str, hashes: tuple[str, str], expiries: tuple[str, str]
+        self,
+        c: sqlite3.Connection,
+        user_id: str,
+        name: str,
+        scope: tuple[str | None, str | None],
+        hashes: tuple[str, str],
+        expiries: tuple[str, str],
     ) -> dict[str, Any]:
-        """An expiring access token and its refresh token (by their hashes and expiry times)."""
+        """An expiring access token bound to `scope` (workspace, role) and its refresh token (by their hashes and
+        expiry times)."""
         (access_hash, refresh_hash), (access_expires, refresh_expires) = hashes, expiries
         token = self.create_token(
-            c, subject_kind="user", subject_id=user_id, name=name, secret_hash=access_hash, expires_at=access_expires
+            c,
+            subject_kind="user",
+            subject_id=user_id,
+            name=name,
+            secret_hash=access_hash,
+            expires_at=access_expires,
+            workspace_id=scope[0],
+            role=scope[1],
         )
         c.execute(
             "INSERT INTO refresh_tokens (id, secret_hash, access_token_id, user_id, created_at, expires_at) "
@@ -281,11 +332,11 @@ class Store:
         return token
 
     def token_in_workspace(self, token_id: str, workspace_id: str) -> dict[str, Any] | None:
-        """The token, if its subject belongs to the workspace: a member's, or a runtime identity's of this workspace."""
+        """The token, if it acts in the workspace: a user token bound to it, or a runtime identity's of this
+        workspace."""
         return self.one(
             "SELECT t.* FROM tokens t WHERE t.id = ? AND ("
-            "  (t.subject_kind = 'user' AND EXISTS (SELECT 1 FROM members m WHERE m.user_id = t.subject_id "
-            "                                        AND m.workspace_id = ?))"
+            "  (t.subject_kind = 'user' AND t.workspace_id = ?)"
             "  OR (t.subject_kind = 'runtime' AND EXISTS (SELECT 1 FROM runtime_identities r "
             "       WHERE r.id = t.subject_id AND r.workspace_id = ?)))",
             token_id,
@@ -374,15 +425,25 @@ class Store:
             environment_name,
         )
 
-    def ready_deployment_allocations(self, deployment_id: str) -> list[dict[str, Any]]:
-        """A deployment's ready allocations in regions eligible for their environment (its own URL's candidates)."""
+    def ready_lane_allocations(self, deployment_id: str) -> list[dict[str, Any]] | None:
+        """The candidates of a deployment's own URL: its ready allocations in the environment it was deployed to (its
+        lane), in regions eligible to serve it — never its allocations in another environment (production's, once
+        it is promoted). None when there is no such deployment."""
+        if self.one("SELECT 1 FROM deployments WHERE id = ?", deployment_id) is None:
+            return None
         return self.all(
-            "SELECT a.id, a.port FROM allocations a JOIN regions r ON r.id = a.region_id "
+            "SELECT a.id, a.port FROM allocations a "
+            "JOIN deployments d ON d.id = a.deployment_id AND d.environment_id = a.environment_id "
+            "JOIN regions r ON r.id = a.region_id "
             "LEFT JOIN environment_regions er ON er.environment_id = a.environment_id AND er.region_id = a.region_id "
             "WHERE a.deployment_id = ? AND a.state = 'ready' AND (r.is_primary = 1 OR er.state = 'eligible') "
             "ORDER BY a.id",
             deployment_id,
         )
+
+    def ready_allocation_ports(self) -> frozenset[int]:
+        """Ports of every allocation in rotation (ready), whoever it serves: what the edge may keep connections to."""
+        return frozenset(r["port"] for r in self.all("SELECT port FROM allocations WHERE state = 'ready'"))
 
     def allocation_views(
         self, where: str, *args: Any, newest_first: bool = False, limit: int | None = None
@@ -526,11 +587,37 @@ class Store:
     def app(self, project_id: str, ref: str) -> dict[str, Any] | None:
         return self.one("SELECT * FROM apps WHERE project_id = ? AND (id = ? OR name = ?)", project_id, ref, ref)
 
+    def app_named_elsewhere(
+        self, workspace_id: str, name: str, *, exclude: str, conn: sqlite3.Connection | None = None
+    ) -> dict[str, Any] | None:
+        """Another app of the workspace with this name (whatever its project), with its project's name: app names
+        name routes (`<app>--<env>`), so two apps of one name would claim the same hostnames."""
+        row = (
+            (conn or self.conn)
+            .execute(
+                "SELECT a.*, p.name AS project FROM apps a JOIN projects p ON p.id = a.project_id "
+                "WHERE a.workspace_id = ? AND a.name = ? AND a.id != ? ORDER BY a.id LIMIT 1",
+                (workspace_id, name, exclude),
+            )
+            .fetchone()
+        )
+        return _row(row)
+
     def app_by_id(self, app_id: str) -> dict[str, Any] | None:
         return self.one("SELECT * FROM apps WHERE id = ?", app_id)
 
     def environment(self, app_id: str, ref: str) -> dict[str, Any] | None:
         return self.one("SELECT * FROM environments WHERE app_id = ? AND (id = ? OR name = ?)", app_id, ref, ref)
+
+    def environments_of(self, app_id: str) -> list[dict[str, Any]]:
+        return self.all("SELECT * FROM environments WHERE app_id = ? ORDER BY id", app_id)
+
+    def update_environment(self, c: sqlite3.Connection, environment_id: str, **policy: bool) -> dict[str, Any]:
+        """Set policy columns (`frozen`, `approval_required`) of an environment in the caller's transaction; its row."""
+        assert set(policy) <= {"frozen", "approval_required"}
+        sets = ", ".join(f"{name} = ?" for name in policy)
+        c.execute(f"UPDATE environments SET {sets} WHERE id = ?", (*(int(v) for v in policy.values()), environment_id))
+        return _row(c.execute("SELECT * FROM environments WHERE id = ?", (environment_id,)).fetchone())  # type: ignore[return-value]
 
     def page(
         self, table: str, where: str, args: tuple, *, limit: int, cursor: str | None, newest_first: bool = False
@@ -622,20 +709,56 @@ class Store:
         name: str,
         secret_hash: str,
         expires_at: str | None = None,
+        workspace_id: str | None = None,
+        role: str | None = None,
+        token_id: str | None = None,
+        allocation_id: str | None = None,
     ) -> dict[str, Any]:
+        """A user token is bound to `workspace_id` with at most `role` there (a token bound to no workspace acts in
+        none); a runtime token acts for its identity, and only while `allocation_id` (when given) is live."""
         token = {
-            "id": new_id("token"),
+            "id": token_id or new_id("token"),
             "subject_kind": subject_kind,
             "subject_id": subject_id,
             "name": name,
             "created_at": now_iso(),
             "expires_at": expires_at,
+            "workspace_id": workspace_id,
+            "role": role,
+            "allocation_id": allocation_id,
         }
         c.execute(
-            "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
-            (token["id"], secret_hash, subject_kind, subject_id, name, token["created_at"], expires_at),
+            "INSERT INTO tokens (id, secret_hash, subject_kind, subject_id, name, created_at, expires_at, "
+            "workspace_id, role, allocation_id) VALUES (:id, :secret_hash, :subject_kind, :subject_id, :name, "
+            ":created_at, :expires_at, :workspace_id, :role, :allocation_id)",
+            {**token, "secret_hash": secret_hash},
         )
         return token
+
+    def owner_tokens(self, c: sqlite3.Connection, workspace_id: str) -> list[str]:
+        """Ids of the valid tokens that act as an owner in the workspace: bound to it, owner-capable, unrevoked,
+        unexpired, and held by a member who is an owner there (read in the caller's transaction)."""
+        rows = c.execute(
+            "SELECT t.id FROM tokens t JOIN members m ON m.user_id = t.subject_id AND m.workspace_id = t.workspace_id "
+            "WHERE t.workspace_id = ? AND t.subject_kind = 'user' AND m.role = 'owner' "
+            "AND (t.role IS NULL OR t.role = 'owner') AND t.revoked_at IS NULL "
+            "AND (t.expires_at IS NULL OR t.expires_at > ?) ORDER BY t.id",
+            (workspace_id, now_iso()),
+        ).fetchall()
+        return [row["id"] for row in rows]
+
+    def revoke_token(self, c: sqlite3.Connection, token_id: str) -> dict[str, Any]:
+        """Revoke a token (a second revocation keeps the first time); returns its row."""
+        c.execute("UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", (now_iso(), token_id))
+        return _row(c.execute("SELECT * FROM tokens WHERE id = ?", (token_id,)).fetchone())  # type: ignore[return-value]
+
+    def first_owner(self, workspace_id: str) -> dict[str, Any] | None:
+        """The workspace's longest-standing owner (the one a locked-out Rhone Local recovers)."""
+        return self.one(
+            "SELECT u.* FROM members m JOIN users u ON u.id = m.user_id WHERE m.workspace_id = ? AND m.role = 'owner' "
+            "ORDER BY m.created_at, u.id LIMIT 1",
+            workspace_id,
+        )
 
     def create_runtime_identity(self, c: sqlite3.Connection, workspace_id: str, app_id: str) -> dict[str, Any]:
         identity = {
@@ -699,16 +822,33 @@ class Store:
     def operation(self, op_id: str) -> dict[str, Any] | None:
         return self.one("SELECT * FROM operations WHERE id = ?", op_id)
 
-    def claim_operation(self, worker: str, lease_seconds: float, terminal: frozenset[str]) -> dict[str, Any] | None:
-        """Lease the oldest runnable operation (not terminal, lease free or expired) to `worker`; None if none."""
+    def claim_operation(
+        self,
+        worker: str,
+        lease_seconds: float,
+        terminal: frozenset[str],
+        *,
+        pool: tuple[str, frozenset[str]] | None = None,
+        outside_pool: bool = False,
+    ) -> dict[str, Any] | None:
+        """Lease the oldest runnable operation (not terminal, lease free or expired) to `worker`; None if none.
+        With `pool` (a kind and its states), only operations of that kind in one of those states — or, with
+        `outside_pool`, every other runnable operation."""
         now = time.time()
         marks = ",".join("?" * len(terminal))
+        pool_filter, pool_args = "", ()
+        if pool is not None:
+            kind, states = pool
+            pool_filter = (
+                f"AND {'NOT ' if outside_pool else ''}(kind = ? AND state IN ({','.join('?' * len(states))})) "
+            )
+            pool_args = (kind, *sorted(states))
         row = self.conn.execute(
             f"UPDATE operations SET lease_owner = ?, lease_until = ? WHERE id = ("
-            f"  SELECT id FROM operations WHERE state NOT IN ({marks}) "
+            f"  SELECT id FROM operations WHERE state NOT IN ({marks}) {pool_filter}"
             f"  AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT 1"
             f") RETURNING *",
-            (worker, now + lease_seconds, *sorted(terminal), now),
+            (worker, now + lease_seconds, *sorted(terminal), *pool_args, now),
         ).fetchone()
         return _row(row)
 
@@ -768,7 +908,7 @@ class Store:
     def release_leases_except(self, owner_prefix: str) -> int:
         """Free every lease not held by this process's workers (named `owner_prefix…`).
 
-        Called once at start-up: one server owns a data directory (the pid file sees to that), so a lease from
+        Called once at start-up: one server owns a data directory (it holds its lock), so a lease from
         any other owner belongs to a process that died — without this its operations would wait for the lease
         to expire before resuming."""
         cursor = self.conn.execute(
@@ -787,6 +927,24 @@ class Store:
     # -- route ownership ------------------------------------------------------------------------------------------
     def route_owner(self, app_id: str, environment_id: str) -> dict[str, Any] | None:
         return self.one("SELECT * FROM route_owners WHERE app_id = ? AND environment_id = ?", app_id, environment_id)
+
+    def route_owner_named(self, app_id: str, environment_name: str) -> dict[str, Any] | None:
+        """The owner of the app's route in the environment named `environment_name` (production, for the gates)."""
+        return self.one(
+            "SELECT r.* FROM route_owners r JOIN environments e ON e.id = r.environment_id "
+            "WHERE r.app_id = ? AND e.name = ?",
+            app_id,
+            environment_name,
+        )
+
+    def route_key_holder(self, c: sqlite3.Connection, route_key: str, app_id: str) -> dict[str, Any] | None:
+        """The other app whose route holds `route_key` (read in the caller's transaction), with its project's name."""
+        row = c.execute(
+            "SELECT a.id, a.name, a.workspace_id, p.name AS project FROM route_owners r JOIN apps a ON a.id = r.app_id "
+            "JOIN projects p ON p.id = a.project_id WHERE r.route_key = ? AND r.app_id != ?",
+            (route_key, app_id),
+        ).fetchone()
+        return _row(row)
 
     def move_route(
         self,
@@ -838,6 +996,51 @@ class Store:
             ),
         ).fetchone()
         return _row(row)
+
+    def route_owner_history(self, environment_id: str) -> list[str]:
+        """Every deployment that has owned the environment's route, most recent first (each once)."""
+        rows = self.all(
+            "SELECT deployment_id, MAX(seq) AS last FROM route_events WHERE environment_id = ? "
+            "GROUP BY deployment_id ORDER BY last DESC",
+            environment_id,
+        )
+        return [row["deployment_id"] for row in rows]
+
+    # -- database migrations applied per environment ----------------------------------------------------------------
+    def record_applied_migrations(
+        self,
+        c: sqlite3.Connection,
+        environment_id: str,
+        migrations: dict[str, str],
+        *,
+        deployment_id: str,
+        operation_id: str,
+    ) -> None:
+        """Add `migrations` (name -> directory) to the environment's applied set, in the caller's transaction (the
+        route move that applies them); names already there keep their first record."""
+        ts = now_iso()
+        c.executemany(
+            "INSERT INTO environment_migrations VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (environment_id, name) DO NOTHING",
+            [
+                (environment_id, name, directory, deployment_id, operation_id, ts)
+                for name, directory in migrations.items()
+            ],
+        )
+
+    def applied_migrations(self, environment_id: str) -> dict[str, str]:
+        """The environment's applied migrations: name -> the directory it was found in."""
+        rows = self.all(
+            "SELECT name, directory FROM environment_migrations WHERE environment_id = ? ORDER BY name", environment_id
+        )
+        return {row["name"]: row["directory"] for row in rows}
+
+    def route_event_owners(self) -> list[dict[str, Any]]:
+        """Each (environment, deployment) that ever owned a route, with the first operation that made it the owner."""
+        return self.all(
+            "SELECT environment_id, deployment_id, MIN(operation_id) AS operation_id FROM route_events "
+            "GROUP BY environment_id, deployment_id ORDER BY MIN(seq)"
+        )
 
     def route_snapshot(self) -> tuple[int, list[dict[str, Any]], str]:
         """Every route owner, the sequence number they reflect (read in one transaction), and their checksum."""

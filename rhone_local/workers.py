@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from typing import Any
 
-from rhone_local.domain.errors import DomainError
+from rhone_local.domain.errors import DomainError, disk_full, is_disk_full
 from rhone_local.domain.ids import new_id
 from rhone_local.domain.operations import MACHINES, NOT_RUNNABLE
 from rhone_local.notify import ChangeNotifier
@@ -29,11 +29,25 @@ log = logging.getLogger("rhone_local.workers")
 DEFAULT_ENVIRONMENTS = ("preview", "production")
 
 
+def _log_failure(error: BaseException, message: str, *args: Any) -> None:
+    """A full disk is one warning line (the operator must free space; there is no bug to trace); anything else is
+    logged with its traceback."""
+    if is_disk_full(error):
+        log.warning(message + ": the disk is full (%s)", *args, error)
+    else:
+        log.exception(message, *args)
+
+
 class StaleWrite(Exception):
     """Our view of the operation is out of date (another worker moved it, or our lease expired)."""
 
 
 TOPOLOGY_KINDS = frozenset({"binding.create", "binding.remove", "services.update", "scale", "region.enable"})
+# A deploy's cloning and building (up to the build timeout) are claimed by their own pool of workers; every other
+# operation — tenancy, promotion, rollback, scale, bindings, regions, and a deploy resumed at validating by an
+# approval — by the control pool, so none of them queues behind a build. A build worker that finishes a build
+# drives its deploy on to the end.
+BUILD_POOL = ("deploy", frozenset({"queued", "cloning", "building"}))
 INSERT_ENVIRONMENT = (
     "INSERT INTO environments (id, workspace_id, app_id, name, approval_required, frozen, created_at, operation_id) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -47,6 +61,7 @@ class Workers:
         notifier: ChangeNotifier,
         *,
         count: int = 2,
+        build_count: int = 2,
         lease_seconds: float = 10.0,
         stage_delay: float | None = None,
         pipeline: Any = None,
@@ -58,7 +73,8 @@ class Workers:
         self.pipeline = pipeline  # the deploy pipeline's stage effects (None: tenancy operations only)
         self.promotions = promotions  # promotion and rollback stage effects
         self.topology = topology  # binding, scale and region stage effects
-        self.count = count
+        self.count = count  # control workers: everything outside BUILD_POOL
+        self.build_count = build_count  # build workers: BUILD_POOL only
         self.lease_seconds = lease_seconds
         # A test knob: slow every stage down so crash tests can catch operations mid-flight.
         self.stage_delay = (
@@ -75,11 +91,12 @@ class Workers:
         recovered = self.store.release_leases_except(self.owner_prefix)
         if recovered:
             log.info("resuming %d operation(s) left leased by a previous server process", recovered)
-        for index in range(self.count):
-            name = f"{self.owner_prefix}{index}"
-            thread = threading.Thread(target=self._run, args=(name,), name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        for pool, size, outside in (("control", self.count, True), ("build", self.build_count, False)):
+            for index in range(size):
+                name = f"{self.owner_prefix}{pool}-{index}"
+                thread = threading.Thread(target=self._run, args=(name, outside), name=name, daemon=True)
+                thread.start()
+                self._threads.append(thread)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -87,15 +104,20 @@ class Workers:
         for thread in self._threads:
             thread.join(timeout)
 
-    def _run(self, name: str) -> None:
+    def _run(self, name: str, outside_build_pool: bool) -> None:
         try:
             while not self._stop.is_set():
-                op = self.store.claim_operation(name, self.lease_seconds, NOT_RUNNABLE)
-                if op is None:
-                    self.notifier.worker_wakeup.wait(0.5)
-                    self.notifier.worker_wakeup.clear()
-                    continue
-                self.drive(op, name)
+                try:
+                    op = self.store.claim_operation(
+                        name, self.lease_seconds, NOT_RUNNABLE, pool=BUILD_POOL, outside_pool=outside_build_pool
+                    )
+                    if op is not None:
+                        self.drive(op, name)
+                        continue
+                except Exception as error:  # noqa: BLE001 - logged; the worker outlives it (a full disk) and retries
+                    _log_failure(error, "%s could not claim or release an operation", name)
+                self.notifier.worker_wakeup.wait(0.5)
+                self.notifier.worker_wakeup.clear()
         finally:
             self.store.close()
 
@@ -112,26 +134,30 @@ class Workers:
             log.info("stale write on %s by %s: dropped", op["id"], worker)
         except RunnerStopping:
             log.info("%s left in %s: Rhone Local is stopping; it resumes on the next start", op["id"], op["state"])
-        except Exception:
-            log.exception("operation %s crashed in %s", op["id"], op["state"])
-            failed = self._record_crash(op, worker)
+        except Exception as error:  # noqa: BLE001 - logged, and recorded as the operation's failure
+            _log_failure(error, "operation %s crashed in %s", op["id"], op["state"])
+            failed = self._record_crash(op, worker, error)
             if failed:
                 self.notifier.changed(op["id"])
         finally:
             self.store.release_operation(op["id"], worker)
 
-    def _record_crash(self, op: dict[str, Any], worker: str) -> dict[str, Any] | None:
-        """The operation fails with internal_error, like a failed stage: in its machine's failure state, with what
-        that means for its object. None when even that cannot be written (the lease expires; a worker retries)."""
+    def _record_crash(self, op: dict[str, Any], worker: str, error: Exception) -> dict[str, Any] | None:
+        """The operation fails with internal_error (disk_full when that is why), like a failed stage: in its
+        machine's failure state, with what that means for its object. None when even that cannot be written (the
+        lease expires; a worker retries)."""
         from rhone_local.pipeline import StageFailed
 
         crash = StageFailed("internal_error", "the worker crashed; see the server log")
+        if is_disk_full(error):
+            full = disk_full(self.store.path.parent)
+            crash = StageFailed(full.code, full.message)
         try:
             return self._record_failure(op, crash, worker)
         except StaleWrite:
             return None
-        except Exception:
-            log.exception("recording the crash of %s failed", op["id"])
+        except Exception as error:  # noqa: BLE001 - logged; the lease expires and a worker retries
+            _log_failure(error, "recording the crash of %s failed", op["id"])
             return None
 
     def _record_failure(self, op: dict[str, Any], failure: Any, worker: str) -> dict:
@@ -167,7 +193,12 @@ class Workers:
 
         def beat() -> None:
             while not done.wait(self.lease_seconds / 3):
-                self.store.renew_lease(op_id, worker, self.lease_seconds)
+                # A failed renewal is logged and tried again next beat; a lease lost meanwhile makes the stage's
+                # next write stale, never wrong.
+                try:
+                    self.store.renew_lease(op_id, worker, self.lease_seconds)
+                except Exception as error:  # noqa: BLE001
+                    _log_failure(error, "renewing the lease of %s failed", op_id)
             self.store.close()
 
         thread = threading.Thread(target=beat, name=f"lease-{op_id}", daemon=True)
@@ -321,12 +352,8 @@ class Workers:
             )
             parent_ok = True
         elif op["kind"] == "app.create":
-            taken = store.one(
-                "SELECT id FROM apps WHERE project_id = ? AND name = ? AND id != ?",
-                params["project_id"],
-                params["name"],
-                op["target_id"],
-            )
+            # Unique in the workspace, not only the project: the name is the app's hostname.
+            taken = store.app_named_elsewhere(op["workspace_id"], params["name"], exclude=op["target_id"])
             parent_ok = store.one("SELECT id FROM projects WHERE id = ?", params["project_id"]) is not None
         else:
             taken = store.one(
@@ -351,6 +378,13 @@ class Workers:
             )
             return {"project_id": target}
         if op["kind"] == "app.create":
+            # Checked again in this write transaction: two creates of one name in two projects both passed
+            # validating, and only one may insert (there is no unique index: databases from before the rule may
+            # hold such pairs already).
+            if self.store.app_named_elsewhere(op["workspace_id"], params["name"], exclude=target, conn=c):
+                raise DomainError(
+                    "name_taken", f"the app name {params['name']!r} is already taken in the workspace", 409
+                )
             c.execute(
                 "INSERT INTO apps VALUES (?, ?, ?, ?, ?, ?)",
                 (target, op["workspace_id"], params["project_id"], params["name"], ts, op["id"]),

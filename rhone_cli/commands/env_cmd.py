@@ -72,7 +72,38 @@ def show(
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
     doc = tenancy.get(inv, target.environment_path(name))
+    tenancy.warn_policy_drift(inv, doc)
     inv.out.result(doc, t.fields(doc, ["id", "name", "app_id", "approval_required", "frozen", "created_at"]))
+
+
+@app.command("policy")
+def policy(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Environment name.", metavar="ENV")],
+    approval_required: Annotated[
+        bool | None,
+        typer.Option(
+            "--approval-required/--no-approval-required",
+            help="Promotions and rollbacks need an owner's or admin's approval. Without it, show the policy.",
+        ),
+    ] = None,
+    app_name: t.AppOpt = None,
+    project: t.ProjectOpt = None,
+    workspace: t.WorkspaceOpt = None,
+) -> None:
+    """Show or change an environment's policy on the server (owners and admins; audited). Reports where it differs
+    from rhone.toml's [environments] section."""
+    from rhone_cli.services import tenancy
+
+    inv = invocation(ctx)
+    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
+    if approval_required is None:
+        doc = tenancy.get(inv, target.environment_path(name))
+    else:
+        path = target.environment_path(name, "policy")
+        doc = inv.client().post(path, {"approval_required": approval_required}).data
+    tenancy.warn_policy_drift(inv, doc)
+    inv.out.result(doc, t.fields(doc, ["name", "approval_required", "frozen"]))
 
 
 def _set_frozen(ctx: typer.Context, name: str, app_name, project, workspace, frozen: bool) -> None:

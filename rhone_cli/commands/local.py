@@ -60,7 +60,7 @@ def up(
     _refuse_other_ports(local.status(inv, root), port, edge_port)
     port, edge_port = port or local.DEFAULT_PORT, edge_port or local.DEFAULT_EDGE_PORT
     if foreground:
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
         local.require_server_packages()
         command = local.server_command(root, port, edge_port)
         os.execv(sys.executable, command)
@@ -101,10 +101,25 @@ def down(ctx: typer.Context, data_dir: DataDir = None) -> None:
     def human(out: Output) -> None:
         if doc["was_running"]:
             out.line(f"stopped Rhone Local (pid {doc['pid']}{', forced' if doc.get('forced') else ''})")
+        elif doc.get("stale_pid_file"):
+            out.line("Rhone Local was not running (removed a stale pid file; the process it named was left alone)")
         else:
             out.line("Rhone Local was not running")
 
     inv.out.result(doc, human)
+
+
+@app.command("recover-owner")
+def recover_owner(ctx: typer.Context, data_dir: DataDir = None) -> None:
+    """Mint a new owner token into <data dir>/owner.token, for an owner who lost or revoked every token. Needs write
+    access to the data directory; audited as token.recover."""
+    from rhone_cli.services import local
+
+    inv = invocation(ctx)
+    doc = local.recover_owner(inv, local.data_dir(inv, data_dir))
+    inv.out.result(
+        doc, lambda out: out.line(f"new owner token for {doc['owner']} ({doc['workspace']}) in {doc['token_file']}")
+    )
 
 
 @app.command("status")

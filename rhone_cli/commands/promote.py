@@ -47,11 +47,15 @@ def register(root: typer.Typer) -> None:
             ),
         ] = None,
         approve: Annotated[bool, typer.Option("--approve", help="Approve it too (owners and admins).")] = False,
+        allow_unsafe_db: Annotated[
+            bool,
+            typer.Option("--allow-unsafe-db", help="Promote it although it lacks migrations the environment applied."),
+        ] = False,
         no_wait: t.NoWaitOpt = False,
         wait_timeout: t.WaitTimeoutOpt = None,
     ) -> None:
         """Promote a deployment's validated artifact (never rebuilt) to an environment: exit 5 if the route moved,
-        6 if frozen or unapproved."""
+        6 if frozen, unapproved, or lacking migrations the environment applied (unless --allow-unsafe-db)."""
         from rhone_cli.services import routes
 
         inv = invocation(ctx)
@@ -62,6 +66,7 @@ def register(root: typer.Typer) -> None:
             expect_digest=expect_digest,
             expect_epoch=expect_epoch,
             approve=approve,
+            allow_unsafe_db=allow_unsafe_db,
             no_wait=no_wait,
             timeout=wait_timeout,
         )
@@ -80,6 +85,10 @@ def register(root: typer.Typer) -> None:
         allow_unsafe_db: Annotated[
             bool, typer.Option("--allow-unsafe-db", help="Roll back past migrations the current artifact added.")
         ] = False,
+        approve: Annotated[
+            bool,
+            typer.Option("--approve", help="Approve it too (owners and admins; needed where approval is required)."),
+        ] = False,
         expect_epoch: Annotated[
             int | None,
             typer.Option(
@@ -92,8 +101,9 @@ def register(root: typer.Typer) -> None:
         no_wait: t.NoWaitOpt = False,
         wait_timeout: t.WaitTimeoutOpt = None,
     ) -> None:
-        """Move the route back to a previous deployment's artifact (never rebuilt); refused (exit 6) when that would
-        cross database migrations, unless --allow-unsafe-db."""
+        """Move the route back to an earlier owner's artifact (never rebuilt; exit 5 for a deployment that never owned
+        it). Refused (exit 6) when frozen, unapproved where approval is required, or when it would cross database
+        migrations, unless --allow-unsafe-db."""
         from rhone_cli.services import routes, tenancy
 
         inv = invocation(ctx)
@@ -104,6 +114,7 @@ def register(root: typer.Typer) -> None:
             env,
             to=to,
             allow_unsafe_db=allow_unsafe_db,
+            approve=approve,
             expect_epoch=expect_epoch,
             no_wait=no_wait,
             timeout=wait_timeout,

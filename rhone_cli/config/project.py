@@ -26,6 +26,11 @@ DEFAULT_ENVIRONMENTS = ("preview", "production")
 RUNTIME_SERVICES = ("session", "broadcast", "cache", "queue", "idempotency", "object_storage")
 PROVIDER_KINDS = ("postgres", "mysql", "redis", "s3", "smtp", "generic")
 
+# How long a build and a readiness probe may hold a server worker. The server enforces the same bounds (it validates
+# a deployment's configuration with the model below, and clamps older stored ones: rhone_local/domain/limits.py).
+BUILD_TIMEOUT_DEFAULT, BUILD_TIMEOUT_MAX = 600, 7200
+READINESS_TIMEOUT_DEFAULT, READINESS_TIMEOUT_MAX = 60, 3600
+
 # rhone.toml's own keys nest 4 levels (environments.production.residency[0]); anything far deeper is not a config.
 MAX_NESTING = 16
 
@@ -120,13 +125,15 @@ class BuildSection(_Section):
     output: RelativePath = Field(".", description="Directory (relative) that holds the built artifact.")
     include: list[Glob] = Field(default_factory=lambda: ["**"], description="Globs of files to include.")
     exclude: list[Glob] = Field(default_factory=list, description="Globs to exclude (in addition to .rhoneignore).")
-    timeout: int = Field(600, ge=1, le=7200, description="Build timeout in seconds.")
+    timeout: int = Field(BUILD_TIMEOUT_DEFAULT, ge=1, le=BUILD_TIMEOUT_MAX, description="Build timeout in seconds.")
 
 
 class ProcessSection(_Section):
     start: Command = Field(description="Start command; the process receives PORT and must listen on it.")
     health_path: HttpPath = Field("/healthz", description="Readiness probe path.")
-    readiness_timeout: int = Field(60, ge=1, le=3600, description="Seconds to wait for readiness.")
+    readiness_timeout: int = Field(
+        READINESS_TIMEOUT_DEFAULT, ge=1, le=READINESS_TIMEOUT_MAX, description="Seconds to wait for readiness."
+    )
 
 
 class VangoSection(_Section):
@@ -160,7 +167,9 @@ class RuntimeSection(_Section):
         "idempotency store.",
     )
     session_cookie: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = Field(
-        None, description="The session cookie the edge keeps on one instance (default: vango_session)."
+        None,
+        description="Ignored (kept so older files stay valid): the edge keeps each client on the instance that "
+        "first served it with its own affinity cookie, whatever cookies the app sets.",
     )
     services: list[Literal[RUNTIME_SERVICES]] = Field(  # type: ignore[valid-type]
         default_factory=list, description="Further runtime services the app requires to run more than one instance."
@@ -199,6 +208,18 @@ class RhoneToml(_Section):
         environments.update(data["environments"])
         data["environments"] = environments
         return data
+
+
+class DeploymentConfig(RhoneToml):
+    """The configuration a deployment carries to the server: the resolved rhone.toml. The server validates it with
+    this very model, so a raw API request meets the same rules and bounds as `rhone config validate`; project and app
+    may be left out (the request's URL names them), build and process may not."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, title="DeploymentConfig")
+
+    project: ProjectSection | None = None
+    app: AppSection | None = None
+    build: BuildSection
 
 
 # -- problems -----------------------------------------------------------------------------------------------------

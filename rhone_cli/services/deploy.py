@@ -160,6 +160,7 @@ def deploy(inv: Invocation, *, environment: str, prebuilt: bool, no_wait: bool, 
     op = inv.client().post(path, body, idempotency_key=key).data
     operations.announce(inv, op)
     if no_wait:
+        warn_policy_drift(inv, inv.client().get(api_paths.deployment(op["target_id"])).data)
         return {"operation": op, "upload": uploaded}
     op = operations.wait(inv, op, timeout=timeout)
     return {**result(inv, op), "upload": uploaded}
@@ -169,6 +170,7 @@ def result(inv: Invocation, op: dict[str, Any]) -> dict[str, Any]:
     """The deployment a finished deploy operation made, or the error that explains why it did not reach
     preview_ready — the same for `rhone deploy` and for `rhone op wait` resuming it."""
     deployment = inv.client().get(api_paths.deployment(op["target_id"])).data
+    warn_policy_drift(inv, deployment)
     failure = operations.verdict(op)
     if failure is None:
         return deployment
@@ -183,6 +185,13 @@ def result(inv: Invocation, op: dict[str, Any]) -> dict[str, Any]:
         failure.hint = f"logs: `rhone deploy logs {deployment['id']}`; stages: `rhone op show {op['id']}`"
     failure.details = {"deployment_id": deployment["id"], "evidence": deployment["evidence"]}
     raise failure
+
+
+def warn_policy_drift(inv: Invocation, deployment: dict) -> None:
+    """One warning per environment whose policy on the server differs from what this rhone.toml declares (the
+    server's applies); the deployment's `policy_drift` carries the same in --json."""
+    for drift in deployment.get("policy_drift") or []:
+        inv.out.warn(tenancy.policy_drift_message(drift))
 
 
 def approve(inv: Invocation, deployment_id: str, *, ack_cold: bool, timeout: float | None) -> dict:

@@ -4,17 +4,25 @@ The server runs as `python -m rhone_local serve` with its output in `<data dir>/
 `<data dir>/rhone-local.pid`. `up` waits until `/v1/health` answers, then writes the `local` profile with the
 bootstrap owner's token. A dead process's pid file is recognised and cleared; a port held by someone else is a
 clear error before anything starts.
+
+A pid file can outlive its process, and the kernel reuses pids: before anything is signalled, the pid must be the
+Rhone Local server of this very data directory (its command line says so), and on Linux the signal goes through a
+pidfd opened before that check, so it cannot reach a process that took the pid over in between (docs/security.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import select
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +34,11 @@ DEFAULT_PORT = 8470
 DEFAULT_EDGE_PORT = 8471
 PROFILE = "local"
 HEALTH_TIMEOUT_SECONDS = 30.0
+# How the server says it refused to start (rhone_local/server.py: status 3, then `error [code]: …` and `hint: …` on
+# stderr); the CLI never imports Rhone Local, so the contract is restated here.
+REFUSED_STATUS = 3
+_REFUSAL = re.compile(r"^error \[([a-z_]+)\]: (.+)\nhint: (.+)$", re.MULTILINE)
+REFUSAL_EXIT_CODES = {"data_dir_in_use": ExitCode.CONFLICT}
 
 
 def data_dir(inv: Invocation, explicit: Path | None = None) -> Path:
@@ -85,9 +98,140 @@ def process_alive(pid: int) -> bool:
 
 def _read_pid(paths: Paths) -> int | None:
     try:
-        return int(paths.pid.read_text().strip())
-    except (FileNotFoundError, ValueError):
+        pid = int(paths.pid.read_text().strip())
+    except (OSError, ValueError):
         return None
+    return pid if pid > 0 else None
+
+
+def _state_pid(paths: Paths) -> int | None:
+    """The pid a server wrote into server.json (the only record of one started with `--foreground`)."""
+    try:
+        pid = json.loads(paths.state.read_text()).get("pid")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
+
+
+def _command_line(pid: int) -> tuple[list[str], Path | None] | None:
+    """The arguments of process `pid` and its working directory (None where procfs cannot say), or None when it is
+    gone or not ours."""
+    try:
+        if Path(f"/proc/{pid}").stat().st_uid != os.geteuid():
+            return None  # another user's process is never our server, whatever its command line says
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        if Path("/proc/self/cmdline").exists():
+            return None  # procfs works: the process is gone
+        return _command_line_from_ps(pid)
+    except OSError:
+        return None
+    try:
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        cwd = None
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part], cwd
+
+
+def _command_line_from_ps(pid: int) -> tuple[list[str], Path | None] | None:
+    """Without procfs (macOS), `ps` prints the command line joined by spaces: good enough to recognise ours."""
+    try:
+        found = subprocess.run(
+            ["ps", "-ww", "-o", "uid=,command=", "-p", str(pid)], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    fields = found.stdout.split() if found.returncode == 0 else []
+    return (fields[1:], None) if fields and fields[0] == str(os.geteuid()) else None
+
+
+def is_server_of(pid: int, root: Path) -> bool:
+    """Whether `pid` is a live `python -m rhone_local serve` whose `--data-dir` is `root`."""
+    if not process_alive(pid):
+        return False
+    found = _command_line(pid)
+    if found is None:
+        return False
+    args, cwd = found
+    if "rhone_local" not in args or "serve" not in args:
+        return False
+    for index, arg in enumerate(args):
+        value = args[index + 1] if arg == "--data-dir" and index + 1 < len(args) else None
+        if arg.startswith("--data-dir="):
+            value = arg.split("=", 1)[1]
+        if value is not None:
+            path = Path(value)
+            if not path.is_absolute() and cwd is not None:
+                path = cwd / path
+            return path.is_absolute() and os.path.normpath(path) == os.path.normpath(root)
+    return False
+
+
+class ServerProcess:
+    """A handle on the verified server: a pidfd on Linux, so signals and waits reach that process and no other, even
+    if it exits and its pid is reused; elsewhere its pid."""
+
+    def __init__(self, pid: int, pidfd: int | None) -> None:
+        self.pid = pid
+        self._pidfd = pidfd
+
+    def signal(self, number: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if self._pidfd is not None:
+                signal.pidfd_send_signal(self._pidfd, number)
+            else:
+                os.kill(self.pid, number)
+
+    def wait(self, timeout: float) -> bool:
+        """True once the process has exited, False if it still runs after `timeout` seconds."""
+        if self._pidfd is not None:
+            readable, _, _ = select.select([self._pidfd], [], [], timeout)  # a pidfd turns readable at exit
+            return bool(readable)
+        deadline = time.monotonic() + timeout
+        while process_alive(self.pid):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+
+@contextlib.contextmanager
+def server_process(pid: int, root: Path) -> Iterator[ServerProcess | None]:
+    """The server of `root` running as `pid`, or None when `pid` is something else (or nothing)."""
+    pidfd = None
+    if hasattr(os, "pidfd_open"):
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            yield None
+            return
+        except OSError:
+            pidfd = None  # a kernel without pidfds: the pid it is
+    try:
+        # Checked after the pidfd is open: if `pid` was reused before the check, the check sees the impostor.
+        yield ServerProcess(pid, pidfd) if is_server_of(pid, root) else None
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _recorded_server(paths: Paths, root: Path) -> tuple[int | None, int | None]:
+    """(pid of the running server of `root`, pid named by a stale record). The pid file (from `up`) comes first, then
+    server.json (a server started with --foreground has only that)."""
+    stale = None
+    for pid in (_read_pid(paths), _state_pid(paths)):
+        if pid is None:
+            continue
+        if is_server_of(pid, root):
+            return pid, None
+        stale = stale or pid
+    return None, stale
+
+
+def _clear_stale_records(paths: Paths) -> None:
+    """Remove the pid file and server.json once no server of this data directory runs (checked by the caller)."""
+    paths.pid.unlink(missing_ok=True)
+    paths.state.unlink(missing_ok=True)
 
 
 def _port_free(port: int) -> bool:
@@ -116,8 +260,8 @@ def _health(api_url: str, timeout: float = 1.0) -> dict | None:
 
 def status(inv: Invocation, root: Path) -> dict[str, Any]:
     paths = Paths(root)
-    pid = _read_pid(paths)
-    running = pid is not None and process_alive(pid)
+    pid, stale = _recorded_server(paths, root)
+    running = pid is not None
     state: dict[str, Any] = {}
     if paths.state.exists():
         try:
@@ -134,7 +278,7 @@ def status(inv: Invocation, root: Path) -> dict[str, Any]:
         "version": (health or {}).get("version"),
         "data_dir": str(root),
         "log_file": str(paths.log),
-        "stale_pid_file": pid is not None and not running,
+        "stale_pid_file": stale is not None,
     }
 
 
@@ -174,23 +318,23 @@ def require_server_packages() -> None:
 def up(inv: Invocation, root: Path, *, port: int, edge_port: int, timeout: float = HEALTH_TIMEOUT_SECONDS) -> dict:
     require_server_packages()
     paths = Paths(root)
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
     current = status(inv, root)
     if current["running"]:
         inv.out.info(f"Rhone Local is already running at {current['api_url']} (pid {current['pid']})")
         _write_profile(inv, paths, current["api_url"])
         return {**current, "started": False}
-    pid = _read_pid(paths)
+    pid, stale = _recorded_server(paths, root)
     if pid is not None:
-        if process_alive(pid):
-            raise RhoneError(
-                f"process {pid} from {paths.pid} is alive but Rhone Local does not answer",
-                code="local_unhealthy",
-                exit_code=ExitCode.CONFLICT,
-                hint=f"stop it with `rhone local down`, or look at {paths.log}",
-            )
-        inv.out.info(f"removing stale pid file {paths.pid} (process {pid} is gone)")
-        paths.pid.unlink(missing_ok=True)
+        raise RhoneError(
+            f"Rhone Local (pid {pid}) is running on {root} but does not answer",
+            code="local_unhealthy",
+            exit_code=ExitCode.CONFLICT,
+            hint=f"stop it with `rhone local down`, or look at {paths.log}",
+        )
+    if stale is not None:
+        inv.out.info(f"removing stale pid file {paths.pid} (process {stale} is not Rhone Local of {root})")
+        _clear_stale_records(paths)
     for name, number in (("--port", port), ("--edge-port", edge_port)):
         if not _port_free(number):
             raise RhoneError(
@@ -200,7 +344,9 @@ def up(inv: Invocation, root: Path, *, port: int, edge_port: int, timeout: float
                 hint=f"free it, or choose another with `rhone local up {name} N`",
             )
     command = server_command(root, port, edge_port)
-    with paths.log.open("ab") as log:
+    # The log is private like the rest of the data directory (docs/security.md).
+    with open(os.open(paths.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
+        log_start = paths.log.stat().st_size
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -216,12 +362,7 @@ def up(inv: Invocation, root: Path, *, port: int, edge_port: int, timeout: float
     while True:
         if process.poll() is not None:
             paths.pid.unlink(missing_ok=True)
-            raise RhoneError(
-                f"Rhone Local exited during start-up (status {process.returncode})",
-                code="local_start_failed",
-                exit_code=ExitCode.FAILED,
-                hint="last log lines:\n" + _tail(paths.log, 10),
-            )
+            raise _start_failure(process.returncode, paths.log, log_start)
         if _health(api_url, timeout=0.5):
             break
         if time.monotonic() > deadline:
@@ -234,6 +375,28 @@ def up(inv: Invocation, root: Path, *, port: int, edge_port: int, timeout: float
         time.sleep(0.1)  # waiting for a process to bind its port: there is no operation to long-poll yet
     _write_profile(inv, paths, api_url)
     return {**status(inv, root), "started": True, "profile": PROFILE}
+
+
+def _start_failure(status: int, log: Path, offset: int) -> RhoneError:
+    """Why the server exited during start-up: its own refusal (code, message, hint), else the log's last lines."""
+    if status == REFUSED_STATUS:
+        try:
+            with log.open("rb") as handle:
+                handle.seek(offset)
+                written = handle.read(65536).decode(errors="replace")
+        except OSError:
+            written = ""
+        refusal = _REFUSAL.search(written)
+        if refusal:
+            code, message, hint = refusal.groups()
+            exit_code = REFUSAL_EXIT_CODES.get(code, ExitCode.FAILED)
+            return RhoneError(message, code=f"local_{code}", exit_code=exit_code, hint=hint)
+    return RhoneError(
+        f"Rhone Local exited during start-up (status {status})",
+        code="local_start_failed",
+        exit_code=ExitCode.FAILED,
+        hint="last log lines:\n" + _tail(log, 10),
+    )
 
 
 def _write_profile(inv: Invocation, paths: Paths, api_url: str) -> None:
@@ -266,21 +429,44 @@ def _write_profile(inv: Invocation, paths: Paths, api_url: str) -> None:
         inv.out.info(f"profile {PROFILE!r} now points at {api_url} and is the current profile")
 
 
+def recover_owner(inv: Invocation, root: Path) -> dict:
+    """A new owner token in `owner.token`, minted by Rhone Local's own module straight into the data directory (the
+    authority is write access to it; no API offers this); the `local` profile takes it when the server runs."""
+    require_server_packages()
+    command = [sys.executable, "-m", "rhone_local", "recover-owner", "--data-dir", str(root)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        raise RhoneError(
+            (result.stderr.strip().splitlines() or ["recovery failed"])[-1],
+            code="local_recover_failed",
+            exit_code=ExitCode.FAILED,
+            hint=f"is {root} the data directory of your Rhone Local (--data-dir)?",
+        )
+    doc = json.loads(result.stdout)
+    current = status(inv, root)
+    if current["running"]:
+        _write_profile(inv, Paths(root), current["api_url"])
+    else:
+        inv.out.info("Rhone Local is not running: `rhone local up` starts it and points the local profile at the token")
+    return {**doc, "profile_updated": current["running"]}
+
+
 def down(inv: Invocation, root: Path, *, timeout: float = 10.0) -> dict:
     paths = Paths(root)
-    pid = _read_pid(paths)
-    if pid is None or not process_alive(pid):
-        paths.pid.unlink(missing_ok=True)
-        return {"stopped": False, "was_running": False, "pid": None, "data_dir": str(root)}
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while process_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    forced = process_alive(pid)
-    if forced:
-        os.kill(pid, signal.SIGKILL)
-        while process_alive(pid):
-            time.sleep(0.05)
+    pid, stale = _recorded_server(paths, root)
+    not_running = {"stopped": False, "was_running": False, "pid": None, "data_dir": str(root)}
+    if pid is None:
+        _clear_stale_records(paths)
+        return {**not_running, "stale_pid_file": stale is not None}
+    with server_process(pid, root) as server:
+        if server is None:  # it exited (and maybe its pid was reused) since it was found
+            _clear_stale_records(paths)
+            return {**not_running, "stale_pid_file": True}
+        server.signal(signal.SIGTERM)
+        forced = not server.wait(timeout)
+        if forced:
+            server.signal(signal.SIGKILL)
+            server.wait(timeout)
     paths.pid.unlink(missing_ok=True)
     paths.state.unlink(missing_ok=True)
     return {"stopped": True, "was_running": True, "pid": pid, "forced": forced, "data_dir": str(root)}

@@ -19,12 +19,14 @@ def promote(
     approve: bool,
     no_wait: bool,
     timeout: float | None,
+    allow_unsafe_db: bool = False,
 ) -> dict[str, Any]:
     body = {
         "environment": environment,
         "expect_digest": expect_digest,
         "expect_epoch": expect_epoch,
         "approve": approve,
+        "allow_unsafe_db": allow_unsafe_db,
     }
     op = operations.run(
         inv,
@@ -47,17 +49,18 @@ def rollback(
     expect_epoch: int | None,
     no_wait: bool,
     timeout: float | None,
+    approve: bool = False,
 ) -> dict[str, Any]:
     if to is not None:
         api_paths.checked_id("deployment", to)
-    body = {"to_deployment": to, "allow_unsafe_db": allow_unsafe_db, "expect_epoch": expect_epoch}
+    body = {"to_deployment": to, "allow_unsafe_db": allow_unsafe_db, "expect_epoch": expect_epoch, "approve": approve}
     op = operations.run(
         inv,
         target.environment_path(environment, "rollback"),
         body,
         no_wait=no_wait,
         timeout=timeout,
-        key_parts=(inv.profile.api_url, target.app_path, environment, str(to)),
+        key_parts=(inv.profile.api_url, target.app_path, environment, str(to), str(approve)),
     )
     return op if no_wait else route_after(inv, op)
 

@@ -91,6 +91,36 @@ def target(
     )
 
 
+def policy_drift_message(drift: dict) -> str:
+    """The warning for one `policy_drift` entry (rhone.toml against the server's policy)."""
+    name = drift["environment"]
+    if drift["server"] is None:
+        return f"rhone.toml declares environment {name}, which does not exist on the server: `{drift['fix']}`"
+    return (
+        f"rhone.toml declares [environments.{name}] {drift['setting']} = {str(drift['declared']).lower()}, but the "
+        f"server's policy is {str(drift['server']).lower()} (the server's applies); align it with `{drift['fix']}`, "
+        "or change rhone.toml"
+    )
+
+
+def warn_policy_drift(inv: Invocation, environment: dict) -> None:
+    """Warn when rhone.toml (if there is one here) declares another approval policy for this environment than the
+    server enforces."""
+    config = _project_config(inv)
+    declared = config.resolved()["environments"].get(environment["name"]) if config else None
+    if declared is None or bool(declared.get("approval_required")) == bool(environment["approval_required"]):
+        return
+    wanted = bool(declared.get("approval_required"))
+    drift = {
+        "environment": environment["name"],
+        "setting": "approval_required",
+        "declared": wanted,
+        "server": bool(environment["approval_required"]),
+        "fix": f"rhone env policy {environment['name']} --{'' if wanted else 'no-'}approval-required",
+    }
+    inv.out.warn(policy_drift_message(drift))
+
+
 DEFAULT_LIMIT = 30
 
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import re
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -17,10 +18,11 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from rhone_local import __version__
-from rhone_local.domain.errors import DomainError
+from rhone_local.domain.errors import DomainError, disk_full, is_disk_full
 from rhone_local.domain.ids import PATH_REFERENCES, new_id, well_formed_reference
 from rhone_local.notify import ChangeNotifier
 from rhone_local.store import Store
@@ -114,6 +116,24 @@ def create_app(store: Store, notifier: ChangeNotifier | None = None, *, pipeline
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(request, 500, "internal_error", "internal error; see the Rhone Local log")
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_disconnected(request: Request, error: ClientDisconnect) -> JSONResponse:
+        # Nobody reads this answer; one line says what happened (the handler above would log two tracebacks).
+        log.warning("%s %s: the client went away before its request body ended", request.method, request.url.path)
+        return error_response(request, 400, "client_disconnected", "the request body ended early")
+
+    async def storage_error(request: Request, error: Exception) -> JSONResponse:
+        """A full disk is the operator's to fix, not a bug: 507 `disk_full` naming the data directory."""
+        if not is_disk_full(error):
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            return error_response(request, 500, "internal_error", "internal error; see the Rhone Local log")
+        full = disk_full(request.app.state.pipeline.data_dir)
+        log.warning("%s %s: %s", request.method, request.url.path, full.message)
+        return error_response(request, full.status, full.code, full.message, full.details)
+
+    app.add_exception_handler(OSError, storage_error)
+    app.add_exception_handler(sqlite3.Error, storage_error)
 
     app.include_router(routes.router)
     app.include_router(deploy_routes.router)

@@ -29,12 +29,12 @@ from rhone_local.api.routes import (
 from rhone_local.artifacts import store_manifest
 from rhone_local.domain import manifest as manifests
 from rhone_local.domain.access import Principal
-from rhone_local.domain.errors import DomainError, conflict, forbidden, not_found
+from rhone_local.domain.errors import conflict, forbidden, not_found
 from rhone_local.domain.ids import new_id
+from rhone_local.domain.policy import policy_drift
 from rhone_local.store import now_iso
 
 router = APIRouter()
-REQUIRED_CONFIG = ("process", "build")
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 
 
@@ -125,6 +125,10 @@ def deployment_view(request: Request, row: dict) -> dict:
             for owned in store.owned_routes(row["id"])
         ],
         "allocations": allocations,
+        "policy_drift": policy_drift(
+            (row["config"] or {}).get("environments") or {},
+            {e["name"]: e for e in store.environments_of(row["app_id"])},
+        ),
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
@@ -198,10 +202,6 @@ def create_deployment(
             "build_digest_mismatch",
             f"build digest mismatch: declared {body.artifact_digest}, uploaded {body.manifest_digest}",
         )
-    if not all(isinstance(body.config.get(key), dict) for key in REQUIRED_CONFIG) or not isinstance(
-        body.config["process"].get("start"), str
-    ):
-        raise DomainError("invalid_config", "config must be the resolved rhone.toml (with build and process)", 422)
     store_manifest(blobs, manifest)
     payload = body.model_dump()
 
@@ -235,7 +235,7 @@ def create_deployment(
                 op["id"],
                 int(body.prebuilt),
                 body.manifest_digest,
-                _json(body.config),
+                _json(body.config.model_dump(mode="json")),
                 _json(source),
                 ts,
                 ts,

@@ -152,7 +152,10 @@ def decide(request: Request, principal: Principal, user_code: str, approve: bool
     if code is None:
         raise DomainError("not_found", f"no login is waiting for the code {user_code!r}", 404)
     state = "approved" if approve else "denied"
-    if code["expires_at"] <= _now() or not store.decide_device_code(code["id"], principal.id, state):
+    decided = store.decide_device_code(
+        code["id"], state, user_id=principal.id, workspace_id=principal.workspace_id, role=principal.role
+    )
+    if code["expires_at"] <= _now() or not decided:
         raise DomainError("device_code_closed", "that login was already decided, or its code expired", 409)
     return {"user_code": code["user_code"], "state": state, "client_name": code["client_name"]}
 

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rhone_cli.config.project import DeploymentConfig
+
 Role = Literal["owner", "admin", "developer", "viewer"]
 NAME_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
 
@@ -90,6 +92,10 @@ class Token(_Model):
     name: str
     subject_kind: Literal["user", "runtime"]
     subject_id: str
+    workspace_id: str | None = Field(None, description="The workspace the token acts in; elsewhere it is refused.")
+    role: Literal["owner", "admin", "developer", "viewer"] | None = Field(
+        None, description="A user token's most powerful role there (never more than its member's current role)."
+    )
     created_at: str
     expires_at: str | None = None
     revoked_at: str | None = None
@@ -156,6 +162,10 @@ class Environment(_Model):
     instances: int = Field(description="Instances the route owner runs here (set by scale operations).")
     created_at: str
     operation_id: str
+
+
+class EnvironmentPolicyUpdate(_Model):
+    approval_required: bool = Field(description="Promotions and rollbacks need an owner's or admin's approval.")
 
 
 class EnvironmentCreate(_Model):
@@ -401,7 +411,7 @@ class DeploymentCreate(_Model):
     artifact_digest: str | None = Field(
         None, pattern=r"^sha256:[0-9a-f]{64}$", description="With prebuilt: the digest the client built."
     )
-    config: dict[str, Any] = Field(description="The resolved rhone.toml.")
+    config: DeploymentConfig = Field(description="The resolved rhone.toml, checked with the rules of rhone.toml.")
     source: SourceFacts = Field(default_factory=SourceFacts)
 
 
@@ -415,6 +425,14 @@ class DeploymentRoute(_Model):
     epoch: int
     url: str
     operation_id: str = Field(description="The promotion or rollback that made this deployment the owner.")
+
+
+class PolicyDrift(_Model):
+    environment: str
+    setting: Literal["approval_required"]
+    declared: bool = Field(description="What the deployment's rhone.toml declares.")
+    server: bool | None = Field(description="The environment's policy on the server; null: it does not exist there.")
+    fix: str = Field(description="The command that aligns the server with rhone.toml.")
 
 
 class Deployment(_Model):
@@ -439,6 +457,10 @@ class Deployment(_Model):
         default_factory=list, description="The routes this deployment owns (it serves those environments)."
     )
     allocations: list[Allocation]
+    policy_drift: list[PolicyDrift] = Field(
+        default_factory=list,
+        description="Where the deployment's rhone.toml [environments] differ from the server's environment policy.",
+    )
     created_at: str
     updated_at: str
 
@@ -453,12 +475,20 @@ class PromoteRequest(_Model):
     expect_digest: Digest | None = Field(None, description="Default: the deployment's validated artifact digest.")
     expect_epoch: int | None = Field(None, ge=0, description="Default: the route's epoch when the request arrives.")
     approve: bool = Field(False, description="Record an owner's or admin's approval with the request.")
+    allow_unsafe_db: bool = Field(
+        False, description="Promote a deployment that lacks migrations already applied in the environment."
+    )
 
 
 class RollbackRequest(_Model):
     to_deployment: str | None = Field(None, max_length=64, description="Default: the previous route owner.")
     expect_epoch: int | None = Field(None, ge=0)
-    allow_unsafe_db: bool = Field(False, description="Roll back past migrations the current artifact introduced.")
+    allow_unsafe_db: bool = Field(
+        False, description="Roll back to a deployment that lacks migrations already applied in the environment."
+    )
+    approve: bool = Field(
+        False, description="Record an owner's or admin's approval (needed where the environment requires approval)."
+    )
 
 
 class RouteOwner(_Model):

@@ -26,12 +26,13 @@ from rhone_local.api.routes import (
     page,
     readable_app,
     readable_environment,
+    refusals_audited,
     route_url,
 )
 from rhone_local.domain.access import Principal
 from rhone_local.domain.errors import DomainError, conflict, not_found
 from rhone_local.pipeline import StageFailed
-from rhone_local.promotion import check_policy, rollback_db_check, route_key
+from rhone_local.promotion import check_policy, route_key, route_key_taken
 
 router = APIRouter()
 APP = "/v1/workspaces/{ws}/projects/{prj}/apps/{app}"
@@ -42,6 +43,21 @@ REFUSAL_STATUS = {"not_found": 404}
 
 def _refuse(failure: StageFailed) -> DomainError:
     return DomainError(failure.code, failure.message, REFUSAL_STATUS.get(failure.code, 409), failure.evidence)
+
+
+def _unsafe_db_move(request: Request, environment: dict, target: dict, *, allow: bool) -> list[str]:
+    """The migrations applied in the environment that `target` lacks; refused unless `allow` (--allow-unsafe-db)."""
+    unsafe = request.app.state.pipeline.unsafe_db_move(environment["id"], target)
+    if unsafe and not allow:
+        raise conflict(
+            "rollback_unsafe_db",
+            f"{target['id']} lacks {len(unsafe)} migration(s) already applied in {environment['name']} "
+            f"({', '.join(unsafe[:5])}); roll forward instead, or pass --allow-unsafe-db",
+            hint="deploy a build that carries them, or accept running older code on a newer schema with "
+            "--allow-unsafe-db (audited)",
+            migrations=unsafe,
+        )
+    return unsafe
 
 
 def owner_view(request: Request, row: dict) -> dict:
@@ -80,10 +96,12 @@ def _start(
     store = get_store(request)
     app = store.app_by_id(deployment["app_id"])
     key = route_key(app["name"], environment["name"])
-    taken = store.one("SELECT app_id FROM route_owners WHERE route_key = ? AND app_id != ?", key, app["id"])
-    if taken:
+    holder = store.route_key_holder(store.conn, key, app["id"])
+    if holder:
         raise conflict(
-            "route_key_taken", f"another app already serves {key}; app names must be unique to share an edge"
+            "route_key_taken",
+            route_key_taken(holder, key, app["workspace_id"]),
+            hint="deploy this code under another app name (rhone.toml [app] name)",
         )
     params = {
         "deployment_id": deployment["id"],
@@ -153,19 +171,23 @@ def promote(request: Request, principal: Caller, deployment_id: str, body: m.Pro
             "insufficient_role",
             "only owners and admins can approve a promotion",
         )
-    environment = store.environment(deployment["app_id"], body.environment)
-    if environment is None:
-        raise not_found("environment", body.environment)
-    params = {
-        "deployment_id": deployment_id,
-        "environment_id": environment["id"],
-        "expect_digest": body.expect_digest or deployment["artifact_digest"],
-        "approved_by": principal.id if body.approve else None,
-    }
-    try:
-        check_policy(store, request.app.state.pipeline, params)
-    except StageFailed as failure:
-        raise _refuse(failure) from None
+    with refusals_audited(request, principal, deployment["workspace_id"], "deployment.promote", deployment_id):
+        environment = store.environment(deployment["app_id"], body.environment)
+        if environment is None:
+            raise not_found("environment", body.environment)
+        params = {
+            "deployment_id": deployment_id,
+            "environment_id": environment["id"],
+            "expect_digest": body.expect_digest or deployment["artifact_digest"],
+            "approved_by": principal.id if body.approve else None,
+        }
+        try:
+            check_policy(store, request.app.state.pipeline, params)
+        except StageFailed as failure:
+            raise _refuse(failure) from None
+        # Promoting an older build is a rollback of the database schema too: the same guard.
+        unsafe = _unsafe_db_move(request, environment, deployment, allow=body.allow_unsafe_db)
+    note = f" (allow-unsafe-db past {', '.join(unsafe)})" if unsafe else ""
     return _start(
         request,
         principal,
@@ -175,7 +197,7 @@ def promote(request: Request, principal: Caller, deployment_id: str, body: m.Pro
         action="deployment.promote",
         expect_epoch=body.expect_epoch,
         approved_by=params["approved_by"],
-        detail_target=f"{deployment_id} -> {environment['name']}",
+        detail_target=f"{deployment_id} -> {environment['name']}{note}",
     )
 
 
@@ -185,47 +207,11 @@ def promote(request: Request, principal: Caller, deployment_id: str, body: m.Pro
 def rollback(
     request: Request, principal: Caller, ws: str, prj: str, app: str, env: str, body: m.RollbackRequest
 ) -> JSONResponse:
-    store = get_store(request)
     # The mutation is authorized first, so a non-member's refusal is audited like every other denied mutation.
-    authorize(request, principal, ws, "route.rollback", f"{app}--{env}")
-    environment = readable_environment(request, principal, ws, prj, app, env, "app.read")
-    found = environment["app"]
-    current = store.route_owner(found["id"], environment["id"])
-    if current is None:
-        raise conflict("no_route_owner", f"nothing serves {app}--{env}; there is nothing to roll back")
-    target_id = body.to_deployment
-    if target_id is None:
-        event = store.one(
-            "SELECT previous_deployment_id FROM route_events WHERE route_key = ? AND epoch = ?",
-            current["route_key"],
-            current["epoch"],
-        )
-        target_id = event["previous_deployment_id"] if event else None
-        if target_id is None:
-            raise conflict("no_previous_owner", f"{app}--{env} has had only one owner; name one with to_deployment")
-    target = store.deployment(target_id)
-    if target is None or target["app_id"] != found["id"]:
-        raise not_found("deployment", target_id)
-    if target_id == current["deployment_id"]:
-        raise conflict("already_owner", f"{target_id} already serves {app}--{env}")
-    unsafe = rollback_db_check(request.app.state.blobs, store.deployment(current["deployment_id"]), target)
-    if unsafe and not body.allow_unsafe_db:
-        raise conflict(
-            "rollback_unsafe_db",
-            f"{target_id} predates {len(unsafe)} migration(s) the current artifact introduced "
-            f"({', '.join(unsafe[:5])}); roll forward instead, or pass --allow-unsafe-db",
-            migrations=unsafe,
-        )
-    params = {
-        "deployment_id": target_id,
-        "environment_id": environment["id"],
-        "expect_digest": target["artifact_digest"],
-        "approved_by": principal.id,
-    }
-    try:
-        check_policy(store, request.app.state.pipeline, params)
-    except StageFailed as failure:
-        raise _refuse(failure) from None
+    workspace, role = authorize(request, principal, ws, "route.rollback", f"{app}--{env}")
+    with refusals_audited(request, principal, workspace["id"], "route.rollback", f"{app}--{env}"):
+        environment = readable_environment(request, principal, ws, prj, app, env, "app.read")
+        target, unsafe = _rollback_target(request, principal, workspace, role, environment, body)
     note = f" (allow-unsafe-db past {', '.join(unsafe)})" if unsafe else ""
     return _start(
         request,
@@ -235,9 +221,73 @@ def rollback(
         kind="rollback",
         action="route.rollback",
         expect_epoch=body.expect_epoch,
-        approved_by=principal.id,
-        detail_target=f"{app}--{env} -> {target_id}{note}",
+        approved_by=principal.id if body.approve else None,
+        detail_target=f"{app}--{env} -> {target['id']}{note}",
     )
+
+
+def _rollback_target(
+    request: Request, principal: Principal, workspace: dict, role: str | None, environment: dict, body: Any
+) -> tuple[dict, list[str]]:
+    """The deployment a rollback may return to, and the applied migrations it lacks (allowed by --allow-unsafe-db);
+    raises the refusal otherwise."""
+    store = get_store(request)
+    found = environment["app"]
+    key = f"{found['name']}--{environment['name']}"
+    current = store.route_owner(found["id"], environment["id"])
+    if current is None:
+        raise conflict("no_route_owner", f"nothing serves {key}; there is nothing to roll back")
+    target_id = body.to_deployment
+    if target_id is None:
+        event = store.one(
+            "SELECT previous_deployment_id FROM route_events WHERE route_key = ? AND epoch = ?",
+            current["route_key"],
+            current["epoch"],
+        )
+        target_id = event["previous_deployment_id"] if event else None
+        if target_id is None:
+            raise conflict("no_previous_owner", f"{key} has had only one owner; name one with to_deployment")
+    target = store.deployment(target_id)
+    if target is None or target["app_id"] != found["id"]:
+        raise not_found("deployment", target_id)
+    if target_id == current["deployment_id"]:
+        raise conflict("already_owner", f"{target_id} already serves {key}")
+    # A rollback returns to an artifact this environment already served; anything else is a promotion, with its own
+    # approval, and must not be reachable by naming it here.
+    earlier = [d for d in store.route_owner_history(environment["id"]) if d != current["deployment_id"]]
+    if target_id not in earlier:
+        raise conflict(
+            "rollback_target_not_previous_owner",
+            f"{target_id} never served {key}; a rollback returns only to an earlier owner of the route "
+            f"({', '.join(earlier) if earlier else 'it has had no other'})",
+            hint=f"list the earlier owners with `rhone route history {environment['name']}`, or promote "
+            f"{target_id} instead",
+            valid_targets=earlier,
+        )
+    if body.approve and role not in ("owner", "admin"):
+        raise deny(
+            request,
+            principal,
+            workspace["id"],
+            "route.rollback",
+            key,
+            "insufficient_role",
+            "only owners and admins can approve a rollback",
+        )
+    unsafe = _unsafe_db_move(request, environment, target, allow=body.allow_unsafe_db)
+    # The same policy as a promotion: frozen refuses it, and an environment that requires approval needs an
+    # owner's or admin's --approve on the rollback itself.
+    params = {
+        "deployment_id": target_id,
+        "environment_id": environment["id"],
+        "expect_digest": target["artifact_digest"],
+        "approved_by": principal.id if body.approve else None,
+    }
+    try:
+        check_policy(store, request.app.state.pipeline, params)
+    except StageFailed as failure:
+        raise _refuse(failure) from None
+    return target, unsafe
 
 
 def _set_frozen(
@@ -247,9 +297,7 @@ def _set_frozen(
     workspace, environment = mutable_environment(request, principal, ws, prj, app, env, action)
 
     def perform(c: Any) -> tuple[int, dict]:
-        c.execute("UPDATE environments SET frozen = ? WHERE id = ?", (int(frozen), environment["id"]))
-        row = c.execute("SELECT * FROM environments WHERE id = ?", (environment["id"],)).fetchone()
-        return 200, env_view(dict(row))
+        return 200, env_view(get_store(request).update_environment(c, environment["id"], frozen=frozen))
 
     return mutate(request, principal, workspace["id"], action, f"{app}/{env}", {"frozen": frozen}, perform)
 
@@ -264,6 +312,22 @@ def freeze(request: Request, principal: Caller, ws: str, prj: str, app: str, env
 )
 def unfreeze(request: Request, principal: Caller, ws: str, prj: str, app: str, env: str) -> JSONResponse:
     return _set_frozen(request, principal, ws, prj, app, env, False)
+
+
+@router.post(APP + "/environments/{env}/policy", response_model=m.Environment, responses=ERRORS, tags=["environments"])
+def set_policy(
+    request: Request, principal: Caller, ws: str, prj: str, app: str, env: str, body: m.EnvironmentPolicyUpdate
+) -> JSONResponse:
+    """Change an environment's approval policy (owners and admins; audited with the old and new value)."""
+    workspace, environment = mutable_environment(request, principal, ws, prj, app, env, "environment.policy")
+    before = bool(environment["approval_required"])
+    target = f"{app}/{env} approval_required {str(before).lower()} -> {str(body.approval_required).lower()}"
+
+    def perform(c: Any) -> tuple[int, dict]:
+        row = get_store(request).update_environment(c, environment["id"], approval_required=body.approval_required)
+        return 200, env_view(row)
+
+    return mutate(request, principal, workspace["id"], "environment.policy", target, body.model_dump(), perform)
 
 
 @router.get(APP + "/routes", response_model=m.Page[m.RouteOwner], responses=READ_ERRORS, tags=["routes"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -78,7 +79,22 @@ def _workspace(store: Store, principal: Principal, ref: str) -> tuple[dict, str 
         if principal.workspace_id != workspace["id"]:
             raise not_found("workspace", ref)
         return workspace, None
-    return workspace, store.role_of(workspace["id"], principal.id)
+    return workspace, member_role(store, principal, workspace["id"])
+
+
+def member_role(store: Store, principal: Principal, workspace_id: str) -> str | None:
+    """The role a user's token acts with in the workspace (None: it does not act there, as for a non-member)."""
+    return access.role_in_workspace(principal, workspace_id, store.role_of(workspace_id, principal.id))
+
+
+def _token_workspaces(store: Store, principal: Principal) -> list[dict]:
+    """The workspaces a user's token acts in (the one it is bound to, if its user is still a member there)."""
+    rows = store.workspaces_of(principal.id)
+    return [
+        {**w, "role": role}
+        for w in rows
+        if (role := access.role_in_workspace(principal, w["id"], w["role"])) is not None
+    ]
 
 
 def authorize(
@@ -124,6 +140,18 @@ def deny(
     permission table decides."""
     audit(request, principal, workspace_id, action, target, "denied", code)
     return forbidden(code, message)
+
+
+@contextmanager
+def refusals_audited(request: Request, principal: Principal, workspace_id: str, action: str, target: str):
+    """A mutation refused by a check before it runs (a policy, a state, a missing target) is audited `failed` with its
+    code, like one refused inside `mutate`; a 403 is audited `denied` where it is decided."""
+    try:
+        yield
+    except DomainError as error:
+        if error.status != 403:
+            audit(request, principal, workspace_id, action, target, "failed", error.code)
+        raise
 
 
 def mutate(
@@ -248,8 +276,11 @@ def env_view(row: dict) -> dict:
 
 def token_view(row: dict) -> dict:
     return {
-        k: row.get(k) for k in ("id", "name", "subject_kind", "subject_id", "created_at", "expires_at", "revoked_at")
-    }
+        k: row.get(k)
+        for k in (
+            "id", "name", "subject_kind", "subject_id", "workspace_id", "role", "created_at", "expires_at", "revoked_at"
+        )
+    }  # fmt: skip
 
 
 def _new_secret() -> str:
@@ -269,7 +300,8 @@ def whoami(request: Request, principal: Caller) -> dict:
         workspace = store.workspace(principal.workspace_id or "")
         workspaces = [{"id": workspace["id"], "name": workspace["name"], "role": None}] if workspace else []
     else:
-        workspaces = [{"id": w["id"], "name": w["name"], "role": w["role"]} for w in store.workspaces_of(principal.id)]
+        rows = _token_workspaces(store, principal)
+        workspaces = [{"id": w["id"], "name": w["name"], "role": w["role"]} for w in rows]
     return {
         "id": principal.id,
         "kind": principal.kind,
@@ -285,8 +317,7 @@ def whoami(request: Request, principal: Caller) -> dict:
 def list_workspaces(request: Request, principal: Caller) -> dict:
     if principal.kind == "runtime":
         raise forbidden("forbidden", "a runtime identity cannot list workspaces")
-    rows = get_store(request).workspaces_of(principal.id)
-    return {"items": rows, "next_cursor": None}
+    return {"items": _token_workspaces(get_store(request), principal), "next_cursor": None}
 
 
 @router.get("/v1/workspaces/{ws}", response_model=m.Workspace, responses=READ_ERRORS, tags=["workspaces"])
@@ -350,8 +381,10 @@ def read_audit(
 
 @router.get("/v1/workspaces/{ws}/tokens", response_model=m.Page[m.Token], responses=READ_ERRORS, tags=["tokens"])
 def list_tokens(request: Request, principal: Caller, ws: str, limit: Limit = 50, cursor: Cursor = None) -> dict:
-    authorize(request, principal, ws, "token.read", ws)
-    rows = get_store(request).page("tokens", "subject_id = ?", (principal.id,), limit=limit, cursor=cursor)
+    workspace, _ = authorize(request, principal, ws, "token.read", ws)
+    rows = get_store(request).page(
+        "tokens", "subject_id = ? AND workspace_id = ?", (principal.id, workspace["id"]), limit=limit, cursor=cursor
+    )
     return page(rows, limit, token_view)
 
 
@@ -362,6 +395,9 @@ def create_token(request: Request, principal: Caller, ws: str, body: m.TokenCrea
     workspace, role = authorize(request, principal, ws, "token.create", body.name)
     store = get_store(request)
     subject = body.user_id or principal.id
+    # The new token is bound to this workspace, with the role it acts with: the caller's own (never more than the
+    # caller's token may do), or the member's it is issued for.
+    token_role = role
     if subject != principal.id:
         if role not in ("owner", "admin"):
             raise deny(
@@ -387,6 +423,7 @@ def create_token(request: Request, principal: Caller, ws: str, body: m.TokenCrea
                 "insufficient_role",
                 f"a {role} cannot issue tokens for a {subject_role}",
             )
+        token_role = subject_role
     secret = _new_secret()
     expires = None
     if body.expires_in_days:
@@ -401,6 +438,8 @@ def create_token(request: Request, principal: Caller, ws: str, body: m.TokenCrea
             name=body.name,
             secret_hash=hash_token(secret),
             expires_at=expires,
+            workspace_id=workspace["id"],
+            role=token_role,
         )
         return 201, {**token_view(token), "secret": secret}
 
@@ -433,12 +472,17 @@ def revoke_token(request: Request, principal: Caller, ws: str, token_id: str) ->
         )
 
     def perform(c: Any) -> tuple[int, dict]:
-        c.execute(
-            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
-            (datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"), token_id),
-        )
-        row = c.execute("SELECT * FROM tokens WHERE id = ?", (token_id,)).fetchone()
-        return 200, token_view(dict(row))
+        # Read in the revocation's own write transaction: two owners revoking their last two tokens at once are
+        # serialized here, so the second sees the first's revocation and is refused.
+        if store.owner_tokens(c, workspace["id"]) == [token_id]:
+            raise conflict(
+                "last_owner_token",
+                f"{token_id} is the last valid token of {workspace['name']}'s last owner: revoking it would lock "
+                "every owner out of the workspace",
+                hint=f"issue another owner token first (POST /v1/workspaces/{workspace['name']}/tokens), then revoke "
+                "this one; a Rhone Local owner who lost every token recovers with `rhone local recover-owner`",
+            )
+        return 200, token_view(store.revoke_token(c, token_id))
 
     return mutate(request, principal, workspace["id"], "token.revoke", token_id, {"token_id": token_id}, perform)
 
@@ -598,8 +642,25 @@ def create_app_(request: Request, principal: Caller, ws: str, prj: str, body: m.
         "app",
         params,
         f"{project['name']}/{body.name}",
-        lambda: get_store(request).app(project["id"], body.name) is not None,
+        lambda: _app_name_taken(get_store(request), workspace, project, body.name),
     )
+
+
+def _app_name_taken(store: Store, workspace: dict, project: dict, name: str) -> bool:
+    """True when the project has the app already; refused outright when another project of the workspace does: the
+    app's name is its hostname (`<app>--<env>`), which two apps cannot share."""
+    if store.app(project["id"], name) is not None:
+        return True
+    other = store.app_named_elsewhere(workspace["id"], name, exclude="")
+    if other is not None:
+        raise conflict(
+            "app_name_taken",
+            f"project {other['project']} already has an app named {name}; app names are unique in a workspace "
+            f"because they name its routes ({name}--production)",
+            hint=f"choose another app name (rhone.toml [app] name), or deploy to {other['project']}/{name}",
+            project=other["project"],
+        )
+    return False
 
 
 @router.get("/v1/workspaces/{ws}/projects/{prj}/apps/{app}", response_model=m.App, responses=READ_ERRORS, tags=["apps"])
@@ -623,7 +684,12 @@ def create_runtime_identity(request: Request, principal: Caller, ws: str, prj: s
     def perform(c: Any) -> tuple[int, dict]:
         identity = store.create_runtime_identity(c, workspace["id"], found["id"])
         token = store.create_token(
-            c, subject_kind="runtime", subject_id=identity["id"], name=f"runtime {app}", secret_hash=hash_token(secret)
+            c,
+            subject_kind="runtime",
+            subject_id=identity["id"],
+            name=f"runtime {app}",
+            secret_hash=hash_token(secret),
+            workspace_id=workspace["id"],
         )
         return 201, {**identity, "token": {**token_view(token), "secret": secret}}
 
@@ -737,7 +803,7 @@ def _readable_operation(request: Request, principal: Principal, op_id: str) -> d
     if principal.kind == "runtime":
         access.require(principal, "operation.read", None, app_id=op["target_id"])
     else:
-        access.require(principal, "operation.read", store.role_of(op["workspace_id"], principal.id))
+        access.require(principal, "operation.read", member_role(store, principal, op["workspace_id"]))
     return op
 
 

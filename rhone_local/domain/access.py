@@ -30,6 +30,7 @@ MUTATIONS: dict[str, str] = {
     "route.rollback": "developer",
     "environment.freeze": "developer",  # anyone on call may stop promotions during an incident
     "environment.unfreeze": "admin",
+    "environment.policy": "admin",  # who must approve promotions is decided by those who may approve them
     "binding.create": "admin",  # it carries secrets and decides which data an environment writes to
     "binding.remove": "admin",
     "services.update": "admin",
@@ -59,7 +60,21 @@ class Principal:
     name: str
     token_id: str
     app_id: str | None = None  # runtime identities belong to one app
-    workspace_id: str | None = None
+    workspace_id: str | None = None  # the workspace the token acts in (a runtime identity's, or a user token's)
+    role: str | None = None  # the most a user token may do there, whatever role its user holds
+
+
+def role_in_workspace(principal: Principal, workspace_id: str, member_role: str | None) -> str | None:
+    """The role `principal` acts with in a workspace where its user holds `member_role` (None: not a member).
+
+    A user token is bound to the membership it was minted for: elsewhere it is a non-member's token, and there it
+    acts with the lower of the role it was minted with and the member's role now (a demotion takes effect at once;
+    a promotion does not widen old tokens)."""
+    if principal.kind != "user" or member_role is None or principal.workspace_id != workspace_id:
+        return None
+    if principal.role is None:
+        return member_role
+    return min(member_role, principal.role, key=RANK.__getitem__)
 
 
 def require(principal: Principal, action: str, role: str | None, *, app_id: str | None = None) -> None:

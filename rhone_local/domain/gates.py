@@ -58,6 +58,13 @@ def generated_artifacts(declared: dict[str, str | None], files: dict[str, Any]) 
         schema_hash = schema.get("schemaHash")
         if not isinstance(schema_hash, str) or not _SCHEMA_HASH.match(schema_hash):
             return GateResult("generated_artifacts", "fail", "state schema has no valid schemaHash", facts)
+        if not isinstance(schema.get("persistedPrimitives"), dict | list | None):
+            return GateResult(
+                "generated_artifacts",
+                "fail",
+                "state schema's persistedPrimitives is not a list, an object or null",
+                facts,
+            )
         facts["schema_hash"] = schema_hash
     if manifest is not None and schema is not None and manifest.get("buildSchema") != schema.get("buildSchema"):
         return GateResult(
@@ -71,40 +78,60 @@ def generated_artifacts(declared: dict[str, str | None], files: dict[str, Any]) 
 
 
 def _persisted(schema: dict | None) -> dict[str, str]:
-    """Persisted primitive id -> codec fingerprint."""
+    """Persisted primitive id -> codec fingerprint. `persistedPrimitives: null` (or anything that is not a list or an
+    object) persists nothing."""
     primitives = (schema or {}).get("persistedPrimitives") or {}
     if isinstance(primitives, list):
         return {str(p.get("id")): str(p.get("codecFingerprint")) for p in primitives if isinstance(p, dict)}
+    if not isinstance(primitives, dict):
+        return {}
     return {str(k): str((v or {}).get("codecFingerprint")) for k, v in primitives.items() if isinstance(v, dict)}
 
 
-def state_impact(candidate: dict | None, serving: dict | None, *, serving_digest: str | None) -> GateResult:
+def state_impact(
+    candidate: dict | None,
+    serving: dict | None,
+    *,
+    serving_digest: str | None,
+    candidate_path: str | None = None,
+    serving_path: str | None = None,
+) -> GateResult:
     """Warm when persisted state stays compatible with the artifact serving production, cold otherwise.
 
-    Cold: a persisted primitive was removed, or its codec fingerprint changed (sessions refresh instead of resuming).
-    Warm: same schema hash, or only additions. No production artifact, or no state schema on either side: warm.
+    `serving` is the state schema production's artifact carries (where production declared it), `candidate` the one
+    the candidate carries (where it declares it, else where production declared it). Cold: production has a state
+    schema and the candidate has none (its declaration dropped, or the file moved or removed), or a persisted
+    primitive was removed, or its codec fingerprint changed (sessions refresh instead of resuming). Warm: only
+    additions. The primitives themselves are compared, never just the schema hashes. Nothing serving production,
+    or no state schema in production: warm.
     """
-    if serving is None or candidate is None:
+    paths = {"serving_schema": serving_path if serving is not None else None, "candidate_schema": candidate_path}
+    if serving is None:
         reason = "nothing serves production yet" if serving_digest is None else "no persisted state schema declared"
-        return GateResult("state_impact", "pass", f"warm ({reason})", {"impact": "warm", "against": serving_digest})
-    if candidate.get("schemaHash") == serving.get("schemaHash"):
         return GateResult(
-            "state_impact",
-            "pass",
-            "warm (state schema unchanged)",
-            {"impact": "warm", "against": serving_digest, "schema_hash": candidate.get("schemaHash")},
+            "state_impact", "pass", f"warm ({reason})", {"impact": "warm", "against": serving_digest, **paths}
         )
-    before, after = _persisted(serving), _persisted(candidate)
+    before = _persisted(serving)
+    after = _persisted(candidate) if candidate is not None else {}
     removed = sorted(set(before) - set(after))
     changed = sorted(k for k in set(before) & set(after) if before[k] != after[k])
     added = sorted(set(after) - set(before))
     facts = {
-        "impact": "cold" if removed or changed else "warm",
+        "impact": "cold" if candidate is None or removed or changed else "warm",
         "against": serving_digest,
         "removed": removed,
         "changed": changed,
         "added": added,
+        **paths,
     }
+    if candidate is None:
+        return GateResult(
+            "state_impact",
+            "block",
+            f"cold: production's state schema ({serving_path}) persists {len(before)} primitive(s) and the candidate "
+            "carries no state schema; live sessions will refresh instead of resuming (approve with --ack-cold)",
+            facts,
+        )
     if removed or changed:
         return GateResult(
             "state_impact",
@@ -113,16 +140,42 @@ def state_impact(candidate: dict | None, serving: dict | None, *, serving_digest
             "sessions will refresh instead of resuming (approve with --ack-cold)",
             facts,
         )
+    if candidate.get("schemaHash") == serving.get("schemaHash") and not added:
+        return GateResult(
+            "state_impact",
+            "pass",
+            "warm (state schema unchanged)",
+            {**facts, "schema_hash": candidate.get("schemaHash")},
+        )
     return GateResult("state_impact", "pass", f"warm ({len(added)} persisted primitive(s) added)", facts)
 
 
-def db_impact(candidate: list[str], serving: list[str] | None, *, declared: bool) -> GateResult:
-    """New migration files relative to what production runs. New migrations block preview until approved."""
+def migrations_in(paths: list[str], directories: set[str]) -> dict[str, str]:
+    """Migration files among an artifact's `paths`: name inside its directory -> that directory."""
+    found: dict[str, str] = {}
+    for directory in sorted(directories):
+        prefix = directory.strip("/").removeprefix("./") + "/"
+        for path in paths:
+            if path.startswith(prefix):
+                found.setdefault(path[len(prefix) :], directory)
+    return found
+
+
+def db_impact(
+    candidate: list[str], serving: list[str] | None, *, declared: bool, directories: list[str] | None = None
+) -> GateResult:
+    """New migration files relative to what production applied. New migrations block preview until approved.
+
+    `directories` are every migrations directory in play — the candidate's, production's, and any an applied
+    migration was found in — so a candidate that keeps migration files there but drops its `[database]` key is
+    still measured."""
     if not declared:
         return GateResult("db_impact", "pass", "none (no migrations directory declared)", {"impact": "none"})
     new = sorted(set(candidate) - set(serving or []))
     removed = sorted(set(serving or []) - set(candidate))
     facts = {"impact": "new_migrations" if new else "none", "new": new, "removed": removed}
+    if directories is not None:
+        facts["directories"] = directories
     if new:
         return GateResult(
             "db_impact",

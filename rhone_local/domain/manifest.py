@@ -17,6 +17,10 @@ from rhone_local.domain.errors import DomainError
 
 MAX_FILES = 100_000
 MAX_PATH = 1024
+# Bytes, as the file system counts them: a longer name cannot be created (NAME_MAX is 255 on Linux and macOS), and
+# the whole path stays far below PATH_MAX (4096) even under a deep data directory.
+MAX_COMPONENT_BYTES = 255
+MAX_PATH_BYTES = 1024
 MAX_FILE_SIZE = 2 * 1024**3
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -32,6 +36,32 @@ def digest_of(document: dict[str, Any]) -> str:
 
 def _bad(message: str, **details: Any) -> DomainError:
     return DomainError("invalid_manifest", message, 422, details)
+
+
+def _check_length(index: int, path: str) -> None:
+    """The path's UTF-8 size, whole and per component (a path the server cannot create on disk is refused here,
+    at upload, rather than in the clone stage)."""
+    try:
+        encoded = path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad(f"files[{index}].path {path!r} is not valid UTF-8", index=index) from None
+    if len(encoded) > MAX_PATH_BYTES:
+        raise _bad(
+            f"files[{index}].path is {len(encoded)} bytes long; paths are limited to {MAX_PATH_BYTES} bytes (UTF-8)",
+            index=index,
+            path=path,
+            limit=MAX_PATH_BYTES,
+        )
+    for component in encoded.split(b"/"):
+        if len(component) > MAX_COMPONENT_BYTES:
+            name = component.decode("utf-8")
+            raise _bad(
+                f"files[{index}].path {path!r}: the name {name[:40]!r}… is {len(component)} bytes long; each name in "
+                f"a path is limited to {MAX_COMPONENT_BYTES} bytes (UTF-8)",
+                index=index,
+                path=path,
+                limit=MAX_COMPONENT_BYTES,
+            )
 
 
 def validate(document: Any) -> dict[str, Any]:
@@ -52,6 +82,7 @@ def validate(document: Any) -> dict[str, Any]:
         path = entry["path"]
         if not isinstance(path, str) or not path or len(path) > MAX_PATH:
             raise _bad(f"files[{index}].path must be a non-empty string of at most {MAX_PATH} characters", index=index)
+        _check_length(index, path)
         parts = path.split("/")
         if (
             path.startswith("/")

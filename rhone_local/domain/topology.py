@@ -8,19 +8,15 @@
   are unsafe to replay, plus whatever `[runtime] services` lists.
 - A region serves an environment only once every correctness-bearing dependency is there (invariant 30): residency,
   data topology (providers bound in that region), secrets, runtime services, and the artifact.
-- Among the route owner's ready allocations in eligible regions, a session keeps its allocation (rendezvous hashing
-  on the session cookie: when an allocation goes, only its sessions move); requests without one are spread.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 RUNTIME_SERVICES = ("session", "broadcast", "idempotency", "cache", "queue", "object_storage")
-DEFAULT_SESSION_COOKIE = "vango_session"
 
 
 @dataclass(frozen=True)
@@ -38,7 +34,6 @@ def runtime_of(config: dict[str, Any]) -> dict[str, Any]:
     runtime.setdefault("services", [])
     runtime.setdefault("server_sessions", True)
     runtime.setdefault("unsafe_replay_routes", [])
-    runtime["session_cookie"] = runtime.get("session_cookie") or DEFAULT_SESSION_COOKIE
     return runtime
 
 
@@ -162,25 +157,3 @@ def runtime_services_gate(region: str, requirements: Sequence[Requirement], boun
         f"runtime services not bound in region {region}: " + "; ".join(f"{r.service} ({r.reason})" for r in missing),
         {"region": region, "missing": [r.to_dict() for r in missing]},
     )
-
-
-# -- choosing an allocation -----------------------------------------------------------------------------------------
-def session_value(cookie_header: str | None, name: str) -> str | None:
-    """The value of cookie `name` in a Cookie header, or None."""
-    if not cookie_header:
-        return None
-    for part in cookie_header.split(";"):
-        key, sep, value = part.strip().partition("=")
-        if sep and key == name and value:
-            return value
-    return None
-
-
-def by_affinity(allocation_ids: Sequence[str], session: str) -> list[str]:
-    """Allocation ids ordered for one session: highest rendezvous score first. Stable while the set is; when an
-    allocation leaves, only the sessions that ranked it first move."""
-
-    def score(alloc_id: str) -> bytes:
-        return hashlib.blake2b(f"{session}\x00{alloc_id}".encode(), digest_size=8).digest()
-
-    return sorted(allocation_ids, key=score, reverse=True)

@@ -10,6 +10,8 @@ CREATE TABLE device_codes (
     client_name TEXT NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'denied', 'issued')),
     user_id TEXT REFERENCES users(id),       -- who approved or denied it
+    workspace_id TEXT,                       -- the approver's token's workspace and role: what the login may do
+    role TEXT,
     created_at TEXT NOT NULL,
     expires_at TEXT NOT NULL,
     last_poll_at REAL,                       -- unix seconds: polling faster than the interval is slow_down

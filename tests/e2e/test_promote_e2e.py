@@ -634,3 +634,51 @@ def test_promoting_the_current_owner_again_changes_nothing(local, tmp_path):
     cli(local, app_dir, "env", "freeze", "production")
     refused(local, app_dir, "promote", deployment["id"], exit_code=6, code="environment_frozen")
     assert route_owner(local) == (deployment["id"], 1)
+
+
+# -- approval policy: rollback carries it, drift is reported (issue 12, items 1 and 4) ---------------------------------
+def test_rollback_needs_the_approval_promotion_needs_and_policy_drift_is_reported(local, tmp_path):
+    app_dir = hello_copy(tmp_path, extra="[environments.production]\napproval_required = true\n")
+    # The rhone.toml in the copy already has a production section: replace it rather than add a second one.
+    toml = (app_dir / "rhone.toml").read_text().replace("[environments.production]\napproval_required = false\n", "", 1)
+    (app_dir / "rhone.toml").write_text(toml)
+    first = ok_json(local, app_dir, "deploy")
+    refused(local, app_dir, "promote", first["id"], exit_code=6, code="approval_required")
+    assert ok_json(local, app_dir, "promote", first["id"], "--approve")["epoch"] == 1
+    set_version(app_dir, "2.0.0")
+    second = ok_json(local, app_dir, "deploy")
+    assert ok_json(local, app_dir, "promote", second["id"], "--approve")["epoch"] == 2
+    set_version(app_dir, "3.0.0")
+    preview_only = ok_json(local, app_dir, "deploy")
+
+    before = world(local)
+    error = refused(local, app_dir, "rollback", exit_code=6, code="approval_required")
+    assert "--approve" in error["message"]
+    error = refused(
+        local, app_dir, "rollback", "--to", preview_only["id"], exit_code=5, code="rollback_target_not_previous_owner"
+    )
+    assert error["hint"] and "rhone route history production" in error["hint"]
+    assert error["details"]["valid_targets"] == [first["id"]]
+    assert world(local) == before
+    back = ok_json(local, app_dir, "rollback", "--approve")
+    assert (back["state"], back["epoch"], back["deployment_id"]) == ("rolled_back", 3, first["id"])
+    assert_serves(local, first["id"], "1.0.0")
+
+    # The server's policy changes only by `rhone env policy`; rhone.toml disagreeing is reported, not applied.
+    relaxed = cli(local, app_dir, "env", "policy", "production", "--no-approval-required", "--json")
+    assert relaxed.exit_code == 0 and relaxed.json()["approval_required"] is False
+    assert "rhone env policy production --approval-required" in relaxed.stderr
+    set_version(app_dir, "4.0.0")
+    deployed = cli(local, app_dir, "deploy", "--json")
+    assert deployed.exit_code == 0, deployed.stderr
+    assert "warning: rhone.toml declares [environments.production] approval_required = true" in deployed.stderr
+    assert deployed.json()["policy_drift"] == [
+        {
+            "environment": "production",
+            "setting": "approval_required",
+            "declared": True,
+            "server": False,
+            "fix": "rhone env policy production --approval-required",
+        }
+    ]
+    assert_matches_schema(deployed.json(), "deployment.schema.json")

@@ -152,19 +152,19 @@ def test_scale_is_gated_by_runtime_services_then_spreads_and_survives_a_killed_i
         assert session_store.startswith("sqlite://") and Path(session_store.removeprefix("sqlite://")).is_file()
         assert environ["RHONE_SERVICE_BROADCAST_URL"].startswith("file://")
 
-    # Without a session cookie requests spread over all three; with one they stay on one allocation.
+    # Without the edge's affinity cookie requests spread over all three; a client that keeps it stays on one.
     spread = Counter(edge_get(local).json()["allocation"] for _ in range(30))
     assert set(spread) == {a["id"] for a in allocations}
-    pinned = {edge_get(local, cookie="theme=dark; vango_session=abc123").json()["allocation"] for _ in range(15)}
-    assert len(pinned) == 1
-    other = {edge_get(local, cookie="vango_session=someone-else").json()["allocation"] for _ in range(15)}
-    assert len(other) == 1
+    first = edge_get(local)
+    affinity = f"rhone_affinity={first.cookies['rhone_affinity']}"
+    pinned = {edge_get(local, cookie=f"theme=dark; {affinity}").json()["allocation"] for _ in range(15)}
+    assert pinned == {first.json()["allocation"]}
 
-    # Kill one instance (the pinned session's): ownership does not move; every request is still answered by the
-    # owner — the session moves to another instance — and the dead one is recorded failed.
+    # Kill one instance (the pinned client's): ownership does not move; every request is still answered by the
+    # owner — the client moves to another instance — and the dead one is recorded failed.
     [victim] = [a for a in live_allocations(local) if a["id"] in pinned]
     os.killpg(victim["pid"], signal.SIGKILL)
-    answers = [edge_get(local, cookie="vango_session=abc123") for _ in range(20)]
+    answers = [edge_get(local, cookie=affinity) for _ in range(20)]
     assert all(a.status_code == 200 and a.json()["deployment"] == deployment["id"] for a in answers)
     assert {a.json()["allocation"] for a in answers} & pinned == set()
     assert wait_until(lambda: len(live_allocations(local)) == 2, timeout=5)

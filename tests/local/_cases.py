@@ -204,6 +204,10 @@ def _unfreeze(env: LocalEnv, actor: Actor, target: Target) -> Call:
     return Call("POST", f"{_app_path(env, target)}/environments/production/unfreeze")
 
 
+def _policy(env: LocalEnv, actor: Actor, target: Target) -> Call:
+    return Call("POST", f"{_app_path(env, target)}/environments/production/policy", {"approval_required": True})
+
+
 def _owned_production(env: LocalEnv, target: Target, owners: int = 1) -> list[str]:
     """Production owned by the last of `owners` preview_ready deployments, one epoch each: the route moves written
     directly, the way finished promotions leave them."""
@@ -356,6 +360,13 @@ CASES: tuple[Case, ...] = (
         ("POST", APP_PATH + "/environments/{env}/unfreeze"),
         200,
         _unfreeze,
+    ),
+    Case(
+        "environment-policy",
+        "environment.policy",
+        ("POST", APP_PATH + "/environments/{env}/policy"),
+        200,
+        _policy,
     ),
     Case(
         "binding-create",

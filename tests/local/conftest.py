@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import itertools
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +250,15 @@ def queued_deployments(local: LocalEnv, app_path: str, count: int) -> list[str]:
     return ids
 
 
+def database_at_version(path: Path, version: int) -> sqlite3.Connection:
+    """A control database migrated only up to `version`, as an older Rhone Local left it (autocommit connection)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    for script in sorted(resources.files("rhone_local.migrations").iterdir(), key=lambda p: p.name):
+        if script.name.endswith(".sql") and (number := int(script.name.split("_", 1)[0])) <= version:
+            db.executescript(f"BEGIN;\n{script.read_text()}\nPRAGMA user_version={number};\nCOMMIT;")
+    return db
+
+
 def open_env(data_dir: Path, notifier: ChangeNotifier | None = None) -> tuple[LocalEnv, TestClient]:
     store = Store(data_dir / "rhone.db")
     bootstrap(store, data_dir)
@@ -311,3 +322,43 @@ def live_url(local: LocalEnv) -> Iterator[str]:
         thread.join(10)
         sock.close()
         assert not thread.is_alive(), "uvicorn did not stop"
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Any]:
+    """Rhone Local in process with the real deploy pipeline, promotion stages and runner (see `_stack.py`), and a
+    project and app to deploy; every allocation process it started is stopped afterwards."""
+    from rhone_local.promotion import Promotions
+
+    from ._stack import Stack
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    store = Store(data_dir / "rhone.db")
+    bootstrap(store, data_dir)
+    ensure_topology(store)
+    notifier = ChangeNotifier()
+    pipeline = build_pipeline(store, data_dir, edge_port=None)
+    workers = Workers(
+        store,
+        notifier,
+        count=2,
+        lease_seconds=5.0,
+        stage_delay=0,
+        pipeline=pipeline,
+        promotions=Promotions(store, pipeline),
+        topology=Topology(store, pipeline),
+    )
+    client = TestClient(create_app(store, notifier, pipeline=pipeline))
+    owner_row = store.one("SELECT user_id FROM members WHERE role = 'owner'")
+    assert owner_row is not None
+    owner = Actor(id=owner_row["user_id"], token=(data_dir / "owner.token").read_text().strip(), role="owner")
+    env = LocalEnv(data_dir, store, notifier, workers, client, owner)
+    try:
+        with client:
+            project = env.create_project("shop")
+            yield Stack(env, project, env.create_app(project, "web"))
+    finally:
+        workers.stop()
+        pipeline.runner.stop_all("the test is over")
+        store.close()

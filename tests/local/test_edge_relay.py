@@ -10,16 +10,17 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
 
 from rhone_local import edge_relay
-from rhone_local.edge_relay import Relay
+from rhone_local.edge_relay import Limits, Relay, Target
 from tests.e2e.helpers import wait_until
 
 BIG = 3 * 1024 * 1024 + 17
@@ -36,6 +37,11 @@ def _read_head(conn: socket.socket, buffer: bytearray) -> bytes | None:
     return head
 
 
+def _same_origin(headers: list[tuple[str, str]]) -> bool:
+    values = {k.lower(): v for k, v in headers}
+    return values.get("origin", "").split("://", 1)[-1] == values.get("host")
+
+
 @dataclass
 class ScriptedApp:
     """An app server on a free port; each path answers in one particular way. Counts connections and requests."""
@@ -45,6 +51,8 @@ class ScriptedApp:
     requests: list[dict] = field(default_factory=list)
     close_idle_after_first: bool = False
     dripped_closed: bool = False
+    closed_connections: int = 0
+    hang_up_everything: bool = False
 
     @property
     def port(self) -> int:
@@ -60,6 +68,12 @@ class ScriptedApp:
             threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
 
     def _connection(self, conn: socket.socket) -> None:
+        try:
+            self._serve_connection(conn)
+        finally:
+            self.closed_connections += 1
+
+    def _serve_connection(self, conn: socket.socket) -> None:
         buffer = bytearray()
         with conn:
             while True:
@@ -84,6 +98,8 @@ class ScriptedApp:
 
     def _answer(self, conn, method, target, headers, body, buffer) -> bool:
         path = target.split("?")[0]
+        if self.hang_up_everything:
+            return False
         if path == "/echo":
             payload = json.dumps(
                 {
@@ -129,7 +145,12 @@ class ScriptedApp:
                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, X-Private\r\n"
                 b"Keep-Alive: timeout=5\r\nX-Private: secret\r\nX-Public: yes\r\n\r\nok"
             )
-        elif path == "/ws":
+        elif path == "/origin-ws" and not _same_origin(headers):  # a framework's WebSocket origin check
+            refusal = b"origin does not match host"
+            conn.sendall(
+                b"HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\nX-App: yes\r\n\r\n%s" % (len(refusal), refusal)
+            )
+        elif path in ("/ws", "/origin-ws"):
             conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
             data = bytes(buffer)
             while True:  # echo, upper-cased, until the peer goes
@@ -177,14 +198,30 @@ class Edge:
 
 
 @pytest.fixture
-def edge(app: ScriptedApp) -> Iterator[Edge]:
-    routes: dict[str, tuple[int, str | int]] = {"web.localhost": (200, app.port)}
-    relay = Relay(
-        lambda host, cookie=None: routes.get(host.split(":")[0], (404, f"no route for {host}")), "127.0.0.1", 0
-    )
-    relay.start()
-    yield Edge(relay, routes)
-    relay.stop()
+def edge_with(app: ScriptedApp) -> Iterator[Callable[..., Edge]]:
+    """Starts relays routing `web.localhost` to the scripted app, with the given `Limits`; stops them afterwards."""
+    started: list[Relay] = []
+
+    def start(**limits: float) -> Edge:
+        routes: dict[str, tuple[int, str | int]] = {"web.localhost": (200, app.port)}
+
+        def route(host: str, affinity: tuple[str, ...] = ()) -> tuple[int, str | list[Target]]:
+            status, target = routes.get(host.split(":")[0], (404, f"no route for {host}"))
+            return (200, [Target(int(target))]) if status == 200 else (status, str(target))
+
+        relay = Relay(route, "127.0.0.1", 0, Limits(**limits))
+        relay.start()
+        started.append(relay)
+        return Edge(relay, routes)
+
+    yield start
+    for relay in started:
+        relay.stop()
+
+
+@pytest.fixture
+def edge(edge_with: Callable[..., Edge]) -> Edge:
+    return edge_with()
 
 
 def get(conn: http.client.HTTPConnection, path: str, method: str = "GET", **kwargs) -> tuple[int, dict, bytes]:
@@ -200,9 +237,43 @@ def test_a_request_reaches_the_routed_app_with_forwarding_headers_and_its_body(e
     assert status == 200 and headers["x-app"] == "yes"
     assert seen["method"] == "POST" and seen["target"] == "/echo?x=1" and seen["body"] == '{"a": 1}'
     sent = dict(seen["headers"])
-    assert sent["host"] == f"127.0.0.1:{app.port}" and sent["x-forwarded-host"] == "web.localhost"
+    assert sent["host"] == "web.localhost" and sent["x-forwarded-host"] == "web.localhost"
     assert sent["x-forwarded-proto"] == "http" and sent["x-forwarded-for"] == "127.0.0.1"
+    assert sent["forwarded"] == 'for=127.0.0.1;host="web.localhost";proto=http'
     assert sent["content-length"] == "8"
+
+
+def test_the_app_gets_the_edges_forwarding_headers_never_the_clients(edge: Edge, app: ScriptedApp) -> None:
+    forged = [
+        ("X-Forwarded-For", "6.6.6.6"),
+        ("x-forwarded-for", "7.7.7.7, 8.8.8.8"),
+        ("X-Forwarded-Host", "bank.example"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Port", "443"),
+        ("X-Forwarded-Prefix", "/admin"),
+        ("Forwarded", "for=6.6.6.6;host=bank.example;proto=https"),
+        ("X-Real-IP", "6.6.6.6"),
+    ]
+    head = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in forged)
+    answer = edge.raw(
+        b"GET /echo HTTP/1.1\r\nHost: web.localhost\r\n" + head + b"X-Kept: yes\r\nConnection: close\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 200")
+    sent = [(k.lower(), v) for k, v in app.requests[-1]["headers"]]
+    forwarding = [(k, v) for k, v in sent if k.startswith("x-forwarded-") or k in ("forwarded", "x-real-ip")]
+    assert sorted(forwarding) == [
+        ("forwarded", 'for=127.0.0.1;host="web.localhost";proto=http'),
+        ("x-forwarded-for", "127.0.0.1"),
+        ("x-forwarded-host", "web.localhost"),
+        ("x-forwarded-proto", "http"),
+    ]
+    assert ("x-kept", "yes") in sent  # every other header still arrives
+
+
+def test_forwarding_headers_name_ipv6_clients_as_rfc_7239_nodes() -> None:
+    assert edge_relay.Peer.of(("::1", 5000, 0, 0)) == edge_relay.Peer(b"::1", b'"[::1]"')
+    assert edge_relay.Peer.of(("10.0.0.2", 5000)) == edge_relay.Peer(b"10.0.0.2", b"10.0.0.2")
+    assert edge_relay.Peer.of(None) == edge_relay.Peer(b"unknown", b"unknown")
 
 
 def test_a_route_refusal_is_answered_by_the_edge_and_the_app_sees_nothing(edge: Edge, app: ScriptedApp) -> None:
@@ -376,7 +447,7 @@ def test_a_client_gone_mid_answer_does_not_leave_the_connection_pooled(edge: Edg
 
 
 def test_stop_closes_the_listener(app: ScriptedApp) -> None:
-    relay = Relay(lambda host, cookie=None: (200, app.port), "127.0.0.1", 0)
+    relay = Relay(lambda host, affinity=(): (200, [Target(app.port)]), "127.0.0.1", 0)
     relay.start()
     port = relay.server.sockets[0].getsockname()[1]
     relay.stop()
@@ -386,27 +457,32 @@ def test_stop_closes_the_listener(app: ScriptedApp) -> None:
 
 def test_a_taken_port_fails_at_start() -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
-        relay = Relay(lambda host, cookie=None: (404, "none"), "127.0.0.1", taken.getsockname()[1])
+        relay = Relay(lambda host, affinity=(): (404, "none"), "127.0.0.1", taken.getsockname()[1])
         with pytest.raises(OSError):
             relay.start()
 
 
-def test_a_refusing_candidate_gives_way_to_the_next_and_the_cookie_reaches_the_route(app: ScriptedApp) -> None:
+def test_a_refusing_target_gives_way_to_the_next_whose_cookie_the_answer_carries(app: ScriptedApp) -> None:
     dead = socket.create_server(("127.0.0.1", 0))
     dead_port = dead.getsockname()[1]
     dead.close()
-    seen: list[str | None] = []
+    seen: list[tuple[str, ...]] = []
 
-    def route(host: str, cookie: str | None = None) -> tuple[int, list[int]]:
-        seen.append(cookie)
-        return 200, [dead_port, app.port]
+    def route(host: str, affinity: tuple[str, ...] = ()) -> tuple[int, list[Target]]:
+        seen.append(affinity)
+        return 200, [
+            Target(dead_port, b"rhone_affinity=dead; Path=/"),
+            Target(app.port, b"rhone_affinity=live; Path=/"),
+        ]
 
     relay = Relay(route, "127.0.0.1", 0)
     relay.start()
     try:
         conn = http.client.HTTPConnection("127.0.0.1", relay.server.sockets[0].getsockname()[1], timeout=10)
-        assert get(conn, "/echo", headers={"Cookie": "vango_session=s1"})[0] == 200
-        assert seen == ["vango_session=s1"] and len(app.requests) == 1
+        status, headers, _ = get(conn, "/echo", headers={"Cookie": "theme=dark; rhone_affinity=old.sig"})
+        assert status == 200 and headers["set-cookie"] == "rhone_affinity=live; Path=/"
+        assert seen == [("old.sig",)] and len(app.requests) == 1
+        assert dict(app.requests[0]["headers"])["cookie"] == "theme=dark"  # the edge's cookie stays at the edge
     finally:
         relay.stop()
 
@@ -459,3 +535,332 @@ def test_an_http10_keep_alive_client_is_told_the_connection_stays(edge: Edge) ->
             while not data.endswith(b"x" * 1234):
                 data += sock.recv(65536)
             assert b"connection: keep-alive" in data.lower()
+
+
+# -- what one client may hold: deadlines and the connection cap -----------------------------------------------------
+def _until_closed(sock: socket.socket) -> bytes:
+    """Everything the edge sends until it closes the connection (the socket's timeout fails a test that hangs)."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_an_incomplete_head_is_408_at_the_head_deadline(edge_with, app: ScriptedApp) -> None:
+    edge = edge_with(head_timeout=1.0)
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: web.localhost\r\n")  # the blank line never comes
+        answer = _until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 408") and b"connection: close" in answer
+    assert answer.endswith(b"408 the request did not arrive in time\n")
+    assert app.requests == [] and wait_until(lambda: not edge.relay.clients)
+
+
+def test_a_head_trickled_one_byte_at_a_time_is_cut_at_the_same_deadline(edge_with, app: ScriptedApp) -> None:
+    """The deadline is for the whole head: each byte arrives well within it, the head as a whole does not."""
+    edge = edge_with(head_timeout=0.5)
+    head = b"GET /echo HTTP/1.1\r\nHost: web.localhost\r\n" + b"X-Pad: " + b"p" * 200 + b"\r\n\r\n"
+    sent = 0
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        for byte in head:
+            readable, _, _ = select.select([sock], [], [], 0.02)
+            if readable:
+                break
+            sock.sendall(bytes([byte]))
+            sent += 1
+        answer = _until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert sent < len(head)  # cut before the trickle ended (it would take ~5 s; the deadline is 0.5 s)
+    assert app.requests == []
+
+
+def test_a_body_that_does_not_arrive_whole_in_time_is_408(edge_with, app: ScriptedApp) -> None:
+    edge = edge_with(body_timeout=0.3)
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: 10\r\n\r\nabc")
+        answer = _until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 408") and app.requests == []
+
+
+def test_idle_connections_are_closed_without_an_answer(edge_with, app: ScriptedApp) -> None:
+    edge = edge_with(head_timeout=1.0, keepalive_timeout=0.5)
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as silent:
+        assert _until_closed(silent) == b""  # said nothing: nothing is owed, the connection just ends
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as kept:
+        kept.sendall(b"GET /head HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
+        answer = _until_closed(kept)  # the answer, then the keep-alive deadline ends the connection
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"x" * 1234) and answer.count(b"HTTP/1.1") == 1
+    assert [r["target"] for r in app.requests] == ["/head"]
+
+
+def test_a_slow_app_is_not_cut_by_the_client_deadlines(edge_with, app: ScriptedApp) -> None:
+    edge = edge_with(head_timeout=0.2, body_timeout=0.2, keepalive_timeout=10)
+    conn = edge.connection()
+    assert get(conn, "/slow")[2] == b"late"  # 1.5 s for the app: the edge owes an answer, no client deadline runs
+    assert get(conn, "/echo", "POST", body=b"x")[0] == 200
+
+
+def test_a_client_that_stops_reading_an_answer_is_cut_after_the_send_timeout(edge_with, app: ScriptedApp) -> None:
+    edge = edge_with(send_timeout=0.3)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", edge.port))
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
+        assert wait_until(lambda: app.requests)  # the answer is under way ...
+        assert wait_until(lambda: not edge.relay.clients, timeout=10)  # ... and the edge gave up on this client
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += len(chunk)
+    assert received < BIG
+
+
+def test_an_idle_tunnel_is_closed_after_its_idle_timeout_and_a_busy_one_is_not(edge_with, app: ScriptedApp) -> None:
+    edge = edge_with(tunnel_idle_timeout=1.0)
+    upgrade = b"GET /ws HTTP/1.1\r\nHost: web.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as idle:
+        idle.sendall(upgrade)
+        assert idle.recv(65536).startswith(b"HTTP/1.1 101")
+        assert _until_closed(idle) == b""
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as busy:
+        busy.sendall(upgrade)
+        assert busy.recv(65536).startswith(b"HTTP/1.1 101")
+        for n in range(25):  # traffic every 0.1 s for 2.5 idle timeouts: never idle for one
+            busy.sendall(b"m%d" % n)
+            assert busy.recv(100) == b"M%d" % n
+            time.sleep(0.1)
+    assert edge_relay.Limits().tunnel_idle_timeout >= 3600  # the default tolerates an hour without traffic
+
+
+def test_connections_past_the_cap_are_refused_with_503_and_logged_once(
+    edge_with, app: ScriptedApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    edge = edge_with(max_clients=4, head_timeout=120)  # the held connections stay for the whole test
+    held = [socket.create_connection(("127.0.0.1", edge.port), timeout=10) for _ in range(4)]
+    assert wait_until(lambda: len(edge.relay.clients) == 4)
+    with caplog.at_level("WARNING", logger="rhone_local.edge"):
+        for _ in range(10):
+            with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as extra:
+                answer = _until_closed(extra)
+            assert answer.startswith(b"HTTP/1.1 503") and b"connection: close" in answer
+            assert answer.endswith(b"503 the edge is at its connection limit; retry later\n")
+        assert wait_until(lambda: caplog.records)
+    [record] = [r for r in caplog.records if "refused" in r.getMessage()]  # one line for the burst, not ten
+    assert "cap of 4" in record.getMessage()
+    assert int(record.getMessage().split("refused ")[1].split()[0]) + edge.relay.refused == 10
+    assert app.requests == [] and len(edge.relay.clients) == 4
+    # The held connections are served, and once one goes a new client is accepted.
+    held[0].sendall(b"GET /echo HTTP/1.1\r\nHost: web.localhost\r\nConnection: close\r\n\r\n")
+    assert _until_closed(held[0]).startswith(b"HTTP/1.1 200")
+    assert wait_until(lambda: len(edge.relay.clients) == 3)
+    assert get(edge.connection(), "/echo")[0] == 200
+    for sock in held:
+        sock.close()
+
+
+def test_the_cap_keeps_a_reserve_of_descriptors_for_the_rest_of_the_process() -> None:
+    assert edge_relay.client_cap(256) == (256 - 128 - edge_relay.LINGERING_REFUSALS) // 2
+    assert edge_relay.client_cap(20_000) == (20_000 - 512 - edge_relay.LINGERING_REFUSALS) // 2
+    assert edge_relay.client_cap(-1) == edge_relay.client_cap(1 << 20)  # RLIM_INFINITY
+    for limit in (8, 64, 256, 1024, 4096, 1 << 20):
+        cap = edge_relay.client_cap(limit)
+        assert cap >= 1 and 2 * cap + edge_relay.LINGERING_REFUSALS <= max(limit, 2 + edge_relay.LINGERING_REFUSALS)
+
+
+# -- HTTP conformance: which host the app is asked about -------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("request_head", "reason"),
+    [
+        (b"GET /echo HTTP/1.1\r\n\r\n", b"needs a Host header"),
+        (b"GET /echo HTTP/1.1\r\nHost: web.localhost\r\nHost: web.localhost\r\n\r\n", b"one Host header"),
+        (b"GET /echo HTTP/1.1\r\nHost: web.localhost\r\nhost: other.localhost\r\n\r\n", b"one Host header"),
+        (b'GET /echo HTTP/1.1\r\nHost: "web.localhost"\r\n\r\n', b"not a host name"),
+        (b"GET /echo HTTP/1.1\r\nHost: web.localhost/admin\r\n\r\n", b"not a host name"),
+        (b"GET http://other.localhost/echo HTTP/1.1\r\nHost: web.localhost\r\n\r\n", b"another host"),
+        (b"GET http://web.localhost:1/echo HTTP/1.1\r\nHost: web.localhost\r\n\r\n", b"another host"),
+        (b"GET http://user@web.localhost/echo HTTP/1.1\r\nHost: web.localhost\r\n\r\n", b"another host"),
+        (b"GET https://web.localhost/echo HTTP/1.1\r\nHost: web.localhost\r\n\r\n", b"not a forward proxy"),
+        (b"CONNECT web.localhost:443 HTTP/1.1\r\nHost: web.localhost:443\r\n\r\n", b"not a forward proxy"),
+        (b"GET * HTTP/1.1\r\nHost: web.localhost\r\n\r\n", b"not a forward proxy"),
+    ],
+)
+def test_a_request_without_one_clear_host_is_400_and_the_app_sees_nothing(
+    edge: Edge, app: ScriptedApp, request_head: bytes, reason: bytes
+) -> None:
+    edge.routes["other.localhost"] = (200, app.port)
+    answer = edge.raw(request_head)
+    assert answer.startswith(b"HTTP/1.1 400") and reason in answer and b"connection: close" in answer
+    assert app.requests == [] and app.connections == 0
+
+
+def test_an_http10_request_without_host_is_routed_nowhere(edge: Edge, app: ScriptedApp) -> None:
+    assert edge.raw(b"GET /echo HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 404")
+    assert app.requests == []
+
+
+def test_an_absolute_form_target_naming_the_host_reaches_the_app_in_origin_form(edge: Edge, app: ScriptedApp) -> None:
+    for target in (b"http://WEB.localhost/echo?x=1", b"http://web.localhost?y", b"*"):
+        method = b"OPTIONS" if target == b"*" else b"GET"
+        edge.raw(b"%s %s HTTP/1.1\r\nHost: web.localhost\r\nConnection: close\r\n\r\n" % (method, target))
+    assert [r["target"] for r in app.requests] == ["/echo?x=1", "/?y", "*"]
+    assert (
+        json.loads(
+            edge.raw(b"GET http://web.localhost/echo HTTP/1.0\r\nHost: web.localhost\r\n\r\n").split(b"\r\n\r\n", 1)[1]
+        )["target"]
+        == "/echo"
+    )
+
+
+def test_bytes_after_an_upgrade_the_app_refused_never_reach_it_as_a_request(edge: Edge, app: ScriptedApp) -> None:
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: web.localhost\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
+    answer = edge.raw(
+        b"GET /echo HTTP/1.1\r\nHost: web.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n" + smuggled
+    )
+    assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"HTTP/1.1 ") == 1  # one answer, then the close
+    assert [r["target"] for r in app.requests] == ["/echo"]
+    assert wait_until(lambda: app.connections == 1) and not any(edge.relay.pool.idle.values())
+
+
+def test_an_upgrade_keeps_origin_and_websocket_headers_byte_exact(edge: Edge, app: ScriptedApp) -> None:
+    sent_headers = [
+        ("Origin", "http://web.localhost:8471"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Protocol", "chat, superchat"),
+        ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits"),
+    ]
+    head = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in sent_headers)
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(
+            b"GET /ws HTTP/1.1\r\nHost: web.localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + head + b"\r\n"
+        )
+        assert sock.recv(65536).startswith(b"HTTP/1.1 101")
+    received = app.requests[-1]["headers"]
+    for name, value in sent_headers:  # names travel lower-cased (they are case-insensitive); values as sent
+        assert received.count((name.lower(), value)) == 1, name
+
+
+# -- the client's Host reaches the app ------------------------------------------------------------------------------
+def test_the_app_sees_the_clients_host_so_its_websocket_origin_check_passes(edge: Edge, app: ScriptedApp) -> None:
+    def upgrade(origin: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+            sock.sendall(
+                b"GET /origin-ws HTTP/1.1\r\nHost: web.localhost:8471\r\nOrigin: %s\r\nConnection: Upgrade\r\n"
+                b"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n" % origin
+            )
+            answer = sock.recv(65536)
+            if answer.startswith(b"HTTP/1.1 101"):
+                sock.sendall(b"frame")
+                answer += sock.recv(100)
+            return answer
+
+    switched = upgrade(b"http://web.localhost:8471")
+    assert switched.startswith(b"HTTP/1.1 101") and switched.endswith(b"FRAME")
+    assert dict(app.requests[-1]["headers"])["host"] == "web.localhost:8471"
+    # A mismatched Origin: the app decides, and its own refusal reaches the client unchanged.
+    refused = upgrade(b"http://evil.example")
+    assert refused.startswith(b"HTTP/1.1 403 Forbidden\r\n") and refused.endswith(b"\r\n\r\norigin does not match host")
+    assert b"content-length: 26" in refused.lower() and b"x-app: yes" in refused.lower()
+    assert dict(app.requests[-1]["headers"])["origin"] == "http://evil.example"  # the edge never rewrites Origin
+
+
+# -- affinity cookie, open connections, rotation --------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("cookies", "app_sees", "affinity"),
+    [
+        (["a=1; rhone_affinity=x.y; b=2"], ["a=1; b=2"], ("x.y",)),
+        (["rhone_affinity=x.y"], [], ("x.y",)),
+        (["rhone_affinity=x.y;a=1"], ["a=1"], ("x.y",)),
+        (["a=1;rhone_affinity=x.y"], ["a=1"], ("x.y",)),
+        (["a=1; rhone_affinity=p.q; rhone_affinity=x.y"], ["a=1"], ("p.q", "x.y")),
+        (["xrhone_affinity=1;  rhone_affinity_2=2"], ["xrhone_affinity=1;  rhone_affinity_2=2"], ()),
+        (["a=1", "rhone_affinity=x.y;  b=2"], ["a=1", "b=2"], ("x.y",)),
+        (["session=eyJ1Ijo.ZQ; Path"], ["session=eyJ1Ijo.ZQ; Path"], ()),
+    ],
+)
+def test_the_affinity_cookie_stays_at_the_edge_and_the_rest_of_the_cookie_header_is_byte_exact(
+    app: ScriptedApp, cookies: list[str], app_sees: list[str], affinity: tuple[str, ...]
+) -> None:
+    seen: list[tuple[str, ...]] = []
+
+    def route(host: str, values: tuple[str, ...] = ()) -> tuple[int, list[Target]]:
+        seen.append(values)
+        return 200, [Target(app.port)]
+
+    relay = Relay(route, "127.0.0.1", 0)
+    relay.start()
+    try:
+        head = b"".join(b"Cookie: %s\r\n" % c.encode() for c in cookies)
+        with socket.create_connection(("127.0.0.1", relay.server.sockets[0].getsockname()[1]), timeout=10) as sock:
+            sock.sendall(b"GET /echo HTTP/1.1\r\nHost: web.localhost\r\n" + head + b"Connection: close\r\n\r\n")
+            assert _until_closed(sock).startswith(b"HTTP/1.1 200")
+    finally:
+        relay.stop()
+    assert [v for k, v in app.requests[-1]["headers"] if k == "cookie"] == app_sees
+    assert seen == [affinity]
+
+
+def test_an_allocation_that_died_with_a_pooled_connection_gives_way_to_the_next_target(app: ScriptedApp) -> None:
+    dying = ScriptedApp(socket.create_server(("127.0.0.1", 0)))
+    threading.Thread(target=dying.serve, daemon=True).start()
+    targets = [Target(dying.port, b"rhone_affinity=dying"), Target(app.port, b"rhone_affinity=live")]
+    relay = Relay(lambda host, affinity=(): (200, targets), "127.0.0.1", 0)
+    relay.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", relay.server.sockets[0].getsockname()[1], timeout=10)
+        assert get(conn, "/echo")[1]["set-cookie"] == "rhone_affinity=dying"  # leaves a pooled connection to it
+        dying.hang_up_everything = True  # it dies: the pooled connection is cut on use, new ones are refused
+        dying.sock.shutdown(socket.SHUT_RDWR)  # (a plain close would wait for the thread blocked in accept)
+        dying.sock.close()
+        status, headers, _ = get(conn, "/echo")
+        assert status == 200 and headers["set-cookie"] == "rhone_affinity=live"
+        assert len(dying.requests) == 2 and len(app.requests) == 1
+    finally:
+        relay.stop()
+
+
+def test_open_connections_count_requests_answers_and_tunnels_never_idle_ones(edge: Edge, app: ScriptedApp) -> None:
+    relay, port = edge.relay, app.port
+    assert get(edge.connection(), "/echo")[0] == 200
+    assert relay.pool.idle[port] and relay.open_connections(port) == 0  # pooled and idle: not open
+
+    slow = threading.Thread(target=get, args=(edge.connection(), "/slow"))
+    slow.start()
+    assert wait_until(lambda: relay.open_connections(port) == 1)  # waiting for the app's answer
+    slow.join()
+    assert wait_until(lambda: relay.open_connections(port) == 0)
+
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as streaming:
+        streaming.sendall(b"GET /drip HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
+        assert b"first bytes" in streaming.recv(1000)
+        assert relay.open_connections(port) == 1  # an answer still streaming
+        with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as tunnel:
+            tunnel.sendall(b"GET /ws HTTP/1.1\r\nHost: web.localhost\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n")
+            assert tunnel.recv(1000).startswith(b"HTTP/1.1 101")
+            assert wait_until(lambda: relay.open_connections(port) == 2)
+        assert wait_until(lambda: relay.open_connections(port) == 1)
+    assert wait_until(lambda: relay.open_connections(port) == 0)
+    assert relay.open_connections(port + 1) == 0
+
+
+def test_an_allocation_out_of_rotation_loses_its_idle_connections_and_gets_no_new_ones(
+    edge: Edge, app: ScriptedApp
+) -> None:
+    relay, port = edge.relay, app.port
+    conn = edge.connection()
+    assert get(conn, "/echo")[0] == 200
+    relay.update_rotation(frozenset({port}))
+    assert get(conn, "/echo")[0] == 200
+    assert app.connections == 1 and len(relay.pool.idle[port]) == 1  # in rotation: kept and reused
+
+    slow = threading.Thread(target=get, args=(edge.connection(), "/slow"))
+    slow.start()
+    assert wait_until(lambda: relay.open_connections(port) == 1)  # (on the pooled connection)
+    assert get(edge.connection(), "/echo")[0] == 200  # a second connection, idle in the pool after this answer
+    assert app.connections == 2 and len(relay.pool.idle[port]) == 1
+    relay.update_rotation(frozenset({port + 1}))  # the allocation leaves rotation while an answer is under way
+    assert wait_until(lambda: app.closed_connections == 1)  # its idle connection is closed at once ...
+    slow.join()
+    assert wait_until(lambda: app.closed_connections == 2)  # ... and the busy one after its answer, not pooled
+    assert not relay.pool.idle.get(port) and relay.open_connections(port) == 0

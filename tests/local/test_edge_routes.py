@@ -25,7 +25,7 @@ import pytest
 
 from rhone_local.domain.ids import new_id
 from rhone_local.domain.routing import RouteEvent, SnapshotRejected
-from rhone_local.edge import Edge
+from rhone_local.edge import Affinity, Edge, affinity_key
 from rhone_local.store import Store, now_iso
 
 WEB = "web--production"
@@ -183,7 +183,13 @@ class World:
     def route_host(self, host: str) -> tuple[int, str | int]:
         """(200, the first-choice port) or (status, reason): where the relay would send a request for `host`."""
         status, target = self.edge.candidates(host)
-        return (status, target[0]) if isinstance(target, list) else (status, target)
+        return (status, target[0].port) if isinstance(target, list) else (status, target)
+
+    def candidate_ports(self, host: str, affinity: tuple[str, ...] = ()) -> list[int]:
+        """The candidate ports for `host`, in the order the relay would try them."""
+        status, targets = self.edge.candidates(host, affinity)
+        assert status == 200, (status, targets)
+        return [t.port for t in targets]
 
     def routed_owners(self) -> dict[str, tuple[str, int]]:
         return {key: (o.deployment_id, o.epoch) for key, o in self.edge.table.owners.items()}
@@ -543,30 +549,156 @@ def test_only_allocations_in_eligible_regions_are_candidates(world: World) -> No
                 world.store.set_environment_region(
                     c, environment_id, world.store.region("local-2")["id"], state, "op_x", None
                 )
-        assert {tuple(world.edge.candidates(f"{WEB}.localhost")[1]) for _ in range(10)} == {(home,)}
+        assert {tuple(world.candidate_ports(f"{WEB}.localhost")) for _ in range(10)} == {(home,)}
     with world.store.write() as c:
         world.store.set_environment_region(
             c, environment_id, world.store.region("local-2")["id"], "eligible", "op_x", None
         )
-    assert {frozenset(world.edge.candidates(f"{WEB}.localhost")[1]) for _ in range(4)} == {frozenset({home, away})}
+    assert {frozenset(world.candidate_ports(f"{WEB}.localhost")) for _ in range(4)} == {frozenset({home, away})}
     # Another deployment's ready allocation in the same environment is never a candidate.
     other = world.deploy("web")
     world.allocate(other)
-    assert set(world.edge.candidates(f"{WEB}.localhost")[1]) == {home, away}
+    assert set(world.candidate_ports(f"{WEB}.localhost")) == {home, away}
     world.set_allocation(away_id, "draining")
-    assert world.edge.candidates(f"{WEB}.localhost")[1] == [home]
+    assert world.candidate_ports(f"{WEB}.localhost") == [home]
 
 
-def test_requests_spread_round_robin_and_a_session_keeps_its_allocation(world: World) -> None:
+# -- lanes: a deployment's own URL -----------------------------------------------------------------------------------
+def test_a_deployments_own_url_reaches_only_its_own_lane_and_is_503_without_it(world: World) -> None:
+    dep, other = world.deploy("web"), world.deploy("web")
+    host = "dep-" + dep.removeprefix("dep_") + ".localhost"
+    preview_id, preview = world.allocate(dep, "preview")
+    world.allocate(dep, "staging")  # another environment's allocation of the same deployment
+    world.allocate(other, "preview")  # another deployment in the same lane
+    world.move(dep)
+    _, production = world.allocate(dep, "production")  # promoted: the newest allocation is production's
+    world.edge.sync_once()
+    for _ in range(5):
+        assert world.candidate_ports(host) == [preview]
+    assert world.route(WEB) == (200, production)
+
+    rows_before = world.store.count("allocations")
+    world.set_allocation(preview_id, "stopped")
+    status, reason = world.route_host(host)
+    assert status == 503 and "no ready allocation in its own environment" in str(reason)
+    assert world.route(WEB) == (200, production)  # production is untouched, and never answers for the lane
+    assert world.store.count("allocations") == rows_before and world.routed_owners() == world.committed()
+    assert world.route_host("dep-" + "0" * 24 + ".localhost")[0] == 404
+
+
+# -- affinity: the edge's own cookie ---------------------------------------------------------------------------------
+def _cookie_value(set_cookie: bytes) -> str:
+    first, *attributes = set_cookie.decode().split("; ")
+    name, _, value = first.partition("=")
+    assert name == "rhone_affinity" and attributes == ["Path=/", "HttpOnly", "SameSite=Lax"]
+    return value
+
+
+def test_a_client_without_a_cookie_is_spread_and_told_which_allocation_served_it(world: World) -> None:
     dep = world.deploy("web")
-    ports = [world.allocate(dep)[1] for _ in range(3)]
+    allocations = dict(world.allocate(dep) for _ in range(3))  # id -> port
     world.move(dep)
     world.edge.sync_once()
-    firsts = [world.edge.candidates(f"{WEB}.localhost")[1][0] for _ in range(30)]
-    assert Counter(firsts) == dict.fromkeys(ports, 10)
-    pinned = {world.edge.candidates(f"{WEB}.localhost", "vango_session=abc")[1][0] for _ in range(10)}
-    assert len(pinned) == 1
-    order = world.edge.candidates(f"{WEB}.localhost", "vango_session=abc")[1]
-    assert sorted(order) == sorted(ports)  # the others follow, for the relay to fall back on
-    # A cookie of another name does not pin.
-    assert len({world.edge.candidates(f"{WEB}.localhost", "other=abc")[1][0] for _ in range(6)}) == 3
+    firsts = []
+    for _ in range(30):
+        status, targets = world.edge.candidates(f"{WEB}.localhost")
+        assert status == 200 and len(targets) == 3
+        for target in targets:  # whichever serves the request pins the client to itself
+            alloc_id = _cookie_value(target.set_cookie).rpartition(".")[0]
+            assert allocations[alloc_id] == target.port
+        firsts.append(targets[0].port)
+    assert Counter(firsts) == dict.fromkeys(allocations.values(), 10)
+
+
+def test_a_valid_cookie_keeps_the_client_on_its_allocation_until_it_leaves_rotation(world: World) -> None:
+    dep = world.deploy("web")
+    allocations = dict(world.allocate(dep) for _ in range(3))
+    world.move(dep)
+    world.edge.sync_once()
+    [chosen, kept_id] = list(allocations)[1:3]
+    cookie = world.edge.affinity.value(chosen)
+    for _ in range(10):
+        _, targets = world.edge.candidates(f"{WEB}.localhost", ("someone-else.forged", cookie))
+        assert targets[0] == (allocations[chosen], None)  # no new cookie: the client has the right one
+        assert {t.port for t in targets} == set(allocations.values())  # the others follow, to fall back on
+    kept_cookie = world.edge.affinity.value(kept_id)
+
+    # Its allocation drains: the client moves (and is told where); another client stays where it was.
+    world.set_allocation(chosen, "draining")
+    _, targets = world.edge.candidates(f"{WEB}.localhost", (cookie,))
+    assert targets[0].port != allocations[chosen] and targets[0].set_cookie is not None
+    assert world.edge.candidates(f"{WEB}.localhost", (kept_cookie,))[1][0] == (allocations[kept_id], None)
+
+    # The route moves to another deployment: old cookies name no candidate, so every client is re-pinned.
+    successor = world.deploy("web")
+    for _ in range(2):
+        world.allocate(successor)
+    world.move(successor)
+    world.edge.sync_once()
+    _, targets = world.edge.candidates(f"{WEB}.localhost", (kept_cookie,))
+    assert targets[0].port not in allocations.values() and targets[0].set_cookie is not None
+
+
+def test_a_forged_or_tampered_cookie_counts_as_none(world: World) -> None:
+    dep = world.deploy("web")
+    allocations = dict(world.allocate(dep) for _ in range(3))
+    world.move(dep)
+    world.edge.sync_once()
+    victim, other = list(allocations)[:2]
+    genuine = world.edge.affinity.value(victim)
+    signature = genuine.rpartition(".")[2]
+    another_server = Edge(world.store).affinity.value(victim)  # the same allocation, signed with another key
+    forged = [
+        victim,
+        victim + ".",
+        f"{victim}.{'A' * len(signature)}",
+        f"{other}.{signature}",  # a real signature moved onto another allocation
+        another_server,
+        genuine[:-1] + ("A" if genuine[-1] != "A" else "B"),
+        genuine + "x",
+        f"{victim}.{signature}.{signature}",
+    ]
+    assert another_server != genuine
+    for value in forged:
+        firsts = set()
+        for _ in range(6):
+            _, targets = world.edge.candidates(f"{WEB}.localhost", (value,))
+            assert targets[0].set_cookie is not None, value  # treated as no cookie: a genuine one is issued
+            firsts.add(targets[0].port)
+        assert len(firsts) == 3, value  # and the client is spread like any other
+
+
+def test_one_allocation_needs_no_cookie(world: World) -> None:
+    dep = world.deploy("web")
+    _, port = world.allocate(dep)
+    world.move(dep)
+    world.edge.sync_once()
+    assert world.edge.candidates(f"{WEB}.localhost")[1] == [(port, None)]
+    assert world.edge.candidates(f"{WEB}.localhost", ("stale.cookie",))[1] == [(port, None)]
+
+
+def test_the_affinity_key_is_made_once_private_and_reused(tmp_path: Path) -> None:
+    key = affinity_key(tmp_path)
+    path = tmp_path / "edge-affinity.key"
+    assert len(key) == 32 and path.read_bytes() == key and (path.stat().st_mode & 0o777) == 0o600
+    assert affinity_key(tmp_path) == key
+    assert Affinity(key).value("alloc_1") == Affinity(affinity_key(tmp_path)).value("alloc_1")  # across restarts
+    path.write_bytes(b"short")  # damaged: replaced (clients are only re-pinned), never used as a key
+    replaced = affinity_key(tmp_path)
+    assert len(replaced) == 32 and replaced != key and (path.stat().st_mode & 0o777) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edge-affinity.key"]
+
+
+# -- rotation: what the relay may keep connections to ----------------------------------------------------------------
+def test_the_relay_is_told_the_ports_in_rotation_whenever_they_change(world: World) -> None:
+    told: list[frozenset[int]] = []
+    world.edge.on_rotation = told.append
+    dep = world.deploy("web")
+    first_id, first = world.allocate(dep)
+    world.edge.sync_once()
+    _, second = world.allocate(dep, "preview")
+    world.edge.sync_once()
+    world.edge.sync_once()  # nothing changed: nothing told
+    world.set_allocation(first_id, "draining")
+    world.edge.sync_once()
+    assert told == [frozenset({first}), frozenset({first, second}), frozenset({second})]

@@ -93,3 +93,37 @@ def test_approvals_clear_only_what_they_may() -> None:
     assert gates.decide([stale, migrations], ack_cold=True, approved=True) == ("fail", [stale])
     assert gates.providers_bound(["db"], ["db"]).outcome == "pass"
     assert gates.providers_bound(["db", "cache"], ["db"]).facts["missing"] == ["cache"]
+
+
+SERVING = "sha256:" + "f" * 64
+
+
+def test_a_candidate_without_the_state_schema_production_persists_is_cold() -> None:
+    """Dropping the [vango] declaration (or the file) does not make a deploy warm: production persists state."""
+    result = gates.state_impact(None, SCHEMA_V1, serving_digest=SERVING, serving_path="vango_state_schema.json")
+    assert (result.outcome, result.facts["impact"]) == ("block", "cold")
+    assert result.facts["removed"] == sorted(SCHEMA_V1["persistedPrimitives"])
+    assert result.facts["serving_schema"] == "vango_state_schema.json" and result.facts["candidate_schema"] is None
+    assert "--ack-cold" in result.summary and "carries no state schema" in result.summary
+    # Nothing persisted in production and nothing in the candidate: still warm.
+    assert gates.state_impact(None, None, serving_digest=SERVING).facts["impact"] == "warm"
+
+
+def test_null_persisted_primitives_persist_nothing() -> None:
+    emptied = {**SCHEMA_V1, "schemaHash": "sha256:" + "5" * 64, "persistedPrimitives": None}
+    cold = gates.state_impact(emptied, SCHEMA_V1, serving_digest=SERVING)
+    assert (cold.outcome, cold.facts["removed"]) == ("block", sorted(SCHEMA_V1["persistedPrimitives"]))
+    warm = gates.state_impact(SCHEMA_V1, emptied, serving_digest=SERVING)
+    assert (warm.outcome, warm.facts["added"]) == ("pass", sorted(SCHEMA_V1["persistedPrimitives"]))
+    for malformed in ("x", 3, True):  # not a list or an object: nothing persisted, and never a crash
+        shaped = {**SCHEMA_V1, "persistedPrimitives": malformed}
+        assert gates.state_impact(shaped, SCHEMA_V1, serving_digest=SERVING).facts["impact"] == "cold"
+        outcome = gates.generated_artifacts({"state_schema": "s.json"}, {"s.json": shaped}).outcome
+        assert outcome == "fail"
+
+
+def test_the_same_schema_hash_does_not_hide_a_removed_primitive() -> None:
+    """The hash is a label the build wrote; the primitives are what persists."""
+    relabelled = schema(remove=["app.Cart#setup0.shared.signal@0"])  # schemaHash left as production's
+    result = gates.state_impact(relabelled, SCHEMA_V1, serving_digest=SERVING)
+    assert (result.outcome, result.facts["removed"]) == ("block", ["app.Cart#setup0.shared.signal@0"])

@@ -134,6 +134,7 @@ def test_matrix_expectations_match_the_documented_roles() -> None:
         "route-rollback": ["developer", "admin", "owner"],
         "environment-freeze": ["developer", "admin", "owner"],
         "environment-unfreeze": ["admin", "owner"],
+        "environment-policy": ["admin", "owner"],
         "binding-create": ["admin", "owner"],
         "binding-remove": ["admin", "owner"],
         "services-update": ["admin", "owner"],
