@@ -57,7 +57,8 @@ def up(
 
     inv = invocation(ctx)
     root = local.data_dir(inv, data_dir)
-    _refuse_other_ports(local.status(inv, root), port, edge_port)
+    if not foreground:  # --foreground is this server, here: its own data-directory lock refuses a second one
+        _refuse_other_ports(local.status(inv, root), port, edge_port)
     port, edge_port = port or local.DEFAULT_PORT, edge_port or local.DEFAULT_EDGE_PORT
     if foreground:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
