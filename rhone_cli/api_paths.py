@@ -51,8 +51,12 @@ def _refused(kind: str, value: str, expected: str) -> RhoneError:
     )
 
 
-def _is_name(value: str) -> bool:
+def is_name(value: str) -> bool:
     return len(value) <= NAME_MAX and NAME.fullmatch(value) is not None
+
+
+def is_id(kind: str, value: str) -> bool:
+    return _IDS[kind].fullmatch(value) is not None
 
 
 def checked_id(kind: str, value: str) -> str:
@@ -66,7 +70,7 @@ def checked_id(kind: str, value: str) -> str:
 
 
 def checked_name(kind: str, value: str) -> str:
-    if _is_name(value):
+    if is_name(value):
         return value
     raise _refused(
         kind,
@@ -78,7 +82,7 @@ def checked_name(kind: str, value: str) -> str:
 
 def checked_ref(kind: str, value: str) -> str:
     """A name or an id of `kind`: the API accepts either in the path."""
-    if _is_name(value) or _IDS[kind].fullmatch(value):
+    if is_name(value) or _IDS[kind].fullmatch(value):
         return value
     prefix = KINDS[kind][0]
     raise _refused(

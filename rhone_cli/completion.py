@@ -60,8 +60,11 @@ def _choices(param: Any) -> list[str]:
     return []
 
 
-def candidates(root: Any, args: list[str], incomplete: str) -> list[Candidate]:
-    """What may come next after `args` (the words before the one being typed)."""
+def candidates(
+    root: Any, args: list[str], incomplete: str, environ: Mapping[str, str] | None = None
+) -> list[Candidate]:
+    """What may come next after `args` (the words before the one being typed). With `environ`, values of ids and
+    names come from the API too (rhone_cli/completion_values.py), in the API's order (newest first)."""
     command = root
     chain = [root]  # options of every command on the path are accepted (root options are global)
     positional = 0
@@ -87,7 +90,7 @@ def candidates(root: Any, args: list[str], incomplete: str) -> list[Candidate]:
             positional += 1
 
     if pending is not None:
-        return [Candidate(c) for c in _choices(pending) if c.startswith(incomplete)]
+        return _values(pending, args, incomplete, environ)
     if "--" in args:
         return []  # everything after `--` is an argument, never an option
     if incomplete.startswith("-"):
@@ -107,8 +110,21 @@ def candidates(root: Any, args: list[str], incomplete: str) -> list[Candidate]:
         ]
     arguments = [p for p in command.params if p.param_type_name == "argument"]
     if positional < len(arguments):
-        return [Candidate(c) for c in _choices(arguments[positional]) if c.startswith(incomplete)]
+        return _values(arguments[positional], args, incomplete, environ)
     return []
+
+
+def _values(param: Any, args: list[str], incomplete: str, environ: Mapping[str, str] | None) -> list[Candidate]:
+    """A parameter's fixed choices, else the ids or names the API has for it."""
+    choices = _choices(param)
+    if choices or environ is None:
+        return [Candidate(c) for c in choices if c.startswith(incomplete)]
+    from rhone_cli.completion_values import kind_of, values
+
+    kind = kind_of(param)
+    if kind is None:
+        return []
+    return [Candidate(value, note) for value, note in values(kind, args, environ) if value.startswith(incomplete)]
 
 
 # -- the three shells' sides of typer's protocol -----------------------------------------------------------------
@@ -120,8 +136,8 @@ def _words_from_args_var(environ: Mapping[str, str]) -> tuple[list[str], str]:
     return words, ""
 
 
-def _zsh_escape(text: str) -> str:
-    return text.replace('"', '""').replace("'", "''").replace("$", "\\$").replace("`", "\\`").replace(":", r"\\:")
+def _zsh_quote(text: str) -> str:
+    return "'" + text.replace("\n", " ").replace("'", "'\\''") + "'"
 
 
 def respond(instruction: str, environ: Mapping[str, str], root: Any) -> tuple[str, int]:
@@ -130,21 +146,25 @@ def respond(instruction: str, environ: Mapping[str, str], root: Any) -> tuple[st
         words = split_words(environ.get("COMP_WORDS", ""))
         cword = int(environ.get("COMP_CWORD", "0") or 0)
         incomplete = words[cword] if cword < len(words) else ""
-        found = candidates(root, words[1:cword], incomplete)
+        found = candidates(root, words[1:cword], incomplete, environ)
         return "\n".join(c.value for c in found), 0
     if instruction == "complete_zsh":
         args, incomplete = _words_from_args_var(environ)
-        found = candidates(root, args, incomplete)
+        found = candidates(root, args, incomplete, environ)
         if not found:
             return "_files", 0
-        items = "\n".join(
-            f'"{_zsh_escape(c.value)}":"{_zsh_escape(c.help)}"' if c.help else f'"{_zsh_escape(c.value)}"'
-            for c in found
-        )
-        return f"_arguments '*: :(({items}))'", 0
+        # compadd -V: an unsorted group, so ids stay newest first (_describe would merge and sort values that share a
+        # description); -l -d shows one per line with its description. Every word is single-quoted for the eval.
+        values = " ".join(_zsh_quote(c.value) for c in found)
+        if not any(c.help for c in found):
+            return f"local -a _rhone_values=({values}); compadd -V rhone -a _rhone_values", 0
+        width = max(len(c.value) for c in found)
+        shown = " ".join(_zsh_quote(f"{c.value.ljust(width)}  -- {c.help}" if c.help else c.value) for c in found)
+        arrays = f"local -a _rhone_values=({values}) _rhone_shown=({shown})"
+        return f"{arrays}; compadd -V rhone -l -d _rhone_shown -a _rhone_values", 0
     if instruction == "complete_fish":
         args, incomplete = _words_from_args_var(environ)
-        found = candidates(root, args, incomplete)
+        found = candidates(root, args, incomplete, environ)
         if environ.get("_TYPER_COMPLETE_FISH_ACTION") == "is-args":
             return "", 0 if found else 1
         return "\n".join(f"{c.value}\t{' '.join(c.help.split())}" if c.help else c.value for c in found), 0

@@ -103,6 +103,17 @@ class Login(_Doc):
     credentials_file: str | None
     verified: bool
     identity: Identity | None
+    expires_at: str | None = Field(
+        None, description="When the stored token expires (a device login; rhone refreshes it), else null."
+    )
+
+
+class AuthToken(_Doc):
+    """`rhone auth token --json`: the token commands would send now (refreshed if it was about to expire)."""
+
+    token: str
+    source: Literal["flag", "env", "keyring", "file"]
+    expires_at: str | None
 
 
 class Logout(_Doc):
@@ -247,8 +258,47 @@ class RouteMove(_Doc):
         "without server sessions).",
     )
     url: str | None
-    operation_id: str
+    operation_id: str = Field(description="The promotion or rollback operation.")
     state: Literal["healthy", "rolled_back"]
+    changed: bool = Field(
+        description="False when the deployment already served the environment: the route, its epoch and its "
+        "history are unchanged."
+    )
+
+
+class InstanceCount(_Doc):
+    ready: int = Field(ge=0)
+    total: int = Field(ge=0, description="Live allocations: planned, pulling, starting, ready or draining.")
+
+
+class DeploymentSummary(_Doc):
+    id: str
+    state: str
+    created_at: str
+
+
+class EnvironmentStatus(_Doc):
+    environment: str
+    frozen: bool
+    approval_required: bool
+    route_owner: str | None = Field(description="The deployment that owns the environment's route, if any.")
+    epoch: int | None = Field(description="The route's epoch.")
+    instances: InstanceCount
+    latest_deployment: DeploymentSummary | None = Field(description="The environment's newest deployment.")
+    url: str | None = Field(description="The route's URL, else the URL of the preview that is running.")
+
+
+class AppRef(_Doc):
+    id: str
+    name: str
+    project_id: str
+
+
+class AppStatus(_Doc):
+    """`rhone status --json`: an app at a glance."""
+
+    app: AppRef
+    environments: list[EnvironmentStatus]
 
 
 # file name in schemas/ -> model
@@ -267,6 +317,8 @@ DOCUMENTS: dict[str, type[BaseModel]] = {
     "artifact-manifest.schema.json": ManifestDocument,
     "artifact-manifest-explain.schema.json": ManifestExplain,
     "route-move.schema.json": RouteMove,
+    "status.schema.json": AppStatus,
+    "auth-token.schema.json": AuthToken,
 }
 
 # `--json` documents that are API resources, passed through unchanged: schema file -> (OpenAPI component, is a list).

@@ -32,6 +32,9 @@ class GlobalOptions:
     token: str | None = None
     cwd: Path | None = None
     request_timeout: float = 30.0
+    ca_bundle: str | None = None
+    filtered: bool = False  # --jq was given (it implies json; failures then go to stderr)
+    jq: Any = None  # the compiled --jq program
     progress: str = "auto"  # auto | plain | jsonl | none
 
 
@@ -64,6 +67,10 @@ class Environment:
     @property
     def stdout_isatty(self) -> bool:
         return self._isatty(self.stdout)
+
+    @property
+    def stderr_isatty(self) -> bool:
+        return self._isatty(self.stderr)
 
     @property
     def is_ci(self) -> bool:

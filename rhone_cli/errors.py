@@ -75,6 +75,17 @@ class RhoneError(Exception):
         return {"error": doc}
 
 
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM, raised in the main thread for the whole run (rhone_cli/main.py installs the handlers).
+
+    Not a KeyboardInterrupt on purpose: typer turns those into a silent exit 130, and rhone says what an
+    interruption left behind (an operation that continues, with its resume command, or none)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def usage_error(message: str, *, hint: str | None = None, code: str = "usage_error") -> RhoneError:
     return RhoneError(message, code=code, exit_code=ExitCode.USAGE, hint=hint)
 

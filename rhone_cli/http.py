@@ -24,6 +24,7 @@ from typing import Any
 from rhone_cli import __version__
 from rhone_cli.api_paths import check_request_path
 from rhone_cli.errors import CODE_EXIT_CODES, ExitCode, RhoneError, exit_code_for_status
+from rhone_cli.network import Proxy, tls_failure
 
 # httpx's package imports its own command-line tool (httpx._main) whenever click is installed, which drags in click,
 # rich.console, rich.progress and pygments (~30 ms on every command). rhone never uses that tool: an empty stand-in
@@ -78,13 +79,21 @@ class ApiClient:
         log: Callable[[str], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
+        proxy: Proxy | None = None,
+        verify: Any = True,
+        on_token_expired: Callable[[], str | None] | None = None,
     ) -> None:
+        """`proxy` and `verify` (an SSLContext) come from `rhone_cli.network`; the process environment is never
+        consulted behind their back (`trust_env=False`), so a proxy meant for the internet never sees loopback.
+        `on_token_expired` returns a new token when the server answers 401 `token_expired` (tried once per request)."""
         self.base_url = base_url.rstrip("/")
         self.max_attempts = max(1, max_attempts)
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self._log = log or (lambda message: None)
         self._sleep = sleep
+        self.proxy = proxy
+        self._on_token_expired = on_token_expired
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -94,6 +103,9 @@ class ApiClient:
             timeout=httpx.Timeout(timeout),
             transport=transport,
             follow_redirects=False,
+            proxy=proxy.url if proxy else None,
+            verify=verify,
+            trust_env=False,
         )
 
     def close(self) -> None:
@@ -173,7 +185,7 @@ class ApiClient:
             except httpx.TransportError as error:
                 last_error = self._transport_error(error, method, url)
                 self._log(f"← {type(error).__name__}: {last_error.message}")
-                if attempt + 1 < attempts:
+                if last_error.retryable and attempt + 1 < attempts:
                     self._sleep(self._backoff(attempt))
                     continue
                 raise last_error from None
@@ -189,12 +201,47 @@ class ApiClient:
             if response.is_success:
                 return ApiResponse(response.status_code, _json_or_none(response), dict(response.headers), request_id)
             error = self._http_error(response, method, url)
+            if error.code == "token_expired" and self._renew_token():
+                return self.request(
+                    method, path, json=json, params=params, idempotency_key=idempotency_key, timeout=timeout,
+                    content=content, headers=headers,
+                )  # fmt: skip
             if response.status_code in RETRY_STATUSES and retryable:
                 error.message += f" (gave up after {attempts} attempts)"
             raise error
         raise last_error or RhoneError("request failed", exit_code=ExitCode.UNREACHABLE)  # pragma: no cover
 
+    def _renew_token(self) -> bool:
+        """Swap in a refreshed token, once per client (a second expiry in one run means refreshing does not help)."""
+        renew, self._on_token_expired = self._on_token_expired, None
+        token = renew() if renew else None
+        if token:
+            self._client.headers["Authorization"] = f"Bearer {token}"
+        return bool(token)
+
     def _transport_error(self, error: httpx.TransportError, method: str, url: str) -> RhoneError:
+        problem = tls_failure(error)
+        if problem is not None:
+            # Retrying cannot fix a certificate, and "is the server running?" would send people the wrong way.
+            return RhoneError(
+                f"TLS certificate verification failed for {self.base_url}: {problem}",
+                code="tls_error",
+                exit_code=ExitCode.UNREACHABLE,
+                retryable=False,
+                hint="if the API's certificate comes from a private CA, pass --ca-bundle FILE (or set SSL_CERT_FILE or "
+                "REQUESTS_CA_BUNDLE); rhone trusts the system's certificate store otherwise",
+                details={"method": method, "url": url, "problem": problem},
+            )
+        if self.proxy is not None and isinstance(error, (httpx.ConnectError, httpx.ProxyError)):
+            return RhoneError(
+                f"cannot reach the Rhone API at {self.base_url} through the proxy {self.proxy.shown} "
+                f"(from {self.proxy.variable}): {error}",
+                code="api_unreachable",
+                exit_code=ExitCode.UNREACHABLE,
+                retryable=True,
+                hint=f"check {self.proxy.variable}, or list the API's host in NO_PROXY to connect directly",
+                details={"method": method, "url": url, "proxy": self.proxy.shown},
+            )
         if isinstance(error, httpx.ConnectError):
             reason = "connection refused" if "refused" in str(error).lower() else f"cannot connect ({error})"
         elif isinstance(error, httpx.TimeoutException):

@@ -45,6 +45,7 @@ class Invocation:
         self.env = env
         self.out = out or Output(env)
         self._client: ApiClient | None = None
+        self.operations: list[str] = []  # ids of the operations this run started or resumed, in order
 
     @cached_property
     def credentials(self) -> Credentials:
@@ -75,16 +76,39 @@ class Invocation:
         return self.credentials.resolve(self.profile)
 
     def client(self) -> ApiClient:
+        """The API client of this run, with the profile's token — refreshed first when it is about to expire, and
+        again (once) if the server says it expired."""
         if self._client is None:
-            self._client = self.new_client(self.profile.api_url, self.credential().token)
+            from rhone_cli.services import auth
+
+            credential = auth.fresh_credential(self, self.credential())
+
+            def refreshed() -> str | None:
+                renewed = auth.refresh(self) if credential.source in ("keyring", "file") else None
+                return renewed.token if renewed else None
+
+            self._client = self.new_client(self.profile.api_url, credential.token, on_token_expired=refreshed)
         return self._client
 
     def new_client(self, api_url: str, token: str | None, **settings: object) -> ApiClient:
-        """A client for `api_url` with this run's timeout, request log and network (`settings` override them)."""
+        """A client for `api_url` with this run's timeout, request log, proxy, trusted certificates and network
+        (`settings` override them)."""
+        from rhone_cli import network
         from rhone_cli.http import ApiClient
 
-        options: dict = {"timeout": self.env.options.request_timeout, "log": self.out.debug}
-        options["transport"] = self.env.http_transport
+        environ = self.env.environ
+        proxy = network.proxy_for(api_url, environ)
+        if api_url.startswith("https:") or (proxy is not None and proxy.url.startswith("https:")):
+            verify = network.ssl_context(self.env.options.ca_bundle, environ)
+        else:
+            verify = False  # plain http end to end: no certificate to verify (and no CA bundle to load)
+        options: dict = {
+            "timeout": self.env.options.request_timeout,
+            "log": self.out.debug,
+            "transport": self.env.http_transport,
+            "proxy": proxy,
+            "verify": verify,
+        }
         return ApiClient(api_url, token, **{**options, **settings})
 
     def close(self) -> None:

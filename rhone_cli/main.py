@@ -7,9 +7,11 @@ httpx, keyring, rich tables and pydantic models are imported inside the commands
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -20,15 +22,16 @@ from rhone_cli import __version__
 from rhone_cli.commands import register_commands
 from rhone_cli.commands._common import REQUEST_TIMEOUT_RANGE, new_typer, seconds_problem
 from rhone_cli.environment import Environment, _truthy
-from rhone_cli.errors import ExitCode, RhoneError
+from rhone_cli.errors import ExitCode, Interrupted, RhoneError
 from rhone_cli.invocation import Invocation
 
 COMPLETE_VAR = "_RHONE_COMPLETE"
+HELP_TOPICS = frozenset({"exit-codes", "environment"})  # the pages of `rhone help`; any other word names a command
 
 # Global options accepted before or after the command (`rhone --json app ls` == `rhone app ls --json`).
 GLOBAL_FLAGS = frozenset({"--json", "--quiet", "-q", "--verbose", "-v", "--no-color", "--no-input"})
 GLOBAL_VALUE_OPTIONS = frozenset(
-    {"--profile", "--api-url", "--token", "-C", "--cwd", "--request-timeout", "--progress"}
+    {"--profile", "--api-url", "--token", "-C", "--cwd", "--request-timeout", "--progress", "--ca-bundle", "--jq"}
 )
 
 
@@ -63,6 +66,15 @@ def root(
     json_output: Annotated[
         bool, typer.Option("--json", help="Write exactly one JSON document to stdout (results or the error).")
     ] = False,
+    jq: Annotated[
+        str | None,
+        typer.Option(
+            "--jq",
+            help="Filter the --json result with a jq program; strings print raw, one result per line (implies "
+            "--json; errors go to stderr).",
+            metavar="EXPR",
+        ),
+    ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Only results and errors; no progress or hints.")
     ] = False,
@@ -95,6 +107,15 @@ def root(
             metavar="SECONDS",
         ),
     ] = None,
+    ca_bundle: Annotated[
+        str | None,
+        typer.Option(
+            "--ca-bundle",
+            help="PEM file of CA certificates to trust besides the system's [env: RHONE_CA_BUNDLE, "
+            "REQUESTS_CA_BUNDLE, SSL_CERT_FILE].",
+            metavar="FILE",
+        ),
+    ] = None,
     progress: Annotated[
         ProgressMode | None,
         typer.Option(
@@ -108,7 +129,12 @@ def root(
     invocation: Invocation = ctx.obj
     env = invocation.env
     options = env.options
-    options.json = json_output
+    options.json = json_output or jq is not None
+    options.filtered = jq is not None
+    if jq is not None:
+        from rhone_cli.output import compile_jq
+
+        options.jq = compile_jq(jq)
     options.quiet = quiet
     options.verbose = verbose
     options.no_color = no_color
@@ -117,6 +143,7 @@ def root(
     options.api_url = api_url
     options.token = token
     options.cwd = cwd
+    options.ca_bundle = ca_bundle
     if token:
         env.secrets.add(token)
     options.request_timeout = _request_timeout(request_timeout, env.environ.get("RHONE_REQUEST_TIMEOUT"))
@@ -158,6 +185,19 @@ def _request_timeout(flag: float | None, variable: str | None) -> float:
     return value
 
 
+def help_as_command(args: list[str]) -> list[str]:
+    """`rhone help deploy [ls]` means `rhone deploy [ls] --help` (as in git); help's own topics stay topics."""
+    index = 0
+    while index < len(args) and args[index].startswith("-") and args[index] != "--":
+        index += 2 if args[index] in GLOBAL_VALUE_OPTIONS else 1
+    if args[index : index + 1] != ["help"] or len(args) <= index + 1:
+        return args
+    topic = args[index + 1]
+    if topic.startswith("-") or topic in HELP_TOPICS:
+        return args
+    return [*args[:index], *args[index + 1 :], "--help"]
+
+
 def hoist_global_options(argv: list[str]) -> list[str]:
     """Move global options found after the command to the front, so they work in either position."""
     hoisted: list[str] = []
@@ -180,13 +220,51 @@ def hoist_global_options(argv: list[str]) -> list[str]:
     return hoisted + rest
 
 
+@contextlib.contextmanager
+def _interrupts_raise() -> Iterator[None]:
+    """Ctrl-C and SIGTERM (a CI runner cancelling the job, `timeout`, `kill`) raise `Interrupted` wherever the main
+    thread is, for the whole command: before, during and after any operation."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _interrupted_message(interrupted: Interrupted, operations: list[str]) -> RhoneError:
+    """An interruption the operation waiter did not turn into a resume message: no operation was being waited for
+    (those it started before had finished)."""
+    import signal
+
+    name = "Ctrl-C" if interrupted.signum == signal.SIGINT else signal.Signals(interrupted.signum).name
+    when = f"after {', '.join(operations)} finished" if operations else "before rhone saw an operation start"
+    return RhoneError(
+        f"interrupted ({name}) {when}; no operation of this command is running on the server",
+        code="interrupted",
+        exit_code=ExitCode.INTERRUPTED,
+        hint="nothing needs resuming; if a request was on its way, `rhone op ls` shows whatever it started",
+    )
+
+
 def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
     """Run rhone with `argv` in `env` and return the exit code (never raises, never calls sys.exit)."""
     env = env or Environment()
     invocation = Invocation(env)
-    args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    args = help_as_command(hoist_global_options(list(sys.argv[1:] if argv is None else argv)))
     before_command = args[: next((i for i, a in enumerate(args) if a == "--"), len(args))]
-    env.options.json = "--json" in before_command
+    env.options.filtered = any(a == "--jq" or a.startswith("--jq=") for a in before_command)
+    env.options.json = "--json" in before_command or env.options.filtered
     env.options.verbose = "--verbose" in before_command or "-v" in before_command
     command = typer.main.get_command(app)
     if os.environ.get(COMPLETE_VAR):
@@ -198,12 +276,15 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
             env.stdout.write(text + "\n")
         return status
     try:
-        result = command.main(
-            args=args, prog_name="rhone", standalone_mode=False, obj=invocation, complete_var=COMPLETE_VAR
-        )
+        with _interrupts_raise():
+            result = command.main(
+                args=args, prog_name="rhone", standalone_mode=False, obj=invocation, complete_var=COMPLETE_VAR
+            )
         return result if isinstance(result, int) else 0
     except RhoneError as error:
         return invocation.out.error(error)
+    except Interrupted as interrupted:
+        return invocation.out.error(_interrupted_message(interrupted, invocation.operations))
     except typer.TyperException as error:  # typer's (vendored Click) usage errors: bad flags, missing args
         if env.options.json:
             return invocation.out.error(

@@ -13,11 +13,12 @@ rich is imported only when a human-readable table or styled line is actually ren
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rhone_cli.errors import RhoneError
+from rhone_cli.errors import ExitCode, RhoneError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -25,6 +26,32 @@ if TYPE_CHECKING:
     from rhone_cli.environment import Environment
 
 MASK = "********"
+
+# What a terminal would obey rather than show. Build and app output (logs, log tails, health messages) is untrusted:
+# a build could clear the screen, retitle the window, move the cursor over rhone's own lines, or set the clipboard
+# (OSC 52). Escape sequences are removed; other control characters are shown in caret notation (^G).
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colors, cursor movement, erase
+    r"|\x1b[\]PX^_][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # OSC (titles, OSC 52 clipboard), DCS, SOS, PM, APC
+    r"|\x1b[ -/]*[0-~]?"  # other escapes (ESC c resets the terminal), and a lone ESC
+    r"|\x9b[0-?]*[ -/]*[@-~]"  # 8-bit CSI
+    r"|[\x90\x98\x9d\x9e\x9f][^\x07\x9c]*[\x07\x9c]?"  # 8-bit OSC, DCS, SOS, PM, APC
+)
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def sanitize_terminal(text: str) -> str:
+    """`text` with terminal control sequences removed and other control characters made visible; tabs and line
+    ends stay (a carriage return becomes a line end, so it cannot overwrite a line)."""
+    text = _ESCAPES.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    return _CONTROLS.sub(_visible, text)
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x20:
+        return f"^{chr(code + 64)}"
+    return "^?" if code == 0x7F else f"\\x{code:02x}"
 
 
 class Output:
@@ -41,7 +68,9 @@ class Output:
         return text
 
     def _write(self, stream: Any, text: str) -> None:
-        stream.write(self.mask(text))
+        """Every byte rhone writes goes through here: secrets masked, terminal control sequences made harmless (a
+        JSON document has none: json.dumps escapes them)."""
+        stream.write(sanitize_terminal(self.mask(text)))
         stream.flush()
 
     # -- consoles (lazy: rich costs start-up time) ---------------------------------------------------------------
@@ -66,10 +95,13 @@ class Output:
 
     # -- results ------------------------------------------------------------------------------------------------
     def json_document(self, document: Any) -> None:
-        """Write the one JSON document of this invocation to stdout."""
+        """Write the one JSON document of this invocation to stdout (through the --jq program, when there is one)."""
         if self.document_written:
             raise RuntimeError("a JSON document was already written to stdout")
         self.document_written = True
+        if self.env.options.jq is not None:
+            self._write(self.env.stdout, "".join(line + "\n" for line in jq_lines(self.env.options.jq, document)))
+            return
         self._write(self.env.stdout, json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
 
     def result(self, document: Any, human: Callable[[Output], None] | None = None) -> None:
@@ -87,6 +119,10 @@ class Output:
         """One plain line of human output on stdout (never in `--json` mode)."""
         if not self.env.options.json:
             self._write(self.env.stdout, text + "\n")
+
+    def raw(self, text: str) -> None:
+        """Text as it comes (a followed log), masked and sanitized like everything else, even with --json."""
+        self._write(self.env.stdout, text)
 
     def fields(self, mapping: dict[str, Any], *, order: Sequence[str] | None = None) -> None:
         keys = list(order) if order else list(mapping)
@@ -115,7 +151,7 @@ class Output:
         for column in columns:
             table.add_column(column.upper())
         for row in rows:
-            table.add_row(*(self.mask(cell) for cell in row))
+            table.add_row(*(sanitize_terminal(self.mask(cell)) for cell in row))
         self.console.print(table)
 
     # -- diagnostics on stderr ---------------------------------------------------------------------------------------
@@ -153,7 +189,8 @@ class Output:
     # -- errors -------------------------------------------------------------------------------------------------
     def error(self, error: RhoneError) -> int:
         """Render an error the documented way and return the process exit code."""
-        if self.env.options.json and not self.document_written:
+        # With --jq, stdout carries only what the filter selects: a failure is reported on stderr, for people.
+        if self.env.options.json and not self.env.options.filtered and not self.document_written:
             self.json_document(error.to_document())
         else:
             parts = [f"error: {error.message}"]
@@ -171,6 +208,39 @@ class Output:
                 parts.append(f"  hint: {error.hint}")
             self._write(self.env.stderr, "\n".join(parts) + "\n")
         return int(error.exit_code)
+
+
+def compile_jq(expression: str) -> Any:
+    """The --jq program, compiled before the command runs (a syntax error must not follow a deploy)."""
+    import jq
+
+    try:
+        return jq.compile(expression)
+    except ValueError as error:
+        raise RhoneError(
+            f"--jq {expression!r} is not a valid jq program: {_jq_message(error)}",
+            code="invalid_jq",
+            exit_code=ExitCode.USAGE,
+            hint="see the jq manual; e.g. --jq '.[].id' or --jq '.items | length'",
+        ) from None
+
+
+def jq_lines(program: Any, document: Any) -> list[str]:
+    """Like `jq -r`: each output on its own line, strings raw, everything else as indented JSON."""
+    try:
+        outputs = program.input_value(json.loads(json.dumps(document, default=str))).all()
+    except ValueError as error:
+        raise RhoneError(
+            f"--jq {program.program_string!r} failed on the result: {_jq_message(error)}",
+            code="jq_error",
+            exit_code=ExitCode.USAGE,
+            hint="the result's shape is the --json document of the command (see schemas/)",
+        ) from None
+    return [value if isinstance(value, str) else json.dumps(value, indent=2) for value in outputs]
+
+
+def _jq_message(error: ValueError) -> str:
+    return " ".join(str(error).split())
 
 
 def _problem_line(problem: object) -> str:

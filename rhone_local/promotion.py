@@ -139,9 +139,20 @@ class Promotions:
         return evidence
 
     def route_cas(self, op: dict[str, Any], c: Any) -> dict[str, Any]:
-        """In the caller's transaction: the compare-and-swap and its event. Raises StageFailed on a lost race."""
+        """In the caller's transaction: the compare-and-swap and its event. Raises StageFailed on a lost race.
+        Promoting the deployment that already owns the route, with the artifact it serves, at the epoch expected, is
+        not a change: after the same policy check, nothing moves — no event, no new epoch, nothing drained."""
         params = op["params"]
         deployment = self.store.deployment(params["deployment_id"])
+        current = self.store.route_owner(deployment["app_id"], params["environment_id"])
+        if (
+            op["kind"] == "promote"
+            and current is not None
+            and current["deployment_id"] == deployment["id"]
+            and current["artifact_digest"] == deployment["artifact_digest"]
+            and current["epoch"] == params["expect_epoch"]
+        ):
+            return {"epoch": current["epoch"], "seq": None, "previous_owner": None, "unchanged": True}
         # Route keys are hostnames on one edge: another app (of a project, or a workspace, that shares the name)
         # may have taken this one since the request was accepted. Read in the CAS's transaction, so of two such
         # promotions exactly one moves and the other fails cleanly (its target allocation is released).

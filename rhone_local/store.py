@@ -205,6 +205,132 @@ class Store:
             identity["workspace_id"],
         )
 
+    def token_expired(self, token_hash: str) -> bool:
+        """Whether the token exists, unrevoked, and only its expiry makes it invalid (the client may refresh)."""
+        row = self.one(
+            "SELECT 1 AS x FROM tokens WHERE secret_hash = ? AND revoked_at IS NULL AND expires_at <= ?",
+            token_hash,
+            now_iso(),
+        )
+        return row is not None
+
+    # -- device login and refresh tokens -----------------------------------------------------------------------------
+    def create_device_code(
+        self, *, device_code_hash: str, user_code: str, client_name: str, expires_at: str
+    ) -> dict[str, Any]:
+        row = {
+            "id": new_id("device_code"),
+            "device_code_hash": device_code_hash,
+            "user_code": user_code,
+            "client_name": client_name,
+            "created_at": now_iso(),
+            "expires_at": expires_at,
+        }
+        with self.write() as c:
+            c.execute(
+                "INSERT INTO device_codes (id, device_code_hash, user_code, client_name, state, created_at, "
+                "expires_at) VALUES (:id, :device_code_hash, :user_code, :client_name, 'pending', :created_at, "
+                ":expires_at)",
+                row,
+            )
+        return {**row, "state": "pending"}
+
+    def device_code(self, *, device_code_hash: str | None = None, user_code: str | None = None) -> dict | None:
+        if device_code_hash is not None:
+            return self.one("SELECT * FROM device_codes WHERE device_code_hash = ?", device_code_hash)
+        return self.one("SELECT * FROM device_codes WHERE user_code = ?", user_code)
+
+    def note_device_poll(self, code_id: str, at: float, interval: float) -> bool:
+        """Record a poll; False when it came sooner than `interval` after the previous one (slow_down)."""
+        with self.write() as c:
+            moved = c.execute(
+                "UPDATE device_codes SET last_poll_at = ? WHERE id = ? AND (last_poll_at IS NULL OR last_poll_at <= ?)",
+                (at, code_id, at - interval),
+            ).rowcount
+            if not moved:
+                c.execute("UPDATE device_codes SET last_poll_at = ? WHERE id = ?", (at, code_id))
+        return moved == 1
+
+    def decide_device_code(
+        self, code_id: str, state: str, *, user_id: str, workspace_id: str | None, role: str | None
+    ) -> bool:
+        """pending → approved | denied, once, while it has not expired; an approval grants what the approver's own
+        token may do (its workspace and role), never more."""
+        with self.write() as c:
+            return (
+                c.execute(
+                    "UPDATE device_codes SET state = ?, user_id = ?, workspace_id = ?, role = ?, decided_at = ? "
+                    "WHERE id = ? AND state = 'pending' AND expires_at > ?",
+                    (state, user_id, workspace_id, role, now_iso(), code_id, now_iso()),
+                ).rowcount
+                == 1
+            )
+
+    def issue_device_tokens(
+        self, code: dict[str, Any], *, access_hash: str, refresh_hash: str, access_expires: str, refresh_expires: str
+    ) -> dict[str, Any] | None:
+        """approved → issued, with its access and refresh tokens, in one transaction; None if it was issued already."""
+        with self.write() as c:
+            moved = c.execute(
+                "UPDATE device_codes SET state = 'issued' WHERE id = ? AND state = 'approved'", (code["id"],)
+            ).rowcount
+            if moved != 1:
+                return None
+            name = f"device login: {code['client_name']}"
+            hashes, expiries = (access_hash, refresh_hash), (access_expires, refresh_expires)
+            scope = (code["workspace_id"], code["role"])
+            return self._token_pair(c, code["user_id"], name, scope, hashes, expiries)
+
+    def refresh(
+        self, refresh_hash: str, *, access_hash: str, new_refresh_hash: str, access_expires: str, refresh_expires: str
+    ) -> dict[str, Any] | None:
+        """Use a refresh token once: the old access token is revoked and a new pair issued; None if the refresh token
+        is unknown, used, expired, or its user's access token was revoked."""
+        ts = now_iso()
+        with self.write() as c:
+            old = c.execute(
+                "SELECT r.*, t.name, t.workspace_id, t.role FROM refresh_tokens r "
+                "JOIN tokens t ON t.id = r.access_token_id "
+                "WHERE r.secret_hash = ? AND r.used_at IS NULL AND r.expires_at > ? AND t.revoked_at IS NULL",
+                (refresh_hash, ts),
+            ).fetchone()
+            if old is None:
+                return None
+            c.execute("UPDATE refresh_tokens SET used_at = ? WHERE id = ? AND used_at IS NULL", (ts, old["id"]))
+            c.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (ts, old["access_token_id"]))
+            hashes, expiries = (access_hash, new_refresh_hash), (access_expires, refresh_expires)
+            scope = (old["workspace_id"], old["role"])
+            return self._token_pair(c, old["user_id"], old["name"], scope, hashes, expiries)
+
+    def _token_pair(
+        self,
+        c: sqlite3.Connection,
+        user_id: str,
+        name: str,
+        scope: tuple[str | None, str | None],
+        hashes: tuple[str, str],
+        expiries: tuple[str, str],
+    ) -> dict[str, Any]:
+        """An expiring access token bound to `scope` (workspace, role) and its refresh token (by their hashes and
+        expiry times)."""
+        (access_hash, refresh_hash), (access_expires, refresh_expires) = hashes, expiries
+        token = self.create_token(
+            c,
+            subject_kind="user",
+            subject_id=user_id,
+            name=name,
+            secret_hash=access_hash,
+            expires_at=access_expires,
+            workspace_id=scope[0],
+            role=scope[1],
+        )
+        c.execute(
+            "INSERT INTO refresh_tokens (id, secret_hash, access_token_id, user_id, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (new_id("refresh_token"), refresh_hash, token["id"], user_id, now_iso(), refresh_expires),
+        )
+        return token
+
     def token_in_workspace(self, token_id: str, workspace_id: str) -> dict[str, Any] | None:
         """The token, if it acts in the workspace: a user token bound to it, or a runtime identity's of this
         workspace."""
@@ -291,16 +417,20 @@ class Store:
         "(SELECT last_allocation_id FROM environment_heal WHERE crash_loop = 1))"
     )
 
-    def allocation_views(self, where: str, *args: Any) -> list[dict[str, Any]]:
-        """Allocations with their region, cell and environment names, and whether their deployment owns the route."""
+    def allocation_views(
+        self, where: str, *args: Any, newest_first: bool = False, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Allocations with their region, cell and environment names, and whether their deployment owns the route
+        (by id, at most `limit`)."""
         rows = self.all(
             "SELECT a.*, r.name AS region, c.name AS cell, e.name AS environment, "
             "(o.deployment_id IS NOT NULL) AS route_owner FROM allocations a "
             "JOIN regions r ON r.id = a.region_id JOIN cells c ON c.id = a.cell_id "
             "JOIN environments e ON e.id = a.environment_id "
             "LEFT JOIN route_owners o ON o.environment_id = a.environment_id AND o.deployment_id = a.deployment_id "
-            f"WHERE {where} ORDER BY a.id",
+            f"WHERE {where} ORDER BY a.id{' DESC' if newest_first else ''}{' LIMIT ?' if limit else ''}",
             *args,
+            *([limit] if limit else []),
         )
         keys = (
             "id", "deployment_id", "environment", "state", "region", "cell", "region_id", "cell_id", "artifact_digest",
@@ -814,8 +944,11 @@ class Store:
         c.execute(f"UPDATE environments SET {sets} WHERE id = ?", (*(int(v) for v in policy.values()), environment_id))
         return _row(c.execute("SELECT * FROM environments WHERE id = ?", (environment_id,)).fetchone())  # type: ignore[return-value]
 
-    def page(self, table: str, where: str, args: tuple, *, limit: int, cursor: str | None) -> list[dict[str, Any]]:
-        """Rows of `table` matching `where`, ordered by id (ids are time-ordered), after `cursor`."""
+    def page(
+        self, table: str, where: str, args: tuple, *, limit: int, cursor: str | None, newest_first: bool = False
+    ) -> list[dict[str, Any]]:
+        """Rows of `table` matching `where`, ordered by id (ids are time-ordered, so `newest_first` is creation
+        order reversed), after `cursor` in that order."""
         assert table in {
             "projects",
             "apps",
@@ -828,10 +961,40 @@ class Store:
         }
         sql = f"SELECT * FROM {table} WHERE {where}"
         if cursor:
-            sql += " AND id > ?"
+            sql += " AND id < ?" if newest_first else " AND id > ?"
             args = (*args, cursor)
-        sql += " ORDER BY id LIMIT ?"
+        sql += " ORDER BY id DESC LIMIT ?" if newest_first else " ORDER BY id LIMIT ?"
         return self.all(sql, *args, limit + 1)
+
+    def route_history(
+        self, app_id: str, environment_id: str, *, limit: int, after: int | None, newest_first: bool
+    ) -> list[dict[str, Any]]:
+        """An app environment's route events, by sequence (one more than `limit`, to tell whether a page follows)."""
+        sql = "SELECT * FROM route_events WHERE app_id = ? AND environment_id = ?"
+        args: list[Any] = [app_id, environment_id]
+        if after is not None:
+            sql += " AND seq < ?" if newest_first else " AND seq > ?"
+            args.append(after)
+        sql += f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
+        return self.all(sql, *args, limit + 1)
+
+    def newest_preview_ready(self, app_id: str, environment_id: str) -> str | None:
+        """The id of an app environment's newest preview_ready deployment: the one whose preview still runs (every
+        older one was superseded)."""
+        row = self.one(
+            "SELECT MAX(id) AS id FROM deployments WHERE app_id = ? AND environment_id = ? AND state = 'preview_ready'",
+            app_id,
+            environment_id,
+        )
+        return row["id"] if row else None
+
+    def owned_routes(self, deployment_id: str) -> list[dict[str, Any]]:
+        """The routes this deployment owns, with their environment's name."""
+        return self.all(
+            "SELECT o.*, e.name AS environment FROM route_owners o JOIN environments e ON e.id = o.environment_id "
+            "WHERE o.deployment_id = ? ORDER BY e.name",
+            deployment_id,
+        )
 
     # -- members and tokens ----------------------------------------------------------------------------------------
     def members(self, workspace_id: str) -> list[dict[str, Any]]:

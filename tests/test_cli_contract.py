@@ -235,3 +235,24 @@ def test_json_output_is_exactly_one_document(rhone, tmp_path):
         result = rhone(*argv)
         json.loads(result.stdout)  # raises on a second document or stray text
         assert result.stdout.strip().startswith("{")
+
+
+# Variables of protocols rhone speaks with other programs, not settings a person makes.
+INTERNAL_VARIABLES = {"COMP_CWORD", "COMP_WORDS", "_TYPER_COMPLETE_ARGS", "_TYPER_COMPLETE_FISH_ACTION"}
+
+
+def test_help_environment_lists_every_variable_rhone_reads(rhone):
+    """Every variable the CLI's code reads (`environ.get("X")`, `environ["X"]`, the proxy variables, the CI run ids)
+    is on the page; a new one that is not fails here."""
+    from rhone_cli.services.operations import CI_RUN_VARIABLES
+
+    source = "\n".join(p.read_text() for p in (REPO / "rhone_cli").rglob("*.py"))
+    read = set(re.findall(r"environ(?:\.get\(|\[)\"([A-Z_][A-Z0-9_]*)\"", source))
+    read |= set(re.findall(r"\"((?:RHONE|SSL|CURL|REQUESTS)_[A-Z_]+)\"", source))
+    read |= {"HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "NO_COLOR", *CI_RUN_VARIABLES}
+    listed = {row["name"] for row in rhone("help", "environment", "--json").json()["environment"]}
+    described = " ".join(row["meaning"] for row in rhone("help", "environment", "--json").json()["environment"])
+    missing = {
+        name for name in read - INTERNAL_VARIABLES if name not in listed and not re.search(rf"\b{name}\b", described)
+    }
+    assert len(read) > 25 and missing == set()

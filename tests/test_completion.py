@@ -44,6 +44,9 @@ TOP_LEVEL = [
     "init",
     "completion",
     "help",
+    "api",
+    "status",
+    "auth",
 ]
 
 
@@ -175,17 +178,19 @@ def test_zsh_completes_a_command_prefix(rhone_subprocess):
     result = _zsh(rhone_subprocess, "rhone de")
     assert result.exit_code == 0, result.stderr
     out = result.stdout.strip()
-    assert out.startswith("_arguments '*: :((") and out.endswith("))'"), out
-    assert re.findall(r'^(?:_arguments \'\*: :\(\()?"([^"]+)"', out, re.M) == ["deploy"], out
-    assert '"deploy":"Deploy the project in this directory' in out
+    assert out.startswith("local -a _rhone_values=('deploy') _rhone_shown=(") and out.endswith(
+        "compadd -V rhone -l -d _rhone_shown -a _rhone_values"
+    ), out
+    assert "'deploy  -- Deploy the project in this directory" in out
 
 
 def test_zsh_lists_subcommands_with_help(rhone_subprocess):
     result = _zsh(rhone_subprocess, "rhone config ")
     assert result.exit_code == 0, result.stderr
     out = result.stdout
-    assert re.search(r'"validate":"Validate rhone\.toml[^"]+"', out), out
-    assert re.search(r'"show":"Print the resolved configuration[^"]+"', out), out
+    assert "_rhone_values=('validate' 'show')" in out, out
+    assert re.search(r"'validate  -- Validate rhone\.toml[^']+'", out), out
+    assert re.search(r"'show      -- Print the resolved configuration[^']+'", out), out
 
 
 def test_zsh_falls_back_to_files_for_an_unknown_prefix(rhone_subprocess):

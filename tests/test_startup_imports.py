@@ -33,6 +33,9 @@ FORBIDDEN = {
     # typer`, building the command tree, the eager --version and the top-level --help never reach that point, and the
     # completion walker (rhone_cli/completion.py) never coerces. So all of pydantic is forbidden for those cases.
     "pydantic": "pydantic",
+    # The jq engine (a C extension) loads only when --jq is given; truststore and ssl only for https connections.
+    "jq": "the jq engine",
+    "truststore": "the OS trust store",
 }
 # Once typer descends into a subcommand it coerces the root callback's options with pydantic (typer._adapters), so
 # `rhone config validate --help` loads pydantic through typer itself: there only our own models and the rest are
@@ -126,7 +129,7 @@ def test_subcommand_help_imports_none_of_our_models(base_environ, tmp_path):
     ("environ", "expected"),
     [
         pytest.param(BASH_TAB, "deploy", id="bash"),
-        pytest.param(ZSH_TAB, '_arguments \'*: :(("deploy":', id="zsh"),
+        pytest.param(ZSH_TAB, "local -a _rhone_values=('deploy')", id="zsh"),
         pytest.param(FISH_TAB, "deploy\t", id="fish"),
     ],
 )
@@ -136,6 +139,23 @@ def test_completion_request_imports_nothing_heavy(base_environ, tmp_path, how, e
     assert status == 0
     assert output.startswith(expected), output  # the request was answered, so the walker really ran
     assert "rhone_cli.completion" in modules
+    assert loaded(modules, FORBIDDEN) == []
+
+
+def test_completing_a_deployment_id_imports_nothing_heavy(base_environ, tmp_path):
+    """A TAB that asks the API (here: one that refuses) for deployment ids uses the standard library's HTTP client."""
+    (tmp_path / "rhone.toml").write_text(VALID_TOML.replace('name = "hello"', 'name = "hello"\nworkspace = "local"', 1))
+    environ = {
+        "_RHONE_COMPLETE": "complete_fish",
+        "_TYPER_COMPLETE_FISH_ACTION": "get-args",
+        "_TYPER_COMPLETE_ARGS": "rhone deploy show ",
+        "RHONE_API_URL": "http://127.0.0.1:9",
+        "RHONE_TOKEN": "rht_startup_0a1b2c3d",
+        "RHONE_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    status, output, modules = probe(base_environ, tmp_path, [], "entry", environ)
+    assert status == 0 and output.strip() == ""
+    assert "rhone_cli.completion_values" in modules and "socket" in modules  # it did try
     assert loaded(modules, FORBIDDEN) == []
 
 

@@ -10,6 +10,7 @@ import typer
 
 def register_commands(app: typer.Typer) -> None:
     from rhone_cli.commands import (
+        api,
         app_cmd,
         artifact,
         auth,
@@ -26,15 +27,19 @@ def register_commands(app: typer.Typer) -> None:
         promote,
         region,
         route,
+        status,
         workspace,
     )
 
     auth.register(app)
+    app.add_typer(auth.auth_app)
     init.register(app)
     for module in (workspace, project, app_cmd, env_cmd, deploy):
         app.add_typer(module.app)
     promote.register(app)
     logs.register(app)
+    status.register(app)
     for module in (route, region, op, artifact, local, config, help_cmd):
         app.add_typer(module.app)
+    api.register(app)
     completion.register(app)

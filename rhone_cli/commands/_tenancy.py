@@ -17,7 +17,10 @@ ProjectOpt = Annotated[
     str | None, typer.Option("--project", "-p", help="Project (default: rhone.toml, then the profile).", metavar="NAME")
 ]
 AppOpt = Annotated[str | None, typer.Option("--app", "-a", help="App (default: rhone.toml).", metavar="NAME")]
-LimitOpt = Annotated[int | None, typer.Option("--limit", "-L", help="At most N items (default: all).", min=1)]
+LimitOpt = Annotated[
+    int | None, typer.Option("--limit", "-L", help="The N newest (default 30).", min=1, max=10_000, metavar="N")
+]
+AllOpt = Annotated[bool, typer.Option("--all", help="Every one, newest first (all pages).")]
 NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="Return the operation at once instead of waiting.")]
 WaitTimeoutOpt = Annotated[
     float | None,

@@ -15,14 +15,18 @@ app = group("app", "Apps: stable identities that exist before and independent of
 
 @app.command("ls")
 def ls(
-    ctx: typer.Context, project: t.ProjectOpt = None, workspace: t.WorkspaceOpt = None, limit: t.LimitOpt = None
+    ctx: typer.Context,
+    project: t.ProjectOpt = None,
+    workspace: t.WorkspaceOpt = None,
+    limit: t.LimitOpt = None,
+    everything: t.AllOpt = False,
 ) -> None:
-    """List the project's apps."""
+    """List the project's apps, newest first."""
     from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, need="project")
-    rows = tenancy.items(inv, api_paths.below(target.project_path, "apps"), limit=limit)
+    rows = tenancy.newest(inv, api_paths.below(target.project_path, "apps"), limit=limit, everything=everything)
     inv.out.result(rows, t.table(["id", "name", "created"], ["id", "name", "created_at"], rows, "no apps"))
 
 
@@ -54,7 +58,7 @@ def create(
 @app.command("show")
 def show(
     ctx: typer.Context,
-    name: Annotated[str | None, typer.Argument(help="Name or id.")] = None,
+    name: Annotated[str | None, typer.Argument(help="Name or id.", metavar="APP")] = None,
     project: t.ProjectOpt = None,
     workspace: t.WorkspaceOpt = None,
 ) -> None:
@@ -71,7 +75,9 @@ def show(
 def scale(
     ctx: typer.Context,
     env: Annotated[str, typer.Option("--env", "-e", help="Environment, e.g. production.", metavar="ENV")],
-    instances: Annotated[int, typer.Option("--instances", "-n", help="Instances to run (0–20).", min=0, max=20)],
+    instances: Annotated[
+        int, typer.Option("--instances", "-n", help="Instances to run (0–20).", min=0, max=20, metavar="N")
+    ],
     app_name: t.AppOpt = None,
     project: t.ProjectOpt = None,
     workspace: t.WorkspaceOpt = None,
@@ -104,18 +110,22 @@ def allocations(
     ctx: typer.Context,
     env: Annotated[str | None, typer.Option("--env", "-e", help="Only this environment.", metavar="ENV")] = None,
     deployment: Annotated[str | None, typer.Option("--deployment", help="Only this deployment.", metavar="DEP")] = None,
-    all_states: Annotated[bool, typer.Option("--all", help="Include stopped and failed allocations.")] = False,
+    all_states: Annotated[
+        bool, typer.Option("--all", help="Every allocation, stopped and failed ones too (all pages).")
+    ] = False,
+    limit: t.LimitOpt = None,
     app_name: t.AppOpt = None,
     project: t.ProjectOpt = None,
     workspace: t.WorkspaceOpt = None,
 ) -> None:
-    """List the app's allocations — running instances — with region, cell, state and health. Which deployment
-    serves traffic is route ownership (`rhone route ls`): `owner` says whether an allocation's deployment holds it."""
+    """List the app's live allocations — running instances — newest first, with region, cell, state and health.
+    Which deployment serves traffic is route ownership (`rhone route ls`): `owner` says whether an allocation's
+    deployment holds it."""
     from rhone_cli.services import tenancy, topology
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    rows = topology.allocations(inv, target, environment=env, deployment=deployment, all_states=all_states)
+    rows = topology.allocations(inv, target, environment=env, deployment=deployment, all_states=all_states, limit=limit)
     shown = [{**r, "health_summary": _health(r.get("health"))} for r in rows]
     inv.out.result(rows, t.table(*ALLOCATION_COLUMNS, shown, "no allocations"))
 

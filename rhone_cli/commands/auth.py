@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import typer
 
-from rhone_cli.commands._common import invocation
+from rhone_cli.commands._common import group, invocation
 from rhone_cli.errors import input_required
 from rhone_cli.output import Output
 
@@ -27,6 +28,8 @@ def _render_status(doc: dict[str, Any]) -> Any:
         out.line(f"  profile:    {doc['profile']}")
         if doc.get("workspace"):
             out.line(f"  workspace:  {doc['workspace']}")
+        if doc.get("expires_at"):
+            out.line(f"  expires:    {doc['expires_at']} (refreshed automatically)")
         source = doc.get("credential_source") or doc.get("credential_store")
         where = SOURCES.get(source, source)
         if doc.get("credentials_file"):
@@ -51,8 +54,15 @@ def register(root: typer.Typer) -> None:
             bool, typer.Option("--no-verify", help="Store the token without checking it against the API.")
         ] = False,
         status: Annotated[bool, typer.Option("--status", help="Show the current login instead (like whoami).")] = False,
+        device: Annotated[
+            bool, typer.Option("--device", help="Log in by approving a code in a browser (the default in a terminal).")
+        ] = False,
+        no_browser: Annotated[
+            bool, typer.Option("--no-browser", help="With the device login, do not open a browser; print the address.")
+        ] = False,
     ) -> None:
-        """Log in to a Rhone API: `rhone login --api-url URL --with-token < token.txt`."""
+        """Log in to a Rhone API. In a terminal: a code to approve in a browser (`rhone login --api-url URL`); in
+        scripts: `rhone login --api-url URL --with-token < token.txt`."""
         from rhone_cli.services import auth
 
         inv = invocation(ctx)
@@ -60,16 +70,20 @@ def register(root: typer.Typer) -> None:
             doc = auth.status(inv)
             inv.out.result(doc, _render_status(doc))
             return
-        if with_token:
-            token = inv.env.stdin.read()
-        elif inv.env.options.token:
-            token = inv.env.options.token
-        elif inv.env.can_prompt:
+        if device or (not (with_token or inv.env.options.token) and inv.env.can_prompt):
+            doc = auth.device_login(inv, insecure_storage=insecure_storage, open_browser=not no_browser)
+            inv.out.result(doc, _render_status(doc))
+            return
+        if with_token and inv.env.stdin_isatty:
             import getpass
 
             token = getpass.getpass("Paste your Rhone API token: ", stream=inv.env.stderr)
+        elif with_token:
+            token = inv.env.stdin.read()
+        elif inv.env.options.token:
+            token = inv.env.options.token
         else:
-            raise input_required("--with-token", "a token")
+            raise input_required("--with-token (or --device)", "a token")
         doc = auth.login(inv, token, verify=not no_verify, insecure_storage=insecure_storage)
         inv.out.result(doc, _render_status(doc))
 
@@ -101,3 +115,22 @@ def register(root: typer.Typer) -> None:
         inv = invocation(ctx)
         doc = auth.status(inv)
         inv.out.result(doc, _render_status(doc))
+
+
+auth_app = group("auth", "Credentials for scripts: the token commands would send.")
+
+
+@auth_app.command("token")
+def token(ctx: typer.Context) -> None:
+    """Print the token of the current profile (refreshed first if it was about to expire), for scripts:
+    `curl -H "Authorization: Bearer $(rhone auth token)" …`. It is printed unmasked: keep it out of logs."""
+    from rhone_cli.services import auth
+
+    inv = invocation(ctx)
+    credential = auth.fresh_credential(inv, inv.credential())
+    if inv.env.options.json:
+        document = {"token": credential.token, "source": credential.source, "expires_at": credential.expires_at}
+        # Written directly: the output module masks known secrets everywhere, and printing this one is the point.
+        inv.env.stdout.write(json.dumps(document, indent=2) + "\n")
+        return
+    inv.env.stdout.write(f"{credential.token}\n")

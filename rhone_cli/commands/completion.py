@@ -22,12 +22,40 @@ class Shell(StrEnum):
     fish = "fish"
 
 
+# rhone's own scripts (typer's protocol, variables and all): they ask the shell to keep rhone's order — ids come newest
+# first — and keep rhone's stderr out of the prompt.
+SCRIPTS = {
+    "bash": """\
+_rhone_completion() {
+    local IFS=$'\\n'
+    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \\
+                   COMP_CWORD=$COMP_CWORD \\
+                   _RHONE_COMPLETE=complete_bash $1 2>/dev/null ) )
+    return 0
+}
+
+complete -o default -o nosort -F _rhone_completion rhone 2>/dev/null || complete -o default -F _rhone_completion rhone
+""",
+    "zsh": """\
+#compdef rhone
+
+_rhone_completion() {
+  eval "$(env _TYPER_COMPLETE_ARGS="${words[1,$CURRENT]}" _RHONE_COMPLETE=complete_zsh rhone 2>/dev/null)"
+}
+
+compdef _rhone_completion rhone
+""",
+    "fish": """\
+complete --command rhone --no-files --keep-order --arguments "(env _RHONE_COMPLETE=complete_fish \\
+_TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) rhone 2>/dev/null)" --condition "env \\
+_RHONE_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) rhone \\
+2>/dev/null"
+""",
+}
+
+
 def script(shell: str) -> str:
-    from typer.completion import get_completion_script
-
-    from rhone_cli.main import COMPLETE_VAR
-
-    return get_completion_script(prog_name="rhone", complete_var=COMPLETE_VAR, shell=shell).rstrip("\n") + "\n"
+    return SCRIPTS[shell]
 
 
 def register(root: typer.Typer) -> None:

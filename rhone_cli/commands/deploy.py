@@ -15,11 +15,12 @@ app = new_typer(
     name="deploy",
     help="Deploy the project in this directory to a preview (`rhone deploy`), or manage deployments.",
     invoke_without_command=True,
+    subcommand_metavar="[COMMAND [ARGS]...]",  # bare `rhone deploy` deploys
 )
 DeploymentId = Annotated[str, typer.Argument(help="Deployment id (dep_…).", metavar="DEPLOYMENT_ID")]
 
 
-def _render(doc: dict):
+def render_deployment(doc: dict):
     from rhone_cli.services.deploy import evidence_lines
 
     def human(out: Output) -> None:
@@ -88,12 +89,12 @@ def deploy(
         warn_sessions(inv.out, route)
 
         def human(out: Output) -> None:
-            _render(doc)(out)
+            render_deployment(doc)(out)
             render_route(route)(out)
 
         inv.out.result(result, human)
         return
-    inv.out.result(result, _render(doc))
+    inv.out.result(result, render_deployment(doc))
 
 
 @app.command("ls")
@@ -103,19 +104,30 @@ def ls(
     project: t.ProjectOpt = None,
     workspace: t.WorkspaceOpt = None,
     limit: t.LimitOpt = None,
+    everything: t.AllOpt = False,
 ) -> None:
-    """List an app's deployments, oldest first."""
+    """List an app's deployments, newest first: which one serves each environment's route (`serves`), and which
+    previews a newer deployment replaced (`superseded`: their URL answers 503)."""
     from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    rows = tenancy.items(inv, api_paths.below(target.app_path, "deployments"), limit=limit)
+    rows = tenancy.newest(inv, api_paths.below(target.app_path, "deployments"), limit=limit, everything=everything)
+    shown = [
+        {
+            **row,
+            "state": "superseded" if row.get("superseded_by") else row["state"],
+            "serves": ", ".join(route["environment"] for route in row.get("routes") or []),
+            "artifact": (row.get("artifact_digest") or "")[:19],
+        }
+        for row in rows
+    ]
     inv.out.result(
         rows,
         t.table(
-            ["id", "env", "state", "artifact", "created"],
-            ["id", "environment", "state", "artifact_digest", "created_at"],
-            rows,
+            ["id", "env", "state", "serves", "artifact", "created"],
+            ["id", "environment", "state", "serves", "artifact", "created_at"],
+            shown,
             "no deployments",
         ),
     )
@@ -130,7 +142,7 @@ def show(ctx: typer.Context, deployment_id: DeploymentId) -> None:
     doc = tenancy.get(inv, api_paths.deployment(deployment_id))
 
     def human(out: Output) -> None:
-        _render(doc)(out)
+        render_deployment(doc)(out)
         out.line(f"  {'operation:':<17}{doc['operation_id']}")
         for alloc in doc["allocations"]:
             health = alloc.get("health") or {}
@@ -155,14 +167,16 @@ def approve(
 
     inv = invocation(ctx)
     doc = service.approve(inv, deployment_id, ack_cold=ack_cold, timeout=wait_timeout)
-    inv.out.result(doc, _render(doc))
+    inv.out.result(doc, render_deployment(doc))
 
 
 @app.command("logs")
 def logs(
     ctx: typer.Context,
     deployment_id: DeploymentId,
-    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines per log.", min=1, max=200)] = 100,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", help="Lines per log (1–200).", min=1, max=200, metavar="N")
+    ] = 100,
 ) -> None:
     """Show a deployment's build log and its allocations' logs."""
 

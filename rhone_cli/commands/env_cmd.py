@@ -61,7 +61,7 @@ def create(
 @app.command("show")
 def show(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Name or id.")],
+    name: Annotated[str, typer.Argument(help="Name or id.", metavar="ENV")],
     app_name: t.AppOpt = None,
     project: t.ProjectOpt = None,
     workspace: t.WorkspaceOpt = None,
@@ -100,7 +100,8 @@ def policy(
     if approval_required is None:
         doc = tenancy.get(inv, target.environment_path(name))
     else:
-        doc = inv.client().post(target.environment_path(name, "policy"), {"approval_required": approval_required}).data
+        path = target.environment_path(name, "policy")
+        doc = inv.client().post(path, {"approval_required": approval_required}).data
     tenancy.warn_policy_drift(inv, doc)
     inv.out.result(doc, t.fields(doc, ["name", "approval_required", "frozen"]))
 
@@ -118,7 +119,7 @@ def _set_frozen(ctx: typer.Context, name: str, app_name, project, workspace, fro
 @app.command("freeze")
 def freeze(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Environment name.")],
+    name: Annotated[str, typer.Argument(help="Environment name.", metavar="ENV")],
     app_name: t.AppOpt = None,
     project: t.ProjectOpt = None,
     workspace: t.WorkspaceOpt = None,
@@ -130,7 +131,7 @@ def freeze(
 @app.command("unfreeze")
 def unfreeze(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Environment name.")],
+    name: Annotated[str, typer.Argument(help="Environment name.", metavar="ENV")],
     app_name: t.AppOpt = None,
     project: t.ProjectOpt = None,
     workspace: t.WorkspaceOpt = None,

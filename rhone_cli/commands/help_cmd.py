@@ -7,7 +7,7 @@ import typer
 from rhone_cli.commands._common import group, invocation
 from rhone_cli.errors import EXIT_CODE_MEANINGS
 
-app = group("help", "Reference topics: exit-codes, environment.")
+app = group("help", "Reference topics (exit-codes, environment); `rhone help COMMAND` is `rhone COMMAND --help`.")
 
 ENVIRONMENT_VARIABLES = {
     "RHONE_TOKEN": "API token; wins over stored credentials (use it in CI).",
@@ -20,8 +20,27 @@ ENVIRONMENT_VARIABLES = {
     "RHONE_IDEMPOTENCY_KEY": "Idempotency-Key for the next mutating command (default: fresh, or derived in CI).",
     "RHONE_LOCAL_DATA_DIR": "Rhone Local's data directory (like `rhone local up --data-dir`).",
     "RHONE_LOCAL_APP_DATABASES": "A PostgreSQL server for app databases (like `rhone local up --app-databases`).",
+    "RHONE_CA_BUNDLE": "PEM file of CA certificates to trust besides the system's (like --ca-bundle).",
+    "REQUESTS_CA_BUNDLE": "Like RHONE_CA_BUNDLE, when that is not set (as requests reads it).",
+    "CURL_CA_BUNDLE": "Like RHONE_CA_BUNDLE, when neither of the above is set (as curl reads it).",
+    "SSL_CERT_FILE": "Like RHONE_CA_BUNDLE, when none of the above is set (as OpenSSL reads it).",
+    "SSL_CERT_DIR": "A directory of CA certificates (OpenSSL's hashed layout) to trust besides the system's.",
+    "HTTPS_PROXY": "Proxy for https API URLs (also https_proxy): http://, https://, socks5:// or socks5h://.",
+    "HTTP_PROXY": "Proxy for http API URLs (also http_proxy). Loopback and *.localhost never use a proxy.",
+    "ALL_PROXY": "Proxy when the scheme's own variable is not set (also all_proxy); SOCKS needs rhone[socks].",
+    "NO_PROXY": "Hosts reached directly (also no_proxy): *, domains (with subdomains), IPs, CIDRs, each [:port].",
+    "RHONE_COMPLETION_TIMEOUT": "Seconds a TAB waits for the API when completing ids and names (default 0.5).",
+    "RHONE_CACHE_DIR": "Where completion caches API answers (default: $XDG_CACHE_HOME/rhone or ~/.cache/rhone).",
+    "XDG_CACHE_HOME": "Base of the default cache directory on Linux.",
     "CI": "When set, rhone never prompts and never uses the OS keyring.",
+    "GITHUB_RUN_ID": "In CI, with CI_PIPELINE_ID, BUILDKITE_BUILD_ID, CIRCLE_WORKFLOW_ID or BUILD_ID: derives "
+    "idempotency keys, so a re-run job attaches to its first attempt.",
     "NO_COLOR": "Disable colors (also --no-color, TERM=dumb).",
+    "TERM": "dumb: no colors and no animated progress.",
+    "XDG_CONFIG_HOME": "Base of the default config directory on Linux ($XDG_CONFIG_HOME/rhone; APPDATA on Windows).",
+    "XDG_DATA_HOME": "Base of Rhone Local's default data directory on Linux ($XDG_DATA_HOME/rhone/local).",
+    "APPDATA": "Base of the default config directory on Windows.",
+    "HOME": "The home directory the default config, cache and data directories are under.",
 }
 
 

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from rhone_cli.commands._common import group, invocation
+from rhone_cli.errors import Interrupted
 from rhone_cli.output import Output
 
 app = group("local", "Rhone Local: the embedded single-machine control plane.")
@@ -49,8 +50,14 @@ def _render_status(doc: dict):
 @app.command("up")
 def up(
     ctx: typer.Context,
-    port: Annotated[int, typer.Option("--port", help="API port on 127.0.0.1.", min=1, max=65535)] = 8470,
-    edge_port: Annotated[int, typer.Option("--edge-port", help="Edge (app traffic) port.", min=1, max=65535)] = 8471,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", help="API port on 127.0.0.1 (default 8470).", min=1, max=65535, metavar="PORT"),
+    ] = None,
+    edge_port: Annotated[
+        int | None,
+        typer.Option("--edge-port", help="Edge (app traffic) port (default 8471).", min=1, max=65535, metavar="PORT"),
+    ] = None,
     data_dir: DataDir = None,
     foreground: Annotated[bool, typer.Option("--foreground", help="Run in this terminal (for debugging).")] = False,
     app_databases: Annotated[
@@ -98,6 +105,9 @@ def up(
             raise usage_error(f"--sandbox-ro {path}: no such file or directory")
     options = local.SandboxOptions(sandbox, tuple(str(p.resolve()) for p in sandbox_ro or []), build_cache_mb)
     root = local.data_dir(inv, data_dir)
+    if not foreground:  # --foreground is this server, here: its own data-directory lock refuses a second one
+        _refuse_other_ports(local.status(inv, root), port, edge_port)
+    port, edge_port = port or local.DEFAULT_PORT, edge_port or local.DEFAULT_EDGE_PORT
     server_environ = local.app_databases_environ(inv, app_databases)
     if foreground:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -107,6 +117,28 @@ def up(
         os.execv(sys.executable, command)
     doc = local.up(inv, root, port=port, edge_port=edge_port, server_environ=server_environ, sandbox=options)
     inv.out.result(doc, _render_status(doc))
+
+
+def _refuse_other_ports(running: dict, port: int | None, edge_port: int | None) -> None:
+    """`rhone local up --port X` while Rhone Local runs on other ports must not report success on the old ones."""
+    if not running["running"]:
+        return
+    from urllib.parse import urlsplit
+
+    from rhone_cli.errors import ExitCode, RhoneError
+
+    actual = {"--port": urlsplit(running["api_url"]).port, "--edge-port": running["edge_port"]}
+    asked = {"--port": port, "--edge-port": edge_port}
+    clashes = [f"{flag} {asked[flag]}" for flag in asked if asked[flag] is not None and asked[flag] != actual[flag]]
+    if clashes:
+        raise RhoneError(
+            f"Rhone Local is already running at {running['api_url']} with its edge on port {actual['--edge-port']} "
+            f"(pid {running['pid']}), not with {' and '.join(clashes)}",
+            code="local_running_elsewhere",
+            exit_code=ExitCode.CONFLICT,
+            hint="stop it with `rhone local down`, then start it again with these ports (its data is kept)",
+            details={"api_url": running["api_url"], "edge_port": actual["--edge-port"]},
+        )
 
 
 @app.command("down")
@@ -181,7 +213,7 @@ def gc(
 def logs(
     ctx: typer.Context,
     data_dir: DataDir = None,
-    lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines from the end.", min=1)] = 100,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines from the end.", min=1, metavar="N")] = 100,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C to stop).")] = False,
 ) -> None:
     """Show Rhone Local's log."""
@@ -203,9 +235,8 @@ def logs(
                 while True:
                     line = handle.readline()
                     if line:
-                        inv.env.stdout.write(line)
-                        inv.env.stdout.flush()
+                        inv.out.raw(line)
                     else:
                         time.sleep(0.2)
-            except KeyboardInterrupt:
+            except (Interrupted, KeyboardInterrupt):
                 return

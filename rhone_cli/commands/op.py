@@ -33,17 +33,19 @@ def ls(
     ctx: typer.Context,
     workspace: t.WorkspaceOpt = None,
     limit: t.LimitOpt = None,
+    everything: t.AllOpt = False,
     state: Annotated[str | None, typer.Option("--state", help="Only operations in this state.")] = None,
 ) -> None:
-    """List the workspace's operations, oldest first."""
+    """List the workspace's operations, newest first."""
     from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, need="workspace")
-    rows = tenancy.items(
+    rows = tenancy.newest(
         inv,
         api_paths.below(target.workspace_path, "operations"),
         limit=limit,
+        everything=everything,
         params={"state": state} if state else None,
     )
     inv.out.result(
@@ -74,8 +76,24 @@ def wait(ctx: typer.Context, op_id: OpId, wait_timeout: t.WaitTimeoutOpt = None)
 
     inv = invocation(ctx)
     op = tenancy.get(inv, api_paths.operation(op_id))
+    operations.announce(inv, op)
     op = operations.wait(inv, op, timeout=wait_timeout)
+    # The --json document stays the operation (its schema is the contract); people get the block the command that
+    # started it would have printed.
+    if op["kind"] == "deploy":
+        from rhone_cli.commands.deploy import render_deployment
+        from rhone_cli.services import deploy
+
+        deployment = deploy.result(inv, op)
+        inv.out.result(op, render_deployment(deployment))
+        return
     failure = operations.verdict(op)
     if failure is not None:
         raise failure
+    if op["kind"] in ("promote", "rollback") and not inv.env.options.json:
+        from rhone_cli.commands.promote import render_route
+        from rhone_cli.services import routes
+
+        inv.out.result(op, render_route(routes.route_after(inv, op)))
+        return
     inv.out.result(op, _render(op))

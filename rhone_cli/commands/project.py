@@ -15,13 +15,15 @@ COLUMNS = (["id", "name", "created"], ["id", "name", "created_at"])
 
 
 @app.command("ls")
-def ls(ctx: typer.Context, workspace: t.WorkspaceOpt = None, limit: t.LimitOpt = None) -> None:
-    """List the workspace's projects."""
+def ls(
+    ctx: typer.Context, workspace: t.WorkspaceOpt = None, limit: t.LimitOpt = None, everything: t.AllOpt = False
+) -> None:
+    """List the workspace's projects, newest first."""
     from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, need="workspace")
-    rows = tenancy.items(inv, api_paths.below(target.workspace_path, "projects"), limit=limit)
+    rows = tenancy.newest(inv, api_paths.below(target.workspace_path, "projects"), limit=limit, everything=everything)
     inv.out.result(rows, t.table(*COLUMNS, rows, "no projects"))
 
 
@@ -52,7 +54,7 @@ def create(
 @app.command("show")
 def show(
     ctx: typer.Context,
-    name: Annotated[str | None, typer.Argument(help="Name or id.")] = None,
+    name: Annotated[str | None, typer.Argument(help="Name or id.", metavar="PROJECT")] = None,
     workspace: t.WorkspaceOpt = None,
 ) -> None:
     """Show a project (default: the one in rhone.toml)."""

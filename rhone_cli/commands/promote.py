@@ -17,7 +17,7 @@ def render_route(doc: dict):
             out.line(f"{doc['id']}  {doc['kind']}  {doc['state']}")
             return
         label = "Production" if doc["environment"] == "production" else doc["environment"].capitalize()
-        out.line(f"{label}: {doc['url']}")
+        out.line(f"{label}: {doc['url']}" + ("" if doc.get("changed", True) else "  (unchanged)"))
         out.line(f"  {'route:':<10}{doc['route_key']} epoch {doc['epoch']} → {doc['deployment_id']}")
         out.line(f"  {'artifact:':<10}{doc['artifact_digest']}")
         if doc.get("previous_owner"):
@@ -59,10 +59,16 @@ def register(root: typer.Typer) -> None:
         ],
         env: Annotated[str, typer.Option("--env", help="Target environment.", metavar="ENV")] = "production",
         expect_digest: Annotated[
-            str | None, typer.Option("--expect-digest", help="Refuse unless the artifact is exactly this digest.")
+            str | None,
+            typer.Option(
+                "--expect-digest", help="Refuse unless the artifact is exactly this digest.", metavar="DIGEST"
+            ),
         ] = None,
         expect_epoch: Annotated[
-            int | None, typer.Option("--expect-epoch", help="Refuse unless the route is still at this epoch.", min=0)
+            int | None,
+            typer.Option(
+                "--expect-epoch", help="Refuse unless the route is still at this epoch.", min=0, metavar="EPOCH"
+            ),
         ] = None,
         approve: Annotated[bool, typer.Option("--approve", help="Approve it too (owners and admins).")] = False,
         allow_unsafe_db: Annotated[
@@ -96,7 +102,10 @@ def register(root: typer.Typer) -> None:
         ctx: typer.Context,
         env: Annotated[str, typer.Option("--env", help="Environment to roll back.", metavar="ENV")] = "production",
         to: Annotated[
-            str | None, typer.Option("--to", help="Deployment to return to (default: the previous owner).")
+            str | None,
+            typer.Option(
+                "--to", help="Deployment to return to (default: the previous owner).", metavar="DEPLOYMENT_ID"
+            ),
         ] = None,
         allow_unsafe_db: Annotated[
             bool, typer.Option("--allow-unsafe-db", help="Roll back past migrations the current artifact added.")
@@ -106,7 +115,10 @@ def register(root: typer.Typer) -> None:
             typer.Option("--approve", help="Approve it too (owners and admins; needed where approval is required)."),
         ] = False,
         expect_epoch: Annotated[
-            int | None, typer.Option("--expect-epoch", help="Refuse unless the route is still at this epoch.", min=0)
+            int | None,
+            typer.Option(
+                "--expect-epoch", help="Refuse unless the route is still at this epoch.", min=0, metavar="EPOCH"
+            ),
         ] = None,
         app_name: t.AppOpt = None,
         project: t.ProjectOpt = None,

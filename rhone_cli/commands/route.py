@@ -62,15 +62,16 @@ def history(
     app_name: t.AppOpt = None,
     project: t.ProjectOpt = None,
     workspace: t.WorkspaceOpt = None,
+    limit: t.LimitOpt = None,
+    everything: t.AllOpt = False,
 ) -> None:
-    """Every change of ENV's route owner, with the operation that made it."""
+    """The changes of ENV's route owner, newest first, with the operation that made each."""
     from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    rows = tenancy.items(
-        inv, api_paths.below(target.app_path, "routes", api_paths.checked_ref("environment", env), "history")
-    )
+    path = api_paths.below(target.app_path, "routes", api_paths.checked_ref("environment", env), "history")
+    rows = tenancy.newest(inv, path, limit=limit, everything=everything)
     inv.out.result(
         rows,
         t.table(

@@ -32,7 +32,9 @@ def ls(ctx: typer.Context) -> None:
 
 
 @app.command("show")
-def show(ctx: typer.Context, workspace: Annotated[str | None, typer.Argument(help="Name or id.")] = None) -> None:
+def show(
+    ctx: typer.Context, workspace: Annotated[str | None, typer.Argument(help="Name or id.", metavar="WORKSPACE")] = None
+) -> None:
     """Show a workspace (default: the profile's)."""
     from rhone_cli.services import tenancy
 
@@ -79,15 +81,20 @@ def audit(
     ctx: typer.Context,
     workspace: t.WorkspaceOpt = None,
     limit: t.LimitOpt = None,
+    everything: t.AllOpt = False,
     action: Annotated[str | None, typer.Option("--action", help="Only this action, e.g. project.create.")] = None,
 ) -> None:
-    """Read the audit log: every mutation, allowed or denied (owners and admins)."""
+    """Read the audit log, newest first: every mutation, allowed or denied (owners and admins)."""
     from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, need="workspace")
-    rows = tenancy.items(
-        inv, api_paths.below(target.workspace_path, "audit"), limit=limit, params={"action": action} if action else None
+    rows = tenancy.newest(
+        inv,
+        api_paths.below(target.workspace_path, "audit"),
+        limit=limit,
+        everything=everything,
+        params={"action": action} if action else None,
     )
     inv.out.result(
         rows,

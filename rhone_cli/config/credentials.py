@@ -120,6 +120,12 @@ class CredentialsFile:
 class Credential:
     token: str | None
     source: str | None  # "flag" | "env" | "keyring" | "file" | None
+    expires_at: str | None = None  # of a stored token that expires (device login)
+
+
+def refresh_key(profile: Profile) -> str:
+    """Where a profile's refresh token is kept, beside its token (keyring user name, or credentials-file entry)."""
+    return f"{profile.name}:refresh"
 
 
 class Credentials:
@@ -155,17 +161,23 @@ class Credentials:
             return Credential(self._register(validate_token(self.env.options.token)), "flag")
         if self.env.environ.get("RHONE_TOKEN"):
             return Credential(self._register(validate_token(self.env.environ["RHONE_TOKEN"])), "env")
+        token, source = self._stored(profile, profile.name)
+        return Credential(self._register(token), source, profile.token_expires_at if token else None)
+
+    def refresh_token(self, profile: Profile) -> str | None:
+        """The refresh token stored with the profile's token (device login), if any."""
+        return self._register(self._stored(profile, refresh_key(profile))[0])
+
+    def _stored(self, profile: Profile, key: str) -> tuple[str | None, str | None]:
         if profile.credential_store == "keyring" and not self._keyring_usable_here():
             try:
-                token = _keyring_call("get_password", KEYRING_SERVICE, profile.name)
-                if token:
-                    return Credential(self._register(token), "keyring")
+                secret = _keyring_call("get_password", KEYRING_SERVICE, key)
+                if secret:
+                    return secret, "keyring"
             except KeyringUnavailable as error:
                 self.out.warn(f"cannot read the token from the OS keyring: {error}", once="keyring-read")
-        token = self.file.get(profile.name)
-        if token:
-            return Credential(self._register(token), "file")
-        return Credential(None, None)
+        secret = self.file.get(key)
+        return (secret, "file") if secret else (None, None)
 
     def require(self, profile: Profile) -> Credential:
         credential = self.resolve(profile)
@@ -174,24 +186,37 @@ class Credentials:
                 f"not logged in (profile {profile.name!r})",
                 code="unauthenticated",
                 exit_code=ExitCode.AUTH,
-                hint=f"run `rhone login --profile {profile.name} --api-url URL --with-token < token.txt`, "
-                "or set RHONE_TOKEN",
+                hint="to run everything on this machine, start Rhone Local with `rhone local up` (it logs you in to "
+                f"it); for a hosted API run `rhone login --profile {profile.name} --api-url URL`, or set RHONE_TOKEN",
             )
         return credential
 
-    def store(self, profile: Profile, token: str, *, insecure_storage: bool = False) -> str:
-        """Keep the token for `profile`; returns the store used ("keyring" or "file")."""
+    def store(
+        self, profile: Profile, token: str, *, insecure_storage: bool = False, refresh_token: str | None = None
+    ) -> str:
+        """Keep the token (and the refresh token of a device login: a stale one is removed) for `profile`; returns
+        the store used ("keyring" or "file")."""
         self._register(token)
+        self._register(refresh_token)
         reason = "--insecure-storage was given" if insecure_storage else self._keyring_usable_here()
         if reason is None:
             try:
                 _keyring_call("set_password", KEYRING_SERVICE, profile.name, token)
+                if refresh_token:
+                    _keyring_call("set_password", KEYRING_SERVICE, refresh_key(profile), refresh_token)
+                elif _keyring_call("get_password", KEYRING_SERVICE, refresh_key(profile)):
+                    _keyring_call("delete_password", KEYRING_SERVICE, refresh_key(profile))
                 # A stale plain-text copy must not outlive a move to the keyring.
                 self.file.delete(profile.name)
+                self.file.delete(refresh_key(profile))
                 return "keyring"
             except KeyringUnavailable as error:
                 reason = str(error)
         self.file.set(profile.name, token)
+        if refresh_token:
+            self.file.set(refresh_key(profile), refresh_token)
+        else:
+            self.file.delete(refresh_key(profile))
         if insecure_storage:
             self.out.info(f"token stored in plain text in {self.file.path} (mode 0600)")
         else:
@@ -201,10 +226,13 @@ class Credentials:
     def forget(self, profile: Profile) -> list[str]:
         """Remove the profile's stored token from every store; returns the stores it was removed from."""
         removed = []
+        self.file.delete(refresh_key(profile))
         if self.file.delete(profile.name):
             removed.append("file")
         if profile.credential_store == "keyring" and not self._keyring_usable_here():
             try:
+                if _keyring_call("get_password", KEYRING_SERVICE, refresh_key(profile)):
+                    _keyring_call("delete_password", KEYRING_SERVICE, refresh_key(profile))
                 if _keyring_call("get_password", KEYRING_SERVICE, profile.name):
                     _keyring_call("delete_password", KEYRING_SERVICE, profile.name)
                     removed.append("keyring")

@@ -25,7 +25,7 @@ from rhone_cli.errors import ExitCode, RhoneError
 
 DEFAULT_PROFILE = "default"
 DEFAULT_API_URL = "http://127.0.0.1:8470"  # Rhone Local's default port: the embedded default works offline.
-PROFILE_KEYS = ("api_url", "workspace", "project", "credential_store")
+PROFILE_KEYS = ("api_url", "workspace", "project", "credential_store", "token_expires_at")
 
 
 def config_dir(environ: dict[str, str]) -> Path:
@@ -48,6 +48,7 @@ class Profile:
     workspace: str | None = None
     project: str | None = None
     credential_store: str | None = None  # "keyring" | "file" | None (no login yet)
+    token_expires_at: str | None = None  # when the stored token expires (device login); None: it does not
     saved: bool = False  # whether it exists in config.toml
 
     def to_toml(self) -> dict:

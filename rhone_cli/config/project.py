@@ -31,6 +31,7 @@ PROVIDER_KINDS = ("postgres", "mysql", "redis", "s3", "smtp", "sqlite", "generic
 # a deployment's configuration with the model below, and clamps older stored ones: rhone_local/domain/limits.py).
 BUILD_TIMEOUT_DEFAULT, BUILD_TIMEOUT_MAX = 600, 7200
 READINESS_TIMEOUT_DEFAULT, READINESS_TIMEOUT_MAX = 60, 3600
+
 # rhone.toml's own keys nest 4 levels (environments.production.residency[0]); anything far deeper is not a config.
 MAX_NESTING = 16
 

@@ -23,13 +23,22 @@ def fetch_identity(inv: Invocation, token: str) -> dict[str, Any]:
     return response.data
 
 
-def login(inv: Invocation, token: str, *, verify: bool, insecure_storage: bool) -> dict[str, Any]:
+def login(
+    inv: Invocation,
+    token: str,
+    *,
+    verify: bool,
+    insecure_storage: bool,
+    refresh_token: str | None = None,
+    expires_at: str | None = None,
+) -> dict[str, Any]:
     token = validate_token(token)
     inv.env.secrets.add(token)
     profile = inv.profile
     identity = fetch_identity(inv, token) if verify else None
-    store = inv.credentials.store(profile, token, insecure_storage=insecure_storage)
+    store = inv.credentials.store(profile, token, insecure_storage=insecure_storage, refresh_token=refresh_token)
     profile.credential_store = store
+    profile.token_expires_at = expires_at
     if identity and not profile.workspace:
         workspaces = identity.get("workspaces") or []
         if len(workspaces) == 1 and isinstance(workspaces[0], dict):
@@ -42,6 +51,7 @@ def login(inv: Invocation, token: str, *, verify: bool, insecure_storage: bool) 
         "credentials_file": str(inv.credentials.file.path) if store == "file" else None,
         "verified": verify,
         "identity": identity,
+        "expires_at": expires_at,
     }
 
 
@@ -68,3 +78,121 @@ def status(inv: Invocation) -> dict[str, Any]:
         "credentials_file": str(inv.credentials.file.path) if credential.source == "file" else None,
         "identity": identity,
     }
+
+
+# -- device login -----------------------------------------------------------------------------------------------------
+DENIED_OR_GONE = {
+    "access_denied": "the login was denied on the approval page",
+    "expired_token": "the code expired before anyone approved it",
+    "invalid_grant": "the server no longer knows this login",
+}
+
+
+def device_login(inv: Invocation, *, insecure_storage: bool, open_browser: bool) -> dict[str, Any]:
+    """RFC 8628: get a code, show where to approve it, poll until the approval page answers, then store the tokens
+    (an access token that expires, and its refresh token) like `login`."""
+    import socket
+    import time
+
+    api_url = inv.profile.api_url
+    with inv.new_client(api_url, None) as client:
+        started = client.post("/v1/device/code", {"client_name": f"rhone on {socket.gethostname()}"[:100]}).data
+        _show_code(inv, started, open_browser=open_browser)
+        interval = max(1, int(started.get("interval") or 5))
+        deadline = time.monotonic() + float(started.get("expires_in") or 600)
+        while True:
+            time.sleep(interval)  # RFC 8628 §3.5: the client polls at the interval the server asked for
+            try:
+                tokens = client.post("/v1/device/token", {"device_code": started["device_code"]}, idempotent=False).data
+                break
+            except RhoneError as error:
+                if error.code == "slow_down":
+                    interval += 1
+                elif error.code in DENIED_OR_GONE:
+                    raise _login_failed(DENIED_OR_GONE[error.code], error.code) from None
+                elif error.code != "authorization_pending":
+                    raise
+            if time.monotonic() > deadline:
+                raise _login_failed(DENIED_OR_GONE["expired_token"], "expired_token")
+    return login(
+        inv,
+        tokens["access_token"],
+        verify=True,
+        insecure_storage=insecure_storage,
+        refresh_token=tokens["refresh_token"],
+        expires_at=tokens["expires_at"],
+    )
+
+
+def _show_code(inv: Invocation, started: dict[str, Any], *, open_browser: bool) -> None:
+    """Where and what to approve: on stderr even with --quiet (nothing happens until someone does)."""
+    from rhone_cli.output import sanitize_terminal
+
+    url, code = sanitize_terminal(str(started["verification_uri_complete"])), sanitize_terminal(started["user_code"])
+    inv.env.stderr.write(
+        f"To log in, open {url}\nand check that it shows the code {code} (valid for "
+        f"{int(started.get('expires_in') or 600) // 60} minutes). Waiting for the approval…\n"
+    )
+    inv.env.stderr.flush()
+    if open_browser and inv.env.stderr_isatty and inv.env.stdin_isatty:
+        import contextlib
+        import webbrowser
+
+        with contextlib.suppress(webbrowser.Error):  # the address is printed above
+            webbrowser.open_new_tab(str(started["verification_uri_complete"]))
+
+
+def _login_failed(message: str, code: str) -> RhoneError:
+    return RhoneError(
+        f"login failed: {message}",
+        code=code,
+        exit_code=ExitCode.AUTH,
+        hint="run `rhone login` again for a new code",
+    )
+
+
+# -- expiring tokens --------------------------------------------------------------------------------------------------
+REFRESH_MARGIN_SECONDS = 60
+
+
+def fresh_credential(inv: Invocation, credential: Any) -> Any:
+    """The stored credential, refreshed first when it expires within a minute (and a refresh token is kept)."""
+    from datetime import UTC, datetime
+
+    if credential.source not in ("keyring", "file") or not credential.expires_at:
+        return credential
+    try:
+        expires = datetime.fromisoformat(credential.expires_at.replace("Z", "+00:00"))
+    except ValueError:
+        return credential
+    if (expires - datetime.now(UTC)).total_seconds() > REFRESH_MARGIN_SECONDS:
+        return credential
+    return refresh(inv) or credential
+
+
+def refresh(inv: Invocation) -> Any:
+    """A new access token from the stored refresh token (which is replaced: each is used once), stored like the old
+    one; None when there is no refresh token or the server refuses it (the caller's request then fails as 401)."""
+    from rhone_cli.config.credentials import Credential
+
+    credentials = inv.credentials
+    profile = credentials.profiles.get(inv.profile_name)  # the stored profile: no --api-url override is saved
+    refresh_token = credentials.refresh_token(profile)
+    if not refresh_token:
+        return None
+    try:
+        with inv.new_client(inv.profile.api_url, None) as client:
+            tokens = client.post("/v1/token/refresh", {"refresh_token": refresh_token}, idempotent=False).data
+    except RhoneError as error:
+        inv.out.debug(f"token refresh failed: {error.code}")
+        return None
+    store = credentials.store(
+        profile,
+        tokens["access_token"],
+        insecure_storage=profile.credential_store == "file",
+        refresh_token=tokens["refresh_token"],
+    )
+    profile.credential_store, profile.token_expires_at = store, tokens["expires_at"]
+    if profile.saved:
+        credentials.profiles.save(profile)
+    return Credential(tokens["access_token"], store, tokens["expires_at"])

@@ -62,12 +62,24 @@ def upload_missing(inv: Invocation, manifest: Any, root: Path) -> dict[str, int]
 
     def put(digest: str) -> None:
         entry = by_digest[digest]
-        client.put_stream(api_paths.blob(digest), lambda: hashed_bytes(root, entry), entry["size"])
+        client.put_stream(api_paths.blob(digest), lambda: counted(hashed_bytes(root, entry)), entry["size"])
+
+    def counted(chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            advance(len(chunk))
+            yield chunk
 
     if missing:
-        with ThreadPoolExecutor(max_workers=UPLOAD_CONCURRENCY) as pool:
-            for _ in pool.map(put, missing):
-                pass
+        from rhone_cli import progress
+
+        pool = ThreadPoolExecutor(max_workers=UPLOAD_CONCURRENCY)
+        try:
+            with progress.transfer(inv.out, total, "uploading") as advance:
+                for _ in pool.map(put, missing):
+                    pass
+        finally:
+            # On a failure or Ctrl-C, queued uploads are dropped instead of sent before rhone can exit.
+            pool.shutdown(wait=True, cancel_futures=True)
     return {"blobs_total": len(digests), "blobs_uploaded": len(missing), "bytes_uploaded": total}
 
 
@@ -162,20 +174,28 @@ def deploy(
         warn_policy_drift(inv, inv.client().get(api_paths.deployment(op["target_id"])).data)
         return {"operation": op, "upload": uploaded}
     op = operations.wait(inv, op, timeout=timeout)
+    return {**result(inv, op), "upload": uploaded}
+
+
+def result(inv: Invocation, op: dict[str, Any]) -> dict[str, Any]:
+    """The deployment a finished deploy operation made, or the error that explains why it did not reach
+    preview_ready — the same for `rhone deploy` and for `rhone op wait` resuming it."""
     deployment = inv.client().get(api_paths.deployment(op["target_id"])).data
     warn_policy_drift(inv, deployment)
     failure = operations.verdict(op)
-    if failure is not None:
-        if op["state"] == "blocked" and failure.code == "binding_missing":
-            # The server refuses to approve a missing binding away: do not suggest it.
-            failure.hint = "bind the missing provider(s) in this environment (`rhone env bind`), then deploy again"
-        elif op["state"] == "blocked":
-            failure.hint = f"after review: `rhone deploy approve {deployment['id']}`" + (
-                " --ack-cold" if failure.code == "cold_deploy_needs_approval" else ""
-            )
-        failure.details = {"deployment_id": deployment["id"], "evidence": deployment["evidence"]}
-        raise failure
-    return {**deployment, "upload": uploaded}
+    if failure is None:
+        return deployment
+    if op["state"] == "blocked" and failure.code == "binding_missing":
+        # The server refuses to approve a missing binding away: do not suggest it.
+        failure.hint = "bind the missing provider(s) in this environment (`rhone env bind`), then deploy again"
+    elif op["state"] == "blocked":
+        failure.hint = f"after review: `rhone deploy approve {deployment['id']}`" + (
+            " --ack-cold" if failure.code == "cold_deploy_needs_approval" else ""
+        )
+    else:  # the build's and the preview's own output are in the logs; the operation holds the stages
+        failure.hint = f"logs: `rhone deploy logs {deployment['id']}`; stages: `rhone op show {op['id']}`"
+    failure.details = {"deployment_id": deployment["id"], "evidence": deployment["evidence"]}
+    raise failure
 
 
 def warn_policy_drift(inv: Invocation, deployment: dict) -> None:

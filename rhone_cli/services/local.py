@@ -312,11 +312,13 @@ class SandboxOptions:
 
 
 def server_command(root: Path, port: int, edge_port: int, sandbox: SandboxOptions | None = None) -> list[str]:
-    """How Rhone Local runs: this Python, in the foreground, on loopback."""
+    """How Rhone Local runs: this Python, in the foreground, on loopback. `-P` keeps the current directory off
+    sys.path: started from a directory that holds a `rhone_local` package (another checkout, or anything untrusted),
+    `-m rhone_local` would otherwise run that code instead of the installed server."""
     sandbox = sandbox or SandboxOptions()
     command = [
         sys.executable,
-        "-P",  # the caller's working directory is not on sys.path: a checkout there must not shadow this rhone_local
+        "-P",
         "-m",
         "rhone_local",
         "serve",

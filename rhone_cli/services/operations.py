@@ -8,16 +8,12 @@ read from the server.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import signal
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from rhone_cli import api_paths
-from rhone_cli.errors import CODE_EXIT_CODES, ExitCode, RhoneError
+from rhone_cli.errors import CODE_EXIT_CODES, ExitCode, Interrupted, RhoneError
 from rhone_cli.invocation import Invocation
 
 LONG_POLL_SECONDS = 25.0
@@ -59,6 +55,7 @@ def resume_hint(op_id: str) -> str:
 
 def announce(inv: Invocation, op: dict[str, Any]) -> None:
     """The operation id goes out first, before any waiting, so CI logs always hold the resume handle."""
+    inv.operations.append(op["id"])
     inv.out.progress_event(
         "op_state",
         message=f"operation {op['id']} ({op['kind']}) {op['state']}; resume with `{resume_hint(op['id'])}`",
@@ -69,66 +66,17 @@ def announce(inv: Invocation, op: dict[str, Any]) -> None:
     )
 
 
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """While waiting, SIGTERM (a CI runner cancelling the job, `timeout`, `kill`) is handled like Ctrl-C: the
-    operation continues on the server and we exit 130 naming the resume command instead of dying silently."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be installed from the main thread
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def wait(inv: Invocation, op: dict[str, Any], *, timeout: float | None) -> dict[str, Any]:
     """Long-poll until `op` is terminal; WAIT_TIMEOUT (7) when `timeout` seconds pass, INTERRUPTED (130) on Ctrl-C
-    or SIGTERM."""
-    with _sigterm_interrupts():
-        return _wait(inv, op, timeout=timeout)
+    or SIGTERM (a CI runner cancelling the job) — the operation continues and the error names its resume command.
+    Any other failure while waiting (the API went away: exit 8) names the operation too, so a script can resume.
+    Each stage the operation records is shown as it happens (rhone_cli/progress.py)."""
+    from rhone_cli import progress
 
-
-def _wait(inv: Invocation, op: dict[str, Any], *, timeout: float | None) -> dict[str, Any]:
-    client = inv.client()
-    deadline = None if timeout is None else time.monotonic() + timeout
+    display = progress.for_operation(inv.out, op)
     try:
-        # `blocked` is parked, not terminal: the server answers at once and nothing moves until a person approves,
-        # so waiting on it would spin. It is a verdict (exit 6) like a terminal state.
-        while not op.get("terminal") and op["state"] not in BLOCKED_STATES:
-            remaining = LONG_POLL_SECONDS if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                raise RhoneError(
-                    f"stopped waiting after {timeout:g}s; operation {op['id']} is still {op['state']} on the server",
-                    code="wait_timeout",
-                    exit_code=ExitCode.WAIT_TIMEOUT,
-                    operation_id=op["id"],
-                    retryable=True,
-                    hint=f"resume with `{resume_hint(op['id'])}` (the --wait-timeout budget fired, not a server "
-                    "deadline)",
-                )
-            poll = min(LONG_POLL_SECONDS, max(remaining, 0.05))
-            response = client.get(
-                api_paths.operation(op["id"]),
-                params={"wait": f"{poll:.2f}", "after_version": op["version"]},
-                timeout=poll + inv.env.options.request_timeout,
-            )
-            previous, op = op, response.data
-            if op["version"] != previous["version"]:
-                inv.out.progress_event(
-                    "op_state",
-                    message=f"  {op['state']}",
-                    op_id=op["id"],
-                    kind=op["kind"],
-                    state=op["state"],
-                    version=op["version"],
-                )
-    except KeyboardInterrupt:
+        return _wait(inv, op, timeout, display)
+    except (Interrupted, KeyboardInterrupt):
         raise RhoneError(
             f"interrupted; operation {op['id']} continues on the server",
             code="interrupted",
@@ -136,7 +84,51 @@ def _wait(inv: Invocation, op: dict[str, Any], *, timeout: float | None) -> dict
             operation_id=op["id"],
             hint=f"resume with `{resume_hint(op['id'])}`",
         ) from None
+    finally:
+        display.close()
+
+
+def _wait(inv: Invocation, op: dict[str, Any], timeout: float | None, display: Any) -> dict[str, Any]:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    # `blocked` is parked, not terminal: the server answers at once and nothing moves until a person approves, so
+    # waiting on it would spin. It is a verdict (exit 6) like a terminal state.
+    while not op.get("terminal") and op["state"] not in BLOCKED_STATES:
+        remaining = LONG_POLL_SECONDS if deadline is None else deadline - time.monotonic()
+        if remaining <= 0:
+            raise RhoneError(
+                f"stopped waiting after {timeout:g}s; operation {op['id']} is still {op['state']} on the server",
+                code="wait_timeout",
+                exit_code=ExitCode.WAIT_TIMEOUT,
+                operation_id=op["id"],
+                retryable=True,
+                hint=f"resume with `{resume_hint(op['id'])}` (the --wait-timeout budget fired, not a server deadline)",
+            )
+        previous, op = op, _next_version(inv, op, min(LONG_POLL_SECONDS, max(remaining, 0.05)))
+        if op["version"] != previous["version"]:
+            inv.out.progress_event(
+                "op_state", op_id=op["id"], kind=op["kind"], state=op["state"], version=op["version"]
+            )
+            display.update(op)
     return op
+
+
+def _next_version(inv: Invocation, op: dict[str, Any], poll: float) -> dict[str, Any]:
+    """The operation once its version moves past `op`'s (or as it is after `poll` seconds)."""
+    try:
+        return (
+            inv.client()
+            .get(
+                api_paths.operation(op["id"]),
+                params={"wait": f"{poll:.2f}", "after_version": op["version"]},
+                timeout=poll + inv.env.options.request_timeout,
+            )
+            .data
+        )
+    except RhoneError as error:
+        if error.operation_id is None:
+            error.operation_id = op["id"]
+            error.hint = f"{error.hint + '; ' if error.hint else ''}then resume with `{resume_hint(op['id'])}`"
+        raise
 
 
 def verdict(op: dict[str, Any]) -> RhoneError | None:

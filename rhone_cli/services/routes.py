@@ -36,7 +36,7 @@ def promote(
         timeout=timeout,
         key_parts=(inv.profile.api_url, deployment_id, environment, str(expect_epoch)),
     )
-    return op if no_wait else _route_after(inv, op)
+    return op if no_wait else route_after(inv, op)
 
 
 def rollback(
@@ -62,13 +62,15 @@ def rollback(
         timeout=timeout,
         key_parts=(inv.profile.api_url, target.app_path, environment, str(to), str(approve)),
     )
-    return op if no_wait else _route_after(inv, op)
+    return op if no_wait else route_after(inv, op)
 
 
-def _route_after(inv: Invocation, op: dict[str, Any]) -> dict[str, Any]:
-    """What the finished operation did to the route: the key, the new epoch, the owner and its URL."""
-    del inv
+def route_after(inv: Invocation, op: dict[str, Any]) -> dict[str, Any]:
+    """What the finished operation did to the route: the key, the new epoch, the owner and its URL (`changed` is
+    false when the deployment already owned it: the server then moves nothing)."""
     moved = next(s["evidence"] for s in op["stages"] if s["state"] == "edge_propagating")
+    if moved.get("unchanged"):
+        inv.out.info(f"{op['params']['deployment_id']} already served {op['params']['environment']}: nothing changed")
     final = op["stages"][-1]["evidence"]
     return {
         "route_key": op["params"]["route_key"],
@@ -84,4 +86,5 @@ def _route_after(inv: Invocation, op: dict[str, Any]) -> dict[str, Any]:
         "url": final.get("url"),
         "operation_id": op["id"],
         "state": op["state"],
+        "changed": not moved.get("unchanged", False),
     }

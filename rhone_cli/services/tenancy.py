@@ -27,25 +27,26 @@ class Target:
 
     @property
     def project_path(self) -> str:
-        if not self.project:
-            raise RhoneError(
-                "no project given",
-                code="input_required",
-                exit_code=ExitCode.USAGE,
-                hint="pass --project NAME, or run inside a directory with a rhone.toml",
-            )
-        return api_paths.below(self.workspace_path, "projects", api_paths.checked_ref("project", self.project))
+        self._require("project")
+        return api_paths.below(self.workspace_path, "projects", api_paths.checked_ref("project", self.project or ""))
 
     @property
     def app_path(self) -> str:
-        if not self.app:
+        self._require("project", "app")
+        return api_paths.below(self.project_path, "apps", api_paths.checked_ref("app", self.app or ""))
+
+    def _require(self, *names: str) -> None:
+        """Every missing one of `names` in one error, not one per run."""
+        missing = [name for name in names if not getattr(self, name)]
+        if missing:
+            flags = " and ".join(f"--{name} NAME" for name in missing)
             raise RhoneError(
-                "no app given",
+                f"no {' and no '.join(missing)} given",
                 code="input_required",
                 exit_code=ExitCode.USAGE,
-                hint="pass --app NAME, or run inside a directory with a rhone.toml",
+                hint=f"pass {flags}, or run inside a directory with a rhone.toml",
+                details={"missing": missing},
             )
-        return api_paths.below(self.project_path, "apps", api_paths.checked_ref("app", self.app))
 
     def environment_path(self, environment: str, *rest: str) -> str:
         """The path of one of the app's environments (a name or an id), and of what lies below it."""
@@ -79,8 +80,9 @@ def target(
             "no workspace given",
             code="input_required",
             exit_code=ExitCode.USAGE,
-            hint="pass --workspace NAME, set [project] workspace in rhone.toml, or log in to a profile "
-            "with a workspace",
+            hint="to run everything on this machine, start Rhone Local with `rhone local up` (it makes a `local` "
+            "profile with its workspace); else pass --workspace NAME, set [project] workspace in rhone.toml, or log "
+            "in to a profile with a workspace",
         )
     return Target(
         workspace=workspace,
@@ -119,20 +121,45 @@ def warn_policy_drift(inv: Invocation, environment: dict) -> None:
     inv.out.warn(policy_drift_message(drift))
 
 
-def items(inv: Invocation, path: str, *, limit: int | None = None, params: dict | None = None) -> list[dict]:
-    """Every item of a paginated list (or the first `limit`), following next_cursor."""
+DEFAULT_LIMIT = 30
+
+
+def items(inv: Invocation, path: str, *, params: dict | None = None) -> list[dict]:
+    """Every item of a short paginated list (members, environments, routes), in creation order."""
+    return _pages(inv, path, None, params or {})[0]
+
+
+def newest(
+    inv: Invocation, path: str, *, limit: int | None, everything: bool, params: dict | None = None
+) -> list[dict]:
+    """The newest items of a list that grows (deployments, operations, the audit log): `limit` of them (default
+    DEFAULT_LIMIT), or with `everything` all of them, newest first; the server pages, so only what is shown is sent.
+    When more exist than are shown, a hint on stderr says how to see them."""
+    if everything and limit is not None:
+        raise RhoneError("--all and --limit cannot be combined", code="usage_error", exit_code=ExitCode.USAGE)
+    wanted = None if everything else (limit or DEFAULT_LIMIT)
+    rows, more = _pages(inv, path, wanted, {**(params or {}), "order": "newest"})
+    if more:
+        inv.out.info(f"showing the {len(rows)} newest; `-L N` shows N, `--all` every one")
+    return rows
+
+
+def _pages(inv: Invocation, path: str, limit: int | None, params: dict) -> tuple[list[dict], bool]:
+    """(up to `limit` items following next_cursor, whether more exist)."""
     found: list[dict] = []
     cursor = None
     while True:
         page_size = min(200, limit - len(found)) if limit else 200
-        query = {**(params or {}), "limit": page_size}
+        query = {**params, "limit": page_size}
         if cursor:
             query["cursor"] = cursor
         data = inv.client().get(path, params=query).data
         found.extend(data["items"])
         cursor = data.get("next_cursor")
-        if not cursor or (limit and len(found) >= limit):
-            return found
+        if not cursor:
+            return found, False
+        if limit and len(found) >= limit:
+            return found, True
 
 
 def get(inv: Invocation, path: str) -> dict:

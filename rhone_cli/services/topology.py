@@ -180,14 +180,22 @@ def scale(
 
 
 def allocations(
-    inv: Invocation, target: tenancy.Target, *, environment: str | None, deployment: str | None, all_states: bool
+    inv: Invocation,
+    target: tenancy.Target,
+    *,
+    environment: str | None,
+    deployment: str | None,
+    all_states: bool,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
+    """The newest allocations (`limit`, default 30), or with `all_states` every one in every state."""
     params: dict[str, Any] = {"all": "true" if all_states else "false"}
     if environment:
-        params["environment"] = environment
+        params["environment"] = api_paths.checked_ref("environment", environment)
     if deployment:
-        params["deployment"] = deployment
-    return inv.client().get(api_paths.below(target.app_path, "allocations"), params=params).data["items"]
+        params["deployment"] = api_paths.checked_id("deployment", deployment)
+    path = api_paths.below(target.app_path, "allocations")
+    return tenancy.newest(inv, path, limit=limit, everything=all_states, params=params)
 
 
 def regions(inv: Invocation) -> list[dict[str, Any]]:

@@ -67,6 +67,7 @@ def create_app(
     `edge_feed` (an `EdgeFeed`) serves the edge processes, when the server runs any."""
     from rhone_local.api import (
         deploy_routes,
+        device_routes,
         edge_routes,
         log_routes,
         route_routes,
@@ -164,6 +165,7 @@ def create_app(
     app.include_router(log_routes.router)
     app.include_router(settings_routes.router)
     app.include_router(edge_routes.router)
+    app.include_router(device_routes.router)
     return app
 
 

@@ -15,6 +15,7 @@ from rhone_local.api.routes import (
     Caller,
     Cursor,
     Limit,
+    Order,
     _app,
     _project,
     authorize,
@@ -23,6 +24,7 @@ from rhone_local.api.routes import (
     op_view,
     page,
     readable_app,
+    route_url,
 )
 from rhone_local.artifacts import store_manifest
 from rhone_local.domain import manifest as manifests
@@ -114,6 +116,17 @@ def deployment_view(request: Request, row: dict) -> dict:
         "evidence": row["evidence"],
         "approval": row["approval"],
         "url": pipeline.url(row["id"]),
+        "superseded_by": _superseded_by(store, row),
+        "routes": [
+            {
+                "environment": owned["environment"],
+                "route_key": owned["route_key"],
+                "epoch": owned["epoch"],
+                "url": route_url(request, owned["route_key"]),
+                "operation_id": owned["operation_id"],
+            }
+            for owned in store.owned_routes(row["id"])
+        ],
         "allocations": allocations,
         "policy_drift": policy_drift(
             (row["config"] or {}).get("environments") or {},
@@ -122,6 +135,15 @@ def deployment_view(request: Request, row: dict) -> dict:
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
+
+
+def _superseded_by(store: Any, row: dict) -> str | None:
+    """A preview_ready deployment whose preview a newer one replaced (its preview no longer runs; the edge answers
+    503 for it), by that newer deployment."""
+    if row["state"] != "preview_ready":
+        return None
+    newest = store.newest_preview_ready(row["app_id"], row["environment_id"])
+    return newest if newest and newest > row["id"] else None
 
 
 def _deployment(request: Request, principal: Principal, deployment_id: str, action: str) -> tuple[dict, str | None]:
@@ -268,11 +290,19 @@ def _json(value: Any) -> str:
     tags=["deployments"],
 )
 def list_deployments(
-    request: Request, principal: Caller, ws: str, prj: str, app: str, limit: Limit = 50, cursor: Cursor = None
+    request: Request,
+    principal: Caller,
+    ws: str,
+    prj: str,
+    app: str,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    order: Order = "oldest",
 ) -> dict:
     store = get_store(request)
     found = readable_app(request, principal, ws, prj, app, "deployment.read")
-    rows = store.page("deployments", "app_id = ?", (found["id"],), limit=limit, cursor=cursor)
+    newest = order == "newest"
+    rows = store.page("deployments", "app_id = ?", (found["id"],), limit=limit, cursor=cursor, newest_first=newest)
     return page(rows, limit, lambda r: deployment_view(request, r))
 
 

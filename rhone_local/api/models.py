@@ -283,7 +283,7 @@ class BindingCreate(_Model):
         None,
         min_length=1,
         max_length=500,
-        pattern=r"^[^\s@]+$",
+        pattern=r"^[^\s@\x85\ufeff]+$",  # \s differs between engines: see MemberInvite
         description="The resource's identifier without credentials (e.g. pg://db-host/shop); secrets go in secrets. "
         "Required unless provision.",
     )
@@ -517,6 +517,14 @@ class DeploymentApprove(_Model):
     ack_cold: bool = Field(False, description="Acknowledge a cold deploy: live sessions will refresh.")
 
 
+class DeploymentRoute(_Model):
+    environment: str
+    route_key: str
+    epoch: int
+    url: str
+    operation_id: str = Field(description="The promotion or rollback that made this deployment the owner.")
+
+
 class PolicyDrift(_Model):
     environment: str
     setting: Literal["approval_required"]
@@ -540,6 +548,12 @@ class Deployment(_Model):
     evidence: dict[str, Any]
     approval: dict[str, Any] | None
     url: str
+    superseded_by: str | None = Field(
+        None, description="A newer preview_ready deployment of the same environment that replaced this preview."
+    )
+    routes: list[DeploymentRoute] = Field(
+        default_factory=list, description="The routes this deployment owns (it serves those environments)."
+    )
     allocations: list[Allocation]
     policy_drift: list[PolicyDrift] = Field(
         default_factory=list,
@@ -612,3 +626,46 @@ class RouteEventView(_Model):
     operation_id: str
     kind: Literal["promote", "rollback"]
     created_at: str
+
+
+# -- device login and refresh ------------------------------------------------------------------------------------------
+class DeviceCodeRequest(_Model):
+    client_name: str = Field(
+        "rhone", min_length=1, max_length=100, pattern=r"^[\x20-\x7e]+$", description="Shown on the approval page."
+    )
+
+
+class DeviceCode(_Model):
+    device_code: str = Field(description="Secret: the client polls with it and shows it to nobody.")
+    user_code: str = Field(description="What the person confirms on the approval page, e.g. BCDF-GHJK.")
+    verification_uri: str
+    verification_uri_complete: str
+    expires_in: int
+    interval: int = Field(description="Seconds between polls of /v1/device/token.")
+
+
+class DeviceTokenRequest(_Model):
+    device_code: str = Field(min_length=1, max_length=200)
+
+
+class RefreshRequest(_Model):
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+class TokenPair(_Model):
+    access_token: str
+    token_type: Literal["bearer"]
+    expires_in: int
+    expires_at: str
+    refresh_token: str = Field(description="Use once at /v1/token/refresh for a new pair.")
+
+
+class DeviceApproval(_Model):
+    user_code: str = Field(min_length=1, max_length=20)
+    approve: bool
+
+
+class DeviceDecision(_Model):
+    user_code: str
+    state: Literal["approved", "denied"]
+    client_name: str

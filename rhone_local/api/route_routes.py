@@ -13,6 +13,9 @@ from rhone_local.api.routes import (
     ERRORS,
     READ_ERRORS,
     Caller,
+    Limit,
+    Order,
+    SeqCursor,
     authorize,
     deny,
     env_view,
@@ -20,9 +23,11 @@ from rhone_local.api.routes import (
     mutable_environment,
     mutate,
     op_view,
+    page,
     readable_app,
     readable_environment,
     refusals_audited,
+    route_url,
 )
 from rhone_local.domain.access import Principal
 from rhone_local.domain.errors import DomainError, conflict, not_found
@@ -57,8 +62,6 @@ def _unsafe_db_move(request: Request, environment: dict, target: dict, *, allow:
 
 def owner_view(request: Request, row: dict) -> dict:
     environment = get_store(request).one("SELECT name FROM environments WHERE id = ?", row["environment_id"])
-    pipeline = request.app.state.pipeline
-    port = f":{pipeline.edge_port}" if pipeline.edge_port else ""
     return {
         **{
             k: row[k]
@@ -74,7 +77,7 @@ def owner_view(request: Request, row: dict) -> dict:
             )
         },
         "environment": environment["name"],
-        "url": f"http://{row['route_key']}.{pipeline.edge_suffix}{port}",
+        "url": route_url(request, row["route_key"]),
     }
 
 
@@ -348,13 +351,24 @@ def show_route(request: Request, principal: Caller, ws: str, prj: str, app: str,
 @router.get(
     APP + "/routes/{env}/history", response_model=m.Page[m.RouteEventView], responses=READ_ERRORS, tags=["routes"]
 )
-def route_history(request: Request, principal: Caller, ws: str, prj: str, app: str, env: str) -> dict:
+def route_history(
+    request: Request,
+    principal: Caller,
+    ws: str,
+    prj: str,
+    app: str,
+    env: str,
+    limit: Limit = 50,
+    cursor: SeqCursor = None,
+    order: Order = "oldest",
+) -> dict:
     store = get_store(request)
     environment = readable_environment(request, principal, ws, prj, app, env, "route.read")
-    found = environment["app"]
-    rows = store.all(
-        "SELECT * FROM route_events WHERE app_id = ? AND environment_id = ? ORDER BY seq LIMIT 1000",
-        found["id"],
+    rows = store.route_history(
+        environment["app"]["id"],
         environment["id"],
+        limit=limit,
+        after=int(cursor) if cursor else None,
+        newest_first=order == "newest",
     )
-    return {"items": [{k: r[k] for k in m.RouteEventView.model_fields} for r in rows], "next_cursor": None}
+    return page(rows, limit, lambda r: {k: r[k] for k in m.RouteEventView.model_fields}, key="seq")

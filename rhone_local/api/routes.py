@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
@@ -40,6 +40,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 READ_ERRORS = {k: v for k, v in ERRORS.items() if k in (401, 403, 404, 422)}
 Limit = Annotated[int, Query(ge=1, le=200, description="Page size.")]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
+SeqCursor = Annotated[
+    str | None, Query(pattern=r"^[0-9]{1,18}$", description="`next_cursor` of the previous page (a sequence number).")
+]
+Order = Annotated[
+    Literal["oldest", "newest"],
+    Query(description="Creation order (`oldest` first) or its reverse; send the same order with each `cursor`."),
+]
 
 
 # -- authentication and authorization --------------------------------------------------------------------------------
@@ -52,8 +59,11 @@ def authenticate(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials.strip():
         raise DomainError("unauthenticated", "a bearer token is required", 401)
-    principal = get_store(request).principal_for_token(hash_token(credentials.credentials.strip()))
+    token_hash = hash_token(credentials.credentials.strip())
+    principal = get_store(request).principal_for_token(token_hash)
     if principal is None:
+        if get_store(request).token_expired(token_hash):  # the client may refresh it (POST /v1/token/refresh)
+            raise DomainError("token_expired", "the token has expired", 401)
         raise DomainError("invalid_token", "the token is invalid, expired or revoked", 401)
     return principal
 
@@ -225,12 +235,19 @@ def _json(body: dict, status: int, headers: dict[str, str] | None = None) -> JSO
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def page(rows: list[dict], limit: int, view: Callable[[dict], dict] = lambda r: r) -> dict:
+def page(rows: list[dict], limit: int, view: Callable[[dict], dict] = lambda r: r, key: str = "id") -> dict:
     items = rows[:limit]
-    return {"items": [view(r) for r in items], "next_cursor": items[-1]["id"] if len(rows) > limit else None}
+    return {"items": [view(r) for r in items], "next_cursor": str(items[-1][key]) if len(rows) > limit else None}
 
 
 # -- views -----------------------------------------------------------------------------------------------------------
+def route_url(request: Request, route_key: str) -> str:
+    """Where the edge answers for a route: `http://<app>--<env>.<suffix>[:port]`."""
+    pipeline = request.app.state.pipeline
+    port = f":{pipeline.edge_port}" if pipeline.edge_port else ""
+    return f"http://{route_key}.{pipeline.edge_suffix}{port}"
+
+
 def op_view(op: dict) -> dict:
     return {
         "id": op["id"],
@@ -346,13 +363,20 @@ def invite_member(request: Request, principal: Caller, ws: str, body: m.MemberIn
     "/v1/workspaces/{ws}/audit", response_model=m.Page[m.AuditRecord], responses=READ_ERRORS, tags=["workspaces"]
 )
 def read_audit(
-    request: Request, principal: Caller, ws: str, limit: Limit = 50, cursor: Cursor = None, action: str | None = None
+    request: Request,
+    principal: Caller,
+    ws: str,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    action: str | None = None,
+    order: Order = "oldest",
 ) -> dict:
     workspace, _ = authorize(request, principal, ws, "audit.read", ws)
     where, args = "workspace_id = ?", (workspace["id"],)
     if action:
         where, args = where + " AND action = ?", (*args, action)
-    return page(get_store(request).page("audit", where, args, limit=limit, cursor=cursor), limit)
+    rows = get_store(request).page("audit", where, args, limit=limit, cursor=cursor, newest_first=order == "newest")
+    return page(rows, limit)
 
 
 @router.get("/v1/workspaces/{ws}/tokens", response_model=m.Page[m.Token], responses=READ_ERRORS, tags=["tokens"])
@@ -540,11 +564,15 @@ def _app(request: Request, project: dict, ref: str) -> dict:
 
 
 @router.get("/v1/workspaces/{ws}/projects", response_model=m.Page[m.Project], responses=READ_ERRORS, tags=["projects"])
-def list_projects(request: Request, principal: Caller, ws: str, limit: Limit = 50, cursor: Cursor = None) -> dict:
+def list_projects(
+    request: Request, principal: Caller, ws: str, limit: Limit = 50, cursor: Cursor = None, order: Order = "oldest"
+) -> dict:
     workspace, _ = authorize(request, principal, ws, "project.read", ws)
-    return page(
-        get_store(request).page("projects", "workspace_id = ?", (workspace["id"],), limit=limit, cursor=cursor), limit
+    newest = order == "newest"
+    rows = get_store(request).page(
+        "projects", "workspace_id = ?", (workspace["id"],), limit=limit, cursor=cursor, newest_first=newest
     )
+    return page(rows, limit)
 
 
 @router.post(
@@ -573,10 +601,22 @@ def get_project(request: Request, principal: Caller, ws: str, prj: str) -> dict:
 @router.get(
     "/v1/workspaces/{ws}/projects/{prj}/apps", response_model=m.Page[m.App], responses=READ_ERRORS, tags=["apps"]
 )
-def list_apps(request: Request, principal: Caller, ws: str, prj: str, limit: Limit = 50, cursor: Cursor = None) -> dict:
+def list_apps(
+    request: Request,
+    principal: Caller,
+    ws: str,
+    prj: str,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    order: Order = "oldest",
+) -> dict:
     workspace, _ = authorize(request, principal, ws, "app.read", prj)
     project = _project(request, workspace, prj)
-    return page(get_store(request).page("apps", "project_id = ?", (project["id"],), limit=limit, cursor=cursor), limit)
+    newest = order == "newest"
+    rows = get_store(request).page(
+        "apps", "project_id = ?", (project["id"],), limit=limit, cursor=cursor, newest_first=newest
+    )
+    return page(rows, limit)
 
 
 @router.post(
@@ -672,11 +712,20 @@ def create_runtime_identity(request: Request, principal: Caller, ws: str, prj: s
     tags=["environments"],
 )
 def list_environments(
-    request: Request, principal: Caller, ws: str, prj: str, app: str, limit: Limit = 50, cursor: Cursor = None
+    request: Request,
+    principal: Caller,
+    ws: str,
+    prj: str,
+    app: str,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    order: Order = "oldest",
 ) -> dict:
     store = get_store(request)
     found = readable_app(request, principal, ws, prj, app, "environment.read")
-    return page(store.page("environments", "app_id = ?", (found["id"],), limit=limit, cursor=cursor), limit, env_view)
+    newest = order == "newest"
+    rows = store.page("environments", "app_id = ?", (found["id"],), limit=limit, cursor=cursor, newest_first=newest)
+    return page(rows, limit, env_view)
 
 
 @router.post(
@@ -733,6 +782,7 @@ def list_operations(
     cursor: Cursor = None,
     state: str | None = None,
     kind: str | None = None,
+    order: Order = "oldest",
 ) -> dict:
     workspace, _ = authorize(request, principal, ws, "operation.read", ws)
     where, args = "workspace_id = ?", (workspace["id"],)
@@ -740,7 +790,9 @@ def list_operations(
         where, args = where + " AND state = ?", (*args, state)
     if kind:
         where, args = where + " AND kind = ?", (*args, kind)
-    return page(get_store(request).page("operations", where, args, limit=limit, cursor=cursor), limit, op_view)
+    newest = order == "newest"
+    rows = get_store(request).page("operations", where, args, limit=limit, cursor=cursor, newest_first=newest)
+    return page(rows, limit, op_view)
 
 
 def _readable_operation(request: Request, principal: Principal, op_id: str) -> dict:

@@ -18,10 +18,14 @@ from rhone_local.api.routes import (
     ERRORS,
     READ_ERRORS,
     Caller,
+    Cursor,
+    Limit,
+    Order,
     get_store,
     mutable_environment,
     mutate,
     op_view,
+    page,
     readable_app,
     readable_environment,
 )
@@ -533,6 +537,9 @@ def list_allocations(
     environment: str | None = Query(None, max_length=40),
     deployment: str | None = Query(None, max_length=64),
     all_states: bool = Query(False, alias="all", description="Include stopped and failed allocations."),
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    order: Order = "oldest",
 ) -> dict:
     store = get_store(request)
     found = readable_app(request, principal, ws, prj, app, "deployment.read")
@@ -545,4 +552,9 @@ def list_allocations(
         args.append(deployment)
     if not all_states:
         where.append(Store.LISTED_ALLOCATIONS)
-    return {"items": store.allocation_views(" AND ".join(where), *args), "next_cursor": None}
+    newest = order == "newest"
+    if cursor:
+        where.append("a.id < ?" if newest else "a.id > ?")
+        args.append(cursor)
+    rows = store.allocation_views(" AND ".join(where), *args, newest_first=newest, limit=limit + 1)
+    return page(rows, limit)

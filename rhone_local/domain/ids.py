@@ -27,6 +27,8 @@ PREFIXES = {
     "allocation": "alloc",
     "provider_binding": "pb",
     "runtime_service_binding": "rsb",
+    "device_code": "dc",
+    "refresh_token": "rtk",
 }
 
 

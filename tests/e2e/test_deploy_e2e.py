@@ -64,6 +64,7 @@ def failed_deploy(server, app_dir: Path, code: str) -> dict:
     assert error["code"] == code, error
     assert error["exit_code"] == 1 and error["operation_id"].startswith("op_")
     assert f"rhone op show {error['operation_id']}" in error["hint"]
+    assert f"rhone deploy logs {error['details']['deployment_id']}" in error["hint"]  # where the output is
     return error
 
 
@@ -122,9 +123,9 @@ def test_hello_deploys_answers_through_the_edge_and_a_redeploy_supersedes_it(loc
     assert state_lines[0].split(":", 1)[1].strip() == gates["state_impact"]["summary"]
     assert db_lines[0].split(":", 1)[1].strip() == gates["db_impact"]["summary"]
     second_url = lines[0].removeprefix("Preview: ").strip()
-    rows = deployments(local, app_dir)
-    assert len(rows) == 2 and rows[0]["id"] == first["id"]
-    second = rows[1]
+    rows = deployments(local, app_dir)  # newest first
+    assert len(rows) == 2 and rows[1]["id"] == first["id"]
+    second = rows[0]
     assert second["url"] == second_url and second["state"] == "preview_ready"
 
     # The old URL is 503 — never the new deployment's answer; the new one answers as itself.
@@ -185,6 +186,73 @@ def test_concurrent_first_deploys_of_a_new_app_all_succeed_with_one_app(local, t
     assert [p["name"] for p in local.json("project", "ls")] == ["hello"]
     assert [a["name"] for a in local.json("app", "ls", "-p", "hello")] == ["hello"]
     assert len(deployments(local, dirs[0])) == 4
+
+
+def test_op_wait_after_an_interrupted_deploy_prints_the_deploys_result(local, tmp_path):
+    app_dir = hello_app(tmp_path)
+    started = deploy(local, app_dir, "--no-wait", "--json")
+    assert started.exit_code == 0, started.stderr
+    op_id = started.json()["id"]
+
+    waited = local.rhone("op", "wait", op_id, cwd=app_dir)
+    assert waited.exit_code == 0, waited.stderr
+    lines = waited.stdout.splitlines()
+    assert lines[0].startswith("Preview: http://dep-")
+    assert any(line.strip().startswith("state impact:") for line in lines)
+    as_json = local.rhone("op", "wait", op_id, "--json", cwd=app_dir)  # the document stays the operation
+    assert_matches_schema(as_json.json(), "operation.schema.json")
+    assert as_json.json()["state"] == "preview_ready" and as_json.json()["id"] == op_id
+
+
+def test_build_output_cannot_drive_the_terminal(local, tmp_path):
+    """A build that clears the screen, retitles the window, sets the clipboard (OSC 52) and overwrites lines with
+    carriage returns, then fails: its log tail reaches the terminal as text."""
+    script = (
+        "import sys; sys.stdout.write('\\x1b[2J\\x1b]0;owned\\x07\\x1b]52;c;cm0gLXJmIH4=\\x07"
+        "50%\\r100%\\n\\x1b[31mbuild broke\\x1b[0m\\x07\\n'); sys.exit(3)"
+    )
+    app_dir = hello_app(tmp_path, command="python3 escapes.py")
+    (app_dir / "escapes.py").write_text(script)
+    result = deploy(local, app_dir)
+    assert result.exit_code == 1
+    assert "build broke^G" in result.stderr and "50%" in result.stderr and "100%" in result.stderr
+    for control in ("\x1b", "\x07", "\r"):
+        assert control not in result.stderr
+    deployment_id = deployments(local, app_dir)[0]["id"]
+    logs = local.rhone("deploy", "logs", deployment_id, cwd=app_dir)
+    assert "build broke" in logs.stdout and "\x1b" not in logs.stdout and "\x07" not in logs.stdout
+    raw = local.rhone("deploy", "logs", deployment_id, "--json", cwd=app_dir).json()["build"]
+    assert "\x1b]52;c;" in raw  # the record itself is kept exactly; only what reaches a terminal is made harmless
+
+
+def test_live_progress_on_a_terminal_shows_every_stage_with_times(local, tmp_path):
+    """In a real pseudo-terminal: a byte counter while uploading, then every stage of the operation with its duration,
+    the running one with a spinner and its elapsed time, and the result block below."""
+    import re
+
+    import pexpect
+
+    app_dir = hello_app(tmp_path, command="python3 -c 'import time; time.sleep(2)'")
+    child = pexpect.spawn(
+        str(RHONE_BIN),
+        ["deploy"],
+        cwd=str(app_dir),
+        env={**local.environ, "TERM": "xterm-256color"},
+        encoding="utf-8",
+        timeout=120,
+        dimensions=(50, 160),
+    )
+    child.expect(pexpect.EOF)
+    child.close()
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", child.before)
+
+    assert child.exitstatus == 0, screen
+    assert re.search(r"uploading .*2\.\d/2\.\d kB", screen), screen  # the byte counter
+    for stage in ("cloning", "building", "validating", "preview_ready"):
+        assert re.search(rf"✓ {stage}\b", screen), (stage, screen)
+    assert re.search(r"✓ building\s+[2-9]\.\ds", screen), screen  # the build took its two seconds
+    assert re.search(r"deploy op_\w+: building\s+\d+\.\ds", screen), screen  # the spinner line while it ran
+    assert "Preview: http://dep-" in screen
 
 
 def test_redeploy_uploads_only_the_changed_file_and_nothing_when_unchanged(local, tmp_path):

@@ -267,3 +267,48 @@ def test_init_links_the_directory(local):
     again = local.rhone("init", "--link", "--json", cwd=project_dir)
     assert again.exit_code == 0 and again.json()["link"]["created"] == []
     assert len(local.json("project", "ls")) == 1
+
+
+def test_up_with_other_ports_while_running_is_a_conflict_not_a_success(local):
+    from tests.netservers import refusing_port
+
+    with refusing_port() as other:
+        result = local.rhone("local", "up", "--port", str(other), "--json")
+    assert result.exit_code == 5, result.stdout
+    error = result.json()["error"]
+    assert error["code"] == "local_running_elsewhere"
+    assert f"already running at {local.api_url}" in error["message"] and f"--port {other}" in error["message"]
+    assert "rhone local down" in error["hint"]
+    same = local.rhone("local", "up", "--port", str(local.port), "--edge-port", str(local.edge_port), "--json")
+    assert same.exit_code == 0 and same.json()["started"] is False
+    bare = local.rhone("local", "up", "--json")
+    assert bare.exit_code == 0 and bare.json()["api_url"] == local.api_url
+
+
+def test_up_and_commands_work_with_a_proxy_set_for_everything(local_env):
+    """HTTP_PROXY/HTTPS_PROXY/ALL_PROXY pointing at a proxy that refuses (as a corporate proxy does for loopback)
+    used to make `rhone local up` wait 30 s and fail: loopback never goes through a proxy."""
+    from tests.netservers import refusing_port
+
+    with refusing_port() as dead:
+        proxy = f"http://127.0.0.1:{dead}"
+        environ = {name: proxy for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy")}
+        up = local_env.up(environ=environ)
+        assert up.exit_code == 0, up.stderr  # was exit 7: "did not become healthy" (its health checks hit the proxy)
+        assert local_env.rhone("project", "create", "shop", environ=environ).exit_code == 0
+
+
+def test_up_from_a_directory_with_a_rhone_local_package_runs_the_installed_server(local_env):
+    """`python -m rhone_local` puts the current directory first on sys.path: a `rhone_local/` there (another
+    checkout, an untrusted project) would have been the server that ran."""
+    impostor = local_env.cwd / "rhone_local"
+    impostor.mkdir()
+    marker = local_env.cwd / "impostor-ran"
+    (impostor / "__init__.py").write_text("")
+    (impostor / "__main__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+
+    result = local_env.up()
+
+    assert result.exit_code == 0, result.stderr
+    assert not marker.exists()
+    assert local_env.json("local", "status")["running"] is True

@@ -137,16 +137,20 @@ def test_a_second_server_on_the_same_data_directory_leaves_at_once_and_changes_n
     assert operations[-1][3].startswith(f"worker-{first_pid}-")
 
     ports = [str(free_port()) for _ in range(4)]
-    # `--foreground` execs the server itself (no pid file check); then a background start.
+    # `--foreground` execs the server itself (no pid file check); then background starts, on other ports and on its.
     for argv in (
         ["local", "up", "--foreground", "--port", ports[0], "--edge-port", ports[1]],
         ["local", "up", "--port", ports[2], "--edge-port", ports[3], "--json"],
+        ["local", "up", "--port", str(local.port), "--edge-port", str(local.edge_port), "--json"],
     ):
         second = local.rhone(*argv, timeout=30)
         if "--foreground" in argv:
             assert second.exit_code == 3, (second.stdout, second.stderr)
             assert f"error [data_dir_in_use]: another Rhone Local server (pid {first_pid}) is using" in second.stderr
             assert "Traceback" not in second.stderr
+        elif ports[2] in argv:  # other ports: refused, naming where it runs (it used to answer 0 on the old ports)
+            assert second.exit_code == 5, second.stdout
+            assert second.json()["error"]["code"] == "local_running_elsewhere"
         else:  # the background start recognises the running server and starts nothing
             assert second.exit_code == 0, second.stderr
             assert (second.json()["started"], second.json()["pid"]) == (False, first_pid)

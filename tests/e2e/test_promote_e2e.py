@@ -224,7 +224,7 @@ def test_deploy_promote_twice_then_rollback_as_in_the_readme(local, tmp_path):
     assert_serves(local, first["id"], "1.0.0")
     assert_one_ready_production_allocation(local, first["id"])
 
-    history = ok_json(local, app_dir, "route", "history", "production")
+    history = ok_json(local, app_dir, "route", "history", "production")[::-1]  # newest first: read it in order
     assert_matches_schema(history, "route-history.schema.json")
     assert [(e["epoch"], e["kind"], e["deployment_id"], e["previous_deployment_id"]) for e in history] == [
         (1, "promote", first["id"], None),
@@ -573,6 +573,66 @@ def test_a_late_stage_report_for_a_finished_promotion_changes_nothing(local, tmp
     assert len(db_rows(local, "SELECT * FROM route_events WHERE route_key = ?", ROUTE_KEY)) == 2
     assert local.json("op", "show", op_id)["state"] == "healthy"
     assert_serves(local, second["id"], "2.0.0")
+
+
+def test_deploy_ls_marks_the_route_owner_and_superseded_previews_and_status_shows_the_app(local, tmp_path):
+    """A deployed and promoted, then B and C deployed: A serves production, A's and B's previews were superseded
+    (B's preview URL answers 503); `deploy ls` says so, newest first, and `rhone status` shows the app at a glance."""
+    app_dir = hello_copy(tmp_path)
+    a = ok_json(local, app_dir, "deploy", "--promote")["deployment"]
+    set_version(app_dir, "2.0.0")
+    b = ok_json(local, app_dir, "deploy")
+    set_version(app_dir, "3.0.0")
+    c = ok_json(local, app_dir, "deploy")
+
+    rows = ok_json(local, app_dir, "deploy", "ls")
+    assert [d["id"] for d in rows] == [c["id"], b["id"], a["id"]]
+    assert [(d["superseded_by"], [r["environment"] for r in d["routes"]]) for d in rows] == [
+        (None, []),
+        (c["id"], []),
+        (c["id"], ["production"]),
+    ]
+    assert rows[2]["routes"][0]["epoch"] == 1 and rows[2]["routes"][0]["url"].startswith("http://hello--production.")
+    assert edge_host(local, f"dep-{b['id'].removeprefix('dep_')}.localhost").status_code == 503
+    human = cli(local, app_dir, "deploy", "ls").stdout.splitlines()
+    assert human[0].split() == ["ID", "ENV", "STATE", "SERVES", "ARTIFACT", "CREATED"]
+    assert human[1].split()[:3] == [c["id"], "preview", "preview_ready"]
+    assert human[2].split()[:3] == [b["id"], "preview", "superseded"]
+    assert human[3].split()[:4] == [a["id"], "preview", "superseded", "production"]
+
+    status = ok_json(local, app_dir, "status")
+    assert_matches_schema(status, "status.schema.json")
+    by_env = {row["environment"]: row for row in status["environments"]}
+    assert (by_env["production"]["route_owner"], by_env["production"]["epoch"]) == (a["id"], 1)
+    assert by_env["production"]["url"].startswith("http://hello--production.localhost:")
+    assert by_env["production"]["instances"] == {"ready": 1, "total": 1}
+    assert by_env["preview"]["route_owner"] is None
+    assert by_env["preview"]["url"] == c["url"]
+    assert by_env["preview"]["instances"] == {"ready": 1, "total": 1}
+    assert by_env["preview"]["latest_deployment"]["id"] == c["id"]
+
+
+def test_promoting_the_current_owner_again_changes_nothing(local, tmp_path):
+    """`rhone promote <current owner>` used to bump the epoch (and write a route event) for nothing: after the same
+    policy check, the server moves nothing and says so; a gate that no longer holds still refuses."""
+    app_dir = hello_copy(tmp_path)
+    first = ok_json(local, app_dir, "deploy", "--promote")
+    deployment = first["deployment"]
+    before = world(local)
+
+    again = ok_json(local, app_dir, "promote", deployment["id"])
+
+    assert (again["changed"], again["epoch"], again["state"]) == (False, 1, "healthy")
+    assert route_owner(local) == (deployment["id"], 1)
+    after = world(local)
+    assert after["events"] == before["events"] and after["owners"] == before["owners"]
+    assert after["allocations"] == before["allocations"]  # nothing drained, nothing started
+    assert len(after["route_ops"]) == len(before["route_ops"]) + 1  # the request was an operation, and it is recorded
+    human = cli(local, app_dir, "promote", deployment["id"])
+    assert human.exit_code == 0 and "(unchanged)" in human.stdout and "nothing changed" in human.stderr
+    cli(local, app_dir, "env", "freeze", "production")
+    refused(local, app_dir, "promote", deployment["id"], exit_code=6, code="environment_frozen")
+    assert route_owner(local) == (deployment["id"], 1)
 
 
 # -- approval policy: rollback carries it, drift is reported (issue 12, items 1 and 4) ---------------------------------

@@ -23,7 +23,19 @@ UNROUTED: frozenset[str] = frozenset()
 # Mutating routes outside tenancy RBAC: blobs are content-addressed and belong to no workspace — any user may ask
 # which are missing and upload them (a runtime identity may not; tests/local/test_blobs.py covers them). They are
 # not audited: a blob changes nothing until a deployment, which is audited, refers to it.
-NOT_RBAC_ROUTES = frozenset({("POST", "/v1/blobs/missing"), ("PUT", "/v1/blobs/{digest}")})
+# Device login and token refresh are outside tenancy RBAC too: they act on the caller's own login (approving one
+# needs a user's token, asking for one needs none), belong to no workspace, and issue tokens only to the approver;
+# tests/local/test_device_login.py covers them.
+NOT_RBAC_ROUTES = frozenset(
+    {
+        ("POST", "/v1/blobs/missing"),
+        ("PUT", "/v1/blobs/{digest}"),
+        ("POST", "/v1/device/code"),
+        ("POST", "/v1/device/token"),
+        ("POST", "/v1/device/approve"),
+        ("POST", "/v1/token/refresh"),
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,18 @@ from rhone_local.workers import Workers
 
 WS = "local"
 BASE = f"/v1/workspaces/{WS}"
+# A project directory's rhone.toml for the app `web` of project `shop` in workspace `local`.
+SHOP_WEB_TOML = """\
+[project]
+name = "shop"
+workspace = "local"
+
+[app]
+name = "web"
+
+[process]
+start = "python app.py"
+"""
 # `audit` is compared separately from the other tables: a denial adds a row to it and changes nothing else.
 AUDIT_TABLE = "audit"
 
@@ -210,6 +222,32 @@ class LocalEnv:
 
     def audit_for(self, request_id: str) -> list[dict[str, Any]]:
         return [row for row in self.audit_rows() if row["request_id"] == request_id]
+
+
+def queued_deployments(local: LocalEnv, app_path: str, count: int) -> list[str]:
+    """`count` deployments of the app at `app_path`, created through the API and left queued (no worker runs them),
+    oldest first: for tests of what lists and completion show."""
+    import hashlib
+
+    from rhone_cli.artifacts.manifest import digest_of
+
+    content = b"print('hello')\n"
+    digest = hashlib.sha256(content).hexdigest()
+    stored = local.client.put(f"/v1/blobs/sha256:{digest}", content=content, headers=local.owner.headers)
+    assert stored.status_code in (200, 201), stored.text
+    manifest = {"version": 1, "files": [{"path": "app.py", "size": len(content), "mode": "644", "sha256": digest}]}
+    body = {
+        "environment": "preview",
+        "manifest": manifest,
+        "manifest_digest": digest_of(manifest),
+        "config": {"build": {}, "process": {"start": "python app.py"}},
+    }
+    ids = []
+    for _ in range(count):
+        created = local.client.post(f"{app_path}/deployments", json=body, headers=local.owner.headers)
+        assert created.status_code == 202, created.text
+        ids.append(created.json()["target_id"])
+    return ids
 
 
 def database_at_version(path: Path, version: int) -> sqlite3.Connection:

@@ -135,6 +135,9 @@ def test_an_expired_token_stops_working(local: LocalEnv) -> None:
 
     past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     local.store.conn.execute("UPDATE tokens SET expires_at = ? WHERE id = ?", (past, token["id"]))
+    # `token_expired` (not `invalid_token`): a client that keeps a refresh token knows to use it.
+    _assert_uniform_error(local.client.get("/v1/whoami", headers=auth(token["secret"])), 401, "token_expired")
+    local.store.conn.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (past, token["id"]))
     _assert_uniform_error(local.client.get("/v1/whoami", headers=auth(token["secret"])), 401, "invalid_token")
 
 

@@ -19,19 +19,8 @@ import pytest
 from rhone_cli.errors import ExitCode
 from tests.conftest import RecordingTransport
 
-from .conftest import BASE, LocalEnv
+from .conftest import BASE, SHOP_WEB_TOML, LocalEnv
 
-RHONE_TOML = """\
-[project]
-name = "shop"
-workspace = "local"
-
-[app]
-name = "web"
-
-[process]
-start = "python app.py"
-"""
 DATA = b"0123456789" * 100_000  # 1 MB: more than one upload chunk is not needed, but a real-sized file
 
 
@@ -54,7 +43,7 @@ def project_dir(local: LocalEnv, tmp_path: Path) -> Path:
     local.create_app(local.create_project("shop"), "web")
     directory = tmp_path / "src"
     directory.mkdir()
-    (directory / "rhone.toml").write_text(RHONE_TOML)
+    (directory / "rhone.toml").write_text(SHOP_WEB_TOML)
     (directory / "app.py").write_text("print('hello')\n")
     (directory / "data.bin").write_bytes(DATA)
     return directory

@@ -16,19 +16,8 @@ import pytest
 
 from tests.conftest import RecordingTransport
 
-from .conftest import BASE, LocalEnv
+from .conftest import BASE, SHOP_WEB_TOML, LocalEnv
 
-RHONE_TOML = """\
-[project]
-name = "shop"
-workspace = "local"
-
-[app]
-name = "web"
-
-[process]
-start = "python app.py"
-"""
 APPS = f"{BASE}/projects/shop/apps"
 
 
@@ -63,7 +52,7 @@ def project_dir(local: LocalEnv, tmp_path: Path) -> Path:
     local.create_project("shop")
     directory = tmp_path / "src"
     directory.mkdir()
-    (directory / "rhone.toml").write_text(RHONE_TOML)
+    (directory / "rhone.toml").write_text(SHOP_WEB_TOML)
     (directory / "app.py").write_text("print('hello')\n")
     return directory
 
