@@ -90,7 +90,7 @@ def up(
     ] = None,
     build_cache_mb: Annotated[
         int | None,
-        typer.Option("--build-cache-mb", help="Per-app build cache limit in MiB (default 2048).", min=1),
+        typer.Option("--build-cache-mb", help="Per-app build cache limit in MiB (default 2048).", min=1, metavar="MIB"),
     ] = None,
 ) -> None:
     """Start Rhone Local in the background, wait until it is healthy, and point the `local` profile at it."""

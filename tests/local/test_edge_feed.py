@@ -232,8 +232,9 @@ def test_promotion_drains_the_previous_owner_only_after_every_live_edge_applied_
     runner = SimpleNamespace(stop_environment=lambda dep, env, why: drained.append((dep, edge.seq)) or [draining])
     pipeline = SimpleNamespace(edge_port=8471, edge_suffix="localhost", runner=runner)
     promotions = promotion.Promotions(world.store, pipeline, feed)
+    new = world.deploy("web")
     op = {
-        "params": {"route_key": WEB, "deployment_id": "dep_new", "environment_id": "env_x"},
+        "params": {"route_key": WEB, "deployment_id": new, "environment_id": world.environments[("web", "production")]},
         "stages": [{"state": "edge_propagating", "evidence": {"epoch": 3, "seq": 7, "previous_owner": "dep_old"}}],
     }
     threading.Timer(0.2, feed.report, args=(edge, 7, 1, {})).start()  # the edge applies seq 7 a moment later
