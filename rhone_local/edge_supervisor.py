@@ -70,11 +70,14 @@ class EdgeSupervisor:
         edge_id = f"edge-{slot}.{next(self._generation)}"
         token = self.feed.register(edge_id)
         fd = self.listener.fileno()
-        command = [sys.executable, "-m", "rhone_local", "edge", "--listen-fd", str(fd), "--api-url", self.api_url]
+        # -P and the data directory as the working directory: a `rhone_local` package wherever the server was started
+        # from (another checkout, an untrusted project) must never be what runs as the edge.
+        command = [sys.executable, "-P", "-m", "rhone_local", "edge", "--listen-fd", str(fd), "--api-url", self.api_url]
         command += ["--edge-id", edge_id, "--data-dir", str(self.data_dir), "--lease", str(self.lease)]
         process = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
+            cwd=self.data_dir,
             pass_fds=(fd,),
             start_new_session=True,  # a terminal's Ctrl-C is the server's to handle; the edge follows its stdin
             restore_signals=True,

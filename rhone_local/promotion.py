@@ -194,7 +194,9 @@ class Promotions:
         params = op["params"]
         cas = next(s["evidence"] for s in reversed(op["stages"]) if s["state"] == "edge_propagating")
         evidence: dict[str, Any] = {"epoch": cas["epoch"]}
-        if self.edge is not None:
+        if cas["seq"] is None:  # the route did not move (its owner was promoted again): nothing to propagate
+            evidence["edge"] = "unchanged"
+        elif self.edge is not None:
             applied = self.edge.wait_applied(cas["seq"], PROPAGATION_TIMEOUT_SECONDS)
             if applied is None:
                 raise StageFailed(

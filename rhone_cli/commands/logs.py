@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated
 
 import typer
 
 from rhone_cli.commands import _tenancy as t
 from rhone_cli.commands._common import invocation
+from rhone_cli.errors import Interrupted
 
 
 def register(root: typer.Typer) -> None:
@@ -51,7 +53,7 @@ def register(root: typer.Typer) -> None:
         try:
             for page in pages:
                 show(page)
-        except KeyboardInterrupt:
-            if not follow:
+        except Interrupted as interrupted:
+            if not follow or interrupted.signum != signal.SIGINT:
                 raise
             # Ctrl-C is how a follow ends: nothing was left unfinished, so it is a success.
