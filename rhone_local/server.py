@@ -120,7 +120,7 @@ def recover_owner(data_dir: Path, workspace_ref: str = WORKSPACE) -> dict[str, s
                 request_id=new_id("request"),
                 result="allowed",
                 detail={"via": "data directory"},
-                conn=c,
+                tx=c,
             )
     finally:
         store.close()

@@ -202,7 +202,7 @@ def mutate(
                 target=target,
                 request_id=request.state.request_id,
                 result="allowed",
-                conn=c,
+                tx=c,
             )
             if key:
                 store.remember_response(
@@ -380,19 +380,16 @@ def read_audit(
     order: Order = "oldest",
 ) -> dict:
     workspace, _ = authorize(request, principal, ws, "audit.read", ws)
-    where, args = "workspace_id = ?", (workspace["id"],)
-    if action:
-        where, args = where + " AND action = ?", (*args, action)
-    rows = get_store(request).page("audit", where, args, limit=limit, cursor=cursor, newest_first=order == "newest")
+    rows = get_store(request).audit_page(
+        workspace["id"], action=action or None, limit=limit, cursor=cursor, newest_first=order == "newest"
+    )
     return page(rows, limit)
 
 
 @router.get("/v1/workspaces/{ws}/tokens", response_model=m.Page[m.Token], responses=READ_ERRORS, tags=["tokens"])
 def list_tokens(request: Request, principal: Caller, ws: str, limit: Limit = 50, cursor: Cursor = None) -> dict:
     workspace, _ = authorize(request, principal, ws, "token.read", ws)
-    rows = get_store(request).page(
-        "tokens", "subject_id = ? AND workspace_id = ?", (principal.id, workspace["id"]), limit=limit, cursor=cursor
-    )
+    rows = get_store(request).tokens_page(principal.id, workspace["id"], limit=limit, cursor=cursor)
     return page(rows, limit, token_view)
 
 
@@ -577,9 +574,7 @@ def list_projects(
 ) -> dict:
     workspace, _ = authorize(request, principal, ws, "project.read", ws)
     newest = order == "newest"
-    rows = get_store(request).page(
-        "projects", "workspace_id = ?", (workspace["id"],), limit=limit, cursor=cursor, newest_first=newest
-    )
+    rows = get_store(request).projects_page(workspace["id"], limit=limit, cursor=cursor, newest_first=newest)
     return page(rows, limit)
 
 
@@ -621,9 +616,7 @@ def list_apps(
     workspace, _ = authorize(request, principal, ws, "app.read", prj)
     project = _project(request, workspace, prj)
     newest = order == "newest"
-    rows = get_store(request).page(
-        "apps", "project_id = ?", (project["id"],), limit=limit, cursor=cursor, newest_first=newest
-    )
+    rows = get_store(request).apps_page(project["id"], limit=limit, cursor=cursor, newest_first=newest)
     return page(rows, limit)
 
 
@@ -732,7 +725,7 @@ def list_environments(
     store = get_store(request)
     found = readable_app(request, principal, ws, prj, app, "environment.read")
     newest = order == "newest"
-    rows = store.page("environments", "app_id = ?", (found["id"],), limit=limit, cursor=cursor, newest_first=newest)
+    rows = store.environments_page(found["id"], limit=limit, cursor=cursor, newest_first=newest)
     return page(rows, limit, env_view)
 
 
@@ -793,13 +786,14 @@ def list_operations(
     order: Order = "oldest",
 ) -> dict:
     workspace, _ = authorize(request, principal, ws, "operation.read", ws)
-    where, args = "workspace_id = ?", (workspace["id"],)
-    if state:
-        where, args = where + " AND state = ?", (*args, state)
-    if kind:
-        where, args = where + " AND kind = ?", (*args, kind)
-    newest = order == "newest"
-    rows = get_store(request).page("operations", where, args, limit=limit, cursor=cursor, newest_first=newest)
+    rows = get_store(request).operations_page(
+        workspace["id"],
+        state=state or None,
+        kind=kind or None,
+        limit=limit,
+        cursor=cursor,
+        newest_first=order == "newest",
+    )
     return page(rows, limit, op_view)
 
 
