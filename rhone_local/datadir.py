@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import fcntl
 import os
-import sqlite3
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from rhone_local.store import SchemaTooNew, Store
+from rhone_local.store import UNREADABLE_ERRORS, SchemaTooNew, Store
 
 LOCK_FILE = "rhone-local.lock"
 DATABASE = "rhone.db"
@@ -87,7 +86,7 @@ def database_errors(database: Path) -> Iterator[None]:
         raise StartRefused(
             "database_too_new", str(error), "upgrade rhone to the version that wrote it (pip install -U rhone)"
         ) from None
-    except sqlite3.DatabaseError as error:
+    except UNREADABLE_ERRORS as error:
         raise StartRefused(
             "database_unreadable", f"{database} is not a usable Rhone Local database ({error})", recover
         ) from None

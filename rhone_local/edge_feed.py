@@ -24,13 +24,12 @@ import hashlib
 import hmac
 import logging
 import secrets
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from rhone_local.store import Store
+from rhone_local.store import STORAGE_ERRORS, Store
 
 log = logging.getLogger("rhone_local.edge")
 
@@ -262,7 +261,7 @@ class EdgeFeed:
         if in_rotation:
             try:
                 self.refresh()  # the allocation may have left rotation a moment ago: the caller's commit is visible
-            except sqlite3.Error:  # the store is busy: what the edges hold is not known this time
+            except STORAGE_ERRORS:  # the store is busy: what the edges hold is not known this time
                 log.warning("edge feed: could not read the allocation table; counting port %d as open", port)
                 unknown = True
         with self._lock:

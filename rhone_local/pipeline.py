@@ -30,7 +30,7 @@ from rhone_local.engines import Engines
 from rhone_local.provisioning import Provisioner
 from rhone_local.runner import Runner
 from rhone_local.sandbox import CACHE_ROOT, Bind, Sandbox, base_environment
-from rhone_local.store import Store, now_iso
+from rhone_local.store import Store
 
 LOG_TAIL_LINES = 30
 NEARLY_FULL_BYTES = 1024 * 1024
@@ -368,16 +368,13 @@ class DeployPipeline:
             "bytes": sum(f["size"] for f in manifest["files"]),
         }
         with self.store.write() as c:
-            c.execute(
-                "INSERT OR IGNORE INTO artifacts VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    digest,
-                    deployment["workspace_id"],
-                    deployment["app_id"],
-                    json.dumps(manifest),
-                    json.dumps(facts),
-                    now_iso(),
-                ),
+            self.store.record_artifact(
+                c,
+                digest,
+                workspace_id=deployment["workspace_id"],
+                app_id=deployment["app_id"],
+                manifest=manifest,
+                facts=facts,
             )
             if not build_facts.get("prebuilt"):
                 self.store.record_build(c, deployment, build_key(config, self.sandbox.mode), digest)
@@ -557,7 +554,7 @@ class DeployPipeline:
                 "blocked", evidence, {"code": code, "message": message}, deployment={"evidence": evidence}
             )
         # Every gate passed and is recorded: now the preview allocation, which must pass its readiness probe.
-        environment = self.store.one("SELECT * FROM environments WHERE id = ?", deployment["environment_id"])
+        environment = self.store.environment_by_id(deployment["environment_id"])
         alloc = self.runner.ensure_running(deployment, environment, token=partial(self.runtime_token, deployment))
         evidence["allocation"] = {
             "id": alloc["id"],
@@ -587,7 +584,7 @@ class DeployPipeline:
             ]
             if live or self.store.route_owner(deployment["app_id"], deployment["environment_id"]):
                 continue
-            environment = self.store.one("SELECT * FROM environments WHERE id = ?", deployment["environment_id"])
+            environment = self.store.environment_by_id(deployment["environment_id"])
             self.runner.ensure_running(deployment, environment, token=partial(self.runtime_token, deployment))
             restarted.append(deployment["id"])
         return restarted
@@ -600,9 +597,7 @@ class DeployPipeline:
 
         from rhone_local.domain.access import hash_token
 
-        identity = self.store.one(
-            "SELECT * FROM runtime_identities WHERE app_id = ? ORDER BY id LIMIT 1", deployment["app_id"]
-        )
+        identity = self.store.runtime_identity_of(deployment["app_id"])
         secret = "rht_" + secrets.token_urlsafe(32)
         with self.store.write() as c:
             if identity is None:

@@ -42,7 +42,7 @@ def route_key_taken(holder: dict[str, Any], key: str, workspace_id: str) -> str:
 def check_policy(store: Store, pipeline: DeployPipeline, params: dict[str, Any]) -> dict[str, Any]:
     """The promotion gates; raises StageFailed (or DomainError at request time) naming the first that fails."""
     deployment = store.deployment(params["deployment_id"])
-    environment = store.one("SELECT * FROM environments WHERE id = ?", params["environment_id"])
+    environment = store.environment_by_id(params["environment_id"])
     if deployment is None or environment is None:
         raise StageFailed("not_found", "the deployment or environment no longer exists")
     if deployment["state"] != "preview_ready":
@@ -120,7 +120,7 @@ class Promotions:
         params = op["params"]
         evidence = dict(evidence or {})
         deployment = self.store.deployment(params["deployment_id"])
-        environment = self.store.one("SELECT * FROM environments WHERE id = ?", params["environment_id"])
+        environment = self.store.environment_by_id(params["environment_id"])
         runner, token = self.pipeline.runner, partial(self.pipeline.runtime_token, deployment)
         instances = max(environment.get("instances", 1), 1)
         # Only the eligible regions where this deployment's own needs (providers, residency, services) are met.
@@ -156,7 +156,7 @@ class Promotions:
         # Route keys are hostnames on one edge: another app (of a project, or a workspace, that shares the name)
         # may have taken this one since the request was accepted. Read in the CAS's transaction, so of two such
         # promotions exactly one moves and the other fails cleanly (its target allocation is released).
-        holder = self.store.route_key_holder(c, params["route_key"], deployment["app_id"])
+        holder = self.store.route_key_holder(params["route_key"], deployment["app_id"], tx=c)
         if holder is not None:
             raise StageFailed(
                 "route_key_taken",
@@ -239,15 +239,8 @@ class Promotions:
             owner = self.store.route_owner(deployment["app_id"], params["environment_id"])
             if owner is not None and owner["deployment_id"] == deployment["id"]:
                 return 0
-            live = self.store.one(
-                "SELECT id FROM operations WHERE kind IN ('promote', 'rollback') AND id != ? "
-                "AND state NOT IN ('healthy', 'rolled_back', 'failed') "
-                "AND json_extract(params, '$.deployment_id') = ? AND json_extract(params, '$.environment_id') = ?",
-                op["id"],
-                deployment["id"],
-                params["environment_id"],
-            )
-            if live is not None:
+            live = self.store.promotion_under_way(deployment["id"], params["environment_id"], exclude=op["id"])
+            if live:
                 return 0
             return len(
                 runner.stop_environment(deployment["id"], params["environment_id"], f"{op['kind']} {op['id']} failed")

@@ -9,6 +9,10 @@ ephemeral: each allocation gets a fresh copy of its artifact):
   roles lose CONNECT on it, so preview's role cannot open production's database.
 One environment, one database per provider name: preview never sees production's data. Provisioning is idempotent (a
 stage retried after a crash finds what it created), and binding again after an unbind finds the same data.
+
+Also the files of the runtime services Rhone Local still implements itself (`local_service`). This module
+administers apps' databases, never the control store: it is the one module besides `rhone_local/store/` that opens
+SQLite files and sends SQL (tests/test_layers.py allows exactly this one).
 """
 
 from __future__ import annotations
@@ -24,6 +28,27 @@ from urllib.parse import quote
 from rhone_local.domain.errors import DomainError
 
 KINDS = ("sqlite", "postgres")
+# Services Rhone Local still implements itself, per environment and region (domain/topology.py, LOCAL_SERVICES): an
+# idempotency table in a SQLite database, and a directory of objects. The others run on engines (engines.py).
+LOCAL_SERVICE_SCHEMAS = {
+    "idempotency": "CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY, response BLOB, created_at REAL)",
+    "object_storage": None,  # a directory of objects
+}
+
+
+def local_service(directory: Path, service: str) -> str:
+    """Create (idempotently) Rhone Local's own implementation of `service` in `directory`; its URL."""
+    directory.mkdir(parents=True, exist_ok=True)
+    schema = LOCAL_SERVICE_SCHEMAS[service]
+    if schema is None:
+        (directory / service).mkdir(exist_ok=True)
+        return (directory / service).as_uri()
+    path = directory / f"{service}.db"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(schema)
+    db.close()
+    return "sqlite://" + str(path)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ The rules themselves are pure functions in `domain/topology.py`; this module gat
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -21,30 +20,14 @@ from typing import Any
 from rhone_local.artifacts import load_manifest
 from rhone_local.domain import topology as rules
 from rhone_local.domain.errors import DomainError
-from rhone_local.domain.ids import new_id
 from rhone_local.engines import SERVES as ENGINE_SERVES
 from rhone_local.engines import EngineUnavailable, Lane
 from rhone_local.pipeline import DeployPipeline, StageFailed, not_ready_message
-from rhone_local.store import Store, now_iso
+from rhone_local.provisioning import local_service
+from rhone_local.store import Store, Tx
 
-Effect = Callable[[sqlite3.Connection], None] | None
-LOCAL_SERVICE_SCHEMAS = {
-    # Services Rhone Local still implements itself, per environment and region: an idempotency table in a SQLite
-    # database and a directory of objects. The others run on real engines (see engines.py and service_engine()).
-    "idempotency": "CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY, response BLOB, created_at REAL)",
-    "object_storage": None,  # a directory of objects
-}
+Effect = Callable[[Tx], None] | None
 SESSION_STORE_NAME = "_session"  # the provisioned database of a SQL session store (never a provider's name)
-
-
-def service_engine(service: str, provider: str) -> str:
-    """What serves a runtime service bound with `--provider`: an engine (`redis`, `nats`), a provisioned database
-    (`sql`), Rhone Local's own implementation (`local`), or the external URL itself."""
-    if "://" in provider:
-        return provider
-    if provider == "local":
-        return "local" if service in LOCAL_SERVICE_SCHEMAS else "redis"
-    return provider
 
 
 def provisioning_failure(
@@ -149,7 +132,7 @@ class Topology:
         binding = self.store.provider_binding(op["params"]["binding_id"])
         if binding is None or binding["state"] != "binding":
             raise StageFailed("binding_gone", "the binding this operation creates no longer exists")
-        environment = self.store.one("SELECT name FROM environments WHERE id = ?", binding["environment_id"])
+        environment = self.store.environment_by_id(binding["environment_id"])
         spec = rules.BindingSpec(
             environment["name"], binding["resource"], bool(binding["mutable"]), bool(binding["shared_read_only"])
         )
@@ -159,18 +142,12 @@ class Topology:
 
         provisioned = self._provision(op, binding)
 
-        def effect(c: sqlite3.Connection) -> None:
+        def effect(c: Tx) -> None:
             if provisioned is not None:
                 plan, url = provisioned
                 self.store.record_provisioned(c, binding["environment_id"], binding["name"], plan)
-                c.executemany(
-                    "INSERT INTO binding_secrets VALUES (?, ?, ?)",
-                    [(binding["id"], name, url) for name in op["params"]["secrets"]],
-                )
-            c.execute(
-                "UPDATE provider_bindings SET state = 'ready', updated_at = ? WHERE id = ? AND state = 'binding'",
-                (now_iso(), binding["id"]),
-            )
+                self.store.add_binding_secrets(c, binding["id"], dict.fromkeys(op["params"]["secrets"], url))
+            self.store.finish_binding(c, binding["id"])
 
         evidence = {
             "binding_id": binding["id"],
@@ -207,14 +184,10 @@ class Topology:
                 raise StageFailed(error.code, error.message) from None
             deleted = provisioned["kind"]
 
-        def effect(c: sqlite3.Connection) -> None:
+        def effect(c: Tx) -> None:
             if deleted:
                 self.store.forget_provisioned(c, params["environment_id"], params["name"])
-            c.execute(
-                "UPDATE provider_bindings SET state = 'removed', updated_at = ? WHERE id = ? AND state = 'unbinding'",
-                (now_iso(), binding_id),
-            )
-            c.execute("DELETE FROM binding_secrets WHERE binding_id = ?", (binding_id,))
+            self.store.finish_unbinding(c, binding_id)
 
         evidence = {"binding_id": binding_id, "note": "running allocations keep their variables until they restart"}
         if provisioned is not None:
@@ -227,33 +200,19 @@ class Topology:
         environment_id, region_id = params["environment_id"], params["region_id"]
         endpoints: dict[str, tuple[str, str]] = {}  # service → (what serves it, the URL allocations receive)
         for service in params["bind"]:
-            provider = service_engine(service, params.get("provider", "local"))
+            provider = rules.service_engine(service, params.get("provider", "local"))
             endpoints[service] = (provider, self.service_endpoint(environment_id, region_id, service, provider))
 
-        def effect(c: sqlite3.Connection) -> None:
-            ts = now_iso()
-            for service in [*params["unbind"], *endpoints]:
-                c.execute(
-                    "UPDATE runtime_service_bindings SET state = 'removed', updated_at = ? "
-                    "WHERE environment_id = ? AND region_id = ? AND service = ? AND state = 'ready'",
-                    (ts, environment_id, region_id, service),
-                )
-            for service, (provider, endpoint) in endpoints.items():
-                c.execute(
-                    "INSERT INTO runtime_service_bindings VALUES (?, ?, ?, ?, ?, ?, ?, 'ready', ?, ?, ?)",
-                    (
-                        new_id("runtime_service_binding"),
-                        op["workspace_id"],
-                        environment_id,
-                        region_id,
-                        service,
-                        provider,
-                        endpoint,
-                        op["id"],
-                        ts,
-                        ts,
-                    ),
-                )
+        def effect(c: Tx) -> None:
+            self.store.replace_service_bindings(
+                c,
+                workspace_id=op["workspace_id"],
+                environment_id=environment_id,
+                region_id=region_id,
+                unbind=params["unbind"],
+                bind=endpoints,
+                operation_id=op["id"],
+            )
 
         evidence = {
             "bound": sorted(endpoints),
@@ -287,22 +246,11 @@ class Topology:
 
     def local_service(self, environment_id: str, region_id: str, service: str) -> str:
         """Create (idempotently) Rhone Local's own implementation of a service; its URL."""
-        directory = self.services_root / environment_id / region_id
-        directory.mkdir(parents=True, exist_ok=True)
-        schema = LOCAL_SERVICE_SCHEMAS[service]
-        if schema is None:
-            (directory / service).mkdir(exist_ok=True)
-            return (directory / service).as_uri()
-        path = directory / f"{service}.db"
-        with sqlite3.connect(path) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(schema)
-        db.close()
-        return "sqlite://" + str(path)
+        return local_service(self.services_root / environment_id / region_id, service)
 
     # -- scale ---------------------------------------------------------------------------------------------------
     def _owner(self, environment_id: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        environment = self.store.one("SELECT * FROM environments WHERE id = ?", environment_id)
+        environment = self.store.environment_by_id(environment_id)
         owner = self.store.route_owner(environment["app_id"], environment_id)
         if owner is None:
             raise StageFailed(
@@ -355,8 +303,7 @@ class Topology:
     def _scale__scaling(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         instances = op["params"]["instances"]
         environment, _owner, deployment = self._owner(op["params"]["environment_id"])
-        with self.store.write() as c:  # the desired count first: a promotion from now on starts this many
-            c.execute("UPDATE environments SET instances = ? WHERE id = ?", (instances, environment["id"]))
+        self.store.set_instances(environment["id"], instances)  # first: a promotion from now on starts this many
         environment["instances"] = instances
         allocations = self.pipeline.runner.ensure_instances(
             deployment,
@@ -419,7 +366,7 @@ class Topology:
     # -- region enablement ---------------------------------------------------------------------------------------
     def _region_context(self, op: dict[str, Any]) -> dict[str, Any]:
         params = op["params"]
-        environment = self.store.one("SELECT * FROM environments WHERE id = ?", params["environment_id"])
+        environment = self.store.environment_by_id(params["environment_id"])
         region = self.store.region(params["region_id"])
         owner = self.store.route_owner(environment["app_id"], environment["id"])
         if owner is None:
@@ -483,7 +430,7 @@ class Topology:
             )
         params = op["params"]
 
-        def effect(c: sqlite3.Connection) -> None:
+        def effect(c: Tx) -> None:
             self.store.set_environment_region(
                 c, params["environment_id"], params["region_id"], "eligible", op["id"], None
             )
@@ -491,14 +438,10 @@ class Topology:
         return evidence, effect
 
     # -- failure -------------------------------------------------------------------------------------------------
-    def failed(self, op: dict[str, Any], failure: StageFailed, c: sqlite3.Connection) -> None:
+    def failed(self, op: dict[str, Any], failure: StageFailed, c: Tx) -> None:
         params = op["params"]
         if op["kind"] == "binding.create":
-            c.execute(
-                "UPDATE provider_bindings SET state = 'failed', updated_at = ? WHERE id = ? AND state = 'binding'",
-                (now_iso(), params["binding_id"]),
-            )
-            c.execute("DELETE FROM binding_secrets WHERE binding_id = ?", (params["binding_id"],))
+            self.store.fail_binding(c, params["binding_id"])
         elif op["kind"] == "region.enable":
             self.store.set_environment_region(
                 c,

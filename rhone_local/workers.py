@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 import time
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from rhone_local.domain.ids import new_id
 from rhone_local.domain.operations import MACHINES, NOT_RUNNABLE
 from rhone_local.notify import ChangeNotifier
 from rhone_local.runner import RunnerStopping
-from rhone_local.store import Store, now_iso
+from rhone_local.store import NameTaken, Store
 
 log = logging.getLogger("rhone_local.workers")
 
@@ -50,10 +49,6 @@ TOPOLOGY_KINDS = frozenset(
 # approval — by the control pool, so none of them queues behind a build. A build worker that finishes a build
 # drives its deploy on to the end.
 BUILD_POOL = ("deploy", frozenset({"queued", "cloning", "building"}))
-INSERT_ENVIRONMENT = (
-    "INSERT INTO environments (id, workspace_id, app_id, name, approval_required, frozen, created_at, operation_id) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
 
 
 class Workers:
@@ -123,6 +118,18 @@ class Workers:
         finally:
             self.store.close()
 
+    def run_until_idle(self, worker: str, *, max_ops: int = 200) -> list[str]:
+        """Claim and drive runnable operations in the calling thread until none is left (every pool); the ids
+        driven, in order. For in-process use: the server's workers run in their own threads."""
+        driven: list[str] = []
+        for _ in range(max_ops):
+            op = self.store.claim_operation(worker, self.lease_seconds, NOT_RUNNABLE)
+            if op is None:
+                return driven
+            self.drive(op, worker)
+            driven.append(op["id"])
+        raise RuntimeError(f"operations still runnable after {max_ops} claims")
+
     def drive(self, op: dict[str, Any], worker: str) -> None:
         """Advance a claimed operation until it is terminal, or until a write turns out to be stale."""
         try:
@@ -175,7 +182,7 @@ class Workers:
                 error={"code": failure.code, "message": failure.message},
                 worker=worker,
                 lease_seconds=self.lease_seconds,
-                conn=c,
+                tx=c,
             )
             if updated is None:
                 raise StaleWrite
@@ -231,14 +238,14 @@ class Workers:
                 with self.store.write() as c:
                     evidence = self._apply(op, c)
                     updated = self.store.advance_operation(
-                        op, "succeeded", evidence=evidence, worker=worker, lease_seconds=self.lease_seconds, conn=c
+                        op, "succeeded", evidence=evidence, worker=worker, lease_seconds=self.lease_seconds, tx=c
                     )
                     if updated is None:
                         raise StaleWrite  # rolls the effect back with the transaction
                 return updated
         except DomainError as error:
             return self._record(op, "failed", worker, error={"code": error.code, "message": error.message})
-        except sqlite3.IntegrityError:
+        except NameTaken:
             # Two operations raced for one name; validation passed for both, the unique index decided.
             error = {"code": "name_taken", "message": f"the name {op['params'].get('name')!r} is already taken"}
             return self._record(op, "failed", worker, error=error)
@@ -265,7 +272,7 @@ class Workers:
                         evidence=evidence,
                         worker=worker,
                         lease_seconds=self.lease_seconds,
-                        conn=c,
+                        tx=c,
                     )
                     if updated is None:
                         raise StaleWrite  # rolls the route move back with the transaction
@@ -306,7 +313,7 @@ class Workers:
                 evidence=evidence,
                 worker=worker,
                 lease_seconds=self.lease_seconds,
-                conn=c,
+                tx=c,
             )
             if updated is None:
                 raise StaleWrite  # rolls the effect back with the transaction
@@ -325,7 +332,7 @@ class Workers:
                 error=outcome.error,
                 worker=worker,
                 lease_seconds=self.lease_seconds,
-                conn=c,
+                tx=c,
             )
             if updated is None:
                 raise StaleWrite
@@ -346,24 +353,14 @@ class Workers:
         params = op["params"]
         store = self.store
         if op["kind"] == "project.create":
-            taken = store.one(
-                "SELECT id FROM projects WHERE workspace_id = ? AND name = ? AND id != ?",
-                op["workspace_id"],
-                params["name"],
-                op["target_id"],
-            )
+            taken = store.project_name_taken(op["workspace_id"], params["name"], exclude=op["target_id"])
             parent_ok = True
         elif op["kind"] == "app.create":
             # Unique in the workspace, not only the project: the name is the app's hostname.
-            taken = store.app_named_elsewhere(op["workspace_id"], params["name"], exclude=op["target_id"])
-            parent_ok = store.one("SELECT id FROM projects WHERE id = ?", params["project_id"]) is not None
+            taken = store.app_named_elsewhere(op["workspace_id"], params["name"], exclude=op["target_id"]) is not None
+            parent_ok = store.project_exists(params["project_id"])
         else:
-            taken = store.one(
-                "SELECT id FROM environments WHERE app_id = ? AND name = ? AND id != ?",
-                params["app_id"],
-                params["name"],
-                op["target_id"],
-            )
+            taken = store.environment_name_taken(params["app_id"], params["name"], exclude=op["target_id"])
             parent_ok = store.app_by_id(params["app_id"]) is not None
         if not parent_ok:
             raise DomainError("parent_missing", "the parent resource no longer exists", 409)
@@ -372,56 +369,53 @@ class Workers:
         return {"name_available": True, "parent_exists": True}
 
     def _apply(self, op: dict[str, Any], c: Any) -> dict[str, Any]:
-        params, ts, target = op["params"], now_iso(), op["target_id"]
+        params, target, store = op["params"], op["target_id"], self.store
         if op["kind"] == "project.create":
-            c.execute(
-                "INSERT INTO projects VALUES (?, ?, ?, ?, ?)",
-                (target, op["workspace_id"], params["name"], ts, op["id"]),
+            store.insert_project(
+                c, project_id=target, workspace_id=op["workspace_id"], name=params["name"], operation_id=op["id"]
             )
             return {"project_id": target}
         if op["kind"] == "app.create":
             # Checked again in this write transaction: two creates of one name in two projects both passed
             # validating, and only one may insert (there is no unique index: databases from before the rule may
             # hold such pairs already).
-            if self.store.app_named_elsewhere(op["workspace_id"], params["name"], exclude=target, conn=c):
+            if store.app_named_elsewhere(op["workspace_id"], params["name"], exclude=target, tx=c):
                 raise DomainError(
                     "name_taken", f"the app name {params['name']!r} is already taken in the workspace", 409
                 )
-            c.execute(
-                "INSERT INTO apps VALUES (?, ?, ?, ?, ?, ?)",
-                (target, op["workspace_id"], params["project_id"], params["name"], ts, op["id"]),
+            store.insert_app(
+                c,
+                app_id=target,
+                workspace_id=op["workspace_id"],
+                project_id=params["project_id"],
+                name=params["name"],
+                operation_id=op["id"],
             )
             environment_ids = {}
             policies = params.get("environments") or {}
             for name in [*DEFAULT_ENVIRONMENTS, *sorted(set(policies) - set(DEFAULT_ENVIRONMENTS))]:
                 policy = policies.get(name, {})
                 environment_ids[name] = new_id("environment")
-                c.execute(
-                    INSERT_ENVIRONMENT,
-                    (
-                        environment_ids[name],
-                        op["workspace_id"],
-                        target,
-                        name,
-                        int(bool(policy.get("approval_required"))),
-                        int(bool(policy.get("frozen"))),
-                        ts,
-                        op["id"],
-                    ),
+                store.insert_environment(
+                    c,
+                    environment_id=environment_ids[name],
+                    workspace_id=op["workspace_id"],
+                    app_id=target,
+                    name=name,
+                    approval_required=bool(policy.get("approval_required")),
+                    frozen=bool(policy.get("frozen")),
+                    operation_id=op["id"],
                 )
-            identity = self.store.create_runtime_identity(c, op["workspace_id"], target)
+            identity = store.create_runtime_identity(c, op["workspace_id"], target)
             return {"app_id": target, "environment_ids": environment_ids, "runtime_identity_id": identity["id"]}
-        c.execute(
-            INSERT_ENVIRONMENT,
-            (
-                target,
-                op["workspace_id"],
-                params["app_id"],
-                params["name"],
-                int(bool(params.get("approval_required"))),
-                int(bool(params.get("frozen"))),
-                ts,
-                op["id"],
-            ),
+        store.insert_environment(
+            c,
+            environment_id=target,
+            workspace_id=op["workspace_id"],
+            app_id=params["app_id"],
+            name=params["name"],
+            approval_required=bool(params.get("approval_required")),
+            frozen=bool(params.get("frozen")),
+            operation_id=op["id"],
         )
         return {"environment_id": target}

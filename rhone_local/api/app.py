@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import re
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +24,7 @@ from rhone_local import __version__
 from rhone_local.domain.errors import DomainError, disk_full, is_disk_full
 from rhone_local.domain.ids import PATH_REFERENCES, new_id, well_formed_reference
 from rhone_local.notify import ChangeNotifier
-from rhone_local.store import Store
+from rhone_local.store import STORAGE_ERRORS, Store
 
 log = logging.getLogger("rhone_local.api")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
@@ -155,8 +154,8 @@ def create_app(
         log.warning("%s %s: %s", request.method, request.url.path, full.message)
         return error_response(request, full.status, full.code, full.message, full.details)
 
-    app.add_exception_handler(OSError, storage_error)
-    app.add_exception_handler(sqlite3.Error, storage_error)
+    for error_class in (OSError, *STORAGE_ERRORS):
+        app.add_exception_handler(error_class, storage_error)
 
     app.include_router(routes.router)
     app.include_router(deploy_routes.router)

@@ -98,8 +98,8 @@ async def put_blob(
 # -- deployments -------------------------------------------------------------------------------------------------------
 def deployment_view(request: Request, row: dict) -> dict:
     store = get_store(request)
-    environment = store.one("SELECT name FROM environments WHERE id = ?", row["environment_id"])
-    allocations = store.allocation_views("a.deployment_id = ?", row["id"])
+    environment = store.environment_by_id(row["environment_id"])
+    allocations = store.deployment_allocation_views(row["id"])
     pipeline = request.app.state.pipeline
     return {
         "id": row["id"],
@@ -230,23 +230,17 @@ def create_deployment(
             request_id=request.state.request_id,
             idempotency_key=request.headers.get("idempotency-key") or None,
         )
-        ts = now_iso()
-        source = {**body.source.model_dump(), "artifact_digest": body.artifact_digest}
-        c.execute(
-            "INSERT INTO deployments VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, NULL, ?, ?, '{}', NULL, ?, ?)",
-            (
-                deployment_id,
-                workspace["id"],
-                found["id"],
-                environment["id"],
-                op["id"],
-                int(body.prebuilt),
-                body.manifest_digest,
-                _json(body.config.model_dump(mode="json")),
-                _json(source),
-                ts,
-                ts,
-            ),
+        store.insert_deployment(
+            c,
+            deployment_id=deployment_id,
+            workspace_id=workspace["id"],
+            app_id=found["id"],
+            environment_id=environment["id"],
+            operation_id=op["id"],
+            prebuilt=body.prebuilt,
+            source_digest=body.manifest_digest,
+            config=body.config.model_dump(mode="json"),
+            source={**body.source.model_dump(), "artifact_digest": body.artifact_digest},
         )
         return 202, op_view(op)
 
@@ -277,12 +271,6 @@ def _require_environment_ready(store: Any, environment: dict, config: dict) -> N
         )
 
 
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value)
-
-
 @router.get(
     "/v1/workspaces/{ws}/projects/{prj}/apps/{app}/deployments",
     response_model=m.Page[m.Deployment],
@@ -302,7 +290,7 @@ def list_deployments(
     store = get_store(request)
     found = readable_app(request, principal, ws, prj, app, "deployment.read")
     newest = order == "newest"
-    rows = store.page("deployments", "app_id = ?", (found["id"],), limit=limit, cursor=cursor, newest_first=newest)
+    rows = store.deployments_page(found["id"], limit=limit, cursor=cursor, newest_first=newest)
     return page(rows, limit, lambda r: deployment_view(request, r))
 
 
@@ -365,7 +353,7 @@ def approve_deployment(
 
     def perform(c: Any) -> tuple[int, dict]:
         op = store.operation(row["operation_id"])
-        resumed = store.advance_operation(op, "validating", evidence={"approval": approval}, conn=c)
+        resumed = store.advance_operation(op, "validating", evidence={"approval": approval}, tx=c)
         if resumed is None or op["state"] != "blocked":
             raise conflict("not_blocked", "the deployment changed while being approved; look again")
         store.update_deployment(c, deployment_id, state="validating", approval=approval)

@@ -61,7 +61,7 @@ def _unsafe_db_move(request: Request, environment: dict, target: dict, *, allow:
 
 
 def owner_view(request: Request, row: dict) -> dict:
-    environment = get_store(request).one("SELECT name FROM environments WHERE id = ?", row["environment_id"])
+    environment = get_store(request).environment_by_id(row["environment_id"])
     return {
         **{
             k: row[k]
@@ -96,7 +96,7 @@ def _start(
     store = get_store(request)
     app = store.app_by_id(deployment["app_id"])
     key = route_key(app["name"], environment["name"])
-    holder = store.route_key_holder(store.conn, key, app["id"])
+    holder = store.route_key_holder(key, app["id"])
     if holder:
         raise conflict(
             "route_key_taken",
@@ -239,12 +239,7 @@ def _rollback_target(
         raise conflict("no_route_owner", f"nothing serves {key}; there is nothing to roll back")
     target_id = body.to_deployment
     if target_id is None:
-        event = store.one(
-            "SELECT previous_deployment_id FROM route_events WHERE route_key = ? AND epoch = ?",
-            current["route_key"],
-            current["epoch"],
-        )
-        target_id = event["previous_deployment_id"] if event else None
+        target_id = store.previous_owner(current["route_key"], current["epoch"])
         if target_id is None:
             raise conflict("no_previous_owner", f"{key} has had only one owner; name one with to_deployment")
     target = store.deployment(target_id)
@@ -333,7 +328,7 @@ def set_policy(
 @router.get(APP + "/routes", response_model=m.Page[m.RouteOwner], responses=READ_ERRORS, tags=["routes"])
 def list_routes(request: Request, principal: Caller, ws: str, prj: str, app: str) -> dict:
     found = readable_app(request, principal, ws, prj, app, "route.read")
-    rows = get_store(request).all("SELECT * FROM route_owners WHERE app_id = ? ORDER BY route_key", found["id"])
+    rows = get_store(request).route_owners_of_app(found["id"])
     return {"items": [owner_view(request, r) for r in rows], "next_cursor": None}
 
 

@@ -21,6 +21,7 @@ from rhone_local.domain.access import Principal, hash_token
 from rhone_local.domain.errors import DomainError, conflict, forbidden, not_found
 from rhone_local.domain.ids import new_id
 from rhone_local.domain.operations import NOT_RUNNABLE, TERMINAL_STATES
+from rhone_local.domain.outcomes import exit_category, outcome
 from rhone_local.store import SCHEMA_VERSION, Store
 
 router = APIRouter()
@@ -201,7 +202,7 @@ def mutate(
                 target=target,
                 request_id=request.state.request_id,
                 result="allowed",
-                conn=c,
+                tx=c,
             )
             if key:
                 store.remember_response(
@@ -249,6 +250,12 @@ def route_url(request: Request, route_key: str) -> str:
 
 
 def op_view(op: dict) -> dict:
+    verdict = outcome(op["kind"], op["state"])
+    error = op["error"]
+    if verdict in ("failed", "blocked"):
+        # The contract (docs/state-machines.md, "Outcomes"): a failed or blocked operation always says why.
+        error = error or {"code": op["state"], "message": f"the operation is {op['state']}; no reason was recorded"}
+        error = {**error, "exit_category": exit_category(error.get("code"), parked=verdict == "blocked")}
     return {
         "id": op["id"],
         "workspace_id": op["workspace_id"],
@@ -256,11 +263,12 @@ def op_view(op: dict) -> dict:
         "state": op["state"],
         "version": op["version"],
         "terminal": op["state"] in TERMINAL_STATES,
+        "outcome": verdict,
         "target_kind": op["target_kind"],
         "target_id": op["target_id"],
         "params": op["params"],
         "stages": op["stages"],
-        "error": op["error"],
+        "error": error,
         "actor": {"kind": op["actor_kind"], "id": op["actor_id"]},
         "idempotency_key": op["idempotency_key"],
         "request_id": op["request_id"],
@@ -372,19 +380,16 @@ def read_audit(
     order: Order = "oldest",
 ) -> dict:
     workspace, _ = authorize(request, principal, ws, "audit.read", ws)
-    where, args = "workspace_id = ?", (workspace["id"],)
-    if action:
-        where, args = where + " AND action = ?", (*args, action)
-    rows = get_store(request).page("audit", where, args, limit=limit, cursor=cursor, newest_first=order == "newest")
+    rows = get_store(request).audit_page(
+        workspace["id"], action=action or None, limit=limit, cursor=cursor, newest_first=order == "newest"
+    )
     return page(rows, limit)
 
 
 @router.get("/v1/workspaces/{ws}/tokens", response_model=m.Page[m.Token], responses=READ_ERRORS, tags=["tokens"])
 def list_tokens(request: Request, principal: Caller, ws: str, limit: Limit = 50, cursor: Cursor = None) -> dict:
     workspace, _ = authorize(request, principal, ws, "token.read", ws)
-    rows = get_store(request).page(
-        "tokens", "subject_id = ? AND workspace_id = ?", (principal.id, workspace["id"]), limit=limit, cursor=cursor
-    )
+    rows = get_store(request).tokens_page(principal.id, workspace["id"], limit=limit, cursor=cursor)
     return page(rows, limit, token_view)
 
 
@@ -569,9 +574,7 @@ def list_projects(
 ) -> dict:
     workspace, _ = authorize(request, principal, ws, "project.read", ws)
     newest = order == "newest"
-    rows = get_store(request).page(
-        "projects", "workspace_id = ?", (workspace["id"],), limit=limit, cursor=cursor, newest_first=newest
-    )
+    rows = get_store(request).projects_page(workspace["id"], limit=limit, cursor=cursor, newest_first=newest)
     return page(rows, limit)
 
 
@@ -613,9 +616,7 @@ def list_apps(
     workspace, _ = authorize(request, principal, ws, "app.read", prj)
     project = _project(request, workspace, prj)
     newest = order == "newest"
-    rows = get_store(request).page(
-        "apps", "project_id = ?", (project["id"],), limit=limit, cursor=cursor, newest_first=newest
-    )
+    rows = get_store(request).apps_page(project["id"], limit=limit, cursor=cursor, newest_first=newest)
     return page(rows, limit)
 
 
@@ -724,7 +725,7 @@ def list_environments(
     store = get_store(request)
     found = readable_app(request, principal, ws, prj, app, "environment.read")
     newest = order == "newest"
-    rows = store.page("environments", "app_id = ?", (found["id"],), limit=limit, cursor=cursor, newest_first=newest)
+    rows = store.environments_page(found["id"], limit=limit, cursor=cursor, newest_first=newest)
     return page(rows, limit, env_view)
 
 
@@ -785,13 +786,14 @@ def list_operations(
     order: Order = "oldest",
 ) -> dict:
     workspace, _ = authorize(request, principal, ws, "operation.read", ws)
-    where, args = "workspace_id = ?", (workspace["id"],)
-    if state:
-        where, args = where + " AND state = ?", (*args, state)
-    if kind:
-        where, args = where + " AND kind = ?", (*args, kind)
-    newest = order == "newest"
-    rows = get_store(request).page("operations", where, args, limit=limit, cursor=cursor, newest_first=newest)
+    rows = get_store(request).operations_page(
+        workspace["id"],
+        state=state or None,
+        kind=kind or None,
+        limit=limit,
+        cursor=cursor,
+        newest_first=order == "newest",
+    )
     return page(rows, limit, op_view)
 
 

@@ -34,7 +34,7 @@ from rhone_local.domain.access import Principal
 from rhone_local.domain.errors import DomainError, conflict, not_found
 from rhone_local.domain.ids import new_id
 from rhone_local.engines import BINARIES as ENGINE_BINARIES
-from rhone_local.store import Store, now_iso
+from rhone_local.store import Store
 from rhone_local.topology import sharing_refusal
 
 router = APIRouter()
@@ -232,13 +232,7 @@ def create_binding(
 
     def within(c: Any, op: dict) -> None:
         # Inside the write transaction: two requests racing to bind one resource are serialized here.
-        live = store.one(
-            "SELECT id FROM provider_bindings WHERE environment_id = ? AND name = ? AND region_id = ? "
-            "AND state IN ('binding', 'ready', 'unbinding')",
-            environment["id"],
-            body.name,
-            region["id"],
-        )
+        live = store.live_binding_named(environment["id"], body.name, region["id"])
         if live is not None:
             raise conflict(
                 "binding_exists",
@@ -246,46 +240,31 @@ def create_binding(
                 binding_id=live["id"],
             )
         names = sorted(set(body.provision_secrets)) if plan else sorted(body.secrets)
-        if names:
-            taken = c.execute(
-                "SELECT s.name, b.name AS binding FROM binding_secrets s JOIN provider_bindings b "
-                "ON b.id = s.binding_id WHERE b.environment_id = ? AND b.region_id = ? "
-                "AND b.state IN ('binding', 'ready', 'unbinding') "
-                f"AND s.name IN ({', '.join('?' * len(names))})",
-                (environment["id"], region["id"], *names),
-            ).fetchall()
-            if taken:
-                raise conflict(
-                    "secret_name_taken",
-                    f"{taken[0]['name']} is already provided by binding {taken[0]['binding']} in "
-                    f"{environment['name']}: an allocation gets one value per variable",
-                    secret=taken[0]["name"],
-                )
+        taken = store.secret_names_taken(c, environment["id"], region["id"], names)
+        if taken:
+            raise conflict(
+                "secret_name_taken",
+                f"{taken[0]['name']} is already provided by binding {taken[0]['binding']} in "
+                f"{environment['name']}: an allocation gets one value per variable",
+                secret=taken[0]["name"],
+            )
         clash = sharing_refusal(store, spec)
         if clash is not None:
             raise conflict("shared_mutable_resource", clash)
-        ts = now_iso()
-        c.execute(
-            "INSERT INTO provider_bindings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'binding', ?, ?, ?)",
-            (
-                binding_id,
-                workspace["id"],
-                environment["app"]["id"],
-                environment["id"],
-                body.name,
-                body.kind,
-                resource,
-                int(body.mutable),
-                int(body.shared_read_only),
-                region["id"],
-                op["id"],
-                ts,
-                ts,
-            ),
-        )
-        c.executemany(
-            "INSERT INTO binding_secrets VALUES (?, ?, ?)",
-            [(binding_id, name, value) for name, value in sorted(body.secrets.items())],
+        store.insert_provider_binding(
+            c,
+            binding_id=binding_id,
+            workspace_id=workspace["id"],
+            app_id=environment["app"]["id"],
+            environment_id=environment["id"],
+            name=body.name,
+            kind=body.kind,
+            resource=resource,
+            mutable=body.mutable,
+            shared_read_only=body.shared_read_only,
+            region_id=region["id"],
+            operation_id=op["id"],
+            secrets=body.secrets,
         )
 
     params = {
@@ -339,7 +318,7 @@ def _refuse_provisioned_elsewhere(request: Request, environment: dict, resource:
         if rules.normalize_resource(provisioner.plan(row["environment_id"], row["name"], row["kind"]).resource) == (
             resource
         ):
-            owner = store.one("SELECT name FROM environments WHERE id = ?", row["environment_id"])
+            owner = store.environment_by_id(row["environment_id"])
             raise conflict(
                 "shared_mutable_resource",
                 f"{resource} is the database provisioned for environment {owner['name']}: preview and production "
@@ -370,12 +349,7 @@ def remove_binding(
     store = get_store(request)
     workspace, environment = mutable_environment(request, principal, ws, prj, app, env, "binding.remove")
     target_region = _region(store, region)
-    binding = store.one(
-        "SELECT * FROM provider_bindings WHERE environment_id = ? AND name = ? AND region_id = ? AND state = 'ready'",
-        environment["id"],
-        name,
-        target_region["id"],
-    )
+    binding = store.ready_binding_named(environment["id"], name, target_region["id"])
     if binding is None:
         raise not_found("binding", f"{name} in {env} ({target_region['name']})")
 
@@ -395,11 +369,7 @@ def remove_binding(
                     f"stop them first (`rhone app scale --env {env} --instances 0`), or unbind without --delete-data",
                     allocations=using,
                 )
-        moved = c.execute(
-            "UPDATE provider_bindings SET state = 'unbinding', updated_at = ? WHERE id = ? AND state = 'ready'",
-            (now_iso(), binding["id"]),
-        ).rowcount
-        if not moved:
+        if not store.start_unbinding(c, binding["id"]):
             raise conflict("binding_busy", f"{name} is already being unbound")
 
     return _start_operation(
@@ -543,18 +513,13 @@ def list_allocations(
 ) -> dict:
     store = get_store(request)
     found = readable_app(request, principal, ws, prj, app, "deployment.read")
-    where, args = ["e.app_id = ?"], [found["id"]]
-    if environment is not None:
-        where.append("e.name = ?")
-        args.append(environment)
-    if deployment is not None:
-        where.append("a.deployment_id = ?")
-        args.append(deployment)
-    if not all_states:
-        where.append(Store.LISTED_ALLOCATIONS)
-    newest = order == "newest"
-    if cursor:
-        where.append("a.id < ?" if newest else "a.id > ?")
-        args.append(cursor)
-    rows = store.allocation_views(" AND ".join(where), *args, newest_first=newest, limit=limit + 1)
+    rows = store.app_allocation_views(
+        found["id"],
+        environment=environment,
+        deployment_id=deployment,
+        all_states=all_states,
+        cursor=cursor,
+        newest_first=order == "newest",
+        limit=limit + 1,
+    )
     return page(rows, limit)

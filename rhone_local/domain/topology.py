@@ -24,6 +24,20 @@ ENGINE_SERVICES = {
     "nats": ("broadcast", "queue"),
     "sql": ("session",),
 }
+# The providers that are servers Rhone Local runs itself, one per lane (rhone_local/engines.py).
+ENGINE_PROVIDERS = ("redis", "nats")
+# Services Rhone Local still implements itself (a SQLite file, a directory): `local` means these for them.
+LOCAL_SERVICES = ("idempotency", "object_storage")
+
+
+def service_engine(service: str, provider: str) -> str:
+    """What serves a runtime service bound with `--provider`: an engine (`redis`, `nats`), a provisioned database
+    (`sql`), Rhone Local's own implementation (`local`), or the external URL itself."""
+    if "://" in provider:
+        return provider
+    if provider == "local":
+        return "local" if service in LOCAL_SERVICES else "redis"
+    return provider
 
 
 def provider_refusal(services: Iterable[str], provider: str) -> str | None:

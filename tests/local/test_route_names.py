@@ -13,8 +13,6 @@ import time
 import pytest
 
 from rhone_local.domain.ids import new_id
-from rhone_local.store import now_iso
-from rhone_local.workers import INSERT_ENVIRONMENT
 
 from ._stack import Stack, hello_config, hello_files
 from .conftest import BASE, LocalEnv
@@ -64,16 +62,21 @@ def test_an_app_name_is_unique_in_the_workspace(local: LocalEnv) -> None:
 
 def legacy_app(local: LocalEnv, project: dict, name: str) -> dict:
     """A same-named app in another project, as a version without the rule could have left it."""
-    app_id, ts = new_id("app"), now_iso()
+    app_id, workspace_id = new_id("app"), project["workspace_id"]
     with local.store.write() as c:
-        c.execute(
-            "INSERT INTO apps VALUES (?, ?, ?, ?, ?, 'op_legacy')",
-            (app_id, project["workspace_id"], project["id"], name, ts),
+        local.store.insert_app(
+            c, app_id=app_id, workspace_id=workspace_id, project_id=project["id"], name=name, operation_id="op_legacy"
         )
         for environment in ("preview", "production"):
-            c.execute(
-                INSERT_ENVIRONMENT,
-                (new_id("environment"), project["workspace_id"], app_id, environment, 0, 0, ts, "op_legacy"),
+            local.store.insert_environment(
+                c,
+                environment_id=new_id("environment"),
+                workspace_id=workspace_id,
+                app_id=app_id,
+                name=environment,
+                approval_required=False,
+                frozen=False,
+                operation_id="op_legacy",
             )
     app = local.store.app_by_id(app_id)
     assert app is not None

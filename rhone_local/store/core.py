@@ -1,0 +1,218 @@
+"""The store's core: connections, transactions, migrations, and how rows come back.
+
+Rules (they are what keeps the invariants true under concurrency and crashes; docs/invariants.md, "The store"):
+- every connection runs in autocommit mode (`isolation_level=None`) with WAL, `busy_timeout` and foreign keys;
+- a state transition is ONE conditional statement (compare-and-swap on `version`, or on `lease_owner`) — a writer
+  holding stale knowledge changes nothing and learns so from the row count;
+- a multi-statement write runs in `BEGIN IMMEDIATE` (`Store.write()`), which takes the write lock up front so
+  `busy_timeout` applies (a plain BEGIN that upgrades from read to write fails instantly with SQLITE_BUSY under
+  contention); a method that takes a `tx` runs inside the caller's transaction and commits with it;
+- no HTTP or subprocess work inside a transaction.
+One connection per thread. Nothing outside this package writes SQL or imports sqlite3 (tests/test_layers.py), so
+another implementation of the same methods (PostgreSQL) can replace this one: the methods' signatures and their
+docstrings' guarantees are the contract.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rhone_local.domain.allocations import ENDED_STATES, LIVE_STATES
+from rhone_local.domain.operations import MACHINES
+
+# A write transaction opened by `Store.write()`: callers only pass it on to store methods that take a `tx`.
+Tx = sqlite3.Connection
+# Errors the store raises for a storage failure (a full disk, a busy database past its timeout, a broken file), and
+# for a file that is not a usable database at all: the API maps the first to 507/500, start-up the second to a
+# refusal naming the file.
+STORAGE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error,)
+UNREADABLE_ERRORS: tuple[type[Exception], ...] = (sqlite3.DatabaseError,)
+
+JSON_COLUMNS = frozenset(
+    {
+        "params",
+        "stages",
+        "error",
+        "response",
+        "detail",
+        "config",
+        "source",
+        "evidence",
+        "approval",
+        "facts",
+        "manifest",
+        "health",
+    }
+)
+SCHEMA_VERSION = 9
+
+
+class SchemaTooNew(Exception):
+    """The database was written by a newer rhone: migrating it backwards is not possible."""
+
+
+class NameTaken(Exception):
+    """A unique name (a project's in its workspace, an environment's in its app) was taken by a concurrent write: the
+    index decided, and the caller's transaction wrote nothing."""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def row_dict(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    """A row as a dict, its JSON columns decoded."""
+    if row is None:
+        return None
+    data = dict(row)
+    for column in JSON_COLUMNS & data.keys():
+        if data[column] is not None:
+            data[column] = json.loads(data[column])
+    return data
+
+
+def marks(values: Any) -> str:
+    """`?, ?, ?` for an IN list of `values`."""
+    return ", ".join("?" * len(values))
+
+
+def in_list(values: Iterable[str]) -> str:
+    """`('a', 'b')`: a constant IN list of state names, from the domain's own tuples (never from input)."""
+    names = sorted(values)
+    assert all(name.isidentifier() for name in names), names
+    return "(" + ", ".join(f"'{name}'" for name in names) + ")"
+
+
+# The state lists the statements share, written once from the domain's definitions.
+LIVE = in_list(LIVE_STATES)  # allocations with (or about to have) a process
+NOT_DRAINING = in_list(set(LIVE_STATES) - {"draining"})
+ENDED = in_list(ENDED_STATES)
+ROUTE_MOVE_ENDED = in_list(MACHINES["promote"].terminal | MACHINES["rollback"].terminal)
+
+
+class StoreCore:
+    """One SQLite database: a connection per thread, short write transactions, migrations at open."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self.migrate()
+
+    # -- connections and transactions ------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=10, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection (a thread that used the store closes it before it ends)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextmanager
+    def write(self) -> Iterator[Tx]:
+        """A short write transaction (BEGIN IMMEDIATE): serialized with every other writer, all or nothing. An
+        exception inside rolls it back."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            # A COMMIT refused for a full disk may leave the transaction open: end it, or this thread's
+            # connection could never write again.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        """A read transaction: every read inside sees one snapshot of committed rows."""
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def one(self, sql: str, *args: Any) -> dict[str, Any] | None:
+        """One row of a query (for this package and for tests; nothing else in rhone_local writes SQL)."""
+        return row_dict(self.conn.execute(sql, args).fetchone())
+
+    def all(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        """Every row of a query (for this package and for tests)."""
+        return [row_dict(r) for r in self.conn.execute(sql, args).fetchall()]  # type: ignore[misc]
+
+    def migrate(self) -> None:
+        """Bring the schema to SCHEMA_VERSION, one script per transaction; refuse a newer database."""
+        conn = self.conn
+        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        self.migrated_from = current  # what start-up fills in after an upgrade depends on it (0: a new database)
+        if current > SCHEMA_VERSION:
+            raise SchemaTooNew(f"{self.path} has schema version {current}; this rhone knows {SCHEMA_VERSION}")
+        scripts = sorted(p for p in resources.files("rhone_local.migrations").iterdir() if p.name.endswith(".sql"))
+        for script in scripts:
+            number = int(script.name.split("_", 1)[0])
+            if number <= current:
+                continue
+            # executescript commits; the version bump is part of the same script run.
+            conn.executescript(f"BEGIN IMMEDIATE;\n{script.read_text()}\nPRAGMA user_version={number};\nCOMMIT;")
+
+    # -- counts (tests and the "nothing changed" checks) -------------------------------------------------------------
+    def count(self, table: str) -> int:
+        """The number of rows of a table (tests' "nothing else changed" checks)."""
+        assert table.isidentifier()
+        return self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits: a cheap "did anything change?" for followers."""
+        return self.conn.execute("PRAGMA data_version").fetchone()[0]
+
+    # -- pages ------------------------------------------------------------------------------------------------------
+    def _page(
+        self,
+        table: str,
+        filters: dict[str, Any],
+        *,
+        limit: int,
+        cursor: str | None,
+        newest_first: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Rows of `table` whose columns equal `filters` (a None value is no filter), ordered by id (ids are
+        time-ordered, so `newest_first` is creation order reversed), after `cursor` in that order; one more than
+        `limit`, to tell whether a page follows."""
+        where = [f"{column} = ?" for column, value in filters.items() if value is not None]
+        args: list[Any] = [value for value in filters.values() if value is not None]
+        if cursor:
+            where.append("id < ?" if newest_first else "id > ?")
+            args.append(cursor)
+        order = "DESC" if newest_first else "ASC"
+        return self.all(
+            f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY id {order} LIMIT ?", *args, limit + 1
+        )

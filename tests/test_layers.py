@@ -1,0 +1,92 @@
+"""The layers of Rhone Local (docs/architecture.md, "Layers"), enforced on the source:
+
+- the store owns every SQL statement: outside `rhone_local/store/`, no module imports sqlite3, calls `.execute`,
+  or holds SQL in a string literal (`provisioning.py`, which administers apps' own databases, is the one exception);
+- nothing outside the repository is cited by the code's comments.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL = ROOT / "rhone_local"
+# Apps' databases (provisioned SQLite files and PostgreSQL roles, the local idempotency service), never the control
+# store: the one module besides the store that speaks SQL.
+SQL_ALLOWED = {"rhone_local/provisioning.py"}
+SQL_TEXT = re.compile(
+    r"\b(SELECT\s.+\sFROM|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+(TABLE|INDEX)|"
+    r"DROP\s+(TABLE|INDEX)|ALTER\s+TABLE|PRAGMA\s+\w+|WHERE\s+[\w.]+\s*(=|IN\b|IS\b|<|>|!=)|json_extract|RETURNING\s+\*|"
+    r"[\w.]+\s*(=|!=|<>|<=|>=|<|>|\bLIKE)\s*\?)",  # a condition on a placeholder: a WHERE fragment
+    re.S,
+)
+RAW_QUERY_METHODS = {"execute", "executemany", "executescript"}
+
+
+def _modules(root: Path) -> list[tuple[str, ast.Module]]:
+    return [(p.relative_to(ROOT).as_posix(), ast.parse(p.read_text())) for p in sorted(root.rglob("*.py"))]
+
+
+def sql_outside_the_store(root: Path = LOCAL) -> list[str]:
+    """Every place outside `rhone_local/store/` that imports sqlite3, calls a raw query method (`.execute`, or the
+    store's `.one`/`.all` with SQL), or holds SQL text in a string literal."""
+    found = []
+    for name, tree in _modules(root):
+        if name.startswith("rhone_local/store/") or name in SQL_ALLOWED:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "sqlite3" for a in node.names):
+                found.append(f"{name}:{node.lineno}: import sqlite3")
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "sqlite3":
+                found.append(f"{name}:{node.lineno}: from sqlite3")
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                if node.func.attr in RAW_QUERY_METHODS:
+                    found.append(f"{name}:{node.lineno}: .{node.func.attr}(")
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_TEXT.search(node.value):
+                found.append(f"{name}:{node.lineno}: SQL text {node.value[:60]!r}")
+    return found
+
+
+def test_no_sql_outside_the_store() -> None:
+    assert sql_outside_the_store() == []
+
+
+def test_the_sql_check_finds_what_it_forbids(tmp_path: Path) -> None:
+    """The check itself: a module with each forbidden thing is reported once per thing (a check that cannot fail
+    proves nothing)."""
+    package = tmp_path / "rhone_local" / "api"
+    package.mkdir(parents=True)
+    (package / "leaky.py").write_text(
+        "import sqlite3\n"
+        "from sqlite3 import Row\n"
+        "def f(store, c):\n"
+        "    c.execute('SELECT 1')\n"
+        "    store.page('apps', 'project_id = ?', ())\n"
+        '    return store.one(f"SELECT * FROM apps WHERE id = {c}")\n'
+    )
+    (tmp_path / "rhone_local" / "store").mkdir()
+    (tmp_path / "rhone_local" / "store" / "fine.py").write_text("import sqlite3\nsqlite3.connect(':memory:')\n")
+    import tests.test_layers as layers
+
+    saved = layers.ROOT
+    layers.ROOT = tmp_path
+    try:
+        found = layers.sql_outside_the_store(tmp_path / "rhone_local")
+    finally:
+        layers.ROOT = saved
+    assert [f.split(": ", 1)[1].split(" ")[0] for f in found] == [
+        "import",
+        "from",
+        ".execute(",
+        "SQL",  # the WHERE fragment ('SELECT 1' alone is no statement the pattern knows)
+        "SQL",  # the f-string's SELECT
+    ], found
+
+
+def test_local_services_have_one_implementation_each() -> None:
+    from rhone_local.domain.topology import LOCAL_SERVICES
+    from rhone_local.provisioning import LOCAL_SERVICE_SCHEMAS
+
+    assert set(LOCAL_SERVICE_SCHEMAS) == set(LOCAL_SERVICES)
