@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from rhone_local.store import UNREADABLE_ERRORS, SchemaTooNew, Store
+from rhone_local.store import UNREADABLE_ERRORS, NotRhoneDatabase, SchemaTooNew, Store
 
 LOCK_FILE = "rhone-local.lock"
 DATABASE = "rhone.db"
@@ -47,22 +47,27 @@ def open_data_dir(data_dir: Path) -> Store:
     # Created here, 0600, so SQLite's -wal and -shm files (which copy the database's mode) are private from the start.
     os.close(os.open(database, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
     with database_errors(database):
-        store = Store(database)
+        # A directory that holds state must hold a Rhone Local database: an empty one would be given a new
+        # workspace and a new owner token over the old state.
+        store = Store(database, must_exist=bool(_state_entries(data_dir)))
     for path in (database, data_dir / f"{DATABASE}-wal", data_dir / f"{DATABASE}-shm", data_dir / TOKEN_FILE, log):
         _set_mode(path, PRIVATE_FILE)
     return store
 
 
 def lock_data_dir(data_dir: Path) -> int:
-    """An exclusive flock on the directory's lock file, held until the process exits — the kernel releases it however
+    """An exclusive flock on the data directory itself, held until the process exits — the kernel releases it however
     the process ends (kill -9 included), so there is never a stale lock to clear. Two servers on one directory would
-    release each other's leases and run every build twice."""
+    release each other's leases and run every build twice. The lock is on the directory, not on a file in it: a
+    deleted or replaced lock file must not let a second server in. The lock file only names the holder."""
+    directory = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY)
     fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(directory, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.pread(fd, 20, 0).decode(errors="replace").strip()
         os.close(fd)
+        os.close(directory)
         raise StartRefused(
             "data_dir_in_use",
             f"another Rhone Local server{f' (pid {holder})' if holder.isdigit() else ''} is using {data_dir}",
@@ -70,22 +75,23 @@ def lock_data_dir(data_dir: Path) -> int:
         ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # names the holder to the next server that tries
-    return fd
+    os.close(fd)
+    return directory
 
 
 @contextmanager
 def database_errors(database: Path) -> Iterator[None]:
     """SQLite's refusals of the file (garbage, a truncated image, a newer schema) as a StartRefused naming it."""
-    recover = (
-        f"restore {database.name} from a backup; or, to start afresh, move the whole data directory aside "
-        f"(mv {database.parent} {database.parent}.broken) and run `rhone local up` again"
-    )
+    recover = _recover_hint(database)
     try:
         yield
     except SchemaTooNew as error:
         raise StartRefused(
             "database_too_new", str(error), "upgrade rhone to the version that wrote it (pip install -U rhone)"
         ) from None
+    except NotRhoneDatabase as error:
+        message = f"{error}; this is not a usable Rhone Local database"
+        raise StartRefused("database_unreadable", message, recover) from None
     except UNREADABLE_ERRORS as error:
         raise StartRefused(
             "database_unreadable", f"{database} is not a usable Rhone Local database ({error})", recover
@@ -102,15 +108,30 @@ def _refuse_shared(data_dir: Path) -> None:
         )
 
 
+def _recover_hint(database: Path) -> str:
+    return (
+        f"restore {database.name} from a backup; or, to start afresh, move the whole data directory aside "
+        f"(mv {database.parent} {database.parent}.broken) and run `rhone local up` again"
+    )
+
+
+def _state_entries(data_dir: Path) -> list[str]:
+    return [name for name in STATE_ENTRIES if (data_dir / name).exists()]
+
+
 def _refuse_lost_database(data_dir: Path, database: Path) -> None:
     """A missing or empty database is a first start only in a directory that holds no state yet."""
     try:
-        size: int | None = database.stat().st_size
+        status = database.stat()
     except FileNotFoundError:
-        size = None
+        size: int | None = None
+    else:
+        if not stat.S_ISREG(status.st_mode) and status.st_size:
+            raise StartRefused("database_unreadable", f"{database} is not a regular file", _recover_hint(database))
+        size = status.st_size
     if size:
         return
-    leftovers = [name for name in STATE_ENTRIES if (data_dir / name).exists()]
+    leftovers = _state_entries(data_dir)
     if leftovers:
         raise StartRefused(
             "data_dir_broken",

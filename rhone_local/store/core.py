@@ -59,6 +59,11 @@ class SchemaTooNew(Exception):
     """The database was written by a newer rhone: migrating it backwards is not possible."""
 
 
+class NotRhoneDatabase(Exception):
+    """The file is an SQLite database, but not one Rhone Local started (it has tables and no schema version), or a
+    new, empty one where the caller said the database already existed: opening it would write into it."""
+
+
 class NameTaken(Exception):
     """A unique name (a project's in its workspace, an environment's in its app) was taken by a concurrent write: the
     index decided, and the caller's transaction wrote nothing."""
@@ -101,9 +106,12 @@ ROUTE_MOVE_ENDED = in_list(MACHINES["promote"].terminal | MACHINES["rollback"].t
 class StoreCore:
     """One SQLite database: a connection per thread, short write transactions, migrations at open."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, must_exist: bool = False) -> None:
+        """Open (and migrate) the database at `path`. `must_exist`: the caller knows a Rhone Local database was
+        already there, so an empty one is refused (NotRhoneDatabase) instead of being given a fresh schema."""
         self.path = path
         self._local = threading.local()
+        self._refuse_foreign(must_exist)
         self.migrate()
 
     # -- connections and transactions ------------------------------------------------------------------------------
@@ -168,6 +176,22 @@ class StoreCore:
     def all(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         """Every row of a query (for this package and for tests)."""
         return [row_dict(r) for r in self.conn.execute(sql, args).fetchall()]  # type: ignore[misc]
+
+    def _refuse_foreign(self, must_exist: bool) -> None:
+        """NotRhoneDatabase for a database this store did not create, read on a plain connection (no WAL switch, no
+        write) so that a refused file is left exactly as it was."""
+        probe = sqlite3.connect(self.path, isolation_level=None, timeout=10)
+        try:
+            if probe.execute("PRAGMA user_version").fetchone()[0] != 0:
+                return
+            names = [r[0] for r in probe.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")]
+        finally:
+            probe.close()
+        if names:
+            shown = ", ".join(sorted(names)[:5]) + (", …" if len(names) > 5 else "")
+            raise NotRhoneDatabase(f"{self.path} holds tables that are not Rhone Local's ({shown})")
+        if must_exist:
+            raise NotRhoneDatabase(f"{self.path} holds no Rhone Local tables")
 
     def migrate(self) -> None:
         """Bring the schema to SCHEMA_VERSION, one script per transaction; refuse a newer database."""

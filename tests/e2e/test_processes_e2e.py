@@ -160,6 +160,14 @@ def test_a_second_server_on_the_same_data_directory_leaves_at_once_and_changes_n
         assert (local.data_dir / "server.json").read_text() == server_json
         assert local.pid() == first_pid
 
+    # The lock is the directory's, not the lock file's: deleting the file lets no second server in.
+    (local.data_dir / "rhone-local.lock").unlink()
+    second = local.rhone("local", "up", "--foreground", "--port", ports[0], "--edge-port", ports[1], timeout=30)
+    assert second.exit_code == 3, (second.stdout, second.stderr)
+    assert "error [data_dir_in_use]: another Rhone Local server is using" in second.stderr
+    assert _db_rows(local, "operations", "id, state, version, lease_owner") == operations
+    assert set(processes_under(local.data_dir)) == builds and local.pid() == first_pid
+
     release.touch()
     waited = local.rhone("op", "wait", op_id, "--wait-timeout", "60", "--json")
     assert waited.exit_code == 0 and waited.json()["state"] == "preview_ready", waited.stdout
@@ -223,7 +231,32 @@ DAMAGE = {
         "local_database_unreadable",
         "rhone.db is not a usable Rhone Local database (file is not a database)",
     ),
+    "a directory": (
+        lambda db: (db.unlink(), db.mkdir(), (db / "x").write_text("x")),
+        "local_database_unreadable",
+        "rhone.db is not a regular file",
+    ),
+    # Someone else's SQLite file: opening it as ours would write our tables into it.
+    "another program's database": (
+        lambda db: _sqlite(db, "PRAGMA journal_mode=DELETE", "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"),
+        "local_database_unreadable",
+        "rhone.db holds tables that are not Rhone Local's (notes)",
+    ),
+    # A valid, empty SQLite database (not 0 bytes) beside the old state: a new workspace would replace the token.
+    "an empty sqlite database": (
+        lambda db: _sqlite(db, "PRAGMA journal_mode=WAL"),
+        "local_database_unreadable",
+        "rhone.db holds no Rhone Local tables",
+    ),
 }
+
+
+def _sqlite(path: Path, *statements: str) -> None:
+    path.unlink()
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in statements:
+        conn.execute(statement)
+    conn.close()
 
 
 def test_a_broken_data_directory_is_refused_with_a_recovery_hint_and_left_as_it_was(local_env, tmp_path):
