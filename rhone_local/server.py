@@ -94,7 +94,7 @@ def recover_owner(data_dir: Path, workspace_ref: str = WORKSPACE) -> dict[str, s
     database = data_dir / "rhone.db"
     if not database.is_file() or database.stat().st_size == 0:
         raise SystemExit(f"{database} does not exist or is empty: there is no workspace to recover")
-    store = Store(database)
+    store = Store(database, must_exist=True)
     try:
         workspace = store.workspace(workspace_ref)
         owner = store.first_owner(workspace["id"]) if workspace else None
