@@ -45,7 +45,7 @@ from rhone_local.promotion import Promotions
 from rhone_local.reconciler import Reconciler
 from rhone_local.retention import Retention
 from rhone_local.sandbox import Sandbox, describe, detect, exposure_warning
-from rhone_local.store import Store
+from rhone_local.store import NotRhoneDatabase, Store
 from rhone_local.topology import Topology
 from rhone_local.workers import Workers
 
@@ -94,7 +94,10 @@ def recover_owner(data_dir: Path, workspace_ref: str = WORKSPACE) -> dict[str, s
     database = data_dir / "rhone.db"
     if not database.is_file() or database.stat().st_size == 0:
         raise SystemExit(f"{database} does not exist or is empty: there is no workspace to recover")
-    store = Store(database, must_exist=True)
+    try:
+        store = Store(database, must_exist=True)
+    except NotRhoneDatabase as error:
+        raise SystemExit(f"{error}: there is no workspace to recover") from None
     try:
         workspace = store.workspace(workspace_ref)
         owner = store.first_owner(workspace["id"]) if workspace else None
