@@ -33,7 +33,6 @@ from rhone_local.store import STORAGE_ERRORS, Store
 
 log = logging.getLogger("rhone_local.edge")
 
-FEED_WAIT_SECONDS = 3.0  # the longest a long-poll waits with nothing new: an idle feed answers this often
 EDGE_LEASE_SECONDS = 10.0  # an edge serves routes this long after its last answered feed request, no longer
 REPORT_INTERVAL_SECONDS = 0.5  # an edge reports at least this often (and at once when what it applies changes)
 REPORT_STALENESS_SECONDS = 2.0  # an older report does not say how many connections an edge holds

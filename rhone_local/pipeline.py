@@ -24,8 +24,9 @@ from typing import Any
 from rhone_local.artifacts import load_manifest, materialize, record_tree, store_manifest
 from rhone_local.blobs import BlobStore
 from rhone_local.domain import gates, limits
-from rhone_local.domain.errors import DomainError, disk_full, is_disk_full
+from rhone_local.domain.errors import DomainError, StageFailed, disk_full, is_disk_full
 from rhone_local.domain.manifest import digest_of
+from rhone_local.domain.urls import EdgeUrls
 from rhone_local.engines import Engines
 from rhone_local.provisioning import Provisioner
 from rhone_local.runner import Runner
@@ -44,12 +45,6 @@ class StageOutcome:
     evidence: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
     deployment: dict[str, Any] = field(default_factory=dict)  # columns to update on the deployment
-
-
-class StageFailed(Exception):
-    def __init__(self, code: str, message: str, evidence: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.evidence = code, message, evidence or {}
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -163,9 +158,12 @@ class DeployPipeline:
     def workdir(self, deployment_id: str) -> Path:
         return self.root / deployment_id
 
+    @property
+    def urls(self) -> EdgeUrls:
+        return EdgeUrls(self.edge_suffix, self.edge_port)
+
     def url(self, deployment_id: str) -> str:
-        port = f":{self.edge_port}" if self.edge_port and self.edge_port != 80 else ""
-        return f"http://{deployment_id.replace('_', '-')}.{self.edge_suffix}{port}"
+        return self.urls.deployment(deployment_id)
 
     def run_stage(self, op: dict[str, Any], deployment: dict[str, Any]) -> StageOutcome:
         try:

@@ -41,6 +41,7 @@ from rhone_local.edge_relay import raise_open_file_limit
 from rhone_local.edge_supervisor import EdgeSupervisor
 from rhone_local.notify import ChangeNotifier
 from rhone_local.pipeline import UNSANDBOXED, build_pipeline
+from rhone_local.ports import ApiPorts
 from rhone_local.promotion import Promotions
 from rhone_local.reconciler import Reconciler
 from rhone_local.retention import Retention
@@ -180,7 +181,7 @@ def _api_server(config: Any, feed: EdgeFeed | None, before_shutdown: Callable[[]
 @dataclass
 class ControlPlane:
     """Everything of Rhone Local but its listeners, wired together over one store: what `serve` runs, and what tests
-    drive in process (tests/conftest.py, `api_app`)."""
+    drive in process (tests/conftest.py, `standalone_api`)."""
 
     store: Store
     notifier: ChangeNotifier
@@ -224,6 +225,33 @@ class ControlPlane:
         self.store.close()
 
 
+def api_ports(pipeline: Any, retention: Any = None, edge_feed: EdgeFeed | None = None) -> ApiPorts:
+    """What the API uses of the control plane, taken from the pipeline (its runner, provisioner and engines)."""
+    return ApiPorts(
+        data_dir=pipeline.data_dir,
+        blobs=pipeline.blobs,
+        deployments=pipeline,
+        logs=pipeline.runner,
+        databases=pipeline.provisioner,
+        retention=retention if retention is not None else Retention(pipeline),
+        engines=pipeline.engines,
+        edge_feed=edge_feed,
+    )
+
+
+def standalone_api(
+    store: Store,
+    notifier: ChangeNotifier | None = None,
+    *,
+    pipeline: Any = None,
+    edge_feed: EdgeFeed | None = None,
+) -> Any:
+    """The API app alone over `store` (tests, the OpenAPI document): its pipeline, unless given, rooted beside the
+    database, with no edge."""
+    pipeline = pipeline or build_pipeline(store, store.path.parent, edge_port=None)
+    return create_app(store, notifier, ports=api_ports(pipeline, edge_feed=edge_feed))
+
+
 def wire(
     store: Store,
     data_dir: Path,
@@ -253,7 +281,7 @@ def wire(
     )
     retention = Retention(pipeline)
     pipeline.on_deploy_finished = retention.wanted.set
-    app = create_app(store, notifier, pipeline=pipeline, retention=retention, edge_feed=edge_feed)
+    app = create_app(store, notifier, ports=api_ports(pipeline, retention, edge_feed))
     return ControlPlane(store, notifier, pipeline, workers, retention, Reconciler(store, pipeline), app, edge_feed)
 
 

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from typing import Any
 
-from rhone_local.domain.errors import DomainError, disk_full, is_disk_full
+from rhone_local.domain.errors import DomainError, StageFailed, disk_full, is_disk_full
 from rhone_local.domain.ids import new_id
 from rhone_local.domain.operations import MACHINES, NOT_RUNNABLE
 from rhone_local.notify import ChangeNotifier
@@ -155,8 +155,6 @@ class Workers:
         """The operation fails with internal_error (disk_full when that is why), like a failed stage: in its
         machine's failure state, with what that means for its object. None when even that cannot be written (the
         lease expires; a worker retries)."""
-        from rhone_local.pipeline import StageFailed
-
         crash = StageFailed("internal_error", "the worker crashed; see the server log")
         if is_disk_full(error):
             full = disk_full(self.store.path.parent)
@@ -252,8 +250,6 @@ class Workers:
         raise RuntimeError(f"no stage handler for {op['kind']} in state {state}")
 
     def _promotion_step(self, op: dict[str, Any], worker: str) -> dict[str, Any]:
-        from rhone_local.pipeline import StageFailed
-
         try:
             if op["state"] == "requested":
                 return self._record(op, "policy_check", worker)
@@ -295,8 +291,6 @@ class Workers:
 
     def _topology_step(self, op: dict[str, Any], worker: str) -> dict[str, Any]:
         """Bindings, scale and regions: the stage's effect commits with the operation's next state."""
-        from rhone_local.pipeline import StageFailed
-
         machine = MACHINES[op["kind"]]
         if op["state"] == "requested":
             return self._record(op, machine.next_state("requested"), worker)

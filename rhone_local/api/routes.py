@@ -22,6 +22,7 @@ from rhone_local.domain.errors import DomainError, conflict, forbidden, not_foun
 from rhone_local.domain.ids import new_id
 from rhone_local.domain.operations import NOT_RUNNABLE, TERMINAL_STATES
 from rhone_local.domain.outcomes import exit_category, outcome
+from rhone_local.ports import ApiPorts
 from rhone_local.store import SCHEMA_VERSION, Store
 
 router = APIRouter()
@@ -53,6 +54,10 @@ Order = Annotated[
 # -- authentication and authorization --------------------------------------------------------------------------------
 def get_store(request: Request) -> Store:
     return request.app.state.store
+
+
+def get_ports(request: Request) -> ApiPorts:
+    return request.app.state.ports
 
 
 def authenticate(
@@ -243,10 +248,8 @@ def page(rows: list[dict], limit: int, view: Callable[[dict], dict] = lambda r: 
 
 # -- views -----------------------------------------------------------------------------------------------------------
 def route_url(request: Request, route_key: str) -> str:
-    """Where the edge answers for a route: `http://<app>--<env>.<suffix>[:port]`."""
-    pipeline = request.app.state.pipeline
-    port = f":{pipeline.edge_port}" if pipeline.edge_port else ""
-    return f"http://{route_key}.{pipeline.edge_suffix}{port}"
+    """Where the edge answers for a route (domain/urls.py)."""
+    return get_ports(request).deployments.urls.route(route_key)
 
 
 def op_view(op: dict) -> dict:

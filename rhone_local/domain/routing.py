@@ -16,6 +16,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
+FEED_WAIT_SECONDS = 3.0  # the longest an edge's long-poll waits with nothing new: an idle feed answers this often
+
 
 @dataclass(frozen=True)
 class Owner:
