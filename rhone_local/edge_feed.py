@@ -23,12 +23,12 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from rhone_local.domain.access import EDGE_TOKEN, new_secret
 from rhone_local.store import STORAGE_ERRORS, Store
 
 log = logging.getLogger("rhone_local.edge")
@@ -204,7 +204,7 @@ class EdgeFeed:
     # -- edge identities -----------------------------------------------------------------------------------------------
     def register(self, edge_id: str) -> str:
         """A new edge identity; returns its token (the edge's only credential, accepted by /v1/edge/* only)."""
-        token = "rhe_" + secrets.token_urlsafe(32)
+        token = new_secret(EDGE_TOKEN)
         with self._reported:
             self._edges[edge_id] = EdgeState(edge_id, _digest(token))
         return token

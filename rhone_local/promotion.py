@@ -1,4 +1,4 @@
-"""Promotion and rollback (domain.md §2.2): move an environment's route to a validated deployment's exact artifact.
+"""Promotion and rollback: move an environment's route to a validated deployment's exact artifact.
 
 Stages: requested → policy_check → route_cas → edge_propagating → healthy (a rollback ends rolled_back), or failed.
 - policy_check: the deployment is preview_ready and its artifact is the digest the caller expected (promotion never

@@ -3,8 +3,9 @@
 Each stage handler returns `(evidence, effect)`: the worker runs `effect(conn)` (a short write, or None) in the same
 transaction as the operation's next state, so a binding becomes ready exactly when its operation says `bound`, and a
 stale worker's effect rolls back with its rejected write. A handler that cannot pass its gate raises `StageFailed`
-with the gate's code; `failed()` then records what the failure means for the object (a binding `failed`, a region
-`disabled` with its reason), again in the transaction that records the operation's failure.
+with the gate's code; the kind's `on_failure` (rhone_local/operations/) then records what the failure means for the
+object (a binding `failed`, a region `disabled` with its reason), again in the transaction that records the
+operation's failure. Each kind's registry (`rhone_local/operations/<kind>.py`) names which method runs which stage.
 
 The rules themselves are pure functions in `domain/topology.py`; this module gathers the facts they need.
 """
@@ -44,14 +45,8 @@ class Topology:
         self.pipeline = pipeline
         self.services_root = pipeline.data_dir / "services"
 
-    def stage(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
-        handler = getattr(self, "_" + op["kind"].replace(".", "_") + "__" + op["state"], None)
-        if handler is None:
-            raise RuntimeError(f"{op['kind']} has no stage {op['state']!r}")
-        return handler(op)
-
     # -- provider bindings ---------------------------------------------------------------------------------------
-    def _binding_create__binding(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+    def bind_provider(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         binding = self.store.provider_binding(op["params"]["binding_id"])
         if binding is None or binding["state"] != "binding":
             raise StageFailed("binding_gone", "the binding this operation creates no longer exists")
@@ -95,7 +90,7 @@ class Topology:
         except DomainError as error:
             raise StageFailed(error.code, error.message) from None
 
-    def _binding_remove__unbinding(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+    def unbind_provider(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         params = op["params"]
         binding_id = params["binding_id"]
         deleted = None
@@ -118,7 +113,7 @@ class Topology:
         return evidence, effect
 
     # -- runtime services ----------------------------------------------------------------------------------------
-    def _services_update__binding(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+    def bind_services(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         params = op["params"]
         environment_id, region_id = params["environment_id"], params["region_id"]
         endpoints: dict[str, tuple[str, str]] = {}  # service → (what serves it, the URL allocations receive)
@@ -182,7 +177,7 @@ class Topology:
             )
         return environment, owner, self.store.deployment(owner["deployment_id"])
 
-    def _scale__gate_check(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+    def scale_gate(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         instances = op["params"]["instances"]
         environment, owner, deployment = self._owner(op["params"]["environment_id"])
         missing, regions, skipped = missing_for_scale(self.store, environment, deployment["config"], instances)
@@ -223,7 +218,7 @@ class Topology:
             for d in self.pipeline.engines.down(environment["id"], region["id"], services)
         ]
 
-    def _scale__scaling(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+    def scale(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         instances = op["params"]["instances"]
         environment, _owner, deployment = self._owner(op["params"]["environment_id"])
         self.store.set_instances(environment["id"], instances)  # first: a promotion from now on starts this many
@@ -254,7 +249,7 @@ class Topology:
         return evidence, None
 
     # -- settings ------------------------------------------------------------------------------------------------
-    def _config_update__rolling(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+    def roll_settings(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         """Every deployment running in the environment gets instances with the new settings (they are part of the
         digest that decides replacement), ready before its old ones stop."""
         environment = self.store.environment_by_id(op["params"]["environment_id"])
@@ -307,7 +302,7 @@ class Topology:
         if failure is not None:
             raise StageFailed(failure.code, failure.message, {**evidence, **failure.facts, "gate": failure.code})
 
-    def _region_enable__provisioning(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+    def region_provisioning(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         ctx = self._region_context(op)
         environment, region, config = ctx["environment"], ctx["region"], ctx["deployment"]["config"]
         evidence: dict[str, Any] = {"region": region["name"], "deployment_id": ctx["deployment"]["id"]}
@@ -321,7 +316,7 @@ class Topology:
         )
         return evidence, None
 
-    def _region_enable__binding_services(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+    def region_services(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         ctx = self._region_context(op)
         environment, region, config = ctx["environment"], ctx["region"], ctx["deployment"]["config"]
         requirements = rules.scale_requirements(config)
@@ -330,7 +325,7 @@ class Topology:
         self._gate(services_failure(self.store, environment, region, config), evidence)
         return evidence, None
 
-    def _region_enable__replicating_artifacts(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+    def region_artifacts(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         ctx = self._region_context(op)
         deployment, region = ctx["deployment"], ctx["region"]
         digest = deployment["artifact_digest"]
@@ -359,21 +354,6 @@ class Topology:
             )
 
         return evidence, effect
-
-    # -- failure -------------------------------------------------------------------------------------------------
-    def failed(self, op: dict[str, Any], failure: StageFailed, c: Tx) -> None:
-        params = op["params"]
-        if op["kind"] == "binding.create":
-            self.store.fail_binding(c, params["binding_id"])
-        elif op["kind"] == "region.enable":
-            self.store.set_environment_region(
-                c,
-                params["environment_id"],
-                params["region_id"],
-                "disabled",
-                op["id"],
-                f"{failure.code}: {failure.message}",
-            )
 
 
 def _intact(path: Path, sha256: str) -> bool:

@@ -190,3 +190,48 @@ def test_importing_the_api_loads_no_implementation() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+# Files outside the repository (product notes, research) and their numbering: the code must not lean on them.
+OUTSIDE_CITATIONS = re.compile(r"PRODUCT\.md|domain\.md|\b[Ii]nvariants? \d")
+DOC_REFERENCE = re.compile(r"docs/([\w-]+\.md)")
+
+
+def citations(paths: list[Path]) -> tuple[list[str], list[str]]:
+    """Lines citing something outside the repository, and references to a `docs/` file that does not exist."""
+    outside, missing = [], []
+    for path in paths:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            where = f"{path.relative_to(ROOT).as_posix()}:{number}"
+            if OUTSIDE_CITATIONS.search(line):
+                outside.append(where)
+            missing += [
+                f"{where}: docs/{name}" for name in DOC_REFERENCE.findall(line) if not (ROOT / "docs" / name).is_file()
+            ]
+    return outside, missing
+
+
+def test_the_server_cites_only_the_repository() -> None:
+    paths = sorted(LOCAL.rglob("*.py")) + sorted((ROOT / "tests" / "local").rglob("*.py"))
+    assert citations(paths) == ([], [])
+
+
+def test_the_citation_check_finds_what_it_forbids(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "architecture.md").write_text("# Architecture\n")
+    cited = tmp_path / "cited.py"
+    cited.write_text(
+        '"""The rules (domain.md §6, invariants 14, 16–18)."""\n'
+        "# see PRODUCT.md §5\n"
+        "# docs/architecture.md, docs/invariants.md\n"
+        "# RFC 9110 §7.6.1 is a standard, not a file of ours\n"
+    )
+    import tests.test_layers as layers
+
+    saved = layers.ROOT
+    layers.ROOT = tmp_path
+    try:
+        found = layers.citations([cited])
+    finally:
+        layers.ROOT = saved
+    assert found == (["cited.py:1", "cited.py:2"], ["cited.py:3: docs/invariants.md"])

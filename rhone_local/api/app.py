@@ -1,13 +1,11 @@
 """The FastAPI application: request ids, uniform errors, authentication, idempotency and audit plumbing.
 
-Conventions (PRODUCT.md §5): JSON under `/v1`; bearer tokens; `X-Request-Id` on every response; errors as
+Conventions: JSON under `/v1`; bearer tokens; `X-Request-Id` on every response; errors as
 `{"error": {"code", "message", "request_id", "details"}}`; list endpoints take `limit` + `cursor`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -185,5 +183,3 @@ def _allowed_methods(request: Request) -> list[str]:
 
 
 # -- helpers the route handlers share --------------------------------------------------------------------------------
-def body_hash(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

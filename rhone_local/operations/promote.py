@@ -1,17 +1,19 @@
 """Promotion and rollback (kinds `promote` and `rollback`): the gates checked when the request arrives and again in
-the `policy_check` stage (docs/state-machines.md, "Promotion and rollback"), so a request that would fail a gate is
-refused at once with the code the stage would record.
+the `policy_check` stage, so a request that would fail a gate is refused at once with the code the stage would
+record; and the kinds' stage registry over the promotion stages injected at wiring (docs/state-machines.md).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from rhone_local.domain import settings
 from rhone_local.domain.errors import StageFailed
+from rhone_local.domain.operations import MACHINES
+from rhone_local.operations.kinds import Advance, Kind, onward
 from rhone_local.operations.placement import listed, missing_for_scale
 from rhone_local.ports import ArtifactFacts
-from rhone_local.store import Store
+from rhone_local.store import Store, Tx
 
 
 def check_policy(store: Store, artifacts: ArtifactFacts, params: dict[str, Any]) -> dict[str, Any]:
@@ -74,4 +76,51 @@ def check_policy(store: Store, artifacts: ArtifactFacts, params: dict[str, Any])
         "approval": params.get("approved_by"),
         "providers": required,
         "instances": instances,
+    }
+
+
+class PromotionStages(Protocol):
+    """The promotion stages' effects (rhone_local/promotion.py): readiness, the route's compare-and-swap, the wait
+    for the edges."""
+
+    def policy_check(self, op: dict[str, Any]) -> dict[str, Any]: ...
+
+    def ensure_target_ready(self, op: dict[str, Any], evidence: dict[str, Any] | None = None) -> dict[str, Any]: ...
+
+    def route_cas(self, op: dict[str, Any], c: Tx) -> dict[str, Any]: ...
+
+    def propagate(self, op: dict[str, Any]) -> dict[str, Any]: ...
+
+    def release(self, op: dict[str, Any]) -> None: ...
+
+
+def kinds(promotions: PromotionStages) -> dict[str, Kind]:
+    """`promote` and `rollback`: requested → policy_check → route_cas → edge_propagating → healthy (a rollback ends
+    rolled_back), or failed; a failure releases what the promotion started."""
+
+    def policy_check(op: dict[str, Any]) -> Advance:
+        return Advance("route_cas", promotions.policy_check(op))
+
+    def route_cas(op: dict[str, Any]) -> Advance:
+        # Still ready? (A restart since policy_check may have lost the process; this may start it again.) Outside
+        # the transaction; the compare-and-swap, its event and the next state then commit together: a crash leaves
+        # the route either unmoved (the stage runs again) or moved and recorded — never moved and unknown.
+        promotions.ensure_target_ready(op)
+        return Advance("edge_propagating", effect=lambda c: promotions.route_cas(op, c))
+
+    def edge_propagating(op: dict[str, Any]) -> Advance:
+        return Advance(MACHINES[op["kind"]].success, promotions.propagate(op))
+
+    return {
+        kind: Kind(
+            kind,
+            {
+                "requested": onward(kind),
+                "policy_check": policy_check,
+                "route_cas": route_cas,
+                "edge_propagating": edge_propagating,
+            },
+            after_failure=promotions.release,
+        )
+        for kind in ("promote", "rollback")
     }
