@@ -235,3 +235,17 @@ def test_the_citation_check_finds_what_it_forbids(tmp_path: Path) -> None:
     finally:
         layers.ROOT = saved
     assert found == (["cited.py:1", "cited.py:2"], ["cited.py:3: docs/invariants.md"])
+
+
+def test_every_module_of_rhone_local_imports() -> None:
+    """A name moved between modules breaks an importer that only the slow tier runs (the edge process, the
+    server): import every module here, in a fresh interpreter."""
+    probe = (
+        "import importlib, pkgutil, rhone_local\n"
+        "for info in pkgutil.walk_packages(rhone_local.__path__, 'rhone_local.'):\n"
+        "    if not info.name.endswith('__main__'):\n"
+        "        importlib.import_module(info.name)\n"
+        "print('imported')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert (result.returncode, result.stdout.strip()) == (0, "imported"), result.stderr
