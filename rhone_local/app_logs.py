@@ -16,6 +16,7 @@ import binascii
 import json
 import re
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rhone_local.domain.errors import DomainError
@@ -127,3 +128,7 @@ def decode_cursor(cursor: str) -> dict[str, int]:
         if not ALLOCATION_ID.match(key) or type(value) is not int or value < 0:
             raise invalid
     return data
+
+
+def iso_at(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rhone_local.domain.routing import Owner, RouteEvent, RouteTable
+from rhone_local.domain.urls import host_label
 from rhone_local.edge_relay import AFFINITY_COOKIE, Target
 
 log = logging.getLogger("rhone_local.edge")
@@ -197,12 +198,8 @@ class Edge:
         label = name[: -len(self.suffix) - 1]
         if not name.endswith("." + self.suffix):
             named = ("none", f"{name} is not under .{self.suffix}", "")
-        elif "--" in label and "." not in label:
-            named = ("route", label, label.partition("--")[2])
-        elif label.startswith("dep-") and "." not in label:
-            named = ("lane", "dep_" + label[4:], "")
         else:
-            named = ("none", f"no route for {name}", "")
+            named = host_label(label) or ("none", f"no route for {name}", "")
         if len(self._hosts) >= self.MAX_CACHED_HOSTS:
             self._hosts.clear()
         self._hosts[host] = named

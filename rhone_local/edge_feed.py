@@ -23,17 +23,16 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from rhone_local.domain.access import EDGE_TOKEN, new_secret
 from rhone_local.store import STORAGE_ERRORS, Store
 
 log = logging.getLogger("rhone_local.edge")
 
-FEED_WAIT_SECONDS = 3.0  # the longest a long-poll waits with nothing new: an idle feed answers this often
 EDGE_LEASE_SECONDS = 10.0  # an edge serves routes this long after its last answered feed request, no longer
 REPORT_INTERVAL_SECONDS = 0.5  # an edge reports at least this often (and at once when what it applies changes)
 REPORT_STALENESS_SECONDS = 2.0  # an older report does not say how many connections an edge holds
@@ -205,7 +204,7 @@ class EdgeFeed:
     # -- edge identities -----------------------------------------------------------------------------------------------
     def register(self, edge_id: str) -> str:
         """A new edge identity; returns its token (the edge's only credential, accepted by /v1/edge/* only)."""
-        token = "rhe_" + secrets.token_urlsafe(32)
+        token = new_secret(EDGE_TOKEN)
         with self._reported:
             self._edges[edge_id] = EdgeState(edge_id, _digest(token))
         return token

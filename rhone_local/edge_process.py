@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from rhone_local.domain.routing import SnapshotRejected
+from rhone_local.domain.routing import FEED_WAIT_SECONDS, SnapshotRejected
 from rhone_local.edge import Edge, affinity_key
-from rhone_local.edge_feed import EDGE_LEASE_SECONDS, FEED_WAIT_SECONDS, REPORT_INTERVAL_SECONDS
+from rhone_local.edge_feed import EDGE_LEASE_SECONDS, REPORT_INTERVAL_SECONDS
 from rhone_local.edge_relay import Limits, Relay, client_cap, raise_open_file_limit
 
 log = logging.getLogger("rhone_local.edge")

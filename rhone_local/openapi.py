@@ -11,13 +11,13 @@ TARGET = Path(__file__).resolve().parent.parent / "schemas" / "openapi.json"
 
 
 def document() -> str:
-    from rhone_local.api.app import create_app
+    from rhone_local.server import standalone_api
     from rhone_local.store import Store
 
     with tempfile.TemporaryDirectory() as directory:
         store = Store(Path(directory) / "openapi.db")
         try:
-            spec = create_app(store).openapi()
+            spec = standalone_api(store).openapi()
         finally:
             store.close()
     return json.dumps(spec, indent=2, sort_keys=True) + "\n"

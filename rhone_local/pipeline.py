@@ -1,4 +1,4 @@
-"""The deploy pipeline's stage effects (domain.md §2.1): cloning, building, validating.
+"""The deploy pipeline's stage effects: cloning, building, validating.
 
 Workers call `DeployPipeline.run_stage(op, deployment)`; it performs the current stage's effect and returns the next
 state with its evidence. It decides nothing itself that the domain core can decide (`domain/gates.py`), and it
@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -24,8 +25,9 @@ from typing import Any
 from rhone_local.artifacts import load_manifest, materialize, record_tree, store_manifest
 from rhone_local.blobs import BlobStore
 from rhone_local.domain import gates, limits
-from rhone_local.domain.errors import DomainError, disk_full, is_disk_full
+from rhone_local.domain.errors import DomainError, StageFailed, disk_full, is_disk_full
 from rhone_local.domain.manifest import digest_of
+from rhone_local.domain.urls import EdgeUrls
 from rhone_local.engines import Engines
 from rhone_local.provisioning import Provisioner
 from rhone_local.runner import Runner
@@ -44,12 +46,6 @@ class StageOutcome:
     evidence: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
     deployment: dict[str, Any] = field(default_factory=dict)  # columns to update on the deployment
-
-
-class StageFailed(Exception):
-    def __init__(self, code: str, message: str, evidence: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.evidence = code, message, evidence or {}
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -163,20 +159,18 @@ class DeployPipeline:
     def workdir(self, deployment_id: str) -> Path:
         return self.root / deployment_id
 
-    def url(self, deployment_id: str) -> str:
-        port = f":{self.edge_port}" if self.edge_port and self.edge_port != 80 else ""
-        return f"http://{deployment_id.replace('_', '-')}.{self.edge_suffix}{port}"
+    @property
+    def urls(self) -> EdgeUrls:
+        return EdgeUrls(self.edge_suffix, self.edge_port)
 
-    def run_stage(self, op: dict[str, Any], deployment: dict[str, Any]) -> StageOutcome:
+    def url(self, deployment_id: str) -> str:
+        return self.urls.deployment(deployment_id)
+
+    def outcome(self, deployment: dict[str, Any], stage: Callable[[], StageOutcome]) -> StageOutcome:
+        """Run one of the deploy stages (operations/deploy.py names them): a failure it states, a domain error or a
+        full disk becomes a `failed` outcome the deployment records."""
         try:
-            if op["state"] == "queued":
-                return StageOutcome("cloning")
-            if op["state"] == "cloning":
-                return self._clone(deployment)
-            if op["state"] == "building":
-                return self._build(deployment, force=bool(op["params"].get("force_build")))
-            if op["state"] == "validating":
-                return self._validate(deployment)
+            return stage()
         except StageFailed as failure:
             # The deployment keeps the failure's evidence (the log tail, the gates, the allocation's health): it is
             # what `rhone deploy` reports with the error and what `rhone deploy show` shows afterwards.
@@ -190,7 +184,6 @@ class DeployPipeline:
             return StageOutcome("failed", {}, {"code": error.code, "message": error.message})
         except OSError as error:
             return self._storage_failure(deployment, error)
-        raise RuntimeError(f"deploy has no stage {op['state']!r}")
 
     def _storage_failure(self, deployment: dict[str, Any], error: OSError) -> StageOutcome:
         """A full disk (or a name the file system refuses) fails the deployment with a code that says so."""
@@ -210,7 +203,7 @@ class DeployPipeline:
         )
 
     # -- cloning: the uploaded source snapshot, re-verified -----------------------------------------------------------
-    def _clone(self, deployment: dict[str, Any]) -> StageOutcome:
+    def clone(self, deployment: dict[str, Any]) -> StageOutcome:
         manifest = load_manifest(self.blobs, deployment["source_digest"])
         if digest_of(manifest) != deployment["source_digest"]:
             raise StageFailed("digest_mismatch", "the stored source manifest does not match its digest")
@@ -218,7 +211,7 @@ class DeployPipeline:
         return StageOutcome("building", {"source_digest": deployment["source_digest"], **facts})
 
     # -- building ---------------------------------------------------------------------------------------------------
-    def _build(self, deployment: dict[str, Any], *, force: bool = False) -> StageOutcome:
+    def build(self, deployment: dict[str, Any], *, force: bool = False) -> StageOutcome:
         config = deployment["config"]
         work = self.workdir(deployment["id"])
         source = work / "source"
@@ -522,7 +515,7 @@ class DeployPipeline:
         """Providers with a ready binding in the environment's primary region (where it serves from creation)."""
         return self.store.ready_providers(environment_id, self.store.primary_region()["id"])
 
-    def _validate(self, deployment: dict[str, Any]) -> StageOutcome:
+    def validate(self, deployment: dict[str, Any]) -> StageOutcome:
         results = self.evaluate_gates(deployment)
         approval = deployment["approval"] or {}
         verdict, reasons = gates.decide(
@@ -593,12 +586,11 @@ class DeployPipeline:
         """A fresh token for the app's runtime identity, handed to one allocation (never shown anywhere else). It is
         bound to that allocation: it stops working the moment the allocation leaves `ready` (see
         `Store.principal_for_token`)."""
-        import secrets
 
-        from rhone_local.domain.access import hash_token
+        from rhone_local.domain.access import hash_token, new_secret
 
         identity = self.store.runtime_identity_of(deployment["app_id"])
-        secret = "rht_" + secrets.token_urlsafe(32)
+        secret = new_secret()
         with self.store.write() as c:
             if identity is None:
                 identity = self.store.create_runtime_identity(c, deployment["workspace_id"], deployment["app_id"])

@@ -1,4 +1,4 @@
-"""Promotion and rollback (domain.md §2.2): move an environment's route to a validated deployment's exact artifact.
+"""Promotion and rollback: move an environment's route to a validated deployment's exact artifact.
 
 Stages: requested → policy_check → route_cas → edge_propagating → healthy (a rollback ends rolled_back), or failed.
 - policy_check: the deployment is preview_ready and its artifact is the digest the caller expected (promotion never
@@ -16,90 +16,17 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from rhone_local.domain import settings
 from rhone_local.domain import topology as topology_rules
+from rhone_local.domain.errors import StageFailed
+from rhone_local.domain.urls import route_key_taken
 from rhone_local.edge_feed import EDGE_LEASE_SECONDS
-from rhone_local.pipeline import DeployPipeline, StageFailed, not_ready_message
+from rhone_local.operations.placement import serving_regions
+from rhone_local.operations.promote import check_policy
+from rhone_local.pipeline import DeployPipeline, not_ready_message
 from rhone_local.store import Store
-from rhone_local.topology import listed, missing_for_scale, serving_regions
 
 # Longer than an edge's lease: an edge that stopped answering is waited for only until it has failed closed.
 PROPAGATION_TIMEOUT_SECONDS = EDGE_LEASE_SECONDS + 5.0
-
-
-def route_key(app_name: str, environment_name: str) -> str:
-    return f"{app_name}--{environment_name}"
-
-
-def route_key_taken(holder: dict[str, Any], key: str, workspace_id: str) -> str:
-    """Why `key` cannot be this app's: who holds it (another workspace's app is not named)."""
-    who = (
-        f"{holder['project']}/{holder['name']}" if holder["workspace_id"] == workspace_id else "another workspace's app"
-    )
-    return f"{who} already serves {key}; app names must be unique to share the edge, so this route did not move"
-
-
-def check_policy(store: Store, pipeline: DeployPipeline, params: dict[str, Any]) -> dict[str, Any]:
-    """The promotion gates; raises StageFailed (or DomainError at request time) naming the first that fails."""
-    deployment = store.deployment(params["deployment_id"])
-    environment = store.environment_by_id(params["environment_id"])
-    if deployment is None or environment is None:
-        raise StageFailed("not_found", "the deployment or environment no longer exists")
-    if deployment["state"] != "preview_ready":
-        raise StageFailed(
-            "deployment_not_ready",
-            f"deployment {deployment['id']} is {deployment['state']}; only a preview_ready deployment can be promoted",
-        )
-    if deployment["artifact_digest"] != params["expect_digest"]:
-        raise StageFailed(
-            "digest_mismatch",
-            f"the deployment's artifact is {deployment['artifact_digest']}, not the expected "
-            f"{params['expect_digest']}; promotion never rebuilds",
-        )
-    if not pipeline.artifact_intact(deployment["artifact_digest"]):
-        raise StageFailed(
-            "artifact_absent",
-            f"the artifact of {deployment['id']} was removed by retention (`rhone local gc`): it is neither a recent "
-            "deployment nor a recent route owner; deploy its source again",
-        )
-    if environment["frozen"]:
-        raise StageFailed(
-            "environment_frozen", f"environment {environment['name']} is frozen; `rhone env unfreeze` it first"
-        )
-    if environment["approval_required"] and not params.get("approved_by"):
-        raise StageFailed(
-            "approval_required",
-            f"promotions and rollbacks to {environment['name']} need an owner's or admin's approval (`--approve`)",
-        )
-    config = deployment["config"]
-    required = [name for name, p in (config.get("providers") or {}).items() if p.get("required", True)]
-    missing = sorted(set(required) - set(pipeline.bound_providers(environment["id"])))
-    if missing:
-        raise StageFailed("binding_missing", f"no ready binding in {environment['name']} for: {', '.join(missing)}")
-    unset = settings.unmet(config, store.provided_names(environment["id"]))
-    if unset:
-        raise StageFailed(
-            "setting_missing",
-            f"{environment['name']} lacks required setting(s) {', '.join(unset)}: `rhone env set "
-            f"{environment['name']} NAME=VALUE` (or --secret NAME) first",
-        )
-    instances = environment.get("instances", 1)
-    lacking = missing_for_scale(store, environment, config, instances)[0]
-    if lacking:
-        raise StageFailed(
-            "runtime_services_missing",
-            f"{environment['name']} runs {instances} instances, and this deployment needs runtime services it lacks "
-            f"there: {listed(lacking)}",
-            {"missing": lacking},
-        )
-    return {
-        "deployment_state": deployment["state"],
-        "artifact_digest": deployment["artifact_digest"],
-        "frozen": False,
-        "approval": params.get("approved_by"),
-        "providers": required,
-        "instances": instances,
-    }
 
 
 class Promotions:
@@ -209,8 +136,7 @@ class Promotions:
             evidence["edge_seq"] = min(applied.values(), default=cas["seq"])
         else:
             evidence["edge"] = "not running"
-        port = f":{self.pipeline.edge_port}" if self.pipeline.edge_port else ""
-        evidence["url"] = f"http://{params['route_key']}.{self.pipeline.edge_suffix}{port}"
+        evidence["url"] = self.pipeline.urls.route(params["route_key"])
         if cas.get("previous_owner") and cas["previous_owner"] != params["deployment_id"]:
             draining = self.pipeline.runner.stop_environment(
                 cas["previous_owner"], params["environment_id"], f"route moved to {params['deployment_id']}"

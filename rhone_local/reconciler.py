@@ -178,7 +178,7 @@ class Reconciler:
             thread.start()
 
     def _replace(self, environment: dict[str, Any]) -> None:
-        from rhone_local.topology import serving_regions
+        from rhone_local.operations.placement import serving_regions
 
         try:
             deployment = self.store.deployment(environment["owner_deployment_id"])

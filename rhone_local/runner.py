@@ -30,11 +30,11 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rhone_local import processes
+from rhone_local.app_logs import iso_at
 from rhone_local.artifacts import load_manifest, materialize
 from rhone_local.blobs import BlobStore
 from rhone_local.domain import limits
@@ -539,7 +539,3 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return ""
-
-
-def iso_at(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

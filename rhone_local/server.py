@@ -21,7 +21,6 @@ import asyncio
 import json
 import logging
 import os
-import secrets
 import signal
 import sys
 import threading
@@ -34,13 +33,15 @@ from typing import Any
 from rhone_local import __version__
 from rhone_local.api.app import create_app
 from rhone_local.datadir import REFUSED_STATUS, StartRefused, database_errors, open_data_dir
-from rhone_local.domain.access import hash_token
+from rhone_local.domain.access import hash_token, new_secret
 from rhone_local.edge import affinity_key
 from rhone_local.edge_feed import EdgeFeed
 from rhone_local.edge_relay import raise_open_file_limit
 from rhone_local.edge_supervisor import EdgeSupervisor
 from rhone_local.notify import ChangeNotifier
+from rhone_local.operations.registry import registry
 from rhone_local.pipeline import UNSANDBOXED, build_pipeline
+from rhone_local.ports import ApiPorts
 from rhone_local.promotion import Promotions
 from rhone_local.reconciler import Reconciler
 from rhone_local.retention import Retention
@@ -65,7 +66,7 @@ def bootstrap(store: Store, data_dir: Path) -> None:
     """First start only: a workspace, its owner and a token, and the topology (one region, one cell)."""
     if store.is_bootstrapped():
         return
-    secret = "rht_" + secrets.token_urlsafe(32)
+    secret = new_secret()
     # The token file is written (atomically) before the database commits: a crash in between leaves an unused file
     # that the next start overwrites, never a bootstrapped database whose owner token was lost.
     token_file = _write_owner_token(data_dir, secret)
@@ -103,7 +104,7 @@ def recover_owner(data_dir: Path, workspace_ref: str = WORKSPACE) -> dict[str, s
         owner = store.first_owner(workspace["id"]) if workspace else None
         if workspace is None or owner is None:
             raise SystemExit(f"no workspace {workspace_ref!r} with an owner in {database}")
-        secret = "rht_" + secrets.token_urlsafe(32)
+        secret = new_secret()
         token_file = _write_owner_token(data_dir, secret)
         with store.write() as c:
             token = store.create_token(
@@ -183,7 +184,7 @@ def _api_server(config: Any, feed: EdgeFeed | None, before_shutdown: Callable[[]
 @dataclass
 class ControlPlane:
     """Everything of Rhone Local but its listeners, wired together over one store: what `serve` runs, and what tests
-    drive in process (tests/conftest.py, `api_app`)."""
+    drive in process (tests/conftest.py, `standalone_api`)."""
 
     store: Store
     notifier: ChangeNotifier
@@ -227,6 +228,33 @@ class ControlPlane:
         self.store.close()
 
 
+def api_ports(pipeline: Any, retention: Any = None, edge_feed: EdgeFeed | None = None) -> ApiPorts:
+    """What the API uses of the control plane, taken from the pipeline (its runner, provisioner and engines)."""
+    return ApiPorts(
+        data_dir=pipeline.data_dir,
+        blobs=pipeline.blobs,
+        deployments=pipeline,
+        logs=pipeline.runner,
+        databases=pipeline.provisioner,
+        retention=retention if retention is not None else Retention(pipeline),
+        engines=pipeline.engines,
+        edge_feed=edge_feed,
+    )
+
+
+def standalone_api(
+    store: Store,
+    notifier: ChangeNotifier | None = None,
+    *,
+    pipeline: Any = None,
+    edge_feed: EdgeFeed | None = None,
+) -> Any:
+    """The API app alone over `store` (tests, the OpenAPI document): its pipeline, unless given, rooted beside the
+    database, with no edge."""
+    pipeline = pipeline or build_pipeline(store, store.path.parent, edge_port=None)
+    return create_app(store, notifier, ports=api_ports(pipeline, edge_feed=edge_feed))
+
+
 def wire(
     store: Store,
     data_dir: Path,
@@ -247,16 +275,13 @@ def wire(
     )
     if edge_feed is not None:
         pipeline.runner.open_connections = edge_feed.open_connections  # drains read what the edges report
-    workers = Workers(
-        store,
-        notifier,
-        pipeline=pipeline,
-        promotions=Promotions(store, pipeline, edge_feed),
-        topology=Topology(store, pipeline),
-    )
+    promotions, topology = Promotions(store, pipeline, edge_feed), Topology(store, pipeline)
+    # Every operation kind's stages, over the implementations built here (docs/architecture.md, "Operations").
+    kinds = registry(store, pipeline=pipeline, promotions=promotions, topology=topology)
+    workers = Workers(store, notifier, pipeline=pipeline, promotions=promotions, topology=topology, kinds=kinds)
     retention = Retention(pipeline)
     pipeline.on_deploy_finished = retention.wanted.set
-    app = create_app(store, notifier, pipeline=pipeline, retention=retention, edge_feed=edge_feed)
+    app = create_app(store, notifier, ports=api_ports(pipeline, retention, edge_feed))
     return ControlPlane(store, notifier, pipeline, workers, retention, Reconciler(store, pipeline), app, edge_feed)
 
 

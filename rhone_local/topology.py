@@ -3,8 +3,9 @@
 Each stage handler returns `(evidence, effect)`: the worker runs `effect(conn)` (a short write, or None) in the same
 transaction as the operation's next state, so a binding becomes ready exactly when its operation says `bound`, and a
 stale worker's effect rolls back with its rejected write. A handler that cannot pass its gate raises `StageFailed`
-with the gate's code; `failed()` then records what the failure means for the object (a binding `failed`, a region
-`disabled` with its reason), again in the transaction that records the operation's failure.
+with the gate's code; the kind's `on_failure` (rhone_local/operations/) then records what the failure means for the
+object (a binding `failed`, a region `disabled` with its reason), again in the transaction that records the
+operation's failure. Each kind's registry (`rhone_local/operations/<kind>.py`) names which method runs which stage.
 
 The rules themselves are pure functions in `domain/topology.py`; this module gathers the facts they need.
 """
@@ -19,100 +20,23 @@ from typing import Any
 
 from rhone_local.artifacts import load_manifest
 from rhone_local.domain import topology as rules
-from rhone_local.domain.errors import DomainError
+from rhone_local.domain.errors import DomainError, StageFailed
 from rhone_local.engines import SERVES as ENGINE_SERVES
 from rhone_local.engines import EngineUnavailable, Lane
-from rhone_local.pipeline import DeployPipeline, StageFailed, not_ready_message
+from rhone_local.operations.placement import (
+    listed,
+    missing_for_scale,
+    provisioning_failure,
+    services_failure,
+    serving_regions,
+    sharing_refusal,
+)
+from rhone_local.pipeline import DeployPipeline, not_ready_message
 from rhone_local.provisioning import local_service
 from rhone_local.store import Store, Tx
 
 Effect = Callable[[Tx], None] | None
 SESSION_STORE_NAME = "_session"  # the provisioned database of a SQL session store (never a provider's name)
-
-
-def provisioning_failure(
-    store: Store, environment: dict[str, Any], region: dict[str, Any], config: dict[str, Any]
-) -> rules.GateFailure | None:
-    """Residency, data topology and secrets of one region, for a deployment's config: the first that fails."""
-    policy = (config.get("environments") or {}).get(environment["name"]) or {}
-    providers = {n: p for n, p in (config.get("providers") or {}).items() if p.get("required", True)}
-    present = {
-        b["name"]: store.secret_names(b["id"])
-        for b in store.provider_bindings(environment["id"])
-        if b["region_id"] == region["id"] and b["state"] == "ready"
-    }
-    return (
-        rules.residency_gate(region["name"], region["jurisdiction"], policy.get("residency") or [])
-        or rules.data_topology_gate(
-            region["name"], sorted(providers), store.ready_providers(environment["id"], region["id"])
-        )
-        or rules.secrets_gate(region["name"], {n: p.get("secrets") or [] for n, p in providers.items()}, present)
-    )
-
-
-def services_failure(
-    store: Store, environment: dict[str, Any], region: dict[str, Any], config: dict[str, Any]
-) -> rules.GateFailure | None:
-    requirements = rules.scale_requirements(config)
-    return rules.runtime_services_gate(
-        region["name"], requirements, store.bound_services(environment["id"], region["id"])
-    )
-
-
-def sharing_refusal(store: Store, spec: rules.BindingSpec, *, exclude: str | None = None) -> str | None:
-    """Why a binding like `spec` may not share its resource with the bindings still using it, or None."""
-    others = [
-        rules.BindingSpec(o["environment"], o["resource"], bool(o["mutable"]), bool(o["shared_read_only"]))
-        for o in store.bindings_of_resource(spec.resource, exclude=exclude)
-    ]
-    found = rules.sharing_conflict(spec, others)
-    if found is None:
-        return None
-    return (
-        f"{spec.resource} is already bound to environment {found.environment}: a mutable resource serves one "
-        "environment (preview and production must not share a database). Bind a separate resource, or declare "
-        "both bindings --shared --read-only"
-    )
-
-
-def missing_for_scale(
-    store: Store, environment: dict[str, Any], config: dict[str, Any], instances: int
-) -> tuple[list[dict[str, str]], list[dict[str, Any]], list[dict[str, str]]]:
-    """What stops `instances` of a deployment with `config` from running in the environment: each missing runtime
-    service with its reason and region; also the regions it would run in, and the eligible ones it would not."""
-    regions, skipped = serving_regions(store, environment, config)
-    missing = [
-        {**r.to_dict(), "region": region["name"]}
-        for region in regions
-        for r in rules.scale_refusal(instances, config, store.bound_services(environment["id"], region["id"]))
-    ]
-    return missing, regions, skipped
-
-
-def listed(missing: list[dict[str, str]]) -> str:
-    return "; ".join(f"{m['service']} in {m['region']} ({m['reason']})" for m in missing)
-
-
-def serving_regions(
-    store: Store, environment: dict[str, Any], config: dict[str, Any]
-) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """The environment's eligible regions where a deployment with `config` may run, and the others with why not.
-
-    Eligibility was granted for the deployment that owned the route then; a newer one may need a provider, a
-    residency or a service that region lacks. The primary region always serves (its bindings are checked by the
-    deploy and promotion gates)."""
-    serving, skipped = [], []
-    for region in store.eligible_regions(environment["id"]):
-        failure = None
-        if not region["is_primary"]:
-            failure = provisioning_failure(store, environment, region, config) or services_failure(
-                store, environment, region, config
-            )
-        if failure is None:
-            serving.append(region)
-        else:
-            skipped.append({"region": region["name"], "code": failure.code, "message": failure.message})
-    return serving, skipped
 
 
 class Topology:
@@ -121,14 +45,8 @@ class Topology:
         self.pipeline = pipeline
         self.services_root = pipeline.data_dir / "services"
 
-    def stage(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
-        handler = getattr(self, "_" + op["kind"].replace(".", "_") + "__" + op["state"], None)
-        if handler is None:
-            raise RuntimeError(f"{op['kind']} has no stage {op['state']!r}")
-        return handler(op)
-
     # -- provider bindings ---------------------------------------------------------------------------------------
-    def _binding_create__binding(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+    def bind_provider(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         binding = self.store.provider_binding(op["params"]["binding_id"])
         if binding is None or binding["state"] != "binding":
             raise StageFailed("binding_gone", "the binding this operation creates no longer exists")
@@ -172,7 +90,7 @@ class Topology:
         except DomainError as error:
             raise StageFailed(error.code, error.message) from None
 
-    def _binding_remove__unbinding(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+    def unbind_provider(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         params = op["params"]
         binding_id = params["binding_id"]
         deleted = None
@@ -195,7 +113,7 @@ class Topology:
         return evidence, effect
 
     # -- runtime services ----------------------------------------------------------------------------------------
-    def _services_update__binding(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+    def bind_services(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         params = op["params"]
         environment_id, region_id = params["environment_id"], params["region_id"]
         endpoints: dict[str, tuple[str, str]] = {}  # service → (what serves it, the URL allocations receive)
@@ -259,7 +177,7 @@ class Topology:
             )
         return environment, owner, self.store.deployment(owner["deployment_id"])
 
-    def _scale__gate_check(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+    def scale_gate(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         instances = op["params"]["instances"]
         environment, owner, deployment = self._owner(op["params"]["environment_id"])
         missing, regions, skipped = missing_for_scale(self.store, environment, deployment["config"], instances)
@@ -300,7 +218,7 @@ class Topology:
             for d in self.pipeline.engines.down(environment["id"], region["id"], services)
         ]
 
-    def _scale__scaling(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+    def scale(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         instances = op["params"]["instances"]
         environment, _owner, deployment = self._owner(op["params"]["environment_id"])
         self.store.set_instances(environment["id"], instances)  # first: a promotion from now on starts this many
@@ -331,7 +249,7 @@ class Topology:
         return evidence, None
 
     # -- settings ------------------------------------------------------------------------------------------------
-    def _config_update__rolling(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+    def roll_settings(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         """Every deployment running in the environment gets instances with the new settings (they are part of the
         digest that decides replacement), ready before its old ones stop."""
         environment = self.store.environment_by_id(op["params"]["environment_id"])
@@ -384,7 +302,7 @@ class Topology:
         if failure is not None:
             raise StageFailed(failure.code, failure.message, {**evidence, **failure.facts, "gate": failure.code})
 
-    def _region_enable__provisioning(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+    def region_provisioning(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         ctx = self._region_context(op)
         environment, region, config = ctx["environment"], ctx["region"], ctx["deployment"]["config"]
         evidence: dict[str, Any] = {"region": region["name"], "deployment_id": ctx["deployment"]["id"]}
@@ -398,7 +316,7 @@ class Topology:
         )
         return evidence, None
 
-    def _region_enable__binding_services(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+    def region_services(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         ctx = self._region_context(op)
         environment, region, config = ctx["environment"], ctx["region"], ctx["deployment"]["config"]
         requirements = rules.scale_requirements(config)
@@ -407,7 +325,7 @@ class Topology:
         self._gate(services_failure(self.store, environment, region, config), evidence)
         return evidence, None
 
-    def _region_enable__replicating_artifacts(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
+    def region_artifacts(self, op: dict[str, Any]) -> tuple[dict[str, Any], Effect]:
         ctx = self._region_context(op)
         deployment, region = ctx["deployment"], ctx["region"]
         digest = deployment["artifact_digest"]
@@ -436,21 +354,6 @@ class Topology:
             )
 
         return evidence, effect
-
-    # -- failure -------------------------------------------------------------------------------------------------
-    def failed(self, op: dict[str, Any], failure: StageFailed, c: Tx) -> None:
-        params = op["params"]
-        if op["kind"] == "binding.create":
-            self.store.fail_binding(c, params["binding_id"])
-        elif op["kind"] == "region.enable":
-            self.store.set_environment_region(
-                c,
-                params["environment_id"],
-                params["region_id"],
-                "disabled",
-                op["id"],
-                f"{failure.code}: {failure.message}",
-            )
 
 
 def _intact(path: Path, sha256: str) -> bool:

@@ -3,8 +3,12 @@
 A worker that crashes (or a server killed with -9) leaves its lease to expire; another worker — or the same server
 after a restart — claims the operation and continues from the last recorded stage. Every stage is recorded with a
 compare-and-swap on the operation's version and the worker's lease, so a late or stale worker changes nothing.
-The effect of the final tenancy stage (inserting the resource) commits in the same transaction as the state
-change: a crash leaves either both or neither, never a duplicate.
+A stage's writes (inserting a project, moving a route) commit in the same transaction as the state change: a crash
+leaves either both or neither, never a duplicate.
+
+This is the one driver of every kind: what a stage does is the kind's `{state: handler}` registry
+(rhone_local/operations/, docs/architecture.md "Operations"); leases, heartbeats, stale writes, failure recording
+and the two pools are here.
 """
 
 from __future__ import annotations
@@ -16,16 +20,15 @@ import time
 from contextlib import contextmanager
 from typing import Any
 
-from rhone_local.domain.errors import DomainError, disk_full, is_disk_full
-from rhone_local.domain.ids import new_id
+from rhone_local.domain.errors import StageFailed, disk_full, is_disk_full
 from rhone_local.domain.operations import MACHINES, NOT_RUNNABLE
 from rhone_local.notify import ChangeNotifier
+from rhone_local.operations.kinds import Kind
+from rhone_local.operations.registry import registry
 from rhone_local.runner import RunnerStopping
-from rhone_local.store import NameTaken, Store
+from rhone_local.store import Store
 
 log = logging.getLogger("rhone_local.workers")
-
-DEFAULT_ENVIRONMENTS = ("preview", "production")
 
 
 def _log_failure(error: BaseException, message: str, *args: Any) -> None:
@@ -41,9 +44,6 @@ class StaleWrite(Exception):
     """Our view of the operation is out of date (another worker moved it, or our lease expired)."""
 
 
-TOPOLOGY_KINDS = frozenset(
-    {"binding.create", "binding.remove", "services.update", "scale", "region.enable", "config.update"}
-)
 # A deploy's cloning and building (up to the build timeout) are claimed by their own pool of workers; every other
 # operation — tenancy, promotion, rollback, scale, bindings, regions, and a deploy resumed at validating by an
 # approval — by the control pool, so none of them queues behind a build. A build worker that finishes a build
@@ -64,12 +64,17 @@ class Workers:
         pipeline: Any = None,
         promotions: Any = None,
         topology: Any = None,
+        kinds: dict[str, Kind] | None = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
         self.pipeline = pipeline  # the deploy pipeline's stage effects (None: tenancy operations only)
         self.promotions = promotions  # promotion and rollback stage effects
         self.topology = topology  # binding, scale and region stage effects
+        # Every kind's {state: handler} registry (rhone_local/operations/): what `step` runs.
+        self.kinds = (
+            kinds if kinds is not None else registry(store, pipeline=pipeline, promotions=promotions, topology=topology)
+        )
         self.count = count  # control workers: everything outside BUILD_POOL
         self.build_count = build_count  # build workers: BUILD_POOL only
         self.lease_seconds = lease_seconds
@@ -155,8 +160,6 @@ class Workers:
         """The operation fails with internal_error (disk_full when that is why), like a failed stage: in its
         machine's failure state, with what that means for its object. None when even that cannot be written (the
         lease expires; a worker retries)."""
-        from rhone_local.pipeline import StageFailed
-
         crash = StageFailed("internal_error", "the worker crashed; see the server log")
         if is_disk_full(error):
             full = disk_full(self.store.path.parent)
@@ -170,11 +173,12 @@ class Workers:
             return None
 
     def _record_failure(self, op: dict[str, Any], failure: Any, worker: str) -> dict:
-        """Move `op` to its machine's failure state and, for a binding, scale or region operation, record in the same
-        transaction what the failure means for its object (a binding's secrets dropped, a region disabled)."""
+        """Move `op` to its machine's failure state and record, in the same transaction, what the failure means for
+        its object (its kind's `on_failure`: a binding's secrets dropped, a region disabled)."""
+        kind = self.kinds.get(op["kind"])
         with self.store.write() as c:
-            if op["kind"] in TOPOLOGY_KINDS and self.topology is not None:
-                self.topology.failed(op, failure, c)
+            if kind is not None and kind.on_failure is not None:
+                kind.on_failure(op, failure, c)
             updated = self.store.advance_operation(
                 op,
                 MACHINES[op["kind"]].failure if op["kind"] in MACHINES else "failed",
@@ -219,203 +223,35 @@ class Workers:
             thread.join()
 
     def step(self, op: dict[str, Any], worker: str) -> dict[str, Any]:
-        """Perform the current stage's effect and record the next state."""
-        if op["kind"] == "deploy":
-            return self._deploy_step(op, worker)
-        if op["kind"] in ("promote", "rollback"):
-            return self._promotion_step(op, worker)
-        if op["kind"] in TOPOLOGY_KINDS:
-            return self._topology_step(op, worker)
-        machine = MACHINES[op["kind"]]
-        state = op["state"]
+        """Run the current stage's handler (its kind's registry) and record the state it reached, with the stage's
+        writes, in one transaction; a `StageFailed` records the kind's failure state instead."""
+        kind = self.kinds.get(op["kind"])
+        handler = kind.handlers.get(op["state"]) if kind is not None else None
+        if kind is None or handler is None:
+            raise RuntimeError(f"{op['kind']} has no stage {op['state']!r}")
         try:
-            if state == "queued":
-                return self._record(op, "validating", worker)
-            if state == "validating":
-                evidence = self._validate(op)
-                return self._record(op, machine.next_state(state), worker, evidence=evidence)
-            if state == "applying":
-                with self.store.write() as c:
-                    evidence = self._apply(op, c)
-                    updated = self.store.advance_operation(
-                        op, "succeeded", evidence=evidence, worker=worker, lease_seconds=self.lease_seconds, tx=c
-                    )
-                    if updated is None:
-                        raise StaleWrite  # rolls the effect back with the transaction
-                return updated
-        except DomainError as error:
-            return self._record(op, "failed", worker, error={"code": error.code, "message": error.message})
-        except NameTaken:
-            # Two operations raced for one name; validation passed for both, the unique index decided.
-            error = {"code": "name_taken", "message": f"the name {op['params'].get('name')!r} is already taken"}
-            return self._record(op, "failed", worker, error=error)
-        raise RuntimeError(f"no stage handler for {op['kind']} in state {state}")
-
-    def _promotion_step(self, op: dict[str, Any], worker: str) -> dict[str, Any]:
-        from rhone_local.pipeline import StageFailed
-
-        try:
-            if op["state"] == "requested":
-                return self._record(op, "policy_check", worker)
-            if op["state"] == "policy_check":
-                return self._record(op, "route_cas", worker, evidence=self.promotions.policy_check(op))
-            if op["state"] == "route_cas":
-                # Still ready? (A restart since policy_check may have lost the process; this may start it again.)
-                self.promotions.ensure_target_ready(op)
-                # The compare-and-swap, its event and the operation's next state commit together: a crash leaves
-                # the route either unmoved (the stage runs again) or moved and recorded — never moved and unknown.
-                with self.store.write() as c:
-                    evidence = self.promotions.route_cas(op, c)
-                    updated = self.store.advance_operation(
-                        op,
-                        "edge_propagating",
-                        evidence=evidence,
-                        worker=worker,
-                        lease_seconds=self.lease_seconds,
-                        tx=c,
-                    )
-                    if updated is None:
-                        raise StaleWrite  # rolls the route move back with the transaction
-                return updated
-            if op["state"] == "edge_propagating":
-                final = "rolled_back" if op["kind"] == "rollback" else "healthy"
-                return self._record(op, final, worker, evidence=self.promotions.propagate(op))
+            advance = handler(op)
+            if not kind.machine.allowed(op["state"], advance.state):
+                raise RuntimeError(f"{op['kind']}: {op['state']} -> {advance.state} is not a transition of its machine")
+            with self.store.write() as c:
+                evidence = advance.evidence
+                if advance.effect is not None:
+                    evidence = {**evidence, **(advance.effect(c) or {})}
+                updated = self.store.advance_operation(
+                    op,
+                    advance.state,
+                    evidence=evidence,
+                    error=advance.error,
+                    worker=worker,
+                    lease_seconds=self.lease_seconds,
+                    tx=c,
+                )
+                if updated is None:
+                    raise StaleWrite  # rolls the stage's writes back with the transaction
+            return updated
         except StageFailed as failure:
-            failed = self._record(
-                op,
-                "failed",
-                worker,
-                evidence=failure.evidence,
-                error={"code": failure.code, "message": failure.message},
-            )
-            # Only once the failure is recorded (a stale worker raised above): no allocation outlives it.
-            self.promotions.release(failed)
+            failed = self._record_failure(op, failure, worker)
+            if kind.after_failure is not None:
+                # Only once the failure is recorded (a stale worker raised above): e.g. no allocation outlives it.
+                kind.after_failure(failed)
             return failed
-        raise RuntimeError(f"{op['kind']} has no stage {op['state']!r}")
-
-    def _topology_step(self, op: dict[str, Any], worker: str) -> dict[str, Any]:
-        """Bindings, scale and regions: the stage's effect commits with the operation's next state."""
-        from rhone_local.pipeline import StageFailed
-
-        machine = MACHINES[op["kind"]]
-        if op["state"] == "requested":
-            return self._record(op, machine.next_state("requested"), worker)
-        try:
-            evidence, effect = self.topology.stage(op)
-        except StageFailed as failure:
-            return self._record_failure(op, failure, worker)
-        with self.store.write() as c:
-            if effect is not None:
-                effect(c)
-            updated = self.store.advance_operation(
-                op,
-                machine.next_state(op["state"]),
-                evidence=evidence,
-                worker=worker,
-                lease_seconds=self.lease_seconds,
-                tx=c,
-            )
-            if updated is None:
-                raise StaleWrite  # rolls the effect back with the transaction
-        return updated
-
-    def _deploy_step(self, op: dict[str, Any], worker: str) -> dict[str, Any]:
-        deployment = self.store.deployment(op["target_id"])
-        outcome = self.pipeline.run_stage(op, deployment)
-        if not MACHINES["deploy"].allowed(op["state"], outcome.state):
-            raise RuntimeError(f"deploy: {op['state']} -> {outcome.state} is not a transition of its state machine")
-        with self.store.write() as c:
-            updated = self.store.advance_operation(
-                op,
-                outcome.state,
-                evidence=outcome.evidence,
-                error=outcome.error,
-                worker=worker,
-                lease_seconds=self.lease_seconds,
-                tx=c,
-            )
-            if updated is None:
-                raise StaleWrite
-            self.store.update_deployment(c, deployment["id"], state=outcome.state, **outcome.deployment)
-        return updated
-
-    def _record(self, op: dict[str, Any], state: str | None, worker: str, **kwargs: Any) -> dict[str, Any]:
-        assert state is not None
-        if not MACHINES[op["kind"]].allowed(op["state"], state):
-            raise RuntimeError(f"{op['kind']}: {op['state']} -> {state} is not a transition of its state machine")
-        updated = self.store.advance_operation(op, state, worker=worker, lease_seconds=self.lease_seconds, **kwargs)
-        if updated is None:
-            raise StaleWrite
-        return updated
-
-    # -- stage effects -------------------------------------------------------------------------------------------
-    def _validate(self, op: dict[str, Any]) -> dict[str, Any]:
-        params = op["params"]
-        store = self.store
-        if op["kind"] == "project.create":
-            taken = store.project_name_taken(op["workspace_id"], params["name"], exclude=op["target_id"])
-            parent_ok = True
-        elif op["kind"] == "app.create":
-            # Unique in the workspace, not only the project: the name is the app's hostname.
-            taken = store.app_named_elsewhere(op["workspace_id"], params["name"], exclude=op["target_id"]) is not None
-            parent_ok = store.project_exists(params["project_id"])
-        else:
-            taken = store.environment_name_taken(params["app_id"], params["name"], exclude=op["target_id"])
-            parent_ok = store.app_by_id(params["app_id"]) is not None
-        if not parent_ok:
-            raise DomainError("parent_missing", "the parent resource no longer exists", 409)
-        if taken:
-            raise DomainError("name_taken", f"the name {params['name']!r} is already taken", 409)
-        return {"name_available": True, "parent_exists": True}
-
-    def _apply(self, op: dict[str, Any], c: Any) -> dict[str, Any]:
-        params, target, store = op["params"], op["target_id"], self.store
-        if op["kind"] == "project.create":
-            store.insert_project(
-                c, project_id=target, workspace_id=op["workspace_id"], name=params["name"], operation_id=op["id"]
-            )
-            return {"project_id": target}
-        if op["kind"] == "app.create":
-            # Checked again in this write transaction: two creates of one name in two projects both passed
-            # validating, and only one may insert (there is no unique index: databases from before the rule may
-            # hold such pairs already).
-            if store.app_named_elsewhere(op["workspace_id"], params["name"], exclude=target, tx=c):
-                raise DomainError(
-                    "name_taken", f"the app name {params['name']!r} is already taken in the workspace", 409
-                )
-            store.insert_app(
-                c,
-                app_id=target,
-                workspace_id=op["workspace_id"],
-                project_id=params["project_id"],
-                name=params["name"],
-                operation_id=op["id"],
-            )
-            environment_ids = {}
-            policies = params.get("environments") or {}
-            for name in [*DEFAULT_ENVIRONMENTS, *sorted(set(policies) - set(DEFAULT_ENVIRONMENTS))]:
-                policy = policies.get(name, {})
-                environment_ids[name] = new_id("environment")
-                store.insert_environment(
-                    c,
-                    environment_id=environment_ids[name],
-                    workspace_id=op["workspace_id"],
-                    app_id=target,
-                    name=name,
-                    approval_required=bool(policy.get("approval_required")),
-                    frozen=bool(policy.get("frozen")),
-                    operation_id=op["id"],
-                )
-            identity = store.create_runtime_identity(c, op["workspace_id"], target)
-            return {"app_id": target, "environment_ids": environment_ids, "runtime_identity_id": identity["id"]}
-        store.insert_environment(
-            c,
-            environment_id=target,
-            workspace_id=op["workspace_id"],
-            app_id=params["app_id"],
-            name=params["name"],
-            approval_required=bool(params.get("approval_required")),
-            frozen=bool(params.get("frozen")),
-            operation_id=op["id"],
-        )
-        return {"environment_id": target}

@@ -2,13 +2,17 @@
 
 - the store owns every SQL statement: outside `rhone_local/store/`, no module imports sqlite3, calls `.execute`,
   or holds SQL in a string literal (`provisioning.py`, which administers apps' own databases, is the one exception);
-- nothing outside the repository is cited by the code's comments.
+- the API and the operations' request-time checks depend on the domain, the store and the narrow interfaces of
+  `rhone_local/ports.py` only: never on an engine, the runner, the pipeline, promotion stages or the edge, which
+  `server.py` injects.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,3 +94,158 @@ def test_local_services_have_one_implementation_each() -> None:
     from rhone_local.provisioning import LOCAL_SERVICE_SCHEMAS
 
     assert set(LOCAL_SERVICE_SCHEMAS) == set(LOCAL_SERVICES)
+
+
+# What each layer may import of rhone_local (its own package included). `blobs` and `artifacts` are the content-
+# addressed storage the API reads and writes; `app_logs` reads log files; `notify` wakes the workers.
+LAYER_IMPORTS = {
+    "rhone_local/api/": {"api", "domain", "store", "operations", "ports", "notify", "blobs", "artifacts", "app_logs"},
+    "rhone_local/operations/": {"domain", "store", "operations", "ports", "blobs"},
+}
+# Implementations the layers above must never load, even indirectly.
+IMPLEMENTATIONS = (
+    "engines",
+    "runner",
+    "pipeline",
+    "promotion",
+    "topology",
+    "edge",
+    "edge_feed",
+    "edge_process",
+    "edge_supervisor",
+    "workers",
+    "provisioning",
+    "sandbox",
+    "reconciler",
+    "retention",
+    "server",
+)
+
+
+def _imported(node: ast.AST) -> list[str]:
+    """The rhone_local modules an import statement names (`from rhone_local import x` names `x`)."""
+    if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        names = [node.module] if node.module != "rhone_local" else [f"rhone_local.{a.name}" for a in node.names]
+    else:
+        return []
+    return [n.split(".")[1] for n in names if n.startswith("rhone_local.")]
+
+
+def imports_across_layers(root: Path = LOCAL) -> list[str]:
+    """Every import (at module level or inside a function) of a layer of something it may not use."""
+    found = []
+    for name, tree in _modules(root):
+        allowed = next((a for prefix, a in LAYER_IMPORTS.items() if name.startswith(prefix)), None)
+        if allowed is None:
+            continue
+        for node in ast.walk(tree):
+            for module in _imported(node):
+                if module not in allowed and module != "__version__":
+                    found.append(f"{name}:{node.lineno}: rhone_local.{module}")
+    return found
+
+
+def test_the_api_and_the_operations_import_only_their_interfaces() -> None:
+    assert imports_across_layers() == []
+
+
+def test_the_import_check_finds_what_it_forbids(tmp_path: Path) -> None:
+    package = tmp_path / "rhone_local" / "api"
+    package.mkdir(parents=True)
+    (package / "wired.py").write_text(
+        "from rhone_local import __version__, app_logs\n"
+        "from rhone_local.store import Store\n"
+        "import rhone_local.runner\n"
+        "def f():\n"
+        "    from rhone_local.pipeline import build_pipeline\n"
+        "    from rhone_local import engines\n"
+    )
+    import tests.test_layers as layers
+
+    saved = layers.ROOT
+    layers.ROOT = tmp_path
+    try:
+        found = layers.imports_across_layers(tmp_path / "rhone_local")
+    finally:
+        layers.ROOT = saved
+    assert [f.split(": ", 1)[1] for f in found] == [
+        "rhone_local.runner",
+        "rhone_local.pipeline",
+        "rhone_local.engines",
+    ], found
+
+
+def test_importing_the_api_loads_no_implementation() -> None:
+    """Indirect imports too: the whole API (every router) and every operation module, in a fresh interpreter."""
+    probe = (
+        "import sys, pkgutil, importlib\n"
+        "import rhone_local.api.app, rhone_local.operations\n"
+        "for package in (rhone_local.api, rhone_local.operations):\n"
+        "    for info in pkgutil.iter_modules(package.__path__):\n"
+        "        importlib.import_module(f'{package.__name__}.{info.name}')\n"
+        f"print(sorted(m for m in {IMPLEMENTATIONS!r} if 'rhone_local.' + m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+# Files outside the repository (product notes, research) and their numbering: the code must not lean on them.
+OUTSIDE_CITATIONS = re.compile(r"PRODUCT\.md|domain\.md|\b[Ii]nvariants? \d")
+DOC_REFERENCE = re.compile(r"docs/([\w-]+\.md)")
+
+
+def citations(paths: list[Path]) -> tuple[list[str], list[str]]:
+    """Lines citing something outside the repository, and references to a `docs/` file that does not exist."""
+    outside, missing = [], []
+    for path in paths:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            where = f"{path.relative_to(ROOT).as_posix()}:{number}"
+            if OUTSIDE_CITATIONS.search(line):
+                outside.append(where)
+            missing += [
+                f"{where}: docs/{name}" for name in DOC_REFERENCE.findall(line) if not (ROOT / "docs" / name).is_file()
+            ]
+    return outside, missing
+
+
+def test_the_server_cites_only_the_repository() -> None:
+    paths = sorted(LOCAL.rglob("*.py")) + sorted((ROOT / "tests" / "local").rglob("*.py"))
+    assert citations(paths) == ([], [])
+
+
+def test_the_citation_check_finds_what_it_forbids(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "architecture.md").write_text("# Architecture\n")
+    cited = tmp_path / "cited.py"
+    cited.write_text(
+        '"""The rules (domain.md §6, invariants 14, 16–18)."""\n'
+        "# see PRODUCT.md §5\n"
+        "# docs/architecture.md, docs/invariants.md\n"
+        "# RFC 9110 §7.6.1 is a standard, not a file of ours\n"
+    )
+    import tests.test_layers as layers
+
+    saved = layers.ROOT
+    layers.ROOT = tmp_path
+    try:
+        found = layers.citations([cited])
+    finally:
+        layers.ROOT = saved
+    assert found == (["cited.py:1", "cited.py:2"], ["cited.py:3: docs/invariants.md"])
+
+
+def test_every_module_of_rhone_local_imports() -> None:
+    """A name moved between modules breaks an importer that only the slow tier runs (the edge process, the
+    server): import every module here, in a fresh interpreter."""
+    probe = (
+        "import importlib, pkgutil, rhone_local\n"
+        "for info in pkgutil.walk_packages(rhone_local.__path__, 'rhone_local.'):\n"
+        "    if not info.name.endswith('__main__'):\n"
+        "        importlib.import_module(info.name)\n"
+        "print('imported')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert (result.returncode, result.stdout.strip()) == (0, "imported"), result.stderr

@@ -1,13 +1,11 @@
 """The FastAPI application: request ids, uniform errors, authentication, idempotency and audit plumbing.
 
-Conventions (PRODUCT.md §5): JSON under `/v1`; bearer tokens; `X-Request-Id` on every response; errors as
+Conventions: JSON under `/v1`; bearer tokens; `X-Request-Id` on every response; errors as
 `{"error": {"code", "message", "request_id", "details"}}`; list endpoints take `limit` + `cursor`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -24,6 +22,7 @@ from rhone_local import __version__
 from rhone_local.domain.errors import DomainError, disk_full, is_disk_full
 from rhone_local.domain.ids import PATH_REFERENCES, new_id, well_formed_reference
 from rhone_local.notify import ChangeNotifier
+from rhone_local.ports import ApiPorts
 from rhone_local.store import STORAGE_ERRORS, Store
 
 log = logging.getLogger("rhone_local.api")
@@ -54,16 +53,9 @@ def error_response(
     return JSONResponse(body, status_code=status, headers={"X-Request-Id": request_id, **(headers or {})})
 
 
-def create_app(
-    store: Store,
-    notifier: ChangeNotifier | None = None,
-    *,
-    pipeline: Any = None,
-    retention: Any = None,
-    edge_feed: Any = None,
-) -> FastAPI:
-    """The API over `store`. `pipeline` (blobs, runner, deploy stages) defaults to one rooted beside the database;
-    `edge_feed` (an `EdgeFeed`) serves the edge processes, when the server runs any."""
+def create_app(store: Store, notifier: ChangeNotifier | None = None, *, ports: ApiPorts) -> FastAPI:
+    """The API over `store`, using the rest of the control plane only through `ports` (rhone_local/ports.py; the
+    wiring in `server.py` builds them)."""
     from rhone_local.api import (
         deploy_routes,
         device_routes,
@@ -74,11 +66,6 @@ def create_app(
         settings_routes,
         topology_routes,
     )
-
-    if pipeline is None:
-        from rhone_local.pipeline import build_pipeline
-
-        pipeline = build_pipeline(store, store.path.parent, edge_port=None)
 
     app = FastAPI(
         title="Rhone API",
@@ -91,14 +78,9 @@ def create_app(
     )
     app.state.store = store
     app.state.notifier = notifier or ChangeNotifier()
-    app.state.pipeline = pipeline
-    if retention is None:
-        from rhone_local.retention import Retention
-
-        retention = Retention(pipeline)
-    app.state.retention = retention
-    app.state.blobs = pipeline.blobs
-    app.state.edge_feed = edge_feed
+    app.state.ports = ports
+    app.state.blobs = ports.blobs
+    app.state.edge_feed = ports.edge_feed
 
     @app.middleware("http")
     async def request_id_middleware(request: Request, call_next: Callable) -> Any:
@@ -150,7 +132,7 @@ def create_app(
         if not is_disk_full(error):
             log.exception("unhandled error on %s %s", request.method, request.url.path)
             return error_response(request, 500, "internal_error", "internal error; see the Rhone Local log")
-        full = disk_full(request.app.state.pipeline.data_dir)
+        full = disk_full(request.app.state.ports.data_dir)
         log.warning("%s %s: %s", request.method, request.url.path, full.message)
         return error_response(request, full.status, full.code, full.message, full.details)
 
@@ -201,5 +183,3 @@ def _allowed_methods(request: Request) -> list[str]:
 
 
 # -- helpers the route handlers share --------------------------------------------------------------------------------
-def body_hash(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -19,6 +19,7 @@ from rhone_local.api.routes import (
     _app,
     _project,
     authorize,
+    get_ports,
     get_store,
     mutate,
     op_view,
@@ -100,7 +101,6 @@ def deployment_view(request: Request, row: dict) -> dict:
     store = get_store(request)
     environment = store.environment_by_id(row["environment_id"])
     allocations = store.deployment_allocation_views(row["id"])
-    pipeline = request.app.state.pipeline
     return {
         "id": row["id"],
         "workspace_id": row["workspace_id"],
@@ -115,7 +115,7 @@ def deployment_view(request: Request, row: dict) -> dict:
         "source": row["source"],
         "evidence": row["evidence"],
         "approval": row["approval"],
-        "url": pipeline.url(row["id"]),
+        "url": get_ports(request).deployments.urls.deployment(row["id"]),
         "superseded_by": _superseded_by(store, row),
         "routes": [
             {
@@ -306,8 +306,7 @@ def get_deployment(request: Request, principal: Caller, deployment_id: str) -> d
 def deployment_logs(request: Request, principal: Caller, deployment_id: str, lines: Limit = 200) -> dict:
     # Build and app output: readable by developers and above, like `rhone logs` (it may hold what viewers must not).
     row, _ = _deployment(request, principal, deployment_id, "logs.read")
-    pipeline = request.app.state.pipeline
-    runner = pipeline.runner
+    ports = get_ports(request)
 
     def tail(path: Any) -> str:
         try:
@@ -316,8 +315,8 @@ def deployment_logs(request: Request, principal: Caller, deployment_id: str, lin
             return ""
 
     return {
-        "build": tail(pipeline.workdir(row["id"]) / "build.log"),
-        "allocations": {a["id"]: tail(runner.log_path(a["id"])) for a in runner.allocations_of(row["id"])},
+        "build": tail(ports.deployments.workdir(row["id"]) / "build.log"),
+        "allocations": {a["id"]: tail(ports.logs.log_path(a["id"])) for a in ports.logs.allocations_of(row["id"])},
     }
 
 

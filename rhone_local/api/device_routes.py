@@ -28,7 +28,7 @@ from fastapi.responses import HTMLResponse
 
 from rhone_local.api import models as m
 from rhone_local.api.routes import ERRORS, Caller, get_store
-from rhone_local.domain.access import Principal, hash_token
+from rhone_local.domain.access import DEVICE_CODE, REFRESH_TOKEN, Principal, hash_token, new_secret
 from rhone_local.domain.errors import DomainError
 
 router = APIRouter()
@@ -66,7 +66,7 @@ def _user_code() -> str:
     "/v1/device/code", response_model=m.DeviceCode, responses={k: ERRORS[k] for k in (400, 422)}, tags=["login"]
 )
 def start_device_login(request: Request, body: m.DeviceCodeRequest) -> dict:
-    device_code = "rhd_" + secrets.token_urlsafe(32)
+    device_code = new_secret(DEVICE_CODE)
     row = get_store(request).create_device_code(
         device_code_hash=hash_token(device_code),
         user_code=_user_code(),
@@ -122,7 +122,7 @@ def refresh_token(request: Request, body: m.RefreshRequest) -> dict:
 
 
 def _new_pair() -> dict[str, Any]:
-    access, refresh = "rht_" + secrets.token_urlsafe(32), "rhr_" + secrets.token_urlsafe(32)
+    access, refresh = new_secret(), new_secret(REFRESH_TOKEN)
     access_expires, refresh_expires = _at(ACCESS_SECONDS), _at(REFRESH_DAYS * 86400)
     return {
         "hashes": {

@@ -17,19 +17,20 @@ from fastapi.security import HTTPAuthorizationCredentials
 from rhone_local.api.routes import bearer, get_store
 from rhone_local.domain.access import hash_token
 from rhone_local.domain.errors import DomainError
-from rhone_local.edge_feed import FEED_WAIT_SECONDS, EdgeFeed, EdgeState
+from rhone_local.domain.routing import FEED_WAIT_SECONDS
+from rhone_local.ports import EdgeFeedSource, EdgeIdentity
 
 router = APIRouter(include_in_schema=False)
 MAX_REPORTED_PORTS = 65535
 
 
-def edge_feed(request: Request) -> EdgeFeed | None:
+def edge_feed(request: Request) -> EdgeFeedSource | None:
     return getattr(request.app.state, "edge_feed", None)
 
 
 def authenticate_edge(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> EdgeState:
+) -> EdgeIdentity:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials.strip():
         raise DomainError("unauthenticated", "a bearer token is required", 401)
     token = credentials.credentials.strip()
@@ -42,7 +43,7 @@ def authenticate_edge(
     raise DomainError("invalid_token", "the token is invalid, expired or revoked", 401)
 
 
-EdgeCaller = Annotated[EdgeState, Depends(authenticate_edge)]
+EdgeCaller = Annotated[EdgeIdentity, Depends(authenticate_edge)]
 
 
 @router.get("/v1/edge/feed")

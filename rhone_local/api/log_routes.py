@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request
 
 from rhone_local import app_logs
 from rhone_local.api import models as m
-from rhone_local.api.routes import READ_ERRORS, Caller, get_store, readable_app
+from rhone_local.api.routes import READ_ERRORS, Caller, get_ports, get_store, readable_app
 from rhone_local.domain.errors import not_found
 from rhone_local.store import now_iso
 
@@ -53,7 +53,7 @@ async def app_logs_read(
     if environment is not None and store.environment(found["id"], environment) is None:
         raise not_found("environment", environment)
     offsets = app_logs.decode_cursor(cursor) if cursor else None
-    runner = request.app.state.pipeline.runner
+    runner = get_ports(request).logs
     window = time.time() - (since if since is not None else RECENT_SECONDS)
     deadline = time.monotonic() + wait
     while True:
@@ -96,6 +96,4 @@ def _read(
 
 
 def _iso(seconds: float) -> str:
-    from rhone_local.runner import iso_at
-
-    return iso_at(seconds)
+    return app_logs.iso_at(seconds)

@@ -19,6 +19,7 @@ from rhone_local.api.routes import (
     authorize,
     deny,
     env_view,
+    get_ports,
     get_store,
     mutable_environment,
     mutate,
@@ -30,9 +31,9 @@ from rhone_local.api.routes import (
     route_url,
 )
 from rhone_local.domain.access import Principal
-from rhone_local.domain.errors import DomainError, conflict, not_found
-from rhone_local.pipeline import StageFailed
-from rhone_local.promotion import check_policy, route_key, route_key_taken
+from rhone_local.domain.errors import DomainError, StageFailed, conflict, not_found
+from rhone_local.domain.urls import route_key, route_key_taken
+from rhone_local.operations.promote import check_policy
 
 router = APIRouter()
 APP = "/v1/workspaces/{ws}/projects/{prj}/apps/{app}"
@@ -47,7 +48,7 @@ def _refuse(failure: StageFailed) -> DomainError:
 
 def _unsafe_db_move(request: Request, environment: dict, target: dict, *, allow: bool) -> list[str]:
     """The migrations applied in the environment that `target` lacks; refused unless `allow` (--allow-unsafe-db)."""
-    unsafe = request.app.state.pipeline.unsafe_db_move(environment["id"], target)
+    unsafe = get_ports(request).deployments.unsafe_db_move(environment["id"], target)
     if unsafe and not allow:
         raise conflict(
             "rollback_unsafe_db",
@@ -182,7 +183,7 @@ def promote(request: Request, principal: Caller, deployment_id: str, body: m.Pro
             "approved_by": principal.id if body.approve else None,
         }
         try:
-            check_policy(store, request.app.state.pipeline, params)
+            check_policy(store, get_ports(request).deployments, params)
         except StageFailed as failure:
             raise _refuse(failure) from None
         # Promoting an older build is a rollback of the database schema too: the same guard.
@@ -279,7 +280,7 @@ def _rollback_target(
         "approved_by": principal.id if body.approve else None,
     }
     try:
-        check_policy(store, request.app.state.pipeline, params)
+        check_policy(store, get_ports(request).deployments, params)
     except StageFailed as failure:
         raise _refuse(failure) from None
     return target, unsafe

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -15,13 +14,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from rhone_local import __version__
 from rhone_local.api import models as m
-from rhone_local.api.app import body_hash
 from rhone_local.domain import access
-from rhone_local.domain.access import Principal, hash_token
+from rhone_local.domain.access import Principal, hash_token, new_secret
 from rhone_local.domain.errors import DomainError, conflict, forbidden, not_found
 from rhone_local.domain.ids import new_id
 from rhone_local.domain.operations import NOT_RUNNABLE, TERMINAL_STATES
 from rhone_local.domain.outcomes import exit_category, outcome
+from rhone_local.operations.unit_of_work import Mutation, run_mutation
+from rhone_local.ports import ApiPorts
 from rhone_local.store import SCHEMA_VERSION, Store
 
 router = APIRouter()
@@ -53,6 +53,10 @@ Order = Annotated[
 # -- authentication and authorization --------------------------------------------------------------------------------
 def get_store(request: Request) -> Store:
     return request.app.state.store
+
+
+def get_ports(request: Request) -> ApiPorts:
+    return request.app.state.ports
 
 
 def authenticate(
@@ -166,67 +170,26 @@ def mutate(
     notify_op: bool = False,
     secret_response: bool = False,
 ) -> JSONResponse:
-    """Run a mutation in one transaction with its audit record and its idempotent response.
-
-    A repeated Idempotency-Key from the same caller replays the stored response; the same key with a different
-    request is refused with 409 `idempotency_key_reused`. Both checks happen inside the write transaction, so ten
-    concurrent copies of a request still create one resource.
-    """
-    store = get_store(request)
-    key = request.headers.get("idempotency-key") or None
-    fingerprint = body_hash({"method": request.method, "path": request.url.path, "body": payload})
-    try:
-        with store.write() as c:
-            if key:
-                prior = store.idempotent_response(c, principal.id, key)
-                if prior is not None:
-                    if prior["body_hash"] != fingerprint:
-                        raise conflict(
-                            "idempotency_key_reused",
-                            "this Idempotency-Key was used for a different request",
-                            first_path=prior["path"],
-                        )
-                    if secret_response:
-                        # The first answer carried a secret shown once and never stored; a replay cannot repeat it.
-                        raise conflict(
-                            "secret_shown_once",
-                            "this request already succeeded and its secret was shown once; create a new one instead",
-                            first=prior["response"],
-                        )
-                    return _json(prior["response"], prior["status"], {"Idempotent-Replayed": "true"})
-            status, body = perform(c)
-            store.audit(
-                workspace_id=workspace_id,
-                principal=principal,
-                action=action,
-                target=target,
-                request_id=request.state.request_id,
-                result="allowed",
-                tx=c,
-            )
-            if key:
-                store.remember_response(
-                    c,
-                    principal_id=principal.id,
-                    key=key,
-                    method=request.method,
-                    path=request.url.path,
-                    body_hash=fingerprint,
-                    status=status,
-                    response=_without_secrets(body) if secret_response else body,
-                )
-    except DomainError as error:
-        audit(request, principal, workspace_id, action, target, "failed", error.code)
-        raise
+    """Run a mutation as one unit of work (operations/unit_of_work.py: idempotency, the writes, the audit record, in
+    one transaction) and answer with its result."""
+    mutation = Mutation(
+        principal=principal,
+        workspace_id=workspace_id,
+        action=action,
+        target=target,
+        request_id=request.state.request_id,
+        method=request.method,
+        path=request.url.path,
+        payload=payload,
+        idempotency_key=request.headers.get("idempotency-key") or None,
+        secret_response=secret_response,
+    )
+    done = run_mutation(get_store(request), mutation, perform)
+    if done.replayed:
+        return _json(done.body, done.status, {"Idempotent-Replayed": "true"})
     if notify_op:
         request.app.state.notifier.work_available()
-    return _json(body, status)
-
-
-def _without_secrets(body: Any) -> Any:
-    if isinstance(body, dict):
-        return {k: _without_secrets(v) for k, v in body.items() if k != "secret"}
-    return body
+    return _json(done.body, done.status)
 
 
 def _json(body: dict, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -243,10 +206,8 @@ def page(rows: list[dict], limit: int, view: Callable[[dict], dict] = lambda r: 
 
 # -- views -----------------------------------------------------------------------------------------------------------
 def route_url(request: Request, route_key: str) -> str:
-    """Where the edge answers for a route: `http://<app>--<env>.<suffix>[:port]`."""
-    pipeline = request.app.state.pipeline
-    port = f":{pipeline.edge_port}" if pipeline.edge_port else ""
-    return f"http://{route_key}.{pipeline.edge_suffix}{port}"
+    """Where the edge answers for a route (domain/urls.py)."""
+    return get_ports(request).deployments.urls.route(route_key)
 
 
 def op_view(op: dict) -> dict:
@@ -289,10 +250,6 @@ def token_view(row: dict) -> dict:
             "id", "name", "subject_kind", "subject_id", "workspace_id", "role", "created_at", "expires_at", "revoked_at"
         )
     }  # fmt: skip
-
-
-def _new_secret() -> str:
-    return "rht_" + secrets.token_urlsafe(32)
 
 
 # -- service -----------------------------------------------------------------------------------------------------------
@@ -429,7 +386,7 @@ def create_token(request: Request, principal: Caller, ws: str, body: m.TokenCrea
                 f"a {role} cannot issue tokens for a {subject_role}",
             )
         token_role = subject_role
-    secret = _new_secret()
+    secret = new_secret()
     expires = None
     if body.expires_in_days:
         expires = (datetime.now(UTC) + timedelta(days=body.expires_in_days)).isoformat(timespec="milliseconds")
@@ -680,7 +637,7 @@ def create_runtime_identity(request: Request, principal: Caller, ws: str, prj: s
     workspace, _ = authorize(request, principal, ws, "runtime_identity.create", f"{prj}/{app}")
     found = _app(request, _project(request, workspace, prj), app)
     store = get_store(request)
-    secret = _new_secret()
+    secret = new_secret()
 
     def perform(c: Any) -> tuple[int, dict]:
         identity = store.create_runtime_identity(c, workspace["id"], found["id"])

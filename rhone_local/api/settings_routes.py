@@ -16,6 +16,7 @@ from rhone_local.api.routes import (
     Caller,
     audit,
     authorize,
+    get_ports,
     get_store,
     mutable_environment,
     mutate,
@@ -124,7 +125,7 @@ def collect_garbage(request: Request, principal: Caller, body: m.GcRequest) -> d
     store = get_store(request)
     workspace = store.bootstrap_workspace()
     authorize(request, principal, workspace["id"], "local.gc", "data directory")
-    result = request.app.state.retention.run(dry_run=body.dry_run)
+    result = get_ports(request).retention.run(dry_run=body.dry_run)
     if not body.dry_run:
         audit(request, principal, workspace["id"], "local.gc", "data directory", "allowed")
     return result

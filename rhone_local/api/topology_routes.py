@@ -21,6 +21,7 @@ from rhone_local.api.routes import (
     Cursor,
     Limit,
     Order,
+    get_ports,
     get_store,
     mutable_environment,
     mutate,
@@ -33,9 +34,9 @@ from rhone_local.domain import topology as rules
 from rhone_local.domain.access import Principal
 from rhone_local.domain.errors import DomainError, conflict, not_found
 from rhone_local.domain.ids import new_id
-from rhone_local.engines import BINARIES as ENGINE_BINARIES
+from rhone_local.operations.placement import sharing_refusal
+from rhone_local.ports import EngineStatus
 from rhone_local.store import Store
-from rhone_local.topology import sharing_refusal
 
 router = APIRouter()
 APP = "/v1/workspaces/{ws}/projects/{prj}/apps/{app}"
@@ -69,14 +70,14 @@ def binding_view(store: Store, row: dict, environment: str) -> dict:
     }
 
 
-def service_view(row: dict, engines: Any = None, statuses: dict | None = None) -> dict:
+def service_view(store: Store, row: dict, engines: EngineStatus | None = None, statuses: dict | None = None) -> dict:
     """A runtime service binding; for one an engine serves, whether it is up and which allocations are connected
     (`statuses` caches each lane's engine status for one listing)."""
     # The endpoint of an external service may name a host; it is not a secret, but allocations are its only reader.
     view = {
         k: row[k] for k in ("id", "service", "region", "region_id", "provider", "state", "operation_id", "created_at")
     }
-    if engines is None or row["provider"] not in ENGINE_BINARIES:
+    if engines is None or row["provider"] not in rules.ENGINE_PROVIDERS:
         return view
     lane = (row["environment_id"], row["region_id"], row["provider"])
     status = (statuses if statuses is not None else {}).setdefault(lane, None) or engines.status(*lane)
@@ -84,7 +85,7 @@ def service_view(row: dict, engines: Any = None, statuses: dict | None = None) -
         statuses[lane] = status
     view.update(engine_up=status["up"], engine_restarts=status["restarts"], engine_error=status["error"])
     if status["up"]:
-        live = engines.store.live_allocation_ids(row["environment_id"], row["region_id"])
+        live = store.live_allocation_ids(row["environment_id"], row["region_id"])
         view["allocations"] = [{"allocation_id": a, "connections": status["connections"].get(a, 0)} for a in live]
     return view
 
@@ -306,12 +307,12 @@ def _provision_plan(request: Request, environment: dict, body: m.BindingCreate) 
         )
     if not body.mutable or body.shared_read_only:
         raise conflict("shared_mutable_resource", "a provisioned database belongs to its environment alone")
-    return request.app.state.pipeline.provisioner.plan(environment["id"], body.name, body.kind)
+    return get_ports(request).databases.plan(environment["id"], body.name, body.kind)
 
 
 def _refuse_provisioned_elsewhere(request: Request, environment: dict, resource: str) -> None:
     """A database Rhone Local provisioned for one environment is never bound to another, bound or not."""
-    store, provisioner = get_store(request), request.app.state.pipeline.provisioner
+    store, provisioner = get_store(request), get_ports(request).databases
     for row in store.all_provisioned():
         if row["environment_id"] == environment["id"]:
             continue
@@ -400,10 +401,10 @@ def list_services(request: Request, principal: Caller, ws: str, prj: str, app: s
     owner = store.route_owner(environment["app"]["id"], environment["id"])
     required = rules.scale_requirements(store.deployment(owner["deployment_id"])["config"]) if owner else []
     bound = store.bound_services(environment["id"], store.primary_region()["id"])
-    engines, statuses = request.app.state.pipeline.engines, {}
+    engines, statuses = get_ports(request).engines, {}
     return {
         "environment": environment["name"],
-        "items": [service_view(r, engines, statuses) for r in store.service_bindings(environment["id"])],
+        "items": [service_view(store, r, engines, statuses) for r in store.service_bindings(environment["id"])],
         "required": [r.to_dict() for r in required],
         "missing": [r.to_dict() for r in rules.missing_services(required, bound)],
     }

@@ -2,12 +2,13 @@
 
 Users hold one role per workspace: owner > admin > developer > viewer. Runtime identities (tokens handed to an
 app's allocations) may read facts about their own app and nothing else, and may never mutate tenancy — the
-classic trap of letting app code change its own platform (domain invariant 33).
+classic trap of letting app code change its own platform.
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 from dataclasses import dataclass
 
 from rhone_local.domain.errors import DomainError, forbidden
@@ -111,6 +112,16 @@ def require(principal: Principal, action: str, role: str | None, *, app_id: str 
 def may_grant(granter_role: str, role: str) -> bool:
     """Admins grant up to admin; only owners create owners."""
     return RANK[role] <= RANK[granter_role] and (role != "owner" or granter_role == "owner")
+
+
+# The bearer secrets Rhone Local issues: a prefix naming the kind (so a leaked one is recognizable and a secret
+# scanner can find it), then 32 random bytes, URL-safe.
+API_TOKEN, REFRESH_TOKEN, DEVICE_CODE, EDGE_TOKEN = "rht_", "rhr_", "rhd_", "rhe_"
+
+
+def new_secret(prefix: str = API_TOKEN) -> str:
+    """A new bearer secret of the kind `prefix` names (only its hash is ever stored)."""
+    return prefix + secrets.token_urlsafe(32)
 
 
 def hash_token(secret: str) -> str:

@@ -18,6 +18,16 @@ class DomainError(Exception):
         super().__init__(self.message)
 
 
+class StageFailed(Exception):
+    """A stage of an operation failed for a stated reason: the operation records `code`, `message` and `evidence`
+    and ends (or parks) by its kind's machine (docs/state-machines.md). Raised by stage handlers and by the
+    request-time checks they share with the API, which turns it into a refusal."""
+
+    def __init__(self, code: str, message: str, evidence: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.evidence = code, message, evidence or {}
+
+
 def not_found(kind: str, ref: str) -> DomainError:
     return DomainError("not_found", f"{kind} {ref!r} not found", 404, {"kind": kind, "ref": ref})
 

@@ -71,7 +71,7 @@ TENANCY = Machine(
     terminal=frozenset({"succeeded", "failed"}),
 )
 
-# The Deploy Pipeline (domain.md §2.1). `blocked` waits for `rhone deploy approve`, which resumes validation.
+# The Deploy Pipeline (docs/state-machines.md). `blocked` waits for `rhone deploy approve`, which resumes validation.
 DEPLOY = Machine(
     states=("queued", "cloning", "building", "validating", "preview_ready", "blocked", "failed"),
     happy_path=("queued", "cloning", "building", "validating", "preview_ready"),
@@ -79,7 +79,7 @@ DEPLOY = Machine(
     parked={"blocked": ("validating", "validating")},
 )
 
-# Production Promotion (domain.md §2.2); a rollback runs the same stages and ends rolled_back.
+# Production Promotion (docs/state-machines.md); a rollback runs the same stages and ends rolled_back.
 PROMOTE = Machine(
     states=("requested", "policy_check", "route_cas", "edge_propagating", "healthy", "failed"),
     happy_path=("requested", "policy_check", "route_cas", "edge_propagating", "healthy"),
@@ -108,7 +108,7 @@ SCALE = Machine(
     happy_path=("requested", "gate_check", "scaling", "scaled"),
     terminal=frozenset({"scaled", "failed"}),
 )
-# Region Enablement (domain.md §2.6): a gate that does not hold ends it `disabled`, naming the gate.
+# Region Enablement (docs/state-machines.md): a gate that does not hold ends it `disabled`, naming the gate.
 REGION_ENABLE = Machine(
     states=("requested", "provisioning", "binding_services", "replicating_artifacts", "eligible", "disabled"),
     happy_path=("requested", "provisioning", "binding_services", "replicating_artifacts", "eligible"),

@@ -1,6 +1,6 @@
 """The edge's view of route ownership: a verified snapshot, then contiguous events applied by sequence and epoch.
 
-Pure code (the edge feeds it; no I/O here). The rules (domain.md §6, invariants 14, 16–18):
+Pure code (the edge feeds it; no I/O here). The rules (docs/architecture.md, "The edge"):
 - nothing routes before a baseline snapshot is loaded, and a snapshot is loaded only if its checksum verifies;
 - an event is applied only if its sequence number is exactly the next one; an older or equal sequence is a
   duplicate and has no second effect;
@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+
+FEED_WAIT_SECONDS = 3.0  # the longest an edge's long-poll waits with nothing new: an idle feed answers this often
 
 
 @dataclass(frozen=True)

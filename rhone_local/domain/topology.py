@@ -1,12 +1,12 @@
 """Bindings, scale and region rules, as pure functions over facts the caller gathered.
 
 - A mutable resource (a database, a bucket) is bound to one environment name only: preview and production sharing
-  a mutable database is the classic accident (domain invariant 23). Only bindings declared shared *and* read-only
+  a mutable database is the classic accident. Only bindings declared shared *and* read-only
   on every side may share a resource.
-- More than one instance of an app needs the runtime services its contracts rely on (invariant 28): a durable session
+- More than one instance of an app needs the runtime services its contracts rely on: a durable session
   store and a broadcast backend when it keeps server-side sessions, an idempotency store when it declares routes that
   are unsafe to replay, plus whatever `[runtime] services` lists.
-- A region serves an environment only once every correctness-bearing dependency is there (invariant 30): residency,
+- A region serves an environment only once every correctness-bearing dependency is there: residency,
   data topology (providers bound in that region), secrets, runtime services, and the artifact.
 """
 

@@ -1,6 +1,6 @@
 """The store's core: connections, transactions, migrations, and how rows come back.
 
-Rules (they are what keeps the invariants true under concurrency and crashes; docs/invariants.md, "The store"):
+Rules (they are what keeps the invariants true under concurrency and crashes; docs/architecture.md, "The store"):
 - every connection runs in autocommit mode (`isolation_level=None`) with WAL, `busy_timeout` and foreign keys;
 - a state transition is ONE conditional statement (compare-and-swap on `version`, or on `lease_owner`) — a writer
   holding stale knowledge changes nothing and learns so from the row count;

@@ -1,6 +1,6 @@
 """Fixtures for Rhone Local: an in-process app on a temporary store, users with roles, deterministic workers.
 
-Everything runs in-process through `fastapi.testclient.TestClient(create_app(store, notifier))`; operations are run
+Everything runs in-process through `fastapi.testclient.TestClient(standalone_api(store, notifier))`; operations are run
 to completion by the test itself (`LocalEnv.run_operations`), never by background worker threads, so a test sees
 exactly the stages it asked for.
 """
@@ -22,8 +22,6 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from rhone_local.api.app import create_app
-
 try:  # where the token hash lives moved from the API layer to the domain
     from rhone_local.domain.access import hash_token
 except ImportError:  # pragma: no cover
@@ -31,7 +29,7 @@ except ImportError:  # pragma: no cover
 from rhone_local.domain.operations import NOT_RUNNABLE
 from rhone_local.notify import ChangeNotifier
 from rhone_local.pipeline import build_pipeline
-from rhone_local.server import bootstrap, ensure_topology
+from rhone_local.server import bootstrap, ensure_topology, standalone_api
 from rhone_local.store import Store
 from rhone_local.topology import Topology
 from rhone_local.workers import Workers
@@ -268,7 +266,7 @@ def open_env(data_dir: Path, notifier: ChangeNotifier | None = None) -> tuple[Lo
     # deploy and promotion stages need the real pipeline and are driven end to end in tests/e2e.
     topology = Topology(store, build_pipeline(store, data_dir, edge_port=None))
     workers = Workers(store, notifier, count=1, lease_seconds=5.0, stage_delay=0, topology=topology)
-    client = TestClient(create_app(store, notifier))
+    client = TestClient(standalone_api(store, notifier))
     owner_token = (data_dir / "owner.token").read_text().strip()
     owner_row = store.one("SELECT user_id FROM members WHERE role = 'owner'")
     assert owner_row is not None
@@ -300,7 +298,7 @@ def live_url(local: LocalEnv) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))  # the kernel picks a free port; uvicorn serves this very socket (no race)
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        create_app(local.store, local.notifier),
+        standalone_api(local.store, local.notifier),
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -349,7 +347,7 @@ def stack(tmp_path: Path) -> Iterator[Any]:
         promotions=Promotions(store, pipeline),
         topology=Topology(store, pipeline),
     )
-    client = TestClient(create_app(store, notifier, pipeline=pipeline))
+    client = TestClient(standalone_api(store, notifier, pipeline=pipeline))
     owner_row = store.one("SELECT user_id FROM members WHERE role = 'owner'")
     assert owner_row is not None
     owner = Actor(id=owner_row["user_id"], token=(data_dir / "owner.token").read_text().strip(), role="owner")

@@ -116,10 +116,12 @@ def test_an_upload_to_a_full_disk_is_disk_full_naming_the_data_directory(
 
 
 def test_a_worker_that_hits_a_full_disk_records_disk_full(local: LocalEnv, monkeypatch: pytest.MonkeyPatch) -> None:
-    def full(self: Workers, op: dict, c: Any) -> dict:
+    from rhone_local.operations import tenancy
+
+    def full(store: Any, op: dict, c: Any) -> dict:
         raise OSError(errno.ENOSPC, "No space left on device", str(local.data_dir / "rhone.db-wal"))
 
-    monkeypatch.setattr(Workers, "_apply", full)
+    monkeypatch.setattr(tenancy, "apply", full)
     started = local.client.post(f"{BASE}/projects", json={"name": "full"}, headers=local.owner.headers)
     local.run_operations()
     op = local.operation(started.json()["id"])

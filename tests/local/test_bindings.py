@@ -134,7 +134,7 @@ def test_a_worker_crash_in_a_binding_frees_the_name_and_drops_the_secret(
     def crash(op):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(local.workers.topology, "stage", crash)
+    monkeypatch.setitem(local.workers.kinds["binding.create"].handlers, "binding", crash)
     started = bind(local, app_path, "preview", secrets={"DATABASE_URL": SECRET})
     local.run_operations()
     op = local.operation(started.json()["id"])
@@ -151,7 +151,10 @@ def test_a_worker_crash_in_a_binding_frees_the_name_and_drops_the_secret(
 def test_a_worker_crash_in_a_region_enablement_disables_the_region(
     local: LocalEnv, app_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(local.workers.topology, "stage", lambda op: (_ for _ in ()).throw(RuntimeError("boom")))
+    def crash(op):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(local.workers.kinds["region.enable"].handlers, "provisioning", crash)
     started = local.client.post(
         f"{app_path}/environments/production/regions/local-2/enable", headers=local.owner.headers
     )

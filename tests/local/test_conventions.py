@@ -1,4 +1,4 @@
-"""API conventions (PRODUCT.md §5): request ids, uniform errors, authentication failures, pagination, id prefixes,
+"""API conventions: request ids, uniform errors, authentication failures, pagination, id prefixes,
 topology that never leaks into public identity, and the environments an app is created with."""
 
 from __future__ import annotations

@@ -21,11 +21,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rhone_local import edge_feed
-from rhone_local.api.app import create_app
 from rhone_local.edge import Edge
 from rhone_local.edge_feed import EdgeFeed
 from rhone_local.notify import ChangeNotifier
-from rhone_local.server import bootstrap, ensure_topology
+from rhone_local.server import bootstrap, ensure_topology, standalone_api
 from rhone_local.store import Store
 
 from .test_edge_routes import WEB, World
@@ -53,7 +52,7 @@ def test_only_an_edge_identity_reaches_the_edge_interface_and_it_reaches_nothing
     feed = EdgeFeed(store)
     owner = (tmp_path / "owner.token").read_text().strip()
     edge_token = feed.register("edge-0.1")
-    with TestClient(create_app(store, ChangeNotifier(), edge_feed=feed)) as client:
+    with TestClient(standalone_api(store, ChangeNotifier(), edge_feed=feed)) as client:
         for path, method in (("/v1/edge/feed", "GET"), ("/v1/edge/reports", "POST")):
             kwargs = {"json": {"seq": 1}} if method == "POST" else {}
             refused = client.request(method, path, headers=bearer(owner), **kwargs)  # the workspace owner: no
@@ -95,7 +94,7 @@ def test_a_malformed_report_is_refused_and_changes_nothing(tmp_path: Path, body:
     store = Store(tmp_path / "rhone.db")
     feed = EdgeFeed(store)
     token = feed.register("edge-0.1")
-    with TestClient(create_app(store, ChangeNotifier(), edge_feed=feed)) as client:
+    with TestClient(standalone_api(store, ChangeNotifier(), edge_feed=feed)) as client:
         accepted = client.post("/v1/edge/reports", json={"seq": 4, "open": {"8000": 2}}, headers=bearer(token))
         assert accepted.status_code == 204
         refused = client.post("/v1/edge/reports", json=body, headers=bearer(token))
@@ -222,7 +221,8 @@ def test_promotion_drains_the_previous_owner_only_after_every_live_edge_applied_
     from types import SimpleNamespace
 
     from rhone_local import promotion
-    from rhone_local.pipeline import StageFailed
+    from rhone_local.domain.errors import StageFailed
+    from rhone_local.domain.urls import EdgeUrls
 
     feed = EdgeFeed(world.store)
     edge = feed.edge_for_token(feed.register("edge-0.1"))
@@ -230,7 +230,7 @@ def test_promotion_drains_the_previous_owner_only_after_every_live_edge_applied_
     drained: list[tuple[str, int | None]] = []  # (who, the edge's sequence when the drain began)
     draining = {"id": "alloc_old", "health": {"drain": {"open_connections": 0, "timeout": 30, "deadline": "soon"}}}
     runner = SimpleNamespace(stop_environment=lambda dep, env, why: drained.append((dep, edge.seq)) or [draining])
-    pipeline = SimpleNamespace(edge_port=8471, edge_suffix="localhost", runner=runner)
+    pipeline = SimpleNamespace(urls=EdgeUrls("localhost", 8471), runner=runner)
     promotions = promotion.Promotions(world.store, pipeline, feed)
     new = world.deploy("web")
     op = {

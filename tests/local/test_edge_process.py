@@ -26,11 +26,11 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from rhone_local.api.app import create_app
 from rhone_local.edge import Edge
 from rhone_local.edge_feed import EdgeFeed
 from rhone_local.edge_supervisor import EdgeSupervisor
 from rhone_local.notify import ChangeNotifier
+from rhone_local.server import standalone_api
 from rhone_local.store import Store
 from tests.e2e.helpers import wait_until
 
@@ -119,7 +119,7 @@ def stack(tmp_path: Path) -> Iterator[EdgeStack]:
     world = World(store, Edge(feed), ids["workspace_id"], ids["region_id"], ids["cell_id"])
     world.add_app("web")
     sock = socket.create_server(("127.0.0.1", 0))
-    app = create_app(store, ChangeNotifier(), edge_feed=feed)
+    app = standalone_api(store, ChangeNotifier(), edge_feed=feed)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

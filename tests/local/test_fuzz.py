@@ -52,10 +52,9 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from rhone_local.api.app import create_app
 from rhone_local.notify import ChangeNotifier
 from rhone_local.pipeline import build_pipeline
-from rhone_local.server import WORKSPACE, bootstrap, ensure_topology
+from rhone_local.server import WORKSPACE, bootstrap, ensure_topology, standalone_api
 from rhone_local.store import Store
 from rhone_local.topology import Topology
 from rhone_local.workers import Workers
@@ -147,7 +146,7 @@ def rhone_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RhoneApi]:
     # Binding, service and region operations run here too (scale needs a route owner, which fuzzing never makes).
     topology = Topology(store, build_pipeline(store, data_dir, edge_port=None))
     workers = Workers(store, notifier, stage_delay=0, topology=topology)
-    app = create_app(store, notifier)
+    app = standalone_api(store, notifier)
     api = RhoneApi(app=app, token=token, token_id=bootstrap_token["id"])
     workers.start()
     _current_app.append(app)

@@ -220,21 +220,23 @@ class Killed(BaseException):
 def test_a_kill_inside_the_apply_transaction_leaves_neither_effect_nor_state(
     local: LocalEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    op_id = _start_project(local)["id"]
-    real_apply = local.workers._apply
+    from rhone_local.operations import tenancy
 
-    def apply_then_die(op: dict[str, Any], c: Any) -> dict[str, Any]:
-        real_apply(op, c)  # the project row is inserted…
+    op_id = _start_project(local)["id"]
+    real_apply = tenancy.apply
+
+    def apply_then_die(store: Any, op: dict[str, Any], c: Any) -> dict[str, Any]:
+        real_apply(store, op, c)  # the project row is inserted…
         raise Killed  # …and the process dies before the state change commits
 
-    monkeypatch.setattr(local.workers, "_apply", apply_then_die)
+    monkeypatch.setattr(tenancy, "apply", apply_then_die)
     with pytest.raises(Killed):
         local.run_operations(worker="doomed")
     assert local.store.count("projects") == 0
     stuck = _row(local, op_id)
     assert (stuck["state"], stuck["lease_owner"]) == ("applying", None)
 
-    monkeypatch.setattr(local.workers, "_apply", real_apply)
+    monkeypatch.setattr(tenancy, "apply", real_apply)
     assert local.run_operations(worker="successor") == [op_id]
     assert _row(local, op_id)["state"] == "succeeded"
     assert local.store.count("projects") == 1
@@ -413,7 +415,7 @@ def test_binding_scale_and_region_machines_are_exactly_the_published_ones() -> N
     }  # fmt: skip
     scale = ["requested", "gate_check", "scaling"]
     assert table(SCALE) == {*zip(scale, [*scale[1:], "scaled"], strict=True), *((s, "failed") for s in scale)}
-    # Region Enablement (domain.md §2.6): a gate that does not hold ends it `disabled` — never `failed`.
+    # Region Enablement (docs/state-machines.md): a gate that does not hold ends it `disabled` — never `failed`.
     region = ["requested", "provisioning", "binding_services", "replicating_artifacts"]
     assert table(REGION_ENABLE) == {
         *zip(region, [*region[1:], "eligible"], strict=True),

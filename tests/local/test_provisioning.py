@@ -159,8 +159,8 @@ def test_delete_data_of_a_binding_that_was_not_provisioned_is_refused(local: Loc
 def test_postgres_databases_are_real_durable_and_apart(local: LocalEnv, postgres: str) -> None:
     import psycopg
 
-    for pipeline in (local.client.app.state.pipeline, local.workers.topology.pipeline):
-        pipeline.provisioner.app_databases = postgres
+    for provisioner in (local.client.app.state.ports.databases, local.workers.topology.pipeline.provisioner):
+        provisioner.app_databases = postgres
     target = Target()
     path = _app_path(local, target)
     bound(local, path, "preview", kind="postgres", provision=True)

@@ -49,7 +49,7 @@ def test_the_documented_runtime_keys_are_accepted(local: LocalEnv) -> None:
 def _allocation_with_log(local: LocalEnv, target: Target, lines: list[str]) -> tuple[str, dict]:
     """A deployment's allocation row and its log file (written directly: the runner is not under test here)."""
     alloc = live_allocation(local, _preview_ready(local, target))
-    log = local.client.app.state.pipeline.runner.log_path(alloc["id"])
+    log = local.client.app.state.ports.logs.log_path(alloc["id"])
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("".join(line + "\n" for line in lines))
     return _app_path(local, target) + "/logs", alloc
@@ -64,7 +64,7 @@ def test_logs_are_prefixed_by_allocation_and_a_cursor_reads_only_what_is_new(loc
         (alloc["id"], "one"),
         (alloc["id"], "two"),
     ]
-    log = local.client.app.state.pipeline.runner.log_path(alloc["id"])
+    log = local.client.app.state.ports.logs.log_path(alloc["id"])
     with log.open("a") as handle:
         handle.write("three\npartial")  # a line without its newline yet waits for it
     again = local.client.get(path, params={"cursor": first.json()["cursor"]}, headers=developer.headers)
@@ -77,7 +77,7 @@ def test_logs_wait_for_new_output_when_following(local: LocalEnv) -> None:
 
     path, alloc = _allocation_with_log(local, Target(), ["old"])
     cursor = local.client.get(path, headers=local.owner.headers).json()["cursor"]
-    log = local.client.app.state.pipeline.runner.log_path(alloc["id"])
+    log = local.client.app.state.ports.logs.log_path(alloc["id"])
 
     def write_later() -> None:
         import time
@@ -98,7 +98,7 @@ def test_a_response_is_bounded_and_says_more_is_there(local: LocalEnv) -> None:
 
     lines = [f"{index:06d} " + "x" * 1000 for index in range(MAX_RESPONSE_BYTES // 1000 + 50)]
     path, alloc = _allocation_with_log(local, Target(), lines)
-    log = local.client.app.state.pipeline.runner.log_path(alloc["id"])
+    log = local.client.app.state.ports.logs.log_path(alloc["id"])
     read, cursor, pages = [], None, 0
     while True:
         params = {"deployment": alloc["deployment_id"], **({"cursor": cursor} if cursor else {})}
@@ -118,7 +118,7 @@ def test_since_starts_at_the_checkpoint_before_the_window(local: LocalEnv) -> No
     from rhone_local.app_logs import note_checkpoint
 
     path, alloc = _allocation_with_log(local, Target(), ["an hour ago"])
-    log = local.client.app.state.pipeline.runner.log_path(alloc["id"])
+    log = local.client.app.state.ports.logs.log_path(alloc["id"])
     note_checkpoint(log, now=time.time() - 3600)
     with log.open("a") as handle:
         handle.write("just now\n")

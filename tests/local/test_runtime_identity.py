@@ -1,6 +1,6 @@
 """Runtime identities (tokens handed to an app's allocations) never mutate tenancy and read only their own app.
 
-Domain invariant 33: tenancy is platform-owned. Every mutating endpoint is tried with a runtime token — aimed at the
+Tenancy is platform-owned. Every mutating endpoint is tried with a runtime token — aimed at the
 identity's own app wherever the endpoint takes one, the most tempting target — and must be refused with 403
 `runtime_identity_forbidden`, change nothing, and leave a `denied` audit record with actor_kind `runtime`.
 """
