@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rhone_local.domain.errors import StageFailed, disk_full, is_disk_full
-from rhone_local.domain.operations import MACHINES, NOT_RUNNABLE
+from rhone_local.domain.operations import MACHINES, NOT_RUNNABLE, KindStates
 from rhone_local.notify import ChangeNotifier
 from rhone_local.operations.kinds import Kind
 from rhone_local.operations.registry import registry
@@ -44,11 +44,21 @@ class StaleWrite(Exception):
     """Our view of the operation is out of date (another worker moved it, or our lease expired)."""
 
 
-# A deploy's cloning and building (up to the build timeout) are claimed by their own pool of workers; every other
-# operation — tenancy, promotion, rollback, scale, bindings, regions, and a deploy resumed at validating by an
-# approval — by the control pool, so none of them queues behind a build. A build worker that finishes a build
-# drives its deploy on to the end.
-BUILD_POOL = ("deploy", frozenset({"queued", "cloning", "building"}))
+# Three pools, so that nothing short waits behind something long (docs/architecture.md, "Worker pools"):
+# - build: a deploy's cloning and building (up to the build timeout). A build worker that finishes a build drives its
+#   deploy on to the end.
+# - rollout: what starts allocations and waits for their readiness, which an app decides (up to its
+#   readiness_timeout): promotions, rollbacks, scale, settings roll-outs, and a deploy resumed at validating by an
+#   approval. Waiting costs a thread, not CPU, so this pool is the largest.
+# - control: everything else (tenancy, bindings, runtime services, regions): quick, and never queued behind an app.
+BUILD_POOL: tuple[KindStates, ...] = (("deploy", frozenset({"queued", "cloning", "building"})),)
+ROLLOUT_POOL: tuple[KindStates, ...] = (
+    ("deploy", frozenset({"validating"})),
+    ("promote", None),
+    ("rollback", None),
+    ("scale", None),
+    ("config.update", None),
+)
 
 
 class Workers:
@@ -59,6 +69,7 @@ class Workers:
         *,
         count: int = 2,
         build_count: int = 2,
+        rollout_count: int = 4,
         lease_seconds: float = 10.0,
         stage_delay: float | None = None,
         pipeline: Any = None,
@@ -75,8 +86,9 @@ class Workers:
         self.kinds = (
             kinds if kinds is not None else registry(store, pipeline=pipeline, promotions=promotions, topology=topology)
         )
-        self.count = count  # control workers: everything outside BUILD_POOL
+        self.count = count  # control workers: everything outside BUILD_POOL and ROLLOUT_POOL
         self.build_count = build_count  # build workers: BUILD_POOL only
+        self.rollout_count = rollout_count  # rollout workers: ROLLOUT_POOL only
         self.lease_seconds = lease_seconds
         # A test knob: slow every stage down so crash tests can catch operations mid-flight.
         self.stage_delay = (
@@ -93,10 +105,15 @@ class Workers:
         recovered = self.store.release_leases_except(self.owner_prefix)
         if recovered:
             log.info("resuming %d operation(s) left leased by a previous server process", recovered)
-        for pool, size, outside in (("control", self.count, True), ("build", self.build_count, False)):
+        pools = (
+            ("control", self.count, (), BUILD_POOL + ROLLOUT_POOL),
+            ("build", self.build_count, BUILD_POOL, ()),
+            ("rollout", self.rollout_count, ROLLOUT_POOL, ()),
+        )
+        for pool, size, within, outside in pools:
             for index in range(size):
                 name = f"{self.owner_prefix}{pool}-{index}"
-                thread = threading.Thread(target=self._run, args=(name, outside), name=name, daemon=True)
+                thread = threading.Thread(target=self._run, args=(name, within, outside), name=name, daemon=True)
                 thread.start()
                 self._threads.append(thread)
 
@@ -106,12 +123,12 @@ class Workers:
         for thread in self._threads:
             thread.join(timeout)
 
-    def _run(self, name: str, outside_build_pool: bool) -> None:
+    def _run(self, name: str, within: tuple[KindStates, ...], outside: tuple[KindStates, ...]) -> None:
         try:
             while not self._stop.is_set():
                 try:
                     op = self.store.claim_operation(
-                        name, self.lease_seconds, NOT_RUNNABLE, pool=BUILD_POOL, outside_pool=outside_build_pool
+                        name, self.lease_seconds, NOT_RUNNABLE, within=within, outside=outside
                     )
                     if op is not None:
                         self.drive(op, name)

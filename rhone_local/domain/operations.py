@@ -124,6 +124,9 @@ CONFIG_UPDATE = Machine(
     terminal=frozenset({"succeeded", "failed"}),
 )
 
+# A clause of a worker pool (rhone_local/workers.py): an operation kind and the states it covers (None: all of them).
+KindStates = tuple[str, frozenset[str] | None]
+
 MACHINES: dict[str, Machine] = {
     "deploy": DEPLOY,
     "promote": PROMOTE,

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from rhone_local.domain.access import Principal
 from rhone_local.domain.ids import new_id
-from rhone_local.domain.operations import MACHINES, TERMINAL_STATES
+from rhone_local.domain.operations import MACHINES, TERMINAL_STATES, KindStates
 from rhone_local.store.core import StoreCore, Tx, marks, now_iso, row_dict
 
 
@@ -73,24 +74,33 @@ class OperationStore(StoreCore):
         lease_seconds: float,
         terminal: frozenset[str],
         *,
-        pool: tuple[str, frozenset[str]] | None = None,
-        outside_pool: bool = False,
+        within: Sequence[KindStates] = (),
+        outside: Sequence[KindStates] = (),
     ) -> dict[str, Any] | None:
         """Lease the oldest runnable operation (not terminal, lease free or expired) to `worker`; None if none.
-        With `pool` (a kind and its states), only operations of that kind in one of those states — or, with
-        `outside_pool`, every other runnable operation."""
+        `within`: only operations matching one of these (kind, states) clauses (states None: any state);
+        `outside`: only operations matching none of them. The UPDATE takes the write lock, so two workers never
+        lease the same operation."""
         now = time.time()
-        pool_filter, pool_args = "", ()
-        if pool is not None:
-            kind, states = pool
-            pool_filter = f"AND {'NOT ' if outside_pool else ''}(kind = ? AND state IN ({marks(states)})) "
-            pool_args = (kind, *sorted(states))
+        filters, args = "", []
+        for clauses, negate in ((within, False), (outside, True)):
+            if not clauses:
+                continue
+            matches = []
+            for kind, states in clauses:
+                if states is None:
+                    matches.append("kind = ?")
+                    args.append(kind)
+                else:
+                    matches.append(f"(kind = ? AND state IN ({marks(states)}))")
+                    args.extend((kind, *sorted(states)))
+            filters += f"AND {'NOT ' if negate else ''}({' OR '.join(matches)}) "
         row = self.conn.execute(
             f"UPDATE operations SET lease_owner = ?, lease_until = ? WHERE id = ("
-            f"  SELECT id FROM operations WHERE state NOT IN ({marks(terminal)}) {pool_filter}"
+            f"  SELECT id FROM operations WHERE state NOT IN ({marks(terminal)}) {filters}"
             f"  AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT 1"
             f") RETURNING *",
-            (worker, now + lease_seconds, *sorted(terminal), *pool_args, now),
+            (worker, now + lease_seconds, *sorted(terminal), *args, now),
         ).fetchone()
         return row_dict(row)
 
