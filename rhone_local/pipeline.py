@@ -406,16 +406,31 @@ class DeployPipeline:
                 present[path] = self._artifact_json(manifest, path) if key != "routes" else True
         results = [gates.generated_artifacts(vango, present)]
         results[0].facts["generated_go"] = gates.generated_go(paths)[:20]
+        results.extend(self._release_gates(deployment, manifest, vango))
+        required = [name for name, p in (config.get("providers") or {}).items() if p.get("required", True)]
+        results.append(gates.providers_bound(required, self.bound_providers(deployment["environment_id"])))
+        return results
+
+    def release_gates(self, deployment: dict[str, Any]) -> list[gates.GateResult]:
+        """The state and database gates of `deployment` against what serves production now (promotion checks them
+        again: production may have moved since the deployment was validated)."""
+        manifest = self.vango_tree(deployment)
+        paths = {f["path"] for f in manifest["files"]}
+        vango = gates.vango_files(deployment["config"].get("vango", {}), paths)
+        return self._release_gates(deployment, manifest, vango)
+
+    def _release_gates(
+        self, deployment: dict[str, Any], manifest: dict[str, Any], vango: dict[str, Any]
+    ) -> list[gates.GateResult]:
         # Production's route owner (promotion establishes it): the artifact it serves and what it declared.
         owner = self.store.route_owner_named(deployment["app_id"], "production")
         serving_digest = owner["artifact_digest"] if owner else None
         serving_deployment = self.store.deployment(owner["deployment_id"]) if owner else None
         serving_manifest = self.vango_tree(serving_deployment) if serving_deployment else None
-        results.append(self._state_impact(manifest, vango, serving_manifest, serving_deployment, serving_digest))
-        results.append(self._db_impact(deployment, manifest, serving_deployment))
-        required = [name for name, p in (config.get("providers") or {}).items() if p.get("required", True)]
-        results.append(gates.providers_bound(required, self.bound_providers(deployment["environment_id"])))
-        return results
+        return [
+            self._state_impact(manifest, vango, serving_manifest, serving_deployment, serving_digest),
+            self._db_impact(deployment, manifest, serving_deployment),
+        ]
 
     def _state_impact(
         self,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rhone_local.blobs import BlobStore
+from rhone_local.domain.gates import GateResult
 from rhone_local.domain.urls import EdgeUrls
 
 
@@ -24,6 +25,10 @@ class ArtifactFacts(Protocol):
 
     def bound_providers(self, environment_id: str) -> list[str]:
         """The providers with a ready binding in the environment's primary region."""
+        ...
+
+    def release_gates(self, deployment: dict[str, Any]) -> list[GateResult]:
+        """The deployment's state and database gates against what serves production now."""
         ...
 
 

@@ -36,7 +36,7 @@ class Promotions:
         self.edge = edge  # the edges' feed (`EdgeFeed`; None when Rhone Local runs no edge: nothing to propagate to)
 
     def policy_check(self, op: dict[str, Any]) -> dict[str, Any]:
-        evidence = check_policy(self.store, self.pipeline, op["params"])
+        evidence = check_policy(self.store, self.pipeline, op["params"], kind=op["kind"])
         return self.ensure_target_ready(op, evidence)
 
     def ensure_target_ready(self, op: dict[str, Any], evidence: dict[str, Any] | None = None) -> dict[str, Any]:

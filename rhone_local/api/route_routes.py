@@ -280,7 +280,7 @@ def _rollback_target(
         "approved_by": principal.id if body.approve else None,
     }
     try:
-        check_policy(store, get_ports(request).deployments, params)
+        check_policy(store, get_ports(request).deployments, params, kind="rollback")
     except StageFailed as failure:
         raise _refuse(failure) from None
     return target, unsafe

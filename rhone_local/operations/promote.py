@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from rhone_local.domain import settings
+from rhone_local.domain import gates, settings
 from rhone_local.domain.errors import StageFailed
 from rhone_local.domain.operations import MACHINES
 from rhone_local.operations.kinds import Advance, Kind, onward
@@ -16,7 +16,9 @@ from rhone_local.ports import ArtifactFacts
 from rhone_local.store import Store, Tx
 
 
-def check_policy(store: Store, artifacts: ArtifactFacts, params: dict[str, Any]) -> dict[str, Any]:
+def check_policy(
+    store: Store, artifacts: ArtifactFacts, params: dict[str, Any], *, kind: str = "promote"
+) -> dict[str, Any]:
     """The promotion gates; raises StageFailed (or DomainError at request time) naming the first that fails."""
     deployment = store.deployment(params["deployment_id"])
     environment = store.environment_by_id(params["environment_id"])
@@ -48,6 +50,8 @@ def check_policy(store: Store, artifacts: ArtifactFacts, params: dict[str, Any])
             "approval_required",
             f"promotions and rollbacks to {environment['name']} need an owner's or admin's approval (`--approve`)",
         )
+    if kind == "promote" and environment["name"] == "production":
+        _refuse_unapproved_release(artifacts, deployment)
     config = deployment["config"]
     required = [name for name, p in (config.get("providers") or {}).items() if p.get("required", True)]
     missing = sorted(set(required) - set(artifacts.bound_providers(environment["id"])))
@@ -77,6 +81,31 @@ def check_policy(store: Store, artifacts: ArtifactFacts, params: dict[str, Any])
         "providers": required,
         "instances": instances,
     }
+
+
+def _refuse_unapproved_release(artifacts: ArtifactFacts, deployment: dict[str, Any]) -> None:
+    """The deploy's state and database gates compared the candidate with what served production then; production may
+    have moved since (another promotion), so they are decided again against what serves now, with the deployment's
+    own approval. A cold change or a new migration that nobody acknowledged never reaches production this way
+    (docs/state-machines.md, "Promotion re-checks the release gates")."""
+    approval = deployment.get("approval") or {}
+    verdict, reasons = gates.decide(
+        artifacts.release_gates(deployment),
+        ack_cold=bool(approval.get("ack_cold")),
+        approved=bool(approval.get("approved_by")),
+    )
+    if verdict == "pass":
+        return
+    cold = any(r.gate == "state_impact" for r in reasons)
+    code = "cold_deploy_needs_approval" if cold else "migration_needs_approval"
+    raise StageFailed(
+        code,
+        f"production changed since {deployment['id']} was validated, and against what serves it now: "
+        + "; ".join(r.summary for r in reasons)
+        + ". Deploy the same source again (`rhone deploy`: its artifact is reused) to run the gates against "
+        "production as it is, then approve it (`rhone deploy approve DEP --ack-cold` for a cold change)",
+        {"gates": [r.to_dict() for r in reasons]},
+    )
 
 
 class PromotionStages(Protocol):

@@ -152,3 +152,52 @@ def test_migrations_are_tracked_by_what_artifacts_carry_and_production_applied(s
         c.execute("DELETE FROM environment_migrations")
     assert local.workers.pipeline.record_route_history_migrations() == 2
     assert local.store.applied_migrations(production["id"]) == applied
+
+
+def _promotion_of(stack: Stack, deployment_id: str) -> str:
+    response = stack.local.client.post(
+        f"/v1/deployments/{deployment_id}/promote",
+        json={"environment": "production"},
+        headers=stack.local.owner.headers,
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def test_production_moving_after_validation_is_decided_again_at_promotion(stack: Stack) -> None:
+    """The attack: B (no state schema) is validated while nothing serves production — warm. Then A, which persists
+    state, is promoted. Promoting B would drop A's persisted primitives, and nobody ever acknowledged that: it used to
+    be promoted without --ack-cold. The gates are decided again against what serves production now."""
+    b = stack.preview_ready(hello_files("0.9.0"), hello_config())
+    [warm] = [g for g in b["evidence"]["gates"] if g["gate"] == "state_impact"]
+    assert warm["summary"] == "warm (nothing serves production yet)"
+    a = stack.preview_ready(
+        hello_files("1.0.0", **{SCHEMA: state_schema(HASH_1, PERSISTED)}), hello_config(vango={"state_schema": SCHEMA})
+    )
+
+    # Both promotions are accepted while nothing serves production; A's moves the route first, so B's policy_check
+    # decides B's gates against A and fails.
+    first, second = _promotion_of(stack, a["id"]), _promotion_of(stack, b["id"])
+    stack.local.run_operations()
+    stack.settle()
+    assert stack.local.operation(first)["state"] == "healthy"
+    failed = stack.local.operation(second)
+    assert (failed["state"], failed["error"]["code"]) == ("failed", "cold_deploy_needs_approval"), failed["error"]
+    view = stack.local.client.get(f"/v1/operations/{second}", headers=stack.local.owner.headers).json()
+    assert (view["outcome"], view["error"]["exit_category"]) == ("failed", "gate")
+    owner = stack.owner_of()
+    assert owner is not None and owner[0] == a["id"]
+    operations = stack.local.store.count("operations")
+
+    # Asked again now, it is refused at request time with the gate's code: nothing recorded, the route where it was.
+    refused, _ = stack.promote(b["id"])
+    error = refused.json()["error"]
+    assert (refused.status_code, error["code"]) == (409, "cold_deploy_needs_approval"), refused.text
+    assert "production changed since" in error["message"] and "persists 2 primitive(s)" in error["message"]
+    assert (stack.owner_of(), stack.local.store.count("operations")) == (owner, operations)
+
+    # The way through: deploy the same source again (gates against production as it is), acknowledge, promote.
+    again = stack.deploy(hello_files("0.9.0"), hello_config())
+    assert (again["state"], again["error"]["code"]) == ("blocked", "cold_deploy_needs_approval")
+    assert stack.approve(again["target_id"], ack_cold=True)["state"] == "preview_ready"
+    assert stack.promote(again["target_id"])[1]["state"] == "healthy"
