@@ -209,7 +209,8 @@ def test_api(case: schemathesis.Case, rhone_api: RhoneApi, operation_label: str)
         # RFC 8628 answers a well-formed poll with 400 until it succeeds (authorization_pending, slow_down,
         # invalid_grant for a code the server does not know): schema-valid is not enough to be accepted.
         checks = [c for c in CHECKS if c is not positive_data_acceptance]
-    response = case.call_and_validate(headers=rhone_api.auth, checks=checks)
+    # Long-polls hold a request up to their `wait` (logs: 25 s), beyond schemathesis's default 10 s read timeout.
+    response = case.call_and_validate(headers=rhone_api.auth, checks=checks, timeout=60)
     with rhone_api.lock:
         rhone_api.cases[operation_label] += 1
         rhone_api.statuses[operation_label][response.status_code] += 1
