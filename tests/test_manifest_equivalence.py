@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from rhone_cli.artifacts import _hashing
 from rhone_cli.artifacts import manifest as mf
 from rhone_cli.artifacts.manifest import build_manifest, canonical_bytes
 from rhone_cli.errors import RhoneError
@@ -92,11 +96,106 @@ def test_cold_then_warm_then_one_change(fixture_tree):
     assert warm.files == cold.files
 
 
-def test_unreadable_file_is_reported_whatever_the_hashing_order(fixture_tree):
-    if os.geteuid() == 0:
-        pytest.skip("root reads files whatever their mode")
-    for rel in ("pkg3/m003.py", "sizes/s65536.bin"):
-        os.chmod(fixture_tree / rel, 0)
+def hashing_order(root: Path, monkeypatch) -> list[str]:
+    """The paths `hash_file` is called with, in order, when every file is hashed on the calling thread."""
+    calls: list[str] = []
+    real = _hashing.hash_file
+    monkeypatch.setattr(_hashing, "BATCH_SIZE", 10**9)  # never enough files for threads
+
+    def recording(path, buffer, *, nofollow):
+        calls.append(path)
+        return real(path, buffer, nofollow=nofollow)
+
+    monkeypatch.setattr(_hashing, "hash_file", recording)
+    build_manifest(root, use_cache=False)
+    monkeypatch.undo()
+    return calls
+
+
+def test_hashing_runs_on_worker_threads_and_leaves_none_behind(fixture_tree, monkeypatch):
+    threads_used: set[int] = set()
+    real = _hashing.hash_file
+
+    def recording(path, buffer, *, nofollow):
+        threads_used.add(threading.get_ident())
+        return real(path, buffer, nofollow=nofollow)
+
+    monkeypatch.setattr(_hashing, "hash_file", recording)
+    before = threading.active_count()
+    result = build_manifest(fixture_tree, use_cache=False)
+    assert_is_the_fixture(result)
+    assert result.hashed_count == FIXTURE_FILES
+    assert threads_used and threading.get_ident() not in threads_used  # the walk's thread only lists
+    assert len(threads_used) <= _hashing.worker_count()
+    assert threading.active_count() == before
+
+
+def test_the_first_failure_in_walk_order_is_reported_whichever_thread_finishes_first(fixture_tree, monkeypatch):
+    order = hashing_order(fixture_tree, monkeypatch)
+    assert len(order) == FIXTURE_FILES
+    early, late = order[40], order[-40]  # in different batches, so on different threads or one after the other
+    real = _hashing.hash_file
+    late_failed = threading.Event()
+
+    def failing(path, buffer, *, nofollow):
+        if path == early:
+            late_failed.wait(5)  # the later file fails first
+            raise PermissionError(13, "Permission denied")
+        if path == late:
+            late_failed.set()
+            raise PermissionError(13, "Permission denied")
+        return real(path, buffer, nofollow=nofollow)
+
+    monkeypatch.setattr(_hashing, "hash_file", failing)
+    before = threading.active_count()
+    for _ in range(3):
+        late_failed.clear()
+        with pytest.raises(RhoneError) as info:
+            build_manifest(fixture_tree)
+        assert (info.value.code, info.value.exit_code) == ("unreadable_path", 2)
+        assert info.value.message == f"{os.path.relpath(early, fixture_tree)}: cannot read: Permission denied"
+    assert late_failed.is_set()
+    assert threading.active_count() == before
+    assert not (fixture_tree / ".rhone").exists()  # nothing was cached from a failed run
+
+
+def test_a_walk_error_after_hashing_started_stops_the_workers(fixture_tree, monkeypatch):
+    order = hashing_order(fixture_tree, monkeypatch)
+    # A fifo in the directory listed last: by then the first batches are on the workers.
+    fifo = Path(order[-1]).parent / "zz-fifo"
+    os.mkfifo(fifo)
+    before = threading.active_count()
     with pytest.raises(RhoneError) as info:
         build_manifest(fixture_tree, use_cache=False)
-    assert (info.value.code, info.value.exit_code) == ("unreadable_path", 2)
+    assert (info.value.code, info.value.exit_code) == ("unsafe_path", 2)
+    assert "not a regular file (a fifo)" in info.value.message
+    assert threading.active_count() == before
+
+
+def test_a_file_replaced_by_a_symlink_after_listing_is_refused_on_a_worker(fixture_tree, monkeypatch):
+    order = hashing_order(fixture_tree, monkeypatch)
+    victim = Path(order[-3])
+    real = _hashing.hash_file
+
+    def swapping(path, buffer, *, nofollow):
+        if path == str(victim):  # between the listing and the open: what O_NOFOLLOW is for
+            victim.unlink()
+            victim.symlink_to(fixture_tree / "app.py")
+        return real(path, buffer, nofollow=nofollow)
+
+    monkeypatch.setattr(_hashing, "hash_file", swapping)
+    with pytest.raises(RhoneError) as info:
+        build_manifest(fixture_tree, use_cache=False)
+    assert (info.value.code, info.value.exit_code) == ("unsafe_path", 2)
+    assert "changed into a symlink while the manifest was being built" in info.value.message
+
+
+def test_a_warm_run_loads_neither_openssl_nor_threads(fixture_tree):
+    build_manifest(fixture_tree)
+    probe = (
+        "import sys; from rhone_cli.artifacts.manifest import build_manifest; "
+        f"m = build_manifest({str(fixture_tree)!r}); print(m.hashed_count, m.digest); "
+        "print(sorted(n for n in ('hashlib', '_hashlib', 'threading', 'queue') if n in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [f"0 {FIXTURE_DIGEST}", "[]"]

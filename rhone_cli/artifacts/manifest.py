@@ -24,7 +24,11 @@ valid UTF-8 or contain a backslash or a control character (or, at the top, look 
 fifos, sockets and devices. A symlink inside the root is
 listed under its own path with its target's content and exec bit (a symlinked directory is walked).
 
-Hashing streams in 1 MiB chunks through one reused buffer, so memory stays bounded whatever the file sizes. A stat
+Hashing streams in 1 MiB chunks through one reused buffer per thread, so memory stays bounded whatever the file
+sizes; a tree with more than a few dozen files to hash is hashed on a few worker threads while the walk goes on
+(`_hashing.py`), and the result is the same whichever thread finishes first (the first failure in walk order is the
+one reported). The walk lists each directory once through a file descriptor and `lstat`s its files relative to it,
+as `find` does (no full path resolved per file). A stat
 cache (`<root>/.rhone/manifest-cache.json`) maps each path's (size, mtime_ns, ctime_ns, inode, st_mode) to its
 sha256, so unchanged files are not read again; entries whose mtime is within `RACY_NS` of the moment the cache was
 written are never trusted (git's "racy clean" problem: a file changed again within the timestamp granularity). The
@@ -39,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import hashlib
 import json
 import os
 import re
@@ -47,12 +50,13 @@ import stat
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
+from operator import itemgetter
 from typing import Any
 
 from rhone_cli.errors import ExitCode, RhoneError
 
 MANIFEST_VERSION = 1
-CHUNK_SIZE = 1 << 20  # bytes read (and hashed) at a time
 MAX_FILES = 100_000
 MAX_PATH_LENGTH = 1024
 RACY_NS = 2_000_000_000  # entries modified this close to (or after) the cache write are rehashed
@@ -85,8 +89,7 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _DRIVE = re.compile(r"[A-Za-z]:")  # `C:...` is absolute on Windows: refused as a path's first segment
 # C0 and C1 control characters, DEL, backslash, and lone surrogates (how Python spells bytes that are not UTF-8).
 _BAD_NAME_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\\\\\ud800-\udfff]")
-_O_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_DIRECTORY = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
 # -- canonical form -------------------------------------------------------------------------------------------------
@@ -97,7 +100,18 @@ def canonical_bytes(doc: Any) -> bytes:
 
 def digest_of(doc: Any) -> str:
     """`sha256:<hex>` of the canonical JSON of a manifest document."""
+    import hashlib  # here: a warm run reuses the cached digest and never loads OpenSSL
+
     return "sha256:" + hashlib.sha256(canonical_bytes(doc)).hexdigest()
+
+
+def _canonical_manifest_bytes(files: list[dict[str, Any]]) -> bytes:
+    """`canonical_bytes` of `{"version": 1, "files": files}` for entries as `build_manifest` makes them (exactly the
+    keys path, size, mode, sha256; an int size; ASCII mode and sha256), in half the time: the keys are written in
+    their sorted order and the path is escaped by the same function `json.dumps(..., ensure_ascii=False)` uses."""
+    entry = '{"mode":"%s","path":%s,"sha256":"%s","size":%d}'
+    body = ",".join([entry % (f["mode"], encode_basestring(f["path"]), f["sha256"], f["size"]) for f in files])
+    return f'{{"files":[{body}],"version":{MANIFEST_VERSION}}}'.encode()
 
 
 def mode_of(st_mode: int) -> str:
@@ -121,7 +135,9 @@ class Manifest:
 
     @functools.cached_property
     def digest(self) -> str:  # build_manifest presets it when the stat cache already knows it
-        return digest_of(self.document)
+        import hashlib
+
+        return "sha256:" + hashlib.sha256(_canonical_manifest_bytes(self.files)).hexdigest()
 
     @property
     def file_count(self) -> int:
@@ -422,9 +438,11 @@ def _write_cache(root: str, entries: dict[str, str], digest: str | None) -> str 
             if not stat.S_ISDIR(st.st_mode):  # a symlink (which could lead anywhere) or a file
                 return f"{state} is not a directory; the stat cache was not written"
         document = {"version": CACHE_VERSION, "written_ns": time.time_ns(), "digest": digest, "entries": entries}
+        # json.dumps, not json.dump: dump streams through the pure-Python encoder, several times slower.
+        encoded = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         fd, temporary = tempfile.mkstemp(prefix=f".{CACHE_FILE}.", suffix=".tmp", dir=state)
-        with open(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f, separators=(",", ":"), ensure_ascii=False)
+        with open(fd, "wb") as f:
+            f.write(encoded)
         os.replace(temporary, os.path.join(state, CACHE_FILE))
         return None
     except OSError as error:
@@ -434,38 +452,7 @@ def _write_cache(root: str, entries: dict[str, str], digest: str | None) -> str 
         return f"the stat cache could not be written ({error.strerror or error})"
 
 
-# -- hashing --------------------------------------------------------------------------------------------------------
-class _Hasher:
-    """sha256 of a file read through one reused 1 MiB buffer: memory stays bounded whatever the file size."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray(CHUNK_SIZE)
-        self.view = memoryview(self.buffer)
-
-    def hash_open(self, path: str, rel: str, *, nofollow: bool) -> tuple[str, int, os.stat_result]:
-        """(hex digest, bytes read, the stat taken before reading) of the regular file at `path`."""
-        try:
-            fd = os.open(path, _O_FLAGS | (_O_NOFOLLOW if nofollow else 0))
-        except OSError as error:
-            if error.errno == errno.ELOOP:  # the entry was replaced by a symlink since it was listed
-                raise _unsafe(rel, "changed into a symlink while the manifest was being built") from None
-            raise _unreadable(rel, error) from None
-        with open(fd, "rb", buffering=0, closefd=True) as f:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise _unsafe(rel, f"not a regular file ({_kind(st.st_mode)})")
-            digest = hashlib.sha256()
-            readinto, update, view = f.readinto, digest.update, self.view
-            total = 0
-            try:
-                while n := readinto(self.buffer):
-                    update(view[:n])
-                    total += n
-            except OSError as error:
-                raise _unreadable(rel, error) from None
-        return digest.hexdigest(), total, st
-
-
+# -- errors of the walk and of hashing ------------------------------------------------------------------------------
 def _unreadable(rel: str, error: OSError) -> RhoneError:
     return RhoneError(
         f"{_display(rel)}: cannot read: {error.strerror or error}",
@@ -473,6 +460,18 @@ def _unreadable(rel: str, error: OSError) -> RhoneError:
         exit_code=ExitCode.USAGE,
         hint=f"fix its permissions, or add it to {IGNORE_FILE}",
     )
+
+
+def _hashing_failed(rel: str, error: BaseException) -> RhoneError:
+    """The error to report for a file that could not be hashed (`_hashing.hash_file`'s exceptions)."""
+    if isinstance(error, OSError):
+        if error.errno == errno.ELOOP:  # opened with O_NOFOLLOW: the entry was replaced by a symlink since listed
+            return _unsafe(rel, "changed into a symlink while the manifest was being built")
+        return _unreadable(rel, error)
+    st_mode = getattr(error, "st_mode", None)
+    if st_mode is not None:  # _hashing.NotRegularFile: replaced by a fifo or a device since listed
+        return _unsafe(rel, f"not a regular file ({_kind(st_mode)})")
+    raise error
 
 
 def _too_many(message: str) -> RhoneError:
@@ -503,83 +502,120 @@ class _Walk:
     cache: _Cache | None  # None: no stat cache (hash everything)
     files: list[dict[str, Any]] = field(default_factory=list)
     new_cache: dict[str, str] = field(default_factory=dict)
-    hashed: int = 0
+    to_hash: list[tuple[str, str, bool]] = field(default_factory=list)  # listed, not hashed yet (the hasher's jobs)
     directories: int = 0
+    hasher: Any = None  # a _hashing.ParallelHasher, made when the first file needs hashing
 
     def __post_init__(self) -> None:
-        self.hasher = _Hasher()
         self.state_dir = os.path.join(self.root, STATE_DIR)
 
-    def run(self) -> None:
+    def run(self) -> int:
+        """List the tree, then wait for the files the cache did not know to be hashed; the number hashed."""
         root_st = os.stat(self.root)
         # (real directory, root-relative prefix ending in "/" or "", (dev, inode) of it and its ancestors, the ignore
         # rules of its parent)
         stack: list[tuple[str, str, frozenset[tuple[int, int]], _Layers]] = [
             (self.root, "", frozenset({(root_st.st_dev, root_st.st_ino)}), self.ignore)
         ]
+        try:
+            while stack:
+                directory, prefix, ancestors, layers = stack.pop()
+                self.directories += 1
+                if self.directories > MAX_FILES:  # symlinked directories can multiply paths without any cycle
+                    raise _too_many(f"more than {MAX_FILES} directories under {self.root}")
+                fd, listing = _open_directory(directory, prefix)
+                try:
+                    self._scan(listing, directory, prefix, ancestors, stack, layers)
+                finally:
+                    os.close(fd)
+        except BaseException:
+            if self.hasher is not None:
+                self.hasher.cancel()
+            raise
+        return self._collect_hashes()
+
+    def _scan(
+        self,
+        listing: list[os.DirEntry],
+        directory: str,
+        prefix: str,
+        ancestors: frozenset,
+        stack: list,
+        layers: _Layers,
+    ) -> None:
+        """Every entry of one directory (listed through a file descriptor: its entries' `stat` is relative to it)."""
+        if any(entry.name in IGNORE_FILES for entry in listing):
+            layers = layers.below(self.root, directory, prefix)
+        ruleset = layers.ruleset
+        # The names a rule or the name check must look at, found in one pass at C speed: for the others (nearly always
+        # all of them) the loop below does a single set lookup.
+        names = [entry.name for entry in listing]
+        # No name holds a "/", which is not a bad character either: one search of the joined names clears them all.
+        flagged = set(filter(_BAD_NAME_CHAR.search, names)) if _BAD_NAME_CHAR.search("/".join(names)) else set()
+        if ruleset.any_name:
+            flagged.update(filter(ruleset.any_name, names))
+        if ruleset.any_path:
+            any_path = ruleset.any_path
+            flagged.update(name for name in names if any_path(prefix + name))
         # The loop below is the whole cost of a warm run (one lstat per file): locals, and no calls it can avoid.
-        bad_name, include, files = _BAD_NAME_CHAR.search, self.include, self.files
-        cache, new_cache = self.cache, self.new_cache
-        cached_get = cache.entries.get if cache is not None else None
-        trusted_before = cache.trusted_before if cache is not None else 0
-        while stack:
-            directory, prefix, ancestors, layers = stack.pop()
-            self.directories += 1
-            if self.directories > MAX_FILES:  # symlinked directories can multiply paths without any cycle
-                raise _too_many(f"more than {MAX_FILES} directories under {self.root}")
+        decide, include, to_hash = ruleset.decide, self.include, self.to_hash
+        files, new_cache = self.files, self.new_cache
+        cached_get = self.cache.entries.get if self.cache is not None else None
+        trusted_before = self.cache.trusted_before if self.cache is not None else 0
+        path_prefix = directory if directory.endswith("/") else directory + "/"
+        for entry in listing:
+            name = entry.name
+            rel = prefix + name
             try:
-                with os.scandir(directory) as entries:
-                    listing = list(entries)
+                plain_file = entry.is_file(follow_symlinks=False)  # from the directory entry's type: no syscall
             except OSError as error:
-                raise _unreadable(prefix.rstrip("/") or ".", error) from None
-            if any(entry.name in IGNORE_FILES for entry in listing):
-                layers = layers.below(self.root, directory, prefix)
-            ruleset = layers.ruleset
-            any_name, any_path, decide = ruleset.any_name, ruleset.any_path, ruleset.decide
-            for entry in listing:
-                name = entry.name
-                rel = prefix + name
-                try:
-                    plain_file = entry.is_file(follow_symlinks=False)  # from the directory entry's type: no syscall
-                except OSError as error:
-                    raise _unreadable(rel, error) from None
-                if not plain_file or not prefix:
-                    self._other(entry, name, rel, prefix, ancestors, stack, layers)
+                raise _unreadable(rel, error) from None
+            if not plain_file or not prefix:
+                self._other(entry, directory, name, rel, prefix, ancestors, stack, layers)
+                continue
+            # A regular file below the top level: the common case.
+            if name in flagged:
+                if decide(rel, name, False):
                     continue
-                # A regular file below the top level: the common case.
-                if ((any_name and any_name(name)) or (any_path and any_path(rel))) and decide(rel, name, False):
-                    continue
-                if bad_name(name) or len(rel) > MAX_PATH_LENGTH:
-                    _check_name(rel, name, top=False)
-                if include is not None and not include.decide_with_ancestors(rel):
-                    continue
-                if len(files) >= MAX_FILES:
-                    raise _too_many(f"more than {MAX_FILES} files under {self.root}")
-                if cached_get is None:
-                    self._hash(rel, entry.path, nofollow=True)
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError as error:
-                    raise _unreadable(rel, error) from None
-                # Inlined _Cache.lookup (see there).
-                key = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_mode}:"
-                cached = cached_get(rel)
-                if (
-                    cached is None
-                    or st.st_mtime_ns > trusted_before
-                    or not cached.startswith(key)
-                    or len(cached) != len(key) + 64
-                    or cached[len(key) :].strip("0123456789abcdef")
-                ):
-                    self._hash(rel, entry.path, nofollow=True)
-                    continue
-                digest = cached[len(key) :]
-                files.append({"path": rel, "size": st.st_size, "mode": _MODES[st.st_mode & 0o100], "sha256": digest})
-                new_cache[rel] = cached
+                _check_name(rel, name, top=False)
+            elif len(rel) > MAX_PATH_LENGTH:
+                _check_name(rel, name, top=False)
+            if include is not None and not include.decide_with_ancestors(rel):
+                continue
+            if len(files) + len(to_hash) >= MAX_FILES:
+                raise _too_many(f"more than {MAX_FILES} files under {self.root}")
+            if cached_get is None:
+                self._hash(rel, path_prefix + name, nofollow=True)
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)  # fstatat(fd, name): no path resolved from the root
+            except OSError as error:
+                raise _unreadable(rel, error) from None
+            # Inlined _Cache.lookup (see there).
+            key = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_mode}:"
+            cached = cached_get(rel)
+            if (
+                cached is None
+                or st.st_mtime_ns > trusted_before
+                or not cached.startswith(key)
+                or len(cached) != len(key) + 64
+                or cached[len(key) :].strip("0123456789abcdef")
+            ):
+                self._hash(rel, path_prefix + name, nofollow=True)
+                continue
+            files.append({"path": rel, "size": st.st_size, "mode": _MODES[st.st_mode & 0o100], "sha256": cached[-64:]})
+            new_cache[rel] = cached
 
     def _other(
-        self, entry: os.DirEntry, name: str, rel: str, prefix: str, ancestors: frozenset, stack: list, layers: _Layers
+        self,
+        entry: os.DirEntry,
+        directory: str,
+        name: str,
+        rel: str,
+        prefix: str,
+        ancestors: frozenset,
+        stack: list,
+        layers: _Layers,
     ) -> None:
         """Directories, symlinks, special files, and anything at the top level."""
         if not prefix and name == STATE_DIR:
@@ -597,10 +633,10 @@ class _Walk:
         if layers.ruleset.decide(rel, name, is_dir):
             return
         _check_name(rel, name, top=not prefix)
-        real = entry.path
+        real = os.path.join(directory, name)
         try:
             if is_link:
-                real = self._resolve_link(entry, rel)
+                real = self._resolve_link(real, rel)
                 st = os.stat(real)
             else:
                 st = entry.stat(follow_symlinks=False)
@@ -616,7 +652,7 @@ class _Walk:
             raise _unsafe(rel, f"not a regular file ({_kind(st.st_mode)})")
         if self.include is not None and not self.include.decide_with_ancestors(rel):
             return
-        if len(self.files) >= MAX_FILES:
+        if len(self.files) + len(self.to_hash) >= MAX_FILES:
             raise _too_many(f"more than {MAX_FILES} files under {self.root}")
         key, digest = self.cache.lookup(rel, st) if self.cache is not None else ("", None)
         if digest is None:
@@ -625,15 +661,15 @@ class _Walk:
             self.files.append({"path": rel, "size": st.st_size, "mode": mode_of(st.st_mode), "sha256": digest})
             self.new_cache[rel] = key + digest
 
-    def _resolve_link(self, entry: os.DirEntry, rel: str) -> str:
-        """The real path a symlink leads to, when it is safe to follow."""
+    def _resolve_link(self, path: str, rel: str) -> str:
+        """The real path the symlink at `path` leads to, when it is safe to follow."""
         try:
-            real = os.path.realpath(entry.path, strict=True)
+            real = os.path.realpath(path, strict=True)
         except OSError as error:
             if error.errno == errno.ELOOP:
                 raise _unsafe(rel, "symlink loop") from None
             if isinstance(error, FileNotFoundError):
-                raise _unsafe(rel, f"broken symlink (to {_display(os.readlink(entry.path))})") from None
+                raise _unsafe(rel, f"broken symlink (to {_display(os.readlink(path))})") from None
             raise
         if not _within(real, self.root):
             raise _unsafe(rel, f"symlink points outside the root (to {_display(real)})")
@@ -641,12 +677,46 @@ class _Walk:
             raise _unsafe(rel, f"symlink points into {STATE_DIR}/, rhone's own state")
         return real
 
-    def _hash(self, rel: str, real: str, *, nofollow: bool) -> None:
-        digest, size, opened = self.hasher.hash_open(real, rel, nofollow=nofollow)
-        self.hashed += 1
-        self.files.append({"path": rel, "size": size, "mode": mode_of(opened.st_mode), "sha256": digest})
-        if self.cache is not None and size == opened.st_size:  # else it changed while being read: not remembered
-            self.new_cache[rel] = _stat_key(opened) + digest
+    def _hash(self, rel: str, path: str, *, nofollow: bool) -> None:
+        """Queue `path` for hashing (on worker threads once there are enough files to keep them busy)."""
+        if self.hasher is None:
+            from rhone_cli.artifacts._hashing import ParallelHasher, worker_count
+
+            self.hasher = ParallelHasher(worker_count(), self.to_hash)
+        self.hasher.add(rel, path, nofollow)
+
+    def _collect_hashes(self) -> int:
+        """Wait for the queued files' hashes and list them; the first failure in walk order is raised."""
+        if self.hasher is None:
+            return 0
+        from rhone_cli.artifacts._hashing import CHUNK_SIZE
+
+        outcomes = self.hasher.finish(bytearray(CHUNK_SIZE))
+        for (rel, _path, _nofollow), outcome in zip(self.to_hash, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                raise _hashing_failed(rel, outcome) from None
+            digest, size, opened = outcome
+            self.files.append({"path": rel, "size": size, "mode": _MODES[opened.st_mode & 0o100], "sha256": digest})
+            if self.cache is not None and size == opened.st_size:  # else it changed while being read: not remembered
+                self.new_cache[rel] = _stat_key(opened) + digest
+        return len(outcomes)
+
+
+def _open_directory(directory: str, prefix: str) -> tuple[int, list[os.DirEntry]]:
+    """A file descriptor of `directory` (a real path: never through a symlink) and its entries."""
+    where = prefix.rstrip("/") or "."
+    try:
+        fd = os.open(directory, _O_DIRECTORY)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise _unsafe(where, "changed into a symlink while the manifest was being built") from None
+        raise _unreadable(where, error) from None
+    try:
+        with os.scandir(fd) as entries:
+            return fd, list(entries)
+    except OSError as error:
+        os.close(fd)
+        raise _unreadable(where, error) from None
 
 
 IGNORE_FILES = (GIT_IGNORE_FILE, IGNORE_FILE)
@@ -797,14 +867,14 @@ def build_manifest(
     layers, include_rules = _base_layers(exclude), _include_rules(include)
     cache = _load_cache(os.path.join(real_root, STATE_DIR, CACHE_FILE)) if use_cache else None
     walk = _Walk(real_root, layers, include_rules, cache)
-    walk.run()
-    walk.files.sort(key=lambda entry: entry["path"])
+    hashed = walk.run()
+    walk.files.sort(key=itemgetter("path"))
 
-    result = Manifest(root=real_root, files=walk.files, hashed_count=walk.hashed)
+    result = Manifest(root=real_root, files=walk.files, hashed_count=hashed)
     if cache is None:
         return result
     same_entries = walk.new_cache.keys() == cache.entries.keys()
-    if not walk.hashed and same_entries and cache.digest:
+    if not hashed and same_entries and cache.digest:
         # Every file came from a cache entry and every entry was used, so the document is exactly the one the cache's
         # digest was computed from (path, sha256, and the size and mode bits of the matching stat): skip re-encoding.
         result.__dict__["digest"] = cache.digest
