@@ -5,6 +5,8 @@ single-threaded builder before any of them existed, and every path is checked ag
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +19,10 @@ import pytest
 from rhone_cli.artifacts import _hashing
 from rhone_cli.artifacts import manifest as mf
 from rhone_cli.artifacts.manifest import build_manifest, canonical_bytes
+from rhone_cli.environment import Environment
 from rhone_cli.errors import RhoneError
+from rhone_cli.main import main
+from rhone_cli.output import Output
 
 PAST = time.time() - 3600
 
@@ -199,3 +204,38 @@ def test_a_warm_run_loads_neither_openssl_nor_threads(fixture_tree):
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == [f"0 {FIXTURE_DIGEST}", "[]"]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def run_rhone(args: list[str], *, stdout: io.StringIO, cwd: Path) -> tuple[int, str]:
+    env = Environment(stdin=io.StringIO(), stdout=stdout, stderr=io.StringIO(), environ=dict(os.environ), cwd=cwd)
+    return main(args, env), stdout.getvalue()
+
+
+def test_command_json_is_compact_when_piped_and_indented_at_a_terminal(fixture_tree):
+    code, piped = run_rhone(["artifact", "manifest", "--no-cache", "--json"], stdout=io.StringIO(), cwd=fixture_tree)
+    assert code == 0
+    assert piped.count("\n") == 1 and piped.endswith("}\n") and ", " not in piped and '": ' not in piped
+    code, shown = run_rhone(["artifact", "manifest", "--no-cache", "--json"], stdout=_Terminal(), cwd=fixture_tree)
+    assert code == 0
+    assert shown.startswith('{\n  "digest": ')
+    assert json.loads(piped) == json.loads(shown)
+    assert json.loads(piped)["digest"] == FIXTURE_DIGEST
+    assert json.loads(piped)["manifest"] == build_manifest(fixture_tree, use_cache=False).document
+
+
+def test_json_documents_keep_control_characters_escaped_without_the_terminal_filter(tmp_path):
+    # The terminal filter is skipped for JSON documents (it costs more than encoding a large one): json.dumps escapes
+    # every character outside printable ASCII, so no raw control character can reach the terminal, and the text
+    # inside the document is kept exactly.
+    text = "a\x7fb\x1b[2Jc\r\x9b1m\x07"
+    for stream in (io.StringIO(), _Terminal()):
+        out = Output(Environment(stdin=io.StringIO(), stdout=stream, stderr=io.StringIO(), environ={}, cwd=tmp_path))
+        out.json_document({"text": text})
+        written = stream.getvalue()
+        assert all(" " <= char <= "~" for char in written.replace("\n", "")), repr(written)
+        assert json.loads(written) == {"text": text}
