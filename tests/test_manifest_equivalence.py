@@ -91,6 +91,14 @@ def test_the_fixture_tree_has_the_digest_computed_before_the_fast_paths(fixture_
     assert_is_the_fixture(build_manifest(fixture_tree, use_cache=False))
 
 
+def test_without_directory_descriptors_or_readv_the_same_manifest(fixture_tree, monkeypatch):
+    # What a platform without scandir(fd) and os.readv (Windows) runs.
+    monkeypatch.setattr(mf, "_SCANDIR_FD", False)
+    monkeypatch.setattr(_hashing, "readv", _hashing._read_into)
+    assert_is_the_fixture(build_manifest(fixture_tree))
+    assert_is_the_fixture(build_manifest(fixture_tree))
+
+
 def test_cold_then_warm_then_one_change(fixture_tree):
     cold = build_manifest(fixture_tree)
     assert cold.hashed_count == FIXTURE_FILES
@@ -99,6 +107,14 @@ def test_cold_then_warm_then_one_change(fixture_tree):
     assert warm.hashed_count == 0
     assert_is_the_fixture(warm)
     assert warm.files == cold.files
+    changed = fixture_tree / "pkg2" / "m002.txt"
+    changed.write_bytes(b"changed")
+    os.utime(changed, (PAST + 5, PAST + 5))
+    after = build_manifest(fixture_tree)
+    assert after.hashed_count == 1
+    assert after.document == build_manifest(fixture_tree, use_cache=False).document
+    assert after.digest == build_manifest(fixture_tree, use_cache=False).digest != FIXTURE_DIGEST
+    assert {e["path"] for e in after.files} == {e["path"] for e in cold.files}
 
 
 def hashing_order(root: Path, monkeypatch) -> list[str]:

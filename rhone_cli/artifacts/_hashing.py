@@ -20,7 +20,18 @@ from typing import Any
 CHUNK_SIZE = 1 << 20  # bytes read (and hashed) at a time
 BATCH_SIZE = 32  # files per job handed to a worker
 _O_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_NOFOLLOW_FLAGS = _O_FLAGS | getattr(os, "O_NOFOLLOW", 0)
+sha256, S_ISREG = hashlib.sha256, stat.S_ISREG  # bound once: called per file
+
+
+def _read_into(fd: int, buffers: tuple[bytearray]) -> int:
+    """os.readv for one buffer, where the platform has no readv (Windows)."""
+    data = os.read(fd, len(buffers[0]))
+    buffers[0][: len(data)] = data
+    return len(data)
+
+
+readv = getattr(os, "readv", _read_into)  # reads into the buffer: no new bytes object per read
 
 
 class NotRegularFile(Exception):
@@ -34,19 +45,22 @@ class NotRegularFile(Exception):
 def hash_file(path: str, buffer: bytearray, *, nofollow: bool) -> tuple[str, int, os.stat_result]:
     """(hex sha256, bytes read, the stat taken right after opening) of the regular file at `path`, read through
     `buffer`. Raises OSError (ELOOP when `nofollow` and it is a symlink) or NotRegularFile."""
-    fd = os.open(path, _O_FLAGS | (_O_NOFOLLOW if nofollow else 0))
+    fd = os.open(path, _O_NOFOLLOW_FLAGS if nofollow else _O_FLAGS)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        if not S_ISREG(st.st_mode):
             raise NotRegularFile(st.st_mode)
-        digest = hashlib.sha256()
-        update, view, capacity, size = digest.update, memoryview(buffer), len(buffer), st.st_size
-        total = 0
-        while n := os.readv(fd, (buffer,)):
-            update(view[:n])
+        size = st.st_size
+        n = readv(fd, (buffer,))
+        if n == size and n < len(buffer):  # a small file, read whole by its first read: the common case
+            return sha256(memoryview(buffer)[:n]).hexdigest(), n, st
+        digest, view, total = sha256(), memoryview(buffer), 0
+        while n:
+            digest.update(view[:n])
             total += n
-            if n < capacity and total == size:
-                break  # a short read that reached the size fstat gave: the end (one read call per small file)
+            if total == size and n < len(buffer):
+                break  # a short read that reached the size fstat gave: the end
+            n = readv(fd, (buffer,))
     finally:
         os.close(fd)
     return digest.hexdigest(), total, st

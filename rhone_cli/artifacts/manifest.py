@@ -89,6 +89,7 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _DRIVE = re.compile(r"[A-Za-z]:")  # `C:...` is absolute on Windows: refused as a path's first segment
 # C0 and C1 control characters, DEL, backslash, and lone surrogates (how Python spells bytes that are not UTF-8).
 _BAD_NAME_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\\\\\ud800-\udfff]")
+_SCANDIR_FD = os.scandir in os.supports_fd
 _O_DIRECTORY = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
@@ -527,7 +528,8 @@ class _Walk:
                 try:
                     self._scan(listing, directory, prefix, ancestors, stack, layers)
                 finally:
-                    os.close(fd)
+                    if fd is not None:
+                        os.close(fd)
         except BaseException:
             if self.hasher is not None:
                 self.hasher.cancel()
@@ -702,20 +704,21 @@ class _Walk:
         return len(outcomes)
 
 
-def _open_directory(directory: str, prefix: str) -> tuple[int, list[os.DirEntry]]:
-    """A file descriptor of `directory` (a real path: never through a symlink) and its entries."""
+def _open_directory(directory: str, prefix: str) -> tuple[int | None, list[os.DirEntry]]:
+    """A file descriptor of `directory` (a real path: never through a symlink) and its entries, whose `stat` is then
+    relative to it; where scandir takes no descriptor (Windows), None and the entries of the path."""
     where = prefix.rstrip("/") or "."
+    fd = None
     try:
-        fd = os.open(directory, _O_DIRECTORY)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise _unsafe(where, "changed into a symlink while the manifest was being built") from None
-        raise _unreadable(where, error) from None
-    try:
-        with os.scandir(fd) as entries:
+        if _SCANDIR_FD:
+            fd = os.open(directory, _O_DIRECTORY)
+        with os.scandir(directory if fd is None else fd) as entries:
             return fd, list(entries)
     except OSError as error:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
+        if error.errno == errno.ELOOP:
+            raise _unsafe(where, "changed into a symlink while the manifest was being built") from None
         raise _unreadable(where, error) from None
 
 
