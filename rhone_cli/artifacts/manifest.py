@@ -85,6 +85,7 @@ DEFAULT_IGNORES: tuple[str, ...] = (
 GIT_IGNORE_FILE = ".gitignore"
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_HEX_DIGITS = b"0123456789abcdef"
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _DRIVE = re.compile(r"[A-Za-z]:")  # `C:...` is absolute on Windows: refused as a path's first segment
 # C0 and C1 control characters, DEL, backslash, and lone surrogates (how Python spells bytes that are not UTF-8).
@@ -106,12 +107,12 @@ def digest_of(doc: Any) -> str:
     return "sha256:" + hashlib.sha256(canonical_bytes(doc)).hexdigest()
 
 
-def _canonical_manifest_bytes(files: list[dict[str, Any]]) -> bytes:
-    """`canonical_bytes` of `{"version": 1, "files": files}` for entries as `build_manifest` makes them (exactly the
-    keys path, size, mode, sha256; an int size; ASCII mode and sha256), in half the time: the keys are written in
-    their sorted order and the path is escaped by the same function `json.dumps(..., ensure_ascii=False)` uses."""
+def _canonical_manifest_bytes(rows: list[tuple[str, int, str, str]]) -> bytes:
+    """`canonical_bytes` of `{"version": 1, "files": [...]}` for the (path, size, mode, text ending in the sha256)
+    rows of `Manifest` (an int size; ASCII mode and sha256), in half the time: the keys are written in their sorted
+    order and the path is escaped by the same function `json.dumps(..., ensure_ascii=False)` uses."""
     entry = '{"mode":"%s","path":%s,"sha256":"%s","size":%d}'
-    body = ",".join([entry % (f["mode"], encode_basestring(f["path"]), f["sha256"], f["size"]) for f in files])
+    body = ",".join([entry % (mode, encode_basestring(path), tail[-64:], size) for path, size, mode, tail in rows])
     return f'{{"files":[{body}],"version":{MANIFEST_VERSION}}}'.encode()
 
 
@@ -123,30 +124,64 @@ def mode_of(st_mode: int) -> str:
 _MODES = {0: "644", stat.S_IXUSR: "755"}
 
 
-@dataclass
 class Manifest:
-    root: str
-    files: list[dict[str, Any]]
-    hashed_count: int = 0  # files read and hashed by this run (the rest came from the stat cache)
-    cache_warning: str | None = None  # why the stat cache could not be written, when it could not
+    """A manifest: `files` are its entries (dicts: path, size, mode, sha256), sorted by path.
+
+    `build_manifest` hands over its rows instead, (path, size, mode, text ending in the sha256) tuples, and the
+    entries are made from them only when asked for: a warm run printing the digest and the counts never builds
+    50,000 dicts."""
+
+    def __init__(
+        self,
+        root: str,
+        files: list[dict[str, Any]] | None = None,
+        hashed_count: int = 0,  # files read and hashed by this run (the rest came from the stat cache)
+        cache_warning: str | None = None,  # why the stat cache could not be written, when it could not
+        *,
+        rows: list[tuple[str, int, str, str]] | None = None,
+        digest: str | None = None,  # preset when the stat cache already knows it
+    ) -> None:
+        if (files is None) == (rows is None):
+            raise TypeError("a Manifest is made of either files or rows")
+        self.root, self.hashed_count, self.cache_warning = root, hashed_count, cache_warning
+        self._files, self._rows, self._digest = files, rows, digest
+
+    def __repr__(self) -> str:
+        return f"Manifest(root={self.root!r}, file_count={self.file_count}, hashed_count={self.hashed_count})"
+
+    @property
+    def files(self) -> list[dict[str, Any]]:
+        if self._files is None:
+            self._files = [
+                {"path": path, "size": size, "mode": mode, "sha256": tail[-64:]}
+                for path, size, mode, tail in self._rows
+            ]
+        return self._files
 
     @property
     def document(self) -> dict[str, Any]:
         return {"version": MANIFEST_VERSION, "files": self.files}
 
-    @functools.cached_property
-    def digest(self) -> str:  # build_manifest presets it when the stat cache already knows it
-        import hashlib
+    @property
+    def digest(self) -> str:
+        if self._digest is None:
+            import hashlib
 
-        return "sha256:" + hashlib.sha256(_canonical_manifest_bytes(self.files)).hexdigest()
+            rows = self._rows
+            if rows is None:
+                rows = [(f["path"], f["size"], f["mode"], f["sha256"]) for f in self._files]
+            self._digest = "sha256:" + hashlib.sha256(_canonical_manifest_bytes(rows)).hexdigest()
+        return self._digest
 
     @property
     def file_count(self) -> int:
-        return len(self.files)
+        return len(self._files if self._rows is None else self._rows)
 
-    @property
+    @functools.cached_property
     def total_size(self) -> int:
-        return sum(entry["size"] for entry in self.files)
+        if self._rows is None:
+            return sum(entry["size"] for entry in self._files)
+        return sum([row[1] for row in self._rows])
 
 
 # -- gitignore-style patterns ---------------------------------------------------------------------------------------
@@ -397,12 +432,14 @@ class _Cache:
         """(the stat key of `st`, the cached sha256 of `rel` when its stat is unchanged and not racy, else None)."""
         key = _stat_key(st)
         cached = self.entries.get(rel)
-        if cached is None or st.st_mtime_ns > self.trusted_before or not cached.startswith(key):
+        if (
+            cached is None
+            or st.st_mtime_ns > self.trusted_before
+            or not cached.startswith(key)
+            or len(cached) != len(key) + 64  # the last 64 characters of every entry are hex (`_load_cache`)
+        ):
             return key, None
-        digest = cached[len(key) :]
-        if len(digest) != 64 or digest.strip("0123456789abcdef"):  # a damaged or edited cache
-            return key, None
-        return key, digest
+        return key, cached[-64:]
 
 
 def _load_cache(path: str) -> _Cache:
@@ -416,6 +453,9 @@ def _load_cache(path: str) -> _Cache:
             and type(written) is int
             and isinstance(entries, dict)
             and all(type(value) is str for value in entries.values())
+            # Every entry ends in a sha256 (checked for all at once here, not once per file in the walk); one that
+            # does not means a damaged or edited cache, not to be trusted at all.
+            and not "".join([value[-64:] for value in entries.values()]).encode().translate(None, _HEX_DIGITS)
         ):
             digest = digest if isinstance(digest, str) and _DIGEST.fullmatch(digest) else None
             return _Cache(entries, written - RACY_NS, digest)
@@ -501,8 +541,9 @@ class _Walk:
     ignore: _Layers  # the rules in effect at the root (before its own ignore files)
     include: RuleSet | None  # None: everything is included
     cache: _Cache | None  # None: no stat cache (hash everything)
-    files: list[dict[str, Any]] = field(default_factory=list)
-    new_cache: dict[str, str] = field(default_factory=dict)
+    # (path, size, mode, the sha256 after the stat cache entry it matches: "size:mtime_ns:ctime_ns:inode:st_mode:" +
+    # sha256, or the sha256 alone for a file that changed while it was read, which the cache must not remember)
+    rows: list[tuple[str, int, str, str]] = field(default_factory=list)
     to_hash: list[tuple[str, str, bool]] = field(default_factory=list)  # listed, not hashed yet (the hasher's jobs)
     directories: int = 0
     hasher: Any = None  # a _hashing.ParallelHasher, made when the first file needs hashing
@@ -561,7 +602,8 @@ class _Walk:
             flagged.update(name for name in names if any_path(prefix + name))
         # The loop below is the whole cost of a warm run (one lstat per file): locals, and no calls it can avoid.
         decide, include, to_hash = ruleset.decide, self.include, self.to_hash
-        files, new_cache = self.files, self.new_cache
+        rows = self.rows
+        near_limit = len(rows) + len(to_hash) + len(listing) >= MAX_FILES  # else no file of this listing reaches it
         cached_get = self.cache.entries.get if self.cache is not None else None
         trusted_before = self.cache.trusted_before if self.cache is not None else 0
         path_prefix = directory if directory.endswith("/") else directory + "/"
@@ -584,7 +626,7 @@ class _Walk:
                 _check_name(rel, name, top=False)
             if include is not None and not include.decide_with_ancestors(rel):
                 continue
-            if len(files) + len(to_hash) >= MAX_FILES:
+            if near_limit and len(rows) + len(to_hash) >= MAX_FILES:
                 raise _too_many(f"more than {MAX_FILES} files under {self.root}")
             if cached_get is None:
                 self._hash(rel, path_prefix + name, nofollow=True)
@@ -601,12 +643,10 @@ class _Walk:
                 or st.st_mtime_ns > trusted_before
                 or not cached.startswith(key)
                 or len(cached) != len(key) + 64
-                or cached[len(key) :].strip("0123456789abcdef")
             ):
                 self._hash(rel, path_prefix + name, nofollow=True)
                 continue
-            files.append({"path": rel, "size": st.st_size, "mode": _MODES[st.st_mode & 0o100], "sha256": cached[-64:]})
-            new_cache[rel] = cached
+            rows.append((rel, st.st_size, _MODES[st.st_mode & 0o100], cached))
 
     def _other(
         self,
@@ -654,14 +694,13 @@ class _Walk:
             raise _unsafe(rel, f"not a regular file ({_kind(st.st_mode)})")
         if self.include is not None and not self.include.decide_with_ancestors(rel):
             return
-        if len(self.files) + len(self.to_hash) >= MAX_FILES:
+        if len(self.rows) + len(self.to_hash) >= MAX_FILES:
             raise _too_many(f"more than {MAX_FILES} files under {self.root}")
         key, digest = self.cache.lookup(rel, st) if self.cache is not None else ("", None)
         if digest is None:
             self._hash(rel, real, nofollow=not is_link)
         else:
-            self.files.append({"path": rel, "size": st.st_size, "mode": mode_of(st.st_mode), "sha256": digest})
-            self.new_cache[rel] = key + digest
+            self.rows.append((rel, st.st_size, mode_of(st.st_mode), key + digest))
 
     def _resolve_link(self, path: str, rel: str) -> str:
         """The real path the symlink at `path` leads to, when it is safe to follow."""
@@ -698,9 +737,9 @@ class _Walk:
             if isinstance(outcome, BaseException):
                 raise _hashing_failed(rel, outcome) from None
             digest, size, opened = outcome
-            self.files.append({"path": rel, "size": size, "mode": _MODES[opened.st_mode & 0o100], "sha256": digest})
             if self.cache is not None and size == opened.st_size:  # else it changed while being read: not remembered
-                self.new_cache[rel] = _stat_key(opened) + digest
+                digest = _stat_key(opened) + digest
+            self.rows.append((rel, size, _MODES[opened.st_mode & 0o100], digest))
         return len(outcomes)
 
 
@@ -871,21 +910,20 @@ def build_manifest(
     cache = _load_cache(os.path.join(real_root, STATE_DIR, CACHE_FILE)) if use_cache else None
     walk = _Walk(real_root, layers, include_rules, cache)
     hashed = walk.run()
-    walk.files.sort(key=itemgetter("path"))
-
-    result = Manifest(root=real_root, files=walk.files, hashed_count=hashed)
-    if cache is None:
-        return result
-    same_entries = walk.new_cache.keys() == cache.entries.keys()
-    if not hashed and same_entries and cache.digest:
-        # Every file came from a cache entry and every entry was used, so the document is exactly the one the cache's
-        # digest was computed from (path, sha256, and the size and mode bits of the matching stat): skip re-encoding.
-        result.__dict__["digest"] = cache.digest
-    else:
+    rows = walk.rows
+    rows.sort(key=itemgetter(0))
+    if cache is not None and not hashed and cache.digest and len(rows) == len(cache.entries):
+        # Every file came from a distinct cache entry and every entry was used, so the document is exactly the one the
+        # cache's digest was computed from (path, sha256, and the size and mode bits of the matching stat): skip
+        # re-encoding, and the cache stays as it is.
+        return Manifest(real_root, rows=rows, digest=cache.digest)
+    result = Manifest(real_root, rows=rows, hashed_count=hashed)
+    if cache is not None:
+        remembered = {path: tail for path, _size, _mode, tail in rows if len(tail) > 64}
         # The digest is stored only when the entries describe the whole manifest (a file that changed while being
         # read is listed but not remembered).
-        complete = len(walk.new_cache) == len(walk.files)
-        result.cache_warning = _write_cache(real_root, walk.new_cache, result.digest if complete else None)
+        complete = len(remembered) == len(rows)
+        result.cache_warning = _write_cache(real_root, remembered, result.digest if complete else None)
     return result
 
 
