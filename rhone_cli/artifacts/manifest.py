@@ -29,8 +29,9 @@ sizes; a tree with more than a few dozen files to hash is hashed on a few worker
 (`_hashing.py`), and the result is the same whichever thread finishes first (the first failure in walk order is the
 one reported). The walk lists each directory once through a file descriptor and `lstat`s its files relative to it,
 as `find` does (no full path resolved per file). A stat
-cache (`<root>/.rhone/manifest-cache.json`) maps each path's (size, mtime_ns, ctime_ns, inode, st_mode) to its
-sha256, so unchanged files are not read again; entries whose mtime is within `RACY_NS` of the moment the cache was
+cache (`<root>/.rhone/manifest-cache.json`) keeps each file's (size, mtime_ns, ctime_ns, inode, st_mode) and sha256,
+one record per directory, so unchanged files are not read again, and a directory whose files all kept their stat is
+known as a whole, without a lookup per file; entries whose mtime is within `RACY_NS` of the moment the cache was
 written are never trusted (git's "racy clean" problem: a file changed again within the timestamp granularity). The
 cache also keeps the digest of the manifest it describes, reused only when every file came from the cache and every
 entry was used (so the document is exactly the one that digest was computed from).
@@ -48,7 +49,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from json.encoder import encode_basestring
 from operator import itemgetter
 from typing import Any
@@ -63,7 +64,7 @@ RACY_NS = 2_000_000_000  # entries modified this close to (or after) the cache w
 IGNORE_FILE = ".rhoneignore"
 STATE_DIR = ".rhone"
 CACHE_FILE = "manifest-cache.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 # Gitignore lines. `.git` without the trailing slash: a submodule's or worktree's `.git` is a file naming a
 # machine-specific gitdir, which must not end up in an artifact either.
@@ -107,11 +108,11 @@ def digest_of(doc: Any) -> str:
 
 
 def _canonical_manifest_bytes(rows: list[tuple[str, int, str, str]]) -> bytes:
-    """`canonical_bytes` of `{"version": 1, "files": [...]}` for the (path, size, mode, text ending in the sha256)
-    rows of `Manifest` (an int size; ASCII mode and sha256), in half the time: the keys are written in their sorted
-    order and the path is escaped by the same function `json.dumps(..., ensure_ascii=False)` uses."""
+    """`canonical_bytes` of `{"version": 1, "files": [...]}` for the (path, size, mode, sha256) rows of `Manifest` (an
+    int size; ASCII mode and sha256), in half the time: the keys are written in their sorted order and the path is
+    escaped by the same function `json.dumps(..., ensure_ascii=False)` uses."""
     entry = '{"mode":"%s","path":%s,"sha256":"%s","size":%d}'
-    body = ",".join([entry % (mode, encode_basestring(path), tail[-64:], size) for path, size, mode, tail in rows])
+    body = ",".join([entry % (mode, encode_basestring(path), sha, size) for path, size, mode, sha in rows])
     return f'{{"files":[{body}],"version":{MANIFEST_VERSION}}}'.encode()
 
 
@@ -126,9 +127,8 @@ _MODES = {0: "644", stat.S_IXUSR: "755"}
 class Manifest:
     """A manifest: `files` are its entries (dicts: path, size, mode, sha256), sorted by path.
 
-    `build_manifest` hands over its rows instead, (path, size, mode, text ending in the sha256) tuples, and the
-    entries are made from them only when asked for: a warm run printing the digest and the counts never builds
-    50,000 dicts."""
+    `build_manifest` hands over rows instead, (path, size, mode, sha256) tuples, or a function that makes them, and
+    the entries are made only when asked for: a warm run printing the digest and the counts makes none of them."""
 
     def __init__(
         self,
@@ -137,23 +137,33 @@ class Manifest:
         hashed_count: int = 0,  # files read and hashed by this run (the rest came from the stat cache)
         cache_warning: str | None = None,  # why the stat cache could not be written, when it could not
         *,
-        rows: list[tuple[str, int, str, str]] | None = None,
+        rows: list[tuple[str, int, str, str]] | Callable[[], list[tuple[str, int, str, str]]] | None = None,
         digest: str | None = None,  # preset when the stat cache already knows it
+        file_count: int | None = None,  # given with a function making the rows
+        total_size: int | None = None,
     ) -> None:
         if (files is None) == (rows is None):
             raise TypeError("a Manifest is made of either files or rows")
         self.root, self.hashed_count, self.cache_warning = root, hashed_count, cache_warning
         self._files, self._rows, self._digest = files, rows, digest
+        self._file_count, self._total_size = file_count, total_size
 
     def __repr__(self) -> str:
         return f"Manifest(root={self.root!r}, file_count={self.file_count}, hashed_count={self.hashed_count})"
+
+    def _row_list(self) -> list[tuple[str, int, str, str]]:
+        if callable(self._rows):
+            self._rows = self._rows()
+        if self._rows is None:
+            return [(f["path"], f["size"], f["mode"], f["sha256"]) for f in self._files]
+        return self._rows
 
     @property
     def files(self) -> list[dict[str, Any]]:
         if self._files is None:
             self._files = [
-                {"path": path, "size": size, "mode": mode, "sha256": tail[-64:]}
-                for path, size, mode, tail in self._rows
+                {"path": path, "size": size, "mode": mode, "sha256": sha256}
+                for path, size, mode, sha256 in self._row_list()
             ]
         return self._files
 
@@ -166,21 +176,23 @@ class Manifest:
         if self._digest is None:
             import hashlib
 
-            rows = self._rows
-            if rows is None:
-                rows = [(f["path"], f["size"], f["mode"], f["sha256"]) for f in self._files]
-            self._digest = "sha256:" + hashlib.sha256(_canonical_manifest_bytes(rows)).hexdigest()
+            self._digest = "sha256:" + hashlib.sha256(_canonical_manifest_bytes(self._row_list())).hexdigest()
         return self._digest
 
     @property
     def file_count(self) -> int:
-        return len(self._files if self._rows is None else self._rows)
+        if self._file_count is None:
+            self._file_count = len(self._files if self._rows is None else self._row_list())
+        return self._file_count
 
-    @functools.cached_property
+    @property
     def total_size(self) -> int:
-        if self._rows is None:
-            return sum(entry["size"] for entry in self._files)
-        return sum([row[1] for row in self._rows])
+        if self._total_size is None:
+            if self._rows is None:
+                self._total_size = sum(entry["size"] for entry in self._files)
+            else:
+                self._total_size = sum([row[1] for row in self._row_list()])
+        return self._total_size
 
 
 # -- gitignore-style patterns ---------------------------------------------------------------------------------------
@@ -426,32 +438,48 @@ def _within(path: str, root: str) -> bool:
 
 
 # -- the stat cache -------------------------------------------------------------------------------------------------
-# An entry is one string, "size:mtime_ns:ctime_ns:inode:st_mode:sha256" (JSON decodes strings far faster than lists
-# of numbers, and the warm path is mostly decoding the cache and calling lstat).
+# One record per directory: [lines, hashes], where lines holds "name\0size:mtime_ns:ctime_ns:inode:st_mode\n" for each
+# of its listed files, in the order the directory lists them, and hashes their sha256s, concatenated in the same
+# order. A warm run stats a directory's files and compares that one string with the record: when it is equal (and no
+# mtime is racy), every file of the directory is known without a lookup per file, and the record is all the cache
+# holds in memory for them (a few large strings decode far faster than a dict of per-file entries).
 def _stat_key(st: os.stat_result) -> str:
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_mode}:"
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_mode}"
 
 
 class _Cache:
-    __slots__ = ("digest", "entries", "trusted_before")
+    __slots__ = ("digest", "directories", "file_count", "trusted_before")
 
-    def __init__(self, entries: dict[str, str], trusted_before: int, digest: str | None = None) -> None:
-        self.entries = entries
+    def __init__(
+        self, directories: dict[str, list[str]], trusted_before: int, digest: str | None = None, file_count: int = 0
+    ) -> None:
+        self.directories = directories  # {root-relative prefix ("" or ending in "/"): [lines, hashes]}
         self.trusted_before = trusted_before  # entries whose mtime is later than this are "racy" and never trusted
         self.digest = digest  # the digest of the manifest made of exactly these entries, when they were complete
+        self.file_count = file_count  # entries in all records
 
-    def lookup(self, rel: str, st: os.stat_result) -> tuple[str, str | None]:
-        """(the stat key of `st`, the cached sha256 of `rel` when its stat is unchanged and not racy, else None)."""
-        key = _stat_key(st)
-        cached = self.entries.get(rel)
-        if (
-            cached is None
-            or st.st_mtime_ns > self.trusted_before
-            or not cached.startswith(key)
-            or len(cached) != len(key) + 64  # the last 64 characters of every entry are hex (`_load_cache`)
-        ):
-            return key, None
-        return key, cached[-64:]
+    def known(self, prefix: str) -> dict[str, tuple[str, str]]:
+        """{name: (stat key, sha256)} of the record of the directory `prefix` (empty when there is none)."""
+        record = self.directories.get(prefix)
+        if record is None:
+            return {}
+        lines, hashes = record
+        known = {}
+        for index, line in enumerate(lines.split("\n")[:-1]):
+            name, _, key = line.partition("\0")
+            known[name] = (key, hashes[64 * index : 64 * index + 64])
+        return known
+
+
+def _record_rows(prefix: str, record: list[str]) -> list[tuple[str, int, str, str]]:
+    """The manifest rows of a directory record whose every file was found unchanged."""
+    lines, hashes = record
+    rows = []
+    for index, line in enumerate(lines.split("\n")[:-1]):
+        name, _, key = line.partition("\0")
+        size, _mtime, _ctime, _inode, st_mode = key.split(":")
+        rows.append((prefix + name, int(size), _MODES[int(st_mode) & 0o100], hashes[64 * index : 64 * index + 64]))
+    return rows
 
 
 def _load_cache(path: str) -> _Cache:
@@ -459,24 +487,32 @@ def _load_cache(path: str) -> _Cache:
     try:
         with open(path, "rb") as f:
             data = json.loads(f.read())
-        written, entries, digest = data["written_ns"], data["entries"], data.get("digest")
+        written, directories, digest = data["written_ns"], data["directories"], data.get("digest")
         if (
             data["version"] == CACHE_VERSION
             and type(written) is int
-            and isinstance(entries, dict)
-            and all(type(value) is str for value in entries.values())
-            # Every entry ends in a sha256 (checked for all at once here, not once per file in the walk); one that
-            # does not means a damaged or edited cache, not to be trusted at all.
-            and not "".join([value[-64:] for value in entries.values()]).encode().translate(None, _HEX_DIGITS)
+            and isinstance(directories, dict)
+            and all(
+                type(record) is list
+                and len(record) == 2
+                and type(record[0]) is str
+                and type(record[1]) is str
+                and len(record[1]) == 64 * record[0].count("\n")
+                for record in directories.values()
+            )
+            # Every hash is hex (checked for all at once here, not once per file in the walk); one that is not means
+            # a damaged or edited cache, not to be trusted at all.
+            and not "".join([record[1] for record in directories.values()]).encode().translate(None, _HEX_DIGITS)
         ):
             digest = digest if isinstance(digest, str) and _DIGEST.fullmatch(digest) else None
-            return _Cache(entries, written - RACY_NS, digest)
+            file_count = sum([len(record[1]) for record in directories.values()]) // 64
+            return _Cache(directories, written - RACY_NS, digest, file_count)
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         pass
     return _Cache({}, 0)
 
 
-def _write_cache(root: str, entries: dict[str, str], digest: str | None) -> str | None:
+def _write_cache(root: str, directories: dict[str, list[str]], digest: str | None) -> str | None:
     """Write the cache atomically (temporary file + rename); the reason when it could not be written."""
     import tempfile
 
@@ -490,7 +526,8 @@ def _write_cache(root: str, entries: dict[str, str], digest: str | None) -> str 
         else:
             if not stat.S_ISDIR(st.st_mode):  # a symlink (which could lead anywhere) or a file
                 return f"{state} is not a directory; the stat cache was not written"
-        document = {"version": CACHE_VERSION, "written_ns": time.time_ns(), "digest": digest, "entries": entries}
+        written = time.time_ns()
+        document = {"version": CACHE_VERSION, "written_ns": written, "digest": digest, "directories": directories}
         # json.dumps, not json.dump: dump streams through the pure-Python encoder, several times slower.
         encoded = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         fd, temporary = tempfile.mkstemp(prefix=f".{CACHE_FILE}.", suffix=".tmp", dir=state)
@@ -553,13 +590,25 @@ class _Walk:
         self.ignore = ignore  # the rules in effect at the root (before its own ignore files)
         self.include = include  # None: everything is included
         self.cache = cache  # None: no stat cache (hash everything)
-        # (path, size, mode, the sha256 after the stat cache entry it matches: "size:mtime_ns:ctime_ns:inode:st_mode:"
-        # + sha256, or the sha256 alone for a file that changed while it was read, which the cache must not remember)
-        self.rows: list[tuple[str, int, str, str]] = []
+        self.rows: list[tuple[str, int, str, str]] = []  # (path, size, mode, sha256) of files listed one by one
+        # Directories whose record matched as a whole: (prefix, record); their rows are made only when asked for.
+        self.unchanged: list[tuple[str, list[str]]] = []
+        self.unchanged_files = 0
+        self.unchanged_size = 0
         self.to_hash: list[tuple[str, str, bool]] = []  # listed, not hashed yet (the hasher's jobs)
+        self.from_cache = 0  # files whose sha256 came from the cache
+        # What the next cache will hold for the directories that did not match as a whole: {prefix: {name: (stat key,
+        # sha256)}} and {prefix: names in listing order}.
+        self.remembered: dict[str, dict[str, tuple[str, str]]] = {}
+        self.order: dict[str, list[str]] = {}
+        self._known: dict[str, dict[str, tuple[str, str]]] = {}
         self.directories = 0
         self.hasher: Any = None  # a _hashing.ParallelHasher, made when the first file needs hashing
         self.state_dir = os.path.join(root, STATE_DIR)
+
+    @property
+    def file_count(self) -> int:
+        return len(self.rows) + self.unchanged_files + len(self.to_hash)
 
     def run(self) -> int:
         """List the tree, then wait for the files the cache did not know to be hashed; the number hashed."""
@@ -610,13 +659,11 @@ class _Walk:
         if ruleset.any_path:
             any_path = ruleset.any_path
             flagged.update(name for name in names if any_path(prefix + name))
-        # The loop below is the whole cost of a warm run (one lstat per file): locals, and no calls it can avoid.
-        decide, include, to_hash = ruleset.decide, self.include, self.to_hash
-        rows = self.rows
-        near_limit = len(rows) + len(to_hash) + len(listing) >= MAX_FILES  # else no file of this listing reaches it
-        cached_get = self.cache.entries.get if self.cache is not None else None
-        trusted_before = self.cache.trusted_before if self.cache is not None else 0
+        decide, include = ruleset.decide, self.include
+        near_limit = self.file_count + len(listing) >= MAX_FILES  # else no file of this listing reaches it
+        hash_now = self.cache is None
         path_prefix = directory if directory.endswith("/") else directory + "/"
+        plain: list[os.DirEntry] = []  # the regular files below the top level that are listed
         for entry in listing:
             name = entry.name
             rel = prefix + name
@@ -636,27 +683,60 @@ class _Walk:
                 _check_name(rel, name, top=False)
             if include is not None and not include.decide_with_ancestors(rel):
                 continue
-            if near_limit and len(rows) + len(to_hash) >= MAX_FILES:
+            if near_limit and self.file_count + len(plain) >= MAX_FILES:
                 raise _too_many(f"more than {MAX_FILES} files under {self.root}")
-            if cached_get is None:
+            if hash_now:
                 self._hash(rel, path_prefix + name, nofollow=True)
-                continue
-            try:
-                st = entry.stat(follow_symlinks=False)  # fstatat(fd, name): no path resolved from the root
-            except OSError as error:
-                raise _unreadable(rel, error) from None
-            # Inlined _Cache.lookup (see there).
-            key = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_mode}:"
-            cached = cached_get(rel)
-            if (
-                cached is None
-                or st.st_mtime_ns > trusted_before
-                or not cached.startswith(key)
-                or len(cached) != len(key) + 64
-            ):
-                self._hash(rel, path_prefix + name, nofollow=True)
-                continue
-            rows.append((rel, st.st_size, _MODES[st.st_mode & 0o100], cached))
+            else:
+                plain.append(entry)
+        if plain:
+            self._plain_files(plain, prefix, path_prefix)
+
+    def _plain_files(self, plain: list[os.DirEntry], prefix: str, path_prefix: str) -> None:
+        """The listed regular files of one directory, against its cache record: all known at once when its stats
+        are exactly the record's, else one by one. This is the whole cost of a warm run: one lstat per file."""
+        try:
+            stats = [entry.stat(follow_symlinks=False) for entry in plain]  # fstatat(fd, name): no path resolved
+        except OSError:
+            stats = []
+            for entry in plain:  # which one
+                try:
+                    stats.append(entry.stat(follow_symlinks=False))
+                except OSError as error:
+                    raise _unreadable(prefix + entry.name, error) from None
+        lines = "".join(
+            [
+                f"{entry.name}\0{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_mode}\n"
+                for entry, st in zip(plain, stats, strict=True)
+            ]
+        )
+        record = self.cache.directories.get(prefix)
+        trusted_before = self.cache.trusted_before
+        if record is not None and record[0] == lines and max([st.st_mtime_ns for st in stats]) <= trusted_before:
+            self.unchanged.append((prefix, record))
+            self.unchanged_files += len(plain)
+            self.unchanged_size += sum([st.st_size for st in stats])
+            self.from_cache += len(plain)
+            return
+        order = self.order.setdefault(prefix, [])
+        for entry, st in zip(plain, stats, strict=True):
+            name = entry.name
+            order.append(name)
+            self._lookup(prefix, name, st, path_prefix + name, nofollow=True, mode=_MODES[st.st_mode & 0o100])
+
+    def _lookup(self, prefix: str, name: str, st: os.stat_result, path: str, *, nofollow: bool, mode: str) -> None:
+        """List a file from the cache when its stat is unchanged and not racy, else queue it for hashing."""
+        known = self._known.get(prefix)
+        if known is None:
+            known = self._known[prefix] = self.cache.known(prefix) if self.cache is not None else {}
+        key = _stat_key(st)
+        entry = known.get(name)
+        if entry is None or entry[0] != key or st.st_mtime_ns > self.cache.trusted_before:
+            self._hash(prefix + name, path, nofollow=nofollow)
+            return
+        self.rows.append((prefix + name, st.st_size, mode, entry[1]))
+        self.remembered.setdefault(prefix, {})[name] = entry
+        self.from_cache += 1
 
     def _other(
         self,
@@ -704,13 +784,13 @@ class _Walk:
             raise _unsafe(rel, f"not a regular file ({_kind(st.st_mode)})")
         if self.include is not None and not self.include.decide_with_ancestors(rel):
             return
-        if len(self.rows) + len(self.to_hash) >= MAX_FILES:
+        if self.file_count >= MAX_FILES:
             raise _too_many(f"more than {MAX_FILES} files under {self.root}")
-        key, digest = self.cache.lookup(rel, st) if self.cache is not None else ("", None)
-        if digest is None:
+        if self.cache is None:
             self._hash(rel, real, nofollow=not is_link)
-        else:
-            self.rows.append((rel, st.st_size, mode_of(st.st_mode), key + digest))
+            return
+        self.order.setdefault(prefix, []).append(name)
+        self._lookup(prefix, name, st, real, nofollow=not is_link, mode=mode_of(st.st_mode))
 
     def _resolve_link(self, path: str, rel: str) -> str:
         """The real path the symlink at `path` leads to, when it is safe to follow."""
@@ -747,10 +827,35 @@ class _Walk:
             if isinstance(outcome, BaseException):
                 raise _hashing_failed(rel, outcome) from None
             digest, size, opened = outcome
-            if self.cache is not None and size == opened.st_size:  # else it changed while being read: not remembered
-                digest = _stat_key(opened) + digest
             self.rows.append((rel, size, _MODES[opened.st_mode & 0o100], digest))
+            if self.cache is not None and size == opened.st_size:  # else it changed while being read: not remembered
+                head, _, name = rel.rpartition("/")
+                self.remembered.setdefault(head + "/" if head else "", {})[name] = (_stat_key(opened), digest)
+        self.to_hash = []
         return len(outcomes)
+
+    def new_records(self) -> dict[str, list[str]]:
+        """The next cache's records: the matching ones as they were, the others made from the files remembered, in
+        the order their directories list them (so that an unchanged directory matches as a whole next time)."""
+        records = dict(self.unchanged)
+        for prefix, names in self.order.items():
+            remembered = self.remembered.get(prefix, {})
+            entries = [(name, remembered[name]) for name in names if name in remembered]
+            if entries:
+                lines = "".join([f"{name}\0{key}\n" for name, (key, _sha) in entries])
+                records[prefix] = [lines, "".join([sha for _name, (_key, sha) in entries])]
+        return records
+
+    def remembered_count(self) -> int:
+        return self.unchanged_files + sum(len(entries) for entries in self.remembered.values())
+
+    def all_rows(self) -> list[tuple[str, int, str, str]]:
+        rows = self.rows
+        for prefix, record in self.unchanged:
+            rows.extend(_record_rows(prefix, record))
+        self.unchanged = []
+        rows.sort(key=itemgetter(0))
+        return rows
 
 
 def _open_directory(directory: str, prefix: str) -> tuple[int | None, list[os.DirEntry]]:
@@ -919,20 +1024,19 @@ def build_manifest(
     cache = _load_cache(os.path.join(real_root, STATE_DIR, CACHE_FILE)) if use_cache else None
     walk = _Walk(real_root, layers, include_rules, cache)
     hashed = walk.run()
-    rows = walk.rows
-    rows.sort(key=itemgetter(0))
-    if cache is not None and not hashed and cache.digest and len(rows) == len(cache.entries):
+    count, size = walk.file_count, walk.unchanged_size + sum([row[1] for row in walk.rows])
+    if cache is not None and not hashed and cache.digest and walk.from_cache == cache.file_count == count:
         # Every file came from a distinct cache entry and every entry was used, so the document is exactly the one the
         # cache's digest was computed from (path, sha256, and the size and mode bits of the matching stat): skip
         # re-encoding, and the cache stays as it is.
-        return Manifest(real_root, rows=rows, digest=cache.digest)
-    result = Manifest(real_root, rows=rows, hashed_count=hashed)
-    if cache is not None:
-        remembered = {path: tail for path, _size, _mode, tail in rows if len(tail) > 64}
-        # The digest is stored only when the entries describe the whole manifest (a file that changed while being
+        return Manifest(real_root, rows=walk.all_rows, digest=cache.digest, file_count=count, total_size=size)
+    records = walk.new_records() if cache is not None else None
+    result = Manifest(real_root, rows=walk.all_rows(), hashed_count=hashed)
+    if records is not None:
+        # The digest is stored only when the records describe the whole manifest (a file that changed while being
         # read is listed but not remembered).
-        complete = len(remembered) == len(rows)
-        result.cache_warning = _write_cache(real_root, remembered, result.digest if complete else None)
+        complete = walk.remembered_count() == count
+        result.cache_warning = _write_cache(real_root, records, result.digest if complete else None)
     return result
 
 

@@ -135,14 +135,17 @@ def show_manifest(out: Output, workdir: Path, *, prebuilt: bool, use_cache: bool
     result = project_manifest(workdir, prebuilt=prebuilt, use_cache=use_cache, out=out)
     if result.cache_warning:
         out.info(f"note: {result.cache_warning}")
-    document = {
-        "digest": result.digest,
-        "root": result.root,
-        "file_count": result.file_count,
-        "total_size": result.total_size,
-        "hashed": result.hashed_count,
-        "manifest": result.document,
-    }
+    # The document (every file's entry) is made only for --json: the digest and the counts need none of it.
+    document = None
+    if out.env.options.json:
+        document = {
+            "digest": result.digest,
+            "root": result.root,
+            "file_count": result.file_count,
+            "total_size": result.total_size,
+            "hashed": result.hashed_count,
+            "manifest": result.document,
+        }
 
     def human(out: Output) -> None:
         out.fields(
