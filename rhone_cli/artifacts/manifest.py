@@ -86,6 +86,7 @@ GIT_IGNORE_FILE = ".gitignore"
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _HEX_DIGITS = b"0123456789abcdef"
+_RECORD_LINE = re.compile("([^\0\n]*)\0([0-9]+):[0-9]+:[0-9]+:[0-9]+:([0-9]+)\n")  # (name, size, st_mode)
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _DRIVE = re.compile(r"[A-Za-z]:")  # `C:...` is absolute on Windows: refused as a path's first segment
 # C0 and C1 control characters, DEL, backslash, and lone surrogates (how Python spells bytes that are not UTF-8).
@@ -474,12 +475,10 @@ class _Cache:
 def _record_rows(prefix: str, record: list[str]) -> list[tuple[str, int, str, str]]:
     """The manifest rows of a directory record whose every file was found unchanged."""
     lines, hashes = record
-    rows = []
-    for index, line in enumerate(lines.split("\n")[:-1]):
-        name, _, key = line.partition("\0")
-        size, _mtime, _ctime, _inode, st_mode = key.split(":")
-        rows.append((prefix + name, int(size), _MODES[int(st_mode) & 0o100], hashes[64 * index : 64 * index + 64]))
-    return rows
+    return [
+        (prefix + name, int(size), _MODES[int(st_mode) & 0o100], hashes[64 * index : 64 * index + 64])
+        for index, (name, size, st_mode) in enumerate(_RECORD_LINE.findall(lines))
+    ]
 
 
 def _load_cache(path: str) -> _Cache:
