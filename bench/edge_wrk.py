@@ -53,14 +53,18 @@ APP_START = r"""#!/bin/sh
 # The allocation: one nginx worker answering every request with 13 bytes, on $PORT, in the foreground.
 set -e
 cat > "$PWD/nginx.conf" <<EOF
-$NGINX_USER
 worker_processes 1;
 pid $PWD/nginx.pid;
 error_log $PWD/error.log;
 events { worker_connections 1024; }
 http {
     access_log off;
-    client_body_temp_path $PWD/tmp;
+    # The sandbox hides /var/lib/nginx, nginx's compiled-in temporary directories: every one lives in the app.
+    client_body_temp_path $PWD/tmp/body;
+    proxy_temp_path $PWD/tmp/proxy;
+    fastcgi_temp_path $PWD/tmp/fastcgi;
+    uwsgi_temp_path $PWD/tmp/uwsgi;
+    scgi_temp_path $PWD/tmp/scgi;
     keepalive_requests 1000000;
     keepalive_timeout 75s;
     server {
@@ -70,7 +74,7 @@ http {
 }
 EOF
 mkdir -p "$PWD/tmp"
-exec nginx -p "$PWD" -c "$PWD/nginx.conf" -g 'daemon off;'
+exec $NGINX_BIN -p "$PWD" -c "$PWD/nginx.conf" -g 'daemon off;'
 """
 
 PYTHON_APP = r"""# The allocation: a tiny uvloop + httptools server answering every request with 13 bytes, kept alive.
@@ -128,6 +132,14 @@ http {{
 def nginx_user_line() -> str:
     # As root nginx would hand its workers to `nobody`, who cannot write the temporary directory: stay this user.
     return f"user {getpass.getuser()};" if os.geteuid() == 0 else ""
+
+
+def nginx_binary() -> str:
+    # Allocations run in the sandbox with a plain user PATH (no /usr/sbin, where Debian puts nginx): name it in full.
+    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    if not found:
+        raise SetupError("nginx is not installed (apt-get install nginx-light)")
+    return found
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -289,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             app_dir = work / APP
             app_dir.mkdir()
             if options.app == "nginx":
-                (app_dir / "start.sh").write_text(APP_START.replace("$NGINX_USER", nginx_user_line()))
+                (app_dir / "start.sh").write_text(APP_START.replace("$NGINX_BIN", nginx_binary()))
                 start = "sh start.sh"
             else:
                 (app_dir / "app.py").write_text(PYTHON_APP)
