@@ -12,6 +12,12 @@ def run() -> None:
 
         sys.stdout.write(f"rhone {__version__}\n")
         raise SystemExit(0)
+    if "manifest" in argv:  # `rhone artifact manifest` answers without the command tree when it can
+        from rhone_cli.artifacts._manifest_command import run as run_manifest
+
+        status = run_manifest(argv)
+        if status is not None:
+            raise SystemExit(status)
     from rhone_cli.main import main
 
     raise SystemExit(main(argv))

@@ -541,6 +541,40 @@ def test_cache_notices_content_changes_that_keep_size_and_mtime(tmp_path):
     assert result.digest == build_manifest(tmp_path, use_cache=False).digest
 
 
+def cached_paths(root: Path) -> set[str]:
+    """The paths the stat cache under `root` holds an entry for."""
+    records = json.loads((root / ".rhone" / "manifest-cache.json").read_text())["directories"]
+    return {prefix + line.split("\0")[0] for prefix, (lines, _hashes) in records.items() for line in lines.splitlines()}
+
+
+def test_an_unchanged_directory_is_known_as_a_whole(tmp_path, monkeypatch):
+    """A directory whose files' stats are exactly its cache record's is known without a lookup per file; one that
+    changed is looked at file by file, and its new record matches as a whole again on the next run."""
+    make_files(tmp_path)
+    write(tmp_path, "top.txt", mtime=PAST)  # the top level is always looked at file by file
+    build_manifest(tmp_path)
+    looked_up: list[str] = []
+    known = mf._Cache.known
+    monkeypatch.setattr(mf._Cache, "known", lambda cache, prefix: looked_up.append(prefix) or known(cache, prefix))
+    reference = build_manifest(tmp_path, use_cache=False)
+    warm = build_manifest(tmp_path)
+    assert (warm.hashed_count, looked_up) == (0, [""])
+    assert (warm.digest, warm.files, warm.file_count, warm.total_size) == (
+        reference.digest,
+        reference.files,
+        reference.file_count,
+        reference.total_size,
+    )
+    write(tmp_path, "dir1/file4.txt", "changed", mtime=PAST)
+    looked_up.clear()
+    changed = build_manifest(tmp_path)
+    assert (changed.hashed_count, sorted(looked_up)) == (1, ["", "dir1/"])
+    assert changed.digest == build_manifest(tmp_path, use_cache=False).digest != reference.digest
+    looked_up.clear()
+    again = build_manifest(tmp_path)
+    assert (again.hashed_count, looked_up, again.digest) == (0, [""], changed.digest)
+
+
 def test_new_and_removed_files(tmp_path):
     make_files(tmp_path)
     build_manifest(tmp_path)
@@ -549,7 +583,7 @@ def test_new_and_removed_files(tmp_path):
     result = build_manifest(tmp_path)
     assert result.hashed_count == 1
     assert result.digest == build_manifest(tmp_path, use_cache=False).digest
-    assert "dir0/file3.txt" not in json.loads((tmp_path / ".rhone" / "manifest-cache.json").read_text())["entries"]
+    assert "dir0/file3.txt" not in cached_paths(tmp_path) and "new.txt" in cached_paths(tmp_path)
     # removing a file changes the digest even though nothing needs hashing (the cached digest is not reused)
     (tmp_path / "dir1" / "file4.txt").unlink()
     result = build_manifest(tmp_path)
@@ -613,15 +647,17 @@ def test_damaged_cache_is_ignored(tmp_path):
         b"not json",
         b"[]",
         b'"text"',
-        b'{"version": 1}',
-        b'{"version": 99, "written_ns": 1, "entries": {}}',
-        b'{"version": 1, "written_ns": 1, "entries": {"dir0/file0.txt": 5}}',
-        b'{"version": 1, "written_ns": "1", "entries": {}}',
+        b'{"version": 2}',
+        b'{"version": 99, "written_ns": 1, "directories": {}}',
+        b'{"version": 2, "written_ns": 1, "directories": {"dir0/": 5}}',
+        b'{"version": 2, "written_ns": 1, "directories": {"dir0/": ["file0.txt\\u00001:2:3:4:5\\n"]}}',
+        b'{"version": 2, "written_ns": 1, "directories": {"dir0/": ["file0.txt\\u00001:2:3:4:5\\n", "ab"]}}',
+        b'{"version": 2, "written_ns": "1", "directories": {}}',
     ):
         cache_file.write_bytes(damage)
         assert build_manifest(tmp_path).hashed_count == 20
     cache = json.loads(cache_file.read_text())
-    cache["entries"] = {k: v[:-64] + "Z" * 64 for k, v in cache["entries"].items()}
+    cache["directories"] = {k: [lines, "Z" * len(hashes)] for k, (lines, hashes) in cache["directories"].items()}
     cache_file.write_text(json.dumps(cache))
     result = build_manifest(tmp_path)
     assert result.hashed_count == 20

@@ -75,11 +75,17 @@ FISH_TAB = {
 
 
 def probe(base_environ, tmp_path, args: list[str], how: str, environ: dict[str, str] | None = None):
+    status, output, _stderr, modules = probe_with_stderr(base_environ, tmp_path, args, how, environ)
+    return status, output, modules
+
+
+def probe_with_stderr(base_environ, cwd, args: list[str], how: str, environ: dict[str, str] | None = None):
+    """(exit status, stdout, stderr, sorted names of the loaded modules) of rhone run `how` in `cwd`."""
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(args), how],
         capture_output=True,
         text=True,
-        cwd=tmp_path,
+        cwd=cwd,
         env={**base_environ, **(environ or {})},
         timeout=60,
     )
@@ -87,7 +93,7 @@ def probe(base_environ, tmp_path, args: list[str], how: str, environ: dict[str, 
     output, marker, report = proc.stdout.rpartition(f"\n{MARKER}\n")
     assert marker, proc.stdout + proc.stderr
     data = json.loads(report)
-    return data["status"], output, data["modules"]
+    return data["status"], output, proc.stderr, data["modules"]
 
 
 def loaded(modules: list[str], forbidden: dict[str, str] | list[str]) -> list[str]:

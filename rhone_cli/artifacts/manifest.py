@@ -24,9 +24,14 @@ valid UTF-8 or contain a backslash or a control character (or, at the top, look 
 fifos, sockets and devices. A symlink inside the root is
 listed under its own path with its target's content and exec bit (a symlinked directory is walked).
 
-Hashing streams in 1 MiB chunks through one reused buffer, so memory stays bounded whatever the file sizes. A stat
-cache (`<root>/.rhone/manifest-cache.json`) maps each path's (size, mtime_ns, ctime_ns, inode, st_mode) to its
-sha256, so unchanged files are not read again; entries whose mtime is within `RACY_NS` of the moment the cache was
+Hashing streams in 1 MiB chunks through one reused buffer per thread, so memory stays bounded whatever the file
+sizes; a tree with more than a few dozen files to hash is hashed on a few worker threads while the walk goes on
+(`_hashing.py`), and the result is the same whichever thread finishes first (the first failure in walk order is the
+one reported). The walk lists each directory once through a file descriptor and `lstat`s its files relative to it,
+as `find` does (no full path resolved per file). A stat
+cache (`<root>/.rhone/manifest-cache.json`) keeps each file's (size, mtime_ns, ctime_ns, inode, st_mode) and sha256,
+one record per directory, so unchanged files are not read again, and a directory whose files all kept their stat is
+known as a whole, without a lookup per file; entries whose mtime is within `RACY_NS` of the moment the cache was
 written are never trusted (git's "racy clean" problem: a file changed again within the timestamp granularity). The
 cache also keeps the digest of the manifest it describes, reused only when every file came from the cache and every
 entry was used (so the document is exactly the one that digest was computed from).
@@ -39,20 +44,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import hashlib
 import json
 import os
 import re
 import stat
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from json.encoder import encode_basestring
+from operator import itemgetter
 from typing import Any
 
 from rhone_cli.errors import ExitCode, RhoneError
 
 MANIFEST_VERSION = 1
-CHUNK_SIZE = 1 << 20  # bytes read (and hashed) at a time
 MAX_FILES = 100_000
 MAX_PATH_LENGTH = 1024
 RACY_NS = 2_000_000_000  # entries modified this close to (or after) the cache write are rehashed
@@ -60,7 +64,7 @@ RACY_NS = 2_000_000_000  # entries modified this close to (or after) the cache w
 IGNORE_FILE = ".rhoneignore"
 STATE_DIR = ".rhone"
 CACHE_FILE = "manifest-cache.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 # Gitignore lines. `.git` without the trailing slash: a submodule's or worktree's `.git` is a file naming a
 # machine-specific gitdir, which must not end up in an artifact either.
@@ -81,12 +85,14 @@ DEFAULT_IGNORES: tuple[str, ...] = (
 GIT_IGNORE_FILE = ".gitignore"
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_HEX_DIGITS = b"0123456789abcdef"
+_RECORD_LINE = re.compile("([^\0\n]*)\0([0-9]+):[0-9]+:[0-9]+:[0-9]+:([0-9]+)\n")  # (name, size, st_mode)
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _DRIVE = re.compile(r"[A-Za-z]:")  # `C:...` is absolute on Windows: refused as a path's first segment
 # C0 and C1 control characters, DEL, backslash, and lone surrogates (how Python spells bytes that are not UTF-8).
 _BAD_NAME_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\\\\\ud800-\udfff]")
-_O_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_SCANDIR_FD = os.scandir in os.supports_fd
+_O_DIRECTORY = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
 # -- canonical form -------------------------------------------------------------------------------------------------
@@ -97,7 +103,18 @@ def canonical_bytes(doc: Any) -> bytes:
 
 def digest_of(doc: Any) -> str:
     """`sha256:<hex>` of the canonical JSON of a manifest document."""
+    import hashlib  # here: a warm run reuses the cached digest and never loads OpenSSL
+
     return "sha256:" + hashlib.sha256(canonical_bytes(doc)).hexdigest()
+
+
+def _canonical_manifest_bytes(rows: list[tuple[str, int, str, str]]) -> bytes:
+    """`canonical_bytes` of `{"version": 1, "files": [...]}` for the (path, size, mode, sha256) rows of `Manifest` (an
+    int size; ASCII mode and sha256), in half the time: the keys are written in their sorted order and the path is
+    escaped by the same function `json.dumps(..., ensure_ascii=False)` uses."""
+    entry = '{"mode":"%s","path":%s,"sha256":"%s","size":%d}'
+    body = ",".join([entry % (mode, encode_basestring(path), sha, size) for path, size, mode, sha in rows])
+    return f'{{"files":[{body}],"version":{MANIFEST_VERSION}}}'.encode()
 
 
 def mode_of(st_mode: int) -> str:
@@ -108,42 +125,100 @@ def mode_of(st_mode: int) -> str:
 _MODES = {0: "644", stat.S_IXUSR: "755"}
 
 
-@dataclass
 class Manifest:
-    root: str
-    files: list[dict[str, Any]]
-    hashed_count: int = 0  # files read and hashed by this run (the rest came from the stat cache)
-    cache_warning: str | None = None  # why the stat cache could not be written, when it could not
+    """A manifest: `files` are its entries (dicts: path, size, mode, sha256), sorted by path.
+
+    `build_manifest` hands over rows instead, (path, size, mode, sha256) tuples, or a function that makes them, and
+    the entries are made only when asked for: a warm run printing the digest and the counts makes none of them."""
+
+    def __init__(
+        self,
+        root: str,
+        files: list[dict[str, Any]] | None = None,
+        hashed_count: int = 0,  # files read and hashed by this run (the rest came from the stat cache)
+        cache_warning: str | None = None,  # why the stat cache could not be written, when it could not
+        *,
+        rows: list[tuple[str, int, str, str]] | Callable[[], list[tuple[str, int, str, str]]] | None = None,
+        digest: str | None = None,  # preset when the stat cache already knows it
+        file_count: int | None = None,  # given with a function making the rows
+        total_size: int | None = None,
+    ) -> None:
+        if (files is None) == (rows is None):
+            raise TypeError("a Manifest is made of either files or rows")
+        self.root, self.hashed_count, self.cache_warning = root, hashed_count, cache_warning
+        self._files, self._rows, self._digest = files, rows, digest
+        self._file_count, self._total_size = file_count, total_size
+
+    def __repr__(self) -> str:
+        return f"Manifest(root={self.root!r}, file_count={self.file_count}, hashed_count={self.hashed_count})"
+
+    def _row_list(self) -> list[tuple[str, int, str, str]]:
+        if callable(self._rows):
+            self._rows = self._rows()
+        if self._rows is None:
+            return [(f["path"], f["size"], f["mode"], f["sha256"]) for f in self._files]
+        return self._rows
+
+    @property
+    def files(self) -> list[dict[str, Any]]:
+        if self._files is None:
+            self._files = [
+                {"path": path, "size": size, "mode": mode, "sha256": sha256}
+                for path, size, mode, sha256 in self._row_list()
+            ]
+        return self._files
 
     @property
     def document(self) -> dict[str, Any]:
         return {"version": MANIFEST_VERSION, "files": self.files}
 
-    @functools.cached_property
-    def digest(self) -> str:  # build_manifest presets it when the stat cache already knows it
-        return digest_of(self.document)
+    @property
+    def digest(self) -> str:
+        if self._digest is None:
+            import hashlib
+
+            self._digest = "sha256:" + hashlib.sha256(_canonical_manifest_bytes(self._row_list())).hexdigest()
+        return self._digest
 
     @property
     def file_count(self) -> int:
-        return len(self.files)
+        if self._file_count is None:
+            self._file_count = len(self._files if self._rows is None else self._row_list())
+        return self._file_count
 
     @property
     def total_size(self) -> int:
-        return sum(entry["size"] for entry in self.files)
+        if self._total_size is None:
+            if self._rows is None:
+                self._total_size = sum(entry["size"] for entry in self._files)
+            else:
+                self._total_size = sum([row[1] for row in self._row_list()])
+        return self._total_size
 
 
 # -- gitignore-style patterns ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+# The classes below are plain classes, not dataclasses: each @dataclass costs about 0.7 ms of start-up, as much as
+# a warm manifest of a hundred files.
 class Rule:
     """One gitignore line. `basename` rules (no slash in the pattern) match an entry's name at any depth; the
     others match the whole root-relative path."""
 
-    text: str
-    regex: re.Pattern[str]
-    negate: bool
-    dir_only: bool
-    basename: bool
-    source: str = ""  # where it was written: file:line
+    __slots__ = ("basename", "dir_only", "negate", "regex", "source", "text")
+
+    def __init__(
+        self,
+        text: str,
+        regex: re.Pattern[str],
+        negate: bool,
+        dir_only: bool,
+        basename: bool,
+        source: str = "",  # where it was written: file:line
+    ) -> None:
+        self.text, self.regex, self.negate, self.dir_only, self.basename = text, regex, negate, dir_only, basename
+        self.source = source
+
+    def __repr__(self) -> str:
+        return f"Rule({self.text!r}, source={self.source!r})"
 
     def matches(self, path: str, name: str, is_dir: bool) -> bool:
         if self.dir_only and not is_dir:
@@ -364,28 +439,46 @@ def _within(path: str, root: str) -> bool:
 
 
 # -- the stat cache -------------------------------------------------------------------------------------------------
-# An entry is one string, "size:mtime_ns:ctime_ns:inode:st_mode:sha256" (JSON decodes strings far faster than lists
-# of numbers, and the warm path is mostly decoding the cache and calling lstat).
+# One record per directory: [lines, hashes], where lines holds "name\0size:mtime_ns:ctime_ns:inode:st_mode\n" for each
+# of its listed files, in the order the directory lists them, and hashes their sha256s, concatenated in the same
+# order. A warm run stats a directory's files and compares that one string with the record: when it is equal (and no
+# mtime is racy), every file of the directory is known without a lookup per file, and the record is all the cache
+# holds in memory for them (a few large strings decode far faster than a dict of per-file entries).
 def _stat_key(st: os.stat_result) -> str:
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_mode}:"
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_mode}"
 
 
-@dataclass
 class _Cache:
-    entries: dict[str, str]
-    trusted_before: int  # entries whose mtime is later than this are "racy" and never trusted
-    digest: str | None = None  # the digest of the manifest made of exactly these entries, when they were complete
+    __slots__ = ("digest", "directories", "file_count", "trusted_before")
 
-    def lookup(self, rel: str, st: os.stat_result) -> tuple[str, str | None]:
-        """(the stat key of `st`, the cached sha256 of `rel` when its stat is unchanged and not racy, else None)."""
-        key = _stat_key(st)
-        cached = self.entries.get(rel)
-        if cached is None or st.st_mtime_ns > self.trusted_before or not cached.startswith(key):
-            return key, None
-        digest = cached[len(key) :]
-        if len(digest) != 64 or digest.strip("0123456789abcdef"):  # a damaged or edited cache
-            return key, None
-        return key, digest
+    def __init__(
+        self, directories: dict[str, list[str]], trusted_before: int, digest: str | None = None, file_count: int = 0
+    ) -> None:
+        self.directories = directories  # {root-relative prefix ("" or ending in "/"): [lines, hashes]}
+        self.trusted_before = trusted_before  # entries whose mtime is later than this are "racy" and never trusted
+        self.digest = digest  # the digest of the manifest made of exactly these entries, when they were complete
+        self.file_count = file_count  # entries in all records
+
+    def known(self, prefix: str) -> dict[str, tuple[str, str]]:
+        """{name: (stat key, sha256)} of the record of the directory `prefix` (empty when there is none)."""
+        record = self.directories.get(prefix)
+        if record is None:
+            return {}
+        lines, hashes = record
+        known = {}
+        for index, line in enumerate(lines.split("\n")[:-1]):
+            name, _, key = line.partition("\0")
+            known[name] = (key, hashes[64 * index : 64 * index + 64])
+        return known
+
+
+def _record_rows(prefix: str, record: list[str]) -> list[tuple[str, int, str, str]]:
+    """The manifest rows of a directory record whose every file was found unchanged."""
+    lines, hashes = record
+    return [
+        (prefix + name, int(size), _MODES[int(st_mode) & 0o100], hashes[64 * index : 64 * index + 64])
+        for index, (name, size, st_mode) in enumerate(_RECORD_LINE.findall(lines))
+    ]
 
 
 def _load_cache(path: str) -> _Cache:
@@ -393,21 +486,32 @@ def _load_cache(path: str) -> _Cache:
     try:
         with open(path, "rb") as f:
             data = json.loads(f.read())
-        written, entries, digest = data["written_ns"], data["entries"], data.get("digest")
+        written, directories, digest = data["written_ns"], data["directories"], data.get("digest")
         if (
             data["version"] == CACHE_VERSION
             and type(written) is int
-            and isinstance(entries, dict)
-            and all(type(value) is str for value in entries.values())
+            and isinstance(directories, dict)
+            and all(
+                type(record) is list
+                and len(record) == 2
+                and type(record[0]) is str
+                and type(record[1]) is str
+                and len(record[1]) == 64 * record[0].count("\n")
+                for record in directories.values()
+            )
+            # Every hash is hex (checked for all at once here, not once per file in the walk); one that is not means
+            # a damaged or edited cache, not to be trusted at all.
+            and not "".join([record[1] for record in directories.values()]).encode().translate(None, _HEX_DIGITS)
         ):
             digest = digest if isinstance(digest, str) and _DIGEST.fullmatch(digest) else None
-            return _Cache(entries, written - RACY_NS, digest)
+            file_count = sum([len(record[1]) for record in directories.values()]) // 64
+            return _Cache(directories, written - RACY_NS, digest, file_count)
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         pass
     return _Cache({}, 0)
 
 
-def _write_cache(root: str, entries: dict[str, str], digest: str | None) -> str | None:
+def _write_cache(root: str, directories: dict[str, list[str]], digest: str | None) -> str | None:
     """Write the cache atomically (temporary file + rename); the reason when it could not be written."""
     import tempfile
 
@@ -421,10 +525,13 @@ def _write_cache(root: str, entries: dict[str, str], digest: str | None) -> str 
         else:
             if not stat.S_ISDIR(st.st_mode):  # a symlink (which could lead anywhere) or a file
                 return f"{state} is not a directory; the stat cache was not written"
-        document = {"version": CACHE_VERSION, "written_ns": time.time_ns(), "digest": digest, "entries": entries}
+        written = time.time_ns()
+        document = {"version": CACHE_VERSION, "written_ns": written, "digest": digest, "directories": directories}
+        # json.dumps, not json.dump: dump streams through the pure-Python encoder, several times slower.
+        encoded = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         fd, temporary = tempfile.mkstemp(prefix=f".{CACHE_FILE}.", suffix=".tmp", dir=state)
-        with open(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f, separators=(",", ":"), ensure_ascii=False)
+        with open(fd, "wb") as f:
+            f.write(encoded)
         os.replace(temporary, os.path.join(state, CACHE_FILE))
         return None
     except OSError as error:
@@ -434,38 +541,7 @@ def _write_cache(root: str, entries: dict[str, str], digest: str | None) -> str 
         return f"the stat cache could not be written ({error.strerror or error})"
 
 
-# -- hashing --------------------------------------------------------------------------------------------------------
-class _Hasher:
-    """sha256 of a file read through one reused 1 MiB buffer: memory stays bounded whatever the file size."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray(CHUNK_SIZE)
-        self.view = memoryview(self.buffer)
-
-    def hash_open(self, path: str, rel: str, *, nofollow: bool) -> tuple[str, int, os.stat_result]:
-        """(hex digest, bytes read, the stat taken before reading) of the regular file at `path`."""
-        try:
-            fd = os.open(path, _O_FLAGS | (_O_NOFOLLOW if nofollow else 0))
-        except OSError as error:
-            if error.errno == errno.ELOOP:  # the entry was replaced by a symlink since it was listed
-                raise _unsafe(rel, "changed into a symlink while the manifest was being built") from None
-            raise _unreadable(rel, error) from None
-        with open(fd, "rb", buffering=0, closefd=True) as f:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise _unsafe(rel, f"not a regular file ({_kind(st.st_mode)})")
-            digest = hashlib.sha256()
-            readinto, update, view = f.readinto, digest.update, self.view
-            total = 0
-            try:
-                while n := readinto(self.buffer):
-                    update(view[:n])
-                    total += n
-            except OSError as error:
-                raise _unreadable(rel, error) from None
-        return digest.hexdigest(), total, st
-
-
+# -- errors of the walk and of hashing ------------------------------------------------------------------------------
 def _unreadable(rel: str, error: OSError) -> RhoneError:
     return RhoneError(
         f"{_display(rel)}: cannot read: {error.strerror or error}",
@@ -473,6 +549,18 @@ def _unreadable(rel: str, error: OSError) -> RhoneError:
         exit_code=ExitCode.USAGE,
         hint=f"fix its permissions, or add it to {IGNORE_FILE}",
     )
+
+
+def _hashing_failed(rel: str, error: BaseException) -> RhoneError:
+    """The error to report for a file that could not be hashed (`_hashing.hash_file`'s exceptions)."""
+    if isinstance(error, OSError):
+        if error.errno == errno.ELOOP:  # opened with O_NOFOLLOW: the entry was replaced by a symlink since listed
+            return _unsafe(rel, "changed into a symlink while the manifest was being built")
+        return _unreadable(rel, error)
+    st_mode = getattr(error, "st_mode", None)
+    if st_mode is not None:  # _hashing.NotRegularFile: replaced by a fifo or a device since listed
+        return _unsafe(rel, f"not a regular file ({_kind(st_mode)})")
+    raise error
 
 
 def _too_many(message: str) -> RhoneError:
@@ -495,91 +583,170 @@ def _kind(st_mode: int) -> str:
 
 
 # -- the walk -------------------------------------------------------------------------------------------------------
-@dataclass
 class _Walk:
-    root: str  # real (resolved) absolute path
-    ignore: _Layers  # the rules in effect at the root (before its own ignore files)
-    include: RuleSet | None  # None: everything is included
-    cache: _Cache | None  # None: no stat cache (hash everything)
-    files: list[dict[str, Any]] = field(default_factory=list)
-    new_cache: dict[str, str] = field(default_factory=dict)
-    hashed: int = 0
-    directories: int = 0
+    def __init__(self, root: str, ignore: _Layers, include: RuleSet | None, cache: _Cache | None) -> None:
+        self.root = root  # real (resolved) absolute path
+        self.ignore = ignore  # the rules in effect at the root (before its own ignore files)
+        self.include = include  # None: everything is included
+        self.cache = cache  # None: no stat cache (hash everything)
+        self.rows: list[tuple[str, int, str, str]] = []  # (path, size, mode, sha256) of files listed one by one
+        # Directories whose record matched as a whole: (prefix, record); their rows are made only when asked for.
+        self.unchanged: list[tuple[str, list[str]]] = []
+        self.unchanged_files = 0
+        self.unchanged_size = 0
+        self.to_hash: list[tuple[str, str, bool]] = []  # listed, not hashed yet (the hasher's jobs)
+        self.from_cache = 0  # files whose sha256 came from the cache
+        # What the next cache will hold for the directories that did not match as a whole: {prefix: {name: (stat key,
+        # sha256)}} and {prefix: names in listing order}.
+        self.remembered: dict[str, dict[str, tuple[str, str]]] = {}
+        self.order: dict[str, list[str]] = {}
+        self._known: dict[str, dict[str, tuple[str, str]]] = {}
+        self.directories = 0
+        self.hasher: Any = None  # a _hashing.ParallelHasher, made when the first file needs hashing
+        self.state_dir = os.path.join(root, STATE_DIR)
 
-    def __post_init__(self) -> None:
-        self.hasher = _Hasher()
-        self.state_dir = os.path.join(self.root, STATE_DIR)
+    @property
+    def file_count(self) -> int:
+        return len(self.rows) + self.unchanged_files + len(self.to_hash)
 
-    def run(self) -> None:
+    def run(self) -> int:
+        """List the tree, then wait for the files the cache did not know to be hashed; the number hashed."""
         root_st = os.stat(self.root)
         # (real directory, root-relative prefix ending in "/" or "", (dev, inode) of it and its ancestors, the ignore
         # rules of its parent)
         stack: list[tuple[str, str, frozenset[tuple[int, int]], _Layers]] = [
             (self.root, "", frozenset({(root_st.st_dev, root_st.st_ino)}), self.ignore)
         ]
-        # The loop below is the whole cost of a warm run (one lstat per file): locals, and no calls it can avoid.
-        bad_name, include, files = _BAD_NAME_CHAR.search, self.include, self.files
-        cache, new_cache = self.cache, self.new_cache
-        cached_get = cache.entries.get if cache is not None else None
-        trusted_before = cache.trusted_before if cache is not None else 0
-        while stack:
-            directory, prefix, ancestors, layers = stack.pop()
-            self.directories += 1
-            if self.directories > MAX_FILES:  # symlinked directories can multiply paths without any cycle
-                raise _too_many(f"more than {MAX_FILES} directories under {self.root}")
+        try:
+            while stack:
+                directory, prefix, ancestors, layers = stack.pop()
+                self.directories += 1
+                if self.directories > MAX_FILES:  # symlinked directories can multiply paths without any cycle
+                    raise _too_many(f"more than {MAX_FILES} directories under {self.root}")
+                fd, listing = _open_directory(directory, prefix)
+                try:
+                    self._scan(listing, directory, prefix, ancestors, stack, layers)
+                finally:
+                    if fd is not None:
+                        os.close(fd)
+        except BaseException:
+            if self.hasher is not None:
+                self.hasher.cancel()
+            raise
+        return self._collect_hashes()
+
+    def _scan(
+        self,
+        listing: list[os.DirEntry],
+        directory: str,
+        prefix: str,
+        ancestors: frozenset,
+        stack: list,
+        layers: _Layers,
+    ) -> None:
+        """Every entry of one directory (listed through a file descriptor: its entries' `stat` is relative to it)."""
+        if any(entry.name in IGNORE_FILES for entry in listing):
+            layers = layers.below(self.root, directory, prefix)
+        ruleset = layers.ruleset
+        # The names a rule or the name check must look at, found in one pass at C speed: for the others (nearly always
+        # all of them) the loop below does a single set lookup.
+        names = [entry.name for entry in listing]
+        # No name holds a "/", which is not a bad character either: one search of the joined names clears them all.
+        flagged = set(filter(_BAD_NAME_CHAR.search, names)) if _BAD_NAME_CHAR.search("/".join(names)) else set()
+        if ruleset.any_name:
+            flagged.update(filter(ruleset.any_name, names))
+        if ruleset.any_path:
+            any_path = ruleset.any_path
+            flagged.update(name for name in names if any_path(prefix + name))
+        decide, include = ruleset.decide, self.include
+        near_limit = self.file_count + len(listing) >= MAX_FILES  # else no file of this listing reaches it
+        hash_now = self.cache is None
+        path_prefix = directory if directory.endswith("/") else directory + "/"
+        plain: list[os.DirEntry] = []  # the regular files below the top level that are listed
+        for entry in listing:
+            name = entry.name
+            rel = prefix + name
             try:
-                with os.scandir(directory) as entries:
-                    listing = list(entries)
+                plain_file = entry.is_file(follow_symlinks=False)  # from the directory entry's type: no syscall
             except OSError as error:
-                raise _unreadable(prefix.rstrip("/") or ".", error) from None
-            if any(entry.name in IGNORE_FILES for entry in listing):
-                layers = layers.below(self.root, directory, prefix)
-            ruleset = layers.ruleset
-            any_name, any_path, decide = ruleset.any_name, ruleset.any_path, ruleset.decide
-            for entry in listing:
-                name = entry.name
-                rel = prefix + name
+                raise _unreadable(rel, error) from None
+            if not plain_file or not prefix:
+                self._other(entry, directory, name, rel, prefix, ancestors, stack, layers)
+                continue
+            # A regular file below the top level: the common case.
+            if name in flagged:
+                if decide(rel, name, False):
+                    continue
+                _check_name(rel, name, top=False)
+            elif len(rel) > MAX_PATH_LENGTH:
+                _check_name(rel, name, top=False)
+            if include is not None and not include.decide_with_ancestors(rel):
+                continue
+            if near_limit and self.file_count + len(plain) >= MAX_FILES:
+                raise _too_many(f"more than {MAX_FILES} files under {self.root}")
+            if hash_now:
+                self._hash(rel, path_prefix + name, nofollow=True)
+            else:
+                plain.append(entry)
+        if plain:
+            self._plain_files(plain, prefix, path_prefix)
+
+    def _plain_files(self, plain: list[os.DirEntry], prefix: str, path_prefix: str) -> None:
+        """The listed regular files of one directory, against its cache record: all known at once when its stats
+        are exactly the record's, else one by one. This is the whole cost of a warm run: one lstat per file."""
+        try:
+            stats = [entry.stat(follow_symlinks=False) for entry in plain]  # fstatat(fd, name): no path resolved
+        except OSError:
+            stats = []
+            for entry in plain:  # which one
                 try:
-                    plain_file = entry.is_file(follow_symlinks=False)  # from the directory entry's type: no syscall
+                    stats.append(entry.stat(follow_symlinks=False))
                 except OSError as error:
-                    raise _unreadable(rel, error) from None
-                if not plain_file or not prefix:
-                    self._other(entry, name, rel, prefix, ancestors, stack, layers)
-                    continue
-                # A regular file below the top level: the common case.
-                if ((any_name and any_name(name)) or (any_path and any_path(rel))) and decide(rel, name, False):
-                    continue
-                if bad_name(name) or len(rel) > MAX_PATH_LENGTH:
-                    _check_name(rel, name, top=False)
-                if include is not None and not include.decide_with_ancestors(rel):
-                    continue
-                if len(files) >= MAX_FILES:
-                    raise _too_many(f"more than {MAX_FILES} files under {self.root}")
-                if cached_get is None:
-                    self._hash(rel, entry.path, nofollow=True)
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError as error:
-                    raise _unreadable(rel, error) from None
-                # Inlined _Cache.lookup (see there).
-                key = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_mode}:"
-                cached = cached_get(rel)
-                if (
-                    cached is None
-                    or st.st_mtime_ns > trusted_before
-                    or not cached.startswith(key)
-                    or len(cached) != len(key) + 64
-                    or cached[len(key) :].strip("0123456789abcdef")
-                ):
-                    self._hash(rel, entry.path, nofollow=True)
-                    continue
-                digest = cached[len(key) :]
-                files.append({"path": rel, "size": st.st_size, "mode": _MODES[st.st_mode & 0o100], "sha256": digest})
-                new_cache[rel] = cached
+                    raise _unreadable(prefix + entry.name, error) from None
+        lines = "".join(
+            [
+                f"{entry.name}\0{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_mode}\n"
+                for entry, st in zip(plain, stats, strict=True)
+            ]
+        )
+        record = self.cache.directories.get(prefix)
+        trusted_before = self.cache.trusted_before
+        if record is not None and record[0] == lines and max([st.st_mtime_ns for st in stats]) <= trusted_before:
+            self.unchanged.append((prefix, record))
+            self.unchanged_files += len(plain)
+            self.unchanged_size += sum([st.st_size for st in stats])
+            self.from_cache += len(plain)
+            return
+        order = self.order.setdefault(prefix, [])
+        for entry, st in zip(plain, stats, strict=True):
+            name = entry.name
+            order.append(name)
+            self._lookup(prefix, name, st, path_prefix + name, nofollow=True, mode=_MODES[st.st_mode & 0o100])
+
+    def _lookup(self, prefix: str, name: str, st: os.stat_result, path: str, *, nofollow: bool, mode: str) -> None:
+        """List a file from the cache when its stat is unchanged and not racy, else queue it for hashing."""
+        known = self._known.get(prefix)
+        if known is None:
+            known = self._known[prefix] = self.cache.known(prefix) if self.cache is not None else {}
+        key = _stat_key(st)
+        entry = known.get(name)
+        if entry is None or entry[0] != key or st.st_mtime_ns > self.cache.trusted_before:
+            self._hash(prefix + name, path, nofollow=nofollow)
+            return
+        self.rows.append((prefix + name, st.st_size, mode, entry[1]))
+        self.remembered.setdefault(prefix, {})[name] = entry
+        self.from_cache += 1
 
     def _other(
-        self, entry: os.DirEntry, name: str, rel: str, prefix: str, ancestors: frozenset, stack: list, layers: _Layers
+        self,
+        entry: os.DirEntry,
+        directory: str,
+        name: str,
+        rel: str,
+        prefix: str,
+        ancestors: frozenset,
+        stack: list,
+        layers: _Layers,
     ) -> None:
         """Directories, symlinks, special files, and anything at the top level."""
         if not prefix and name == STATE_DIR:
@@ -597,10 +764,10 @@ class _Walk:
         if layers.ruleset.decide(rel, name, is_dir):
             return
         _check_name(rel, name, top=not prefix)
-        real = entry.path
+        real = os.path.join(directory, name)
         try:
             if is_link:
-                real = self._resolve_link(entry, rel)
+                real = self._resolve_link(real, rel)
                 st = os.stat(real)
             else:
                 st = entry.stat(follow_symlinks=False)
@@ -616,24 +783,23 @@ class _Walk:
             raise _unsafe(rel, f"not a regular file ({_kind(st.st_mode)})")
         if self.include is not None and not self.include.decide_with_ancestors(rel):
             return
-        if len(self.files) >= MAX_FILES:
+        if self.file_count >= MAX_FILES:
             raise _too_many(f"more than {MAX_FILES} files under {self.root}")
-        key, digest = self.cache.lookup(rel, st) if self.cache is not None else ("", None)
-        if digest is None:
+        if self.cache is None:
             self._hash(rel, real, nofollow=not is_link)
-        else:
-            self.files.append({"path": rel, "size": st.st_size, "mode": mode_of(st.st_mode), "sha256": digest})
-            self.new_cache[rel] = key + digest
+            return
+        self.order.setdefault(prefix, []).append(name)
+        self._lookup(prefix, name, st, real, nofollow=not is_link, mode=mode_of(st.st_mode))
 
-    def _resolve_link(self, entry: os.DirEntry, rel: str) -> str:
-        """The real path a symlink leads to, when it is safe to follow."""
+    def _resolve_link(self, path: str, rel: str) -> str:
+        """The real path the symlink at `path` leads to, when it is safe to follow."""
         try:
-            real = os.path.realpath(entry.path, strict=True)
+            real = os.path.realpath(path, strict=True)
         except OSError as error:
             if error.errno == errno.ELOOP:
                 raise _unsafe(rel, "symlink loop") from None
             if isinstance(error, FileNotFoundError):
-                raise _unsafe(rel, f"broken symlink (to {_display(os.readlink(entry.path))})") from None
+                raise _unsafe(rel, f"broken symlink (to {_display(os.readlink(path))})") from None
             raise
         if not _within(real, self.root):
             raise _unsafe(rel, f"symlink points outside the root (to {_display(real)})")
@@ -641,12 +807,72 @@ class _Walk:
             raise _unsafe(rel, f"symlink points into {STATE_DIR}/, rhone's own state")
         return real
 
-    def _hash(self, rel: str, real: str, *, nofollow: bool) -> None:
-        digest, size, opened = self.hasher.hash_open(real, rel, nofollow=nofollow)
-        self.hashed += 1
-        self.files.append({"path": rel, "size": size, "mode": mode_of(opened.st_mode), "sha256": digest})
-        if self.cache is not None and size == opened.st_size:  # else it changed while being read: not remembered
-            self.new_cache[rel] = _stat_key(opened) + digest
+    def _hash(self, rel: str, path: str, *, nofollow: bool) -> None:
+        """Queue `path` for hashing (on worker threads once there are enough files to keep them busy)."""
+        if self.hasher is None:
+            from rhone_cli.artifacts._hashing import ParallelHasher, worker_count
+
+            self.hasher = ParallelHasher(worker_count(), self.to_hash)
+        self.hasher.add(rel, path, nofollow)
+
+    def _collect_hashes(self) -> int:
+        """Wait for the queued files' hashes and list them; the first failure in walk order is raised."""
+        if self.hasher is None:
+            return 0
+        from rhone_cli.artifacts._hashing import CHUNK_SIZE
+
+        outcomes = self.hasher.finish(bytearray(CHUNK_SIZE))
+        for (rel, _path, _nofollow), outcome in zip(self.to_hash, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                raise _hashing_failed(rel, outcome) from None
+            digest, size, opened = outcome
+            self.rows.append((rel, size, _MODES[opened.st_mode & 0o100], digest))
+            if self.cache is not None and size == opened.st_size:  # else it changed while being read: not remembered
+                head, _, name = rel.rpartition("/")
+                self.remembered.setdefault(head + "/" if head else "", {})[name] = (_stat_key(opened), digest)
+        self.to_hash = []
+        return len(outcomes)
+
+    def new_records(self) -> dict[str, list[str]]:
+        """The next cache's records: the matching ones as they were, the others made from the files remembered, in
+        the order their directories list them (so that an unchanged directory matches as a whole next time)."""
+        records = dict(self.unchanged)
+        for prefix, names in self.order.items():
+            remembered = self.remembered.get(prefix, {})
+            entries = [(name, remembered[name]) for name in names if name in remembered]
+            if entries:
+                lines = "".join([f"{name}\0{key}\n" for name, (key, _sha) in entries])
+                records[prefix] = [lines, "".join([sha for _name, (_key, sha) in entries])]
+        return records
+
+    def remembered_count(self) -> int:
+        return self.unchanged_files + sum(len(entries) for entries in self.remembered.values())
+
+    def all_rows(self) -> list[tuple[str, int, str, str]]:
+        rows = self.rows
+        for prefix, record in self.unchanged:
+            rows.extend(_record_rows(prefix, record))
+        self.unchanged = []
+        rows.sort(key=itemgetter(0))
+        return rows
+
+
+def _open_directory(directory: str, prefix: str) -> tuple[int | None, list[os.DirEntry]]:
+    """A file descriptor of `directory` (a real path: never through a symlink) and its entries, whose `stat` is then
+    relative to it; where scandir takes no descriptor (Windows), None and the entries of the path."""
+    where = prefix.rstrip("/") or "."
+    fd = None
+    try:
+        if _SCANDIR_FD:
+            fd = os.open(directory, _O_DIRECTORY)
+        with os.scandir(directory if fd is None else fd) as entries:
+            return fd, list(entries)
+    except OSError as error:
+        if fd is not None:
+            os.close(fd)
+        if error.errno == errno.ELOOP:
+            raise _unsafe(where, "changed into a symlink while the manifest was being built") from None
+        raise _unreadable(where, error) from None
 
 
 IGNORE_FILES = (GIT_IGNORE_FILE, IGNORE_FILE)
@@ -679,16 +905,15 @@ def _read_ignore_file(root: str, directory: str, prefix: str, name: str) -> list
         raise RhoneError(str(error), code="invalid_ignore_file", exit_code=ExitCode.USAGE) from None
 
 
-@dataclass(frozen=True)
 class _Layers:
     """The ignore rules in effect in one directory, in the order they apply (the last matching rule decides): the
     built-in defaults, the .gitignore files from the root down, the .rhoneignore files from the root down, and
     build.exclude."""
 
-    defaults: tuple[Rule, ...]
-    git: tuple[Rule, ...]
-    rhone: tuple[Rule, ...]
-    exclude: tuple[Rule, ...]
+    def __init__(
+        self, defaults: tuple[Rule, ...], git: tuple[Rule, ...], rhone: tuple[Rule, ...], exclude: tuple[Rule, ...]
+    ) -> None:
+        self.defaults, self.git, self.rhone, self.exclude = defaults, git, rhone, exclude
 
     @functools.cached_property
     def ruleset(self) -> RuleSet:
@@ -797,22 +1022,20 @@ def build_manifest(
     layers, include_rules = _base_layers(exclude), _include_rules(include)
     cache = _load_cache(os.path.join(real_root, STATE_DIR, CACHE_FILE)) if use_cache else None
     walk = _Walk(real_root, layers, include_rules, cache)
-    walk.run()
-    walk.files.sort(key=lambda entry: entry["path"])
-
-    result = Manifest(root=real_root, files=walk.files, hashed_count=walk.hashed)
-    if cache is None:
-        return result
-    same_entries = walk.new_cache.keys() == cache.entries.keys()
-    if not walk.hashed and same_entries and cache.digest:
-        # Every file came from a cache entry and every entry was used, so the document is exactly the one the cache's
-        # digest was computed from (path, sha256, and the size and mode bits of the matching stat): skip re-encoding.
-        result.__dict__["digest"] = cache.digest
-    else:
-        # The digest is stored only when the entries describe the whole manifest (a file that changed while being
+    hashed = walk.run()
+    count, size = walk.file_count, walk.unchanged_size + sum([row[1] for row in walk.rows])
+    if cache is not None and not hashed and cache.digest and walk.from_cache == cache.file_count == count:
+        # Every file came from a distinct cache entry and every entry was used, so the document is exactly the one the
+        # cache's digest was computed from (path, sha256, and the size and mode bits of the matching stat): skip
+        # re-encoding, and the cache stays as it is.
+        return Manifest(real_root, rows=walk.all_rows, digest=cache.digest, file_count=count, total_size=size)
+    records = walk.new_records() if cache is not None else None
+    result = Manifest(real_root, rows=walk.all_rows(), hashed_count=hashed)
+    if records is not None:
+        # The digest is stored only when the records describe the whole manifest (a file that changed while being
         # read is listed but not remembered).
-        complete = len(walk.new_cache) == len(walk.files)
-        result.cache_warning = _write_cache(real_root, walk.new_cache, result.digest if complete else None)
+        complete = walk.remembered_count() == count
+        result.cache_warning = _write_cache(real_root, records, result.digest if complete else None)
     return result
 
 

@@ -34,8 +34,7 @@ def manifest(
     rhone.toml's build.output. Files are filtered by the built-in ignores (which keep .env files out), every
     .gitignore, every .rhoneignore and build.include/exclude.
     """
-    from rhone_cli.output import human_size
-    from rhone_cli.services.artifacts import explain_path, project_manifest
+    from rhone_cli.services.artifacts import explain_path, show_manifest
 
     inv = invocation(ctx)
     if explain is not None:
@@ -43,27 +42,4 @@ def manifest(
         word = "included" if verdict["included"] else "excluded"
         inv.out.result(verdict, lambda out: out.line(f"{verdict['path']}: {word}: {verdict['reason']}"))
         return
-    result = project_manifest(inv.env.workdir, prebuilt=prebuilt, use_cache=not no_cache, out=inv.out)
-    if result.cache_warning:
-        inv.out.info(f"note: {result.cache_warning}")
-    document = {
-        "digest": result.digest,
-        "root": result.root,
-        "file_count": result.file_count,
-        "total_size": result.total_size,
-        "hashed": result.hashed_count,
-        "manifest": result.document,
-    }
-
-    def human(out) -> None:
-        out.fields(
-            {
-                "digest": result.digest,
-                "root": result.root,
-                "files": result.file_count,
-                "size": f"{result.total_size} bytes ({human_size(result.total_size)})",
-                "hashed": f"{result.hashed_count} ({result.file_count - result.hashed_count} from the stat cache)",
-            }
-        )
-
-    inv.out.result(document, human)
+    show_manifest(inv.out, inv.env.workdir, prebuilt=prebuilt, use_cache=not no_cache)

@@ -82,9 +82,7 @@ def explain_path(workdir: Path, path: str, *, prebuilt: bool) -> dict[str, Any]:
 
 def manifest_root(workdir: Path, *, prebuilt: bool) -> tuple[Path, list[str], list[str]]:
     """(manifest root, build.include, build.exclude): the project directory, or build.output with --prebuilt."""
-    from rhone_cli.config import project
-
-    path = project.find(workdir)
+    path = nearest_project_file(workdir)
     if path is None:
         if prebuilt:
             raise RhoneError(
@@ -94,6 +92,8 @@ def manifest_root(workdir: Path, *, prebuilt: bool) -> tuple[Path, list[str], li
                 hint="run `rhone init`, or use -C DIR to point at the project",
             )
         return workdir, ["**"], []
+    from rhone_cli.config import project
+
     config = project.load(workdir, path)
     base = path.parent
     if not prebuilt:
@@ -114,3 +114,48 @@ def manifest_root(workdir: Path, *, prebuilt: bool) -> tuple[Path, list[str], li
             exit_code=ExitCode.USAGE,
         )
     return output, config.build.include, config.build.exclude
+
+
+def nearest_project_file(workdir: Path) -> Path | None:
+    """The nearest rhone.toml at or above `workdir`: `config.project.find`, without importing the rhone.toml models
+    (pydantic costs more start-up time than a warm manifest of thousands of files), which a tree without rhone.toml
+    never needs."""
+    start = workdir.resolve()
+    for directory in (start, *start.parents):
+        candidate = directory / "rhone.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def show_manifest(out: Output, workdir: Path, *, prebuilt: bool, use_cache: bool) -> None:
+    """`rhone artifact manifest`: the manifest's digest and counts (the whole document with --json)."""
+    from rhone_cli.output import human_size
+
+    result = project_manifest(workdir, prebuilt=prebuilt, use_cache=use_cache, out=out)
+    if result.cache_warning:
+        out.info(f"note: {result.cache_warning}")
+    # The document (every file's entry) is made only for --json: the digest and the counts need none of it.
+    document = None
+    if out.env.options.json:
+        document = {
+            "digest": result.digest,
+            "root": result.root,
+            "file_count": result.file_count,
+            "total_size": result.total_size,
+            "hashed": result.hashed_count,
+            "manifest": result.document,
+        }
+
+    def human(out: Output) -> None:
+        out.fields(
+            {
+                "digest": result.digest,
+                "root": result.root,
+                "files": result.file_count,
+                "size": f"{result.total_size} bytes ({human_size(result.total_size)})",
+                "hashed": f"{result.hashed_count} ({result.file_count - result.hashed_count} from the stat cache)",
+            }
+        )
+
+    out.result(document, human)
