@@ -19,7 +19,6 @@ from typing import Annotated
 import typer
 
 from rhone_cli import __version__
-from rhone_cli.commands import register_commands
 from rhone_cli.commands._common import REQUEST_TIMEOUT_RANGE, new_typer, seconds_problem
 from rhone_cli.environment import Environment, _truthy
 from rhone_cli.errors import ExitCode, Interrupted, RhoneError
@@ -159,7 +158,44 @@ def root(
         raise RhoneError(f"-C {cwd}: no such directory", code="usage_error", exit_code=ExitCode.USAGE)
 
 
-register_commands(app)
+def _register_commands(root: typer.Typer) -> None:
+    from rhone_cli.commands import (
+        api,
+        app_cmd,
+        artifact,
+        auth,
+        completion,
+        config,
+        deploy,
+        env_cmd,
+        help_cmd,
+        init,
+        local,
+        logs,
+        op,
+        project,
+        promote,
+        region,
+        route,
+        status,
+        workspace,
+    )
+
+    auth.register(root)
+    root.add_typer(auth.auth_app)
+    init.register(root)
+    for module in (workspace, project, app_cmd, env_cmd, deploy):
+        root.add_typer(module.app)
+    promote.register(root)
+    logs.register(root)
+    status.register(root)
+    for module in (route, region, op, artifact, local, config, help_cmd):
+        root.add_typer(module.app)
+    api.register(root)
+    completion.register(root)
+
+
+_register_commands(app)
 
 
 def _request_timeout(flag: float | None, variable: str | None) -> float:

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from rhone_cli import api_paths
 from rhone_cli.commands import _tenancy as t
 from rhone_cli.commands._common import group, invocation
 
@@ -26,7 +25,7 @@ def ls(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, need="project")
-    rows = tenancy.newest(inv, api_paths.below(target.project_path, "apps"), limit=limit, everything=everything)
+    rows = tenancy.newest(inv, inv.api().apps, target, limit=limit, everything=everything)
     inv.out.result(rows, t.table(["id", "name", "created"], ["id", "name", "created_at"], rows, "no apps"))
 
 
@@ -44,14 +43,7 @@ def create(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=name)
-    doc = tenancy.create(
-        inv,
-        api_paths.below(target.project_path, "apps"),
-        {"name": name},
-        resource_path=target.app_path,
-        no_wait=no_wait,
-        timeout=wait_timeout,
-    )
+    doc = tenancy.create_app(inv, target, no_wait=no_wait, timeout=wait_timeout)
     inv.out.result(doc, t.created_or_operation(doc, "app"))
 
 
@@ -67,7 +59,7 @@ def show(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=name)
-    doc = tenancy.get(inv, target.app_path)
+    doc = inv.api().app(target)
     inv.out.result(doc, t.fields(doc, ["id", "name", "project_id", "workspace_id", "created_at", "operation_id"]))
 
 
@@ -121,11 +113,20 @@ def allocations(
     """List the app's live allocations — running instances — newest first, with region, cell, state and health.
     Which deployment serves traffic is route ownership (`rhone route ls`): `owner` says whether an allocation's
     deployment holds it."""
-    from rhone_cli.services import tenancy, topology
+    from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    rows = topology.allocations(inv, target, environment=env, deployment=deployment, all_states=all_states, limit=limit)
+    rows = tenancy.newest(
+        inv,
+        inv.api().allocations,
+        target,
+        limit=limit,
+        everything=all_states,
+        every_state=all_states,
+        environment=env,
+        deployment=deployment,
+    )
     shown = [{**r, "health_summary": _health(r.get("health"))} for r in rows]
     inv.out.result(rows, t.table(*ALLOCATION_COLUMNS, shown, "no allocations"))
 

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from rhone_cli import api_paths
 from rhone_cli.commands import _tenancy as t
 from rhone_cli.commands._common import invocation, new_typer
 from rhone_cli.output import Output
@@ -112,7 +111,7 @@ def ls(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    rows = tenancy.newest(inv, api_paths.below(target.app_path, "deployments"), limit=limit, everything=everything)
+    rows = tenancy.newest(inv, inv.api().deployments, target, limit=limit, everything=everything)
     shown = [
         {
             **row,
@@ -136,10 +135,8 @@ def ls(
 @app.command("show")
 def show(ctx: typer.Context, deployment_id: DeploymentId) -> None:
     """Show a deployment: state, URL, gate evidence and allocations."""
-    from rhone_cli.services import tenancy
-
     inv = invocation(ctx)
-    doc = tenancy.get(inv, api_paths.deployment(deployment_id))
+    doc = inv.api().deployment(deployment_id)
 
     def human(out: Output) -> None:
         render_deployment(doc)(out)
@@ -181,7 +178,7 @@ def logs(
     """Show a deployment's build log and its allocations' logs."""
 
     inv = invocation(ctx)
-    doc = inv.client().get(api_paths.deployment(deployment_id, "logs"), params={"lines": lines}).data
+    doc = inv.api().deployment_logs(deployment_id, lines=lines)
 
     def human(out: Output) -> None:
         out.line("== build ==")

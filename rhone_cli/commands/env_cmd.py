@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from rhone_cli import api_paths
 from rhone_cli.commands import _tenancy as t
 from rhone_cli.commands._common import group, invocation
 
@@ -23,7 +22,7 @@ def ls(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    rows = tenancy.items(inv, api_paths.below(target.app_path, "environments"))
+    rows = inv.api().environments(target)
     inv.out.result(rows, t.table(*COLUMNS, rows, "no environments"))
 
 
@@ -47,14 +46,7 @@ def create(
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
     body = {"name": name, "approval_required": approval_required, "frozen": frozen}
-    doc = tenancy.create(
-        inv,
-        api_paths.below(target.app_path, "environments"),
-        body,
-        resource_path=target.environment_path(name),
-        no_wait=no_wait,
-        timeout=wait_timeout,
-    )
+    doc = tenancy.create_environment(inv, target, body, no_wait=no_wait, timeout=wait_timeout)
     inv.out.result(doc, t.created_or_operation(doc, "environment"))
 
 
@@ -71,7 +63,7 @@ def show(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    doc = tenancy.get(inv, target.environment_path(name))
+    doc = inv.api().environment(target, name)
     tenancy.warn_policy_drift(inv, doc)
     inv.out.result(doc, t.fields(doc, ["id", "name", "app_id", "approval_required", "frozen", "created_at"]))
 
@@ -98,10 +90,9 @@ def policy(
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
     if approval_required is None:
-        doc = tenancy.get(inv, target.environment_path(name))
+        doc = inv.api().environment(target, name)
     else:
-        path = target.environment_path(name, "policy")
-        doc = inv.client().post(path, {"approval_required": approval_required}).data
+        doc = inv.api().set_approval_required(target, name, approval_required)
     tenancy.warn_policy_drift(inv, doc)
     inv.out.result(doc, t.fields(doc, ["name", "approval_required", "frozen"]))
 
@@ -111,8 +102,7 @@ def _set_frozen(ctx: typer.Context, name: str, app_name, project, workspace, fro
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    verb = "freeze" if frozen else "unfreeze"
-    doc = inv.client().post(target.environment_path(name, verb), {}).data
+    doc = inv.api().set_frozen(target, name, frozen)
     inv.out.result(doc, lambda out: out.line(f"{doc['name']} is {'frozen' if doc['frozen'] else 'not frozen'}"))
 
 
@@ -259,11 +249,11 @@ def bindings(
     workspace: t.WorkspaceOpt = None,
 ) -> None:
     """List ENV's provider bindings (secret names only; values are never shown)."""
-    from rhone_cli.services import tenancy, topology
+    from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    rows = topology.bindings(inv, target, env)
+    rows = inv.api().bindings(target, env)
     inv.out.result(rows, t.table(*BINDING_COLUMNS, rows, f"no provider bindings in {env}"))
 
 
@@ -309,7 +299,7 @@ def services(
             inv.out.result(doc, t.created_or_operation(doc, "services"))
             return
     else:
-        doc = topology.services(inv, target, env)
+        doc = inv.api().services(target, env)
     inv.out.result(doc, _services_human(doc))
 
 
@@ -425,11 +415,11 @@ def show_config(
     workspace: t.WorkspaceOpt = None,
 ) -> None:
     """List ENV's settings (secret values masked) and rhone.toml's defaults, and the required ones it lacks."""
-    from rhone_cli.services import settings, tenancy
+    from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    doc = settings.show(inv, target, env)
+    doc = inv.api().settings(target, env)
 
     def human(out) -> None:
         rows = [

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from rhone_cli import api_paths
 from rhone_cli.commands import _tenancy as t
 from rhone_cli.commands._common import group, invocation
 from rhone_cli.output import Output
@@ -41,13 +40,7 @@ def ls(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, need="workspace")
-    rows = tenancy.newest(
-        inv,
-        api_paths.below(target.workspace_path, "operations"),
-        limit=limit,
-        everything=everything,
-        params={"state": state} if state else None,
-    )
+    rows = tenancy.newest(inv, inv.api().operations, target, limit=limit, everything=everything, state=state)
     inv.out.result(
         rows,
         t.table(
@@ -62,20 +55,18 @@ def ls(
 @app.command("show")
 def show(ctx: typer.Context, op_id: OpId) -> None:
     """Show an operation and its stage history."""
-    from rhone_cli.services import tenancy
-
     inv = invocation(ctx)
-    doc = tenancy.get(inv, api_paths.operation(op_id))
+    doc = inv.api().operation(op_id)
     inv.out.result(doc, _render(doc))
 
 
 @app.command("wait")
 def wait(ctx: typer.Context, op_id: OpId, wait_timeout: t.WaitTimeoutOpt = None) -> None:
     """Wait for an operation to finish: the same verdict and exit code as the command that started it."""
-    from rhone_cli.services import operations, tenancy
+    from rhone_cli.services import operations
 
     inv = invocation(ctx)
-    op = tenancy.get(inv, api_paths.operation(op_id))
+    op = inv.api().operation(op_id)
     operations.announce(inv, op)
     op = operations.wait(inv, op, timeout=wait_timeout)
     # The --json document stays the operation (its schema is the contract); people get the block the command that

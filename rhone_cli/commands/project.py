@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from rhone_cli import api_paths
 from rhone_cli.commands import _tenancy as t
 from rhone_cli.commands._common import group, invocation
 
@@ -23,7 +22,7 @@ def ls(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, need="workspace")
-    rows = tenancy.newest(inv, api_paths.below(target.workspace_path, "projects"), limit=limit, everything=everything)
+    rows = tenancy.newest(inv, inv.api().projects, target, limit=limit, everything=everything)
     inv.out.result(rows, t.table(*COLUMNS, rows, "no projects"))
 
 
@@ -40,14 +39,7 @@ def create(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=name, need="project")
-    doc = tenancy.create(
-        inv,
-        api_paths.below(target.workspace_path, "projects"),
-        {"name": name},
-        resource_path=target.project_path,
-        no_wait=no_wait,
-        timeout=wait_timeout,
-    )
+    doc = tenancy.create_project(inv, target, no_wait=no_wait, timeout=wait_timeout)
     inv.out.result(doc, t.created_or_operation(doc, "project"))
 
 
@@ -62,5 +54,5 @@ def show(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=name, need="project")
-    doc = tenancy.get(inv, target.project_path)
+    doc = inv.api().project(target)
     inv.out.result(doc, t.fields(doc, ["id", "name", "workspace_id", "created_at", "operation_id"]))

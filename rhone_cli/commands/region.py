@@ -16,10 +16,8 @@ RegionArg = Annotated[str, typer.Argument(help="Region name or id.", metavar="RE
 @app.command("ls")
 def ls(ctx: typer.Context) -> None:
     """List regions with their jurisdiction and cells."""
-    from rhone_cli.services import topology
-
     inv = invocation(ctx)
-    rows = topology.regions(inv)
+    rows = inv.api().regions()
     shown = [{**r, "cell_names": ", ".join(c["name"] for c in r["cells"])} for r in rows]
     inv.out.result(
         rows,
@@ -44,13 +42,13 @@ def show(
     workspace: t.WorkspaceOpt = None,
 ) -> None:
     """Show a region and its cells; with --env, its eligibility for that environment of the app."""
-    from rhone_cli.services import tenancy, topology
+    from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
-    doc = topology.region(inv, region)
+    doc = inv.api().region(region)
     if env is not None:
         target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-        states = {r["region_id"]: r for r in topology.environment_regions(inv, target, env)}
+        states = {r["region_id"]: r for r in inv.api().environment_regions(target, env)}
         doc = {**doc, "environment": env, "eligibility": states.get(doc["id"])}
     shown = {**doc, "cells": ", ".join(c["name"] for c in doc["cells"])}
     if env is not None and doc.get("eligibility"):
@@ -97,11 +95,11 @@ def status(
     workspace: t.WorkspaceOpt = None,
 ) -> None:
     """Which regions may serve ENV, and why the others may not."""
-    from rhone_cli.services import tenancy, topology
+    from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    rows = topology.environment_regions(inv, target, env)
+    rows = inv.api().environment_regions(target, env)
     inv.out.result(
         rows,
         t.table(

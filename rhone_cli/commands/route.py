@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from rhone_cli import api_paths
 from rhone_cli.commands import _tenancy as t
 from rhone_cli.commands._common import group, invocation
 
@@ -23,7 +22,7 @@ def ls(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    rows = tenancy.items(inv, api_paths.below(target.app_path, "routes"))
+    rows = inv.api().routes(target)
     inv.out.result(
         rows,
         t.table(
@@ -48,7 +47,7 @@ def show(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    doc = tenancy.get(inv, api_paths.below(target.app_path, "routes", api_paths.checked_ref("environment", env)))
+    doc = inv.api().route(target, env)
     inv.out.result(
         doc,
         t.fields(doc, ["route_key", "epoch", "deployment_id", "artifact_digest", "url", "operation_id", "updated_at"]),
@@ -70,8 +69,7 @@ def history(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    path = api_paths.below(target.app_path, "routes", api_paths.checked_ref("environment", env), "history")
-    rows = tenancy.newest(inv, path, limit=limit, everything=everything)
+    rows = tenancy.newest(inv, inv.api().route_history, target, env, limit=limit, everything=everything)
     inv.out.result(
         rows,
         t.table(

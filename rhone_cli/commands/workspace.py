@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from rhone_cli import api_paths
 from rhone_cli.commands import _tenancy as t
 from rhone_cli.commands._common import group, invocation
 
@@ -24,10 +23,8 @@ class Role(StrEnum):
 @app.command("ls")
 def ls(ctx: typer.Context) -> None:
     """List the workspaces you belong to, with your role."""
-    from rhone_cli.services import tenancy
-
     inv = invocation(ctx)
-    rows = tenancy.items(inv, "/v1/workspaces")
+    rows = inv.api().workspaces()
     inv.out.result(rows, t.table(["id", "name", "role"], ["id", "name", "role"], rows, "no workspaces"))
 
 
@@ -40,7 +37,7 @@ def show(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, need="workspace")
-    doc = tenancy.get(inv, target.workspace_path)
+    doc = inv.api().workspace(target)
     inv.out.result(doc, t.fields(doc, ["id", "name", "role", "created_at"]))
 
 
@@ -51,7 +48,7 @@ def members(ctx: typer.Context, workspace: t.WorkspaceOpt = None) -> None:
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, need="workspace")
-    rows = tenancy.items(inv, api_paths.below(target.workspace_path, "members"))
+    rows = inv.api().members(target)
     inv.out.result(
         rows, t.table(["user", "name", "email", "role"], ["user_id", "name", "email", "role"], rows, "no members")
     )
@@ -66,13 +63,11 @@ def invite(
     workspace: t.WorkspaceOpt = None,
 ) -> None:
     """Add a member with a role (admins grant up to admin; only owners grant owner)."""
-    from rhone_cli.services import operations, tenancy
+    from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, need="workspace")
-    path = api_paths.below(target.workspace_path, "members")
-    body = {"email": email, "role": role.value, "name": name}
-    doc = inv.client().post(path, body, idempotency_key=operations.idempotency_key(inv, path, email)).data
+    doc = inv.api().invite(target, email, role.value, name)
     inv.out.result(doc, lambda out: out.line(f"added {doc['email']} as {doc['role']}"))
 
 
@@ -89,13 +84,7 @@ def audit(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, need="workspace")
-    rows = tenancy.newest(
-        inv,
-        api_paths.below(target.workspace_path, "audit"),
-        limit=limit,
-        everything=everything,
-        params={"action": action} if action else None,
-    )
+    rows = tenancy.newest(inv, inv.api().audit, target, limit=limit, everything=everything, action=action)
     inv.out.result(
         rows,
         t.table(

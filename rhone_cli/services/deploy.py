@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from rhone_cli import api_paths
 from rhone_cli.errors import ExitCode, RhoneError
 from rhone_cli.invocation import Invocation
 from rhone_cli.output import human_size
@@ -42,7 +41,7 @@ def source_facts(directory: Path) -> dict[str, Any]:
 
 def upload_missing(inv: Invocation, manifest: Any, root: Path) -> dict[str, int]:
     """Ask which blobs the server lacks and upload exactly those (bounded concurrency, each PUT retried)."""
-    client = inv.client()
+    api = inv.api()
     by_digest: dict[str, dict] = {}
     for entry in manifest.files:
         by_digest.setdefault("sha256:" + entry["sha256"], entry)
@@ -50,7 +49,7 @@ def upload_missing(inv: Invocation, manifest: Any, root: Path) -> dict[str, int]
     missing: list[str] = []
     for start in range(0, len(digests), DIGESTS_PER_QUERY):
         chunk = digests[start : start + DIGESTS_PER_QUERY]
-        missing.extend(client.post("/v1/blobs/missing", {"digests": chunk}).data["missing"])
+        missing.extend(api.missing_blobs(chunk))
     total = sum(by_digest[d]["size"] for d in missing)
     inv.out.progress_event(
         "upload",
@@ -62,7 +61,7 @@ def upload_missing(inv: Invocation, manifest: Any, root: Path) -> dict[str, int]
 
     def put(digest: str) -> None:
         entry = by_digest[digest]
-        client.put_stream(api_paths.blob(digest), lambda: counted(hashed_bytes(root, entry)), entry["size"])
+        api.upload_blob(digest, lambda: counted(hashed_bytes(root, entry)), entry["size"])
 
     def counted(chunks: Iterator[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
@@ -154,7 +153,6 @@ def deploy(
     if linked["created"]:
         inv.out.info(f"created {' and '.join(linked['created'])} for {config.project.name}/{config.app.name}")
     uploaded = upload_missing(inv, manifest, root)
-    path = api_paths.below(target.app_path, "deployments")
     body = {
         "environment": environment,
         "manifest": manifest.document,
@@ -165,13 +163,10 @@ def deploy(
         "source": source_facts(project_dir),
         "force_build": force_build,
     }
-    key = operations.idempotency_key(
-        inv, path, inv.profile.api_url, environment, manifest.digest, str(prebuilt), str(force_build)
-    )
-    op = inv.client().post(path, body, idempotency_key=key).data
+    op = inv.api().create_deployment(target, body)
     operations.announce(inv, op)
     if no_wait:
-        warn_policy_drift(inv, inv.client().get(api_paths.deployment(op["target_id"])).data)
+        warn_policy_drift(inv, inv.api().deployment(op["target_id"]))
         return {"operation": op, "upload": uploaded}
     op = operations.wait(inv, op, timeout=timeout)
     return {**result(inv, op), "upload": uploaded}
@@ -180,7 +175,7 @@ def deploy(
 def result(inv: Invocation, op: dict[str, Any]) -> dict[str, Any]:
     """The deployment a finished deploy operation made, or the error that explains why it did not reach
     preview_ready — the same for `rhone deploy` and for `rhone op wait` resuming it."""
-    deployment = inv.client().get(api_paths.deployment(op["target_id"])).data
+    deployment = inv.api().deployment(op["target_id"])
     warn_policy_drift(inv, deployment)
     failure = operations.verdict(op)
     if failure is None:
@@ -206,18 +201,9 @@ def warn_policy_drift(inv: Invocation, deployment: dict) -> None:
 
 
 def approve(inv: Invocation, deployment_id: str, *, ack_cold: bool, timeout: float | None) -> dict:
-    path = api_paths.deployment(deployment_id, "approve")
-    op = (
-        inv.client()
-        .post(path, {"ack_cold": ack_cold}, idempotency_key=operations.idempotency_key(inv, path, str(ack_cold)))
-        .data
-    )
-    operations.announce(inv, op)
-    op = operations.wait(inv, op, timeout=timeout)
-    failure = operations.verdict(op)
-    if failure is not None:
-        raise failure
-    return inv.client().get(api_paths.deployment(deployment_id)).data
+    api = inv.api()
+    operations.follow(inv, api.approve(deployment_id, ack_cold=ack_cold), no_wait=False, timeout=timeout)
+    return api.deployment(deployment_id)
 
 
 def evidence_lines(deployment: dict) -> list[str]:

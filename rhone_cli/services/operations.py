@@ -8,45 +8,15 @@ read from the server.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any
 
-from rhone_cli import api_paths
 from rhone_cli.errors import CODE_EXIT_CODES, ExitCode, Interrupted, RhoneError
 from rhone_cli.invocation import Invocation
 
 LONG_POLL_SECONDS = 25.0
 SUCCESS_STATES = frozenset({"succeeded", "preview_ready", "healthy", "bound", "unbound", "scaled", "eligible"})
 BLOCKED_STATES = frozenset({"blocked"})
-# CI systems' run identifiers: a rerun of the same job derives the same idempotency key.
-CI_RUN_VARIABLES = ("GITHUB_RUN_ID", "CI_PIPELINE_ID", "BUILDKITE_BUILD_ID", "CIRCLE_WORKFLOW_ID", "BUILD_ID")
-
-
-def idempotency_key(inv: Invocation, path: str, *identity: str, derive_in_ci: bool = True) -> str | None:
-    """The Idempotency-Key for one mutating request to `path`.
-
-    - `RHONE_IDEMPOTENCY_KEY` (a script that wants exact control): derived from that value and the path only, so
-      the same key sent with a different request to the same endpoint is refused (409, exit 5), while a command
-      that makes several requests (a project, then an app) still gets one key per endpoint;
-    - in CI: derived from the run id, the path and the request's identity (`identity`: the manifest digest and
-      target of a deploy, the name of a project…), so a re-run of the job — GitHub's "re-run jobs" keeps the run
-      id — attaches to its first attempt, and two different requests of one job never collide;
-    - otherwise None: the client makes a fresh key per request and reuses it across that request's retries.
-    `derive_in_ci=False` for requests that converge on a state (scale to N, enable a region, unbind): one job may
-    rightly send the same request twice with other changes in between (3 → 1 → 3), and a CI-derived key would replay
-    the first answer instead of acting; running them again is safe anyway."""
-    environ = inv.env.environ
-    explicit = environ.get("RHONE_IDEMPOTENCY_KEY")
-    if explicit:
-        base, parts = explicit, (path,)
-    else:
-        run = next((environ[v] for v in CI_RUN_VARIABLES if environ.get(v)), None)
-        if run is None or not derive_in_ci:
-            return None
-        base, parts = f"ci-{run}", (path, *identity)
-    digest = hashlib.sha256("\x1f".join((base, *parts)).encode()).hexdigest()[:32]
-    return f"{base[:64]}-{digest}"
 
 
 def resume_hint(op_id: str) -> str:
@@ -115,14 +85,8 @@ def _wait(inv: Invocation, op: dict[str, Any], timeout: float | None, display: A
 def _next_version(inv: Invocation, op: dict[str, Any], poll: float) -> dict[str, Any]:
     """The operation once its version moves past `op`'s (or as it is after `poll` seconds)."""
     try:
-        return (
-            inv.client()
-            .get(
-                api_paths.operation(op["id"]),
-                params={"wait": f"{poll:.2f}", "after_version": op["version"]},
-                timeout=poll + inv.env.options.request_timeout,
-            )
-            .data
+        return inv.api().operation_after(
+            op["id"], op["version"], wait=poll, timeout=poll + inv.env.options.request_timeout
         )
     except RhoneError as error:
         if error.operation_id is None:
@@ -154,23 +118,9 @@ def verdict(op: dict[str, Any]) -> RhoneError | None:
     )
 
 
-def run(
-    inv: Invocation,
-    path: str,
-    body: dict[str, Any],
-    *,
-    no_wait: bool,
-    timeout: float | None,
-    key_parts: tuple[str, ...] = (),
-    method: str = "POST",
-    params: dict[str, Any] | None = None,
-    derive_in_ci: bool = True,
-) -> dict[str, Any]:
-    """Send a mutation that starts an operation (POST, or DELETE for removals); wait for it unless `no_wait`; raise on
-    a non-success verdict."""
-    key = idempotency_key(inv, path, *key_parts, derive_in_ci=derive_in_ci)
-    json = body if method != "DELETE" else None
-    op = inv.client().request(method, path, json=json, params=params, idempotency_key=key).data
+def follow(inv: Invocation, op: dict[str, Any], *, no_wait: bool, timeout: float | None) -> dict[str, Any]:
+    """An operation a request just started: announce it; unless `no_wait`, wait for it and raise on a verdict other
+    than success."""
     announce(inv, op)
     if no_wait:
         return op
