@@ -1,0 +1,223 @@
+"""The middle tier: real `rhone` commands, in process, against the real Rhone Local API app and its workers.
+
+Nothing listens on a socket and no rhone process is started: `main()` receives a client factory whose transport
+hands each request to the API app in this process (`InProcessApi`), and after every mutating request the real
+workers' stage handlers drive each runnable operation to its end, synchronously — what the server's worker threads
+would do while the command waits. A command therefore sees exactly what it would see against `rhone local up`, in
+about a tenth of a second.
+
+`api_app` has the shape the server side's fixture has (`.app`, `.owner_token`, `.data_dir`, `.run_operations()`);
+the tests here use only those. The deploy pipeline is the real one, without a sandbox: a deployment builds and starts
+its preview as real processes, so the tests that deploy are marked slow.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from rhone_cli.environment import Environment
+from rhone_cli.http import ApiClient
+from rhone_cli.main import main
+from tests.conftest import Result, _Stdin
+
+API_URL = "http://rhone.test"  # any URL: the transport never opens a socket
+MUTATIONS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+AUDIT_TABLE = "audit"
+
+
+@dataclass
+class ApiApp:
+    """Rhone Local in this process: the API app on a temporary data directory, with its workers' stage handlers."""
+
+    app: Any
+    owner_token: str
+    data_dir: Path
+    run_operations: Callable[[], list[str]]
+
+
+@pytest.fixture
+def api_app(tmp_path: Path) -> Iterator[ApiApp]:
+    from rhone_local.api.app import create_app
+    from rhone_local.domain.operations import NOT_RUNNABLE
+    from rhone_local.notify import ChangeNotifier
+    from rhone_local.pipeline import build_pipeline
+    from rhone_local.promotion import Promotions
+    from rhone_local.server import bootstrap, ensure_topology
+    from rhone_local.store import Store
+    from rhone_local.topology import Topology
+    from rhone_local.workers import Workers
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    store = Store(data_dir / "rhone.db")
+    bootstrap(store, data_dir)
+    ensure_topology(store)
+    notifier = ChangeNotifier()
+    pipeline = build_pipeline(store, data_dir, edge_port=None)
+    workers = Workers(
+        store,
+        notifier,
+        lease_seconds=30.0,
+        stage_delay=0,
+        pipeline=pipeline,
+        promotions=Promotions(store, pipeline),
+        topology=Topology(store, pipeline),
+    )
+
+    def run_operations() -> list[str]:
+        """Claim and drive every runnable operation until none is left (bounded); the ids driven, in order."""
+        driven: list[str] = []
+        for _ in range(200):
+            op = store.claim_operation("cli-tier", workers.lease_seconds, NOT_RUNNABLE)
+            if op is None:
+                return driven
+            workers.drive(op, "cli-tier")
+            driven.append(op["id"])
+        raise AssertionError("operations did not drain after 200 claims")
+
+    app = create_app(store, notifier, pipeline=pipeline)
+    try:
+        yield ApiApp(app, (data_dir / "owner.token").read_text().strip(), data_dir, run_operations)
+    finally:
+        workers.stop()
+        pipeline.runner.stop_all("the test is over")
+        pipeline.engines.stop_all()
+        store.close()
+
+
+class InProcessApi(httpx.BaseTransport):
+    """An httpx transport into the API app (no socket). After a mutating request, every runnable operation is
+    driven to its end before the answer returns (unless `drive` is off), so the command's wait sees it finished."""
+
+    def __init__(self, api_app: ApiApp) -> None:
+        self.api_app = api_app
+        self.client = TestClient(api_app.app, base_url=API_URL, raise_server_exceptions=False)
+        self.requests: list[httpx.Request] = []
+        self.drive = True
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        request.read()
+        answer = self.client.send(request)
+        if request.method in MUTATIONS and self.drive:
+            self.api_app.run_operations()
+        return httpx.Response(answer.status_code, headers=answer.headers, content=answer.content, request=request)
+
+    def close(self) -> None:
+        """Each command's client closes its transport; the app stays up for the next command (the fixture closes
+        it)."""
+
+
+@dataclass
+class Cli:
+    """`rhone` in process against `api_app`: cli(*args, cwd=, environ=, stdin=, tty=) -> Result; every request goes
+    through `transport`."""
+
+    api_app: ApiApp
+    transport: InProcessApi
+    home: Path
+    cwd: Path
+    base_environ: dict[str, str] = field(default_factory=dict)
+
+    def __call__(
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        environ: dict[str, str] | None = None,
+        stdin: str = "",
+        tty: bool = False,
+    ) -> Result:
+        out, err = io.StringIO(), io.StringIO()
+        env = Environment(
+            stdin=_Stdin(stdin, tty),
+            stdout=out,
+            stderr=err,
+            environ={**self.base_environ, **(environ or {})},
+            cwd=cwd or self.cwd,
+        )
+        code = main(list(args), env, client_factory=self.client_factory)
+        return Result(code, out.getvalue(), err.getvalue())
+
+    def client_factory(self, api_url: str, token: str | None, **settings: Any) -> ApiClient:
+        return ApiClient(api_url, token, **{**settings, "transport": self.transport, "sleep": lambda seconds: None})
+
+    def json(self, *args: str, **kwargs: Any) -> Any:
+        """The --json document of a command that must succeed."""
+        result = self(*args, "--json", **kwargs)
+        assert result.exit_code == 0, (args, result.exit_code, result.stdout, result.stderr)
+        return json.loads(result.stdout)
+
+    def fails(self, expected_exit: int, *args: str, **kwargs: Any) -> dict[str, Any]:
+        """The --json error document of a command that must fail with `expected_exit` and write nothing else."""
+        result = self(*args, "--json", **kwargs)
+        assert result.exit_code == expected_exit, (args, result.exit_code, result.stdout, result.stderr)
+        error = json.loads(result.stdout)["error"]
+        assert error["exit_code"] == expected_exit
+        return error
+
+
+@pytest.fixture
+def cli(api_app: ApiApp, tmp_path: Path, base_environ: dict[str, str]) -> Iterator[Cli]:
+    """Logged in as the workspace's owner, as `rhone local up` leaves a machine: a current profile with the API URL,
+    the workspace and the owner's token (in the credentials file: the test's keyring refuses)."""
+    transport = InProcessApi(api_app)
+    work = tmp_path / "work"
+    work.mkdir()
+    with transport.client:  # the app's lifespan, and one event-loop thread for every request of the test
+        cli = Cli(api_app, transport, Path(base_environ["HOME"]), work, dict(base_environ))
+        login = cli("login", "--api-url", API_URL, "--with-token", "--insecure-storage", stdin=api_app.owner_token)
+        assert login.exit_code == 0, login.stderr
+        transport.requests.clear()
+        yield cli
+
+
+# -- what changed ------------------------------------------------------------------------------------------------------
+def rows(api_app: ApiApp, *, with_audit: bool = False) -> dict[str, list[tuple]]:
+    """Every row of every table of the control database (read-only, beside the app's own connection): equal results
+    mean nothing changed. The audit log is left out unless asked for (a refused request adds a record to it)."""
+    db = sqlite3.connect(f"file:{api_app.data_dir / 'rhone.db'}?mode=ro", uri=True)
+    try:
+        tables = [
+            name
+            for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+            if with_audit or name != AUDIT_TABLE
+        ]
+        return {table: sorted(db.execute(f"SELECT * FROM {table}").fetchall(), key=repr) for table in sorted(tables)}
+    finally:
+        db.close()
+
+
+def counts(api_app: ApiApp) -> dict[str, int]:
+    return {table: len(found) for table, found in rows(api_app, with_audit=True).items()}
+
+
+SHOP_WEB_TOML = """\
+[project]
+name = "shop"
+workspace = "local"
+
+[app]
+name = "web"
+
+[process]
+start = "python3 app.py"
+"""
+TARGET = ("-w", "local", "-p", "shop", "-a", "web")
+
+
+@pytest.fixture
+def shop_web(cli: Cli) -> Cli:
+    """A project `shop` with an app `web` (preview and production environments), made with the CLI."""
+    cli.json("project", "create", "shop", "-w", "local")
+    cli.json("app", "create", "web", "-w", "local", "-p", "shop")
+    return cli
