@@ -187,11 +187,8 @@ def rows(api_app: ApiApp, *, with_audit: bool = False) -> dict[str, list[tuple]]
     mean nothing changed. The audit log is left out unless asked for (a refused request adds a record to it)."""
     db = sqlite3.connect(f"file:{api_app.data_dir / 'rhone.db'}?mode=ro", uri=True)
     try:
-        tables = [
-            name
-            for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
-            if with_audit or name != AUDIT_TABLE
-        ]
+        listed = db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        tables = [name for (name,) in listed if with_audit or name != AUDIT_TABLE]
         return {table: sorted(db.execute(f"SELECT * FROM {table}").fetchall(), key=repr) for table in sorted(tables)}
     finally:
         db.close()
