@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from rhone_cli import outcomes
 from rhone_cli.errors import ExitCode, RhoneError
 from rhone_cli.invocation import Invocation
 from rhone_cli.output import human_size
@@ -180,10 +181,11 @@ def result(inv: Invocation, op: dict[str, Any]) -> dict[str, Any]:
     failure = operations.verdict(op)
     if failure is None:
         return deployment
-    if op["state"] == "blocked" and failure.code == "binding_missing":
+    blocked = outcomes.outcome(op) == outcomes.BLOCKED
+    if blocked and failure.code == "binding_missing":
         # The server refuses to approve a missing binding away: do not suggest it.
         failure.hint = "bind the missing provider(s) in this environment (`rhone env bind`), then deploy again"
-    elif op["state"] == "blocked":
+    elif blocked:
         failure.hint = f"after review: `rhone deploy approve {deployment['id']}`" + (
             " --ack-cold" if failure.code == "cold_deploy_needs_approval" else ""
         )

@@ -1,9 +1,10 @@
-"""Operations: start one, wait for it by long-polling its durable state, and turn its terminal state into a verdict.
+"""Operations: follow one a request started, wait for it by long-polling its durable state, and turn its end into a
+verdict.
 
 Waiting never sleeps in a loop: each request asks the server to hold the answer until the operation's version
 moves past the one we saw (`wait`, `after_version`), so a state change reaches us within milliseconds and an idle
-wait costs one request per `LONG_POLL_SECONDS`. The verdict — the exit code — comes only from the terminal state
-read from the server.
+wait costs one request per `LONG_POLL_SECONDS`. The verdict — the exit code — comes only from the outcome and exit
+category the server states (rhone_cli/outcomes.py).
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rhone_cli.errors import CODE_EXIT_CODES, ExitCode, Interrupted, RhoneError
+from rhone_cli import outcomes
+from rhone_cli.errors import ExitCode, Interrupted, RhoneError
 from rhone_cli.invocation import Invocation
 
 LONG_POLL_SECONDS = 25.0
-SUCCESS_STATES = frozenset({"succeeded", "preview_ready", "healthy", "bound", "unbound", "scaled", "eligible"})
-BLOCKED_STATES = frozenset({"blocked"})
 
 
 def resume_hint(op_id: str) -> str:
@@ -60,9 +60,9 @@ def wait(inv: Invocation, op: dict[str, Any], *, timeout: float | None) -> dict[
 
 def _wait(inv: Invocation, op: dict[str, Any], timeout: float | None, display: Any) -> dict[str, Any]:
     deadline = None if timeout is None else time.monotonic() + timeout
-    # `blocked` is parked, not terminal: the server answers at once and nothing moves until a person approves, so
-    # waiting on it would spin. It is a verdict (exit 6) like a terminal state.
-    while not op.get("terminal") and op["state"] not in BLOCKED_STATES:
+    # A blocked operation is parked, not finished: nothing moves until a person approves, so waiting on it would spin.
+    # It is a verdict like an end.
+    while outcomes.outcome(op) == outcomes.RUNNING:
         remaining = LONG_POLL_SECONDS if deadline is None else deadline - time.monotonic()
         if remaining <= 0:
             raise RhoneError(
@@ -96,22 +96,23 @@ def _next_version(inv: Invocation, op: dict[str, Any], poll: float) -> dict[str,
 
 
 def verdict(op: dict[str, Any]) -> RhoneError | None:
-    """None for success; otherwise the error that carries the exit code of the terminal state."""
-    if op["state"] in SUCCESS_STATES or (op["kind"] == "rollback" and op["state"] == "rolled_back"):
+    """None for success; otherwise the error that carries the exit code of the operation's exit category."""
+    result = outcomes.outcome(op)
+    if result == outcomes.SUCCEEDED:
         return None
     error = op.get("error") or {}
-    if op["state"] in BLOCKED_STATES:
+    if result == outcomes.BLOCKED:
         return RhoneError(
             error.get("message") or f"operation {op['id']} is blocked",
             code=error.get("code", "blocked"),
-            exit_code=ExitCode.BLOCKED,
+            exit_code=outcomes.exit_code(op),
             operation_id=op["id"],
             request_id=op.get("request_id"),
         )
     return RhoneError(
         f"operation {op['id']} ({op['kind']}) {op['state']}: {error.get('message') or 'no reason recorded'}",
         code=error.get("code") or "operation_failed",
-        exit_code=CODE_EXIT_CODES.get(error.get("code", ""), ExitCode.FAILED),
+        exit_code=outcomes.exit_code(op),
         operation_id=op["id"],
         request_id=op.get("request_id"),
         hint=f"details: `rhone op show {op['id']}`",
