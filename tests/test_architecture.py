@@ -151,3 +151,26 @@ def test_every_api_path_is_spelled_in_the_api_module_only():
         if name != API_MODULE and (literals := api_path_literals(path.read_text(encoding="utf-8")))
     }
     assert found == {}, "build paths with rhone_cli/api.py (a typed method per endpoint) instead"
+
+
+SHARED_COMMAND_MODULES = {"rhone_cli.commands", "rhone_cli.commands._common", "rhone_cli.commands._options"}
+
+
+def test_command_modules_share_only_options_and_renderers():
+    # A renderer or option set two commands need lives in render/ or commands/_options.py, not in one of them.
+    graph = import_graph()
+    reaching = {
+        name: sorted(m for m in graph[name] if m.startswith("rhone_cli.commands.") and m not in SHARED_COMMAND_MODULES)
+        for name in graph
+        if name.startswith("rhone_cli.commands.") and name not in SHARED_COMMAND_MODULES
+    }
+    assert {name: found for name, found in reaching.items() if found} == {}
+
+
+def test_renderers_call_no_api_and_no_command():
+    graph = import_graph()
+    renderers = [name for name in graph if name == "rhone_cli.render" or name.startswith("rhone_cli.render.")]
+    assert len(renderers) > 1  # control: the package and its modules are seen
+    forbidden = ("rhone_cli.commands", "rhone_cli.services", "rhone_cli.api", "rhone_cli.http", "rhone_cli.invocation")
+    reaching = {name: sorted(m for m in graph[name] if m.startswith(forbidden)) for name in renderers}
+    assert {name: found for name, found in reaching.items() if found} == {}

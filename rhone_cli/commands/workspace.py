@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from rhone_cli.commands import _tenancy as t
+from rhone_cli import render
 from rhone_cli.commands._common import group, invocation
+from rhone_cli.commands._options import AllOpt, LimitOpt, TargetFlags, targets
 
 app = group("workspace", "Workspaces: members, roles and the audit log.")
 
@@ -25,7 +26,7 @@ def ls(ctx: typer.Context) -> None:
     """List the workspaces you belong to, with your role."""
     inv = invocation(ctx)
     rows = inv.api().workspaces()
-    inv.out.result(rows, t.table(["id", "name", "role"], ["id", "name", "role"], rows, "no workspaces"))
+    inv.out.result(rows, render.table(["id", "name", "role"], ["id", "name", "role"], rows, "no workspaces"))
 
 
 @app.command("show")
@@ -38,56 +39,57 @@ def show(
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, need="workspace")
     doc = inv.api().workspace(target)
-    inv.out.result(doc, t.fields(doc, ["id", "name", "role", "created_at"]))
+    inv.out.result(doc, render.fields(doc, ["id", "name", "role", "created_at"]))
 
 
 @app.command("members")
-def members(ctx: typer.Context, workspace: t.WorkspaceOpt = None) -> None:
+@targets("workspace")
+def members(ctx: typer.Context, *, where: TargetFlags) -> None:
     """List a workspace's members and their roles."""
-    from rhone_cli.services import tenancy
-
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, need="workspace")
+    target = where.resolve(inv)
     rows = inv.api().members(target)
     inv.out.result(
-        rows, t.table(["user", "name", "email", "role"], ["user_id", "name", "email", "role"], rows, "no members")
+        rows, render.table(["user", "name", "email", "role"], ["user_id", "name", "email", "role"], rows, "no members")
     )
 
 
 @app.command("invite")
+@targets("workspace")
 def invite(
     ctx: typer.Context,
     email: Annotated[str, typer.Argument(help="Email address of the person to add.")],
     role: Annotated[Role, typer.Option("--role", help="owner, admin, developer or viewer.")] = Role.developer,
     name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
-    workspace: t.WorkspaceOpt = None,
+    *,
+    where: TargetFlags,
 ) -> None:
     """Add a member with a role (admins grant up to admin; only owners grant owner)."""
-    from rhone_cli.services import tenancy
-
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, need="workspace")
+    target = where.resolve(inv)
     doc = inv.api().invite(target, email, role.value, name)
     inv.out.result(doc, lambda out: out.line(f"added {doc['email']} as {doc['role']}"))
 
 
 @app.command("audit")
+@targets("workspace")
 def audit(
     ctx: typer.Context,
-    workspace: t.WorkspaceOpt = None,
-    limit: t.LimitOpt = None,
-    everything: t.AllOpt = False,
+    limit: LimitOpt = None,
+    everything: AllOpt = False,
     action: Annotated[str | None, typer.Option("--action", help="Only this action, e.g. project.create.")] = None,
+    *,
+    where: TargetFlags,
 ) -> None:
     """Read the audit log, newest first: every mutation, allowed or denied (owners and admins)."""
     from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, need="workspace")
+    target = where.resolve(inv)
     rows = tenancy.newest(inv, inv.api().audit, target, limit=limit, everything=everything, action=action)
     inv.out.result(
         rows,
-        t.table(
+        render.table(
             ["time", "actor", "action", "target", "result", "request"],
             ["ts", "actor_id", "action", "target", "result", "request_id"],
             rows,

@@ -206,20 +206,3 @@ def approve(inv: Invocation, deployment_id: str, *, ack_cold: bool, timeout: flo
     api = inv.api()
     operations.follow(inv, api.approve(deployment_id, ack_cold=ack_cold), no_wait=False, timeout=timeout)
     return api.deployment(deployment_id)
-
-
-def evidence_lines(deployment: dict) -> list[str]:
-    """The verdict in words: state impact and database impact are two separate lines, always."""
-    gates = {g["gate"]: g for g in (deployment.get("evidence") or {}).get("gates", [])}
-    lines = []
-    for gate, label in (
-        ("state_impact", "state impact"),
-        ("db_impact", "db impact"),
-        ("generated_artifacts", "generated files"),
-        ("providers_bound", "providers"),
-    ):
-        if gate in gates:
-            lines.append(f"  {label + ':':<17}{gates[gate]['summary']}")
-    if deployment.get("artifact_digest"):
-        lines.append(f"  {'artifact:':<17}{deployment['artifact_digest']}")
-    return lines
