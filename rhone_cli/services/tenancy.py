@@ -7,12 +7,15 @@ there is one), then the active profile. Names and ids are both accepted in API p
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rhone_cli.api import Listing, Target
 from rhone_cli.errors import ExitCode, RhoneError
 from rhone_cli.invocation import Invocation
 from rhone_cli.services import operations
+
+if TYPE_CHECKING:
+    from rhone_cli.config.locate import Names
 
 
 def _project_config(inv: Invocation) -> Any:
@@ -22,6 +25,23 @@ def _project_config(inv: Invocation) -> Any:
     if path is None:
         return None
     return project.load(inv.env.workdir, path)
+
+
+def _names_in_rhone_toml(inv: Invocation) -> Names | None:
+    """The names the nearest rhone.toml gives (None without one), read with tomllib; a file whose names cannot be
+    read plainly is validated in full, which reports every problem of it (exit 2)."""
+    from rhone_cli.config import locate
+
+    path = locate.find(inv.env.workdir)
+    if path is None:
+        return None
+    names = locate.read_names(path)
+    if names is None:
+        from rhone_cli.config import project
+
+        config = project.load(inv.env.workdir, path)
+        names = locate.Names(config.project.workspace, config.project.name, config.app.name)
+    return names
 
 
 NEEDS = {"workspace": ("workspace",), "project": ("workspace", "project"), "app": ("workspace", "project", "app")}
@@ -40,11 +60,11 @@ def target(
     needed value still missing is named in one error (exit 2)."""
     needed = NEEDS[need]
     given = {"workspace": workspace, "project": project, "app": app}
-    config = _project_config(inv) if any(given[name] is None for name in needed) else None
+    names = _names_in_rhone_toml(inv) if any(given[name] is None for name in needed) else None
     found = Target(
-        workspace=workspace or (config.project.workspace if config else None) or inv.profile.workspace or "",
-        project=project or (config.project.name if config else None) or inv.profile.project,
-        app=app or (config.app.name if config else None),
+        workspace=workspace or (names.workspace if names else None) or inv.profile.workspace or "",
+        project=project or (names.project if names else None) or inv.profile.project,
+        app=app or (names.app if names else None),
     )
     found.require(*needed)
     return found
