@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from rhone_local.edge_feed import EdgeFeed
 from rhone_local.edge_relay import raise_open_file_limit
 from rhone_local.edge_supervisor import EdgeSupervisor
 from rhone_local.notify import ChangeNotifier
-from rhone_local.pipeline import build_pipeline
+from rhone_local.pipeline import UNSANDBOXED, build_pipeline
 from rhone_local.promotion import Promotions
 from rhone_local.reconciler import Reconciler
 from rhone_local.retention import Retention
@@ -176,6 +177,94 @@ def _api_server(config: Any, feed: EdgeFeed | None, before_shutdown: Callable[[]
     return Server(config)
 
 
+@dataclass
+class ControlPlane:
+    """Everything of Rhone Local but its listeners, wired together over one store: what `serve` runs, and what tests
+    drive in process (tests/conftest.py, `api_app`)."""
+
+    store: Store
+    notifier: ChangeNotifier
+    pipeline: Any
+    workers: Workers
+    retention: Retention
+    reconciler: Reconciler
+    app: Any  # the ASGI app of the API
+    feed: EdgeFeed | None = None
+
+    @property
+    def runner(self) -> Any:
+        return self.pipeline.runner
+
+    def run_operations(self, worker: str = "in-process", max_ops: int = 200) -> list[str]:
+        """Drive every runnable operation to its end in this thread; the ids driven, in order."""
+        return self.workers.run_until_idle(worker, max_ops=max_ops)
+
+    def settle_drains(self, rounds: int = 200) -> None:
+        """End the drains under way as the reconciler's tick would (with no edge, no connection holds one open)."""
+        for _ in range(rounds):
+            self.runner.tick()
+            if not self.store.allocations_in("draining"):
+                return
+            time.sleep(0.05)  # an app given SIGTERM exits on its own time; the runner's kill grace bounds it
+        raise RuntimeError(f"allocations still draining: {[a['id'] for a in self.store.allocations_in('draining')]}")
+
+    def stop(self) -> None:
+        """Nothing starts from now on and probes under way give up (their stages resume after the next start); then
+        the workers finish, and every allocation drains — the edges still carry the connections they have, and send
+        them nothing new — for a bounded time, and stops; then the engines."""
+        self.runner.closing.set()
+        self.reconciler.stop()
+        self.workers.stop()
+        self.retention.stop()
+        self.runner.stop_all("Rhone Local stopped")
+        self.pipeline.engines.stop_all()  # after the apps, which may write their sessions while they drain
+
+    def close(self) -> None:
+        self.stop()
+        self.store.close()
+
+
+def wire(
+    store: Store,
+    data_dir: Path,
+    *,
+    notifier: ChangeNotifier | None = None,
+    edge_feed: EdgeFeed | None = None,
+    edge_port: int | None = None,
+    sandbox: Sandbox | None = None,
+    app_databases: str | None = None,
+    cache_limit: int | None = None,
+) -> ControlPlane:
+    """Build the control plane over `store`: the pipeline and runner, the stage handlers, the workers, retention, the
+    reconciler and the API app (nothing is started)."""
+    notifier = notifier or ChangeNotifier()
+    limits = {"cache_limit": cache_limit} if cache_limit is not None else {}
+    pipeline = build_pipeline(
+        store, data_dir, edge_port=edge_port, sandbox=sandbox or UNSANDBOXED, app_databases=app_databases, **limits
+    )
+    if edge_feed is not None:
+        pipeline.runner.open_connections = edge_feed.open_connections  # drains read what the edges report
+    workers = Workers(
+        store,
+        notifier,
+        pipeline=pipeline,
+        promotions=Promotions(store, pipeline, edge_feed),
+        topology=Topology(store, pipeline),
+    )
+    retention = Retention(pipeline)
+    pipeline.on_deploy_finished = retention.wanted.set
+    app = create_app(store, notifier, pipeline=pipeline, retention=retention, edge_feed=edge_feed)
+    return ControlPlane(store, notifier, pipeline, workers, retention, Reconciler(store, pipeline), app, edge_feed)
+
+
+def open_control_plane(data_dir: Path, **options: Any) -> ControlPlane:
+    """A control plane on `data_dir`'s database, bootstrapped on first use (no lock taken, nothing started)."""
+    store = Store(data_dir / "rhone.db")
+    bootstrap(store, data_dir)
+    ensure_topology(store)
+    return wire(store, data_dir, **options)
+
+
 def serve(
     data_dir: Path,
     host: str,
@@ -195,15 +284,21 @@ def serve(
     with database_errors(store.path):
         bootstrap(store, data_dir)
         ensure_topology(store)
-    notifier = ChangeNotifier()
     sandbox = _sandbox(sandbox_mode, data_dir, sandbox_ro)
     warning = exposure_warning(sandbox)
     if warning:
         log.warning("%s", warning)
-    limits = {"cache_limit": cache_limit} if cache_limit is not None else {}
-    pipeline = build_pipeline(
-        store, data_dir, edge_port=edge_port, sandbox=sandbox, app_databases=app_databases, **limits
+    feed = EdgeFeed(store) if edge_port else None
+    plane = wire(
+        store,
+        data_dir,
+        edge_feed=feed,
+        edge_port=edge_port,
+        sandbox=sandbox,
+        app_databases=app_databases,
+        cache_limit=cache_limit,
     )
+    pipeline, workers, retention, reconciler = plane.pipeline, plane.workers, plane.retention, plane.reconciler
     if 0 < store.migrated_from < 5:
         # Schema 5 records the migrations each environment applied; a database routed before it learns them from
         # its route history (the artifacts are immutable, so this is what they carried then).
@@ -211,45 +306,23 @@ def serve(
     adopted = pipeline.runner.reconcile()
     if adopted:
         log.info("adopted %d running allocation(s) that survived the previous server", len(adopted))
-    feed = edges = None
-    if edge_port:
+    edges = None
+    if feed is not None:
         affinity_key(data_dir)  # created here, before edge processes read it
-        feed = EdgeFeed(store)
         # The edge's port is bound here, before the state file is written: a taken port fails the start.
         api_url = f"http://{host}:{port}"
         edges = EdgeSupervisor(
             feed, host=host, port=edge_port, api_url=api_url, data_dir=data_dir, processes=edge_processes
         )
-        pipeline.runner.open_connections = feed.open_connections  # drains read what the edges report
-    workers = Workers(
-        store,
-        notifier,
-        pipeline=pipeline,
-        promotions=Promotions(store, pipeline, feed),
-        topology=Topology(store, pipeline),
-    )
-    retention = Retention(pipeline)
-    pipeline.on_deploy_finished = retention.wanted.set
-    reconciler = Reconciler(store, pipeline)
     wound_down = threading.Event()
 
     def wind_down() -> None:
-        if wound_down.is_set():
-            return
-        wound_down.set()
-        # Nothing starts from now on and probes under way give up (their stages resume after the next start); then
-        # the workers finish, and every allocation drains — the edges still carry the connections they have, and
-        # send them nothing new — for a bounded time, and stops. Only then do the edges close.
-        pipeline.runner.closing.set()
-        reconciler.stop()
-        workers.stop()
-        retention.stop()
-        pipeline.runner.stop_all("Rhone Local stopped")
-        pipeline.engines.stop_all()  # after the apps, which may write their sessions while they drain
+        if not wound_down.is_set():
+            wound_down.set()
+            plane.stop()  # only then do the edges close
 
-    app = create_app(store, notifier, pipeline=pipeline, retention=retention, edge_feed=feed)
     server = _api_server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"),
+        uvicorn.Config(plane.app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"),
         feed,
         wind_down,
     )

@@ -123,6 +123,18 @@ class Workers:
         finally:
             self.store.close()
 
+    def run_until_idle(self, worker: str, *, max_ops: int = 200) -> list[str]:
+        """Claim and drive runnable operations in the calling thread until none is left (every pool); the ids
+        driven, in order. For in-process use: the server's workers run in their own threads."""
+        driven: list[str] = []
+        for _ in range(max_ops):
+            op = self.store.claim_operation(worker, self.lease_seconds, NOT_RUNNABLE)
+            if op is None:
+                return driven
+            self.drive(op, worker)
+            driven.append(op["id"])
+        raise RuntimeError(f"operations still runnable after {max_ops} claims")
+
     def drive(self, op: dict[str, Any], worker: str) -> None:
         """Advance a claimed operation until it is terminal, or until a write turns out to be stale."""
         try:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -162,6 +163,44 @@ def _never_touch_a_real_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
     # developer's real keyring. Tests that want a working keyring run rhone in a subprocess with their own backend.
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
     monkeypatch.delenv("CI", raising=False)
+
+
+@dataclass
+class ApiApp:
+    """Rhone Local in process: the real API app (`app`, an ASGI app: no socket), its store and workers on a temporary
+    data directory, and the owner's token. `run_operations()` drives every runnable operation to its end through
+    the workers' own driver, synchronously (no worker thread runs: a test sees exactly the stages it caused)."""
+
+    app: Any
+    owner_token: str
+    data_dir: Path
+    plane: Any  # the wired control plane (rhone_local.server.ControlPlane): store, runner, workers
+
+    @property
+    def store(self) -> Any:
+        return self.plane.store
+
+    def run_operations(self, max_ops: int = 200) -> list[str]:
+        """Claim and drive every runnable operation until none is left; the ids driven, in order. Drains the
+        operations started end as the reconciler would end them (nothing relays connections in process)."""
+        driven = self.plane.run_operations(max_ops=max_ops)
+        self.plane.settle_drains()
+        return driven
+
+
+@pytest.fixture
+def api_app(tmp_path: Path):
+    """`ApiApp`: the real API and workers over a temporary data directory, no sandbox, no edge; every allocation
+    process started during the test is stopped after it."""
+    from rhone_local.server import open_control_plane
+
+    data_dir = tmp_path / "rhone-local"
+    data_dir.mkdir(mode=0o700)
+    plane = open_control_plane(data_dir)
+    try:
+        yield ApiApp(plane.app, (data_dir / "owner.token").read_text().strip(), data_dir, plane)
+    finally:
+        plane.close()
 
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

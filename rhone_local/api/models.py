@@ -192,6 +192,11 @@ class Stage(_Model):
 class OperationError(_Model):
     code: str
     message: str
+    exit_category: Literal["failure", "usage", "auth", "not_found", "conflict", "gate"] | None = Field(
+        None,
+        description="When the outcome is failed or blocked: what kind of failure it is, for a client's exit code "
+        "(failure 1, usage 2, auth 3, not_found 4, conflict 5, gate 6).",
+    )
 
 
 class Operation(_Model):
@@ -201,6 +206,10 @@ class Operation(_Model):
     state: str
     version: int = Field(description="Increases with every recorded stage; pass it as after_version to long-poll.")
     terminal: bool
+    outcome: Literal["running", "succeeded", "failed", "blocked"] = Field(
+        description="running (neither terminal nor parked), succeeded (this kind's success state), failed (any other "
+        "terminal state), or blocked (parked until a person acts; `error` says at which gate)."
+    )
     target_kind: str
     target_id: str
     params: dict[str, Any]

@@ -21,6 +21,7 @@ from rhone_local.domain.access import Principal, hash_token
 from rhone_local.domain.errors import DomainError, conflict, forbidden, not_found
 from rhone_local.domain.ids import new_id
 from rhone_local.domain.operations import NOT_RUNNABLE, TERMINAL_STATES
+from rhone_local.domain.outcomes import exit_category, outcome
 from rhone_local.store import SCHEMA_VERSION, Store
 
 router = APIRouter()
@@ -249,6 +250,12 @@ def route_url(request: Request, route_key: str) -> str:
 
 
 def op_view(op: dict) -> dict:
+    verdict = outcome(op["kind"], op["state"])
+    error = op["error"]
+    if verdict in ("failed", "blocked"):
+        # The contract (docs/state-machines.md, "Outcomes"): a failed or blocked operation always says why.
+        error = error or {"code": op["state"], "message": f"the operation is {op['state']}; no reason was recorded"}
+        error = {**error, "exit_category": exit_category(error.get("code"), parked=verdict == "blocked")}
     return {
         "id": op["id"],
         "workspace_id": op["workspace_id"],
@@ -256,11 +263,12 @@ def op_view(op: dict) -> dict:
         "state": op["state"],
         "version": op["version"],
         "terminal": op["state"] in TERMINAL_STATES,
+        "outcome": verdict,
         "target_kind": op["target_kind"],
         "target_id": op["target_id"],
         "params": op["params"],
         "stages": op["stages"],
-        "error": op["error"],
+        "error": error,
         "actor": {"kind": op["actor_kind"], "id": op["actor_id"]},
         "idempotency_key": op["idempotency_key"],
         "request_id": op["request_id"],

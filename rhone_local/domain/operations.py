@@ -39,6 +39,11 @@ class Machine:
     parked: dict[str, tuple[str, str]] | None = None
     failure: str = "failed"  # the state any non-terminal state may fail to
 
+    @property
+    def success(self) -> str:
+        """The one terminal state that means the operation did what it was asked (the end of the happy path)."""
+        return self.happy_path[-1]
+
     def next_state(self, state: str) -> str | None:
         """The next state on the happy path, or None when `state` is terminal."""
         if state in self.terminal:
@@ -133,6 +138,3 @@ MACHINES: dict[str, Machine] = {
     "region.enable": REGION_ENABLE,
     "config.update": CONFIG_UPDATE,
 }
-
-# rolled_back is terminal but not success: the promotion did not stick (exit 1 in the CLI).
-SUCCESS_STATES = frozenset({"succeeded", "preview_ready", "healthy", "bound", "unbound", "scaled", "eligible"})
