@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rhone_cli.errors import CODE_EXIT_CODES, ExitCode
+from rhone_cli.errors import ExitCode, RhoneError
 
 RUNNING, SUCCEEDED, FAILED, BLOCKED = "running", "succeeded", "failed", "blocked"
 EXIT_CATEGORIES: dict[str, int] = {
@@ -25,34 +25,23 @@ EXIT_CATEGORIES: dict[str, int] = {
 }
 
 
+OUTCOMES = frozenset({RUNNING, SUCCEEDED, FAILED, BLOCKED})
+
+
 def outcome(op: dict[str, Any]) -> str:
     """`running`, `succeeded`, `failed` or `blocked` (parked until a person acts: waiting on it would spin)."""
-    if "outcome" in op:
-        return op["outcome"]
-    return _outcome_before_the_contract(op)[0]
+    stated = op.get("outcome")
+    if stated not in OUTCOMES:
+        # Guessing from the state would be a copy of the server's rules, the very thing the contract removes.
+        raise RhoneError(
+            f"operation {op.get('id')}: the server did not state its outcome ({stated!r})",
+            code="bad_response",
+            exit_code=ExitCode.FAILED,
+            hint="the server predates this rhone: upgrade it (for Rhone Local: `rhone local down`, then `up`)",
+        )
+    return stated
 
 
 def exit_code(op: dict[str, Any]) -> int:
     """The exit code of an operation that did not succeed, from its error's exit category (1 when none is given)."""
-    if "outcome" not in op:
-        return EXIT_CATEGORIES.get(_outcome_before_the_contract(op)[1] or "", ExitCode.FAILED)
     return EXIT_CATEGORIES.get((op.get("error") or {}).get("exit_category") or "", ExitCode.FAILED)
-
-
-# REMOVE with the last server that predates the outcome contract (Rhone Local before `outcome` was added to
-# operation documents): this derives outcome and exit category from the older fields, exactly as the CLI used to.
-_SUCCESS_STATES = frozenset({"succeeded", "preview_ready", "healthy", "bound", "unbound", "scaled", "eligible"})
-_CATEGORIES = {int(code): name for name, code in EXIT_CATEGORIES.items()}
-
-
-def _outcome_before_the_contract(op: dict[str, Any]) -> tuple[str, str | None]:
-    """(outcome, exit category) of an operation document without `outcome`."""
-    state = op["state"]
-    if state == "blocked":
-        return BLOCKED, "gate"
-    if state in _SUCCESS_STATES or (op["kind"] == "rollback" and state == "rolled_back"):
-        return SUCCEEDED, None
-    if not op.get("terminal"):
-        return RUNNING, None
-    code = (op.get("error") or {}).get("code") or ""
-    return FAILED, _CATEGORIES[CODE_EXIT_CODES.get(code, ExitCode.FAILED)]

@@ -85,7 +85,7 @@ def test_an_operation_id_from_the_server_is_checked_too():
     inv = Invocation(env)
     with respx.mock(base_url=API, assert_all_called=False) as mock:
         members = mock.get("/v1/workspaces/local/members").mock(return_value=httpx.Response(200, json={"items": []}))
-        op = {"id": MEMBERS, "kind": "deploy", "state": "queued", "version": 1, "terminal": False}
+        op = {"id": MEMBERS, "kind": "deploy", "state": "queued", "version": 1, "terminal": False, "outcome": "running"}
         with pytest.raises(RhoneError) as raised:
             operations.wait(inv, op, timeout=5)
     assert raised.value.code == "invalid_id"

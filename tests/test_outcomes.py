@@ -1,7 +1,5 @@
 """The verdict of an operation comes from the outcome and exit category the server states, never from a copy of the
-server's states or gate codes (docs/cli-contract.md, "Operations state their outcome").
-
-A server that predates the two fields is judged by one fallback (`rhone_cli/outcomes.py`), exactly as before."""
+server's states or gate codes (docs/cli-contract.md, "Operations state their outcome")."""
 
 from __future__ import annotations
 
@@ -9,7 +7,7 @@ import httpx
 import pytest
 
 from rhone_cli import outcomes
-from rhone_cli.errors import ExitCode
+from rhone_cli.errors import ExitCode, RhoneError
 from tests.conftest import RecordingTransport
 
 OP = "op_1a21be1bc46141764b9aa98"
@@ -50,24 +48,24 @@ def test_outcome_and_exit_code_come_from_the_server(op, outcome, exit_code):
         assert outcomes.exit_code(op) == exit_code
 
 
-@pytest.mark.parametrize(
-    ("op", "outcome", "exit_code"),
-    [
-        (operation("succeeded", "project.create"), "succeeded", None),
-        (operation("rolled_back", "rollback"), "succeeded", None),
-        (operation("rolled_back", "promote"), "failed", ExitCode.FAILED),
-        (operation("failed", "promote", code="route_epoch_conflict"), "failed", ExitCode.CONFLICT),
-        (operation("failed", "promote", code="environment_frozen"), "failed", ExitCode.BLOCKED),
-        (operation("disabled", "region.enable", code="residency_violation"), "failed", ExitCode.BLOCKED),
-        (operation("failed", "deploy", code="build_failed"), "failed", ExitCode.FAILED),
-        (operation("blocked", "deploy", terminal=False, code="migration_needs_approval"), "blocked", ExitCode.BLOCKED),
-        (operation("building", "deploy", terminal=False), "running", None),
-    ],
-)
-def test_documents_without_the_fields_are_judged_as_before(op, outcome, exit_code):
-    assert outcomes.outcome(op) == outcome
-    if exit_code is not None:
-        assert outcomes.exit_code(op) == exit_code
+WITHOUT_AN_OUTCOME = [operation("succeeded", "project.create"), {**stated("failed", "failed"), "outcome": "done"}]
+
+
+@pytest.mark.parametrize("op", WITHOUT_AN_OUTCOME)
+def test_a_document_that_states_no_outcome_is_a_bad_response_not_a_guess(op):
+    with pytest.raises(RhoneError) as raised:
+        outcomes.outcome(op)
+    assert (raised.value.code, raised.value.exit_code) == ("bad_response", ExitCode.FAILED)
+
+
+def test_op_wait_on_a_server_that_states_no_outcome_exits_1_after_one_request(rhone):
+    transport = RecordingTransport(
+        httpx.MockTransport(lambda request: httpx.Response(200, json=operation("building", "deploy", terminal=False)))
+    )
+    result = rhone("op", "wait", OP, "--json", environ=ENVIRON, transport=transport)
+    assert result.exit_code == ExitCode.FAILED, result.stderr
+    assert result.json()["error"]["code"] == "bad_response"
+    assert [r.url.path for r in transport.requests] == [f"/v1/operations/{OP}"]
 
 
 def test_op_wait_waits_while_running_and_exits_with_the_stated_category(rhone):

@@ -6,9 +6,9 @@ workers' stage handlers drive each runnable operation to its end, synchronously 
 would do while the command waits. A command therefore sees exactly what it would see against `rhone local up`, in
 about a tenth of a second.
 
-`api_app` has the shape the server side's fixture has (`.app`, `.owner_token`, `.data_dir`, `.run_operations()`);
-the tests here use only those. The deploy pipeline is the real one, without a sandbox: a deployment builds and starts
-its preview as real processes, so the tests that deploy are marked slow.
+`api_app` is the shared fixture of tests/conftest.py (`.app`, `.owner_token`, `.data_dir`, `.run_operations()`). The
+deploy pipeline is the real one, without a sandbox: a deployment builds and starts its preview as real processes, so
+the tests that deploy are marked slow.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,71 +28,11 @@ from fastapi.testclient import TestClient
 from rhone_cli.environment import Environment
 from rhone_cli.http import ApiClient
 from rhone_cli.main import main
-from tests.conftest import Result, _Stdin
+from tests.conftest import ApiApp, Result, _Stdin
 
 API_URL = "http://rhone.test"  # any URL: the transport never opens a socket
 MUTATIONS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 AUDIT_TABLE = "audit"
-
-
-@dataclass
-class ApiApp:
-    """Rhone Local in this process: the API app on a temporary data directory, with its workers' stage handlers."""
-
-    app: Any
-    owner_token: str
-    data_dir: Path
-    run_operations: Callable[[], list[str]]
-
-
-@pytest.fixture
-def api_app(tmp_path: Path) -> Iterator[ApiApp]:
-    from rhone_local.api.app import create_app
-    from rhone_local.domain.operations import NOT_RUNNABLE
-    from rhone_local.notify import ChangeNotifier
-    from rhone_local.pipeline import build_pipeline
-    from rhone_local.promotion import Promotions
-    from rhone_local.server import bootstrap, ensure_topology
-    from rhone_local.store import Store
-    from rhone_local.topology import Topology
-    from rhone_local.workers import Workers
-
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    store = Store(data_dir / "rhone.db")
-    bootstrap(store, data_dir)
-    ensure_topology(store)
-    notifier = ChangeNotifier()
-    pipeline = build_pipeline(store, data_dir, edge_port=None)
-    workers = Workers(
-        store,
-        notifier,
-        lease_seconds=30.0,
-        stage_delay=0,
-        pipeline=pipeline,
-        promotions=Promotions(store, pipeline),
-        topology=Topology(store, pipeline),
-    )
-
-    def run_operations() -> list[str]:
-        """Claim and drive every runnable operation until none is left (bounded); the ids driven, in order."""
-        driven: list[str] = []
-        for _ in range(200):
-            op = store.claim_operation("cli-tier", workers.lease_seconds, NOT_RUNNABLE)
-            if op is None:
-                return driven
-            workers.drive(op, "cli-tier")
-            driven.append(op["id"])
-        raise AssertionError("operations did not drain after 200 claims")
-
-    app = create_app(store, notifier, pipeline=pipeline)
-    try:
-        yield ApiApp(app, (data_dir / "owner.token").read_text().strip(), data_dir, run_operations)
-    finally:
-        workers.stop()
-        pipeline.runner.stop_all("the test is over")
-        pipeline.engines.stop_all()
-        store.close()
 
 
 class InProcessApi(httpx.BaseTransport):
