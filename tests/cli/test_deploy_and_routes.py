@@ -1,0 +1,101 @@
+"""Deploy, promote, rollback, routes, status, logs and `op wait` through the CLI, in process against the real API
+app and workers: each command's success and its refusals with their exit codes, and nothing else changed.
+
+The pipeline is the real one without a sandbox: builds and previews run as real processes (hence `slow`); what needs
+the edge, a crash or a signal stays in tests/e2e."""
+
+from __future__ import annotations
+
+import pytest
+
+from rhone_cli.errors import ExitCode
+from tests.conftest import assert_matches_schema
+from tests.e2e.helpers import hello_app, set_version
+
+from .conftest import rows
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def app_dir(cli):
+    """examples/hello as project `hello`, app `hello`, built with a real (trivial) build command."""
+    return hello_app(cli.cwd)
+
+
+# A refused route move may leave its operation (failed, with the reason) and the key that made it; nothing else.
+RECORDS_OF_A_REFUSED_OPERATION = {"operations", "idempotency"}
+
+
+def changed_tables(before: dict, after: dict) -> set[str]:
+    return {table for table in after if after[table] != before.get(table)}
+
+
+def route_owner(cli, app_dir, env: str = "production") -> tuple[str | None, int | None]:
+    route = cli.json("route", "show", env, cwd=app_dir)
+    return route["deployment_id"], route["epoch"]
+
+
+def test_deploy_promote_redeploy_rollback_with_every_read_command(cli, api_app, app_dir):
+    a = cli.json("deploy", cwd=app_dir)
+    assert_matches_schema(a, "deployment.schema.json")
+    assert a["state"] == "preview_ready" and a["url"]
+    promoted = cli.json("promote", a["id"], cwd=app_dir)
+    assert_matches_schema(promoted, "route-move.schema.json")
+    assert (promoted["deployment_id"], promoted["epoch"]) == (a["id"], 1)
+
+    set_version(app_dir, "2.0.0")
+    both = cli.json("deploy", "--promote", cwd=app_dir)
+    assert_matches_schema(both, "deploy-promote.schema.json")
+    b = both["deployment"]
+    assert route_owner(cli, app_dir) == (b["id"], 2)
+
+    listed = cli.json("deploy", "ls", cwd=app_dir)
+    assert_matches_schema(listed, "deployment-list.schema.json")
+    assert [d["id"] for d in listed] == [b["id"], a["id"]]
+    shown = cli.json("deploy", "show", a["id"])
+    assert_matches_schema(shown, "deployment.schema.json")
+    logs = cli.json("deploy", "logs", a["id"])
+    assert_matches_schema(logs, "deployment-logs.schema.json")
+    assert logs["allocations"]
+    history = cli.json("route", "history", "production", cwd=app_dir)
+    assert_matches_schema(history, "route-history.schema.json")
+    assert [(h["epoch"], h["deployment_id"]) for h in history] == [(2, b["id"]), (1, a["id"])]
+    assert [r["epoch"] for r in cli.json("route", "ls", cwd=app_dir) if r["route_key"].endswith("production")] == [2]
+    status = cli.json("status", cwd=app_dir)
+    assert_matches_schema(status, "status.schema.json")
+    production = next(e for e in status["environments"] if e["environment"] == "production")
+    assert (production["route_owner"], production["epoch"]) == (b["id"], 2)
+    app_logs = cli.json("logs", "--env", "production", cwd=app_dir)
+    assert_matches_schema(app_logs, "logs.schema.json")
+
+    rolled = cli.json("rollback", cwd=app_dir)
+    assert (rolled["deployment_id"], rolled["epoch"]) == (a["id"], 3)
+    op = cli.json("op", "wait", rolled["operation_id"])
+    assert (op["kind"], op["outcome"]) == ("rollback", "succeeded")  # rolled_back is a rollback's success
+
+    human = cli("status", cwd=app_dir)
+    assert human.exit_code == 0 and a["id"] in human.stdout
+
+
+def test_refused_route_moves_are_exit_5_or_6_and_change_nothing(cli, api_app, app_dir):
+    a = cli.json("deploy", "--promote", cwd=app_dir)["deployment"]
+    set_version(app_dir, "2.0.0")
+    b = cli.json("deploy", cwd=app_dir)
+    before = rows(api_app)
+
+    stale = cli.fails(ExitCode.CONFLICT, "promote", b["id"], "--expect-epoch", "0", cwd=app_dir)
+    assert stale["code"] == "route_epoch_conflict"
+    never = cli.fails(ExitCode.CONFLICT, "rollback", "--to", b["id"], cwd=app_dir)
+    assert never["code"] == "rollback_target_not_previous_owner"
+    assert changed_tables(before, rows(api_app)) <= RECORDS_OF_A_REFUSED_OPERATION
+
+    cli.json("env", "freeze", "production", cwd=app_dir)
+    frozen_before = rows(api_app)
+    frozen = cli.fails(ExitCode.BLOCKED, "promote", b["id"], cwd=app_dir)
+    assert frozen["code"] == "environment_frozen"
+    assert changed_tables(frozen_before, rows(api_app)) <= RECORDS_OF_A_REFUSED_OPERATION
+    assert route_owner(cli, app_dir) == (a["id"], 1)
+
+    assert cli.fails(ExitCode.NOT_FOUND, "deploy", "show", "dep_0123456789abcdef0123456")["code"] == "not_found"
+    assert cli.fails(ExitCode.USAGE, "deploy", "show", "../v1/x")["code"] == "invalid_id"
