@@ -99,3 +99,43 @@ def test_refused_route_moves_are_exit_5_or_6_and_change_nothing(cli, api_app, ap
 
     assert cli.fails(ExitCode.NOT_FOUND, "deploy", "show", "dep_0123456789abcdef0123456")["code"] == "not_found"
     assert cli.fails(ExitCode.USAGE, "deploy", "show", "../v1/x")["code"] == "invalid_id"
+
+
+def test_a_prebuilt_deploy_ships_the_output_directory_and_runs_no_build(cli):
+    app_dir = hello_app(cli.cwd, "prebuilt", command="exit 1", output="dist")  # the build would fail: not run
+    (app_dir / "dist").mkdir()
+    (app_dir / "app.py").rename(app_dir / "dist" / "app.py")
+    manifest = cli.json("artifact", "manifest", "--prebuilt", cwd=app_dir)
+    document = cli.json("deploy", "--prebuilt", cwd=app_dir)
+    assert_matches_schema(document, "deployment.schema.json")
+    assert (document["state"], document["prebuilt"]) == ("preview_ready", True)
+    assert document["artifact_digest"] == manifest["digest"] == document["source_digest"]
+    assert cli.json("deploy", "logs", document["id"])["build"] == ""
+
+
+def test_a_failing_build_is_exit_1_with_its_log_and_starts_nothing(cli, api_app):
+    app_dir = hello_app(cli.cwd, "broken", command="echo compiling; echo 'error: boom' >&2; exit 3")
+    error = cli.fails(ExitCode.FAILED, "deploy", cwd=app_dir)
+    assert error["code"] == "build_failed" and "error: boom" in error["details"]["evidence"]["log_tail"]
+    deployment = cli.json("deploy", "ls", cwd=app_dir)[0]
+    assert deployment["state"] == "failed"
+    assert rows(api_app)["allocations"] == []
+    assert "error: boom" in cli.json("deploy", "logs", deployment["id"])["build"]
+
+
+def test_new_migrations_block_the_deploy_until_approved_once(cli, api_app):
+    app_dir = hello_app(cli.cwd, "migrating", extra='\n[database]\nmigrations = "migrations"\n')
+    (app_dir / "migrations").mkdir()
+    (app_dir / "migrations" / "0001_init.sql").write_text("CREATE TABLE greetings (id INTEGER PRIMARY KEY);\n")
+    blocked = cli.fails(ExitCode.BLOCKED, "deploy", cwd=app_dir)
+    assert blocked["code"] == "migration_needs_approval"
+    deployment_id = blocked["details"]["deployment_id"]
+    assert f"rhone deploy approve {deployment_id}" in blocked["hint"]
+    assert cli.json("op", "show", blocked["operation_id"])["outcome"] == "blocked"
+    assert rows(api_app)["allocations"] == []
+
+    approved = cli.json("deploy", "approve", deployment_id)
+    assert approved["state"] == "preview_ready" and approved["approval"]["gates"] == ["db_impact"]
+    before = rows(api_app)
+    assert cli.fails(ExitCode.CONFLICT, "deploy", "approve", deployment_id)["code"] == "not_blocked"
+    assert changed_tables(before, rows(api_app)) <= RECORDS_OF_A_REFUSED_OPERATION

@@ -80,6 +80,8 @@ def test_scale_of_an_environment_nothing_serves_is_refused_and_allocations_are_e
     )
     assert cli.fails(ExitCode.NOT_FOUND, "app", "scale", "--env", "nowhere", "-n", "2", *TARGET)["code"] == "not_found"
     assert cli("app", "scale", "--env", "production", "-n", "21", *TARGET).exit_code == ExitCode.USAGE
+    no_env = cli("app", "scale", "-n", "2", *TARGET)
+    assert no_env.exit_code == ExitCode.USAGE and "--env" in no_env.stderr
     assert rows(api_app) == before  # refused with the request: not even an operation
     allocations = cli.json("app", "allocations", *TARGET)
     assert_matches_schema(allocations, "allocation-list.schema.json")
