@@ -97,6 +97,14 @@ def test_refused_route_moves_are_exit_5_or_6_and_change_nothing(cli, api_app, ap
     assert changed_tables(frozen_before, rows(api_app)) <= RECORDS_OF_A_REFUSED_OPERATION
     assert route_owner(cli, app_dir) == (a["id"], 1)
 
+    cli.json("env", "unfreeze", "production", cwd=app_dir)
+    cli.json("env", "policy", "production", "--approval-required", cwd=app_dir)
+    unapproved = cli.fails(ExitCode.BLOCKED, "promote", b["id"], cwd=app_dir)
+    assert unapproved["code"] == "approval_required"
+    assert route_owner(cli, app_dir) == (a["id"], 1)
+    assert cli.json("promote", b["id"], "--approve", cwd=app_dir)["epoch"] == 2
+    assert route_owner(cli, app_dir) == (b["id"], 2)
+
     assert cli.fails(ExitCode.NOT_FOUND, "deploy", "show", "dep_0123456789abcdef0123456")["code"] == "not_found"
     assert cli.fails(ExitCode.USAGE, "deploy", "show", "../v1/x")["code"] == "invalid_id"
 
