@@ -13,7 +13,6 @@ the tests that deploy are marked slow.
 
 from __future__ import annotations
 
-import io
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -25,10 +24,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from rhone_cli.environment import Environment
 from rhone_cli.http import ApiClient
-from rhone_cli.main import main
-from tests.conftest import ApiApp, Result, _Stdin
+from tests.conftest import ApiApp, Result, run_in_process
 
 API_URL = "http://rhone.test"  # any URL: the transport never opens a socket
 MUTATIONS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -77,16 +74,8 @@ class Cli:
         stdin: str = "",
         tty: bool = False,
     ) -> Result:
-        out, err = io.StringIO(), io.StringIO()
-        env = Environment(
-            stdin=_Stdin(stdin, tty),
-            stdout=out,
-            stderr=err,
-            environ={**self.base_environ, **(environ or {})},
-            cwd=cwd or self.cwd,
-        )
-        code = main(list(args), env, client_factory=self.client_factory)
-        return Result(code, out.getvalue(), err.getvalue())
+        environ = {**self.base_environ, **(environ or {})}
+        return run_in_process(args, environ, cwd or self.cwd, stdin=stdin, tty=tty, client_factory=self.client_factory)
 
     def client_factory(self, api_url: str, token: str | None, **settings: Any) -> ApiClient:
         return ApiClient(api_url, token, **{**settings, "transport": self.transport, "sleep": lambda seconds: None})
