@@ -97,6 +97,7 @@ def test_regions_and_an_enablement_without_an_artifact(shop_web, api_app):
     assert_matches_schema(shown, "region.schema.json")
     assert shown["cells"][0]["name"] == "local-2a"
     with_env = cli.json("region", "show", "local-2", "--env", "production", *TARGET)
+    assert_matches_schema(with_env, "region.schema.json")  # the published schema said no such fields
     assert (with_env["environment"], with_env["eligibility"]["region"]) == ("production", "local-2")
     assert cli.fails(ExitCode.NOT_FOUND, "region", "show", "mars-1")["code"] == "not_found"
     status = cli.json("region", "status", "--env", "production", *TARGET)
