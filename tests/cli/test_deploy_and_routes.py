@@ -147,3 +147,48 @@ def test_new_migrations_block_the_deploy_until_approved_once(cli, api_app):
     before = rows(api_app)
     assert cli.fails(ExitCode.CONFLICT, "deploy", "approve", deployment_id)["code"] == "not_blocked"
     assert changed_tables(before, rows(api_app)) <= RECORDS_OF_A_REFUSED_OPERATION
+
+
+def test_deploy_no_wait_then_op_wait_prints_the_deploys_result_and_logs_refuse_a_bad_duration(cli, api_app, app_dir):
+    cli.json("init", "--link", cwd=app_dir)  # the project and app exist: a deploy would wait for their creation
+    cli.transport.drive = False  # nothing runs the deploy until the test says so
+    started = cli.json("deploy", "--no-wait", cwd=app_dir)
+    assert_matches_schema(started, "operation.schema.json")
+    assert (started["kind"], started["outcome"]) == ("deploy", "running")
+    assert rows(api_app)["allocations"] == []
+
+    api_app.run_operations()
+    human = cli("op", "wait", started["id"])
+    assert human.exit_code == 0 and human.stdout.startswith("Preview: http://"), human.stdout
+    waited = cli.json("op", "wait", started["id"])
+    assert (waited["kind"], waited["outcome"]) == ("deploy", "succeeded")  # --json stays the operation
+
+    deployment = cli.json("deploy", "ls", cwd=app_dir)[0]
+    assert_matches_schema(cli.json("logs", deployment["id"], cwd=app_dir), "logs.schema.json")
+    sent = len(cli.transport.requests)
+    assert cli.fails(ExitCode.USAGE, "logs", "--since", "yesterday", cwd=app_dir)["code"] == "usage_error"
+    assert cli.fails(ExitCode.USAGE, "logs", "../x", cwd=app_dir)["code"] == "invalid_id"
+    assert len(cli.transport.requests) == sent  # refused before any request
+
+
+def test_a_rollback_across_a_migration_needs_allow_unsafe_db(cli, api_app):
+    app_dir = hello_app(cli.cwd, "migrating", extra='\n[database]\nmigrations = "migrations"\n')
+    migrations = app_dir / "migrations"
+    migrations.mkdir()
+    (migrations / "0001_init.sql").write_text("CREATE TABLE greetings (id INTEGER PRIMARY KEY);\n")
+    first = cli.fails(ExitCode.BLOCKED, "deploy", cwd=app_dir)["details"]["deployment_id"]
+    cli.json("deploy", "approve", first)
+    cli.json("promote", first, cwd=app_dir)
+    set_version(app_dir, "2.0.0")
+    (migrations / "0002_names.sql").write_text("ALTER TABLE greetings ADD COLUMN name TEXT;\n")
+    second = cli.fails(ExitCode.BLOCKED, "deploy", cwd=app_dir)["details"]["deployment_id"]
+    cli.json("deploy", "approve", second)
+    assert cli.json("promote", second, cwd=app_dir)["epoch"] == 2
+
+    before = rows(api_app)
+    unsafe = cli.fails(ExitCode.BLOCKED, "rollback", cwd=app_dir)
+    assert unsafe["code"] == "rollback_unsafe_db" and unsafe["details"]["migrations"] == ["0002_names.sql"]
+    assert changed_tables(before, rows(api_app)) <= RECORDS_OF_A_REFUSED_OPERATION
+    back = cli.json("rollback", "--allow-unsafe-db", cwd=app_dir)
+    assert (back["state"], back["epoch"], back["deployment_id"]) == ("rolled_back", 3, first)
+    assert route_owner(cli, app_dir) == (first, 3)
