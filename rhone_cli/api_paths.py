@@ -1,9 +1,9 @@
-"""API paths: the one place rhone turns ids and names into URL paths.
+"""What may go into an API path: the formats of ids, names and digests, and the last check on a built path.
 
 Anything that ends up in a path — an id or a name typed by a user, pasted from a log, or read from an API answer —
-is checked against its format first, and every segment is percent-escaped. Without both, a "deployment id" such as
-`../workspaces/local/…/environments/production/unfreeze?` would be a different request altogether: the HTTP client
-resolves `..` segments, and `?` or `#` would end the path.
+is checked against its format first, and `rhone_cli/api.py` (the only module that builds paths) percent-escapes every
+segment. Without both, a "deployment id" such as `../workspaces/local/…/environments/production/unfreeze?` would be
+a different request altogether: the HTTP client resolves `..` segments, and `?` or `#` would end the path.
 
 Formats (the API's own): names are lowercase letters, digits and single hyphens, at most 40 characters, starting
 with a letter; ids are a kind prefix, an underscore and up to 64 lowercase letters or digits (`op_1a21be1bc46…`).
@@ -15,7 +15,7 @@ Standard library only: commands import it at start-up.
 from __future__ import annotations
 
 import re
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from rhone_cli.errors import ExitCode, RhoneError
 
@@ -103,32 +103,6 @@ def checked_digest(value: str) -> str:
     )
 
 
-def below(path: str, *segments: str) -> str:
-    """`path` (itself built here) extended by `segments`, each percent-escaped whole: a `/`, `?` or `#` inside a
-    segment stays inside it."""
-    return path + "".join("/" + quote(segment, safe="") for segment in segments)
-
-
-def v1(*segments: str) -> str:
-    return below("/v1", *segments)
-
-
-def operation(op_id: str) -> str:
-    return v1("operations", checked_id("operation", op_id))
-
-
-def deployment(deployment_id: str, *rest: str) -> str:
-    return v1("deployments", checked_id("deployment", deployment_id), *rest)
-
-
-def region(ref: str) -> str:
-    return v1("regions", checked_ref("region", ref))
-
-
-def blob(digest: str) -> str:
-    return v1("blobs", checked_digest(digest))
-
-
 def check_request_path(path: str) -> str:
     """The last check before a request leaves: an absolute path of escaped segments, none of them (even once
     unescaped) `.` or `..`, no query or fragment. A path that fails it was not built by this module."""
@@ -137,6 +111,6 @@ def check_request_path(path: str) -> str:
             f"refusing to send a request to {path!r}: not a clean API path",
             code="invalid_path",
             exit_code=ExitCode.USAGE,
-            hint="API paths are /v1/… with escaped segments and no '.' or '..' segments",
+            hint="an API path is absolute, with escaped segments and no '.' or '..' segment",
         )
     return path

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from rhone_cli import api_paths
+from rhone_cli import api, api_paths
 
 CACHE_SECONDS = 20.0
 FAILURE_SECONDS = 30.0
@@ -108,28 +108,26 @@ class _Context:
 
     def request(self, kind: str) -> tuple[str, dict, Any] | None:
         if kind == "workspace":
-            return api_paths.v1("workspaces"), {}, _names("name")
+            return api.WORKSPACES, {}, _names("name")
         if kind == "region":
-            return api_paths.v1("regions"), {}, _names("name")
+            return api.REGIONS, {}, _names("name")
         if not self.workspace:
             return None
-        ws = api_paths.v1("workspaces", api_paths.checked_ref("workspace", self.workspace))
+        target = api.Target(self.workspace, self.project, self.app)
         if kind == "operation":
-            return api_paths.below(ws, "operations"), {"order": "newest", "limit": RECENT}, _operations
+            return target.operations_path, {"order": "newest", "limit": RECENT}, _operations
         if kind == "project":
-            return api_paths.below(ws, "projects"), {"order": "newest", "limit": 50}, _names("name")
+            return target.projects_path, {"order": "newest", "limit": 50}, _names("name")
         if not self.project:
             return None
-        project = api_paths.below(ws, "projects", api_paths.checked_ref("project", self.project))
         if kind == "app":
-            return api_paths.below(project, "apps"), {"order": "newest", "limit": 50}, _names("name")
+            return target.apps_path, {"order": "newest", "limit": 50}, _names("name")
         if not self.app:
             return None
-        app = api_paths.below(project, "apps", api_paths.checked_ref("app", self.app))
         if kind == "environment":
-            return api_paths.below(app, "environments"), {"limit": 50}, _names("name")
+            return target.environments_path, {"limit": 50}, _names("name")
         if kind == "deployment":
-            return api_paths.below(app, "deployments"), {"order": "newest", "limit": RECENT}, _deployments
+            return target.deployments_path, {"order": "newest", "limit": RECENT}, _deployments
         return None
 
     def token(self) -> str | None:

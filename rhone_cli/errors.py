@@ -27,7 +27,7 @@ class ExitCode(IntEnum):
 # The published table (README and `rhone help exit-codes` render this; a test keeps them in step).
 EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "success: the command, or the operation it drove, reached its success state",
-    ExitCode.FAILED: "the operation failed (terminal failed/rolled_back), or an unexpected error",
+    ExitCode.FAILED: "the operation failed (its outcome is failed), or an unexpected error",
     ExitCode.USAGE: "usage or configuration error: bad flags, invalid rhone.toml, input needed but prompting is off",
     ExitCode.AUTH: "not authenticated or not allowed: no token, 401, 403",
     ExitCode.NOT_FOUND: "not found",

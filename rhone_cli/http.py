@@ -25,6 +25,7 @@ from rhone_cli import __version__
 from rhone_cli.api_paths import check_request_path
 from rhone_cli.errors import CODE_EXIT_CODES, ExitCode, RhoneError, exit_code_for_status
 from rhone_cli.network import Proxy, tls_failure
+from rhone_cli.outcomes import EXIT_CATEGORIES
 
 # httpx's package imports its own command-line tool (httpx._main) whenever click is installed, which drags in click,
 # rich.console, rich.progress and pygments (~30 ms on every command). rhone never uses that tool: an empty stand-in
@@ -264,7 +265,10 @@ class ApiClient:
         if not isinstance(payload, dict):
             payload = {}
         code = str(payload.get("code") or fallback_code)
-        exit_code = CODE_EXIT_CODES.get(code, exit_code)
+        # The server's own word first (docs/cli-contract.md): a refusal that states its exit category needs no copy of
+        # the server's gate codes here; CODE_EXIT_CODES serves servers whose refusals do not state it yet.
+        stated = EXIT_CATEGORIES.get(str(payload.get("exit_category")))
+        exit_code = stated or CODE_EXIT_CODES.get(code, exit_code)
         message = payload.get("message") or f"{method} {url} failed with HTTP {response.status_code}"
         details = payload.get("details") if isinstance(payload.get("details"), dict) else None
         return RhoneError(

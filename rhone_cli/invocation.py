@@ -1,22 +1,36 @@
 """One run of `rhone`: the environment and output, plus what a command may need, built on first use.
 
-Commands receive an `Invocation` and ask it for the active profile, a token, an API client or the project's
-rhone.toml. Nothing is read, imported or probed until a command asks, which keeps `--help` and completion fast and
-lets tests swap any piece (for example a client with a mock transport).
+Commands receive an `Invocation` and ask it for the active profile, a token or the API. Nothing is read, imported or
+probed until a command asks, which keeps `--help` and completion fast and lets tests swap any piece: `main()` takes a
+`client_factory` (like the GitHub CLI's injected HTTP client), so a test runs any command against any transport — an
+in-process Rhone Local, a recorder, a stub.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rhone_cli.config.profiles import Profile
 from rhone_cli.environment import Environment
 from rhone_cli.output import Output
 
 if TYPE_CHECKING:
+    from rhone_cli.api import Api
     from rhone_cli.config.credentials import Credential, Credentials
     from rhone_cli.http import ApiClient
+
+# Makes the HTTP client for an API URL and token: `(api_url, token, **settings) -> ApiClient`, where `settings` are
+# ApiClient's keyword arguments (timeout, log, transport, proxy, verify, on_token_expired…).
+ClientFactory = Callable[..., "ApiClient"]
+
+
+def http_client(api_url: str, token: str | None, **settings: Any) -> ApiClient:
+    """The default client factory: rhone's HTTP client on real sockets (or the Environment's transport)."""
+    from rhone_cli.http import ApiClient
+
+    return ApiClient(api_url, token, **settings)
 
 
 def _check_api_url(url: str) -> None:
@@ -41,9 +55,10 @@ def _check_api_url(url: str) -> None:
 
 
 class Invocation:
-    def __init__(self, env: Environment, out: Output | None = None) -> None:
+    def __init__(self, env: Environment, out: Output | None = None, *, client_factory: ClientFactory | None = None):
         self.env = env
         self.out = out or Output(env)
+        self.client_factory = client_factory or http_client
         self._client: ApiClient | None = None
         self.operations: list[str] = []  # ids of the operations this run started or resumed, in order
 
@@ -79,22 +94,31 @@ class Invocation:
         """The API client of this run, with the profile's token — refreshed first when it is about to expire, and
         again (once) if the server says it expired."""
         if self._client is None:
-            from rhone_cli.services import auth
+            from rhone_cli import token_refresh
 
-            credential = auth.fresh_credential(self, self.credential())
+            credential = token_refresh.fresh_credential(self, self.credential())
 
             def refreshed() -> str | None:
-                renewed = auth.refresh(self) if credential.source in ("keyring", "file") else None
+                renewed = token_refresh.refresh(self) if credential.source in ("keyring", "file") else None
                 return renewed.token if renewed else None
 
             self._client = self.new_client(self.profile.api_url, credential.token, on_token_expired=refreshed)
         return self._client
 
+    def api(self) -> Api:
+        """The API's endpoints over this run's client (see `client`)."""
+        return self.api_for(self.client())
+
+    def api_for(self, client: ApiClient) -> Api:
+        """The API's endpoints over another client (a token being checked, or none), keyed like every request."""
+        from rhone_cli.api import Api
+
+        return Api(client, self.env.environ)
+
     def new_client(self, api_url: str, token: str | None, **settings: object) -> ApiClient:
         """A client for `api_url` with this run's timeout, request log, proxy, trusted certificates and network
-        (`settings` override them)."""
+        (`settings` override them), made by the client factory."""
         from rhone_cli import network
-        from rhone_cli.http import ApiClient
 
         environ = self.env.environ
         proxy = network.proxy_for(api_url, environ)
@@ -109,7 +133,7 @@ class Invocation:
             "proxy": proxy,
             "verify": verify,
         }
-        return ApiClient(api_url, token, **{**options, **settings})
+        return self.client_factory(api_url, token, **{**options, **settings})
 
     def close(self) -> None:
         if self._client is not None:

@@ -19,11 +19,10 @@ from typing import Annotated
 import typer
 
 from rhone_cli import __version__
-from rhone_cli.commands import register_commands
 from rhone_cli.commands._common import REQUEST_TIMEOUT_RANGE, new_typer, seconds_problem
 from rhone_cli.environment import Environment, _truthy
 from rhone_cli.errors import ExitCode, Interrupted, RhoneError
-from rhone_cli.invocation import Invocation
+from rhone_cli.invocation import ClientFactory, Invocation
 
 COMPLETE_VAR = "_RHONE_COMPLETE"
 HELP_TOPICS = frozenset({"exit-codes", "environment"})  # the pages of `rhone help`; any other word names a command
@@ -159,7 +158,44 @@ def root(
         raise RhoneError(f"-C {cwd}: no such directory", code="usage_error", exit_code=ExitCode.USAGE)
 
 
-register_commands(app)
+def _register_commands(root: typer.Typer) -> None:
+    from rhone_cli.commands import (
+        api,
+        app_cmd,
+        artifact,
+        auth,
+        completion,
+        config,
+        deploy,
+        env_cmd,
+        help_cmd,
+        init,
+        local,
+        logs,
+        op,
+        project,
+        promote,
+        region,
+        route,
+        status,
+        workspace,
+    )
+
+    auth.register(root)
+    root.add_typer(auth.auth_app)
+    init.register(root)
+    for module in (workspace, project, app_cmd, env_cmd, deploy):
+        root.add_typer(module.app)
+    promote.register(root)
+    logs.register(root)
+    status.register(root)
+    for module in (route, region, op, artifact, local, config, help_cmd):
+        root.add_typer(module.app)
+    api.register(root)
+    completion.register(root)
+
+
+_register_commands(app)
 
 
 def _request_timeout(flag: float | None, variable: str | None) -> float:
@@ -257,10 +293,14 @@ def _interrupted_message(interrupted: Interrupted, operations: list[str]) -> Rho
     )
 
 
-def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
-    """Run rhone with `argv` in `env` and return the exit code (never raises, never calls sys.exit)."""
+def main(
+    argv: list[str] | None = None, env: Environment | None = None, *, client_factory: ClientFactory | None = None
+) -> int:
+    """Run rhone with `argv` in `env` and return the exit code (never raises, never calls sys.exit). Every API client
+    of the run comes from `client_factory` (`rhone_cli.invocation.ClientFactory`; default: rhone's HTTP client), so
+    a test can run any command against any transport, an in-process Rhone Local included."""
     env = env or Environment()
-    invocation = Invocation(env)
+    invocation = Invocation(env, client_factory=client_factory)
     args = help_as_command(hoist_global_options(list(sys.argv[1:] if argv is None else argv)))
     before_command = args[: next((i for i, a in enumerate(args) if a == "--"), len(args))]
     env.options.filtered = any(a == "--jq" or a.startswith("--jq=") for a in before_command)

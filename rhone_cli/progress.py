@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from rhone_cli.outcomes import RUNNING, outcome
 from rhone_cli.output import sanitize_terminal
 
 if TYPE_CHECKING:
@@ -75,13 +76,13 @@ class LiveOperationProgress(OperationProgress):
         stages = _stages(self.op)
         lines: list[Any] = []
         for stage, following in zip(stages, [*stages[1:], None], strict=True):
-            if following is None and not self.op.get("terminal") and self.op["state"] != "blocked":
+            if following is None and outcome(self.op) == RUNNING:
                 break  # the current stage: the spinner below
             seconds = _seconds_between(stage, following)
-            mark = "✗" if stage["state"] in ("failed", "blocked", "disabled") else "✓"
+            mark = "✗" if stage.get("error") else "✓"  # a failed or blocked stage records why
             timing = "" if seconds is None else f"  {seconds:.1f}s"
             lines.append(Text(f"  {mark} {_clean(stage['state'])}{timing}"))
-        if not self.op.get("terminal") and self.op["state"] != "blocked":
+        if outcome(self.op) == RUNNING:
             elapsed = time.monotonic() - self.since
             label = f"{_clean(self.op['kind'])} {_clean(self.op['id'])}: {_clean(self.op['state'])}  {elapsed:.1f}s"
             self.spinner.update(text=label)

@@ -67,7 +67,22 @@ def generate() -> dict[str, str]:
             "$id": BASE_URL + name,
             **_from_openapi(openapi, component, is_list),
         }
+    schemas["region.schema.json"] = _region_shown(openapi)
     return {name: json.dumps(schema, indent=2, sort_keys=True) + "\n" for name, schema in schemas.items()}
+
+
+def _region_shown(openapi: dict) -> dict:
+    """`rhone region show --json`: the region; with --env, also the environment and its eligibility there (null when
+    the environment has no record for the region)."""
+    region = _from_openapi(openapi, "Region", False)
+    defs = {**region["$defs"], **_from_openapi(openapi, "EnvironmentRegion", False)["$defs"]}
+    shown = dict(defs.pop("Region"))
+    shown["properties"] = {
+        **shown["properties"],
+        "environment": {"type": "string", "description": "With --env: the environment asked about."},
+        "eligibility": {"anyOf": [{"$ref": "#/$defs/EnvironmentRegion"}, {"type": "null"}]},
+    }
+    return {"$schema": SCHEMA_DIALECT, "$id": BASE_URL + "region.schema.json", **shown, "$defs": defs}
 
 
 def main(argv: list[str]) -> int:

@@ -73,19 +73,22 @@ def rhone(tmp_path: Path, base_environ: dict[str, str]):
         tty: bool = False,
         transport=None,
     ) -> Result:
-        out, err = io.StringIO(), io.StringIO()
-        env = Environment(
-            stdin=_Stdin(stdin, tty),
-            stdout=out,
-            stderr=err,
-            environ={**base_environ, **(environ or {})},
-            cwd=cwd or tmp_path,
-            http_transport=transport,
-        )
-        code = main(list(args), env)
-        return Result(code, out.getvalue(), err.getvalue())
+        environ = {**base_environ, **(environ or {})}
+        return run_in_process(args, environ, cwd or tmp_path, stdin=stdin, tty=tty, transport=transport)
 
     return run
+
+
+def run_in_process(
+    args, environ: dict[str, str], cwd: Path, *, stdin: str = "", tty: bool = False, transport=None, client_factory=None
+) -> Result:
+    """One `rhone` run through main(), its streams captured; `transport` or `client_factory` carry its requests."""
+    out, err = io.StringIO(), io.StringIO()
+    env = Environment(
+        stdin=_Stdin(stdin, tty), stdout=out, stderr=err, environ=environ, cwd=cwd, http_transport=transport
+    )
+    code = main(list(args), env, client_factory=client_factory)
+    return Result(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Ids and names never reach a URL unchecked: every one is validated against its format before any request, and
-every path segment is percent-escaped where paths are built (`rhone_cli/api_paths.py`).
+every path segment is percent-escaped where paths are built (`rhone_cli/api.py`, with the formats of
+`rhone_cli/api_paths.py`).
 
 The attacks are the ones an outside pass used: a "deployment id" that walks up to another endpoint and ends the path
 with `?`, and an "operation id" that walks over to the members list. The transport records requests: none is sent.
@@ -84,7 +85,7 @@ def test_an_operation_id_from_the_server_is_checked_too():
     inv = Invocation(env)
     with respx.mock(base_url=API, assert_all_called=False) as mock:
         members = mock.get("/v1/workspaces/local/members").mock(return_value=httpx.Response(200, json={"items": []}))
-        op = {"id": MEMBERS, "kind": "deploy", "state": "queued", "version": 1, "terminal": False}
+        op = {"id": MEMBERS, "kind": "deploy", "state": "queued", "version": 1, "terminal": False, "outcome": "running"}
         with pytest.raises(RhoneError) as raised:
             operations.wait(inv, op, timeout=5)
     assert raised.value.code == "invalid_id"
@@ -93,8 +94,10 @@ def test_an_operation_id_from_the_server_is_checked_too():
 
 
 def test_segments_are_escaped_whole():
-    assert api_paths.below("/v1/x", "a/b?c#d e", "%2F") == "/v1/x/a%2Fb%3Fc%23d%20e/%252F"
-    assert api_paths.v1("blobs", "sha256:" + "0" * 64) == "/v1/blobs/sha256%3A" + "0" * 64
+    from rhone_cli import api
+
+    assert api.below("/v1/x", "a/b?c#d e", "%2F") == "/v1/x/a%2Fb%3Fc%23d%20e/%252F"
+    assert api.blob_path("sha256:" + "0" * 64) == "/v1/blobs/sha256%3A" + "0" * 64
 
 
 @pytest.mark.parametrize(

@@ -244,7 +244,7 @@ INTERNAL_VARIABLES = {"COMP_CWORD", "COMP_WORDS", "_TYPER_COMPLETE_ARGS", "_TYPE
 def test_help_environment_lists_every_variable_rhone_reads(rhone):
     """Every variable the CLI's code reads (`environ.get("X")`, `environ["X"]`, the proxy variables, the CI run ids)
     is on the page; a new one that is not fails here."""
-    from rhone_cli.services.operations import CI_RUN_VARIABLES
+    from rhone_cli.api import CI_RUN_VARIABLES
 
     source = "\n".join(p.read_text() for p in (REPO / "rhone_cli").rglob("*.py"))
     read = set(re.findall(r"environ(?:\.get\(|\[)\"([A-Z_][A-Z0-9_]*)\"", source))

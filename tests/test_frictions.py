@@ -113,7 +113,8 @@ def _api(handler):
 
 
 def test_an_unreachable_api_during_a_wait_names_the_operation(rhone, sleeps):
-    op = {"id": OP, "kind": "project.create", "state": "queued", "version": 1, "terminal": False, "stages": []}
+    op = {"id": OP, "kind": "project.create", "state": "queued", "version": 1, "terminal": False, "outcome": "running"}
+    op["stages"] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
@@ -157,8 +158,9 @@ def test_a_failure_log_tail_is_sanitized_too(rhone):
         "state": "failed",
         "version": 5,
         "terminal": True,
+        "outcome": "failed",
         "target_id": DEP,
-        "error": {"code": "build_failed", "message": "the build failed"},
+        "error": {"code": "build_failed", "message": "the build failed", "exit_category": "failure"},
         "stages": [],
     }
     deployment = {"id": DEP, "evidence": {"log_tail": BUILD_LOG}}
@@ -205,6 +207,7 @@ def test_every_recorded_stage_is_shown_even_those_no_poll_saw(rhone):
             "state": stages[upto - 1],
             "version": version,
             "terminal": terminal,
+            "outcome": "succeeded" if terminal else "running",
             "target_id": DEP,
             "stages": [{"state": s, "entered_at": f"2026-11-30T10:00:0{i}+00:00"} for i, s in enumerate(stages[:upto])],
         }

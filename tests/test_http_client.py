@@ -511,3 +511,22 @@ def test_transport_argument_is_used(sleeps):
 
     assert len(seen) == 1
     assert seen[0].headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "exit_code"),
+    [
+        # A refusal that states its exit category is judged by it, whatever its code or status.
+        (409, {"code": "a_gate_no_cli_knows", "exit_category": "gate"}, ExitCode.BLOCKED),
+        (400, {"code": "environment_frozen", "exit_category": "conflict"}, ExitCode.CONFLICT),
+        # Without one (or with one no CLI knows): the status and the known codes, as before.
+        (400, {"code": "environment_frozen"}, ExitCode.BLOCKED),
+        (409, {"code": "something_new", "exit_category": "from_the_future"}, ExitCode.CONFLICT),
+    ],
+)
+def test_a_refusal_states_its_exit_category(client, status, body, exit_code):
+    with respx.mock(base_url=API) as mock:
+        mock.post("/v1/things").mock(return_value=httpx.Response(status, json={"error": {"message": "no", **body}}))
+        with pytest.raises(RhoneError) as raised:
+            client.post("/v1/things", {})
+    assert (raised.value.code, raised.value.exit_code) == (body["code"], exit_code)

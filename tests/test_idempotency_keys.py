@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import io
-
 import httpx
 import respx
 
-from rhone_cli.environment import Environment
-from rhone_cli.invocation import Invocation
-from rhone_cli.services.operations import idempotency_key
+from rhone_cli.api import idempotency_key
 
 
 def key(environ: dict[str, str], path: str, *identity: str) -> str | None:
-    return idempotency_key(Invocation(Environment(stderr=io.StringIO(), environ=environ)), path, *identity)
+    return idempotency_key(environ, path, *identity)
 
 
 def test_outside_ci_the_client_makes_a_fresh_key_per_request() -> None:
@@ -74,7 +70,6 @@ def test_an_api_validation_error_is_a_clean_exit_2(rhone) -> None:
 
 def test_converging_requests_get_no_ci_derived_key_so_3_1_3_in_one_job_acts_three_times() -> None:
     ci = {"CI": "true", "GITHUB_RUN_ID": "123"}
-    inv = Invocation(Environment(stderr=io.StringIO(), environ=ci))
-    assert idempotency_key(inv, "/v1/scale", "3", derive_in_ci=False) is None
-    explicit = Invocation(Environment(stderr=io.StringIO(), environ={**ci, "RHONE_IDEMPOTENCY_KEY": "k"}))
+    assert idempotency_key(ci, "/v1/scale", "3", derive_in_ci=False) is None
+    explicit = {**ci, "RHONE_IDEMPOTENCY_KEY": "k"}
     assert idempotency_key(explicit, "/v1/scale", "3", derive_in_ci=False) is not None  # the script asked for it

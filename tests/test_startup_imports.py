@@ -171,3 +171,106 @@ def test_the_probe_sees_heavy_imports_when_a_command_needs_them(base_environ, tm
     status, _, modules = probe(base_environ, tmp_path, ["config", "validate"], "entry")
     assert status == 0
     assert {"rhone_cli.config.project", "pydantic"} <= set(loaded(modules, FORBIDDEN))
+
+
+# -- the paths that need some of it: issue-15 budgets ------------------------------------------------------------------
+# What an API read needs is httpx; what it does not need is everything that validates or decorates: the rhone.toml
+# models and pydantic (finding rhone.toml and reading the names uses tomllib), the --json document models, the OS
+# keyring (the token comes from RHONE_TOKEN here), progress bars.
+FORBIDDEN_FOR_AN_API_READ = {name: why for name, why in FORBIDDEN.items() if name not in {"httpx", "rhone_cli.http"}}
+# `config validate` validates: pydantic and the rhone.toml models are its work; the rest is not.
+FORBIDDEN_FOR_VALIDATION = {
+    name: why for name, why in FORBIDDEN.items() if name not in {"pydantic", "rhone_cli.config.project"}
+}
+# How many modules a path may import beyond its anchor process (rhone's own modules, the command tree, the stdlib
+# pieces they use). Measured: `app ls --json` 48 beyond one httpx GET (114 while it validated rhone.toml with
+# pydantic), `config validate` 157 beyond `import typer` (pydantic and our models are most of them); the margins
+# leave room for small growth, not for a new heavy dependency.
+EXTRA_MODULES_BUDGET = {"app ls --json": 60, "config validate": 180}
+SHOP_TOML = (
+    '[project]\nname = "shop"\nworkspace = "local"\n\n[app]\nname = "web"\n\n[process]\nstart = "python3 app.py"\n'
+)
+APPS = {"items": [{"id": "app_0123456789abcdef", "name": "web", "created_at": "2026-01-01T00:00:00Z"}]}
+
+
+def anchor_modules(base_environ, tmp_path, code: str, *argv: str) -> list[str]:
+    """sys.modules of a bare python process that runs `code` (the benchmark's anchor for a path)."""
+    script = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))"
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=base_environ,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.fixture
+def apps_server():
+    """A stub API on a port the kernel picked, answering every GET with one page of apps; the paths asked for."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            body = json.dumps(APPS).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_an_api_read_finds_rhone_toml_without_pydantic(base_environ, tmp_path, apps_server):
+    url, asked = apps_server
+    (tmp_path / "rhone.toml").write_text(SHOP_TOML)
+    environ = {"RHONE_API_URL": url, "RHONE_TOKEN": "rht_startup_0a1b2c3d"}
+    status, output, modules = probe(base_environ, tmp_path, ["app", "ls", "--json"], "entry", environ)
+    assert (status, json.loads(output)) == (0, APPS["items"])
+    assert [path.split("?")[0] for path in asked] == ["/v1/workspaces/local/projects/shop/apps"]  # names from the file
+    assert {"rhone_cli.config.locate", "httpx"} <= set(modules)
+    assert loaded(modules, FORBIDDEN_FOR_AN_API_READ) == []
+    anchor = anchor_modules(base_environ, tmp_path, "import httpx, typer\nhttpx.get(sys.argv[1] + '/v1/x')", url)
+    extra = sorted(set(modules) - set(anchor))
+    assert len(extra) <= EXTRA_MODULES_BUDGET["app ls --json"], extra
+
+
+def test_an_invalid_name_in_rhone_toml_is_still_reported_by_the_full_validation(base_environ, tmp_path, apps_server):
+    # Names that tomllib alone cannot vouch for go through the models, which name the file, line and key (exit 2).
+    url, asked = apps_server
+    (tmp_path / "rhone.toml").write_text(SHOP_TOML.replace('name = "web"', 'name = "Web!"'))
+    environ = {"RHONE_API_URL": url, "RHONE_TOKEN": "rht_startup_0a1b2c3d"}
+    status, output, modules = probe(base_environ, tmp_path, ["app", "ls", "--json"], "entry", environ)
+    error = json.loads(output)["error"]
+    assert (status, error["code"], error["exit_code"]) == (2, "invalid_config", 2)
+    assert [(p["key"], p["line"]) for p in error["details"]["problems"]] == [("app.name", 6)]
+    assert "rhone_cli.config.project" in modules
+    assert asked == []  # refused before any request
+
+
+def test_config_validate_imports_only_what_validation_needs(base_environ, tmp_path):
+    (tmp_path / "rhone.toml").write_text(SHOP_TOML)
+    status, output, modules = probe(base_environ, tmp_path, ["config", "validate"], "entry")
+    assert status == 0 and "valid" in output
+    assert loaded(modules, FORBIDDEN_FOR_VALIDATION) == []
+    extra = sorted(set(modules) - set(anchor_modules(base_environ, tmp_path, "import typer")))
+    assert len(extra) <= EXTRA_MODULES_BUDGET["config validate"], extra

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from rhone_cli.api import V1
 from rhone_cli.commands._common import invocation
 
 
@@ -16,7 +17,7 @@ def register(root: typer.Typer) -> None:
         ctx: typer.Context,
         method_or_path: Annotated[str, typer.Argument(help="GET, POST, PUT, PATCH or DELETE; or the path.")],
         path: Annotated[
-            str | None, typer.Argument(help="/v1/… path, with an optional ?query (when a method comes first).")
+            str | None, typer.Argument(help=f"{V1}/… path, with an optional ?query (when a method comes first).")
         ] = None,
         field: Annotated[
             list[str] | None,

@@ -124,10 +124,10 @@ auth_app = group("auth", "Credentials for scripts: the token commands would send
 def token(ctx: typer.Context) -> None:
     """Print the token of the current profile (refreshed first if it was about to expire), for scripts:
     `curl -H "Authorization: Bearer $(rhone auth token)" …`. It is printed unmasked: keep it out of logs."""
-    from rhone_cli.services import auth
+    from rhone_cli.token_refresh import fresh_credential
 
     inv = invocation(ctx)
-    credential = auth.fresh_credential(inv, inv.credential())
+    credential = fresh_credential(inv, inv.credential())
     if inv.env.options.json:
         document = {"token": credential.token, "source": credential.source, "expires_at": credential.expires_at}
         # Written directly: the output module masks known secrets everywhere, and printing this one is the point.

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from rhone_cli import api_paths
-from rhone_cli.commands import _tenancy as t
+from rhone_cli import render
 from rhone_cli.commands._common import invocation, new_typer
+from rhone_cli.commands._options import AllOpt, LimitOpt, NoWaitOpt, TargetFlags, WaitTimeoutOpt, targets
 from rhone_cli.output import Output
 
 app = new_typer(
@@ -18,20 +18,6 @@ app = new_typer(
     subcommand_metavar="[COMMAND [ARGS]...]",  # bare `rhone deploy` deploys
 )
 DeploymentId = Annotated[str, typer.Argument(help="Deployment id (dep_…).", metavar="DEPLOYMENT_ID")]
-
-
-def render_deployment(doc: dict):
-    from rhone_cli.services.deploy import evidence_lines
-
-    def human(out: Output) -> None:
-        if doc.get("state") == "preview_ready":
-            out.line(f"Preview: {doc['url']}")
-        else:
-            out.line(f"{doc['id']}  {doc.get('state')}  {doc.get('url', '')}")
-        for line in evidence_lines(doc):
-            out.line(line)
-
-    return human
 
 
 @app.callback()
@@ -50,8 +36,8 @@ def deploy(
             "--force-build", help="Build even when an earlier build of the same source and build settings exists."
         ),
     ] = False,
-    no_wait: t.NoWaitOpt = False,
-    wait_timeout: t.WaitTimeoutOpt = None,
+    no_wait: NoWaitOpt = False,
+    wait_timeout: WaitTimeoutOpt = None,
 ) -> None:
     """Deploy: manifest, upload missing blobs, create the deployment, wait for preview_ready (or blocked/failed);
     with --promote, then promote the validated artifact to production."""
@@ -61,6 +47,7 @@ def deploy(
         from rhone_cli.errors import usage_error
 
         raise usage_error("--promote waits for the deployment; it cannot be combined with --no-wait")
+    from rhone_cli.render.deployments import deployment
     from rhone_cli.services import deploy as service
 
     inv = invocation(ctx)
@@ -68,11 +55,11 @@ def deploy(
         inv, environment=env, prebuilt=prebuilt, no_wait=no_wait, timeout=wait_timeout, force_build=force_build
     )
     if no_wait:
-        inv.out.result(doc["operation"], t.created_or_operation(doc["operation"], "deployment"))
+        inv.out.result(doc["operation"], render.created_or_operation(doc["operation"], "deployment"))
         return
     result = {k: v for k, v in doc.items() if k != "upload"}
     if promote:
-        from rhone_cli.commands.promote import render_route, warn_sessions
+        from rhone_cli.render.routes import route_move, warn_sessions
         from rhone_cli.services import routes
 
         route = routes.promote(
@@ -89,70 +76,41 @@ def deploy(
         warn_sessions(inv.out, route)
 
         def human(out: Output) -> None:
-            render_deployment(doc)(out)
-            render_route(route)(out)
+            deployment(doc)(out)
+            route_move(route)(out)
 
         inv.out.result(result, human)
         return
-    inv.out.result(result, render_deployment(doc))
+    inv.out.result(result, deployment(doc))
 
 
 @app.command("ls")
+@targets("app")
 def ls(
     ctx: typer.Context,
-    app_name: t.AppOpt = None,
-    project: t.ProjectOpt = None,
-    workspace: t.WorkspaceOpt = None,
-    limit: t.LimitOpt = None,
-    everything: t.AllOpt = False,
+    limit: LimitOpt = None,
+    everything: AllOpt = False,
+    *,
+    where: TargetFlags,
 ) -> None:
     """List an app's deployments, newest first: which one serves each environment's route (`serves`), and which
     previews a newer deployment replaced (`superseded`: their URL answers 503)."""
+    from rhone_cli.render.deployments import listing
     from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    rows = tenancy.newest(inv, api_paths.below(target.app_path, "deployments"), limit=limit, everything=everything)
-    shown = [
-        {
-            **row,
-            "state": "superseded" if row.get("superseded_by") else row["state"],
-            "serves": ", ".join(route["environment"] for route in row.get("routes") or []),
-            "artifact": (row.get("artifact_digest") or "")[:19],
-        }
-        for row in rows
-    ]
-    inv.out.result(
-        rows,
-        t.table(
-            ["id", "env", "state", "serves", "artifact", "created"],
-            ["id", "environment", "state", "serves", "artifact", "created_at"],
-            shown,
-            "no deployments",
-        ),
-    )
+    rows = tenancy.newest(inv, inv.api().deployments, where.resolve(inv), limit=limit, everything=everything)
+    inv.out.result(rows, listing(rows))
 
 
 @app.command("show")
 def show(ctx: typer.Context, deployment_id: DeploymentId) -> None:
     """Show a deployment: state, URL, gate evidence and allocations."""
-    from rhone_cli.services import tenancy
+    from rhone_cli.render.deployments import details
 
     inv = invocation(ctx)
-    doc = tenancy.get(inv, api_paths.deployment(deployment_id))
-
-    def human(out: Output) -> None:
-        render_deployment(doc)(out)
-        out.line(f"  {'operation:':<17}{doc['operation_id']}")
-        for alloc in doc["allocations"]:
-            health = alloc.get("health") or {}
-            owner = "  (route owner)" if alloc.get("route_owner") else ""
-            out.line(
-                f"  allocation {alloc['id']}  {alloc['environment']}  {alloc['state']}  region {alloc['region']}  "
-                f"cell {alloc['cell']}  {health.get('error') or health.get('last', '')}{owner}"
-            )
-
-    inv.out.result(doc, human)
+    doc = inv.api().deployment(deployment_id)
+    inv.out.result(doc, details(doc))
 
 
 @app.command("approve")
@@ -160,14 +118,15 @@ def approve(
     ctx: typer.Context,
     deployment_id: DeploymentId,
     ack_cold: Annotated[bool, typer.Option("--ack-cold", help="Acknowledge a cold deploy (sessions refresh).")] = False,
-    wait_timeout: t.WaitTimeoutOpt = None,
+    wait_timeout: WaitTimeoutOpt = None,
 ) -> None:
     """Approve a blocked deployment (new migrations; with --ack-cold, a cold state change), then wait for it."""
+    from rhone_cli.render.deployments import deployment
     from rhone_cli.services import deploy as service
 
     inv = invocation(ctx)
     doc = service.approve(inv, deployment_id, ack_cold=ack_cold, timeout=wait_timeout)
-    inv.out.result(doc, render_deployment(doc))
+    inv.out.result(doc, deployment(doc))
 
 
 @app.command("logs")
@@ -179,15 +138,8 @@ def logs(
     ] = 100,
 ) -> None:
     """Show a deployment's build log and its allocations' logs."""
+    from rhone_cli.render.deployments import logs as shown
 
     inv = invocation(ctx)
-    doc = inv.client().get(api_paths.deployment(deployment_id, "logs"), params={"lines": lines}).data
-
-    def human(out: Output) -> None:
-        out.line("== build ==")
-        out.line(doc["build"] or "(no build log)")
-        for alloc_id, text in doc["allocations"].items():
-            out.line(f"== allocation {alloc_id} ==")
-            out.line(text or "(empty)")
-
-    inv.out.result(doc, human)
+    doc = inv.api().deployment_logs(deployment_id, lines=lines)
+    inv.out.result(doc, shown(doc))

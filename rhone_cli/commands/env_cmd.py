@@ -6,28 +6,26 @@ from typing import Annotated
 
 import typer
 
-from rhone_cli import api_paths
-from rhone_cli.commands import _tenancy as t
+from rhone_cli import render
 from rhone_cli.commands._common import group, invocation
+from rhone_cli.commands._options import NoWaitOpt, TargetFlags, WaitTimeoutOpt, targets
 
 app = group("env", "Environments: preview, production and more, with their policy and bindings.")
 COLUMNS = (["id", "name", "approval", "frozen"], ["id", "name", "approval_required", "frozen"])
 
 
 @app.command("ls")
-def ls(
-    ctx: typer.Context, app_name: t.AppOpt = None, project: t.ProjectOpt = None, workspace: t.WorkspaceOpt = None
-) -> None:
+@targets("app")
+def ls(ctx: typer.Context, *, where: TargetFlags) -> None:
     """List an app's environments."""
-    from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    rows = tenancy.items(inv, api_paths.below(target.app_path, "environments"))
-    inv.out.result(rows, t.table(*COLUMNS, rows, "no environments"))
+    rows = inv.api().environments(where.resolve(inv))
+    inv.out.result(rows, render.table(*COLUMNS, rows, "no environments"))
 
 
 @app.command("create")
+@targets("app")
 def create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Environment name, e.g. staging.")],
@@ -35,48 +33,41 @@ def create(
         bool, typer.Option("--approval-required", help="Promotions need an owner/admin approval.")
     ] = False,
     frozen: Annotated[bool, typer.Option("--frozen", help="Create it frozen (promotions refused).")] = False,
-    app_name: t.AppOpt = None,
-    project: t.ProjectOpt = None,
-    workspace: t.WorkspaceOpt = None,
-    no_wait: t.NoWaitOpt = False,
-    wait_timeout: t.WaitTimeoutOpt = None,
+    no_wait: NoWaitOpt = False,
+    wait_timeout: WaitTimeoutOpt = None,
+    *,
+    where: TargetFlags,
 ) -> None:
     """Create an environment for an app (an operation)."""
     from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
+    target = where.resolve(inv)
     body = {"name": name, "approval_required": approval_required, "frozen": frozen}
-    doc = tenancy.create(
-        inv,
-        api_paths.below(target.app_path, "environments"),
-        body,
-        resource_path=target.environment_path(name),
-        no_wait=no_wait,
-        timeout=wait_timeout,
-    )
-    inv.out.result(doc, t.created_or_operation(doc, "environment"))
+    doc = tenancy.create_environment(inv, target, body, no_wait=no_wait, timeout=wait_timeout)
+    inv.out.result(doc, render.created_or_operation(doc, "environment"))
 
 
 @app.command("show")
+@targets("app")
 def show(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Name or id.", metavar="ENV")],
-    app_name: t.AppOpt = None,
-    project: t.ProjectOpt = None,
-    workspace: t.WorkspaceOpt = None,
+    *,
+    where: TargetFlags,
 ) -> None:
     """Show an environment and its policy."""
     from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    doc = tenancy.get(inv, target.environment_path(name))
+    target = where.resolve(inv)
+    doc = inv.api().environment(target, name)
     tenancy.warn_policy_drift(inv, doc)
-    inv.out.result(doc, t.fields(doc, ["id", "name", "app_id", "approval_required", "frozen", "created_at"]))
+    inv.out.result(doc, render.fields(doc, ["id", "name", "app_id", "approval_required", "frozen", "created_at"]))
 
 
 @app.command("policy")
+@targets("app")
 def policy(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Environment name.", metavar="ENV")],
@@ -87,57 +78,51 @@ def policy(
             help="Promotions and rollbacks need an owner's or admin's approval. Without it, show the policy.",
         ),
     ] = None,
-    app_name: t.AppOpt = None,
-    project: t.ProjectOpt = None,
-    workspace: t.WorkspaceOpt = None,
+    *,
+    where: TargetFlags,
 ) -> None:
     """Show or change an environment's policy on the server (owners and admins; audited). Reports where it differs
     from rhone.toml's [environments] section."""
     from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
+    target = where.resolve(inv)
     if approval_required is None:
-        doc = tenancy.get(inv, target.environment_path(name))
+        doc = inv.api().environment(target, name)
     else:
-        path = target.environment_path(name, "policy")
-        doc = inv.client().post(path, {"approval_required": approval_required}).data
+        doc = inv.api().set_approval_required(target, name, approval_required)
     tenancy.warn_policy_drift(inv, doc)
-    inv.out.result(doc, t.fields(doc, ["name", "approval_required", "frozen"]))
+    inv.out.result(doc, render.fields(doc, ["name", "approval_required", "frozen"]))
 
 
-def _set_frozen(ctx: typer.Context, name: str, app_name, project, workspace, frozen: bool) -> None:
-    from rhone_cli.services import tenancy
-
+def _set_frozen(ctx: typer.Context, name: str, where: TargetFlags, frozen: bool) -> None:
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    verb = "freeze" if frozen else "unfreeze"
-    doc = inv.client().post(target.environment_path(name, verb), {}).data
+    doc = inv.api().set_frozen(where.resolve(inv), name, frozen)
     inv.out.result(doc, lambda out: out.line(f"{doc['name']} is {'frozen' if doc['frozen'] else 'not frozen'}"))
 
 
 @app.command("freeze")
+@targets("app")
 def freeze(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Environment name.", metavar="ENV")],
-    app_name: t.AppOpt = None,
-    project: t.ProjectOpt = None,
-    workspace: t.WorkspaceOpt = None,
+    *,
+    where: TargetFlags,
 ) -> None:
     """Freeze an environment: promotions to it are refused (exit 6) until it is unfrozen (audited)."""
-    _set_frozen(ctx, name, app_name, project, workspace, True)
+    _set_frozen(ctx, name, where, True)
 
 
 @app.command("unfreeze")
+@targets("app")
 def unfreeze(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Environment name.", metavar="ENV")],
-    app_name: t.AppOpt = None,
-    project: t.ProjectOpt = None,
-    workspace: t.WorkspaceOpt = None,
+    *,
+    where: TargetFlags,
 ) -> None:
     """Unfreeze an environment (owners and admins; audited)."""
-    _set_frozen(ctx, name, app_name, project, workspace, False)
+    _set_frozen(ctx, name, where, False)
 
 
 # -- provider bindings and runtime services ------------------------------------------------------------------------
@@ -145,13 +130,10 @@ EnvArg = Annotated[str, typer.Argument(help="Environment name, e.g. production."
 RegionOpt = Annotated[
     str | None, typer.Option("--region", help="Region (default: the primary region).", metavar="REGION")
 ]
-BINDING_COLUMNS = (
-    ["name", "kind", "resource", "region", "state", "mutable", "shared", "secrets"],
-    ["name", "kind", "resource", "region", "state", "mutable", "shared_read_only", "secrets"],
-)
 
 
 @app.command("bind")
+@targets("app")
 def bind(
     ctx: typer.Context,
     env: EnvArg,
@@ -192,20 +174,19 @@ def bind(
         typer.Option("--shared", help="Declared shared across environments (needs --read-only on every side)."),
     ] = False,
     region: RegionOpt = None,
-    app_name: t.AppOpt = None,
-    project: t.ProjectOpt = None,
-    workspace: t.WorkspaceOpt = None,
-    no_wait: t.NoWaitOpt = False,
-    wait_timeout: t.WaitTimeoutOpt = None,
+    no_wait: NoWaitOpt = False,
+    wait_timeout: WaitTimeoutOpt = None,
+    *,
+    where: TargetFlags,
 ) -> None:
     """Bind a provider to ENV (an operation). A mutable resource serves one environment: binding the database
     production uses to preview is refused (exit 5) unless both sides are --shared --read-only."""
-    from rhone_cli.services import tenancy, topology
+    from rhone_cli.services import topology
 
     inv = invocation(ctx)
     topology.check_bind_flags(resource=resource, provision=provision)
     secrets = {} if provision else topology.read_secrets(inv, secret or [])
-    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
+    target = where.resolve(inv)
     body = {
         "name": name,
         "kind": kind,
@@ -218,10 +199,11 @@ def bind(
     if provision:
         body.update(provision=True, provision_secrets=topology.provision_secret_names(inv, name, secret or []))
     doc = topology.bind(inv, target, env, body, no_wait=no_wait, timeout=wait_timeout)
-    inv.out.result(doc, t.created_or_operation(doc, "binding"))
+    inv.out.result(doc, render.created_or_operation(doc, "binding"))
 
 
 @app.command("unbind")
+@targets("app")
 def unbind(
     ctx: typer.Context,
     env: EnvArg,
@@ -230,20 +212,19 @@ def unbind(
         bool, typer.Option("--delete-data", help="Also delete the database Rhone Local provisioned for it.")
     ] = False,
     region: RegionOpt = None,
-    app_name: t.AppOpt = None,
-    project: t.ProjectOpt = None,
-    workspace: t.WorkspaceOpt = None,
-    no_wait: t.NoWaitOpt = False,
-    wait_timeout: t.WaitTimeoutOpt = None,
+    no_wait: NoWaitOpt = False,
+    wait_timeout: WaitTimeoutOpt = None,
+    *,
+    where: TargetFlags,
 ) -> None:
     """Remove a provider binding and its secrets (an operation). Running allocations keep their variables until they
     restart; deploys and promotions that need the provider are blocked again. A database Rhone Local provisioned
     is kept (binding it again with --provision finds it) unless --delete-data, which is refused while an
     allocation still uses it."""
-    from rhone_cli.services import tenancy, topology
+    from rhone_cli.services import topology
 
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
+    target = where.resolve(inv)
     doc = topology.unbind(
         inv, target, env, name, region, delete_data=delete_data, no_wait=no_wait, timeout=wait_timeout
     )
@@ -251,23 +232,23 @@ def unbind(
 
 
 @app.command("bindings")
+@targets("app")
 def bindings(
     ctx: typer.Context,
     env: EnvArg,
-    app_name: t.AppOpt = None,
-    project: t.ProjectOpt = None,
-    workspace: t.WorkspaceOpt = None,
+    *,
+    where: TargetFlags,
 ) -> None:
     """List ENV's provider bindings (secret names only; values are never shown)."""
-    from rhone_cli.services import tenancy, topology
+    from rhone_cli.render import topology
 
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    rows = topology.bindings(inv, target, env)
-    inv.out.result(rows, t.table(*BINDING_COLUMNS, rows, f"no provider bindings in {env}"))
+    rows = inv.api().bindings(where.resolve(inv), env)
+    inv.out.result(rows, topology.bindings(rows, env))
 
 
 @app.command("services")
+@targets("app")
 def services(
     ctx: typer.Context,
     env: EnvArg,
@@ -290,65 +271,32 @@ def services(
         ),
     ] = "local",
     region: RegionOpt = None,
-    app_name: t.AppOpt = None,
-    project: t.ProjectOpt = None,
-    workspace: t.WorkspaceOpt = None,
-    no_wait: t.NoWaitOpt = False,
-    wait_timeout: t.WaitTimeoutOpt = None,
+    no_wait: NoWaitOpt = False,
+    wait_timeout: WaitTimeoutOpt = None,
+    *,
+    where: TargetFlags,
 ) -> None:
     """List ENV's runtime services and what the app needs to scale; with --bind/--unbind, change them (an
     operation)."""
-    from rhone_cli.services import tenancy, topology
+    from rhone_cli.render import topology as shown
+    from rhone_cli.services import topology
 
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
+    target = where.resolve(inv)
     if bind_services or unbind_services:
         body = {"bind": bind_services or [], "unbind": unbind_services or [], "region": region, "provider": provider}
         doc = topology.update_services(inv, target, env, body, no_wait=no_wait, timeout=wait_timeout)
         if no_wait:
-            inv.out.result(doc, t.created_or_operation(doc, "services"))
+            inv.out.result(doc, render.created_or_operation(doc, "services"))
             return
     else:
-        doc = topology.services(inv, target, env)
-    inv.out.result(doc, _services_human(doc))
-
-
-def _engine_columns(row: dict) -> list[str]:
-    """Whether the engine answers (and how often it was restarted), and how many of the lane's allocations hold a
-    connection to it: bound but unused shows as 0/N."""
-    if row.get("engine_up") is None:
-        return ["-", "-"]
-    restarts = row.get("engine_restarts") or 0
-    state = ("up" if row["engine_up"] else "down") + (f" ({restarts} restart(s))" if restarts else "")
-    allocations = row.get("allocations")
-    if allocations is None:
-        return [state, "?"]
-    return [state, f"{sum(a['connections'] > 0 for a in allocations)}/{len(allocations)} allocation(s)"]
-
-
-def _services_human(doc: dict):
-    def human(out) -> None:
-        out.table(
-            ["service", "region", "provider", "engine", "connected", "operation"],
-            [[r["service"], r["region"], r["provider"], *_engine_columns(r), r["operation_id"]] for r in doc["items"]],
-            empty=f"no runtime services bound in {doc['environment']}",
-        )
-        for r in doc["items"]:
-            if r.get("engine_up") is False:
-                out.warn(f"{r['service']} in {r['region']} is down: {r.get('engine_error')}")
-        if doc["required"]:
-            out.line()
-            out.line("needed for more than one instance:")
-            missing = {r["service"] for r in doc["missing"]}
-            for requirement in doc["required"]:
-                mark = "missing" if requirement["service"] in missing else "bound"
-                out.line(f"  {requirement['service']:<14} {mark:<8} {requirement['reason']}")
-
-    return human
+        doc = inv.api().services(target, env)
+    inv.out.result(doc, shown.services(doc))
 
 
 # -- settings -------------------------------------------------------------------------------------------------------
 @app.command("set")
+@targets("app")
 def set_config(
     ctx: typer.Context,
     env: EnvArg,
@@ -365,23 +313,22 @@ def set_config(
             metavar="NAME[=@FILE|=@-]",
         ),
     ] = None,
-    app_name: t.AppOpt = None,
-    project: t.ProjectOpt = None,
-    workspace: t.WorkspaceOpt = None,
-    no_wait: t.NoWaitOpt = False,
-    wait_timeout: t.WaitTimeoutOpt = None,
+    no_wait: NoWaitOpt = False,
+    wait_timeout: WaitTimeoutOpt = None,
+    *,
+    where: TargetFlags,
 ) -> None:
     """Set ENV's settings (an operation): its running allocations roll onto them, new instances first. Names are
     letters, digits and underscores, not PORT, PATH, HOME or RHONE_*."""
     from rhone_cli.errors import usage_error
-    from rhone_cli.services import settings, tenancy
+    from rhone_cli.services import settings
 
     inv = invocation(ctx)
     values = settings.parse_assignments(assignments or [])
     secrets = settings.read_secret_settings(inv, secret or [])
     if not values and not secrets:
         raise usage_error("name at least one NAME=VALUE or --secret NAME")
-    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
+    target = where.resolve(inv)
     doc = settings.change(
         inv, target, env, values=values, secrets=secrets, unset=[], no_wait=no_wait, timeout=wait_timeout
     )
@@ -390,26 +337,26 @@ def set_config(
 
 
 @app.command("unset")
+@targets("app")
 def unset_config(
     ctx: typer.Context,
     env: EnvArg,
     names: Annotated[list[str], typer.Argument(help="Setting names to remove.", metavar="NAME")],
-    app_name: t.AppOpt = None,
-    project: t.ProjectOpt = None,
-    workspace: t.WorkspaceOpt = None,
-    no_wait: t.NoWaitOpt = False,
-    wait_timeout: t.WaitTimeoutOpt = None,
+    no_wait: NoWaitOpt = False,
+    wait_timeout: WaitTimeoutOpt = None,
+    *,
+    where: TargetFlags,
 ) -> None:
     """Remove settings from ENV (an operation that rolls its running allocations)."""
     from rhone_cli.errors import usage_error
-    from rhone_cli.services import settings, tenancy
+    from rhone_cli.services import settings
 
     inv = invocation(ctx)
     for name in names:
         problem = settings.name_problem(name)
         if problem:
             raise usage_error(f"{name!r}: {problem}")
-    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
+    target = where.resolve(inv)
     doc = settings.change(
         inv, target, env, values={}, secrets={}, unset=sorted(set(names)), no_wait=no_wait, timeout=wait_timeout
     )
@@ -417,28 +364,16 @@ def unset_config(
 
 
 @app.command("config")
+@targets("app")
 def show_config(
     ctx: typer.Context,
     env: EnvArg,
-    app_name: t.AppOpt = None,
-    project: t.ProjectOpt = None,
-    workspace: t.WorkspaceOpt = None,
+    *,
+    where: TargetFlags,
 ) -> None:
     """List ENV's settings (secret values masked) and rhone.toml's defaults, and the required ones it lacks."""
-    from rhone_cli.services import settings, tenancy
+    from rhone_cli.render import topology
 
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    doc = settings.show(inv, target, env)
-
-    def human(out) -> None:
-        rows = [
-            [i["name"], "********" if i["secret"] else i["value"], "yes" if i["secret"] else "", i["source"]]
-            for i in doc["items"]
-        ]
-        out.table(["name", "value", "secret", "source"], rows, empty=f"no settings in {doc['environment']}")
-        if doc["missing"]:
-            out.line()
-            out.line(f"required but missing (deploys are refused): {', '.join(doc['missing'])}")
-
-    inv.out.result(doc, human)
+    doc = inv.api().settings(where.resolve(inv), env)
+    inv.out.result(doc, topology.settings(doc))

@@ -7,13 +7,14 @@ from typing import Annotated
 
 import typer
 
-from rhone_cli.commands import _tenancy as t
 from rhone_cli.commands._common import invocation
+from rhone_cli.commands._options import TargetFlags, targets
 from rhone_cli.errors import Interrupted
 
 
 def register(root: typer.Typer) -> None:
     @root.command("logs")
+    @targets("app")
     def logs(
         ctx: typer.Context,
         deployment: Annotated[
@@ -26,22 +27,20 @@ def register(root: typer.Typer) -> None:
             str | None,
             typer.Option("--since", help="Only output of the last DURATION (30s, 10m, 2h, 1d).", metavar="DURATION"),
         ] = None,
-        app_name: t.AppOpt = None,
-        project: t.ProjectOpt = None,
-        workspace: t.WorkspaceOpt = None,
+        *,
+        where: TargetFlags,
     ) -> None:
         """App output (stdout and stderr) of every allocation, each line prefixed by its allocation id. With DEP:
         everything its allocations wrote; without: the recent output of the app's live allocations and of those
         that ended in the last hour (or within --since). Developers and above."""
         from rhone_cli.errors import usage_error
         from rhone_cli.services import logs as service
-        from rhone_cli.services import tenancy
 
         inv = invocation(ctx)
         if follow and inv.env.options.json:
             raise usage_error("--follow prints lines as they come; it cannot be combined with --json")
         seconds = service.parse_duration(since) if since is not None else None
-        target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
+        target = where.resolve(inv)
         pages = service.pages(inv, target, deployment=deployment, environment=env, since=seconds, follow=follow)
         if inv.env.options.json:
             collected: dict = {"lines": []}

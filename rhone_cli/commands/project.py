@@ -6,61 +6,53 @@ from typing import Annotated
 
 import typer
 
-from rhone_cli import api_paths
-from rhone_cli.commands import _tenancy as t
+from rhone_cli import render
 from rhone_cli.commands._common import group, invocation
+from rhone_cli.commands._options import AllOpt, LimitOpt, NoWaitOpt, TargetFlags, WaitTimeoutOpt, targets
 
 app = group("project", "Projects: groups of apps in a workspace.")
 COLUMNS = (["id", "name", "created"], ["id", "name", "created_at"])
 
 
 @app.command("ls")
-def ls(
-    ctx: typer.Context, workspace: t.WorkspaceOpt = None, limit: t.LimitOpt = None, everything: t.AllOpt = False
-) -> None:
+@targets("workspace")
+def ls(ctx: typer.Context, limit: LimitOpt = None, everything: AllOpt = False, *, where: TargetFlags) -> None:
     """List the workspace's projects, newest first."""
     from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, need="workspace")
-    rows = tenancy.newest(inv, api_paths.below(target.workspace_path, "projects"), limit=limit, everything=everything)
-    inv.out.result(rows, t.table(*COLUMNS, rows, "no projects"))
+    rows = tenancy.newest(inv, inv.api().projects, where.resolve(inv), limit=limit, everything=everything)
+    inv.out.result(rows, render.table(*COLUMNS, rows, "no projects"))
 
 
 @app.command("create")
+@targets("workspace")
 def create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Project name.")],
-    workspace: t.WorkspaceOpt = None,
-    no_wait: t.NoWaitOpt = False,
-    wait_timeout: t.WaitTimeoutOpt = None,
+    no_wait: NoWaitOpt = False,
+    wait_timeout: WaitTimeoutOpt = None,
+    *,
+    where: TargetFlags,
 ) -> None:
     """Create a project (an operation; waits for it unless --no-wait)."""
     from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, project=name, need="project")
-    doc = tenancy.create(
-        inv,
-        api_paths.below(target.workspace_path, "projects"),
-        {"name": name},
-        resource_path=target.project_path,
-        no_wait=no_wait,
-        timeout=wait_timeout,
-    )
-    inv.out.result(doc, t.created_or_operation(doc, "project"))
+    target = where.resolve(inv, need="project", project=name)
+    doc = tenancy.create_project(inv, target, no_wait=no_wait, timeout=wait_timeout)
+    inv.out.result(doc, render.created_or_operation(doc, "project"))
 
 
 @app.command("show")
+@targets("workspace")
 def show(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(help="Name or id.", metavar="PROJECT")] = None,
-    workspace: t.WorkspaceOpt = None,
+    *,
+    where: TargetFlags,
 ) -> None:
     """Show a project (default: the one in rhone.toml)."""
-    from rhone_cli.services import tenancy
-
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, project=name, need="project")
-    doc = tenancy.get(inv, target.project_path)
-    inv.out.result(doc, t.fields(doc, ["id", "name", "workspace_id", "created_at", "operation_id"]))
+    doc = inv.api().project(where.resolve(inv, need="project", project=name))
+    inv.out.result(doc, render.fields(doc, ["id", "name", "workspace_id", "created_at", "operation_id"]))

@@ -6,27 +6,25 @@ from typing import Annotated
 
 import typer
 
-from rhone_cli import api_paths
-from rhone_cli.commands import _tenancy as t
+from rhone_cli import render
 from rhone_cli.commands._common import group, invocation
+from rhone_cli.commands._options import AllOpt, LimitOpt, TargetFlags, targets
 
 app = group("route", "Route ownership: which deployment serves each app environment, by epoch.")
 Env = Annotated[str, typer.Argument(help="Environment name, e.g. production.", metavar="ENV")]
 
 
 @app.command("ls")
-def ls(
-    ctx: typer.Context, app_name: t.AppOpt = None, project: t.ProjectOpt = None, workspace: t.WorkspaceOpt = None
-) -> None:
+@targets("app")
+def ls(ctx: typer.Context, *, where: TargetFlags) -> None:
     """List the app's route owners."""
-    from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    rows = tenancy.items(inv, api_paths.below(target.app_path, "routes"))
+    target = where.resolve(inv)
+    rows = inv.api().routes(target)
     inv.out.result(
         rows,
-        t.table(
+        render.table(
             ["route", "epoch", "deployment", "url"],
             ["route_key", "epoch", "deployment_id", "url"],
             rows,
@@ -36,45 +34,45 @@ def ls(
 
 
 @app.command("show")
+@targets("app")
 def show(
     ctx: typer.Context,
     env: Env,
-    app_name: t.AppOpt = None,
-    project: t.ProjectOpt = None,
-    workspace: t.WorkspaceOpt = None,
+    *,
+    where: TargetFlags,
 ) -> None:
     """Show who owns ENV's route, at which epoch, with which artifact."""
-    from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    doc = tenancy.get(inv, api_paths.below(target.app_path, "routes", api_paths.checked_ref("environment", env)))
+    target = where.resolve(inv)
+    doc = inv.api().route(target, env)
     inv.out.result(
         doc,
-        t.fields(doc, ["route_key", "epoch", "deployment_id", "artifact_digest", "url", "operation_id", "updated_at"]),
+        render.fields(
+            doc, ["route_key", "epoch", "deployment_id", "artifact_digest", "url", "operation_id", "updated_at"]
+        ),
     )
 
 
 @app.command("history")
+@targets("app")
 def history(
     ctx: typer.Context,
     env: Env,
-    app_name: t.AppOpt = None,
-    project: t.ProjectOpt = None,
-    workspace: t.WorkspaceOpt = None,
-    limit: t.LimitOpt = None,
-    everything: t.AllOpt = False,
+    limit: LimitOpt = None,
+    everything: AllOpt = False,
+    *,
+    where: TargetFlags,
 ) -> None:
     """The changes of ENV's route owner, newest first, with the operation that made each."""
     from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, project=project, app=app_name)
-    path = api_paths.below(target.app_path, "routes", api_paths.checked_ref("environment", env), "history")
-    rows = tenancy.newest(inv, path, limit=limit, everything=everything)
+    target = where.resolve(inv)
+    rows = tenancy.newest(inv, inv.api().route_history, target, env, limit=limit, everything=everything)
     inv.out.result(
         rows,
-        t.table(
+        render.table(
             ["seq", "epoch", "kind", "deployment", "previous", "operation", "at"],
             ["seq", "epoch", "kind", "deployment_id", "previous_deployment_id", "operation_id", "created_at"],
             rows,

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from rhone_cli import api_paths
-from rhone_cli.commands import _tenancy as t
+from rhone_cli import render
 from rhone_cli.commands._common import group, invocation
+from rhone_cli.commands._options import AllOpt, LimitOpt, TargetFlags, targets
 
 app = group("workspace", "Workspaces: members, roles and the audit log.")
 
@@ -24,11 +24,9 @@ class Role(StrEnum):
 @app.command("ls")
 def ls(ctx: typer.Context) -> None:
     """List the workspaces you belong to, with your role."""
-    from rhone_cli.services import tenancy
-
     inv = invocation(ctx)
-    rows = tenancy.items(inv, "/v1/workspaces")
-    inv.out.result(rows, t.table(["id", "name", "role"], ["id", "name", "role"], rows, "no workspaces"))
+    rows = inv.api().workspaces()
+    inv.out.result(rows, render.table(["id", "name", "role"], ["id", "name", "role"], rows, "no workspaces"))
 
 
 @app.command("show")
@@ -40,65 +38,58 @@ def show(
 
     inv = invocation(ctx)
     target = tenancy.target(inv, workspace=workspace, need="workspace")
-    doc = tenancy.get(inv, target.workspace_path)
-    inv.out.result(doc, t.fields(doc, ["id", "name", "role", "created_at"]))
+    doc = inv.api().workspace(target)
+    inv.out.result(doc, render.fields(doc, ["id", "name", "role", "created_at"]))
 
 
 @app.command("members")
-def members(ctx: typer.Context, workspace: t.WorkspaceOpt = None) -> None:
+@targets("workspace")
+def members(ctx: typer.Context, *, where: TargetFlags) -> None:
     """List a workspace's members and their roles."""
-    from rhone_cli.services import tenancy
-
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, need="workspace")
-    rows = tenancy.items(inv, api_paths.below(target.workspace_path, "members"))
+    target = where.resolve(inv)
+    rows = inv.api().members(target)
     inv.out.result(
-        rows, t.table(["user", "name", "email", "role"], ["user_id", "name", "email", "role"], rows, "no members")
+        rows, render.table(["user", "name", "email", "role"], ["user_id", "name", "email", "role"], rows, "no members")
     )
 
 
 @app.command("invite")
+@targets("workspace")
 def invite(
     ctx: typer.Context,
     email: Annotated[str, typer.Argument(help="Email address of the person to add.")],
     role: Annotated[Role, typer.Option("--role", help="owner, admin, developer or viewer.")] = Role.developer,
     name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
-    workspace: t.WorkspaceOpt = None,
+    *,
+    where: TargetFlags,
 ) -> None:
     """Add a member with a role (admins grant up to admin; only owners grant owner)."""
-    from rhone_cli.services import operations, tenancy
-
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, need="workspace")
-    path = api_paths.below(target.workspace_path, "members")
-    body = {"email": email, "role": role.value, "name": name}
-    doc = inv.client().post(path, body, idempotency_key=operations.idempotency_key(inv, path, email)).data
+    target = where.resolve(inv)
+    doc = inv.api().invite(target, email, role.value, name)
     inv.out.result(doc, lambda out: out.line(f"added {doc['email']} as {doc['role']}"))
 
 
 @app.command("audit")
+@targets("workspace")
 def audit(
     ctx: typer.Context,
-    workspace: t.WorkspaceOpt = None,
-    limit: t.LimitOpt = None,
-    everything: t.AllOpt = False,
+    limit: LimitOpt = None,
+    everything: AllOpt = False,
     action: Annotated[str | None, typer.Option("--action", help="Only this action, e.g. project.create.")] = None,
+    *,
+    where: TargetFlags,
 ) -> None:
     """Read the audit log, newest first: every mutation, allowed or denied (owners and admins)."""
     from rhone_cli.services import tenancy
 
     inv = invocation(ctx)
-    target = tenancy.target(inv, workspace=workspace, need="workspace")
-    rows = tenancy.newest(
-        inv,
-        api_paths.below(target.workspace_path, "audit"),
-        limit=limit,
-        everything=everything,
-        params={"action": action} if action else None,
-    )
+    target = where.resolve(inv)
+    rows = tenancy.newest(inv, inv.api().audit, target, limit=limit, everything=everything, action=action)
     inv.out.result(
         rows,
-        t.table(
+        render.table(
             ["time", "actor", "action", "target", "result", "request"],
             ["ts", "actor_id", "action", "target", "result", "request_id"],
             rows,

@@ -17,11 +17,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from rhone_cli.config.locate import FILENAME, find, slug_problem
 from rhone_cli.config.settings import MAX_VALUE_BYTES, NAME_PATTERN, name_problem
 from rhone_cli.config.toml_lines import key_lines, line_of
 from rhone_cli.errors import ExitCode, RhoneError
 
-FILENAME = "rhone.toml"
 SCHEMA_URL = "https://rhone.dev/schemas/rhone.toml.schema.json"  # also the $id of the generated schema
 DEFAULT_ENVIRONMENTS = ("preview", "production")
 RUNTIME_SERVICES = ("session", "broadcast", "cache", "queue", "idempotency", "object_storage")
@@ -35,19 +35,12 @@ READINESS_TIMEOUT_DEFAULT, READINESS_TIMEOUT_MAX = 60, 3600
 # rhone.toml's own keys nest 4 levels (environments.production.residency[0]); anything far deeper is not a config.
 MAX_NESTING = 16
 
-_SLUG = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
-
 
 # -- field checks -------------------------------------------------------------------------------------------------
 def _slug(value: str) -> str:
-    # Names end up in hostnames (`<app>--<env>.<suffix>`), so they are DNS labels without a double hyphen.
-    if len(value) > 40:
-        raise ValueError("must be at most 40 characters")
-    if not _SLUG.match(value):
-        raise ValueError(
-            "must start with a lowercase letter and contain only lowercase letters, digits and single hyphens "
-            "(it becomes part of URLs)"
-        )
+    problem = slug_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -418,16 +411,6 @@ def parse(source: str, file: str) -> tuple[RhoneToml | None, list[Problem]]:
         return RhoneToml.model_validate(data), []
     except ValidationError as error:
         return None, _problems_from_validation(error, file, key_lines(source))
-
-
-def find(start: Path) -> Path | None:
-    """The nearest rhone.toml at or above `start` (like git finds its repository)."""
-    start = start.resolve()
-    for directory in (start, *start.parents):
-        candidate = directory / FILENAME
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def load_file(path: Path) -> LoadResult:

@@ -1,8 +1,8 @@
-"""`rhone api`: one authenticated request to any `/v1` path, for what no command covers yet.
+"""`rhone api`: one authenticated request to any API path, for what no command covers yet.
 
 The request goes through the same client as every command (token, proxy, certificates, retries, an Idempotency-Key
-on POST), and the path through the same checks (no `.`/`..` segments; `/v1/…` only), so `rhone api` cannot be
-pointed at another host or outside the API.
+on POST), and the path through the same checks (`rhone_cli.api.raw_path`: no `.`/`..` segments, the API's version
+prefix only), so `rhone api` cannot be pointed at another host or outside the API.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote
 
-from rhone_cli.api_paths import check_request_path
-from rhone_cli.errors import RhoneError, usage_error
+from rhone_cli.api import Api, raw_path
+from rhone_cli.errors import usage_error
 from rhone_cli.invocation import Invocation
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -29,22 +28,6 @@ def split_target(method_or_path: str, path: str | None, *, has_body: bool) -> tu
     if method not in METHODS:
         raise usage_error(f"{method_or_path!r} is not an HTTP method rhone api sends: {', '.join(METHODS)}")
     return method, path
-
-
-def checked_path(raw: str) -> tuple[str, dict[str, str]]:
-    """(escaped path, query parameters) of a `/v1/…` path typed by a person (a `?query` may follow)."""
-    path, _, query = raw.partition("?")
-    if not path.startswith("/v1/") and path != "/v1":
-        raise usage_error(
-            f"{raw!r} is not an API path: rhone api sends requests to /v1/… only",
-            hint="for example `rhone api /v1/workspaces` (the host comes from the profile or --api-url)",
-        )
-    escaped = "/".join(quote(unquote(segment), safe="") for segment in path.split("/"))
-    try:
-        check_request_path(escaped)
-    except RhoneError:
-        raise usage_error(f"{raw!r} is not an API path: no '.' or '..' segments, no empty segments") from None
-    return escaped, dict(parse_qsl(query, keep_blank_values=True))
 
 
 def fields(raw: list[str], typed: list[str], inv: Invocation) -> dict[str, Any]:
@@ -95,32 +78,28 @@ def body_from(input_file: str | None, inv: Invocation) -> Any:
         raise usage_error(f"--input {input_file}: not JSON ({error})") from None
 
 
-def request(inv: Invocation, method: str, raw_path: str, values: dict[str, Any], body: Any, *, paginate: bool) -> Any:
-    from rhone_cli.http import new_idempotency_key
-
-    path, query = checked_path(raw_path)
-    client = inv.client()
+def request(inv: Invocation, method: str, typed_path: str, values: dict[str, Any], body: Any, *, paginate: bool) -> Any:
+    path, query = raw_path(typed_path)
+    api = inv.api()
     if method == "GET":
         if body is not None:
             raise usage_error("a GET request has no body: drop --input, or name another method")
         params = {**query, **{k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}}
         if paginate:
-            return _all_pages(inv, path, params)
-        return client.get(path, params=params or None).data
+            return _all_pages(api, path, params)
+        return api.raw("GET", path, params=params)
     if paginate:
         raise usage_error("--paginate follows next_cursor of GET lists only")
     payload = body if body is not None else (values or None)
-    # A POST carries an Idempotency-Key like every rhone POST, so its retries are safe.
-    key = new_idempotency_key() if method == "POST" else None
-    return client.request(method, path, json=payload, params=query or None, idempotency_key=key).data
+    return api.raw(method, path, params=query, body=payload)
 
 
-def _all_pages(inv: Invocation, path: str, params: dict[str, Any]) -> Any:
+def _all_pages(api: Api, path: str, params: dict[str, Any]) -> Any:
     """Every page of a list, merged: `{"items": [...all...], "next_cursor": null}`."""
     items: list[Any] = []
     cursor = params.get("cursor")
     for _ in range(MAX_PAGES):
-        page = inv.client().get(path, params={**params, **({"cursor": cursor} if cursor else {})}).data
+        page = api.raw("GET", path, params={**params, **({"cursor": cursor} if cursor else {})})
         if not isinstance(page, dict) or not isinstance(page.get("items"), list):
             raise usage_error(f"--paginate: {path} does not answer with a list (items and next_cursor)")
         items.extend(page["items"])

@@ -10,12 +10,12 @@ from rhone_cli.invocation import Invocation
 
 
 def fetch_identity(inv: Invocation, token: str) -> dict[str, Any]:
-    """Ask the API who `token` belongs to (`GET /v1/whoami`)."""
+    """Ask the API who `token` belongs to."""
     with inv.new_client(inv.profile.api_url, token) as client:
-        response = client.get("/v1/whoami")
+        response = inv.api_for(client).whoami()
     if not isinstance(response.data, dict):
         raise RhoneError(
-            f"{inv.profile.api_url} answered /v1/whoami without a JSON object; is this a Rhone API?",
+            f"{inv.profile.api_url} answered the identity request without a JSON object; is this a Rhone API?",
             code="bad_response",
             exit_code=ExitCode.FAILED,
             request_id=response.request_id,
@@ -96,14 +96,15 @@ def device_login(inv: Invocation, *, insecure_storage: bool, open_browser: bool)
 
     api_url = inv.profile.api_url
     with inv.new_client(api_url, None) as client:
-        started = client.post("/v1/device/code", {"client_name": f"rhone on {socket.gethostname()}"[:100]}).data
+        api = inv.api_for(client)
+        started = api.device_code(f"rhone on {socket.gethostname()}"[:100])
         _show_code(inv, started, open_browser=open_browser)
         interval = max(1, int(started.get("interval") or 5))
         deadline = time.monotonic() + float(started.get("expires_in") or 600)
         while True:
             time.sleep(interval)  # RFC 8628 §3.5: the client polls at the interval the server asked for
             try:
-                tokens = client.post("/v1/device/token", {"device_code": started["device_code"]}, idempotent=False).data
+                tokens = api.device_token(started["device_code"])
                 break
             except RhoneError as error:
                 if error.code == "slow_down":
@@ -149,50 +150,3 @@ def _login_failed(message: str, code: str) -> RhoneError:
         exit_code=ExitCode.AUTH,
         hint="run `rhone login` again for a new code",
     )
-
-
-# -- expiring tokens --------------------------------------------------------------------------------------------------
-REFRESH_MARGIN_SECONDS = 60
-
-
-def fresh_credential(inv: Invocation, credential: Any) -> Any:
-    """The stored credential, refreshed first when it expires within a minute (and a refresh token is kept)."""
-    from datetime import UTC, datetime
-
-    if credential.source not in ("keyring", "file") or not credential.expires_at:
-        return credential
-    try:
-        expires = datetime.fromisoformat(credential.expires_at.replace("Z", "+00:00"))
-    except ValueError:
-        return credential
-    if (expires - datetime.now(UTC)).total_seconds() > REFRESH_MARGIN_SECONDS:
-        return credential
-    return refresh(inv) or credential
-
-
-def refresh(inv: Invocation) -> Any:
-    """A new access token from the stored refresh token (which is replaced: each is used once), stored like the old
-    one; None when there is no refresh token or the server refuses it (the caller's request then fails as 401)."""
-    from rhone_cli.config.credentials import Credential
-
-    credentials = inv.credentials
-    profile = credentials.profiles.get(inv.profile_name)  # the stored profile: no --api-url override is saved
-    refresh_token = credentials.refresh_token(profile)
-    if not refresh_token:
-        return None
-    try:
-        with inv.new_client(inv.profile.api_url, None) as client:
-            tokens = client.post("/v1/token/refresh", {"refresh_token": refresh_token}, idempotent=False).data
-    except RhoneError as error:
-        inv.out.debug(f"token refresh failed: {error.code}")
-        return None
-    store = credentials.store(
-        profile,
-        tokens["access_token"],
-        insecure_storage=profile.credential_store == "file",
-        refresh_token=tokens["refresh_token"],
-    )
-    profile.credential_store, profile.token_expires_at = store, tokens["expires_at"]
-    if profile.saved:
-        credentials.profiles.save(profile)
-    return Credential(tokens["access_token"], store, tokens["expires_at"])

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from rhone_cli import api_paths
+from rhone_cli import outcomes
 from rhone_cli.errors import ExitCode, RhoneError
 from rhone_cli.invocation import Invocation
 from rhone_cli.output import human_size
@@ -42,7 +42,7 @@ def source_facts(directory: Path) -> dict[str, Any]:
 
 def upload_missing(inv: Invocation, manifest: Any, root: Path) -> dict[str, int]:
     """Ask which blobs the server lacks and upload exactly those (bounded concurrency, each PUT retried)."""
-    client = inv.client()
+    api = inv.api()
     by_digest: dict[str, dict] = {}
     for entry in manifest.files:
         by_digest.setdefault("sha256:" + entry["sha256"], entry)
@@ -50,7 +50,7 @@ def upload_missing(inv: Invocation, manifest: Any, root: Path) -> dict[str, int]
     missing: list[str] = []
     for start in range(0, len(digests), DIGESTS_PER_QUERY):
         chunk = digests[start : start + DIGESTS_PER_QUERY]
-        missing.extend(client.post("/v1/blobs/missing", {"digests": chunk}).data["missing"])
+        missing.extend(api.missing_blobs(chunk))
     total = sum(by_digest[d]["size"] for d in missing)
     inv.out.progress_event(
         "upload",
@@ -62,7 +62,7 @@ def upload_missing(inv: Invocation, manifest: Any, root: Path) -> dict[str, int]
 
     def put(digest: str) -> None:
         entry = by_digest[digest]
-        client.put_stream(api_paths.blob(digest), lambda: counted(hashed_bytes(root, entry)), entry["size"])
+        api.upload_blob(digest, lambda: counted(hashed_bytes(root, entry)), entry["size"])
 
     def counted(chunks: Iterator[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
@@ -154,7 +154,6 @@ def deploy(
     if linked["created"]:
         inv.out.info(f"created {' and '.join(linked['created'])} for {config.project.name}/{config.app.name}")
     uploaded = upload_missing(inv, manifest, root)
-    path = api_paths.below(target.app_path, "deployments")
     body = {
         "environment": environment,
         "manifest": manifest.document,
@@ -165,13 +164,10 @@ def deploy(
         "source": source_facts(project_dir),
         "force_build": force_build,
     }
-    key = operations.idempotency_key(
-        inv, path, inv.profile.api_url, environment, manifest.digest, str(prebuilt), str(force_build)
-    )
-    op = inv.client().post(path, body, idempotency_key=key).data
+    op = inv.api().create_deployment(target, body)
     operations.announce(inv, op)
     if no_wait:
-        warn_policy_drift(inv, inv.client().get(api_paths.deployment(op["target_id"])).data)
+        warn_policy_drift(inv, inv.api().deployment(op["target_id"]))
         return {"operation": op, "upload": uploaded}
     op = operations.wait(inv, op, timeout=timeout)
     return {**result(inv, op), "upload": uploaded}
@@ -180,15 +176,16 @@ def deploy(
 def result(inv: Invocation, op: dict[str, Any]) -> dict[str, Any]:
     """The deployment a finished deploy operation made, or the error that explains why it did not reach
     preview_ready — the same for `rhone deploy` and for `rhone op wait` resuming it."""
-    deployment = inv.client().get(api_paths.deployment(op["target_id"])).data
+    deployment = inv.api().deployment(op["target_id"])
     warn_policy_drift(inv, deployment)
     failure = operations.verdict(op)
     if failure is None:
         return deployment
-    if op["state"] == "blocked" and failure.code == "binding_missing":
+    blocked = outcomes.outcome(op) == outcomes.BLOCKED
+    if blocked and failure.code == "binding_missing":
         # The server refuses to approve a missing binding away: do not suggest it.
         failure.hint = "bind the missing provider(s) in this environment (`rhone env bind`), then deploy again"
-    elif op["state"] == "blocked":
+    elif blocked:
         failure.hint = f"after review: `rhone deploy approve {deployment['id']}`" + (
             " --ack-cold" if failure.code == "cold_deploy_needs_approval" else ""
         )
@@ -206,32 +203,6 @@ def warn_policy_drift(inv: Invocation, deployment: dict) -> None:
 
 
 def approve(inv: Invocation, deployment_id: str, *, ack_cold: bool, timeout: float | None) -> dict:
-    path = api_paths.deployment(deployment_id, "approve")
-    op = (
-        inv.client()
-        .post(path, {"ack_cold": ack_cold}, idempotency_key=operations.idempotency_key(inv, path, str(ack_cold)))
-        .data
-    )
-    operations.announce(inv, op)
-    op = operations.wait(inv, op, timeout=timeout)
-    failure = operations.verdict(op)
-    if failure is not None:
-        raise failure
-    return inv.client().get(api_paths.deployment(deployment_id)).data
-
-
-def evidence_lines(deployment: dict) -> list[str]:
-    """The verdict in words: state impact and database impact are two separate lines, always."""
-    gates = {g["gate"]: g for g in (deployment.get("evidence") or {}).get("gates", [])}
-    lines = []
-    for gate, label in (
-        ("state_impact", "state impact"),
-        ("db_impact", "db impact"),
-        ("generated_artifacts", "generated files"),
-        ("providers_bound", "providers"),
-    ):
-        if gate in gates:
-            lines.append(f"  {label + ':':<17}{gates[gate]['summary']}")
-    if deployment.get("artifact_digest"):
-        lines.append(f"  {'artifact:':<17}{deployment['artifact_digest']}")
-    return lines
+    api = inv.api()
+    operations.follow(inv, api.approve(deployment_id, ack_cold=ack_cold), no_wait=False, timeout=timeout)
+    return api.deployment(deployment_id)

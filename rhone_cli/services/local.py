@@ -1,7 +1,7 @@
 """Start, stop and inspect Rhone Local as a background process.
 
 The server runs as `python -m rhone_local serve` with its output in `<data dir>/rhone-local.log` and its pid in
-`<data dir>/rhone-local.pid`. `up` waits until `/v1/health` answers, then writes the `local` profile with the
+`<data dir>/rhone-local.pid`. `up` waits until the API's health check answers, then writes the `local` profile with the
 bootstrap owner's token. A dead process's pid file is recognised and cleared; a port held by someone else is a
 clear error before anything starts.
 
@@ -248,11 +248,12 @@ def _port_free(port: int) -> bool:
 
 def _health(api_url: str, timeout: float = 1.0) -> dict | None:
 
+    from rhone_cli.api import Api
     from rhone_cli.http import ApiClient
 
     try:
         with ApiClient(api_url, timeout=timeout, max_attempts=1) as client:
-            data = client.get("/v1/health").data
+            data = Api(client).health()
             return data if isinstance(data, dict) and data.get("status") == "ok" else None
     except RhoneError:
         return None
@@ -449,7 +450,7 @@ def _warn_unsealed(inv: Invocation, sandbox: dict | None) -> None:
 
 
 def gc(inv: Invocation, *, dry_run: bool) -> dict[str, Any]:
-    return inv.client().post("/v1/local/gc", {"dry_run": dry_run}).data
+    return inv.api().local_gc(dry_run=dry_run)
 
 
 def _start_failure(status: int, log: Path, offset: int) -> RhoneError:

@@ -6,9 +6,9 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from rhone_cli.api import Target
 from rhone_cli.errors import usage_error
 from rhone_cli.invocation import Invocation
-from rhone_cli.services import tenancy
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)?$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -29,7 +29,7 @@ def parse_duration(text: str) -> float:
 
 def pages(
     inv: Invocation,
-    target: tenancy.Target,
+    target: Target,
     *,
     deployment: str | None,
     environment: str | None,
@@ -47,7 +47,7 @@ def pages(
     # A long-poll holds the request on the server; the request timeout must outlast it.
     timeout = max(inv.env.options.request_timeout, FOLLOW_WAIT_SECONDS + 10)
     while True:
-        page = inv.client().get(f"{target.app_path}/logs", params=params, timeout=timeout).data
+        page = inv.api().app_logs(target, params, timeout=timeout)
         yield page
         params["cursor"] = page["cursor"]
         if page["truncated"]:

@@ -1,52 +1,22 @@
-"""Operations: start one, wait for it by long-polling its durable state, and turn its terminal state into a verdict.
+"""Operations: follow one a request started, wait for it by long-polling its durable state, and turn its end into a
+verdict.
 
 Waiting never sleeps in a loop: each request asks the server to hold the answer until the operation's version
 moves past the one we saw (`wait`, `after_version`), so a state change reaches us within milliseconds and an idle
-wait costs one request per `LONG_POLL_SECONDS`. The verdict — the exit code — comes only from the terminal state
-read from the server.
+wait costs one request per `LONG_POLL_SECONDS`. The verdict — the exit code — comes only from the outcome and exit
+category the server states (rhone_cli/outcomes.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any
 
-from rhone_cli import api_paths
-from rhone_cli.errors import CODE_EXIT_CODES, ExitCode, Interrupted, RhoneError
+from rhone_cli import outcomes
+from rhone_cli.errors import ExitCode, Interrupted, RhoneError
 from rhone_cli.invocation import Invocation
 
 LONG_POLL_SECONDS = 25.0
-SUCCESS_STATES = frozenset({"succeeded", "preview_ready", "healthy", "bound", "unbound", "scaled", "eligible"})
-BLOCKED_STATES = frozenset({"blocked"})
-# CI systems' run identifiers: a rerun of the same job derives the same idempotency key.
-CI_RUN_VARIABLES = ("GITHUB_RUN_ID", "CI_PIPELINE_ID", "BUILDKITE_BUILD_ID", "CIRCLE_WORKFLOW_ID", "BUILD_ID")
-
-
-def idempotency_key(inv: Invocation, path: str, *identity: str, derive_in_ci: bool = True) -> str | None:
-    """The Idempotency-Key for one mutating request to `path`.
-
-    - `RHONE_IDEMPOTENCY_KEY` (a script that wants exact control): derived from that value and the path only, so
-      the same key sent with a different request to the same endpoint is refused (409, exit 5), while a command
-      that makes several requests (a project, then an app) still gets one key per endpoint;
-    - in CI: derived from the run id, the path and the request's identity (`identity`: the manifest digest and
-      target of a deploy, the name of a project…), so a re-run of the job — GitHub's "re-run jobs" keeps the run
-      id — attaches to its first attempt, and two different requests of one job never collide;
-    - otherwise None: the client makes a fresh key per request and reuses it across that request's retries.
-    `derive_in_ci=False` for requests that converge on a state (scale to N, enable a region, unbind): one job may
-    rightly send the same request twice with other changes in between (3 → 1 → 3), and a CI-derived key would replay
-    the first answer instead of acting; running them again is safe anyway."""
-    environ = inv.env.environ
-    explicit = environ.get("RHONE_IDEMPOTENCY_KEY")
-    if explicit:
-        base, parts = explicit, (path,)
-    else:
-        run = next((environ[v] for v in CI_RUN_VARIABLES if environ.get(v)), None)
-        if run is None or not derive_in_ci:
-            return None
-        base, parts = f"ci-{run}", (path, *identity)
-    digest = hashlib.sha256("\x1f".join((base, *parts)).encode()).hexdigest()[:32]
-    return f"{base[:64]}-{digest}"
 
 
 def resume_hint(op_id: str) -> str:
@@ -90,9 +60,9 @@ def wait(inv: Invocation, op: dict[str, Any], *, timeout: float | None) -> dict[
 
 def _wait(inv: Invocation, op: dict[str, Any], timeout: float | None, display: Any) -> dict[str, Any]:
     deadline = None if timeout is None else time.monotonic() + timeout
-    # `blocked` is parked, not terminal: the server answers at once and nothing moves until a person approves, so
-    # waiting on it would spin. It is a verdict (exit 6) like a terminal state.
-    while not op.get("terminal") and op["state"] not in BLOCKED_STATES:
+    # A blocked operation is parked, not finished: nothing moves until a person approves, so waiting on it would spin.
+    # It is a verdict like an end.
+    while outcomes.outcome(op) == outcomes.RUNNING:
         remaining = LONG_POLL_SECONDS if deadline is None else deadline - time.monotonic()
         if remaining <= 0:
             raise RhoneError(
@@ -115,14 +85,8 @@ def _wait(inv: Invocation, op: dict[str, Any], timeout: float | None, display: A
 def _next_version(inv: Invocation, op: dict[str, Any], poll: float) -> dict[str, Any]:
     """The operation once its version moves past `op`'s (or as it is after `poll` seconds)."""
     try:
-        return (
-            inv.client()
-            .get(
-                api_paths.operation(op["id"]),
-                params={"wait": f"{poll:.2f}", "after_version": op["version"]},
-                timeout=poll + inv.env.options.request_timeout,
-            )
-            .data
+        return inv.api().operation_after(
+            op["id"], op["version"], wait=poll, timeout=poll + inv.env.options.request_timeout
         )
     except RhoneError as error:
         if error.operation_id is None:
@@ -132,45 +96,32 @@ def _next_version(inv: Invocation, op: dict[str, Any], poll: float) -> dict[str,
 
 
 def verdict(op: dict[str, Any]) -> RhoneError | None:
-    """None for success; otherwise the error that carries the exit code of the terminal state."""
-    if op["state"] in SUCCESS_STATES or (op["kind"] == "rollback" and op["state"] == "rolled_back"):
+    """None for success; otherwise the error that carries the exit code of the operation's exit category."""
+    result = outcomes.outcome(op)
+    if result == outcomes.SUCCEEDED:
         return None
     error = op.get("error") or {}
-    if op["state"] in BLOCKED_STATES:
+    if result == outcomes.BLOCKED:
         return RhoneError(
             error.get("message") or f"operation {op['id']} is blocked",
             code=error.get("code", "blocked"),
-            exit_code=ExitCode.BLOCKED,
+            exit_code=outcomes.exit_code(op),
             operation_id=op["id"],
             request_id=op.get("request_id"),
         )
     return RhoneError(
         f"operation {op['id']} ({op['kind']}) {op['state']}: {error.get('message') or 'no reason recorded'}",
         code=error.get("code") or "operation_failed",
-        exit_code=CODE_EXIT_CODES.get(error.get("code", ""), ExitCode.FAILED),
+        exit_code=outcomes.exit_code(op),
         operation_id=op["id"],
         request_id=op.get("request_id"),
         hint=f"details: `rhone op show {op['id']}`",
     )
 
 
-def run(
-    inv: Invocation,
-    path: str,
-    body: dict[str, Any],
-    *,
-    no_wait: bool,
-    timeout: float | None,
-    key_parts: tuple[str, ...] = (),
-    method: str = "POST",
-    params: dict[str, Any] | None = None,
-    derive_in_ci: bool = True,
-) -> dict[str, Any]:
-    """Send a mutation that starts an operation (POST, or DELETE for removals); wait for it unless `no_wait`; raise on
-    a non-success verdict."""
-    key = idempotency_key(inv, path, *key_parts, derive_in_ci=derive_in_ci)
-    json = body if method != "DELETE" else None
-    op = inv.client().request(method, path, json=json, params=params, idempotency_key=key).data
+def follow(inv: Invocation, op: dict[str, Any], *, no_wait: bool, timeout: float | None) -> dict[str, Any]:
+    """An operation a request just started: announce it; unless `no_wait`, wait for it and raise on a verdict other
+    than success."""
     announce(inv, op)
     if no_wait:
         return op

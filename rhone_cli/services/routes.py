@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from rhone_cli import api_paths
+from rhone_cli.api import Target
 from rhone_cli.invocation import Invocation
-from rhone_cli.services import operations, tenancy
+from rhone_cli.services import operations
 
 
 def promote(
@@ -28,20 +28,13 @@ def promote(
         "approve": approve,
         "allow_unsafe_db": allow_unsafe_db,
     }
-    op = operations.run(
-        inv,
-        api_paths.deployment(deployment_id, "promote"),
-        body,
-        no_wait=no_wait,
-        timeout=timeout,
-        key_parts=(inv.profile.api_url, deployment_id, environment, str(expect_epoch)),
-    )
+    op = operations.follow(inv, inv.api().promote(deployment_id, body), no_wait=no_wait, timeout=timeout)
     return op if no_wait else route_after(inv, op)
 
 
 def rollback(
     inv: Invocation,
-    target: tenancy.Target,
+    target: Target,
     environment: str,
     *,
     to: str | None,
@@ -51,17 +44,9 @@ def rollback(
     timeout: float | None,
     approve: bool = False,
 ) -> dict[str, Any]:
-    if to is not None:
-        api_paths.checked_id("deployment", to)
     body = {"to_deployment": to, "allow_unsafe_db": allow_unsafe_db, "expect_epoch": expect_epoch, "approve": approve}
-    op = operations.run(
-        inv,
-        target.environment_path(environment, "rollback"),
-        body,
-        no_wait=no_wait,
-        timeout=timeout,
-        key_parts=(inv.profile.api_url, target.app_path, environment, str(to), str(approve)),
-    )
+    op = inv.api().rollback(target, environment, body)
+    op = operations.follow(inv, op, no_wait=no_wait, timeout=timeout)
     return op if no_wait else route_after(inv, op)
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from rhone_cli.api import Target
 from rhone_cli.config.settings import MAX_SETTINGS, name_problem, value_problem
 from rhone_cli.errors import usage_error
 from rhone_cli.invocation import Invocation
-from rhone_cli.services import operations, tenancy, topology
+from rhone_cli.services import operations, topology
 
 
 def _check_value(name: str, value: str) -> None:
@@ -52,13 +53,9 @@ def read_secret_settings(inv: Invocation, specs: list[str]) -> dict[str, str]:
     return secrets
 
 
-def _path(target: tenancy.Target, environment: str) -> str:
-    return f"{target.app_path}/environments/{environment}/config"
-
-
 def change(
     inv: Invocation,
-    target: tenancy.Target,
+    target: Target,
     environment: str,
     *,
     values: dict[str, str],
@@ -70,10 +67,6 @@ def change(
     both = sorted(set(values) & set(secrets))
     if both:
         raise usage_error(f"{both[0]} is given both as NAME=VALUE and as --secret")
-    path = _path(target, environment)
     body = {"values": values, "secrets": secrets, "unset": unset}
-    return operations.run(inv, path, body, no_wait=no_wait, timeout=timeout, derive_in_ci=False)
-
-
-def show(inv: Invocation, target: tenancy.Target, environment: str) -> dict[str, Any]:
-    return inv.client().get(_path(target, environment)).data
+    op = inv.api().change_settings(target, environment, body)
+    return operations.follow(inv, op, no_wait=no_wait, timeout=timeout)

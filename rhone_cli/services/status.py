@@ -5,21 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from rhone_cli import api_paths
+from rhone_cli.api import Target
 from rhone_cli.invocation import Invocation
-from rhone_cli.services import tenancy
 
 LIVE_STATES = ("planned", "pulling", "starting", "ready", "draining")
 RECENT_DEPLOYMENTS = 20
 
 
-def app_status(inv: Invocation, target: tenancy.Target) -> dict[str, Any]:
-    app = tenancy.get(inv, target.app_path)
-    environments = tenancy.items(inv, api_paths.below(target.app_path, "environments"))
-    routes = {r["environment"]: r for r in tenancy.items(inv, api_paths.below(target.app_path, "routes"))}
-    allocations = tenancy.items(inv, api_paths.below(target.app_path, "allocations"), params={"all": "false"})
-    recent = {"order": "newest", "limit": RECENT_DEPLOYMENTS}
-    deployments = inv.client().get(api_paths.below(target.app_path, "deployments"), params=recent).data["items"]
+def app_status(inv: Invocation, target: Target) -> dict[str, Any]:
+    api = inv.api()
+    app = api.app(target)
+    environments = api.environments(target)
+    routes = {r["environment"]: r for r in api.routes(target)}
+    allocations = api.live_allocations(target)
+    deployments = api.recent_deployments(target, RECENT_DEPLOYMENTS)
     rows = []
     for environment in environments:
         name = environment["name"]

@@ -6,51 +6,16 @@ there is one), then the active profile. Names and ids are both accepted in API p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from rhone_cli import api_paths
+from rhone_cli.api import Listing, Target
 from rhone_cli.errors import ExitCode, RhoneError
 from rhone_cli.invocation import Invocation
 from rhone_cli.services import operations
 
-
-@dataclass
-class Target:
-    workspace: str
-    project: str | None = None
-    app: str | None = None
-
-    @property
-    def workspace_path(self) -> str:
-        return api_paths.v1("workspaces", api_paths.checked_ref("workspace", self.workspace))
-
-    @property
-    def project_path(self) -> str:
-        self._require("project")
-        return api_paths.below(self.workspace_path, "projects", api_paths.checked_ref("project", self.project or ""))
-
-    @property
-    def app_path(self) -> str:
-        self._require("project", "app")
-        return api_paths.below(self.project_path, "apps", api_paths.checked_ref("app", self.app or ""))
-
-    def _require(self, *names: str) -> None:
-        """Every missing one of `names` in one error, not one per run."""
-        missing = [name for name in names if not getattr(self, name)]
-        if missing:
-            flags = " and ".join(f"--{name} NAME" for name in missing)
-            raise RhoneError(
-                f"no {' and no '.join(missing)} given",
-                code="input_required",
-                exit_code=ExitCode.USAGE,
-                hint=f"pass {flags}, or run inside a directory with a rhone.toml",
-                details={"missing": missing},
-            )
-
-    def environment_path(self, environment: str, *rest: str) -> str:
-        """The path of one of the app's environments (a name or an id), and of what lies below it."""
-        return api_paths.below(self.app_path, "environments", api_paths.checked_ref("environment", environment), *rest)
+if TYPE_CHECKING:
+    from rhone_cli.config.locate import Names
 
 
 def _project_config(inv: Invocation) -> Any:
@@ -62,6 +27,26 @@ def _project_config(inv: Invocation) -> Any:
     return project.load(inv.env.workdir, path)
 
 
+def _names_in_rhone_toml(inv: Invocation) -> Names | None:
+    """The names the nearest rhone.toml gives (None without one), read with tomllib; a file whose names cannot be
+    read plainly is validated in full, which reports every problem of it (exit 2)."""
+    from rhone_cli.config import locate
+
+    path = locate.find(inv.env.workdir)
+    if path is None:
+        return None
+    names = locate.read_names(path)
+    if names is None:
+        from rhone_cli.config import project
+
+        config = project.load(inv.env.workdir, path)
+        names = locate.Names(config.project.workspace, config.project.name, config.app.name)
+    return names
+
+
+NEEDS = {"workspace": ("workspace",), "project": ("workspace", "project"), "app": ("workspace", "project", "app")}
+
+
 def target(
     inv: Invocation,
     *,
@@ -70,25 +55,19 @@ def target(
     app: str | None = None,
     need: str = "app",
 ) -> Target:
-    """Resolve the workspace (and the project and app when `need` asks for them); rhone.toml is read only when a
-    needed value was not given."""
-    wanted = {"workspace": (workspace,), "project": (workspace, project), "app": (workspace, project, app)}[need]
-    config = _project_config(inv) if any(value is None for value in wanted) else None
-    workspace = workspace or (config.project.workspace if config else None) or inv.profile.workspace
-    if not workspace:
-        raise RhoneError(
-            "no workspace given",
-            code="input_required",
-            exit_code=ExitCode.USAGE,
-            hint="to run everything on this machine, start Rhone Local with `rhone local up` (it makes a `local` "
-            "profile with its workspace); else pass --workspace NAME, set [project] workspace in rhone.toml, or log "
-            "in to a profile with a workspace",
-        )
-    return Target(
-        workspace=workspace,
-        project=project or (config.project.name if config else None) or inv.profile.project,
-        app=app or (config.app.name if config else None),
+    """The workspace (and the project and app when `need` asks for them) a command acts on: its flags, else the
+    nearest rhone.toml, else the profile. rhone.toml is read only when a needed value was not given, and every
+    needed value still missing is named in one error (exit 2)."""
+    needed = NEEDS[need]
+    given = {"workspace": workspace, "project": project, "app": app}
+    names = _names_in_rhone_toml(inv) if any(given[name] is None for name in needed) else None
+    found = Target(
+        workspace=workspace or (names.workspace if names else None) or inv.profile.workspace or "",
+        project=project or (names.project if names else None) or inv.profile.project,
+        app=app or (names.app if names else None),
     )
+    found.require(*needed)
+    return found
 
 
 def policy_drift_message(drift: dict) -> str:
@@ -124,63 +103,44 @@ def warn_policy_drift(inv: Invocation, environment: dict) -> None:
 DEFAULT_LIMIT = 30
 
 
-def items(inv: Invocation, path: str, *, params: dict | None = None) -> list[dict]:
-    """Every item of a short paginated list (members, environments, routes), in creation order."""
-    return _pages(inv, path, None, params or {})[0]
-
-
 def newest(
-    inv: Invocation, path: str, *, limit: int | None, everything: bool, params: dict | None = None
+    inv: Invocation, listing: Callable[..., Listing], *args: Any, limit: int | None, everything: bool, **kwargs: Any
 ) -> list[dict]:
-    """The newest items of a list that grows (deployments, operations, the audit log): `limit` of them (default
-    DEFAULT_LIMIT), or with `everything` all of them, newest first; the server pages, so only what is shown is sent.
-    When more exist than are shown, a hint on stderr says how to see them."""
+    """The newest items of a list that grows (deployments, operations, the audit log), from `listing(*args,
+    limit=N, **kwargs)`: `limit` of them (default DEFAULT_LIMIT), or with `everything` all of them, newest first;
+    the server pages, so only what is shown is sent. When more exist than are shown, a hint on stderr says how to see
+    them."""
     if everything and limit is not None:
         raise RhoneError("--all and --limit cannot be combined", code="usage_error", exit_code=ExitCode.USAGE)
-    wanted = None if everything else (limit or DEFAULT_LIMIT)
-    rows, more = _pages(inv, path, wanted, {**(params or {}), "order": "newest"})
-    if more:
-        inv.out.info(f"showing the {len(rows)} newest; `-L N` shows N, `--all` every one")
-    return rows
+    found = listing(*args, limit=None if everything else (limit or DEFAULT_LIMIT), **kwargs)
+    if found.more:
+        inv.out.info(f"showing the {len(found.items)} newest; `-L N` shows N, `--all` every one")
+    return found.items
 
 
-def _pages(inv: Invocation, path: str, limit: int | None, params: dict) -> tuple[list[dict], bool]:
-    """(up to `limit` items following next_cursor, whether more exist)."""
-    found: list[dict] = []
-    cursor = None
-    while True:
-        page_size = min(200, limit - len(found)) if limit else 200
-        query = {**params, "limit": page_size}
-        if cursor:
-            query["cursor"] = cursor
-        data = inv.client().get(path, params=query).data
-        found.extend(data["items"])
-        cursor = data.get("next_cursor")
-        if not cursor:
-            return found, False
-        if limit and len(found) >= limit:
-            return found, True
+def create_project(inv: Invocation, target: Target, *, no_wait: bool, timeout: float | None) -> dict:
+    """Create `target`'s project by operation; unless `no_wait`, wait for it and return the project."""
+    api = inv.api()
+    op = operations.follow(inv, api.create_project(target, {"name": target.project}), no_wait=no_wait, timeout=timeout)
+    return op if no_wait else api.project(target)
 
 
-def get(inv: Invocation, path: str) -> dict:
-    return inv.client().get(path).data
-
-
-def create(
-    inv: Invocation, collection_path: str, body: dict, *, resource_path: str, no_wait: bool, timeout: float | None
+def create_app(
+    inv: Invocation, target: Target, *, environments: dict | None = None, no_wait: bool, timeout: float | None
 ) -> dict:
-    """Start a create operation; unless `no_wait`, wait for it and return the created resource."""
-    op = operations.run(
-        inv,
-        collection_path,
-        body,
-        no_wait=no_wait,
-        timeout=timeout,
-        key_parts=(inv.profile.api_url, repr(sorted(body.items()))),
-    )
-    if no_wait:
-        return op
-    return get(inv, resource_path)
+    """Create `target`'s app (with its environments' policies, when given) by operation; unless `no_wait`, wait for
+    it and return the app."""
+    api = inv.api()
+    body = {"name": target.app, **({"environments": environments} if environments is not None else {})}
+    op = operations.follow(inv, api.create_app(target, body), no_wait=no_wait, timeout=timeout)
+    return op if no_wait else api.app(target)
+
+
+def create_environment(inv: Invocation, target: Target, body: dict, *, no_wait: bool, timeout: float | None) -> dict:
+    """Create one of `target`'s environments by operation; unless `no_wait`, wait for it and return it."""
+    api = inv.api()
+    op = operations.follow(inv, api.create_environment(target, body), no_wait=no_wait, timeout=timeout)
+    return op if no_wait else api.environment(target, body["name"])
 
 
 def link(inv: Invocation, config: Any, directory: Any) -> dict:
@@ -191,9 +151,10 @@ def link(inv: Invocation, config: Any, directory: Any) -> dict:
     from rhone_cli.config.profiles import atomic_write
 
     where = target(inv, workspace=config.project.workspace, project=config.project.name, app=config.app.name)
+    api = inv.api()
     created = []
     project_doc, made = _find_or_create(
-        inv, where.project_path, api_paths.below(where.workspace_path, "projects"), {"name": config.project.name}
+        lambda: api.project(where), lambda: create_project(inv, where, no_wait=False, timeout=None)
     )
     if made:
         created.append("project")
@@ -201,10 +162,8 @@ def link(inv: Invocation, config: Any, directory: Any) -> dict:
         name: policy.model_dump(include={"approval_required", "frozen"}) for name, policy in config.environments.items()
     }
     app_doc, made = _find_or_create(
-        inv,
-        where.app_path,
-        api_paths.below(where.project_path, "apps"),
-        {"name": config.app.name, "environments": policies},
+        lambda: api.app(where),
+        lambda: create_app(inv, where, environments=policies, no_wait=False, timeout=None),
     )
     if made:
         created.append("app")
@@ -223,28 +182,28 @@ def link(inv: Invocation, config: Any, directory: Any) -> dict:
     return {**link_doc, "created": created}
 
 
-def _find_or_create(inv: Invocation, resource_path: str, collection_path: str, body: dict) -> tuple[dict, bool]:
+def _find_or_create(find: Callable[[], dict], create: Callable[[], dict]) -> tuple[dict, bool]:
     """(the resource, whether this call created it). Two first deploys of a new app race to create it: the loser's
     create is refused (`name_taken`, when the request or its operation finds the name already used) and it takes
     the resource the winner created instead of failing."""
-    found = _get_or_none(inv, resource_path)
+    found = _or_none(find)
     if found is not None:
         return found, False
     try:
-        return create(inv, collection_path, body, resource_path=resource_path, no_wait=False, timeout=None), True
+        return create(), True
     except RhoneError as error:
         if error.code != "name_taken":
             raise
         lost = error
-    found = _get_or_none(inv, resource_path)
+    found = _or_none(find)
     if found is None:  # taken, yet not visible to us: another workspace member's, or it went away again
         raise lost
     return found, False
 
 
-def _get_or_none(inv: Invocation, path: str) -> dict | None:
+def _or_none(find: Callable[[], dict]) -> dict | None:
     try:
-        return get(inv, path)
+        return find()
     except RhoneError as error:
         if error.exit_code == ExitCode.NOT_FOUND:
             return None

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rhone_cli import api_paths
+from rhone_cli.api import Target
 from rhone_cli.errors import usage_error
 from rhone_cli.invocation import Invocation
 from rhone_cli.services import operations, tenancy
@@ -82,138 +82,47 @@ def provision_secret_names(inv: Invocation, provider: str, specs: list[str]) -> 
 
 
 def bind(
-    inv: Invocation,
-    target: tenancy.Target,
-    environment: str,
-    body: dict[str, Any],
-    *,
-    no_wait: bool,
-    timeout: float | None,
+    inv: Invocation, target: Target, environment: str, body: dict[str, Any], *, no_wait: bool, timeout: float | None
 ) -> dict[str, Any]:
-    op = operations.run(
-        inv,
-        target.environment_path(environment, "bindings"),
-        body,
-        no_wait=no_wait,
-        timeout=timeout,
-        key_parts=(inv.profile.api_url, target.app_path, environment, body["name"], str(body["resource"])),
-    )
+    api = inv.api()
+    op = operations.follow(inv, api.bind(target, environment, body), no_wait=no_wait, timeout=timeout)
     if no_wait:
         return op
     return binding(inv, target, environment, body["name"], body.get("region")) or op
 
 
 def unbind(
-    inv: Invocation, target: tenancy.Target, environment: str, name: str, region: str | None, *, delete_data: bool,
+    inv: Invocation, target: Target, environment: str, name: str, region: str | None, *, delete_data: bool,
     no_wait: bool, timeout: float | None,
 ) -> dict[str, Any]:  # fmt: skip
-    path = target.environment_path(environment, "bindings", api_paths.checked_name("binding", name))
-    params = {
-        **({"region": api_paths.checked_ref("region", region)} if region else {}),
-        **({"delete_data": "true"} if delete_data else {}),
-    }
-    return operations.run(
-        inv,
-        path,
-        {},
-        params=params or None,
-        no_wait=no_wait,
-        timeout=timeout,
-        key_parts=(inv.profile.api_url, path, str(region), str(delete_data)),
-        method="DELETE",
-        derive_in_ci=False,
-    )
+    op = inv.api().unbind(target, environment, name, region=region, delete_data=delete_data)
+    return operations.follow(inv, op, no_wait=no_wait, timeout=timeout)
 
 
-def bindings(inv: Invocation, target: tenancy.Target, environment: str) -> list[dict[str, Any]]:
-    return tenancy.items(inv, target.environment_path(environment, "bindings"))
-
-
-def binding(
-    inv: Invocation, target: tenancy.Target, environment: str, name: str, region: str | None
-) -> dict[str, Any] | None:
-    for row in bindings(inv, target, environment):
+def binding(inv: Invocation, target: Target, environment: str, name: str, region: str | None) -> dict[str, Any] | None:
+    for row in inv.api().bindings(target, environment):
         if row["name"] == name and (region is None or row["region"] == region):
             return row
     return None
 
 
-def services(inv: Invocation, target: tenancy.Target, environment: str) -> dict[str, Any]:
-    return inv.client().get(target.environment_path(environment, "services")).data
-
-
 def update_services(
-    inv: Invocation,
-    target: tenancy.Target,
-    environment: str,
-    body: dict[str, Any],
-    *,
-    no_wait: bool,
-    timeout: float | None,
+    inv: Invocation, target: Target, environment: str, body: dict[str, Any], *, no_wait: bool, timeout: float | None
 ) -> dict[str, Any]:
-    path = target.environment_path(environment, "services")
-    op = operations.run(
-        inv,
-        path,
-        body,
-        no_wait=no_wait,
-        timeout=timeout,
-        key_parts=(inv.profile.api_url, path, ",".join(body["bind"]), ",".join(body["unbind"]), str(body["region"])),
-        derive_in_ci=False,
-    )
-    return op if no_wait else services(inv, target, environment)
+    api = inv.api()
+    op = operations.follow(inv, api.update_services(target, environment, body), no_wait=no_wait, timeout=timeout)
+    return op if no_wait else api.services(target, environment)
 
 
 def scale(
-    inv: Invocation, target: tenancy.Target, environment: str, instances: int, *, no_wait: bool, timeout: float | None
+    inv: Invocation, target: Target, environment: str, instances: int, *, no_wait: bool, timeout: float | None
 ) -> dict[str, Any]:
-    path = target.environment_path(environment, "scale")
-    return operations.run(
-        inv,
-        path,
-        {"instances": instances},
-        no_wait=no_wait,
-        timeout=timeout,
-        key_parts=(inv.profile.api_url, path, str(instances)),
-        derive_in_ci=False,
-    )
-
-
-def allocations(
-    inv: Invocation,
-    target: tenancy.Target,
-    *,
-    environment: str | None,
-    deployment: str | None,
-    all_states: bool,
-    limit: int | None = None,
-) -> list[dict[str, Any]]:
-    """The newest allocations (`limit`, default 30), or with `all_states` every one in every state."""
-    params: dict[str, Any] = {"all": "true" if all_states else "false"}
-    if environment:
-        params["environment"] = api_paths.checked_ref("environment", environment)
-    if deployment:
-        params["deployment"] = api_paths.checked_id("deployment", deployment)
-    path = api_paths.below(target.app_path, "allocations")
-    return tenancy.newest(inv, path, limit=limit, everything=all_states, params=params)
-
-
-def regions(inv: Invocation) -> list[dict[str, Any]]:
-    return inv.client().get("/v1/regions").data["items"]
-
-
-def region(inv: Invocation, name: str) -> dict[str, Any]:
-    return inv.client().get(api_paths.region(name)).data
-
-
-def environment_regions(inv: Invocation, target: tenancy.Target, environment: str) -> list[dict[str, Any]]:
-    return inv.client().get(target.environment_path(environment, "regions")).data["items"]
+    op = inv.api().scale(target, environment, instances)
+    return operations.follow(inv, op, no_wait=no_wait, timeout=timeout)
 
 
 def enable_region(
-    inv: Invocation, target: tenancy.Target, environment: str, name: str, *, no_wait: bool, timeout: float | None
+    inv: Invocation, target: Target, environment: str, name: str, *, no_wait: bool, timeout: float | None
 ) -> dict[str, Any]:
-    path = target.environment_path(environment, "regions", api_paths.checked_ref("region", name), "enable")
-    return operations.run(
-        inv, path, {}, no_wait=no_wait, timeout=timeout, key_parts=(inv.profile.api_url, path), derive_in_ci=False
-    )
+    op = inv.api().enable_region(target, environment, name)
+    return operations.follow(inv, op, no_wait=no_wait, timeout=timeout)

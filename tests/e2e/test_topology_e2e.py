@@ -206,20 +206,6 @@ def test_a_promotion_into_a_scaled_environment_starts_every_instance_first(local
     assert not [a for a in live_allocations(local) if a["deployment_id"] == first["id"]]
 
 
-def test_scale_refuses_bad_input_and_an_environment_nothing_serves(local, tmp_path):
-    app_dir = app_copy(tmp_path)
-    session = Session(local, app_dir)
-    session.ok("init", "--link")
-    session.ok("deploy")
-    session.refused("app", "scale", "--env", "production", "--instances", "2", exit_code=5, code="no_route_owner")
-    result = session.run("app", "scale", "--env", "production", "--instances", "21")
-    assert result.exit_code == 2 and "21" in result.stderr
-    result = session.run("app", "scale", "--instances", "2")
-    assert result.exit_code == 2 and "--env" in result.stderr
-    session.refused("app", "scale", "--env", "nowhere", "--instances", "2", exit_code=4, code="not_found")
-    assert db_rows(local, "SELECT COUNT(*) AS n FROM operations WHERE kind = 'scale'")[0]["n"] == 0
-
-
 # -- provider bindings ----------------------------------------------------------------------------------------------
 PROVIDERS = '[providers.db]\nkind = "postgres"\nsecrets = ["DATABASE_URL"]\n'
 PREVIEW_SECRET = "postgres://app:preview-pw-7f3a91c2@db-preview/shop"
