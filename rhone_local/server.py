@@ -33,6 +33,7 @@ from typing import Any
 
 from rhone_local import __version__
 from rhone_local.api.app import create_app
+from rhone_local.blobs import BlobStore, open_blob_store
 from rhone_local.datadir import REFUSED_STATUS, StartRefused, database_errors, open_data_dir
 from rhone_local.domain.access import hash_token
 from rhone_local.edge import affinity_key
@@ -161,6 +162,26 @@ def _sandbox(mode: str, data_dir: Path, read_only: Sequence[str]) -> Sandbox:
         ) from None
 
 
+def _blob_store(url: str | None, endpoint: str | None, data_dir: Path) -> BlobStore | None:
+    """The `--blobs` store, reachable now, or a refused start saying what to fix (docs/multi-node.md, "Blobs")."""
+    hint = "give --blobs s3://BUCKET[/PREFIX] with --blobs-endpoint URL (or AWS_ENDPOINT_URL) and AWS credentials"
+    try:
+        blobs = open_blob_store(url, data_dir, endpoint=endpoint)
+    except ValueError as error:
+        raise StartRefused("blobs_unavailable", str(error), hint) from None
+    except ImportError as error:
+        raise StartRefused("blobs_unavailable", f"--blobs needs {error.name}", "pip install 'rhone[cluster]'") from None
+    if blobs is None:
+        return None
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        blobs.remote.check()
+    except (BotoCoreError, ClientError) as error:  # unreachable endpoint, no credentials, no such bucket
+        raise StartRefused("blobs_unavailable", f"the blob store {url} is not reachable: {error}", hint) from None
+    return blobs
+
+
 def _api_server(config: Any, feed: EdgeFeed | None, before_shutdown: Callable[[], None]) -> Any:
     """uvicorn's server, whose graceful shutdown first runs `before_shutdown` (the allocations' drains, while the
     edges still carry their connections and report them through this API), then answers the edges' long-polls (it
@@ -234,14 +255,17 @@ def wire(
     sandbox: Sandbox | None = None,
     app_databases: str | None = None,
     cache_limit: int | None = None,
+    blobs: BlobStore | None = None,
 ) -> ControlPlane:
     """Build the control plane over `store`: the pipeline and runner, the stage handlers, the workers, retention, the
-    reconciler and the API app (nothing is started)."""
+    reconciler and the API app (nothing is started). `blobs` replaces the default filesystem blob store (`--blobs`)."""
     notifier = notifier or ChangeNotifier()
     limits = {"cache_limit": cache_limit} if cache_limit is not None else {}
     pipeline = build_pipeline(
         store, data_dir, edge_port=edge_port, sandbox=sandbox or UNSANDBOXED, app_databases=app_databases, **limits
     )
+    if blobs is not None:  # before anything below holds on to the pipeline's
+        pipeline.blobs = pipeline.runner.blobs = blobs
     if edge_feed is not None:
         pipeline.runner.open_connections = edge_feed.open_connections  # drains read what the edges report
     workers = Workers(
@@ -276,11 +300,14 @@ def serve(
     sandbox_ro: Sequence[str] = (),
     cache_limit: int | None = None,
     app_databases: str | None = None,
+    blobs_url: str | None = None,
+    blobs_endpoint: str | None = None,
 ) -> int:
     import uvicorn
 
     raise_open_file_limit()  # edge processes inherit it: their connection cap is a share of it
     store = open_data_dir(data_dir)  # holds the data directory's lock until this process exits
+    blobs = _blob_store(blobs_url, blobs_endpoint, data_dir)
     with database_errors(store.path):
         bootstrap(store, data_dir)
         ensure_topology(store)
@@ -297,6 +324,7 @@ def serve(
         sandbox=sandbox,
         app_databases=app_databases,
         cache_limit=cache_limit,
+        blobs=blobs,
     )
     pipeline, workers, retention, reconciler = plane.pipeline, plane.workers, plane.retention, plane.reconciler
     if 0 < store.migrated_from < 5:
@@ -401,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     # password in argv would show in `ps`.
     app_databases = os.environ.get("RHONE_LOCAL_APP_DATABASES") or None
     cache_limit = args.build_cache_mb * 1024 * 1024 if args.build_cache_mb is not None else None
+    # Beyond one machine (docs/multi-node.md): also from the environment, since their URLs may carry credentials.
+    blobs_url = os.environ.get("RHONE_LOCAL_BLOBS") or None
+    blobs_endpoint = os.environ.get("RHONE_LOCAL_BLOBS_ENDPOINT") or None
     try:
         return serve(
             args.data_dir.resolve(),
@@ -412,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
             sandbox_ro=args.sandbox_ro,
             cache_limit=cache_limit,
             app_databases=app_databases,
+            blobs_url=blobs_url,
+            blobs_endpoint=blobs_endpoint,
         )
     except StartRefused as refused:
         print(f"error [{refused.code}]: {refused.message}\nhint: {refused.hint}", file=sys.stderr, flush=True)

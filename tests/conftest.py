@@ -21,6 +21,7 @@ import pytest
 
 from rhone_cli.environment import Environment
 from rhone_cli.main import main
+from tests.engines import postgres_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "schemas"
@@ -205,7 +206,5 @@ def api_app(tmp_path: Path):
 @pytest.fixture
 def postgres():
     """The superuser URL of a PostgreSQL 15 cluster of this test's own (tests/engines.py)."""
-    from tests.engines import postgres_cluster
-
     with postgres_cluster() as cluster:
         yield cluster.url

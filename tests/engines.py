@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+# Read when this module is imported (tests/conftest.py imports it at collection): an autouse fixture removes CI from
+# each test's environment, so the CLI under test never sees it.
+IN_CI = os.environ.get("CI") == "true"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_PASSWORD = "admin-secret"
 
@@ -26,7 +29,7 @@ def require(found: bool, what: str) -> None:
     """Skip (or, in CI, fail) the calling test when an engine `what` needs is not installed."""
     if found:
         return
-    if os.environ.get("CI") == "true":
+    if IN_CI:
         pytest.fail(f"{what}: .ci/run installs it, so CI never skips it", pytrace=False)
     pytest.skip(what)
 
