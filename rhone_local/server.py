@@ -182,6 +182,24 @@ def _blob_store(url: str | None, endpoint: str | None, data_dir: Path) -> BlobSt
     return blobs
 
 
+def _route_publisher(url: str | None, store: Store) -> Any:
+    """The `--events nats://…` publisher of route events (not started), or None; a URL it cannot use refuses the
+    start."""
+    if not url:
+        return None
+    from urllib.parse import urlsplit
+
+    if urlsplit(url).scheme not in ("nats", "tls") or not urlsplit(url).hostname:
+        raise StartRefused("events_unavailable", f"--events {url!r}: expected nats://HOST:PORT", "give a NATS URL")
+    try:
+        import nats  # noqa: F401 - a missing package refuses the start, not the first publish
+    except ImportError:
+        raise StartRefused("events_unavailable", "--events needs nats-py", "pip install 'rhone[cluster]'") from None
+    from rhone_local.route_stream import RouteEventPublisher
+
+    return RouteEventPublisher(url, store.route_events_after)
+
+
 def _api_server(config: Any, feed: EdgeFeed | None, before_shutdown: Callable[[], None]) -> Any:
     """uvicorn's server, whose graceful shutdown first runs `before_shutdown` (the allocations' drains, while the
     edges still carry their connections and report them through this API), then answers the edges' long-polls (it
@@ -302,12 +320,14 @@ def serve(
     app_databases: str | None = None,
     blobs_url: str | None = None,
     blobs_endpoint: str | None = None,
+    events_url: str | None = None,
 ) -> int:
     import uvicorn
 
     raise_open_file_limit()  # edge processes inherit it: their connection cap is a share of it
     store = open_data_dir(data_dir)  # holds the data directory's lock until this process exits
     blobs = _blob_store(blobs_url, blobs_endpoint, data_dir)
+    publisher = _route_publisher(events_url, store)
     with database_errors(store.path):
         bootstrap(store, data_dir)
         ensure_topology(store)
@@ -375,6 +395,8 @@ def serve(
     )
     workers.start()
     retention.start()
+    if publisher is not None:
+        publisher.start()  # route events on NATS, after they commit (docs/multi-node.md, "Route events")
     # Previews come back in the background: the API answers meanwhile, and the edge says 503 until they are ready.
     threading.Thread(target=_restore_previews, args=(pipeline,), name="restore-previews", daemon=True).start()
     # Drains, dead and unresponsive instances, and each route owner's instance count (also after this restart).
@@ -388,6 +410,8 @@ def serve(
         if edges is not None:
             edges.stop()
             feed.stop()
+        if publisher is not None:
+            publisher.stop()
         state_file.unlink(missing_ok=True)
     return 0 if server.started else 1
 
@@ -432,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     # Beyond one machine (docs/multi-node.md): also from the environment, since their URLs may carry credentials.
     blobs_url = os.environ.get("RHONE_LOCAL_BLOBS") or None
     blobs_endpoint = os.environ.get("RHONE_LOCAL_BLOBS_ENDPOINT") or None
+    events_url = os.environ.get("RHONE_LOCAL_EVENTS") or None
     try:
         return serve(
             args.data_dir.resolve(),
@@ -445,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
             app_databases=app_databases,
             blobs_url=blobs_url,
             blobs_endpoint=blobs_endpoint,
+            events_url=events_url,
         )
     except StartRefused as refused:
         print(f"error [{refused.code}]: {refused.message}\nhint: {refused.hint}", file=sys.stderr, flush=True)

@@ -313,3 +313,23 @@ def test_an_edge_cut_off_from_nats_stops_serving_when_its_lease_passes(nats, run
     edge.edge.lease_until = time.monotonic() + 0.2  # a short lease, so the test need not wait for a long one
     wait_until(lambda: edge.answer()[0] == 503, "the lease to pass")
     assert "lost its feed" in edge.answer()[1]
+
+
+@pytest.mark.parametrize("events", ["http://127.0.0.1:4222", "nats://", "redis://127.0.0.1:1"])
+def test_an_events_url_the_server_cannot_use_refuses_the_start(tmp_path, events):
+    import os
+    import subprocess
+    import sys
+
+    from rhone_local.datadir import REFUSED_STATUS
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    command = [sys.executable, "-m", "rhone_local", "serve", "--data-dir", str(data_dir), "--port", "0"]
+    environ = {**os.environ, "RHONE_LOCAL_EVENTS": events}
+    finished = subprocess.run(
+        command, env=environ, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+    )
+    assert finished.returncode == REFUSED_STATUS, finished.stderr
+    assert "error [events_unavailable]" in finished.stderr and "Traceback" not in finished.stderr
+    assert not (data_dir / "server.json").exists()
