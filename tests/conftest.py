@@ -8,6 +8,7 @@ installed console script for what only a real process shows (start-up imports, T
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import subprocess
@@ -208,3 +209,38 @@ def postgres():
     """The superuser URL of a PostgreSQL 15 cluster of this test's own (tests/engines.py)."""
     with postgres_cluster() as cluster:
         yield cluster.url
+
+
+_buckets = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-API server (moto's) on 127.0.0.1, on a port the kernel picked, in a thread; its URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_client(s3_server: str, monkeypatch: pytest.MonkeyPatch):
+    """A client of the loopback S3 server, with a bucket of this test's own, made from the standard AWS variables
+    as `--blobs` reads them."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server)
+    bucket = f"rhone-blobs-{next(_buckets)}"
+    client.create_bucket(Bucket=bucket)
+    return client, bucket

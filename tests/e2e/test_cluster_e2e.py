@@ -1,12 +1,15 @@
-"""Route events on NATS JetStream end to end (docs/multi-node.md, "Route events"): a real Rhone Local started by
-`rhone local up` with `RHONE_LOCAL_EVENTS` pointing at a real JetStream nats-server. The server publishes each route
-event after it commits; the edge process takes route ownership from the stream (and only its allocation table from
-the API's feed). A promotion finishes only when the edge reports the new sequence — learnt from the stream — and
-when NATS goes away the edge stops serving the route, then serves it again once the stream is back."""
+"""Beyond one machine, end to end (docs/multi-node.md): a real Rhone Local started by `rhone local up --events` (a
+real JetStream nats-server) or `--blobs` (a real S3-API server on loopback).
+
+Route events: the server publishes each route event after it commits; the edge process takes route ownership from
+the stream (and only its allocation table from the API's feed). A promotion finishes only when the edge reports the
+new sequence — learnt from the stream — and when NATS goes away the edge stops serving the route, then serves it
+again once the stream is back. Blobs: every blob a deploy stores is in the bucket."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 
 import httpx
@@ -46,7 +49,8 @@ def _edge(server, host: str) -> httpx.Response:
 
 def test_the_edge_follows_route_events_on_jetstream_and_fails_closed_without_them(local_env, tmp_path):
     with nats_jetstream(tmp_path / "nats") as nats:
-        started = local_env.up(environ={"RHONE_LOCAL_EVENTS": nats.url})
+        local_env.up_options = ("--events", nats.url)
+        started = local_env.up()
         assert started.exit_code == 0, started.stderr
         app_dir = tmp_path / "hello"
         shutil.copytree(HELLO, app_dir)
@@ -67,3 +71,26 @@ def test_the_edge_follows_route_events_on_jetstream_and_fails_closed_without_the
         assert wait_until(lambda: _edge(local_env, "hello--production.localhost").status_code == 200, LEASE_WAIT)
         assert _edge(local_env, "hello--production.localhost").json()["environment"] == "production"
         assert local_env.rhone("local", "down").exit_code == 0
+
+
+def test_every_blob_a_deploy_stores_is_in_the_bucket(local_env, tmp_path, s3_server, s3_client):
+    client, bucket = s3_client
+    local_env.up_options = ("--blobs", f"s3://{bucket}/node", "--blobs-endpoint", s3_server)
+    credentials = {
+        name: os.environ[name] for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    }
+    started = local_env.up(environ=credentials)  # the server reads them as boto3 does
+    assert started.exit_code == 0, started.stderr
+    app_dir = tmp_path / "hello"
+    shutil.copytree(HELLO, app_dir)
+    assert local_env.rhone("init", "--link", "--json", cwd=app_dir).exit_code == 0
+    document = local_env.json("deploy", "--promote", cwd=app_dir, timeout=120)
+    assert document["promotion"]["state"] == "healthy", document
+    cached = {
+        "node/" + str(p.relative_to(local_env.data_dir / "blobs"))
+        for p in (local_env.data_dir / "blobs" / "sha256").rglob("*")
+        if p.is_file()
+    }
+    stored = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert cached and cached <= stored  # the source's files, their manifest, the artifact's: all in the bucket
+    assert local_env.rhone("local", "down").exit_code == 0
