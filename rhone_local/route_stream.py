@@ -73,11 +73,21 @@ class LocalPublisherLock:
 
 
 async def _connect(url: str) -> Any:
+    """A connection, or an exception within CONNECT_TIMEOUT_SECONDS: nats-py keeps retrying a refused first connect
+    by itself (even told not to reconnect), which would hold a publisher's lock and a shutdown for ever."""
     import nats
 
-    return await nats.connect(
-        url, connect_timeout=CONNECT_TIMEOUT_SECONDS, max_reconnect_attempts=0, allow_reconnect=False
+    async def quiet(error: Exception) -> None:  # each failure is logged once by the caller, not with a traceback
+        log.debug("route events: NATS said %s", error)
+
+    connecting = nats.connect(
+        url,
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        max_reconnect_attempts=0,
+        allow_reconnect=False,
+        error_cb=quiet,
     )
+    return await asyncio.wait_for(connecting, CONNECT_TIMEOUT_SECONDS)
 
 
 def _event_of(message: Any) -> dict[str, Any]:

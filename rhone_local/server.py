@@ -397,6 +397,8 @@ def serve(
     retention.start()
     if publisher is not None:
         publisher.start()  # route events on NATS, after they commit (docs/multi-node.md, "Route events")
+        if feed is not None:
+            feed.on_change(publisher.poke)  # the feed's watcher sees each commit first: publish at once
     # Previews come back in the background: the API answers meanwhile, and the edge says 503 until they are ready.
     threading.Thread(target=_restore_previews, args=(pipeline,), name="restore-previews", daemon=True).start()
     # Drains, dead and unresponsive instances, and each route owner's instance count (also after this restart).

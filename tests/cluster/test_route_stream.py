@@ -9,10 +9,12 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from rhone_local import route_stream
 from rhone_local.domain.routing import Owner, checksum
 from rhone_local.edge import Edge
 from rhone_local.route_stream import STREAM, RouteEventPublisher, RouteStreamFollower
@@ -121,11 +123,14 @@ def wait_until(condition, what: str) -> None:
 
 def stream_state(url: str) -> Any:
     import nats
+    from nats.js.errors import NotFoundError
 
     async def read() -> Any:
         client = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0)
         try:
             return (await client.jetstream(timeout=5).stream_info(STREAM)).state
+        except NotFoundError:  # not created yet: the publisher creates it when it first connects
+            return SimpleNamespace(messages=0, first_seq=0, last_seq=0)
         finally:
             await client.close()
 
@@ -305,7 +310,7 @@ def test_a_route_sequence_gap_fails_closed_and_never_serves_an_older_owner(nats,
 def test_an_edge_cut_off_from_nats_stops_serving_when_its_lease_passes(nats, running):
     log = CommittedEvents()
     log.promote("dep_0")
-    running(RouteEventPublisher(nats.url, log.after))
+    publisher = running(RouteEventPublisher(nats.url, log.after))
     edge = FollowingEdge(nats.url, log, ["dep_0"])
     running(edge.follower)
     wait_until(lambda: edge.answer()[0] == 200, "serving")
@@ -313,6 +318,11 @@ def test_an_edge_cut_off_from_nats_stops_serving_when_its_lease_passes(nats, run
     edge.edge.lease_until = time.monotonic() + 0.2  # a short lease, so the test need not wait for a long one
     wait_until(lambda: edge.answer()[0] == 503, "the lease to pass")
     assert "lost its feed" in edge.answer()[1]
+    # Stopping while NATS is unreachable ends the publisher (a shutdown does not hang on it) and frees its lock.
+    publisher.stop()
+    assert not publisher._thread.is_alive()
+    assert route_stream.LocalPublisherLock(STREAM).acquire() is True
+    route_stream.LocalPublisherLock(STREAM).release()
 
 
 @pytest.mark.parametrize("events", ["http://127.0.0.1:4222", "nats://", "redis://127.0.0.1:1"])
@@ -333,3 +343,39 @@ def test_an_events_url_the_server_cannot_use_refuses_the_start(tmp_path, events)
     assert finished.returncode == REFUSED_STATUS, finished.stderr
     assert "error [events_unavailable]" in finished.stderr and "Traceback" not in finished.stderr
     assert not (data_dir / "server.json").exists()
+
+
+def test_committed_route_events_of_a_real_store_reach_the_edge_when_the_feed_sees_the_commit(
+    nats, running, tmp_path, monkeypatch
+):
+    """The publisher reads the store's own route events (`route_events_after`, committed by the route CAS), and is
+    woken by the edge feed's watcher (`EdgeFeed.on_change`), not by its interval: the interval is made longer than
+    the test may wait, so only the wake-up can carry each event in time."""
+    from rhone_local.edge_feed import EdgeFeed
+    from rhone_local.store import Store
+    from tests.local.test_edge_routes import World
+
+    monkeypatch.setattr(route_stream, "PUBLISH_INTERVAL_SECONDS", WAIT * 10)
+    store = Store(tmp_path / "rhone.db")
+    try:
+        ids = store.bootstrap(workspace="local", owner="owner", token_hash="x", region="local-1", cell="local-1a")
+        world = World(store, Edge(), ids["workspace_id"], ids["region_id"], ids["cell_id"])
+        world.add_app("web")
+        deployments = [world.deploy("web") for _ in range(3)]
+        world.move(deployments[0])
+        feed = EdgeFeed(store)
+        publisher = RouteEventPublisher(nats.url, store.route_events_after)
+        feed.on_change(publisher.poke)
+        running(publisher)
+        feed.start()
+        try:
+            wait_until(lambda: stream_state(nats.url).messages == 1, "the first event, published at start")
+            for count, deployment in enumerate(deployments[1:], start=2):
+                world.move(deployment)  # the route CAS commits; the feed's watcher sees it and pokes the publisher
+                wait_until(lambda c=count: stream_state(nats.url).messages == c, f"event {count}")
+        finally:
+            feed.stop()
+        assert publisher.published == 3 and publisher.counts == {"published": 3, "duplicate": 0}
+        assert [e["seq"] for e in store.route_events_after(0, 10)] == [1, 2, 3]
+    finally:
+        store.close()
