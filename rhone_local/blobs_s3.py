@@ -14,8 +14,9 @@ only when `--blobs` names S3: boto3 is in the `cluster` extra.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -123,28 +124,27 @@ class S3BlobStore:
         return digest
 
     async def write(self, digest: str, chunks: AsyncIterator[bytes], *, declared_size: int | None = None) -> bool:
-        key = self.key(digest)
         if self.has(digest):
             async for _ in chunks:  # drain the body so the connection stays usable
                 pass
             return False
-        upload = _Upload(self, key)
-        try:
+        with self._verified_upload(digest, declared_size) as upload:
             async for chunk in chunks:
                 upload.add(chunk)
-            upload.verify(digest, declared_size)
-            upload.finish()
-        except BaseException:
-            upload.abort()
-            raise
         return True
 
     def _upload(self, digest: str, chunks: Iterable[bytes]) -> None:
-        upload = _Upload(self, self.key(digest))
-        try:
+        with self._verified_upload(digest, None) as upload:
             for chunk in chunks:
                 upload.add(chunk)
-            upload.verify(digest, None)
+
+    @contextlib.contextmanager
+    def _verified_upload(self, digest: str, declared_size: int | None) -> Iterator[_Upload]:
+        """An upload the caller feeds; visible once the block ends and the bytes verified, aborted otherwise."""
+        upload = _Upload(self, self.key(digest))
+        try:
+            yield upload
+            upload.verify(digest, declared_size)
             upload.finish()
         except BaseException:
             upload.abort()

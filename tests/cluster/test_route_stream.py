@@ -121,6 +121,15 @@ def wait_until(condition, what: str) -> None:
         time.sleep(0.01)
 
 
+def follow(url: str, running: Any, log: CommittedEvents, deployments: list[str]) -> tuple[Any, FollowingEdge]:
+    """A running publisher of `log` and an edge following it, once the edge serves the first owner."""
+    publisher = running(RouteEventPublisher(url, log.after))
+    edge = FollowingEdge(url, log, deployments)
+    running(edge.follower)
+    wait_until(lambda: edge.owner() == log.events[-1]["deployment_id"], "the current owner")
+    return publisher, edge
+
+
 def stream_state(url: str) -> Any:
     import nats
     from nats.js.errors import NotFoundError
@@ -234,10 +243,7 @@ def test_only_one_publisher_holds_the_lock(nats, running):
 def test_a_purged_stream_fails_the_edge_closed_until_a_snapshot_then_it_serves_the_new_owner(nats, running):
     log = CommittedEvents()
     log.promote("dep_0")
-    publisher = running(RouteEventPublisher(nats.url, log.after))
-    edge = FollowingEdge(nats.url, log, ["dep_0", "dep_1", "dep_2"])
-    running(edge.follower)
-    wait_until(lambda: edge.owner() == "dep_0", "the first owner")
+    publisher, edge = follow(nats.url, running, log, ["dep_0", "dep_1", "dep_2"])
     edge.follower.stop()  # the edge is slow: it has not read what comes next when the stream is purged
     log.promote("dep_1")
     publisher.poke()
@@ -259,10 +265,7 @@ def test_a_server_that_comes_back_without_its_data_fails_the_edge_closed_then_it
     log = CommittedEvents()
     for deployment in ("dep_0", "dep_1", "dep_2"):
         log.promote(deployment)
-    publisher = running(RouteEventPublisher(nats.url, log.after))
-    edge = FollowingEdge(nats.url, log, ["dep_0", "dep_1", "dep_2", "dep_3"])
-    running(edge.follower)
-    wait_until(lambda: edge.owner() == "dep_2", "the owner")
+    publisher, edge = follow(nats.url, running, log, ["dep_0", "dep_1", "dep_2", "dep_3"])
     nats.restart(lose_data=True)
     log.promote("dep_3")
     publisher.poke()
@@ -275,10 +278,7 @@ def test_a_server_that_comes_back_without_its_data_fails_the_edge_closed_then_it
 def test_a_route_sequence_gap_fails_closed_and_never_serves_an_older_owner(nats, running):
     log = CommittedEvents()
     log.promote("dep_0")
-    publisher = running(RouteEventPublisher(nats.url, log.after))
-    edge = FollowingEdge(nats.url, log, ["dep_0", "dep_1", "dep_2"])
-    running(edge.follower)
-    wait_until(lambda: edge.owner() == "dep_0", "the first owner")
+    publisher, edge = follow(nats.url, running, log, ["dep_0", "dep_1", "dep_2"])
     owners: list[str | None] = []
     probing = threading.Event()
 

@@ -43,6 +43,14 @@ def _stream(url: str) -> tuple[int, list[int]]:
     return asyncio.run(read())
 
 
+def _deploy_and_promote(server, root) -> dict:
+    """The hello example deployed and promoted through the real CLI; `rhone deploy --promote`'s document."""
+    app_dir = root / "hello"
+    shutil.copytree(HELLO, app_dir)
+    assert server.rhone("init", "--link", "--json", cwd=app_dir).exit_code == 0
+    return server.json("deploy", "--promote", cwd=app_dir, timeout=120)
+
+
 def _edge(server, host: str) -> httpx.Response:
     return httpx.get(f"http://127.0.0.1:{server.edge_port}/", headers={"Host": host}, timeout=10)
 
@@ -52,10 +60,7 @@ def test_the_edge_follows_route_events_on_jetstream_and_fails_closed_without_the
         local_env.up_options = ("--events", nats.url)
         started = local_env.up()
         assert started.exit_code == 0, started.stderr
-        app_dir = tmp_path / "hello"
-        shutil.copytree(HELLO, app_dir)
-        assert local_env.rhone("init", "--link", "--json", cwd=app_dir).exit_code == 0
-        document = local_env.json("deploy", "--promote", cwd=app_dir, timeout=120)
+        document = _deploy_and_promote(local_env, tmp_path)
         # edge_propagating waited for the edge's applied sequence, which only the stream gave it.
         assert document["promotion"]["state"] == "healthy", document
         assert wait_until(lambda: _stream(nats.url) == (1, [1]))
@@ -81,10 +86,7 @@ def test_every_blob_a_deploy_stores_is_in_the_bucket(local_env, tmp_path, s3_ser
     }
     started = local_env.up(environ=credentials)  # the server reads them as boto3 does
     assert started.exit_code == 0, started.stderr
-    app_dir = tmp_path / "hello"
-    shutil.copytree(HELLO, app_dir)
-    assert local_env.rhone("init", "--link", "--json", cwd=app_dir).exit_code == 0
-    document = local_env.json("deploy", "--promote", cwd=app_dir, timeout=120)
+    document = _deploy_and_promote(local_env, tmp_path)
     assert document["promotion"]["state"] == "healthy", document
     cached = {
         "node/" + str(p.relative_to(local_env.data_dir / "blobs"))
