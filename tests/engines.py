@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,15 +111,22 @@ class NatsServer:
     url: str
 
     def restart(self, *, lose_data: bool = False) -> None:
-        """Stop the server and start it again (on its port when it can); `lose_data` also deletes JetStream's store,
-        as a server replaced by a fresh one would have."""
-        self.stop()
-        if lose_data:
-            shutil.rmtree(self.engine.directory / "jetstream", ignore_errors=True)
-        self.engine.ensure()
+        """Stop the server and start it again on the same port (clients keep their URL), as a restarted server would
+        be; `lose_data` also deletes JetStream's store, as a server replaced by a fresh one would have."""
         from rhone_local.engines import ADMIN_USER
 
-        self.url = self.engine.url(ADMIN_USER, "broadcast")
+        port = self.engine.port
+        for _ in range(50):  # the port is free again once the old listener is gone, unless another socket took it
+            self.stop()
+            if lose_data:
+                shutil.rmtree(self.engine.directory / "jetstream", ignore_errors=True)
+            self.engine.port = port
+            self.engine.ensure()
+            if self.engine.port == port:
+                self.url = self.engine.url(ADMIN_USER, "broadcast")
+                return
+            time.sleep(0.1)
+        pytest.fail(f"nats-server could not listen on port {port} again: another socket holds it")
 
     def stop(self) -> None:
         child = self.engine.child

@@ -254,7 +254,8 @@ def test_a_purged_stream_fails_the_edge_closed_until_a_snapshot_then_it_serves_t
     follower = running(edge.follower)  # it reads on from where it was
     wait_until(lambda: follower.counts["snapshots"] == 2, "a new snapshot")
     assert follower.counts["closed"] == 1 and edge.closed_answers == [503]
-    assert edge.owner() == "dep_1" and edge.answer()[0] == 200
+    assert edge.owner() == "dep_1"
+    wait_until(lambda: edge.answer()[0] == 200, "serving again, once the stream confirmed it is caught up")
     log.promote("dep_2")
     publisher.poke()
     wait_until(lambda: edge.owner() == "dep_2", "the owner after the purge")
@@ -266,13 +267,16 @@ def test_a_server_that_comes_back_without_its_data_fails_the_edge_closed_then_it
     for deployment in ("dep_0", "dep_1", "dep_2"):
         log.promote(deployment)
     publisher, edge = follow(nats.url, running, log, ["dep_0", "dep_1", "dep_2", "dep_3"])
+    # It has read the stream to its end (else the new stream's first message simply comes next, and nothing is lost).
+    wait_until(lambda: edge.follower.next_stream_seq == 4, "the edge at the stream's end")
     nats.restart(lose_data=True)
     log.promote("dep_3")
     publisher.poke()
     wait_until(lambda: edge.owner() == "dep_3", "the owner after the restart")
     assert edge.follower.counts["closed"] >= 1 and set(edge.closed_answers) == {503}
     assert edge.follower.counts["snapshots"] >= 2
-    assert edge.answer()[0] == 200 and edge.edge.table.seq == 4
+    wait_until(lambda: edge.answer()[0] == 200, "serving again, once the stream confirmed it is caught up")
+    assert edge.edge.table.seq == 4
 
 
 def test_a_route_sequence_gap_fails_closed_and_never_serves_an_older_owner(nats, running):
