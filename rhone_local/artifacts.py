@@ -21,7 +21,7 @@ from typing import Any
 
 from rhone_local.blobs import BlobStore
 from rhone_local.domain.errors import DomainError
-from rhone_local.domain.manifest import canonical_bytes, digest_of
+from rhone_local.domain.manifest import canonical_bytes
 
 SKIPPED_DIRS = frozenset({".rhone", "__pycache__", ".git"})
 SYSTEM_PREFIXES = ("/usr/", "/bin/", "/lib/", "/lib32/", "/lib64/", "/libx32/", "/sbin/")
@@ -47,20 +47,14 @@ def link_problem(path: str, target: str) -> str | None:
 
 def store_manifest(blobs: BlobStore, document: dict[str, Any]) -> str:
     """Keep the manifest itself as a blob: its digest is the sha256 of its canonical bytes, i.e. a blob digest."""
-    digest = digest_of(document)
-    path = blobs.path(digest)
-    if not path.is_file():
-        temporary = blobs.root / "tmp" / f"manifest.{os.getpid()}.{digest[7:19]}"
-        temporary.write_bytes(canonical_bytes(document))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(temporary, path)
-    return digest
+    return blobs.put_bytes(canonical_bytes(document))
 
 
 def load_manifest(blobs: BlobStore, digest: str) -> dict[str, Any]:
     import json
 
-    return json.loads(blobs.path(digest).read_bytes())
+    with blobs.open(digest) as reader:  # verified: a manifest decides which files a deployment runs
+        return json.loads(reader.read())
 
 
 def materialize(blobs: BlobStore, document: dict[str, Any], destination: Path) -> dict[str, int]:

@@ -25,6 +25,7 @@ import hmac
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,7 @@ class EdgeFeed:
         self._stop = threading.Event()
         self._closing = False
         self._watcher: threading.Thread | None = None
+        self._listeners: list[Callable[[], None]] = []
 
     # -- what edges learn --------------------------------------------------------------------------------------------
     def refresh(self) -> bool:
@@ -160,7 +162,14 @@ class EdgeFeed:
                 with self._waiters_lock:
                     self._waiters.discard(entry)
 
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Also call `listener` (from the watcher's thread; it must not block) whenever the edges are woken: the
+        route-event publisher looks for new events then (docs/multi-node.md, "Route events")."""
+        self._listeners.append(listener)
+
     def _wake(self) -> None:
+        for listener in self._listeners:
+            listener()
         with self._waiters_lock:
             waiters = list(self._waiters)
         for loop, event in waiters:

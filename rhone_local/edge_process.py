@@ -11,6 +11,12 @@ descriptors with the API and workers. Three threads besides the relay's event lo
   per allocation port, at once when they matter to someone waiting (an applied document, a connection to an
   allocation out of rotation closing) and at least every `REPORT_INTERVAL_SECONDS`;
 - stdin: the supervisor keeps it open; its end (the server stopped, or died) stops the edge.
+
+With route events on NATS JetStream (`RHONE_LOCAL_EVENTS=nats://…` in the environment the server passes on;
+docs/multi-node.md, "Route events"), route ownership comes from the stream instead (`RouteStreamFollower`, a
+fourth thread): the feed then carries only the allocation table (its route part is dropped), snapshots are read
+from the feed, and the edge serves routes only while both the feed and the stream are confirmed — the earlier of the
+two leases.
 """
 
 from __future__ import annotations
@@ -69,7 +75,16 @@ class ControlPlane:
 
 
 class EdgeProcess:
-    def __init__(self, edge: Edge, relay: Relay, api_url: str, token: str, lease: float = EDGE_LEASE_SECONDS) -> None:
+    def __init__(
+        self,
+        edge: Edge,
+        relay: Relay,
+        api_url: str,
+        token: str,
+        lease: float = EDGE_LEASE_SECONDS,
+        *,
+        events_url: str | None = None,
+    ) -> None:
         self.edge, self.relay = edge, relay
         self.lease = lease
         # An idle feed answers every `wait` seconds; two answers fit in a lease, so a healthy feed never lapses.
@@ -79,6 +94,77 @@ class EdgeProcess:
         self.stopping = threading.Event()
         self.report_due = threading.Event()
         relay.pool.on_retired_release = self._retired_release  # a drain waits on it: report soon
+        self.feed_lease_until = float("-inf")
+        self.stream_lease_until = float("-inf")
+        self.api_seq: int | None = None  # with a stream: the feed's route sequence, only to long-poll past it
+        self.stream = self._stream_follower(events_url, api_url, token) if events_url else None
+
+    # -- leases: routes are served only while every source of them is confirmed ------------------------------------
+    def _renew_feed(self, sent: float) -> None:
+        self.feed_lease_until = sent + self.lease
+        self._set_lease()
+
+    def _renew_stream(self, sent: float) -> None:
+        self.stream_lease_until = sent + self.lease
+        self._set_lease()
+
+    def _set_lease(self) -> None:
+        stream = self.stream_lease_until if self.stream is not None else float("inf")
+        self.edge.lease_until = min(self.feed_lease_until, stream)
+
+    # -- route events from NATS JetStream --------------------------------------------------------------------------
+    def _stream_follower(self, events_url: str, api_url: str, token: str) -> Any:
+        from rhone_local.route_stream import RouteStreamFollower
+
+        snapshots = ControlPlane(api_url, token, 10)
+
+        def load_snapshot() -> dict[str, Any]:
+            return snapshots.call("GET", "/v1/edge/feed")["routes"]["snapshot"]
+
+        return RouteStreamFollower(
+            events_url,
+            load_snapshot=load_snapshot,
+            apply=lambda document: self._on_loop(self.edge.apply, document),
+            wanted_seq=lambda: self.edge.wanted_seq,
+            fail_closed=lambda reason: self._on_loop(self._close_routes, reason),
+            renew=self._renew_stream,
+        )
+
+    def _close_routes(self, _reason: str) -> None:
+        self.edge.table.gap = True
+        self.report_due.set()
+
+    def _on_loop(self, function: Any, argument: Any) -> None:
+        """Run `function(argument)` on the relay's loop, between two requests, and wait for it (its exception is
+        raised here)."""
+        done = threading.Event()
+        outcome: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                function(argument)
+            except BaseException as error:  # noqa: BLE001 - handed to the waiting thread
+                outcome.append(error)
+            finally:
+                self.report_due.set()
+                done.set()
+
+        self.relay.loop.call_soon_threadsafe(run)
+        if not done.wait(10):
+            raise TimeoutError("the relay's loop did not apply a route document within 10s")
+        if outcome:
+            raise outcome[0]
+
+    def _routes_from_feed(self, document: dict[str, Any]) -> dict[str, Any]:
+        """With a stream, the feed's route part is not applied: only remember how far it went, to long-poll past it."""
+        if self.stream is None:
+            return document
+        routes = document.get("routes") or {}
+        if "snapshot" in routes:
+            self.api_seq = routes["snapshot"]["seq"]
+        elif routes.get("events"):
+            self.api_seq = routes["events"][-1]["seq"]
+        return {"allocations": document.get("allocations")}
 
     def first_sync(self) -> bool:
         """Load the tables before accepting a connection (clients wait in the listening socket's backlog meanwhile):
@@ -87,23 +173,26 @@ class EdgeProcess:
         while time.monotonic() < deadline and not self.stopping.is_set():
             sent = time.monotonic()
             try:
-                self.edge.apply(self.feed.call("GET", "/v1/edge/feed"))
+                self.edge.apply(self._routes_from_feed(self.feed.call("GET", "/v1/edge/feed")))
             except (OSError, ValueError, SnapshotRejected):
                 time.sleep(RETRY_SECONDS[1])
                 continue
-            self.edge.lease_until = sent + self.lease
+            self._renew_feed(sent)
             return True
         return False
 
     def start(self) -> None:
         for target, name in ((self._follow, "edge-feed"), (self._report, "edge-report"), (self._stdin, "edge-stdin")):
             threading.Thread(target=target, name=name, daemon=True).start()
+        if self.stream is not None:
+            self.stream.start()
 
     # -- the feed ------------------------------------------------------------------------------------------------------
     def _follow(self) -> None:
         failures = 0
         while not self.stopping.is_set():
-            seq, version = self.edge.wanted_seq, self.edge.version
+            seq = self.edge.wanted_seq if self.stream is None else self.api_seq
+            version = self.edge.version
             asked = (("seq", seq), ("version", version), ("wait", self.wait))
             query = "&".join(f"{k}={v}" for k, v in asked if v is not None)
             sent = time.monotonic()
@@ -117,6 +206,7 @@ class EdgeProcess:
                 continue
             failures = 0
             applied = threading.Event()
+            document = self._routes_from_feed(document)
             self.relay.loop.call_soon_threadsafe(self._apply, document, sent, applied)
             applied.wait(10)
 
@@ -129,7 +219,7 @@ class EdgeProcess:
         except Exception:
             log.exception("edge: a feed document could not be applied")
         else:
-            self.edge.lease_until = sent + self.lease
+            self._renew_feed(sent)
         finally:
             self.report_due.set()
             applied.set()
@@ -162,6 +252,9 @@ class EdgeProcess:
     def stop(self) -> None:
         self.stopping.set()
         self.report_due.set()
+        if self.stream is not None:
+            self.stream.stopping.set()
+            self.stream.poke()
         self.relay.stop_soon()
 
 
@@ -182,7 +275,8 @@ def main(argv: list[str]) -> int:
     edge = Edge(key=affinity_key(args.data_dir))
     relay = Relay(edge.candidates, sock=listener, limits=Limits(max_clients=client_cap(raise_open_file_limit())))
     edge.on_rotation = relay.pool.retire  # applied on the loop's thread: the pool is the loop's
-    process = EdgeProcess(edge, relay, args.api_url, token, min(args.lease, EDGE_LEASE_SECONDS))
+    events_url = os.environ.get("RHONE_LOCAL_EVENTS") or None  # checked by the server before it started this edge
+    process = EdgeProcess(edge, relay, args.api_url, token, min(args.lease, EDGE_LEASE_SECONDS), events_url=events_url)
     relay.loop.add_signal_handler(signal.SIGTERM, process.stop)
     relay.loop.add_signal_handler(signal.SIGINT, process.stop)
     if not process.first_sync():

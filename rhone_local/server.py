@@ -32,6 +32,7 @@ from typing import Any
 
 from rhone_local import __version__
 from rhone_local.api.app import create_app
+from rhone_local.blobs import BlobStore, open_blob_store
 from rhone_local.datadir import REFUSED_STATUS, StartRefused, database_errors, open_data_dir
 from rhone_local.domain.access import hash_token, new_secret
 from rhone_local.edge import affinity_key
@@ -165,6 +166,44 @@ def _sandbox(mode: str, data_dir: Path, read_only: Sequence[str]) -> Sandbox:
         ) from None
 
 
+def _blob_store(url: str | None, endpoint: str | None, data_dir: Path) -> BlobStore | None:
+    """The `--blobs` store, reachable now, or a refused start saying what to fix (docs/multi-node.md, "Blobs")."""
+    hint = "give --blobs s3://BUCKET[/PREFIX] with --blobs-endpoint URL (or AWS_ENDPOINT_URL) and AWS credentials"
+    try:
+        blobs = open_blob_store(url, data_dir, endpoint=endpoint)
+    except ValueError as error:
+        raise StartRefused("blobs_unavailable", str(error), hint) from None
+    except ImportError as error:
+        raise StartRefused("blobs_unavailable", f"--blobs needs {error.name}", "pip install 'rhone[cluster]'") from None
+    if blobs is None:
+        return None
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        blobs.remote.check()
+    except (BotoCoreError, ClientError) as error:  # unreachable endpoint, no credentials, no such bucket
+        raise StartRefused("blobs_unavailable", f"the blob store {url} is not reachable: {error}", hint) from None
+    return blobs
+
+
+def _route_publisher(url: str | None, store: Store) -> Any:
+    """The `--events nats://…` publisher of route events (not started), or None; a URL it cannot use refuses the
+    start."""
+    if not url:
+        return None
+    from urllib.parse import urlsplit
+
+    if urlsplit(url).scheme not in ("nats", "tls") or not urlsplit(url).hostname:
+        raise StartRefused("events_unavailable", f"--events {url!r}: expected nats://HOST:PORT", "give a NATS URL")
+    try:
+        import nats  # noqa: F401 - a missing package refuses the start, not the first publish
+    except ImportError:
+        raise StartRefused("events_unavailable", "--events needs nats-py", "pip install 'rhone[cluster]'") from None
+    from rhone_local.route_stream import RouteEventPublisher
+
+    return RouteEventPublisher(url, store.route_events_after)
+
+
 def _api_server(config: Any, feed: EdgeFeed | None, before_shutdown: Callable[[], None]) -> Any:
     """uvicorn's server, whose graceful shutdown first runs `before_shutdown` (the allocations' drains, while the
     edges still carry their connections and report them through this API), then answers the edges' long-polls (it
@@ -265,14 +304,17 @@ def wire(
     sandbox: Sandbox | None = None,
     app_databases: str | None = None,
     cache_limit: int | None = None,
+    blobs: BlobStore | None = None,
 ) -> ControlPlane:
     """Build the control plane over `store`: the pipeline and runner, the stage handlers, the workers, retention, the
-    reconciler and the API app (nothing is started)."""
+    reconciler and the API app (nothing is started). `blobs` replaces the default filesystem blob store (`--blobs`)."""
     notifier = notifier or ChangeNotifier()
     limits = {"cache_limit": cache_limit} if cache_limit is not None else {}
     pipeline = build_pipeline(
         store, data_dir, edge_port=edge_port, sandbox=sandbox or UNSANDBOXED, app_databases=app_databases, **limits
     )
+    if blobs is not None:  # before anything below holds on to the pipeline's
+        pipeline.blobs = pipeline.runner.blobs = blobs
     if edge_feed is not None:
         pipeline.runner.open_connections = edge_feed.open_connections  # drains read what the edges report
     promotions, topology = Promotions(store, pipeline, edge_feed), Topology(store, pipeline)
@@ -304,11 +346,16 @@ def serve(
     sandbox_ro: Sequence[str] = (),
     cache_limit: int | None = None,
     app_databases: str | None = None,
+    blobs_url: str | None = None,
+    blobs_endpoint: str | None = None,
+    events_url: str | None = None,
 ) -> int:
     import uvicorn
 
     raise_open_file_limit()  # edge processes inherit it: their connection cap is a share of it
     store = open_data_dir(data_dir)  # holds the data directory's lock until this process exits
+    blobs = _blob_store(blobs_url, blobs_endpoint, data_dir)
+    publisher = _route_publisher(events_url, store)
     with database_errors(store.path):
         bootstrap(store, data_dir)
         ensure_topology(store)
@@ -325,6 +372,7 @@ def serve(
         sandbox=sandbox,
         app_databases=app_databases,
         cache_limit=cache_limit,
+        blobs=blobs,
     )
     pipeline, workers, retention, reconciler = plane.pipeline, plane.workers, plane.retention, plane.reconciler
     if 0 < store.migrated_from < 5:
@@ -375,6 +423,10 @@ def serve(
     )
     workers.start()
     retention.start()
+    if publisher is not None:
+        publisher.start()  # route events on NATS, after they commit (docs/multi-node.md, "Route events")
+        if feed is not None:
+            feed.on_change(publisher.poke)  # the feed's watcher sees each commit first: publish at once
     # Previews come back in the background: the API answers meanwhile, and the edge says 503 until they are ready.
     threading.Thread(target=_restore_previews, args=(pipeline,), name="restore-previews", daemon=True).start()
     # Drains, dead and unresponsive instances, and each route owner's instance count (also after this restart).
@@ -388,6 +440,8 @@ def serve(
         if edges is not None:
             edges.stop()
             feed.stop()
+        if publisher is not None:
+            publisher.stop()
         state_file.unlink(missing_ok=True)
     return 0 if server.started else 1
 
@@ -429,6 +483,10 @@ def main(argv: list[str] | None = None) -> int:
     # password in argv would show in `ps`.
     app_databases = os.environ.get("RHONE_LOCAL_APP_DATABASES") or None
     cache_limit = args.build_cache_mb * 1024 * 1024 if args.build_cache_mb is not None else None
+    # Beyond one machine (docs/multi-node.md): also from the environment, since their URLs may carry credentials.
+    blobs_url = os.environ.get("RHONE_LOCAL_BLOBS") or None
+    blobs_endpoint = os.environ.get("RHONE_LOCAL_BLOBS_ENDPOINT") or None
+    events_url = os.environ.get("RHONE_LOCAL_EVENTS") or None
     try:
         return serve(
             args.data_dir.resolve(),
@@ -440,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
             sandbox_ro=args.sandbox_ro,
             cache_limit=cache_limit,
             app_databases=app_databases,
+            blobs_url=blobs_url,
+            blobs_endpoint=blobs_endpoint,
+            events_url=events_url,
         )
     except StartRefused as refused:
         print(f"error [{refused.code}]: {refused.message}\nhint: {refused.hint}", file=sys.stderr, flush=True)

@@ -8,9 +8,9 @@ installed console script for what only a real process shows (start-up imports, T
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ import pytest
 
 from rhone_cli.environment import Environment
 from rhone_cli.main import main
+from tests.engines import postgres_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "schemas"
@@ -206,43 +207,43 @@ def api_app(tmp_path: Path):
         plane.close()
 
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+@pytest.fixture
+def postgres():
+    """The superuser URL of a PostgreSQL 15 cluster of this test's own (tests/engines.py)."""
+    with postgres_cluster() as cluster:
+        yield cluster.url
+
+
+_buckets = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-API server (moto's) on 127.0.0.1, on a port the kernel picked, in a thread; its URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
 
 
 @pytest.fixture
-def postgres():
-    """A PostgreSQL 15 cluster of its own in a temporary directory, listening only on a unix socket there (it cannot
-    bind port 0 and say which port it got). Run as the `postgres` user when the tests run as root."""
-    import tempfile
+def s3_client(s3_server: str, monkeypatch: pytest.MonkeyPatch):
+    """A client of the loopback S3 server, with a bucket of this test's own, made from the standard AWS variables
+    as `--blobs` reads them."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    import boto3
 
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip(f"PostgreSQL 15 binaries are not installed at {PG_BIN}")
-    root = Path(tempfile.mkdtemp(prefix="rhone-pg-"))  # not under pytest's 0700 tmp: the postgres user must enter
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    # The socket has a directory of its own that anyone may enter (apps in the sandbox connect to it as an
-    # unprivileged uid); the cluster's data stays private to the postgres user.
-    data, socket_dir = root / "data", root / "socket"
-    socket_dir.mkdir()
-    if as_postgres:
-        shutil.chown(root, "postgres")
-        shutil.chown(socket_dir, "postgres")
-    root.chmod(0o711)
-    socket_dir.chmod(0o755)
-    run = {"check": True, "capture_output": True, "timeout": 120}
-    pg_ctl = [*as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(data)]
-    try:
-        # Passwords are checked (scram): a role reaches only what its grants allow, as on a real server.
-        (root / "pw").write_text("admin-secret\n")
-        if as_postgres:
-            shutil.chown(root / "pw", "postgres")
-        initdb = [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "scram-sha-256"]
-        subprocess.run([*as_postgres, *initdb, f"--pwfile={root / 'pw'}"], **run)
-        (root / "pw").unlink()
-        options = f"-c listen_addresses='' -k {socket_dir}"
-        subprocess.run([*pg_ctl, "-o", options, "-w", "-l", str(root / "log"), "start"], **run)
-        try:
-            yield f"postgresql://postgres:admin-secret@/postgres?host={socket_dir}"
-        finally:
-            subprocess.run([*pg_ctl, "-m", "immediate", "stop"], **run)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    client = boto3.client("s3", endpoint_url=s3_server)
+    bucket = f"rhone-blobs-{next(_buckets)}"
+    client.create_bucket(Bucket=bucket)
+    return client, bucket

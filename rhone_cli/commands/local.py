@@ -70,6 +70,33 @@ def up(
             metavar="URL",
         ),
     ] = None,
+    blobs: Annotated[
+        str | None,
+        typer.Option(
+            "--blobs",
+            help="Keep blobs in an S3 bucket (s3://BUCKET[/PREFIX]; credentials from the AWS environment variables), "
+            "for nodes that share no disk; needs rhone[cluster] [env: RHONE_LOCAL_BLOBS].",
+            metavar="URL",
+        ),
+    ] = None,
+    blobs_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--blobs-endpoint",
+            help="The S3 API's endpoint for --blobs (default AWS's, or AWS_ENDPOINT_URL) "
+            "[env: RHONE_LOCAL_BLOBS_ENDPOINT].",
+            metavar="URL",
+        ),
+    ] = None,
+    events: Annotated[
+        str | None,
+        typer.Option(
+            "--events",
+            help="Publish route events to NATS JetStream, and have the edge follow them there "
+            "(nats://HOST:PORT); needs rhone[cluster] [env: RHONE_LOCAL_EVENTS].",
+            metavar="URL",
+        ),
+    ] = None,
     sandbox: Annotated[
         str,
         typer.Option(
@@ -109,6 +136,7 @@ def up(
         _refuse_other_ports(local.status(inv, root), port, edge_port)
     port, edge_port = port or local.DEFAULT_PORT, edge_port or local.DEFAULT_EDGE_PORT
     server_environ = local.app_databases_environ(inv, app_databases)
+    server_environ.update(local.cluster_environ(inv, blobs, blobs_endpoint, events))
     if foreground:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         local.require_server_packages()

@@ -366,6 +366,44 @@ def app_databases_environ(inv: Invocation, url: str | None) -> dict[str, str]:
     return {"RHONE_LOCAL_APP_DATABASES": url}
 
 
+S3_BUCKET_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")
+
+
+def cluster_environ(
+    inv: Invocation, blobs: str | None, blobs_endpoint: str | None, events: str | None
+) -> dict[str, str]:
+    """`--blobs`, `--blobs-endpoint` and `--events` (docs/multi-node.md) reach the server through its environment,
+    since their URLs may carry credentials; checked here with the server's rules (rhone_local/blobs_s3.py,
+    rhone_local/server.py), so a mistyped URL is a usage error before anything starts."""
+    from urllib.parse import urlsplit
+
+    from rhone_cli.errors import usage_error
+
+    environ = inv.env.environ
+    values = {
+        "RHONE_LOCAL_BLOBS": blobs or environ.get("RHONE_LOCAL_BLOBS"),
+        "RHONE_LOCAL_BLOBS_ENDPOINT": blobs_endpoint or environ.get("RHONE_LOCAL_BLOBS_ENDPOINT"),
+        "RHONE_LOCAL_EVENTS": events or environ.get("RHONE_LOCAL_EVENTS"),
+    }
+    if values["RHONE_LOCAL_BLOBS"]:
+        parts = urlsplit(values["RHONE_LOCAL_BLOBS"])
+        bucket = parts.netloc
+        if parts.scheme != "s3" or not (3 <= len(bucket) <= 63 and set(bucket) <= S3_BUCKET_CHARS):
+            raise usage_error("--blobs must be s3://BUCKET[/PREFIX] (a bucket name of 3-63 of a-z, 0-9, '.', '-')")
+        if ".." in parts.path.split("/") or parts.query or parts.fragment:
+            raise usage_error("--blobs must be s3://BUCKET[/PREFIX], with no '..', query or fragment")
+    if values["RHONE_LOCAL_BLOBS_ENDPOINT"]:
+        if not values["RHONE_LOCAL_BLOBS"]:
+            raise usage_error("--blobs-endpoint needs --blobs s3://BUCKET[/PREFIX]")
+        if urlsplit(values["RHONE_LOCAL_BLOBS_ENDPOINT"]).scheme not in ("http", "https"):
+            raise usage_error("--blobs-endpoint must be an http:// or https:// URL (the S3 API's endpoint)")
+    if values["RHONE_LOCAL_EVENTS"]:
+        parts = urlsplit(values["RHONE_LOCAL_EVENTS"])
+        if parts.scheme not in ("nats", "tls") or not parts.hostname:
+            raise usage_error("--events must be a NATS URL: nats://[USER:PASSWORD@]HOST:PORT")
+    return {name: value for name, value in values.items() if value}
+
+
 def up(
     inv: Invocation,
     root: Path,
