@@ -44,6 +44,9 @@ def _slug(value: str) -> str:
     return value
 
 
+MAX_PATH_BYTES, MAX_COMPONENT_BYTES = 1024, 255
+
+
 def _relative_path(value: str) -> str:
     """A project-relative path: not empty, not absolute (POSIX or Windows), no `..` segment."""
     if not value.strip():
@@ -55,6 +58,12 @@ def _relative_path(value: str) -> str:
     parts = PurePosixPath(value.replace("\\", "/")).parts
     if ".." in parts:
         raise ValueError("must stay inside the project directory (no '..' segments)")
+    # The limits an artifact's paths have (docs/security.md, "Files from clients"): a longer name cannot be made on the
+    # server's file system, so refuse it here rather than fail a build later.
+    if len(value.encode()) > MAX_PATH_BYTES:
+        raise ValueError(f"must be at most {MAX_PATH_BYTES} bytes long (UTF-8)")
+    if any(len(part.encode()) > MAX_COMPONENT_BYTES for part in parts):
+        raise ValueError(f"must not have a path component longer than {MAX_COMPONENT_BYTES} bytes (UTF-8)")
     return value
 
 

@@ -51,6 +51,11 @@ BAD_CONFIGS = [
     ("build.command", ["sh", "-c", "true"]),
     ("build.command", "   "),
     ("build.output", "../../etc"),
+    # Names the file system cannot hold: refused at request time, not by a failed build later.
+    ("build.output", "a" * 256),
+    ("build.output", "a/" * 600 + "x"),
+    ("vango.state_schema", "s" * 251 + ".json"),
+    ("database.migrations", "é" * 128),
     ("process.start", {"cmd": "true"}),
     ("process.start", None),
     ("process.health_path", "healthz"),
