@@ -95,7 +95,6 @@ _USAGE = (
     "invalid_manifest",
     "invalid_setting",
     "invalid_digest",
-    "unsafe_path",
     "provider_cannot_serve",
     "blob_too_large",
     "client_disconnected",
@@ -121,6 +120,9 @@ _FAILURES = (
     "build_failed",
     "build_timeout",
     "build_output_missing",
+    # Raised on the server only for what a build produced (a link leaving its output): the build failed. The CLI's
+    # own `unsafe_path`, for a project tree it reads, stays a usage error.
+    "unsafe_path",
     "config_modified",
     "stale_artifacts",
     "state_impact_failed",
