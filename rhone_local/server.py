@@ -5,7 +5,8 @@ Files in the data directory:
 - `rhone.db` (+ WAL files): the control database;
 - `owner.token` (0600): the bootstrap owner's API token, read by `rhone local up` to write the `local` profile;
 - `edge-affinity.key` (0600): the key that signs the edge's affinity cookies (created on first start);
-- `server.json`: pid, ports and version of the running server (removed on clean exit);
+- `server.json`: pid, ports and version of the running server, written atomically once both ports are bound (the
+  ports it got: `--port 0`/`--edge-port 0` ask for any free one); removed on clean exit;
 - `rhone-local.lock`: held (flock, exclusive) by the one server of this data directory for its whole life;
 - `rhone-local.log`: the log (written by the parent's redirection when started in the background).
 The directory is 0700, the database files and the token 0600 (rhone_local/datadir.py).
@@ -23,6 +24,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -75,13 +77,17 @@ def bootstrap(store: Store, data_dir: Path) -> None:
 
 def _write_owner_token(data_dir: Path, secret: str) -> Path:
     """`owner.token`, mode 0600, replaced atomically."""
-    token_file = data_dir / "owner.token"
-    temporary = data_dir / f".owner.token.{os.getpid()}"
+    return _write_atomically(data_dir / "owner.token", secret + "\n")
+
+
+def _write_atomically(path: Path, text: str) -> Path:
+    """`path`, mode 0600, replaced in one step: a reader sees the old file or the whole new one, never a part."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
-    os.replace(temporary, token_file)
-    return token_file
+        handle.write(text)
+    os.replace(temporary, path)
+    return path
 
 
 def recover_owner(data_dir: Path, workspace_ref: str = WORKSPACE) -> dict[str, str]:
@@ -175,6 +181,23 @@ def _api_server(config: Any, feed: EdgeFeed | None, before_shutdown: Callable[[]
             await super().shutdown(sockets)
 
     return Server(config)
+
+
+def _listen(host: str, port: int, flag: str) -> socket.socket:
+    """A listening socket bound here, so that the port it got (any free one for port 0) is known before anything
+    reports it; a taken port refuses the start."""
+    try:
+        return socket.create_server((host, port), backlog=2048)  # SO_REUSEADDR: a restart finds it free
+    except OSError as error:
+        raise _port_refused(host, port, flag, error) from None
+
+
+def _port_refused(host: str, port: int, flag: str, error: OSError) -> StartRefused:
+    return StartRefused(
+        "port_in_use",
+        f"cannot listen on {host}:{port} for {flag} ({error.strerror or error})",
+        f"free it, or choose another with `rhone local up {flag} N` (0 picks any free port)",
+    )
 
 
 @dataclass
@@ -288,7 +311,15 @@ def serve(
     warning = exposure_warning(sandbox)
     if warning:
         log.warning("%s", warning)
-    feed = EdgeFeed(store) if edge_port else None
+    # Both ports are bound before anything is wired: the pipeline's URLs and the edges' API URL name the ports got.
+    listener = _listen(host, port, "--port")
+    port = listener.getsockname()[1]
+    feed = EdgeFeed(store) if edge_port is not None else None
+    edges = None
+    if feed is not None:
+        affinity_key(data_dir)  # created here, before edge processes read it
+        edges = _edge_supervisor(feed, host, edge_port, f"http://{host}:{port}", data_dir, edge_processes)
+        edge_port = edges.port
     plane = wire(
         store,
         data_dir,
@@ -306,14 +337,6 @@ def serve(
     adopted = pipeline.runner.reconcile()
     if adopted:
         log.info("adopted %d running allocation(s) that survived the previous server", len(adopted))
-    edges = None
-    if feed is not None:
-        affinity_key(data_dir)  # created here, before edge processes read it
-        # The edge's port is bound here, before the state file is written: a taken port fails the start.
-        api_url = f"http://{host}:{port}"
-        edges = EdgeSupervisor(
-            feed, host=host, port=edge_port, api_url=api_url, data_dir=data_dir, processes=edge_processes
-        )
     wound_down = threading.Event()
 
     def wind_down() -> None:
@@ -330,20 +353,20 @@ def serve(
         feed.start()
         edges.start()  # they follow the feed as soon as the API answers
         log.info("edge: %d process(es) on %s:%d", edges.slots, host, edges.port)
-    state_file = data_dir / "server.json"
-    state_file.write_text(
+    state_file = _write_atomically(
+        data_dir / "server.json",
         json.dumps(
             {
                 "pid": os.getpid(),
                 "api_url": f"http://{host}:{port}",
                 "port": port,
-                "edge_port": edges.port if edges is not None else edge_port,
+                "edge_port": edge_port,
                 "version": __version__,
                 "started_at": time.time(),
                 "data_dir": str(data_dir),
                 "sandbox": describe(sandbox),
             }
-        )
+        ),
     )
     workers.start()
     retention.start()
@@ -354,14 +377,25 @@ def serve(
     pipeline.engines.start()  # runtime-service engines: adopted or started again, and kept running
     log.info("Rhone Local %s listening on http://%s:%s (data in %s)", __version__, host, port, data_dir)
     try:
-        server.run()
+        server.run(sockets=[listener])
     finally:
         wind_down()  # already done when the API shut down gracefully; here after a failed start
         if edges is not None:
             edges.stop()
             feed.stop()
         state_file.unlink(missing_ok=True)
+        listener.close()
     return 0 if server.started else 1
+
+
+def _edge_supervisor(
+    feed: EdgeFeed, host: str, port: int, api_url: str, data_dir: Path, processes: int
+) -> EdgeSupervisor:
+    """The edges' supervisor, whose listening socket is bound at construction (a taken port refuses the start)."""
+    try:
+        return EdgeSupervisor(feed, host=host, port=port, api_url=api_url, data_dir=data_dir, processes=processes)
+    except OSError as error:
+        raise _port_refused(host, port, "--edge-port", error) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,8 +30,6 @@ from rhone_cli.services.local import process_alive
 from tests.conftest import REPO
 from tests.e2e.helpers import allocation_group, operation_state, processes_under, restart, wait_until
 
-pytestmark = pytest.mark.slow
-
 HELLO = REPO / "examples" / "hello"
 STAGE_DELAY = "1.5"
 MATRIX: dict[str, dict[str, str]] = {}

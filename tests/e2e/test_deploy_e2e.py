@@ -27,8 +27,6 @@ from rhone_cli.services.local import process_alive
 from tests.conftest import REPO, RHONE_BIN, assert_matches_schema
 from tests.e2e.helpers import hello_app, linked, processes_under
 
-pytestmark = pytest.mark.slow
-
 HELLO = REPO / "examples" / "hello"
 GATES = {"generated_artifacts", "state_impact", "db_impact", "providers_bound"}
 

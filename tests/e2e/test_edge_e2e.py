@@ -27,8 +27,6 @@ from rhone_local.edge_relay import client_cap
 from tests.conftest import REPO, RHONE_BIN
 from tests.e2e.helpers import HELLO, wait_until
 
-pytestmark = pytest.mark.slow
-
 
 def _open_file_limits(pid: int) -> tuple[int, int]:
     for line in Path(f"/proc/{pid}/limits").read_text().splitlines():

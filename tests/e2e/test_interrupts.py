@@ -15,8 +15,6 @@ import pytest
 
 from tests.conftest import REPO, RHONE_BIN
 
-pytestmark = pytest.mark.slow
-
 
 class SilentApi:
     """Accepts connections on loopback and never answers; `accepted` is set once rhone's request arrived."""

@@ -19,13 +19,10 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from rhone_cli.services.local import process_alive
 from tests.conftest import REPO, assert_matches_schema
 from tests.e2e.helpers import set_version, wait_until
-
-pytestmark = pytest.mark.slow
 
 HELLO = REPO / "examples" / "hello"
 ROUTE_KEY = "hello--production"

@@ -29,8 +29,6 @@ import pytest
 from tests.conftest import RHONE_BIN
 from tests.e2e.helpers import processes_under, set_version, wait_until
 
-pytestmark = pytest.mark.slow
-
 PRODUCTION_HOST = "shop--production.localhost"
 PYTHON = sys.executable
 

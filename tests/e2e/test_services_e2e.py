@@ -16,8 +16,6 @@ from rhone_local.resp import RespConnection, RespError
 from tests.e2e.helpers import hello_app, linked, wait_until
 from tests.e2e.test_topology_e2e import live_allocations, process_environ
 
-pytestmark = pytest.mark.slow
-
 if not shutil.which("redis-server"):
     pytest.skip("needs redis-server (apt-get install redis-server)", allow_module_level=True)
 

@@ -22,8 +22,6 @@ import pytest
 from tests.conftest import assert_matches_schema
 from tests.e2e.helpers import HELLO, wait_until
 
-pytestmark = pytest.mark.slow
-
 APP_PATH = "/v1/workspaces/local/projects/hello/apps/hello"
 PRODUCTION_HOST = "hello--production.localhost"
 

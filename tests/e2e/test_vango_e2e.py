@@ -21,8 +21,6 @@ import pytest
 from tests.conftest import REPO
 from tests.e2e.helpers import linked, wait_until
 
-pytestmark = pytest.mark.slow
-
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 REDIS = shutil.which("redis-server")
 if not (CHROMIUM and CHROMEDRIVER):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import textwrap
 import time
@@ -18,6 +19,7 @@ import pytest
 from rhone_local import processes
 from rhone_local.artifacts import record_tree, store_manifest
 from rhone_local.pipeline import build_pipeline
+from rhone_local.ports import PORT_ATTEMPTS
 from rhone_local.runner import Runner
 from rhone_local.store import now_iso
 
@@ -253,6 +255,76 @@ def test_a_websocket_only_server_fails_http_readiness_and_passes_tcp(local, runn
     assert tcp["state"] == "ready" and tcp["health"]["probe"] == "tcp"
     runner.drain(tcp, "test over", timeout=0)
     tick_until_ended(runner, tcp["id"])
+
+
+class PortTakenAtRelease:
+    """A probe of the runner's port reservations whose port another process takes (a listener) the moment the
+    runner lets it go — the window no reservation can close."""
+
+    def __init__(self, probe: socket.socket, squatters: list[socket.socket]) -> None:
+        self.probe, self.squatters = probe, squatters
+
+    def getsockname(self) -> tuple[str, int]:
+        return self.probe.getsockname()
+
+    def close(self) -> None:
+        if self.probe.fileno() != -1:
+            port = self.probe.getsockname()[1]
+            self.probe.close()
+            self.squatters.append(socket.create_server(("127.0.0.1", port)))
+
+
+def steal_ports(runner: Runner, monkeypatch, count: int) -> list[socket.socket]:
+    """The first `count` ports the runner chooses are taken between its choice and the app's bind."""
+    squatters: list[socket.socket] = []
+    hold = runner.ports.hold
+
+    def hold_then_lose() -> Any:
+        probe = hold()
+        return PortTakenAtRelease(probe, squatters) if len(squatters) < count else probe
+
+    monkeypatch.setattr(runner.ports, "hold", hold_then_lose)
+    return squatters
+
+
+def test_a_port_taken_between_choice_and_start_is_retried_on_another(local, runner, tmp_path, monkeypatch) -> None:
+    dep = deployment(local, runner, tmp_path, "python3 app.py")
+    squatters = steal_ports(runner, monkeypatch, 1)
+    try:
+        alloc = start(local, runner, dep)
+        taken = squatters[0].getsockname()[1]
+        assert alloc["state"] == "ready", alloc["health"]
+        assert alloc["port"] != taken
+        assert alloc["health"]["port_retries"] == [
+            {"port": taken, "reason": "the app could not bind it: address already in use"}
+        ]
+        assert [a["id"] for a in runner.allocations_of(dep["id"])] == [alloc["id"]]  # no second allocation
+        assert members(alloc) == [alloc["pid"]]  # the first app exited; nothing of it is left
+        assert "Address already in use" in runner.log_path(alloc["id"]).read_text()
+        assert squatters[0].fileno() != -1 and len(squatters) == 1  # the squatter was left alone
+        assert runner.ports._reserved == set()  # every reservation settled
+        runner.drain(alloc, "test over", timeout=0)
+        assert tick_until_ended(runner, alloc["id"])["state"] == "stopped"
+    finally:
+        for squatter in squatters:
+            squatter.close()
+
+
+def test_port_retries_are_bounded_and_the_allocation_fails_naming_them(local, runner, tmp_path, monkeypatch) -> None:
+    dep = deployment(local, runner, tmp_path, "python3 app.py")
+    squatters = steal_ports(runner, monkeypatch, 100)
+    try:
+        alloc = start(local, runner, dep)
+        ports = [s.getsockname()[1] for s in squatters]
+        assert len(ports) == PORT_ATTEMPTS  # then it stopped trying
+        assert alloc["state"] == "failed"
+        assert [r["port"] for r in alloc["health"]["port_retries"]] == ports[:-1]
+        assert alloc["port"] == ports[-1] and "Address already in use" in alloc["health"]["log_tail"]
+        assert [a["id"] for a in runner.allocations_of(dep["id"])] == [alloc["id"]]
+        assert members(alloc) == [] and runner.ports._reserved == set()
+    finally:
+        for squatter in squatters:
+            squatter.close()
 
 
 def test_a_start_command_naming_a_missing_program_fails_cleanly(local, runner, tmp_path) -> None:
