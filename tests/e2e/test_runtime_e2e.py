@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import RHONE_BIN
+from tests.conftest import RHONE_BIN, SIGNALLED_CHILD
 from tests.e2e.helpers import processes_under, set_version, wait_until
 
 PRODUCTION_HOST = "shop--production.localhost"
@@ -493,7 +493,7 @@ def test_logs_show_every_allocation_and_follow_until_ctrl_c(local, tmp_path):
     assert f"{owner['id']} | app v1 on" in logged.stdout and f"{owner['id']} | GET / v1" in logged.stdout
     follower = subprocess.Popen(
         [str(RHONE_BIN), "logs", "--env", "production", "-f"], cwd=app_dir, env=local.environ, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE, text=True, **SIGNALLED_CHILD,
     )  # fmt: skip
     try:
         time.sleep(1)
