@@ -99,17 +99,19 @@ def members(alloc: dict[str, Any]) -> list[int]:
     return [p.pid for p in processes.allocation_processes(alloc["id"], alloc["pid"], alloc["pid_start_time"])]
 
 
-def gone(alloc: dict[str, Any], rounds: int = 200) -> bool:
+def gone(alloc: dict[str, Any], timeout: float = 30) -> bool:
     """Whether the allocation's leader has died (a SIGKILL is delivered asynchronously; reaped once it has)."""
-    for _ in range(rounds):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if not processes.leader_alive(alloc["pid"], alloc["pid_start_time"]):
             return True
         time.sleep(0.025)
     return False
 
 
-def tick_until_ended(runner: Runner, alloc_id: str, rounds: int = 400) -> dict[str, Any]:
-    for _ in range(rounds):
+def tick_until_ended(runner: Runner, alloc_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         runner.tick()
         row = runner.store.allocation(alloc_id)
         if row["state"] in ("stopped", "failed"):
