@@ -6,14 +6,17 @@ until just before the app is spawned. A port handed out stays reserved in this s
 (the app was probed ready, or it failed): two allocations starting at once never get the same one.
 
 Between the probe's close and the app's own bind another process may still take the port. The app then fails to bind
-and exits, its log saying so ("Address already in use"); the runner starts it again on another port, at most
-`PORT_ATTEMPTS` times in all, and records each port it gave up in the allocation's health (`port_retries`).
+and exits, its log saying so ("Address already in use"); and a taker that answers the readiness probe itself is seen
+too: the socket listening on the port must belong to one of the allocation's processes (`listener_owned`). Either
+way the runner starts the app again on another port, at most `PORT_ATTEMPTS` times in all, and records each port it
+gave up in the allocation's health (`port_retries`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import re
 import socket
 import threading
@@ -23,6 +26,14 @@ PORT_ATTEMPTS = 3
 # How an app that could not bind its port says so: the OS's message (Python, Node, Go, Ruby, gunicorn…) or the errno.
 ADDRESS_IN_USE = re.compile(rb"address already in use|EADDRINUSE|\[Errno 98\]", re.IGNORECASE)
 _DRAWS = 64  # probes a reservation may draw before giving up: the kernel hands out free ports, so one nearly always
+
+
+class PortTaken(Exception):
+    """The app's port was taken by another process between its choice and the app's bind."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class PortReservations:
@@ -52,6 +63,37 @@ class PortReservations:
     def settle(self, port: int) -> None:
         with self._lock:
             self._reserved.discard(port)
+
+
+def listener_owned(port: int, pids: list[int]) -> bool | None:
+    """Whether a socket listening on `port` (any local address) is held by one of `pids`; None when that cannot be
+    known (no /proc/net, nothing seen listening, or a process whose descriptors cannot be read)."""
+    listening = _listening_inodes(port)
+    if not listening:
+        return None
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            return None
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in listening:
+                    return True
+    return False
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """`socket:[inode]` of every TCP socket in LISTEN state (0A) on `port`, from /proc/net/tcp and tcp6."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as handle:
+            next(handle, None)  # the header
+            for line in handle:
+                fields = line.split()
+                if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    found.add(f"socket:[{fields[9]}]")
+    return found
 
 
 def address_in_use(log_file: Path, offset: int) -> bool:

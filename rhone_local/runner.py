@@ -39,7 +39,7 @@ from rhone_local.artifacts import load_manifest, materialize
 from rhone_local.blobs import BlobStore
 from rhone_local.domain import limits
 from rhone_local.domain.ids import new_id
-from rhone_local.ports import PORT_ATTEMPTS, PortReservations, address_in_use
+from rhone_local.ports import PORT_ATTEMPTS, PortReservations, PortTaken, address_in_use, listener_owned
 from rhone_local.sandbox import Bind, Sandbox, base_environment
 from rhone_local.store import Store, now_iso
 
@@ -293,13 +293,12 @@ class Runner:
                 if child is None:
                     return alloc
                 clash_from = log_start if len(retries) + 1 < PORT_ATTEMPTS else None
-                ended = self._await_ready(alloc, child, process, self.log_path(alloc["id"]), bound, clash_from)
+                return self._await_ready(alloc, child, process, self.log_path(alloc["id"]), bound, clash_from)
+            except PortTaken as taken:
+                retries.append({"port": port, "reason": taken.reason})
             finally:
                 probe.close()
                 self.ports.settle(port)
-            if ended is not None:
-                return ended
-            retries.append({"port": port, "reason": "the app could not bind it: address already in use"})
 
     def _launch(
         self,
@@ -351,9 +350,9 @@ class Runner:
         log_file: Path,
         bound: dict[str, str],
         clash_from: int | None = None,
-    ) -> dict[str, Any] | None:
-        """The allocation ready, or failed with why; None when the app exited because its port was taken (its log
-        from `clash_from` on says so: the caller starts it again on another port)."""
+    ) -> dict[str, Any]:
+        """The allocation ready, or failed with why. With `clash_from` (where the app's output begins in its log), a
+        port another process took raises PortTaken instead, the app stopped: the caller starts it on another port."""
         kind, target = readiness_of(process)
         timeout = limits.readiness_timeout(process)
         deadline = time.monotonic() + timeout
@@ -363,7 +362,7 @@ class Runner:
             if child.poll() is not None:
                 if clash_from is not None and address_in_use(log_file, clash_from):
                     self._terminate_now(alloc["id"], alloc["pid"], alloc["pid_start_time"])  # any process it left
-                    return None
+                    raise PortTaken("the app could not bind it: address already in use")
                 last = f"the process exited with status {child.returncode}"
                 break
             if self.closing.is_set():
@@ -372,6 +371,12 @@ class Runner:
                 raise RunnerStopping
             attempts += 1
             ok, last = probe(alloc["port"], target, kind=kind)
+            if ok and self._served_by_another(alloc):
+                if clash_from is not None:  # another process took the port and answers on it: start on another
+                    self._terminate_now(alloc["id"], alloc["pid"], alloc["pid_start_time"])
+                    raise PortTaken("served by a process that is not the allocation's")
+                last = f"port {alloc['port']} is served by a process that is not the allocation's"
+                break
             if ok:
                 health = {"ready": True, "probe": kind, "target": target, "attempts": attempts, "last": last}
                 moved = self._move(alloc, "ready", health={**health, "at": now_iso(), **retried})
@@ -395,6 +400,12 @@ class Runner:
         }
         self._terminate_now(alloc["id"], alloc["pid"], alloc["pid_start_time"])
         return self._move(alloc, "failed", health=health) or alloc
+
+    def _served_by_another(self, alloc: dict[str, Any]) -> bool:
+        """Whether the socket listening on the allocation's port belongs to a process outside it (the port was taken
+        between its choice and the app's bind); unknown counts as no."""
+        members = processes.allocation_processes(alloc["id"], alloc["pid"], alloc["pid_start_time"])
+        return listener_owned(alloc["port"], [p.pid for p in members]) is False
 
     def _allocation_binds(self, environment_id: str, region_id: str) -> list[Bind]:
         """Rhone Local's own runtime services of the environment (SQLite files, spool directories) and its
