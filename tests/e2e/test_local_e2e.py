@@ -301,6 +301,7 @@ def test_init_links_the_directory(local):
 
 
 def test_up_with_other_ports_while_running_is_a_conflict_not_a_success(local):
+    pid = local.pid()
     from tests.netservers import refusing_port
 
     with refusing_port() as other:
@@ -314,6 +315,8 @@ def test_up_with_other_ports_while_running_is_a_conflict_not_a_success(local):
     assert same.exit_code == 0 and same.json()["started"] is False
     bare = local.rhone("local", "up", "--json")
     assert bare.exit_code == 0 and bare.json()["api_url"] == local.api_url
+    any_ports = local.rhone("local", "up", "--port", "0", "--edge-port", "0", "--json")  # any port: the ones it has
+    assert any_ports.exit_code == 0 and (any_ports.json()["started"], any_ports.json()["pid"]) == (False, pid)
 
 
 def test_up_and_commands_work_with_a_proxy_set_for_everything(local_env):
