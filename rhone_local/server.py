@@ -222,9 +222,10 @@ class ControlPlane:
         """Drive every runnable operation to its end in this thread; the ids driven, in order."""
         return self.workers.run_until_idle(worker, max_ops=max_ops)
 
-    def settle_drains(self, rounds: int = 200) -> None:
+    def settle_drains(self, timeout: float = 60) -> None:
         """End the drains under way as the reconciler's tick would (with no edge, no connection holds one open)."""
-        for _ in range(rounds):
+        deadline = time.monotonic() + timeout  # generous: a busy machine delays the apps' exits, never the outcome
+        while time.monotonic() < deadline:
             self.runner.tick()
             if not self.store.allocations_in("draining"):
                 return
