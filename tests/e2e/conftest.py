@@ -44,7 +44,8 @@ class LocalServer:
             state = json.loads((self.data_dir / "server.json").read_text())
         except (OSError, ValueError):
             return self.ports[name]
-        self.ports.update(port=state["port"], edge_port=state["edge_port"])
+        if isinstance(state.get("port"), int) and isinstance(state.get("edge_port"), int):  # not a test's stale record
+            self.ports.update(port=state["port"], edge_port=state["edge_port"])
         return self.ports[name]
 
     @property
