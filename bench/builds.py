@@ -114,7 +114,7 @@ def redeploys(python: str, checks: Checks) -> None:
 # -- the sandbox's overhead on an app ------------------------------------------------------------------------------
 def start_and_measure(sandbox, tree: Path, requests: int) -> tuple[float, float]:
     """(seconds from spawn to the first 200 of /healthz, median seconds of one request on a kept-alive connection)."""
-    from rhone_local.ports import PortReservations
+    from rhone_local.allocation_ports import PortReservations
     from rhone_local.sandbox import base_environment
 
     probe = PortReservations().hold()  # the port the app is told to listen on, held until the spawn (as the runner)

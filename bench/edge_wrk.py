@@ -44,7 +44,7 @@ from pathlib import Path
 
 from _harness import Checks, Rhone, SetupError, isolated_environment, local_up, production_port, rhone_script
 
-from rhone_local.ports import PortReservations
+from rhone_local.allocation_ports import PortReservations
 
 APP = "wrkapp"
 ROUTE_HOST = f"{APP}--production.localhost"
