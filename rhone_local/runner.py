@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from rhone_local import processes
+from rhone_local.allocation_ports import PORT_ATTEMPTS, PortReservations, PortTaken, address_in_use, listener_owned
 from rhone_local.artifacts import load_manifest, materialize
 from rhone_local.blobs import BlobStore
 from rhone_local.domain import limits
 from rhone_local.domain.ids import new_id
-from rhone_local.allocation_ports import PORT_ATTEMPTS, PortReservations, PortTaken, address_in_use, listener_owned
 from rhone_local.sandbox import Bind, Sandbox, base_environment
 from rhone_local.store import Store, now_iso
 
@@ -115,7 +115,8 @@ class Runner:
         # Set by stop_all: from then on nothing starts, and a readiness probe under way gives up, so no allocation
         # process is launched by a worker that outlives the server's shutdown.
         self.closing = threading.Event()
-        self.ports = PortReservations()  # how an app's port is chosen without a silent collision (rhone_local/allocation_ports.py)
+        # How an app's port is chosen without a silent collision (rhone_local/allocation_ports.py).
+        self.ports = PortReservations()
         # Requests, answers and tunnels the edges have open to a port (`EdgeFeed.open_connections`, wired by server.py):
         # what a draining allocation still serves. Without an edge there are none.
         self.open_connections: Callable[[int], int] = lambda port: 0

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from rhone_local import processes
+from rhone_local.allocation_ports import PORT_ATTEMPTS
 from rhone_local.artifacts import record_tree, store_manifest
 from rhone_local.pipeline import build_pipeline
-from rhone_local.allocation_ports import PORT_ATTEMPTS
 from rhone_local.runner import Runner
 from rhone_local.store import now_iso
 
