@@ -1,4 +1,4 @@
-"""What the benchmarks share: free loopback ports, an isolated environment for `rhone`, the `rhone` runner, stats.
+"""What the benchmarks share: Rhone Local on ports it binds, an isolated environment for `rhone`, the runner, stats.
 
 Each benchmark runs as a script (`python bench/NAME.py`), so this directory is on sys.path and `from _harness import …`
 works without packaging.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,19 +19,6 @@ from typing import Any
 
 class SetupError(Exception):
     """The benchmark could not set itself up (not a measurement)."""
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def parse_ts(text: str) -> float:
@@ -101,6 +87,15 @@ class Rhone:
 
     def json(self, *args: str, **kw: Any) -> Any:
         return json.loads(self(*args, "--json", **kw).stdout)
+
+
+def local_up(rhone: Rhone, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """`rhone local up --port 0 --edge-port 0 ARGS`: the server binds free ports itself and reports them. Its status
+    document (`api_url`, `edge_port`, `pid`, …) with `port`, the API's port."""
+    from urllib.parse import urlsplit
+
+    status = rhone.json("local", "up", "--port", "0", "--edge-port", "0", *args, env=env)
+    return {**status, "port": urlsplit(status["api_url"]).port}
 
 
 # -- bounded load from a second process, and the checks a benchmark reports ---------------------------------------

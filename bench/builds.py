@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _harness import HELLO, Checks, Rhone, SetupError, free_ports, isolated_environment, rhone_script
+from _harness import HELLO, Checks, Rhone, SetupError, isolated_environment, local_up, rhone_script
 
 FLASK_APP = """\
 import os
@@ -93,8 +93,7 @@ def redeploys(python: str, checks: Checks) -> None:
     with tempfile.TemporaryDirectory(prefix="rhone-bench-builds-") as tmp:
         env, work, _data_dir = isolated_environment(Path(tmp))
         rhone = Rhone(rhone_script(python), env, work)
-        port, edge_port = free_ports(2)
-        rhone("local", "up", "--port", str(port), "--edge-port", str(edge_port), "--sandbox", "bubblewrap")
+        local_up(rhone, "--sandbox", "bubblewrap")
         try:
             app_dir = flask_app(work)
             first, deployed = timed_deploy(rhone, app_dir)
@@ -115,16 +114,17 @@ def redeploys(python: str, checks: Checks) -> None:
 # -- the sandbox's overhead on an app ------------------------------------------------------------------------------
 def start_and_measure(sandbox, tree: Path, requests: int) -> tuple[float, float]:
     """(seconds from spawn to the first 200 of /healthz, median seconds of one request on a kept-alive connection)."""
+    from rhone_local.allocation_ports import PortReservations
     from rhone_local.sandbox import base_environment
 
-    with socket.socket() as probe:  # the port the app is told to listen on (as the runner does)
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    probe = PortReservations().hold()  # the port the app is told to listen on, held until the spawn (as the runner)
+    port = probe.getsockname()[1]
     home = tree.parent / "home"
     home.mkdir(exist_ok=True)
     env = {**base_environment(sandbox, tree, home=home), "PORT": str(port)}
     with open(tree.parent / "app.log", "ab") as log:
         started = time.perf_counter()
+        probe.close()
         child, leader = sandbox.spawn("python3 app.py", root=tree, env=env, log=log)
     try:
         while True:

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/deploy.py [--stage-delay 1] [--python PATH]
 
-It starts Rhone Local with `rhone local up` on free loopback ports, in a temporary HOME, config dir and data dir,
+It starts Rhone Local with `rhone local up` on ports it binds, in a temporary HOME, config dir and data dir,
 copies examples/hello into the temporary directory and links it (`rhone init --link`). Then, each deploy being
 `rhone --verbose --progress jsonl deploy --json` run as a fresh process:
 
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from _harness import Rhone, SetupError, free_ports, isolated_environment, linked_hello, parse_ts, rhone_script
+from _harness import Rhone, SetupError, isolated_environment, linked_hello, local_up, parse_ts, rhone_script
 
 STAGES = ("queued", "cloning", "building", "validating", "preview_ready")
 DEPLOY_TIMEOUT = 120.0
@@ -164,14 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         env, work, data_dir = isolated_environment(root)
         rhone = Rhone(exe, env, work)
-        port, edge_port = free_ports(2)
-        up_args = ("--json", "local", "up", "--port", str(port), "--edge-port", str(edge_port))
         runs: list[DeployRun] = []
         try:
-            status = json.loads(rhone(*up_args).stdout)
-            api_url = status["api_url"]
-            if api_url != f"http://127.0.0.1:{port}":
-                raise SetupError(f"unexpected api_url {api_url}")
+            status = local_up(rhone)
+            api_url, edge_port = status["api_url"], status["edge_port"]
             token = (data_dir / "owner.token").read_text().strip()
             app_dir = linked_hello(rhone, work)
             print(
@@ -185,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(deploy(rhone, app_dir, "2. redeploy, app.py changed", token, api_url, edge_port))
             runs.append(deploy(rhone, app_dir, "3. redeploy, unchanged", token, api_url, edge_port))
             rhone("local", "down")
-            rhone(*up_args, env={"RHONE_LOCAL_STAGE_DELAY": str(options.stage_delay)})
+            status = local_up(rhone, env={"RHONE_LOCAL_STAGE_DELAY": str(options.stage_delay)})
+            api_url, edge_port = status["api_url"], status["edge_port"]
             label = f"4. redeploy, stage delay {options.stage_delay:g} s"
             runs.append(deploy(rhone, app_dir, label, token, api_url, edge_port))
         except (SetupError, subprocess.SubprocessError, OSError, ValueError, KeyError) as error:

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/edge.py [--threads K] [--requests M] [--rounds R] [--promotions N] [--python PATH]
 
-It starts Rhone Local with `rhone local up` on free loopback ports, in a temporary HOME, config dir and data dir,
+It starts Rhone Local with `rhone local up` on ports it binds, in a temporary HOME, config dir and data dir,
 copies examples/hello into the temporary directory, links it, deploys and promotes it (`rhone deploy --promote`: the
 first deployment, A, owns `hello--production`), then deploys a second version (B, preview only). Then:
 
@@ -50,9 +50,9 @@ from _harness import (
     Checks,
     Rhone,
     SetupError,
-    free_ports,
     isolated_environment,
     linked_hello,
+    local_up,
     parse_ts,
     production_port,
     rhone_script,
@@ -323,9 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         env, work, data_dir = isolated_environment(root)
         rhone = Rhone(exe, env, work)
-        port, edge_port = free_ports(2)
         try:
-            status = rhone.json("local", "up", "--port", str(port), "--edge-port", str(edge_port))
+            status = local_up(rhone)
+            edge_port = status["edge_port"]
             app_dir = linked_hello(rhone, work)
             print(
                 f"Rhone Local {status.get('version')} (pid {status.get('pid')}) at {status['api_url']}, edge "

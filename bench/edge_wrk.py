@@ -4,7 +4,7 @@
 
 Needs Debian's `wrk` and `nginx` (`apt-get install wrk nginx-light`); nothing else in the repository does.
 
-Setup: `rhone local up` on free loopback ports in a temporary HOME and data dir; an app deployed and promoted through
+Setup: `rhone local up` on ports it binds in a temporary HOME and data dir; an app deployed and promoted through
 the real CLI (`rhone deploy --promote`) whose allocation is an nginx (one worker, `return 200` of a 13-byte body,
 unlimited keep-alive requests) — the cheapest keep-alive upstream this machine can run, so the app is never the
 bottleneck and what differs between the three targets is the proxy (`--app python`: a tiny uvloop + httptools
@@ -42,7 +42,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _harness import Checks, Rhone, SetupError, free_ports, isolated_environment, production_port, rhone_script
+from _harness import Checks, Rhone, SetupError, isolated_environment, local_up, production_port, rhone_script
+
+from rhone_local.allocation_ports import PortReservations
 
 APP = "wrkapp"
 ROUTE_HOST = f"{APP}--production.localhost"
@@ -294,10 +296,10 @@ def main(argv: list[str] | None = None) -> int:
         env, work, data_dir = isolated_environment(root)
         env["RHONE_LOCAL_EDGE_PROCESSES"] = str(options.edge_processes)
         rhone = Rhone(exe, env, work)
-        port, edge_port, anchor_port = free_ports(3)
         anchor: subprocess.Popen | None = None
         try:
-            status = rhone.json("local", "up", "--port", str(port), "--edge-port", str(edge_port))
+            status = local_up(rhone)
+            edge_port = status["edge_port"]
             app_dir = work / APP
             app_dir.mkdir()
             if options.app == "nginx":
@@ -317,7 +319,10 @@ def main(argv: list[str] | None = None) -> int:
             app_port = production_port(data_dir, promoted["deployment"]["id"])
             (root / "tmp").mkdir()
             conf = root / "anchor.conf"
+            probe = PortReservations().hold()  # held until nginx starts; a port taken after is nginx's clear failure
+            anchor_port = probe.getsockname()[1]
             conf.write_text(ANCHOR_CONF.format(user=nginx_user_line(), root=root, app_port=app_port, port=anchor_port))
+            probe.close()
             anchor = subprocess.Popen(
                 ["nginx", "-p", str(root), "-c", str(conf), "-g", "daemon off;"], stdin=subprocess.DEVNULL
             )

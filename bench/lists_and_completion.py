@@ -4,7 +4,7 @@ run.
 
     .venv/bin/python bench/lists_and_completion.py [--runs N] [--deployments N]
 
-It starts Rhone Local (`rhone local up`, free loopback ports, temporary HOME and data dir), creates a project with two
+It starts Rhone Local (`rhone local up`, ports it binds, temporary HOME and data dir), creates a project with two
 apps, restarts it with `RHONE_LOCAL_STAGE_DELAY` so large that no deployment is ever built (the figures are about
 listing, not building), and creates 20 deployments of one app and N (default 1,000) of the other through the API.
 Then, in interleaved rounds after an untimed warm-up round:
@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _harness import Checks, Rhone, SetupError, free_ports, isolated_environment, rhone_script
+from _harness import Checks, Rhone, SetupError, isolated_environment, local_up, rhone_script
 
 LS_RATIO_TARGET = 1.3
 COMPLETION_UP_TARGET = 2.5
@@ -70,19 +70,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="rhone-bench-lists-") as tmp:
         env, work, data_dir = isolated_environment(Path(tmp))
         rhone.env, rhone.cwd = env, work
-        port, edge_port = free_ports(2)
-        ports = ("--port", str(port), "--edge-port", str(edge_port))
         try:
-            rhone("local", "up", *ports)
+            local_up(rhone)
             rhone("project", "create", "bench")
             for app in ("few", "many"):
                 rhone("app", "create", app, "-p", "bench")
             rhone("local", "down")
-            rhone("local", "up", *ports, env={"RHONE_LOCAL_STAGE_DELAY": "86400"})
+            api_url = local_up(rhone, env={"RHONE_LOCAL_STAGE_DELAY": "86400"})["api_url"]
             token = (data_dir / "owner.token").read_text().strip()
             started = time.monotonic()
-            create_deployments(f"http://127.0.0.1:{port}", token, "few", 20)
-            create_deployments(f"http://127.0.0.1:{port}", token, "many", args.deployments)
+            create_deployments(api_url, token, "few", 20)
+            create_deployments(api_url, token, "many", args.deployments)
             print(f"created 20 + {args.deployments} deployments in {time.monotonic() - started:.1f} s")
             (work / "rhone.toml").write_text(RHONE_TOML)
             return measure(rhone, work, args.runs, args.deployments)

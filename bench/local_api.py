@@ -3,7 +3,7 @@ measured in the same run.
 
     .venv/bin/python bench/local_api.py [--runs N] [--ops N] [--threads K] [--requests M]
 
-It starts Rhone Local with `rhone local up` on free loopback ports, in a temporary HOME, config dir and data dir, with
+It starts Rhone Local with `rhone local up` on ports it binds, in a temporary HOME, config dir and data dir, with
 `RHONE_LOCAL_STAGE_DELAY` (default 0.2 s) so that every operation stage takes a while, and creates a project and an
 app with the CLI. Then:
 
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _harness import Rhone, SetupError, free_ports, parse_ts, percentile, rhone_script
+from _harness import Rhone, SetupError, local_up, parse_ts, percentile, rhone_script
 
 WORKSPACE = "local"
 PROJECT, APP = "bench", "web"
@@ -311,17 +311,11 @@ def main(argv: list[str] | None = None) -> int:
             "RHONE_LOCAL_STAGE_DELAY": str(options.stage_delay),  # inherited by the server `local up` starts
         }
         rhone = Rhone(exe, env, work)
-        port, edge_port = free_ports(2)
         try:
             started = time.perf_counter()
-            up = rhone(
-                "--json", "local", "up", "--port", str(port), "--edge-port", str(edge_port), "--data-dir", str(data_dir)
-            )
+            status = local_up(rhone, "--data-dir", str(data_dir))
             up_seconds = time.perf_counter() - started
-            status = json.loads(up.stdout)
             api_url = status["api_url"]
-            if api_url != f"http://127.0.0.1:{port}":
-                raise SetupError(f"unexpected api_url {api_url}")
             token = (data_dir / "owner.token").read_text().strip()
             rhone("project", "create", PROJECT)
             rhone("app", "create", APP, "--project", PROJECT)

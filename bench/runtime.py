@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/runtime.py [--rounds R] [--connections N] [--python PATH]
 
-It starts Rhone Local with `rhone local up` on free loopback ports in a temporary HOME, config dir and data dir,
+It starts Rhone Local with `rhone local up` on ports it binds in a temporary HOME, config dir and data dir,
 copies examples/hello with one more route (`/hold`, a chunked answer that lasts up to a minute), deploys and promotes
 it, then:
 
@@ -35,7 +35,7 @@ import threading
 import time
 from pathlib import Path
 
-from _harness import Checks, Rhone, SetupError, free_ports, isolated_environment, linked_hello, parse_ts, rhone_script
+from _harness import Checks, Rhone, SetupError, isolated_environment, linked_hello, local_up, parse_ts, rhone_script
 
 ROUTE_HOST = "hello--production.localhost"
 HOLD_ROUTE = """
@@ -141,9 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rhone-bench-runtime-") as tmp:
         env, work, data_dir = isolated_environment(Path(tmp))
         rhone = Rhone(rhone_script(args.python), env, work)
-        port, edge_port = free_ports(2)
         try:
-            rhone("local", "up", "--port", str(port), "--edge-port", str(edge_port))
+            edge_port = local_up(rhone)["edge_port"]
             app_dir = linked_hello(rhone, work)
             release = Path(tmp) / "release"
             prepare(app_dir, release)

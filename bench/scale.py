@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/scale.py [--instances N] [--rounds R] [--threads K] [--requests M] [--python PATH]
 
-It starts Rhone Local with `rhone local up` on free loopback ports in a temporary HOME, config dir and data dir,
+It starts Rhone Local with `rhone local up` on ports it binds in a temporary HOME, config dir and data dir,
 copies examples/hello, deploys and promotes it (`rhone deploy --promote`), binds the runtime services hello needs to
 run more than one instance (`rhone env services production --bind session --bind broadcast`; Rhone Local's own
 implementations), then:
@@ -41,9 +41,9 @@ from _harness import (
     Checks,
     Rhone,
     SetupError,
-    free_ports,
     isolated_environment,
     linked_hello,
+    local_up,
     parse_ts,
     rhone_script,
     threaded_load,
@@ -144,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         env, work, _ = isolated_environment(root)
         rhone = Rhone(exe, env, work)
-        port, edge_port = free_ports(2)
         try:
-            status = rhone.json("local", "up", "--port", str(port), "--edge-port", str(edge_port))
+            status = local_up(rhone)
+            edge_port = status["edge_port"]
             app_dir = linked_hello(rhone, work)
             print(
                 f"Rhone Local {status.get('version')} (pid {status.get('pid')}), edge :{edge_port}; python "

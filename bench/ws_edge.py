@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ws_edge.py [--rounds R] [--messages M] [--idle N] [--python PATH]
 
-It starts Rhone Local with `rhone local up` on free loopback ports in a temporary HOME, config dir and data dir, and
+It starts Rhone Local with `rhone local up` on ports it binds in a temporary HOME, config dir and data dir, and
 deploys and promotes a standard-library WebSocket echo app (written into the temporary directory), then:
 
 a. Round trip: one WebSocket straight to the allocation's port and one through the edge
@@ -27,7 +27,7 @@ import time
 import warnings
 from pathlib import Path
 
-from _harness import Checks, Rhone, SetupError, free_ports, isolated_environment, rhone_script
+from _harness import Checks, Rhone, SetupError, isolated_environment, local_up, rhone_script
 
 # Idle connections are held open in a list, not in `with` blocks, which the newest websockets warns about.
 warnings.filterwarnings("ignore", message=r"connect\(\) must be used as a context manager", category=DeprecationWarning)
@@ -150,9 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rhone-bench-ws-") as tmp:
         env, work, data_dir = isolated_environment(Path(tmp))
         rhone = Rhone(rhone_script(args.python), env, work)
-        port, edge_port = free_ports(2)
         try:
-            rhone("local", "up", "--port", str(port), "--edge-port", str(edge_port))
+            edge_port = local_up(rhone)["edge_port"]
             app_dir = work / "echo"
             app_dir.mkdir()
             (app_dir / "app.py").write_text(ECHO_APP)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from rhone_local import processes
+from rhone_local.allocation_ports import PORT_ATTEMPTS, PortReservations, PortTaken, address_in_use, listener_owned
 from rhone_local.app_logs import iso_at
 from rhone_local.artifacts import load_manifest, materialize
 from rhone_local.blobs import BlobStore
@@ -57,14 +58,6 @@ STOP_GRACE_SECONDS = 5.0  # SIGTERM → SIGKILL
 SHUTDOWN_DRAIN_SECONDS = 3.0  # how long `rhone local down` lets open connections finish
 SHUTDOWN_GRACE_SECONDS = 3.0
 LOG_TAIL_LINES = 20
-
-
-def free_port() -> int:
-    # The app must be told its port before it binds it, so the runner picks one; the app reports a clash by exiting,
-    # which fails readiness with the log tail naming it.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def readiness_of(process: dict[str, Any]) -> tuple[str, str]:
@@ -122,6 +115,8 @@ class Runner:
         # Set by stop_all: from then on nothing starts, and a readiness probe under way gives up, so no allocation
         # process is launched by a worker that outlives the server's shutdown.
         self.closing = threading.Event()
+        # How an app's port is chosen without a silent collision (rhone_local/allocation_ports.py).
+        self.ports = PortReservations()
         # Requests, answers and tunnels the edges have open to a port (`EdgeFeed.open_connections`, wired by server.py):
         # what a draining allocation still serves. Without an edge there are none.
         self.open_connections: Callable[[int], int] = lambda port: 0
@@ -269,7 +264,6 @@ class Runner:
             materialize(self.blobs, manifest, directory / "app")
         except Exception as error:  # noqa: BLE001 - any pull failure fails the allocation with its reason
             return self._move(alloc, "failed", health={"stage": "pulling", "error": str(error)}) or alloc
-        port = free_port()
         (directory / "home").mkdir(exist_ok=True)
         defaults = {k: v for k, v in (deployment["config"].get("env") or {}).items() if isinstance(v, str)}
         environment_vars = {
@@ -279,7 +273,6 @@ class Runner:
             **bound,
             **self.service_credentials(alloc["id"], environment["id"], region["id"]),
             **base_environment(self.sandbox, directory / "app", home=directory / "home"),
-            "PORT": str(port),
             "RHONE_DEPLOYMENT_ID": deployment["id"],
             "RHONE_ALLOCATION_ID": alloc["id"],  # also how the runner recognises the app's processes
             "RHONE_ENVIRONMENT": environment["name"],
@@ -287,10 +280,46 @@ class Runner:
             "RHONE_REGION": region["name"],  # internal topology, for logs; never part of a public URL or id
             "RHONE_RUNTIME_TOKEN": token(alloc["id"]),  # minted only for an allocation that starts; dies with it
         }
+        binds = self._allocation_binds(environment["id"], region["id"])
+        retries: list[dict[str, Any]] = []  # the ports an app could not bind (taken after they were chosen)
+        while True:
+            probe = self.ports.hold()
+            port = probe.getsockname()[1]
+            try:
+                health = {"port_retries": retries} if retries else None
+                environment_vars["PORT"] = str(port)
+                alloc, child, log_start = self._launch(
+                    alloc, process, directory, environment_vars, binds, probe, health
+                )
+                if child is None:
+                    return alloc
+                clash_from = log_start if len(retries) + 1 < PORT_ATTEMPTS else None
+                return self._await_ready(alloc, child, process, self.log_path(alloc["id"]), bound, clash_from)
+            except PortTaken as taken:
+                retries.append({"port": port, "reason": taken.reason})
+            finally:
+                probe.close()
+                self.ports.settle(port)
+
+    def _launch(
+        self,
+        alloc: dict[str, Any],
+        process: dict[str, Any],
+        directory: Path,
+        environment_vars: dict[str, str],
+        binds: list[Bind],
+        probe: socket.socket,
+        health: dict[str, Any] | None,
+    ) -> tuple[dict[str, Any], subprocess.Popen | None, int]:
+        """Spawn the app on the port `probe` holds (released at the last moment) and move the allocation to
+        `starting` (with `health`, when given): (the allocation, the spawned process, where its output begins in the
+        log), or (the allocation in the state it ended in, None, 0) when it did not start."""
         log_file = self.log_path(alloc["id"])
         if self.closing.is_set():
             self._move(alloc, "failed", health={"stage": "starting", "error": "Rhone Local is stopping"})
             raise RunnerStopping
+        log_start = log_file.stat().st_size if log_file.exists() else 0
+        probe.close()  # the app binds the port next
         try:
             with log_file.open("ab") as handle:
                 # `leader` is the process the runner verifies and signals first (in a sandbox: its pid 1, whose death
@@ -300,17 +329,19 @@ class Runner:
                     root=directory / "app",
                     env=environment_vars,
                     log=handle,
-                    binds=self._allocation_binds(environment["id"], region["id"]),
+                    binds=binds,
                 )
         except OSError as error:  # a start command naming a program the artifact and PATH lack
-            health = {"ready": False, "stage": "starting", "error": f"cannot run the start command: {error}"}
-            return self._move(alloc, "failed", health=health) or alloc
+            failure = {"ready": False, "stage": "starting", "error": f"cannot run the start command: {error}"}
+            return self._move(alloc, "failed", health={**(health or {}), **failure}) or alloc, None, 0
         started = processes.start_time(leader)
-        moved = self._move(alloc, "starting", pid=leader, port=port, pid_start_time=started)
+        columns = {"health": health} if health else {}
+        port = int(environment_vars["PORT"])
+        moved = self._move(alloc, "starting", pid=leader, port=port, pid_start_time=started, **columns)
         if moved is None:  # drained meanwhile (the route moved on): the process must not outlive its allocation
             self._terminate_now(alloc["id"], leader, started)
-            return self.store.allocation(alloc["id"]) or alloc
-        return self._await_ready(moved, child, process, log_file, bound)
+            return self.store.allocation(alloc["id"]) or alloc, None, 0
+        return moved, child, log_start
 
     def _await_ready(
         self,
@@ -319,13 +350,20 @@ class Runner:
         process: dict[str, Any],
         log_file: Path,
         bound: dict[str, str],
+        clash_from: int | None = None,
     ) -> dict[str, Any]:
+        """The allocation ready, or failed with why. With `clash_from` (where the app's output begins in its log), a
+        port another process took raises PortTaken instead, the app stopped: the caller starts it on another port."""
         kind, target = readiness_of(process)
         timeout = limits.readiness_timeout(process)
         deadline = time.monotonic() + timeout
         attempts, last = 0, "not probed yet"
+        retried = {k: v for k, v in (alloc["health"] or {}).items() if k == "port_retries"}
         while time.monotonic() < deadline:
             if child.poll() is not None:
+                if clash_from is not None and address_in_use(log_file, clash_from):
+                    self._terminate_now(alloc["id"], alloc["pid"], alloc["pid_start_time"])  # any process it left
+                    raise PortTaken("the app could not bind it: address already in use")
                 last = f"the process exited with status {child.returncode}"
                 break
             if self.closing.is_set():
@@ -334,9 +372,15 @@ class Runner:
                 raise RunnerStopping
             attempts += 1
             ok, last = probe(alloc["port"], target, kind=kind)
+            if ok and self._served_by_another(alloc):
+                if clash_from is not None:  # another process took the port and answers on it: start on another
+                    self._terminate_now(alloc["id"], alloc["pid"], alloc["pid_start_time"])
+                    raise PortTaken("served by a process that is not the allocation's")
+                last = f"port {alloc['port']} is served by a process that is not the allocation's"
+                break
             if ok:
                 health = {"ready": True, "probe": kind, "target": target, "attempts": attempts, "last": last}
-                moved = self._move(alloc, "ready", health={**health, "at": now_iso()})
+                moved = self._move(alloc, "ready", health={**health, "at": now_iso(), **retried})
                 if moved is None:  # drained while it started: the drain ends it
                     return self.store.allocation(alloc["id"]) or alloc
                 return moved
@@ -353,9 +397,16 @@ class Runner:
             "summary": f"probed {probed} ({kind} readiness) {attempts} time(s) over {timeout:g}s; last answer: {last}",
             # The tail goes into operation evidence: an app that printed a secret it was given must not publish it.
             "log_tail": _redact(_tail(log_file), bound.values()),
+            **retried,
         }
         self._terminate_now(alloc["id"], alloc["pid"], alloc["pid_start_time"])
         return self._move(alloc, "failed", health=health) or alloc
+
+    def _served_by_another(self, alloc: dict[str, Any]) -> bool:
+        """Whether the socket listening on the allocation's port belongs to a process outside it (the port was taken
+        between its choice and the app's bind); unknown counts as no."""
+        members = processes.allocation_processes(alloc["id"], alloc["pid"], alloc["pid_start_time"])
+        return listener_owned(alloc["port"], [p.pid for p in members]) is False
 
     def _allocation_binds(self, environment_id: str, region_id: str) -> list[Bind]:
         """Rhone Local's own runtime services of the environment (SQLite files, spool directories) and its

@@ -5,7 +5,8 @@ Files in the data directory:
 - `rhone.db` (+ WAL files): the control database;
 - `owner.token` (0600): the bootstrap owner's API token, read by `rhone local up` to write the `local` profile;
 - `edge-affinity.key` (0600): the key that signs the edge's affinity cookies (created on first start);
-- `server.json`: pid, ports and version of the running server (removed on clean exit);
+- `server.json`: pid, ports and version of the running server, written atomically once both ports are bound (the
+  ports it got: `--port 0`/`--edge-port 0` ask for any free one); removed on clean exit;
 - `rhone-local.lock`: held (flock, exclusive) by the one server of this data directory for its whole life;
 - `rhone-local.log`: the log (written by the parent's redirection when started in the background).
 The directory is 0700, the database files and the token 0600 (rhone_local/datadir.py).
@@ -22,6 +23,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -77,13 +79,17 @@ def bootstrap(store: Store, data_dir: Path) -> None:
 
 def _write_owner_token(data_dir: Path, secret: str) -> Path:
     """`owner.token`, mode 0600, replaced atomically."""
-    token_file = data_dir / "owner.token"
-    temporary = data_dir / f".owner.token.{os.getpid()}"
+    return _write_atomically(data_dir / "owner.token", secret + "\n")
+
+
+def _write_atomically(path: Path, text: str) -> Path:
+    """`path`, mode 0600, replaced in one step: a reader sees the old file or the whole new one, never a part."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
-    os.replace(temporary, token_file)
-    return token_file
+        handle.write(text)
+    os.replace(temporary, path)
+    return path
 
 
 def recover_owner(data_dir: Path, workspace_ref: str = WORKSPACE) -> dict[str, str]:
@@ -220,6 +226,23 @@ def _api_server(config: Any, feed: EdgeFeed | None, before_shutdown: Callable[[]
     return Server(config)
 
 
+def _listen(host: str, port: int, flag: str) -> socket.socket:
+    """A listening socket bound here, so that the port it got (any free one for port 0) is known before anything
+    reports it; a taken port refuses the start."""
+    try:
+        return socket.create_server((host, port), backlog=2048)  # SO_REUSEADDR: a restart finds it free
+    except OSError as error:
+        raise _port_refused(host, port, flag, error) from None
+
+
+def _port_refused(host: str, port: int, flag: str, error: OSError) -> StartRefused:
+    return StartRefused(
+        "port_in_use",
+        f"cannot listen on {host}:{port} for {flag} ({error.strerror or error})",
+        f"free it, or choose another with `rhone local up {flag} N` (0 picks any free port)",
+    )
+
+
 @dataclass
 class ControlPlane:
     """Everything of Rhone Local but its listeners, wired together over one store: what `serve` runs, and what tests
@@ -242,9 +265,10 @@ class ControlPlane:
         """Drive every runnable operation to its end in this thread; the ids driven, in order."""
         return self.workers.run_until_idle(worker, max_ops=max_ops)
 
-    def settle_drains(self, rounds: int = 200) -> None:
+    def settle_drains(self, timeout: float = 60) -> None:
         """End the drains under way as the reconciler's tick would (with no edge, no connection holds one open)."""
-        for _ in range(rounds):
+        deadline = time.monotonic() + timeout  # generous: a busy machine delays the apps' exits, never the outcome
+        while time.monotonic() < deadline:
             self.runner.tick()
             if not self.store.allocations_in("draining"):
                 return
@@ -363,7 +387,15 @@ def serve(
     warning = exposure_warning(sandbox)
     if warning:
         log.warning("%s", warning)
-    feed = EdgeFeed(store) if edge_port else None
+    # Both ports are bound before anything is wired: the pipeline's URLs and the edges' API URL name the ports got.
+    listener = _listen(host, port, "--port")
+    port = listener.getsockname()[1]
+    feed = EdgeFeed(store) if edge_port is not None else None
+    edges = None
+    if feed is not None:
+        affinity_key(data_dir)  # created here, before edge processes read it
+        edges = _edge_supervisor(feed, host, edge_port, f"http://{host}:{port}", data_dir, edge_processes)
+        edge_port = edges.port
     plane = wire(
         store,
         data_dir,
@@ -382,14 +414,6 @@ def serve(
     adopted = pipeline.runner.reconcile()
     if adopted:
         log.info("adopted %d running allocation(s) that survived the previous server", len(adopted))
-    edges = None
-    if feed is not None:
-        affinity_key(data_dir)  # created here, before edge processes read it
-        # The edge's port is bound here, before the state file is written: a taken port fails the start.
-        api_url = f"http://{host}:{port}"
-        edges = EdgeSupervisor(
-            feed, host=host, port=edge_port, api_url=api_url, data_dir=data_dir, processes=edge_processes
-        )
     wound_down = threading.Event()
 
     def wind_down() -> None:
@@ -406,20 +430,20 @@ def serve(
         feed.start()
         edges.start()  # they follow the feed as soon as the API answers
         log.info("edge: %d process(es) on %s:%d", edges.slots, host, edges.port)
-    state_file = data_dir / "server.json"
-    state_file.write_text(
+    state_file = _write_atomically(
+        data_dir / "server.json",
         json.dumps(
             {
                 "pid": os.getpid(),
                 "api_url": f"http://{host}:{port}",
                 "port": port,
-                "edge_port": edges.port if edges is not None else edge_port,
+                "edge_port": edge_port,
                 "version": __version__,
                 "started_at": time.time(),
                 "data_dir": str(data_dir),
                 "sandbox": describe(sandbox),
             }
-        )
+        ),
     )
     workers.start()
     retention.start()
@@ -434,7 +458,7 @@ def serve(
     pipeline.engines.start()  # runtime-service engines: adopted or started again, and kept running
     log.info("Rhone Local %s listening on http://%s:%s (data in %s)", __version__, host, port, data_dir)
     try:
-        server.run()
+        server.run(sockets=[listener])
     finally:
         wind_down()  # already done when the API shut down gracefully; here after a failed start
         if edges is not None:
@@ -443,7 +467,18 @@ def serve(
         if publisher is not None:
             publisher.stop()
         state_file.unlink(missing_ok=True)
+        listener.close()
     return 0 if server.started else 1
+
+
+def _edge_supervisor(
+    feed: EdgeFeed, host: str, port: int, api_url: str, data_dir: Path, processes: int
+) -> EdgeSupervisor:
+    """The edges' supervisor, whose listening socket is bound at construction (a taken port refuses the start)."""
+    try:
+        return EdgeSupervisor(feed, host=host, port=port, api_url=api_url, data_dir=data_dir, processes=processes)
+    except OSError as error:
+        raise _port_refused(host, port, "--edge-port", error) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import io
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -27,6 +28,18 @@ from tests.engines import postgres_cluster
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "schemas"
 RHONE_BIN = Path(sys.executable).parent / "rhone"
+
+
+def default_signal_dispositions() -> None:
+    """`preexec_fn` of a child the test will signal. An ignored signal stays ignored across exec: a suite started with
+    SIGINT ignored (a background job of a non-interactive shell) would hand that on, and a Python child would then
+    never see its Ctrl-C. Handlers are reset by exec anyway; ignored dispositions only by this."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+# Popen keyword arguments for a child the test will signal: default dispositions (restore_signals adds SIGPIPE).
+SIGNALLED_CHILD = {"restore_signals": True, "preexec_fn": default_signal_dispositions}
 
 
 @dataclass

@@ -52,11 +52,19 @@ def up(
     ctx: typer.Context,
     port: Annotated[
         int | None,
-        typer.Option("--port", help="API port on 127.0.0.1 (default 8470).", min=1, max=65535, metavar="PORT"),
+        typer.Option(
+            "--port", help="API port on 127.0.0.1 (default 8470; 0: any free port).", min=0, max=65535, metavar="PORT"
+        ),
     ] = None,
     edge_port: Annotated[
         int | None,
-        typer.Option("--edge-port", help="Edge (app traffic) port (default 8471).", min=1, max=65535, metavar="PORT"),
+        typer.Option(
+            "--edge-port",
+            help="Edge (app traffic) port (default 8471; 0: any free port).",
+            min=0,
+            max=65535,
+            metavar="PORT",
+        ),
     ] = None,
     data_dir: DataDir = None,
     foreground: Annotated[bool, typer.Option("--foreground", help="Run in this terminal (for debugging).")] = False,
@@ -134,7 +142,8 @@ def up(
     root = local.data_dir(inv, data_dir)
     if not foreground:  # --foreground is this server, here: its own data-directory lock refuses a second one
         _refuse_other_ports(local.status(inv, root), port, edge_port)
-    port, edge_port = port or local.DEFAULT_PORT, edge_port or local.DEFAULT_EDGE_PORT
+    port = local.DEFAULT_PORT if port is None else port
+    edge_port = local.DEFAULT_EDGE_PORT if edge_port is None else edge_port
     server_environ = local.app_databases_environ(inv, app_databases)
     server_environ.update(local.cluster_environ(inv, blobs, blobs_endpoint, events))
     if foreground:
@@ -157,7 +166,8 @@ def _refuse_other_ports(running: dict, port: int | None, edge_port: int | None) 
 
     actual = {"--port": urlsplit(running["api_url"]).port, "--edge-port": running["edge_port"]}
     asked = {"--port": port, "--edge-port": edge_port}
-    clashes = [f"{flag} {asked[flag]}" for flag in asked if asked[flag] is not None and asked[flag] != actual[flag]]
+    # Port 0 asks for any free port: the ports it runs on are as good as any.
+    clashes = [f"{flag} {asked[flag]}" for flag in asked if asked[flag] and asked[flag] != actual[flag]]
     if clashes:
         raise RhoneError(
             f"Rhone Local is already running at {running['api_url']} with its edge on port {actual['--edge-port']} "

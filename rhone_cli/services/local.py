@@ -38,7 +38,7 @@ HEALTH_TIMEOUT_SECONDS = 30.0
 # stderr); the CLI never imports Rhone Local, so the contract is restated here.
 REFUSED_STATUS = 3
 _REFUSAL = re.compile(r"^error \[([a-z_]+)\]: (.+)\nhint: (.+)$", re.MULTILINE)
-REFUSAL_EXIT_CODES = {"data_dir_in_use": ExitCode.CONFLICT}
+REFUSAL_EXIT_CODES = {"data_dir_in_use": ExitCode.CONFLICT, "port_in_use": ExitCode.CONFLICT}
 
 
 def data_dir(inv: Invocation, explicit: Path | None = None) -> Path:
@@ -104,12 +104,19 @@ def _read_pid(paths: Paths) -> int | None:
     return pid if pid > 0 else None
 
 
+def _read_state(paths: Paths) -> dict[str, Any]:
+    """server.json: what the running server wrote once its ports were bound (pid, api_url, edge_port, …); {} if
+    there is none (the server writes it atomically, so a file is never read half written)."""
+    try:
+        state = json.loads(paths.state.read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
 def _state_pid(paths: Paths) -> int | None:
     """The pid a server wrote into server.json (the only record of one started with `--foreground`)."""
-    try:
-        pid = json.loads(paths.state.read_text()).get("pid")
-    except (OSError, ValueError, AttributeError):
-        return None
+    pid = _read_state(paths).get("pid")
     return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
 
 
@@ -263,12 +270,7 @@ def status(inv: Invocation, root: Path) -> dict[str, Any]:
     paths = Paths(root)
     pid, stale = _recorded_server(paths, root)
     running = pid is not None
-    state: dict[str, Any] = {}
-    if paths.state.exists():
-        try:
-            state = json.loads(paths.state.read_text())
-        except ValueError:
-            state = {}
+    state = _read_state(paths)
     api_url = state.get("api_url")
     health = _health(api_url) if running and api_url else None
     return {
@@ -434,7 +436,7 @@ def up(
         inv.out.info(f"removing stale pid file {paths.pid} (process {stale} is not Rhone Local of {root})")
         _clear_stale_records(paths)
     for name, number in (("--port", port), ("--edge-port", edge_port)):
-        if not _port_free(number):
+        if number and not _port_free(number):  # 0: the server binds any free port
             raise RhoneError(
                 f"port {number} on 127.0.0.1 is already in use",
                 code="port_in_use",
@@ -455,14 +457,15 @@ def up(
             env={**os.environ, **(server_environ or {})},
         )
     paths.pid.write_text(f"{process.pid}\n")
-    api_url = f"http://127.0.0.1:{port}"
     inv.out.info(f"starting Rhone Local (pid {process.pid}), log: {paths.log}")
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
             paths.pid.unlink(missing_ok=True)
             raise _start_failure(process.returncode, paths.log, log_start)
-        if _health(api_url, timeout=0.5):
+        # The server writes server.json once its ports are bound: the URL it names is the port it got.
+        api_url = _announced_api_url(paths, process.pid)
+        if api_url and _health(api_url, timeout=0.5):
             break
         if time.monotonic() > deadline:
             raise RhoneError(
@@ -476,6 +479,12 @@ def up(
     doc = {**status(inv, root), "started": True, "profile": PROFILE}
     _warn_unsealed(inv, doc.get("sandbox"))
     return doc
+
+
+def _announced_api_url(paths: Paths, pid: int) -> str | None:
+    """The API URL in server.json, once the server `pid` has written it (a leftover file names another pid)."""
+    state = _read_state(paths)
+    return state.get("api_url") if state.get("pid") == pid else None
 
 
 def _warn_unsealed(inv: Invocation, sandbox: dict | None) -> None:

@@ -1,12 +1,14 @@
-"""End-to-end fixtures: a real Rhone Local started by the real `rhone local up`, on free loopback ports, with a
-temporary HOME, config dir and data dir, stopped (and checked stopped) after the test."""
+"""End-to-end fixtures: a real Rhone Local started by the real `rhone local up --port 0 --edge-port 0` (the server
+binds any free loopback ports and reports them in server.json), with a temporary HOME, config dir and data dir,
+stopped (and checked stopped) after the test.
+
+Everything under tests/e2e/ starts real processes: it is the `slow` tier (`pytest -m "not slow"` leaves it out)."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,23 +18,43 @@ import pytest
 from rhone_cli.services.local import process_alive
 from tests.conftest import RHONE_BIN, Result
 
+E2E_DIR = Path(__file__).resolve().parent
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if E2E_DIR in item.path.parents:
+            item.add_marker(pytest.mark.slow)
 
 
 @dataclass
 class LocalServer:
     home: Path
     environ: dict[str, str]
-    port: int
-    edge_port: int
     data_dir: Path
     cwd: Path
     started: list[int] = field(default_factory=list)
     up_options: tuple[str, ...] = ()  # more `rhone local up` options, for every start (restarts included)
+    # The ports the server reported in server.json, kept once it stopped (a restart asks for them again); 0 (any
+    # free port) until it first started.
+    ports: dict[str, int] = field(default_factory=lambda: {"port": 0, "edge_port": 0})
+
+    def _reported(self, name: str) -> int:
+        try:
+            state = json.loads((self.data_dir / "server.json").read_text())
+        except (OSError, ValueError):
+            return self.ports[name]
+        if isinstance(state.get("port"), int) and isinstance(state.get("edge_port"), int):  # not a test's stale record
+            self.ports.update(port=state["port"], edge_port=state["edge_port"])
+        return self.ports[name]
+
+    @property
+    def port(self) -> int:
+        return self._reported("port")
+
+    @property
+    def edge_port(self) -> int:
+        return self._reported("edge_port")
 
     @property
     def api_url(self) -> str:
@@ -46,6 +68,7 @@ class LocalServer:
         cwd: Path | None = None,
         timeout: float = 60,
     ) -> Result:
+        self._reported("port")  # a command that stops the server removes server.json: its ports are remembered first
         proc = subprocess.run(
             [str(RHONE_BIN), *args],
             input=stdin,
@@ -55,6 +78,7 @@ class LocalServer:
             cwd=cwd or self.cwd,
             env={**self.environ, **(environ or {})},
         )
+        self._reported("port")  # the ports of a server this command started
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def up(self, environ: dict[str, str] | None = None) -> Result:
@@ -95,7 +119,7 @@ def local_env(tmp_path: Path) -> LocalServer:
         "RHONE_LOCAL_DATA_DIR": str(tmp_path / "data"),
         "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
     }
-    server = LocalServer(home, environ, free_port(), free_port(), tmp_path / "data", work)
+    server = LocalServer(home, environ, tmp_path / "data", work)
     yield server
     server.rhone("local", "down")
     for pid in server.started:

@@ -30,8 +30,6 @@ from rhone_cli.services.local import process_alive
 from tests.conftest import REPO
 from tests.e2e.helpers import allocation_group, operation_state, processes_under, restart, wait_until
 
-pytestmark = pytest.mark.slow
-
 HELLO = REPO / "examples" / "hello"
 STAGE_DELAY = "1.5"
 MATRIX: dict[str, dict[str, str]] = {}
@@ -83,7 +81,7 @@ def kill_server(server) -> int:
     pid = server.pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    assert wait_until(lambda: not process_alive(pid), 10), f"Rhone Local pid {pid} survived kill -9"
+    assert wait_until(lambda: not process_alive(pid), 60), f"Rhone Local pid {pid} survived kill -9"
     return pid
 
 
@@ -118,7 +116,7 @@ def verify_recovered(server, app_dir: Path, op_id: str, row: str, *, before: dic
         return {pid: cmd for pid, cmd in live.items() if allocation_group(pid) != ready_pid}
 
     # Give the killed allocations' process groups a moment to finish dying before calling them orphans.
-    wait_until(lambda: not orphans(), 6)
+    wait_until(lambda: not orphans(), 60)
     left = orphans()
     survivors = {pid: cmd for pid, cmd in before.items() if process_alive(pid) and allocation_group(pid) != ready_pid}
     cells["orphans"] = str(len(left) + len(set(survivors) - set(left)))
@@ -151,7 +149,7 @@ def test_kill_9_between_stages(local_env, tmp_path, stage):
     assert local_env.up(environ={"RHONE_LOCAL_STAGE_DELAY": STAGE_DELAY}).exit_code == 0
 
     op = start_deploy(local_env, app_dir)
-    seen = wait_until(lambda: operation_state(local_env, op["id"]) == stage, 20)
+    seen = wait_until(lambda: operation_state(local_env, op["id"]) == stage, 60)
     assert seen, f"never saw the operation in {stage}"
     kill_server(local_env)
     before = processes_under(local_env.data_dir)
@@ -173,13 +171,13 @@ def test_kill_9_while_the_build_command_runs(local_env, tmp_path):
 
     op = start_deploy(local_env, app_dir)
     marker = lambda: list((local_env.data_dir / "caches").glob("*/first-build-started"))  # noqa: E731
-    assert wait_until(lambda: marker() and operation_state(local_env, op["id"]) == "building", 20)
-    build = wait_until(lambda: [p for p, cmd in processes_under(local_env.data_dir).items() if "sleep 20" in cmd], 5)
+    assert wait_until(lambda: marker() and operation_state(local_env, op["id"]) == "building", 60)
+    build = wait_until(lambda: [p for p, cmd in processes_under(local_env.data_dir).items() if "sleep 20" in cmd], 60)
     assert build, "the build command is not running"
     kill_server(local_env)
     # A sandboxed build dies with the server that ran it; an unsealed one outlives it until the restarted server
     # stops it (its pid file).
-    wait_until(lambda: not any(p in processes_under(local_env.data_dir) for p in build), 5)
+    wait_until(lambda: not any(p in processes_under(local_env.data_dir) for p in build), 60)
     before = processes_under(local_env.data_dir)
     restart(local_env)
     verify_recovered(local_env, app_dir, op["id"], row, before=before)
@@ -196,7 +194,7 @@ def test_kill_9_while_the_preview_allocation_is_starting(local_env, tmp_path):
     def starting() -> list[dict]:
         return [a for a in allocation_rows(local_env, op["target_id"]) if a["state"] == "starting" and a["pid"]]
 
-    caught = wait_until(starting, 20)
+    caught = wait_until(starting, 60)
     assert caught, "never saw the allocation starting"
     kill_server(local_env)
     assert process_alive(caught[0]["pid"])  # the allocation outlived the server: the restart must deal with it

@@ -24,10 +24,8 @@ import httpx
 import pytest
 
 from rhone_cli.services.local import process_alive
-from tests.conftest import REPO, RHONE_BIN, assert_matches_schema
+from tests.conftest import REPO, RHONE_BIN, SIGNALLED_CHILD, assert_matches_schema
 from tests.e2e.helpers import hello_app, linked, processes_under
-
-pytestmark = pytest.mark.slow
 
 HELLO = REPO / "examples" / "hello"
 GATES = {"generated_artifacts", "state_impact", "db_impact", "providers_bound"}
@@ -608,6 +606,7 @@ def test_interrupting_the_wait_exits_130_and_the_operation_continues(local_env, 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        **SIGNALLED_CHILD,
     )
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in child.stderr], daemon=True)

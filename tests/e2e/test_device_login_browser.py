@@ -20,8 +20,6 @@ import pytest
 
 from tests.conftest import RHONE_BIN
 
-pytestmark = pytest.mark.slow
-
 CHROME_FLAGS = (
     "--headless=new",
     "--no-sandbox",

@@ -14,8 +14,6 @@ import pytest
 
 from tests.e2e.helpers import hello_app, linked
 
-pytestmark = pytest.mark.slow
-
 DISK = "8m"
 
 

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, RHONE_BIN
-
-pytestmark = pytest.mark.slow
+from tests.conftest import REPO, RHONE_BIN, SIGNALLED_CHILD
 
 
 class SilentApi:
@@ -69,7 +67,13 @@ def test_an_interrupt_before_any_operation_is_a_message_and_exit_130(
         "RHONE_TOKEN": "rht_sig_0a1b2c3d",
     }
     proc = subprocess.Popen(
-        [str(RHONE_BIN), command], cwd=project, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [str(RHONE_BIN), command],
+        cwd=project,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **SIGNALLED_CHILD,
     )
     try:
         assert silent_api.accepted.wait(30), "rhone never sent its request"

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import httpx
 import pytest
 
 from tests.conftest import assert_matches_schema
-
-pytestmark = pytest.mark.slow
 
 
 def test_up_bootstraps_writes_the_local_profile_and_is_idempotent(local):
@@ -56,15 +56,47 @@ def test_logs(local):
     assert "listening on http://127.0.0.1" in result.stdout
 
 
+def test_up_on_port_0_reports_the_ports_the_server_got(local):
+    state = json.loads((local.data_dir / "server.json").read_text())
+    assert state["port"] > 0 and state["edge_port"] > 0 and state["port"] != state["edge_port"]
+    assert state["api_url"] == f"http://127.0.0.1:{state['port']}"
+    status = local.json("local", "status")
+    assert (status["api_url"], status["edge_port"]) == (state["api_url"], state["edge_port"])
+    assert httpx.get(f"{state['api_url']}/v1/health", timeout=10).status_code == 200
+    edge = httpx.get(f"http://127.0.0.1:{state['edge_port']}/", headers={"Host": "nowhere.localhost"}, timeout=10)
+    assert edge.status_code == 404
+    assert [p.name for p in local.data_dir.iterdir() if p.name.startswith(".server.json")] == []  # written atomically
+
+
 def test_port_in_use_is_a_clear_error_and_starts_nothing(local_env):
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", local_env.port))
+        squatter.bind(("127.0.0.1", 0))
         squatter.listen()
-        result = local_env.up()
+        taken = squatter.getsockname()[1]
+        result = local_env.rhone("local", "up", "--port", str(taken), "--edge-port", "0", "--json")
     assert result.exit_code == 5
     assert result.json()["error"]["code"] == "port_in_use"
-    assert str(local_env.port) in result.json()["error"]["message"]
+    assert str(taken) in result.json()["error"]["message"]
     assert local_env.pid() is None
+
+
+@pytest.mark.parametrize("flag", ["--port", "--edge-port"])
+def test_the_server_refuses_a_port_taken_after_the_cli_checked_it(local_env, flag):
+    """The CLI's check and the server's bind are apart in time: the server's own bind is what decides, and a taken
+    port refuses the start (status 3, port_in_use) with nothing reported in server.json."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        ports = {"--port": "0", "--edge-port": "0", flag: str(squatter.getsockname()[1])}
+        command = [sys.executable, "-P", "-m", "rhone_local", "serve", "--data-dir", str(local_env.data_dir)]
+        command += [*(item for pair in ports.items() for item in pair), "--sandbox", "none"]
+        server = subprocess.run(
+            command, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, restore_signals=True
+        )
+    assert server.returncode == 3, server.stderr
+    assert f"error [port_in_use]: cannot listen on 127.0.0.1:{ports[flag]} for {flag}" in server.stderr
+    assert "Traceback" not in server.stderr
+    assert not (local_env.data_dir / "server.json").exists()
 
 
 def test_stale_pid_file_is_detected_and_cleared(local_env):
@@ -122,6 +154,7 @@ def test_kill_9_mid_flight_then_up_finishes_every_operation_without_duplicates(l
 
 
 def test_up_with_other_ports_while_running_is_a_conflict_not_a_success(local):
+    pid = local.pid()
     from tests.netservers import refusing_port
 
     with refusing_port() as other:
@@ -135,6 +168,8 @@ def test_up_with_other_ports_while_running_is_a_conflict_not_a_success(local):
     assert same.exit_code == 0 and same.json()["started"] is False
     bare = local.rhone("local", "up", "--json")
     assert bare.exit_code == 0 and bare.json()["api_url"] == local.api_url
+    any_ports = local.rhone("local", "up", "--port", "0", "--edge-port", "0", "--json")  # any port: the ones it has
+    assert any_ports.exit_code == 0 and (any_ports.json()["started"], any_ports.json()["pid"]) == (False, pid)
 
 
 def test_up_and_commands_work_with_a_proxy_set_for_everything(local_env):

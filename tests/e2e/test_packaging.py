@@ -20,8 +20,6 @@ import pytest
 from rhone_cli import __version__
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.slow
-
 UV = Path(sys.executable).parent / "uv"
 
 

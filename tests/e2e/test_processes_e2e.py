@@ -16,10 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import free_port
 from tests.e2e.helpers import allocation_group, hello_app, linked, processes_under, wait_until
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -136,7 +133,9 @@ def test_a_second_server_on_the_same_data_directory_leaves_at_once_and_changes_n
     assert [row[:2] for row in operations if row[0] == op_id] == [(op_id, "building")]
     assert operations[-1][3].startswith(f"worker-{first_pid}-")
 
-    ports = [str(free_port()) for _ in range(4)]
+    # Refused before anything binds: `--foreground` by the data directory's lock (any free ports: 0), a background
+    # start on other ports (1 and 2, never the ephemeral ports it got) by the running server's record.
+    ports = ["0", "0", "1", "2"]
     # `--foreground` execs the server itself (no pid file check); then background starts, on other ports and on its.
     for argv in (
         ["local", "up", "--foreground", "--port", ports[0], "--edge-port", ports[1]],

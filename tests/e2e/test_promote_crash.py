@@ -37,8 +37,6 @@ from rhone_cli.services.local import process_alive
 from tests.conftest import REPO
 from tests.e2e.helpers import allocation_group, operation_state, processes_under, restart, wait_until
 
-pytestmark = pytest.mark.slow
-
 HELLO = REPO / "examples" / "hello"
 STAGE_DELAY = "1.5"
 ROUTE_KEY = "hello--production"
@@ -115,7 +113,7 @@ def kill_server(server) -> None:
     pid = server.pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    assert wait_until(lambda: not process_alive(pid), 10), f"Rhone Local pid {pid} survived kill -9"
+    assert wait_until(lambda: not process_alive(pid), 60), f"Rhone Local pid {pid} survived kill -9"
 
 
 class Scenario:
@@ -229,7 +227,7 @@ def verify_recovered(
 
     # Drains end on their own (the operation never waits for them): once they have, exactly one ready production
     # allocation, the owner's; every other production allocation is dead.
-    assert wait_until(lambda: all(a["state"] != "draining" for a in production_allocations(server)), 20)
+    assert wait_until(lambda: all(a["state"] != "draining" for a in production_allocations(server)), 60)
     production = production_allocations(server)
     ready = [a for a in production if a["state"] == "ready"]
     cells["ready production"] = (
@@ -248,7 +246,7 @@ def verify_recovered(
         live = processes_under(server.data_dir)
         return {pid: cmd for pid, cmd in live.items() if allocation_group(pid) not in ready_groups}
 
-    wait_until(lambda: not orphans(), 8)  # killed process groups may take a moment to finish dying
+    wait_until(lambda: not orphans(), 60)  # killed process groups may take a moment to finish dying
     left = orphans()
     survivors = {
         pid: cmd for pid, cmd in before.items() if process_alive(pid) and allocation_group(pid) not in ready_groups
@@ -319,7 +317,7 @@ def test_kill_9_while_the_new_production_allocation_is_starting(local_env, tmp_p
             if a["deployment_id"] == scenario.second["id"] and a["state"] == "starting" and a["pid"]
         ]
 
-    caught = wait_until(starting, 20)
+    caught = wait_until(starting, 60)
     assert caught, "never saw the new production allocation starting"
     facts, before = scenario.at_kill("policy_check")
     assert facts == "epoch 1; second starting; first ready", facts
@@ -349,7 +347,7 @@ def test_kill_9_while_the_previous_owner_drains(local_env, tmp_path):
         ],
         20,
     ), "never saw the previous owner draining"
-    assert wait_until(lambda: operation_state(local_env, scenario.op_id) == "healthy", 20)
+    assert wait_until(lambda: operation_state(local_env, scenario.op_id) == "healthy", 60)
     facts, before = scenario.at_kill("healthy")
     assert facts == "epoch 2; second ready; first draining", facts
     assert process_alive(old["pid"])
@@ -384,7 +382,7 @@ def test_kill_9_when_the_new_allocation_dies_with_the_server(local_env, tmp_path
         if a["deployment_id"] == scenario.second["id"] and a["state"] == "ready"
     ]
     os.killpg(doomed["pid"], signal.SIGKILL)
-    assert wait_until(lambda: not process_alive(doomed["pid"]), 10)
+    assert wait_until(lambda: not process_alive(doomed["pid"]), 60)
     restart(local_env)
     cells = verify_recovered(scenario, row, at_kill=f"{facts} (killed)", before=before, edge_grace=15)
     assert_row(cells, f"{facts} (killed)")

@@ -21,8 +21,6 @@ import pytest
 from rhone_local.sandbox import detect
 from tests.e2e.helpers import toml_str
 
-pytestmark = pytest.mark.slow
-
 SEALED = detect("auto", state_dir=Path("/tmp") / f"rhone-sandbox-probe-{os.getpid()}")
 needs_bubblewrap = pytest.mark.skipif(not SEALED.sealed, reason=f"no working bubblewrap here: {SEALED.reason}")
 

@@ -26,10 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import RHONE_BIN
+from tests.conftest import RHONE_BIN, SIGNALLED_CHILD
 from tests.e2e.helpers import processes_under, set_version, wait_until
-
-pytestmark = pytest.mark.slow
 
 PRODUCTION_HOST = "shop--production.localhost"
 PYTHON = sys.executable
@@ -145,6 +143,7 @@ FLASK_APP = textwrap.dedent(
 
     @app.get("/slow")
     def slow():
+        print("slow request in", flush=True)
         time.sleep(2)
         return {"version": VERSION, "allocation": os.environ["RHONE_ALLOCATION_ID"]}
     """
@@ -286,7 +285,7 @@ def test_a_websocket_stays_open_on_the_first_owner_across_three_promotions(local
     final = ended(local, app_dir, first_alloc["id"])
     assert final["state"] == "stopped"
     assert (final["health"]["drain"]["outcome"], final["health"]["drain"]["cut_connections"]) == ("drained", 0)
-    assert wait_until(lambda: not alive(first_alloc_pid), 10)
+    assert wait_until(lambda: not alive(first_alloc_pid), 60)
 
 
 def test_a_stream_and_an_in_flight_request_finish_across_a_promotion(local, tmp_path):
@@ -306,7 +305,7 @@ def test_a_stream_and_an_in_flight_request_finish_across_a_promotion(local, tmp_
     candidate = ok(local, app_dir, "deploy")
     reader = threading.Thread(target=stream)
     reader.start()
-    assert wait_until(lambda: chunks, 10)
+    assert wait_until(lambda: chunks, 60)
     ok(local, app_dir, "promote", candidate["id"])  # returns while the stream still runs on the old owner
     assert len(chunks) < 10 and serving(local)["version"] == "2"
     reader.join(30)
@@ -327,7 +326,9 @@ def test_gunicorn_finishes_an_in_flight_request_when_the_route_moves(local, tmp_
     answers: list[httpx.Response] = []
     request = threading.Thread(target=lambda: answers.append(edge(local, "/slow", timeout=30)))
     request.start()
-    time.sleep(0.5)  # the request is inside the app (it sleeps 2 s there)
+    # The request is inside the app (it sleeps 2 s there) before the route moves: the app says so in its log.
+    log = local.data_dir / "allocations" / old["id"] / "alloc.log"
+    assert wait_until(lambda: "slow request in" in log.read_text(), timeout=60), log.read_text()
     ok(local, app_dir, "promote", candidate["id"])
     request.join(30)
     assert answers[0].status_code == 200 and answers[0].json() == {"version": "1", "allocation": old["id"]}
@@ -352,14 +353,14 @@ def test_kill_9_of_rhone_local_while_an_allocation_drains(local, tmp_path):
     old_pid = db_allocation(local, old["id"])["pid"]
     new_owner = owner_allocation(local, app_dir)
     os.kill(local.pid(), signal.SIGKILL)
-    assert wait_until(lambda: not alive(local.pid()), 10)
+    assert wait_until(lambda: not alive(local.pid()), 60)
     release.set()
     thread.join(15)
     assert alive(old_pid)  # the app outlived the server: the restart must finish its drain
     assert local.up().exit_code == 0
     final = ended(local, app_dir, old["id"])
     assert final["state"] == "stopped"
-    assert wait_until(lambda: not alive(old_pid), 10)
+    assert wait_until(lambda: not alive(old_pid), 60)
     assert owner_allocation(local, app_dir)["id"] == new_owner["id"]  # the new owner was adopted, untouched
 
 
@@ -413,7 +414,7 @@ def test_a_killed_or_stopped_instance_is_replaced_without_any_command(local, tmp
     gone = ended(local, app_dir, victim["id"])
     assert gone["state"] == "failed"
     assert ("liveness" in gone["health"]["error"]) == (how == "SIGSTOP")
-    assert wait_until(lambda: not alive(pid), 10)  # a stopped process is killed too, never left behind
+    assert wait_until(lambda: not alive(pid), 60)  # a stopped process is killed too, never left behind
     assert [a["id"] for a in allocations(local, app_dir)] == [answer["allocation"]]
 
 
@@ -495,7 +496,7 @@ def test_logs_show_every_allocation_and_follow_until_ctrl_c(local, tmp_path):
     assert f"{owner['id']} | app v1 on" in logged.stdout and f"{owner['id']} | GET / v1" in logged.stdout
     follower = subprocess.Popen(
         [str(RHONE_BIN), "logs", "--env", "production", "-f"], cwd=app_dir, env=local.environ, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE, text=True, **SIGNALLED_CHILD,
     )  # fmt: skip
     try:
         time.sleep(1)

@@ -16,8 +16,6 @@ from rhone_local.resp import RespConnection, RespError
 from tests.e2e.helpers import hello_app, linked, wait_until
 from tests.e2e.test_topology_e2e import live_allocations, process_environ
 
-pytestmark = pytest.mark.slow
-
 if not shutil.which("redis-server"):
     pytest.skip("needs redis-server (apt-get install redis-server)", allow_module_level=True)
 
@@ -90,7 +88,7 @@ def test_each_lane_has_its_own_redis_and_each_allocation_its_own_user(local, tmp
     assert wait_until(lambda: len([a for a in live_allocations(local) if a["state"] == "ready"]) == 2, timeout=60)
     current = {a["id"]: process_environ(a["pid"]) for a in live_allocations(local)}
     url = next(iter(current.values()))["RHONE_SERVICE_SESSION_URL"]
-    assert wait_until(lambda: _get(url, "vango:session:abc") == "3", timeout=15)
+    assert wait_until(lambda: _get(url, "vango:session:abc") == "3", timeout=60)
     with pytest.raises(RespError, match="WRONGPASS"):
         connect(session)  # the first allocation stopped with Rhone Local: its user went with it
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from tests.e2e.helpers import hello_app, linked, processes_under, wait_until
 
 
@@ -14,8 +12,8 @@ def test_stopping_while_a_preview_starts_leaves_no_process_and_the_deploy_resume
     assert started.exit_code == 0, started.stderr
     op_id = started.json()["id"]
     assert wait_until(lambda: local.json("op", "show", op_id)["state"] == "validating", timeout=30)
-    time.sleep(0.5)  # the allocation process is up but not ready yet
-    assert processes_under(local.data_dir), "the preview's process should be starting"
+    # The allocation's process is up (it sleeps 8 s before it listens): not ready yet.
+    assert wait_until(lambda: processes_under(local.data_dir), timeout=30), "the preview's process should be starting"
 
     down = local.rhone("local", "down", "--json")
     assert down.exit_code == 0 and down.json()["forced"] is False  # a clean stop, well within its grace period

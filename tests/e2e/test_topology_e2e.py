@@ -22,8 +22,6 @@ import pytest
 from tests.conftest import assert_matches_schema
 from tests.e2e.helpers import HELLO, wait_until
 
-pytestmark = pytest.mark.slow
-
 APP_PATH = "/v1/workspaces/local/projects/hello/apps/hello"
 PRODUCTION_HOST = "hello--production.localhost"
 
@@ -174,7 +172,7 @@ def test_scale_is_gated_by_runtime_services_then_spreads_and_survives_a_killed_i
     ]
     assert {a.json()["allocation"] for a in answers} & pinned == set()
     assert wait_until(lambda: db_rows(local, "SELECT state FROM allocations WHERE id = ?", victim["id"])[0]["state"]
-                      == "failed", timeout=5)  # fmt: skip
+                      == "failed", timeout=30)  # fmt: skip
     failed = db_rows(local, "SELECT state, health FROM allocations WHERE id = ?", victim["id"])[0]
     assert failed["state"] == "failed" and "process exited" in failed["health"]
     assert wait_until(
@@ -188,7 +186,7 @@ def test_scale_is_gated_by_runtime_services_then_spreads_and_survives_a_killed_i
 
     # Scale down: the extra allocations drain (they hold no connection) and stop.
     assert session.ok("app", "scale", "--env", "production", "--instances", "1")["state"] == "scaled"
-    assert wait_until(lambda: len(live_allocations(local)) == 1, timeout=20) and edge_get(local).status_code == 200
+    assert wait_until(lambda: len(live_allocations(local)) == 1, timeout=60) and edge_get(local).status_code == 200
     assert session.ok("env", "show", "production")["instances"] == 1
 
 
@@ -414,7 +412,7 @@ def test_region_enablement_stops_at_each_missing_gate_and_traffic_waits_for_elig
         rows = session.ok("app", "allocations", "--env", "production")
         return rows if all(a["state"] != "draining" for a in rows) else None
 
-    allocations = wait_until(settled, timeout=20)
+    allocations = wait_until(settled, timeout=60)
     assert sorted(a["region"] for a in allocations) == ["local-1", "local-2"]
     by_region = {a["region"]: a for a in live_allocations(local)}
     assert process_environ(by_region["local-2"]["pid"])["DATABASE_URL"] == REGION_SECRET
@@ -446,7 +444,7 @@ def test_a_scale_survives_kill_9_and_converges_without_orphans(local_env, tmp_pa
     owner = route(session)
     op = session.ok("app", "scale", "--env", "production", "--instances", "3", "--no-wait")
     if moment == "gate_check":
-        assert wait_until(lambda: operation_state(local_env, op["id"]) == "gate_check", timeout=10)
+        assert wait_until(lambda: operation_state(local_env, op["id"]) == "gate_check", timeout=60)
     else:
         assert wait_until(
             lambda: len(db_rows(local_env, "SELECT id FROM allocations WHERE state = 'starting'")) >= 2, timeout=15

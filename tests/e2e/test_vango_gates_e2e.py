@@ -6,11 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.e2e.helpers import hello_app, linked
-
-pytestmark = pytest.mark.slow
 
 PRIMITIVES = {
     "app.Counter#setup0.shared.signal@0": {"codecFingerprint": "fp:v1:111"},

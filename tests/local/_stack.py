@@ -133,7 +133,8 @@ class Stack:
         """End the drains the operations started, as the server's reconciler would: in process nothing relays
         connections to an allocation, so each drain ends at the next tick (SIGTERM, then its process exits)."""
         runner = self.local.workers.pipeline.runner
-        for _ in range(200):  # bounded: hello exits on SIGTERM at once; the runner's kill grace is 5 s
+        deadline = time.monotonic() + 60  # generous: hello exits on SIGTERM at once; the runner's kill grace is 5 s
+        while time.monotonic() < deadline:
             runner.tick()
             if not self.local.store.allocations_in("draining"):
                 return

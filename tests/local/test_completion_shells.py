@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, default_signal_dispositions
 
 from .conftest import BASE, SHOP_WEB_TOML, LocalEnv, queued_deployments
 
@@ -66,6 +66,7 @@ def _interactive(shell: list[str], setup: str, shop: dict):
     child = pexpect.spawn(
         shell[0], shell[1:], env={**shop["environ"], "HISTFILE": "/dev/null", "INPUTRC": "/dev/null"},
         cwd=str(shop["dir"]), encoding="utf-8", timeout=30, dimensions=(40, 220),
+        preexec_fn=default_signal_dispositions,  # Ctrl-C is sent to it
     )  # fmt: skip
     child.sendline(f"PS1='{prompt}'; {setup} && echo ready-$?")
     child.expect_exact("ready-0")

@@ -440,7 +440,7 @@ def test_a_client_gone_mid_answer_does_not_leave_the_connection_pooled(edge: Edg
     with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
         sock.sendall(b"GET /drip HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
         assert b"first bytes" in sock.recv(1000)
-    assert wait_until(lambda: app.dripped_closed, timeout=5)  # the edge hung up on the app too
+    assert wait_until(lambda: app.dripped_closed, timeout=30)  # the edge hung up on the app too
     assert not any(edge.relay.pool.idle.values())
     assert get(edge.connection(), "/echo")[0] == 200
     assert app.connections == 2
@@ -608,7 +608,7 @@ def test_a_client_that_stops_reading_an_answer_is_cut_after_the_send_timeout(edg
         sock.connect(("127.0.0.1", edge.port))
         sock.sendall(b"GET /big HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
         assert wait_until(lambda: app.requests)  # the answer is under way ...
-        assert wait_until(lambda: not edge.relay.clients, timeout=10)  # ... and the edge gave up on this client
+        assert wait_until(lambda: not edge.relay.clients, timeout=60)  # ... and the edge gave up on this client
         received = 0
         with contextlib.suppress(ConnectionResetError):
             while chunk := sock.recv(65536):

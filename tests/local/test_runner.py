@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 
 from rhone_local import processes
+from rhone_local.allocation_ports import PORT_ATTEMPTS
 from rhone_local.artifacts import record_tree, store_manifest
 from rhone_local.pipeline import build_pipeline
 from rhone_local.runner import Runner
@@ -49,8 +52,14 @@ APP = textwrap.dedent(
         def log_message(self, *a):
             pass
 
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+    except OSError:
+        if "stay-on-a-taken-port" not in args:
+            raise
+        time.sleep(600)  # an app that neither listens nor exits
     print(f"pid {os.getpid()} listening", flush=True)
-    ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+    server.serve_forever()
     """
 )
 pytestmark = pytest.mark.slow
@@ -97,17 +106,19 @@ def members(alloc: dict[str, Any]) -> list[int]:
     return [p.pid for p in processes.allocation_processes(alloc["id"], alloc["pid"], alloc["pid_start_time"])]
 
 
-def gone(alloc: dict[str, Any], rounds: int = 200) -> bool:
+def gone(alloc: dict[str, Any], timeout: float = 30) -> bool:
     """Whether the allocation's leader has died (a SIGKILL is delivered asynchronously; reaped once it has)."""
-    for _ in range(rounds):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if not processes.leader_alive(alloc["pid"], alloc["pid_start_time"]):
             return True
         time.sleep(0.025)
     return False
 
 
-def tick_until_ended(runner: Runner, alloc_id: str, rounds: int = 400) -> dict[str, Any]:
-    for _ in range(rounds):
+def tick_until_ended(runner: Runner, alloc_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         runner.tick()
         row = runner.store.allocation(alloc_id)
         if row["state"] in ("stopped", "failed"):
@@ -253,6 +264,123 @@ def test_a_websocket_only_server_fails_http_readiness_and_passes_tcp(local, runn
     assert tcp["state"] == "ready" and tcp["health"]["probe"] == "tcp"
     runner.drain(tcp, "test over", timeout=0)
     tick_until_ended(runner, tcp["id"])
+
+
+class Squatter:
+    """Another process's listener on a port: silent, or answering 200 to every GET (a readiness probe included)."""
+
+    def __init__(self, port: int, answering: bool) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler, bind_and_activate=False)
+        self.server.server_bind()
+        self.server.server_activate()
+        self.port, self.answering = port, answering
+        if answering:
+            threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def listening(self) -> bool:
+        return self.server.socket.fileno() != -1
+
+    def close(self) -> None:
+        if self.answering:
+            self.server.shutdown()
+        self.server.server_close()
+
+
+class PortTakenAtRelease:
+    """A probe of the runner's port reservations whose port another process takes the moment the runner lets it go —
+    the window no reservation can close."""
+
+    def __init__(self, probe: socket.socket, squatters: list[Squatter], answering: bool) -> None:
+        self.probe, self.squatters, self.answering = probe, squatters, answering
+
+    def getsockname(self) -> tuple[str, int]:
+        return self.probe.getsockname()
+
+    def close(self) -> None:
+        if self.probe.fileno() != -1:
+            port = self.probe.getsockname()[1]
+            self.probe.close()
+            self.squatters.append(Squatter(port, self.answering))
+
+
+@pytest.fixture
+def steal_ports(runner: Runner, monkeypatch):
+    """`steal_ports(count, answering)`: the first `count` ports the runner chooses are taken between its choice and
+    the app's bind; the squatters, stopped after the test."""
+    squatters: list[Squatter] = []
+
+    def steal(count: int, answering: bool = False) -> list[Squatter]:
+        hold = runner.ports.hold
+
+        def hold_then_lose() -> Any:
+            probe = hold()
+            return PortTakenAtRelease(probe, squatters, answering) if len(squatters) < count else probe
+
+        monkeypatch.setattr(runner.ports, "hold", hold_then_lose)
+        return squatters
+
+    yield steal
+    for squatter in squatters:
+        squatter.close()
+
+
+@pytest.mark.parametrize(
+    ("start_command", "answering", "reason"),
+    [
+        ("python3 app.py", False, "the app could not bind it: address already in use"),
+        # The taker answers the readiness probe while the app, unable to bind, neither listens nor exits: the
+        # listener's owner gives it away.
+        ("python3 app.py stay-on-a-taken-port", True, "served by a process that is not the allocation's"),
+    ],
+)
+def test_a_port_taken_between_choice_and_start_is_retried_on_another(
+    local, runner, tmp_path, steal_ports, start_command, answering, reason
+) -> None:
+    dep = deployment(local, runner, tmp_path, start_command)
+    squatters = steal_ports(1, answering)
+    alloc = start(local, runner, dep)
+    assert alloc["state"] == "ready", alloc["health"]
+    assert alloc["port"] != squatters[0].port
+    assert alloc["health"]["port_retries"] == [{"port": squatters[0].port, "reason": reason}]
+    assert [a["id"] for a in runner.allocations_of(dep["id"])] == [alloc["id"]]  # no second allocation
+    assert wait_for(lambda: members(alloc) == [alloc["pid"]])  # the first app is gone; nothing of it is left
+    assert len(squatters) == 1 and squatters[0].listening()  # the taker was left alone
+    assert runner.ports._reserved == set()  # every reservation settled
+    runner.drain(alloc, "test over", timeout=0)
+    assert tick_until_ended(runner, alloc["id"])["state"] == "stopped"
+
+
+def test_port_retries_are_bounded_and_the_allocation_fails_naming_them(local, runner, tmp_path, steal_ports) -> None:
+    dep = deployment(local, runner, tmp_path, "python3 app.py")
+    squatters = steal_ports(100)
+    alloc = start(local, runner, dep)
+    ports = [s.port for s in squatters]
+    assert len(ports) == PORT_ATTEMPTS  # then it stopped trying
+    assert alloc["state"] == "failed"
+    assert [r["port"] for r in alloc["health"]["port_retries"]] == ports[:-1]
+    assert alloc["port"] == ports[-1] and "Address already in use" in alloc["health"]["log_tail"]
+    assert [a["id"] for a in runner.allocations_of(dep["id"])] == [alloc["id"]]
+    assert members(alloc) == [] and runner.ports._reserved == set()
+
+
+def wait_for(condition: Any, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_a_start_command_naming_a_missing_program_fails_cleanly(local, runner, tmp_path) -> None:

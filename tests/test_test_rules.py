@@ -1,0 +1,63 @@
+"""Rules the test suite and the benchmarks live by (README, "Tests"): servers bind port 0 and report the port they
+got, and everything under tests/e2e/ is the slow tier."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SKIPPED_DIRS = {".git", ".venv", "node_modules", "__pycache__", ".ruff_cache", ".pytest_cache"}
+TEXT_SUFFIXES = {".py", ".md", ".toml", ".sh", ".txt", ".cfg", ".ini", ".yml", ".yaml"}
+# Picking a free port and closing it before the real server binds it races with everyone else on the machine.
+PICK_A_FREE_PORT = re.compile(r"def _?free_port\b|free_ports\(")
+
+
+def repository_files() -> list[Path]:
+    found = []
+    for path in REPO.rglob("*"):
+        if SKIPPED_DIRS.intersection(path.relative_to(REPO).parts) or not path.is_file():
+            continue
+        if path.suffix in TEXT_SUFFIXES:
+            found.append(path)
+    return found
+
+
+def test_nothing_picks_a_free_port_and_closes_it() -> None:
+    offenders = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for path in repository_files()
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if PICK_A_FREE_PORT.search(line)
+    ]
+    assert offenders == [], "bind port 0 and read the port the server reports instead:\n" + "\n".join(offenders)
+
+
+def test_the_rule_sees_what_it_forbids() -> None:
+    free = "free_"  # the forbidden lines, assembled here so that this file does not hold them
+    assert PICK_A_FREE_PORT.search(f"def {free}port() -> int:")
+    assert PICK_A_FREE_PORT.search(f"def _{free}port():")
+    assert PICK_A_FREE_PORT.search(f"port, edge_port = {free}ports(2)")
+    assert not PICK_A_FREE_PORT.search(f"def {free}portal():")
+
+
+def test_everything_under_tests_e2e_is_slow() -> None:
+    """`pytest -m "not slow"` (the everyday loop) leaves out every test under tests/e2e/ — by its directory's conftest,
+    not by marks each file must remember — and nothing else."""
+    from tests.e2e.conftest import E2E_DIR, pytest_collection_modifyitems
+
+    class Item:
+        def __init__(self, path: Path) -> None:
+            self.path, self.marks = path, []
+
+        def add_marker(self, mark) -> None:
+            self.marks.append(mark.name)
+
+    items = [
+        Item(E2E_DIR / "test_shutdown.py"),
+        Item(E2E_DIR / "sub" / "test_x.py"),
+        Item(REPO / "tests" / "test_x.py"),
+    ]
+    pytest_collection_modifyitems(items)
+    assert [item.marks for item in items] == [["slow"], ["slow"], []]
+    assert not [p.name for p in E2E_DIR.glob("test_*.py") if "pytestmark" in p.read_text()]
