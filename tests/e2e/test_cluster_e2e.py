@@ -13,13 +13,10 @@ import os
 import shutil
 
 import httpx
-import pytest
 
 from rhone_local.route_stream import SEQ_HEADER, STREAM, SUBJECT
 from tests.e2e.helpers import HELLO, wait_until
 from tests.engines import nats_jetstream
-
-pytestmark = pytest.mark.slow
 
 LEASE_WAIT = 30.0  # longer than an edge's lease (EDGE_LEASE_SECONDS), so its lapse is seen
 
