@@ -60,15 +60,7 @@ def run_mutation(store: Store, mutation: Mutation, perform: Callable[[Tx], tuple
                 if prior is not None:
                     return _replay(mutation, prior, fingerprint)
             status, body = perform(c)
-            store.audit(
-                workspace_id=mutation.workspace_id,
-                principal=mutation.principal,
-                action=mutation.action,
-                target=mutation.target,
-                request_id=mutation.request_id,
-                result="allowed",
-                tx=c,
-            )
+            _audit(store, mutation, "allowed", tx=c)
             if key:
                 store.remember_response(
                     c,
@@ -81,17 +73,22 @@ def run_mutation(store: Store, mutation: Mutation, perform: Callable[[Tx], tuple
                     response=_without_secrets(body) if mutation.secret_response else body,
                 )
     except DomainError as error:
-        store.audit(
-            workspace_id=mutation.workspace_id,
-            principal=mutation.principal,
-            action=mutation.action,
-            target=mutation.target,
-            request_id=mutation.request_id,
-            result="failed",
-            detail={"code": error.code},
-        )
+        _audit(store, mutation, "failed", detail={"code": error.code})
         raise
     return Done(status, body)
+
+
+def _audit(store: Store, mutation: Mutation, result: str, *, tx: Tx | None = None, detail: dict | None = None) -> None:
+    store.audit(
+        workspace_id=mutation.workspace_id,
+        principal=mutation.principal,
+        action=mutation.action,
+        target=mutation.target,
+        request_id=mutation.request_id,
+        result=result,
+        detail=detail,
+        tx=tx,
+    )
 
 
 def _replay(mutation: Mutation, prior: dict[str, Any], fingerprint: str) -> Done:
