@@ -56,16 +56,17 @@ class ProcessInfo:
     state: str
     pgid: int
     start_time: int
+    ppid: int = 0
 
 
 def process_info(pid: int) -> ProcessInfo | None:
-    """State, process group and start time (clock ticks since boot) of a live process, or None."""
+    """State, process group, start time (clock ticks since boot) and parent of a live process, or None."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    # After the command name: state is field 3, pgrp field 5, starttime field 22 (proc(5)).
-    return ProcessInfo(pid, fields[0], int(fields[2]), int(fields[19]))
+    # After the command name: state is field 3, ppid field 4, pgrp field 5, starttime field 22 (proc(5)).
+    return ProcessInfo(pid, fields[0], int(fields[2]), int(fields[19]), int(fields[1]))
 
 
 def start_time(pid: int) -> int | None:
@@ -81,10 +82,11 @@ def _carries(pid: int, marker: bytes) -> bool:
 
 
 def allocation_processes(allocation_id: str, leader: int | None, leader_start: int | None) -> list[ProcessInfo]:
-    """Live processes (zombies excluded) that belong to the allocation: its verified leader, and every process whose
-    environment names the allocation."""
+    """Live processes (zombies excluded) that belong to the allocation: its verified leader and the leader's
+    descendants, and every process whose environment names the allocation. Descendants count on their own: servers
+    such as nginx clear their environment, or write their process title over it."""
     marker = f"\0RHONE_ALLOCATION_ID={allocation_id}\0".encode()
-    found = []
+    found, others = [], []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -94,6 +96,18 @@ def allocation_processes(allocation_id: str, leader: int | None, leader_start: i
         verified_leader = info.pid == leader and leader_start is not None and info.start_time == leader_start
         if verified_leader or (info.pid != os.getpid() and _carries(info.pid, marker)):
             found.append(info)
+        else:
+            others.append(info)
+    # Parent links are read in one pass over /proc: a child of a member is a member (whatever its environment).
+    members = {info.pid for info in found}
+    grew = True
+    while grew:
+        grew = False
+        for info in others:
+            if info.pid not in members and info.ppid in members:
+                members.add(info.pid)
+                found.append(info)
+                grew = True
     return found
 
 

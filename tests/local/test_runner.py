@@ -40,6 +40,9 @@ APP = textwrap.dedent(
     if "fork" in args:
         for _ in range(2):
             subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    if "clean-child" in args:  # as nginx does: the server is a child whose environment holds only what it needs
+        child = subprocess.Popen([sys.executable, sys.argv[0]], env={"PORT": os.environ["PORT"]})
+        sys.exit(child.wait())
     status = 426 if "websocket-only" in args else 200
 
     class Handler(BaseHTTPRequestHandler):
@@ -359,6 +362,20 @@ def test_a_port_taken_between_choice_and_start_is_retried_on_another(
     assert runner.ports._reserved == set()  # every reservation settled
     runner.drain(alloc, "test over", timeout=0)
     assert tick_until_ended(runner, alloc["id"])["state"] == "stopped"
+
+
+def test_a_server_whose_environment_is_cleared_is_still_the_allocations(local, runner, tmp_path) -> None:
+    """nginx clears its workers' environment and writes its process title over its own: the listener on the port
+    belongs to the allocation by descent from its leader, not by RHONE_ALLOCATION_ID. It used to be taken for a
+    process that stole the port, and the allocation failed after giving up every port."""
+    dep = deployment(local, runner, tmp_path, "python3 app.py clean-child")
+    alloc = start(local, runner, dep)
+    assert alloc["state"] == "ready", alloc["health"]
+    assert not alloc["health"].get("port_retries")
+    assert wait_for(lambda: len(members(alloc)) == 2)  # the leader and its server child
+    runner.drain(alloc, "test over", timeout=0)
+    assert tick_until_ended(runner, alloc["id"])["state"] == "stopped"
+    assert wait_for(lambda: members(alloc) == [])  # the child, environment or not, is stopped with it
 
 
 def test_port_retries_are_bounded_and_the_allocation_fails_naming_them(local, runner, tmp_path, steal_ports) -> None:
