@@ -6,8 +6,9 @@ without shell syntax is executed directly; a single simple command with shell sy
 under the shell, and the runner signals the whole process group.
 
 Pids are reused. A process belongs to an allocation only if it is the leader the runner started (same pid AND the same
-start time, field 22 of `/proc/<pid>/stat`) or it carries the allocation's id in its environment (every descendant
-inherits `RHONE_ALLOCATION_ID`, even one that left the process group). Nothing else is ever signalled, so a pid that
+start time, field 22 of `/proc/<pid>/stat`), a descendant of that leader, or it carries the allocation's id in its
+environment (every descendant inherits `RHONE_ALLOCATION_ID`, even one that left the process group, unless it
+clears its environment as nginx does). Nothing else is ever signalled, so a pid that
 an unrelated process took over after a crash is left alone (see docs/architecture.md, "Runner").
 """
 
