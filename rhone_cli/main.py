@@ -270,10 +270,33 @@ def _interrupts_raise() -> Iterator[None]:
     def interrupt(signum: int, frame: object) -> None:
         raise Interrupted(signum)
 
+    # Python runs a signal's handler at the next bytecode of the main thread, which may be inside a finalizer
+    # (`__del__`, a weakref callback) during a garbage collection: an exception raised there is printed as "ignored"
+    # and dropped, and the main thread goes back to the request it was blocked in, for as long as that request's
+    # timeout. When an interruption is dropped that way, deliver the signal again: it lands outside the finalizer.
+    previous_hook = sys.unraisablehook
+    redeliveries: list[threading.Timer] = []
+
+    def redeliver_lost_interruptions(unraisable: object) -> None:
+        lost = getattr(unraisable, "exc_value", None)
+        if isinstance(lost, Interrupted):
+            # From another thread, a moment later: sent from here, the handler would run inside this hook and be
+            # dropped again.
+            main = threading.main_thread().ident or 0
+            again = threading.Timer(0.01, signal.pthread_kill, (main, lost.signum))
+            redeliveries.append(again)
+            again.start()
+            return
+        previous_hook(unraisable)  # type: ignore[arg-type]
+
     previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    sys.unraisablehook = redeliver_lost_interruptions
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
+        for again in redeliveries:
+            again.cancel()  # the interruption arrived: no signal may outlive rhone's handlers
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
