@@ -205,6 +205,10 @@ def test_api(case: schemathesis.Case, rhone_api: RhoneApi, operation_label: str)
         # A manifest's cross-entry rules (paths sorted, unique, normalized, no file that is also a directory) are
         # beyond JSON Schema: a schema-valid manifest may still be a documented 422 `invalid_manifest`.
         checks = [c for c in CHECKS if c is not positive_data_acceptance]
+    if operation_label.endswith("/services") and case.method == "POST":
+        # Which provider can serve which runtime-service kind (NATS serves no cache or session), and a kind both bound
+        # and unbound, are rules beyond JSON Schema: a schema-valid request may be a documented 422.
+        checks = [c for c in CHECKS if c is not positive_data_acceptance]
     if operation_label.endswith("/v1/device/token"):
         # RFC 8628 answers a well-formed poll with 400 until it succeeds (authorization_pending, slow_down,
         # invalid_grant for a code the server does not know): schema-valid is not enough to be accepted.
