@@ -6,10 +6,10 @@ without shell syntax is executed directly; a single simple command with shell sy
 under the shell, and the runner signals the whole process group.
 
 Pids are reused. A process belongs to an allocation only if it is the leader the runner started (same pid AND the same
-start time, field 22 of `/proc/<pid>/stat`), a descendant of that leader, or it carries the allocation's id in its
-environment (every descendant inherits `RHONE_ALLOCATION_ID`, even one that left the process group, unless it
-clears its environment as nginx does). Nothing else is ever signalled, so a pid that
-an unrelated process took over after a crash is left alone (see docs/architecture.md, "Runner").
+start time, field 22 of `/proc/<pid>/stat`) or it carries the allocation's id in its environment (every descendant
+inherits `RHONE_ALLOCATION_ID`, even one that left the process group). Who listens on an allocation's port is also
+judged by descent from those (`descendants`): nginx clears its workers' environment. Nothing else is ever signalled,
+so a pid that an unrelated process took over after a crash is left alone (see docs/architecture.md, "Runner").
 """
 
 from __future__ import annotations
@@ -83,11 +83,10 @@ def _carries(pid: int, marker: bytes) -> bool:
 
 
 def allocation_processes(allocation_id: str, leader: int | None, leader_start: int | None) -> list[ProcessInfo]:
-    """Live processes (zombies excluded) that belong to the allocation: its verified leader and the leader's
-    descendants, and every process whose environment names the allocation. Descendants count on their own: servers
-    such as nginx clear their environment, or write their process title over it."""
+    """Live processes (zombies excluded) that belong to the allocation: its verified leader, and every process whose
+    environment names the allocation."""
     marker = f"\0RHONE_ALLOCATION_ID={allocation_id}\0".encode()
-    found, others = [], []
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -97,19 +96,28 @@ def allocation_processes(allocation_id: str, leader: int | None, leader_start: i
         verified_leader = info.pid == leader and leader_start is not None and info.start_time == leader_start
         if verified_leader or (info.pid != os.getpid() and _carries(info.pid, marker)):
             found.append(info)
-        else:
-            others.append(info)
-    # Parent links are read in one pass over /proc: a child of a member is a member (whatever its environment).
-    members = {info.pid for info in found}
+    return found
+
+
+def descendants(pids: list[int]) -> list[int]:
+    """`pids` and every live process descended from one of them, from the parent links in /proc. A server such as
+    nginx clears its workers' environment and writes its process title over its own, so the socket it listens on
+    is held by processes only their descent ties to the allocation."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            info = process_info(int(entry.name))
+            if info is not None and info.state not in ("Z", "X"):
+                parents[info.pid] = info.ppid
+    family = set(pids)
     grew = True
     while grew:
         grew = False
-        for info in others:
-            if info.pid not in members and info.ppid in members:
-                members.add(info.pid)
-                found.append(info)
+        for pid, ppid in parents.items():
+            if pid not in family and ppid in family:
+                family.add(pid)
                 grew = True
-    return found
+    return sorted(family)
 
 
 def leader_alive(leader: int | None, leader_start: int | None) -> bool:

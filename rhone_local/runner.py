@@ -406,7 +406,7 @@ class Runner:
         """Whether the socket listening on the allocation's port belongs to a process outside it (the port was taken
         between its choice and the app's bind); unknown counts as no."""
         members = processes.allocation_processes(alloc["id"], alloc["pid"], alloc["pid_start_time"])
-        return listener_owned(alloc["port"], [p.pid for p in members]) is False
+        return listener_owned(alloc["port"], processes.descendants([p.pid for p in members])) is False
 
     def _allocation_binds(self, environment_id: str, region_id: str) -> list[Bind]:
         """Rhone Local's own runtime services of the environment (SQLite files, spool directories) and its
