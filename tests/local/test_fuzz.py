@@ -144,7 +144,8 @@ def rhone_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RhoneApi]:
     assert bootstrap_token is not None
     notifier = ChangeNotifier()
     # Binding, service and region operations run here too (scale needs a route owner, which fuzzing never makes).
-    topology = Topology(store, build_pipeline(store, data_dir, edge_port=None))
+    pipeline = build_pipeline(store, data_dir, edge_port=None)
+    topology = Topology(store, pipeline)
     workers = Workers(store, notifier, stage_delay=0, topology=topology)
     app = standalone_api(store, notifier)
     api = RhoneApi(app=app, token=token, token_id=bootstrap_token["id"])
@@ -156,6 +157,7 @@ def rhone_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RhoneApi]:
     finally:
         _current_app.clear()
         workers.stop()
+        pipeline.engines.stop_all()  # the Redis and NATS servers the fuzzed service bindings started
         store.close()
 
 
