@@ -10,30 +10,28 @@ ephemeral: each allocation gets a fresh copy of its artifact):
 One environment, one database per provider name: preview never sees production's data. Provisioning is idempotent (a
 stage retried after a crash finds what it created), and binding again after an unbind finds the same data.
 
-Also the files of the runtime services Rhone Local still implements itself (`local_service`). This module
-administers apps' databases, never the control store: it is the one module besides `rhone_local/store/` that opens
-SQLite files and sends SQL (tests/test_layers.py allows exactly this one).
+Also the files of the runtime services Rhone Local still implements itself (`local_service`). The statements
+themselves are the store's (`rhone_local/store/app_databases.py`); this module decides where data lives and which URL
+allocations receive.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 from rhone_local.domain.errors import DomainError
+from rhone_local.store.app_databases import (
+    LOCAL_SERVICE_SCHEMAS,
+    create_sqlite,
+    drop_postgres_database,
+    ensure_postgres_database,
+)
 
 KINDS = ("sqlite", "postgres")
-# Services Rhone Local still implements itself, per environment and region (domain/topology.py, LOCAL_SERVICES): an
-# idempotency table in a SQLite database, and a directory of objects. The others run on engines (engines.py).
-LOCAL_SERVICE_SCHEMAS = {
-    "idempotency": "CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY, response BLOB, created_at REAL)",
-    "object_storage": None,  # a directory of objects
-}
 
 
 def local_service(directory: Path, service: str) -> str:
@@ -44,10 +42,7 @@ def local_service(directory: Path, service: str) -> str:
         (directory / service).mkdir(exist_ok=True)
         return (directory / service).as_uri()
     path = directory / f"{service}.db"
-    with sqlite3.connect(path) as db:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(schema)
-    db.close()
+    create_sqlite(path, schema)
     return "sqlite://" + str(path)
 
 
@@ -82,10 +77,7 @@ class Provisioner:
         if plan.kind == "sqlite":
             path = Path(plan.location)
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with sqlite3.connect(path) as db:
-                db.execute("PRAGMA journal_mode=WAL")  # readers and a writer of several instances side by side
-            db.close()
-            os.chmod(path, 0o600)
+            create_sqlite(path)
             return "sqlite:///" + str(path)
         return self._provision_postgres(plan)
 
@@ -95,9 +87,7 @@ class Provisioner:
                 Path(location + suffix).unlink(missing_ok=True)
             return
         with self._admin() as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {_ident(location)} WITH (FORCE)")
-            if role:
-                conn.execute(f"DROP ROLE IF EXISTS {_ident(role)}")
+            drop_postgres_database(conn, location, role)
 
     # -- PostgreSQL ------------------------------------------------------------------------------------------------
     def _server(self) -> dict[str, str]:
@@ -125,26 +115,12 @@ class Provisioner:
 
     def _provision_postgres(self, plan: Plan) -> str:
         password = secrets.token_urlsafe(24)
+        assert plan.role is not None
         with self._admin() as conn:
-            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (plan.role,)).fetchone()
-            verb = "ALTER" if exists else "CREATE"
-            # A fresh password each time: only allocations started from now on receive it.
-            conn.execute(f"{verb} ROLE {_ident(plan.role)} LOGIN PASSWORD {_literal(password)}")
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (plan.location,)).fetchone():
-                conn.execute(f"CREATE DATABASE {_ident(plan.location)} OWNER {_ident(plan.role)}")
-            conn.execute(f"REVOKE ALL ON DATABASE {_ident(plan.location)} FROM PUBLIC")
+            ensure_postgres_database(conn, plan.location, plan.role, password)
         server = self._server()
         credentials = f"{quote(plan.role, safe='')}:{quote(password, safe='')}"
         host, port = server.get("host") or "localhost", server.get("port") or "5432"
         if host.startswith("/"):  # a unix-socket directory
             return f"postgresql://{credentials}@/{plan.location}?host={quote(host, safe='/')}&port={port}"
         return f"postgresql://{credentials}@{host}:{port}/{plan.location}"
-
-
-def _ident(name: str) -> str:
-    # Names are ours (letters, digits, underscores), quoted all the same.
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"

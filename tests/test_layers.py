@@ -1,7 +1,8 @@
 """The layers of Rhone Local (docs/architecture.md, "Layers"), enforced on the source:
 
 - the store owns every SQL statement: outside `rhone_local/store/`, no module imports sqlite3, calls `.execute`,
-  or holds SQL in a string literal (`provisioning.py`, which administers apps' own databases, is the one exception);
+  or holds SQL in a string literal (the statements that administer apps' own databases too:
+  `rhone_local/store/app_databases.py`);
 - the API and the operations' request-time checks depend on the domain, the store and the narrow interfaces of
   `rhone_local/ports.py` only: never on an engine, the runner, the pipeline, promotion stages or the edge, which
   `server.py` injects.
@@ -17,9 +18,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / "rhone_local"
-# Apps' databases (provisioned SQLite files and PostgreSQL roles, the local idempotency service), never the control
-# store: the one module besides the store that speaks SQL.
-SQL_ALLOWED = {"rhone_local/provisioning.py"}
 SQL_TEXT = re.compile(
     r"\b(SELECT\s.+\sFROM|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+(TABLE|INDEX)|"
     r"DROP\s+(TABLE|INDEX)|ALTER\s+TABLE|PRAGMA\s+\w+|WHERE\s+[\w.]+\s*(=|IN\b|IS\b|<|>|!=)|json_extract|RETURNING\s+\*|"
@@ -38,7 +36,7 @@ def sql_outside_the_store(root: Path = LOCAL) -> list[str]:
     store's `.one`/`.all` with SQL), or holds SQL text in a string literal."""
     found = []
     for name, tree in _modules(root):
-        if name.startswith("rhone_local/store/") or name in SQL_ALLOWED:
+        if name.startswith("rhone_local/store/"):
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "sqlite3" for a in node.names):
@@ -91,7 +89,7 @@ def test_the_sql_check_finds_what_it_forbids(tmp_path: Path) -> None:
 
 def test_local_services_have_one_implementation_each() -> None:
     from rhone_local.domain.topology import LOCAL_SERVICES
-    from rhone_local.provisioning import LOCAL_SERVICE_SCHEMAS
+    from rhone_local.store.app_databases import LOCAL_SERVICE_SCHEMAS
 
     assert set(LOCAL_SERVICE_SCHEMAS) == set(LOCAL_SERVICES)
 
