@@ -180,6 +180,17 @@ class Engine:
         state = {"pid": self.pid, "pid_start": self.pid_start, "port": self.port}
         self.state_file.write_text(json.dumps(state))
 
+    def _attempt(self, argv: list[str], ready: Any) -> str | None:
+        """Start the engine with `argv` and wait until `ready`: None once it runs (and is recorded), else why not."""
+        self._spawn(argv)
+        failure = self._wait_started(ready)
+        if failure is None:
+            self._record()
+            self.error = None
+        else:
+            self.pid = self.pid_start = None
+        return failure
+
     def _spawn(self, argv: list[str]) -> None:
         log_file = self.directory / f"{self.lane.engine}.log"
         with log_file.open("ab") as handle:
@@ -297,14 +308,10 @@ class RedisEngine(Engine):
             )
             os.chmod(config, 0o600)
             self.port = port
-            self._spawn([binary, str(config)])
-            failure = self._wait_started(self.answers)
+            failure = self._attempt([binary, str(config)], self.answers)
             if failure is None:
-                self._record()
-                self.error = None
                 return
             last = failure
-            self.pid = self.pid_start = None
             if "in use" not in failure:
                 break
         raise EngineUnavailable(
@@ -394,14 +401,10 @@ class NatsEngine(Engine):
             previous = None
         last = "not started"
         for port in ([previous] if previous else []) + ["-1"]:
-            self._spawn([binary, "-c", str(self._config(port))])
-            failure = self._wait_started(self._read_ports)
+            failure = self._attempt([binary, "-c", str(self._config(port))], self._read_ports)
             if failure is None:
-                self._record()
-                self.error = None
                 return
             last = failure
-            self.pid = self.pid_start = None
         raise EngineUnavailable(
             "engine_unavailable", f"nats-server did not start (its log: {self.directory}/nats.log): {last}"
         )
