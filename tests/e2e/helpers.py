@@ -156,3 +156,18 @@ def operation_state(server, op_id: str) -> str:
     )
     response.raise_for_status()
     return response.json()["state"]
+
+
+# Headless Chromium (Debian's) as the browser tests drive it: no sandbox of its own (we run as root), nothing that
+# reaches out to the network by itself.
+CHROME_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+)

@@ -19,18 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RHONE_BIN
-
-CHROME_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-)
+from tests.e2e.helpers import CHROME_FLAGS
 
 
 @pytest.fixture

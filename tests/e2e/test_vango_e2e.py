@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO
-from tests.e2e.helpers import linked, wait_until
+from tests.e2e.helpers import CHROME_FLAGS, linked, wait_until
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 REDIS = shutil.which("redis-server")
@@ -45,18 +45,7 @@ def browsers():
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM
         profile = tempfile.mkdtemp(prefix="rhone-chromium-")
-        for flag in (
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            f"--user-data-dir={profile}",
-        ):
+        for flag in (*CHROME_FLAGS, f"--user-data-dir={profile}"):
             options.add_argument(flag)
         driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
         opened.append((driver, profile))
