@@ -127,17 +127,6 @@ def counts(api_app: ApiApp) -> dict[str, int]:
     return {table: len(found) for table, found in rows(api_app, with_audit=True).items()}
 
 
-SHOP_WEB_TOML = """\
-[project]
-name = "shop"
-workspace = "local"
-
-[app]
-name = "web"
-
-[process]
-start = "python3 app.py"
-"""
 TARGET = ("-w", "local", "-p", "shop", "-a", "web")
 
 

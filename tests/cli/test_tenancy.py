@@ -9,8 +9,9 @@ import pytest
 
 from rhone_cli.errors import ExitCode
 from tests.conftest import assert_matches_schema
+from tests.local.conftest import SHOP_WEB_TOML
 
-from .conftest import SHOP_WEB_TOML, counts, rows
+from .conftest import counts, rows
 
 
 def test_tenancy_commands_and_their_documents(cli):
