@@ -74,6 +74,9 @@ def bootstrap(store: Store, data_dir: Path) -> None:
     # that the next start overwrites, never a bootstrapped database whose owner token was lost.
     token_file = _write_owner_token(data_dir, secret)
     ids = store.bootstrap(workspace=WORKSPACE, owner=OWNER, token_hash=hash_token(secret), region=REGION, cell=CELL)
+    if not ids:  # another node sharing the store bootstrapped it first: its owner token is the one
+        token_file.unlink(missing_ok=True)
+        return
     log.info("bootstrapped workspace %s (%s), owner %s; token in %s", WORKSPACE, ids["workspace_id"], OWNER, token_file)
 
 
