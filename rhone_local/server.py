@@ -210,7 +210,7 @@ def _route_publisher(url: str | None, store: Store) -> Any:
         raise StartRefused("events_unavailable", "--events needs nats-py", "pip install 'rhone[cluster]'") from None
     from rhone_local.route_stream import RouteEventPublisher
 
-    return RouteEventPublisher(url, store.route_events_after)
+    return RouteEventPublisher(url, store.route_events_after, lock=store.publisher_lock("route-events"))
 
 
 def _api_server(config: Any, feed: EdgeFeed | None, before_shutdown: Callable[[], None]) -> Any:
@@ -336,6 +336,7 @@ def wire(
     """Build the control plane over `store`: the pipeline and runner, the stage handlers, the workers, retention, the
     reconciler and the API app (nothing is started). `blobs` replaces the default filesystem blob store (`--blobs`)."""
     notifier = notifier or ChangeNotifier()
+    store.listen_for_changes(notifier)  # commits of other nodes sharing the store wake this one's waiters
     limits = {"cache_limit": cache_limit} if cache_limit is not None else {}
     pipeline = build_pipeline(
         store, data_dir, edge_port=edge_port, sandbox=sandbox or UNSANDBOXED, app_databases=app_databases, **limits
@@ -376,11 +377,12 @@ def serve(
     blobs_url: str | None = None,
     blobs_endpoint: str | None = None,
     events_url: str | None = None,
+    store_url: str | None = None,
 ) -> int:
     import uvicorn
 
     raise_open_file_limit()  # edge processes inherit it: their connection cap is a share of it
-    store = open_data_dir(data_dir)  # holds the data directory's lock until this process exits
+    store = open_data_dir(data_dir, store_url)  # holds the data directory's lock until this process exits
     blobs = _blob_store(blobs_url, blobs_endpoint, data_dir)
     publisher = _route_publisher(events_url, store)
     with database_errors(store.path):
@@ -525,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     blobs_url = os.environ.get("RHONE_LOCAL_BLOBS") or None
     blobs_endpoint = os.environ.get("RHONE_LOCAL_BLOBS_ENDPOINT") or None
     events_url = os.environ.get("RHONE_LOCAL_EVENTS") or None
+    store_url = os.environ.get("RHONE_LOCAL_STORE") or None
     try:
         return serve(
             args.data_dir.resolve(),
@@ -539,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
             blobs_url=blobs_url,
             blobs_endpoint=blobs_endpoint,
             events_url=events_url,
+            store_url=store_url,
         )
     except StartRefused as refused:
         print(f"error [{refused.code}]: {refused.message}\nhint: {refused.hint}", file=sys.stderr, flush=True)

@@ -279,6 +279,11 @@ class StoreCore:
         assert table.isidentifier()
         return self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
+    def table_names(self) -> list[str]:
+        """The database's tables, sorted (tests' "nothing else changed" snapshots)."""
+        rows = self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        return sorted(row[0] for row in rows)
+
     def data_version(self) -> int:
         """A number that changes whenever another connection commits: a cheap "did anything change?" for followers."""
         return self.conn.execute("PRAGMA data_version").fetchone()[0]

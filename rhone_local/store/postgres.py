@@ -35,6 +35,7 @@ from typing import Any
 import psycopg
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
+from psycopg.types.string import StrDumper
 
 from rhone_local.store import Store
 from rhone_local.store.core import (
@@ -233,6 +234,8 @@ def _end_quietly(conn: PgConnection) -> None:
 def connect(url: str) -> psycopg.Connection:
     raw = psycopg.connect(url, autocommit=True, row_factory=_rows, connect_timeout=CONNECT_TIMEOUT_SECONDS)
     raw.adapters.register_dumper(bool, _BoolAsInteger)
+    # Text as text (not psycopg's untyped default): SQLite's statements give a parameter no other type to infer.
+    raw.adapters.register_dumper(str, StrDumper)
     return raw
 
 
@@ -330,6 +333,10 @@ class PostgresStore(Store):
         if tables and "schema_migrations" not in tables:
             shown = ", ".join(tables[:5]) + (", …" if len(tables) > 5 else "")
             raise NotRhoneDatabase(f"the database holds tables that are not Rhone Local's ({shown})")
+
+    def table_names(self) -> list[str]:
+        rows = self.conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()").fetchall()
+        return sorted(row[0] for row in rows)
 
     def _next_route_seq(self, c: Any) -> int:
         return c.execute("UPDATE route_event_counter SET seq = seq + 1 RETURNING seq").fetchone()[0]

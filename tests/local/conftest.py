@@ -7,6 +7,7 @@ exactly the stages it asked for.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
 import sqlite3
@@ -186,10 +187,7 @@ class LocalEnv:
 
     def state_tables(self) -> list[str]:
         """Every table of the control database but the audit log (read from the schema, so new tables count)."""
-        rows = self.store.all(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
-        )
-        return [row["name"] for row in rows if row["name"] != AUDIT_TABLE]
+        return [name for name in self.store.table_names() if name != AUDIT_TABLE]
 
     def snapshot(self) -> dict[str, list[tuple]]:
         """Every row of every state table: equal snapshots mean nothing changed (not even a `revoked_at`)."""
@@ -326,13 +324,19 @@ def live_url(local: LocalEnv) -> Iterator[str]:
 def stack(tmp_path: Path) -> Iterator[Any]:
     """Rhone Local in process with the real deploy pipeline, promotion stages and runner (see `_stack.py`), and a
     project and app to deploy; every allocation process it started is stopped afterwards."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with open_stack(Store(data_dir / "rhone.db"), data_dir) as opened:
+        yield opened
+
+
+@contextlib.contextmanager
+def open_stack(store: Store, data_dir: Path) -> Iterator[Any]:
+    """The `stack` fixture's Rhone Local over `store` (either backend: tests/cluster runs it on PostgreSQL)."""
     from rhone_local.promotion import Promotions
 
     from ._stack import Stack
 
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    store = Store(data_dir / "rhone.db")
     bootstrap(store, data_dir)
     ensure_topology(store)
     notifier = ChangeNotifier()
