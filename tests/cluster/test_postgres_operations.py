@@ -86,3 +86,84 @@ def test_a_store_the_server_cannot_reach_refuses_the_start(tmp_path: Path, pg_cl
     assert "error [store_unavailable]" in finished.stderr and "hint: " in finished.stderr, finished.stderr
     assert "Traceback" not in finished.stderr and "s3cret-pw" not in finished.stderr
     assert not (data_dir / "server.json").exists() and not (data_dir / "rhone.db").exists()
+
+
+def test_a_long_poll_on_one_node_is_answered_by_a_change_committed_through_another(
+    pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    import rhone_local.notify
+    from rhone_local.domain.access import Principal
+    from rhone_local.domain.operations import TERMINAL_STATES
+    from rhone_local.notify import ChangeNotifier
+    from rhone_local.server import bootstrap, standalone_api
+    from rhone_local.store.postgres import PostgresStore
+    from tests.local.conftest import auth
+
+    # No periodic re-read: only a notification can answer the long-poll before its `wait` runs out.
+    monkeypatch.setattr(rhone_local.notify, "RECHECK_SECONDS", 600.0)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    node_a = PostgresStore(pg_database, tmp_path / "a")
+    node_b = PostgresStore(pg_database, tmp_path / "b")
+    try:
+        bootstrap(node_a, tmp_path / "a")
+        token = (tmp_path / "a" / "owner.token").read_text().strip()
+        workspace, owner = node_a.bootstrap_workspace(), node_a.one("SELECT id FROM users LIMIT 1")
+        assert workspace is not None and owner is not None
+        with node_a.write() as c:
+            op = node_a.create_operation(
+                c,
+                workspace_id=workspace["id"],
+                kind="project.create",
+                target_kind="project",
+                target_id="prj_1",
+                params={"name": "shop"},
+                principal=Principal("user", owner["id"], "owner", "tok_x"),
+                request_id="req_1",
+                idempotency_key=None,
+            )
+        notifier = ChangeNotifier()
+        node_b.listen_for_changes(notifier)
+        waiting, waits = threading.Event(), []
+        original_wait = notifier.wait_for_change
+
+        async def counted_wait(op_id: str, timeout: float) -> None:
+            waits.append(op_id)
+            waiting.set()
+            await original_wait(op_id, timeout)
+
+        notifier.wait_for_change = counted_wait  # type: ignore[method-assign]
+        woken: list[str] = []
+        original_changed = notifier.changed
+
+        def counted_changed(op_id: str) -> None:
+            woken.append(op_id)
+            original_changed(op_id)
+
+        notifier.changed = counted_changed  # type: ignore[method-assign]
+        answers: list[Any] = []
+        with TestClient(standalone_api(node_b, notifier)) as client:
+            poll = threading.Thread(
+                target=lambda: answers.append(
+                    client.get(f"/v1/operations/{op['id']}", params={"wait": 30}, headers=auth(token))
+                )
+            )
+            poll.start()
+            assert waiting.wait(30)
+            claimed = node_a.claim_operation("worker-a", 30.0, TERMINAL_STATES)
+            assert claimed is not None
+            assert node_a.advance_operation(claimed, "validating", worker="worker-a") is not None
+            poll.join(60)
+        [answer] = answers
+        assert answer.status_code == 200, answer.text
+        assert (answer.json()["state"], answer.json()["version"]) == ("validating", 2)
+        # One wait, and node B's notifier was told of node A's commit (by PostgreSQL: nothing else links them).
+        assert waits == [op["id"]]
+        assert woken.count(op["id"]) >= 1
+    finally:
+        node_a.shutdown()
+        node_b.shutdown()
