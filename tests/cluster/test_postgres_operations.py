@@ -10,8 +10,73 @@ from typing import Any
 
 import pytest
 
+from tests.local import (
+    test_environment_policy,
+    test_gate_bypass,
+    test_idempotency,
+    test_operations,
+    test_rollback_policy,
+    test_route_names,
+    test_runtime_token_lifetime,
+    test_scale_api,
+)
 from tests.local._stack import hello_config, hello_files
-from tests.local.conftest import open_stack
+from tests.local.conftest import open_env, open_stack, serve_live
+
+# tests/local's `stack` tests (real deploys, promotions, rollbacks, gates, runtime tokens), run again on PostgreSQL.
+STACK_CASES = [
+    test_gate_bypass.test_dropping_or_moving_the_state_schema_is_cold,
+    test_gate_bypass.test_migrations_are_tracked_by_what_artifacts_carry_and_production_applied,
+    test_gate_bypass.test_production_moving_after_validation_is_decided_again_at_promotion,
+    test_rollback_policy.test_a_developer_cannot_roll_production_onto_a_never_promoted_deployment,
+    test_rollback_policy.test_without_an_approval_policy_a_developer_rolls_back_to_an_earlier_owner,
+    test_route_names.test_two_same_named_apps_promoted_concurrently,
+    test_runtime_token_lifetime.test_a_runtime_token_stops_working_when_its_allocation_leaves_ready,
+]
+
+# tests/local's `local` tests (the API, idempotency keys, leases, operations driven by the workers, scale), likewise.
+LOCAL_CASES = [
+    test_idempotency.test_same_key_twice_replays_one_operation,
+    test_idempotency.test_replay_after_the_project_exists_returns_the_original_202,
+    test_idempotency.test_reused_key_with_another_body_is_refused,
+    test_idempotency.test_keys_belong_to_one_caller,
+    test_idempotency.test_a_replayed_token_creation_creates_one_token,
+    test_operations.test_a_live_lease_is_never_taken,
+    test_operations.test_driven_operations_only_move_forward,
+    test_operations.test_drive_resumes_a_crashed_operation_from_its_recorded_stage,
+    test_operations.test_two_operations_for_one_name_one_after_the_other,
+    test_operations.test_two_operations_for_one_name_interleaved,
+    test_operations.test_stage_history_has_timestamps_and_evidence,
+    test_scale_api.test_one_change_of_an_environments_allocations_at_a_time,
+    test_scale_api.test_services_a_scaled_environment_needs_cannot_be_unbound,
+    test_scale_api.test_a_provider_that_cannot_serve_a_service_is_refused_and_nothing_is_recorded,
+    test_environment_policy.test_a_policy_added_to_rhone_toml_is_reported_until_the_server_is_aligned,
+]
+
+
+@pytest.fixture
+def pg_local(pg_database: str, tmp_path: Path) -> Iterator[Any]:
+    from rhone_local.store.postgres import PostgresStore
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    store = PostgresStore(pg_database, data_dir)
+    try:
+        env, client = open_env(data_dir, store=store)
+        with client:
+            yield env
+    finally:
+        store.shutdown()
+
+
+@pytest.mark.parametrize("case", LOCAL_CASES, ids=[case.__name__ for case in LOCAL_CASES])
+def test_local_cases_on_postgresql(pg_local: Any, case: Any) -> None:
+    case(pg_local)
+
+
+def test_ten_concurrent_copies_over_http_create_one_project_on_postgresql(pg_local: Any) -> None:
+    with serve_live(pg_local) as url:
+        test_idempotency.test_ten_concurrent_copies_create_one_project(pg_local, url)
 
 
 @pytest.fixture
@@ -26,6 +91,11 @@ def pg_stack(pg_database: str, tmp_path: Path) -> Iterator[Any]:
             yield opened
     finally:
         store.shutdown()
+
+
+@pytest.mark.parametrize("case", STACK_CASES, ids=[case.__name__ for case in STACK_CASES])
+def test_stack_cases_on_postgresql(pg_stack: Any, case: Any) -> None:
+    case(pg_stack)
 
 
 def test_deploy_promote_and_roll_back_on_postgresql(pg_stack: Any) -> None:

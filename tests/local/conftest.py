@@ -255,8 +255,11 @@ def database_at_version(path: Path, version: int) -> sqlite3.Connection:
     return db
 
 
-def open_env(data_dir: Path, notifier: ChangeNotifier | None = None) -> tuple[LocalEnv, TestClient]:
-    store = Store(data_dir / "rhone.db")
+def open_env(
+    data_dir: Path, notifier: ChangeNotifier | None = None, store: Store | None = None
+) -> tuple[LocalEnv, TestClient]:
+    """The `local` fixture's Rhone Local, over `store` when given (tests/cluster runs it on PostgreSQL)."""
+    store = store or Store(data_dir / "rhone.db")
     bootstrap(store, data_dir)
     ensure_topology(store)
     notifier = notifier or ChangeNotifier()
@@ -291,6 +294,13 @@ def local(tmp_path: Path, notifier: ChangeNotifier) -> Iterator[LocalEnv]:
 @pytest.fixture
 def live_url(local: LocalEnv) -> Iterator[str]:
     """Rhone Local's app on the test's store, served by uvicorn on a free 127.0.0.1 port in a thread."""
+    with serve_live(local) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve_live(local: LocalEnv) -> Iterator[str]:
+    """The `live_url` fixture's server over `local` (either backend)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))  # the kernel picks a free port; uvicorn serves this very socket (no race)
