@@ -23,6 +23,8 @@ from tests.local import (
 from tests.local._stack import hello_config, hello_files
 from tests.local.conftest import open_env, open_stack, serve_live
 
+pytestmark = pytest.mark.slow  # PostgreSQL clusters and threads
+
 # tests/local's `stack` tests (real deploys, promotions, rollbacks, gates, runtime tokens), run again on PostgreSQL.
 STACK_CASES = [
     test_gate_bypass.test_dropping_or_moving_the_state_schema_is_cold,

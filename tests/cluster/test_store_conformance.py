@@ -18,6 +18,8 @@ from rhone_local.domain.operations import TERMINAL_STATES
 from rhone_local.server import bootstrap
 from rhone_local.store import Store
 
+pytestmark = pytest.mark.slow  # PostgreSQL clusters and threads
+
 OpenStore = Callable[[], Store]
 
 
