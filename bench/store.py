@@ -21,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rhone_local.domain.access import Principal  # noqa: E402
 from rhone_local.domain.operations import TERMINAL_STATES  # noqa: E402
 from rhone_local.server import bootstrap  # noqa: E402
 from rhone_local.store import Store  # noqa: E402
+from tests.cluster.test_store_conformance import create_operations  # noqa: E402
 
 STAGES = ("validating", "provisioning", "ready")
 
@@ -32,24 +32,9 @@ STAGES = ("validating", "provisioning", "ready")
 def run(store: Store, data_dir: Path, operations: int, workers: int) -> float:
     """Operations per second: create, claim and record every stage of `operations` operations."""
     bootstrap(store, data_dir)
-    workspace = store.bootstrap_workspace()
-    owner = store.one("SELECT id FROM users LIMIT 1")
-    assert workspace is not None and owner is not None
-    principal = Principal("user", owner["id"], "owner", "tok_bench")
     started = time.perf_counter()
-    for index in range(operations):
-        with store.write() as c:
-            store.create_operation(
-                c,
-                workspace_id=workspace["id"],
-                kind="project.create",
-                target_kind="project",
-                target_id=f"prj_{index}",
-                params={"name": f"p{index}"},
-                principal=principal,
-                request_id=f"req_{index}",
-                idempotency_key=None,
-            )
+    for _ in range(operations):  # one write transaction each, as the API creates them
+        create_operations(store, 1)
 
     def work(name: str) -> None:
         while (op := store.claim_operation(name, 30.0, TERMINAL_STATES)) is not None:

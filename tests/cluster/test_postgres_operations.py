@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.cluster.test_store_conformance import create_operations
 from tests.local import (
     test_environment_policy,
     test_gate_bypass,
@@ -168,7 +169,6 @@ def test_a_long_poll_on_one_node_is_answered_by_a_change_committed_through_anoth
     from fastapi.testclient import TestClient
 
     import rhone_local.notify
-    from rhone_local.domain.access import Principal
     from rhone_local.domain.operations import TERMINAL_STATES
     from rhone_local.notify import ChangeNotifier
     from rhone_local.server import bootstrap, standalone_api
@@ -184,20 +184,7 @@ def test_a_long_poll_on_one_node_is_answered_by_a_change_committed_through_anoth
     try:
         bootstrap(node_a, tmp_path / "a")
         token = (tmp_path / "a" / "owner.token").read_text().strip()
-        workspace, owner = node_a.bootstrap_workspace(), node_a.one("SELECT id FROM users LIMIT 1")
-        assert workspace is not None and owner is not None
-        with node_a.write() as c:
-            op = node_a.create_operation(
-                c,
-                workspace_id=workspace["id"],
-                kind="project.create",
-                target_kind="project",
-                target_id="prj_1",
-                params={"name": "shop"},
-                principal=Principal("user", owner["id"], "owner", "tok_x"),
-                request_id="req_1",
-                idempotency_key=None,
-            )
+        (op_id,) = create_operations(node_a, 1)
         notifier = ChangeNotifier()
         node_b.listen_for_changes(notifier)
         waiting, waits = threading.Event(), []
@@ -221,7 +208,7 @@ def test_a_long_poll_on_one_node_is_answered_by_a_change_committed_through_anoth
         with TestClient(standalone_api(node_b, notifier)) as client:
             poll = threading.Thread(
                 target=lambda: answers.append(
-                    client.get(f"/v1/operations/{op['id']}", params={"wait": 30}, headers=auth(token))
+                    client.get(f"/v1/operations/{op_id}", params={"wait": 30}, headers=auth(token))
                 )
             )
             poll.start()
@@ -234,8 +221,8 @@ def test_a_long_poll_on_one_node_is_answered_by_a_change_committed_through_anoth
         assert answer.status_code == 200, answer.text
         assert (answer.json()["state"], answer.json()["version"]) == ("validating", 2)
         # One wait, and node B's notifier was told of node A's commit (by PostgreSQL: nothing else links them).
-        assert waits == [op["id"]]
-        assert woken.count(op["id"]) >= 1
+        assert waits == [op_id]
+        assert woken.count(op_id) >= 1
     finally:
         node_a.shutdown()
         node_b.shutdown()

@@ -63,7 +63,8 @@ def _principal(store: Store) -> Principal:
     return Principal("user", owner["id"], "owner", "tok_test")
 
 
-def _create_operations(store: Store, count: int) -> list[str]:
+def create_operations(store: Store, count: int) -> list[str]:
+    """`count` new project.create operations by the bootstrap owner, in one write transaction; their ids."""
     workspace = store.bootstrap_workspace()
     assert workspace is not None
     principal = _principal(store)
@@ -109,7 +110,7 @@ def _in_threads(count: int, target: Callable[[int], Any]) -> list[Any]:
 
 
 def test_concurrent_claims_lease_each_operation_once(store: Store, open_store: OpenStore) -> None:
-    created = _create_operations(store, 40)
+    created = create_operations(store, 40)
     stores = [open_store() for _ in range(4)]
 
     def claim_all(index: int) -> list[str]:
@@ -129,7 +130,7 @@ def test_concurrent_claims_lease_each_operation_once(store: Store, open_store: O
 
 
 def test_an_expired_lease_is_neither_renewed_nor_written_through(store: Store) -> None:
-    (op_id,) = _create_operations(store, 1)
+    (op_id,) = create_operations(store, 1)
     expired = store.claim_operation("worker-a", -1.0, TERMINAL_STATES)  # expired on the database's clock at once
     assert expired is not None and expired["id"] == op_id
     assert store.renew_lease(op_id, "worker-a", 30.0) is False
@@ -144,7 +145,7 @@ def test_an_expired_lease_is_neither_renewed_nor_written_through(store: Store) -
 
 
 def test_start_up_frees_only_what_the_backend_knows_is_dead(store: Store) -> None:
-    (op_id,) = _create_operations(store, 1)
+    (op_id,) = create_operations(store, 1)
     assert store.claim_operation("worker-999-control-0", 60.0, TERMINAL_STATES) is not None
     released = store.release_leases_except("worker-1-")
     row = store.operation(op_id)
@@ -328,7 +329,7 @@ def test_a_commit_through_one_store_wakes_the_listeners_of_another(store: Store,
     notifier = RecordingNotifier()
     other.listen_for_changes(notifier)
     version = other.data_version()
-    (op_id,) = _create_operations(store, 1)
+    (op_id,) = create_operations(store, 1)
     assert notifier.event.wait(30)
     assert notifier.changes == {op_id: 1}
     assert notifier.wakeups >= 1
