@@ -276,9 +276,8 @@ class PostgresStore(Store):
         """A short write transaction, serialized with every other one of every node (one advisory lock), all or
         nothing. An exception inside rolls it back."""
         conn = self.conn
-        conn.execute("BEGIN")
         try:
-            conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+            conn.script(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})")  # one round trip
             yield conn
         except BaseException:
             _end_quietly(conn)
