@@ -353,3 +353,56 @@ def test_one_publisher_lock_holder_across_stores(store: Store, open_store: OpenS
     first.release()
     assert second.acquire() is True
     second.release()
+
+
+def test_a_stage_whose_lease_is_lost_is_not_recorded_and_renewing_stops(store: Store, open_store: OpenStore) -> None:
+    from rhone_local.notify import ChangeNotifier
+    from rhone_local.operations.kinds import Advance, Kind
+    from rhone_local.workers import Workers
+
+    (op_id,) = create_operations(store, 1)
+    thief_store = open_store()
+    refused = threading.Event()
+    renewals: list[bool] = []
+    renew = store.renew_lease
+
+    def counted_renew(op: str, worker: str, seconds: float) -> bool:
+        renewed = renew(op, worker, seconds)
+        renewals.append(renewed)
+        if not renewed:
+            refused.set()
+        return renewed
+
+    store.renew_lease = counted_renew  # type: ignore[method-assign]
+
+    def stage(op: dict[str, Any]) -> Advance:
+        # Another worker takes the operation over while this stage runs (its lease handed on, as after an expiry).
+        thief_store.release_operation(op["id"], "worker-1")
+        assert thief_store.claim_operation("thief", 60.0, TERMINAL_STATES) is not None
+        assert refused.wait(30)  # the heartbeat learnt it
+        refused.clear()
+        # Ten more beats' time: a heartbeat that kept renewing would be refused again (this one stopped).
+        assert not refused.wait(10 * 0.6 / 3)
+        effect = lambda c: store.audit(  # noqa: E731
+            workspace_id=None,
+            principal=_principal(store),
+            action="stage.effect",
+            target=op["id"],
+            request_id="req_stage",
+            result="allowed",
+            tx=c,
+        )
+        return Advance("validating", effect=effect)
+
+    workers = Workers(
+        store, ChangeNotifier(), lease_seconds=0.6, kinds={"project.create": Kind("project.create", {"queued": stage})}
+    )
+    claimed = store.claim_operation("worker-1", 0.6, TERMINAL_STATES)
+    assert claimed is not None and claimed["id"] == op_id
+    audits = store.count("audit")
+    workers.drive(claimed, "worker-1")
+    row = store.operation(op_id)
+    assert row is not None
+    assert (row["version"], row["state"], row["lease_owner"]) == (1, "queued", "thief")
+    assert store.count("audit") == audits  # the stage's effect rolled back with its refused record
+    assert renewals.count(False) == 1  # the heartbeat stopped at the first refusal
