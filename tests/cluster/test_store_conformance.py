@@ -406,3 +406,37 @@ def test_a_stage_whose_lease_is_lost_is_not_recorded_and_renewing_stops(store: S
     assert (row["version"], row["state"], row["lease_owner"]) == (1, "queued", "thief")
     assert store.count("audit") == audits  # the stage's effect rolled back with its refused record
     assert renewals.count(False) == 1  # the heartbeat stopped at the first refusal
+
+
+def test_a_plain_portable_migration_translates_unchanged_in_meaning() -> None:
+    from rhone_local.store.postgres import pg_schema
+
+    nodes = (
+        "-- Version 10: nodes (json_extract in a comment is no statement).\n"
+        "CREATE TABLE nodes (\n    name TEXT PRIMARY KEY,\n    roles TEXT NOT NULL,\n    heartbeat_at REAL,\n"
+        "    generation INTEGER NOT NULL DEFAULT 0\n) STRICT;\n"
+        "ALTER TABLE allocations ADD COLUMN node TEXT;\n"
+        "CREATE INDEX allocations_node ON allocations (node, state);\n"
+    )
+    translated = pg_schema(nodes, "010_nodes.sql")
+    assert "STRICT" not in translated and "json_extract" not in translated
+    assert 'name TEXT COLLATE "C" PRIMARY KEY' in translated
+    assert "heartbeat_at DOUBLE PRECISION" in translated and "generation BIGINT NOT NULL DEFAULT 0" in translated
+    assert 'ALTER TABLE allocations ADD COLUMN node TEXT COLLATE "C";' in translated
+
+
+@pytest.mark.parametrize(
+    ("statement", "named"),
+    [
+        ("INSERT OR REPLACE INTO nodes VALUES ('a');", "INSERT OR"),
+        ("UPDATE nodes SET at = strftime('%s', 'now');", "strftime"),
+        ("UPDATE nodes SET roles = json_set(roles, '$.a', 1);", "json_set"),
+        ("PRAGMA foreign_keys = OFF;", "PRAGMA"),
+        ("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, x AUTOINCREMENT);", "AUTOINCREMENT"),
+    ],
+)
+def test_a_migration_outside_the_portable_subset_is_refused_by_name(statement: str, named: str) -> None:
+    from rhone_local.store.postgres import pg_schema
+
+    with pytest.raises(ValueError, match=f"011_x.sql is not in the portable subset of SQL: '{named}'"):
+        pg_schema(statement, "011_x.sql")
