@@ -440,3 +440,34 @@ def test_a_migration_outside_the_portable_subset_is_refused_by_name(statement: s
 
     with pytest.raises(ValueError, match=f"011_x.sql is not in the portable subset of SQL: '{named}'"):
         pg_schema(statement, "011_x.sql")
+
+
+def test_of_concurrent_changes_to_one_environment_exactly_one_is_accepted(store: Store, open_store: OpenStore) -> None:
+    workspace = store.bootstrap_workspace()
+    assert workspace is not None
+    principal = _principal(store)
+    stores = [open_store() for _ in range(6)]
+
+    def change(index: int) -> str:
+        node, kind = stores[index], ("scale", "promote")[index % 2]
+        with node.write() as c:
+            if node.live_operations(c, "env_1", ("scale", "promote"), exclude=""):
+                outcome = "environment_busy"
+            else:
+                node.create_operation(
+                    c,
+                    workspace_id=workspace["id"],
+                    kind=kind,
+                    target_kind="environment",
+                    target_id="env_1",
+                    params={"environment_id": "env_1"},
+                    principal=principal,
+                    request_id=f"req_{index}",
+                    idempotency_key=None,
+                )
+                outcome = "accepted"
+        node.close()
+        return outcome
+
+    assert Counter(_in_threads(6, change)) == {"accepted": 1, "environment_busy": 5}
+    assert store.count("operations") == 1
