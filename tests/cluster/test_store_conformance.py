@@ -471,3 +471,16 @@ def test_of_concurrent_changes_to_one_environment_exactly_one_is_accepted(store:
 
     assert Counter(_in_threads(6, change)) == {"accepted": 1, "environment_busy": 5}
     assert store.count("operations") == 1
+
+
+def test_nodes_bootstrapping_one_store_at_once_create_one_workspace(open_store: OpenStore, tmp_path: Path) -> None:
+    stores = [open_store() for _ in range(4)]
+    for index in range(4):
+        (tmp_path / f"node-{index}").mkdir()
+    _in_threads(4, lambda index: bootstrap(stores[index], tmp_path / f"node-{index}"))
+    assert [stores[0].count(table) for table in ("workspaces", "users", "members", "tokens", "regions")] == [1] * 5
+    # Only the node whose bootstrap committed keeps an owner token file: the one the store knows.
+    token_files = [
+        tmp_path / f"node-{i}" / "owner.token" for i in range(4) if (tmp_path / f"node-{i}" / "owner.token").exists()
+    ]
+    assert len(token_files) == 1
