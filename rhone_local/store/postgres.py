@@ -106,15 +106,21 @@ CREATE OR REPLACE FUNCTION rhone_notify_operation() RETURNS trigger LANGUAGE plp
     AS $$ BEGIN PERFORM pg_notify('{CHANNEL}', NEW.id); RETURN NULL; END $$;
 CREATE OR REPLACE FUNCTION rhone_notify_table() RETURNS trigger LANGUAGE plpgsql
     AS $$ BEGIN PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME); RETURN NULL; END $$;
-DROP TRIGGER IF EXISTS rhone_notify ON operations;
-CREATE TRIGGER rhone_notify AFTER INSERT OR UPDATE OF version ON operations
-    FOR EACH ROW EXECUTE FUNCTION rhone_notify_operation();
 """ + "".join(
-    f"""DROP TRIGGER IF EXISTS rhone_notify ON {table};
-CREATE TRIGGER rhone_notify AFTER INSERT OR UPDATE OR DELETE ON {table}
-    FOR EACH STATEMENT EXECUTE FUNCTION rhone_notify_table();
+    # Created once (a DO block, not DROP and CREATE at every start: that would lock the live tables of running nodes).
+    f"""DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'rhone_notify' AND tgrelid = '{table}'::regclass) THEN
+        CREATE TRIGGER rhone_notify {when} ON {table} {each};
+    END IF;
+END $$;
 """
-    for table in ("route_owners", "route_events", "allocations")
+    for table, when, each in (
+        ("operations", "AFTER INSERT OR UPDATE OF version", "FOR EACH ROW EXECUTE FUNCTION rhone_notify_operation()"),
+        *(
+            (table, "AFTER INSERT OR UPDATE OR DELETE", "FOR EACH STATEMENT EXECUTE FUNCTION rhone_notify_table()")
+            for table in ("route_owners", "route_events", "allocations")
+        ),
+    )
 )
 
 
