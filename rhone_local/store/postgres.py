@@ -87,6 +87,18 @@ def pg_schema(script: str, name: str = "migration") -> str:
     return code
 
 
+# Besides operations: every table the edge feed reads (routes, and the allocations it may route to with what decides
+# whether they may serve), so `data_version` moves whenever its view could.
+NOTIFYING_TABLES = (
+    "route_owners",
+    "route_events",
+    "allocations",
+    "deployments",
+    "environments",
+    "environment_regions",
+    "regions",
+)
+
 # Defined at every start (CREATE OR REPLACE): the SQLite functions the statements use, as PostgreSQL functions of the
 # same name and meaning for the paths the statements pass; the lease clock; the counter of route events; the
 # notifications.
@@ -118,7 +130,7 @@ END $$;
         ("operations", "AFTER INSERT OR UPDATE OF version", "FOR EACH ROW EXECUTE FUNCTION rhone_notify_operation()"),
         *(
             (table, "AFTER INSERT OR UPDATE OR DELETE", "FOR EACH STATEMENT EXECUTE FUNCTION rhone_notify_table()")
-            for table in ("route_owners", "route_events", "allocations")
+            for table in NOTIFYING_TABLES
         ),
     )
 )
@@ -348,7 +360,7 @@ class PostgresStore(Store):
 
     def data_version(self) -> int:
         """The number of change notifications this process received: it moves whenever a node commits a change to
-        operations, routes or allocations."""
+        an operation or to a table the edge feed reads (NOTIFYING_TABLES)."""
         self._listen()
         return self._changes
 

@@ -310,6 +310,7 @@ class RecordingNotifier:
         self.changes: Counter[str] = Counter()
         self.wakeups = 0
         self.event = threading.Event()
+        self.woke = threading.Event()
         self.lock = threading.Lock()
 
     def changed(self, op_id: str) -> None:
@@ -320,6 +321,7 @@ class RecordingNotifier:
     def work_available(self) -> None:
         with self.lock:
             self.wakeups += 1
+        self.woke.set()
 
 
 def test_a_commit_through_one_store_wakes_the_listeners_of_another(store: Store, open_store: OpenStore) -> None:
@@ -341,6 +343,24 @@ def test_a_commit_through_one_store_wakes_the_listeners_of_another(store: Store,
     assert store.advance_operation(claimed, "validating", worker="worker-a") is not None
     assert notifier.event.wait(30)
     assert notifier.changes == {op_id: 2}
+    # What decides whether an allocation may serve (a region made eligible) moves the edge feed's data version too.
+    _, env_id, _ = _seed_route(store, 1)
+    notifier.event.clear()
+    (sentinel,) = create_operations(store, 1)  # notifications arrive in commit order: the seed's are in once it is
+    assert notifier.event.wait(30) and notifier.changes[sentinel] == 1
+    seen = other.data_version()
+    notifier.woke.clear()
+    with store.write() as c:
+        store.set_environment_region(
+            c,
+            environment_id=env_id,
+            region_id=store.primary_region()["id"],
+            state="eligible",
+            operation_id="op_r",
+            reason=None,
+        )
+    assert notifier.woke.wait(30)
+    assert other.data_version() > seen
 
 
 def test_one_publisher_lock_holder_across_stores(store: Store, open_store: OpenStore) -> None:
