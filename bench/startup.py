@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 {"_RHONE_COMPLETE": "complete_bash", "COMP_WORDS": "rhone\nde", "COMP_CWORD": "1"},
                 expect_stdout="deploy",
             ),
-            Case("rhone config validate", [str(rhone), "config", "validate"], expect_stdout="valid"),
+            Case("rhone config validate", [str(rhone), "config", "validate"], 2.0, expect_stdout="valid"),
         ]
         gh = shutil.which("gh")
         if gh:
