@@ -266,3 +266,8 @@ def test_every_field_runs_the_models_checks():
     assert sum(bool(theirs) for _, theirs, _ in found) >= 15  # control: the walk saw the checks
     # The [env] table's other keys are setting names on both sides (the mutations above add "PORT" and "a-b").
     assert rules.TOML.fields["env"].other_keys is rules.setting_name
+
+
+def test_the_build_defaults_are_the_models():
+    # A manifest of a file the rules accept reads [build] with rules.BUILD_DEFAULTS filled in; the models fill the same.
+    assert {key: project.BuildSection().model_dump()[key] for key in rules.BUILD_DEFAULTS} == rules.BUILD_DEFAULTS

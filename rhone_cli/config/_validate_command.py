@@ -10,10 +10,11 @@ reports every problem with its line, key and suggestion (the messages have one s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from rhone_cli import plain_invocation
 
+# `typing` is for the type checker only: this module is on the start-up path of the commands answered without the
+# command tree, where importing it costs ~2 ms (rhone_cli/plain_invocation.py).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -36,25 +37,12 @@ def run(argv: list[str]) -> int | None:
         path: Path | None = Path(explicit) if Path(explicit).is_absolute() else env.workdir / explicit
     else:
         path = find(env.workdir)
-    names = _plainly_valid_names(path) if path is not None else None
-    if names is None:
+    from rhone_cli.config.rules import read_plainly_valid
+
+    data = read_plainly_valid(path) if path is not None else None
+    if data is None:
         return None
-    return _answer(env, path, *names)
-
-
-def _plainly_valid_names(path: Path) -> tuple[str, str] | None:
-    """(project, app) of the rhone.toml at `path` when it is certainly valid, else None."""
-    import tomllib
-
-    from rhone_cli.config.rules import plainly_valid
-
-    try:
-        data = tomllib.loads(path.read_bytes().removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
-        return None
-    if not plainly_valid(data):
-        return None
-    return data["project"]["name"], data["app"]["name"]
+    return _answer(env, path, data["project"]["name"], data["app"]["name"])
 
 
 def _answer(env, path: Path, project: str, app: str) -> int:

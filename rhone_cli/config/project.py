@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from rhone_cli.config import rules
 from rhone_cli.config.locate import FILENAME, find
 from rhone_cli.config.rules import (
+    BUILD_DEFAULTS,
     BUILD_TIMEOUT_DEFAULT,
     BUILD_TIMEOUT_MAX,
     DRAIN_TIMEOUT_DEFAULT,
@@ -71,9 +72,16 @@ class BuildSection(_Section):
     command: Command | None = Field(
         None, description="Build command run by the build worker; omit when the source is the artifact."
     )
-    output: RelativePath = Field(".", description="Directory (relative) that holds the built artifact.")
-    include: list[Glob] = Field(default_factory=lambda: ["**"], description="Globs of files to include.")
-    exclude: list[Glob] = Field(default_factory=list, description="Globs to exclude (in addition to .rhoneignore).")
+    output: RelativePath = Field(
+        BUILD_DEFAULTS["output"], description="Directory (relative) that holds the built artifact."
+    )
+    include: list[Glob] = Field(
+        default_factory=lambda: list(BUILD_DEFAULTS["include"]), description="Globs of files to include."
+    )
+    exclude: list[Glob] = Field(
+        default_factory=lambda: list(BUILD_DEFAULTS["exclude"]),
+        description="Globs to exclude (in addition to .rhoneignore).",
+    )
     timeout: int = Field(BUILD_TIMEOUT_DEFAULT, ge=1, le=BUILD_TIMEOUT_MAX, description="Build timeout in seconds.")
 
 

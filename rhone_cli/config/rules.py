@@ -13,14 +13,19 @@ Standard library only (start-up budget: `tests/test_startup_imports.py`).
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import Any
 
 from rhone_cli.config.locate import slug_problem
 from rhone_cli.config.settings import MAX_VALUE_BYTES, name_problem
+
+# `typing` is for the type checker only: this module is on the start-up path of the commands answered without the
+# command tree, where importing it costs ~2 ms (rhone_cli/plain_invocation.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # How long a build and a readiness probe may hold a server worker. The server enforces the same bounds (it validates
 # a deployment's configuration with the models, and clamps older stored ones: rhone_local/domain/limits.py).
@@ -34,6 +39,8 @@ SESSION_COOKIE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 SECRET_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]*$"
 SETTING_VALUE_PATTERN = r"^[^\x00]*$"
 MAX_PATH_BYTES, MAX_COMPONENT_BYTES = 1024, 255
+# [build]'s defaults for the keys a manifest reads (the models use them too; tests/test_config_rules.py compares).
+BUILD_DEFAULTS = {"output": ".", "include": ["**"], "exclude": []}
 
 
 # -- field checks (each raises ValueError with the message a problem shows) ----------------------------------------
@@ -107,16 +114,24 @@ def setting_name(value: str) -> str:
 # -- the file's shape ----------------------------------------------------------------------------------------------
 # TOML has real types (the models are strict: "60" is not an integer, 1 is not a boolean) and no null, so every rule
 # below is a plain isinstance test plus the checks above.
+# Plain classes, not dataclasses: `dataclasses` imports `inspect` (and ast, dis, tokenize), start-up this module is
+# here to save.
 class Rule:
+    __slots__ = ()
+
     def accepts(self, value: Any) -> bool:
         raise NotImplementedError
 
 
-@dataclass(frozen=True)
 class Text(Rule):
-    check: Callable[[str], str] | None = None
-    pattern: str | None = None  # a JSON-schema pattern, anchored with ^…$
-    max_length: int | None = None
+    __slots__ = ("check", "max_length", "pattern")
+
+    def __init__(
+        self, check: Callable[[str], str] | None = None, pattern: str | None = None, max_length: int | None = None
+    ) -> None:
+        self.check = check
+        self.pattern = pattern  # a JSON-schema pattern, anchored with ^…$
+        self.max_length = max_length
 
     def accepts(self, value: Any) -> bool:
         if type(value) is not str or (self.max_length is not None and len(value) > self.max_length):
@@ -127,43 +142,57 @@ class Text(Rule):
         return _passes(self.check, value)
 
 
-@dataclass(frozen=True)
 class Integer(Rule):
-    minimum: int
-    maximum: int
+    __slots__ = ("maximum", "minimum")
+
+    def __init__(self, minimum: int, maximum: int) -> None:
+        self.minimum, self.maximum = minimum, maximum
 
     def accepts(self, value: Any) -> bool:
         return type(value) is int and self.minimum <= value <= self.maximum
 
 
-@dataclass(frozen=True)
 class Boolean(Rule):
+    __slots__ = ()
+
     def accepts(self, value: Any) -> bool:
         return type(value) is bool
 
 
-@dataclass(frozen=True)
 class OneOf(Rule):
-    choices: tuple[str, ...]
+    __slots__ = ("choices",)
+
+    def __init__(self, choices: tuple[str, ...]) -> None:
+        self.choices = choices
 
     def accepts(self, value: Any) -> bool:
         return type(value) is str and value in self.choices
 
 
-@dataclass(frozen=True)
 class ListOf(Rule):
-    item: Rule
+    __slots__ = ("item",)
+
+    def __init__(self, item: Rule) -> None:
+        self.item = item
 
     def accepts(self, value: Any) -> bool:
         return type(value) is list and all(self.item.accepts(item) for item in value)
 
 
-@dataclass(frozen=True)
 class Table(Rule):
-    fields: dict[str, Rule]
-    required: frozenset[str] = frozenset()
-    other_keys: Callable[[str], str] | None = None  # a table that allows more keys: the check their names pass
-    other_values: Rule | None = None
+    __slots__ = ("fields", "other_keys", "other_values", "required")
+
+    def __init__(
+        self,
+        fields: dict[str, Rule],
+        required: frozenset[str] = frozenset(),
+        other_keys: Callable[[str], str] | None = None,
+        other_values: Rule | None = None,
+    ) -> None:
+        self.fields = fields
+        self.required = required
+        self.other_keys = other_keys  # a table that allows more keys: the check their names pass
+        self.other_values = other_values  # … and the rule of their values (None: unknown keys are refused)
 
     def accepts(self, value: Any) -> bool:
         if type(value) is not dict or not self.required <= value.keys():
@@ -179,10 +208,14 @@ class Table(Rule):
         return True
 
 
-@dataclass(frozen=True)
 class MapOf(Rule):
-    key: Callable[[str], str]
-    value: Table = field(default_factory=lambda: Table({}))
+    """A table of user-chosen names (checked by `key`), each a `value` table."""
+
+    __slots__ = ("key", "value")
+
+    def __init__(self, key: Callable[[str], str], value: Table | None = None) -> None:
+        self.key = key
+        self.value = Table({}) if value is None else value
 
     def accepts(self, value: Any) -> bool:
         return type(value) is dict and all(_passes(self.key, k) and self.value.accepts(v) for k, v in value.items())
@@ -259,3 +292,16 @@ TOML = Table(
 def plainly_valid(data: dict[str, Any]) -> bool:
     """Whether the parsed rhone.toml `data` is certainly valid (False: let the models decide, and say why)."""
     return TOML.accepts(data)
+
+
+def read_plainly_valid(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The parsed rhone.toml at `path` when it is certainly valid; None when it is not, or cannot be read (the models
+    then say why)."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.loads(f.read().removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
+        return None
+    return data if plainly_valid(data) else None
