@@ -280,6 +280,8 @@ class Upstream(asyncio.Protocol):
         self.paused = False  # reading paused while the client catches up
         self.returning = False  # its answer ended in the read being parsed: back to the pool after that read
         self.unsolicited = False  # the app sent the start of another answer nobody asked for
+        # The last answer's head as the client got it, and what it was made from (Exchange.response_head).
+        self.last_answer: tuple | None = None
         self.parser = httptools.HttpResponseParser(self)
 
     # asyncio callbacks
@@ -493,6 +495,18 @@ class Exchange:
             self.informational = True
             self.response_headers, self.reason, self.noted = [], b"", {}
             return
+        request = self.request
+        upstream = self.upstream
+        # An app answers alike, request after request (its Date header changes once a second): the head written for
+        # the last answer on this connection is reused when everything this method reads to make it is the same
+        # (the app's status line and headers, which the noted values come from; the request's method, version and
+        # keep-alive; the affinity cookie), so the bytes the client gets are exactly the ones it would make.
+        key = (status, self.reason, request.method == b"HEAD", request.version, request.keep_alive, self.set_cookie)
+        last = upstream.last_answer
+        if last is not None and last[0] == key and last[1] == headers:
+            head, self.framing, self.rechunk, self.close_after = last[2]
+            self._head_written(head)
+            return
         noted = self.noted
         drop = _dropped_by_connection(headers, noted)
         lines = [b"HTTP/1.1 %d %s" % (status, self.reason)]
@@ -500,7 +514,6 @@ class Exchange:
         if self.set_cookie is not None:
             lines.append(b"set-cookie: " + self.set_cookie)
         length = noted.get(b"content-length")
-        request = self.request
         if request.method == b"HEAD" or status in (204, 304):
             self.framing = "none"
             if length is not None:
@@ -525,10 +538,15 @@ class Exchange:
         elif request.version == "1.0":
             lines.append(b"connection: keep-alive")  # an HTTP/1.0 client keeps the connection only if told so
         lines.append(b"\r\n")
-        self.client.write(b"\r\n".join(lines))
+        head = b"\r\n".join(lines)
+        upstream.last_answer = (key, headers, (head, self.framing, self.rechunk, self.close_after))
+        self._head_written(head)
+
+    def _head_written(self, head: bytes) -> None:
+        self.client.write(head)
         self.head_sent = True
         self.client.answering()
-        if request.method == b"HEAD":
+        if self.request.method == b"HEAD":
             # httptools cannot be told that a HEAD answer has no body: it would wait for Content-Length bytes. The
             # answer is complete; this connection's parser is not, so the connection is not reused.
             self.finish(reuse=False)
