@@ -46,7 +46,7 @@ def run(argv: list[str]) -> int | None:
 
 
 def _answer(env, path: Path, project: str, app: str) -> int:
-    from rhone_cli.errors import ExitCode
+    from rhone_cli.errors import ExitCode, RhoneError
     from rhone_cli.output import Output
 
     out = Output(env)
@@ -57,4 +57,6 @@ def _answer(env, path: Path, project: str, app: str) -> int:
             out.line(f"{path}: valid (project {project}, app {app})")
     except BrokenPipeError:  # the reader went away (`rhone config validate | head`), as the full CLI says
         return ExitCode.OK
+    except KeyboardInterrupt:  # as the full CLI reports Ctrl-C: a message and exit 130, never a traceback
+        return out.error(RhoneError("interrupted", code="interrupted", exit_code=ExitCode.INTERRUPTED))
     return ExitCode.OK
