@@ -8,8 +8,10 @@ Setup: `rhone local up` on ports it binds in a temporary HOME and data dir; an a
 the real CLI (`rhone deploy --promote`) whose allocation is an nginx (one worker, `return 200` of a 13-byte body,
 unlimited keep-alive requests) — the cheapest keep-alive upstream this machine can run, so the app is never the
 bottleneck and what differs between the three targets is the proxy (`--app python`: a tiny uvloop + httptools
-server instead, a Python app's cost per request; it can be the bottleneck at 64 connections). A second nginx is the
-anchor: one worker, `proxy_pass` to the same allocation port with a keep-alive upstream pool (HTTP/1.1,
+server instead, a Python app's cost per request; `--app gunicorn`: a WSGI app served by gunicorn's threaded worker, a
+real Python app server; either can be the bottleneck, which is the point: how much of a Python app's throughput each
+proxy keeps). Python apps run on --python's environment, exposed read-only to the sandbox (`--sandbox-ro`). A second
+nginx is the anchor: one worker, `proxy_pass` to the same allocation port with a keep-alive upstream pool (HTTP/1.1,
 `Connection: ""`), access log off, run as the current user with its config, pid and logs in the temporary directory.
 
 Each round runs, for every connection count, `wrk -t1 -cN -dS --latency` against the three targets back to back
@@ -104,6 +106,14 @@ async def main():
 uvloop.run(main())
 """
 
+WSGI_APP = r"""# The allocation: a WSGI app under gunicorn (gthread workers keep connections alive), 13 bytes an answer.
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
+    return [b"hello, world\n"]
+"""
+# gunicorn: one worker process, 8 threads (one per connection of the 8-connection runs), connections kept alive.
+GUNICORN_START = "{bin}/gunicorn -w 1 -k gthread --threads 8 --keep-alive 75 -b 127.0.0.1:$PORT app:app"
+
 ANCHOR_CONF = """{user}
 worker_processes 1;
 pid {root}/anchor.pid;
@@ -142,6 +152,18 @@ def nginx_binary() -> str:
     if not found:
         raise SetupError("nginx is not installed (apt-get install nginx-light)")
     return found
+
+
+def python_environment_options(python: str) -> list[str]:
+    """`rhone local up` options that let the sandbox see --python's environment (its prefix and the interpreter's)."""
+    prefixes = subprocess.run(
+        [python, "-c", "import sys; print(sys.prefix); print(sys.base_prefix)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.split()
+    return [arg for prefix in sorted(set(prefixes)) for arg in ("--sandbox-ro", prefix)]
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -272,9 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edge-processes", type=int, default=1, help="edge processes (default 1)")
     parser.add_argument(
         "--app",
-        choices=("nginx", "python"),
+        choices=("nginx", "python", "gunicorn"),
         default="nginx",
-        help="the allocation: nginx returning 200 (default), or a tiny uvloop+httptools server",
+        help="the allocation: nginx returning 200 (default), a tiny uvloop+httptools server, or gunicorn (WSGI)",
     )
     parser.add_argument("--python", default=sys.executable, help="the venv python (default: this interpreter)")
     options = parser.parse_args(argv)
@@ -298,16 +320,20 @@ def main(argv: list[str] | None = None) -> int:
         rhone = Rhone(exe, env, work)
         anchor: subprocess.Popen | None = None
         try:
-            status = local_up(rhone)
+            status = local_up(rhone, *python_environment_options(options.python) if options.app != "nginx" else ())
             edge_port = status["edge_port"]
             app_dir = work / APP
             app_dir.mkdir()
             if options.app == "nginx":
                 (app_dir / "start.sh").write_text(APP_START.replace("$NGINX_BIN", nginx_binary()))
                 start = "sh start.sh"
-            else:
+            elif options.app == "python":
                 (app_dir / "app.py").write_text(PYTHON_APP)
-                start = f"{Path(options.python).resolve()} app.py"  # the venv's python has uvloop and httptools
+                # The venv's python itself (not the interpreter it links to): it has uvloop and httptools.
+                start = f"{Path(options.python).absolute()} app.py"
+            else:
+                (app_dir / "app.py").write_text(WSGI_APP)
+                start = GUNICORN_START.format(bin=Path(options.python).absolute().parent)
             (app_dir / "rhone.toml").write_text(
                 f'[project]\nname = "{APP}"\n\n[app]\nname = "{APP}"\n\n[process]\nstart = "{start}"\n'
                 'health_path = "/healthz"\nreadiness_timeout = 30\n'

@@ -46,6 +46,10 @@ class Case:
     def median_ms(self) -> float:
         return statistics.median(self.samples) * 1000
 
+    def round_ratios(self, baseline: Case) -> list[float]:
+        """This case's time over the baseline's in the same round (paired, so machine noise hits both alike)."""
+        return [mine / theirs for mine, theirs in zip(self.samples, baseline.samples, strict=True)]
+
 
 def run_once(case: Case, env: dict[str, str], cwd: Path, *, capture: bool) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 {"_RHONE_COMPLETE": "complete_bash", "COMP_WORDS": "rhone\nde", "COMP_CWORD": "1"},
                 expect_stdout="deploy",
             ),
-            Case("rhone config validate", [str(rhone), "config", "validate"], expect_stdout="valid"),
+            Case("rhone config validate", [str(rhone), "config", "validate"], 2.0, expect_stdout="valid"),
         ]
         gh = shutil.which("gh")
         if gh:
@@ -120,10 +124,16 @@ def main(argv: list[str] | None = None) -> int:
 
     base = baseline.median_ms
     version = sys.version.split()[0]
-    print(f"rhone start-up: {options.runs} runs of each command, interleaved; ratios of medians; python {version}")
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    print(
+        f"rhone start-up: {options.runs} runs of each command, interleaved; ratios of medians, and min–max of the "
+        f"ratios paired per round; python {version}; load average {load} at end"
+    )
     print()
-    print(f"{'command':<28} {'median ms':>9} {'min ms':>7} {'× typer':>8}  {'target':>6}  result")
-    print(f"{'-' * 28} {'-' * 9} {'-' * 7} {'-' * 8}  {'-' * 6}  ------")
+    print(
+        f"{'command':<28} {'median ms':>9} {'min ms':>7} {'× typer':>8} {'rounds min–max':>15}  {'target':>6}  result"
+    )
+    print(f"{'-' * 28} {'-' * 9} {'-' * 7} {'-' * 8} {'-' * 15}  {'-' * 6}  ------")
     over = []
     for case in cases:
         ratio = case.median_ms / base
@@ -136,7 +146,12 @@ def main(argv: list[str] | None = None) -> int:
             verdict = "PASS" if ratio <= case.target else "OVER"
             if verdict == "OVER":
                 over.append(case.name)
-        line = f"{case.name:<28} {case.median_ms:>9.1f} {min(case.samples) * 1000:>7.1f} {ratio:>7.2f}×  {target:>6}"
+        ratios = case.round_ratios(baseline)
+        spread = f"{min(ratios):.2f}–{max(ratios):.2f}×"
+        line = (
+            f"{case.name:<28} {case.median_ms:>9.1f} {min(case.samples) * 1000:>7.1f} {ratio:>7.2f}× {spread:>15}  "
+            f"{target:>6}"
+        )
         print(f"{line}  {verdict}".rstrip())
     if not gh:
         print("(gh is not on PATH: no `gh --version` reference)")

@@ -18,6 +18,12 @@ def run() -> None:
         status = run_manifest(argv)
         if status is not None:
             raise SystemExit(status)
+    if "validate" in argv:  # so does `rhone config validate` of a valid file
+        from rhone_cli.config._validate_command import run as run_validate
+
+        status = run_validate(argv)
+        if status is not None:
+            raise SystemExit(status)
     from rhone_cli.main import main
 
     raise SystemExit(main(argv))

@@ -9,49 +9,64 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+
+# `typing` is for the type checker only: this module is on the start-up path of the commands answered without the
+# command tree, where importing it costs ~2 ms (rhone_cli/plain_invocation.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 
 def _truthy(value: str | None) -> bool:
     return value is not None and value.strip().lower() not in ("", "0", "false", "no", "off")
 
 
-@dataclass
 class GlobalOptions:
     """The options every command accepts (PRODUCT.md §4), after environment variables were applied."""
 
-    json: bool = False
-    quiet: bool = False
-    verbose: bool = False
-    no_color: bool = False
-    no_input: bool = False
-    profile: str | None = None
-    api_url: str | None = None
-    token: str | None = None
-    cwd: Path | None = None
-    request_timeout: float = 30.0
-    ca_bundle: str | None = None
-    filtered: bool = False  # --jq was given (it implies json; failures then go to stderr)
-    jq: Any = None  # the compiled --jq program
-    progress: str = "auto"  # auto | plain | jsonl | none
+    # A plain class, not a dataclass: `dataclasses` imports `inspect` (and with it ast, dis, tokenize), a good part of
+    # the start-up of the commands answered without the command tree (rhone_cli/plain_invocation.py).
+    def __init__(self) -> None:
+        self.json = False
+        self.quiet = False
+        self.verbose = False
+        self.no_color = False
+        self.no_input = False
+        self.profile: str | None = None
+        self.api_url: str | None = None
+        self.token: str | None = None
+        self.cwd: Path | None = None
+        self.request_timeout = 30.0
+        self.ca_bundle: str | None = None
+        self.filtered = False  # --jq was given (it implies json; failures then go to stderr)
+        self.jq: Any = None  # the compiled --jq program
+        self.progress = "auto"  # auto | plain | jsonl | none
 
 
-@dataclass
 class Environment:
-    stdin: TextIO = field(default_factory=lambda: sys.stdin)
-    stdout: TextIO = field(default_factory=lambda: sys.stdout)
-    stderr: TextIO = field(default_factory=lambda: sys.stderr)
-    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
-    cwd: Path = field(default_factory=Path.cwd)
-    options: GlobalOptions = field(default_factory=GlobalOptions)
-    # Warnings already shown in this process (some, like the credentials-file warning, must appear once).
-    warned: set[str] = field(default_factory=set)
-    # Secret values seen in this process (tokens); the output module masks them in everything it writes.
-    secrets: set[str] = field(default_factory=set)
-    # The network: None for real sockets; tests hand in an httpx transport (an in-process API, or a recorder).
-    http_transport: Any = None
+    def __init__(
+        self,
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+        environ: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        options: GlobalOptions | None = None,
+        http_transport: Any = None,
+    ) -> None:
+        self.stdin = sys.stdin if stdin is None else stdin
+        self.stdout = sys.stdout if stdout is None else stdout
+        self.stderr = sys.stderr if stderr is None else stderr
+        self.environ = dict(os.environ) if environ is None else environ
+        self.cwd = Path.cwd() if cwd is None else cwd
+        self.options = GlobalOptions() if options is None else options
+        # Warnings already shown in this process (some, like the credentials-file warning, must appear once).
+        self.warned: set[str] = set()
+        # Secret values seen in this process (tokens); the output module masks them in everything it writes.
+        self.secrets: set[str] = set()
+        # The network: None for real sockets; tests hand in an httpx transport (an in-process API, or a recorder).
+        self.http_transport = http_transport
 
     @staticmethod
     def _isatty(stream: TextIO) -> bool:

@@ -7,7 +7,6 @@ else decides exit codes. This module is imported on every start-up path, so it u
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
 
 
@@ -40,21 +39,34 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
 }
 
 
-@dataclass
 class RhoneError(Exception):
     """A failure with everything a user or a script needs to act on it."""
 
-    message: str
-    code: str = "error"
-    exit_code: int = ExitCode.FAILED
-    request_id: str | None = None
-    operation_id: str | None = None
-    retryable: bool = False
-    hint: str | None = None
-    details: dict | None = None
+    # A plain class, not a dataclass: this module is on every start-up path, and `dataclasses` imports `inspect` (with
+    # ast, dis and tokenize), a good part of the start-up of the commands answered without the command tree.
+    def __init__(
+        self,
+        message: str,
+        code: str = "error",
+        exit_code: int = ExitCode.FAILED,
+        request_id: str | None = None,
+        operation_id: str | None = None,
+        retryable: bool = False,
+        hint: str | None = None,
+        details: dict | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.exit_code = exit_code
+        self.request_id = request_id
+        self.operation_id = operation_id
+        self.retryable = retryable
+        self.hint = hint
+        self.details = details
 
-    def __post_init__(self) -> None:
-        super().__init__(self.message)
+    def __repr__(self) -> str:
+        return f"RhoneError({self.message!r}, code={self.code!r}, exit_code={int(self.exit_code)})"
 
     def __str__(self) -> str:
         return self.message

@@ -280,6 +280,8 @@ class Upstream(asyncio.Protocol):
         self.paused = False  # reading paused while the client catches up
         self.returning = False  # its answer ended in the read being parsed: back to the pool after that read
         self.unsolicited = False  # the app sent the start of another answer nobody asked for
+        # The last answer's head as the client got it, and what it was made from (Exchange.response_head).
+        self.last_answer: tuple | None = None
         self.parser = httptools.HttpResponseParser(self)
 
     # asyncio callbacks
@@ -346,11 +348,8 @@ class Upstream(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         exchange = self.exchange
-        if exchange is not None:
-            name = name.lower()
+        if exchange is not None:  # as the app wrote it: Exchange.response_head lower-cases and notes (when needed)
             exchange.response_headers.append((name, value))
-            if name in NOTED:
-                _note(exchange.noted, name, value)
 
     def on_headers_complete(self) -> None:
         if self.exchange is not None:
@@ -481,8 +480,7 @@ class Exchange:
 
     def __init__(self, client: Client, request: Request, upstream: Upstream, set_cookie: bytes | None) -> None:
         self.client, self.request, self.upstream, self.set_cookie = client, request, upstream, set_cookie
-        self.response_headers: list[tuple[bytes, bytes]] = []
-        self.noted: dict[bytes, bytes] = {}
+        self.response_headers: list[tuple[bytes, bytes]] = []  # as the app wrote them (names not lower-cased)
 
     def response_head(self, status: int) -> None:
         headers = self.response_headers
@@ -491,16 +489,31 @@ class Exchange:
             return
         if 100 <= status < 200:  # 103 Early Hints and the like: not relayed; the real answer follows
             self.informational = True
-            self.response_headers, self.reason, self.noted = [], b"", {}
+            self.response_headers, self.reason = [], b""
             return
-        noted = self.noted
+        request = self.request
+        upstream = self.upstream
+        # An app answers alike, request after request (its Date header changes once a second): the head written for
+        # the last answer on this connection is reused when everything this method reads to make it is the same
+        # (the app's status line and headers as it wrote them; the request's method, version and keep-alive; the
+        # affinity cookie), so the bytes the client gets are exactly the ones it would make.
+        key = (status, self.reason, request.method == b"HEAD", request.version, request.keep_alive, self.set_cookie)
+        last = upstream.last_answer
+        if last is not None and last[0] == key and last[1] == headers:
+            head, self.framing, self.rechunk, self.close_after = last[2]
+            self._head_written(head)
+            return
+        raw, headers = headers, [(name.lower(), value) for name, value in headers]
+        noted: dict[bytes, bytes] = {}
+        for name, value in headers:
+            if name in NOTED:
+                _note(noted, name, value)
         drop = _dropped_by_connection(headers, noted)
         lines = [b"HTTP/1.1 %d %s" % (status, self.reason)]
         lines += [name + b": " + value for name, value in headers if name not in drop]
         if self.set_cookie is not None:
             lines.append(b"set-cookie: " + self.set_cookie)
         length = noted.get(b"content-length")
-        request = self.request
         if request.method == b"HEAD" or status in (204, 304):
             self.framing = "none"
             if length is not None:
@@ -525,10 +538,15 @@ class Exchange:
         elif request.version == "1.0":
             lines.append(b"connection: keep-alive")  # an HTTP/1.0 client keeps the connection only if told so
         lines.append(b"\r\n")
-        self.client.write(b"\r\n".join(lines))
+        head = b"\r\n".join(lines)
+        upstream.last_answer = (key, raw, (head, self.framing, self.rechunk, self.close_after))
+        self._head_written(head)
+
+    def _head_written(self, head: bytes) -> None:
+        self.client.write(head)
         self.head_sent = True
         self.client.answering()
-        if request.method == b"HEAD":
+        if self.request.method == b"HEAD":
             # httptools cannot be told that a HEAD answer has no body: it would wait for Content-Length bytes. The
             # answer is complete; this connection's parser is not, so the connection is not reused.
             self.finish(reuse=False)
@@ -582,7 +600,7 @@ class Exchange:
         upstream = self.upstream
         status = upstream.parser.get_status_code()
         head = [b"HTTP/1.1 %d %s" % (status, self.reason or b"Switching Protocols")]
-        head += [name + b": " + value for name, value in self.response_headers]
+        head += [name.lower() + b": " + value for name, value in self.response_headers]
         if self.set_cookie is not None:  # a WebSocket keeps its allocation too: browsers store a 101's cookies
             head.append(b"set-cookie: " + self.set_cookie)
         self.client.write(b"\r\n".join(head) + b"\r\n\r\n" + rest)

@@ -104,9 +104,24 @@ def test_a_failure_on_the_fast_path_is_reported_by_the_full_cli(base_environ, tr
 
 
 def test_a_project_with_rhone_toml_is_answered_on_the_fast_path(base_environ, tree):
-    # build.include/exclude come from rhone.toml (its models are loaded for that), still without the command tree.
-    (tree / "rhone.toml").write_text(VALID_TOML)
+    # build.include/exclude come from rhone.toml, read without the models (rhone_cli/config/rules.py accepts the file)
+    # and without the command tree.
+    (tree / "rhone.toml").write_text(VALID_TOML.replace("[process]", '[build]\nexclude = ["dir1/"]\n\n[process]'))
     (fast, full) = run_both(base_environ, tree / "dir0", ["artifact", "manifest", "--json"])
-    assert loaded(fast[3], COMMAND_TREE) == []
+    assert loaded(fast[3], [*COMMAND_TREE, "pydantic", "rhone_cli.config.project"]) == []
     assert fast[:3] == full[:3]
-    assert json.loads(fast[1])["root"] == str(tree.resolve())
+    document = json.loads(fast[1])
+    assert document["root"] == str(tree.resolve())
+    paths = [entry["path"] for entry in document["manifest"]["files"]]
+    assert "rhone.toml" in paths and "dir0/file0.txt" in paths
+    assert not [path for path in paths if path.startswith("dir1/")]  # build.exclude was applied
+
+
+def test_a_rhone_toml_the_rules_do_not_accept_is_loaded_by_the_models(base_environ, tree):
+    # A build.exclude glob with a problem: the models report it (line and key), on either path, and nothing is listed.
+    (tree / "rhone.toml").write_text(VALID_TOML.replace("[process]", '[build]\nexclude = ["a/**b"]\n\n[process]'))
+    (fast, full) = run_both(base_environ, tree, ["artifact", "manifest", "--json"])
+    assert fast[:3] == full[:3]
+    error = json.loads(fast[1])["error"]
+    assert (fast[0], error["code"]) == (2, "invalid_config")
+    assert [problem["key"] for problem in error["details"]["problems"]] == ["build.exclude[0]"]

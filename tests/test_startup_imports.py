@@ -166,9 +166,10 @@ def test_completing_a_deployment_id_imports_nothing_heavy(base_environ, tmp_path
 
 
 def test_the_probe_sees_heavy_imports_when_a_command_needs_them(base_environ, tmp_path):
-    # Control: a command that reads rhone.toml does load the models, so the empty lists above are not vacuous.
+    # Control: a command that reads rhone.toml through the command tree does load the models, so the empty lists above
+    # are not vacuous.
     (tmp_path / "rhone.toml").write_text(VALID_TOML)
-    status, _, modules = probe(base_environ, tmp_path, ["config", "validate"], "entry")
+    status, _, modules = probe(base_environ, tmp_path, ["config", "validate"], "main")
     assert status == 0
     assert {"rhone_cli.config.project", "pydantic"} <= set(loaded(modules, FORBIDDEN))
 
@@ -178,15 +179,19 @@ def test_the_probe_sees_heavy_imports_when_a_command_needs_them(base_environ, tm
 # models and pydantic (finding rhone.toml and reading the names uses tomllib), the --json document models, the OS
 # keyring (the token comes from RHONE_TOKEN here), progress bars.
 FORBIDDEN_FOR_AN_API_READ = {name: why for name, why in FORBIDDEN.items() if name not in {"httpx", "rhone_cli.http"}}
-# `config validate` validates: pydantic and the rhone.toml models are its work; the rest is not.
+# `config validate` of an invalid file validates with the models: pydantic and the rhone.toml models are its work;
+# the rest is not. A valid file is answered by rhone_cli/config/_validate_command.py with the standard library alone:
+# no command tree (typer) and no pydantic either.
 FORBIDDEN_FOR_VALIDATION = {
     name: why for name, why in FORBIDDEN.items() if name not in {"pydantic", "rhone_cli.config.project"}
 }
+FORBIDDEN_FOR_A_VALID_FILE = [*FORBIDDEN, "typer", "rhone_cli.main", "rhone_cli.commands"]
 # How many modules a path may import beyond its anchor process (rhone's own modules, the command tree, the stdlib
 # pieces they use). Measured: `app ls --json` 48 beyond one httpx GET (114 while it validated rhone.toml with
-# pydantic), `config validate` 157 beyond `import typer` (pydantic and our models are most of them); the margins
-# leave room for small growth, not for a new heavy dependency.
-EXTRA_MODULES_BUDGET = {"app ls --json": 60, "config validate": 180}
+# pydantic), `config validate` of a valid file 19 beyond `import typer` (rhone's own modules, tomllib, dataclasses;
+# 157 while it built the command tree and the models); the margins leave room for small growth, not for a new heavy
+# dependency.
+EXTRA_MODULES_BUDGET = {"app ls --json": 60, "config validate": 25}
 SHOP_TOML = (
     '[project]\nname = "shop"\nworkspace = "local"\n\n[app]\nname = "web"\n\n[process]\nstart = "python3 app.py"\n'
 )
@@ -267,10 +272,19 @@ def test_an_invalid_name_in_rhone_toml_is_still_reported_by_the_full_validation(
     assert asked == []  # refused before any request
 
 
-def test_config_validate_imports_only_what_validation_needs(base_environ, tmp_path):
+def test_config_validate_of_a_valid_file_imports_neither_typer_nor_pydantic(base_environ, tmp_path):
     (tmp_path / "rhone.toml").write_text(SHOP_TOML)
     status, output, modules = probe(base_environ, tmp_path, ["config", "validate"], "entry")
-    assert status == 0 and "valid" in output
-    assert loaded(modules, FORBIDDEN_FOR_VALIDATION) == []
+    assert (status, output) == (0, f"{tmp_path / 'rhone.toml'}: valid (project shop, app web)\n")
+    assert "rhone_cli.config.rules" in modules  # the file really was checked
+    assert loaded(modules, FORBIDDEN_FOR_A_VALID_FILE) == []
     extra = sorted(set(modules) - set(anchor_modules(base_environ, tmp_path, "import typer")))
     assert len(extra) <= EXTRA_MODULES_BUDGET["config validate"], extra
+
+
+def test_config_validate_of_an_invalid_file_imports_only_what_validation_needs(base_environ, tmp_path):
+    (tmp_path / "rhone.toml").write_text(SHOP_TOML.replace('start = "python3 app.py"', "start = 3"))
+    status, output, modules = probe(base_environ, tmp_path, ["config", "validate"], "entry")
+    assert status == 2 and output == ""  # the problems go to stderr, from the models
+    assert {"rhone_cli.config.project", "pydantic"} <= set(modules)
+    assert loaded(modules, FORBIDDEN_FOR_VALIDATION) == []

@@ -12,99 +12,46 @@ import difflib
 import re
 import tomllib
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from rhone_cli.config.locate import FILENAME, find, slug_problem
-from rhone_cli.config.settings import MAX_VALUE_BYTES, NAME_PATTERN, name_problem
+from rhone_cli.config import rules
+from rhone_cli.config.locate import FILENAME, find
+from rhone_cli.config.rules import (
+    BUILD_DEFAULTS,
+    BUILD_TIMEOUT_DEFAULT,
+    BUILD_TIMEOUT_MAX,
+    DRAIN_TIMEOUT_DEFAULT,
+    DRAIN_TIMEOUT_MAX,
+    PROVIDER_KINDS,
+    READINESS_PROBES,
+    READINESS_TIMEOUT_DEFAULT,
+    READINESS_TIMEOUT_MAX,
+    RUNTIME_SERVICES,
+    SECRET_NAME_PATTERN,
+    SESSION_COOKIE_PATTERN,
+    SETTING_VALUE_PATTERN,
+)
+from rhone_cli.config.settings import MAX_VALUE_BYTES, NAME_PATTERN
 from rhone_cli.config.toml_lines import key_lines, line_of
 from rhone_cli.errors import ExitCode, RhoneError
 
 SCHEMA_URL = "https://rhone.dev/schemas/rhone.toml.schema.json"  # also the $id of the generated schema
 DEFAULT_ENVIRONMENTS = ("preview", "production")
-RUNTIME_SERVICES = ("session", "broadcast", "cache", "queue", "idempotency", "object_storage")
-PROVIDER_KINDS = ("postgres", "mysql", "redis", "s3", "smtp", "sqlite", "generic")
 
-# How long a build and a readiness probe may hold a server worker. The server enforces the same bounds (it validates
-# a deployment's configuration with the model below, and clamps older stored ones: rhone_local/domain/limits.py).
-BUILD_TIMEOUT_DEFAULT, BUILD_TIMEOUT_MAX = 600, 7200
-READINESS_TIMEOUT_DEFAULT, READINESS_TIMEOUT_MAX = 60, 3600
 
 # rhone.toml's own keys nest 4 levels (environments.production.residency[0]); anything far deeper is not a config.
 MAX_NESTING = 16
 
 
-# -- field checks -------------------------------------------------------------------------------------------------
-def _slug(value: str) -> str:
-    problem = slug_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-MAX_PATH_BYTES, MAX_COMPONENT_BYTES = 1024, 255
-
-
-def _relative_path(value: str) -> str:
-    """A project-relative path: not empty, not absolute (POSIX or Windows), no `..` segment."""
-    if not value.strip():
-        raise ValueError("must not be empty")
-    if "\x00" in value:
-        raise ValueError("must not contain a NUL character")
-    if value.startswith(("/", "\\", "~")) or PureWindowsPath(value).drive:
-        raise ValueError("must be relative to the project directory, not an absolute path")
-    parts = PurePosixPath(value.replace("\\", "/")).parts
-    if ".." in parts:
-        raise ValueError("must stay inside the project directory (no '..' segments)")
-    # The limits an artifact's paths have (docs/security.md, "Files from clients"): a longer name cannot be made on the
-    # server's file system, so refuse it here rather than fail a build later.
-    if len(value.encode()) > MAX_PATH_BYTES:
-        raise ValueError(f"must be at most {MAX_PATH_BYTES} bytes long (UTF-8)")
-    if any(len(part.encode()) > MAX_COMPONENT_BYTES for part in parts):
-        raise ValueError(f"must not have a path component longer than {MAX_COMPONENT_BYTES} bytes (UTF-8)")
-    return value
-
-
-def _glob(value: str) -> str:
-    """A gitignore-style, project-relative glob."""
-    if not value.strip():
-        raise ValueError("glob must not be empty")
-    _relative_path(value.lstrip("!"))
-    depth = 0
-    for char in value:
-        if char == "[":
-            if depth:
-                raise ValueError(f"glob {value!r} nests '[' inside a character class")
-            depth = 1
-        elif char == "]" and depth:
-            depth = 0
-    if depth:
-        raise ValueError(f"glob {value!r} has an unclosed '['")
-    for segment in value.replace("\\", "/").split("/"):
-        if "**" in segment and segment != "**":
-            raise ValueError(f"glob {value!r}: '**' must be a whole path segment (like 'a/**/b')")
-    return value
-
-
-def _command(value: str) -> str:
-    if not value.strip():
-        raise ValueError("command must not be empty")
-    return value
-
-
-def _http_path(value: str) -> str:
-    if not value.startswith("/") or any(c.isspace() for c in value):
-        raise ValueError("must be an absolute URL path such as '/healthz'")
-    return value
-
-
-Slug = Annotated[str, AfterValidator(_slug)]
-RelativePath = Annotated[str, AfterValidator(_relative_path)]
-Glob = Annotated[str, AfterValidator(_glob)]
-Command = Annotated[str, AfterValidator(_command)]
-HttpPath = Annotated[str, AfterValidator(_http_path)]
+# -- field types: the checks live in rhone_cli/config/rules.py (shared with its pydantic-free acceptor) -------------
+Slug = Annotated[str, AfterValidator(rules.slug)]
+RelativePath = Annotated[str, AfterValidator(rules.relative_path)]
+Glob = Annotated[str, AfterValidator(rules.glob)]
+Command = Annotated[str, AfterValidator(rules.command)]
+HttpPath = Annotated[str, AfterValidator(rules.http_path)]
 
 
 class _Section(BaseModel):
@@ -125,9 +72,16 @@ class BuildSection(_Section):
     command: Command | None = Field(
         None, description="Build command run by the build worker; omit when the source is the artifact."
     )
-    output: RelativePath = Field(".", description="Directory (relative) that holds the built artifact.")
-    include: list[Glob] = Field(default_factory=lambda: ["**"], description="Globs of files to include.")
-    exclude: list[Glob] = Field(default_factory=list, description="Globs to exclude (in addition to .rhoneignore).")
+    output: RelativePath = Field(
+        BUILD_DEFAULTS["output"], description="Directory (relative) that holds the built artifact."
+    )
+    include: list[Glob] = Field(
+        default_factory=lambda: list(BUILD_DEFAULTS["include"]), description="Globs of files to include."
+    )
+    exclude: list[Glob] = Field(
+        default_factory=lambda: list(BUILD_DEFAULTS["exclude"]),
+        description="Globs to exclude (in addition to .rhoneignore).",
+    )
     timeout: int = Field(BUILD_TIMEOUT_DEFAULT, ge=1, le=BUILD_TIMEOUT_MAX, description="Build timeout in seconds.")
 
 
@@ -137,15 +91,15 @@ class ProcessSection(_Section):
     readiness_timeout: int = Field(
         READINESS_TIMEOUT_DEFAULT, ge=1, le=READINESS_TIMEOUT_MAX, description="Seconds to wait for readiness."
     )
-    readiness: Literal["http", "tcp"] = Field(
+    readiness: Literal[READINESS_PROBES] = Field(  # type: ignore[valid-type]
         "http",
         description="How readiness and liveness are probed: http (GET health_path answers 200) or tcp (the port "
         "accepts a connection; for servers that answer plain GETs with an error, such as WebSocket-only ones).",
     )
     drain_timeout: int = Field(
-        30,
+        DRAIN_TIMEOUT_DEFAULT,
         ge=0,
-        le=3600,
+        le=DRAIN_TIMEOUT_MAX,
         description="Seconds a previous route owner keeps its open connections (requests, streams, WebSockets) "
         "after the route moves, before it is stopped.",
     )
@@ -181,7 +135,7 @@ class RuntimeSection(_Section):
         description="Routes that must not run twice (payments, webhooks): more than one instance needs an "
         "idempotency store.",
     )
-    session_cookie: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = Field(
+    session_cookie: Annotated[str, Field(pattern=SESSION_COOKIE_PATTERN)] | None = Field(
         None,
         description="Ignored (kept so older files stay valid): the edge keeps each client on the instance that "
         "first served it with its own affinity cookie, whatever cookies the app sets.",
@@ -194,19 +148,12 @@ class RuntimeSection(_Section):
 class Provider(_Section):
     kind: Literal[PROVIDER_KINDS] = Field(description="Kind of external resource.")  # type: ignore[valid-type]
     required: bool = Field(True, description="Deploys are gated until a ready binding exists.")
-    secrets: list[Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]] = Field(
+    secrets: list[Annotated[str, Field(pattern=SECRET_NAME_PATTERN)]] = Field(
         default_factory=list, description="Secret names its binding must provide (checked when a region is enabled)."
     )
 
 
-def _setting_name(value: str) -> str:
-    problem = name_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-SettingName = Annotated[str, AfterValidator(_setting_name), Field(json_schema_extra={"pattern": NAME_PATTERN})]
+SettingName = Annotated[str, AfterValidator(rules.setting_name), Field(json_schema_extra={"pattern": NAME_PATTERN})]
 
 
 class EnvSection(_Section):
@@ -220,9 +167,9 @@ class EnvSection(_Section):
         # Every key is a setting's name, but for `required` itself.
         json_schema_extra={"propertyNames": {"pattern": NAME_PATTERN.replace("|required)", ")")}},
     )
-    __pydantic_extra__: dict[SettingName, Annotated[str, Field(max_length=MAX_VALUE_BYTES, pattern=r"^[^\x00]*$")]] = (
-        Field(init=False)
-    )
+    __pydantic_extra__: dict[
+        SettingName, Annotated[str, Field(max_length=MAX_VALUE_BYTES, pattern=SETTING_VALUE_PATTERN)]
+    ] = Field(init=False)
 
     required: list[SettingName] = Field(
         default_factory=list,

@@ -6,11 +6,16 @@ import os
 import stat
 import sys
 from pathlib import Path
-from typing import Any
 
 from rhone_cli.environment import Environment
 from rhone_cli.errors import ExitCode, RhoneError
 from rhone_cli.output import Output
+
+# `typing` is for the type checker only: this module is on the start-up path of the commands answered without the
+# command tree, where importing it costs ~2 ms (rhone_cli/plain_invocation.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def project_manifest(workdir: Path, *, prebuilt: bool, use_cache: bool = True, out: Output | None = None) -> Any:
@@ -92,16 +97,14 @@ def manifest_root(workdir: Path, *, prebuilt: bool) -> tuple[Path, list[str], li
                 hint="run `rhone init`, or use -C DIR to point at the project",
             )
         return workdir, ["**"], []
-    from rhone_cli.config import project
-
-    config = project.load(workdir, path)
+    build = _build_section(workdir, path)
     base = path.parent
     if not prebuilt:
-        return base, config.build.include, config.build.exclude
-    output = base / config.build.output
+        return base, build["include"], build["exclude"]
+    output = base / build["output"]
     if not output.is_dir():
         raise RhoneError(
-            f"build output {output} does not exist (build.output = {config.build.output!r} in {path})",
+            f"build output {output} does not exist (build.output = {build['output']!r} in {path})",
             code="build_output_missing",
             exit_code=ExitCode.USAGE,
             hint="run the build first (build.command), or fix build.output in rhone.toml",
@@ -113,7 +116,20 @@ def manifest_root(workdir: Path, *, prebuilt: bool) -> tuple[Path, list[str], li
             code="unsafe_path",
             exit_code=ExitCode.USAGE,
         )
-    return output, config.build.include, config.build.exclude
+    return output, build["include"], build["exclude"]
+
+
+def _build_section(workdir: Path, path: Path) -> dict[str, Any]:
+    """rhone.toml's [build] with its defaults filled in. A file the pydantic-free rules accept is read as it is (a warm
+    manifest takes less time than importing pydantic); any other is loaded by the models, which say what is wrong."""
+    from rhone_cli.config.rules import BUILD_DEFAULTS, read_plainly_valid
+
+    data = read_plainly_valid(path)
+    if data is not None:
+        return {**BUILD_DEFAULTS, **data.get("build", {})}
+    from rhone_cli.config import project
+
+    return project.load(workdir, path).build.model_dump()
 
 
 def nearest_project_file(workdir: Path) -> Path | None:

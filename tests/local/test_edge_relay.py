@@ -337,6 +337,28 @@ def test_an_http10_client_gets_a_close_delimited_answer(edge: Edge) -> None:
     assert b"transfer-encoding" not in head.lower() and body == b"hello, world"
 
 
+def test_a_repeated_answer_head_is_reused_only_for_a_request_framed_alike(edge: Edge, app: ScriptedApp) -> None:
+    # The edge reuses the head it wrote for the previous answer on an upstream connection when the app's answer and
+    # the request's framing inputs are the same (rhone_local/edge_relay.py, Exchange.response_head). Interleave an
+    # HTTP/1.0 client and HTTP/1.1 ones on the one pooled upstream connection: each still gets its own framing.
+    eleven = b"GET /chunked HTTP/1.1\r\nHost: web.localhost\r\nConnection: close\r\n\r\n"
+    ten = b"GET /chunked HTTP/1.0\r\nHost: web.localhost\r\n\r\n"
+    first, second = edge.raw(eleven), edge.raw(eleven)
+    assert first == second  # the same answer, byte for byte, whichever way its head was made
+    assert b"transfer-encoding: chunked" in first.lower() and first.endswith(b"0\r\n\r\n")
+    answer = edge.raw(ten)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower() and b"connection: close" in head.lower() and body == b"hello, world"
+    assert edge.raw(eleven) == first
+    conn = edge.connection()  # kept alive: no `connection: close` in its heads
+    status, headers, body = get(conn, "/chunked")
+    assert (status, headers.get("connection"), body) == (200, None, b"hello, world")
+    status, headers, body = get(conn, "/head", "HEAD")
+    assert (status, headers["content-length"], body) == (200, "1234", b"")
+    assert get(conn, "/head")[2] == b"x" * 1234  # the same app head as the HEAD's, framed with its body this time
+    assert app.connections == 2  # one pooled connection, and a new one after the HEAD (never reused)
+
+
 def test_head_and_204_answers_have_no_body(edge: Edge) -> None:
     conn = edge.connection()
     status, headers, body = get(conn, "/head", "HEAD")
