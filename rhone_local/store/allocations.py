@@ -74,9 +74,9 @@ class AllocationStore(StoreCore):
         """One new allocation row, committed at once (its id is new: no conflict to decide)."""
         columns = (
             "id", "deployment_id", "environment_id", "artifact_digest", "region_id", "cell_id", "state", "version",
-            "pid", "port", "health", "created_at", "updated_at", "bindings_digest",
+            "pid", "port", "health", "created_at", "updated_at", "bindings_digest", "node", "address",
         )  # fmt: skip
-        values = [json.dumps(alloc[c]) if c == "health" and alloc[c] is not None else alloc[c] for c in columns]
+        values = [json.dumps(alloc[c]) if c == "health" and alloc[c] is not None else alloc.get(c) for c in columns]
         self.conn.execute(
             f"INSERT INTO allocations ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values
         )
