@@ -37,8 +37,8 @@ def parse_roles(text: str) -> tuple[frozenset[str] | None, str | None]:
     names = [part.strip() for part in text.split(",")]
     unknown = [n for n in names if n not in ROLES]
     if not text.strip() or unknown:
-        shown = ", ".join(repr(n) for n in unknown) if unknown and any(unknown) else "nothing"
-        return None, f"--role {text!r}: {shown} is not a role; give a comma-separated subset of {','.join(ROLES)}"
+        what = f"{', '.join(repr(n) for n in unknown)} is not a role" if any(unknown) else "no role given"
+        return None, f"--role {text!r}: {what}; give a comma-separated subset of {','.join(ROLES)}"
     return frozenset(names), None
 
 

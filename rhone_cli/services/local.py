@@ -283,6 +283,8 @@ def status(inv: Invocation, root: Path) -> dict[str, Any]:
         "log_file": str(paths.log),
         "stale_pid_file": stale is not None,
         "sandbox": state.get("sandbox") if running else None,
+        "node": state.get("node", "local") if running else None,
+        "roles": state.get("roles", list(NODE_ROLES)) if running else None,
         "disk": disk_use(root) if root.is_dir() else None,
     }
 
@@ -307,6 +309,36 @@ def disk_use(root: Path) -> dict[str, int]:
     return use
 
 
+NODE_ROLES = ("api", "worker", "runner", "edge")  # rhone_local/nodes.py: ROLES
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    """`--node` and `--role` (docs/multi-node.md, "Nodes"): None keeps the server's default (node local, every role)."""
+
+    name: str | None = None
+    roles: str | None = None
+
+    def arguments(self) -> list[str]:
+        return (["--node", self.name] if self.name else []) + (["--role", self.roles] if self.roles else [])
+
+
+def node_options(name: str | None, roles: str | None) -> NodeOptions:
+    """The node's name and roles, checked as the server checks them: a mistake is a usage error (exit 2)."""
+    from rhone_cli.errors import usage_error
+    from rhone_local.nodes import node_name_problem, parse_roles
+
+    problem = node_name_problem(name) if name is not None else None
+    if problem:
+        raise usage_error(f"--node {name!r}: use 1 to 63 characters among lowercase letters, digits and '-'")
+    if roles is not None:
+        parsed, problem = parse_roles(roles)
+        if parsed is None:
+            raise usage_error(problem or "--role")
+        roles = ",".join(r for r in NODE_ROLES if r in parsed)
+    return NodeOptions(name, roles)
+
+
 @dataclass(frozen=True)
 class SandboxOptions:
     mode: str = "auto"  # auto, bubblewrap or none
@@ -314,7 +346,9 @@ class SandboxOptions:
     cache_mb: int | None = None  # per-app build cache limit
 
 
-def server_command(root: Path, port: int, edge_port: int, sandbox: SandboxOptions | None = None) -> list[str]:
+def server_command(
+    root: Path, port: int, edge_port: int, sandbox: SandboxOptions | None = None, node: NodeOptions | None = None
+) -> list[str]:
     """How Rhone Local runs: this Python, in the foreground, on loopback. `-P` keeps the current directory off
     sys.path: started from a directory that holds a `rhone_local` package (another checkout, or anything untrusted),
     `-m rhone_local` would otherwise run that code instead of the installed server."""
@@ -338,7 +372,7 @@ def server_command(root: Path, port: int, edge_port: int, sandbox: SandboxOption
         command += ["--sandbox-ro", path]
     if sandbox.cache_mb is not None:
         command += ["--build-cache-mb", str(sandbox.cache_mb)]
-    return command
+    return command + (node or NodeOptions()).arguments()
 
 
 def require_server_packages() -> None:
@@ -415,6 +449,7 @@ def up(
     timeout: float = HEALTH_TIMEOUT_SECONDS,
     server_environ: dict[str, str] | None = None,
     sandbox: SandboxOptions | None = None,
+    node: NodeOptions | None = None,
 ) -> dict:
     require_server_packages()
     paths = Paths(root)
@@ -443,7 +478,7 @@ def up(
                 exit_code=ExitCode.CONFLICT,
                 hint=f"free it, or choose another with `rhone local up {name} N`",
             )
-    command = server_command(root, port, edge_port, sandbox)
+    command = server_command(root, port, edge_port, sandbox, node)
     # The log is private like the rest of the data directory (docs/security.md).
     with open(os.open(paths.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
         log_start = paths.log.stat().st_size
