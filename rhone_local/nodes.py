@@ -78,10 +78,12 @@ class Membership:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def register(self) -> None:
-        """Take the node's name (NodeNameTaken when another live instance holds it; nothing changed then)."""
+    def register(self, *, takeover: bool = False) -> None:
+        """Take the node's name (NodeNameTaken when another live instance holds it; nothing changed then).
+        `takeover`: every other instance is known dead (`NodeStore.register_node`)."""
         i = self.identity
-        self.store.register_node(i.name, i.ordered_roles(), i.address, i.instance_id, self.lapse)  # type: ignore[attr-defined]
+        roles = i.ordered_roles()
+        self.store.register_node(i.name, roles, i.address, i.instance_id, self.lapse, takeover=takeover)  # type: ignore[attr-defined]
 
     def beat(self) -> bool:
         """One heartbeat; False once the name is not this instance's any more."""

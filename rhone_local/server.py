@@ -279,12 +279,12 @@ class ControlPlane:
         draining = [a["id"] for a in self.runner.own_allocations_in("draining")]
         raise RuntimeError(f"allocations still draining: {draining}")
 
-    def join(self, **timing: float) -> Membership:
+    def join(self, *, takeover: bool = False, **timing: float) -> Membership:
         """Register this control plane as its node in the store (NodeNameTaken when another live process holds the
-        name), without starting the heartbeat (`membership.start()` does; tests beat by hand). `timing`: heartbeat,
-        lapse (docs/multi-node.md, "Nodes")."""
+        name, unless `takeover`: every other instance is known dead), without starting the heartbeat
+        (`membership.start()` does; tests beat by hand). `timing`: heartbeat, lapse (docs/multi-node.md, "Nodes")."""
         self.membership = Membership(self.store, self.node, on_lost=self.runner.abandon_processes, **timing)
-        self.membership.register()
+        self.membership.register(takeover=takeover)
         self.runner.lapse = self.membership.lapse
         return self.membership
 
@@ -441,7 +441,9 @@ def serve(
         blobs=blobs,
         node=node,
     )
-    membership = _join(plane)
+    # On SQLite the data directory's lock, held above, makes this the store's only server: a name still beating is a
+    # crashed predecessor's (a restart after kill -9 must not wait for its lapse). A shared store must not take over.
+    membership = _join(plane, takeover=True)
     pipeline, workers, retention, reconciler = plane.pipeline, plane.workers, plane.retention, plane.reconciler
     if 0 < store.migrated_from < 5:
         # Schema 5 records the migrations each environment applied; a database routed before it learns them from
@@ -522,11 +524,11 @@ def serve(
     return 0 if server.started else 1
 
 
-def _join(plane: ControlPlane) -> Membership:
+def _join(plane: ControlPlane, *, takeover: bool = False) -> Membership:
     """Register the node (a live name held by another process refuses the start, nothing changed); when its name is
     later taken over after a lapse, its processes stop at once and the server shuts down."""
     try:
-        membership = plane.join()
+        membership = plane.join(takeover=takeover)
     except NodeNameTaken as taken:
         raise StartRefused(
             "node_name_taken",

@@ -30,10 +30,14 @@ class NodeStore(StoreCore):
         """Now, in seconds, on the clock every node's heartbeat is compared with (see the module's docstring)."""
         return time.time()
 
-    def register_node(self, name: str, roles: list[str], address: str, instance_id: str, lapse: float) -> dict:
+    def register_node(
+        self, name: str, roles: list[str], address: str, instance_id: str, lapse: float, *, takeover: bool = False
+    ) -> dict:
         """Take the name `name` for this process instance (or renew it); NodeNameTaken, with nothing changed, when
-        another instance holds it and its heartbeat has not lapsed."""
+        another instance holds it and its heartbeat has not lapsed. `takeover`: the caller proved every other
+        instance dead (on SQLite, by holding the data directory's lock), so a fresh heartbeat is a crashed process's."""
         now = self.node_clock()
+        lapsed_before = now + 1 if takeover else now - lapse
         row = self.conn.execute(
             "INSERT INTO nodes (name, roles, address, instance_id, started_at, heartbeat_at, left_at) "
             "VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT (name) DO UPDATE SET roles = excluded.roles, "
@@ -41,7 +45,7 @@ class NodeStore(StoreCore):
             "heartbeat_at = excluded.heartbeat_at, left_at = NULL "
             "WHERE nodes.instance_id = excluded.instance_id OR nodes.left_at IS NOT NULL OR nodes.heartbeat_at < ? "
             "RETURNING *",
-            (name, ",".join(sorted(roles)), address, instance_id, now_iso(), now, now - lapse),
+            (name, ",".join(sorted(roles)), address, instance_id, now_iso(), now, lapsed_before),
         ).fetchone()
         if row is None:
             holder = self.one("SELECT * FROM nodes WHERE name = ?", name)

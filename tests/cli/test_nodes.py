@@ -7,18 +7,16 @@ PostgreSQL database); the nodes' clock is replaced (`NodeStore.node_clock`), so 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from rhone_local import processes
+from rhone_local.datadir import StartRefused
 from rhone_local.nodes import NodeIdentity, node_name_problem, parse_roles
 from rhone_local.operations.placement import runner_nodes
-from rhone_local.server import open_control_plane
+from rhone_local.server import _join, open_control_plane
 from rhone_local.store import NodeNameTaken, Store
 from rhone_local.store.nodes import NodeStore
 from tests.e2e.helpers import hello_app
@@ -201,24 +199,26 @@ def test_a_lapsed_runner_s_allocations_are_replaced_on_a_live_node_and_it_stops_
             node.close()
 
 
-@pytest.mark.slow
-def test_a_server_refuses_a_node_name_another_live_process_holds(tmp_path: Path):
-    """Exit status 3 with `node_name_taken`, before anything is served or changed."""
+def test_a_name_another_live_process_holds_refuses_the_start_and_changes_nothing(tmp_path: Path, clock):
+    """`node_name_taken` (the server prints it and exits with status 3, `REFUSED_STATUS`). A server on SQLite holds
+    the data directory's lock, so it takes a name still beating over: that holder is a crashed predecessor."""
     data_dir = tmp_path / "data"
     data_dir.mkdir(mode=0o700)
-    open_control_plane(data_dir).store.close()  # bootstrapped, as a server would
-    holder = Store(data_dir / "rhone.db")
-    holder.register_node("busy", ["runner"], "127.0.0.1", "another-process", LAPSE)  # beating right now
-    before = holder.all("SELECT * FROM nodes")
-    result = subprocess.run(
-        [sys.executable, "-m", "rhone_local", "serve", "--data-dir", str(data_dir), "--port", "0", "--node", "busy"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "HOME": str(tmp_path)},
-        restore_signals=True,
-    )
-    assert result.returncode == 3, result.stderr
-    assert "error [node_name_taken]" in result.stderr and "hint: choose another name with --node" in result.stderr
-    assert holder.all("SELECT * FROM nodes") == before
-    assert holder.count("allocations") == 0 and not (data_dir / "server.json").exists()
+    first = open_control_plane(data_dir, node=NodeIdentity("busy", frozenset({"runner"})))
+    second = open_control_plane(data_dir, node=NodeIdentity("busy"))
+    try:
+        first.join()
+        before = first.store.all("SELECT * FROM nodes")
+        with pytest.raises(StartRefused) as refused:
+            _join(second)
+        assert refused.value.code == "node_name_taken" and "--node" in refused.value.hint
+        assert first.store.all("SELECT * FROM nodes") == before
+        assert first.membership.beat()
+
+        _join(second, takeover=True)
+        (row,) = first.store.all("SELECT * FROM nodes")
+        assert (row["instance_id"], row["roles"]) == (second.node.instance_id, "api,edge,runner,worker")
+        assert not first.membership.beat() and first.membership.lost.is_set()  # it stops its processes and exits
+    finally:
+        first.close()
+        second.close()
