@@ -32,6 +32,22 @@ def node_name_problem(name: str) -> str | None:
     return f"node name {name!r}: use 1 to 63 characters among lowercase letters, digits and '-'"
 
 
+def api_url_problem(url: str) -> str | None:
+    """Why `url` is not the http:// URL of another node's API (what an edge-only node's edges follow), or None."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        port, parts = None, None
+    if parts is None or parts.scheme != "http" or not parts.hostname or port is None or parts.path not in ("", "/"):
+        return f"--api {url!r}: give the http://HOST:PORT of a node with the api role"
+    if parts.username or parts.password or parts.query or parts.fragment:
+        return f"--api {url!r}: give only http://HOST:PORT (no credentials, path or query)"
+    return None
+
+
 def parse_roles(text: str) -> tuple[frozenset[str] | None, str | None]:
     """(the roles of a comma-separated list, None) or (None, why it is not one): a non-empty subset of ROLES."""
     names = [part.strip() for part in text.split(",")]

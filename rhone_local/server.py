@@ -41,7 +41,15 @@ from rhone_local.edge import affinity_key
 from rhone_local.edge_feed import EdgeFeed
 from rhone_local.edge_relay import raise_open_file_limit
 from rhone_local.edge_supervisor import EdgeSupervisor
-from rhone_local.nodes import DEFAULT_NODE, ROLES, Membership, NodeIdentity, node_name_problem, parse_roles
+from rhone_local.nodes import (
+    DEFAULT_NODE,
+    ROLES,
+    Membership,
+    NodeIdentity,
+    api_url_problem,
+    node_name_problem,
+    parse_roles,
+)
 from rhone_local.notify import ChangeNotifier
 from rhone_local.operations.registry import registry
 from rhone_local.pipeline import UNSANDBOXED, build_pipeline
@@ -399,6 +407,7 @@ def serve(
     blobs_endpoint: str | None = None,
     events_url: str | None = None,
     node: NodeIdentity | None = None,
+    api_url: str | None = None,
 ) -> int:
     """Run this node: only the parts of its roles (rhone_local/nodes.py); the default node has them all."""
     import uvicorn
@@ -411,11 +420,11 @@ def serve(
     with database_errors(store.path):
         bootstrap(store, data_dir)
         ensure_topology(store)
-    if node.has("edge") and not node.has("api"):
+    if node.has("edge") and not node.has("api") and not api_url:
         raise StartRefused(
             "edge_needs_api",
-            f"node {node.name}: the edge role needs the api role on the same node",
-            "give --role with both api and edge (edges following another node's API are not built yet)",
+            f"node {node.name}: an edge without the api role on its node follows another node's API",
+            "give --api URL (the API of a node with the api role), or add api to --role",
         )
     sandbox = _sandbox(sandbox_mode, data_dir, sandbox_ro)
     warning = exposure_warning(sandbox)
@@ -424,11 +433,14 @@ def serve(
     # Both ports are bound before anything is wired: the pipeline's URLs and the edges' API URL name the ports got.
     listener = _listen(host, port, "--port")
     port = listener.getsockname()[1]
-    feed = EdgeFeed(store) if edge_port is not None and node.has("api") else None
+    feed = EdgeFeed(store, node.name) if edge_port is not None and node.has("api") else None
     edges = None
-    if feed is not None and node.has("edge"):
+    if edge_port is not None and node.has("edge"):
         affinity_key(data_dir)  # created here, before edge processes read it
-        edges = _edge_supervisor(feed, host, edge_port, f"http://{host}:{port}", data_dir, edge_processes)
+        # Without the api role the edges follow another node's API; a feed here only registers them in the store.
+        registry = feed or EdgeFeed(store, node.name)
+        followed = f"http://{host}:{port}" if node.has("api") else str(api_url)
+        edges = _edge_supervisor(registry, host, edge_port, followed, data_dir, edge_processes)
         edge_port = edges.port
     plane = wire(
         store,
@@ -465,8 +477,9 @@ def serve(
         feed,
         wind_down,
     )
-    if edges is not None:
+    if feed is not None:
         feed.start()
+    if edges is not None:
         edges.start()  # they follow the feed as soon as the API answers
         log.info("edge: %d process(es) on %s:%d", edges.slots, host, edges.port)
     state_file = _write_atomically(
@@ -516,6 +529,7 @@ def serve(
         wind_down()  # already done when the API shut down gracefully; here after a failed start
         if edges is not None:
             edges.stop()
+        if feed is not None:
             feed.stop()
         if publisher is not None:
             publisher.stop()
@@ -581,6 +595,13 @@ def _node_name(text: str) -> str:
     return text
 
 
+def _api_url(text: str) -> str:
+    problem = api_url_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text.rstrip("/")
+
+
 def _roles(text: str) -> frozenset[str]:
     roles, problem = parse_roles(text)
     if roles is None:
@@ -609,6 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--node", default=DEFAULT_NODE, type=_node_name, help="this node's name (default local)")
     roles = ",".join(ROLES)
     run.add_argument("--role", default=roles, type=_roles, help=f"comma-separated subset of {roles} (default all)")
+    run.add_argument("--api-url", default=None, type=_api_url, help="the API an edge-only node's edges follow")
     sub.add_parser("edge", help="run one edge process (`serve` starts them; see rhone_local/edge_process.py)")
     recover = sub.add_parser(
         "recover-owner", help="write a new owner token to <data dir>/owner.token (needs write access to the data dir)"
@@ -647,6 +669,7 @@ def main(argv: list[str] | None = None) -> int:
             blobs_endpoint=blobs_endpoint,
             events_url=events_url,
             node=NodeIdentity(args.node, args.role, address=args.host),
+            api_url=args.api_url,
         )
     except StartRefused as refused:
         print(f"error [{refused.code}]: {refused.message}\nhint: {refused.hint}", file=sys.stderr, flush=True)

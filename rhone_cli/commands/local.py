@@ -146,6 +146,15 @@ def up(
             metavar="ROLES",
         ),
     ] = None,
+    api: Annotated[
+        str | None,
+        typer.Option(
+            "--api",
+            help="For a node with the edge role and not the api role: the http://HOST:PORT of the API its edges "
+            "follow.",
+            metavar="URL",
+        ),
+    ] = None,
 ) -> None:
     """Start Rhone Local in the background, wait until it is healthy, and point the `local` profile at it."""
     from rhone_cli.errors import usage_error
@@ -158,7 +167,7 @@ def up(
         if not path.exists():
             raise usage_error(f"--sandbox-ro {path}: no such file or directory")
     options = local.SandboxOptions(sandbox, tuple(str(p.resolve()) for p in sandbox_ro or []), build_cache_mb)
-    node_options = local.node_options(node, role)
+    node_options = local.node_options(node, role, api)
     root = local.data_dir(inv, data_dir)
     if not foreground:  # --foreground is this server, here: its own data-directory lock refuses a second one
         _refuse_other_ports(local.status(inv, root), port, edge_port)

@@ -318,15 +318,18 @@ class NodeOptions:
 
     name: str | None = None
     roles: str | None = None
+    api: str | None = None  # the API an edge-only node's edges follow
 
     def arguments(self) -> list[str]:
-        return (["--node", self.name] if self.name else []) + (["--role", self.roles] if self.roles else [])
+        flags = (("--node", self.name), ("--role", self.roles), ("--api-url", self.api))
+        return [part for flag, value in flags if value for part in (flag, value)]
 
 
-def node_options(name: str | None, roles: str | None) -> NodeOptions:
-    """The node's name and roles, checked as the server checks them: a mistake is a usage error (exit 2)."""
+def node_options(name: str | None, roles: str | None, api: str | None = None) -> NodeOptions:
+    """The node's name, roles and followed API, checked as the server checks them: a mistake is a usage error
+    (exit 2)."""
     from rhone_cli.errors import usage_error
-    from rhone_local.nodes import node_name_problem, parse_roles
+    from rhone_local.nodes import api_url_problem, node_name_problem, parse_roles
 
     problem = node_name_problem(name) if name is not None else None
     if problem:
@@ -336,7 +339,13 @@ def node_options(name: str | None, roles: str | None) -> NodeOptions:
         if parsed is None:
             raise usage_error(problem or "--role")
         roles = ",".join(r for r in NODE_ROLES if r in parsed)
-    return NodeOptions(name, roles)
+    problem = api_url_problem(api) if api is not None else None
+    if problem:
+        raise usage_error(problem)
+    listed = (roles or ",".join(NODE_ROLES)).split(",")
+    if "edge" in listed and "api" not in listed and api is None:
+        raise usage_error(f"--role {roles}: an edge without the api role follows another node's API: give --api URL")
+    return NodeOptions(name, roles, api.rstrip("/") if api else None)
 
 
 @dataclass(frozen=True)

@@ -18,3 +18,15 @@ CREATE TABLE nodes (
 ALTER TABLE allocations ADD COLUMN node TEXT;
 ALTER TABLE allocations ADD COLUMN address TEXT;
 CREATE INDEX allocations_node_state ON allocations (node, state);
+
+-- Edge processes of every node (docs/multi-node.md, "Nodes"): how an API node recognises an edge another node started
+-- (by the digest of its token), and the route sequence each edge last reported applying, so that a promotion on any
+-- API node waits for every live edge. `reported_at` is in seconds on the store's clock, like heartbeats.
+CREATE TABLE edges (
+    edge_id TEXT PRIMARY KEY,
+    node TEXT NOT NULL,
+    token_digest TEXT NOT NULL UNIQUE,
+    registered_at TEXT NOT NULL,
+    seq INTEGER,
+    reported_at REAL
+);

@@ -117,3 +117,34 @@ class NodeStore(StoreCore):
         return self.conn.execute(
             "UPDATE allocations SET node = ?, address = ? WHERE node IS NULL", (node, address)
         ).rowcount
+
+    # -- edges of every node ---------------------------------------------------------------------------------------
+    def register_edge(self, edge_id: str, node: str, token_digest: str) -> None:
+        """An edge process's identity (a restarted node reuses its edge ids: the row is replaced, unreported)."""
+        self.conn.execute(
+            "INSERT INTO edges (edge_id, node, token_digest, registered_at, seq, reported_at) "
+            "VALUES (?, ?, ?, ?, NULL, NULL) ON CONFLICT (edge_id) DO UPDATE SET node = excluded.node, "
+            "token_digest = excluded.token_digest, registered_at = excluded.registered_at, seq = NULL, "
+            "reported_at = NULL",
+            (edge_id, node, token_digest, now_iso()),
+        )
+
+    def edge_by_token_digest(self, token_digest: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM edges WHERE token_digest = ?", token_digest)
+
+    def record_edge_report(self, edge_id: str, seq: int | None) -> None:
+        """The route sequence an edge applies, heard now (on the store's clock)."""
+        self.conn.execute(
+            "UPDATE edges SET seq = ?, reported_at = ? WHERE edge_id = ?", (seq, self.node_clock(), edge_id)
+        )
+
+    def forget_edge(self, edge_id: str) -> None:
+        """The edge process is gone."""
+        self.conn.execute("DELETE FROM edges WHERE edge_id = ?", (edge_id,))
+
+    def reporting_edges(self, lease: float) -> dict[str, int | None]:
+        """{edge id: the route sequence it applies} of every edge of every node heard within `lease` seconds."""
+        rows = self.all(
+            "SELECT edge_id, seq FROM edges WHERE reported_at >= ? ORDER BY edge_id", self.node_clock() - lease
+        )
+        return {r["edge_id"]: r["seq"] for r in rows}
