@@ -18,8 +18,8 @@ class AllocationStore(StoreCore):
         f"(a.state IN {LIVE} OR a.id IN (SELECT last_allocation_id FROM environment_heal WHERE crash_loop = 1))"
     )
     VIEW_KEYS = (
-        "id", "deployment_id", "environment", "state", "region", "cell", "region_id", "cell_id", "artifact_digest",
-        "route_owner", "health", "created_at", "updated_at",
+        "id", "deployment_id", "environment", "state", "region", "cell", "region_id", "cell_id", "node",
+        "artifact_digest", "route_owner", "health", "created_at", "updated_at",
     )  # fmt: skip
 
     def _allocation_views(
