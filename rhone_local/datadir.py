@@ -35,13 +35,16 @@ class StartRefused(Exception):
         self.code, self.message, self.hint = code, message, hint
 
 
-def open_data_dir(data_dir: Path) -> Store:
-    """Create or take `data_dir` for this process's lifetime and open its store."""
+def open_data_dir(data_dir: Path, store_url: str | None = None) -> Store:
+    """Create or take `data_dir` for this process's lifetime and open its store: the SQLite database in it, or the
+    PostgreSQL database at `store_url` (`--store`, docs/multi-node.md)."""
     data_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     _refuse_shared(data_dir)
     # Taken before the database is read: a second server of this directory leaves having opened nothing.
     lock_data_dir(data_dir)
     _set_mode(data_dir, PRIVATE_DIR)
+    if store_url:
+        return open_postgres_store(store_url, data_dir)
     database, log = data_dir / DATABASE, data_dir / LOG_FILE
     _refuse_lost_database(data_dir, database)
     # Created here, 0600, so SQLite's -wal and -shm files (which copy the database's mode) are private from the start.
@@ -53,6 +56,28 @@ def open_data_dir(data_dir: Path) -> Store:
     for path in (database, data_dir / f"{DATABASE}-wal", data_dir / f"{DATABASE}-shm", data_dir / TOKEN_FILE, log):
         _set_mode(path, PRIVATE_FILE)
     return store
+
+
+def open_postgres_store(url: str, data_dir: Path) -> Store:
+    """The PostgreSQL store at `url`, migrated; StartRefused (`store_unavailable`) when psycopg is missing or the
+    database cannot be reached or used. The message never shows the URL: it may carry a password."""
+    hint = "--store postgresql://USER[:PASSWORD]@HOST[:PORT]/DB: a server that is up, a role that may create tables"
+    try:
+        from rhone_local.store.postgres import PostgresStore
+    except ImportError as error:
+        raise StartRefused("store_unavailable", f"--store needs {error.name}", "pip install 'rhone[cluster]'") from None
+    from rhone_local.store import STORAGE_ERRORS
+
+    try:
+        return PostgresStore(url, data_dir)
+    except SchemaTooNew as error:
+        raise StartRefused(
+            "database_too_new", str(error), "upgrade rhone on every node (pip install -U rhone)"
+        ) from None
+    except NotRhoneDatabase as error:
+        raise StartRefused("store_unavailable", str(error), "give --store a database of its own for Rhone") from None
+    except STORAGE_ERRORS as error:
+        raise StartRefused("store_unavailable", f"the store is not reachable: {error}", hint) from None
 
 
 def lock_data_dir(data_dir: Path) -> int:

@@ -83,6 +83,9 @@ def bootstrap(store: Store, data_dir: Path) -> None:
     # that the next start overwrites, never a bootstrapped database whose owner token was lost.
     token_file = _write_owner_token(data_dir, secret)
     ids = store.bootstrap(workspace=WORKSPACE, owner=OWNER, token_hash=hash_token(secret), region=REGION, cell=CELL)
+    if not ids:  # another node sharing the store bootstrapped it first: its owner token is the one
+        token_file.unlink(missing_ok=True)
+        return
     log.info("bootstrapped workspace %s (%s), owner %s; token in %s", WORKSPACE, ids["workspace_id"], OWNER, token_file)
 
 
@@ -216,7 +219,7 @@ def _route_publisher(url: str | None, store: Store) -> Any:
         raise StartRefused("events_unavailable", "--events needs nats-py", "pip install 'rhone[cluster]'") from None
     from rhone_local.route_stream import RouteEventPublisher
 
-    return RouteEventPublisher(url, store.route_events_after)
+    return RouteEventPublisher(url, store.route_events_after, lock=store.publisher_lock("route-events"))
 
 
 def _api_server(config: Any, feed: EdgeFeed | None, before_shutdown: Callable[[], None]) -> Any:
@@ -362,6 +365,7 @@ def wire(
     `node` names this node and its roles (default: the single node `local` with every role)."""
     node = node or NodeIdentity()
     notifier = notifier or ChangeNotifier()
+    store.listen_for_changes(notifier)  # commits of other nodes sharing the store wake this one's waiters
     limits = {"cache_limit": cache_limit} if cache_limit is not None else {}
     pipeline = build_pipeline(
         store, data_dir, edge_port=edge_port, sandbox=sandbox or UNSANDBOXED, app_databases=app_databases, **limits
@@ -408,13 +412,14 @@ def serve(
     events_url: str | None = None,
     node: NodeIdentity | None = None,
     api_url: str | None = None,
+    store_url: str | None = None,
 ) -> int:
     """Run this node: only the parts of its roles (rhone_local/nodes.py); the default node has them all."""
     import uvicorn
 
     node = node or NodeIdentity(address=host)
     raise_open_file_limit()  # edge processes inherit it: their connection cap is a share of it
-    store = open_data_dir(data_dir)  # holds the data directory's lock until this process exits
+    store = open_data_dir(data_dir, store_url)  # holds the data directory's lock until this process exits
     blobs = _blob_store(blobs_url, blobs_endpoint, data_dir)
     publisher = _route_publisher(events_url, store) if node.has("api") else None
     with database_errors(store.path):
@@ -654,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     blobs_url = os.environ.get("RHONE_LOCAL_BLOBS") or None
     blobs_endpoint = os.environ.get("RHONE_LOCAL_BLOBS_ENDPOINT") or None
     events_url = os.environ.get("RHONE_LOCAL_EVENTS") or None
+    store_url = os.environ.get("RHONE_LOCAL_STORE") or None
     try:
         return serve(
             args.data_dir.resolve(),
@@ -670,6 +676,7 @@ def main(argv: list[str] | None = None) -> int:
             events_url=events_url,
             node=NodeIdentity(args.node, args.role, address=args.host),
             api_url=args.api_url,
+            store_url=store_url,
         )
     except StartRefused as refused:
         print(f"error [{refused.code}]: {refused.message}\nhint: {refused.hint}", file=sys.stderr, flush=True)

@@ -229,10 +229,13 @@ class Workers:
 
         def beat() -> None:
             while not done.wait(self.lease_seconds / 3):
-                # A failed renewal is logged and tried again next beat; a lease lost meanwhile makes the stage's
-                # next write stale, never wrong.
+                # A failed renewal is logged and tried again next beat. A renewal refused (another worker holds the
+                # lease, or it expired on the database's clock) means the lease is lost: the stage's write is refused
+                # as stale (its effect rolls back) and the operation resumes wherever it is claimed next.
                 try:
-                    self.store.renew_lease(op_id, worker, self.lease_seconds)
+                    if not self.store.renew_lease(op_id, worker, self.lease_seconds):
+                        log.warning("%s lost its lease on %s: the stage under way will not be recorded", worker, op_id)
+                        break
                 except Exception as error:  # noqa: BLE001
                     _log_failure(error, "renewing the lease of %s failed", op_id)
             self.store.close()

@@ -23,6 +23,7 @@ ENVIRONMENT_VARIABLES = {
     "RHONE_LOCAL_BLOBS": "An S3 bucket for Rhone Local's blobs (like `rhone local up --blobs`).",
     "RHONE_LOCAL_BLOBS_ENDPOINT": "The S3 API endpoint for RHONE_LOCAL_BLOBS (like `rhone local up --blobs-endpoint`).",
     "RHONE_LOCAL_EVENTS": "A NATS JetStream server for route events (like `rhone local up --events`).",
+    "RHONE_LOCAL_STORE": "A PostgreSQL database for Rhone Local's control store (like `rhone local up --store`).",
     "RHONE_CA_BUNDLE": "PEM file of CA certificates to trust besides the system's (like --ca-bundle).",
     "REQUESTS_CA_BUNDLE": "Like RHONE_CA_BUNDLE, when that is not set (as requests reads it).",
     "CURL_CA_BUNDLE": "Like RHONE_CA_BUNDLE, when neither of the above is set (as curl reads it).",

@@ -98,6 +98,16 @@ def up(
             metavar="URL",
         ),
     ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="Keep Rhone Local's control database in PostgreSQL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DB) "
+            "instead of SQLite in the data directory, so several nodes can share it; needs rhone[cluster] "
+            "[env: RHONE_LOCAL_STORE].",
+            metavar="URL",
+        ),
+    ] = None,
     events: Annotated[
         str | None,
         typer.Option(
@@ -174,7 +184,7 @@ def up(
     port = local.DEFAULT_PORT if port is None else port
     edge_port = local.DEFAULT_EDGE_PORT if edge_port is None else edge_port
     server_environ = local.app_databases_environ(inv, app_databases)
-    server_environ.update(local.cluster_environ(inv, blobs, blobs_endpoint, events))
+    server_environ.update(local.cluster_environ(inv, blobs, blobs_endpoint, events, store))
     if foreground:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         local.require_server_packages()

@@ -415,10 +415,10 @@ S3_BUCKET_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")
 
 
 def cluster_environ(
-    inv: Invocation, blobs: str | None, blobs_endpoint: str | None, events: str | None
+    inv: Invocation, blobs: str | None, blobs_endpoint: str | None, events: str | None, store: str | None = None
 ) -> dict[str, str]:
-    """`--blobs`, `--blobs-endpoint` and `--events` (docs/multi-node.md) reach the server through its environment,
-    since their URLs may carry credentials; checked here with the server's rules (rhone_local/blobs_s3.py,
+    """`--store`, `--blobs`, `--blobs-endpoint` and `--events` (docs/multi-node.md) reach the server through its
+    environment, since their URLs may carry credentials; checked here with the server's rules (rhone_local/blobs_s3.py,
     rhone_local/server.py), so a mistyped URL is a usage error before anything starts."""
     from urllib.parse import urlsplit
 
@@ -429,7 +429,12 @@ def cluster_environ(
         "RHONE_LOCAL_BLOBS": blobs or environ.get("RHONE_LOCAL_BLOBS"),
         "RHONE_LOCAL_BLOBS_ENDPOINT": blobs_endpoint or environ.get("RHONE_LOCAL_BLOBS_ENDPOINT"),
         "RHONE_LOCAL_EVENTS": events or environ.get("RHONE_LOCAL_EVENTS"),
+        "RHONE_LOCAL_STORE": store or environ.get("RHONE_LOCAL_STORE"),
     }
+    if values["RHONE_LOCAL_STORE"]:
+        parts = urlsplit(values["RHONE_LOCAL_STORE"])
+        if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/") or parts.fragment:
+            raise usage_error("--store must be a PostgreSQL URL: postgresql://USER[:PASSWORD]@HOST[:PORT]/DB")
     if values["RHONE_LOCAL_BLOBS"]:
         parts = urlsplit(values["RHONE_LOCAL_BLOBS"])
         bucket = parts.netloc

@@ -237,7 +237,7 @@ class BindingStore(StoreCore):
         """Names of providers with a ready binding in the environment (in one region, when given)."""
         rows = self.all(
             "SELECT DISTINCT name FROM provider_bindings WHERE environment_id = ? AND state = 'ready' "
-            "AND (? IS NULL OR region_id = ?) ORDER BY name",
+            "AND (CAST(? AS TEXT) IS NULL OR region_id = ?) ORDER BY name",
             environment_id,
             region_id,
             region_id,

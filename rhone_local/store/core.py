@@ -8,9 +8,10 @@ Rules (they are what keeps the invariants true under concurrency and crashes; do
   `busy_timeout` applies (a plain BEGIN that upgrades from read to write fails instantly with SQLITE_BUSY under
   contention); a method that takes a `tx` runs inside the caller's transaction and commits with it;
 - no HTTP or subprocess work inside a transaction.
-One connection per thread. Nothing outside this package writes SQL or imports sqlite3 (tests/test_layers.py), so
-another implementation of the same methods (PostgreSQL) can replace this one: the methods' signatures and their
-docstrings' guarantees are the contract.
+One connection per thread. Nothing outside this package writes SQL or imports sqlite3 (tests/test_layers.py). The
+PostgreSQL backend (postgres.py) runs the same statements through an adapter: statements are written in the portable
+subset docs/architecture.md ("The store") describes, and the few things the databases do differently are methods
+or attributes of the core (`SKIP_LOCKED`, `SINGLE_OWNER`, `_next_route_seq`, `rhone_now()`).
 """
 
 from __future__ import annotations
@@ -18,22 +19,41 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rhone_local.domain.allocations import ENDED_STATES, LIVE_STATES
 from rhone_local.domain.operations import MACHINES
 
-# A write transaction opened by `Store.write()`: callers only pass it on to store methods that take a `tx`.
-Tx = sqlite3.Connection
-# Errors the store raises for a storage failure (a full disk, a busy database past its timeout, a broken file), and
-# for a file that is not a usable database at all: the API maps the first to 507/500, start-up the second to a
-# refusal naming the file.
-STORAGE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error,)
+
+class Tx(Protocol):
+    """A write transaction opened by `Store.write()` (an SQLite connection, or the PostgreSQL adapter's): callers only
+    pass it on to store methods that take a `tx`."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> Any: ...
+
+
+class StorageError(Exception):
+    """A storage failure of the PostgreSQL backend (the server unreachable, a statement refused)."""
+
+
+class StorageConflict(StorageError):
+    """A constraint of the PostgreSQL backend refused a write (a unique index decided between two writers)."""
+
+
+# Errors the store raises for a storage failure (a full disk, a busy database past its timeout, a broken file, a
+# database server out of reach), and for a file that is not a usable database at all: the API maps the first to
+# 507/500, start-up the second to a refusal naming the file.
+STORAGE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, StorageError)
+# A unique index's refusal of a write, on either backend.
+CONFLICT_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, StorageConflict)
 UNREADABLE_ERRORS: tuple[type[Exception], ...] = (sqlite3.DatabaseError,)
 
 JSON_COLUMNS = frozenset(
@@ -103,8 +123,31 @@ ENDED = in_list(ENDED_STATES)
 ROUTE_MOVE_ENDED = in_list(MACHINES["promote"].terminal | MACHINES["rollback"].terminal)
 
 
+def migration_scripts() -> list[tuple[int, str]]:
+    """Every migration file, (number, text), in order: one set for both backends (docs/architecture.md, "The
+    store")."""
+    files = sorted(p for p in resources.files("rhone_local.migrations").iterdir() if p.name.endswith(".sql"))
+    return [(int(p.name.split("_", 1)[0]), p.read_text()) for p in files]
+
+
+def _statements(script: str) -> Iterator[str]:
+    """A script's statements one by one (a trailing comment is no statement)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer
+            buffer = ""
+
+
 class StoreCore:
     """One SQLite database: a connection per thread, short write transactions, migrations at open."""
+
+    # Appended to the claim's inner SELECT: PostgreSQL's row lock that lets concurrent claimers pass each other by
+    # (SQLite serializes writers, so it needs none).
+    SKIP_LOCKED = ""
+    # One server owns an SQLite data directory (its lock): a lease of another process is a dead process's.
+    SINGLE_OWNER = True
 
     def __init__(self, path: Path, *, must_exist: bool = False) -> None:
         """Open (and migrate) the database at `path`. `must_exist`: the caller knows a Rhone Local database was
@@ -122,6 +165,8 @@ class StoreCore:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("PRAGMA foreign_keys=ON")
+        # The lease clock of the statements (PostgreSQL defines the same function on the database server's clock).
+        conn.create_function("rhone_now", 0, lambda: time.time())
         return conn
 
     @property
@@ -194,25 +239,50 @@ class StoreCore:
             raise NotRhoneDatabase(f"{self.path} holds no Rhone Local tables")
 
     def migrate(self) -> None:
-        """Bring the schema to SCHEMA_VERSION, one script per transaction; refuse a newer database."""
+        """Bring the schema to SCHEMA_VERSION in one write transaction (the version read inside it, so of two
+        openers at once one migrates and the other finds it done); refuse a newer database."""
         conn = self.conn
-        current = conn.execute("PRAGMA user_version").fetchone()[0]
-        self.migrated_from = current  # what start-up fills in after an upgrade depends on it (0: a new database)
-        if current > SCHEMA_VERSION:
-            raise SchemaTooNew(f"{self.path} has schema version {current}; this rhone knows {SCHEMA_VERSION}")
-        scripts = sorted(p for p in resources.files("rhone_local.migrations").iterdir() if p.name.endswith(".sql"))
-        for script in scripts:
-            number = int(script.name.split("_", 1)[0])
-            if number <= current:
-                continue
-            # executescript commits; the version bump is part of the same script run.
-            conn.executescript(f"BEGIN IMMEDIATE;\n{script.read_text()}\nPRAGMA user_version={number};\nCOMMIT;")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            self.migrated_from = current  # what start-up fills in after an upgrade depends on it (0: a new database)
+            if current > SCHEMA_VERSION:
+                raise SchemaTooNew(f"{self.path} has schema version {current}; this rhone knows {SCHEMA_VERSION}")
+            for number, script in migration_scripts():
+                if number <= current:
+                    continue
+                for statement in _statements(script):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={number}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _next_route_seq(self, c: Tx) -> int | None:
+        """The sequence number of the next route event, in the route move's transaction; None: the database numbers
+        it (SQLite's AUTOINCREMENT, in commit order since writers are serialized)."""
+        return None
+
+    def listen_for_changes(self, notifier: Any) -> None:
+        """Wake `notifier` when another node commits a change. One SQLite store has one server: its own writers
+        notify in process, so there is nothing to listen to."""
+
+    def publisher_lock(self, name: str) -> Any:
+        """The lock held by the one route-event publisher of the store; None: one process per store, so an
+        in-process lock is enough (route_stream.LocalPublisherLock)."""
+        return None
 
     # -- counts (tests and the "nothing changed" checks) -------------------------------------------------------------
     def count(self, table: str) -> int:
         """The number of rows of a table (tests' "nothing else changed" checks)."""
         assert table.isidentifier()
         return self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+    def table_names(self) -> list[str]:
+        """The database's tables, sorted (tests' "nothing else changed" snapshots)."""
+        rows = self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        return sorted(row[0] for row in rows)
 
     def data_version(self) -> int:
         """A number that changes whenever another connection commits: a cheap "did anything change?" for followers."""

@@ -95,7 +95,7 @@ class DeploymentStore(StoreCore):
         """In the caller's transaction; an artifact recorded before keeps its first record (artifacts are immutable:
         one digest, one content)."""
         c.execute(
-            "INSERT OR IGNORE INTO artifacts VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING",
             (digest, workspace_id, app_id, json.dumps(manifest), json.dumps(facts), now_iso()),
         )
 

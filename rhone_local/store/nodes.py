@@ -4,14 +4,13 @@ Guarantees:
 - a node name is held by one process instance at a time: `register_node` takes it in one conditional upsert, only
   when it is free, left, lapsed, or already this instance's — two processes racing for a live name cannot both win;
 - every liveness comparison (register, heartbeat, live, lapsed) reads the time from `node_clock`, the one place the
-  store's clock is decided: this process's clock on SQLite (one machine), the database's on PostgreSQL. Tests replace
-  it to move time without waiting;
+  nodes' clock is read: the store's lease clock, this process's on SQLite (one machine), the database server's on
+  PostgreSQL. Tests replace it to move time without waiting;
 - a heartbeat from an instance that lost its name changes nothing and says so (False).
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from rhone_local.store.core import LIVE, NOT_DRAINING, StoreCore, now_iso
@@ -27,8 +26,9 @@ class NodeNameTaken(Exception):
 
 class NodeStore(StoreCore):
     def node_clock(self) -> float:
-        """Now, in seconds, on the clock every node's heartbeat is compared with (see the module's docstring)."""
-        return time.time()
+        """Now, in seconds, on the clock every node's heartbeat is compared with (see the module's docstring): the
+        store's lease clock `rhone_now()` — this process's clock on SQLite, the database server's on PostgreSQL."""
+        return float(self.conn.execute("SELECT rhone_now()").fetchone()[0])
 
     def register_node(
         self, name: str, roles: list[str], address: str, instance_id: str, lapse: float, *, takeover: bool = False

@@ -2,14 +2,14 @@
 
 Guarantees: `claim_operation` leases one runnable operation to one worker in one statement (two workers never hold
 the same lease); `advance_operation` records a stage only if the operation is still at the version the caller read
-(and leased to the caller, when it names itself), renewing the lease in the same write — a stale writer changes
-nothing and gets None.
+(and leased to the caller, with a lease not yet expired, when it names itself), renewing the lease in the same
+write — a stale writer changes nothing and gets None. Leases are times on the database's clock (`rhone_now()`), never
+a worker's: nodes whose clocks disagree still agree on when a lease expires.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,9 +79,9 @@ class OperationStore(StoreCore):
     ) -> dict[str, Any] | None:
         """Lease the oldest runnable operation (not terminal, lease free or expired) to `worker`; None if none.
         `within`: only operations matching one of these (kind, states) clauses (states None: any state);
-        `outside`: only operations matching none of them. The UPDATE takes the write lock, so two workers never
-        lease the same operation."""
-        now = time.time()
+        `outside`: only operations matching none of them. The UPDATE takes the write lock (SQLite) or skips the rows
+        another claimer has locked and checks the lease again on the row it updates (PostgreSQL), so two workers
+        never lease the same operation."""
         filters, args = "", []
         for clauses, negate in ((within, False), (outside, True)):
             if not clauses:
@@ -96,11 +96,11 @@ class OperationStore(StoreCore):
                     args.extend((kind, *sorted(states)))
             filters += f"AND {'NOT ' if negate else ''}({' OR '.join(matches)}) "
         row = self.conn.execute(
-            f"UPDATE operations SET lease_owner = ?, lease_until = ? WHERE id = ("
+            f"UPDATE operations SET lease_owner = ?, lease_until = rhone_now() + ? WHERE id = ("
             f"  SELECT id FROM operations WHERE state NOT IN ({marks(terminal)}) {filters}"
-            f"  AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT 1"
-            f") RETURNING *",
-            (worker, now + lease_seconds, *sorted(terminal), *args, now),
+            f"  AND (lease_until IS NULL OR lease_until < rhone_now()) ORDER BY id LIMIT 1{self.SKIP_LOCKED}"
+            f") AND (lease_until IS NULL OR lease_until < rhone_now()) RETURNING *",
+            (worker, lease_seconds, *sorted(terminal), *args),
         ).fetchone()
         return row_dict(row)
 
@@ -115,8 +115,8 @@ class OperationStore(StoreCore):
         lease_seconds: float = 30.0,
         tx: Tx | None = None,
     ) -> dict[str, Any] | None:
-        """Record `new_state` iff the operation is still at `op['version']` (and leased to `worker`, if given,
-        whose lease is renewed by the same write), in `tx` when given (with the stage's effect), else at once.
+        """Record `new_state` iff the operation is still at `op['version']` (and leased to `worker`, if given, by a
+        lease not expired yet, which the same write renews), in `tx` when given (with the stage's effect), else at once.
 
         Returns the updated operation, or None when the write was stale and changed nothing.
         """
@@ -134,18 +134,20 @@ class OperationStore(StoreCore):
             op["version"],
         ]
         if worker is not None:
-            sql = sql.replace("updated_at = ?", "updated_at = ?, lease_until = ?")
-            args.insert(4, time.time() + lease_seconds)
-            sql += " AND lease_owner = ?"
+            sql = sql.replace("updated_at = ?", "updated_at = ?, lease_until = rhone_now() + ?")
+            args.insert(4, lease_seconds)
+            sql += " AND lease_until >= rhone_now() AND lease_owner = ?"
             args.append(worker)
         row = (tx or self.conn).execute(sql + " RETURNING *", args).fetchone()
         return row_dict(row)
 
     def renew_lease(self, op_id: str, worker: str, lease_seconds: float) -> bool:
-        """Extend `worker`'s lease; False when it holds it no longer (its next stage write will be stale)."""
+        """Extend `worker`'s lease; False when it holds it no longer, or it expired (another worker may have claimed
+        the operation since): its next stage write will be stale."""
         cursor = self.conn.execute(
-            "UPDATE operations SET lease_until = ? WHERE id = ? AND lease_owner = ?",
-            (time.time() + lease_seconds, op_id, worker),
+            "UPDATE operations SET lease_until = rhone_now() + ? WHERE id = ? AND lease_owner = ? "
+            "AND lease_until >= rhone_now()",
+            (lease_seconds, op_id, worker),
         )
         return cursor.rowcount == 1
 
@@ -156,7 +158,11 @@ class OperationStore(StoreCore):
 
         Called once at start-up: one process holds a node's name (docs/multi-node.md, "Nodes"), so a lease from
         another process of the same node belongs to one that died — without this its operations would wait for the
-        lease to expire before resuming. Other nodes' leases are theirs: left alone."""
+        lease to expire before resuming. Other nodes' leases are theirs: left alone. A store several servers share
+        (PostgreSQL) frees nothing: a lease is taken over only once it expired on the database's clock
+        (`claim_operation`)."""
+        if not self.SINGLE_OWNER:
+            return 0
         cursor = self.conn.execute(
             "UPDATE operations SET lease_owner = NULL, lease_until = NULL "
             "WHERE lease_owner IS NOT NULL AND lease_owner NOT LIKE ? || '%' "

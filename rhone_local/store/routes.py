@@ -2,8 +2,9 @@
 
 Guarantees: `move_route` is a compare-and-swap on the epoch committed with its event (in the caller's
 transaction): of two moves from one epoch exactly one commits. Events are numbered in commit order (SQLite
-serializes writers), so a reader never sees sequence N+1 before N. `route_snapshot` reads owners and the sequence
-they reflect in one read transaction.
+serializes writers; PostgreSQL numbers them from a counter row updated in the move's transaction, whose row lock
+orders the moves), gap-free, so a reader never sees sequence N+1 before N. `route_snapshot` reads owners and the
+sequence they reflect in one read transaction.
 """
 
 from __future__ import annotations
@@ -76,10 +77,11 @@ class RouteStore(StoreCore):
             if moved != 1:
                 return None
         row = c.execute(
-            "INSERT INTO route_events (route_key, app_id, environment_id, epoch, deployment_id, artifact_digest, "
-            "previous_deployment_id, operation_id, kind, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "RETURNING *",
+            "INSERT INTO route_events (seq, route_key, app_id, environment_id, epoch, deployment_id, "
+            "artifact_digest, previous_deployment_id, operation_id, kind, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
             (
+                self._next_route_seq(c),
                 route_key,
                 app_id,
                 environment_id,

@@ -6,13 +6,12 @@ taken meanwhile raises `NameTaken` (the transaction then writes nothing).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from rhone_local.domain.ids import new_id
-from rhone_local.store.core import NameTaken, StoreCore, Tx, now_iso, row_dict
+from rhone_local.store.core import CONFLICT_ERRORS, NameTaken, StoreCore, Tx, now_iso, row_dict
 
 
 class TenancyStore(StoreCore):
@@ -22,7 +21,8 @@ class TenancyStore(StoreCore):
         return self.one("SELECT 1 AS x FROM workspaces LIMIT 1") is not None
 
     def bootstrap(self, *, workspace: str, owner: str, token_hash: str, region: str, cell: str) -> dict[str, str]:
-        """The first workspace, its owner with a token, and the primary region with its cell, in one transaction."""
+        """The first workspace, its owner with a token, and the primary region with its cell, in one transaction;
+        {} when a workspace exists (checked in that write transaction: of nodes starting at once, one bootstraps)."""
         ts = now_iso()
         ids = {
             "workspace_id": new_id("workspace"),
@@ -32,6 +32,8 @@ class TenancyStore(StoreCore):
             "cell_id": new_id("cell"),
         }
         with self.write() as c:
+            if c.execute("SELECT 1 FROM workspaces LIMIT 1").fetchone() is not None:
+                return {}
             c.execute("INSERT INTO workspaces VALUES (?, ?, ?)", (ids["workspace_id"], workspace, ts))
             c.execute("INSERT INTO users VALUES (?, ?, NULL, ?)", (ids["user_id"], owner, ts))
             c.execute("INSERT INTO members VALUES (?, ?, 'owner', ?)", (ids["workspace_id"], ids["user_id"], ts))
@@ -277,5 +279,5 @@ def _name_taken_on_conflict() -> Iterator[None]:
     """The unique index's refusal of an insert, as NameTaken (the caller's transaction rolls back)."""
     try:
         yield
-    except sqlite3.IntegrityError as error:
+    except CONFLICT_ERRORS as error:
         raise NameTaken(str(error)) from error

@@ -1,5 +1,5 @@
 """Beyond one machine, end to end (docs/multi-node.md): a real Rhone Local started by `rhone local up --events` (a
-real JetStream nats-server) or `--blobs` (a real S3-API server on loopback).
+real JetStream nats-server), `--blobs` (a real S3-API server on loopback) or `--store` (a real PostgreSQL cluster).
 
 Route events: the server publishes each route event after it commits; the edge process takes route ownership from
 the stream (and only its allocation table from the API's feed). A promotion finishes only when the edge reports the
@@ -16,7 +16,7 @@ import httpx
 
 from rhone_local.route_stream import SEQ_HEADER, STREAM, SUBJECT
 from tests.e2e.helpers import HELLO, wait_until
-from tests.engines import nats_jetstream
+from tests.engines import nats_jetstream, postgres_cluster
 
 LEASE_WAIT = 30.0  # longer than an edge's lease (EDGE_LEASE_SECONDS), so its lapse is seen
 
@@ -93,3 +93,28 @@ def test_every_blob_a_deploy_stores_is_in_the_bucket(local_env, tmp_path, s3_ser
     stored = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
     assert cached and cached <= stored  # the source's files, their manifest, the artifact's: all in the bucket
     assert local_env.rhone("local", "down").exit_code == 0
+
+
+def test_a_deploy_and_its_promotion_on_the_postgresql_store(local_env, tmp_path):
+    import psycopg
+
+    with postgres_cluster() as cluster:
+        with psycopg.connect(cluster.url, autocommit=True) as admin:
+            admin.execute("CREATE DATABASE rhone")
+        url = cluster.url.replace("/postgres?", "/rhone?")
+        local_env.up_options = ("--store", url)
+        started = local_env.up()
+        assert started.exit_code == 0, started.stderr
+        try:
+            document = _deploy_and_promote(local_env, tmp_path)
+            assert document["promotion"]["state"] == "healthy", document
+            answer = _edge(local_env, "hello--production.localhost")
+            assert answer.status_code == 200 and answer.json()["environment"] == "production"
+            with psycopg.connect(url) as db:
+                events = db.execute("SELECT seq, epoch, kind FROM route_events ORDER BY seq").fetchall()
+                migrations = db.execute("SELECT count(*) FROM schema_migrations").fetchone()
+            assert events == [(1, 1, "promote")]
+            assert migrations is not None and migrations[0] >= 8
+            assert not (local_env.data_dir / "rhone.db").exists()  # the store is PostgreSQL, not the data directory
+        finally:
+            assert local_env.rhone("local", "down").exit_code == 0

@@ -7,6 +7,7 @@ exactly the stages it asked for.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
 import sqlite3
@@ -186,10 +187,7 @@ class LocalEnv:
 
     def state_tables(self) -> list[str]:
         """Every table of the control database but the audit log (read from the schema, so new tables count)."""
-        rows = self.store.all(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
-        )
-        return [row["name"] for row in rows if row["name"] != AUDIT_TABLE]
+        return [name for name in self.store.table_names() if name != AUDIT_TABLE]
 
     def snapshot(self) -> dict[str, list[tuple]]:
         """Every row of every state table: equal snapshots mean nothing changed (not even a `revoked_at`)."""
@@ -257,8 +255,11 @@ def database_at_version(path: Path, version: int) -> sqlite3.Connection:
     return db
 
 
-def open_env(data_dir: Path, notifier: ChangeNotifier | None = None) -> tuple[LocalEnv, TestClient]:
-    store = Store(data_dir / "rhone.db")
+def open_env(
+    data_dir: Path, notifier: ChangeNotifier | None = None, store: Store | None = None
+) -> tuple[LocalEnv, TestClient]:
+    """The `local` fixture's Rhone Local, over `store` when given (tests/cluster runs it on PostgreSQL)."""
+    store = store or Store(data_dir / "rhone.db")
     bootstrap(store, data_dir)
     ensure_topology(store)
     notifier = notifier or ChangeNotifier()
@@ -293,6 +294,13 @@ def local(tmp_path: Path, notifier: ChangeNotifier) -> Iterator[LocalEnv]:
 @pytest.fixture
 def live_url(local: LocalEnv) -> Iterator[str]:
     """Rhone Local's app on the test's store, served by uvicorn on a free 127.0.0.1 port in a thread."""
+    with serve_live(local) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve_live(local: LocalEnv) -> Iterator[str]:
+    """The `live_url` fixture's server over `local` (either backend)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))  # the kernel picks a free port; uvicorn serves this very socket (no race)
@@ -326,13 +334,19 @@ def live_url(local: LocalEnv) -> Iterator[str]:
 def stack(tmp_path: Path) -> Iterator[Any]:
     """Rhone Local in process with the real deploy pipeline, promotion stages and runner (see `_stack.py`), and a
     project and app to deploy; every allocation process it started is stopped afterwards."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with open_stack(Store(data_dir / "rhone.db"), data_dir) as opened:
+        yield opened
+
+
+@contextlib.contextmanager
+def open_stack(store: Store, data_dir: Path) -> Iterator[Any]:
+    """The `stack` fixture's Rhone Local over `store` (either backend: tests/cluster runs it on PostgreSQL)."""
     from rhone_local.promotion import Promotions
 
     from ._stack import Stack
 
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    store = Store(data_dir / "rhone.db")
     bootstrap(store, data_dir)
     ensure_topology(store)
     notifier = ChangeNotifier()
