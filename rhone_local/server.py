@@ -460,7 +460,7 @@ def serve(
     )
     # On SQLite the data directory's lock, held above, makes this the store's only server: a name still beating is a
     # crashed predecessor's (a restart after kill -9 must not wait for its lapse). A shared store must not take over.
-    membership = _join(plane, takeover=True)
+    membership = _join(plane, takeover=store.SINGLE_OWNER)
     pipeline, workers, retention, reconciler = plane.pipeline, plane.workers, plane.retention, plane.reconciler
     if 0 < store.migrated_from < 5:
         # Schema 5 records the migrations each environment applied; a database routed before it learns them from
