@@ -15,6 +15,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger("rhone_local.nodes")
 
@@ -90,6 +91,7 @@ class Membership:
         self.store, self.identity = store, identity
         self.heartbeat, self.lapse = heartbeat, lapse
         self.on_lost = on_lost
+        self.name_lock: Any = None  # held for the process's life when the store is shared (server._join)
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -134,6 +136,8 @@ class Membership:
             self._thread.join(5)
         if not self.lost.is_set():
             self.store.leave_node(self.identity.name, self.identity.instance_id)  # type: ignore[attr-defined]
+        if self.name_lock is not None:
+            self.name_lock.release()
 
 
 def roles_text(roles: Iterable[str]) -> str:

@@ -458,9 +458,7 @@ def serve(
         blobs=blobs,
         node=node,
     )
-    # On SQLite the data directory's lock, held above, makes this the store's only server: a name still beating is a
-    # crashed predecessor's (a restart after kill -9 must not wait for its lapse). A shared store must not take over.
-    membership = _join(plane, takeover=store.SINGLE_OWNER)
+    membership = _join(plane)
     pipeline, workers, retention, reconciler = plane.pipeline, plane.workers, plane.retention, plane.reconciler
     if 0 < store.migrated_from < 5:
         # Schema 5 records the migrations each environment applied; a database routed before it learns them from
@@ -543,18 +541,25 @@ def serve(
     return 0 if server.started else 1
 
 
-def _join(plane: ControlPlane, *, takeover: bool = False) -> Membership:
+def _join(plane: ControlPlane) -> Membership:
     """Register the node (a live name held by another process refuses the start, nothing changed); when its name is
-    later taken over after a lapse, its processes stop at once and the server shuts down."""
+    later taken over after a lapse, its processes stop at once and the server shuts down.
+
+    The name is held by a lock, not only by a heartbeat: on SQLite the data directory's (taken at open: one server
+    per store), on a shared store a session advisory lock per name held for the process's life. Holding it proves a
+    previous holder dead, so a name still beating is taken over (a restart after kill -9 does not wait for the
+    lapse); not getting it means another live process holds the name."""
+    lock = plane.store.publisher_lock(f"node:{plane.node.name}")
+    hint = f"choose another name with --node, or stop the node {plane.node.name!r} first"
+    if lock is not None and not lock.acquire():
+        raise StartRefused("node_name_taken", f"node {plane.node.name!r} is held by another live process", hint)
     try:
-        membership = plane.join(takeover=takeover)
-    except NodeNameTaken as taken:
-        raise StartRefused(
-            "node_name_taken",
-            str(taken),
-            f"choose another name with --node, or stop the node {plane.node.name!r} first (its name is free once it "
-            "stops, or once its heartbeat lapses)",
-        ) from None
+        membership = plane.join(takeover=True)
+    except NodeNameTaken as taken:  # only a control plane in this process that registered without the lock
+        if lock is not None:
+            lock.release()
+        raise StartRefused("node_name_taken", str(taken), hint) from None
+    membership.name_lock = lock
 
     def lost() -> None:
         plane.runner.abandon_processes()

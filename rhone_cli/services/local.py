@@ -38,7 +38,11 @@ HEALTH_TIMEOUT_SECONDS = 30.0
 # stderr); the CLI never imports Rhone Local, so the contract is restated here.
 REFUSED_STATUS = 3
 _REFUSAL = re.compile(r"^error \[([a-z_]+)\]: (.+)\nhint: (.+)$", re.MULTILINE)
-REFUSAL_EXIT_CODES = {"data_dir_in_use": ExitCode.CONFLICT, "port_in_use": ExitCode.CONFLICT}
+REFUSAL_EXIT_CODES = {
+    "data_dir_in_use": ExitCode.CONFLICT,
+    "port_in_use": ExitCode.CONFLICT,
+    "node_name_taken": ExitCode.CONFLICT,
+}
 
 
 def data_dir(inv: Invocation, explicit: Path | None = None) -> Path:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from rhone_local import processes
-from rhone_local.datadir import StartRefused
 from rhone_local.nodes import NodeIdentity, node_name_problem, parse_roles
 from rhone_local.operations.placement import runner_nodes
 from rhone_local.server import _join, open_control_plane
@@ -199,9 +198,10 @@ def test_a_lapsed_runner_s_allocations_are_replaced_on_a_live_node_and_it_stops_
             node.close()
 
 
-def test_a_name_another_live_process_holds_refuses_the_start_and_changes_nothing(tmp_path: Path, clock):
-    """`node_name_taken` (the server prints it and exits with status 3, `REFUSED_STATUS`). A server on SQLite holds
-    the data directory's lock, so it takes a name still beating over: that holder is a crashed predecessor."""
+def test_a_live_name_refuses_a_second_control_plane_and_a_server_s_lock_takes_a_dead_one_over(tmp_path: Path, clock):
+    """Joining with a name another live instance holds is refused and changes nothing. A server on SQLite holds the
+    data directory's lock (one server per store), so `_join` takes a name still beating over: its holder is a crashed
+    predecessor. (Across processes on PostgreSQL the name's advisory lock decides: tests/e2e/test_nodes_e2e.py.)"""
     data_dir = tmp_path / "data"
     data_dir.mkdir(mode=0o700)
     first = open_control_plane(data_dir, node=NodeIdentity("busy", frozenset({"runner"})))
@@ -209,13 +209,12 @@ def test_a_name_another_live_process_holds_refuses_the_start_and_changes_nothing
     try:
         first.join()
         before = first.store.all("SELECT * FROM nodes")
-        with pytest.raises(StartRefused) as refused:
-            _join(second)
-        assert refused.value.code == "node_name_taken" and "--node" in refused.value.hint
+        with pytest.raises(NodeNameTaken):
+            second.join()
         assert first.store.all("SELECT * FROM nodes") == before
         assert first.membership.beat()
 
-        _join(second, takeover=True)
+        _join(second)
         (row,) = first.store.all("SELECT * FROM nodes")
         assert (row["instance_id"], row["roles"]) == (second.node.instance_id, "api,edge,runner,worker")
         assert not first.membership.beat() and first.membership.lost.is_set()  # it stops its processes and exits

@@ -23,6 +23,8 @@ from tests.e2e.conftest import LocalServer
 from tests.e2e.helpers import HELLO, wait_until
 from tests.engines import postgres_cluster
 
+# Every column but the heartbeat, which the live nodes renew meanwhile.
+NODE_ROWS = "SELECT name, roles, address, instance_id, started_at, left_at FROM nodes ORDER BY name"
 LAPSE_AND_HEAL = 120.0  # generous: a lapse is 10 s, the replacement's start a few more on a loaded machine
 
 
@@ -94,6 +96,16 @@ def test_two_nodes_on_one_postgresql_store_stop_and_lapse_one_at_a_time(tmp_path
             node_b.data_dir.mkdir(mode=0o700)
             shutil.copy2(node_a.data_dir / "owner.token", node_b.data_dir / "owner.token")
             assert (started := node_b.up()).exit_code == 0, started.stderr
+            # A third server under b's name (another data directory) is refused: the name's lock is b's.
+            impostor = _node(tmp_path, "b-again", url, blobs)
+            impostor.up_options = (*impostor.up_options[:-4], "--node", "b", "--sandbox", "none")
+            with psycopg.connect(url, autocommit=True) as db:
+                nodes_before = db.execute(NODE_ROWS).fetchall()
+            refused = impostor.up()
+            assert refused.exit_code == 5, (refused.stdout, refused.stderr)
+            assert refused.json()["error"]["code"] == "local_node_name_taken"
+            with psycopg.connect(url, autocommit=True) as db:
+                assert db.execute(NODE_ROWS).fetchall() == nodes_before
             status = node_b.json("local", "status")
             assert (status["node"], status["roles"]) == ("b", ["api", "worker", "runner", "edge"])
             assert node_b.rhone("local", "down").exit_code == 0
