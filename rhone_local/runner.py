@@ -273,7 +273,7 @@ class Runner:
         """A new allocation on `node` (default: this one): started here, or, placed on another node, started by that
         node's runner while this waits for it. Ready or failed."""
         ts = now_iso()
-        node_name, address = node or ("", "")
+        node_name, address = node or (self.node, self.address)
         alloc = {
             "id": new_id("allocation"),
             "deployment_id": deployment["id"],
@@ -289,8 +289,8 @@ class Runner:
             "created_at": ts,
             "updated_at": ts,
             "bindings_digest": _digest(bound := self.store.allocation_environment(environment["id"], region["id"])),
-            "node": node_name if node else self.node,
-            "address": address if node else self.address,
+            "node": node_name,
+            "address": address,
         }
         if node is None and not self.runs_processes:
             alloc.update(state="failed", health={"stage": "placing", "error": "no live node has the runner role"})
