@@ -87,6 +87,18 @@ def pg_schema(script: str, name: str = "migration") -> str:
     return code
 
 
+# Besides operations: every table the edge feed reads (routes, and the allocations it may route to with what decides
+# whether they may serve), so `data_version` moves whenever its view could.
+NOTIFYING_TABLES = (
+    "route_owners",
+    "route_events",
+    "allocations",
+    "deployments",
+    "environments",
+    "environment_regions",
+    "regions",
+)
+
 # Defined at every start (CREATE OR REPLACE): the SQLite functions the statements use, as PostgreSQL functions of the
 # same name and meaning for the paths the statements pass; the lease clock; the counter of route events; the
 # notifications.
@@ -106,15 +118,21 @@ CREATE OR REPLACE FUNCTION rhone_notify_operation() RETURNS trigger LANGUAGE plp
     AS $$ BEGIN PERFORM pg_notify('{CHANNEL}', NEW.id); RETURN NULL; END $$;
 CREATE OR REPLACE FUNCTION rhone_notify_table() RETURNS trigger LANGUAGE plpgsql
     AS $$ BEGIN PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME); RETURN NULL; END $$;
-DROP TRIGGER IF EXISTS rhone_notify ON operations;
-CREATE TRIGGER rhone_notify AFTER INSERT OR UPDATE OF version ON operations
-    FOR EACH ROW EXECUTE FUNCTION rhone_notify_operation();
 """ + "".join(
-    f"""DROP TRIGGER IF EXISTS rhone_notify ON {table};
-CREATE TRIGGER rhone_notify AFTER INSERT OR UPDATE OR DELETE ON {table}
-    FOR EACH STATEMENT EXECUTE FUNCTION rhone_notify_table();
+    # Created once (a DO block, not DROP and CREATE at every start: that would lock the live tables of running nodes).
+    f"""DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'rhone_notify' AND tgrelid = '{table}'::regclass) THEN
+        CREATE TRIGGER rhone_notify {when} ON {table} {each};
+    END IF;
+END $$;
 """
-    for table in ("route_owners", "route_events", "allocations")
+    for table, when, each in (
+        ("operations", "AFTER INSERT OR UPDATE OF version", "FOR EACH ROW EXECUTE FUNCTION rhone_notify_operation()"),
+        *(
+            (table, "AFTER INSERT OR UPDATE OR DELETE", "FOR EACH STATEMENT EXECUTE FUNCTION rhone_notify_table()")
+            for table in NOTIFYING_TABLES
+        ),
+    )
 )
 
 
@@ -276,9 +294,8 @@ class PostgresStore(Store):
         """A short write transaction, serialized with every other one of every node (one advisory lock), all or
         nothing. An exception inside rolls it back."""
         conn = self.conn
-        conn.execute("BEGIN")
         try:
-            conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+            conn.script(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})")  # one round trip
             yield conn
         except BaseException:
             _end_quietly(conn)
@@ -343,7 +360,7 @@ class PostgresStore(Store):
 
     def data_version(self) -> int:
         """The number of change notifications this process received: it moves whenever a node commits a change to
-        operations, routes or allocations."""
+        an operation or to a table the edge feed reads (NOTIFYING_TABLES)."""
         self._listen()
         return self._changes
 

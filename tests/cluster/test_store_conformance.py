@@ -310,6 +310,7 @@ class RecordingNotifier:
         self.changes: Counter[str] = Counter()
         self.wakeups = 0
         self.event = threading.Event()
+        self.woke = threading.Event()
         self.lock = threading.Lock()
 
     def changed(self, op_id: str) -> None:
@@ -320,6 +321,7 @@ class RecordingNotifier:
     def work_available(self) -> None:
         with self.lock:
             self.wakeups += 1
+        self.woke.set()
 
 
 def test_a_commit_through_one_store_wakes_the_listeners_of_another(store: Store, open_store: OpenStore) -> None:
@@ -341,6 +343,24 @@ def test_a_commit_through_one_store_wakes_the_listeners_of_another(store: Store,
     assert store.advance_operation(claimed, "validating", worker="worker-a") is not None
     assert notifier.event.wait(30)
     assert notifier.changes == {op_id: 2}
+    # What decides whether an allocation may serve (a region made eligible) moves the edge feed's data version too.
+    _, env_id, _ = _seed_route(store, 1)
+    notifier.event.clear()
+    (sentinel,) = create_operations(store, 1)  # notifications arrive in commit order: the seed's are in once it is
+    assert notifier.event.wait(30) and notifier.changes[sentinel] == 1
+    seen = other.data_version()
+    notifier.woke.clear()
+    with store.write() as c:
+        store.set_environment_region(
+            c,
+            environment_id=env_id,
+            region_id=store.primary_region()["id"],
+            state="eligible",
+            operation_id="op_r",
+            reason=None,
+        )
+    assert notifier.woke.wait(30)
+    assert other.data_version() > seen
 
 
 def test_one_publisher_lock_holder_across_stores(store: Store, open_store: OpenStore) -> None:
@@ -392,3 +412,134 @@ def test_edge_reports_are_read_across_stores(store: Store, open_store: OpenStore
     assert other.reporting_edges(-1) == {}  # heard before a window that ends in the future
     other.forget_edge("edge-0.1@b")
     assert store.edge_by_token_digest("ab" * 32) is None
+
+
+def test_a_stage_whose_lease_is_lost_is_not_recorded_and_renewing_stops(store: Store, open_store: OpenStore) -> None:
+    from rhone_local.notify import ChangeNotifier
+    from rhone_local.operations.kinds import Advance, Kind
+    from rhone_local.workers import Workers
+
+    (op_id,) = create_operations(store, 1)
+    thief_store = open_store()
+    refused = threading.Event()
+    renewals: list[bool] = []
+    renew = store.renew_lease
+
+    def counted_renew(op: str, worker: str, seconds: float) -> bool:
+        renewed = renew(op, worker, seconds)
+        renewals.append(renewed)
+        if not renewed:
+            refused.set()
+        return renewed
+
+    store.renew_lease = counted_renew  # type: ignore[method-assign]
+
+    def stage(op: dict[str, Any]) -> Advance:
+        # Another worker takes the operation over while this stage runs (its lease handed on, as after an expiry).
+        thief_store.release_operation(op["id"], "worker-1")
+        assert thief_store.claim_operation("thief", 60.0, TERMINAL_STATES) is not None
+        assert refused.wait(30)  # the heartbeat learnt it
+        refused.clear()
+        # Ten more beats' time: a heartbeat that kept renewing would be refused again (this one stopped).
+        assert not refused.wait(10 * 0.6 / 3)
+        effect = lambda c: store.audit(  # noqa: E731
+            workspace_id=None,
+            principal=_principal(store),
+            action="stage.effect",
+            target=op["id"],
+            request_id="req_stage",
+            result="allowed",
+            tx=c,
+        )
+        return Advance("validating", effect=effect)
+
+    workers = Workers(
+        store, ChangeNotifier(), lease_seconds=0.6, kinds={"project.create": Kind("project.create", {"queued": stage})}
+    )
+    claimed = store.claim_operation("worker-1", 0.6, TERMINAL_STATES)
+    assert claimed is not None and claimed["id"] == op_id
+    audits = store.count("audit")
+    workers.drive(claimed, "worker-1")
+    row = store.operation(op_id)
+    assert row is not None
+    assert (row["version"], row["state"], row["lease_owner"]) == (1, "queued", "thief")
+    assert store.count("audit") == audits  # the stage's effect rolled back with its refused record
+    assert renewals.count(False) == 1  # the heartbeat stopped at the first refusal
+
+
+def test_a_plain_portable_migration_translates_unchanged_in_meaning() -> None:
+    from rhone_local.store.postgres import pg_schema
+
+    nodes = (
+        "-- Version 10: nodes (json_extract in a comment is no statement).\n"
+        "CREATE TABLE nodes (\n    name TEXT PRIMARY KEY,\n    roles TEXT NOT NULL,\n    heartbeat_at REAL,\n"
+        "    generation INTEGER NOT NULL DEFAULT 0\n) STRICT;\n"
+        "ALTER TABLE allocations ADD COLUMN node TEXT;\n"
+        "CREATE INDEX allocations_node ON allocations (node, state);\n"
+    )
+    translated = pg_schema(nodes, "010_nodes.sql")
+    assert "STRICT" not in translated and "json_extract" not in translated
+    assert 'name TEXT COLLATE "C" PRIMARY KEY' in translated
+    assert "heartbeat_at DOUBLE PRECISION" in translated and "generation BIGINT NOT NULL DEFAULT 0" in translated
+    assert 'ALTER TABLE allocations ADD COLUMN node TEXT COLLATE "C";' in translated
+
+
+@pytest.mark.parametrize(
+    ("statement", "named"),
+    [
+        ("INSERT OR REPLACE INTO nodes VALUES ('a');", "INSERT OR"),
+        ("UPDATE nodes SET at = strftime('%s', 'now');", "strftime"),
+        ("UPDATE nodes SET roles = json_set(roles, '$.a', 1);", "json_set"),
+        ("PRAGMA foreign_keys = OFF;", "PRAGMA"),
+        ("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, x AUTOINCREMENT);", "AUTOINCREMENT"),
+    ],
+)
+def test_a_migration_outside_the_portable_subset_is_refused_by_name(statement: str, named: str) -> None:
+    from rhone_local.store.postgres import pg_schema
+
+    with pytest.raises(ValueError, match=f"011_x.sql is not in the portable subset of SQL: '{named}'"):
+        pg_schema(statement, "011_x.sql")
+
+
+def test_of_concurrent_changes_to_one_environment_exactly_one_is_accepted(store: Store, open_store: OpenStore) -> None:
+    workspace = store.bootstrap_workspace()
+    assert workspace is not None
+    principal = _principal(store)
+    stores = [open_store() for _ in range(6)]
+
+    def change(index: int) -> str:
+        node, kind = stores[index], ("scale", "promote")[index % 2]
+        with node.write() as c:
+            if node.live_operations(c, "env_1", ("scale", "promote"), exclude=""):
+                outcome = "environment_busy"
+            else:
+                node.create_operation(
+                    c,
+                    workspace_id=workspace["id"],
+                    kind=kind,
+                    target_kind="environment",
+                    target_id="env_1",
+                    params={"environment_id": "env_1"},
+                    principal=principal,
+                    request_id=f"req_{index}",
+                    idempotency_key=None,
+                )
+                outcome = "accepted"
+        node.close()
+        return outcome
+
+    assert Counter(_in_threads(6, change)) == {"accepted": 1, "environment_busy": 5}
+    assert store.count("operations") == 1
+
+
+def test_nodes_bootstrapping_one_store_at_once_create_one_workspace(open_store: OpenStore, tmp_path: Path) -> None:
+    stores = [open_store() for _ in range(4)]
+    for index in range(4):
+        (tmp_path / f"node-{index}").mkdir()
+    _in_threads(4, lambda index: bootstrap(stores[index], tmp_path / f"node-{index}"))
+    assert [stores[0].count(table) for table in ("workspaces", "users", "members", "tokens", "regions")] == [1] * 5
+    # Only the node whose bootstrap committed keeps an owner token file: the one the store knows.
+    token_files = [
+        tmp_path / f"node-{i}" / "owner.token" for i in range(4) if (tmp_path / f"node-{i}" / "owner.token").exists()
+    ]
+    assert len(token_files) == 1
