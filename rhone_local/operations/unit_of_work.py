@@ -10,20 +10,20 @@ record (`failed`, with its code).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from rhone_local.domain.access import Principal
+from rhone_local.domain.canonical import canonical_sha256
 from rhone_local.domain.errors import DomainError, conflict
 from rhone_local.store import Store, Tx
 
 
 def body_hash(payload: Any) -> str:
-    """The fingerprint an idempotency key is bound to (sorted keys, compact, ASCII: as stored since schema 1)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """The fingerprint an idempotency key is bound to: the sha256 of the request's canonical JSON, the same bytes a
+    manifest's digest is taken over."""
+    return canonical_sha256(payload)
 
 
 @dataclass(frozen=True)
