@@ -39,6 +39,7 @@ from rhone_local.app_logs import iso_at
 from rhone_local.artifacts import load_manifest, materialize
 from rhone_local.blobs import BlobStore
 from rhone_local.domain import limits
+from rhone_local.domain.access import hash_token, new_secret
 from rhone_local.domain.ids import new_id
 from rhone_local.sandbox import Bind, Sandbox, base_environment
 from rhone_local.store import Store, now_iso
@@ -141,14 +142,10 @@ class Runner:
         return self.root / alloc_id / "alloc.log"
 
     # -- start ----------------------------------------------------------------------------------------------------
-    def ensure_running(
-        self, deployment: dict[str, Any], environment: dict[str, Any], *, token: Callable[[str], str]
-    ) -> dict[str, Any]:
+    def ensure_running(self, deployment: dict[str, Any], environment: dict[str, Any]) -> dict[str, Any]:
         """The deployment's one allocation in the environment, in the primary region (a preview): its ready one, or
         a new one (ready or failed). Never leaves two live ones."""
-        allocations = self.ensure_instances(
-            deployment, environment, 1, token=token, regions=[self.store.primary_region()]
-        )
+        allocations = self.ensure_instances(deployment, environment, 1, regions=[self.store.primary_region()])
         return next((a for a in allocations if a["state"] == "ready"), allocations[0])
 
     def ensure_instances(
@@ -157,7 +154,6 @@ class Runner:
         environment: dict[str, Any],
         count: int,
         *,
-        token: Callable[[str], str],
         regions: list[dict[str, Any]],
     ) -> list[dict[str, Any]]:
         """Converge the deployment's allocations in the environment on `count` ready ones, spread over `regions`
@@ -195,7 +191,7 @@ class Runner:
 
             def start(place: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
                 try:
-                    return self._start(deployment, environment, token=token, region=place[0], cell=place[1])
+                    return self._start(deployment, environment, region=place[0], cell=place[1])
                 finally:
                     self.store.close()  # this thread's connection
 
@@ -209,6 +205,26 @@ class Runner:
                     self.drain(alloc, f"replaced: {count} instance(s) over {len(regions)} region(s), current bindings")
                 stale = []
             return fresh + started + stale
+
+    def runtime_token(self, deployment: dict[str, Any], allocation_id: str) -> str:
+        """A fresh token for the app's runtime identity, handed to one allocation (never shown anywhere else). It is
+        bound to that allocation: it stops working the moment the allocation leaves `ready` (see
+        `Store.principal_for_token`)."""
+        identity = self.store.runtime_identity_of(deployment["app_id"])
+        secret = new_secret()
+        with self.store.write() as c:
+            if identity is None:
+                identity = self.store.create_runtime_identity(c, deployment["workspace_id"], deployment["app_id"])
+            self.store.create_token(
+                c,
+                subject_kind="runtime",
+                subject_id=identity["id"],
+                name=f"allocation {allocation_id} of {deployment['id']}",
+                secret_hash=hash_token(secret),
+                workspace_id=deployment["workspace_id"],
+                allocation_id=allocation_id,
+            )
+        return secret
 
     def bindings_digest(self, environment_id: str, region_id: str) -> str:
         return _digest(self.store.allocation_environment(environment_id, region_id))
@@ -234,7 +250,6 @@ class Runner:
         deployment: dict[str, Any],
         environment: dict[str, Any],
         *,
-        token: Callable[[str], str],
         region: dict[str, Any],
         cell: dict[str, Any],
     ) -> dict[str, Any]:
@@ -278,7 +293,9 @@ class Runner:
             "RHONE_ENVIRONMENT": environment["name"],
             "RHONE_ARTIFACT_DIGEST": deployment["artifact_digest"],
             "RHONE_REGION": region["name"],  # internal topology, for logs; never part of a public URL or id
-            "RHONE_RUNTIME_TOKEN": token(alloc["id"]),  # minted only for an allocation that starts; dies with it
+            "RHONE_RUNTIME_TOKEN": self.runtime_token(
+                deployment, alloc["id"]
+            ),  # minted only for an allocation that starts; dies with it
         }
         binds = self._allocation_binds(environment["id"], region["id"])
         retries: list[dict[str, Any]] = []  # the ports an app could not bind (taken after they were chosen)
