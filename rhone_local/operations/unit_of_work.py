@@ -43,6 +43,40 @@ class Mutation:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Who started an operation, and through which request (recorded on the operation)."""
+
+    principal: Principal
+    request_id: str
+    idempotency_key: str | None
+
+
+def start_operation(
+    store: Store,
+    c: Tx,
+    origin: Origin,
+    *,
+    workspace_id: str,
+    kind: str,
+    target_kind: str,
+    target_id: str,
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """Record a new operation of `kind` in the unit of work's transaction; the workers pick it up once it commits."""
+    return store.create_operation(
+        c,
+        workspace_id=workspace_id,
+        kind=kind,
+        target_kind=target_kind,
+        target_id=target_id,
+        params=params,
+        principal=origin.principal,
+        request_id=origin.request_id,
+        idempotency_key=origin.idempotency_key,
+    )
+
+
+@dataclass(frozen=True)
 class Done:
     status: int
     body: dict[str, Any]
