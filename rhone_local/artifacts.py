@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from rhone_local.blobs import BlobStore
+from rhone_local.domain.canonical import canonical_bytes
 from rhone_local.domain.errors import DomainError
-from rhone_local.domain.manifest import canonical_bytes
 
 SKIPPED_DIRS = frozenset({".rhone", "__pycache__", ".git"})
 SYSTEM_PREFIXES = ("/usr/", "/bin/", "/lib/", "/lib32/", "/lib64/", "/libx32/", "/sbin/")

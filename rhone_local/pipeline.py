@@ -18,7 +18,6 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -563,7 +562,7 @@ class DeployPipeline:
             )
         # Every gate passed and is recorded: now the preview allocation, which must pass its readiness probe.
         environment = self.store.environment_by_id(deployment["environment_id"])
-        alloc = self.runner.ensure_running(deployment, environment, token=partial(self.runtime_token, deployment))
+        alloc = self.runner.ensure_running(deployment, environment)
         evidence["allocation"] = {
             "id": alloc["id"],
             "state": alloc["state"],
@@ -578,47 +577,6 @@ class DeployPipeline:
         if self.on_deploy_finished is not None:
             self.on_deploy_finished()
         return StageOutcome("preview_ready", evidence, deployment={"evidence": evidence})
-
-    def restore_previews(self) -> list[str]:
-        """After a restart: start again the newest preview_ready deployment of each app environment whose
-        allocation did not survive (older ones were superseded and stay stopped). Route owners come back through
-        healing, at their environment's instance count."""
-        restarted = []
-        for deployment in self.store.newest_previews():
-            live = [
-                a
-                for a in self.runner.allocations_of(deployment["id"])
-                if a["state"] == "ready" and a["environment_id"] == deployment["environment_id"]
-            ]
-            if live or self.store.route_owner(deployment["app_id"], deployment["environment_id"]):
-                continue
-            environment = self.store.environment_by_id(deployment["environment_id"])
-            self.runner.ensure_running(deployment, environment, token=partial(self.runtime_token, deployment))
-            restarted.append(deployment["id"])
-        return restarted
-
-    def runtime_token(self, deployment: dict[str, Any], allocation_id: str) -> str:
-        """A fresh token for the app's runtime identity, handed to one allocation (never shown anywhere else). It is
-        bound to that allocation: it stops working the moment the allocation leaves `ready` (see
-        `Store.principal_for_token`)."""
-
-        from rhone_local.domain.access import hash_token, new_secret
-
-        identity = self.store.runtime_identity_of(deployment["app_id"])
-        secret = new_secret()
-        with self.store.write() as c:
-            if identity is None:
-                identity = self.store.create_runtime_identity(c, deployment["workspace_id"], deployment["app_id"])
-            self.store.create_token(
-                c,
-                subject_kind="runtime",
-                subject_id=identity["id"],
-                name=f"allocation {allocation_id} of {deployment['id']}",
-                secret_hash=hash_token(secret),
-                workspace_id=deployment["workspace_id"],
-                allocation_id=allocation_id,
-            )
-        return secret
 
 
 def build_pipeline(
@@ -643,5 +601,4 @@ def build_pipeline(
         cache_limit=cache_limit,
     )
     pipeline.provisioner = Provisioner(data_dir, app_databases)
-    pipeline.runner.token_for = lambda deployment: partial(pipeline.runtime_token, deployment)
     return pipeline

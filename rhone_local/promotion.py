@@ -13,7 +13,6 @@ Stages: requested → policy_check → route_cas → edge_propagating → health
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from rhone_local.domain import topology as topology_rules
@@ -48,11 +47,11 @@ class Promotions:
         evidence = dict(evidence or {})
         deployment = self.store.deployment(params["deployment_id"])
         environment = self.store.environment_by_id(params["environment_id"])
-        runner, token = self.pipeline.runner, partial(self.pipeline.runtime_token, deployment)
+        runner = self.pipeline.runner
         instances = max(environment.get("instances", 1), 1)
         # Only the eligible regions where this deployment's own needs (providers, residency, services) are met.
         regions, evidence["skipped_regions"] = serving_regions(self.store, environment, deployment["config"])
-        allocations = runner.ensure_instances(deployment, environment, instances, token=token, regions=regions)
+        allocations = runner.ensure_instances(deployment, environment, instances, regions=regions)
         evidence["allocations"] = [{"id": a["id"], "state": a["state"], "health": a["health"]} for a in allocations]
         evidence["allocation"] = evidence["allocations"][0]
         not_ready = [a for a in allocations if a["state"] != "ready"]

@@ -25,7 +25,6 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any
 
 from rhone_local import app_logs, processes
@@ -64,6 +63,24 @@ class Reconciler:
         self._healing: dict[str, threading.Thread] = {}  # environment id → its replacement under way
 
     # -- the loop --------------------------------------------------------------------------------------------------
+    def restore_previews(self) -> list[str]:
+        """After a restart: start again the newest preview_ready deployment of each app environment whose
+        allocation did not survive (older ones were superseded and stay stopped). Route owners come back through
+        healing, at their environment's instance count."""
+        restarted = []
+        for deployment in self.store.newest_previews():
+            live = [
+                a
+                for a in self.runner.allocations_of(deployment["id"])
+                if a["state"] == "ready" and a["environment_id"] == deployment["environment_id"]
+            ]
+            if live or self.store.route_owner(deployment["app_id"], deployment["environment_id"]):
+                continue
+            environment = self.store.environment_by_id(deployment["environment_id"])
+            self.runner.ensure_running(deployment, environment)
+            restarted.append(deployment["id"])
+        return restarted
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
         self._thread.start()
@@ -223,7 +240,6 @@ class Reconciler:
                 deployment,
                 environment,
                 environment["instances"],
-                token=partial(self.pipeline.runtime_token, deployment),
                 regions=regions,
             )
             failed = [a for a in allocations if a["state"] == "failed"]

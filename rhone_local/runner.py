@@ -39,6 +39,7 @@ from rhone_local.app_logs import iso_at
 from rhone_local.artifacts import load_manifest, materialize
 from rhone_local.blobs import BlobStore
 from rhone_local.domain import limits
+from rhone_local.domain.access import hash_token, new_secret
 from rhone_local.domain.ids import new_id
 from rhone_local.nodes import DEFAULT_NODE, LAPSE_SECONDS
 from rhone_local.sandbox import Bind, Sandbox, base_environment
@@ -131,9 +132,6 @@ class Runner:
         # place allocations on other nodes and wait for them. Set by server.wire.
         self.node, self.address, self.runs_processes = DEFAULT_NODE, "127.0.0.1", True
         self.lapse = LAPSE_SECONDS
-        # The runtime token minter of a deployment (`Pipeline.runtime_token`, wired by the pipeline): what an
-        # allocation placed here by another node's worker is started with.
-        self.token_for: Callable[[dict[str, Any]], Callable[[str], str]] | None = None
         self._starting: set[str] = set()  # allocations this process is starting (not to be claimed twice)
         self._starting_guard = threading.Lock()
 
@@ -154,14 +152,10 @@ class Runner:
         return self.root / alloc_id / "alloc.log"
 
     # -- start ----------------------------------------------------------------------------------------------------
-    def ensure_running(
-        self, deployment: dict[str, Any], environment: dict[str, Any], *, token: Callable[[str], str]
-    ) -> dict[str, Any]:
+    def ensure_running(self, deployment: dict[str, Any], environment: dict[str, Any]) -> dict[str, Any]:
         """The deployment's one allocation in the environment, in the primary region (a preview): its ready one, or
         a new one (ready or failed). Never leaves two live ones."""
-        allocations = self.ensure_instances(
-            deployment, environment, 1, token=token, regions=[self.store.primary_region()]
-        )
+        allocations = self.ensure_instances(deployment, environment, 1, regions=[self.store.primary_region()])
         return next((a for a in allocations if a["state"] == "ready"), allocations[0])
 
     def ensure_instances(
@@ -170,7 +164,6 @@ class Runner:
         environment: dict[str, Any],
         count: int,
         *,
-        token: Callable[[str], str],
         regions: list[dict[str, Any]],
     ) -> list[dict[str, Any]]:
         """Converge the deployment's allocations in the environment on `count` ready ones, spread over `regions`
@@ -211,7 +204,7 @@ class Runner:
             def start(place: tuple[tuple[dict[str, Any], dict[str, Any]], tuple[str, str] | None]) -> dict[str, Any]:
                 (region, cell), node = place
                 try:
-                    return self._start(deployment, environment, token=token, region=region, cell=cell, node=node)
+                    return self._start(deployment, environment, region=region, cell=cell, node=node)
                 finally:
                     self.store.close()  # this thread's connection
 
@@ -232,6 +225,26 @@ class Runner:
         if alloc.get("node") not in (None, self.node):
             return True
         return processes.leader_alive(alloc["pid"], alloc["pid_start_time"])
+
+    def runtime_token(self, deployment: dict[str, Any], allocation_id: str) -> str:
+        """A fresh token for the app's runtime identity, handed to one allocation (never shown anywhere else). It is
+        bound to that allocation: it stops working the moment the allocation leaves `ready` (see
+        `Store.principal_for_token`)."""
+        identity = self.store.runtime_identity_of(deployment["app_id"])
+        secret = new_secret()
+        with self.store.write() as c:
+            if identity is None:
+                identity = self.store.create_runtime_identity(c, deployment["workspace_id"], deployment["app_id"])
+            self.store.create_token(
+                c,
+                subject_kind="runtime",
+                subject_id=identity["id"],
+                name=f"allocation {allocation_id} of {deployment['id']}",
+                secret_hash=hash_token(secret),
+                workspace_id=deployment["workspace_id"],
+                allocation_id=allocation_id,
+            )
+        return secret
 
     def bindings_digest(self, environment_id: str, region_id: str) -> str:
         return _digest(self.store.allocation_environment(environment_id, region_id))
@@ -265,7 +278,6 @@ class Runner:
         deployment: dict[str, Any],
         environment: dict[str, Any],
         *,
-        token: Callable[[str], str],
         region: dict[str, Any],
         cell: dict[str, Any],
         node: tuple[str, str] | None = None,
@@ -303,7 +315,7 @@ class Runner:
             self._starting.add(alloc["id"])
         try:
             self.store.insert_allocation(alloc)
-            return self._run(alloc, deployment, environment, token=token, region=region, bound=bound)
+            return self._run(alloc, deployment, environment, region=region, bound=bound)
         finally:
             with self._starting_guard:
                 self._starting.discard(alloc["id"])
@@ -314,7 +326,6 @@ class Runner:
         deployment: dict[str, Any],
         environment: dict[str, Any],
         *,
-        token: Callable[[str], str],
         region: dict[str, Any],
         bound: dict[str, str],
         claimed: bool = False,
@@ -346,7 +357,9 @@ class Runner:
             "RHONE_ENVIRONMENT": environment["name"],
             "RHONE_ARTIFACT_DIGEST": deployment["artifact_digest"],
             "RHONE_REGION": region["name"],  # internal topology, for logs; never part of a public URL or id
-            "RHONE_RUNTIME_TOKEN": token(alloc["id"]),  # minted only for an allocation that starts; dies with it
+            "RHONE_RUNTIME_TOKEN": self.runtime_token(
+                deployment, alloc["id"]
+            ),  # minted only for an allocation that starts; dies with it
         }
         binds = self._allocation_binds(environment["id"], region["id"])
         retries: list[dict[str, Any]] = []  # the ports an app could not bind (taken after they were chosen)
@@ -405,11 +418,10 @@ class Runner:
             deployment = self.store.deployment(alloc["deployment_id"])
             environment = self.store.environment_by_id(alloc["environment_id"])
             region = self.store.region(alloc["region_id"])
-            if deployment is None or environment is None or region is None or self.token_for is None:
+            if deployment is None or environment is None or region is None:
                 raise RuntimeError("its deployment, environment or region is gone")
             bound = self.store.allocation_environment(environment["id"], region["id"])
-            token = self.token_for(deployment)
-            self._run(alloc, deployment, environment, token=token, region=region, bound=bound, claimed=True)
+            self._run(alloc, deployment, environment, region=region, bound=bound, claimed=True)
         except RunnerStopping:
             pass
         except Exception as error:  # the allocation fails with why; the worker waiting for it sees it

@@ -161,15 +161,15 @@ def ensure_topology(store: Store) -> None:
         store.ensure_region(region, jurisdiction, list(cells), primary=index == 0)
 
 
-def _restore_previews(pipeline: Any) -> None:
+def _restore_previews(reconciler: Reconciler) -> None:
     try:
-        restarted = pipeline.restore_previews()
+        restarted = reconciler.restore_previews()
         if restarted:
             log.info("restarted the preview allocations of %s", ", ".join(restarted))
     except Exception:  # a failed restore must not take the server down; the log says why
         log.exception("restoring preview allocations failed")
     finally:
-        pipeline.store.close()
+        reconciler.store.close()
 
 
 def _sandbox(mode: str, data_dir: Path, read_only: Sequence[str]) -> Sandbox:
@@ -512,7 +512,7 @@ def serve(
             feed.on_change(publisher.poke)  # the feed's watcher sees each commit first: publish at once
     if node.has("worker"):
         # Previews come back in the background: the API answers meanwhile, and the edge says 503 until they are ready.
-        threading.Thread(target=_restore_previews, args=(pipeline,), name="restore-previews", daemon=True).start()
+        threading.Thread(target=_restore_previews, args=(reconciler,), name="restore-previews", daemon=True).start()
     # Drains, dead and unresponsive instances, and each route owner's instance count (also after this restart).
     reconciler.start()
     if node.has("runner"):

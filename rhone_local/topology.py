@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -227,7 +226,6 @@ class Topology:
             deployment,
             environment,
             instances,
-            token=partial(self.pipeline.runtime_token, deployment),
             regions=serving_regions(self.store, environment, deployment["config"])[0],
         )
         regions = {r["id"]: r["name"] for r in self.store.regions()}
@@ -266,7 +264,6 @@ class Topology:
                 deployment,
                 environment,
                 count,
-                token=partial(self.pipeline.runtime_token, deployment),
                 regions=regions,
             )
             rolled.append({"deployment_id": deployment_id, "allocations": [a["id"] for a in allocations]})

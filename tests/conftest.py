@@ -42,6 +42,38 @@ def default_signal_dispositions() -> None:
 SIGNALLED_CHILD = {"restore_signals": True, "preexec_fn": default_signal_dispositions}
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        # schemathesis names each operation's test `test_api[METHOD /path]`, but under pytest 9.2 they all get the
+        # node id `…::test_api`; pytest-xdist schedules by node id and would run only one of them.
+        if isinstance(item, pytest.Function) and not item.nodeid.endswith("::" + item.name):
+            _set_node_id(item, f"{item.nodeid.rsplit('::', 1)[0]}::{item.name}")
+
+
+def _set_node_id(item: pytest.Item, node_id: str) -> None:
+    try:
+        from _pytest.nodeid import NodeId  # pytest >= 9.2 keeps a structured id
+    except ImportError:
+        item._nodeid = node_id
+    else:
+        item._id = NodeId.parse(node_id)
+
+
+def duplicate_node_ids(node_ids: list[str]) -> list[str]:
+    seen: set[str] = set()
+    return sorted({n for n in node_ids if n in seen or seen.add(n)})
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Refuse a suite with two tests under one node id: the parallel run (pytest-xdist, README "Running the tests")
+    keeps one test per id, so the others would silently never run."""
+    duplicates = duplicate_node_ids([item.nodeid for item in session.items])
+    if duplicates:
+        raise pytest.UsageError(
+            "tests share a node id (only one of each would run in parallel):\n" + "\n".join(duplicates)
+        )
+
+
 @dataclass
 class Result:
     exit_code: int

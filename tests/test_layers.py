@@ -5,7 +5,9 @@
   `rhone_local/store/app_databases.py`);
 - the API and the operations' request-time checks depend on the domain, the store and the narrow interfaces of
   `rhone_local/ports.py` only: never on an engine, the runner, the pipeline, promotion stages or the edge, which
-  `server.py` injects.
+  `server.py` injects;
+- routers decide no policy: they start no operation and judge no environment busy themselves (the operation kinds
+  do, in `rhone_local/operations/`), reach the store only through the composed `Store`, and touch no stage machinery.
 """
 
 from __future__ import annotations
@@ -173,6 +175,80 @@ def test_the_import_check_finds_what_it_forbids(tmp_path: Path) -> None:
         "rhone_local.pipeline",
         "rhone_local.engines",
     ], found
+
+
+# What only an operation kind does: record an operation, decide an environment is busy (store methods), and the stage
+# machinery (registries, handlers, the stage implementations' interfaces).
+KIND_ONLY_CALLS = {"create_operation", "live_operations"}
+STAGE_MACHINERY = {"kinds", "Kind", "Advance", "Handler", "onward", "staged", "registry", "topology_stages"}
+
+
+def policy_in_routers(root: Path = LOCAL) -> list[str]:
+    """Every place in `rhone_local/api/` that does what only an operation kind may: calls a kind-only store method,
+    names the stage machinery (`*Stages` interfaces included), or imports a module of the store's package instead
+    of the composed `Store`."""
+    found = []
+    for name, tree in _modules(root):
+        if not name.startswith("rhone_local/api/"):
+            continue
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in KIND_ONLY_CALLS
+            ):
+                found.append(f"{name}:{node.lineno}: .{node.func.attr}(")
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rhone_local.store."):
+                found.append(f"{name}:{node.lineno}: {node.module}")
+            else:
+                named = [a.name for a in node.names] if isinstance(node, ast.ImportFrom | ast.Import) else []
+                named += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+                named += [node.attr] if isinstance(node, ast.Attribute) else []
+                for word in named:
+                    last = word.rsplit(".", 1)[-1]
+                    if last in STAGE_MACHINERY or last.endswith("Stages"):
+                        found.append(f"{name}:{node.lineno}: {word}")
+    return found
+
+
+def test_routers_leave_policy_to_the_operation_kinds() -> None:
+    assert policy_in_routers() == []
+
+
+def test_the_router_check_finds_what_it_forbids(tmp_path: Path) -> None:
+    package = tmp_path / "rhone_local" / "api"
+    package.mkdir(parents=True)
+    (package / "thick.py").write_text(
+        "from rhone_local.store import Store\n"
+        "from rhone_local.store.operations import OperationsStore\n"
+        "from rhone_local.operations import promote\n"
+        "from rhone_local.operations.kinds import Advance\n"
+        "def route(store, c):\n"
+        "    store.live_operations(c, 'env_1', ('scale',), exclude='')\n"
+        "    store.create_operation(c, kind='scale')\n"
+        "    promote.kinds(None)\n"
+        "    promote.check_promotion(store, None, {}, {})\n"
+        "    x: promote.PromotionStages\n"
+    )
+    import tests.test_layers as layers
+
+    saved = layers.ROOT
+    layers.ROOT = tmp_path
+    try:
+        found = layers.policy_in_routers(tmp_path / "rhone_local")
+    finally:
+        layers.ROOT = saved
+    assert sorted(f.split(": ", 1)[1] for f in found) == sorted(
+        [
+            "rhone_local.store.operations",
+            "rhone_local.operations.kinds",  # the module named in the import
+            "Advance",
+            ".live_operations(",
+            ".create_operation(",
+            "kinds",
+            "PromotionStages",
+        ]
+    ), found
 
 
 def test_importing_the_api_loads_no_implementation() -> None:

@@ -61,3 +61,23 @@ def test_everything_under_tests_e2e_is_slow() -> None:
     pytest_collection_modifyitems(items)
     assert [item.marks for item in items] == [["slow"], ["slow"], []]
     assert not [p.name for p in E2E_DIR.glob("test_*.py") if "pytestmark" in p.read_text()]
+
+
+def test_two_tests_never_share_a_node_id() -> None:
+    """The parallel run keeps one test per node id: a collection with duplicates is refused (tests/conftest.py)."""
+    from tests.conftest import duplicate_node_ids
+
+    assert duplicate_node_ids(["a.py::t[1]", "a.py::t", "a.py::t[2]", "a.py::t", "b.py::t"]) == ["a.py::t"]
+    assert duplicate_node_ids(["a.py::t[1]", "a.py::t[2]"]) == []
+
+
+def test_ci_runs_the_readme_test_command_in_parallel() -> None:
+    """`.ci/run` runs exactly the README's test command, and it runs the suite in parallel with `--dist loadgroup`
+    (which keeps an `xdist_group` on one worker; plain `load` would scatter it)."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Running the tests", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"^\.venv/bin/python -m pytest .*$", section, re.M)
+    full = commands[0]
+    assert re.search(r" -n \d+ --dist loadgroup\b", full), full
+    assert f'"$VENV/bin/python" -m pytest {full.split(" -m pytest ", 1)[1]}' in (REPO / ".ci" / "run").read_text()
+    assert f'{full} -m "not slow"' in commands, commands

@@ -23,17 +23,16 @@ from rhone_local.api.routes import (
     get_store,
     mutate,
     op_view,
+    origin,
     page,
     readable_app,
     route_url,
 )
 from rhone_local.artifacts import store_manifest
-from rhone_local.domain import manifest as manifests
-from rhone_local.domain import settings as setting_rules
 from rhone_local.domain.access import Principal
 from rhone_local.domain.errors import conflict, forbidden, not_found
-from rhone_local.domain.ids import new_id
 from rhone_local.domain.policy import policy_drift
+from rhone_local.operations import deploy as deploys
 from rhone_local.store import now_iso
 
 router = APIRouter()
@@ -173,72 +172,28 @@ def create_deployment(
     environment = store.environment(found["id"], body.environment)
     if environment is None:
         raise not_found("environment", body.environment)
-    manifest = manifests.validate(body.manifest.model_dump())
-    actual = manifests.digest_of(manifest)
-    if actual != body.manifest_digest:
-        raise conflict(
-            "digest_mismatch",
-            f"the manifest hashes to {actual}, not the declared {body.manifest_digest}",
-            expected=body.manifest_digest,
-            actual=actual,
-        )
-    missing = blobs.missing("sha256:" + f["sha256"] for f in manifest["files"])
-    if missing:
-        raise conflict(
-            "blobs_missing",
-            f"{len(missing)} blob(s) of the manifest were never uploaded",
-            missing=missing[:50],
-            count=len(missing),
-        )
-    wrong_sizes = blobs.wrong_sizes(manifest["files"])
-    if wrong_sizes:
-        first = wrong_sizes[0]
-        raise conflict(
-            "size_mismatch",
-            f"{len(wrong_sizes)} manifest entr{'y' if len(wrong_sizes) == 1 else 'ies'} declare a size their blob does "
-            f"not have ({first['path']}: declared {first['declared']}, stored {first['actual']} bytes)",
-            entries=wrong_sizes[:50],
-            count=len(wrong_sizes),
-        )
-    if body.prebuilt and body.artifact_digest and body.artifact_digest != body.manifest_digest:
-        raise conflict(
-            "build_digest_mismatch",
-            f"build digest mismatch: declared {body.artifact_digest}, uploaded {body.manifest_digest}",
-        )
+    manifest = deploys.check_upload(
+        blobs,
+        body.manifest.model_dump(),
+        manifest_digest=body.manifest_digest,
+        prebuilt=body.prebuilt,
+        artifact_digest=body.artifact_digest,
+    )
     store_manifest(blobs, manifest)
     payload = body.model_dump()
 
     def perform(c: Any) -> tuple[int, dict]:
-        # Inside the transaction (audited when refused): what the deploy needs from its environment is there now, so
-        # a build never runs for a deployment that cannot start.
-        _require_environment_ready(store, environment, body.config.model_dump(mode="json"))
-        deployment_id = new_id("deployment")
-        op = store.create_operation(
+        op = deploys.start_deploy(
+            store,
             c,
-            workspace_id=workspace["id"],
-            kind="deploy",
-            target_kind="deployment",
-            target_id=deployment_id,
-            params={
-                "app_id": found["id"],
-                "environment": body.environment,
-                "source_digest": body.manifest_digest,
-                "prebuilt": body.prebuilt,
-                "force_build": body.force_build,
-            },
-            principal=principal,
-            request_id=request.state.request_id,
-            idempotency_key=request.headers.get("idempotency-key") or None,
-        )
-        store.insert_deployment(
-            c,
-            deployment_id=deployment_id,
+            origin(request, principal),
             workspace_id=workspace["id"],
             app_id=found["id"],
-            environment_id=environment["id"],
-            operation_id=op["id"],
+            environment=environment,
+            environment_ref=body.environment,
+            manifest_digest=body.manifest_digest,
             prebuilt=body.prebuilt,
-            source_digest=body.manifest_digest,
+            force_build=body.force_build,
             config=body.config.model_dump(mode="json"),
             source={**body.source.model_dump(), "artifact_digest": body.artifact_digest},
         )
@@ -247,28 +202,6 @@ def create_deployment(
     return mutate(
         request, principal, workspace["id"], "deployment.create", f"{prj}/{app}", payload, perform, notify_op=True
     )
-
-
-def _require_environment_ready(store: Any, environment: dict, config: dict) -> None:
-    """Refuse a deployment whose environment lacks a required provider binding or setting (exit 6 in the CLI)."""
-    providers = [name for name, p in (config.get("providers") or {}).items() if p.get("required", True)]
-    bound = store.ready_providers(environment["id"], store.primary_region()["id"])
-    unbound = sorted(set(providers) - set(bound))
-    if unbound:
-        raise conflict(
-            "binding_missing",
-            f"{environment['name']} has no ready binding for provider(s) {', '.join(unbound)}: bind them first "
-            f"(`rhone env bind {environment['name']} NAME --kind … --resource …`); nothing was built",
-            providers=unbound,
-        )
-    missing = setting_rules.unmet(config, store.provided_names(environment["id"]))
-    if missing:
-        raise conflict(
-            "setting_missing",
-            f"{environment['name']} lacks required setting(s) {', '.join(missing)} (rhone.toml [env] required): set "
-            f"them first (`rhone env set {environment['name']} NAME=VALUE`, or --secret NAME); nothing was built",
-            settings=missing,
-        )
 
 
 @router.get(

@@ -24,6 +24,7 @@ from rhone_local.api.routes import (
     mutable_environment,
     mutate,
     op_view,
+    origin,
     page,
     readable_app,
     readable_environment,
@@ -31,34 +32,11 @@ from rhone_local.api.routes import (
     route_url,
 )
 from rhone_local.domain.access import Principal
-from rhone_local.domain.errors import DomainError, StageFailed, conflict, not_found
-from rhone_local.domain.urls import route_key, route_key_taken
-from rhone_local.operations.promote import check_policy
+from rhone_local.domain.errors import not_found
+from rhone_local.operations import promote as promotions
 
 router = APIRouter()
 APP = "/v1/workspaces/{ws}/projects/{prj}/apps/{app}"
-# Refusals at request time use the same codes as the policy_check stage; gates that need a person are 409s the CLI
-# maps to exit 6, lost races and digest mismatches to exit 5.
-REFUSAL_STATUS = {"not_found": 404}
-
-
-def _refuse(failure: StageFailed) -> DomainError:
-    return DomainError(failure.code, failure.message, REFUSAL_STATUS.get(failure.code, 409), failure.evidence)
-
-
-def _unsafe_db_move(request: Request, environment: dict, target: dict, *, allow: bool) -> list[str]:
-    """The migrations applied in the environment that `target` lacks; refused unless `allow` (--allow-unsafe-db)."""
-    unsafe = get_ports(request).deployments.unsafe_db_move(environment["id"], target)
-    if unsafe and not allow:
-        raise conflict(
-            "rollback_unsafe_db",
-            f"{target['id']} lacks {len(unsafe)} migration(s) already applied in {environment['name']} "
-            f"({', '.join(unsafe[:5])}); roll forward instead, or pass --allow-unsafe-db",
-            hint="deploy a build that carries them, or accept running older code on a newer schema with "
-            "--allow-unsafe-db (audited)",
-            migrations=unsafe,
-        )
-    return unsafe
 
 
 def owner_view(request: Request, row: dict) -> dict:
@@ -95,55 +73,19 @@ def _start(
     detail_target: str,
 ) -> JSONResponse:
     store = get_store(request)
-    app = store.app_by_id(deployment["app_id"])
-    key = route_key(app["name"], environment["name"])
-    holder = store.route_key_holder(key, app["id"])
-    if holder:
-        raise conflict(
-            "route_key_taken",
-            route_key_taken(holder, key, app["workspace_id"]),
-            hint="deploy this code under another app name (rhone.toml [app] name)",
-        )
-    params = {
-        "deployment_id": deployment["id"],
-        "environment_id": environment["id"],
-        "environment": environment["name"],
-        "expect_digest": deployment["artifact_digest"],
-        "approved_by": approved_by,
-        "route_key": key,
-    }
+    params = promotions.route_move_params(store, deployment, environment, approved_by=approved_by)
     payload = {"kind": kind, **params, "expect_epoch": expect_epoch}
 
     def perform(c: Any) -> tuple[int, dict]:
-        scaling = store.live_operations(c, environment["id"], ("scale", "config.update"), exclude="")
-        if scaling:
-            raise conflict(
-                "environment_busy",
-                f"{scaling[0]['kind']} {scaling[0]['id']} is changing {key}'s allocations; wait for it (`rhone op wait "
-                f"{scaling[0]['id']}`) and promote again",
-                operation_id=scaling[0]["id"],
-            )
-        # Read the epoch inside the write transaction: the default expectation is "the route as it is now".
-        current = store.route_owner(app["id"], environment["id"])
-        epoch = current["epoch"] if current else 0
-        expected = epoch if expect_epoch is None else expect_epoch
-        if expected != epoch:
-            raise conflict(
-                "route_epoch_conflict",
-                f"route {key} is at epoch {epoch}, not {expected}",
-                current_epoch=epoch,
-                current_owner=current["deployment_id"] if current else None,
-            )
-        op = store.create_operation(
+        op = promotions.start_route_move(
+            store,
             c,
-            workspace_id=deployment["workspace_id"],
+            origin(request, principal),
             kind=kind,
-            target_kind="route",
-            target_id=environment["id"],
-            params={**params, "expect_epoch": expected},
-            principal=principal,
-            request_id=request.state.request_id,
-            idempotency_key=request.headers.get("idempotency-key") or None,
+            workspace_id=deployment["workspace_id"],
+            environment=environment,
+            params=params,
+            expect_epoch=expect_epoch,
         )
         return 202, op_view(op)
 
@@ -176,18 +118,16 @@ def promote(request: Request, principal: Caller, deployment_id: str, body: m.Pro
         environment = store.environment(deployment["app_id"], body.environment)
         if environment is None:
             raise not_found("environment", body.environment)
-        params = {
-            "deployment_id": deployment_id,
-            "environment_id": environment["id"],
-            "expect_digest": body.expect_digest or deployment["artifact_digest"],
-            "approved_by": principal.id if body.approve else None,
-        }
-        try:
-            check_policy(store, get_ports(request).deployments, params)
-        except StageFailed as failure:
-            raise _refuse(failure) from None
-        # Promoting an older build is a rollback of the database schema too: the same guard.
-        unsafe = _unsafe_db_move(request, environment, deployment, allow=body.allow_unsafe_db)
+        approved_by = principal.id if body.approve else None
+        unsafe = promotions.check_promotion(
+            store,
+            get_ports(request).deployments,
+            deployment,
+            environment,
+            expect_digest=body.expect_digest,
+            approved_by=approved_by,
+            allow_unsafe_db=body.allow_unsafe_db,
+        )
     note = f" (allow-unsafe-db past {', '.join(unsafe)})" if unsafe else ""
     return _start(
         request,
@@ -197,7 +137,7 @@ def promote(request: Request, principal: Caller, deployment_id: str, body: m.Pro
         kind="promote",
         action="deployment.promote",
         expect_epoch=body.expect_epoch,
-        approved_by=params["approved_by"],
+        approved_by=approved_by,
         detail_target=f"{deployment_id} -> {environment['name']}{note}",
     )
 
@@ -233,34 +173,9 @@ def _rollback_target(
     """The deployment a rollback may return to, and the applied migrations it lacks (allowed by --allow-unsafe-db);
     raises the refusal otherwise."""
     store = get_store(request)
-    found = environment["app"]
-    key = f"{found['name']}--{environment['name']}"
-    current = store.route_owner(found["id"], environment["id"])
-    if current is None:
-        raise conflict("no_route_owner", f"nothing serves {key}; there is nothing to roll back")
-    target_id = body.to_deployment
-    if target_id is None:
-        target_id = store.previous_owner(current["route_key"], current["epoch"])
-        if target_id is None:
-            raise conflict("no_previous_owner", f"{key} has had only one owner; name one with to_deployment")
-    target = store.deployment(target_id)
-    if target is None or target["app_id"] != found["id"]:
-        raise not_found("deployment", target_id)
-    if target_id == current["deployment_id"]:
-        raise conflict("already_owner", f"{target_id} already serves {key}")
-    # A rollback returns to an artifact this environment already served; anything else is a promotion, with its own
-    # approval, and must not be reachable by naming it here.
-    earlier = [d for d in store.route_owner_history(environment["id"]) if d != current["deployment_id"]]
-    if target_id not in earlier:
-        raise conflict(
-            "rollback_target_not_previous_owner",
-            f"{target_id} never served {key}; a rollback returns only to an earlier owner of the route "
-            f"({', '.join(earlier) if earlier else 'it has had no other'})",
-            hint=f"list the earlier owners with `rhone route history {environment['name']}`, or promote "
-            f"{target_id} instead",
-            valid_targets=earlier,
-        )
+    target = promotions.rollback_target(store, environment, body.to_deployment)
     if body.approve and role not in ("owner", "admin"):
+        key = f"{environment['app']['name']}--{environment['name']}"
         raise deny(
             request,
             principal,
@@ -270,19 +185,14 @@ def _rollback_target(
             "insufficient_role",
             "only owners and admins can approve a rollback",
         )
-    unsafe = _unsafe_db_move(request, environment, target, allow=body.allow_unsafe_db)
-    # The same policy as a promotion: frozen refuses it, and an environment that requires approval needs an
-    # owner's or admin's --approve on the rollback itself.
-    params = {
-        "deployment_id": target_id,
-        "environment_id": environment["id"],
-        "expect_digest": target["artifact_digest"],
-        "approved_by": principal.id if body.approve else None,
-    }
-    try:
-        check_policy(store, get_ports(request).deployments, params, kind="rollback")
-    except StageFailed as failure:
-        raise _refuse(failure) from None
+    unsafe = promotions.check_rollback(
+        store,
+        get_ports(request).deployments,
+        environment,
+        target,
+        approved_by=principal.id if body.approve else None,
+        allow_unsafe_db=body.allow_unsafe_db,
+    )
     return target, unsafe
 
 

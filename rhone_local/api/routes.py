@@ -17,10 +17,10 @@ from rhone_local.api import models as m
 from rhone_local.domain import access
 from rhone_local.domain.access import Principal, hash_token, new_secret
 from rhone_local.domain.errors import DomainError, conflict, forbidden, not_found
-from rhone_local.domain.ids import new_id
 from rhone_local.domain.operations import NOT_RUNNABLE, TERMINAL_STATES
 from rhone_local.domain.outcomes import exit_category, outcome
-from rhone_local.operations.unit_of_work import Mutation, run_mutation
+from rhone_local.operations import tenancy
+from rhone_local.operations.unit_of_work import Mutation, Origin, run_mutation
 from rhone_local.ports import ApiPorts
 from rhone_local.store import SCHEMA_VERSION, Store
 
@@ -208,6 +208,11 @@ def page(rows: list[dict], limit: int, view: Callable[[dict], dict] = lambda r: 
 def route_url(request: Request, route_key: str) -> str:
     """Where the edge answers for a route (domain/urls.py)."""
     return get_ports(request).deployments.urls.route(route_key)
+
+
+def origin(request: Request, principal: Principal) -> Origin:
+    """Who starts an operation, through which request: what the operation records of it."""
+    return Origin(principal, request.state.request_id, request.headers.get("idempotency-key") or None)
 
 
 def op_view(op: dict) -> dict:
@@ -455,28 +460,15 @@ def _start_operation(
     principal: Principal,
     workspace_id: str,
     kind: str,
-    target_kind: str,
     params: dict,
     target: str,
-    name_taken: Callable[[], bool],
 ) -> JSONResponse:
-    """Create the operation (202). The name check runs after the idempotency check, so a replay of a request
-    whose resource now exists still gets its original answer rather than a conflict."""
+    """Create the operation (202), unless the name is taken (tenancy.start_create)."""
     store = get_store(request)
 
     def perform(c: Any) -> tuple[int, dict]:
-        if name_taken():
-            raise conflict("name_taken", f"{target_kind} {params['name']!r} already exists", target=target)
-        op = store.create_operation(
-            c,
-            workspace_id=workspace_id,
-            kind=kind,
-            target_kind=target_kind,
-            target_id=new_id(target_kind),
-            params=params,
-            principal=principal,
-            request_id=request.state.request_id,
-            idempotency_key=request.headers.get("idempotency-key") or None,
+        op = tenancy.start_create(
+            store, c, origin(request, principal), workspace_id=workspace_id, kind=kind, params=params, target=target
         )
         return 202, op_view(op)
 
@@ -545,10 +537,8 @@ def create_project(request: Request, principal: Caller, ws: str, body: m.Project
         principal,
         workspace["id"],
         "project.create",
-        "project",
         {"name": body.name},
         body.name,
-        lambda: get_store(request).project(workspace["id"], body.name) is not None,
     )
 
 
@@ -597,28 +587,9 @@ def create_app_(request: Request, principal: Caller, ws: str, prj: str, body: m.
         principal,
         workspace["id"],
         "app.create",
-        "app",
         params,
         f"{project['name']}/{body.name}",
-        lambda: _app_name_taken(get_store(request), workspace, project, body.name),
     )
-
-
-def _app_name_taken(store: Store, workspace: dict, project: dict, name: str) -> bool:
-    """True when the project has the app already; refused outright when another project of the workspace does: the
-    app's name is its hostname (`<app>--<env>`), which two apps cannot share."""
-    if store.app(project["id"], name) is not None:
-        return True
-    other = store.app_named_elsewhere(workspace["id"], name, exclude="")
-    if other is not None:
-        raise conflict(
-            "app_name_taken",
-            f"project {other['project']} already has an app named {name}; app names are unique in a workspace "
-            f"because they name its routes ({name}--production)",
-            hint=f"choose another app name (rhone.toml [app] name), or deploy to {other['project']}/{name}",
-            project=other["project"],
-        )
-    return False
 
 
 @router.get("/v1/workspaces/{ws}/projects/{prj}/apps/{app}", response_model=m.App, responses=READ_ERRORS, tags=["apps"])
@@ -709,10 +680,8 @@ def create_environment(
         principal,
         workspace["id"],
         "environment.create",
-        "environment",
         params,
         f"{prj}/{app}/{body.name}",
-        lambda: get_store(request).environment(found["id"], body.name) is not None,
     )
 
 

@@ -21,11 +21,12 @@ from rhone_local.api.routes import (
     mutable_environment,
     mutate,
     op_view,
+    origin,
     readable_environment,
 )
-from rhone_local.api.topology_routes import ENV, ENVIRONMENT_CHANGES, _digests
+from rhone_local.api.topology_routes import ENV, _digests
 from rhone_local.domain import settings as rules
-from rhone_local.domain.errors import conflict
+from rhone_local.operations import settings
 from rhone_local.store import Store
 
 router = APIRouter()
@@ -71,45 +72,21 @@ def change_config(
 ) -> JSONResponse:
     store = get_store(request)
     workspace, environment = mutable_environment(request, principal, ws, prj, app, env, "config.update")
-    twice = sorted(set(body.values) & set(body.secrets))
-    if twice:
-        raise conflict("settings_contradict", f"{twice[0]} is given both as a value and as a secret", name=twice[0])
-    if not body.values and not body.secrets and not body.unset:
-        raise conflict("nothing_to_do", "name settings to set (NAME=VALUE, --secret NAME) or to unset")
+    settings.check_change(body.values, body.secrets, body.unset)
 
     def perform(c: Any) -> tuple[int, dict]:
-        busy = store.live_operations(c, environment["id"], ENVIRONMENT_CHANGES, exclude="")
-        if busy:
-            raise conflict(
-                "environment_busy",
-                f"{busy[0]['kind']} {busy[0]['id']} is changing {app}--{env}; wait for it (`rhone op wait "
-                f"{busy[0]['id']}`) and change the settings again",
-                operation_id=busy[0]["id"],
-            )
-        current = {s["name"]: s["value"] for s in store.settings(environment["id"])}
-        rules.check_change(current, {**body.values, **body.secrets}, body.unset)
-        absent = sorted(set(body.unset) - set(current))
-        if absent:
-            raise conflict("setting_not_found", f"{env} has no setting {absent[0]}", name=absent[0])
-        op = store.create_operation(
+        op = settings.start_change(
+            store,
             c,
+            origin(request, principal),
             workspace_id=workspace["id"],
-            kind="config.update",
-            target_kind="environment",
-            target_id=environment["id"],
-            params={
-                "environment_id": environment["id"],
-                "environment": environment["name"],
-                "set": sorted(body.values),
-                "secrets": sorted(body.secrets),  # names only
-                "unset": sorted(body.unset),
-            },
-            principal=principal,
-            request_id=request.state.request_id,
-            idempotency_key=request.headers.get("idempotency-key") or None,
+            environment=environment,
+            app=app,
+            env=env,
+            values=body.values,
+            secrets=body.secrets,
+            unset=body.unset,
         )
-        store.change_settings(c, environment["id"], op["id"], values=body.values, secret=False, unset=body.unset)
-        store.change_settings(c, environment["id"], op["id"], values=body.secrets, secret=True, unset=[])
         return 202, op_view(op)
 
     # The idempotency fingerprint covers the request; secret values enter it only through a digest.

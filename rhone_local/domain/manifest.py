@@ -8,11 +8,10 @@ whitespace, UTF-8).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from typing import Any
 
+from rhone_local.domain.canonical import canonical_sha256
 from rhone_local.domain.errors import DomainError
 
 MAX_FILES = 100_000
@@ -26,12 +25,8 @@ _HEX = re.compile(r"^[0-9a-f]{64}$")
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
-def canonical_bytes(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
 def digest_of(document: dict[str, Any]) -> str:
-    return "sha256:" + hashlib.sha256(canonical_bytes(document)).hexdigest()
+    return "sha256:" + canonical_sha256(document)
 
 
 def _bad(message: str, **details: Any) -> DomainError:

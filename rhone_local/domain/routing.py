@@ -12,9 +12,9 @@ Pure code (the edge feeds it; no I/O here). The rules (docs/architecture.md, "Th
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
+
+from rhone_local.domain.canonical import canonical_sha256
 
 FEED_WAIT_SECONDS = 3.0  # the longest an edge's long-poll waits with nothing new: an idle feed answers this often
 
@@ -41,7 +41,7 @@ class SnapshotRejected(ValueError):
 
 def checksum(seq: int, owners: dict[str, Owner]) -> str:
     document = {"seq": seq, "owners": {key: asdict(owner) for key, owner in sorted(owners.items())}}
-    return "sha256:" + hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return "sha256:" + canonical_sha256(document)
 
 
 @dataclass

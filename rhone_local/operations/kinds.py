@@ -14,10 +14,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rhone_local.domain.errors import conflict
 from rhone_local.domain.operations import MACHINES, Machine
-from rhone_local.store import Tx
+from rhone_local.store import Store, Tx
 
 Effect = Callable[[Tx], dict[str, Any] | None]
+# Operations that change an environment's allocations: one at a time per environment.
+ENVIRONMENT_CHANGES = ("scale", "promote", "rollback", "config.update")
 
 
 @dataclass(frozen=True)
@@ -65,3 +68,18 @@ def staged(kind: str, stage: Callable[[dict[str, Any]], tuple[dict[str, Any], Ca
         return Advance(machine.next_state(op["state"]), evidence, effect=effect)  # type: ignore[arg-type]
 
     return handler
+
+
+def refuse_while_changing(
+    store: Store, c: Tx, environment_id: str, kinds: tuple[str, ...], *, subject: str, retry: str, exclude: str = ""
+) -> None:
+    """Refuse (409 `environment_busy`) while an operation of `kinds` other than `exclude` is live on the environment:
+    read in the request's write transaction, so two racing requests cannot both pass."""
+    busy = store.live_operations(c, environment_id, kinds, exclude=exclude)
+    if busy:
+        raise conflict(
+            "environment_busy",
+            f"{busy[0]['kind']} {busy[0]['id']} is changing {subject}; wait for it (`rhone op wait {busy[0]['id']}`) "
+            f"and {retry} again",
+            operation_id=busy[0]["id"],
+        )

@@ -8,12 +8,187 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from rhone_local.domain import gates, settings
-from rhone_local.domain.errors import StageFailed
+from rhone_local.domain.errors import DomainError, StageFailed, conflict, not_found
 from rhone_local.domain.operations import MACHINES
-from rhone_local.operations.kinds import Advance, Kind, onward
+from rhone_local.domain.urls import route_key, route_key_taken
+from rhone_local.operations.kinds import Advance, Kind, onward, refuse_while_changing
 from rhone_local.operations.placement import listed, missing_for_scale
-from rhone_local.ports import ArtifactFacts
+from rhone_local.operations.unit_of_work import Origin, start_operation
+from rhone_local.ports import ArtifactFacts, Deployments
 from rhone_local.store import Store, Tx
+
+# Refusals at request time use the same codes as the policy_check stage; gates that need a person are 409s the CLI
+# maps to exit 6, lost races and digest mismatches to exit 5.
+REFUSAL_STATUS = {"not_found": 404}
+# Operations that change an environment's allocations: a route move waits for them.
+ALLOCATION_CHANGES = ("scale", "config.update")
+
+
+# -- request time: what a promotion or a rollback is refused for before it is recorded ------------------------------
+def check_promotion(
+    store: Store,
+    deployments: Deployments,
+    deployment: dict[str, Any],
+    environment: dict[str, Any],
+    *,
+    expect_digest: str | None,
+    approved_by: str | None,
+    allow_unsafe_db: bool,
+) -> list[str]:
+    """Refuse a promotion the policy_check stage would fail; the applied migrations the deployment lacks (allowed
+    only with `allow_unsafe_db`: promoting an older build is a rollback of the database schema too)."""
+    params = {
+        "deployment_id": deployment["id"],
+        "environment_id": environment["id"],
+        "expect_digest": expect_digest or deployment["artifact_digest"],
+        "approved_by": approved_by,
+    }
+    _refuse_by_policy(store, deployments, params, kind="promote")
+    return unsafe_db_move(deployments, environment, deployment, allow=allow_unsafe_db)
+
+
+def rollback_target(store: Store, environment: dict[str, Any], to_deployment: str | None) -> dict[str, Any]:
+    """The deployment a rollback of `environment` returns to (`to_deployment`, else the previous route owner), or
+    the refusal: it must be an earlier owner of the route, never the current one."""
+    found = environment["app"]
+    key = f"{found['name']}--{environment['name']}"
+    current = store.route_owner(found["id"], environment["id"])
+    if current is None:
+        raise conflict("no_route_owner", f"nothing serves {key}; there is nothing to roll back")
+    target_id = to_deployment
+    if target_id is None:
+        target_id = store.previous_owner(current["route_key"], current["epoch"])
+        if target_id is None:
+            raise conflict("no_previous_owner", f"{key} has had only one owner; name one with to_deployment")
+    target = store.deployment(target_id)
+    if target is None or target["app_id"] != found["id"]:
+        raise not_found("deployment", target_id)
+    if target_id == current["deployment_id"]:
+        raise conflict("already_owner", f"{target_id} already serves {key}")
+    # A rollback returns to an artifact this environment already served; anything else is a promotion, with its own
+    # approval, and must not be reachable by naming it here.
+    earlier = [d for d in store.route_owner_history(environment["id"]) if d != current["deployment_id"]]
+    if target_id not in earlier:
+        raise conflict(
+            "rollback_target_not_previous_owner",
+            f"{target_id} never served {key}; a rollback returns only to an earlier owner of the route "
+            f"({', '.join(earlier) if earlier else 'it has had no other'})",
+            hint=f"list the earlier owners with `rhone route history {environment['name']}`, or promote "
+            f"{target_id} instead",
+            valid_targets=earlier,
+        )
+    return target
+
+
+def check_rollback(
+    store: Store,
+    deployments: Deployments,
+    environment: dict[str, Any],
+    target: dict[str, Any],
+    *,
+    approved_by: str | None,
+    allow_unsafe_db: bool,
+) -> list[str]:
+    """Refuse a rollback to `target` the policy_check stage would fail (frozen, approval required: the same policy as
+    a promotion); the applied migrations `target` lacks (allowed only with `allow_unsafe_db`)."""
+    unsafe = unsafe_db_move(deployments, environment, target, allow=allow_unsafe_db)
+    params = {
+        "deployment_id": target["id"],
+        "environment_id": environment["id"],
+        "expect_digest": target["artifact_digest"],
+        "approved_by": approved_by,
+    }
+    _refuse_by_policy(store, deployments, params, kind="rollback")
+    return unsafe
+
+
+def _refuse_by_policy(store: Store, deployments: Deployments, params: dict[str, Any], *, kind: str) -> None:
+    try:
+        check_policy(store, deployments, params, kind=kind)
+    except StageFailed as failure:
+        status = REFUSAL_STATUS.get(failure.code, 409)
+        raise DomainError(failure.code, failure.message, status, failure.evidence) from None
+
+
+def unsafe_db_move(
+    deployments: Deployments, environment: dict[str, Any], target: dict[str, Any], *, allow: bool
+) -> list[str]:
+    """The migrations applied in the environment that `target` lacks; refused unless `allow` (--allow-unsafe-db)."""
+    unsafe = deployments.unsafe_db_move(environment["id"], target)
+    if unsafe and not allow:
+        raise conflict(
+            "rollback_unsafe_db",
+            f"{target['id']} lacks {len(unsafe)} migration(s) already applied in {environment['name']} "
+            f"({', '.join(unsafe[:5])}); roll forward instead, or pass --allow-unsafe-db",
+            hint="deploy a build that carries them, or accept running older code on a newer schema with "
+            "--allow-unsafe-db (audited)",
+            migrations=unsafe,
+        )
+    return unsafe
+
+
+def route_move_params(
+    store: Store, deployment: dict[str, Any], environment: dict[str, Any], *, approved_by: str | None
+) -> dict[str, Any]:
+    """The parameters of a promotion or rollback of `deployment` to `environment`, after refusing a route key another
+    app already holds."""
+    app = store.app_by_id(deployment["app_id"])
+    key = route_key(app["name"], environment["name"])
+    holder = store.route_key_holder(key, app["id"])
+    if holder:
+        raise conflict(
+            "route_key_taken",
+            route_key_taken(holder, key, app["workspace_id"]),
+            hint="deploy this code under another app name (rhone.toml [app] name)",
+        )
+    return {
+        "deployment_id": deployment["id"],
+        "environment_id": environment["id"],
+        "environment": environment["name"],
+        "expect_digest": deployment["artifact_digest"],
+        "approved_by": approved_by,
+        "route_key": key,
+    }
+
+
+def start_route_move(
+    store: Store,
+    c: Tx,
+    origin: Origin,
+    *,
+    kind: str,
+    workspace_id: str,
+    environment: dict[str, Any],
+    params: dict[str, Any],
+    expect_epoch: int | None,
+) -> dict[str, Any]:
+    """Record the promotion or rollback (in the request's transaction), unless a scale or a settings roll-out is
+    changing the environment's allocations, or the route is no longer at `expect_epoch` (default: as it is now)."""
+    key = params["route_key"]
+    refuse_while_changing(
+        store, c, environment["id"], ALLOCATION_CHANGES, subject=f"{key}'s allocations", retry="promote"
+    )
+    # Read the epoch inside the write transaction: the default expectation is "the route as it is now".
+    current = store.route_owner(environment["app_id"], environment["id"])
+    epoch = current["epoch"] if current else 0
+    expected = epoch if expect_epoch is None else expect_epoch
+    if expected != epoch:
+        raise conflict(
+            "route_epoch_conflict",
+            f"route {key} is at epoch {epoch}, not {expected}",
+            current_epoch=epoch,
+            current_owner=current["deployment_id"] if current else None,
+        )
+    return start_operation(
+        store,
+        c,
+        origin,
+        workspace_id=workspace_id,
+        kind=kind,
+        target_kind="route",
+        target_id=environment["id"],
+        params={**params, "expect_epoch": expected},
+    )
 
 
 def check_policy(

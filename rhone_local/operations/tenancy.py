@@ -6,13 +6,60 @@ from __future__ import annotations
 
 from typing import Any
 
-from rhone_local.domain.errors import DomainError, StageFailed
+from rhone_local.domain.errors import DomainError, StageFailed, conflict
 from rhone_local.domain.ids import new_id
 from rhone_local.operations.kinds import Advance, Kind, onward
+from rhone_local.operations.unit_of_work import Origin, start_operation
 from rhone_local.store import NameTaken, Store, Tx
 
 DEFAULT_ENVIRONMENTS = ("preview", "production")
 KINDS = ("project.create", "app.create", "environment.create")
+
+
+def start_create(
+    store: Store, c: Tx, origin: Origin, *, workspace_id: str, kind: str, params: dict[str, Any], target: str
+) -> dict[str, Any]:
+    """Record the create operation. The name check runs after the idempotency check (inside the unit of work), so a
+    replay of a request whose resource now exists still gets its original answer rather than a conflict."""
+    target_kind = kind.removesuffix(".create")
+    if _name_taken(store, workspace_id, kind, params):
+        raise conflict("name_taken", f"{target_kind} {params['name']!r} already exists", target=target)
+    return start_operation(
+        store,
+        c,
+        origin,
+        workspace_id=workspace_id,
+        kind=kind,
+        target_kind=target_kind,
+        target_id=new_id(target_kind),
+        params=params,
+    )
+
+
+def _name_taken(store: Store, workspace_id: str, kind: str, params: dict[str, Any]) -> bool:
+    name = params["name"]
+    if kind == "project.create":
+        return store.project(workspace_id, name) is not None
+    if kind == "app.create":
+        return _app_name_taken(store, workspace_id, params["project_id"], name)
+    return store.environment(params["app_id"], name) is not None
+
+
+def _app_name_taken(store: Store, workspace_id: str, project_id: str, name: str) -> bool:
+    """True when the project has the app already; refused outright when another project of the workspace does: the
+    app's name is its hostname (`<app>--<env>`), which two apps cannot share."""
+    if store.app(project_id, name) is not None:
+        return True
+    other = store.app_named_elsewhere(workspace_id, name, exclude="")
+    if other is not None:
+        raise conflict(
+            "app_name_taken",
+            f"project {other['project']} already has an app named {name}; app names are unique in a workspace "
+            f"because they name its routes ({name}--production)",
+            hint=f"choose another app name (rhone.toml [app] name), or deploy to {other['project']}/{name}",
+            project=other["project"],
+        )
+    return False
 
 
 def validate(store: Store, op: dict[str, Any]) -> dict[str, Any]:

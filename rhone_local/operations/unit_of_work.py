@@ -10,20 +10,20 @@ record (`failed`, with its code).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from rhone_local.domain.access import Principal
+from rhone_local.domain.canonical import canonical_sha256
 from rhone_local.domain.errors import DomainError, conflict
 from rhone_local.store import Store, Tx
 
 
 def body_hash(payload: Any) -> str:
-    """The fingerprint an idempotency key is bound to (sorted keys, compact, ASCII: as stored since schema 1)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """The fingerprint an idempotency key is bound to: the sha256 of the request's canonical JSON, the same bytes a
+    manifest's digest is taken over."""
+    return canonical_sha256(payload)
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,40 @@ class Mutation:
     payload: Any
     idempotency_key: str | None = None
     secret_response: bool = False  # the answer carries a secret shown once: never stored, never replayed
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who started an operation, and through which request (recorded on the operation)."""
+
+    principal: Principal
+    request_id: str
+    idempotency_key: str | None
+
+
+def start_operation(
+    store: Store,
+    c: Tx,
+    origin: Origin,
+    *,
+    workspace_id: str,
+    kind: str,
+    target_kind: str,
+    target_id: str,
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """Record a new operation of `kind` in the unit of work's transaction; the workers pick it up once it commits."""
+    return store.create_operation(
+        c,
+        workspace_id=workspace_id,
+        kind=kind,
+        target_kind=target_kind,
+        target_id=target_id,
+        params=params,
+        principal=origin.principal,
+        request_id=origin.request_id,
+        idempotency_key=origin.idempotency_key,
+    )
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,9 @@ CONFIG = schemathesis.Config.from_dict(
     }
 )
 schema = schemathesis.openapi.from_path(OPENAPI, config=CONFIG)
+# One worker runs the whole module in order when the suite runs in parallel (`--dist loadgroup`): its tests share one
+# Rhone Local (`rhone_api`), and `test_fuzz_generated_cases` sums what every `test_api` before it sent.
+pytestmark = pytest.mark.xdist_group("fuzz")
 _current_app: list[Any] = []  # the app of the active `rhone_api` fixture
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rhone_local.domain import manifest as manifests
+from rhone_local.domain.canonical import canonical_bytes
 from rhone_local.domain.errors import DomainError
 
 from .conftest import BASE, LocalEnv
@@ -56,8 +57,31 @@ def test_the_digest_is_the_sha256_of_the_canonical_json() -> None:
 
     document = {"version": 1, "files": [entry("a b/ü.txt", 3, "755")]}
     canonical = ('{"files":[{"mode":"755","path":"a b/ü.txt","sha256":"' + HEX + '","size":3}],"version":1}').encode()
-    assert manifests.canonical_bytes(document) == canonical
+    assert canonical_bytes(document) == canonical
     assert manifests.digest_of(document) == "sha256:" + hashlib.sha256(canonical).hexdigest()
+
+
+def test_every_digest_is_taken_over_the_same_canonical_bytes() -> None:
+    """One canonical JSON (domain/canonical.py): the manifest digest, the idempotency fingerprint and the route
+    snapshot checksum hash the same bytes, and the CLI's manifest builder produces them too. Non-ASCII text is
+    UTF-8, never \\u-escaped (a fingerprint over escaped text would differ from the manifest's bytes)."""
+    import hashlib
+
+    from rhone_cli.artifacts.manifest import canonical_bytes as cli_canonical_bytes
+    from rhone_local.domain.routing import Owner, checksum
+    from rhone_local.operations.unit_of_work import body_hash
+
+    document = {"z": [1, {"é": "ü", "a": None}], "a": "b/ü.txt"}
+    expected = '{"a":"b/ü.txt","z":[1,{"a":null,"é":"ü"}]}'.encode()
+    assert canonical_bytes(document) == cli_canonical_bytes(document) == expected
+    assert manifests.digest_of(document) == "sha256:" + hashlib.sha256(expected).hexdigest()
+    assert body_hash(document) == hashlib.sha256(expected).hexdigest()
+    owners = {"wéb--production": Owner("dep_1", "sha256:" + HEX, 3)}
+    snapshot = {
+        "seq": 7,
+        "owners": {"wéb--production": {"deployment_id": "dep_1", "artifact_digest": "sha256:" + HEX, "epoch": 3}},
+    }
+    assert checksum(7, owners) == "sha256:" + hashlib.sha256(canonical_bytes(snapshot)).hexdigest()
 
 
 @pytest.mark.parametrize(

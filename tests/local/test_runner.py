@@ -102,7 +102,7 @@ def _json(value: Any) -> str:
 
 def start(local: LocalEnv, runner: Runner, dep: dict[str, Any]) -> dict[str, Any]:
     environment = local.store.one("SELECT * FROM environments WHERE id = ?", dep["environment_id"])
-    return runner.ensure_running(dep, environment, token=lambda alloc_id: "rht_test")
+    return runner.ensure_running(dep, environment)
 
 
 def members(alloc: dict[str, Any]) -> list[int]:
