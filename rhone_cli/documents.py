@@ -164,6 +164,8 @@ class LocalStatus(_Doc):
     log_file: str
     stale_pid_file: bool
     sandbox: LocalSandbox | None = Field(None, description="How builds and apps run (null when not running).")
+    node: str | None = Field(None, description="The running server's node name (`--node`; null when not running).")
+    roles: list[str] | None = Field(None, description="The running server's roles (`--role`; null when not running).")
     disk: dict[str, int] | None = Field(
         None, description="Bytes per kind: builds, allocations, blobs, caches, database (null without a data dir)."
     )

@@ -14,6 +14,11 @@ connections per allocation port. Promotion waits on the first (`wait_applied`), 
 routes by itself (it counts from when it sent its last answered request, which is before the server heard it), so
 the control plane may stop waiting for it — but its connections count as open until a drain's deadline, since a
 silent edge may still hold some.
+
+Edges of every node (docs/multi-node.md, "Nodes"): an edge's identity is also in the store (`register_edge`), so an API
+node recognises an edge another node started (an edge-only node's, following this API), and what each edge reports
+applying is written there too (when it changes, and every `REPORT_STORE_SECONDS`): `wait_applied` waits for every live
+edge of every node, including those that follow another API node.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rhone_local.domain.access import EDGE_TOKEN, new_secret
+from rhone_local.nodes import DEFAULT_NODE
 from rhone_local.store import STORAGE_ERRORS, Store
 
 log = logging.getLogger("rhone_local.edge")
@@ -39,6 +45,8 @@ REPORT_INTERVAL_SECONDS = 0.5  # an edge reports at least this often (and at onc
 REPORT_STALENESS_SECONDS = 2.0  # an older report does not say how many connections an edge holds
 WATCH_INTERVAL_SECONDS = 0.002  # how often the feed asks the database whether anything was committed
 MAX_EVENTS = 500
+REPORT_STORE_SECONDS = 2.0  # an unchanged report is written to the store at most this often (what other nodes read)
+APPLIED_POLL_SECONDS = 0.05  # how often `wait_applied` reads other nodes' edges from the store
 
 
 @dataclass
@@ -52,6 +60,7 @@ class EdgeState:
     version: int | None = None  # the allocation table version it applies
     open: dict[int, int] = field(default_factory=dict)  # port -> connections it holds open there
     reported_at: float = float("-inf")
+    stored: tuple[int | None, float] = (None, float("-inf"))  # the sequence last written to the store, and when
 
 
 def _digest(token: str) -> bytes:
@@ -59,8 +68,9 @@ def _digest(token: str) -> bytes:
 
 
 class EdgeFeed:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, node: str = DEFAULT_NODE) -> None:
         self.store = store
+        self.node = node  # whose edges `register` makes (an edge-only node uses a feed only as their registry)
         self._lock = threading.Lock()
         self.seq = 0  # the last route sequence seen by refresh()
         self.version = 0  # the allocation table's version
@@ -214,6 +224,7 @@ class EdgeFeed:
     def register(self, edge_id: str) -> str:
         """A new edge identity; returns its token (the edge's only credential, accepted by /v1/edge/* only)."""
         token = new_secret(EDGE_TOKEN)
+        self.store.register_edge(edge_id, self.node, _digest(token).hex())
         with self._reported:
             self._edges[edge_id] = EdgeState(edge_id, _digest(token))
         return token
@@ -223,12 +234,28 @@ class EdgeFeed:
         with self._reported:
             self._edges.pop(edge_id, None)
             self._reported.notify_all()
+        try:
+            self.store.forget_edge(edge_id)
+        except STORAGE_ERRORS:  # its reports stop: other nodes stop waiting for it at its lease
+            log.warning("edge feed: could not forget edge %s in the store", edge_id)
 
     def edge_for_token(self, token: str) -> EdgeState | None:
+        """The edge whose token this is: one this node registered, or one another node registered in the store (an
+        edge-only node's edge following this API)."""
         digest = _digest(token)
         with self._reported:
             edges = list(self._edges.values())
-        return next((e for e in edges if hmac.compare_digest(e.token_digest, digest)), None)
+        known = next((e for e in edges if hmac.compare_digest(e.token_digest, digest)), None)
+        if known is not None:
+            return known
+        row = self.store.edge_by_token_digest(digest.hex())
+        if row is None:
+            return None
+        with self._reported:
+            edge = self._edges.get(row["edge_id"])
+            if edge is None or edge.token_digest != digest:
+                edge = self._edges[row["edge_id"]] = EdgeState(row["edge_id"], digest)
+            return edge
 
     def contact(self, edge: EdgeState) -> None:
         edge.last_contact = time.monotonic()
@@ -238,6 +265,12 @@ class EdgeFeed:
             edge.last_contact = edge.reported_at = time.monotonic()
             edge.seq, edge.version, edge.open = seq, version, open_connections
             self._reported.notify_all()
+        if edge.stored[0] != seq or edge.reported_at - edge.stored[1] >= REPORT_STORE_SECONDS:
+            try:
+                self.store.record_edge_report(edge.edge_id, seq)
+                edge.stored = (seq, edge.reported_at)
+            except STORAGE_ERRORS:  # a busy store: the next report writes it
+                log.warning("edge feed: could not record edge %s's report in the store", edge.edge_id)
 
     def edges(self) -> list[EdgeState]:
         with self._reported:
@@ -245,19 +278,29 @@ class EdgeFeed:
 
     # -- what the control plane reads back ---------------------------------------------------------------------------
     def wait_applied(self, seq: int, timeout: float) -> dict[str, Any] | None:
-        """Wait until every live edge applies route sequence `seq` (an edge that lapses stops serving by itself, so it
-        is not waited for). Evidence {edge id: sequence}, or None when `timeout` passed first."""
+        """Wait until every live edge of every node applies route sequence `seq` (an edge that lapses stops serving by
+        itself, so it is not waited for): those this API node hears, and those the store says other API nodes heard
+        within the lease. Evidence {edge id: sequence}, or None when `timeout` passed first."""
         self.poke()
         deadline = time.monotonic() + timeout
-        with self._reported:
-            while True:
+        while True:
+            others = self._other_nodes_edges()
+            with self._reported:
                 now = time.monotonic()
-                live = [e for e in self._edges.values() if now - e.last_contact < EDGE_LEASE_SECONDS]
-                if all(e.seq is not None and e.seq >= seq for e in live):
-                    return {e.edge_id: e.seq for e in live}
+                live = {e.edge_id: e.seq for e in self._edges.values() if now - e.last_contact < EDGE_LEASE_SECONDS}
+                applied = {**{k: v for k, v in others.items() if k not in self._edges}, **live}
+                if all(s is not None and s >= seq for s in applied.values()):
+                    return applied
                 if now >= deadline:
                     return None
-                self._reported.wait(min(deadline - now, 0.1))
+                self._reported.wait(min(deadline - now, APPLIED_POLL_SECONDS))
+
+    def _other_nodes_edges(self) -> dict[str, int | None]:
+        try:
+            return self.store.reporting_edges(EDGE_LEASE_SECONDS)
+        except STORAGE_ERRORS:  # a busy store: this round waits on what this node hears; the next reads again
+            log.warning("edge feed: could not read the edges' reports from the store")
+            return {}
 
     def open_connections(self, port: int) -> int:
         """Connections the edges hold open to `port` (the runner's drains read it). A port out of rotation counts only

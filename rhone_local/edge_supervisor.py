@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from rhone_local.edge_feed import EDGE_LEASE_SECONDS, EdgeFeed
+from rhone_local.nodes import DEFAULT_NODE
 
 log = logging.getLogger("rhone_local.edge")
 RESTART_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)  # consecutive quick deaths back off; a process that ran a while resets
@@ -68,6 +69,8 @@ class EdgeSupervisor:
 
     def _spawn(self, slot: int) -> None:
         edge_id = f"edge-{slot}.{next(self._generation)}"
+        if self.feed.node != DEFAULT_NODE:  # edge ids are unique across the nodes sharing the store
+            edge_id += f"@{self.feed.node}"
         token = self.feed.register(edge_id)
         fd = self.listener.fileno()
         # -P and the data directory as the working directory: a `rhone_local` package wherever the server was started

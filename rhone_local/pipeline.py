@@ -643,4 +643,5 @@ def build_pipeline(
         cache_limit=cache_limit,
     )
     pipeline.provisioner = Provisioner(data_dir, app_databases)
+    pipeline.runner.token_for = lambda deployment: partial(pipeline.runtime_token, deployment)
     return pipeline

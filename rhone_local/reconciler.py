@@ -12,7 +12,11 @@ Level-triggered (it reads the store each round and acts on the difference, so a 
   them the environment is marked crash-looping (`rhone app allocations` shows it with the last failed allocation).
   This is also how `rhone local up` brings every environment back at its count;
 - strays: a ready allocation that no route, lane or live promotion claims any more is drained;
-- log checkpoints: when each live allocation's log grew (what `rhone logs --since` reads).
+- log checkpoints: when each live allocation's log grew (what `rhone logs --since` reads);
+- nodes (docs/multi-node.md, "Nodes"): the first four concern this node's own processes only, and run on a node with
+  the runner role, which also starts the allocations other nodes' workers placed on it. Healing, strays and
+  replacing a lapsed node's allocations concern the whole cluster: they run on a node with the worker role, and only
+  on the live worker node first by name, so two nodes never heal the same environment at once.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 
 from rhone_local import app_logs, processes
 from rhone_local.runner import LIVE_STATES, probe, readiness_of
-from rhone_local.store import Store
+from rhone_local.store import Store, now_iso
 
 log = logging.getLogger("rhone_local.reconciler")
 
@@ -48,8 +52,9 @@ def backoff(failures: int) -> float:
 
 
 class Reconciler:
-    def __init__(self, store: Store, pipeline: Any) -> None:
+    def __init__(self, store: Store, pipeline: Any, *, heals: bool = True) -> None:
         self.store = store
+        self.heals = heals  # this node has the worker role: it may take the cluster's share of the rounds
         self.pipeline = pipeline
         self.runner = pipeline.runner
         self._stop = threading.Event()
@@ -82,6 +87,15 @@ class Reconciler:
 
     def round(self) -> None:
         """One pass over everything (tests call it directly)."""
+        if self.runner.runs_processes:
+            self.own_round()
+        if self.heals and not self.runner.closing.is_set() and self.leads():
+            self.replace_lapsed()
+            self.drain_strays()
+            self.heal()
+
+    def own_round(self) -> None:
+        """This node's processes: drains, exits, liveness, log checkpoints, and allocations placed here."""
         for alloc in self.runner.tick():
             log.info("allocation %s %s: %s", alloc["id"], alloc["state"], (alloc["health"] or {}).get("drain"))
         for alloc in self.runner.check_processes():
@@ -90,15 +104,37 @@ class Reconciler:
         if time.monotonic() - self._last_liveness >= LIVENESS_SECONDS:
             self._last_liveness = time.monotonic()
             self.check_liveness()
-            for alloc in self.store.allocations_in(*LIVE_STATES):  # when each log grew: what `--since` reads
+            for alloc in self.runner.own_allocations_in(*LIVE_STATES):  # when each log grew: what `--since` reads
                 app_logs.note_checkpoint(self.runner.log_path(alloc["id"]))
-        if not self.runner.closing.is_set():
-            self.drain_strays()
-            self.heal()
+        self.runner.start_placed()
+
+    def leads(self) -> bool:
+        """Whether this node takes the cluster's share: it is the live worker node first by name (or no worker node
+        is registered: a control plane that never joined a cluster)."""
+        workers = self.store.live_nodes("worker", self.runner.lapse)
+        return not workers or workers[0]["name"] == self.runner.node
+
+    # -- lapsed nodes ----------------------------------------------------------------------------------------------
+    def replace_lapsed(self) -> list[dict[str, Any]]:
+        """Take the allocations of nodes whose heartbeat lapsed out of rotation (draining, to end as failed): healing
+        then starts their environments' instances on live runner nodes. A lapsed node that comes back finds them
+        draining and stops their processes itself (only it can signal them). This node is never lapsed to itself:
+        a reconciler that runs is alive (a stalled heartbeat, a laptop waking up, must not stop its own apps)."""
+        taken = []
+        for alloc in self.store.lapsed_node_allocations(self.runner.lapse):
+            if alloc["node"] == self.runner.node:
+                continue
+            reason = f"its node {alloc['node']} lapsed: replaced on a live node"
+            note = {"error": f"node {alloc['node']} lapsed", "at": now_iso()}
+            drained = self.runner.drain(alloc, reason, timeout=0, end_state="failed", note=note)
+            if drained is not None:
+                log.warning("allocation %s: %s", alloc["id"], reason)
+                taken.append(drained)
+        return taken
 
     # -- liveness --------------------------------------------------------------------------------------------------
     def check_liveness(self) -> None:
-        ready = self.store.allocations_in("ready")
+        ready = self.runner.own_allocations_in("ready")
         if not ready:
             self._misses.clear()
             return

@@ -40,6 +40,7 @@ from rhone_local.artifacts import load_manifest, materialize
 from rhone_local.blobs import BlobStore
 from rhone_local.domain import limits
 from rhone_local.domain.ids import new_id
+from rhone_local.nodes import DEFAULT_NODE, LAPSE_SECONDS
 from rhone_local.sandbox import Bind, Sandbox, base_environment
 from rhone_local.store import Store, now_iso
 
@@ -58,6 +59,8 @@ STOP_GRACE_SECONDS = 5.0  # SIGTERM → SIGKILL
 SHUTDOWN_DRAIN_SECONDS = 3.0  # how long `rhone local down` lets open connections finish
 SHUTDOWN_GRACE_SECONDS = 3.0
 LOG_TAIL_LINES = 20
+PLACED_PULL_SECONDS = 60.0  # beyond its readiness timeout, how long an allocation placed on another node may take
+PLACED_POLL_SECONDS = 0.1
 
 
 def readiness_of(process: dict[str, Any]) -> tuple[str, str]:
@@ -123,6 +126,16 @@ class Runner:
         # Per-allocation URLs of the lane's engine-backed runtime services (`Engines.credentials`, wired by the
         # pipeline): each allocation connects as a user of its own.
         self.service_credentials: Callable[[str, str, str], dict[str, str]] = lambda *lane: {}
+        # The node this runner is (docs/multi-node.md, "Nodes"): it starts, watches and signals only the processes
+        # of allocations placed on it; `runs_processes` is False on a node without the runner role, whose workers
+        # place allocations on other nodes and wait for them. Set by server.wire.
+        self.node, self.address, self.runs_processes = DEFAULT_NODE, "127.0.0.1", True
+        self.lapse = LAPSE_SECONDS
+        # The runtime token minter of a deployment (`Pipeline.runtime_token`, wired by the pipeline): what an
+        # allocation placed here by another node's worker is started with.
+        self.token_for: Callable[[dict[str, Any]], Callable[[str], str]] | None = None
+        self._starting: set[str] = set()  # allocations this process is starting (not to be claimed twice)
+        self._starting_guard = threading.Lock()
 
     def _lock_for(self, deployment_id: str, environment_id: str) -> threading.Lock:
         """One lock per deployment and environment: "never two live allocations" is a per-pair rule, and a slow
@@ -172,7 +185,7 @@ class Runner:
                     continue
                 if alloc["state"] == "draining":
                     continue  # on its way out; its drain ends it
-                alive = alloc["state"] == "ready" and processes.leader_alive(alloc["pid"], alloc["pid_start_time"])
+                alive = alloc["state"] == "ready" and self._leader_alive(alloc)
                 if alive and alloc["region_id"] in eligible:
                     current = self.bindings_digest(environment["id"], alloc["region_id"])
                     (fresh if alloc["bindings_digest"] == current else stale).append(alloc)
@@ -193,16 +206,19 @@ class Runner:
             fresh = kept
             placements = self._placements(fresh, regions, share)
 
-            def start(place: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+            nodes = self._nodes_for(len(placements))
+
+            def start(place: tuple[tuple[dict[str, Any], dict[str, Any]], tuple[str, str] | None]) -> dict[str, Any]:
+                (region, cell), node = place
                 try:
-                    return self._start(deployment, environment, token=token, region=place[0], cell=place[1])
+                    return self._start(deployment, environment, token=token, region=region, cell=cell, node=node)
                 finally:
                     self.store.close()  # this thread's connection
 
             started: list[dict[str, Any]] = []
             if placements:
                 with ThreadPoolExecutor(max_workers=len(placements), thread_name_prefix="alloc-start") as pool:
-                    started = list(pool.map(start, placements))
+                    started = list(pool.map(start, zip(placements, nodes, strict=True)))
             # Replaced and surplus instances drain only once the new ones are ready: capacity never dips for a change.
             if stale and all(a["state"] == "ready" for a in started):
                 for alloc in stale:
@@ -210,8 +226,23 @@ class Runner:
                 stale = []
             return fresh + started + stale
 
+    def _leader_alive(self, alloc: dict[str, Any]) -> bool:
+        """Whether a ready allocation's process lives: checked here for this node's own (pids are per machine);
+        another node's is as its row says — that node's runner fails it when its process dies."""
+        if alloc.get("node") not in (None, self.node):
+            return True
+        return processes.leader_alive(alloc["pid"], alloc["pid_start_time"])
+
     def bindings_digest(self, environment_id: str, region_id: str) -> str:
         return _digest(self.store.allocation_environment(environment_id, region_id))
+
+    def _nodes_for(self, count: int) -> list[tuple[str, str] | None]:
+        """The (node, address) each of `count` new allocations goes to (operations/placement.py); None: no live
+        runner node."""
+        from rhone_local.operations.placement import runner_nodes
+
+        own = (self.node, self.address) if self.runs_processes else None
+        return runner_nodes(self.store, count, own=own, lapse=self.lapse)
 
     def _placements(
         self, kept: list[dict[str, Any]], regions: list[dict[str, Any]], share: dict[str, int]
@@ -237,8 +268,12 @@ class Runner:
         token: Callable[[str], str],
         region: dict[str, Any],
         cell: dict[str, Any],
+        node: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
+        """A new allocation on `node` (default: this one): started here, or, placed on another node, started by that
+        node's runner while this waits for it. Ready or failed."""
         ts = now_iso()
+        node_name, address = node or (self.node, self.address)
         alloc = {
             "id": new_id("allocation"),
             "deployment_id": deployment["id"],
@@ -254,11 +289,44 @@ class Runner:
             "created_at": ts,
             "updated_at": ts,
             "bindings_digest": _digest(bound := self.store.allocation_environment(environment["id"], region["id"])),
+            "node": node_name,
+            "address": address,
         }
-        self.store.insert_allocation(alloc)
+        if node is None and not self.runs_processes:
+            alloc.update(state="failed", health={"stage": "placing", "error": "no live node has the runner role"})
+            self.store.insert_allocation(alloc)
+            return alloc
+        if alloc["node"] != self.node:
+            self.store.insert_allocation(alloc)
+            return self._await_placed(alloc, deployment)
+        with self._starting_guard:
+            self._starting.add(alloc["id"])
+        try:
+            self.store.insert_allocation(alloc)
+            return self._run(alloc, deployment, environment, token=token, region=region, bound=bound)
+        finally:
+            with self._starting_guard:
+                self._starting.discard(alloc["id"])
+
+    def _run(
+        self,
+        alloc: dict[str, Any],
+        deployment: dict[str, Any],
+        environment: dict[str, Any],
+        *,
+        token: Callable[[str], str],
+        region: dict[str, Any],
+        bound: dict[str, str],
+        claimed: bool = False,
+    ) -> dict[str, Any]:
+        """Pull, launch and probe a planned allocation of this node. `claimed`: another node's worker placed it here,
+        and the move to `pulling` is this runner's claim — a row moved meanwhile (the worker gave up) is left alone."""
         process = deployment["config"]["process"]
         directory = self.root / alloc["id"]
-        alloc = self._move(alloc, "pulling") or alloc
+        moved = self._move(alloc, "pulling")
+        if moved is None and claimed:
+            return self.store.allocation(alloc["id"]) or alloc
+        alloc = moved or alloc
         try:
             manifest = load_manifest(self.blobs, deployment["artifact_digest"])
             materialize(self.blobs, manifest, directory / "app")
@@ -300,6 +368,59 @@ class Runner:
             finally:
                 probe.close()
                 self.ports.settle(port)
+
+    def _await_placed(self, alloc: dict[str, Any], deployment: dict[str, Any]) -> dict[str, Any]:
+        """Wait, bounded, for another node's runner to start an allocation placed on it; failed (draining) when it
+        did not in time — its runner ends whatever it started."""
+        deadline = time.monotonic() + limits.readiness_timeout(deployment["config"]["process"]) + PLACED_PULL_SECONDS
+        while time.monotonic() < deadline:
+            current = self.store.allocation(alloc["id"]) or alloc
+            if current["state"] not in STARTING_STATES:
+                return current
+            if self.closing.is_set():
+                self.drain(current, "Rhone Local is stopping", timeout=0, end_state="failed")
+                raise RunnerStopping
+            time.sleep(PLACED_POLL_SECONDS)  # another node's progress is only visible in the store
+        error = f"node {alloc['node']} did not start it in time"
+        current = self.store.allocation(alloc["id"]) or alloc
+        drained = self.drain(current, error, timeout=0, end_state="failed", note={"error": error})
+        return drained or self.store.allocation(alloc["id"]) or current
+
+    def start_placed(self) -> int:
+        """Start, each in its own thread, the allocations other nodes' workers placed on this node; how many."""
+        if not self.runs_processes or self.closing.is_set():
+            return 0
+        claimed = []
+        for alloc in self.store.node_allocations_in(self.node, "planned"):  # never an unplaced one: none is planned
+            with self._starting_guard:
+                if alloc["id"] in self._starting:
+                    continue
+                self._starting.add(alloc["id"])
+            claimed.append(alloc)
+            threading.Thread(target=self._start_placed, args=(alloc,), name=f"start-{alloc['id']}", daemon=True).start()
+        return len(claimed)
+
+    def _start_placed(self, alloc: dict[str, Any]) -> None:
+        try:
+            deployment = self.store.deployment(alloc["deployment_id"])
+            environment = self.store.environment_by_id(alloc["environment_id"])
+            region = self.store.region(alloc["region_id"])
+            if deployment is None or environment is None or region is None or self.token_for is None:
+                raise RuntimeError("its deployment, environment or region is gone")
+            bound = self.store.allocation_environment(environment["id"], region["id"])
+            token = self.token_for(deployment)
+            self._run(alloc, deployment, environment, token=token, region=region, bound=bound, claimed=True)
+        except RunnerStopping:
+            pass
+        except Exception as error:  # the allocation fails with why; the worker waiting for it sees it
+            log.exception("starting placed allocation %s failed", alloc["id"])
+            current = self.store.allocation(alloc["id"])
+            if current is not None and current["state"] in STARTING_STATES:
+                self._move(current, "failed", health={"stage": "starting", "error": str(error)})
+        finally:
+            with self._starting_guard:
+                self._starting.discard(alloc["id"])
+            self.store.close()  # this thread's connection
 
     def _launch(
         self,
@@ -454,7 +575,7 @@ class Runner:
         """Advance every draining allocation one step; returns those that ended (stopped or failed)."""
         ended = []
         now = time.time()
-        for alloc in self.store.allocations_in("draining"):
+        for alloc in self.own_allocations_in("draining"):
             finished = self._advance_drain(alloc, now)
             if finished is not None:
                 ended.append(finished)
@@ -526,10 +647,15 @@ class Runner:
         ]
         return [d for d in (self.drain(a, reason) for a in allocs) if d is not None]
 
+    def own_allocations_in(self, *states: str) -> list[dict[str, Any]]:
+        """This node's allocations in one of `states`: the only ones whose processes this runner may signal."""
+        return self.store.node_allocations_in(self.node, *states, unplaced=self.node == DEFAULT_NODE)
+
     def stop_all(self, reason: str, *, drain_seconds: float = SHUTDOWN_DRAIN_SECONDS) -> None:
-        """Shutdown: nothing starts any more; every allocation drains (for at most `drain_seconds`), then stops."""
+        """Shutdown: nothing starts any more; every allocation of this node drains (for at most `drain_seconds`),
+        then stops. Other nodes' allocations are theirs: stopping this node never stops them."""
         self.closing.set()
-        for alloc in self.store.allocations_in(*LIVE_STATES):
+        for alloc in self.own_allocations_in(*LIVE_STATES):
             if alloc["state"] == "draining":
                 if (alloc["drain_deadline"] or 0) > time.time() + drain_seconds:
                     self._move(alloc, "draining", drain_deadline=time.time() + drain_seconds)
@@ -537,19 +663,28 @@ class Runner:
             own = drain_timeout_of((self.store.deployment(alloc["deployment_id"]) or {}).get("config") or {})
             self.drain(alloc, reason, timeout=min(own, drain_seconds))
         deadline = time.monotonic() + drain_seconds + SHUTDOWN_GRACE_SECONDS + 2
-        while self.store.allocations_in("draining") and time.monotonic() < deadline:
+        while self.own_allocations_in("draining") and time.monotonic() < deadline:
             self.tick()
             time.sleep(0.05)
-        for alloc in self.store.allocations_in("draining"):  # past every bound: no process outlives the server
+        for alloc in self.own_allocations_in("draining"):  # past every bound: no process outlives the server
             members = processes.allocation_processes(alloc["id"], alloc["pid"], alloc["pid_start_time"])
             processes.signal_allocation(members, alloc["pid"], alloc["pid_start_time"], signal.SIGKILL)
             self._move(alloc, alloc["end_state"] or "stopped", health={**(alloc["health"] or {}), "killed": True})
+
+    def abandon_processes(self) -> None:
+        """This node's name was taken over after it lapsed: stop every process this runner started, at once, and
+        leave the rows alone (they are the new holder's now; docs/multi-node.md, "Nodes"). Only processes that
+        provably belong to an allocation, by pid and start time on this machine, are signalled."""
+        self.closing.set()
+        for alloc in self.own_allocations_in(*LIVE_STATES):
+            members = processes.allocation_processes(alloc["id"], alloc["pid"], alloc["pid_start_time"])
+            processes.signal_allocation(members, alloc["pid"], alloc["pid_start_time"], signal.SIGKILL)
 
     def check_processes(self) -> list[dict[str, Any]]:
         """Ready allocations whose process has gone are failed (their state, not the edge's luck, says so); what is
         left of them (a wrapper's orphaned children) is stopped by the drain."""
         gone = []
-        for alloc in self.store.allocations_in("ready"):
+        for alloc in self.own_allocations_in("ready"):
             if processes.leader_alive(alloc["pid"], alloc["pid_start_time"]):
                 continue
             note = {"error": "process exited", "at": now_iso()}
@@ -559,10 +694,14 @@ class Runner:
         return gone
 
     def reconcile(self) -> list[str]:
-        """At start-up: adopt allocation processes that survived a crash and still answer; stop the rest. Drains a
-        crash interrupted go on (their deadline is on the row), now with no connection open: the edge died too."""
+        """At start-up: adopt this node's allocation processes that survived a crash and still answer; stop the rest
+        of this node's. Drains a crash interrupted go on (their deadline is on the row), now with no connection open:
+        the edge died too. Other nodes' allocations are left alone."""
         adopted = []
-        for alloc in self.store.allocations_in(*LIVE_STATES):
+        if not self.runs_processes:
+            return adopted
+        self.store.adopt_unplaced_allocations(self.node, self.address)  # rows from before nodes existed
+        for alloc in self.own_allocations_in(*LIVE_STATES):
             if alloc["state"] == "draining":
                 continue
             deployment = self.store.deployment(alloc["deployment_id"])

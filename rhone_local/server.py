@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,15 @@ from rhone_local.edge import affinity_key
 from rhone_local.edge_feed import EdgeFeed
 from rhone_local.edge_relay import raise_open_file_limit
 from rhone_local.edge_supervisor import EdgeSupervisor
+from rhone_local.nodes import (
+    DEFAULT_NODE,
+    ROLES,
+    Membership,
+    NodeIdentity,
+    api_url_problem,
+    node_name_problem,
+    parse_roles,
+)
 from rhone_local.notify import ChangeNotifier
 from rhone_local.operations.registry import registry
 from rhone_local.pipeline import UNSANDBOXED, build_pipeline
@@ -49,7 +58,7 @@ from rhone_local.promotion import Promotions
 from rhone_local.reconciler import Reconciler
 from rhone_local.retention import Retention
 from rhone_local.sandbox import Sandbox, describe, detect, exposure_warning
-from rhone_local.store import NotRhoneDatabase, Store
+from rhone_local.store import NodeNameTaken, NotRhoneDatabase, Store
 from rhone_local.topology import Topology
 from rhone_local.workers import Workers
 
@@ -259,6 +268,8 @@ class ControlPlane:
     reconciler: Reconciler
     app: Any  # the ASGI app of the API
     feed: EdgeFeed | None = None
+    node: NodeIdentity = field(default_factory=NodeIdentity)
+    membership: Membership | None = None
 
     @property
     def runner(self) -> Any:
@@ -273,21 +284,36 @@ class ControlPlane:
         deadline = time.monotonic() + timeout  # generous: a busy machine delays the apps' exits, never the outcome
         while time.monotonic() < deadline:
             self.runner.tick()
-            if not self.store.allocations_in("draining"):
+            if not self.runner.own_allocations_in("draining"):
                 return
             time.sleep(0.05)  # an app given SIGTERM exits on its own time; the runner's kill grace bounds it
-        raise RuntimeError(f"allocations still draining: {[a['id'] for a in self.store.allocations_in('draining')]}")
+        draining = [a["id"] for a in self.runner.own_allocations_in("draining")]
+        raise RuntimeError(f"allocations still draining: {draining}")
+
+    def join(self, *, takeover: bool = False, **timing: float) -> Membership:
+        """Register this control plane as its node in the store (NodeNameTaken when another live process holds the
+        name, unless `takeover`: every other instance is known dead), without starting the heartbeat
+        (`membership.start()` does; tests beat by hand). `timing`: heartbeat, lapse (docs/multi-node.md, "Nodes")."""
+        self.membership = Membership(self.store, self.node, on_lost=self.runner.abandon_processes, **timing)
+        self.membership.register(takeover=takeover)
+        self.runner.lapse = self.membership.lapse
+        return self.membership
 
     def stop(self) -> None:
         """Nothing starts from now on and probes under way give up (their stages resume after the next start); then
-        the workers finish, and every allocation drains — the edges still carry the connections they have, and send
-        them nothing new — for a bounded time, and stops; then the engines."""
+        the workers finish, and every allocation of this node drains — the edges still carry the connections they
+        have, and send them nothing new — for a bounded time, and stops; then the engines; then the node leaves.
+        Other nodes' allocations are never touched. A node whose name was taken over (it lapsed) leaves its rows
+        alone: they are the new holder's."""
         self.runner.closing.set()
         self.reconciler.stop()
         self.workers.stop()
         self.retention.stop()
-        self.runner.stop_all("Rhone Local stopped")
+        if self.membership is None or not self.membership.lost.is_set():
+            self.runner.stop_all("Rhone Local stopped")
         self.pipeline.engines.stop_all()  # after the apps, which may write their sessions while they drain
+        if self.membership is not None:
+            self.membership.stop()
 
     def close(self) -> None:
         self.stop()
@@ -332,9 +358,12 @@ def wire(
     app_databases: str | None = None,
     cache_limit: int | None = None,
     blobs: BlobStore | None = None,
+    node: NodeIdentity | None = None,
 ) -> ControlPlane:
     """Build the control plane over `store`: the pipeline and runner, the stage handlers, the workers, retention, the
-    reconciler and the API app (nothing is started). `blobs` replaces the default filesystem blob store (`--blobs`)."""
+    reconciler and the API app (nothing is started). `blobs` replaces the default filesystem blob store (`--blobs`);
+    `node` names this node and its roles (default: the single node `local` with every role)."""
+    node = node or NodeIdentity()
     notifier = notifier or ChangeNotifier()
     store.listen_for_changes(notifier)  # commits of other nodes sharing the store wake this one's waiters
     limits = {"cache_limit": cache_limit} if cache_limit is not None else {}
@@ -343,16 +372,20 @@ def wire(
     )
     if blobs is not None:  # before anything below holds on to the pipeline's
         pipeline.blobs = pipeline.runner.blobs = blobs
+    runner = pipeline.runner
+    runner.node, runner.address, runner.runs_processes = node.name, node.address, node.has("runner")
     if edge_feed is not None:
         pipeline.runner.open_connections = edge_feed.open_connections  # drains read what the edges report
     promotions, topology = Promotions(store, pipeline, edge_feed), Topology(store, pipeline)
     # Every operation kind's stages, over the implementations built here (docs/architecture.md, "Operations").
     kinds = registry(store, pipeline=pipeline, promotions=promotions, topology=topology)
     workers = Workers(store, notifier, pipeline=pipeline, promotions=promotions, topology=topology, kinds=kinds)
+    workers.node = node.name
     retention = Retention(pipeline)
     pipeline.on_deploy_finished = retention.wanted.set
     app = create_app(store, notifier, ports=api_ports(pipeline, retention, edge_feed))
-    return ControlPlane(store, notifier, pipeline, workers, retention, Reconciler(store, pipeline), app, edge_feed)
+    reconciler = Reconciler(store, pipeline, heals=node.has("worker"))
+    return ControlPlane(store, notifier, pipeline, workers, retention, reconciler, app, edge_feed, node)
 
 
 def open_control_plane(data_dir: Path, **options: Any) -> ControlPlane:
@@ -377,17 +410,27 @@ def serve(
     blobs_url: str | None = None,
     blobs_endpoint: str | None = None,
     events_url: str | None = None,
+    node: NodeIdentity | None = None,
+    api_url: str | None = None,
     store_url: str | None = None,
 ) -> int:
+    """Run this node: only the parts of its roles (rhone_local/nodes.py); the default node has them all."""
     import uvicorn
 
+    node = node or NodeIdentity(address=host)
     raise_open_file_limit()  # edge processes inherit it: their connection cap is a share of it
     store = open_data_dir(data_dir, store_url)  # holds the data directory's lock until this process exits
     blobs = _blob_store(blobs_url, blobs_endpoint, data_dir)
-    publisher = _route_publisher(events_url, store)
+    publisher = _route_publisher(events_url, store) if node.has("api") else None
     with database_errors(store.path):
         bootstrap(store, data_dir)
         ensure_topology(store)
+    if node.has("edge") and not node.has("api") and not api_url:
+        raise StartRefused(
+            "edge_needs_api",
+            f"node {node.name}: an edge without the api role on its node follows another node's API",
+            "give --api URL (the API of a node with the api role), or add api to --role",
+        )
     sandbox = _sandbox(sandbox_mode, data_dir, sandbox_ro)
     warning = exposure_warning(sandbox)
     if warning:
@@ -395,28 +438,33 @@ def serve(
     # Both ports are bound before anything is wired: the pipeline's URLs and the edges' API URL name the ports got.
     listener = _listen(host, port, "--port")
     port = listener.getsockname()[1]
-    feed = EdgeFeed(store) if edge_port is not None else None
+    feed = EdgeFeed(store, node.name) if edge_port is not None and node.has("api") else None
     edges = None
-    if feed is not None:
+    if edge_port is not None and node.has("edge"):
         affinity_key(data_dir)  # created here, before edge processes read it
-        edges = _edge_supervisor(feed, host, edge_port, f"http://{host}:{port}", data_dir, edge_processes)
+        # Without the api role the edges follow another node's API; a feed here only registers them in the store.
+        registry = feed or EdgeFeed(store, node.name)
+        followed = f"http://{host}:{port}" if node.has("api") else str(api_url)
+        edges = _edge_supervisor(registry, host, edge_port, followed, data_dir, edge_processes)
         edge_port = edges.port
     plane = wire(
         store,
         data_dir,
         edge_feed=feed,
-        edge_port=edge_port,
+        edge_port=edge_port if edges is not None else None,
         sandbox=sandbox,
         app_databases=app_databases,
         cache_limit=cache_limit,
         blobs=blobs,
+        node=node,
     )
+    membership = _join(plane)
     pipeline, workers, retention, reconciler = plane.pipeline, plane.workers, plane.retention, plane.reconciler
     if 0 < store.migrated_from < 5:
         # Schema 5 records the migrations each environment applied; a database routed before it learns them from
         # its route history (the artifacts are immutable, so this is what they carried then).
         log.info("recorded applied migrations from %d route owner(s)", pipeline.record_route_history_migrations())
-    adopted = pipeline.runner.reconcile()
+    adopted = pipeline.runner.reconcile()  # this node's allocations only
     if adopted:
         log.info("adopted %d running allocation(s) that survived the previous server", len(adopted))
     wound_down = threading.Event()
@@ -426,13 +474,15 @@ def serve(
             wound_down.set()
             plane.stop()  # only then do the edges close
 
+    app = plane.app if node.has("api") else _health_only_app(node)
     server = _api_server(
-        uvicorn.Config(plane.app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"),
+        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"),
         feed,
         wind_down,
     )
-    if edges is not None:
+    if feed is not None:
         feed.start()
+    if edges is not None:
         edges.start()  # they follow the feed as soon as the API answers
         log.info("edge: %d process(es) on %s:%d", edges.slots, host, edges.port)
     state_file = _write_atomically(
@@ -442,38 +492,100 @@ def serve(
                 "pid": os.getpid(),
                 "api_url": f"http://{host}:{port}",
                 "port": port,
-                "edge_port": edge_port,
+                "edge_port": edge_port if edges is not None else None,
                 "version": __version__,
                 "started_at": time.time(),
                 "data_dir": str(data_dir),
                 "sandbox": describe(sandbox),
+                "node": node.name,
+                "roles": node.ordered_roles(),
             }
         ),
     )
-    workers.start()
-    retention.start()
+    membership.start()
+    if node.has("worker"):
+        workers.start()
+        retention.start()
     if publisher is not None:
         publisher.start()  # route events on NATS, after they commit (docs/multi-node.md, "Route events")
         if feed is not None:
             feed.on_change(publisher.poke)  # the feed's watcher sees each commit first: publish at once
-    # Previews come back in the background: the API answers meanwhile, and the edge says 503 until they are ready.
-    threading.Thread(target=_restore_previews, args=(pipeline,), name="restore-previews", daemon=True).start()
+    if node.has("worker"):
+        # Previews come back in the background: the API answers meanwhile, and the edge says 503 until they are ready.
+        threading.Thread(target=_restore_previews, args=(pipeline,), name="restore-previews", daemon=True).start()
     # Drains, dead and unresponsive instances, and each route owner's instance count (also after this restart).
     reconciler.start()
-    pipeline.engines.start()  # runtime-service engines: adopted or started again, and kept running
-    log.info("Rhone Local %s listening on http://%s:%s (data in %s)", __version__, host, port, data_dir)
+    if node.has("runner"):
+        pipeline.engines.start()  # runtime-service engines: adopted or started again, and kept running
+    log.info(
+        "Rhone Local %s node %s (%s) listening on http://%s:%s (data in %s)",
+        __version__,
+        node.name,
+        ",".join(node.ordered_roles()),
+        host,
+        port,
+        data_dir,
+    )
     try:
         server.run(sockets=[listener])
     finally:
         wind_down()  # already done when the API shut down gracefully; here after a failed start
         if edges is not None:
             edges.stop()
+        if feed is not None:
             feed.stop()
         if publisher is not None:
             publisher.stop()
         state_file.unlink(missing_ok=True)
         listener.close()
     return 0 if server.started else 1
+
+
+def _join(plane: ControlPlane) -> Membership:
+    """Register the node (a live name held by another process refuses the start, nothing changed); when its name is
+    later taken over after a lapse, its processes stop at once and the server shuts down.
+
+    The name is held by a lock, not only by a heartbeat: on SQLite the data directory's (taken at open: one server
+    per store), on a shared store a session advisory lock per name held for the process's life. Holding it proves a
+    previous holder dead, so a name still beating is taken over (a restart after kill -9 does not wait for the
+    lapse); not getting it means another live process holds the name."""
+    lock = plane.store.publisher_lock(f"node:{plane.node.name}")
+    hint = f"choose another name with --node, or stop the node {plane.node.name!r} first"
+    if lock is not None and not lock.acquire():
+        raise StartRefused("node_name_taken", f"node {plane.node.name!r} is held by another live process", hint)
+    try:
+        membership = plane.join(takeover=True)
+    except NodeNameTaken as taken:  # only a control plane in this process that registered without the lock
+        if lock is not None:
+            lock.release()
+        raise StartRefused("node_name_taken", str(taken), hint) from None
+    membership.name_lock = lock
+
+    def lost() -> None:
+        plane.runner.abandon_processes()
+        os.kill(os.getpid(), signal.SIGTERM)  # the API's graceful shutdown, then `wind_down`
+
+    membership.on_lost = lost
+    return membership
+
+
+def _health_only_app(node: NodeIdentity) -> Any:
+    """What a node without the api role serves on its port: `/v1/health` (how `rhone local up` and `status` know it
+    runs, with its node and roles), nothing else."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from rhone_local.store import SCHEMA_VERSION
+
+    document = {
+        "status": "ok",
+        "version": __version__,
+        "schema_version": SCHEMA_VERSION,
+        "node": node.name,
+        "roles": node.ordered_roles(),
+    }
+    return Starlette(routes=[Route("/v1/health", lambda request: JSONResponse(document))])
 
 
 def _edge_supervisor(
@@ -484,6 +596,27 @@ def _edge_supervisor(
         return EdgeSupervisor(feed, host=host, port=port, api_url=api_url, data_dir=data_dir, processes=processes)
     except OSError as error:
         raise _port_refused(host, port, "--edge-port", error) from None
+
+
+def _node_name(text: str) -> str:
+    problem = node_name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def _api_url(text: str) -> str:
+    problem = api_url_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text.rstrip("/")
+
+
+def _roles(text: str) -> frozenset[str]:
+    roles, problem = parse_roles(text)
+    if roles is None:
+        raise argparse.ArgumentTypeError(problem)
+    return roles
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -504,6 +637,10 @@ def main(argv: list[str] | None = None) -> int:
         default=int(os.environ.get("RHONE_LOCAL_EDGE_PROCESSES") or 1),
         help="edge processes sharing the edge port (default 1, or $RHONE_LOCAL_EDGE_PROCESSES)",
     )
+    run.add_argument("--node", default=DEFAULT_NODE, type=_node_name, help="this node's name (default local)")
+    roles = ",".join(ROLES)
+    run.add_argument("--role", default=roles, type=_roles, help=f"comma-separated subset of {roles} (default all)")
+    run.add_argument("--api-url", default=None, type=_api_url, help="the API an edge-only node's edges follow")
     sub.add_parser("edge", help="run one edge process (`serve` starts them; see rhone_local/edge_process.py)")
     recover = sub.add_parser(
         "recover-owner", help="write a new owner token to <data dir>/owner.token (needs write access to the data dir)"
@@ -542,6 +679,8 @@ def main(argv: list[str] | None = None) -> int:
             blobs_url=blobs_url,
             blobs_endpoint=blobs_endpoint,
             events_url=events_url,
+            node=NodeIdentity(args.node, args.role, address=args.host),
+            api_url=args.api_url,
             store_url=store_url,
         )
     except StartRefused as refused:

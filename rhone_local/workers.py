@@ -22,6 +22,7 @@ from typing import Any
 
 from rhone_local.domain.errors import StageFailed, disk_full, is_disk_full
 from rhone_local.domain.operations import MACHINES, NOT_RUNNABLE, KindStates
+from rhone_local.nodes import DEFAULT_NODE
 from rhone_local.notify import ChangeNotifier
 from rhone_local.operations.kinds import Kind
 from rhone_local.operations.registry import registry
@@ -96,13 +97,18 @@ class Workers:
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.node = DEFAULT_NODE  # the node these workers run on (server.wire)
 
     @property
     def owner_prefix(self) -> str:
-        return f"worker-{os.getpid()}-"
+        """This process's workers' lease owner names: `<node>/worker-<pid>-<pool>-<n>` (the node's own part first, so
+        a start-up frees only its own node's leases)."""
+        return f"{self.node}/worker-{os.getpid()}-"
 
     def start(self) -> None:
-        recovered = self.store.release_leases_except(self.owner_prefix)
+        recovered = self.store.release_leases_except(
+            self.owner_prefix, node_prefix=f"{self.node}/", legacy=self.node == DEFAULT_NODE
+        )
         if recovered:
             log.info("resuming %d operation(s) left leased by a previous server process", recovered)
         pools = (

@@ -41,6 +41,8 @@ def _render_status(doc: dict):
             reason = f" ({sandbox['reason']})" if sandbox.get("reason") else ""
             extra = f"; read-only: {', '.join(sandbox['read_only_paths'])}" if sandbox.get("read_only_paths") else ""
             out.line(f"  sandbox: {sandbox['mode']}{reason}{extra}")
+        if doc.get("node"):
+            out.line(f"  node:    {doc['node']} ({','.join(doc.get('roles') or [])})")
         if doc.get("disk"):
             out.line("  disk:    " + ", ".join(f"{kind} {human_size(size)}" for kind, size in doc["disk"].items()))
 
@@ -137,6 +139,32 @@ def up(
         int | None,
         typer.Option("--build-cache-mb", help="Per-app build cache limit in MiB (default 2048).", min=1, metavar="MIB"),
     ] = None,
+    node: Annotated[
+        str | None,
+        typer.Option(
+            "--node",
+            help="This server's node name in a cluster sharing one store (lowercase letters, digits, '-'; default "
+            "local).",
+            metavar="NAME",
+        ),
+    ] = None,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            "--role",
+            help="The parts this node runs: a comma-separated subset of api,worker,runner,edge (default all).",
+            metavar="ROLES",
+        ),
+    ] = None,
+    api: Annotated[
+        str | None,
+        typer.Option(
+            "--api",
+            help="For a node with the edge role and not the api role: the http://HOST:PORT of the API its edges "
+            "follow.",
+            metavar="URL",
+        ),
+    ] = None,
 ) -> None:
     """Start Rhone Local in the background, wait until it is healthy, and point the `local` profile at it."""
     from rhone_cli.errors import usage_error
@@ -149,6 +177,7 @@ def up(
         if not path.exists():
             raise usage_error(f"--sandbox-ro {path}: no such file or directory")
     options = local.SandboxOptions(sandbox, tuple(str(p.resolve()) for p in sandbox_ro or []), build_cache_mb)
+    node_options = local.node_options(node, role, api)
     root = local.data_dir(inv, data_dir)
     if not foreground:  # --foreground is this server, here: its own data-directory lock refuses a second one
         _refuse_other_ports(local.status(inv, root), port, edge_port)
@@ -159,10 +188,12 @@ def up(
     if foreground:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         local.require_server_packages()
-        command = local.server_command(root, port, edge_port, options)
+        command = local.server_command(root, port, edge_port, options, node_options)
         os.environ.update(server_environ)
         os.execv(sys.executable, command)
-    doc = local.up(inv, root, port=port, edge_port=edge_port, server_environ=server_environ, sandbox=options)
+    doc = local.up(
+        inv, root, port=port, edge_port=edge_port, server_environ=server_environ, sandbox=options, node=node_options
+    )
     inv.out.result(doc, _render_status(doc))
 
 

@@ -8,8 +8,8 @@ from rhone_cli.output import Output
 from rhone_cli.render import Human, table
 
 ALLOCATION_COLUMNS = (
-    ["id", "deployment", "env", "region", "cell", "state", "owner", "health"],
-    ["id", "deployment_id", "environment", "region", "cell", "state", "route_owner", "health_summary"],
+    ["id", "deployment", "env", "region", "cell", "node", "state", "owner", "health"],
+    ["id", "deployment_id", "environment", "region", "cell", "node", "state", "route_owner", "health_summary"],
 )
 BINDING_COLUMNS = (
     ["name", "kind", "resource", "region", "state", "mutable", "shared", "secrets"],

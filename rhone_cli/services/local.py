@@ -38,7 +38,11 @@ HEALTH_TIMEOUT_SECONDS = 30.0
 # stderr); the CLI never imports Rhone Local, so the contract is restated here.
 REFUSED_STATUS = 3
 _REFUSAL = re.compile(r"^error \[([a-z_]+)\]: (.+)\nhint: (.+)$", re.MULTILINE)
-REFUSAL_EXIT_CODES = {"data_dir_in_use": ExitCode.CONFLICT, "port_in_use": ExitCode.CONFLICT}
+REFUSAL_EXIT_CODES = {
+    "data_dir_in_use": ExitCode.CONFLICT,
+    "port_in_use": ExitCode.CONFLICT,
+    "node_name_taken": ExitCode.CONFLICT,
+}
 
 
 def data_dir(inv: Invocation, explicit: Path | None = None) -> Path:
@@ -283,6 +287,8 @@ def status(inv: Invocation, root: Path) -> dict[str, Any]:
         "log_file": str(paths.log),
         "stale_pid_file": stale is not None,
         "sandbox": state.get("sandbox") if running else None,
+        "node": state.get("node", "local") if running else None,
+        "roles": state.get("roles", list(NODE_ROLES)) if running else None,
         "disk": disk_use(root) if root.is_dir() else None,
     }
 
@@ -307,6 +313,45 @@ def disk_use(root: Path) -> dict[str, int]:
     return use
 
 
+NODE_ROLES = ("api", "worker", "runner", "edge")  # rhone_local/nodes.py: ROLES
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    """`--node` and `--role` (docs/multi-node.md, "Nodes"): None keeps the server's default (node local, every role)."""
+
+    name: str | None = None
+    roles: str | None = None
+    api: str | None = None  # the API an edge-only node's edges follow
+
+    def arguments(self) -> list[str]:
+        flags = (("--node", self.name), ("--role", self.roles), ("--api-url", self.api))
+        return [part for flag, value in flags if value for part in (flag, value)]
+
+
+def node_options(name: str | None, roles: str | None, api: str | None = None) -> NodeOptions:
+    """The node's name, roles and followed API, checked as the server checks them: a mistake is a usage error
+    (exit 2)."""
+    from rhone_cli.errors import usage_error
+    from rhone_local.nodes import api_url_problem, node_name_problem, parse_roles
+
+    problem = node_name_problem(name) if name is not None else None
+    if problem:
+        raise usage_error(f"--node {name!r}: use 1 to 63 characters among lowercase letters, digits and '-'")
+    if roles is not None:
+        parsed, problem = parse_roles(roles)
+        if parsed is None:
+            raise usage_error(problem or "--role")
+        roles = ",".join(r for r in NODE_ROLES if r in parsed)
+    problem = api_url_problem(api) if api is not None else None
+    if problem:
+        raise usage_error(problem)
+    listed = (roles or ",".join(NODE_ROLES)).split(",")
+    if "edge" in listed and "api" not in listed and api is None:
+        raise usage_error(f"--role {roles}: an edge without the api role follows another node's API: give --api URL")
+    return NodeOptions(name, roles, api.rstrip("/") if api else None)
+
+
 @dataclass(frozen=True)
 class SandboxOptions:
     mode: str = "auto"  # auto, bubblewrap or none
@@ -314,7 +359,9 @@ class SandboxOptions:
     cache_mb: int | None = None  # per-app build cache limit
 
 
-def server_command(root: Path, port: int, edge_port: int, sandbox: SandboxOptions | None = None) -> list[str]:
+def server_command(
+    root: Path, port: int, edge_port: int, sandbox: SandboxOptions | None = None, node: NodeOptions | None = None
+) -> list[str]:
     """How Rhone Local runs: this Python, in the foreground, on loopback. `-P` keeps the current directory off
     sys.path: started from a directory that holds a `rhone_local` package (another checkout, or anything untrusted),
     `-m rhone_local` would otherwise run that code instead of the installed server."""
@@ -338,7 +385,7 @@ def server_command(root: Path, port: int, edge_port: int, sandbox: SandboxOption
         command += ["--sandbox-ro", path]
     if sandbox.cache_mb is not None:
         command += ["--build-cache-mb", str(sandbox.cache_mb)]
-    return command
+    return command + (node or NodeOptions()).arguments()
 
 
 def require_server_packages() -> None:
@@ -420,6 +467,7 @@ def up(
     timeout: float = HEALTH_TIMEOUT_SECONDS,
     server_environ: dict[str, str] | None = None,
     sandbox: SandboxOptions | None = None,
+    node: NodeOptions | None = None,
 ) -> dict:
     require_server_packages()
     paths = Paths(root)
@@ -448,7 +496,7 @@ def up(
                 exit_code=ExitCode.CONFLICT,
                 hint=f"free it, or choose another with `rhone local up {name} N`",
             )
-    command = server_command(root, port, edge_port, sandbox)
+    command = server_command(root, port, edge_port, sandbox, node)
     # The log is private like the rest of the data directory (docs/security.md).
     with open(os.open(paths.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
         log_start = paths.log.stat().st_size

@@ -455,6 +455,9 @@ class Allocation(_Model):
     cell: str
     region_id: str
     cell_id: str
+    node: str | None = Field(
+        None, description="The node whose runner runs it (`rhone local up --node`; null: from before nodes existed)."
+    )
     artifact_digest: str
     route_owner: bool = Field(description="Its deployment owns the environment's route (it may still not be ready).")
     health: dict[str, Any] | None

@@ -94,3 +94,22 @@ def serving_regions(
         else:
             skipped.append({"region": region["name"], "code": failure.code, "message": failure.message})
     return serving, skipped
+
+
+def runner_nodes(
+    store: Store, count: int, *, own: tuple[str, str] | None, lapse: float
+) -> list[tuple[str, str] | None]:
+    """The (node, address) of each of `count` new allocations: a live node with the runner role, the least loaded
+    first (its live allocations plus those placed in this call; ties by name), never a lapsed one. With no node
+    registered as a live runner, this process's own runner (`own`, None when it has no runner role) — a control
+    plane that never joined a cluster (the in-process tests) places everything on itself; None: nowhere to run."""
+    live = [(n["name"], n["address"]) for n in store.live_nodes("runner", lapse)]
+    if not live:
+        return [own] * count
+    loads = store.node_loads()
+    placed: list[tuple[str, str] | None] = []
+    for _ in range(count):
+        name, address = min(live, key=lambda node: (loads.get(node[0], 0), node[0]))
+        loads[name] = loads.get(name, 0) + 1
+        placed.append((name, address))
+    return placed

@@ -8,6 +8,7 @@ its own module, over one connection, transaction and migration core (`core.py`):
 - deployments.py: deployments, artifacts, builds
 - routes.py: route owners and events, applied migrations, the edges' reads
 - allocations.py: allocations and healing
+- nodes.py: the nodes of a cluster sharing the store, their heartbeats and their allocations
 - bindings.py: provider bindings, secrets, runtime services, provisioned databases
 - settings.py, idempotency.py, audit.py, retention.py
 
@@ -32,6 +33,7 @@ from rhone_local.store.core import (
 )
 from rhone_local.store.deployments import DeploymentStore
 from rhone_local.store.idempotency import IdempotencyStore
+from rhone_local.store.nodes import NodeNameTaken, NodeStore
 from rhone_local.store.operations import OperationStore
 from rhone_local.store.retention import RetentionStore
 from rhone_local.store.routes import RouteStore
@@ -45,6 +47,7 @@ __all__ = [
     "STORAGE_ERRORS",
     "UNREADABLE_ERRORS",
     "NameTaken",
+    "NodeNameTaken",
     "NotRhoneDatabase",
     "SchemaTooNew",
     "Store",
@@ -61,6 +64,7 @@ class Store(
     DeploymentStore,
     RouteStore,
     AllocationStore,
+    NodeStore,
     BindingStore,
     SettingStore,
     IdempotencyStore,

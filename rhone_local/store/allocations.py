@@ -18,8 +18,8 @@ class AllocationStore(StoreCore):
         f"(a.state IN {LIVE} OR a.id IN (SELECT last_allocation_id FROM environment_heal WHERE crash_loop = 1))"
     )
     VIEW_KEYS = (
-        "id", "deployment_id", "environment", "state", "region", "cell", "region_id", "cell_id", "artifact_digest",
-        "route_owner", "health", "created_at", "updated_at",
+        "id", "deployment_id", "environment", "state", "region", "cell", "region_id", "cell_id", "node",
+        "artifact_digest", "route_owner", "health", "created_at", "updated_at",
     )  # fmt: skip
 
     def _allocation_views(
@@ -74,9 +74,9 @@ class AllocationStore(StoreCore):
         """One new allocation row, committed at once (its id is new: no conflict to decide)."""
         columns = (
             "id", "deployment_id", "environment_id", "artifact_digest", "region_id", "cell_id", "state", "version",
-            "pid", "port", "health", "created_at", "updated_at", "bindings_digest",
+            "pid", "port", "health", "created_at", "updated_at", "bindings_digest", "node", "address",
         )  # fmt: skip
-        values = [json.dumps(alloc[c]) if c == "health" and alloc[c] is not None else alloc[c] for c in columns]
+        values = [json.dumps(alloc[c]) if c == "health" and alloc[c] is not None else alloc.get(c) for c in columns]
         self.conn.execute(
             f"INSERT INTO allocations ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values
         )

@@ -151,19 +151,23 @@ class OperationStore(StoreCore):
         )
         return cursor.rowcount == 1
 
-    def release_leases_except(self, owner_prefix: str) -> int:
-        """Free every lease not held by this process's workers (named `owner_prefix…`).
+    def release_leases_except(self, owner_prefix: str, *, node_prefix: str = "", legacy: bool = True) -> int:
+        """Free the leases of this node's previous processes: held by a worker named `node_prefix…` but not
+        `owner_prefix…` (this process's workers); with `legacy`, also those named without a node (a server from before
+        nodes existed — the default node's previous process).
 
-        Called once at start-up: one server owns an SQLite data directory (it holds its lock), so a lease from
-        any other owner belongs to a process that died — without this its operations would wait for the lease
-        to expire before resuming. A store several nodes share (PostgreSQL) frees nothing: another node's lease is
-        taken over only once it expired on the database's clock (`claim_operation`)."""
+        Called once at start-up: one process holds a node's name (docs/multi-node.md, "Nodes"), so a lease from
+        another process of the same node belongs to one that died — without this its operations would wait for the
+        lease to expire before resuming. Other nodes' leases are theirs: left alone. A store several servers share
+        (PostgreSQL) frees nothing: a lease is taken over only once it expired on the database's clock
+        (`claim_operation`)."""
         if not self.SINGLE_OWNER:
             return 0
         cursor = self.conn.execute(
             "UPDATE operations SET lease_owner = NULL, lease_until = NULL "
-            "WHERE lease_owner IS NOT NULL AND lease_owner NOT LIKE ? || '%'",
-            (owner_prefix,),
+            "WHERE lease_owner IS NOT NULL AND lease_owner NOT LIKE ? || '%' "
+            "AND ((? != '' AND lease_owner LIKE ? || '%') OR (? = 1 AND lease_owner NOT LIKE '%/%'))",
+            (owner_prefix, node_prefix, node_prefix, int(legacy)),
         )
         return cursor.rowcount
 

@@ -16,7 +16,7 @@ from rhone_local.domain.access import Principal
 from rhone_local.domain.ids import new_id
 from rhone_local.domain.operations import TERMINAL_STATES
 from rhone_local.server import bootstrap
-from rhone_local.store import Store
+from rhone_local.store import SCHEMA_VERSION, NodeNameTaken, Store
 
 pytestmark = pytest.mark.slow  # PostgreSQL clusters and threads
 
@@ -302,7 +302,7 @@ def test_migrations_are_applied_once_by_concurrent_openers(open_store: OpenStore
     if not stores[0].SINGLE_OWNER:
         rows = stores[0].all("SELECT version FROM schema_migrations ORDER BY version")
         versions = [row["version"] for row in rows]
-        assert versions == sorted(set(versions)) and versions[-1] == 9
+        assert versions == sorted(set(versions)) and versions[-1] == SCHEMA_VERSION
 
 
 class RecordingNotifier:
@@ -504,3 +504,40 @@ def test_nodes_bootstrapping_one_store_at_once_create_one_workspace(open_store: 
         tmp_path / f"node-{i}" / "owner.token" for i in range(4) if (tmp_path / f"node-{i}" / "owner.token").exists()
     ]
     assert len(token_files) == 1
+def test_a_node_name_is_held_by_one_live_instance_across_stores(store: Store, open_store: OpenStore) -> None:
+    """Eight processes race for one node name: one wins, the others are refused and change nothing; a lapsed name is
+    taken over and its old holder's heartbeat is refused (docs/multi-node.md, "Nodes"). Times are the store's."""
+    stores = [open_store() for _ in range(8)]
+
+    def register(index: int) -> str:
+        try:
+            return stores[index].register_node("a", ["runner"], "127.0.0.1", f"instance-{index}", 3600)["instance_id"]
+        except NodeNameTaken:
+            return "refused"
+        finally:
+            stores[index].close()
+
+    outcomes = _in_threads(8, register)
+    (winner,) = [o for o in outcomes if o != "refused"]
+    assert outcomes.count("refused") == 7
+    assert [(n["name"], n["instance_id"], n["live"]) for n in store.nodes(3600)] == [("a", winner, True)]
+    assert store.heartbeat_node("a", winner) and not store.heartbeat_node("a", "instance-x")
+
+    # A window of -1 s: every heartbeat is older than it, as after a lapse.
+    taken = store.register_node("a", ["api", "worker"], "127.0.0.1", "successor", -1)
+    assert (taken["instance_id"], taken["roles"]) == ("successor", "api,worker")
+    assert not stores[0].heartbeat_node("a", winner)
+    assert [n["name"] for n in stores[1].live_nodes("worker", 3600)] == ["a"]
+    assert stores[1].live_nodes("runner", 3600) == []
+
+
+def test_edge_reports_are_read_across_stores(store: Store, open_store: OpenStore) -> None:
+    other = open_store()
+    other.register_edge("edge-0.1@b", "b", "ab" * 32)
+    assert store.edge_by_token_digest("ab" * 32)["node"] == "b"
+    assert store.reporting_edges(3600) == {}  # registered, never heard from
+    store.record_edge_report("edge-0.1@b", 5)
+    assert other.reporting_edges(3600) == {"edge-0.1@b": 5}
+    assert other.reporting_edges(-1) == {}  # heard before a window that ends in the future
+    other.forget_edge("edge-0.1@b")
+    assert store.edge_by_token_digest("ab" * 32) is None

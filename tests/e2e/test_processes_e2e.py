@@ -131,7 +131,7 @@ def test_a_second_server_on_the_same_data_directory_leaves_at_once_and_changes_n
     server_json = (local.data_dir / "server.json").read_text()
     first_pid = local.pid()
     assert [row[:2] for row in operations if row[0] == op_id] == [(op_id, "building")]
-    assert operations[-1][3].startswith(f"worker-{first_pid}-")
+    assert operations[-1][3].startswith(f"local/worker-{first_pid}-")  # node local's worker (docs/multi-node.md)
 
     # Refused before anything binds: `--foreground` by the data directory's lock (any free ports: 0), a background
     # start on other ports (1 and 2, never the ephemeral ports it got) by the running server's record.

@@ -1,0 +1,144 @@
+"""This process as a node of a cluster sharing one store (docs/multi-node.md, "Nodes"): its name, its roles, and the
+heartbeat that keeps its name and its allocations its own.
+
+A server runs only the parts of its roles: `api` (the HTTP API and its long-polls), `worker` (operation workers, and
+the cluster's healing: instance counts, strays, replacing a lapsed node's allocations), `runner` (app processes, the
+reconciler's rounds over them, runtime-service engines, allocation ports), `edge` (edge processes). The default is one
+node named `local` with every role: exactly the single-machine Rhone Local.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("rhone_local.nodes")
+
+ROLES = ("api", "worker", "runner", "edge")
+DEFAULT_NODE = "local"
+NODE_NAME = re.compile(r"[a-z0-9-]{1,63}")
+HEARTBEAT_SECONDS = 2.0  # how often a node renews its heartbeat
+LAPSE_SECONDS = 10.0  # a node not heard from for this long is lapsed: nothing is placed on it, its allocations move
+
+
+def node_name_problem(name: str) -> str | None:
+    """Why `name` is not a node name, or None."""
+    if NODE_NAME.fullmatch(name):
+        return None
+    return f"node name {name!r}: use 1 to 63 characters among lowercase letters, digits and '-'"
+
+
+def api_url_problem(url: str) -> str | None:
+    """Why `url` is not the http:// URL of another node's API (what an edge-only node's edges follow), or None."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        port, parts = None, None
+    if parts is None or parts.scheme != "http" or not parts.hostname or port is None or parts.path not in ("", "/"):
+        return f"--api {url!r}: give the http://HOST:PORT of a node with the api role"
+    if parts.username or parts.password or parts.query or parts.fragment:
+        return f"--api {url!r}: give only http://HOST:PORT (no credentials, path or query)"
+    return None
+
+
+def parse_roles(text: str) -> tuple[frozenset[str] | None, str | None]:
+    """(the roles of a comma-separated list, None) or (None, why it is not one): a non-empty subset of ROLES."""
+    names = [part.strip() for part in text.split(",")]
+    unknown = [n for n in names if n not in ROLES]
+    if not text.strip() or unknown:
+        what = f"{', '.join(repr(n) for n in unknown)} is not a role" if any(unknown) else "no role given"
+        return None, f"--role {text!r}: {what}; give a comma-separated subset of {','.join(ROLES)}"
+    return frozenset(names), None
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """Who this process is in the cluster. `instance_id` is new for every process start: the name is held by it."""
+
+    name: str = DEFAULT_NODE
+    roles: frozenset[str] = frozenset(ROLES)
+    address: str = "127.0.0.1"  # where this node's allocations are reachable (loopback: one machine)
+    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def has(self, role: str) -> bool:
+        return role in self.roles
+
+    def ordered_roles(self) -> list[str]:
+        return [r for r in ROLES if r in self.roles]
+
+
+class Membership:
+    """The node's registration in the store and its heartbeat thread. `on_lost` runs once when the heartbeat finds the
+    name taken by another instance (this process lapsed and was replaced): its runner must stop serving."""
+
+    def __init__(
+        self,
+        store: object,
+        identity: NodeIdentity,
+        *,
+        heartbeat: float = HEARTBEAT_SECONDS,
+        lapse: float = LAPSE_SECONDS,
+        on_lost: Callable[[], None] | None = None,
+    ) -> None:
+        self.store, self.identity = store, identity
+        self.heartbeat, self.lapse = heartbeat, lapse
+        self.on_lost = on_lost
+        self.name_lock: Any = None  # held for the process's life when the store is shared (server._join)
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def register(self, *, takeover: bool = False) -> None:
+        """Take the node's name (NodeNameTaken when another live instance holds it; nothing changed then).
+        `takeover`: every other instance is known dead (`NodeStore.register_node`)."""
+        i = self.identity
+        roles = i.ordered_roles()
+        self.store.register_node(i.name, roles, i.address, i.instance_id, self.lapse, takeover=takeover)  # type: ignore[attr-defined]
+
+    def beat(self) -> bool:
+        """One heartbeat; False once the name is not this instance's any more."""
+        if self.store.heartbeat_node(self.identity.name, self.identity.instance_id):  # type: ignore[attr-defined]
+            return True
+        if not self.lost.is_set():
+            self.lost.set()
+            log.error("node %s: its name was taken by another process after a lapse; stopping", self.identity.name)
+            if self.on_lost is not None:
+                self.on_lost()
+        return False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="node-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.wait(self.heartbeat):
+                try:
+                    if not self.beat():
+                        return
+                except Exception:  # a busy store: the next beat tries again (the lapse window allows several)
+                    log.exception("node %s: heartbeat failed; retrying", self.identity.name)
+        finally:
+            self.store.close()  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        """Stop the heartbeat and leave the cluster (the name is free at once, nothing more is placed here)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if not self.lost.is_set():
+            self.store.leave_node(self.identity.name, self.identity.instance_id)  # type: ignore[attr-defined]
+        if self.name_lock is not None:
+            self.name_lock.release()
+
+
+def roles_text(roles: Iterable[str]) -> str:
+    return ",".join(r for r in ROLES if r in set(roles))
