@@ -504,6 +504,8 @@ def test_nodes_bootstrapping_one_store_at_once_create_one_workspace(open_store: 
         tmp_path / f"node-{i}" / "owner.token" for i in range(4) if (tmp_path / f"node-{i}" / "owner.token").exists()
     ]
     assert len(token_files) == 1
+
+
 def test_a_node_name_is_held_by_one_live_instance_across_stores(store: Store, open_store: OpenStore) -> None:
     """Eight processes race for one node name: one wins, the others are refused and change nothing; a lapsed name is
     taken over and its old holder's heartbeat is refused (docs/multi-node.md, "Nodes"). Times are the store's."""
