@@ -33,6 +33,9 @@ from tests.engines import NatsServer, PostgresCluster, nats_jetstream, postgres_
 
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 _buckets = itertools.count(1)
+LIVE_PROCESSES = (
+    "SELECT id, pid, pid_start_time FROM allocations WHERE pid IS NOT NULL AND state NOT IN ('failed', 'stopped')"
+)
 
 
 @dataclass
@@ -57,17 +60,16 @@ class Cluster:
 
     def http(self, node: str) -> httpx.Client:
         server = self.nodes[node]
-        return httpx.Client(
-            base_url=server.api_url, headers={"Authorization": f"Bearer {self.token()}"}, timeout=60
-        )
+        return httpx.Client(base_url=server.api_url, headers={"Authorization": f"Bearer {self.token()}"}, timeout=60)
 
     def app(self, name: str) -> Path:
-        """examples/hello as app `name`, linked through node a (the link's ids are the cluster's, so any node's
-        CLI can use the directory)."""
+        """examples/hello as app (and project) `name`, linked through node a (the link's ids are the cluster's, so
+        any node's CLI can use the directory)."""
         app_dir = self.root / name
         shutil.copytree(HELLO, app_dir)
         toml = (app_dir / "rhone.toml").read_text().replace('name = "hello"', f'name = "{name}"')
-        (app_dir / "rhone.toml").write_text(toml)
+        # It keeps no server sessions, so it may run several instances without a session store.
+        (app_dir / "rhone.toml").write_text(toml + "\n[runtime]\nserver_sessions = false\n")
         linked = self.nodes["a"].rhone("init", "--link", "--json", cwd=app_dir)
         assert linked.exit_code == 0, linked.stderr
         return app_dir
@@ -142,9 +144,7 @@ def stop_cluster(cluster: Cluster) -> None:
 
     leftovers: list[tuple] = []
     with contextlib.suppress(Exception):
-        leftovers = cluster.rows(
-            "SELECT id, pid, pid_start_time FROM allocations WHERE pid IS NOT NULL AND state NOT IN ('failed','stopped')"
-        )
+        leftovers = cluster.rows(LIVE_PROCESSES)
     for server in cluster.nodes.values():
         with contextlib.suppress(Exception):
             server.rhone("local", "down", timeout=120)

@@ -3,19 +3,29 @@
 PostgreSQL store, one JetStream stream and one bucket, driven through the real CLI and raw HTTP.
 
 These tests share one cluster per module and worker (starting one costs more than the tests; under xdist a worker
-that gets some of them starts its own); none of them kills anything. The tests that kill nodes or engines start clusters of their own (test_cluster_crashes.py)."""
+that gets some of them starts its own); none of them kills anything. The tests that kill nodes or engines start
+clusters of their own (test_cluster_crashes.py)."""
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from rhone_local.domain.operations import NOT_RUNNABLE
 from tests.e2e.cluster import Cluster, running_cluster
+from tests.e2e.helpers import set_version
 
 OPERATION_COLUMNS = "SELECT id, kind, state, version FROM operations ORDER BY id"
+ROUTE = (
+    "SELECT r.deployment_id, r.epoch FROM route_owners r JOIN environments e ON e.id = r.environment_id "
+    "JOIN apps a ON a.id = r.app_id WHERE e.name = %s AND a.name = %s"
+)
+LEASE_OWNER = "SELECT lease_owner FROM operations WHERE id = %s"
+READY_INSTANCES = "SELECT count(*) FROM allocations WHERE deployment_id = %s AND state = 'ready'"
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +76,85 @@ def test_one_idempotency_key_over_both_api_nodes_makes_one_operation(cluster: Cl
     new = [row for row in after if row[0] not in {old[0] for old in before}]
     assert [row[:2] for row in new] == [(answers[0][3]["id"], "environment.create")]
     assert cluster.rows("SELECT count(*) FROM idempotency WHERE key = %s", key) == [(1,)]
+
+
+def test_a_scale_on_one_node_and_a_promotion_on_the_other_are_one_change_at_a_time(cluster: Cluster, served):
+    set_version(served["dir"], "2.0.0")
+    second = cluster.nodes["b"].json("deploy", cwd=served["dir"], timeout=240)["id"]
+    route_before = cluster.rows(ROUTE, "production", "served")
+    before = {row[0] for row in cluster.rows(OPERATION_COLUMNS)}
+    start = threading.Barrier(2)
+
+    def scale():
+        with cluster.http("a") as api:
+            start.wait(timeout=60)
+            answer = api.post(served["path"] + "/environments/production/scale", json={"instances": 2})
+        return answer.status_code, answer.json()
+
+    def promote():
+        with cluster.http("b") as api:
+            start.wait(timeout=60)
+            answer = api.post(f"/v1/deployments/{second}/promote", json={"environment": "production"})
+        return answer.status_code, answer.json()
+
+    # Both requests reach their nodes within a few milliseconds, long before either operation can finish (a scale
+    # starts a process and probes it; a promotion does that and waits for the edges).
+    with ThreadPoolExecutor(2) as pool:
+        scaled, promoted = pool.submit(scale), pool.submit(promote)
+        answers = {"scale": scaled.result(), "promote": promoted.result()}
+    statuses = sorted(status for status, _ in answers.values())
+    assert statuses == [202, 409], answers
+    (winner,) = [kind for kind, (status, _) in answers.items() if status == 202]
+    (refused,) = [body for status, body in answers.values() if status == 409]
+    assert refused["error"]["code"] == "environment_busy", refused
+    op = answers[winner][1]
+    new = [row for row in cluster.rows(OPERATION_COLUMNS) if row[0] not in before]
+    assert [row[:2] for row in new] == [(op["id"], winner)]
+    finished = cluster.nodes["a"].rhone("op", "wait", op["id"], "--json", timeout=240)
+    assert finished.exit_code == 0, (finished.stdout, finished.stderr)
+    ((deployment, epoch),) = cluster.rows(ROUTE, "production", "served")
+    if winner == "scale":
+        assert (deployment, epoch) == route_before[0]
+        assert cluster.rows(READY_INSTANCES, deployment) == [(2,)]
+    else:
+        assert (deployment, epoch) == (second, route_before[0][1] + 1)
+
+
+def test_a_long_poll_on_either_node_is_answered_by_each_change_made_on_the_other(cluster: Cluster, served):
+    set_version(served["dir"], "3.0.0")
+    started = cluster.nodes["a"].json("deploy", "--no-wait", cwd=served["dir"], timeout=120)
+    op_id = started["id"]
+    owners: set[str] = set()
+    done = threading.Event()
+
+    def watch_lease_owner():  # which node's worker advances the operation (its lease owner is `<node>/worker-…`)
+        while not done.is_set():
+            owners.update(owner for (owner,) in cluster.rows(LEASE_OWNER, op_id) if owner)
+            time.sleep(0.05)
+
+    def follow(node: str) -> list[tuple[int, str]]:
+        answers, version = [], started["version"]
+        with cluster.http(node) as api:
+            for _ in range(50):  # bounded: a deploy has fewer versions than this
+                op = api.get(f"/v1/operations/{op_id}", params={"wait": 30, "after_version": version}).json()
+                answers.append((op["version"], op["state"]))
+                if op["state"] in NOT_RUNNABLE:
+                    return answers
+                version = op["version"]
+        return answers
+
+    watcher = threading.Thread(target=watch_lease_owner)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            on_a, on_b = pool.map(follow, ("a", "b"))
+    finally:
+        done.set()
+        watcher.join()
+    assert {owner.split("/")[0] for owner in owners} <= {"a", "b"} and owners, owners
+    for answers in (on_a, on_b):
+        # Every answer is a newer version (none is a long-poll that ran out with nothing new), up to the end.
+        versions = [version for version, _ in answers]
+        assert versions == sorted(set(versions)) and versions[0] > started["version"], answers
+        assert answers[-1][1] == "preview_ready", answers
+    assert on_a[-1] == on_b[-1]
