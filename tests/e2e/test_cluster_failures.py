@@ -17,7 +17,7 @@ import pytest
 
 from rhone_local.domain.operations import NOT_RUNNABLE
 from tests.e2e.cluster import Cluster, running_cluster
-from tests.e2e.helpers import set_version
+from tests.e2e.helpers import set_version, wait_until
 
 OPERATION_COLUMNS = "SELECT id, kind, state, version FROM operations ORDER BY id"
 ROUTE = (
@@ -25,6 +25,8 @@ ROUTE = (
     "JOIN apps a ON a.id = r.app_id WHERE e.name = %s AND a.name = %s"
 )
 LEASE_OWNER = "SELECT lease_owner FROM operations WHERE id = %s"
+EDGES_BEHIND = "SELECT edge_id, seq FROM edges WHERE seq IS NULL OR seq < %s"
+OWNER_HISTORY = "SELECT deployment_id FROM route_events WHERE route_key = %s ORDER BY seq"
 READY_INSTANCES = "SELECT count(*) FROM allocations WHERE deployment_id = %s AND state = 'ready'"
 
 
@@ -158,3 +160,115 @@ def test_a_long_poll_on_either_node_is_answered_by_each_change_made_on_the_other
         assert versions == sorted(set(versions)) and versions[0] > started["version"], answers
         assert answers[-1][1] == "preview_ready", answers
     assert on_a[-1] == on_b[-1]
+
+
+ROUTE_EVENTS = 50
+APPS = 5
+
+
+def _stream_sequences(url: str) -> list[int]:
+    """The route sequence of every message on the stream, in stream order."""
+    import asyncio
+
+    import nats
+
+    from rhone_local.route_stream import SEQ_HEADER, STREAM
+
+    async def read() -> list[int]:
+        client = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0)
+        try:
+            js = client.jetstream(timeout=5)
+            state = (await js.stream_info(STREAM)).state
+            return [int((await js.get_msg(STREAM, seq)).headers[SEQ_HEADER]) for seq in range(1, state.last_seq + 1)]
+        finally:
+            await client.close()
+
+    return asyncio.run(read())
+
+
+def test_fifty_route_moves_from_both_nodes_are_one_gap_free_sequence_every_edge_follows(cluster: Cluster, served):
+    """Five apps, each deployed twice; promotions flip each app's production owner between its two deployments,
+    from node a and node b alternately, the five apps at once, until the store holds ROUTE_EVENTS route events. A
+    probe loop through each node's edge watches every app meanwhile."""
+    (already,) = cluster.rows("SELECT count(*) FROM route_events")[0]
+    apps: dict[str, list[str]] = {}
+    for index in range(APPS):
+        app_dir = cluster.app(f"moves{index}")
+        first = cluster.nodes["ab"[index % 2]].json("deploy", "--promote", cwd=app_dir, timeout=240)
+        set_version(app_dir, "2.0.0")
+        second = cluster.nodes["ba"[index % 2]].json("deploy", cwd=app_dir, timeout=240)
+        apps[f"moves{index}"] = [first["deployment"]["id"], second["id"]]
+    (now,) = cluster.rows("SELECT count(*) FROM route_events")[0]
+    moves = ROUTE_EVENTS - now
+    assert moves >= 40, now  # most of the sequence comes from the promotions below
+    per_app = [moves // APPS + (1 if index < moves % APPS else 0) for index in range(APPS)]
+    stop = threading.Event()
+    seen: dict[tuple[str, str], list[str]] = {}
+
+    def probe(node: str) -> int:
+        import httpx
+
+        probes = 0
+        with httpx.Client(base_url=f"http://127.0.0.1:{cluster.nodes[node].edge_port}", timeout=10) as edge:
+            while not stop.is_set() and probes < 5000:  # bounded
+                for app in apps:
+                    answer = edge.get("/", headers={"Host": f"{app}--production.localhost"})
+                    probes += 1
+                    if answer.status_code == 200:
+                        served_by = seen.setdefault((node, app), [])
+                        deployment = answer.json()["deployment"]
+                        if not served_by or served_by[-1] != deployment:
+                            served_by.append(deployment)
+                    else:  # failing closed is allowed, serving something else is not
+                        assert answer.status_code == 503, (node, app, answer.status_code, answer.text)
+        return probes
+
+    def flip(index: int) -> list[int]:
+        app = f"moves{index}"
+        codes = []
+        for move in range(per_app[index]):
+            node = "ab"[(index + move) % 2]
+            target = apps[app][(move + 1) % 2]  # the first deployment owns production: the second moves first
+            with cluster.http(node) as api:
+                op = api.post(f"/v1/deployments/{target}/promote", json={"environment": "production"})
+                assert op.status_code == 202, op.text
+                op = op.json()
+                for _ in range(100):  # bounded long-polls
+                    if op["state"] in NOT_RUNNABLE:
+                        break
+                    op = api.get(f"/v1/operations/{op['id']}", params={"wait": 30}).json()
+            codes.append(op["state"])
+        return codes
+
+    with ThreadPoolExecutor(2 + APPS) as pool:
+        probes = [pool.submit(probe, node) for node in ("a", "b")]
+        try:
+            outcomes = list(pool.map(flip, range(APPS)))
+        finally:
+            stop.set()
+        probe_counts = [future.result() for future in probes]
+    assert outcomes == [["healthy"] * count for count in per_app], outcomes
+    assert all(count > 0 for count in probe_counts)
+    assert len(seen) == 2 * APPS, sorted(seen)  # each edge served each app
+
+    # The store's sequence and the stream's are exactly 1..50: no gap, no duplicate, in order.
+    store_seqs = [seq for (seq,) in cluster.rows("SELECT seq FROM route_events ORDER BY seq")]
+    assert store_seqs == list(range(1, ROUTE_EVENTS + 1)), (already, store_seqs)
+    assert wait_until(lambda: _stream_sequences(cluster.nats.url) == store_seqs, timeout=60)
+    # Every edge of both nodes applied the last one.
+    assert wait_until(lambda: cluster.rows(EDGES_BEHIND, ROUTE_EVENTS) == [], timeout=60)
+    assert {node for (node,) in cluster.rows("SELECT DISTINCT node FROM edges")} == {"a", "b"}
+    # Each app's owner history alternates its two deployments; what an edge served follows that history in order
+    # and only ever names that app's own deployments.
+    for (node, app), served_by in seen.items():
+        history = [d for (d,) in cluster.rows(OWNER_HISTORY, f"{app}--production")]
+        assert set(served_by) <= set(apps[app]), (node, app, served_by)
+        assert _in_order(served_by, history), (node, app, served_by, history)
+    ((epoch,),) = cluster.rows("SELECT max(epoch) FROM route_owners r WHERE route_key = %s", "moves0--production")
+    assert epoch == 1 + per_app[0]
+
+
+def _in_order(observed: list[str], history: list[str]) -> bool:
+    """Whether `observed` is a subsequence of `history` (an edge may skip owners, never go back to one)."""
+    remaining = iter(history)
+    return all(any(item == owner for owner in remaining) for item in observed)
