@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -55,6 +56,11 @@ class Cluster:
         with self.db() as db:
             return db.execute(query, params).fetchall()
 
+    def lease_node(self, op_id: str) -> str | None:
+        """The node whose worker holds the operation's lease now (lease owners are `<node>/worker-…`)."""
+        ((owner,),) = self.rows("SELECT lease_owner FROM operations WHERE id = %s", op_id)
+        return owner.split("/")[0] if owner else None
+
     def token(self) -> str:
         return self.nodes["a"].owner_token()
 
@@ -62,12 +68,16 @@ class Cluster:
         server = self.nodes[node]
         return httpx.Client(base_url=server.api_url, headers={"Authorization": f"Bearer {self.token()}"}, timeout=60)
 
-    def app(self, name: str) -> Path:
+    def app(self, name: str, *, build: str | None = None, start: str | None = None) -> Path:
         """examples/hello as app (and project) `name`, linked through node a (the link's ids are the cluster's, so
         any node's CLI can use the directory)."""
         app_dir = self.root / name
         shutil.copytree(HELLO, app_dir)
         toml = (app_dir / "rhone.toml").read_text().replace('name = "hello"', f'name = "{name}"')
+        if build is not None:
+            toml = toml.replace('command = "python3 -m py_compile app.py"', f"command = {json.dumps(build)}")
+        if start is not None:
+            toml = toml.replace('start = "python3 app.py"', f"start = {json.dumps(start)}")
         # It keeps no server sessions, so it may run several instances without a session store.
         (app_dir / "rhone.toml").write_text(toml + "\n[runtime]\nserver_sessions = false\n")
         linked = self.nodes["a"].rhone("init", "--link", "--json", cwd=app_dir)

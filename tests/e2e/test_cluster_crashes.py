@@ -1,0 +1,87 @@
+"""Nodes and engines of a real cluster killed or restarted mid-operation (docs/multi-node.md, "Failure behaviour"):
+two real servers (`rhone local up --store … --events … --blobs … --node a|b`, every role on each:
+tests/e2e/cluster.py). Each test starts a cluster of its own, since it breaks it."""
+
+from __future__ import annotations
+
+import pytest
+
+from rhone_cli.services.local import process_alive
+from tests.e2e.cluster import Cluster, kill_node, running_cluster
+from tests.e2e.helpers import set_version, wait_until
+
+TAKEOVER = 120.0  # generous bound: a lease lapses after 10 s, a node's heartbeat after 10 s, on a loaded machine
+PRODUCTION = (
+    "SELECT a.deployment_id, a.node, a.state FROM allocations a JOIN environments e ON e.id = a.environment_id "
+    "WHERE e.name = 'production' ORDER BY a.id"
+)
+ROUTE = "SELECT deployment_id, epoch FROM route_owners WHERE route_key = %s"
+
+
+@pytest.fixture
+def cluster(s3_server):
+    with running_cluster(s3_server) as running:
+        yield running
+
+
+def _kill_the_lease_holder(cluster: Cluster, op_id: str, states: tuple[str, ...]) -> str:
+    """kill -9 the node whose worker holds the operation's lease while it is in one of `states`; its name."""
+
+    def holder() -> str | None:
+        ((state,),) = cluster.rows("SELECT state FROM operations WHERE id = %s", op_id)
+        return cluster.lease_node(op_id) if state in states else None
+
+    node = wait_until(holder, timeout=120, interval=0.05)
+    assert node in cluster.nodes, node
+    pid = kill_node(cluster.nodes[node])
+    assert wait_until(lambda: not process_alive(pid), timeout=30)
+    return node
+
+
+def _other(node: str) -> str:
+    return "b" if node == "a" else "a"
+
+
+def test_a_node_killed_mid_build_the_other_finishes_the_deploy_once(cluster: Cluster):
+    app_dir = cluster.app("built", build="sleep 4 && python3 -m py_compile app.py")
+    started = cluster.nodes["a"].json("deploy", "--no-wait", cwd=app_dir, timeout=120)
+    killed = _kill_the_lease_holder(cluster, started["id"], ("building",))
+    survivor = _other(killed)
+    finished = cluster.nodes[survivor].rhone("op", "wait", started["id"], "--json", timeout=300)
+    assert finished.exit_code == 0, (finished.stdout, finished.stderr)
+    assert cluster.rows("SELECT state FROM operations WHERE id = %s", started["id"]) == [("preview_ready",)]
+    (deployment,) = cluster.rows("SELECT id, artifact_digest FROM deployments")
+    assert deployment[1], deployment  # one deployment, with its artifact
+    stages = [stage["state"] for stage in cluster.nodes[survivor].json("op", "show", started["id"])["stages"]]
+    assert stages.count("preview_ready") == 1 and stages.count("validating") == 1, stages
+    # The preview's allocations: at most one live, on the survivor (the killed node's, if any, taken out).
+    live = cluster.rows(
+        "SELECT node FROM allocations WHERE deployment_id = %s AND state IN ('planned','pulling','starting','ready')",
+        deployment[0],
+    )
+    assert live in ([], [(survivor,)]), live
+
+
+def test_a_node_killed_mid_promotion_the_other_promotes_once_and_replaces_its_allocations(cluster: Cluster):
+    app_dir = cluster.app("promoted", start="sleep 3 && exec python3 app.py")
+    first = cluster.nodes["a"].json("deploy", "--promote", cwd=app_dir, timeout=300)
+    set_version(app_dir, "2.0.0")
+    second = cluster.nodes["b"].json("deploy", cwd=app_dir, timeout=300)["id"]
+    route = cluster.rows(ROUTE, "promoted--production")
+    assert route == [(first["deployment"]["id"], 1)]
+    events = cluster.rows("SELECT count(*) FROM route_events")
+    requested = cluster.nodes["a"].json("promote", second, "--no-wait", cwd=app_dir)
+    killed = _kill_the_lease_holder(cluster, requested["id"], ("requested", "policy_check", "route_cas"))
+    survivor = _other(killed)
+    finished = cluster.nodes[survivor].rhone("op", "wait", requested["id"], "--json", timeout=300)
+    assert finished.exit_code == 0, (finished.stdout, finished.stderr)
+    assert cluster.rows(ROUTE, "promoted--production") == [(second, 2)]  # moved exactly once
+    assert cluster.rows("SELECT count(*) FROM route_events") == [(events[0][0] + 1,)]
+    # The new owner runs exactly once, on the survivor, once the killed node's heartbeat lapsed.
+    assert wait_until(
+        lambda: [(d, n) for d, n, s in cluster.rows(PRODUCTION) if s == "ready"] == [(second, survivor)],
+        timeout=TAKEOVER,
+        interval=0.5,
+    ), cluster.rows(PRODUCTION)
+    status = cluster.nodes[survivor].json("status", cwd=app_dir)
+    assert str(status).count(second) >= 1
