@@ -173,3 +173,10 @@ def kill_node(server: LocalServer) -> int:
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     return pid
+
+
+def follows_history(observed: list[str], history: list[str]) -> bool:
+    """Whether the owners an edge served, in order (`observed`), are a subsequence of the route's owners in event
+    order (`history`): an edge may skip an owner, never go back to one the route had left."""
+    remaining = iter(history)
+    return all(any(item == owner for owner in remaining) for item in observed)

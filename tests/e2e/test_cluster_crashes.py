@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from rhone_cli.services.local import process_alive
-from tests.e2e.cluster import Cluster, kill_node, running_cluster
+from tests.e2e.cluster import Cluster, follows_history, kill_node, running_cluster
 from tests.e2e.helpers import set_version, wait_until
 
 TAKEOVER = 120.0  # generous bound: a lease lapses after 10 s, a node's heartbeat after 10 s, on a loaded machine
@@ -85,3 +85,120 @@ def test_a_node_killed_mid_promotion_the_other_promotes_once_and_replaces_its_al
     ), cluster.rows(PRODUCTION)
     status = cluster.nodes[survivor].json("status", cwd=app_dir)
     assert str(status).count(second) >= 1
+
+
+def _scale(cluster: Cluster, node: str, app: str, instances: int) -> None:
+    with cluster.http(node) as api:
+        workspace = api.get("/v1/workspaces").json()["items"][0]["id"]
+        path = f"/v1/workspaces/{workspace}/projects/{app}/apps/{app}/environments/production/scale"
+        answer = api.post(path, json={"instances": instances})
+    assert answer.status_code == 202, answer.text
+    finished = cluster.nodes[node].rhone("op", "wait", answer.json()["id"], "--json", timeout=300)
+    assert finished.exit_code == 0, (finished.stdout, finished.stderr)
+
+
+def test_a_killed_runner_nodes_allocations_are_replaced_on_the_other_with_route_epochs_unchanged(cluster: Cluster):
+    app_dir = cluster.app("replaced")
+    deployment = cluster.nodes["a"].json("deploy", "--promote", cwd=app_dir, timeout=300)["deployment"]["id"]
+    _scale(cluster, "a", "replaced", 2)  # placement puts the second instance on the less loaded node
+    ready = sorted((d, n) for d, n, s in cluster.rows(PRODUCTION) if s == "ready")
+    assert ready == [(deployment, "a"), (deployment, "b")], ready
+    route, events = cluster.rows(ROUTE, "replaced--production"), cluster.rows("SELECT count(*) FROM route_events")
+
+    pid = kill_node(cluster.nodes["b"])
+    assert wait_until(lambda: not process_alive(pid), timeout=30)
+    assert wait_until(
+        lambda: sorted((d, n) for d, n, s in cluster.rows(PRODUCTION) if s == "ready") == [(deployment, "a")] * 2,
+        timeout=TAKEOVER,
+        interval=0.5,
+    ), cluster.rows(PRODUCTION)
+    # The replacement runs the same owner: no route event, the same epoch; b's allocation is out of rotation.
+    assert cluster.rows(ROUTE, "replaced--production") == route
+    assert cluster.rows("SELECT count(*) FROM route_events") == events
+    assert [(n, s) for _, n, s in cluster.rows(PRODUCTION) if n == "b"] == [("b", "draining")]
+
+
+def _probe_edges(cluster: Cluster, host: str, stop, seen: dict[str, list[str]]) -> None:
+    """Probe `host` through each node's edge until `stop` is set (bounded): record each change of the deployment
+    that answered; anything but 200 or 503 (failing closed) fails."""
+    import httpx
+
+    clients = {
+        node: httpx.Client(base_url=f"http://127.0.0.1:{server.edge_port}", timeout=10)
+        for node, server in cluster.nodes.items()
+    }
+    try:
+        for _ in range(20000):
+            if stop.is_set():
+                return
+            for node, client in clients.items():
+                try:
+                    answer = client.get("/", headers={"Host": host})
+                except httpx.HTTPError as error:
+                    raise AssertionError(f"edge of {node} unreachable: {error}") from None
+                if answer.status_code == 200:
+                    history = seen.setdefault(node, [])
+                    deployment = answer.json()["deployment"]
+                    if not history or history[-1] != deployment:
+                        history.append(deployment)
+                else:
+                    assert answer.status_code == 503, (node, answer.status_code, answer.text)
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+def _purge_stream(url: str) -> None:
+    import asyncio
+
+    import nats
+
+    from rhone_local.route_stream import STREAM
+
+    async def purge() -> None:
+        client = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0)
+        try:
+            await client.jetstream(timeout=5).purge_stream(STREAM)
+        finally:
+            await client.close()
+
+    asyncio.run(purge())
+
+
+def test_nats_restarted_or_its_stream_purged_edges_never_serve_a_former_owner(cluster: Cluster):
+    import threading
+
+    app_dir = cluster.app("followed")
+    first = cluster.nodes["a"].json("deploy", "--promote", cwd=app_dir, timeout=300)["deployment"]["id"]
+    set_version(app_dir, "2.0.0")
+    second = cluster.nodes["b"].json("deploy", cwd=app_dir, timeout=300)["id"]
+    stop, seen = threading.Event(), {}
+    prober = threading.Thread(target=_probe_edges, args=(cluster, "followed--production.localhost", stop, seen))
+    prober.start()
+    try:
+        cluster.nats.restart()  # same port, its data kept
+        promoted = cluster.nodes["b"].rhone("promote", second, "--json", cwd=app_dir, timeout=300)
+        assert promoted.exit_code == 0, (promoted.stdout, promoted.stderr)
+        _purge_stream(cluster.nats.url)
+        promoted = cluster.nodes["a"].rhone("promote", first, "--json", cwd=app_dir, timeout=300)
+        assert promoted.exit_code == 0, (promoted.stdout, promoted.stderr)
+        assert cluster.rows(ROUTE, "followed--production") == [(first, 3)]
+
+        def both_serve_first() -> bool:
+            return all(history and history[-1] == first for history in seen.values()) and len(seen) == 2
+
+        assert wait_until(both_serve_first, timeout=60)
+    finally:
+        stop.set()
+        prober.join()
+    # Each edge served the owners in the order they owned the route (first, second, first), never going back to an
+    # owner the route had already left.
+    history = [
+        d
+        for (d,) in cluster.rows(
+            "SELECT deployment_id FROM route_events WHERE route_key = %s ORDER BY seq", "followed--production"
+        )
+    ]
+    assert history == [first, second, first]
+    for node, served in seen.items():
+        assert follows_history(served, history), (node, served)

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from rhone_local.domain.operations import NOT_RUNNABLE
-from tests.e2e.cluster import Cluster, running_cluster
+from tests.e2e.cluster import Cluster, follows_history, running_cluster
 from tests.e2e.helpers import set_version, wait_until
 
 OPERATION_COLUMNS = "SELECT id, kind, state, version FROM operations ORDER BY id"
@@ -263,12 +263,6 @@ def test_fifty_route_moves_from_both_nodes_are_one_gap_free_sequence_every_edge_
     for (node, app), served_by in seen.items():
         history = [d for (d,) in cluster.rows(OWNER_HISTORY, f"{app}--production")]
         assert set(served_by) <= set(apps[app]), (node, app, served_by)
-        assert _in_order(served_by, history), (node, app, served_by, history)
+        assert follows_history(served_by, history), (node, app, served_by, history)
     ((epoch,),) = cluster.rows("SELECT max(epoch) FROM route_owners r WHERE route_key = %s", "moves0--production")
     assert epoch == 1 + per_app[0]
-
-
-def _in_order(observed: list[str], history: list[str]) -> bool:
-    """Whether `observed` is a subsequence of `history` (an edge may skip owners, never go back to one)."""
-    remaining = iter(history)
-    return all(any(item == owner for owner in remaining) for item in observed)
