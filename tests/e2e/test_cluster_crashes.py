@@ -4,6 +4,8 @@ tests/e2e/cluster.py). Each test starts a cluster of its own, since it breaks it
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from rhone_cli.services.local import process_alive
@@ -202,3 +204,33 @@ def test_nats_restarted_or_its_stream_purged_edges_never_serve_a_former_owner(cl
     assert history == [first, second, first]
     for node, served in seen.items():
         assert follows_history(served, history), (node, served)
+
+
+def test_postgresql_restarted_during_deploys_no_operation_is_duplicated(cluster: Cluster):
+    """`pg_ctl restart -m fast` while a deploy through each node is building: every connection of both servers is
+    cut. Each deploy ends once (one operation, one deployment each) and each CLI ends with exit 0."""
+    app_dirs = {node: cluster.app(f"outage{node}", build="sleep 3 && python3 -m py_compile app.py") for node in "ab"}
+    with ThreadPoolExecutor(2) as pool:
+        deploys = {
+            node: pool.submit(cluster.nodes[node].rhone, "deploy", "--json", cwd=app_dir, timeout=300)
+            for node, app_dir in app_dirs.items()
+        }
+        assert wait_until(
+            lambda: (
+                cluster.rows("SELECT count(*) FROM operations WHERE kind = 'deploy' AND state = 'building'") == [(2,)]
+            ),
+            timeout=120,
+            interval=0.1,
+        )
+        cluster.pg.restart()
+        results = {node: future.result() for node, future in deploys.items()}
+    for node, result in results.items():
+        assert result.exit_code == 0, (node, result.stdout, result.stderr)
+        assert result.json()["state"] == "preview_ready", result.stdout
+    assert (
+        sorted(cluster.rows("SELECT kind, state FROM operations WHERE kind = 'deploy'"))
+        == [("deploy", "preview_ready")] * 2
+    )
+    assert cluster.rows("SELECT count(*) FROM deployments") == [(2,)]
+    live = "SELECT deployment_id, count(*) FROM allocations WHERE state = 'ready' GROUP BY deployment_id"
+    assert sorted(count for _, count in cluster.rows(live)) == [1, 1]  # one preview instance each
