@@ -39,7 +39,8 @@ def cluster(s3_server) -> Cluster:
 @pytest.fixture(scope="module")
 def served(cluster: Cluster) -> dict:
     """App `served` deployed and promoted through node a: ids and the workspace's path."""
-    app_dir = cluster.app("served")
+    # Its instances take a few seconds to start, so a scale is still running when a CLI started after it asks.
+    app_dir = cluster.app("served", start="sleep 3 && exec python3 app.py")
     deployed = cluster.nodes["a"].json("deploy", "--promote", cwd=app_dir, timeout=240)
     assert deployed["promotion"]["state"] == "healthy", deployed
     with cluster.http("a") as api:
@@ -120,6 +121,21 @@ def test_a_scale_on_one_node_and_a_promotion_on_the_other_are_one_change_at_a_ti
         assert cluster.rows(READY_INSTANCES, deployment) == [(2,)]
     else:
         assert (deployment, epoch) == (second, route_before[0][1] + 1)
+
+    # The CLI's side of a refusal: a scale accepted on node a, then `rhone promote` through node b while it runs
+    # (its new instance takes seconds to start) is refused with environment_busy, exit 5, and changes nothing.
+    other = served["deployment"] if deployment == second else second
+    with cluster.http("a") as api:
+        scaling = api.post(served["path"] + "/environments/production/scale", json={"instances": 3})
+    assert scaling.status_code == 202, scaling.text
+    before = {row[0] for row in cluster.rows(OPERATION_COLUMNS)}
+    refused = cluster.nodes["b"].rhone("promote", other, "--json", cwd=served["dir"], timeout=120)
+    assert refused.exit_code == 5, (refused.stdout, refused.stderr)
+    assert refused.json()["error"]["code"] == "environment_busy"
+    assert {row[0] for row in cluster.rows(OPERATION_COLUMNS)} == before
+    finished = cluster.nodes["a"].rhone("op", "wait", scaling.json()["id"], "--json", timeout=240)
+    assert finished.exit_code == 0, (finished.stdout, finished.stderr)
+    assert cluster.rows(ROUTE, "production", "served") == [(deployment, epoch)]
 
 
 def test_a_long_poll_on_either_node_is_answered_by_each_change_made_on_the_other(cluster: Cluster, served):
