@@ -138,9 +138,10 @@ def test_a_scale_on_one_node_and_a_promotion_on_the_other_are_one_change_at_a_ti
     assert cluster.rows(ROUTE, "production", "served") == [(deployment, epoch)]
 
 
-def test_a_long_poll_on_either_node_is_answered_by_each_change_made_on_the_other(cluster: Cluster, served):
-    set_version(served["dir"], "3.0.0")
-    started = cluster.nodes["a"].json("deploy", "--no-wait", cwd=served["dir"], timeout=120)
+def test_a_long_poll_on_either_node_is_answered_by_each_change_made_on_the_other(cluster: Cluster):
+    # A build of a few seconds: the long-polls are waiting before the operation leaves `building`.
+    app_dir = cluster.app("polled", build="sleep 3 && python3 -m py_compile app.py")
+    started = cluster.nodes["a"].json("deploy", "--no-wait", cwd=app_dir, timeout=120)
     op_id = started["id"]
     owners: set[str] = set()
     done = threading.Event()
