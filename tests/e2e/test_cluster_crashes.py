@@ -210,6 +210,7 @@ def test_postgresql_restarted_during_deploys_no_operation_is_duplicated(cluster:
     """`pg_ctl restart -m fast` while a deploy through each node is building: every connection of both servers is
     cut. Each deploy ends once (one operation, one deployment each) and each CLI ends with exit 0."""
     app_dirs = {node: cluster.app(f"outage{node}", build="sleep 3 && python3 -m py_compile app.py") for node in "ab"}
+    nodes = cluster.rows("SELECT name, instance_id, left_at FROM nodes ORDER BY name")
     with ThreadPoolExecutor(2) as pool:
         deploys = {
             node: pool.submit(cluster.nodes[node].rhone, "deploy", "--json", cwd=app_dir, timeout=300)
@@ -234,3 +235,6 @@ def test_postgresql_restarted_during_deploys_no_operation_is_duplicated(cluster:
     assert cluster.rows("SELECT count(*) FROM deployments") == [(2,)]
     live = "SELECT deployment_id, count(*) FROM allocations WHERE state = 'ready' GROUP BY deployment_id"
     assert sorted(count for _, count in cluster.rows(live)) == [1, 1]  # one preview instance each
+    # Both nodes lived through it, still registered under the same instances.
+    assert all(process_alive(server.pid()) for server in cluster.nodes.values())
+    assert cluster.rows("SELECT name, instance_id, left_at FROM nodes ORDER BY name") == nodes
