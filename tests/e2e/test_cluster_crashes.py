@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from rhone_cli.services.local import process_alive
+from tests.cluster.test_route_stream import purge
 from tests.e2e.cluster import Cluster, follows_history, kill_node, running_cluster
 from tests.e2e.helpers import set_version, wait_until
 
@@ -150,23 +151,6 @@ def _probe_edges(cluster: Cluster, host: str, stop, seen: dict[str, list[str]]) 
             client.close()
 
 
-def _purge_stream(url: str) -> None:
-    import asyncio
-
-    import nats
-
-    from rhone_local.route_stream import STREAM
-
-    async def purge() -> None:
-        client = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0)
-        try:
-            await client.jetstream(timeout=5).purge_stream(STREAM)
-        finally:
-            await client.close()
-
-    asyncio.run(purge())
-
-
 def test_nats_restarted_or_its_stream_purged_edges_never_serve_a_former_owner(cluster: Cluster):
     import threading
 
@@ -181,7 +165,7 @@ def test_nats_restarted_or_its_stream_purged_edges_never_serve_a_former_owner(cl
         cluster.nats.restart()  # same port, its data kept
         promoted = cluster.nodes["b"].rhone("promote", second, "--json", cwd=app_dir, timeout=300)
         assert promoted.exit_code == 0, (promoted.stdout, promoted.stderr)
-        _purge_stream(cluster.nats.url)
+        purge(cluster.nats.url)
         promoted = cluster.nodes["a"].rhone("promote", first, "--json", cwd=app_dir, timeout=300)
         assert promoted.exit_code == 0, (promoted.stdout, promoted.stderr)
         assert cluster.rows(ROUTE, "followed--production") == [(first, 3)]
