@@ -209,11 +209,20 @@ class DeployPipeline:
         facts = materialize(self.blobs, manifest, self.workdir(deployment["id"]) / "source")
         return StageOutcome("building", {"source_digest": deployment["source_digest"], **facts})
 
+    def _source_tree(self, deployment: dict[str, Any]) -> Path:
+        """The deployment's source snapshot in this node's work directory. Cloning may have run on another node, one
+        that died before building (docs/multi-node.md, "Failure behaviour"): the snapshot is then materialized here
+        again from the blobs, verified as cloning verifies it."""
+        source = self.workdir(deployment["id"]) / "source"
+        if not source.is_dir():
+            self.clone(deployment)
+        return source
+
     # -- building ---------------------------------------------------------------------------------------------------
     def build(self, deployment: dict[str, Any], *, force: bool = False) -> StageOutcome:
         config = deployment["config"]
         work = self.workdir(deployment["id"])
-        source = work / "source"
+        source = self._source_tree(deployment)
         if deployment["prebuilt"]:
             # The upload is the artifact: its recomputed digest must be the one the client declared.
             manifest = record_tree(self.blobs, source)

@@ -27,7 +27,7 @@ from rhone_local.notify import ChangeNotifier
 from rhone_local.operations.kinds import Kind
 from rhone_local.operations.registry import registry
 from rhone_local.runner import RunnerStopping
-from rhone_local.store import Store
+from rhone_local.store import Store, StoreUnavailable
 
 log = logging.getLogger("rhone_local.workers")
 
@@ -171,6 +171,10 @@ class Workers:
             log.info("stale write on %s by %s: dropped", op["id"], worker)
         except RunnerStopping:
             log.info("%s left in %s: Rhone Local is stopping; it resumes on the next start", op["id"], op["state"])
+        except StoreUnavailable as error:
+            # The database server went away for a moment (a restart): nothing of the stage was recorded, so it runs
+            # again when the operation is claimed next, as after a crash — not a failure of the operation.
+            log.warning("%s left in %s: the store is unavailable (%s); it resumes", op["id"], op["state"], error)
         except Exception as error:  # noqa: BLE001 - logged, and recorded as the operation's failure
             _log_failure(error, "operation %s crashed in %s", op["id"], op["state"])
             failed = self._record_crash(op, worker, error)

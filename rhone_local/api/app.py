@@ -23,7 +23,7 @@ from rhone_local.domain.errors import DomainError, disk_full, is_disk_full
 from rhone_local.domain.ids import PATH_REFERENCES, new_id, well_formed_reference
 from rhone_local.notify import ChangeNotifier
 from rhone_local.ports import ApiPorts
-from rhone_local.store import STORAGE_ERRORS, Store
+from rhone_local.store import STORAGE_ERRORS, Store, StoreUnavailable
 
 log = logging.getLogger("rhone_local.api")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
@@ -128,7 +128,12 @@ def create_app(store: Store, notifier: ChangeNotifier | None = None, *, ports: A
         return error_response(request, 400, "client_disconnected", "the request body ended early")
 
     async def storage_error(request: Request, error: Exception) -> JSONResponse:
-        """A full disk is the operator's to fix, not a bug: 507 `disk_full` naming the data directory."""
+        """A full disk is the operator's to fix, not a bug: 507 `disk_full` naming the data directory. A database
+        server out of reach for a moment (restarted) is 503 `store_unavailable`, which clients retry."""
+        if isinstance(error, StoreUnavailable):
+            log.warning("%s %s: the store is unavailable: %s", request.method, request.url.path, error)
+            message = "the store (PostgreSQL) is not reachable right now; retry shortly"
+            return error_response(request, 503, "store_unavailable", message, headers={"Retry-After": "1"})
         if not is_disk_full(error):
             log.exception("unhandled error on %s %s", request.method, request.url.path)
             return error_response(request, 500, "internal_error", "internal error; see the Rhone Local log")

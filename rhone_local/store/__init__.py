@@ -28,6 +28,7 @@ from rhone_local.store.core import (
     NameTaken,
     NotRhoneDatabase,
     SchemaTooNew,
+    StoreUnavailable,
     Tx,
     now_iso,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "NotRhoneDatabase",
     "SchemaTooNew",
     "Store",
+    "StoreUnavailable",
     "Tx",
     "now_iso",
 ]

@@ -44,6 +44,11 @@ class StorageError(Exception):
     """A storage failure of the PostgreSQL backend (the server unreachable, a statement refused)."""
 
 
+class StoreUnavailable(StorageError):
+    """The PostgreSQL server could not be reached, or the connection broke (a restart, a failover): transient. The
+    thread's next statement connects again; the API answers 503 `store_unavailable` so clients retry."""
+
+
 class StorageConflict(StorageError):
     """A constraint of the PostgreSQL backend refused a write (a unique index decided between two writers)."""
 

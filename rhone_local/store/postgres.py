@@ -44,6 +44,7 @@ from rhone_local.store.core import (
     SchemaTooNew,
     StorageConflict,
     StorageError,
+    StoreUnavailable,
     migration_scripts,
 )
 
@@ -238,6 +239,8 @@ def _store_errors() -> Iterator[None]:
         yield
     except psycopg.errors.IntegrityError as error:
         raise StorageConflict(str(error).strip()) from error
+    except psycopg.OperationalError as error:  # the server out of reach or restarted (AdminShutdown is one)
+        raise StoreUnavailable(str(error).strip()) from error
     except psycopg.Error as error:
         raise StorageError(str(error).strip()) from error
 
