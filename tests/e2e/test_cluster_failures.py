@@ -2,8 +2,8 @@
 (`rhone local up --store … --events … --blobs … --node a|b`, every role on each: tests/e2e/cluster.py) sharing one
 PostgreSQL store, one JetStream stream and one bucket, driven through the real CLI and raw HTTP.
 
-These tests share one cluster per module and worker (starting one costs more than the tests; under xdist a worker
-that gets some of them starts its own); none of them kills anything. The tests that kill nodes or engines start
+These tests share one cluster (starting one costs more than the tests; their xdist group keeps them on one worker,
+so the suite starts one cluster for them, not one per worker); none of them kills anything. The tests that kill nodes or engines start
 clusters of their own (test_cluster_crashes.py)."""
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ LEASE_OWNER = "SELECT lease_owner FROM operations WHERE id = %s"
 EDGES_BEHIND = "SELECT edge_id, seq FROM edges WHERE seq IS NULL OR seq < %s"
 OWNER_HISTORY = "SELECT deployment_id FROM route_events WHERE route_key = %s ORDER BY seq"
 READY_INSTANCES = "SELECT count(*) FROM allocations WHERE deployment_id = %s AND state = 'ready'"
+
+pytestmark = pytest.mark.xdist_group("cluster_failures")
 
 
 @pytest.fixture(scope="module")
