@@ -3,8 +3,8 @@
 PostgreSQL store, one JetStream stream and one bucket, driven through the real CLI and raw HTTP.
 
 These tests share one cluster (starting one costs more than the tests; their xdist group keeps them on one worker,
-so the suite starts one cluster for them, not one per worker); none of them kills anything. The tests that kill nodes or engines start
-clusters of their own (test_cluster_crashes.py)."""
+so the suite starts one cluster for them, not one per worker); none of them kills anything. The tests that kill
+nodes or engines start clusters of their own (test_cluster_crashes.py)."""
 
 from __future__ import annotations
 
