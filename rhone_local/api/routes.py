@@ -19,6 +19,7 @@ from rhone_local.domain.access import Principal, hash_token, new_secret
 from rhone_local.domain.errors import DomainError, conflict, forbidden, not_found
 from rhone_local.domain.operations import NOT_RUNNABLE, TERMINAL_STATES
 from rhone_local.domain.outcomes import exit_category, outcome
+from rhone_local.operations import access as access_changes
 from rhone_local.operations import tenancy
 from rhone_local.operations.unit_of_work import Mutation, Origin, run_mutation
 from rhone_local.ports import ApiPorts
@@ -439,17 +440,7 @@ def revoke_token(request: Request, principal: Caller, ws: str, token_id: str) ->
         )
 
     def perform(c: Any) -> tuple[int, dict]:
-        # Read in the revocation's own write transaction: two owners revoking their last two tokens at once are
-        # serialized here, so the second sees the first's revocation and is refused.
-        if store.owner_tokens(c, workspace["id"]) == [token_id]:
-            raise conflict(
-                "last_owner_token",
-                f"{token_id} is the last valid token of {workspace['name']}'s last owner: revoking it would lock "
-                "every owner out of the workspace",
-                hint=f"issue another owner token first (POST /v1/workspaces/{workspace['name']}/tokens), then revoke "
-                "this one; a Rhone Local owner who lost every token recovers with `rhone local recover-owner`",
-            )
-        return 200, token_view(store.revoke_token(c, token_id))
+        return 200, token_view(access_changes.revoke_token(store, c, workspace, token_id))
 
     return mutate(request, principal, workspace["id"], "token.revoke", token_id, {"token_id": token_id}, perform)
 
@@ -611,15 +602,7 @@ def create_runtime_identity(request: Request, principal: Caller, ws: str, prj: s
     secret = new_secret()
 
     def perform(c: Any) -> tuple[int, dict]:
-        identity = store.create_runtime_identity(c, workspace["id"], found["id"])
-        token = store.create_token(
-            c,
-            subject_kind="runtime",
-            subject_id=identity["id"],
-            name=f"runtime {app}",
-            secret_hash=hash_token(secret),
-            workspace_id=workspace["id"],
-        )
+        identity, token = access_changes.create_runtime_identity(store, c, workspace["id"], found["id"], app, secret)
         return 201, {**identity, "token": {**token_view(token), "secret": secret}}
 
     return mutate(
