@@ -16,7 +16,7 @@ from rhone_local import __version__
 from rhone_local.api import models as m
 from rhone_local.domain import access
 from rhone_local.domain.access import Principal, hash_token, new_secret
-from rhone_local.domain.errors import DomainError, conflict, forbidden, not_found
+from rhone_local.domain.errors import DomainError, forbidden, not_found
 from rhone_local.domain.operations import NOT_RUNNABLE, TERMINAL_STATES
 from rhone_local.domain.outcomes import exit_category, outcome
 from rhone_local.operations import access as access_changes
@@ -320,12 +320,8 @@ def invite_member(request: Request, principal: Caller, ws: str, body: m.MemberIn
         )
 
     def perform(c: Any) -> tuple[int, dict]:
-        member = get_store(request).add_member(
-            c, workspace["id"], body.email, body.name or body.email.split("@")[0], body.role
-        )
-        if not member.pop("added"):
-            raise conflict("already_a_member", f"{body.email} is already a member ({member['role']})")
-        return 201, member
+        name = body.name or body.email.split("@")[0]
+        return 201, access_changes.add_member(get_store(request), c, workspace["id"], body.email, name, body.role)
 
     return mutate(request, principal, workspace["id"], "member.invite", body.email, body.model_dump(), perform)
 
@@ -399,15 +395,8 @@ def create_token(request: Request, principal: Caller, ws: str, body: m.TokenCrea
         expires = expires.replace("+00:00", "Z")
 
     def perform(c: Any) -> tuple[int, dict]:
-        token = store.create_token(
-            c,
-            subject_kind="user",
-            subject_id=subject,
-            name=body.name,
-            secret_hash=hash_token(secret),
-            expires_at=expires,
-            workspace_id=workspace["id"],
-            role=token_role,
+        token = access_changes.issue_token(
+            store, c, workspace["id"], subject, body.name, secret, expires_at=expires, role=token_role
         )
         return 201, {**token_view(token), "secret": secret}
 

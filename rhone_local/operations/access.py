@@ -1,4 +1,5 @@
-"""Access changes that are not operations: token revocation and runtime identities (docs/architecture.md, "Layers").
+"""Access changes that are not operations: members, tokens, runtime identities and
+environment controls (freeze, approval policy) (docs/architecture.md, "Layers").
 
 Each function runs inside the caller's write transaction, decides its policy there and raises `DomainError`s; the
 routers only authenticate, authorize, call one of these and render the row it returns.
@@ -42,3 +43,40 @@ def create_runtime_identity(
         workspace_id=workspace_id,
     )
     return identity, token
+
+
+def add_member(store: Store, c: Tx, workspace_id: str, email: str, name: str, role: str) -> dict[str, Any]:
+    """Add `email` to the workspace with `role`; an existing member is a conflict, never a role change."""
+    member = store.add_member(c, workspace_id, email, name, role)
+    if not member.pop("added"):
+        raise conflict("already_a_member", f"{email} is already a member ({member['role']})")
+    return member
+
+
+def issue_token(
+    store: Store,
+    c: Tx,
+    workspace_id: str,
+    subject: str,
+    name: str | None,
+    secret: str,
+    *,
+    expires_at: str | None,
+    role: str | None,
+) -> dict[str, Any]:
+    """A user token for `subject` whose secret is `secret` (stored only as a hash)."""
+    return store.create_token(
+        c,
+        subject_kind="user",
+        subject_id=subject,
+        name=name,
+        secret_hash=hash_token(secret),
+        expires_at=expires_at,
+        workspace_id=workspace_id,
+        role=role,
+    )
+
+
+def control_environment(store: Store, c: Tx, environment_id: str, **controls: bool) -> dict[str, Any]:
+    """Set an environment's controls (`frozen`, `approval_required`); the caller authorized the change."""
+    return store.update_environment(c, environment_id, **controls)
