@@ -183,15 +183,56 @@ KIND_ONLY_CALLS = {"create_operation", "live_operations"}
 STAGE_MACHINERY = {"kinds", "Kind", "Advance", "Handler", "onward", "staged", "registry", "topology_stages"}
 
 
+# The error constructors whose first argument is an error code; the API's own generic codes stay the routers'.
+ERROR_CONSTRUCTORS = {"conflict", "forbidden", "DomainError", "StageFailed"}
+API_OWN_CODES = {"not_found"}
+
+
+def _raised_code(node: ast.AST) -> str | None:
+    if not (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)):
+        return None
+    called = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+    return node.args[0].value if called in ERROR_CONSTRUCTORS and isinstance(node.args[0].value, str) else None
+
+
+def policy_codes(root: Path = LOCAL) -> set[str]:
+    """The error codes `rhone_local/operations/` raises: the policy of the operation kinds and access changes."""
+    modules = [tree for name, tree in _modules(root) if name.startswith("rhone_local/operations/")]
+    return {code for tree in modules for node in ast.walk(tree) if (code := _raised_code(node))} - API_OWN_CODES
+
+
+def _writes_through_the_store(node: ast.AST) -> bool:
+    """A store transaction opened (`.write()`) or one handed to a store method (`store.x(c, …)`,
+    `get_store(request).x(…, tx=c)`)."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+        return False
+    if node.func.attr == "write" and not node.args:
+        return True
+    receiver = node.func.value
+    on_store = (isinstance(receiver, ast.Name) and receiver.id == "store") or (
+        isinstance(receiver, ast.Call) and isinstance(receiver.func, ast.Name) and receiver.func.id == "get_store"
+    )
+    passes_tx = any(isinstance(a, ast.Name) and a.id in ("c", "tx") for a in node.args) or any(
+        k.arg == "tx" for k in node.keywords
+    )
+    return on_store and passes_tx
+
+
 def policy_in_routers(root: Path = LOCAL) -> list[str]:
-    """Every place in `rhone_local/api/` that does what only an operation kind may: calls a kind-only store method,
-    names the stage machinery (`*Stages` interfaces included), or imports a module of the store's package instead
-    of the composed `Store`."""
+    """Every place in `rhone_local/api/` that does what only an operation kind (or `operations/access.py`) may:
+    calls a kind-only store method, names the stage machinery (`*Stages` interfaces included), imports a module of
+    the store's package instead of the composed `Store`, opens a store transaction or hands one to a store method,
+    or raises an error code that `rhone_local/operations/` owns."""
     found = []
+    owned_codes = policy_codes(root)
     for name, tree in _modules(root):
         if not name.startswith("rhone_local/api/"):
             continue
         for node in ast.walk(tree):
+            if _writes_through_the_store(node):
+                found.append(f"{name}:{node.lineno}: writes through the store .{node.func.attr}(")
+            if _raised_code(node) in owned_codes:
+                found.append(f"{name}:{node.lineno}: raises {_raised_code(node)}")
             if (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
@@ -218,6 +259,10 @@ def test_routers_leave_policy_to_the_operation_kinds() -> None:
 def test_the_router_check_finds_what_it_forbids(tmp_path: Path) -> None:
     package = tmp_path / "rhone_local" / "api"
     package.mkdir(parents=True)
+    (tmp_path / "rhone_local" / "operations").mkdir()
+    (tmp_path / "rhone_local" / "operations" / "deploy.py").write_text(
+        "def approval(row):\n    raise conflict('binding_missing', 'bind them first')\n"
+    )
     (package / "thick.py").write_text(
         "from rhone_local.store import Store\n"
         "from rhone_local.store.operations import OperationsStore\n"
@@ -229,6 +274,13 @@ def test_the_router_check_finds_what_it_forbids(tmp_path: Path) -> None:
         "    promote.kinds(None)\n"
         "    promote.check_promotion(store, None, {}, {})\n"
         "    x: promote.PromotionStages\n"
+        "    with store.write() as c:\n"
+        "        store.revoke_token(c, 'tok_1')\n"
+        "    get_store(request).add_member(c, 'ws_1', 'a@b.c', 'a', 'viewer')\n"
+        "    store.advance_operation({}, 'validating', tx=c)\n"
+        "    raise conflict('binding_missing', 'missing provider bindings cannot be approved away')\n"
+        "    raise not_found('deployment', 'dep_1')\n"
+        "    store.deployment('dep_1')\n"
     )
     import tests.test_layers as layers
 
@@ -247,6 +299,13 @@ def test_the_router_check_finds_what_it_forbids(tmp_path: Path) -> None:
             ".create_operation(",
             "kinds",
             "PromotionStages",
+            "writes through the store .write(",
+            "writes through the store .revoke_token(",
+            "writes through the store .add_member(",
+            "writes through the store .advance_operation(",
+            "raises binding_missing",
+            "writes through the store .live_operations(",
+            "writes through the store .create_operation(",
         ]
     ), found
 

@@ -30,10 +30,9 @@ from rhone_local.api.routes import (
 )
 from rhone_local.artifacts import store_manifest
 from rhone_local.domain.access import Principal
-from rhone_local.domain.errors import conflict, forbidden, not_found
+from rhone_local.domain.errors import forbidden, not_found
 from rhone_local.domain.policy import policy_drift
 from rhone_local.operations import deploy as deploys
-from rhone_local.store import now_iso
 
 router = APIRouter()
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
@@ -265,31 +264,10 @@ def approve_deployment(
 ) -> JSONResponse:
     store = get_store(request)
     row, _ = _deployment(request, principal, deployment_id, "deployment.approve")
-    if row["state"] != "blocked":
-        raise conflict("not_blocked", f"deployment {deployment_id} is {row['state']}, not blocked")
-    blocking = {g["gate"] for g in (row["evidence"] or {}).get("gates", []) if g["outcome"] == "block"}
-    if "providers_bound" in blocking:
-        raise conflict("binding_missing", "missing provider bindings cannot be approved away; bind them first")
-    if "state_impact" in blocking and not body.ack_cold:
-        raise conflict(
-            "ack_cold_required",
-            "this is a cold deploy: live sessions will refresh instead of resuming; "
-            "approve with --ack-cold to acknowledge it",
-        )
-    approval = {
-        "approved_by": principal.id,
-        "approved_at": now_iso(),
-        "ack_cold": body.ack_cold,
-        "gates": sorted(blocking),
-    }
+    approval = deploys.approval(row, principal.id, ack_cold=body.ack_cold)
 
     def perform(c: Any) -> tuple[int, dict]:
-        op = store.operation(row["operation_id"])
-        resumed = store.advance_operation(op, "validating", evidence={"approval": approval}, tx=c)
-        if resumed is None or op["state"] != "blocked":
-            raise conflict("not_blocked", "the deployment changed while being approved; look again")
-        store.update_deployment(c, deployment_id, state="validating", approval=approval)
-        return 202, op_view(resumed)
+        return 202, op_view(deploys.approve(store, c, row, approval))
 
     response = mutate(
         request,

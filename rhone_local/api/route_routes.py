@@ -33,6 +33,7 @@ from rhone_local.api.routes import (
 )
 from rhone_local.domain.access import Principal
 from rhone_local.domain.errors import not_found
+from rhone_local.operations import access as access_changes
 from rhone_local.operations import promote as promotions
 
 router = APIRouter()
@@ -203,7 +204,8 @@ def _set_frozen(
     workspace, environment = mutable_environment(request, principal, ws, prj, app, env, action)
 
     def perform(c: Any) -> tuple[int, dict]:
-        return 200, env_view(get_store(request).update_environment(c, environment["id"], frozen=frozen))
+        row = access_changes.control_environment(get_store(request), c, environment["id"], frozen=frozen)
+        return 200, env_view(row)
 
     return mutate(request, principal, workspace["id"], action, f"{app}/{env}", {"frozen": frozen}, perform)
 
@@ -230,7 +232,9 @@ def set_policy(
     target = f"{app}/{env} approval_required {str(before).lower()} -> {str(body.approval_required).lower()}"
 
     def perform(c: Any) -> tuple[int, dict]:
-        row = get_store(request).update_environment(c, environment["id"], approval_required=body.approval_required)
+        row = access_changes.control_environment(
+            get_store(request), c, environment["id"], approval_required=body.approval_required
+        )
         return 200, env_view(row)
 
     return mutate(request, principal, workspace["id"], "environment.policy", target, body.model_dump(), perform)

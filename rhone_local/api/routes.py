@@ -16,9 +16,10 @@ from rhone_local import __version__
 from rhone_local.api import models as m
 from rhone_local.domain import access
 from rhone_local.domain.access import Principal, hash_token, new_secret
-from rhone_local.domain.errors import DomainError, conflict, forbidden, not_found
+from rhone_local.domain.errors import DomainError, forbidden, not_found
 from rhone_local.domain.operations import NOT_RUNNABLE, TERMINAL_STATES
 from rhone_local.domain.outcomes import exit_category, outcome
+from rhone_local.operations import access as access_changes
 from rhone_local.operations import tenancy
 from rhone_local.operations.unit_of_work import Mutation, Origin, run_mutation
 from rhone_local.ports import ApiPorts
@@ -319,12 +320,8 @@ def invite_member(request: Request, principal: Caller, ws: str, body: m.MemberIn
         )
 
     def perform(c: Any) -> tuple[int, dict]:
-        member = get_store(request).add_member(
-            c, workspace["id"], body.email, body.name or body.email.split("@")[0], body.role
-        )
-        if not member.pop("added"):
-            raise conflict("already_a_member", f"{body.email} is already a member ({member['role']})")
-        return 201, member
+        name = body.name or body.email.split("@")[0]
+        return 201, access_changes.add_member(get_store(request), c, workspace["id"], body.email, name, body.role)
 
     return mutate(request, principal, workspace["id"], "member.invite", body.email, body.model_dump(), perform)
 
@@ -398,15 +395,8 @@ def create_token(request: Request, principal: Caller, ws: str, body: m.TokenCrea
         expires = expires.replace("+00:00", "Z")
 
     def perform(c: Any) -> tuple[int, dict]:
-        token = store.create_token(
-            c,
-            subject_kind="user",
-            subject_id=subject,
-            name=body.name,
-            secret_hash=hash_token(secret),
-            expires_at=expires,
-            workspace_id=workspace["id"],
-            role=token_role,
+        token = access_changes.issue_token(
+            store, c, workspace["id"], subject, body.name, secret, expires_at=expires, role=token_role
         )
         return 201, {**token_view(token), "secret": secret}
 
@@ -439,17 +429,7 @@ def revoke_token(request: Request, principal: Caller, ws: str, token_id: str) ->
         )
 
     def perform(c: Any) -> tuple[int, dict]:
-        # Read in the revocation's own write transaction: two owners revoking their last two tokens at once are
-        # serialized here, so the second sees the first's revocation and is refused.
-        if store.owner_tokens(c, workspace["id"]) == [token_id]:
-            raise conflict(
-                "last_owner_token",
-                f"{token_id} is the last valid token of {workspace['name']}'s last owner: revoking it would lock "
-                "every owner out of the workspace",
-                hint=f"issue another owner token first (POST /v1/workspaces/{workspace['name']}/tokens), then revoke "
-                "this one; a Rhone Local owner who lost every token recovers with `rhone local recover-owner`",
-            )
-        return 200, token_view(store.revoke_token(c, token_id))
+        return 200, token_view(access_changes.revoke_token(store, c, workspace, token_id))
 
     return mutate(request, principal, workspace["id"], "token.revoke", token_id, {"token_id": token_id}, perform)
 
@@ -611,15 +591,7 @@ def create_runtime_identity(request: Request, principal: Caller, ws: str, prj: s
     secret = new_secret()
 
     def perform(c: Any) -> tuple[int, dict]:
-        identity = store.create_runtime_identity(c, workspace["id"], found["id"])
-        token = store.create_token(
-            c,
-            subject_kind="runtime",
-            subject_id=identity["id"],
-            name=f"runtime {app}",
-            secret_hash=hash_token(secret),
-            workspace_id=workspace["id"],
-        )
+        identity, token = access_changes.create_runtime_identity(store, c, workspace["id"], found["id"], app, secret)
         return 201, {**identity, "token": {**token_view(token), "secret": secret}}
 
     return mutate(

@@ -16,7 +16,7 @@ from rhone_local.domain.errors import conflict
 from rhone_local.domain.ids import new_id
 from rhone_local.operations.kinds import Advance, Kind
 from rhone_local.operations.unit_of_work import Origin, start_operation
-from rhone_local.store import Store, Tx
+from rhone_local.store import Store, Tx, now_iso
 
 KIND = "deploy"
 
@@ -179,3 +179,33 @@ def kinds(store: Store, pipeline: DeployStages) -> dict[str, Kind]:
         "validating": stage(lambda op, deployment: pipeline.validate(deployment)),
     }
     return {KIND: Kind(KIND, handlers)}
+
+
+def approval(deployment: dict[str, Any], approved_by: str, *, ack_cold: bool) -> dict[str, Any]:
+    """The approval record for a blocked deployment, or the `DomainError` saying why it cannot be approved.
+
+    A missing provider binding is never approved away; a cold deploy (state impact) needs its explicit ack.
+    """
+    if deployment["state"] != "blocked":
+        raise conflict("not_blocked", f"deployment {deployment['id']} is {deployment['state']}, not blocked")
+    gates = (deployment["evidence"] or {}).get("gates", [])
+    blocking = {g["gate"] for g in gates if g["outcome"] == "block"}
+    if "providers_bound" in blocking:
+        raise conflict("binding_missing", "missing provider bindings cannot be approved away; bind them first")
+    if "state_impact" in blocking and not ack_cold:
+        raise conflict(
+            "ack_cold_required",
+            "this is a cold deploy: live sessions will refresh instead of resuming; "
+            "approve with --ack-cold to acknowledge it",
+        )
+    return {"approved_by": approved_by, "approved_at": now_iso(), "ack_cold": ack_cold, "gates": sorted(blocking)}
+
+
+def approve(store: Store, c: Tx, deployment: dict[str, Any], approval: dict[str, Any]) -> dict[str, Any]:
+    """Resume the blocked deploy operation with `approval` inside `c`; returns the resumed operation."""
+    op = store.operation(deployment["operation_id"])
+    resumed = store.advance_operation(op, "validating", evidence={"approval": approval}, tx=c)
+    if resumed is None or op["state"] != "blocked":
+        raise conflict("not_blocked", "the deployment changed while being approved; look again")
+    store.update_deployment(c, deployment["id"], state="validating", approval=approval)
+    return resumed
