@@ -375,6 +375,45 @@ def test_one_publisher_lock_holder_across_stores(store: Store, open_store: OpenS
     second.release()
 
 
+def test_a_node_name_is_held_by_one_live_instance_across_stores(store: Store, open_store: OpenStore) -> None:
+    """Eight processes race for one node name: one wins, the others are refused and change nothing; a lapsed name is
+    taken over and its old holder's heartbeat is refused (docs/multi-node.md, "Nodes"). Times are the store's."""
+    stores = [open_store() for _ in range(8)]
+
+    def register(index: int) -> str:
+        try:
+            return stores[index].register_node("a", ["runner"], "127.0.0.1", f"instance-{index}", 3600)["instance_id"]
+        except NodeNameTaken:
+            return "refused"
+        finally:
+            stores[index].close()
+
+    outcomes = _in_threads(8, register)
+    (winner,) = [o for o in outcomes if o != "refused"]
+    assert outcomes.count("refused") == 7
+    assert [(n["name"], n["instance_id"], n["live"]) for n in store.nodes(3600)] == [("a", winner, True)]
+    assert store.heartbeat_node("a", winner) and not store.heartbeat_node("a", "instance-x")
+
+    # A window of -1 s: every heartbeat is older than it, as after a lapse.
+    taken = store.register_node("a", ["api", "worker"], "127.0.0.1", "successor", -1)
+    assert (taken["instance_id"], taken["roles"]) == ("successor", "api,worker")
+    assert not stores[0].heartbeat_node("a", winner)
+    assert [n["name"] for n in stores[1].live_nodes("worker", 3600)] == ["a"]
+    assert stores[1].live_nodes("runner", 3600) == []
+
+
+def test_edge_reports_are_read_across_stores(store: Store, open_store: OpenStore) -> None:
+    other = open_store()
+    other.register_edge("edge-0.1@b", "b", "ab" * 32)
+    assert store.edge_by_token_digest("ab" * 32)["node"] == "b"
+    assert store.reporting_edges(3600) == {}  # registered, never heard from
+    store.record_edge_report("edge-0.1@b", 5)
+    assert other.reporting_edges(3600) == {"edge-0.1@b": 5}
+    assert other.reporting_edges(-1) == {}  # heard before a window that ends in the future
+    other.forget_edge("edge-0.1@b")
+    assert store.edge_by_token_digest("ab" * 32) is None
+
+
 def test_a_stage_whose_lease_is_lost_is_not_recorded_and_renewing_stops(store: Store, open_store: OpenStore) -> None:
     from rhone_local.notify import ChangeNotifier
     from rhone_local.operations.kinds import Advance, Kind
@@ -504,42 +543,3 @@ def test_nodes_bootstrapping_one_store_at_once_create_one_workspace(open_store: 
         tmp_path / f"node-{i}" / "owner.token" for i in range(4) if (tmp_path / f"node-{i}" / "owner.token").exists()
     ]
     assert len(token_files) == 1
-
-
-def test_a_node_name_is_held_by_one_live_instance_across_stores(store: Store, open_store: OpenStore) -> None:
-    """Eight processes race for one node name: one wins, the others are refused and change nothing; a lapsed name is
-    taken over and its old holder's heartbeat is refused (docs/multi-node.md, "Nodes"). Times are the store's."""
-    stores = [open_store() for _ in range(8)]
-
-    def register(index: int) -> str:
-        try:
-            return stores[index].register_node("a", ["runner"], "127.0.0.1", f"instance-{index}", 3600)["instance_id"]
-        except NodeNameTaken:
-            return "refused"
-        finally:
-            stores[index].close()
-
-    outcomes = _in_threads(8, register)
-    (winner,) = [o for o in outcomes if o != "refused"]
-    assert outcomes.count("refused") == 7
-    assert [(n["name"], n["instance_id"], n["live"]) for n in store.nodes(3600)] == [("a", winner, True)]
-    assert store.heartbeat_node("a", winner) and not store.heartbeat_node("a", "instance-x")
-
-    # A window of -1 s: every heartbeat is older than it, as after a lapse.
-    taken = store.register_node("a", ["api", "worker"], "127.0.0.1", "successor", -1)
-    assert (taken["instance_id"], taken["roles"]) == ("successor", "api,worker")
-    assert not stores[0].heartbeat_node("a", winner)
-    assert [n["name"] for n in stores[1].live_nodes("worker", 3600)] == ["a"]
-    assert stores[1].live_nodes("runner", 3600) == []
-
-
-def test_edge_reports_are_read_across_stores(store: Store, open_store: OpenStore) -> None:
-    other = open_store()
-    other.register_edge("edge-0.1@b", "b", "ab" * 32)
-    assert store.edge_by_token_digest("ab" * 32)["node"] == "b"
-    assert store.reporting_edges(3600) == {}  # registered, never heard from
-    store.record_edge_report("edge-0.1@b", 5)
-    assert other.reporting_edges(3600) == {"edge-0.1@b": 5}
-    assert other.reporting_edges(-1) == {}  # heard before a window that ends in the future
-    other.forget_edge("edge-0.1@b")
-    assert store.edge_by_token_digest("ab" * 32) is None

@@ -135,7 +135,13 @@ def test_two_nodes_on_one_postgresql_store_stop_and_lapse_one_at_a_time(tmp_path
 
             # Node a comes back: it stops its stale process itself, and serves the replacement through its edge.
             assert (started := node_a.up()).exit_code == 0, started.stderr
-            assert wait_until(lambda: not processes.leader_alive(alloc[4], alloc[5]), timeout=60)
+
+            def ended() -> bool:  # the process goes first, then the row (the next round of a's reconciler)
+                with psycopg.connect(url, autocommit=True) as db:
+                    return _production(db)[0][2] == "failed"
+
+            assert wait_until(ended, timeout=60, interval=0.2)
+            assert not processes.leader_alive(alloc[4], alloc[5])
             with psycopg.connect(url, autocommit=True) as db:
                 assert [r[1:3] for r in _production(db)] == [("a", "failed"), ("b", "ready")]
             stale.clear()
