@@ -1,0 +1,178 @@
+"""Cluster benchmark: a route change until both nodes' edges serve the new owner (docs/multi-node.md, "Nodes").
+
+    .venv/bin/python bench/cluster_routes.py [--changes 20] [--runs 1]
+
+Per run: a throw-away PostgreSQL cluster (tests/engines.py, unix socket only), node `a` (every role) and node `b`
+(`--role api,edge`: its edge follows its own API, its allocations are a's, so no shared blob store is needed), both
+`rhone local up --store … --port 0 --edge-port 0` with their own HOME and data directory. Two deployments of
+examples/hello are built on a; then `--changes` times the route moves (`rhone promote` and `rhone rollback`
+alternately, `--no-wait`). One probe thread per edge polls `/` on a kept-alive connection with no pause (the app
+names its deployment); the delay of a change on an edge is the time the probe first saw the new owner minus the
+route event's `created_at` (written in the route compare-and-swap's transaction, on this machine's clock). A probe
+answer's own latency is part of the figure: it errs on the slow side. Prints p50/p95/max per edge and over both,
+min–max over `--runs`, and the load average (the machine may be shared: the figure is rough). Target: p95 ≤ 50 ms.
+Bounded: each change waits at most 30 s, the whole run a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from _harness import (  # noqa: E402
+    Checks,
+    Rhone,
+    SetupError,
+    isolated_environment,
+    linked_hello,
+    local_up,
+    parse_ts,
+    percentile,
+    rhone_script,
+)
+
+from tests.engines import postgres_cluster  # noqa: E402
+
+HOST = "hello--production.localhost"
+CHANGE_TIMEOUT = 30.0
+
+
+class Probe(threading.Thread):
+    """Polls one edge; `first_seen(deployment, after)` is when it first answered with that owner after `after`."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port, self.stop = port, threading.Event()
+        self.seen: list[tuple[float, str | None]] = []  # (time, owner) at each change of owner
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        conn, last = None, object()
+        while not self.stop.is_set():
+            try:
+                conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                conn.request("GET", "/", headers={"Host": HOST})
+                answer = conn.getresponse()
+                body = answer.read()
+                owner = json.loads(body).get("deployment") if answer.status == 200 else None
+            except (OSError, http.client.HTTPException, ValueError):
+                conn, owner = None, None
+                time.sleep(0.01)
+            if owner != last:
+                with self.lock:
+                    self.seen.append((time.time(), owner))
+                last = owner
+
+    def first_seen(self, deployment: str, after: float) -> float | None:
+        with self.lock:
+            return next((t for t, owner in self.seen if owner == deployment and t >= after), None)
+
+
+def node(root: Path, name: str, python: str) -> Rhone:
+    directory = root / name
+    directory.mkdir()
+    env, work, _ = isolated_environment(directory)
+    return Rhone(rhone_script(python), env, work)
+
+
+def one_run(changes: int, python: str) -> dict[str, list[float]]:
+    import psycopg
+
+    delays: dict[str, list[float]] = {"a": [], "b": []}
+    with postgres_cluster() as cluster, tempfile.TemporaryDirectory(prefix="rhone-bench-") as tmp:
+        with psycopg.connect(cluster.url, autocommit=True) as admin:
+            admin.execute("CREATE DATABASE rhone")
+        store = {"RHONE_LOCAL_STORE": cluster.url.replace("/postgres?", "/rhone?")}
+        root = Path(tmp)
+        a, b = node(root, "a", python), node(root, "b", python)
+        up: list[Rhone] = []
+        probes: list[Probe] = []
+        try:
+            status_a = local_up(a, "--node", "a", "--sandbox", "none", env=store)
+            up.append(a)
+            data_b = Path(b.env["RHONE_LOCAL_DATA_DIR"])
+            data_b.mkdir(mode=0o700)
+            shutil.copy2(Path(a.env["RHONE_LOCAL_DATA_DIR"]) / "owner.token", data_b / "owner.token")
+            status_b = local_up(b, "--node", "b", "--role", "api,edge", env=store)
+            up.append(b)
+            app = linked_hello(a, a.cwd)
+            first = a.json("deploy", "--promote", cwd=app, timeout=300)["deployment"]["id"]
+            source = app / "app.py"  # a second deployment: another source (the same one would be the same artifact)
+            source.write_text(source.read_text().replace('VERSION = "1.0.0"', 'VERSION = "1.0.1"'))
+            second = a.json("deploy", cwd=app, timeout=300)["id"]
+            probes = [Probe(status_a["edge_port"]), Probe(status_b["edge_port"])]
+            for probe in probes:
+                probe.start()
+            with psycopg.connect(store["RHONE_LOCAL_STORE"], autocommit=True) as db:
+                for index in range(changes):
+                    target = second if index % 2 == 0 else first
+                    command = ("promote", second) if target == second else ("rollback", "--to", first)
+                    before = time.time()
+                    a(*command, "--no-wait", "--json", cwd=app)
+                    deadline = time.monotonic() + CHANGE_TIMEOUT
+                    while not all(p.first_seen(target, before) for p in probes):
+                        if time.monotonic() > deadline:
+                            raise SetupError(f"change {index}: {target} not served by both edges in {CHANGE_TIMEOUT}s")
+                        time.sleep(0.01)
+                    (created,) = db.execute(
+                        "SELECT created_at FROM route_events WHERE deployment_id = %s ORDER BY seq DESC LIMIT 1",
+                        (target,),
+                    ).fetchone()
+                    for name, probe in zip("ab", probes, strict=True):
+                        delays[name].append((probe.first_seen(target, before) - parse_ts(created)) * 1000)
+        finally:
+            for probe in probes:
+                probe.stop.set()
+            for server in reversed(up):
+                server("local", "down", check=False, timeout=120)
+    return delays
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--changes", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--python", default=sys.executable)
+    args = parser.parse_args()
+    print(f"route change -> served by both edges (node a: all roles, node b: api,edge), {args.changes} changes")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    summaries: dict[str, list[tuple[float, float, float]]] = {"a": [], "b": [], "both": []}
+    for run in range(args.runs):
+        delays = one_run(args.changes, args.python)
+        delays["both"] = [max(x, y) for x, y in zip(delays["a"], delays["b"], strict=True)]
+        for name, values in delays.items():
+            stats = (percentile(values, 50), percentile(values, 95), max(values))
+            summaries[name].append(stats)
+            print(
+                f"  run {run + 1} edge {name:<4} p50 {stats[0]:7.1f} ms  p95 {stats[1]:7.1f} ms  max {stats[2]:7.1f} ms"
+            )
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("min-max over runs (both = the later of the two edges):")
+    for name, runs in summaries.items():
+        cols = [
+            f"{label} {min(r[i] for r in runs):.1f}-{max(r[i] for r in runs):.1f} ms"
+            for i, label in enumerate(("p50", "p95", "max"))
+        ]
+        print(f"  edge {name:<4} " + "  ".join(cols))
+    check = Checks()
+    check(max(r[1] for r in summaries["both"]) <= 50, "p95 of a change served by both edges <= 50 ms")
+    return check.verdict()
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except SetupError as error:
+        print(f"setup failed: {error}", file=sys.stderr)
+        sys.exit(2)
