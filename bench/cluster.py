@@ -192,9 +192,7 @@ def main() -> int:
         for name, values in delays.items():
             stats = (percentile(values, 50), percentile(values, 95), max(values))
             summaries[name].append(stats)
-            print(
-                f"  run {run + 1} edge {name:<4} p50 {stats[0]:7.1f} ms  p95 {stats[1]:7.1f} ms  max {stats[2]:7.1f} ms"
-            )
+            print(f"  run {run + 1} {name:<8} p50 {stats[0]:7.1f} ms  p95 {stats[1]:7.1f} ms  max {stats[2]:7.1f} ms")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("min-max over runs (both = the later of the two edges; longpoll = change on a -> answer on b):")
     for name, runs in summaries.items():
