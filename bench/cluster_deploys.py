@@ -1,0 +1,178 @@
+"""Cluster benchmark: whole-deploy throughput on SQLite, on PostgreSQL with one worker node, and with two
+(docs/multi-node.md, "Nodes"), ratios measured in the same run.
+
+    .venv/bin/python bench/cluster_deploys.py [--deploys 8] [--clients 4] [--runs 1]
+
+Per run and setup, a fresh server in a temporary HOME and data directory, blobs in one S3-API server (moto's, on
+127.0.0.1 port 0, in this process) for every setup, so only the store and the number of worker nodes differ:
+
+- `sqlite`: `rhone local up` (the default store);
+- `pg-1`: `rhone local up --store postgresql://…` (a throw-away cluster, tests/engines.py), node `a`;
+- `pg-2`: the same plus node `b` (`--role worker,runner`, data directory of its own): its workers claim deploys
+  from the shared store, its runner starts the previews placed on it.
+
+Then `--clients` threads each run `rhone deploy --json` as fresh processes, one after the other, from their own copy
+of examples/hello (all linked to one app; each deploy changes the source so it really builds), `--deploys` in all.
+Throughput is deploys that reached `preview_ready` per second of wall time. Prints each setup's figure, the ratios
+pg-2 / pg-1 (target ≥ 1.6) and pg-1 / sqlite (target ≥ 0.7), min–max over `--runs`, and the load average. Bounded:
+each deploy at most 300 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from _harness import Checks, Rhone, SetupError, isolated_environment, linked_hello, local_up, rhone_script  # noqa: E402
+
+from tests.engines import postgres_cluster  # noqa: E402
+
+AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@contextlib.contextmanager
+def s3_bucket():
+    """(endpoint, bucket) of a loopback S3-API server with one bucket."""
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per request would bury the figures
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        boto3.client("s3", endpoint_url=endpoint, **_boto_args()).create_bucket(Bucket="rhone")
+        yield endpoint, "rhone"
+    finally:
+        server.stop()
+
+
+def _boto_args() -> dict[str, str]:
+    return {
+        "aws_access_key_id": AWS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": AWS["AWS_SECRET_ACCESS_KEY"],
+        "region_name": AWS["AWS_DEFAULT_REGION"],
+    }
+
+
+def node(root: Path, name: str, python: str) -> Rhone:
+    directory = root / name
+    directory.mkdir()
+    env, work, _ = isolated_environment(directory)
+    return Rhone(rhone_script(python), {**env, **AWS}, work)
+
+
+def deploy_all(rhone: Rhone, app: Path, deploys: int, clients: int) -> float:
+    """Deploys per second: `clients` threads running `rhone deploy` from their own copy of `app`."""
+    copies = []
+    for index in range(clients):
+        copy = app.parent / f"client-{index}"
+        shutil.copytree(app, copy)
+        copies.append(copy)
+    counter, lock, failures = iter(range(deploys)), threading.Lock(), []
+
+    def client(copy: Path) -> None:
+        while True:
+            with lock:
+                number = next(counter, None)
+            if number is None:
+                return
+            source = copy / "app.py"
+            source.write_text(re.sub(r'VERSION = "[^"]*"', f'VERSION = "2.0.{number}"', source.read_text()))
+            result = rhone.json("deploy", cwd=copy, timeout=300)
+            if result.get("state") != "preview_ready":
+                failures.append(result.get("state"))
+
+    threads = [threading.Thread(target=client, args=(copy,)) for copy in copies]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(600)
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise SetupError(f"deploys ended {failures}")
+    return deploys / elapsed
+
+
+def one_setup(setup: str, deploys: int, clients: int, python: str, blobs: tuple[str, ...]) -> float:
+    with contextlib.ExitStack() as stack:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rhone-bench-")))
+        env: dict[str, str] = {}
+        if setup != "sqlite":
+            cluster = stack.enter_context(postgres_cluster())
+            import psycopg
+
+            with psycopg.connect(cluster.url, autocommit=True) as admin:
+                admin.execute("CREATE DATABASE rhone")
+            env["RHONE_LOCAL_STORE"] = cluster.url.replace("/postgres?", "/rhone?")
+        a = node(root, "a", python)
+        up: list[Rhone] = []
+        try:
+            names = () if setup == "sqlite" else ("--node", "a")
+            local_up(a, *names, "--sandbox", "none", *blobs, env=env)
+            up.append(a)
+            if setup == "pg-2":
+                b = node(root, "b", python)
+                data_b = Path(b.env["RHONE_LOCAL_DATA_DIR"])
+                data_b.mkdir(mode=0o700)
+                shutil.copy2(Path(a.env["RHONE_LOCAL_DATA_DIR"]) / "owner.token", data_b / "owner.token")
+                local_up(b, "--node", "b", "--role", "worker,runner", "--sandbox", "none", *blobs, env=env)
+                up.append(b)
+            app = linked_hello(a, a.cwd)
+            return deploy_all(a, app, deploys, clients)
+        finally:
+            for server in reversed(up):
+                server("local", "down", check=False, timeout=120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--deploys", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--python", default=sys.executable)
+    args = parser.parse_args()
+    os.environ.update(AWS)
+    print(f"whole deploys (examples/hello, `rhone deploy`): {args.deploys} per setup from {args.clients} clients")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    rates: dict[str, list[float]] = {"sqlite": [], "pg-1": [], "pg-2": []}
+    with s3_bucket() as (endpoint, bucket):
+        blobs = ("--blobs", f"s3://{bucket}/run", "--blobs-endpoint", endpoint)
+        for run in range(args.runs):
+            for setup in rates:
+                run_blobs = (blobs[0], f"{blobs[1]}-{run}-{setup}", *blobs[2:])
+                rates[setup].append(one_setup(setup, args.deploys, args.clients, args.python, run_blobs))
+                print(f"  run {run + 1} {setup:<6} {rates[setup][-1]:.3f} deploys/s", flush=True)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    two = [b / a for a, b in zip(rates["pg-1"], rates["pg-2"], strict=True)]
+    pg = [p / s for s, p in zip(rates["sqlite"], rates["pg-1"], strict=True)]
+    print(f"pg-2 / pg-1 (two worker nodes / one): {min(two):.2f}-{max(two):.2f}x")
+    print(f"pg-1 / sqlite (PostgreSQL / SQLite, one node): {min(pg):.2f}-{max(pg):.2f}x")
+    check = Checks()
+    check(min(two) >= 1.6, "two worker nodes >= 1.6x one")
+    check(min(pg) >= 0.7, "PostgreSQL >= 0.7x SQLite")
+    return check.verdict()
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except SetupError as error:
+        print(f"setup failed: {error}", file=sys.stderr)
+        sys.exit(2)
