@@ -324,9 +324,9 @@ class RecordingNotifier:
         self.woke.set()
 
 
+# PostgreSQL only: an SQLite store has one owning process, whose writers wake its listeners in process.
+@pytest.mark.parametrize("open_store", ["postgresql"], indirect=True)
 def test_a_commit_through_one_store_wakes_the_listeners_of_another(store: Store, open_store: OpenStore) -> None:
-    if store.SINGLE_OWNER:
-        pytest.skip("one process per SQLite store: its writers wake their own listeners in process")
     other = open_store()
     notifier = RecordingNotifier()
     other.listen_for_changes(notifier)
