@@ -27,7 +27,7 @@ import pytest
 import uvicorn
 
 from rhone_local.edge import Edge
-from rhone_local.edge_feed import EdgeFeed
+from rhone_local.edge_feed import EDGE_LEASE_SECONDS, EdgeFeed
 from rhone_local.edge_supervisor import EdgeSupervisor
 from rhone_local.notify import ChangeNotifier
 from rhone_local.server import standalone_api
@@ -38,7 +38,7 @@ from .test_edge_routes import World
 
 pytestmark = pytest.mark.slow
 WEB = "web--production"
-LEASE = 1.5
+LEASE = 1.5  # the short lease of the lapse test (the others run on EDGE_LEASE_SECONDS)
 SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
 UPGRADE = f"GET /ws HTTP/1.1\r\nHost: {WEB}.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n".encode()
 
@@ -113,6 +113,17 @@ class EdgeStack:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[EdgeStack]:
+    """An edge process on the product's lease: a busy machine never makes it lapse in the middle of a test."""
+    yield from _stack(tmp_path, EDGE_LEASE_SECONDS)
+
+
+@pytest.fixture
+def short_lease_stack(tmp_path: Path) -> Iterator[EdgeStack]:
+    """An edge process whose lease lapses LEASE seconds after its feed last answered: for the test of that lapse."""
+    yield from _stack(tmp_path, LEASE)
+
+
+def _stack(tmp_path: Path, lease: float) -> Iterator[EdgeStack]:
     store = Store(tmp_path / "rhone.db")
     ids = store.bootstrap(workspace="local", owner="owner", token_hash="x", region="local-1", cell="local-1a")
     feed = EdgeFeed(store)
@@ -125,7 +136,7 @@ def stack(tmp_path: Path) -> Iterator[EdgeStack]:
     thread.start()
     assert wait_until(lambda: server.started)
     api_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    edges = EdgeSupervisor(feed, host="127.0.0.1", port=0, api_url=api_url, data_dir=tmp_path, lease=LEASE)
+    edges = EdgeSupervisor(feed, host="127.0.0.1", port=0, api_url=api_url, data_dir=tmp_path, lease=lease)
     feed.start()
     edges.start()
     try:
@@ -197,8 +208,9 @@ def test_a_gap_fails_closed_until_a_snapshot_verifies(stack: EdgeStack, monkeypa
 
 
 def test_an_edge_that_lost_its_feed_fails_closed_at_its_lease(
-    stack: EdgeStack, monkeypatch: pytest.MonkeyPatch
+    short_lease_stack: EdgeStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    stack = short_lease_stack
     world = stack.world
     a = Backend("A")
     owner = world.deploy("web")
