@@ -80,6 +80,8 @@ class EdgeFeed:
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._waiters_lock = threading.Lock()
         self._edges: dict[str, EdgeState] = {}
+        # Edges whose process is gone: a request of theirs still in flight must not bring them back (edge_for_token).
+        self._forgotten: set[str] = set()
         self._reported = threading.Condition()
         self._poke = threading.Event()
         self._stop = threading.Event()
@@ -233,6 +235,7 @@ class EdgeFeed:
         """The edge process is gone (its supervisor saw it exit): its connections died with it."""
         with self._reported:
             self._edges.pop(edge_id, None)
+            self._forgotten.add(edge_id)
             self._reported.notify_all()
         try:
             self.store.forget_edge(edge_id)
@@ -252,6 +255,8 @@ class EdgeFeed:
         if row is None:
             return None
         with self._reported:
+            if row["edge_id"] in self._forgotten:  # read before forget() deleted its row: it is gone
+                return None
             edge = self._edges.get(row["edge_id"])
             if edge is None or edge.token_digest != digest:
                 edge = self._edges[row["edge_id"]] = EdgeState(row["edge_id"], digest)

@@ -127,3 +127,15 @@ def _get(port: int) -> tuple[int, bytes]:
         return response.status, response.read()
     finally:
         conn.close()
+
+
+def test_a_request_of_a_forgotten_edge_in_flight_does_not_bring_it_back(stores: list[Store], monkeypatch) -> None:
+    """An edge process killed mid-request: its supervisor forgets it, and a request of its that reads the store row
+    before the row is deleted must not register it again (edges() is what promotions wait for)."""
+    feed = EdgeFeed(stores[0])
+    token = feed.register("edge-0.1")
+    # The window of the race: forget() has dropped the edge from memory, its row is not deleted yet.
+    monkeypatch.setattr(stores[0], "forget_edge", lambda edge_id: None)
+    feed.forget("edge-0.1")
+    assert feed.edge_for_token(token) is None
+    assert [edge.edge_id for edge in feed.edges()] == []
