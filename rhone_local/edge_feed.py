@@ -228,6 +228,7 @@ class EdgeFeed:
         token = new_secret(EDGE_TOKEN)
         self.store.register_edge(edge_id, self.node, _digest(token).hex())
         with self._reported:
+            self._forgotten.discard(edge_id)
             self._edges[edge_id] = EdgeState(edge_id, _digest(token))
         return token
 

@@ -13,9 +13,12 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rhone_local.store import Store
 
 log = logging.getLogger("rhone_local.nodes")
 
@@ -81,7 +84,7 @@ class Membership:
 
     def __init__(
         self,
-        store: object,
+        store: Store,
         identity: NodeIdentity,
         *,
         heartbeat: float = HEARTBEAT_SECONDS,
@@ -101,11 +104,11 @@ class Membership:
         `takeover`: every other instance is known dead (`NodeStore.register_node`)."""
         i = self.identity
         roles = i.ordered_roles()
-        self.store.register_node(i.name, roles, i.address, i.instance_id, self.lapse, takeover=takeover)  # type: ignore[attr-defined]
+        self.store.register_node(i.name, roles, i.address, i.instance_id, self.lapse, takeover=takeover)
 
     def beat(self) -> bool:
         """One heartbeat; False once the name is not this instance's any more."""
-        if self.store.heartbeat_node(self.identity.name, self.identity.instance_id):  # type: ignore[attr-defined]
+        if self.store.heartbeat_node(self.identity.name, self.identity.instance_id):
             return True
         if not self.lost.is_set():
             self.lost.set()
@@ -127,7 +130,7 @@ class Membership:
                 except Exception:  # a busy store: the next beat tries again (the lapse window allows several)
                     log.exception("node %s: heartbeat failed; retrying", self.identity.name)
         finally:
-            self.store.close()  # type: ignore[attr-defined]
+            self.store.close()
 
     def stop(self) -> None:
         """Stop the heartbeat and leave the cluster (the name is free at once, nothing more is placed here)."""
@@ -135,10 +138,6 @@ class Membership:
         if self._thread is not None:
             self._thread.join(5)
         if not self.lost.is_set():
-            self.store.leave_node(self.identity.name, self.identity.instance_id)  # type: ignore[attr-defined]
+            self.store.leave_node(self.identity.name, self.identity.instance_id)
         if self.name_lock is not None:
             self.name_lock.release()
-
-
-def roles_text(roles: Iterable[str]) -> str:
-    return ",".join(r for r in ROLES if r in set(roles))

@@ -357,9 +357,8 @@ class Runner:
             "RHONE_ENVIRONMENT": environment["name"],
             "RHONE_ARTIFACT_DIGEST": deployment["artifact_digest"],
             "RHONE_REGION": region["name"],  # internal topology, for logs; never part of a public URL or id
-            "RHONE_RUNTIME_TOKEN": self.runtime_token(
-                deployment, alloc["id"]
-            ),  # minted only for an allocation that starts; dies with it
+            # Minted only for an allocation that starts; it dies with it.
+            "RHONE_RUNTIME_TOKEN": self.runtime_token(deployment, alloc["id"]),
         }
         binds = self._allocation_binds(environment["id"], region["id"])
         retries: list[dict[str, Any]] = []  # the ports an app could not bind (taken after they were chosen)

@@ -219,7 +219,7 @@ def _route_publisher(url: str | None, store: Store) -> Any:
         raise StartRefused("events_unavailable", "--events needs nats-py", "pip install 'rhone[cluster]'") from None
     from rhone_local.route_stream import RouteEventPublisher
 
-    return RouteEventPublisher(url, store.route_events_after, lock=store.publisher_lock("route-events"))
+    return RouteEventPublisher(url, store.route_events_after, lock=store.session_lock("route-events"))
 
 
 def _api_server(config: Any, feed: EdgeFeed | None, before_shutdown: Callable[[], None]) -> Any:
@@ -549,7 +549,7 @@ def _join(plane: ControlPlane) -> Membership:
     per store), on a shared store a session advisory lock per name held for the process's life. Holding it proves a
     previous holder dead, so a name still beating is taken over (a restart after kill -9 does not wait for the
     lapse); not getting it means another live process holds the name."""
-    lock = plane.store.publisher_lock(f"node:{plane.node.name}")
+    lock = plane.store.session_lock(f"node:{plane.node.name}")
     hint = f"choose another name with --node, or stop the node {plane.node.name!r} first"
     if lock is not None and not lock.acquire():
         raise StartRefused("node_name_taken", f"node {plane.node.name!r} is held by another live process", hint)

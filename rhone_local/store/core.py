@@ -171,7 +171,7 @@ class StoreCore:
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("PRAGMA foreign_keys=ON")
         # The lease clock of the statements (PostgreSQL defines the same function on the database server's clock).
-        conn.create_function("rhone_now", 0, lambda: time.time())
+        conn.create_function("rhone_now", 0, time.time)
         return conn
 
     @property
@@ -273,9 +273,10 @@ class StoreCore:
         """Wake `notifier` when another node commits a change. One SQLite store has one server: its own writers
         notify in process, so there is nothing to listen to."""
 
-    def publisher_lock(self, name: str) -> Any:
-        """The lock held by the one route-event publisher of the store; None: one process per store, so an
-        in-process lock is enough (route_stream.LocalPublisherLock)."""
+    def session_lock(self, name: str) -> Any:
+        """A lock named `name`, held across every process sharing the store until released or its holder dies (the
+        route-event publisher's, a node name's); None: one process per SQLite store, so an in-process lock (or the
+        data directory's) is enough (route_stream.LocalPublisherLock)."""
         return None
 
     # -- counts (tests and the "nothing changed" checks) -------------------------------------------------------------

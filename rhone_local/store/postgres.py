@@ -407,8 +407,8 @@ class PostgresStore(Store):
             self._listener.join(5)
         self.close()
 
-    # -- the route-event publisher's lock ----------------------------------------------------------------------------
-    def publisher_lock(self, name: str) -> AdvisoryLock:
+    # -- locks held across nodes (the route-event publisher's, a node name's) -----------------------------------------
+    def session_lock(self, name: str) -> AdvisoryLock:
         return AdvisoryLock(self.url, name)
 
 

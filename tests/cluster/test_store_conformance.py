@@ -363,11 +363,11 @@ def test_a_commit_through_one_store_wakes_the_listeners_of_another(store: Store,
     assert other.data_version() > seen
 
 
-def test_one_publisher_lock_holder_across_stores(store: Store, open_store: OpenStore) -> None:
+def test_one_session_lock_holder_across_stores(store: Store, open_store: OpenStore) -> None:
     if store.SINGLE_OWNER:
-        assert store.publisher_lock("routes") is None  # route_stream's in-process lock serves
+        assert store.session_lock("routes") is None  # route_stream's in-process lock serves
         return
-    first, second = store.publisher_lock("routes"), open_store().publisher_lock("routes")
+    first, second = store.session_lock("routes"), open_store().session_lock("routes")
     assert first.acquire() is True
     assert second.acquire() is False
     first.release()

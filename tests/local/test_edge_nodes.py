@@ -139,3 +139,7 @@ def test_a_request_of_a_forgotten_edge_in_flight_does_not_bring_it_back(stores: 
     feed.forget("edge-0.1")
     assert feed.edge_for_token(token) is None
     assert [edge.edge_id for edge in feed.edges()] == []
+    # An identity registered again (a restarted node reuses its edge ids) is live again.
+    again = feed.register("edge-0.1")
+    assert feed.edge_for_token(again) is not None and feed.edge_for_token(token) is None
+    assert [edge.edge_id for edge in feed.edges()] == ["edge-0.1"]
