@@ -85,7 +85,8 @@ class Cluster:
         return app_dir
 
 
-def _node(root: Path, name: str, options: tuple[str, ...], extra: dict[str, str]) -> LocalServer:
+def node_server(root: Path, name: str, options: tuple[str, ...], extra: dict[str, str] | None = None) -> LocalServer:
+    """`rhone local up --node NAME` with `options`, its own HOME and data directory under `root` (not started)."""
     home = root / f"home-{name}"
     home.mkdir()
     environ = {
@@ -95,7 +96,7 @@ def _node(root: Path, name: str, options: tuple[str, ...], extra: dict[str, str]
         "RHONE_LOCAL_DATA_DIR": str(root / f"data-{name}"),
         "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
         **AWS,
-        **extra,
+        **(extra or {}),
     }
     server = LocalServer(home, environ, root / f"data-{name}", root)
     server.up_options = (*options, "--node", name, "--sandbox", "none")
@@ -126,7 +127,7 @@ def running_cluster(
             )  # fmt: skip
             try:
                 for name in names:
-                    server = cluster.nodes[name] = _node(root, name, options, (environ or {}).get(name, {}))
+                    server = cluster.nodes[name] = node_server(root, name, options, (environ or {}).get(name, {}))
                     if name != names[0]:
                         server.data_dir.mkdir(mode=0o700)
                         shutil.copy2(cluster.nodes[names[0]].data_dir / "owner.token", server.data_dir)

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from rhone_cli.services.local import process_alive
+from tests.e2e.cluster import node_server
 from tests.e2e.conftest import LocalServer
 from tests.e2e.helpers import HELLO, wait_until
 from tests.engines import postgres_cluster
@@ -29,20 +30,7 @@ LAPSE_AND_HEAL = 120.0  # generous: a lapse is 10 s, the replacement's start a f
 
 
 def _node(tmp_path: Path, name: str, store_url: str, blobs: tuple[str, ...]) -> LocalServer:
-    home = tmp_path / f"home-{name}"
-    home.mkdir()
-    environ = {
-        "HOME": str(home),
-        "PATH": os.environ.get("PATH", ""),
-        "RHONE_CONFIG_DIR": str(home / ".config" / "rhone"),
-        "RHONE_LOCAL_DATA_DIR": str(tmp_path / f"data-{name}"),
-        "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
-        # The S3 credentials, read by the server as boto3 reads them (s3_client set them for this test).
-        **{name: os.environ[name] for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")},
-    }
-    server = LocalServer(home, environ, tmp_path / f"data-{name}", tmp_path)
-    server.up_options = ("--store", store_url, *blobs, "--node", name, "--sandbox", "none")
-    return server
+    return node_server(tmp_path, name, ("--store", store_url, *blobs))
 
 
 def _production(db) -> list[tuple]:
