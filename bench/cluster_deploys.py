@@ -36,9 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from _harness import Checks, Rhone, SetupError, isolated_environment, linked_hello, local_up, rhone_script  # noqa: E402
 
-from tests.engines import postgres_cluster  # noqa: E402
-
-AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+from tests.engines import S3_CLIENT_ARGS, S3_ENVIRON, postgres_cluster, s3_api_server  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -47,34 +45,18 @@ def s3_bucket():
     import logging
 
     import boto3
-    from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per request would bury the figures
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        boto3.client("s3", endpoint_url=endpoint, **_boto_args()).create_bucket(Bucket="rhone")
+    with s3_api_server() as endpoint:
+        boto3.client("s3", endpoint_url=endpoint, **S3_CLIENT_ARGS).create_bucket(Bucket="rhone")
         yield endpoint, "rhone"
-    finally:
-        server.stop()
-
-
-def _boto_args() -> dict[str, str]:
-    return {
-        "aws_access_key_id": AWS["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": AWS["AWS_SECRET_ACCESS_KEY"],
-        "region_name": AWS["AWS_DEFAULT_REGION"],
-    }
 
 
 def node(root: Path, name: str, python: str) -> Rhone:
     directory = root / name
     directory.mkdir()
     env, work, _ = isolated_environment(directory)
-    return Rhone(rhone_script(python), {**env, **AWS}, work)
+    return Rhone(rhone_script(python), {**env, **S3_ENVIRON}, work)
 
 
 def deploy_all(rhone: Rhone, app: Path, deploys: int, clients: int) -> float:
@@ -148,7 +130,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--python", default=sys.executable)
     args = parser.parse_args()
-    os.environ.update(AWS)
+    os.environ.update(S3_ENVIRON)
     print(f"whole deploys (examples/hello, `rhone deploy`): {args.deploys} per setup from {args.clients} clients")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     rates: dict[str, list[float]] = {"sqlite": [], "pg-1": [], "pg-2": []}

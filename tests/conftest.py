@@ -265,26 +265,19 @@ _buckets = itertools.count(1)
 @pytest.fixture(scope="session")
 def s3_server():
     """An S3-API server (moto's) on 127.0.0.1, on a port the kernel picked, in a thread; its URL."""
-    from moto.server import ThreadedMotoServer
+    from tests.engines import s3_api_server
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with s3_api_server() as url:
+        yield url
 
 
 @pytest.fixture
 def s3_client(s3_server: str, monkeypatch: pytest.MonkeyPatch):
     """A client of the loopback S3 server, with a bucket of this test's own, made from the standard AWS variables
     as `--blobs` reads them."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
+    from tests.engines import S3_ENVIRON
+
+    for name, value in S3_ENVIRON.items():
         monkeypatch.setenv(name, value)
     import boto3
 

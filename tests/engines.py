@@ -138,3 +138,28 @@ class NatsServer:
         self.engine.stop()
         if child is not None:
             child.wait(5)  # reaped: no zombie, and no "still running" warning from its Popen
+
+
+# -- an S3-API server ------------------------------------------------------------------------------------------------
+# The credentials moto accepts, as the standard AWS variables (what `rhone local up --blobs` reads) and as boto3's
+# keyword arguments.
+S3_ENVIRON = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+S3_CLIENT_ARGS = {
+    "aws_access_key_id": S3_ENVIRON["AWS_ACCESS_KEY_ID"],
+    "aws_secret_access_key": S3_ENVIRON["AWS_SECRET_ACCESS_KEY"],
+    "region_name": S3_ENVIRON["AWS_DEFAULT_REGION"],
+}
+
+
+@contextlib.contextmanager
+def s3_api_server() -> Iterator[str]:
+    """An S3-API server (moto's) on 127.0.0.1, on a port the kernel picked, in a thread; its URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()

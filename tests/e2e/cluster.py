@@ -30,9 +30,8 @@ import httpx
 from rhone_cli.services.local import process_alive
 from tests.e2e.conftest import LocalServer
 from tests.e2e.helpers import HELLO
-from tests.engines import NatsServer, PostgresCluster, nats_jetstream, postgres_cluster
+from tests.engines import S3_CLIENT_ARGS, S3_ENVIRON, NatsServer, PostgresCluster, nats_jetstream, postgres_cluster
 
-AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 _buckets = itertools.count(1)
 LIVE_PROCESSES = (
     "SELECT id, pid, pid_start_time FROM allocations WHERE pid IS NOT NULL AND state NOT IN ('failed', 'stopped')"
@@ -95,7 +94,7 @@ def node_server(root: Path, name: str, options: tuple[str, ...], extra: dict[str
         "RHONE_CONFIG_DIR": str(home / ".config" / "rhone"),
         "RHONE_LOCAL_DATA_DIR": str(root / f"data-{name}"),
         "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
-        **AWS,
+        **S3_ENVIRON,
         **(extra or {}),
     }
     server = LocalServer(home, environ, root / f"data-{name}", root)
@@ -119,7 +118,7 @@ def running_cluster(
             with psycopg.connect(pg.url, autocommit=True) as admin:
                 admin.execute("CREATE DATABASE rhone")
             bucket = f"rhone-cluster-{os.getpid()}-{next(_buckets)}"
-            boto3.client("s3", endpoint_url=s3_server, **_boto_credentials()).create_bucket(Bucket=bucket)
+            boto3.client("s3", endpoint_url=s3_server, **S3_CLIENT_ARGS).create_bucket(Bucket=bucket)
             cluster = Cluster(root, pg, pg.url.replace("/postgres?", "/rhone?"), nats)
             options = (
                 "--store", cluster.store_url, "--events", nats.url,
@@ -138,14 +137,6 @@ def running_cluster(
                 stop_cluster(cluster)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _boto_credentials() -> dict[str, str]:
-    return {
-        "aws_access_key_id": AWS["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": AWS["AWS_SECRET_ACCESS_KEY"],
-        "region_name": AWS["AWS_DEFAULT_REGION"],
-    }
 
 
 def stop_cluster(cluster: Cluster) -> None:
