@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
@@ -23,6 +24,12 @@ from rhone_local.domain.manifest import DIGEST
 
 MAX_BLOB_BYTES = 2 * 1024**3  # the same limit as a manifest entry (domain/manifest.py)
 CHUNK = 1024 * 1024
+
+
+def temporary_path(tmp_dir: Path, kind: str, digest: str) -> Path:
+    """A temporary file name no other writer uses. Two requests storing the same content at once (concurrent
+    deploys of one checkout store the same manifest) must not share one: the second rename would find the file gone."""
+    return tmp_dir / f"{kind}.{digest[7:19]}.{os.getpid()}.{secrets.token_hex(8)}"
 
 
 def blob_missing(digest: str) -> DomainError:
@@ -158,7 +165,7 @@ class BlobStore:
             return False
         hasher = hashlib.sha256()
         size = 0
-        temporary = self.root / "tmp" / f"{digest[7:19]}.{os.getpid()}.{id(chunks)}"
+        temporary = temporary_path(self.root / "tmp", "upload", digest)
         try:
             try:
                 with temporary.open("wb") as handle:
@@ -185,8 +192,8 @@ class BlobStore:
             if declared_size is not None and size != declared_size:
                 raise DomainError("size_mismatch", f"received {size} bytes, expected {declared_size}", 409)
             target.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(temporary, 0o444)
             os.replace(temporary, target)
-            os.chmod(target, 0o444)
             return True
         finally:
             temporary.unlink(missing_ok=True)
@@ -197,21 +204,27 @@ class BlobStore:
         target = self.local_path(digest)
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self.root / "tmp" / f"put.{os.getpid()}.{digest[7:19]}"
-            shutil.copyfile(source, temporary)
-            os.replace(temporary, target)
-            os.chmod(target, 0o444)
+            temporary = temporary_path(self.root / "tmp", "put", digest)
+            try:
+                shutil.copyfile(source, temporary)
+                os.chmod(temporary, 0o444)
+                os.replace(temporary, target)
+            finally:
+                temporary.unlink(missing_ok=True)
         return digest
 
     def put_bytes(self, data: bytes) -> str:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         target = self.local_path(digest)
         if not target.is_file():
-            temporary = self.root / "tmp" / f"bytes.{os.getpid()}.{digest[7:19]}"
-            temporary.write_bytes(data)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(temporary, target)
-            os.chmod(target, 0o444)
+            temporary = temporary_path(self.root / "tmp", "bytes", digest)
+            try:
+                temporary.write_bytes(data)
+                os.chmod(temporary, 0o444)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(temporary, target)
+            finally:
+                temporary.unlink(missing_ok=True)
         return digest
 
     def open(self, digest: str) -> VerifiedReader:
@@ -271,7 +284,7 @@ class MirroredBlobStore(BlobStore):
         return local if local is not None else self.remote.size(digest)
 
     def _fetch(self, digest: str, local: Path) -> None:
-        temporary = self.root / "tmp" / f"fetch.{os.getpid()}.{id(local)}.{digest[7:19]}"
+        temporary = temporary_path(self.root / "tmp", "fetch", digest)
         try:
             with self.remote.open(digest) as source, temporary.open("wb") as target:
                 for chunk in source.chunks(CHUNK):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -127,6 +128,42 @@ def test_put_file_and_put_bytes_store_under_their_digest(backend: Backend, tmp_p
     with backend.store.open(digest(source.read_bytes())) as reader:
         assert reader.read() == source.read_bytes()
     assert len(backend.stored()) == 2
+
+
+def test_writers_storing_the_same_content_at_once_all_succeed(backend: Backend, tmp_path: Path) -> None:
+    """Concurrent deploys of one checkout store the same manifest at the same moment, in threads of one server: each
+    writer gets the digest, one blob is stored and no temporary file is left (CI once saw a FileNotFoundError when two
+    writers shared a temporary name)."""
+    rounds, writers = 20, 6
+    contents = [f"manifest {n}".encode() * 50 for n in range(rounds)]
+    source = tmp_path / "shared.bin"
+    source.write_bytes(b"built once, stored by many" * 100)
+    for data in contents:
+        gate = threading.Barrier(writers)
+        results: list[object] = []
+
+        def store(index: int, data: bytes = data, gate: threading.Barrier = gate, results: list = results) -> None:
+            gate.wait()
+            try:
+                if index % 3 == 0:
+                    results.append(write(backend.store, digest(data), data, declared_size=len(data)) is not None)
+                elif index % 3 == 1:
+                    results.append(backend.store.put_bytes(data) == digest(data))
+                else:
+                    results.append(backend.store.put_file(source) == digest(source.read_bytes()))
+            except Exception as error:  # noqa: BLE001 - the assertion below names it
+                results.append(error)
+
+        threads = [threading.Thread(target=store, args=(i,)) for i in range(writers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert results == [True] * writers
+    assert len(backend.stored()) == rounds + 1
+    root = getattr(backend.store, "root", None)
+    if root is not None:
+        assert list((root / "tmp").iterdir()) == []
 
 
 def test_a_tampered_blob_fails_closed_on_read(backend: Backend) -> None:
