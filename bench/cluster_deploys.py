@@ -13,9 +13,11 @@ Per run and setup, a fresh server in a temporary HOME and data directory, blobs 
 
 Then `--clients` threads each run `rhone deploy --json` as fresh processes, one after the other, from their own copy
 of examples/hello (all linked to one app; each deploy changes the source so it really builds), `--deploys` in all.
-Throughput is deploys that reached `preview_ready` per second of wall time. Prints each setup's figure, the ratios
-pg-2 / pg-1 (target ≥ 1.6) and pg-1 / sqlite (target ≥ 0.7), min–max over `--runs`, and the load average. Bounded:
-each deploy at most 300 s.
+Throughput is deploys that reached `preview_ready` per second of wall time, and the share of the machine's CPUs busy
+meanwhile (/proc/stat: the servers, PostgreSQL, the S3 server and the clients together). Prints each setup's
+figures, the ratios pg-2 / pg-1 (target ≥ 1.6) and pg-1 / sqlite (target ≥ 0.7), min–max over `--runs`, the load
+average, and the ceiling this machine puts on any number of nodes (one node's rate over the share of the CPUs it
+keeps busy). Bounded: each deploy at most 300 s.
 """
 
 from __future__ import annotations
@@ -59,8 +61,17 @@ def node(root: Path, name: str, python: str) -> Rhone:
     return Rhone(rhone_script(python), {**env, **S3_ENVIRON}, work)
 
 
-def deploy_all(rhone: Rhone, app: Path, deploys: int, clients: int) -> float:
-    """Deploys per second: `clients` threads running `rhone deploy` from their own copy of `app`."""
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of every CPU since boot, from /proc/stat: the machine's own accounting, which counts the
+    servers (daemons, not this process's children), PostgreSQL, the S3 server and the clients alike."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def deploy_all(rhone: Rhone, app: Path, deploys: int, clients: int) -> tuple[float, float]:
+    """(deploys per second, share of the machine's CPUs busy meanwhile): `clients` threads running `rhone deploy`
+    from their own copy of `app`."""
     copies = []
     for index in range(clients):
         copy = app.parent / f"client-{index}"
@@ -81,18 +92,19 @@ def deploy_all(rhone: Rhone, app: Path, deploys: int, clients: int) -> float:
                 failures.append(result.get("state"))
 
     threads = [threading.Thread(target=client, args=(copy,)) for copy in copies]
-    started = time.perf_counter()
+    started, (busy_before, total_before) = time.perf_counter(), machine_cpu()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(600)
     elapsed = time.perf_counter() - started
+    busy_after, total_after = machine_cpu()
     if failures:
         raise SetupError(f"deploys ended {failures}")
-    return deploys / elapsed
+    return deploys / elapsed, (busy_after - busy_before) / max(1.0, total_after - total_before)
 
 
-def one_setup(setup: str, deploys: int, clients: int, python: str, blobs: tuple[str, ...]) -> float:
+def one_setup(setup: str, deploys: int, clients: int, python: str, blobs: tuple[str, ...]) -> tuple[float, float]:
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rhone-bench-")))
         env: dict[str, str] = {}
@@ -134,18 +146,28 @@ def main() -> int:
     print(f"whole deploys (examples/hello, `rhone deploy`): {args.deploys} per setup from {args.clients} clients")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     rates: dict[str, list[float]] = {"sqlite": [], "pg-1": [], "pg-2": []}
+    busy: dict[str, list[float]] = {setup: [] for setup in rates}
     with s3_bucket() as (endpoint, bucket):
         blobs = ("--blobs", f"s3://{bucket}/run", "--blobs-endpoint", endpoint)
         for run in range(args.runs):
             for setup in rates:
                 run_blobs = (blobs[0], f"{blobs[1]}-{run}-{setup}", *blobs[2:])
-                rates[setup].append(one_setup(setup, args.deploys, args.clients, args.python, run_blobs))
-                print(f"  run {run + 1} {setup:<6} {rates[setup][-1]:.3f} deploys/s", flush=True)
+                rate, share = one_setup(setup, args.deploys, args.clients, args.python, run_blobs)
+                rates[setup].append(rate)
+                busy[setup].append(share)
+                print(f"  run {run + 1} {setup:<6} {rate:.3f} deploys/s, CPUs {share:.0%} busy", flush=True)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     two = [b / a for a, b in zip(rates["pg-1"], rates["pg-2"], strict=True)]
     pg = [p / s for s, p in zip(rates["sqlite"], rates["pg-1"], strict=True)]
     print(f"pg-2 / pg-1 (two worker nodes / one): {min(two):.2f}-{max(two):.2f}x")
     print(f"pg-1 / sqlite (PostgreSQL / SQLite, one node): {min(pg):.2f}-{max(pg):.2f}x")
+    # Both nodes, PostgreSQL, the S3 server and the clients share this machine's CPUs: no number of nodes can go
+    # faster than one node's rate divided by the share of the CPUs it already keeps busy.
+    ceiling = [1 / share for share in busy["pg-1"]]
+    print(
+        f"ceiling for any number of nodes on these {os.cpu_count()} CPUs (1 / pg-1's busy share): "
+        f"{min(ceiling):.2f}-{max(ceiling):.2f}x"
+    )
     check = Checks()
     check(min(two) >= 1.6, "two worker nodes >= 1.6x one")
     check(min(pg) >= 0.7, "PostgreSQL >= 0.7x SQLite")
