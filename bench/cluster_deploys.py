@@ -61,6 +61,49 @@ def node(root: Path, name: str, python: str) -> Rhone:
     return Rhone(rhone_script(python), {**env, **S3_ENVIRON}, work)
 
 
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it, from /proc (a server's edge processes, app processes, builds)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        found.append(current := todo.pop())
+        todo.extend(children.get(current, []))
+    return found
+
+
+@contextlib.contextmanager
+def cpu_limit(name: str, cpus: float | None):
+    """A cgroup (v1 `cpu` controller) allowing `cpus` CPUs: what a node would have on a machine of its own. Yields a
+    function that moves a process tree into it; what the tree starts later is born inside."""
+    if cpus is None:
+        yield lambda pid: None
+        return
+    group = Path("/sys/fs/cgroup/cpu") / f"rhone-bench-{name}-{os.getpid()}"
+    group.mkdir()
+    try:
+        period = int((group / "cpu.cfs_period_us").read_text())
+        (group / "cpu.cfs_quota_us").write_text(str(int(period * cpus)))
+
+        def confine(pid: int) -> None:
+            for member in descendants(pid):
+                with contextlib.suppress(OSError):  # it may have exited meanwhile
+                    (group / "cgroup.procs").write_text(str(member))
+
+        yield confine
+    finally:
+        for _ in range(50):  # a stopped server's last children may take a moment to go
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, total) jiffies of every CPU since boot, from /proc/stat: the machine's own accounting, which counts the
     servers (daemons, not this process's children), PostgreSQL, the S3 server and the clients alike."""
@@ -104,7 +147,9 @@ def deploy_all(rhone: Rhone, app: Path, deploys: int, clients: int) -> tuple[flo
     return deploys / elapsed, (busy_after - busy_before) / max(1.0, total_after - total_before)
 
 
-def one_setup(setup: str, deploys: int, clients: int, python: str, blobs: tuple[str, ...]) -> tuple[float, float]:
+def one_setup(
+    setup: str, deploys: int, clients: int, python: str, blobs: tuple[str, ...], node_cpus: float | None
+) -> tuple[float, float]:
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rhone-bench-")))
         env: dict[str, str] = {}
@@ -119,15 +164,17 @@ def one_setup(setup: str, deploys: int, clients: int, python: str, blobs: tuple[
         up: list[Rhone] = []
         try:
             names = () if setup == "sqlite" else ("--node", "a")
-            local_up(a, *names, "--sandbox", "none", *blobs, env=env)
+            status = local_up(a, *names, "--sandbox", "none", *blobs, env=env)
             up.append(a)
+            stack.enter_context(cpu_limit("a", node_cpus))(status["pid"])
             if setup == "pg-2":
                 b = node(root, "b", python)
                 data_b = Path(b.env["RHONE_LOCAL_DATA_DIR"])
                 data_b.mkdir(mode=0o700)
                 shutil.copy2(Path(a.env["RHONE_LOCAL_DATA_DIR"]) / "owner.token", data_b / "owner.token")
-                local_up(b, "--node", "b", "--role", "worker,runner", "--sandbox", "none", *blobs, env=env)
+                status = local_up(b, "--node", "b", "--role", "worker,runner", "--sandbox", "none", *blobs, env=env)
                 up.append(b)
+                stack.enter_context(cpu_limit("b", node_cpus))(status["pid"])
             app = linked_hello(a, a.cwd)
             return deploy_all(a, app, deploys, clients)
         finally:
@@ -141,9 +188,17 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--python", default=sys.executable)
+    parser.add_argument(
+        "--node-cpus",
+        type=float,
+        help="confine each node (its server and everything it starts) to this many CPUs with a cgroup, as if each "
+        "ran on a machine of its own (needs root and cgroup v1's cpu controller)",
+    )
     args = parser.parse_args()
     os.environ.update(S3_ENVIRON)
     print(f"whole deploys (examples/hello, `rhone deploy`): {args.deploys} per setup from {args.clients} clients")
+    if args.node_cpus:
+        print(f"each node confined to {args.node_cpus} CPUs (cgroup); PostgreSQL, S3 and the clients unconfined")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     rates: dict[str, list[float]] = {"sqlite": [], "pg-1": [], "pg-2": []}
     busy: dict[str, list[float]] = {setup: [] for setup in rates}
@@ -152,7 +207,7 @@ def main() -> int:
         for run in range(args.runs):
             for setup in rates:
                 run_blobs = (blobs[0], f"{blobs[1]}-{run}-{setup}", *blobs[2:])
-                rate, share = one_setup(setup, args.deploys, args.clients, args.python, run_blobs)
+                rate, share = one_setup(setup, args.deploys, args.clients, args.python, run_blobs, args.node_cpus)
                 rates[setup].append(rate)
                 busy[setup].append(share)
                 print(f"  run {run + 1} {setup:<6} {rate:.3f} deploys/s, CPUs {share:.0%} busy", flush=True)
