@@ -721,10 +721,13 @@ async def get_operation(
         deadline = time.monotonic() + wait
         notifier = request.app.state.notifier
         store = get_store(request)
-        while op["version"] <= baseline and op["state"] not in NOT_RUNNABLE:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            await notifier.wait_for_change(op_id, remaining)
+        with notifier.watch(op_id) as watch:
+            # Read again once watching: a change committed since the first read would otherwise wake nobody.
             op = store.operation(op_id) or op
+            while op["version"] <= baseline and op["state"] not in NOT_RUNNABLE:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                await notifier.wait_for_change(watch, remaining)
+                op = store.operation(op_id) or op
     return op_view(op)

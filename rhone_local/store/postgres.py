@@ -394,9 +394,13 @@ class PostgresStore(Store):
                 self._stopping.wait(1.0)
 
     def _changed(self, payload: str | None) -> None:
+        """One notification (`payload`: an operation id or a table name), or None: the listener (re)connected, and
+        what was committed while nobody listened is unknown — every waiter reads again."""
         self._changes += 1
         for notifier in self._notifiers:
-            if payload and payload.startswith("op_"):
+            if payload is None:
+                notifier.everything_changed()
+            elif payload.startswith("op_"):
                 notifier.changed(payload)
             notifier.work_available()
 

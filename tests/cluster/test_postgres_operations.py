@@ -4,7 +4,9 @@ promote, a second deploy, promote, roll back, and a refused rollback that change
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -161,21 +163,52 @@ def test_a_store_the_server_cannot_reach_refuses_the_start(tmp_path: Path, pg_cl
     assert not (data_dir / "server.json").exists() and not (data_dir / "rhone.db").exists()
 
 
-def test_a_long_poll_on_one_node_is_answered_by_a_change_committed_through_another(
-    pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import threading
+@dataclass
+class TwoNodes:
+    """Two stores on one database (node A commits, node B serves long-polls), an operation at version 1, and node B's
+    notifier, which counts the long-poll's waits and the changes node B heard of (only PostgreSQL links the nodes)."""
 
-    from fastapi.testclient import TestClient
+    node_a: Any
+    node_b: Any
+    token: str
+    op_id: str
+    notifier: Any
+    waits: list[str] = field(default_factory=list)
+    waiting: threading.Event = field(default_factory=threading.Event)
+    heard: list[str] = field(default_factory=list)
+    heard_once: threading.Event = field(default_factory=threading.Event)
 
+    def advance_through_a(self, state: str) -> None:
+        """Node A records the operation's next stage (as its workers do); returns once node B heard of it."""
+        from rhone_local.domain.operations import TERMINAL_STATES
+
+        self.heard_once.clear()
+        op = self.node_a.operation(self.op_id)
+        if op["lease_owner"] is None:
+            op = self.node_a.claim_operation("worker-a", 30.0, TERMINAL_STATES)
+        assert op is not None and self.node_a.advance_operation(op, state, worker="worker-a") is not None
+
+    def wait_until_b_heard(self) -> None:
+        assert self.heard_once.wait(30), "node B never heard of node A's commit"
+
+    def long_poll(self, **params: Any) -> Any:
+        from fastapi.testclient import TestClient
+
+        from rhone_local.server import standalone_api
+        from tests.local.conftest import auth
+
+        with TestClient(standalone_api(self.node_b, self.notifier)) as client:
+            return client.get(f"/v1/operations/{self.op_id}", params=params, headers=auth(self.token))
+
+
+@pytest.fixture
+def two_nodes(pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TwoNodes]:
     import rhone_local.notify
-    from rhone_local.domain.operations import TERMINAL_STATES
-    from rhone_local.notify import ChangeNotifier
-    from rhone_local.server import bootstrap, standalone_api
+    from rhone_local.notify import ChangeNotifier, ChangeWatch
+    from rhone_local.server import bootstrap
     from rhone_local.store.postgres import PostgresStore
-    from tests.local.conftest import auth
 
-    # No periodic re-read: only a notification can answer the long-poll before its `wait` runs out.
+    # No periodic re-read: only a notification can answer a long-poll before its `wait` runs out.
     monkeypatch.setattr(rhone_local.notify, "RECHECK_SECONDS", 600.0)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -183,46 +216,111 @@ def test_a_long_poll_on_one_node_is_answered_by_a_change_committed_through_anoth
     node_b = PostgresStore(pg_database, tmp_path / "b")
     try:
         bootstrap(node_a, tmp_path / "a")
-        token = (tmp_path / "a" / "owner.token").read_text().strip()
         (op_id,) = create_operations(node_a, 1)
-        notifier = ChangeNotifier()
-        node_b.listen_for_changes(notifier)
-        waiting, waits = threading.Event(), []
-        original_wait = notifier.wait_for_change
+        nodes = TwoNodes(node_a, node_b, (tmp_path / "a" / "owner.token").read_text().strip(), op_id, ChangeNotifier())
+        original_wait, original_changed = nodes.notifier.wait_for_change, nodes.notifier.changed
 
-        async def counted_wait(op_id: str, timeout: float) -> None:
-            waits.append(op_id)
-            waiting.set()
-            await original_wait(op_id, timeout)
+        async def counted_wait(watch: ChangeWatch, timeout: float) -> None:
+            nodes.waits.append(watch.op_id)
+            nodes.waiting.set()
+            await original_wait(watch, timeout)
 
-        notifier.wait_for_change = counted_wait  # type: ignore[method-assign]
-        woken: list[str] = []
-        original_changed = notifier.changed
+        def counted_changed(changed_id: str) -> None:
+            original_changed(changed_id)
+            nodes.heard.append(changed_id)
+            if changed_id == op_id:
+                nodes.heard_once.set()
 
-        def counted_changed(op_id: str) -> None:
-            woken.append(op_id)
-            original_changed(op_id)
-
-        notifier.changed = counted_changed  # type: ignore[method-assign]
-        answers: list[Any] = []
-        with TestClient(standalone_api(node_b, notifier)) as client:
-            poll = threading.Thread(
-                target=lambda: answers.append(
-                    client.get(f"/v1/operations/{op_id}", params={"wait": 30}, headers=auth(token))
-                )
-            )
-            poll.start()
-            assert waiting.wait(30)
-            claimed = node_a.claim_operation("worker-a", 30.0, TERMINAL_STATES)
-            assert claimed is not None
-            assert node_a.advance_operation(claimed, "validating", worker="worker-a") is not None
-            poll.join(60)
-        [answer] = answers
-        assert answer.status_code == 200, answer.text
-        assert (answer.json()["state"], answer.json()["version"]) == ("validating", 2)
-        # One wait, and node B's notifier was told of node A's commit (by PostgreSQL: nothing else links them).
-        assert waits == [op_id]
-        assert woken.count(op_id) >= 1
+        monkeypatch.setattr(nodes.notifier, "wait_for_change", counted_wait)
+        monkeypatch.setattr(nodes.notifier, "changed", counted_changed)
+        node_b.listen_for_changes(nodes.notifier)
+        yield nodes
     finally:
         node_a.shutdown()
         node_b.shutdown()
+
+
+def test_a_long_poll_on_one_node_is_answered_by_a_change_committed_through_another(two_nodes: TwoNodes) -> None:
+    answers: list[Any] = []
+    poll = threading.Thread(target=lambda: answers.append(two_nodes.long_poll(wait=30)))
+    poll.start()
+    assert two_nodes.waiting.wait(30)
+    two_nodes.advance_through_a("validating")
+    poll.join(60)
+    [answer] = answers
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["state"], answer.json()["version"]) == ("validating", 2)
+    # One wait, and node B's notifier was told of node A's commit (by PostgreSQL: nothing else links them).
+    assert two_nodes.waits == [two_nodes.op_id]
+    assert two_nodes.heard.count(two_nodes.op_id) >= 1
+
+
+def test_a_change_committed_between_a_long_polls_read_and_its_wait_answers_it(
+    two_nodes: TwoNodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each of the long-poll's first two reads is followed, before it waits, by a commit through node A that node B
+    # hears of: the notification comes while the long-poll is between its read and its wait. A long-poll that
+    # registered only when it began to wait missed it, ran its whole `wait` out and answered version 2 (not newer
+    # than after_version) — the fallback re-read is all that answered it.
+    reads: list[int] = []
+    read = two_nodes.node_b.operation
+
+    def read_then_commit_through_a(op_id: str) -> dict[str, Any] | None:
+        row = read(op_id)
+        reads.append(row["version"])
+        if len(reads) <= 2:
+            two_nodes.advance_through_a(("validating", "applying")[len(reads) - 1])
+            two_nodes.wait_until_b_heard()
+        return row
+
+    monkeypatch.setattr(two_nodes.node_b, "operation", read_then_commit_through_a)
+    answer = two_nodes.long_poll(wait=5, after_version=2)
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["state"], answer.json()["version"]) == ("applying", 3)
+    assert reads == [1, 2, 3]  # the first read, the read once watching, the read after the wake-up
+    assert two_nodes.waits == [two_nodes.op_id]
+    assert two_nodes.heard.count(two_nodes.op_id) == 2
+
+
+def test_a_long_poll_waiting_while_the_listener_reconnects_reads_again(
+    two_nodes: TwoNodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    from rhone_local.store.postgres import CHANNEL
+
+    committed = threading.Event()
+
+    class ReconnectOnceCommitted(threading.Event):
+        """The listener's pause before it connects again lasts until node A committed (no race with the commit)."""
+
+        def wait(self, timeout: float | None = None) -> bool:
+            committed.wait(30)
+            return super().wait(timeout)
+
+    monkeypatch.setattr(two_nodes.node_b, "_stopping", ReconnectOnceCommitted())
+    answers: list[Any] = []
+    # Waiting 60 s, longer than this test waits for its answer (30 s): only a wake-up answers it in time.
+    poll = threading.Thread(target=lambda: answers.append(two_nodes.long_poll(wait=60)), daemon=True)
+    poll.start()
+    try:
+        assert two_nodes.waiting.wait(30)
+        with psycopg.connect(two_nodes.node_a.url, autocommit=True) as admin:
+            # Node B's listening connection ends (a database restart, a network cut) and node A commits before node
+            # B listens again: the notification reaches nobody.
+            (ended,) = admin.execute(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query = %s",
+                (f"LISTEN {CHANNEL}",),
+            ).fetchone()
+        assert ended == 1
+        two_nodes.advance_through_a("validating")
+    finally:
+        committed.set()
+    poll.join(30)
+    assert answers, "the long-poll was not woken when node B listened again"
+    [answer] = answers
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["state"], answer.json()["version"]) == ("validating", 2)
+    assert two_nodes.heard == []  # no notification of it ever reached node B: the reconnection made it read again
+    assert two_nodes.waits == [two_nodes.op_id]  # one wait, ended by the reconnection

@@ -309,6 +309,7 @@ class RecordingNotifier:
     def __init__(self) -> None:
         self.changes: Counter[str] = Counter()
         self.wakeups = 0
+        self.connections = 0  # `everything_changed`: the listener (re)connected, every waiter reads again
         self.event = threading.Event()
         self.woke = threading.Event()
         self.lock = threading.Lock()
@@ -317,6 +318,10 @@ class RecordingNotifier:
         with self.lock:
             self.changes[op_id] += 1
         self.event.set()
+
+    def everything_changed(self) -> None:
+        with self.lock:
+            self.connections += 1
 
     def work_available(self) -> None:
         with self.lock:
@@ -335,6 +340,7 @@ def test_a_commit_through_one_store_wakes_the_listeners_of_another(store: Store,
     assert notifier.event.wait(30)
     assert notifier.changes == {op_id: 1}
     assert notifier.wakeups >= 1
+    assert notifier.connections == 1  # connected once, before the commit: nothing to read again since
     assert other.data_version() > version
     # A lease renewal is no change of the operation: it wakes nobody.
     notifier.event.clear()

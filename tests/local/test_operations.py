@@ -15,7 +15,7 @@ import pytest
 
 from rhone_local import notify
 from rhone_local.domain.operations import MACHINES, TENANCY, TERMINAL_STATES
-from rhone_local.notify import ChangeNotifier
+from rhone_local.notify import ChangeNotifier, ChangeWatch
 from rhone_local.workers import Workers
 
 from .conftest import BASE, LocalEnv
@@ -37,15 +37,15 @@ class RecordingNotifier(ChangeNotifier):
         self.changes[op_id] += 1
         super().changed(op_id)
 
-    async def wait_for_change(self, op_id: str, timeout: float) -> None:
+    async def wait_for_change(self, watch: ChangeWatch, timeout: float) -> None:
         import asyncio
 
         self.waits += 1
-        before = self.changes[op_id]
+        before = self.changes[watch.op_id]
         # Runs once the waiter is registered and the coroutine is suspended on its event (after the first await).
         asyncio.get_running_loop().call_soon(self.waiting.set)
-        await super().wait_for_change(op_id, timeout)
-        self.woken_after_change.append(self.changes[op_id] > before)
+        await super().wait_for_change(watch, timeout)
+        self.woken_after_change.append(self.changes[watch.op_id] > before)
 
 
 @pytest.fixture
