@@ -558,9 +558,37 @@ def _within(path: str, root: str) -> bool:
 # of its listed files, in the order the directory lists them, and hashes their sha256s, concatenated in the same
 # order. A warm run stats a directory's files and compares that one string with the record: when it is equal (and no
 # mtime is racy), every file of the directory is known without a lookup per file, and the record is all the cache
-# holds in memory for them (a few large strings decode far faster than a dict of per-file entries).
+# holds in memory for them.
+#
+# In memory (and in the file, which is JSON) the lines are kept as their JSON string escape, `name\u0000key\n` with
+# `"` in a name as `\"` (names hold no backslash or control character, so nothing else is escaped): the walk builds
+# the same escaped text from the stats, and the cache is read without decoding, copying or scanning its strings (for
+# a small tree, decoding them cost as much as the walk). A record is checked when it is used: its hashes must be
+# 64 hex digits per line, else the directory is hashed again as if it had no record.
 def _stat_key(st: os.stat_result) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_mode}"
+
+
+_LINE_END = "\\n"  # "\n" and "\0" as JSON escapes: the separators of the lines of a record
+_NAME_END = "\\u0000"
+
+
+def _escaped(name: str) -> str:
+    """A name (or prefix) as it is written inside a JSON string: it holds no backslash or control character."""
+    return name.replace('"', '\\"') if '"' in name else name
+
+
+def _unescaped(name: str) -> str:
+    return name.replace('\\"', '"') if "\\" in name else name
+
+
+def _record_line(name: str, key: str) -> str:
+    return f"{_escaped(name)}{_NAME_END}{key}{_LINE_END}"
+
+
+def _usable_hashes(hashes: str, lines: int) -> bool:
+    """A record's hashes: 64 lowercase hex digits for each of its lines. A damaged or edited record is not used."""
+    return len(hashes) == 64 * lines and not hashes.encode().translate(None, _HEX_DIGITS)
 
 
 class _Cache:
@@ -569,31 +597,40 @@ class _Cache:
     def __init__(
         self, directories: dict[str, list[str]], trusted_before: int, digest: str | None = None, file_count: int = 0
     ) -> None:
-        self.directories = directories  # {root-relative prefix ("" or ending in "/"): [lines, hashes]}
+        # {root-relative prefix ("" or ending in "/"): [escaped lines, hashes]}
+        self.directories = directories
         self.trusted_before = trusted_before  # entries whose mtime is later than this are "racy" and never trusted
         self.digest = digest  # the digest of the manifest made of exactly these entries, when they were complete
         self.file_count = file_count  # entries in all records
 
     def known(self, prefix: str) -> dict[str, tuple[str, str]]:
-        """{name: (stat key, sha256)} of the record of the directory `prefix` (empty when there is none)."""
+        """{name: (stat key, sha256)} of the record of the directory `prefix` (empty when there is none, or when it
+        is not usable)."""
         record = self.directories.get(prefix)
         if record is None:
             return {}
         lines, hashes = record
+        entries = lines.split(_LINE_END)
+        if entries.pop() != "" or not _usable_hashes(hashes, len(entries)):
+            return {}
         known = {}
-        for index, line in enumerate(lines.split("\n")[:-1]):
-            name, _, key = line.partition("\0")
-            known[name] = (key, hashes[64 * index : 64 * index + 64])
+        for index, line in enumerate(entries):
+            name, _, key = line.partition(_NAME_END)
+            known[_unescaped(name)] = (key, hashes[64 * index : 64 * index + 64])
         return known
 
 
 def _record_rows(prefix: str, record: list[str]) -> list[tuple[str, int, str, str]]:
-    """The manifest rows of a directory record whose every file was found unchanged."""
+    """The manifest rows of a directory record whose every file was found unchanged (so it is well formed: it is
+    exactly the text the walk made of the stats)."""
     lines, hashes = record
-    return [
-        (prefix + name, int(size), _MODES[int(st_mode) & 0o100], hashes[64 * index : 64 * index + 64])
-        for index, (name, size, st_mode) in enumerate(_regex("record_line").findall(lines))
-    ]
+    rows = []
+    for index, line in enumerate(lines.split(_LINE_END)[:-1]):
+        name, _, key = line.partition(_NAME_END)
+        size, _, _, _, st_mode = key.split(":")
+        sha256 = hashes[64 * index : 64 * index + 64]
+        rows.append((prefix + _unescaped(name), int(size), _MODES[int(st_mode) & 0o100], sha256))
+    return rows
 
 
 def _load_cache(path: str) -> _Cache:
@@ -603,28 +640,9 @@ def _load_cache(path: str) -> _Cache:
             text = f.read().decode("utf-8")
         parsed = _parse_written_layout(text)
         if parsed is None:  # another layout (a cache edited, or written by something else): the JSON parser decides
-            import json
-
-            data = json.loads(text)
-            if data["version"] != CACHE_VERSION:
-                return _Cache({}, 0)
-            parsed = data["written_ns"], data.get("digest"), data["directories"]
-        written, digest, directories = parsed
-        if (
-            type(written) is int
-            and isinstance(directories, dict)
-            and all(
-                type(record) is list
-                and len(record) == 2
-                and type(record[0]) is str
-                and type(record[1]) is str
-                and len(record[1]) == 64 * record[0].count("\n")
-                for record in directories.values()
-            )
-            # Every hash is hex (checked for all at once here, not once per file in the walk); one that is not means
-            # a damaged or edited cache, not to be trusted at all.
-            and not "".join([record[1] for record in directories.values()]).encode().translate(None, _HEX_DIGITS)
-        ):
+            parsed = _parse_json(text)
+        if parsed is not None:
+            written, digest, directories = parsed
             valid_digest = isinstance(digest, str) and digest.startswith("sha256:") and _is_hex_digest(digest[7:])
             file_count = sum([len(record[1]) for record in directories.values()]) // 64
             return _Cache(directories, written - RACY_NS, digest if valid_digest else None, file_count)
@@ -633,38 +651,63 @@ def _load_cache(path: str) -> _Cache:
     return _Cache({}, 0)
 
 
+def _parse_json(text: str) -> tuple[int, object, dict[str, list[str]]] | None:
+    """(written_ns, digest, directories with escaped lines) of a cache in any JSON layout; None when it is not one."""
+    import json
+
+    data = json.loads(text)
+    written, directories = data["written_ns"], data["directories"]
+    if (
+        data["version"] != CACHE_VERSION
+        or type(written) is not int
+        or not isinstance(directories, dict)
+        or not all(
+            type(record) is list and len(record) == 2 and type(record[0]) is str and type(record[1]) is str
+            for record in directories.values()
+        )
+    ):
+        return None
+    escaped = {
+        prefix: [_escaped(lines).replace("\0", _NAME_END).replace("\n", _LINE_END), hashes]
+        for prefix, (lines, hashes) in directories.items()
+    }
+    return written, data.get("digest"), escaped
+
+
 _WRITTEN_HEAD = f'{{"version":{CACHE_VERSION},"written_ns":'
 
 
 def _parse_written_layout(text: str) -> tuple[int, str | None, dict[str, list[str]]] | None:
     """(written_ns, digest, directories) of a cache in exactly the layout `_write_cache` writes (compact JSON, keys
-    in its order), taken apart with `str.split`, which is all the parsing a warm run can afford: `json` costs more
-    start-up than the whole walk of a small tree. None for anything else, which `json` then parses (or refuses).
+    in its order), taken apart with one `str.split`: `json` costs more start-up than the whole walk of a small
+    tree. None for anything else, which `json` then parses (or refuses).
 
-    The strings of that layout hold only three escapes: `\\u0000` and `\\n` (the separators of the records' lines)
-    and `\\"` (a name with a quote). Without the last, every `"` delimits a string, so the text splits into strings
-    and the punctuation between them, which must be exactly what the layout puts there."""
-    if not text.startswith(_WRITTEN_HEAD):
+    Unless a string holds a `\"` (a name with a quote), every `"` delimits a string, so the text splits into strings
+    and the punctuation between them, which must be exactly what the layout puts there. The lines stay escaped (see
+    above); a prefix holds no escape (a backslash in one makes it a prefix no directory has)."""
+    parts = text.split('"')
+    # {"version":2,"written_ns":N,"digest":"sha256:…" (or null),"directories":{"prefix":["lines","hashes"],…}}
+    if len(parts) < 9 or parts[:6] != ["{", "version", f":{CACHE_VERSION},", "written_ns", parts[4], "digest"]:
         return None
-    head, found, body = text[len(_WRITTEN_HEAD) :].partition(',"directories":{')
-    written, found_digest, digest = head.partition(',"digest":')
-    if not (found and found_digest and written.isascii() and written.isdigit()):
+    written = parts[4][1:-1]
+    if parts[4][:1] != ":" or parts[4][-1:] != "," or not (written.isascii() and written.isdigit()):
         return None
-    if digest != "null" and not (len(digest) >= 2 and digest[0] == digest[-1] == '"' and '"' not in digest[1:-1]):
+    if parts[6] == ":null,":
+        digest, rest = None, parts[7:]
+    elif parts[6] == ":" and parts[8:9] == [","]:
+        digest, rest = parts[7], parts[9:]
+    else:
         return None
-    if "\\" in body.replace("\\u0000", "").replace("\\n", "") or "\\" in digest:
-        return None  # another escape (or a quote in a name): not a layout this parser can take apart
-    parts = body.split('"')
-    records = (len(parts) - 1) // 6
-    punctuation = ["", *[":[", ",", "],"] * records]
-    punctuation[-1] = "]}}" if records else "}}"
-    if parts[0::2] != punctuation:
+    if rest[:1] != ["directories"]:
         return None
-    strings = parts[1::2]
-    lines = [line.replace("\\u0000", "\0").replace("\\n", "\n") for line in strings[1::3]]
-    records_of = zip(strings[0::3], lines, strings[2::3], strict=True)
-    directories = {prefix: [line, hashes] for prefix, line, hashes in records_of}
-    return int(written), None if digest == "null" else digest[1:-1], directories
+    strings, punctuation = rest[2::2], rest[1::2]
+    records = len(strings) // 3
+    expected = [":{", *[":[", ",", "],"] * records]
+    expected[-1] = "]}}" if records else ":{}}"
+    if punctuation != expected or len(strings) != 3 * records or any([part[-1:] == "\\" for part in strings]):
+        return None
+    records_of = zip(strings[0::3], strings[1::3], strings[2::3], strict=True)
+    return int(written), digest, {prefix: [lines, hashes] for prefix, lines, hashes in records_of}
 
 
 def _write_cache(root: str, directories: dict[str, list[str]], digest: str | None) -> str | None:
@@ -681,13 +724,14 @@ def _write_cache(root: str, directories: dict[str, list[str]], digest: str | Non
         else:
             if not stat.S_ISDIR(st.st_mode):  # a symlink (which could lead anywhere) or a file
                 return f"{state} is not a directory; the stat cache was not written"
-        written = time.time_ns()
-        import json
-
-        # This layout (these keys in this order, compact) is what `_parse_written_layout` reads back.
-        document = {"version": CACHE_VERSION, "written_ns": written, "digest": digest, "directories": directories}
-        # json.dumps, not json.dump: dump streams through the pure-Python encoder, several times slower.
-        encoded = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        # Compact JSON, {"version", "written_ns", "digest", "directories"} in this order: what `_parse_written_layout`
+        # reads back. Written as text: the lines are already JSON-escaped, and prefixes and hashes need no escape
+        # but a name's `"`.
+        records = ",".join(
+            [f'"{_escaped(prefix)}":["{lines}","{hashes}"]' for prefix, (lines, hashes) in directories.items()]
+        )
+        digest_value = "null" if digest is None else f'"{digest}"'
+        encoded = f'{_WRITTEN_HEAD}{time.time_ns()},"digest":{digest_value},"directories":{{{records}}}}}'.encode()
         fd, temporary = tempfile.mkstemp(prefix=f".{CACHE_FILE}.", suffix=".tmp", dir=state)
         with open(fd, "wb") as f:
             f.write(encoded)
@@ -862,15 +906,22 @@ class _Walk:
                     stats.append(entry.stat(follow_symlinks=False))
                 except OSError as error:
                     raise _unreadable(prefix + entry.name, error) from None
+        # The record's text (`_record_line`), written out here: this runs once per file.
         lines = "".join(
             [
-                f"{entry.name}\0{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_mode}\n"
+                f"{entry.name}\\u0000{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_mode}\\n"
                 for entry, st in zip(plain, stats, strict=True)
             ]
         )
+        if '"' in lines:  # a name with a quote, which the record holds escaped
+            lines = "".join([_record_line(entry.name, _stat_key(st)) for entry, st in zip(plain, stats, strict=True)])
         record = self.cache.directories.get(prefix)
-        trusted_before = self.cache.trusted_before
-        if record is not None and record[0] == lines and max([st.st_mtime_ns for st in stats]) <= trusted_before:
+        if (
+            record is not None
+            and record[0] == lines
+            and max([st.st_mtime_ns for st in stats]) <= self.cache.trusted_before
+            and _usable_hashes(record[1], len(plain))
+        ):
             self.unchanged.append((prefix, record))
             self.unchanged_files += len(plain)
             self.unchanged_size += sum([st.st_size for st in stats])
@@ -1000,7 +1051,7 @@ class _Walk:
             remembered = self.remembered.get(prefix, {})
             entries = [(name, remembered[name]) for name in names if name in remembered]
             if entries:
-                lines = "".join([f"{name}\0{key}\n" for name, (key, _sha) in entries])
+                lines = "".join([_record_line(name, key) for name, (key, _sha) in entries])
                 records[prefix] = [lines, "".join([sha for _name, (_key, sha) in entries])]
         return records
 
