@@ -449,8 +449,34 @@ class RuleSet:
         self._reversed = self.rules[::-1]
         # Most entries match no rule at all: one call per kind answers that (a set lookup and two C string methods
         # when the rules are all simple, else one combined regex).
-        self.any_name = _any_match([r for r in self.rules if r.basename])
-        self.any_path = _any_match([r for r in self.rules if not r.basename])
+        name_rules, path_rules = [r for r in self.rules if r.basename], [r for r in self.rules if not r.basename]
+        self.any_name, self.any_path = _any_match(name_rules), _any_match(path_rules)
+        # Simple rules only: (exact names, suffixes, prefixes) and exact paths; else None.
+        self._simple_names = _simple_parts(name_rules)
+        self._simple_paths = _simple_parts(path_rules)
+
+    def names_matching(self, names: list[str], prefix: str, joined: str) -> set[str]:
+        """Among the `names` of the entries of the directory `prefix` (`joined`: "/" + "/".join(names) + "/"), a
+        set holding every one that some rule matches, by name or by path (and perhaps a few more): the names that
+        need `decide`. For simple rules it is mostly set operations and substring searches of `joined`."""
+        found: set[str] = set()
+        if self.any_name is not None:
+            simple = self._simple_names
+            if simple is None:
+                found.update(filter(self.any_name, names))
+            else:
+                exact, suffixes, prefixes = simple
+                found.update(exact.intersection(names))
+                if any(suffix + "/" in joined for suffix in suffixes) or any("/" + p in joined for p in prefixes):
+                    found.update(filter(self.any_name, names))
+        if self.any_path is not None:
+            if self._simple_paths is None:
+                any_path = self.any_path
+                found.update(name for name in names if any_path(prefix + name))
+            else:
+                below = [path[len(prefix) :] for path in self._simple_paths[0] if path.startswith(prefix)]
+                found.update(set(below).intersection(names))
+        return found
 
     def decide(self, path: str, name: str, is_dir: bool) -> bool | None:
         """True when the last matching rule is positive, False when it is a negation, None when none matches."""
@@ -477,18 +503,29 @@ class RuleSet:
         return None
 
 
+def _simple_parts(rules: list[Rule]) -> tuple[frozenset[str], tuple[str, ...], tuple[str, ...]] | None:
+    """(exact texts, suffixes, prefixes) of rules that are all simple; None when one is not."""
+    if any(rule.simple is None for rule in rules):
+        return None
+    forms = [rule.simple for rule in rules]
+    return (
+        frozenset(text for kind, text in forms if kind == "exact"),
+        tuple(text for kind, text in forms if kind == "suffix"),
+        tuple(text for kind, text in forms if kind == "prefix"),
+    )
+
+
 def _any_match(rules: list[Rule]) -> Callable[[str], object] | None:
     """A function whose result is true when one of `rules` matches the text given (not minding `dir_only`), or None
     when there are no rules."""
     if not rules:
         return None
-    if any(rule.simple is None for rule in rules):
+    simple = _simple_parts(rules)
+    if simple is None:
         import re
 
         return re.compile("|".join(f"(?:{rule.regex.pattern})" for rule in rules), re.DOTALL).fullmatch
-    exact = frozenset(text for kind, text in (rule.simple for rule in rules) if kind == "exact")
-    suffixes = tuple(text for kind, text in (rule.simple for rule in rules) if kind == "suffix")
-    prefixes = tuple(text for kind, text in (rule.simple for rule in rules) if kind == "prefix")
+    exact, suffixes, prefixes = simple
 
     def any_simple(text: str) -> bool:
         return text in exact or text.endswith(suffixes) or text.startswith(prefixes)
@@ -848,24 +885,29 @@ class _Walk:
         layers: _Layers,
     ) -> None:
         """Every entry of one directory (listed through a file descriptor: its entries' `stat` is relative to it)."""
-        if any(entry.name in IGNORE_FILES for entry in listing):
+        names = [entry.name for entry in listing]
+        if not IGNORE_FILES_SET.isdisjoint(names):
             layers = layers.below(self.root, directory, prefix)
         ruleset = layers.ruleset
-        # The names a rule or the name check must look at, found in one pass at C speed: for the others (nearly always
-        # all of them) the loop below does a single set lookup.
-        names = [entry.name for entry in listing]
+        # The names a rule or the name check must look at, found at C speed: for the others (nearly always all of them)
+        # the loop below does a single set lookup, or there is no loop at all.
+        joined = "/" + "/".join(names) + "/"
         # No name holds a "/", which is not a bad character either: one search of the joined names clears them all.
-        flagged = set(filter(_has_bad_name_char, names)) if _has_bad_name_char("/".join(names)) else set()
-        if ruleset.any_name:
-            flagged.update(filter(ruleset.any_name, names))
-        if ruleset.any_path:
-            any_path = ruleset.any_path
-            flagged.update(name for name in names if any_path(prefix + name))
-        decide, include = ruleset.decide, self.include
+        flagged = set(filter(_has_bad_name_char, names)) if _has_bad_name_char(joined) else set()
+        flagged.update(ruleset.names_matching(names, prefix, joined))
+        include = self.include
         near_limit = self.file_count + len(listing) >= MAX_FILES  # else no file of this listing reaches it
         hash_now = self.cache is None
         path_prefix = directory if directory.endswith("/") else directory + "/"
-        plain: list[os.DirEntry] = []  # the regular files below the top level that are listed
+        quick = not (flagged or near_limit or hash_now or not prefix or include is not None)
+        if (
+            quick
+            and len(prefix) + max(map(len, names), default=0) <= MAX_PATH_LENGTH
+            and self._scan_unflagged(listing, directory, prefix, ancestors, stack, layers, path_prefix)
+        ):
+            return
+        decide = ruleset.decide
+        plain = []  # the regular files below the top level that are listed
         for entry in listing:
             name = entry.name
             rel = prefix + name
@@ -893,6 +935,32 @@ class _Walk:
                 plain.append(entry)
         if plain:
             self._plain_files(plain, prefix, path_prefix)
+
+    def _scan_unflagged(
+        self,
+        listing: list[os.DirEntry],
+        directory: str,
+        prefix: str,
+        ancestors: frozenset,
+        stack: list,
+        layers: _Layers,
+        path_prefix: str,
+    ) -> bool:
+        """`_scan` of a directory below the top level where no name needs a rule or a check (the common case of a
+        warm run): only which entries are regular files, at C speed. False when an entry cannot say: `_scan` then
+        goes entry by entry and names it."""
+        try:
+            plain = [entry for entry in listing if entry.is_file(follow_symlinks=False)]
+        except OSError:
+            return False
+        if len(plain) < len(listing):
+            for entry in listing:
+                if not entry.is_file(follow_symlinks=False):
+                    rel = prefix + entry.name
+                    self._other(entry, directory, entry.name, rel, prefix, ancestors, stack, layers)
+        if plain:
+            self._plain_files(plain, prefix, path_prefix)
+        return True
 
     def _plain_files(self, plain: list[os.DirEntry], prefix: str, path_prefix: str) -> None:
         """The listed regular files of one directory, against its cache record: all known at once when its stats
@@ -1090,6 +1158,7 @@ def _open_directory(directory: str, prefix: str) -> tuple[int | None, list[os.Di
 
 
 IGNORE_FILES = (GIT_IGNORE_FILE, IGNORE_FILE)
+IGNORE_FILES_SET = frozenset(IGNORE_FILES)
 
 
 def _read_ignore_file(root: str, directory: str, prefix: str, name: str) -> list[Rule]:
