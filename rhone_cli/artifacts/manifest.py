@@ -36,6 +36,9 @@ written are never trusted (git's "racy clean" problem: a file changed again with
 cache also keeps the digest of the manifest it describes, reused only when every file came from the cache and every
 entry was used (so the document is exactly the one that digest was computed from).
 
+A warm run is mostly start-up and one `lstat` per file, so its path imports no more than it needs (see the imports
+below): simple ignore rules match without regexes, and the cache is read without the `json` module (`_Cache`).
+
 Standard library only (no pydantic, rich or httpx): it runs on the CLI's hot path and in the build worker.
 """
 
