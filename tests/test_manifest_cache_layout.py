@@ -204,3 +204,31 @@ def test_names_matching_holds_every_name_a_rule_decides(tmp_path):
             found = ruleset.names_matching(names, prefix, joined)
             decided = {n for n in names if ruleset.decide(prefix + n, n, False) is not None}
             assert decided <= found, (prefix, decided - found)
+
+
+# -- the plain-form fast path, with str paths ----------------------------------------------------------------------
+def test_the_fast_path_leaves_its_own_redirected_output_out(tmp_path, base_environ):
+    """`rhone artifact manifest --json > out.json 2> err.log` inside the project (the console script's fast path,
+    which works on str paths): both files are named in a warning and left out, the rest is the cold manifest."""
+    import subprocess
+    import sys
+
+    project = tmp_path / "project"
+    make_tree(project)
+    expected = build_manifest(project, use_cache=False)
+    run = "import sys; from rhone_cli.entry import run; sys.argv = ['rhone', *sys.argv[1:]]; run()"
+    with open(project / "out.json", "wb") as out, open(project / "err.log", "wb") as err:
+        proc = subprocess.run(
+            [sys.executable, "-c", run, "-C", "project", "artifact", "manifest", "--json"],
+            stdout=out,
+            stderr=err,
+            cwd=tmp_path,
+            env=base_environ,
+            timeout=60,
+        )
+    assert proc.returncode == 0, (project / "err.log").read_text()
+    document = json.loads((project / "out.json").read_text())
+    assert (document["digest"], document["manifest"]["files"]) == (expected.digest, expected.files)
+    log = (project / "err.log").read_text()
+    assert "leaving out.json out of the manifest: it is this command's stdout" in log
+    assert "leaving err.log out of the manifest: it is this command's stderr" in log
