@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 # `typing` is for the type checker only: this module is on the start-up path of the commands answered without the
-# command tree, where importing it costs ~2 ms (rhone_cli/plain_invocation.py).
+# command tree, where importing it costs ~2 ms (rhone_cli/plain_invocation.py). `pathlib` (which imports `re`, `enum`,
+# `urllib.parse` and `ipaddress`) costs more than a warm `artifact manifest`'s walk: it is imported when a `Path` is
+# first asked for (`cwd`, `workdir`), which that command's fast path never does.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any, TextIO
 
 
@@ -36,7 +38,7 @@ class GlobalOptions:
         self.profile: str | None = None
         self.api_url: str | None = None
         self.token: str | None = None
-        self.cwd: Path | None = None
+        self.cwd: Path | str | None = None  # a str only where the plain-form fast path set it (plain_invocation.py)
         self.request_timeout = 30.0
         self.ca_bundle: str | None = None
         self.filtered = False  # --jq was given (it implies json; failures then go to stderr)
@@ -59,7 +61,7 @@ class Environment:
         self.stdout = sys.stdout if stdout is None else stdout
         self.stderr = sys.stderr if stderr is None else stderr
         self.environ = dict(os.environ) if environ is None else environ
-        self.cwd = Path.cwd() if cwd is None else cwd
+        self._cwd = cwd
         self.options = GlobalOptions() if options is None else options
         # Warnings already shown in this process (some, like the credentials-file warning, must appear once).
         self.warned: set[str] = set()
@@ -67,6 +69,15 @@ class Environment:
         self.secrets: set[str] = set()
         # The network: None for real sockets; tests hand in an httpx transport (an in-process API, or a recorder).
         self.http_transport = http_transport
+
+    @property
+    def cwd(self) -> Path:
+        """The process's working directory when this environment was first asked for it, unless one was given."""
+        if self._cwd is None:
+            from pathlib import Path
+
+            self._cwd = Path.cwd()
+        return self._cwd
 
     @staticmethod
     def _isatty(stream: TextIO) -> bool:
@@ -103,7 +114,9 @@ class Environment:
     @property
     def workdir(self) -> Path:
         """The directory project-relative things resolve against (`-C/--cwd`, else the process cwd)."""
+        from pathlib import Path
+
         if self.options.cwd is None:
             return self.cwd
-        path = self.options.cwd.expanduser()
+        path = Path(self.options.cwd).expanduser()
         return path if path.is_absolute() else self.cwd / path

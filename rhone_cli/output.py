@@ -12,43 +12,51 @@ rich is imported only when a human-readable table or styled line is actually ren
 
 from __future__ import annotations
 
-import json
-import re
 import time
-from collections.abc import Callable, Iterable, Sequence
-
-from rhone_cli.errors import ExitCode, RhoneError
 
 # `typing` is for the type checker only: this module is on the start-up path of the commands answered without the
-# command tree, where importing it costs ~2 ms (rhone_cli/plain_invocation.py).
+# command tree, where importing it costs ~2 ms (rhone_cli/plain_invocation.py). So do `json`, `re` (with `enum`) and
+# `rhone_cli.errors` (an IntEnum), several times the CPU time of a warm `artifact manifest`'s walk: they are imported
+# by the functions that need them.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import re
+    from collections.abc import Callable, Iterable, Sequence
     from typing import Any
 
     from rich.console import Console
 
     from rhone_cli.environment import Environment
+    from rhone_cli.errors import RhoneError
 
 MASK = "********"
 
 # What a terminal would obey rather than show. Build and app output (logs, log tails, health messages) is untrusted:
 # a build could clear the screen, retitle the window, move the cursor over rhone's own lines, or set the clipboard
 # (OSC 52). Escape sequences are removed; other control characters are shown in caret notation (^G).
-_ESCAPES = re.compile(
+_ESCAPES = (
     r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colors, cursor movement, erase
     r"|\x1b[\]PX^_][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # OSC (titles, OSC 52 clipboard), DCS, SOS, PM, APC
     r"|\x1b[ -/]*[0-~]?"  # other escapes (ESC c resets the terminal), and a lone ESC
     r"|\x9b[0-?]*[ -/]*[@-~]"  # 8-bit CSI
     r"|[\x90\x98\x9d\x9e\x9f][^\x07\x9c]*[\x07\x9c]?"  # 8-bit OSC, DCS, SOS, PM, APC
 )
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROLS = r"[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+_compiled: list[re.Pattern[str]] = []  # [escapes, controls], compiled when first needed
 
 
 def sanitize_terminal(text: str) -> str:
     """`text` with terminal control sequences removed and other control characters made visible; tabs and line
     ends stay (a carriage return becomes a line end, so it cannot overwrite a line)."""
-    text = _ESCAPES.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-    return _CONTROLS.sub(_visible, text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if text.replace("\n", "").replace("\t", "").isprintable():
+        return text  # every escape sequence starts with, and every control character is, an unprintable character
+    if not _compiled:
+        import re
+
+        _compiled.extend([re.compile(_ESCAPES), re.compile(_CONTROLS)])
+    escapes, controls = _compiled
+    return controls.sub(_visible, escapes.sub("", text))
 
 
 def _visible(match: re.Match[str]) -> str:
@@ -110,6 +118,8 @@ class Output:
         # Indented for a person at a terminal, compact when piped (as gh does): the same document, and a 50,000-file
         # manifest is written 3× faster. json.dumps escapes everything outside printable ASCII, so the terminal filter
         # (slow on megabytes) would find nothing to remove.
+        import json
+
         layout: dict[str, Any] = {"indent": 2} if self.env.stdout_isatty else {"separators": (",", ":")}
         text = json.dumps(document, sort_keys=False, default=str, **layout) + "\n"
         self._write(self.env.stdout, text, sanitize=False)
@@ -123,6 +133,8 @@ class Output:
         elif isinstance(document, dict):
             self.fields(document)
         else:
+            import json
+
             self.line(json.dumps(document, indent=2, default=str))
 
     def line(self, text: str = "") -> None:
@@ -140,6 +152,8 @@ class Output:
         for key in keys:
             value = mapping.get(key)
             if isinstance(value, (dict, list)):
+                import json
+
                 value = json.dumps(value, default=str)
             self.line(f"{key.replace('_', ' ') + ':':<{width + 2}}{'' if value is None else value}")
 
@@ -190,6 +204,8 @@ class Output:
             return
         message = fields.pop("message", None)
         if mode == "jsonl":
+            import json
+
             event = {"v": 1, "ts": round(time.time(), 3), "type": event_type, **fields}
             self._write(self.env.stderr, json.dumps(event, default=str, separators=(",", ":")) + "\n")
             return
@@ -224,6 +240,8 @@ def compile_jq(expression: str) -> Any:
     """The --jq program, compiled before the command runs (a syntax error must not follow a deploy)."""
     import jq
 
+    from rhone_cli.errors import ExitCode, RhoneError
+
     try:
         return jq.compile(expression)
     except ValueError as error:
@@ -237,6 +255,10 @@ def compile_jq(expression: str) -> Any:
 
 def jq_lines(program: Any, document: Any) -> list[str]:
     """Like `jq -r`: each output on its own line, strings raw, everything else as indented JSON."""
+    import json
+
+    from rhone_cli.errors import ExitCode, RhoneError
+
     try:
         outputs = program.input_value(json.loads(json.dumps(document, default=str))).all()
     except ValueError as error:

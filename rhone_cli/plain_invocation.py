@@ -8,6 +8,8 @@ runs instead, so every message, error and exit code stays the one place (`rhone_
 
 from __future__ import annotations
 
+import os
+
 # `typing` is for the type checker only: this module is on the start-up path of the commands answered without the
 # command tree, where importing it costs ~2 ms (rhone_cli/plain_invocation.py).
 TYPE_CHECKING = False
@@ -68,9 +70,8 @@ def _take(parsed: PlainArguments, option: str, value: str, values: dict[str, str
 
 def environment(parsed: PlainArguments) -> Environment | None:
     """The environment the full CLI's root callback would set up for these arguments, or None where it would do more
-    (validate a variable, answer a completion request, refuse a missing -C directory)."""
-    from pathlib import Path
-
+    (validate a variable, answer a completion request, refuse a missing -C directory). `-C DIR` stays a string:
+    `pathlib` is imported only by what asks for `env.workdir`."""
     from rhone_cli.environment import Environment, _truthy
 
     env = Environment()
@@ -83,7 +84,16 @@ def environment(parsed: PlainArguments) -> Environment | None:
     options.no_color = "--no-color" in parsed.flags
     options.no_input = "--no-input" in parsed.flags or _truthy(env.environ.get("RHONE_NO_INPUT"))
     options.progress = "none" if (options.quiet and mode == "auto") else mode
-    options.cwd = Path(parsed.cwd) if parsed.cwd is not None else None
-    if options.cwd is not None and not env.workdir.is_dir():
+    options.cwd = parsed.cwd
+    if parsed.cwd is not None and not os.path.isdir(workdir(parsed)):
         return None
     return env
+
+
+def workdir(parsed: PlainArguments) -> str:
+    """`Environment.workdir` as a string, without `pathlib`: -C/--cwd DIR (`~` expanded) against the process's
+    working directory."""
+    if parsed.cwd is None:
+        return os.getcwd()
+    path = os.path.expanduser(parsed.cwd)
+    return path if os.path.isabs(path) else os.path.join(os.getcwd(), path)

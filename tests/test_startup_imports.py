@@ -288,3 +288,76 @@ def test_config_validate_of_an_invalid_file_imports_only_what_validation_needs(b
     assert status == 2 and output == ""  # the problems go to stderr, from the models
     assert {"rhone_cli.config.project", "pydantic"} <= set(modules)
     assert loaded(modules, FORBIDDEN_FOR_VALIDATION) == []
+
+
+# What a warm `rhone artifact manifest` (the plain form, stat cache hit, no rhone.toml) loads beyond the interpreter's
+# own start-up: these modules and nothing else. `re` (with enum, functools and collections), json, pathlib and
+# rhone_cli.errors (an IntEnum) each cost more CPU time than the walk of thousands of unchanged files
+# (bench/manifest.py); hashlib, tempfile and threading are for files that changed.
+WARM_MANIFEST_MODULES = {
+    "__future__",  # `from __future__ import annotations` imports it
+    "errno",
+    "rhone_cli",
+    "rhone_cli.artifacts",
+    "rhone_cli.artifacts._manifest_command",
+    "rhone_cli.artifacts.manifest",
+    "rhone_cli.entry",
+    "rhone_cli.environment",
+    "rhone_cli.output",
+    "rhone_cli.plain_invocation",
+    "rhone_cli.services",
+    "rhone_cli.services.artifacts",
+}
+
+# Like PROBE, but importing nothing itself (PROBE's json would hide what rhone imports): the modules rhone added.
+LEAN_PROBE = f"""
+import sys
+args = sys.argv[1:]
+sys.argv = ["rhone", *args]
+before = set(sys.modules)
+from rhone_cli.entry import run
+try:
+    run()
+except SystemExit as exit:
+    status = exit.code
+sys.stdout.flush()
+print()
+print({MARKER!r})
+print(status)
+print(" ".join(sorted(set(sys.modules) - before)))
+"""
+
+
+def lean_probe(base_environ, cwd, args: list[str]) -> tuple[object, str, set[str]]:
+    """(exit status, stdout, the modules rhone's entry point added) of one fresh process."""
+    proc = subprocess.run(
+        [sys.executable, "-c", LEAN_PROBE, *args], capture_output=True, text=True, cwd=cwd, env=base_environ, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    output, marker, report = proc.stdout.rpartition(f"\n{MARKER}\n")
+    assert marker, proc.stdout + proc.stderr
+    status, added = report.splitlines()
+    return int(status), output, set(added.split())
+
+
+def test_a_warm_manifest_imports_exactly_its_own_modules(base_environ, tmp_path):
+    import os
+    import time
+
+    project = tmp_path / "project"
+    an_hour_ago = time.time() - 3600  # not "racy": the stat cache trusts these files
+    for rel in ("app.py", "lib/util.py", "static/site.css", "run.sh", "lib/ünïcode.txt"):
+        path = project / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"content of {rel}\n")
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    (project / ".gitignore").write_text("*.log\n/build\nnode_modules/\n")  # simple rules: no regex needed
+    os.utime(project / ".gitignore", (an_hour_ago, an_hour_ago))
+    command = ["-C", str(project), "artifact", "manifest"]
+    status, cold, first = lean_probe(base_environ, tmp_path, command)
+    assert (status, cold.splitlines()[-1]) == (0, "hashed: 6 (0 from the stat cache)")
+    assert {"hashlib", "json"} <= first  # the cold run really hashed and wrote the cache
+    status, warm, modules = lean_probe(base_environ, tmp_path, command)
+    assert (status, warm.splitlines()[-1]) == (0, "hashed: 0 (6 from the stat cache)")
+    assert warm.splitlines()[0] == cold.splitlines()[0]  # the same digest
+    assert modules == WARM_MANIFEST_MODULES, sorted(modules ^ WARM_MANIFEST_MODULES)

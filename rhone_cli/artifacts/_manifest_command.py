@@ -20,22 +20,27 @@ def run(argv: list[str]) -> int | None:
     env = plain_invocation.environment(parsed) if parsed is not None else None
     if env is None:
         return None
-    return _answer(env, use_cache="--no-cache" not in parsed.options)
+    return _answer(env, plain_invocation.workdir(parsed), use_cache="--no-cache" not in parsed.options)
 
 
-def _answer(env, *, use_cache: bool) -> int | None:
-    from rhone_cli.errors import ExitCode, RhoneError
+def _answer(env, workdir: str, *, use_cache: bool) -> int | None:
+    # `rhone_cli.errors` (an IntEnum: `enum` costs more CPU time than a warm walk of thousands of files) only when
+    # something went wrong; ExitCode.OK is 0.
     from rhone_cli.output import Output
     from rhone_cli.services.artifacts import show_manifest
 
     out = Output(env)
     try:
-        show_manifest(out, env.workdir, prebuilt=False, use_cache=use_cache)
+        show_manifest(out, workdir, prebuilt=False, use_cache=use_cache)
     except BrokenPipeError:  # the reader went away (`rhone artifact manifest | head`), as the full CLI says
-        return ExitCode.OK
+        return 0
     except KeyboardInterrupt:
+        from rhone_cli.errors import ExitCode, RhoneError
+
         return out.error(RhoneError("interrupted", code="interrupted", exit_code=ExitCode.INTERRUPTED))
     except Exception:  # noqa: BLE001 - an invalid rhone.toml, an unreadable file: the full CLI says it its way
+        from rhone_cli.errors import ExitCode
+
         # Once the document is out, only flushing stdout failed: there is nothing left to say on it.
         return ExitCode.FAILED if out.document_written else None
-    return ExitCode.OK
+    return 0

@@ -36,30 +36,31 @@ written are never trusted (git's "racy clean" problem: a file changed again with
 cache also keeps the digest of the manifest it describes, reused only when every file came from the cache and every
 entry was used (so the document is exactly the one that digest was computed from).
 
+A warm run is mostly start-up and one `lstat` per file, so its path imports no more than it needs (see the imports
+below): simple ignore rules match without regexes, and the cache is read without the `json` module (`_Cache`).
+
 Standard library only (no pydantic, rich or httpx): it runs on the CLI's hot path and in the build worker.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import functools
-import json
 import os
-import re
 import stat
 import time
-from collections.abc import Callable, Iterable, Sequence
-from json.encoder import encode_basestring
-from operator import itemgetter
 
-from rhone_cli.errors import ExitCode, RhoneError
-
-# `typing` is for the type checker only: this module is on the start-up path of the commands answered without the
-# command tree, where importing it costs ~2 ms (rhone_cli/plain_invocation.py).
+# Only builtin modules above: this module is on the start-up path of a warm `rhone artifact manifest`, where `re`
+# (with `enum`, `functools` and `collections`), `json`, and `rhone_cli.errors` (an IntEnum) would cost more CPU time
+# than listing thousands of unchanged files. They are imported where they are needed: `re` for gitignore patterns
+# beyond exact names and `*.ext`/`name*` (`_regex`, `Rule.regex`), `json` for documents and a cache in another
+# layout, the errors when something is refused. `typing` and `collections.abc` are for the type checker only.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import re
+    from collections.abc import Callable, Iterable, Sequence
     from typing import Any
+
+    from rhone_cli.errors import RhoneError
 
 MANIFEST_VERSION = 1
 MAX_FILES = 100_000
@@ -89,13 +90,44 @@ DEFAULT_IGNORES: tuple[str, ...] = (
 )
 GIT_IGNORE_FILE = ".gitignore"
 
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _HEX_DIGITS = b"0123456789abcdef"
-_RECORD_LINE = re.compile("([^\0\n]*)\0([0-9]+):[0-9]+:[0-9]+:[0-9]+:([0-9]+)\n")  # (name, size, st_mode)
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-_DRIVE = re.compile(r"[A-Za-z]:")  # `C:...` is absolute on Windows: refused as a path's first segment
-# C0 and C1 control characters, DEL, backslash, and lone surrogates (how Python spells bytes that are not UTF-8).
-_BAD_NAME_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\\\\\ud800-\udfff]")
+# Compiled on first use (`_regex`): importing `re` is most of the start-up a warm run can avoid.
+_PATTERNS = {
+    "sha256_hex": "[0-9a-f]{64}",
+    "record_line": "([^\0\n]*)\0([0-9]+):[0-9]+:[0-9]+:[0-9]+:([0-9]+)\n",  # (name, size, st_mode)
+    # C0 and C1 control characters, DEL, backslash, and lone surrogates (how Python spells bytes that are not UTF-8).
+    "bad_name_char": "[\x00-\x1f\x7f-\x9f\\\\\ud800-\udfff]",
+}
+_compiled: dict[str, re.Pattern[str]] = {}
+
+
+def _regex(name: str) -> re.Pattern[str]:
+    pattern = _compiled.get(name)
+    if pattern is None:
+        import re
+
+        pattern = _compiled[name] = re.compile(_PATTERNS[name])
+    return pattern
+
+
+def _is_hex_digest(text: object) -> bool:
+    """64 lowercase hex digits (without `re`)."""
+    return isinstance(text, str) and len(text) == 64 and not text.encode().translate(None, _HEX_DIGITS)
+
+
+def _looks_like_drive(name: str) -> bool:
+    """`C:...`, absolute on Windows: refused as a path's first segment."""
+    return name[1:2] == ":" and name[:1].isascii() and name[:1].isalpha()
+
+
+def _has_bad_name_char(text: str) -> bool:
+    """Whether `text` holds a character no manifest path may hold. Every such character is unprintable or a
+    backslash, so a printable text without a backslash (nearly every name) needs no regex."""
+    if text.isprintable() and "\\" not in text:
+        return False
+    return _regex("bad_name_char").search(text) is not None
+
+
 _SCANDIR_FD = os.scandir in os.supports_fd
 _O_DIRECTORY = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 
@@ -103,6 +135,8 @@ _O_DIRECTORY = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOE
 # -- canonical form -------------------------------------------------------------------------------------------------
 def canonical_bytes(doc: Any) -> bytes:
     """The canonical JSON encoding the digest is computed over: sorted keys, no whitespace, UTF-8."""
+    import json
+
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
@@ -117,6 +151,8 @@ def _canonical_manifest_bytes(rows: list[tuple[str, int, str, str]]) -> bytes:
     """`canonical_bytes` of `{"version": 1, "files": [...]}` for the (path, size, mode, sha256) rows of `Manifest` (an
     int size; ASCII mode and sha256), in half the time: the keys are written in their sorted order and the path is
     escaped by the same function `json.dumps(..., ensure_ascii=False)` uses."""
+    from json.encoder import encode_basestring
+
     entry = '{"mode":"%s","path":%s,"sha256":"%s","size":%d}'
     body = ",".join([entry % (mode, encode_basestring(path), sha, size) for path, size, mode, sha in rows])
     return f'{{"files":[{body}],"version":{MANIFEST_VERSION}}}'.encode()
@@ -206,21 +242,39 @@ class Manifest:
 # a warm manifest of a hundred files.
 class Rule:
     """One gitignore line. `basename` rules (no slash in the pattern) match an entry's name at any depth; the
-    others match the whole root-relative path."""
+    others match the whole root-relative path.
 
-    __slots__ = ("basename", "dir_only", "negate", "regex", "source", "text")
+    Most lines are a name (`node_modules/`, `/build`), `*.ext` or `name*`: those are matched with string
+    comparisons (`simple`) and their regex is compiled only if something asks for it, so a tree whose rules are all
+    of that kind is walked without importing `re`."""
+
+    __slots__ = ("_regex", "basename", "dir_only", "expression", "negate", "simple", "source", "text")
 
     def __init__(
         self,
         text: str,
-        regex: re.Pattern[str],
+        expression: str | None,  # the regex (for `fullmatch`); None for a `simple` rule, made when first asked for
         negate: bool,
         dir_only: bool,
         basename: bool,
         source: str = "",  # where it was written: file:line
+        simple: tuple[str, str] | None = None,  # ("exact" | "suffix" | "prefix", text) matched without a regex
     ) -> None:
-        self.text, self.regex, self.negate, self.dir_only, self.basename = text, regex, negate, dir_only, basename
-        self.source = source
+        self.text, self.negate, self.dir_only, self.basename = text, negate, dir_only, basename
+        self.source, self.simple, self.expression = source, simple, expression
+        self._regex: re.Pattern[str] | None = None
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        if self._regex is None:
+            import re
+
+            if self.expression is None:
+                kind, text = self.simple
+                template = {"exact": "{}", "suffix": "[^/]*{}", "prefix": "{}[^/]*"}[kind]
+                self.expression = template.format(re.escape(text))
+            self._regex = re.compile(self.expression, re.DOTALL)
+        return self._regex
 
     def __repr__(self) -> str:
         return f"Rule({self.text!r}, source={self.source!r})"
@@ -228,7 +282,13 @@ class Rule:
     def matches(self, path: str, name: str, is_dir: bool) -> bool:
         if self.dir_only and not is_dir:
             return False
-        return self.regex.fullmatch(name if self.basename else path) is not None
+        subject = name if self.basename else path
+        if self.simple is not None:
+            kind, text = self.simple
+            if kind == "exact":
+                return subject == text
+            return subject.endswith(text) if kind == "suffix" else subject.startswith(text)
+        return self.regex.fullmatch(subject) is not None
 
 
 def _escaped_at(text: str, index: int) -> bool:
@@ -263,6 +323,8 @@ def glob_to_regex(pattern: str) -> str:
     `*` and `?` never match `/`; `**` as a whole segment matches any number of segments (`**/x`, `a/**/x`, `a/**`);
     `[...]` is a class (`[!...]`/`[^...]` negated) that never matches `/`; a backslash quotes the next character.
     """
+    import re
+
     out: list[str] = []
     i, n = 0, len(pattern)
     while i < n:
@@ -336,16 +398,41 @@ def parse_rule(line: str, *, source: str = "<rules>", base: str = "") -> Rule | 
     pattern = pattern.lstrip("/")
     if not pattern:
         return None
+    basename = not anchored and not base
+    simple = _simple_form(pattern, base, anchored=anchored)
+    if simple is not None:
+        return Rule(text, None, negate, dir_only, basename, source, simple)
+    import re
+
     expression = glob_to_regex(pattern)
     if base:  # a nested file's rules: a path rule under `base`; a name rule at any depth below it
         expression = re.escape(base) + ("" if anchored else "(?:.*/)?") + expression
+    rule = Rule(text, expression, negate, dir_only, basename, source)
     try:
-        regex = re.compile(expression, re.DOTALL)
+        rule.regex  # noqa: B018 - compiled now, so that a bad pattern is refused where it is read
     except re.error as error:
         raise ValueError(f"{source}: invalid pattern {text!r}: {error}") from None
-    return Rule(
-        text=text, regex=regex, negate=negate, dir_only=dir_only, basename=not anchored and not base, source=source
-    )
+    return rule
+
+
+_GLOB_CHARACTERS = frozenset("*?[\\")
+
+
+def _simple_form(pattern: str, base: str, *, anchored: bool) -> tuple[str, str] | None:
+    """The string comparison `pattern` amounts to, when it is one: without glob characters, an anchored path
+    (`/build`, `a/b`, under `base` for a nested ignore file) or a name (root ignore files) is "exact"; for a name,
+    `*.ext` is a "suffix" and `name*` a "prefix" (`*` matches any run of characters but `/`, which a name never
+    holds). None for everything else (a nested file's unanchored rules, classes, `?`, `**`), matched by regex."""
+    if base and not anchored:
+        return None
+    if not _GLOB_CHARACTERS.intersection(pattern):
+        return ("exact", base + pattern)
+    if anchored:
+        return None
+    inner = pattern[1:] if pattern[:1] == "*" else pattern[:-1] if pattern[-1:] == "*" else None
+    if inner is None or _GLOB_CHARACTERS.intersection(inner):
+        return None
+    return ("suffix", inner) if pattern[:1] == "*" else ("prefix", inner)
 
 
 def parse_rules(lines: Iterable[str], *, source: str = "<rules>", base: str = "") -> list[Rule]:
@@ -363,12 +450,36 @@ class RuleSet:
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = list(rules)
         self._reversed = self.rules[::-1]
-        # Most entries match no rule at all: one combined regex per kind answers that in a single call.
-        names = [r.regex.pattern for r in self.rules if r.basename]
-        paths = [r.regex.pattern for r in self.rules if not r.basename]
-        # (bound `fullmatch` methods, or None when there is no rule of that kind)
-        self.any_name = re.compile("|".join(f"(?:{p})" for p in names), re.DOTALL).fullmatch if names else None
-        self.any_path = re.compile("|".join(f"(?:{p})" for p in paths), re.DOTALL).fullmatch if paths else None
+        # Most entries match no rule at all: one call per kind answers that (a set lookup and two C string methods
+        # when the rules are all simple, else one combined regex).
+        name_rules, path_rules = [r for r in self.rules if r.basename], [r for r in self.rules if not r.basename]
+        self.any_name, self.any_path = _any_match(name_rules), _any_match(path_rules)
+        # Simple rules only: (exact names, suffixes, prefixes) and exact paths; else None.
+        self._simple_names = _simple_parts(name_rules)
+        self._simple_paths = _simple_parts(path_rules)
+
+    def names_matching(self, names: list[str], prefix: str, joined: str) -> set[str]:
+        """Among the `names` of the entries of the directory `prefix` (`joined`: "/" + "/".join(names) + "/"), a
+        set holding every one that some rule matches, by name or by path (and perhaps a few more): the names that
+        need `decide`. For simple rules it is mostly set operations and substring searches of `joined`."""
+        found: set[str] = set()
+        if self.any_name is not None:
+            simple = self._simple_names
+            if simple is None:
+                found.update(filter(self.any_name, names))
+            else:
+                exact, suffixes, prefixes = simple
+                found.update(exact.intersection(names))
+                if any(suffix + "/" in joined for suffix in suffixes) or any("/" + p in joined for p in prefixes):
+                    found.update(filter(self.any_name, names))
+        if self.any_path is not None:
+            if self._simple_paths is None:
+                any_path = self.any_path
+                found.update(name for name in names if any_path(prefix + name))
+            else:
+                below = [path[len(prefix) :] for path in self._simple_paths[0] if path.startswith(prefix)]
+                found.update(set(below).intersection(names))
+        return found
 
     def decide(self, path: str, name: str, is_dir: bool) -> bool | None:
         """True when the last matching rule is positive, False when it is a negation, None when none matches."""
@@ -395,6 +506,36 @@ class RuleSet:
         return None
 
 
+def _simple_parts(rules: list[Rule]) -> tuple[frozenset[str], tuple[str, ...], tuple[str, ...]] | None:
+    """(exact texts, suffixes, prefixes) of rules that are all simple; None when one is not."""
+    if any(rule.simple is None for rule in rules):
+        return None
+    forms = [rule.simple for rule in rules]
+    return (
+        frozenset(text for kind, text in forms if kind == "exact"),
+        tuple(text for kind, text in forms if kind == "suffix"),
+        tuple(text for kind, text in forms if kind == "prefix"),
+    )
+
+
+def _any_match(rules: list[Rule]) -> Callable[[str], object] | None:
+    """A function whose result is true when one of `rules` matches the text given (not minding `dir_only`), or None
+    when there are no rules."""
+    if not rules:
+        return None
+    simple = _simple_parts(rules)
+    if simple is None:
+        import re
+
+        return re.compile("|".join(f"(?:{rule.regex.pattern})" for rule in rules), re.DOTALL).fullmatch
+    exact, suffixes, prefixes = simple
+
+    def any_simple(text: str) -> bool:
+        return text in exact or text.endswith(suffixes) or text.startswith(prefixes)
+
+    return any_simple
+
+
 def _is_match_everything(patterns: Sequence[str]) -> bool:
     return all(p.strip() in ("**", "/**", "**/*", "*") for p in patterns) and bool(patterns)
 
@@ -406,18 +547,27 @@ def _display(path: str) -> str:
     return text if text.isprintable() and "\\" not in path else repr(text)
 
 
+def _usage_error(message: str, code: str, **details: Any) -> RhoneError:
+    """A `RhoneError` with exit code 2 (imported here: `rhone_cli.errors` costs start-up time a warm run needs not
+    pay)."""
+    from rhone_cli.errors import ExitCode, RhoneError
+
+    return RhoneError(message, code=code, exit_code=ExitCode.USAGE, **details)
+
+
 def _unsafe(path: str, reason: str, *, hint: str | None = None) -> RhoneError:
-    return RhoneError(
+    return _usage_error(
         f"{_display(path)}: {reason}",
-        code="unsafe_path",
-        exit_code=ExitCode.USAGE,
+        "unsafe_path",
         hint=hint or f"remove it, or add it to {IGNORE_FILE} (or build.exclude in rhone.toml)",
         details={"path": _display(path), "reason": reason},
     )
 
 
 def _name_problem(name: str) -> str | None:
-    match = _BAD_NAME_CHAR.search(name)
+    if not _has_bad_name_char(name):
+        return None
+    match = _regex("bad_name_char").search(name)
     if match is None:
         return None
     char = match.group()
@@ -435,7 +585,7 @@ def _check_name(rel: str, name: str, *, top: bool) -> None:
         raise _unsafe(rel, problem, hint=f"rename it, or add it to {IGNORE_FILE}")
     if len(rel) > MAX_PATH_LENGTH:
         raise _unsafe(rel, f"path is longer than {MAX_PATH_LENGTH} characters")
-    if top and _DRIVE.match(name):
+    if top and _looks_like_drive(name):
         raise _unsafe(rel, "a top-level name like a Windows drive ('C:') reads as an absolute path")
 
 
@@ -448,9 +598,37 @@ def _within(path: str, root: str) -> bool:
 # of its listed files, in the order the directory lists them, and hashes their sha256s, concatenated in the same
 # order. A warm run stats a directory's files and compares that one string with the record: when it is equal (and no
 # mtime is racy), every file of the directory is known without a lookup per file, and the record is all the cache
-# holds in memory for them (a few large strings decode far faster than a dict of per-file entries).
+# holds in memory for them.
+#
+# In memory (and in the file, which is JSON) the lines are kept as their JSON string escape, `name\u0000key\n` with
+# `"` in a name as `\"` (names hold no backslash or control character, so nothing else is escaped): the walk builds
+# the same escaped text from the stats, and the cache is read without decoding, copying or scanning its strings (for
+# a small tree, decoding them cost as much as the walk). A record is checked when it is used: its hashes must be
+# 64 hex digits per line, else the directory is hashed again as if it had no record.
 def _stat_key(st: os.stat_result) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_mode}"
+
+
+_LINE_END = "\\n"  # "\n" and "\0" as JSON escapes: the separators of the lines of a record
+_NAME_END = "\\u0000"
+
+
+def _escaped(name: str) -> str:
+    """A name (or prefix) as it is written inside a JSON string: it holds no backslash or control character."""
+    return name.replace('"', '\\"') if '"' in name else name
+
+
+def _unescaped(name: str) -> str:
+    return name.replace('\\"', '"') if "\\" in name else name
+
+
+def _record_line(name: str, key: str) -> str:
+    return f"{_escaped(name)}{_NAME_END}{key}{_LINE_END}"
+
+
+def _usable_hashes(hashes: str, lines: int) -> bool:
+    """A record's hashes: 64 lowercase hex digits for each of its lines. A damaged or edited record is not used."""
+    return len(hashes) == 64 * lines and not hashes.encode().translate(None, _HEX_DIGITS)
 
 
 class _Cache:
@@ -459,61 +637,117 @@ class _Cache:
     def __init__(
         self, directories: dict[str, list[str]], trusted_before: int, digest: str | None = None, file_count: int = 0
     ) -> None:
-        self.directories = directories  # {root-relative prefix ("" or ending in "/"): [lines, hashes]}
+        # {root-relative prefix ("" or ending in "/"): [escaped lines, hashes]}
+        self.directories = directories
         self.trusted_before = trusted_before  # entries whose mtime is later than this are "racy" and never trusted
         self.digest = digest  # the digest of the manifest made of exactly these entries, when they were complete
         self.file_count = file_count  # entries in all records
 
     def known(self, prefix: str) -> dict[str, tuple[str, str]]:
-        """{name: (stat key, sha256)} of the record of the directory `prefix` (empty when there is none)."""
+        """{name: (stat key, sha256)} of the record of the directory `prefix` (empty when there is none, or when it
+        is not usable)."""
         record = self.directories.get(prefix)
         if record is None:
             return {}
         lines, hashes = record
+        entries = lines.split(_LINE_END)
+        if entries.pop() != "" or not _usable_hashes(hashes, len(entries)):
+            return {}
         known = {}
-        for index, line in enumerate(lines.split("\n")[:-1]):
-            name, _, key = line.partition("\0")
-            known[name] = (key, hashes[64 * index : 64 * index + 64])
+        for index, line in enumerate(entries):
+            name, _, key = line.partition(_NAME_END)
+            known[_unescaped(name)] = (key, hashes[64 * index : 64 * index + 64])
         return known
 
 
 def _record_rows(prefix: str, record: list[str]) -> list[tuple[str, int, str, str]]:
-    """The manifest rows of a directory record whose every file was found unchanged."""
+    """The manifest rows of a directory record whose every file was found unchanged (so it is well formed: it is
+    exactly the text the walk made of the stats)."""
     lines, hashes = record
-    return [
-        (prefix + name, int(size), _MODES[int(st_mode) & 0o100], hashes[64 * index : 64 * index + 64])
-        for index, (name, size, st_mode) in enumerate(_RECORD_LINE.findall(lines))
-    ]
+    rows = []
+    for index, line in enumerate(lines.split(_LINE_END)[:-1]):
+        name, _, key = line.partition(_NAME_END)
+        size, _, _, _, st_mode = key.split(":")
+        sha256 = hashes[64 * index : 64 * index + 64]
+        rows.append((prefix + _unescaped(name), int(size), _MODES[int(st_mode) & 0o100], sha256))
+    return rows
 
 
 def _load_cache(path: str) -> _Cache:
     """The cache at `path` (empty when it is missing, unreadable or malformed)."""
     try:
         with open(path, "rb") as f:
-            data = json.loads(f.read())
-        written, directories, digest = data["written_ns"], data["directories"], data.get("digest")
-        if (
-            data["version"] == CACHE_VERSION
-            and type(written) is int
-            and isinstance(directories, dict)
-            and all(
-                type(record) is list
-                and len(record) == 2
-                and type(record[0]) is str
-                and type(record[1]) is str
-                and len(record[1]) == 64 * record[0].count("\n")
-                for record in directories.values()
-            )
-            # Every hash is hex (checked for all at once here, not once per file in the walk); one that is not means
-            # a damaged or edited cache, not to be trusted at all.
-            and not "".join([record[1] for record in directories.values()]).encode().translate(None, _HEX_DIGITS)
-        ):
-            digest = digest if isinstance(digest, str) and _DIGEST.fullmatch(digest) else None
+            text = f.read().decode("utf-8")
+        parsed = _parse_written_layout(text)
+        if parsed is None:  # another layout (a cache edited, or written by something else): the JSON parser decides
+            parsed = _parse_json(text)
+        if parsed is not None:
+            written, digest, directories = parsed
+            valid_digest = isinstance(digest, str) and digest.startswith("sha256:") and _is_hex_digest(digest[7:])
             file_count = sum([len(record[1]) for record in directories.values()]) // 64
-            return _Cache(directories, written - RACY_NS, digest, file_count)
+            return _Cache(directories, written - RACY_NS, digest if valid_digest else None, file_count)
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         pass
     return _Cache({}, 0)
+
+
+def _parse_json(text: str) -> tuple[int, object, dict[str, list[str]]] | None:
+    """(written_ns, digest, directories with escaped lines) of a cache in any JSON layout; None when it is not one."""
+    import json
+
+    data = json.loads(text)
+    written, directories = data["written_ns"], data["directories"]
+    if (
+        data["version"] != CACHE_VERSION
+        or type(written) is not int
+        or not isinstance(directories, dict)
+        or not all(
+            type(record) is list and len(record) == 2 and type(record[0]) is str and type(record[1]) is str
+            for record in directories.values()
+        )
+    ):
+        return None
+    escaped = {
+        prefix: [_escaped(lines).replace("\0", _NAME_END).replace("\n", _LINE_END), hashes]
+        for prefix, (lines, hashes) in directories.items()
+    }
+    return written, data.get("digest"), escaped
+
+
+_WRITTEN_HEAD = f'{{"version":{CACHE_VERSION},"written_ns":'
+
+
+def _parse_written_layout(text: str) -> tuple[int, str | None, dict[str, list[str]]] | None:
+    """(written_ns, digest, directories) of a cache in exactly the layout `_write_cache` writes (compact JSON, keys
+    in its order), taken apart with one `str.split`: `json` costs more start-up than the whole walk of a small
+    tree. None for anything else, which `json` then parses (or refuses).
+
+    Unless a string holds a `\"` (a name with a quote), every `"` delimits a string, so the text splits into strings
+    and the punctuation between them, which must be exactly what the layout puts there. The lines stay escaped (see
+    above); a prefix holds no escape (a backslash in one makes it a prefix no directory has)."""
+    parts = text.split('"')
+    # {"version":2,"written_ns":N,"digest":"sha256:…" (or null),"directories":{"prefix":["lines","hashes"],…}}
+    if len(parts) < 9 or parts[:6] != ["{", "version", f":{CACHE_VERSION},", "written_ns", parts[4], "digest"]:
+        return None
+    written = parts[4][1:-1]
+    if parts[4][:1] != ":" or parts[4][-1:] != "," or not (written.isascii() and written.isdigit()):
+        return None
+    if parts[6] == ":null,":
+        digest, rest = None, parts[7:]
+    elif parts[6] == ":" and parts[8:9] == [","]:
+        digest, rest = parts[7], parts[9:]
+    else:
+        return None
+    if rest[:1] != ["directories"]:
+        return None
+    strings, punctuation = rest[2::2], rest[1::2]
+    records = len(strings) // 3
+    expected = [":{", *[":[", ",", "],"] * records]
+    expected[-1] = "]}}" if records else ":{}}"
+    if punctuation != expected or len(strings) != 3 * records or any([part[-1:] == "\\" for part in strings]):
+        return None
+    records_of = zip(strings[0::3], strings[1::3], strings[2::3], strict=True)
+    return int(written), digest, {prefix: [lines, hashes] for prefix, lines, hashes in records_of}
 
 
 def _write_cache(root: str, directories: dict[str, list[str]], digest: str | None) -> str | None:
@@ -530,10 +764,14 @@ def _write_cache(root: str, directories: dict[str, list[str]], digest: str | Non
         else:
             if not stat.S_ISDIR(st.st_mode):  # a symlink (which could lead anywhere) or a file
                 return f"{state} is not a directory; the stat cache was not written"
-        written = time.time_ns()
-        document = {"version": CACHE_VERSION, "written_ns": written, "digest": digest, "directories": directories}
-        # json.dumps, not json.dump: dump streams through the pure-Python encoder, several times slower.
-        encoded = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        # Compact JSON, {"version", "written_ns", "digest", "directories"} in this order: what `_parse_written_layout`
+        # reads back. Written as text: the lines are already JSON-escaped, and prefixes and hashes need no escape
+        # but a name's `"`.
+        records = ",".join(
+            [f'"{_escaped(prefix)}":["{lines}","{hashes}"]' for prefix, (lines, hashes) in directories.items()]
+        )
+        digest_value = "null" if digest is None else f'"{digest}"'
+        encoded = f'{_WRITTEN_HEAD}{time.time_ns()},"digest":{digest_value},"directories":{{{records}}}}}'.encode()
         fd, temporary = tempfile.mkstemp(prefix=f".{CACHE_FILE}.", suffix=".tmp", dir=state)
         with open(fd, "wb") as f:
             f.write(encoded)
@@ -541,6 +779,8 @@ def _write_cache(root: str, directories: dict[str, list[str]], digest: str | Non
         return None
     except OSError as error:
         if temporary is not None:
+            import contextlib
+
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
         return f"the stat cache could not be written ({error.strerror or error})"
@@ -548,10 +788,9 @@ def _write_cache(root: str, directories: dict[str, list[str]], digest: str | Non
 
 # -- errors of the walk and of hashing ------------------------------------------------------------------------------
 def _unreadable(rel: str, error: OSError) -> RhoneError:
-    return RhoneError(
+    return _usage_error(
         f"{_display(rel)}: cannot read: {error.strerror or error}",
-        code="unreadable_path",
-        exit_code=ExitCode.USAGE,
+        "unreadable_path",
         hint=f"fix its permissions, or add it to {IGNORE_FILE}",
     )
 
@@ -569,10 +808,9 @@ def _hashing_failed(rel: str, error: BaseException) -> RhoneError:
 
 
 def _too_many(message: str) -> RhoneError:
-    return RhoneError(
+    return _usage_error(
         message,
-        code="too_many_files",
-        exit_code=ExitCode.USAGE,
+        "too_many_files",
         hint=f"exclude what the artifact does not need with {IGNORE_FILE} or build.exclude",
     )
 
@@ -650,24 +888,29 @@ class _Walk:
         layers: _Layers,
     ) -> None:
         """Every entry of one directory (listed through a file descriptor: its entries' `stat` is relative to it)."""
-        if any(entry.name in IGNORE_FILES for entry in listing):
+        names = [entry.name for entry in listing]
+        if not IGNORE_FILES_SET.isdisjoint(names):
             layers = layers.below(self.root, directory, prefix)
         ruleset = layers.ruleset
-        # The names a rule or the name check must look at, found in one pass at C speed: for the others (nearly always
-        # all of them) the loop below does a single set lookup.
-        names = [entry.name for entry in listing]
+        # The names a rule or the name check must look at, found at C speed: for the others (nearly always all of them)
+        # the loop below does a single set lookup, or there is no loop at all.
+        joined = "/" + "/".join(names) + "/"
         # No name holds a "/", which is not a bad character either: one search of the joined names clears them all.
-        flagged = set(filter(_BAD_NAME_CHAR.search, names)) if _BAD_NAME_CHAR.search("/".join(names)) else set()
-        if ruleset.any_name:
-            flagged.update(filter(ruleset.any_name, names))
-        if ruleset.any_path:
-            any_path = ruleset.any_path
-            flagged.update(name for name in names if any_path(prefix + name))
-        decide, include = ruleset.decide, self.include
+        flagged = set(filter(_has_bad_name_char, names)) if _has_bad_name_char(joined) else set()
+        flagged.update(ruleset.names_matching(names, prefix, joined))
+        include = self.include
         near_limit = self.file_count + len(listing) >= MAX_FILES  # else no file of this listing reaches it
         hash_now = self.cache is None
         path_prefix = directory if directory.endswith("/") else directory + "/"
-        plain: list[os.DirEntry] = []  # the regular files below the top level that are listed
+        quick = not (flagged or near_limit or hash_now or not prefix or include is not None)
+        if (
+            quick
+            and len(prefix) + max(map(len, names), default=0) <= MAX_PATH_LENGTH
+            and self._scan_unflagged(listing, directory, prefix, ancestors, stack, layers, path_prefix)
+        ):
+            return
+        decide = ruleset.decide
+        plain = []  # the regular files below the top level that are listed
         for entry in listing:
             name = entry.name
             rel = prefix + name
@@ -696,6 +939,32 @@ class _Walk:
         if plain:
             self._plain_files(plain, prefix, path_prefix)
 
+    def _scan_unflagged(
+        self,
+        listing: list[os.DirEntry],
+        directory: str,
+        prefix: str,
+        ancestors: frozenset,
+        stack: list,
+        layers: _Layers,
+        path_prefix: str,
+    ) -> bool:
+        """`_scan` of a directory below the top level where no name needs a rule or a check (the common case of a
+        warm run): only which entries are regular files, at C speed. False when an entry cannot say: `_scan` then
+        goes entry by entry and names it."""
+        try:
+            plain = [entry for entry in listing if entry.is_file(follow_symlinks=False)]
+        except OSError:
+            return False
+        if len(plain) < len(listing):
+            for entry in listing:
+                if not entry.is_file(follow_symlinks=False):
+                    rel = prefix + entry.name
+                    self._other(entry, directory, entry.name, rel, prefix, ancestors, stack, layers)
+        if plain:
+            self._plain_files(plain, prefix, path_prefix)
+        return True
+
     def _plain_files(self, plain: list[os.DirEntry], prefix: str, path_prefix: str) -> None:
         """The listed regular files of one directory, against its cache record: all known at once when its stats
         are exactly the record's, else one by one. This is the whole cost of a warm run: one lstat per file."""
@@ -708,15 +977,22 @@ class _Walk:
                     stats.append(entry.stat(follow_symlinks=False))
                 except OSError as error:
                     raise _unreadable(prefix + entry.name, error) from None
+        # The record's text (`_record_line`), written out here: this runs once per file.
         lines = "".join(
             [
-                f"{entry.name}\0{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_mode}\n"
+                f"{entry.name}\\u0000{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_mode}\\n"
                 for entry, st in zip(plain, stats, strict=True)
             ]
         )
+        if '"' in lines:  # a name with a quote, which the record holds escaped
+            lines = "".join([_record_line(entry.name, _stat_key(st)) for entry, st in zip(plain, stats, strict=True)])
         record = self.cache.directories.get(prefix)
-        trusted_before = self.cache.trusted_before
-        if record is not None and record[0] == lines and max([st.st_mtime_ns for st in stats]) <= trusted_before:
+        if (
+            record is not None
+            and record[0] == lines
+            and max([st.st_mtime_ns for st in stats]) <= self.cache.trusted_before
+            and _usable_hashes(record[1], len(plain))
+        ):
             self.unchanged.append((prefix, record))
             self.unchanged_files += len(plain)
             self.unchanged_size += sum([st.st_size for st in stats])
@@ -846,7 +1122,7 @@ class _Walk:
             remembered = self.remembered.get(prefix, {})
             entries = [(name, remembered[name]) for name in names if name in remembered]
             if entries:
-                lines = "".join([f"{name}\0{key}\n" for name, (key, _sha) in entries])
+                lines = "".join([_record_line(name, key) for name, (key, _sha) in entries])
                 records[prefix] = [lines, "".join([sha for _name, (_key, sha) in entries])]
         return records
 
@@ -858,8 +1134,12 @@ class _Walk:
         for prefix, record in self.unchanged:
             rows.extend(_record_rows(prefix, record))
         self.unchanged = []
-        rows.sort(key=itemgetter(0))
+        rows.sort(key=_path_of_row)
         return rows
+
+
+def _path_of_row(row: tuple[str, int, str, str]) -> str:
+    return row[0]
 
 
 def _open_directory(directory: str, prefix: str) -> tuple[int | None, list[os.DirEntry]]:
@@ -881,6 +1161,7 @@ def _open_directory(directory: str, prefix: str) -> tuple[int | None, list[os.Di
 
 
 IGNORE_FILES = (GIT_IGNORE_FILE, IGNORE_FILE)
+IGNORE_FILES_SET = frozenset(IGNORE_FILES)
 
 
 def _read_ignore_file(root: str, directory: str, prefix: str, name: str) -> list[Rule]:
@@ -899,15 +1180,17 @@ def _read_ignore_file(root: str, directory: str, prefix: str, name: str) -> list
         return []
     try:
         with open(real, "rb") as f:
-            text = f.read().decode("utf-8-sig")
+            data = f.read()
+        # What decode("utf-8-sig") does, without loading that codec on a warm run's path: one leading BOM is dropped.
+        text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
     except UnicodeDecodeError:
-        raise RhoneError(f"{path} is not valid UTF-8", code="invalid_ignore_file", exit_code=ExitCode.USAGE) from None
+        raise _usage_error(f"{path} is not valid UTF-8", "invalid_ignore_file") from None
     except OSError as error:
         raise _unreadable(rel, error) from None
     try:
         return parse_rules(text.splitlines(), source=rel, base=prefix)
     except ValueError as error:
-        raise RhoneError(str(error), code="invalid_ignore_file", exit_code=ExitCode.USAGE) from None
+        raise _usage_error(str(error), "invalid_ignore_file") from None
 
 
 class _Layers:
@@ -919,10 +1202,13 @@ class _Layers:
         self, defaults: tuple[Rule, ...], git: tuple[Rule, ...], rhone: tuple[Rule, ...], exclude: tuple[Rule, ...]
     ) -> None:
         self.defaults, self.git, self.rhone, self.exclude = defaults, git, rhone, exclude
+        self._ruleset: RuleSet | None = None
 
-    @functools.cached_property
+    @property
     def ruleset(self) -> RuleSet:
-        return RuleSet([*self.defaults, *self.git, *self.rhone, *self.exclude])
+        if self._ruleset is None:
+            self._ruleset = RuleSet([*self.defaults, *self.git, *self.rhone, *self.exclude])
+        return self._ruleset
 
     def below(self, root: str, directory: str, prefix: str) -> _Layers:
         """The rules for `directory`'s entries: these plus its own ignore files'."""
@@ -942,25 +1228,23 @@ def _base_layers(exclude: Sequence[str]) -> _Layers:
             tuple(parse_rules(exclude, source="build.exclude")),
         )
     except ValueError as error:
-        raise RhoneError(str(error), code="invalid_ignore_file", exit_code=ExitCode.USAGE) from None
+        raise _usage_error(str(error), "invalid_ignore_file") from None
 
 
 def _include_rules(include: Sequence[str]) -> RuleSet | None:
     try:
         return None if _is_match_everything(include) else RuleSet(parse_rules(include, source="build.include"))
     except ValueError as error:
-        raise RhoneError(str(error), code="invalid_ignore_file", exit_code=ExitCode.USAGE) from None
+        raise _usage_error(str(error), "invalid_ignore_file") from None
 
 
 def _real_root(root: str | os.PathLike[str]) -> str:
     try:
         real_root = os.path.realpath(os.fspath(root), strict=True)
     except OSError as error:
-        raise RhoneError(
-            f"{root}: {error.strerror or error}", code="not_a_directory", exit_code=ExitCode.USAGE
-        ) from None
+        raise _usage_error(f"{root}: {error.strerror or error}", "not_a_directory") from None
     if not os.path.isdir(real_root):
-        raise RhoneError(f"{root}: not a directory", code="not_a_directory", exit_code=ExitCode.USAGE)
+        raise _usage_error(f"{root}: not a directory", "not_a_directory")
     return real_root
 
 
@@ -972,7 +1256,7 @@ def explain(
     real_root = _real_root(root)
     rel = "/".join(part for part in path.replace(os.sep, "/").split("/") if part not in ("", "."))
     if not rel or ".." in rel.split("/"):
-        raise RhoneError(f"{path!r}: name a path inside {real_root}", code="invalid_path", exit_code=ExitCode.USAGE)
+        raise _usage_error(f"{path!r}: name a path inside {real_root}", "invalid_path")
     segments = rel.split("/")
     layers, directory = _base_layers(exclude), real_root
     for depth, name in enumerate(segments):
@@ -1082,7 +1366,7 @@ def validate_manifest_document(doc: Any) -> None:
         if entry["mode"] not in ("644", "755"):
             raise ValueError(f'{where}: mode must be "644" or "755" (got {entry["mode"]!r})')
         digest = entry["sha256"]
-        if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
+        if not _is_hex_digest(digest):
             raise ValueError(f"{where}: sha256 must be 64 lowercase hex digits (got {digest!r})")
     for path in paths:  # a path cannot be both a file and a directory of another file
         segments = path.split("/")
@@ -1097,12 +1381,11 @@ def _check_path(path: Any, where: str) -> None:
         raise ValueError(f"{where}: path must be a non-empty string")
     if len(path) > MAX_PATH_LENGTH:
         raise ValueError(f"{where}: path is longer than {MAX_PATH_LENGTH} characters")
-    if path.startswith("/") or _DRIVE.match(path):
+    if path.startswith("/") or _looks_like_drive(path):
         raise ValueError(f"{where}: path {path!r} must be relative, not absolute")
     if "\\" in path:
         raise ValueError(f"{where}: path {path!r} must use '/' separators and contain no backslash")
-    bad = _BAD_NAME_CHAR.search(path)
-    if bad is not None:
+    if _has_bad_name_char(path):
         raise ValueError(f"{where}: path {path!r} contains a control character or is not valid UTF-8")
     for segment in path.split("/"):
         if segment == "":

@@ -5,20 +5,21 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from pathlib import Path
-
-from rhone_cli.environment import Environment
-from rhone_cli.errors import ExitCode, RhoneError
-from rhone_cli.output import Output
 
 # `typing` is for the type checker only: this module is on the start-up path of the commands answered without the
-# command tree, where importing it costs ~2 ms (rhone_cli/plain_invocation.py).
+# command tree, where importing it costs ~2 ms (rhone_cli/plain_invocation.py). A warm `artifact manifest` of a project
+# without rhone.toml needs neither `pathlib` nor `rhone_cli.errors` (with `re` and `enum`, more CPU time than its
+# walk): paths are strings on that path, and both are imported where they are needed.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
+    from rhone_cli.environment import Environment
+    from rhone_cli.output import Output
 
-def project_manifest(workdir: Path, *, prebuilt: bool, use_cache: bool = True, out: Output | None = None) -> Any:
+
+def project_manifest(workdir: Path | str, *, prebuilt: bool, use_cache: bool = True, out: Output | None = None) -> Any:
     """The manifest `rhone deploy` would upload from `workdir`: the project directory, or with `prebuilt` its
     build.output, filtered by the built-in ignores, .rhoneignore and build.include/exclude.
 
@@ -29,7 +30,7 @@ def project_manifest(workdir: Path, *, prebuilt: bool, use_cache: bool = True, o
 
     root, include, exclude = manifest_root(workdir, prebuilt=prebuilt)
     manifest = build_manifest(root, include=include, exclude=exclude, use_cache=use_cache)
-    outputs = redirected_outputs(out.env, Path(manifest.root)) if out is not None else {}
+    outputs = redirected_outputs(out.env, manifest.root) if out is not None else {}
     listed = [path for path in outputs if any(entry["path"] == path for entry in manifest.files)]
     if not listed:
         return manifest
@@ -43,18 +44,19 @@ def project_manifest(workdir: Path, *, prebuilt: bool, use_cache: bool = True, o
     return Manifest(root=manifest.root, files=kept, hashed_count=manifest.hashed_count)
 
 
-def redirected_outputs(env: Environment, root: Path) -> dict[str, str]:
+def redirected_outputs(env: Environment, root: str) -> dict[str, str]:
     """{root-relative POSIX path: "stdout" | "stderr"} for this process's output streams that are regular files
-    under `root`."""
+    under `root` (a real path)."""
     found: dict[str, str] = {}
+    below = root if root.endswith(os.sep) else root + os.sep
     for name, stream in (("stdout", env.stdout), ("stderr", env.stderr)):
         path = _file_behind(stream)
-        if path is not None and root in path.parents:
-            found.setdefault(path.relative_to(root).as_posix(), name)
+        if path is not None and path.startswith(below):
+            found.setdefault(path[len(below) :].replace(os.sep, "/"), name)
     return found
 
 
-def _file_behind(stream: Any) -> Path | None:
+def _file_behind(stream: Any) -> str | None:
     """The real path of the regular file a stream writes to, when the platform can tell (Linux, macOS)."""
     try:
         fd = stream.fileno()
@@ -63,15 +65,18 @@ def _file_behind(stream: Any) -> Path | None:
         if sys.platform == "darwin":
             import fcntl
 
-            return Path(os.path.realpath(fcntl.fcntl(fd, fcntl.F_GETPATH, b"\0" * 1024).rstrip(b"\0").decode()))
-        return Path(os.path.realpath(os.readlink(f"/proc/self/fd/{fd}")))
+            return os.path.realpath(fcntl.fcntl(fd, fcntl.F_GETPATH, b"\0" * 1024).rstrip(b"\0").decode())
+        return os.path.realpath(os.readlink(f"/proc/self/fd/{fd}"))
     except (AttributeError, OSError, ValueError):  # not a real file (a test's StringIO), or no way to tell
         return None
 
 
 def explain_path(workdir: Path, path: str, *, prebuilt: bool) -> dict[str, Any]:
     """Why `path` is in or out of the manifest `rhone deploy` would upload from `workdir`."""
+    from pathlib import Path
+
     from rhone_cli.artifacts.manifest import explain
+    from rhone_cli.errors import ExitCode, RhoneError
 
     root, include, exclude = manifest_root(workdir, prebuilt=prebuilt)
     candidate = Path(path)
@@ -85,11 +90,14 @@ def explain_path(workdir: Path, path: str, *, prebuilt: bool) -> dict[str, Any]:
     return {"root": str(root), **explain(root, path, include=include, exclude=exclude)}
 
 
-def manifest_root(workdir: Path, *, prebuilt: bool) -> tuple[Path, list[str], list[str]]:
-    """(manifest root, build.include, build.exclude): the project directory, or build.output with --prebuilt."""
+def manifest_root(workdir: Path | str, *, prebuilt: bool) -> tuple[Path | str, list[str], list[str]]:
+    """(manifest root, build.include, build.exclude): the project directory, or build.output with --prebuilt;
+    `workdir` itself (a str when given one) where there is no rhone.toml."""
     path = nearest_project_file(workdir)
     if path is None:
         if prebuilt:
+            from rhone_cli.errors import ExitCode, RhoneError
+
             raise RhoneError(
                 f"--prebuilt needs rhone.toml (its build.output), and there is none in {workdir} or above",
                 code="config_not_found",
@@ -97,6 +105,8 @@ def manifest_root(workdir: Path, *, prebuilt: bool) -> tuple[Path, list[str], li
                 hint="run `rhone init`, or use -C DIR to point at the project",
             )
         return workdir, ["**"], []
+    from rhone_cli.errors import ExitCode, RhoneError
+
     build = _build_section(workdir, path)
     base = path.parent
     if not prebuilt:
@@ -119,7 +129,7 @@ def manifest_root(workdir: Path, *, prebuilt: bool) -> tuple[Path, list[str], li
     return output, build["include"], build["exclude"]
 
 
-def _build_section(workdir: Path, path: Path) -> dict[str, Any]:
+def _build_section(workdir: Path | str, path: Path) -> dict[str, Any]:
     """rhone.toml's [build] with its defaults filled in. A file the pydantic-free rules accept is read as it is (a warm
     manifest takes less time than importing pydantic); any other is loaded by the models, which say what is wrong."""
     from rhone_cli.config.rules import BUILD_DEFAULTS, read_plainly_valid
@@ -127,24 +137,31 @@ def _build_section(workdir: Path, path: Path) -> dict[str, Any]:
     data = read_plainly_valid(path)
     if data is not None:
         return {**BUILD_DEFAULTS, **data.get("build", {})}
+    from pathlib import Path
+
     from rhone_cli.config import project
 
-    return project.load(workdir, path).build.model_dump()
+    return project.load(Path(workdir), path).build.model_dump()
 
 
-def nearest_project_file(workdir: Path) -> Path | None:
+def nearest_project_file(workdir: Path | str) -> Path | None:
     """The nearest rhone.toml at or above `workdir`: `config.project.find`, without importing the rhone.toml models
-    (pydantic costs more start-up time than a warm manifest of thousands of files), which a tree without rhone.toml
-    never needs."""
-    start = workdir.resolve()
-    for directory in (start, *start.parents):
-        candidate = directory / "rhone.toml"
-        if candidate.is_file():
-            return candidate
-    return None
+    (pydantic costs more start-up time than a warm manifest of thousands of files), nor `pathlib` until one is found,
+    which a tree without rhone.toml never needs."""
+    directory = os.path.realpath(workdir)  # what Path.resolve() does
+    while True:
+        candidate = os.path.join(directory, "rhone.toml")
+        if os.path.isfile(candidate):
+            from pathlib import Path
+
+            return Path(candidate)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
 
 
-def show_manifest(out: Output, workdir: Path, *, prebuilt: bool, use_cache: bool) -> None:
+def show_manifest(out: Output, workdir: Path | str, *, prebuilt: bool, use_cache: bool) -> None:
     """`rhone artifact manifest`: the manifest's digest and counts (the whole document with --json)."""
     from rhone_cli.output import human_size
 
