@@ -173,9 +173,7 @@ def _rows(url: str, query: str) -> list[tuple]:
 
 def _production(edge_port: int) -> httpx.Response | None:
     try:
-        return httpx.get(
-            f"http://127.0.0.1:{edge_port}/", headers={"Host": "hello--production.localhost"}, timeout=10
-        )
+        return httpx.get(f"http://127.0.0.1:{edge_port}/", headers={"Host": "hello--production.localhost"}, timeout=10)
     except httpx.HTTPError:
         return None
 
