@@ -109,6 +109,20 @@ def test_the_doc_recipe_substitutes_only_what_it_lists():
             assert leftover not in text, (step, leftover, text)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda doc: doc.replace(SECTION_START, "**Two nodes.**"), "is gone"),
+        (lambda doc: doc.replace("```sh\nrhone local down --data-dir ~/rhone-b", "```\nrhone local down"), "sh blocks"),
+        (lambda doc: doc.replace("--port 8480 --edge-port 8481", "--port 8490 --edge-port 8491"), "--port 8480"),
+        (lambda doc: doc.replace("rhone local up --node b", "rhone local up --node c"), "--node b"),
+    ],
+)
+def test_a_recipe_that_changed_shape_fails_naming_what_changed(change, message):
+    with pytest.raises(pytest.fail.Exception, match=re.escape(message)):
+        recipe_steps(change(DOC.read_text()))
+
+
 class Shell:
     """One `bash -euo pipefail` reading the steps from its stdin, as a terminal the user pastes into; every step's
     output is kept for the failure message."""
@@ -158,7 +172,7 @@ class Shell:
         with contextlib.suppress(OSError):
             self.process.stdin.close()
         try:
-            self.process.wait(30)
+            self.process.wait(10)  # at once after the last step; a step still running is killed
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
