@@ -28,6 +28,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from tests.e2e.cluster import LIVE_PROCESSES, kill_leftovers
 from tests.e2e.helpers import HELLO, wait_until
 from tests.engines import postgres_cluster, s3_api_server
 
@@ -64,9 +65,6 @@ SUBSTITUTIONS = (
 STEP_TIMEOUT = {"deploy": 300.0, "stop b": 120.0}  # others: 120 s
 DONE = "@@recipe-step-done"
 A_ROWS = "SELECT id, node, state, version, pid, pid_start_time, deployment_id FROM allocations WHERE node = 'a'"
-LIVE_PROCESSES = (
-    "SELECT id, pid, pid_start_time FROM allocations WHERE pid IS NOT NULL AND state NOT IN ('failed', 'stopped')"
-)
 
 
 def recipe_steps(doc: str) -> dict[str, str]:
@@ -208,8 +206,6 @@ def _edge_port(environ: dict[str, str], node: str) -> int:
 def _stop_everything(environ: dict[str, str], store_url: str) -> None:
     """Whatever the recipe left running: both nodes (`rhone local down`, a no-op for a stopped one), then any app
     process of an allocation no node stopped."""
-    from rhone_local import processes
-
     leftovers: list[tuple] = []
     with contextlib.suppress(Exception):
         leftovers = _rows(store_url, LIVE_PROCESSES)
@@ -223,10 +219,7 @@ def _stop_everything(environ: dict[str, str], store_url: str) -> None:
                 timeout=120,
                 stdin=subprocess.DEVNULL,
             )
-    for allocation_id, pid, start_time in leftovers:
-        if processes.leader_alive(pid, start_time):
-            members = processes.allocation_processes(allocation_id, pid, start_time)
-            processes.signal_allocation(members, pid, start_time, signal.SIGKILL)
+    kill_leftovers(leftovers)
 
 
 def test_the_two_node_recipe_of_the_docs_runs_as_written(tmp_path: Path):
