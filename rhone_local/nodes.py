@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from rhone_local.domain.nodes import HEARTBEAT_SECONDS, LAPSE_SECONDS
+
 if TYPE_CHECKING:
     from rhone_local.store import Store
 
@@ -25,8 +27,6 @@ log = logging.getLogger("rhone_local.nodes")
 ROLES = ("api", "worker", "runner", "edge")
 DEFAULT_NODE = "local"
 NODE_NAME = re.compile(r"[a-z0-9-]{1,63}")
-HEARTBEAT_SECONDS = 2.0  # how often a node renews its heartbeat
-LAPSE_SECONDS = 10.0  # a node not heard from for this long is lapsed: nothing is placed on it, its allocations move
 
 
 def node_name_problem(name: str) -> str | None:

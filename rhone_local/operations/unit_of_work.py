@@ -17,6 +17,7 @@ from typing import Any
 from rhone_local.domain.access import Principal
 from rhone_local.domain.canonical import canonical_sha256
 from rhone_local.domain.errors import DomainError, conflict
+from rhone_local.domain.nodes import LAPSE_SECONDS
 from rhone_local.store import Store, Tx
 
 
@@ -82,8 +83,6 @@ def _require_a_live_worker(store: Store) -> None:
     an `api,edge` node whose worker nodes are stopped, an operation would wait in its first state forever. Refused
     instead, naming what to start (docs/multi-node.md, "Nodes"). A control plane that never joined a cluster has no
     node rows and runs its own workers."""
-    from rhone_local.nodes import LAPSE_SECONDS
-
     nodes = store.nodes(LAPSE_SECONDS)
     if nodes and not any(node["live"] and "worker" in node["roles"] for node in nodes):
         raise conflict(
