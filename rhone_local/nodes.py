@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from rhone_local.domain.nodes import HEARTBEAT_SECONDS, LAPSE_SECONDS
+
 if TYPE_CHECKING:
     from rhone_local.store import Store
 
@@ -25,8 +27,6 @@ log = logging.getLogger("rhone_local.nodes")
 ROLES = ("api", "worker", "runner", "edge")
 DEFAULT_NODE = "local"
 NODE_NAME = re.compile(r"[a-z0-9-]{1,63}")
-HEARTBEAT_SECONDS = 2.0  # how often a node renews its heartbeat
-LAPSE_SECONDS = 10.0  # a node not heard from for this long is lapsed: nothing is placed on it, its allocations move
 
 
 def node_name_problem(name: str) -> str | None:
@@ -98,6 +98,7 @@ class Membership:
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._left = False
 
     def register(self, *, takeover: bool = False) -> None:
         """Take the node's name (NodeNameTaken when another live instance holds it; nothing changed then).
@@ -132,12 +133,19 @@ class Membership:
         finally:
             self.store.close()
 
-    def stop(self) -> None:
-        """Stop the heartbeat and leave the cluster (the name is free at once, nothing more is placed here)."""
+    def leave(self) -> None:
+        """Stop the heartbeat and leave the cluster: nothing more is placed here. The name stays held (its lock) until
+        `stop`, so no other process takes it while this one still drains its allocations."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
-        if not self.lost.is_set():
+        if not self.lost.is_set() and not self._left:
             self.store.leave_node(self.identity.name, self.identity.instance_id)
+        self._left = True
+
+    def stop(self) -> None:
+        """Leave the cluster, and free the name."""
+        self.leave()
         if self.name_lock is not None:
             self.name_lock.release()
+            self.name_lock = None

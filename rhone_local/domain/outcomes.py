@@ -87,6 +87,7 @@ _CONFLICTS = (
     "invalid_cursor",
     "app_databases_unavailable",
     "device_code_closed",
+    "no_live_worker",  # a cluster with no live worker node: nothing would advance the operation
 )
 _USAGE = (
     "bad_request",

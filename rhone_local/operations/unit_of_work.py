@@ -17,6 +17,7 @@ from typing import Any
 from rhone_local.domain.access import Principal
 from rhone_local.domain.canonical import canonical_sha256
 from rhone_local.domain.errors import DomainError, conflict
+from rhone_local.domain.nodes import LAPSE_SECONDS
 from rhone_local.store import Store, Tx
 
 
@@ -63,6 +64,7 @@ def start_operation(
     params: dict[str, Any],
 ) -> dict[str, Any]:
     """Record a new operation of `kind` in the unit of work's transaction; the workers pick it up once it commits."""
+    _require_a_live_worker(store)
     return store.create_operation(
         c,
         workspace_id=workspace_id,
@@ -74,6 +76,21 @@ def start_operation(
         request_id=origin.request_id,
         idempotency_key=origin.idempotency_key,
     )
+
+
+def _require_a_live_worker(store: Store) -> None:
+    """Only workers advance operations: in a cluster (nodes registered) with no live node of the worker role, e.g.
+    an `api,edge` node whose worker nodes are stopped, an operation would wait in its first state forever. Refused
+    instead, naming what to start (docs/multi-node.md, "Nodes"). A control plane that never joined a cluster has no
+    node rows and runs its own workers."""
+    nodes = store.nodes(LAPSE_SECONDS)
+    if nodes and not any(node["live"] and "worker" in node["roles"] for node in nodes):
+        raise conflict(
+            "no_live_worker",
+            "no live node of this cluster has the worker role: nothing would advance this operation",
+            hint="start a node with the worker role on this store (`rhone local up --node NAME --role worker,runner`, "
+            "with the same --store), then retry",
+        )
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from rhone_cli.errors import ExitCode
 from rhone_local import processes
 from rhone_local.nodes import NodeIdentity, node_name_problem, parse_roles
 from rhone_local.operations.placement import runner_nodes
@@ -140,6 +141,65 @@ def test_stopping_node_b_never_touches_node_a_s_allocations_or_leases(cli, api_a
     assert processes.leader_alive(alloc["pid"], alloc["pid_start_time"])
     assert route_owner(cli, app_dir) == (deployed["id"], 1)
     assert {n["name"]: n["live"] for n in api_app.store.nodes(LAPSE)} == {"local": True, "zz-b": False}
+
+
+def test_an_operation_no_live_worker_node_would_advance_is_refused_not_left_queued(cli, api_app, app_dir, clock):
+    """An API node whose cluster has no live worker (an `api,edge` node beside stopped worker nodes; here node
+    local's heartbeat lapsed) used to accept a deploy that then waited in `queued` forever, and the CLI with it.
+    Refused instead (409 `no_live_worker`, exit 5), recording nothing; accepted again once a worker node is live."""
+    api_app.plane.join()
+    clock[0] += LAPSE + 1
+    tables = ("operations", "projects", "apps", "deployments")
+    before = {t: api_app.store.all(f"SELECT * FROM {t} ORDER BY 1") for t in tables}
+    refused = cli.fails(ExitCode.CONFLICT, "deploy", "--no-wait", cwd=app_dir)
+    assert refused["code"] == "no_live_worker", refused
+    assert {t: api_app.store.all(f"SELECT * FROM {t} ORDER BY 1") for t in tables} == before
+    assert api_app.plane.membership.beat()  # a worker node is live again
+    accepted = cli.json("deploy", "--no-wait", cwd=app_dir)
+    assert (accepted["kind"], accepted["state"]) == ("deploy", "queued"), accepted
+
+
+@pytest.mark.slow
+def test_a_stopping_node_is_no_placement_target_while_it_drains(cli, api_app, app_dir, clock, monkeypatch):
+    """Runner-only node `z-run` beside node `local`: the preview lands on local and production on z-run (least
+    loaded, ties by name). z-run stops cleanly while local's reconciler heals the instance z-run drained: the
+    replacement must go to local. A stopping node that still counted as live (it left only after its drains) got the
+    replacement placed on itself, `planned` on a node whose runner was closing, left behind once it left."""
+    local = api_app.plane
+    local.join()
+    stopping = open_control_plane(api_app.data_dir, node=NodeIdentity("z-run", frozenset({"runner"})))
+    try:
+        stopping.join()
+        stopping.reconciler.start()  # starts what local's workers place on it
+        deployed = cli.json("deploy", "--promote", cwd=app_dir)["deployment"]
+        env = _production(api_app)
+        (placed,) = _live(api_app.store, env["id"])
+        assert (placed["node"], placed["state"]) == ("z-run", "ready")
+        epoch = route_owner(cli, app_dir)
+        events = api_app.store.all("SELECT * FROM route_events")
+        stop_engines = stopping.pipeline.engines.stop_all
+
+        def heal_then_stop_engines() -> None:
+            local.reconciler.round()  # the leader's round, once z-run's drain ended and before it is gone
+            _until(lambda: _live(api_app.store, env["id"]), "the heal placing the instance")
+            stop_engines()
+
+        monkeypatch.setattr(stopping.pipeline.engines, "stop_all", heal_then_stop_engines)
+        stopping.close()
+
+        def replaced() -> bool:
+            local.reconciler.round()
+            return any(a["state"] == "ready" for a in _live(api_app.store, env["id"]))
+
+        _until(replaced, "a replacement on local")
+        assert [(a["node"], a["deployment_id"]) for a in _live(api_app.store, env["id"])] == [("local", deployed["id"])]
+        on_stopped = api_app.store.all("SELECT id, state FROM allocations WHERE node = 'z-run' ORDER BY id")
+        assert on_stopped == [{"id": placed["id"], "state": "stopped"}], on_stopped
+        assert route_owner(cli, app_dir) == epoch == (deployed["id"], 1)
+        assert api_app.store.all("SELECT * FROM route_events") == events
+        assert {n["name"]: n["live"] for n in api_app.store.nodes(LAPSE)} == {"local": True, "z-run": False}
+    finally:
+        stopping.close()
 
 
 @pytest.mark.slow

@@ -142,8 +142,6 @@ def running_cluster(
 def stop_cluster(cluster: Cluster) -> None:
     """Stop every node, then kill any app process an allocation of a killed node left running (only its node could
     have stopped it)."""
-    from rhone_local import processes
-
     leftovers: list[tuple] = []
     with contextlib.suppress(Exception):
         leftovers = cluster.rows(LIVE_PROCESSES)
@@ -153,6 +151,14 @@ def stop_cluster(cluster: Cluster) -> None:
         for pid in server.started:
             if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+    kill_leftovers(leftovers)
+
+
+def kill_leftovers(leftovers: list[tuple]) -> None:
+    """SIGKILL the app processes of allocations (rows of LIVE_PROCESSES, read while the nodes ran) that no node
+    stopped: only their node could have, and it was killed."""
+    from rhone_local import processes
+
     for allocation_id, pid, start_time in leftovers:
         if processes.leader_alive(pid, start_time):
             members = processes.allocation_processes(allocation_id, pid, start_time)
