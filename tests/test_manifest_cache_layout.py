@@ -118,6 +118,21 @@ def test_an_edited_layout_is_read_by_json_or_not_at_all(tree, old, new):
     assert mf._parse_written_layout(cache_text(tree)) is not None
 
 
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        "[" * 100_000,  # json gives up with RecursionError (not a ValueError) on nesting this deep
+        '{"version":2,"written_ns":1,"digest":null,"directories":' + "[" * 100_000,
+    ],
+)
+def test_a_deeply_nested_cache_is_rebuilt_not_a_crash(tree, damaged):
+    (tree / ".rhone" / "manifest-cache.json").write_text(damaged)
+    result = build_manifest(tree)
+    assert (result.hashed_count, result.digest, result.files) == (14, *reference(tree))
+    assert mf._parse_written_layout(cache_text(tree)) is not None  # written again, whole
+    assert build_manifest(tree).hashed_count == 0
+
+
 def test_a_damaged_record_costs_only_its_directory(tree):
     """A record whose hashes are not hex, or one short, is not used: its directory's files are hashed again, the
     others still come from the cache, and the digest is the one of the files (never the cached one)."""

@@ -686,7 +686,8 @@ def _load_cache(path: str) -> _Cache:
             valid_digest = isinstance(digest, str) and digest.startswith("sha256:") and _is_hex_digest(digest[7:])
             file_count = sum([len(record[1]) for record in directories.values()]) // 64
             return _Cache(directories, written - RACY_NS, digest if valid_digest else None, file_count)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    # RecursionError: `json` gives up on deeply nested arrays (`[[[[…`), which a damaged file can hold.
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         pass
     return _Cache({}, 0)
 
