@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -116,6 +117,75 @@ def test_an_edited_layout_is_read_by_json_or_not_at_all(tree, old, new):
         assert result.hashed_count == 14
     assert build_manifest(tree).hashed_count == 0  # rebuilt, in the layout the quick reader takes apart
     assert mf._parse_written_layout(cache_text(tree)) is not None
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        "[" * 100_000,  # json gives up with RecursionError (not a ValueError) on nesting this deep
+        '{"version":2,"written_ns":1,"digest":null,"directories":' + "[" * 100_000,
+    ],
+)
+def test_a_deeply_nested_cache_is_rebuilt_not_a_crash(tree, damaged):
+    (tree / ".rhone" / "manifest-cache.json").write_text(damaged)
+    result = build_manifest(tree)
+    assert (result.hashed_count, result.digest, result.files) == (14, *reference(tree))
+    assert mf._parse_written_layout(cache_text(tree)) is not None  # written again, whole
+    assert build_manifest(tree).hashed_count == 0
+
+
+def _symlinked_cache(tree: Path) -> None:
+    cache_file = tree / ".rhone" / "manifest-cache.json"
+    cache_file.rename(tree / ".rhone" / "elsewhere.json")
+    cache_file.symlink_to("elsewhere.json")
+
+
+def _symlinked_state_dir(tree: Path) -> None:
+    elsewhere = tree.parent / f"{tree.name}-state"
+    (tree / ".rhone").rename(elsewhere)
+    (tree / ".rhone").symlink_to(elsewhere)
+
+
+def _group_writable(tree: Path) -> None:
+    (tree / ".rhone" / "manifest-cache.json").chmod(0o620)
+
+
+def _another_users(tree: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a file to another user")
+    os.chown(tree / ".rhone" / "manifest-cache.json", 65534, -1)
+
+
+def _fifo(tree: Path) -> None:
+    cache_file = tree / ".rhone" / "manifest-cache.json"
+    cache_file.unlink()
+    os.mkfifo(cache_file)
+
+
+@pytest.mark.parametrize("tamper", [_symlinked_cache, _symlinked_state_dir, _group_writable, _another_users, _fifo])
+def test_a_cache_this_user_did_not_write_is_not_read(tree, tamper):
+    """A cache says what unchanged files hold without reading them: one that is a symlink (or behind a symlinked
+    .rhone, where the cache is never written), another user's, writable by others, or a fifo (which would block the
+    read) is not read at all, even when its records match every file."""
+    import threading
+
+    tamper(tree)
+    outcome: list = []
+    reader = threading.Thread(target=lambda: outcome.append(build_manifest(tree)), daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    assert outcome, "build_manifest blocked on the cache file"
+    result = outcome[0]
+    assert (result.hashed_count, result.digest, result.files) == (14, *reference(tree))
+    if tamper is _symlinked_state_dir:  # written neither there nor through it
+        assert result.cache_warning and "not a directory" in result.cache_warning
+        assert (tree / ".rhone").is_symlink()
+        assert build_manifest(tree).hashed_count == 14
+    else:  # replaced by a cache of this user's, read by the next run
+        cache_file = tree / ".rhone" / "manifest-cache.json"
+        assert cache_file.is_file() and not cache_file.is_symlink()
+        assert stat.S_IMODE(cache_file.stat().st_mode) == 0o600 and cache_file.stat().st_uid == os.geteuid()
+        assert build_manifest(tree).hashed_count == 0
 
 
 def test_a_damaged_record_costs_only_its_directory(tree):

@@ -34,7 +34,9 @@ one record per directory, so unchanged files are not read again, and a directory
 known as a whole, without a lookup per file; entries whose mtime is within `RACY_NS` of the moment the cache was
 written are never trusted (git's "racy clean" problem: a file changed again within the timestamp granularity). The
 cache also keeps the digest of the manifest it describes, reused only when every file came from the cache and every
-entry was used (so the document is exactly the one that digest was computed from).
+entry was used (so the document is exactly the one that digest was computed from). Only a cache this user's runs
+can have written is read: a regular file (not a symlink, nor behind a symlinked `.rhone/`) owned by this user (or
+root) that group and others may not write.
 
 A warm run is mostly start-up and one `lstat` per file, so its path imports no more than it needs (see the imports
 below): simple ignore rules match without regexes, and the cache is read without the `json` module (`_Cache`).
@@ -674,9 +676,13 @@ def _record_rows(prefix: str, record: list[str]) -> list[tuple[str, int, str, st
 
 
 def _load_cache(path: str) -> _Cache:
-    """The cache at `path` (empty when it is missing, unreadable or malformed)."""
+    """The cache at `path` (empty when it is missing, unreadable, malformed, or not one this user wrote)."""
     try:
-        with open(path, "rb") as f:
+        if not stat.S_ISDIR(os.lstat(os.path.dirname(path)).st_mode):  # a symlinked state dir: `_write_cache` too
+            return _Cache({}, 0)
+        with open(os.open(path, _O_CACHE_READ), "rb") as f:
+            if not _written_by_this_user(os.fstat(f.fileno())):
+                return _Cache({}, 0)
             text = f.read().decode("utf-8")
         parsed = _parse_written_layout(text)
         if parsed is None:  # another layout (a cache edited, or written by something else): the JSON parser decides
@@ -686,9 +692,27 @@ def _load_cache(path: str) -> _Cache:
             valid_digest = isinstance(digest, str) and digest.startswith("sha256:") and _is_hex_digest(digest[7:])
             file_count = sum([len(record[1]) for record in directories.values()]) // 64
             return _Cache(directories, written - RACY_NS, digest if valid_digest else None, file_count)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    # RecursionError: `json` gives up on deeply nested arrays (`[[[[…`), which a damaged file can hold.
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         pass
     return _Cache({}, 0)
+
+
+# O_NONBLOCK: a fifo put in the cache's place must not block the open (it is then refused as not a regular file).
+_O_CACHE_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def _written_by_this_user(st: os.stat_result) -> bool:
+    """Whether the cache file can be one this user's runs wrote (0600, through a temporary file renamed into place).
+    A cache is trusted to say what unchanged files hold, so one that is not a regular file, belongs to another user
+    (who could write it in a group-writable checkout), or that group or others may write is not read. Root's files
+    are: root can write anything anyway."""
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    geteuid = getattr(os, "geteuid", None)
+    if geteuid is None:  # Windows: no owner to compare
+        return True
+    return st.st_uid in (geteuid(), 0) and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def _parse_json(text: str) -> tuple[int, object, dict[str, list[str]]] | None:
