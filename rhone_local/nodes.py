@@ -134,18 +134,19 @@ class Membership:
             self.store.close()
 
     def leave(self) -> None:
-        """Stop the heartbeat and leave the cluster: nothing more is placed here. The name stays held (its lock) until
-        `stop`, so no other process takes it while this one still drains its allocations."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        """Leave the cluster: nothing more is placed here. The heartbeat goes on until `stop`, so that the leader does
+        not take this node's instances for a lapsed node's while it hands them over and drains them; the name stays
+        held (its lock) until then too, so no other process takes it meanwhile."""
         if not self.lost.is_set() and not self._left:
             self.store.leave_node(self.identity.name, self.identity.instance_id)
         self._left = True
 
     def stop(self) -> None:
-        """Leave the cluster, and free the name."""
+        """Leave the cluster, stop the heartbeat, and free the name."""
         self.leave()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
         if self.name_lock is not None:
             self.name_lock.release()
             self.name_lock = None

@@ -62,6 +62,7 @@ SHUTDOWN_GRACE_SECONDS = 3.0
 LOG_TAIL_LINES = 20
 PLACED_PULL_SECONDS = 60.0  # beyond its readiness timeout, how long an allocation placed on another node may take
 PLACED_POLL_SECONDS = 0.1
+HAND_OVER_MARGIN_SECONDS = 5.0  # beyond its readiness timeout, how long a stopping node waits for a hand-over
 
 
 def readiness_of(process: dict[str, Any]) -> tuple[str, str]:
@@ -284,6 +285,33 @@ class Runner:
     ) -> dict[str, Any]:
         """A new allocation on `node` (default: this one): started here, or, placed on another node, started by that
         node's runner while this waits for it. Ready or failed."""
+        alloc, bound = self._new_allocation(deployment, environment, region=region, cell=cell, node=node)
+        if node is None and not self.runs_processes:
+            alloc.update(state="failed", health={"stage": "placing", "error": "no live node has the runner role"})
+            self.store.insert_allocation(alloc)
+            return alloc
+        if alloc["node"] != self.node:
+            self.store.insert_allocation(alloc)
+            return self._await_placed(alloc, deployment)
+        with self._starting_guard:
+            self._starting.add(alloc["id"])
+        try:
+            self.store.insert_allocation(alloc)
+            return self._run(alloc, deployment, environment, region=region, bound=bound)
+        finally:
+            with self._starting_guard:
+                self._starting.discard(alloc["id"])
+
+    def _new_allocation(
+        self,
+        deployment: dict[str, Any],
+        environment: dict[str, Any],
+        *,
+        region: dict[str, Any],
+        cell: dict[str, Any],
+        node: tuple[str, str] | None,
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The row of a planned allocation on `node` (default: this one), not yet stored; and its environment."""
         ts = now_iso()
         node_name, address = node or (self.node, self.address)
         alloc = {
@@ -304,21 +332,7 @@ class Runner:
             "node": node_name,
             "address": address,
         }
-        if node is None and not self.runs_processes:
-            alloc.update(state="failed", health={"stage": "placing", "error": "no live node has the runner role"})
-            self.store.insert_allocation(alloc)
-            return alloc
-        if alloc["node"] != self.node:
-            self.store.insert_allocation(alloc)
-            return self._await_placed(alloc, deployment)
-        with self._starting_guard:
-            self._starting.add(alloc["id"])
-        try:
-            self.store.insert_allocation(alloc)
-            return self._run(alloc, deployment, environment, region=region, bound=bound)
-        finally:
-            with self._starting_guard:
-                self._starting.discard(alloc["id"])
+        return alloc, bound
 
     def _run(
         self,
@@ -381,15 +395,19 @@ class Runner:
                 probe.close()
                 self.ports.settle(port)
 
-    def _await_placed(self, alloc: dict[str, Any], deployment: dict[str, Any]) -> dict[str, Any]:
+    def _await_placed(
+        self, alloc: dict[str, Any], deployment: dict[str, Any], *, handing_over: bool = False
+    ) -> dict[str, Any]:
         """Wait, bounded, for another node's runner to start an allocation placed on it; failed (draining) when it
-        did not in time — its runner ends whatever it started."""
-        deadline = time.monotonic() + limits.readiness_timeout(deployment["config"]["process"]) + PLACED_PULL_SECONDS
+        did not in time — its runner ends whatever it started. A hand-over's wait (`hand_over`) goes on while this
+        node stops (that is what it is for), with a shorter margin: a stop must end."""
+        margin = HAND_OVER_MARGIN_SECONDS if handing_over else PLACED_PULL_SECONDS
+        deadline = time.monotonic() + limits.readiness_timeout(deployment["config"]["process"]) + margin
         while time.monotonic() < deadline:
             current = self.store.allocation(alloc["id"]) or alloc
             if current["state"] not in STARTING_STATES:
                 return current
-            if self.closing.is_set():
+            if self.closing.is_set() and not handing_over:
                 self.drain(current, "Rhone Local is stopping", timeout=0, end_state="failed")
                 raise RunnerStopping
             time.sleep(PLACED_POLL_SECONDS)  # another node's progress is only visible in the store
@@ -681,6 +699,55 @@ class Runner:
             members = processes.allocation_processes(alloc["id"], alloc["pid"], alloc["pid_start_time"])
             processes.signal_allocation(members, alloc["pid"], alloc["pid_start_time"], signal.SIGKILL)
             self._move(alloc, alloc["end_state"] or "stopped", health={**(alloc["health"] or {}), "killed": True})
+
+    def hand_over(self) -> list[dict[str, Any]]:
+        """A clean stop of this node while other runner nodes are live (docs/multi-node.md, "Nodes"): each ready
+        instance of a route owner here first gets one replacement on a live runner node, and waits for it to be ready,
+        so the edges always have a ready instance; `stop_all` drains the instances afterwards. Previews are not handed
+        over (they drain as before). Bounded: each replacement's readiness timeout + HAND_OVER_MARGIN_SECONDS, all at
+        once; one that fails, or no other live runner, leaves its instance to drain as before. The node must have left
+        the cluster first, so that placement never picks it. Returns the replacements that became ready."""
+        serving = [a for a in self.own_allocations_in("ready") if self._serves_route_owner(a)]
+        if not serving:
+            return []
+        with ThreadPoolExecutor(max_workers=len(serving), thread_name_prefix="hand-over") as pool:
+            replacements = list(pool.map(self._hand_over_one, serving))
+        return [r for r in replacements if r is not None]
+
+    def _serves_route_owner(self, alloc: dict[str, Any]) -> bool:
+        owner = self.store.route_owner_of(alloc["environment_id"])
+        return owner is not None and owner["deployment_id"] == alloc["deployment_id"]
+
+    def _hand_over_one(self, alloc: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            (node,) = self._nodes_for(1)
+            if node is None or node[0] == self.node:
+                log.info("allocation %s: no other live runner node; it drains without a replacement", alloc["id"])
+                return None
+            deployment = self.store.deployment(alloc["deployment_id"])
+            environment = self.store.environment_by_id(alloc["environment_id"])
+            region = self.store.region(alloc["region_id"])
+            cell = next((c for c in self.store.cells_of(alloc["region_id"]) if c["id"] == alloc["cell_id"]), None)
+            if deployment is None or environment is None or region is None or cell is None:
+                return None
+            replacement, _ = self._new_allocation(deployment, environment, region=region, cell=cell, node=node)
+            # The write transaction serializes this with every other placement: the leader's healing counts this
+            # node's instances as live until they drain, and one already replaced elsewhere gets no second one.
+            if not self.store.insert_hand_over(replacement, leaving_node=self.node, wanted=environment["instances"]):
+                log.info("allocation %s: its environment already runs its instances elsewhere", alloc["id"])
+                return None
+            started = self._await_placed(replacement, deployment, handing_over=True)
+            if started["state"] != "ready":
+                why = (started["health"] or {}).get("error")
+                log.warning("allocation %s: its replacement failed (%s); it drains anyway", alloc["id"], why)
+                return None
+            log.info("allocation %s: handed over to %s on node %s", alloc["id"], started["id"], node[0])
+            return started
+        except Exception:  # a stop must end: whatever went wrong, the instance drains as before
+            log.exception("handing allocation %s over failed; it drains anyway", alloc["id"])
+            return None
+        finally:
+            self.store.close()  # this thread's connection
 
     def abandon_processes(self) -> None:
         """This node's name was taken over after it lapsed: stop every process this runner started, at once, and

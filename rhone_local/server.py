@@ -301,11 +301,12 @@ class ControlPlane:
 
     def stop(self) -> None:
         """Nothing starts from now on and probes under way give up (their stages resume after the next start); then
-        the workers finish, the node leaves the cluster (nothing more is placed on it; its name stays held), and every
-        allocation of this node drains — the edges still carry the connections they have, and send them nothing new —
-        for a bounded time, and stops; then the engines; then the name is freed. Other nodes' allocations are never
-        touched. A node whose name was taken over (it lapsed) leaves its rows
-        alone: they are the new holder's."""
+        the workers finish, the node leaves the cluster (nothing more is placed on it; its name stays held), each
+        ready instance of a route owner here gets a ready replacement on another live runner node (`hand_over`,
+        bounded), and every allocation of this node drains — the edges still carry the connections they have, and
+        send them nothing new — for a bounded time, and stops; then the engines; then the name is freed. Other nodes'
+        allocations are never touched. A node whose name was taken over (it lapsed) leaves its rows alone: they are
+        the new holder's."""
         self.runner.closing.set()
         self.reconciler.stop()
         self.workers.stop()
@@ -314,6 +315,8 @@ class ControlPlane:
             # Before the drains: a node still live while it drains is where the leader's healing would place the
             # instances it drains (it is the least loaded once they stopped), on a runner that starts nothing more.
             self.membership.leave()
+            if not self.membership.lost.is_set() and self.runner.runs_processes:
+                self.runner.hand_over()  # a planned stop interrupts no app another live runner can serve
         if self.membership is None or not self.membership.lost.is_set():
             self.runner.stop_all("Rhone Local stopped")
         self.pipeline.engines.stop_all()  # after the apps, which may write their sessions while they drain

@@ -81,6 +81,21 @@ class AllocationStore(StoreCore):
             f"INSERT INTO allocations ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values
         )
 
+    def insert_hand_over(self, alloc: dict[str, Any], *, leaving_node: str, wanted: int) -> bool:
+        """Insert `alloc`, the replacement of an instance on `leaving_node` (a node stopping cleanly), only while its
+        deployment runs fewer than `wanted` instances in its environment on other nodes (not draining): one write
+        transaction, so a replacement another node placed first is counted and none is placed twice."""
+        with self.write() as c:
+            row = c.execute(
+                "SELECT COUNT(*) FROM allocations WHERE deployment_id = ? AND environment_id = ? "
+                f"AND state IN {NOT_DRAINING} AND (node IS NULL OR node != ?)",
+                (alloc["deployment_id"], alloc["environment_id"], leaving_node),
+            ).fetchone()
+            if row[0] >= wanted:
+                return False
+            self.insert_allocation(alloc)
+        return True
+
     def move_allocation(self, alloc: dict[str, Any], state: str, **columns: Any) -> dict[str, Any] | None:
         """Compare-and-swap an allocation to `state` (and `columns`) from the version the caller read; None when
         someone moved it first."""

@@ -54,9 +54,10 @@ class NodeStore(StoreCore):
 
     def heartbeat_node(self, name: str, instance_id: str) -> bool:
         """Renew this instance's heartbeat; False when the name is no longer this instance's (taken over after a
-        lapse) or it left."""
+        lapse). A node that left still beats while it hands its instances over and drains them: it is not live (nothing
+        is placed on it) and not lapsed (its allocations are its own to end)."""
         cursor = self.conn.execute(
-            "UPDATE nodes SET heartbeat_at = ? WHERE name = ? AND instance_id = ? AND left_at IS NULL",
+            "UPDATE nodes SET heartbeat_at = ? WHERE name = ? AND instance_id = ?",
             (self.node_clock(), name, instance_id),
         )
         return cursor.rowcount == 1
@@ -90,8 +91,10 @@ class NodeStore(StoreCore):
         return {r["node"]: r["n"] for r in rows if r["node"] is not None}
 
     def lapsed_node_allocations(self, lapse: float) -> list[dict[str, Any]]:
-        """Allocations not yet draining on nodes whose heartbeat lapsed or that left: what a live node replaces."""
-        lapsed = [n["name"] for n in self.nodes(lapse) if not n["live"]]
+        """Allocations not yet draining on nodes whose heartbeat lapsed: what a live node replaces. A node that left
+        but still beats is stopping cleanly: it hands its instances over and drains them itself (`heartbeat_node`)."""
+        since = self.node_clock() - lapse
+        lapsed = [n["name"] for n in self.nodes(lapse) if n["heartbeat_at"] < since]
         if not lapsed:
             return []
         return self.all(

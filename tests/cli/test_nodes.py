@@ -185,6 +185,9 @@ def test_a_stopping_node_is_no_placement_target_while_it_drains(cli, api_app, ap
             stop_engines()
 
         monkeypatch.setattr(stopping.pipeline.engines, "stop_all", heal_then_stop_engines)
+        # The path of a hand-over that failed (local's runner, which runs no rounds here, never starts it): the
+        # instance drains first, and healing replaces it.
+        monkeypatch.setattr(stopping.runner, "hand_over", lambda: [])
         stopping.close()
 
         def replaced() -> bool:
@@ -200,6 +203,81 @@ def test_a_stopping_node_is_no_placement_target_while_it_drains(cli, api_app, ap
         assert {n["name"]: n["live"] for n in api_app.store.nodes(LAPSE)} == {"local": True, "z-run": False}
     finally:
         stopping.close()
+
+
+@pytest.mark.slow
+def test_a_stopping_node_hands_its_production_instance_over_before_it_drains_it(
+    cli, api_app, app_dir, clock, monkeypatch
+):
+    """Runner-only node `z-run` beside node `local` (every role, its reconciler running: it starts what is placed on
+    it and leads the healing). Production lands on z-run; z-run stops cleanly. A replacement must be ready on local
+    before z-run's instance leaves `ready` — exactly one, the route's deployment and epoch unchanged. Before, z-run
+    drained first (or the leader took its instances for a lapsed node's) and healing started one only afterwards:
+    the edges had no ready instance for about a second."""
+    local = api_app.plane
+    local.join()
+    stopping = open_control_plane(api_app.data_dir, node=NodeIdentity("z-run", frozenset({"runner"})))
+    try:
+        stopping.join()
+        stopping.reconciler.start()
+        deployed = cli.json("deploy", "--promote", cwd=app_dir)["deployment"]
+        env = _production(api_app)
+        (placed,) = _live(api_app.store, env["id"])
+        assert (placed["node"], placed["state"]) == ("z-run", "ready")
+        epoch = route_owner(cli, app_dir)
+        events = api_app.store.all("SELECT * FROM route_events")
+        before = api_app.store.count("allocations")
+        local.reconciler.start()  # the leader's rounds run while z-run stops: healing must not add a second one
+
+        ready_elsewhere_when_it_left: list[list[str]] = []
+        moves = api_app.store.move_allocation.__func__
+
+        def watch(store, alloc, state, **columns):
+            if alloc["id"] == placed["id"] and state != "ready":
+                rows = _live(store, env["id"])
+                ready_elsewhere_when_it_left.append(
+                    [a["node"] for a in rows if a["state"] == "ready" and a["id"] != placed["id"]]
+                )
+            return moves(store, alloc, state, **columns)
+
+        monkeypatch.setattr(Store, "move_allocation", watch)
+        stopping.close()
+        local.reconciler.stop()
+
+        assert ready_elsewhere_when_it_left[0] == ["local"], ready_elsewhere_when_it_left
+        live = _live(api_app.store, env["id"])
+        assert [(a["node"], a["state"], a["deployment_id"]) for a in live] == [("local", "ready", deployed["id"])]
+        assert api_app.store.count("allocations") == before + 1  # exactly one replacement
+        assert api_app.store.allocation(placed["id"])["state"] == "stopped"
+        assert not processes.allocation_processes(placed["id"], placed["pid"], placed["pid_start_time"])
+        assert route_owner(cli, app_dir) == epoch == (deployed["id"], 1)
+        assert api_app.store.all("SELECT * FROM route_events") == events
+        assert {n["name"]: n["live"] for n in api_app.store.nodes(LAPSE)} == {"local": True, "z-run": False}
+    finally:
+        local.reconciler.stop()
+        stopping.close()
+
+
+@pytest.mark.slow
+def test_a_stopping_node_with_no_other_live_runner_drains_as_before_and_ends(cli, api_app, app_dir, clock):
+    """The only runner node stops: nowhere to hand its instance over, so it drains and stops it (no new allocation,
+    the route unchanged) and the stop ends."""
+    local = api_app.plane
+    local.join()
+    deployed = cli.json("deploy", "--promote", cwd=app_dir)["deployment"]
+    env = _production(api_app)
+    (placed,) = _live(api_app.store, env["id"])
+    epoch = route_owner(cli, app_dir)
+    before = api_app.store.count("allocations")
+    local.stop()
+    assert api_app.store.count("allocations") == before
+    assert api_app.store.allocation(placed["id"])["state"] == "stopped"
+    assert not processes.allocation_processes(placed["id"], placed["pid"], placed["pid_start_time"])
+    assert _live(api_app.store, env["id"]) == []
+    assert api_app.store.one("SELECT deployment_id, epoch FROM route_owners") == {
+        "deployment_id": deployed["id"],
+        "epoch": epoch[1],
+    }
 
 
 @pytest.mark.slow

@@ -549,3 +549,38 @@ def test_edge_reports_are_read_across_stores(store: Store, open_store: OpenStore
     assert other.reporting_edges(-1) == {}  # heard before a window that ends in the future
     other.forget_edge("edge-0.1@b")
     assert store.edge_by_token_digest("ab" * 32) is None
+
+
+def test_a_stopping_node_s_hand_over_is_placed_once_across_stores(store: Store, open_store: OpenStore) -> None:
+    """Node `b` stops with one instance of a 1-instance environment: the replacements two stores try to insert at
+    once for it (the stopping node and a racing placement) become one row; with one already elsewhere, none."""
+    from rhone_local.server import ensure_topology
+
+    ensure_topology(store)
+    _, env_id, (deployment_id,) = _seed_route(store, 1)
+    region = store.primary_region()
+    cell = store.cells_of(region["id"])[0]
+
+    def allocation(node: str, state: str = "planned") -> dict[str, Any]:
+        ts = "2026-01-01T00:00:00.000Z"
+        return {
+            "id": new_id("allocation"), "deployment_id": deployment_id, "environment_id": env_id,
+            "artifact_digest": "sha256:s", "region_id": region["id"], "cell_id": cell["id"], "state": state,
+            "version": 1, "pid": None, "port": None, "health": None, "created_at": ts, "updated_at": ts,
+            "bindings_digest": None, "node": node, "address": "127.0.0.1",
+        }  # fmt: skip
+
+    store.insert_allocation(allocation("b", "ready"))
+    stores = [open_store(), open_store()]
+
+    def hand_over(index: int) -> bool:
+        try:
+            return stores[index].insert_hand_over(allocation("a"), leaving_node="b", wanted=1)
+        finally:
+            stores[index].close()
+
+    assert sorted(_in_threads(2, hand_over)) == [False, True]
+    rows = store.all("SELECT node, state FROM allocations ORDER BY node")
+    assert rows == [{"node": "a", "state": "planned"}, {"node": "b", "state": "ready"}]
+    assert not store.insert_hand_over(allocation("c"), leaving_node="b", wanted=1)  # already replaced on a
+    assert store.count("allocations") == 2

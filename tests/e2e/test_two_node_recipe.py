@@ -4,7 +4,8 @@ The recipe's `sh` blocks are read from the doc and run, step after step, in one 
 pasting them into one terminal — with the worktree's real `rhone` on PATH, a temporary HOME, and only what a test
 must change substituted (`SUBSTITUTIONS`: the engines of tests/engines.py instead of the user's, ports 0 instead of
 fixed ones, read back from `rhone local status`). Between steps the test checks the store and both edges: both nodes
-registered; the deploy and promotion through node a succeeded; both edges answer with the deployment; node b
+registered; the deploy and promotion through node a succeeded; both edges answer with the deployment; while node b
+(holding production) stops, a probe loop through node a's edge sees only 200s from it (the hand-over); node b
 stopped, node a's edge still answers with it, a's allocation rows and the route epoch are unchanged, and nothing is
 left running or draining on b. Every process is stopped in a `finally`.
 """
@@ -64,6 +65,10 @@ SUBSTITUTIONS = (
 )
 STEP_TIMEOUT = {"deploy": 300.0, "stop b": 120.0}  # others: 120 s
 DONE = "@@recipe-step-done"
+PRODUCTION_NODES = (
+    "SELECT a.node FROM allocations a JOIN environments e ON e.id = a.environment_id "
+    "WHERE e.name = 'production' AND a.state = 'ready'"
+)
 A_ROWS = "SELECT id, node, state, version, pid, pid_start_time, deployment_id FROM allocations WHERE node = 'a'"
 
 
@@ -190,6 +195,32 @@ def _production(edge_port: int) -> httpx.Response | None:
         return None
 
 
+@contextlib.contextmanager
+def _probing(edge_port: int, limit: int = 3000):
+    """Requests through an edge, one after the other, while the block runs (at most `limit`): the (status,
+    deployment) of each answer, None for a refused connection."""
+    answers: list[tuple[int, str | None] | None] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.is_set() and len(answers) < limit:
+            answer = _production(edge_port)
+            if answer is None:
+                answers.append(None)
+            else:
+                deployment = answer.json().get("deployment") if answer.status_code == 200 else None
+                answers.append((answer.status_code, deployment))
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    try:
+        yield answers
+    finally:
+        done.set()
+        thread.join(30)
+
+
 def _edge_port(environ: dict[str, str], node: str) -> int:
     found = subprocess.run(
         ["rhone", "local", "status", "--json", "--data-dir", f"{environ['HOME']}/rhone-{node}"],
@@ -258,8 +289,15 @@ def test_the_two_node_recipe_of_the_docs_runs_as_written(tmp_path: Path):
             a_before = _rows(store_url, A_ROWS)
             events_before = _rows(store_url, "SELECT count(*) FROM route_events")
 
-            answered = shell.run("stop b", substituted(steps["stop b"]), STEP_TIMEOUT["stop b"])
+            # Placement put the preview on a and production on b (the least loaded runner, ties by name): the stop
+            # of b is the one that must hand production over with no gap (docs/multi-node.md, "Nodes").
+            production_nodes = _rows(store_url, PRODUCTION_NODES)
+            assert production_nodes == [("b",)], production_nodes
+            with _probing(edges["a"]) as answers:
+                answered = shell.run("stop b", substituted(steps["stop b"]), STEP_TIMEOUT["stop b"])
             assert f'"deployment": "{owner}"' in answered, answered
+            assert len(answers) >= 5, answers  # the loop really ran through the stop
+            assert set(answers) == {(200, owner)}, {a: answers.count(a) for a in set(answers)}
             served = wait_until(lambda: _production(edges["a"]), timeout=60, interval=0.2)
             assert served is not None and served.status_code == 200 and served.json()["deployment"] == owner
             assert _rows(store_url, "SELECT deployment_id, epoch FROM route_owners") == [(owner, 1)]
