@@ -32,6 +32,14 @@ def test_request_timeout_flag_must_be_finite_seconds_in_range(rhone, value):
     assert "between 0.1 and 3600" in error["message"]
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "3601", "nan", "soon", "1.5"])
+def test_local_down_timeout_must_be_whole_seconds_in_range(rhone, value, tmp_path):
+    error = _run_refusing(rhone, "local", "down", "--timeout", value, "--data-dir", str(tmp_path / "data"))
+    assert error["code"] == "usage_error"
+    assert "--timeout" in error["message"]
+    assert not (tmp_path / "data").exists()
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-5", "soon", "1e999"])
 def test_request_timeout_variable_must_be_finite_seconds_in_range(rhone, value):
     error = _run_refusing(rhone, "whoami", environ={"RHONE_REQUEST_TIMEOUT": value})

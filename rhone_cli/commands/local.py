@@ -221,12 +221,26 @@ def _refuse_other_ports(running: dict, port: int | None, edge_port: int | None) 
 
 
 @app.command("down")
-def down(ctx: typer.Context, data_dir: DataDir = None) -> None:
-    """Stop Rhone Local (SIGTERM, then SIGKILL after 10 seconds). Data is kept."""
+def down(
+    ctx: typer.Context,
+    data_dir: DataDir = None,
+    timeout: Annotated[
+        int,
+        typer.Option(
+            "--timeout",
+            help="Seconds to let it stop cleanly (drains; on a node of a cluster, handing its instances over) "
+            "before SIGKILL.",
+            min=1,
+            max=3600,
+            metavar="SECONDS",
+        ),
+    ] = 30,
+) -> None:
+    """Stop Rhone Local (SIGTERM, then SIGKILL after --timeout seconds, default 30). Data is kept."""
     from rhone_cli.services import local
 
     inv = invocation(ctx)
-    doc = local.down(inv, local.data_dir(inv, data_dir))
+    doc = local.down(inv, local.data_dir(inv, data_dir), timeout=timeout)
 
     def human(out: Output) -> None:
         if doc["was_running"]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+
 from tests.e2e.helpers import hello_app, linked, processes_under, wait_until
 
 
@@ -24,3 +28,50 @@ def test_stopping_while_a_preview_starts_leaves_no_process_and_the_deploy_resume
     assert waited.exit_code == 0, waited.stdout
     states = [s["state"] for s in waited.json()["stages"]]
     assert states == ["queued", "cloning", "building", "validating", "preview_ready"], states
+
+
+def _stand_in_server(data_dir, *, exits_after_sigterm: float | None) -> subprocess.Popen:
+    """A process `rhone local down` takes for the server of `data_dir` (its command line names `rhone_local serve
+    --data-dir DIR`, and the pid file names it) that ignores SIGTERM, or takes `exits_after_sigterm` seconds to
+    stop: a server still draining or handing its instances over."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    on_term = (
+        "signal.SIG_IGN"
+        if exits_after_sigterm is None
+        else f"lambda *_: (time.sleep({exits_after_sigterm}), sys.exit(0))"
+    )
+    code = (
+        f"import signal, sys, time; signal.signal(signal.SIGTERM, {on_term}); print('up', flush=True); time.sleep(120)"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, "rhone_local", "serve", "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        restore_signals=True,
+    )
+    assert process.stdout.readline() == "up\n"  # its SIGTERM handler is in place
+    (data_dir / "rhone-local.pid").write_text(f"{process.pid}\n")
+    return process
+
+
+def test_local_down_waits_its_timeout_for_a_clean_stop_then_kills(local_env):
+    slow = _stand_in_server(local_env.data_dir, exits_after_sigterm=2)
+    try:
+        down = local_env.rhone("local", "down", "--timeout", "20", "--json")
+        assert down.exit_code == 0, down.stderr
+        assert down.json()["forced"] is False  # two seconds of stopping fit in twenty
+        assert slow.wait(timeout=10) == 0  # it ended by its own hand, not by SIGKILL
+    finally:
+        slow.kill()
+        slow.wait()
+
+    stuck = _stand_in_server(local_env.data_dir, exits_after_sigterm=None)
+    try:
+        down = local_env.rhone("local", "down", "--timeout", "1", "--json")
+        assert down.exit_code == 0, down.stderr
+        assert down.json()["forced"] is True
+        assert stuck.wait(timeout=10) == -signal.SIGKILL
+        assert not (local_env.data_dir / "rhone-local.pid").exists()
+    finally:
+        stuck.kill()
+        stuck.wait()
