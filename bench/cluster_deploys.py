@@ -8,8 +8,9 @@ Per run and setup, a fresh server in a temporary HOME and data directory, blobs 
 
 - `sqlite`: `rhone local up` (the default store);
 - `pg-1`: `rhone local up --store postgresql://…` (a throw-away cluster, tests/engines.py), node `a`;
-- `pg-2`: the same plus node `b` (`--role worker,runner`, data directory of its own): its workers claim deploys
-  from the shared store, its runner starts the previews placed on it.
+- `pg-2`: the same plus node `b` (`--role api,worker,runner`, data directory of its own): half the clients deploy
+  through its API (as a load balancer in front of both would send them), its workers claim deploys from the shared
+  store, its runner starts the previews placed on it.
 
 Then `--clients` threads each run `rhone deploy --json` as fresh processes, one after the other, from their own copy
 of examples/hello (all linked to one app; each deploy changes the source so it really builds), `--deploys` in all.
@@ -112,9 +113,9 @@ def machine_cpu() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
-def deploy_all(rhone: Rhone, app: Path, deploys: int, clients: int) -> tuple[float, float]:
+def deploy_all(apis: list[Rhone], app: Path, deploys: int, clients: int) -> tuple[float, float]:
     """(deploys per second, share of the machine's CPUs busy meanwhile): `clients` threads running `rhone deploy`
-    from their own copy of `app`."""
+    from their own copy of `app`, client i through the API of `apis[i % len(apis)]` (as a load balancer would)."""
     copies = []
     for index in range(clients):
         copy = app.parent / f"client-{index}"
@@ -122,7 +123,7 @@ def deploy_all(rhone: Rhone, app: Path, deploys: int, clients: int) -> tuple[flo
         copies.append(copy)
     counter, lock, failures = iter(range(deploys)), threading.Lock(), []
 
-    def client(copy: Path) -> None:
+    def client(copy: Path, rhone: Rhone) -> None:
         while True:
             with lock:
                 number = next(counter, None)
@@ -134,7 +135,9 @@ def deploy_all(rhone: Rhone, app: Path, deploys: int, clients: int) -> tuple[flo
             if result.get("state") != "preview_ready":
                 failures.append(result.get("state"))
 
-    threads = [threading.Thread(target=client, args=(copy,)) for copy in copies]
+    threads = [
+        threading.Thread(target=client, args=(copy, apis[index % len(apis)])) for index, copy in enumerate(copies)
+    ]
     started, (busy_before, total_before) = time.perf_counter(), machine_cpu()
     for thread in threads:
         thread.start()
@@ -172,11 +175,11 @@ def one_setup(
                 data_b = Path(b.env["RHONE_LOCAL_DATA_DIR"])
                 data_b.mkdir(mode=0o700)
                 shutil.copy2(Path(a.env["RHONE_LOCAL_DATA_DIR"]) / "owner.token", data_b / "owner.token")
-                status = local_up(b, "--node", "b", "--role", "worker,runner", "--sandbox", "none", *blobs, env=env)
+                status = local_up(b, "--node", "b", "--role", "api,worker,runner", "--sandbox", "none", *blobs, env=env)
                 up.append(b)
                 stack.enter_context(cpu_limit("b", node_cpus))(status["pid"])
             app = linked_hello(a, a.cwd)
-            return deploy_all(a, app, deploys, clients)
+            return deploy_all(up, app, deploys, clients)
         finally:
             for server in reversed(up):
                 server("local", "down", check=False, timeout=120)
