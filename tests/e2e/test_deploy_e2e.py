@@ -25,7 +25,7 @@ import pytest
 
 from rhone_cli.services.local import process_alive
 from tests.conftest import REPO, RHONE_BIN, SIGNALLED_CHILD, assert_matches_schema
-from tests.e2e.helpers import hello_app, linked, processes_under
+from tests.e2e.helpers import hello_app, linked, processes_under, wait_until
 
 HELLO = REPO / "examples" / "hello"
 GATES = {"generated_artifacts", "state_impact", "db_impact", "providers_bound"}
@@ -131,8 +131,10 @@ def test_hello_deploys_answers_through_the_edge_and_a_redeploy_supersedes_it(loc
     assert old.status_code == 503
     assert second["id"] not in old.text and "Hello from Rhone" not in old.text
     assert edge_get(local, second_url).json()["deployment"] == second["id"]
+    # The superseded preview drains asynchronously (out of rotation at once, as the 503 shows; stopped once its drain
+    # ends): CI once read it still `draining` right after the deploy returned.
+    assert wait_until(lambda: [a["state"] for a in allocation_rows(local, first["id"])] == ["stopped"], timeout=60)
     old_allocations = allocation_rows(local, first["id"])
-    assert [a["state"] for a in old_allocations] == ["stopped"]
     assert not process_alive(old_allocations[0]["pid"])
     assert [a["state"] for a in allocation_rows(local, second["id"])] == ["ready"]
 
