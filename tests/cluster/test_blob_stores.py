@@ -146,7 +146,7 @@ def test_writers_storing_the_same_content_at_once_all_succeed(backend: Backend, 
             gate.wait()
             try:
                 if index % 3 == 0:
-                    results.append(write(backend.store, digest(data), data, declared_size=len(data)) is not None)
+                    results.append(write(backend.store, digest(data), data, declared_size=len(data)) in (True, False))
                 elif index % 3 == 1:
                     results.append(backend.store.put_bytes(data) == digest(data))
                 else:
@@ -160,6 +160,8 @@ def test_writers_storing_the_same_content_at_once_all_succeed(backend: Backend, 
         for thread in threads:
             thread.join(timeout=30)
         assert results == [True] * writers
+        with backend.store.open(digest(data)) as reader:  # whole, and verified against its digest on the way out
+            assert reader.read() == data
     assert len(backend.stored()) == rounds + 1
     root = getattr(backend.store, "root", None)
     if root is not None:
