@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rhone_local.domain.nodes import HEARTBEAT_SECONDS, LAPSE_SECONDS
+from rhone_local.store.core import STORAGE_ERRORS
 
 if TYPE_CHECKING:
     from rhone_local.store import Store
@@ -128,7 +129,11 @@ class Membership:
                 try:
                     if not self.beat():
                         return
-                except Exception:  # a busy store: the next beat tries again (the lapse window allows several)
+                except STORAGE_ERRORS as error:
+                    # A full disk, a database busy past its timeout, a PostgreSQL restart: the store's condition, not
+                    # a fault of this code. The next beat tries again (the lapse window allows several).
+                    log.warning("node %s: heartbeat not recorded (%s); retrying", self.identity.name, error)
+                except Exception:  # anything else is a bug: its traceback, but the node keeps beating
                     log.exception("node %s: heartbeat failed; retrying", self.identity.name)
         finally:
             self.store.close()

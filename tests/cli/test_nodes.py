@@ -359,3 +359,48 @@ def test_a_live_name_refuses_a_second_control_plane_and_a_server_s_lock_takes_a_
     finally:
         first.close()
         second.close()
+
+
+class _FlakyHeartbeatStore:
+    """A store whose first heartbeats fail as a full disk does, and then as a bug would."""
+
+    def __init__(self, failures: list[Exception]) -> None:
+        self.failures, self.beats = list(failures), 0
+
+    def heartbeat_node(self, name: str, instance_id: str) -> bool:
+        self.beats += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return True
+
+    def leave_node(self, name: str, instance_id: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_heartbeat_the_store_cannot_record_is_a_warning_and_the_node_keeps_beating(caplog):
+    """A full disk (CI saw it in the disk-full test) or a busy store is the store's condition, not a fault: a warning
+    naming it, no traceback, and the next beat goes on. Anything else is still logged with its traceback."""
+    import sqlite3
+
+    from rhone_local.nodes import Membership
+
+    store = _FlakyHeartbeatStore(
+        [sqlite3.OperationalError("database or disk is full"), RuntimeError("a bug"), sqlite3.OperationalError("busy")]
+    )
+    membership = Membership(store, NodeIdentity(name="a"), heartbeat=0.01)  # type: ignore[arg-type]
+    with caplog.at_level("WARNING", logger="rhone_local.nodes"):
+        membership.start()
+        deadline = time.monotonic() + 30
+        while store.beats < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        membership.stop()
+    assert store.beats >= 5  # it kept beating after each failure
+    records = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert records == [
+        ("WARNING", "node a: heartbeat not recorded (database or disk is full); retrying", False),
+        ("ERROR", "node a: heartbeat failed; retrying", True),
+        ("WARNING", "node a: heartbeat not recorded (busy); retrying", False),
+    ]
