@@ -29,7 +29,7 @@ from typing import Any
 
 from rhone_local import app_logs, processes
 from rhone_local.runner import LIVE_STATES, probe, readiness_of
-from rhone_local.store import Store, now_iso
+from rhone_local.store import STORAGE_ERRORS, Store, now_iso
 
 log = logging.getLogger("rhone_local.reconciler")
 
@@ -97,6 +97,8 @@ class Reconciler:
             while not self._stop.wait(TICK_SECONDS):
                 try:
                     self.round()
+                except STORAGE_ERRORS as error:  # a full disk, a busy or restarting database: the next round retries
+                    log.warning("reconciling allocations: the store refused (%s); retrying", error)
                 except Exception:
                     log.exception("reconciling allocations failed; retrying")
         finally:
