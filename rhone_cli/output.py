@@ -124,6 +124,27 @@ class Output:
         text = json.dumps(document, sort_keys=False, default=str, **layout) + "\n"
         self._write(self.env.stdout, text, sanitize=False)
 
+    @property
+    def compact_json(self) -> bool:
+        """Whether `json_document` writes compact JSON (stdout piped, no --jq): the one layout a command may encode
+        its document itself for (`encoded_json_document`)."""
+        return self.env.options.jq is None and not self.env.stdout_isatty
+
+    def encoded_json_document(self, pieces: Sequence[bytes]) -> None:
+        """Write the one JSON document of this invocation, already encoded, in `pieces`, exactly as `json_document`
+        would write it when `compact_json` (ASCII, then a line end): megabytes go out in one write, not re-encoded."""
+        if self.document_written:
+            raise RuntimeError("a JSON document was already written to stdout")
+        self.document_written = True
+        stream = self.env.stdout
+        buffer = getattr(stream, "buffer", None)
+        if buffer is None or self.env.secrets:  # a text stream, or secrets to mask: the text path of every write
+            self._write(stream, b"".join(pieces).decode("ascii"), sanitize=False)
+            return
+        stream.flush()  # what was written as text before goes first
+        buffer.write(b"".join(pieces))
+        buffer.flush()
+
     def result(self, document: Any, human: Callable[[Output], None] | None = None) -> None:
         """Emit a command's result: the document with `--json`, else the human rendering (default: key: value)."""
         if self.env.options.json:

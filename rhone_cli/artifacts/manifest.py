@@ -160,6 +160,30 @@ def _canonical_manifest_bytes(rows: list[tuple[str, int, str, str]]) -> bytes:
     return f'{{"files":[{body}],"version":{MANIFEST_VERSION}}}'.encode()
 
 
+def _ascii_json_string_encoder() -> Callable[[str], str]:
+    """The function `json.dumps` (with its default `ensure_ascii`) encodes a string with, without importing `json`
+    (with `re` and `enum`, more start-up than a warm run's walk): the C accelerator `json` itself uses."""
+    try:
+        from _json import encode_basestring_ascii
+    except ImportError:  # an interpreter without the accelerator: json's own Python version, the same bytes
+        from json.encoder import py_encode_basestring_ascii as encode_basestring_ascii
+    return encode_basestring_ascii
+
+
+def json_string(text: str) -> str:
+    """`text` as `json.dumps(text)` writes it: quoted, ASCII, everything else escaped."""
+    return _ascii_json_string_encoder()(text)
+
+
+def _files_json(rows: list[tuple[str, int, str, str]]) -> bytes:
+    """The "files" list of (path, size, mode, sha256) rows exactly as `json.dumps(files, separators=(",", ":"))`
+    writes it (keys in the entries' order, every path escaped by json's own function, ASCII), without a dict per
+    file or the `json` module: for 50,000 files, building and encoding the dicts cost more than the walk."""
+    quote = _ascii_json_string_encoder()
+    entry = '{"path":%s,"size":%d,"mode":"%s","sha256":"%s"}'
+    return ("[" + ",".join([entry % (quote(path), size, mode, sha) for path, size, mode, sha in rows]) + "]").encode()
+
+
 def mode_of(st_mode: int) -> str:
     """Only the owner's exec bit is recorded: "755" or "644"."""
     return _MODES[st_mode & stat.S_IXUSR]
@@ -185,12 +209,14 @@ class Manifest:
         digest: str | None = None,  # preset when the stat cache already knows it
         file_count: int | None = None,  # given with a function making the rows
         total_size: int | None = None,
+        state_dir: str | None = None,  # where its stat cache lives (None: built without one)
     ) -> None:
         if (files is None) == (rows is None):
             raise TypeError("a Manifest is made of either files or rows")
         self.root, self.hashed_count, self.cache_warning = root, hashed_count, cache_warning
         self._files, self._rows, self._digest = files, rows, digest
         self._file_count, self._total_size = file_count, total_size
+        self._state_dir = state_dir
 
     def __repr__(self) -> str:
         return f"Manifest(root={self.root!r}, file_count={self.file_count}, hashed_count={self.hashed_count})"
@@ -214,6 +240,22 @@ class Manifest:
     @property
     def document(self) -> dict[str, Any]:
         return {"version": MANIFEST_VERSION, "files": self.files}
+
+    def files_json(self) -> bytes:
+        """The "files" list as compact JSON, byte for byte what `json.dumps(self.files, separators=(",", ":"))`
+        writes (ASCII).
+
+        A manifest built with the stat cache whose digest is already known keeps this text beside the cache, named
+        by the digest (`_read_files_json`): the same digest is the same document, so a warm run (which knows the
+        digest from the cache) writes it out without making a row per file. The first run that needs it renders it
+        and leaves it there."""
+        if self._state_dir is None or self._digest is None:
+            return _files_json(self._row_list())
+        text = _read_files_json(self._state_dir, self._digest, self.file_count)
+        if text is None:
+            text = _files_json(self._row_list())
+            _write_files_json(self._state_dir, self._digest, text)
+        return text
 
     @property
     def digest(self) -> str:
@@ -810,6 +852,58 @@ def _write_cache(root: str, directories: dict[str, list[str]], digest: str | Non
         return f"the stat cache could not be written ({error.strerror or error})"
 
 
+# The rendered "files" list of the manifest whose digest is <hex>, beside the stat cache (`Manifest.files_json`).
+FILES_JSON_PREFIX, FILES_JSON_SUFFIX = "manifest-files-", ".json"
+
+
+def _files_json_name(digest: str) -> str:
+    return FILES_JSON_PREFIX + digest.removeprefix("sha256:") + FILES_JSON_SUFFIX
+
+
+def _read_files_json(state_dir: str, digest: str, file_count: int) -> bytes | None:
+    """The kept "files" text of the manifest `digest` (of `file_count` files), or None when there is none this
+    user's runs can have written (the stat cache's own rule) or it is not whole: ASCII, a list, one entry per file
+    (`{"path":` cannot occur inside an encoded path, whose quotes are escaped)."""
+    try:
+        if not stat.S_ISDIR(os.lstat(state_dir).st_mode):
+            return None
+        with open(os.open(os.path.join(state_dir, _files_json_name(digest)), _O_CACHE_READ), "rb") as f:
+            if not _written_by_this_user(os.fstat(f.fileno())):
+                return None
+            text = f.read()
+    except OSError:
+        return None
+    whole = text[:1] == b"[" and text[-1:] == b"]" and text.isascii() and text.count(b'{"path":') == file_count
+    return text if whole else None
+
+
+def _write_files_json(state_dir: str, digest: str, text: bytes) -> None:
+    """Keep `text` as the "files" text of the manifest `digest` (atomically, like the cache), and only it: the
+    others describe manifests of earlier states of the tree. Nothing is said when it cannot be written: it only
+    saves a later run some time, and the stat cache's own note already names a state directory that cannot be
+    written."""
+    import contextlib
+    import tempfile
+
+    name, temporary = _files_json_name(digest), None
+    try:
+        if not stat.S_ISDIR(os.lstat(state_dir).st_mode):  # a symlink (which could lead anywhere) or a file
+            return
+        fd, temporary = tempfile.mkstemp(prefix=f".{FILES_JSON_PREFIX}", suffix=".tmp", dir=state_dir)
+        with open(fd, "wb") as f:
+            f.write(text)
+        os.replace(temporary, os.path.join(state_dir, name))
+        temporary = None
+        for other in os.listdir(state_dir):
+            if other.startswith(FILES_JSON_PREFIX) and other.endswith(FILES_JSON_SUFFIX) and other != name:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(state_dir, other))
+    except OSError:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+
+
 # -- errors of the walk and of hashing ------------------------------------------------------------------------------
 def _unreadable(rel: str, error: OSError) -> RhoneError:
     return _usage_error(
@@ -1333,7 +1427,8 @@ def build_manifest(
     """
     real_root = _real_root(root)
     layers, include_rules = _base_layers(exclude), _include_rules(include)
-    cache = _load_cache(os.path.join(real_root, STATE_DIR, CACHE_FILE)) if use_cache else None
+    state_dir = os.path.join(real_root, STATE_DIR) if use_cache else None
+    cache = _load_cache(os.path.join(state_dir, CACHE_FILE)) if state_dir is not None else None
     walk = _Walk(real_root, layers, include_rules, cache)
     hashed = walk.run()
     count, size = walk.file_count, walk.unchanged_size + sum([row[1] for row in walk.rows])
@@ -1341,9 +1436,11 @@ def build_manifest(
         # Every file came from a distinct cache entry and every entry was used, so the document is exactly the one the
         # cache's digest was computed from (path, sha256, and the size and mode bits of the matching stat): skip
         # re-encoding, and the cache stays as it is.
-        return Manifest(real_root, rows=walk.all_rows, digest=cache.digest, file_count=count, total_size=size)
+        return Manifest(
+            real_root, rows=walk.all_rows, digest=cache.digest, file_count=count, total_size=size, state_dir=state_dir
+        )
     records = walk.new_records() if cache is not None else None
-    result = Manifest(real_root, rows=walk.all_rows(), hashed_count=hashed)
+    result = Manifest(real_root, rows=walk.all_rows(), hashed_count=hashed, state_dir=state_dir)
     if records is not None:
         # The digest is stored only when the records describe the whole manifest (a file that changed while being
         # read is listed but not remembered).

@@ -168,6 +168,9 @@ def show_manifest(out: Output, workdir: Path | str, *, prebuilt: bool, use_cache
     result = project_manifest(workdir, prebuilt=prebuilt, use_cache=use_cache, out=out)
     if result.cache_warning:
         out.info(f"note: {result.cache_warning}")
+    if out.env.options.json and out.compact_json:
+        out.encoded_json_document(_compact_manifest_document(result))
+        return
     # The document (every file's entry) is made only for --json: the digest and the counts need none of it.
     document = None
     if out.env.options.json:
@@ -192,3 +195,16 @@ def show_manifest(out: Output, workdir: Path | str, *, prebuilt: bool, use_cache
         )
 
     out.result(document, human)
+
+
+def _compact_manifest_document(result: Any) -> list[bytes]:
+    """The --json document of `show_manifest` as `Output.json_document` encodes it when piped (compact, ASCII, the
+    keys in this order), in pieces: the file list is `Manifest.files_json`, made without a dict per file."""
+    from rhone_cli.artifacts.manifest import MANIFEST_VERSION, json_string
+
+    head = (
+        f'{{"digest":{json_string(result.digest)},"root":{json_string(str(result.root))},'
+        f'"file_count":{result.file_count},"total_size":{result.total_size},"hashed":{result.hashed_count},'
+        f'"manifest":{{"version":{MANIFEST_VERSION},"files":'
+    )
+    return [head.encode(), result.files_json(), b"}}\n"]
