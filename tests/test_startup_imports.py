@@ -340,7 +340,8 @@ def lean_probe(base_environ, cwd, args: list[str]) -> tuple[object, str, set[str
     return int(status), output, set(added.split())
 
 
-def test_a_warm_manifest_imports_exactly_its_own_modules(base_environ, tmp_path):
+def warm_manifest_project(tmp_path):
+    """A small project whose files the stat cache will trust, with simple ignore rules (no regex needed)."""
     import os
     import time
 
@@ -353,6 +354,11 @@ def test_a_warm_manifest_imports_exactly_its_own_modules(base_environ, tmp_path)
         os.utime(path, (an_hour_ago, an_hour_ago))
     (project / ".gitignore").write_text("*.log\n/build\nnode_modules/\n")  # simple rules: no regex needed
     os.utime(project / ".gitignore", (an_hour_ago, an_hour_ago))
+    return project
+
+
+def test_a_warm_manifest_imports_exactly_its_own_modules(base_environ, tmp_path):
+    project = warm_manifest_project(tmp_path)
     command = ["-C", str(project), "artifact", "manifest"]
     status, cold, first = lean_probe(base_environ, tmp_path, command)
     assert (status, cold.splitlines()[-1]) == (0, "hashed: 6 (0 from the stat cache)")
@@ -361,3 +367,18 @@ def test_a_warm_manifest_imports_exactly_its_own_modules(base_environ, tmp_path)
     assert (status, warm.splitlines()[-1]) == (0, "hashed: 0 (6 from the stat cache)")
     assert warm.splitlines()[0] == cold.splitlines()[0]  # the same digest
     assert modules == WARM_MANIFEST_MODULES, sorted(modules ^ WARM_MANIFEST_MODULES)
+
+
+def test_a_warm_manifest_json_imports_exactly_its_own_modules(base_environ, tmp_path):
+    # The whole document on a pipe: the same modules plus json's C string encoder (`_json`, for the root), not `json`
+    # (with `re` and `enum`) nor a dict per file: the file list kept beside the stat cache is written as it is.
+    project = warm_manifest_project(tmp_path)
+    command = ["-C", str(project), "artifact", "manifest", "--json"]
+    status, cold, first = lean_probe(base_environ, tmp_path, command)
+    assert (status, json.loads(cold)["hashed"]) == (0, 6)
+    assert {"hashlib", "tempfile"} <= first  # the cold run really hashed and kept the file list
+    status, warm, modules = lean_probe(base_environ, tmp_path, command)
+    assert (status, json.loads(warm)["hashed"]) == (0, 0)
+    assert json.loads(warm)["manifest"] == json.loads(cold)["manifest"]
+    expected = WARM_MANIFEST_MODULES | {"_json"}
+    assert modules == expected, sorted(modules ^ expected)
