@@ -151,6 +151,32 @@ def test_hashing_runs_on_worker_threads_and_leaves_none_behind(fixture_tree, mon
     assert threading.active_count() == before
 
 
+def hashing_threads(root: Path, monkeypatch, *, large_batch_bytes: int) -> set[int]:
+    """The worker threads a cold manifest of `root` starts, with batches counted large from `large_batch_bytes`."""
+    started: set[int] = set()
+    real = _hashing.ParallelHasher._work
+
+    def recording(self):
+        started.add(threading.get_ident())
+        return real(self)
+
+    monkeypatch.setattr(_hashing.ParallelHasher, "_work", recording)
+    monkeypatch.setattr(_hashing, "LARGE_BATCH_BYTES", large_batch_bytes)
+    before = threading.active_count()
+    assert_is_the_fixture(build_manifest(root, use_cache=False))
+    assert threading.active_count() == before  # every worker was waited for, those started late too
+    monkeypatch.undo()
+    return started
+
+
+def test_small_files_are_hashed_on_one_worker_and_large_ones_on_more(fixture_tree, monkeypatch):
+    # More threads hashing small files only wait for the GIL; the fixture's files (a few bytes) are small.
+    assert len(hashing_threads(fixture_tree, monkeypatch, large_batch_bytes=_hashing.LARGE_BATCH_BYTES)) == 1
+    # Counted as large (every batch is), they start up to worker_count() workers, each waited for.
+    assert FIXTURE_FILES // _hashing.BATCH_SIZE >= 4  # batches enough for each worker to start the next
+    assert len(hashing_threads(fixture_tree, monkeypatch, large_batch_bytes=0)) == _hashing.worker_count()
+
+
 def test_the_first_failure_in_walk_order_is_reported_whichever_thread_finishes_first(fixture_tree, monkeypatch):
     order = hashing_order(fixture_tree, monkeypatch)
     assert len(order) == FIXTURE_FILES

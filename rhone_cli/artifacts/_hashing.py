@@ -1,9 +1,12 @@
 """Hashing the files of a manifest: one file at a time through a reused buffer, and many files on worker threads.
 
-Hashing a tree of small files is mostly system calls (open, fstat, read, close) and, for buffers of 2 KiB or more,
-OpenSSL's sha256: both run without the GIL, so a few threads keep both cores busy while the walk goes on. Jobs go to
-the workers in batches (one queue operation per batch, not per file), and each worker owns its buffer, so memory
-stays bounded by the number of workers whatever the file sizes.
+Hashing a tree of small files is mostly system calls (open, fstat, read, close), each a few microseconds that
+release the GIL and take it back: one worker thread does them while the walk goes on, and a second one would spend
+its time waiting for the GIL (on a busy two-core machine, two workers used up to 1.7× the CPU time of one on 50,000
+small files, for no shorter wall time; bench/manifest.py). Large files are mostly OpenSSL's sha256, which runs
+without the GIL: once a batch holds LARGE_BATCH_BYTES, more workers start (up to `worker_count()`). Jobs go to the
+workers in batches (one queue operation per batch, not per file), and each worker owns its buffer, so memory stays
+bounded by the number of workers whatever the file sizes.
 
 Standard library only, like `manifest.py`; `threading` and `queue` are imported when a tree has enough files to
 hash for threads to pay off, so a warm run (nothing to hash) never imports them.
@@ -19,6 +22,7 @@ from typing import Any
 
 CHUNK_SIZE = 1 << 20  # bytes read (and hashed) at a time
 BATCH_SIZE = 32  # files per job handed to a worker
+LARGE_BATCH_BYTES = 8 << 20  # a batch this large (files of 256 KiB on average) is hashing, not system calls
 _O_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 _O_NOFOLLOW_FLAGS = _O_FLAGS | getattr(os, "O_NOFOLLOW", 0)
 sha256, S_ISREG = hashlib.sha256, stat.S_ISREG  # bound once: called per file
@@ -70,21 +74,24 @@ Job = tuple[str, str, bool]  # (root-relative path, path to open, open without f
 Outcome = Any  # (hex sha256, bytes read, stat) or the exception hashing raised
 
 
-def _hash_jobs(jobs: list[Job], first: int, outcomes: list[Outcome], buffer: bytearray) -> None:
-    for index in range(first, first + BATCH_SIZE):
-        if index >= len(jobs):
-            return
+def _hash_jobs(jobs: list[Job], first: int, outcomes: list[Outcome], buffer: bytearray) -> int:
+    """Hash the batch starting at `first`; the bytes read."""
+    read = 0
+    for index in range(first, min(first + BATCH_SIZE, len(jobs))):
         _rel, path, nofollow = jobs[index]
         try:
-            outcomes[index] = hash_file(path, buffer, nofollow=nofollow)
+            outcomes[index] = outcome = hash_file(path, buffer, nofollow=nofollow)
+            read += outcome[1]
         except (OSError, NotRegularFile) as error:
             outcomes[index] = error
+    return read
 
 
 class ParallelHasher:
-    """Hashes jobs on `workers` threads as they are added (`add`), in batches of BATCH_SIZE; `finish()` waits and
-    returns each job's outcome in the order the jobs were added, so the first failure reported never depends on
-    which thread ran first. Fewer than BATCH_SIZE jobs are hashed on the calling thread, without threads at all."""
+    """Hashes jobs on worker threads as they are added (`add`), in batches of BATCH_SIZE: one thread, and up to
+    `workers` once a batch shows the files are large; `finish()` waits and returns each job's outcome in the order
+    the jobs were added, so the first failure reported never depends on which thread ran first. Fewer than
+    BATCH_SIZE jobs are hashed on the calling thread, without threads at all."""
 
     def __init__(self, workers: int, jobs: list[Job]) -> None:
         self.workers = max(1, workers)
@@ -94,6 +101,8 @@ class ParallelHasher:
         self._queue: Any = None
         self._threads: list[Any] = []
         self._stopping = False
+        self._lock: Any = None  # guards `_threads` and `_closed`: a worker may start another while `finish` runs
+        self._closed = False  # every batch is queued: a worker started now gets its end mark at once
 
     def add(self, rel: str, path: str, nofollow: bool) -> None:
         self.jobs.append((rel, path, nofollow))
@@ -112,18 +121,47 @@ class ParallelHasher:
         import queue
         import threading
 
-        self._queue = queue.SimpleQueue()
-        for _ in range(self.workers):
+        self._queue, self._lock = queue.SimpleQueue(), threading.Lock()
+        self._start_worker()
+
+    def _start_worker(self) -> None:
+        import threading
+
+        with self._lock:
+            if self._stopping or len(self._threads) >= self.workers:
+                return
             # Daemon threads: an interrupted run exits without waiting for a slow read.
             thread = threading.Thread(target=self._work, name="rhone-manifest-hash", daemon=True)
             thread.start()
             self._threads.append(thread)
+            if self._closed:  # after every batch in the queue
+                self._queue.put(None)
 
     def _work(self) -> None:
         buffer = bytearray(CHUNK_SIZE)
         jobs, outcomes, get = self.jobs, self.outcomes, self._queue.get
         while (first := get()) is not None and not self._stopping:
-            _hash_jobs(jobs, first, outcomes, buffer)
+            if _hash_jobs(jobs, first, outcomes, buffer) >= LARGE_BATCH_BYTES and len(self._threads) < self.workers:
+                self._start_worker()
+
+    def _close(self) -> None:
+        """Queue one end mark per worker, after every batch (a worker started later queues its own)."""
+        with self._lock:
+            self._closed = True
+            for _ in self._threads:
+                self._queue.put(None)
+
+    def _join(self, timeout: float | None = None) -> None:
+        """Wait for every worker, those started while waiting too (only a running worker starts one)."""
+        index = 0
+        while True:
+            with self._lock:
+                if index == len(self._threads):
+                    self._threads.clear()
+                    return
+                thread = self._threads[index]
+            thread.join(timeout)
+            index += 1
 
     def finish(self, buffer: bytearray) -> list[Outcome]:
         """Every job's outcome, in order; the jobs not queued yet run here (on this thread when there are few)."""
@@ -132,11 +170,8 @@ class ParallelHasher:
                 _hash_jobs(self.jobs, first, self.outcomes, buffer)
             return self.outcomes
         self._enqueue_pending()
-        for _ in self._threads:
-            self._queue.put(None)
-        for thread in self._threads:
-            thread.join()
-        self._threads.clear()
+        self._close()
+        self._join()
         return self.outcomes
 
     def cancel(self, timeout: float = 1.0) -> None:
@@ -144,14 +179,11 @@ class ParallelHasher:
         self._stopping = True
         if self._queue is None:
             return
-        for _ in self._threads:
-            self._queue.put(None)
-        for thread in self._threads:
-            thread.join(timeout)
-        self._threads.clear()
+        self._close()
+        self._join(timeout)
 
 
 def worker_count(cpu_count: Callable[[], int | None] = os.cpu_count) -> int:
-    """Threads for hashing: one per core (they spend most of their time outside the GIL), at least two (reads
-    overlap with hashing even on one core), at most four (more only contend for the GIL)."""
+    """The most threads hashing large files: one per core (they spend most of their time in sha256, outside the
+    GIL), at least two (reads overlap with hashing even on one core), at most four (more only contend for the GIL)."""
     return min(4, max(2, cpu_count() or 1))

@@ -25,18 +25,19 @@ fifos, sockets and devices. A symlink inside the root is
 listed under its own path with its target's content and exec bit (a symlinked directory is walked).
 
 Hashing streams in 1 MiB chunks through one reused buffer per thread, so memory stays bounded whatever the file
-sizes; a tree with more than a few dozen files to hash is hashed on a few worker threads while the walk goes on
-(`_hashing.py`), and the result is the same whichever thread finishes first (the first failure in walk order is the
-one reported). The walk lists each directory once through a file descriptor and `lstat`s its files relative to it,
-as `find` does (no full path resolved per file). A stat
-cache (`<root>/.rhone/manifest-cache.json`) keeps each file's (size, mtime_ns, ctime_ns, inode, st_mode) and sha256,
+sizes; a tree with more than a few dozen files to hash is hashed on a worker thread while the walk goes on (on a
+few when the files are large, `_hashing.py`), and the result is the same whichever thread finishes first (the first
+failure in walk order is the one reported). The walk lists each directory once through a file descriptor and
+`lstat`s its files relative to it, as `find` does (no full path resolved per file). A stat cache
+(`<root>/.rhone/manifest-cache.json`) keeps each file's (size, mtime_ns, ctime_ns, inode, st_mode) and sha256,
 one record per directory, so unchanged files are not read again, and a directory whose files all kept their stat is
 known as a whole, without a lookup per file; entries whose mtime is within `RACY_NS` of the moment the cache was
 written are never trusted (git's "racy clean" problem: a file changed again within the timestamp granularity). The
 cache also keeps the digest of the manifest it describes, reused only when every file came from the cache and every
-entry was used (so the document is exactly the one that digest was computed from). Only a cache this user's runs
-can have written is read: a regular file (not a symlink, nor behind a symlinked `.rhone/`) owned by this user (or
-root) that group and others may not write.
+entry was used (so the document is exactly the one that digest was computed from); beside it, the file list of
+that manifest as compact JSON (`Manifest.files_json`), named by the digest, which a warm `--json` run writes out as
+it is. Only a cache (or list) this user's runs can have written is read: a regular file (not a symlink, nor behind a
+symlinked `.rhone/`) owned by this user (or root) that group and others may not write.
 
 A warm run is mostly start-up and one `lstat` per file, so its path imports no more than it needs (see the imports
 below): simple ignore rules match without regexes, and the cache is read without the `json` module (`_Cache`).
@@ -180,8 +181,11 @@ def _files_json(rows: list[tuple[str, int, str, str]]) -> bytes:
     writes it (keys in the entries' order, every path escaped by json's own function, ASCII), without a dict per
     file or the `json` module: for 50,000 files, building and encoding the dicts cost more than the walk."""
     quote = _ascii_json_string_encoder()
-    entry = '{"path":%s,"size":%d,"mode":"%s","sha256":"%s"}'
-    return ("[" + ",".join([entry % (quote(path), size, mode, sha) for path, size, mode, sha in rows]) + "]").encode()
+    # An f-string (sizes are ints: str() is json's number) formats faster than `%`.
+    body = ",".join(
+        [f'{{"path":{quote(p)},"size":{size},"mode":"{mode}","sha256":"{sha}"}}' for p, size, mode, sha in rows]
+    )
+    return f"[{body}]".encode()
 
 
 def mode_of(st_mode: int) -> str:
