@@ -1,6 +1,6 @@
 """Edge benchmark with a real load generator: wrk against the app directly, through Rhone's edge, and through nginx.
 
-    .venv/bin/python bench/edge_wrk.py [--duration S] [--rounds R] [--connections 1,8,64] [--python PATH]
+    .venv/bin/python bench/edge_wrk.py [--duration S] [--rounds R] [--connections 1,8,64] [--python PATH] [--floor]
 
 Needs Debian's `wrk` and `nginx` (`apt-get install wrk nginx-light`); nothing else in the repository does.
 
@@ -24,6 +24,10 @@ Reported per connection count, min–max over the rounds:
 - CPU per request: utime+stime of the edge process(es) (resp. the nginx anchor's worker), read from
   /proc/<pid>/stat before and after the run, divided by the requests wrk completed; and the edge's as a multiple of
   nginx's.
+With `--floor`, a fourth target runs in the same rounds: `bench/_floor_proxy.py`, the least a Python proxy can do
+(uvloop and httptools parsing both ways, bytes copied unchanged, one upstream connection per client). Between it and
+direct is what the Python event loop and two more loopback hops cost; between it and the edge, what the edge's HTTP
+semantics (routing, header rewriting, pooling, deadlines) cost.
 Targets (issue 15): ≥ 0.85× direct at 8 connections, ≥ 0.7× at 1, p50 overhead ≤ 0.1 ms, CPU per request ≤ 2×
 nginx's. The load average at start and end is printed: figures from a machine busy with other work are not figures.
 Every process it starts is stopped in a finally block; every wait is bounded.
@@ -51,6 +55,7 @@ from rhone_local.allocation_ports import PortReservations
 APP = "wrkapp"
 ROUTE_HOST = f"{APP}--production.localhost"
 TARGETS = ("direct", "edge", "nginx")
+FLOOR_PROXY = Path(__file__).with_name("_floor_proxy.py")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 APP_START = r"""#!/bin/sh
@@ -252,8 +257,24 @@ def fmt_range(values: list[float], spec: str, suffix: str = "") -> str:
     return f"{low:{spec}}{suffix}" if f"{low:{spec}}" == f"{high:{spec}}" else f"{low:{spec}}–{high:{spec}}{suffix}"
 
 
+def report_floor(results: dict[int, list[dict[str, Run]]]) -> None:
+    """The floor proxy's row: where a Python proxy that understands no HTTP beyond parsing it stands."""
+    print(f"\n{'conns':>5} {'floor / direct':>15} {'floor p50 +ms':>14} {'floor µs/req':>13} {'edge − floor ms':>16}")
+    for connections, rounds in results.items():
+        ratio = [r["floor"].rps / r["direct"].rps for r in rounds]
+        p50 = [r["floor"].p50_ms - r["direct"].p50_ms for r in rounds]
+        cpu = [r["floor"].cpu / r["floor"].requests * 1e6 for r in rounds]
+        beyond = [r["edge"].p50_ms - r["floor"].p50_ms for r in rounds]
+        print(
+            f"{connections:>5} {fmt_range(ratio, '.2f', '×'):>15} {fmt_range(p50, '+.3f'):>14} "
+            f"{fmt_range(cpu, '.1f'):>13} {fmt_range(beyond, '+.3f'):>16}"
+        )
+
+
 def report(results: dict[int, list[dict[str, Run]]], edge_processes: int) -> int:
     check = Checks()
+    if all("floor" in r for rounds in results.values() for r in rounds):
+        report_floor(results)
     print(
         f"\n{'conns':>5} {'direct req/s':>14} {'edge / direct':>14} {'nginx / direct':>15} {'edge p50 +ms':>13} "
         f"{'nginx p50 +ms':>14} {'edge µs/req':>12} {'nginx µs/req':>13} {'edge/nginx CPU':>15}"
@@ -299,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the allocation: nginx returning 200 (default), a tiny uvloop+httptools server, or gunicorn (WSGI)",
     )
     parser.add_argument("--python", default=sys.executable, help="the venv python (default: this interpreter)")
+    parser.add_argument(
+        "--floor", action="store_true", help="also measure bench/_floor_proxy.py: the least a Python proxy can do"
+    )
     options = parser.parse_args(argv)
     counts = [int(c) for c in options.connections.split(",")]
     if not (1 <= options.duration <= 120 and 1 <= options.rounds <= 9 and all(1 <= c <= 1024 for c in counts)):
@@ -319,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         env["RHONE_LOCAL_EDGE_PROCESSES"] = str(options.edge_processes)
         rhone = Rhone(exe, env, work)
         anchor: subprocess.Popen | None = None
+        floor: subprocess.Popen | None = None
         try:
             status = local_up(rhone, *python_environment_options(options.python) if options.app != "nginx" else ())
             edge_port = status["edge_port"]
@@ -365,6 +390,18 @@ def main(argv: list[str] | None = None) -> int:
             )
             ports = {"direct": (app_port, None, []), "edge": (edge_port, ROUTE_HOST, edge_pids)}
             ports["nginx"] = (anchor_port, ROUTE_HOST, nginx_workers)
+            if options.floor:
+                floor = subprocess.Popen(
+                    [options.python, str(FLOOR_PROXY), str(app_port)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    restore_signals=True,
+                )
+                floor_port = int(floor.stdout.readline() or 0)  # it binds port 0 and says which it got
+                if not floor_port:
+                    raise SetupError(f"the floor proxy did not start (exit {floor.poll()})")
+                ports["floor"] = (floor_port, ROUTE_HOST, [floor.pid])
             for target_port, host, pids in ports.values():  # warm up every path once
                 wrk(target_port, 8, 1, host, pids)
             results: dict[int, list[dict[str, Run]]] = {c: [] for c in counts}
@@ -385,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
                 print("last server log lines:\n" + "\n".join(log.read_text().splitlines()[-15:]), file=sys.stderr)
             return 2
         finally:
+            if floor is not None:
+                floor.kill()
+                floor.wait(10)
             if anchor is not None:
                 anchor.send_signal(signal.SIGQUIT)  # graceful: workers finish, the master removes its pid file
                 try:
