@@ -299,7 +299,7 @@ class Upstream(asyncio.Protocol):
             return
         exchange.received_any = True
         client = exchange.client
-        client.cork()  # the head and body parsed from one read leave in one write
+        client.corked = []  # (cork) the head and body parsed from one read leave in one write
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -307,7 +307,10 @@ class Upstream(asyncio.Protocol):
         except httptools.HttpParserError as error:
             exchange.fail(502, f"the app's answer is not valid HTTP/1.1 ({error})")
         finally:
-            client.uncork()
+            if client.corked:
+                client.uncork()
+            else:
+                client.corked = None
             if self.returning:  # pooled only now: whatever followed the answer in this read was seen
                 self.returning = False
                 if self.unsolicited:
@@ -356,8 +359,13 @@ class Upstream(asyncio.Protocol):
             self.exchange.response_head(self.parser.get_status_code())
 
     def on_body(self, body: bytes) -> None:
-        if self.exchange is not None:
-            self.exchange.response_body(body)
+        exchange = self.exchange
+        if exchange is None or exchange.ended or not body:
+            return
+        if exchange.rechunk:
+            exchange.client.write(b"%x\r\n%s\r\n" % (len(body), body))
+        else:
+            exchange.client.write(body)
 
     def on_message_complete(self) -> None:
         if self.exchange is not None:
@@ -396,7 +404,8 @@ class Pool:
     def hold(self, upstream: Upstream) -> None:
         if not upstream.held:
             upstream.held = True
-            self.hold_port(upstream.port)
+            port = upstream.port
+            self.open[port] = self.open.get(port, 0) + 1  # (hold_port, on the request path)
 
     def release(self, upstream: Upstream) -> None:
         if upstream.held:
@@ -494,16 +503,28 @@ class Exchange:
         request = self.request
         upstream = self.upstream
         # An app answers alike, request after request (its Date header changes once a second): the head written for
-        # the last answer on this connection is reused when everything this method reads to make it is the same
+        # the last answer on this connection is reused when everything `_new_head` reads to make it is the same
         # (the app's status line and headers as it wrote them; the request's method, version and keep-alive; the
         # affinity cookie), so the bytes the client gets are exactly the ones it would make.
         key = (status, self.reason, request.method == b"HEAD", request.version, request.keep_alive, self.set_cookie)
         last = upstream.last_answer
         if last is not None and last[0] == key and last[1] == headers:
             head, self.framing, self.rechunk, self.close_after = last[2]
-            self._head_written(head)
-            return
-        raw, headers = headers, [(name.lower(), value) for name, value in headers]
+        else:
+            head = self._new_head(status, request)
+            upstream.last_answer = (key, headers, (head, self.framing, self.rechunk, self.close_after))
+        client = self.client
+        client.write(head)
+        self.head_sent = True
+        client.answer_due = INFINITY  # the answer is under way: no deadline while its body streams
+        if request.method == b"HEAD":
+            # httptools cannot be told that a HEAD answer has no body: it would wait for Content-Length bytes. The
+            # answer is complete; this connection's parser is not, so the connection is not reused.
+            self.finish(reuse=False)
+
+    def _new_head(self, status: int, request: Request) -> bytes:
+        """The answer's head for the client, from the app's (`response_headers`); sets how its body is framed."""
+        headers = [(name.lower(), value) for name, value in self.response_headers]
         noted: dict[bytes, bytes] = {}
         for name, value in headers:
             if name in NOTED:
@@ -538,26 +559,7 @@ class Exchange:
         elif request.version == "1.0":
             lines.append(b"connection: keep-alive")  # an HTTP/1.0 client keeps the connection only if told so
         lines.append(b"\r\n")
-        head = b"\r\n".join(lines)
-        upstream.last_answer = (key, raw, (head, self.framing, self.rechunk, self.close_after))
-        self._head_written(head)
-
-    def _head_written(self, head: bytes) -> None:
-        self.client.write(head)
-        self.head_sent = True
-        self.client.answering()
-        if self.request.method == b"HEAD":
-            # httptools cannot be told that a HEAD answer has no body: it would wait for Content-Length bytes. The
-            # answer is complete; this connection's parser is not, so the connection is not reused.
-            self.finish(reuse=False)
-
-    def response_body(self, body: bytes) -> None:
-        if self.ended or not body:
-            return
-        if self.rechunk:
-            self.client.write(b"%x\r\n%s\r\n" % (len(body), body))
-        else:
-            self.client.write(body)
+        return b"\r\n".join(lines)
 
     def response_complete(self, upstream_keep_alive: bool) -> None:
         if self.ended:
@@ -616,15 +618,16 @@ class Exchange:
         # A connection that carried an Upgrade request is never reused: what follows its head is the client's to
         # define, and must not reach another client's request.
         upstream = self.upstream
-        pool = upstream.pool
-        pool.release(upstream)
+        if upstream.held:  # (Pool.release)
+            upstream.held = False
+            upstream.pool.release_port(upstream.port)
+        upstream.exchange = None
         if reuse and not upstream.closed and self.request.upgrade is None:
-            upstream.exchange = None
             upstream.returning = True  # (reuse comes from a completed answer: inside the upstream's read)
         else:
-            upstream.exchange = None
             upstream.close()
-        self._end("close" if self.close_after else "ok")
+        self.ended = True
+        self.client.exchange_ended(self, "close" if self.close_after else "ok")
 
     def abandon(self) -> None:
         """The client went away: the app may still be writing an answer nobody will read."""
@@ -649,6 +652,7 @@ class Client(asyncio.Protocol):
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
         self.loop = relay.loop
+        self.limits = relay.limits
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[Request] = deque()
@@ -676,8 +680,10 @@ class Client(asyncio.Protocol):
         self.deadline_at = INFINITY
         self.answer_due = INFINITY  # the app's answer head is owed by then (504 after)
         self.routed: tuple[list[Target], int] = ([], 0)  # the current request's targets and which one it went to
+        self.last_head: tuple | None = None  # the upstream head of the last request sent, and what it was made from
         self.gone = False  # the client connection is lost
         self.valid_host: bytes | None = None  # the last Host header that passed the check
+        self.valid_host_text = ""  # and as text
         self.timer: asyncio.TimerHandle | None = None
         self.timer_due = INFINITY
         self.in_message = False  # bytes of a request have arrived and its head or body is not complete yet
@@ -770,7 +776,10 @@ class Client(asyncio.Protocol):
         self.affinity = None
         self.in_message = True
         if self.phase != "head":  # a new connection's head deadline runs from accept
-            self._expect("head", self.relay.limits.head_timeout)
+            self.phase = "head"
+            self.deadline_at = due = self.loop.time() + self.limits.head_timeout
+            if due < self.timer_due:
+                self._arm(due)
         self.url = b""
         self.headers = []
         self.noted = {}
@@ -795,13 +804,30 @@ class Client(asyncio.Protocol):
                 return
         self.headers.append((name, value))
         if name in NOTED:
-            if name == b"host" and name in self.noted:
+            noted = self.noted
+            if name not in noted:
+                noted[name] = value
+            elif name == b"host":
                 raise _Refused(400, "400 a request has one Host header\n")
-            _note(self.noted, name, value)
+            else:
+                _note(noted, name, value)
 
     def on_headers_complete(self) -> None:
         noted = self.noted
-        self.url = _checked_target(self.parser.get_method(), self.url, self._checked_host())
+        host = noted.get(b"host")
+        if host is None or host != self.valid_host:  # a client sends one Host, request after request
+            self._checked_host()
+        if self.url[:1] != b"/":
+            self.url = _checked_target(self.parser.get_method(), self.url, host)
+        if b"content-length" in noted or b"transfer-encoding" in noted or b"expect" in noted:
+            self._body_announced()
+        else:
+            self.phase = ""  # (_settle) the head is whole and no body follows
+            self.deadline_at = INFINITY
+
+    def _body_announced(self) -> None:
+        """A head that announces a body (or asks to be told to send it): its size is checked, its deadline set."""
+        noted = self.noted
         declared = noted.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_REQUEST_BODY:
             raise _Refused(413, "413 request body too large for the local edge\n")  # before reading any of it
@@ -829,11 +855,15 @@ class Client(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.in_message = False
-        self._settle()
+        self.phase = ""  # (_settle)
+        self.deadline_at = INFINITY
         if self.parser.should_upgrade():
             return  # feed_data raises HttpParserUpgrade next, with the bytes that follow the head
-        self._enqueue(self._request())
-        if len(self.queue) >= MAX_PIPELINED:
+        queue = self.queue
+        queue.append(self._request())  # (_enqueue)
+        if self.exchange is None and self.connecting is None:
+            self._next()
+        if len(queue) >= MAX_PIPELINED:
             self._pause_reading()
 
     def _take_affinity(self, cookie: bytes) -> bytes:
@@ -849,16 +879,16 @@ class Client(asyncio.Protocol):
                 kept.append(part)
         return b";".join(kept).lstrip()
 
-    def _checked_host(self) -> bytes | None:
+    def _checked_host(self) -> None:
         host = self.noted.get(b"host")
         if host is None:
             if self.parser.get_http_version() == "1.1":
                 raise _Refused(400, "400 an HTTP/1.1 request needs a Host header\n")
-        elif host is not self.valid_host and host != self.valid_host:  # a client sends one Host, request after request
+        elif host != self.valid_host:
             if not VALID_HOST.match(host):
                 raise _Refused(400, "400 the Host header is not a host name or address with an optional port\n")
             self.valid_host = host
-        return host
+            self.valid_host_text = host.decode("latin-1")
 
     # the work
     def _request(self, upgrade: bytes | None = None) -> Request:
@@ -869,7 +899,7 @@ class Client(asyncio.Protocol):
             parser.get_method(),
             self.url,
             self.headers,
-            noted[b"host"].decode("latin-1") if b"host" in noted else "",
+            self.valid_host_text if b"host" in noted else "",  # (the Host header, checked: `_checked_host`)
             parser.get_http_version(),
             parser.should_keep_alive(),
             b"".join(body) if body else b"",
@@ -913,7 +943,10 @@ class Client(asyncio.Protocol):
                     self.write(self.refusal)
                     self._close()
                 elif not self.in_message and not self.closing:
-                    self._expect("idle", self.relay.limits.keepalive_timeout)
+                    self.phase = "idle"  # (_expect)
+                    self.deadline_at = due = self.loop.time() + self.limits.keepalive_timeout
+                    if due < self.timer_due:
+                        self._arm(due)
                 return
             # After an Upgrade head the bytes are the tunnel's: reading resumes only once it is one.
             upgrading = self.queue[-1].upgrade is not None
@@ -982,16 +1015,27 @@ class Client(asyncio.Protocol):
     def _send(self, request: Request, targets: list[Target], index: int, upstream: Upstream, *, reused: bool) -> None:
         target = targets[index]
         exchange = Exchange(self, request, upstream, target.set_cookie)
-        exchange.reused = reused
+        if reused:
+            exchange.reused = True
         upstream.exchange = exchange
         self.exchange = exchange
         self.relay.pool.hold(upstream)
         self.routed = (targets, index)
         body = request.body
-        head = request.head_for(target.port, self.peer)
+        # A client asks alike, request after request: the head made for its last request is reused when everything
+        # `Request.head_for` reads is the same (method, target, headers, port, Upgrade or not, body length; the
+        # forwarding headers come from this connection's peer and the Host header, one of the headers).
+        key = (request.method, request.target, target.port, request.upgrade is None, len(body))
+        last = self.last_head
+        if last is not None and last[0] == key and last[1] == request.headers:
+            head = last[2]
+        else:
+            head = request.head_for(target.port, self.peer)
+            self.last_head = (key, request.headers, head)
         upstream.transport.write(head + body if body else head)  # bytes after an Upgrade head wait for its 101
-        self.answer_due = self.loop.time() + UPSTREAM_HEAD_TIMEOUT
-        self._arm(self.answer_due)
+        self.answer_due = due = self.loop.time() + UPSTREAM_HEAD_TIMEOUT
+        if due < self.timer_due:
+            self._arm(due)
 
     def exchange_ended(self, exchange: Exchange, outcome: str) -> None:
         """The answer to the current request is done (see `Exchange`): retry, answer for the app, or go on."""
@@ -1015,7 +1059,10 @@ class Client(asyncio.Protocol):
                     return
             self.write(plain_response(502, "502 the app closed the connection without answering\n"))
             outcome = "ok"
-        self._after(request, outcome)
+        if outcome != "ok" or not request.keep_alive or request.upgrade is not None:
+            self._after(request, outcome)
+        elif not self.closing or self.refusal is not None:  # (_after, for an answer that keeps the connection)
+            self._next()
 
     def _after(self, request: Request, outcome: str) -> None:
         if outcome in ("close", "client gone") or not request.keep_alive or request.upgrade is not None:
@@ -1023,10 +1070,6 @@ class Client(asyncio.Protocol):
             return
         if not self.closing or self.refusal is not None:
             self._next()
-
-    def answering(self) -> None:
-        """The app's answer head went to the client: no deadline while its body streams."""
-        self.answer_due = INFINITY
 
     def _close(self) -> None:
         self.closing = True
