@@ -280,6 +280,8 @@ class Upstream(asyncio.Protocol):
         self.paused = False  # reading paused while the client catches up
         self.returning = False  # its answer ended in the read being parsed: back to the pool after that read
         self.unsolicited = False  # the app sent the start of another answer nobody asked for
+        self.reason = b""  # the answer being parsed: its reason phrase and headers, as the app wrote them
+        self.answer_headers: list[tuple[bytes, bytes]] = []
         # The last answer's head as the client got it, and what it was made from (Exchange.response_head).
         self.last_answer: tuple | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -307,10 +309,9 @@ class Upstream(asyncio.Protocol):
         except httptools.HttpParserError as error:
             exchange.fail(502, f"the app's answer is not valid HTTP/1.1 ({error})")
         finally:
-            if client.corked:
-                client.uncork()
-            else:
-                client.corked = None
+            pending, client.corked = client.corked, None  # (uncork)
+            if pending:
+                client.write(pending[0] if len(pending) == 1 else b"".join(pending))
             if self.returning:  # pooled only now: whatever followed the answer in this read was seen
                 self.returning = False
                 if self.unsolicited:
@@ -342,17 +343,19 @@ class Upstream(asyncio.Protocol):
 
     # httptools callbacks, forwarded to the exchange in progress
     def on_message_begin(self) -> None:
-        if self.exchange is None or self.exchange.ended:
+        exchange = self.exchange
+        if exchange is None or exchange.ended:
             self.unsolicited = True  # this connection can no longer be trusted with anyone's request
+        self.reason = b""
+        self.answer_headers = []  # a new list: the last answer's is kept to compare (Exchange.response_head)
 
     def on_status(self, reason: bytes) -> None:
-        if self.exchange is not None:
-            self.exchange.reason += reason
+        self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        exchange = self.exchange
-        if exchange is not None:  # as the app wrote it: Exchange.response_head lower-cases and notes (when needed)
-            exchange.response_headers.append((name, value))
+        # As the app wrote it: Exchange.response_head lower-cases and notes (when needed). An answer nobody asked for
+        # is collected too, and never read: the connection closes after this read (`unsolicited`).
+        self.answer_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         if self.exchange is not None:
@@ -363,7 +366,10 @@ class Upstream(asyncio.Protocol):
         if exchange is None or exchange.ended or not body:
             return
         if exchange.rechunk:
-            exchange.client.write(b"%x\r\n%s\r\n" % (len(body), body))
+            body = b"%x\r\n%s\r\n" % (len(body), body)
+        corked = exchange.client.corked
+        if corked is not None:  # (Client.write)
+            corked.append(body)
         else:
             exchange.client.write(body)
 
@@ -476,7 +482,6 @@ class Exchange:
     "lost" (the app closed before any answer byte), "tunnel" or "client gone"."""
 
     # Defaults on the class: an exchange per request sets only what differs (the common answer changes few).
-    reason = b""
     received_any = False
     head_sent = False
     framing = ""  # how the app ends its body: "length", "chunked", "close" or "none"
@@ -489,48 +494,49 @@ class Exchange:
 
     def __init__(self, client: Client, request: Request, upstream: Upstream, set_cookie: bytes | None) -> None:
         self.client, self.request, self.upstream, self.set_cookie = client, request, upstream, set_cookie
-        self.response_headers: list[tuple[bytes, bytes]] = []  # as the app wrote them (names not lower-cased)
 
     def response_head(self, status: int) -> None:
-        headers = self.response_headers
         if status == 101:
             self.switching = True  # the tunnel starts from the parser's upgrade signal
             return
-        if 100 <= status < 200:  # 103 Early Hints and the like: not relayed; the real answer follows
-            self.informational = True
-            self.response_headers, self.reason = [], b""
+        if 100 <= status < 200:  # 103 Early Hints and the like: not relayed; the real answer follows (its own
+            self.informational = True  # status line and headers: Upstream.on_message_begin starts them afresh)
             return
         request = self.request
         upstream = self.upstream
+        headers = upstream.answer_headers
         # An app answers alike, request after request (its Date header changes once a second): the head written for
         # the last answer on this connection is reused when everything `_new_head` reads to make it is the same
         # (the app's status line and headers as it wrote them; the request's method, version and keep-alive; the
         # affinity cookie), so the bytes the client gets are exactly the ones it would make.
-        key = (status, self.reason, request.method == b"HEAD", request.version, request.keep_alive, self.set_cookie)
+        key = (status, upstream.reason, request.method == b"HEAD", request.version, request.keep_alive, self.set_cookie)
         last = upstream.last_answer
         if last is not None and last[0] == key and last[1] == headers:
             head, self.framing, self.rechunk, self.close_after = last[2]
         else:
-            head = self._new_head(status, request)
+            head = self._new_head(status, upstream.reason, headers, request)
             upstream.last_answer = (key, headers, (head, self.framing, self.rechunk, self.close_after))
         client = self.client
-        client.write(head)
+        if client.corked is not None:  # (Client.write)
+            client.corked.append(head)
+        else:
+            client.write(head)
         self.head_sent = True
         client.answer_due = INFINITY  # the answer is under way: no deadline while its body streams
         if request.method == b"HEAD":
             # httptools cannot be told that a HEAD answer has no body: it would wait for Content-Length bytes. The
             # answer is complete; this connection's parser is not, so the connection is not reused.
-            self.finish(reuse=False)
+            self.finish(False)
 
-    def _new_head(self, status: int, request: Request) -> bytes:
-        """The answer's head for the client, from the app's (`response_headers`); sets how its body is framed."""
-        headers = [(name.lower(), value) for name, value in self.response_headers]
+    def _new_head(self, status: int, reason: bytes, raw: list[tuple[bytes, bytes]], request: Request) -> bytes:
+        """The answer's head for the client, from the app's; sets how its body is framed."""
+        headers = [(name.lower(), value) for name, value in raw]
         noted: dict[bytes, bytes] = {}
         for name, value in headers:
             if name in NOTED:
                 _note(noted, name, value)
         drop = _dropped_by_connection(headers, noted)
-        lines = [b"HTTP/1.1 %d %s" % (status, self.reason)]
+        lines = [b"HTTP/1.1 %d %s" % (status, reason)]
         lines += [name + b": " + value for name, value in headers if name not in drop]
         if self.set_cookie is not None:
             lines.append(b"set-cookie: " + self.set_cookie)
@@ -571,7 +577,7 @@ class Exchange:
             return
         if self.rechunk:
             self.client.write(b"0\r\n\r\n")
-        self.finish(reuse=upstream_keep_alive)
+        self.finish(upstream_keep_alive)
 
     def upstream_lost(self) -> None:
         if self.ended:
@@ -582,11 +588,11 @@ class Exchange:
         if self.framing == "close":  # the app's close is the body's end
             if self.rechunk:
                 self.client.write(b"0\r\n\r\n")
-            self.finish(reuse=False)
+            self.finish(False)
             return
         self.client.abort()  # an answer cut short: the client must not take it as whole
         self.close_after = True
-        self.finish(reuse=False)
+        self.finish(False)
 
     def fail(self, status: int, text: str) -> None:
         if self.ended:
@@ -596,13 +602,13 @@ class Exchange:
         else:
             self.client.write(plain_response(status, f"{status} {text}\n", close=True))
             self.close_after = True
-        self.finish(reuse=False)
+        self.finish(False)
 
     def start_tunnel(self, rest: bytes) -> None:
         upstream = self.upstream
         status = upstream.parser.get_status_code()
-        head = [b"HTTP/1.1 %d %s" % (status, self.reason or b"Switching Protocols")]
-        head += [name.lower() + b": " + value for name, value in self.response_headers]
+        head = [b"HTTP/1.1 %d %s" % (status, upstream.reason or b"Switching Protocols")]
+        head += [name.lower() + b": " + value for name, value in upstream.answer_headers]
         if self.set_cookie is not None:  # a WebSocket keeps its allocation too: browsers store a 101's cookies
             head.append(b"set-cookie: " + self.set_cookie)
         self.client.write(b"\r\n".join(head) + b"\r\n\r\n" + rest)
@@ -612,7 +618,7 @@ class Exchange:
         self.client.tunnel_to(upstream)
         self._end("tunnel")
 
-    def finish(self, *, reuse: bool) -> None:
+    def finish(self, reuse: bool) -> None:
         if self.ended:
             return
         # A connection that carried an Upgrade request is never reused: what follows its head is the client's to
@@ -860,9 +866,15 @@ class Client(asyncio.Protocol):
         if self.parser.should_upgrade():
             return  # feed_data raises HttpParserUpgrade next, with the bytes that follow the head
         queue = self.queue
-        queue.append(self._request())  # (_enqueue)
         if self.exchange is None and self.connecting is None:
+            if not queue and self.writable and not self.read_paused:  # (what `_next` would do, without the queue)
+                if self._route(self._request()) and self.exchange is None and self.connecting is None:
+                    self._next()
+                return
+            queue.append(self._request())
             self._next()
+        else:
+            queue.append(self._request())
         if len(queue) >= MAX_PIPELINED:
             self._pause_reading()
 
@@ -952,22 +964,27 @@ class Client(asyncio.Protocol):
             upgrading = self.queue[-1].upgrade is not None
             if self.read_paused and len(self.queue) <= MAX_PIPELINED and self.refusal is None and not upgrading:
                 self._resume_reading()
-            request = self.queue.popleft()
-            try:
-                status, targets = self.relay.route(request.host, request.affinity)
-            except Exception:  # a bug in routing must cost one connection, not the edge
-                log.exception("edge: routing a request failed")
-                self.abort()
+            if not self._route(self.queue.popleft()):
                 return
-            if status != 200:
-                self.write(plain_response(status, f"{status} {targets}\n", close=not request.keep_alive))
-                if not request.keep_alive or request.upgrade is not None:
-                    self._close()
-                    return
-                continue
-            self._forward(request, targets, 0, fresh=False)
 
-    def _forward(self, request: Request, targets: list[Target], index: int, *, fresh: bool) -> None:
+    def _route(self, request: Request) -> bool:
+        """Send `request` where the edge routes it, or answer it here; False when the connection is done for."""
+        try:
+            status, targets = self.relay.route(request.host, request.affinity)
+        except Exception:  # a bug in routing must cost one connection, not the edge
+            log.exception("edge: routing a request failed")
+            self.abort()
+            return False
+        if status != 200:
+            self.write(plain_response(status, f"{status} {targets}\n", close=not request.keep_alive))
+            if not request.keep_alive or request.upgrade is not None:
+                self._close()
+                return False
+            return True
+        self._forward(request, targets, 0, False)
+        return True
+
+    def _forward(self, request: Request, targets: list[Target], index: int, fresh: bool) -> None:
         """Send `request` to `targets[index]`: on an idle pooled connection when one suits it, else on a new one.
         Safe to send twice: a bodiless GET/HEAD/OPTIONS. Anything else goes only on a connection just used (or a new
         one) and is never retried — an app that saw a POST and died must not see it again."""
@@ -983,7 +1000,7 @@ class Client(asyncio.Protocol):
             safe = request.method in SAFE_METHODS and not request.body
             upstream = self.relay.pool.take(target.port, max_idle=None if safe else FRESH_ENOUGH_SECONDS)
         if upstream is not None:
-            self._send(request, targets, index, upstream, reused=True)
+            self._send(request, targets, index, upstream, True)
             return
         # Counted open from now: a drain must not end while a request is on its way to the allocation.
         self.relay.pool.hold_port(target.port)
@@ -1008,18 +1025,21 @@ class Client(asyncio.Protocol):
                 upstream.close()
             return
         if upstream is None:
-            self._forward(request, targets, index + 1, fresh=False)
+            self._forward(request, targets, index + 1, False)
         else:
-            self._send(request, targets, index, upstream, reused=False)
+            self._send(request, targets, index, upstream, False)
 
-    def _send(self, request: Request, targets: list[Target], index: int, upstream: Upstream, *, reused: bool) -> None:
+    def _send(self, request: Request, targets: list[Target], index: int, upstream: Upstream, reused: bool) -> None:
         target = targets[index]
         exchange = Exchange(self, request, upstream, target.set_cookie)
         if reused:
             exchange.reused = True
         upstream.exchange = exchange
         self.exchange = exchange
-        self.relay.pool.hold(upstream)
+        if not upstream.held:  # (Pool.hold)
+            upstream.held = True
+            opened = upstream.pool.open
+            opened[target.port] = opened.get(target.port, 0) + 1
         self.routed = (targets, index)
         body = request.body
         # A client asks alike, request after request: the head made for its last request is reused when everything
@@ -1050,12 +1070,12 @@ class Client(asyncio.Protocol):
             if safe and not exchange.received_any and not self.gone:
                 if exchange.reused:
                     # The app closed this idle connection as we sent: once more on a new one (it never saw it).
-                    self._forward(request, targets, index, fresh=True)
+                    self._forward(request, targets, index, True)
                     return
                 if index + 1 < len(targets):
                     # A new connection closed unanswered: the allocation is dying. A request safe to repeat goes to
                     # the owner's next allocation, as one it refused would.
-                    self._forward(request, targets, index + 1, fresh=False)
+                    self._forward(request, targets, index + 1, False)
                     return
             self.write(plain_response(502, "502 the app closed the connection without answering\n"))
             outcome = "ok"
@@ -1136,9 +1156,6 @@ class Client(asyncio.Protocol):
         self.tunnel_checked = self.tunnel_activity
         self._expect("tunnel", self.relay.limits.tunnel_idle_timeout)
         self._resume_reading()
-
-    def cork(self) -> None:
-        self.corked = []
 
     def uncork(self) -> None:
         pending, self.corked = self.corked, None
