@@ -12,10 +12,12 @@ import http.client
 import json
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -90,7 +92,9 @@ class ScriptedApp:
                 while len(buffer) < length:
                     buffer += conn.recv(65536)
                 body, buffer[:] = bytes(buffer[:length]), buffer[length:]
-                self.requests.append({"method": method, "target": target, "headers": headers, "body": body})
+                self.requests.append(
+                    {"method": method, "target": target, "headers": headers, "body": body, "head": head}
+                )
                 if not self._answer(conn, method, target, headers, body, buffer):
                     return
                 if self.close_idle_after_first:
@@ -907,3 +911,158 @@ def test_a_get_whose_new_connection_closes_unanswered_goes_to_the_next_target_an
     finally:
         relay.stop()
         dying.sock.close()
+
+
+# -- the request path: what it reuses, what it costs ----------------------------------------------------------------
+FORWARDING = (
+    b"x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\nx-forwarded-host: web.localhost\r\n"
+    b'forwarded: for=127.0.0.1;host="web.localhost";proto=http'
+)
+
+
+def _exchange(sock: socket.socket, request: bytes, buffer: bytearray) -> bytes:
+    """Send one request on `sock` and read its answer (Content-Length framed, as /echo answers)."""
+    sock.sendall(request)
+    head = _read_head(sock, buffer)
+    assert head is not None, "the edge closed the connection"
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.startswith(b"content-length")))
+    while len(buffer) < length:
+        buffer += sock.recv(65536)
+    body, buffer[:] = bytes(buffer[:length]), buffer[length:]
+    return head + b"\r\n\r\n" + body
+
+
+def test_each_request_on_a_connection_reaches_the_app_as_sent_whatever_came_before(
+    edge: Edge, app: ScriptedApp
+) -> None:
+    # The edge reuses the upstream head it made for a client's previous request when the next one is the same
+    # (Client._send): each change from one request to the next, alone, must still reach the app byte for byte.
+    get_a1 = b"GET /echo HTTP/1.1\r\nHost: web.localhost\r\nX-A: 1\r\n\r\n"
+    sent_a1 = b"GET /echo HTTP/1.1\r\nhost: web.localhost\r\nx-a: 1\r\n" + FORWARDING
+    cases = [
+        (get_a1, sent_a1, b""),
+        (get_a1, sent_a1, b""),  # the same request: the same head
+        (get_a1.replace(b"X-A: 1", b"X-A: 2"), sent_a1.replace(b"x-a: 1", b"x-a: 2"), b""),  # a header's value
+        (get_a1.replace(b"X-A: 1", b"X-B: 1"), sent_a1.replace(b"x-a: 1", b"x-b: 1"), b""),  # a header's name
+        (get_a1.replace(b"GET", b"DELETE"), sent_a1.replace(b"GET", b"DELETE"), b""),  # the method
+        (get_a1.replace(b"/echo", b"/echo?x=2"), sent_a1.replace(b"/echo", b"/echo?x=2"), b""),  # the target
+        (  # a header that makes another one hop-by-hop
+            get_a1.replace(b"X-A: 1\r\n", b"X-A: 1\r\nConnection: keep-alive, X-A\r\n"),
+            sent_a1.replace(b"x-a: 1\r\n", b""),
+            b"",
+        ),
+        (get_a1, sent_a1, b""),  # back to the first
+    ]
+    post = b"POST /echo HTTP/1.1\r\nHost: web.localhost\r\nX-A: 1\r\nContent-Length: %d\r\n\r\n%s"
+    sent_post = b"POST /echo HTTP/1.1\r\nhost: web.localhost\r\nx-a: 1\r\ncontent-length: %d\r\n" + FORWARDING
+    for body in (b"a", b"b", b"bb", b"", b"bb"):  # a body; another of the same length; a longer one; none
+        cases.append((post % (len(body), body), sent_post % len(body), body))
+    chunked = b"POST /echo HTTP/1.1\r\nHost: web.localhost\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n\r\n%s0\r\n\r\n"
+    for body in (b"a", b"bb"):  # the same head from the client, bodies of two lengths
+        cases.append((chunked % (b"%x\r\n%s\r\n" % (len(body), body)), sent_post % len(body), body))
+    upgrade = get_a1.replace(b"X-A: 1\r\n", b"X-A: 1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n")
+    cases.append(
+        (upgrade, sent_a1.replace(b"x-a: 1\r\n", b"x-a: 1\r\nconnection: upgrade\r\nupgrade: websocket\r\n"), b"")
+    )
+
+    buffer = bytearray()
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        for request, _, _ in cases:
+            assert _exchange(sock, request, buffer).startswith(b"HTTP/1.1 200 OK\r\n")
+    assert [(r["head"], r["body"]) for r in app.requests] == [(head, body) for _, head, body in cases]
+    assert app.connections == 2  # one pooled upstream connection carried all but the Upgrade (a new one: never pooled)
+
+
+def test_a_request_without_host_names_the_port_it_went_to_after_one_sent_to_another(
+    edge: Edge, app: ScriptedApp
+) -> None:
+    # An HTTP/1.0 request without Host gets `host: 127.0.0.1:<port>` (Request.head_for): the same request bytes,
+    # routed to another port the second time, must not reach it with the first port's head.
+    other = ScriptedApp(socket.create_server(("127.0.0.1", 0)))
+    threading.Thread(target=other.serve, daemon=True).start()
+    request = b"GET /echo HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    sent = b"GET /echo HTTP/1.1\r\nhost: 127.0.0.1:%d\r\nx-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n"
+    sent += b"forwarded: for=127.0.0.1;proto=http"
+    try:
+        buffer = bytearray()
+        with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+            edge.routes[""] = (200, app.port)
+            assert _exchange(sock, request, buffer).startswith(b"HTTP/1.1 200 OK\r\n")
+            edge.routes[""] = (200, other.port)
+            assert _exchange(sock, request, buffer).startswith(b"HTTP/1.1 200 OK\r\n")
+        assert [r["head"] for r in app.requests] == [sent % app.port]
+        assert [r["head"] for r in other.requests] == [sent % other.port]
+    finally:
+        other.sock.close()
+
+
+class _Transport:
+    """A transport that keeps what is written: the relay's request path without sockets or an event loop turn."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 5555) if name == "peername" else None
+
+    def set_write_buffer_limits(self, high: int | None = None) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+# What one keep-alive request costs in Python calls into rhone_local/edge_relay.py: a bodiless GET on a pooled
+# upstream connection, answered with Content-Length (the httptools callbacks, both sides, are 15 of them). Raise it
+# only knowingly: every call is paid on every request.
+CALLS_PER_REQUEST = 28
+
+
+def test_a_keep_alive_request_on_a_pooled_connection_costs_a_bounded_number_of_python_calls() -> None:
+    targets = [Target(40000)]
+    relay = Relay(lambda host, affinity=(): (200, targets))
+    try:
+        client, client_transport = edge_relay.Client(relay), _Transport()
+        client.connection_made(client_transport)
+        upstream, upstream_transport = edge_relay.Upstream(relay.pool, 40000), _Transport()
+        upstream.connection_made(upstream_transport)
+        relay.pool.idle[40000] = [upstream]
+        request = b"GET / HTTP/1.1\r\nHost: app--production.localhost:8080\r\n\r\n"
+        answer = b"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nContent-Length: 13\r\n\r\nhello, world\n"
+        calls: list[str] = []
+
+        def count(frame: Any, event: str, arg: Any) -> None:
+            if event == "call" and frame.f_code.co_filename == edge_relay.__file__:
+                calls.append(frame.f_code.co_name)
+
+        def one_request() -> None:
+            client.data_received(request)
+            upstream.data_received(answer)
+
+        one_request()  # the first request of a connection makes what the next ones reuse
+        sys.setprofile(count)
+        try:
+            for _ in range(3):
+                one_request()
+        finally:
+            sys.setprofile(None)
+        assert len(client_transport.written) == 4 and len(upstream_transport.written) == 4
+        assert client_transport.written[-1] == answer.replace(b"Server", b"server").replace(b"Content-L", b"content-l")
+        assert upstream_transport.written[-1].startswith(b"GET / HTTP/1.1\r\nhost: app--production.localhost:8080\r\n")
+        assert relay.pool.idle[40000] == [upstream] and relay.open_connections(40000) == 0
+        assert len(calls) == 3 * CALLS_PER_REQUEST, calls[: len(calls) // 3]
+    finally:
+        relay.loop.close()
