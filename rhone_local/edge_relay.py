@@ -374,8 +374,17 @@ class Upstream(asyncio.Protocol):
             exchange.client.write(body)
 
     def on_message_complete(self) -> None:
-        if self.exchange is not None:
-            self.exchange.response_complete(self.parser.should_keep_alive())
+        exchange = self.exchange
+        if exchange is None or exchange.ended:
+            return
+        if exchange.informational:  # the real answer follows
+            exchange.informational = False
+            return
+        if exchange.switching:  # the tunnel starts from the parser's upgrade signal
+            return
+        if exchange.rechunk:
+            exchange.client.write(b"0\r\n\r\n")
+        exchange.finish(self.parser.should_keep_alive())
 
     def close(self) -> None:
         self.closed = True
@@ -567,18 +576,6 @@ class Exchange:
         lines.append(b"\r\n")
         return b"\r\n".join(lines)
 
-    def response_complete(self, upstream_keep_alive: bool) -> None:
-        if self.ended:
-            return
-        if self.informational:
-            self.informational = False
-            return
-        if self.switching:
-            return
-        if self.rechunk:
-            self.client.write(b"0\r\n\r\n")
-        self.finish(upstream_keep_alive)
-
     def upstream_lost(self) -> None:
         if self.ended:
             return
@@ -659,6 +656,7 @@ class Client(asyncio.Protocol):
         self.relay = relay
         self.loop = relay.loop
         self.limits = relay.limits
+        self.route = relay.route
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[Request] = deque()
@@ -970,7 +968,7 @@ class Client(asyncio.Protocol):
     def _route(self, request: Request) -> bool:
         """Send `request` where the edge routes it, or answer it here; False when the connection is done for."""
         try:
-            status, targets = self.relay.route(request.host, request.affinity)
+            status, targets = self.route(request.host, request.affinity)
         except Exception:  # a bug in routing must cost one connection, not the edge
             log.exception("edge: routing a request failed")
             self.abort()
