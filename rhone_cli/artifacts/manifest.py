@@ -820,12 +820,26 @@ def _parse_written_layout(text: str) -> tuple[int, str | None, dict[str, list[st
     return int(written), digest, {prefix: [lines, hashes] for prefix, lines, hashes in records_of}
 
 
-def _write_cache(root: str, directories: dict[str, list[str]], digest: str | None) -> str | None:
-    """Write the cache atomically (temporary file + rename); the reason when it could not be written."""
+def _replace_atomically(directory: str, name: str, data: bytes) -> None:
+    """Make `directory/name` hold `data`, all or nothing: a temporary file beside it, then a rename (a reader sees the
+    old file or the new one, never a part). Raises OSError; the temporary file does not outlive a failure."""
+    import contextlib
     import tempfile
 
+    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        with open(fd, "wb") as f:
+            f.write(data)
+        os.replace(temporary, os.path.join(directory, name))
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _write_cache(root: str, directories: dict[str, list[str]], digest: str | None) -> str | None:
+    """Write the cache atomically (`_replace_atomically`); the reason when it could not be written."""
     state = os.path.join(root, STATE_DIR)
-    temporary = None
     try:
         try:
             st = os.lstat(state)
@@ -842,17 +856,9 @@ def _write_cache(root: str, directories: dict[str, list[str]], digest: str | Non
         )
         digest_value = "null" if digest is None else f'"{digest}"'
         encoded = f'{_WRITTEN_HEAD}{time.time_ns()},"digest":{digest_value},"directories":{{{records}}}}}'.encode()
-        fd, temporary = tempfile.mkstemp(prefix=f".{CACHE_FILE}.", suffix=".tmp", dir=state)
-        with open(fd, "wb") as f:
-            f.write(encoded)
-        os.replace(temporary, os.path.join(state, CACHE_FILE))
+        _replace_atomically(state, CACHE_FILE, encoded)
         return None
     except OSError as error:
-        if temporary is not None:
-            import contextlib
-
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
         return f"the stat cache could not be written ({error.strerror or error})"
 
 
@@ -887,25 +893,18 @@ def _write_files_json(state_dir: str, digest: str, text: bytes) -> None:
     saves a later run some time, and the stat cache's own note already names a state directory that cannot be
     written."""
     import contextlib
-    import tempfile
 
-    name, temporary = _files_json_name(digest), None
+    name = _files_json_name(digest)
     try:
         if not stat.S_ISDIR(os.lstat(state_dir).st_mode):  # a symlink (which could lead anywhere) or a file
             return
-        fd, temporary = tempfile.mkstemp(prefix=f".{FILES_JSON_PREFIX}", suffix=".tmp", dir=state_dir)
-        with open(fd, "wb") as f:
-            f.write(text)
-        os.replace(temporary, os.path.join(state_dir, name))
-        temporary = None
+        _replace_atomically(state_dir, name, text)
         for other in os.listdir(state_dir):
             if other.startswith(FILES_JSON_PREFIX) and other.endswith(FILES_JSON_SUFFIX) and other != name:
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(state_dir, other))
     except OSError:
-        if temporary is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
+        pass
 
 
 # -- errors of the walk and of hashing ------------------------------------------------------------------------------
