@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from rhone_local import http1
 from rhone_local.domain.routing import FEED_WAIT_SECONDS, SnapshotRejected
 from rhone_local.edge import Edge, affinity_key
 from rhone_local.edge_feed import EDGE_LEASE_SECONDS, REPORT_INTERVAL_SECONDS
@@ -282,7 +283,13 @@ def main(argv: list[str]) -> int:
     if not process.first_sync():
         log.warning("edge %s: no feed yet; serving, and failing closed until it answers", args.edge_id)
     process.start()
-    log.info("edge %s (pid %d) serving on %s", args.edge_id, os.getpid(), listener.getsockname())
+    log.info(
+        "edge %s (pid %d) serving on %s (HTTP parsers: %s)",
+        args.edge_id,
+        os.getpid(),
+        listener.getsockname(),
+        http1.IMPLEMENTATION,
+    )
     relay.run()
     process.stopping.set()
     return 0

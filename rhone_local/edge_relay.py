@@ -2,8 +2,8 @@
 
 Why not an ASGI app behind uvicorn with an HTTP client: every request then crosses two full HTTP stacks in Python
 (uvicorn's, then the client's pool), which cost the edge about five times the work of the app it fronts. Here a
-request is parsed once (httptools), its head is rewritten once, and the answer's bytes go to the client as they
-arrive — the upstream connection is reused, the body is never re-buffered.
+request is parsed once (llhttp, one Python call per head: rhone_local/http1.py), its head is rewritten once, and the
+answer's bytes go to the client as they arrive — the upstream connection is reused, the body is never re-buffered.
 
 What the relay does, per client connection:
 - parses requests (pipelined ones queue, in order), reads each body whole (bounded) so the upstream always gets a
@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import httptools
+
+from rhone_local.http1 import RequestParser, ResponseParser
 
 log = logging.getLogger("rhone_local.edge")
 
@@ -197,7 +199,7 @@ class Request:
 
     def head_for(self, port: int, client: Peer) -> bytes:
         """The head the app gets: hop-by-hop headers gone, and the edge's own forwarding headers (the client's own
-        never arrive: `Client.on_header` drops them)."""
+        never arrive: `Client.on_head` drops them)."""
         drop = _dropped_by_connection(self.headers, self.noted)
         host = self.noted.get(b"host")
         # The client's Host, unchanged: frameworks compare it with Origin (CSRF, WebSocket origin checks) and build
@@ -280,11 +282,11 @@ class Upstream(asyncio.Protocol):
         self.paused = False  # reading paused while the client catches up
         self.returning = False  # its answer ended in the read being parsed: back to the pool after that read
         self.unsolicited = False  # the app sent the start of another answer nobody asked for
-        self.reason = b""  # the answer being parsed: its reason phrase and headers, as the app wrote them
+        self.reason = b""  # the answer being parsed: its reason phrase and headers (names lower-cased)
         self.answer_headers: list[tuple[bytes, bytes]] = []
         # The last answer's head as the client got it, and what it was made from (Exchange.response_head).
         self.last_answer: tuple | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser = ResponseParser(self, MAX_HEAD_BYTES)
 
     # asyncio callbacks
     def connection_made(self, transport: Any) -> None:
@@ -307,7 +309,11 @@ class Upstream(asyncio.Protocol):
         except httptools.HttpParserUpgrade as upgrade:
             exchange.start_tunnel(data[upgrade.args[0] :])
         except httptools.HttpParserError as error:
-            exchange.fail(502, f"the app's answer is not valid HTTP/1.1 ({error})")
+            refused = error.__context__
+            if isinstance(refused, _Refused):
+                exchange.fail(refused.status, refused.text)
+            else:
+                exchange.fail(502, f"the app's answer is not valid HTTP/1.1 ({error})")
         finally:
             pending, client.corked = client.corked, None  # (uncork)
             if pending:
@@ -341,25 +347,22 @@ class Upstream(asyncio.Protocol):
         if self.tunnel_client is not None and self.tunnel_client.transport is not None:
             self.tunnel_client.transport.resume_reading()
 
-    # httptools callbacks, forwarded to the exchange in progress
+    # parser callbacks (rhone_local/http1.py), forwarded to the exchange in progress
     def on_message_begin(self) -> None:
         exchange = self.exchange
         if exchange is None or exchange.ended:
             self.unsolicited = True  # this connection can no longer be trusted with anyone's request
-        self.reason = b""
-        self.answer_headers = []  # a new list: the last answer's is kept to compare (Exchange.response_head)
 
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        # As the app wrote it: Exchange.response_head lower-cases and notes (when needed). An answer nobody asked for
-        # is collected too, and never read: the connection closes after this read (`unsolicited`).
-        self.answer_headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
+    def on_head(self, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        # A new list per head: the last answer's is kept to compare (Exchange.response_head). An answer nobody asked
+        # for is parsed too, and never read: the connection closes after this read (`unsolicited`).
+        self.reason = reason
+        self.answer_headers = headers
         if self.exchange is not None:
             self.exchange.response_head(self.parser.get_status_code())
+
+    def on_head_too_large(self) -> None:
+        raise _Refused(502, f"the app's answer head is larger than {MAX_HEAD_BYTES // 1024} KiB")
 
     def on_body(self, body: bytes) -> None:
         exchange = self.exchange
@@ -382,8 +385,11 @@ class Upstream(asyncio.Protocol):
             return
         if exchange.switching:  # the tunnel starts from the parser's upgrade signal
             return
+        client = exchange.client
         if exchange.rechunk:
-            exchange.client.write(b"0\r\n\r\n")
+            client.write(b"0\r\n\r\n")
+        if client.corked:  # the answer is whole: the client gets it now, before the bookkeeping that follows
+            client.uncork()
         exchange.finish(self.parser.should_keep_alive())
 
     def close(self) -> None:
@@ -539,7 +545,7 @@ class Exchange:
 
     def _new_head(self, status: int, reason: bytes, raw: list[tuple[bytes, bytes]], request: Request) -> bytes:
         """The answer's head for the client, from the app's; sets how its body is framed."""
-        headers = [(name.lower(), value) for name, value in raw]
+        headers = raw  # names lower-cased by the parser
         noted: dict[bytes, bytes] = {}
         for name, value in headers:
             if name in NOTED:
@@ -605,7 +611,7 @@ class Exchange:
         upstream = self.upstream
         status = upstream.parser.get_status_code()
         head = [b"HTTP/1.1 %d %s" % (status, upstream.reason or b"Switching Protocols")]
-        head += [name.lower() + b": " + value for name, value in upstream.answer_headers]
+        head += [name + b": " + value for name, value in upstream.answer_headers]
         if self.set_cookie is not None:  # a WebSocket keeps its allocation too: browsers store a 101's cookies
             head.append(b"set-cookie: " + self.set_cookie)
         self.client.write(b"\r\n".join(head) + b"\r\n\r\n" + rest)
@@ -658,7 +664,7 @@ class Client(asyncio.Protocol):
         self.limits = relay.limits
         self.route = relay.route
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser = RequestParser(self, MAX_HEAD_BYTES)
         self.queue: deque[Request] = deque()
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -666,7 +672,6 @@ class Client(asyncio.Protocol):
         self.affinity: list[str] | None = None
         self.body: list[bytes] | None = None
         self.body_size = 0
-        self.head_size = 0
         self.closing = False
         self.tunnel: Upstream | None = None
         self.writable = True
@@ -775,7 +780,7 @@ class Client(asyncio.Protocol):
             else:
                 self._refuse(400, f"400 bad request: {error}\n")
 
-    # httptools callbacks
+    # parser callbacks (rhone_local/http1.py)
     def on_message_begin(self) -> None:
         self.affinity = None
         self.in_message = True
@@ -784,40 +789,35 @@ class Client(asyncio.Protocol):
             self.deadline_at = due = self.loop.time() + self.limits.head_timeout
             if due < self.timer_due:
                 self._arm(due)
-        self.url = b""
-        self.headers = []
-        self.noted = {}
         self.body = None
         self.body_size = 0
-        self.head_size = 0
 
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-        self.head_size += len(url)
+    def on_head_too_large(self) -> None:
+        raise _Refused(431, "431 request head too large\n")
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.head_size += len(name) + len(value)
-        if self.head_size > MAX_HEAD_BYTES:
-            raise _Refused(431, "431 request head too large\n")
-        name = name.lower()
-        if name[:12] == b"x-forwarded-" or name in UNTRUSTED:  # only the edge says who the client is
-            return
-        if name == b"cookie" and AFFINITY_MARK in value:  # the edge's own cookie is the edge's: the app never sees it
-            value = self._take_affinity(value)
-            if not value:
-                return
-        self.headers.append((name, value))
-        if name in NOTED:
-            noted = self.noted
-            if name not in noted:
-                noted[name] = value
-            elif name == b"host":
-                raise _Refused(400, "400 a request has one Host header\n")
-            else:
-                _note(noted, name, value)
-
-    def on_headers_complete(self) -> None:
-        noted = self.noted
+    def on_head(self, url: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        kept = []
+        noted: dict[bytes, bytes] = {}
+        for header in headers:  # names lower-cased by the parser
+            name, value = header
+            if name[:12] == b"x-forwarded-" or name in UNTRUSTED:  # only the edge says who the client is
+                continue
+            if name == b"cookie" and AFFINITY_MARK in value:  # the edge's own cookie: the app never sees it
+                value = self._take_affinity(value)
+                if not value:
+                    continue
+                header = (name, value)
+            kept.append(header)
+            if name in NOTED:
+                if name not in noted:
+                    noted[name] = value
+                elif name == b"host":
+                    raise _Refused(400, "400 a request has one Host header\n")
+                else:
+                    _note(noted, name, value)
+        self.url = url
+        self.headers = kept
+        self.noted = noted
         host = noted.get(b"host")
         if host is None or host != self.valid_host:  # a client sends one Host, request after request
             self._checked_host()

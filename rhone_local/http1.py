@@ -1,0 +1,117 @@
+"""The edge's HTTP/1.1 parsers: llhttp, with a message's whole head handed to Python in one call.
+
+    parser = RequestParser(protocol, max_head)     # protocol.on_head(url, headers)
+    parser = ResponseParser(protocol, max_head)    # protocol.on_head(reason, headers)
+    parser.feed_data(data)
+
+`headers` is a new list of `(name, value)` pairs of bytes, names lower-cased, per head. The protocol may also define
+`on_message_begin()`, `on_body(bytes)`, `on_message_complete()` and `on_head_too_large()`, called (and expected to
+raise) as soon as one head's URL or reason phrase, header names and values add up to more than `max_head` bytes —
+before more of it is kept. A chunked body's trailer fields count towards that limit and are dropped. Errors and
+upgrades are raised as httptools raises them: `httptools.HttpParserError` (an exception a callback raised is its
+`__context__`) and `httptools.HttpParserUpgrade(offset of the bytes after the head)`.
+
+Two implementations of this one contract (docs/architecture.md, "The edge's parsers"):
+- `rhone_local._http1`, a C extension compiled from `native/http1.c` and the llhttp sources vendored beside it when
+  rhone is installed (`hatch_build.py`). The relay's per-request cost is mostly Python calls: httptools makes one per
+  URL piece and per header, this makes one per head.
+- the classes below, on httptools (which bundles the same llhttp release), used when the extension was not built
+  (no C compiler at install time). `tests/local/test_http1.py` feeds both the same bytes, whole and split at every
+  offset, and requires the same calls and the same errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httptools
+
+
+class _Collector:
+    """httptools callbacks gathering one head for the protocol's `on_head`."""
+
+    def __init__(self, protocol: Any, max_head: int) -> None:
+        self.protocol = protocol
+        self.max_head = max_head
+        self.first = b""
+        self.headers: list[tuple[bytes, bytes]] | None = None  # None once handed over: later fields are trailers
+        self.size = 0
+        self.on_begin = getattr(protocol, "on_message_begin", None)
+        self.on_head = getattr(protocol, "on_head", None)
+        self.on_too_large = getattr(protocol, "on_head_too_large", None)
+        on_body = getattr(protocol, "on_body", None)
+        if on_body is not None:
+            self.on_body = on_body
+        on_complete = getattr(protocol, "on_message_complete", None)
+        if on_complete is not None:
+            self.on_message_complete = on_complete
+
+    def _count(self, size: int) -> None:
+        self.size += size
+        if 0 <= self.max_head < self.size:
+            if self.on_too_large is not None:
+                self.on_too_large()
+            raise ValueError("head too large")
+
+    def on_message_begin(self) -> None:
+        self.first = b""
+        self.headers = []
+        self.size = 0
+        if self.on_begin is not None:
+            self.on_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        self.first += url
+
+    on_status = on_url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value))
+        if self.headers is not None:
+            self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        headers, self.headers = self.headers, None
+        if self.on_head is not None:
+            self.on_head(self.first, headers if headers is not None else [])
+
+
+class HttptoolsRequestParser:
+    """A request parser: `protocol.on_head(url, headers)` once per head (see the module's docstring)."""
+
+    def __init__(self, protocol: Any, max_head: int = -1) -> None:
+        self._parser = httptools.HttpRequestParser(_Collector(protocol, max_head))
+        self.feed_data = self._parser.feed_data
+        self.get_method = self._parser.get_method
+        self.get_http_version = self._parser.get_http_version
+        self.should_keep_alive = self._parser.should_keep_alive
+        self.should_upgrade = self._parser.should_upgrade
+
+
+class HttptoolsResponseParser:
+    """A response parser: `protocol.on_head(reason, headers)` once per head (see the module's docstring)."""
+
+    def __init__(self, protocol: Any, max_head: int = -1) -> None:
+        self._parser = httptools.HttpResponseParser(_Collector(protocol, max_head))
+        self.feed_data = self._parser.feed_data
+        self.get_status_code = self._parser.get_status_code
+        self.get_http_version = self._parser.get_http_version
+        self.should_keep_alive = self._parser.should_keep_alive
+        self.should_upgrade = self._parser.should_upgrade
+
+
+def compiled() -> tuple[Any, Any] | None:
+    """The C parsers `(RequestParser, ResponseParser)`, or None when `rhone_local._http1` was not built."""
+    try:
+        from rhone_local import _http1
+    except ImportError:
+        return None
+    return _http1.RequestParser, _http1.ResponseParser
+
+
+# What the edge uses: the C parsers when built, else the ones on httptools.
+_built = compiled()
+RequestParser: Any = _built[0] if _built is not None else HttptoolsRequestParser
+ResponseParser: Any = _built[1] if _built is not None else HttptoolsResponseParser
+IMPLEMENTATION = "llhttp in C (rhone_local._http1)" if _built is not None else "httptools"

@@ -1,0 +1,242 @@
+"""The edge's two HTTP/1.1 parser implementations (rhone_local/http1.py) against each other.
+
+The C one (`rhone_local._http1`, built from native/ at install) is what the edge runs; the one on httptools is what it
+falls back to. Both must make the same calls and raise the same errors for the same bytes, however the bytes are
+split across reads: each case is fed whole, split in two at every offset, and one byte at a time.
+"""
+
+from __future__ import annotations
+
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+import httptools
+import pytest
+
+from rhone_local import edge_relay, http1
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILT = http1.compiled()
+
+
+class TooLarge(Exception):
+    pass
+
+
+class Recorder:
+    """A protocol writing down every call, with what the parser's getters say at the end of each message."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.calls: list[tuple[Any, ...]] = []
+        self.parser: Any = None
+
+    def on_message_begin(self) -> None:
+        self.calls.append(("begin",))
+
+    def on_head(self, first: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        assert isinstance(headers, list) and all(type(pair) is tuple and len(pair) == 2 for pair in headers)
+        self.calls.append(("head", first, list(headers)))
+
+    def on_body(self, body: bytes) -> None:
+        if self.calls and self.calls[-1][0] == "body":  # how a body is cut into calls follows the reads
+            self.calls[-1] = ("body", self.calls[-1][1] + body)
+        else:
+            self.calls.append(("body", body))
+
+    def on_message_complete(self) -> None:
+        p = self.parser
+        if self.kind == "request":
+            seen = (p.get_method(), p.get_http_version(), p.should_keep_alive(), p.should_upgrade())
+        else:
+            seen = (p.get_status_code(), p.get_http_version(), p.should_keep_alive(), p.should_upgrade())
+        self.calls.append(("complete", *seen))
+
+    def on_head_too_large(self) -> None:
+        raise TooLarge("head")
+
+
+def run(parser_class: Any, kind: str, parts: list[bytes], max_head: int) -> list[tuple[Any, ...]]:
+    recorder = Recorder(kind)
+    recorder.parser = parser = parser_class(recorder, max_head)
+    for index, part in enumerate(parts):
+        try:
+            parser.feed_data(part)
+        except httptools.HttpParserUpgrade as upgrade:
+            return [*recorder.calls, ("upgrade", index, upgrade.args[0])]
+        except httptools.HttpParserError as error:
+            context = error.__context__
+            outcome: tuple[Any, ...] = (type(error).__name__,)
+            if context is not None:
+                outcome += (type(context).__name__, str(context))
+            elif not isinstance(error, httptools.HttpParserCallbackError):
+                outcome += (str(error),)  # llhttp's own reason, the same words from either
+            return [*recorder.calls, ("error", *outcome)]
+    return recorder.calls
+
+
+def splits(data: bytes) -> list[list[bytes]]:
+    ways = [[data], [bytes([b]) for b in data]]
+    ways += [[data[:i], data[i:]] for i in range(1, len(data))]
+    return ways
+
+
+REQUESTS = {
+    "get": b"GET /a?b=c HTTP/1.1\r\nHost: app.localhost:8080\r\nAccept: */*\r\n\r\n",
+    "pipelined": b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"
+    b"HEAD /3 HTTP/1.1\r\nHost: a\r\n\r\n",
+    "post": b"POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\nContent-Type: text/plain\r\n\r\nhello world",
+    "chunked with trailers": b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: yes\r\nX-Other: 1\r\n\r\n",
+    "mixed case and empty": b"GET / HTTP/1.1\r\nHOST: a\r\nX-Empty:\r\nx-SPACES:   padded value  \r\n"
+    b"Cookie: a=1; b=2\r\n\r\n",
+    "http/1.0": b"GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+    "http/1.0 keep-alive": b"GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+    "connection close": b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    "absolute form": b"GET http://a:8080/x HTTP/1.1\r\nHost: a:8080\r\n\r\n",
+    "websocket": b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n\x81\x85frame",
+    "connect": b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\ntunnel bytes",
+    "bad method": b"GE\x01T / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "bad header name": b"GET / HTTP/1.1\r\nHo st: a\r\n\r\n",
+    "bare lf": b"GET / HTTP/1.1\nHost: a\n\n",
+    "obs fold": b"GET / HTTP/1.1\r\nHost: a\r\nX-Fold: one\r\n two\r\n\r\n",
+    "content-length and chunked": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "two content-lengths": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    "bad content-length": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1x\r\n\r\nab",
+    "bad chunk size": b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n",
+    "garbage after": b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\x00\x01\x02",
+    "large head": b"GET /" + b"u" * 300 + b" HTTP/1.1\r\nHost: a\r\nX-Big: " + b"v" * 300 + b"\r\n\r\n",
+}
+
+RESPONSES = {
+    "length": b"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nDate: Tue, 01 Dec 2026 01:50:00 GMT\r\n"
+    b"Connection: keep-alive\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nhello, world\n",
+    "two answers": b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\nHTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n",
+    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n5\r\npedia\r\n0\r\nX-T: 1\r\n\r\n",
+    "no reason": b"HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\nok",
+    "no reason or space": b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok",
+    "long reason": b"HTTP/1.1 404 Not Found Here At All\r\nContent-Length: 0\r\n\r\n",
+    "early hints": b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx",
+    "switching": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x02hi",
+    "http/1.0 to the close": b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end",
+    "bad status": b"HTTP/1.1 2x0 OK\r\n\r\n",
+    "bad version": b"HTTP/9.9 200 OK\r\nContent-Length: 0\r\n\r\n",
+    "large head": b"HTTP/1.1 200 OK\r\nSet-Cookie: " + b"c" * 600 + b"\r\nContent-Length: 0\r\n\r\n",
+}
+
+
+def _cases() -> list[Any]:
+    cases = [pytest.param("request", name, data, id=f"request: {name}") for name, data in REQUESTS.items()]
+    cases += [pytest.param("response", name, data, id=f"response: {name}") for name, data in RESPONSES.items()]
+    return cases
+
+
+@pytest.mark.skipif(BUILT is None, reason="rhone_local._http1 is not built (see test_the_c_parser_is_built)")
+@pytest.mark.parametrize(("kind", "name", "data"), _cases())
+def test_the_c_parser_and_the_httptools_one_make_the_same_calls_and_errors(kind: str, name: str, data: bytes) -> None:
+    assert BUILT is not None
+    built = BUILT[0] if kind == "request" else BUILT[1]
+    fallback = http1.HttptoolsRequestParser if kind == "request" else http1.HttptoolsResponseParser
+    max_head = 512 if name == "large head" else 64 * 1024
+    whole = run(built, kind, [data], max_head)
+    assert whole, name  # every case makes at least one call
+    for parts in splits(data):
+        assert run(built, kind, parts, max_head) == run(fallback, kind, parts, max_head), (name, parts)
+    if name == "large head":
+        assert whole[-1] == ("error", "HttpParserCallbackError", "TooLarge", "head")
+        assert run(built, kind, [data], -1)[-1][0] == "complete"  # no limit: the same head is fine
+
+
+def test_what_the_c_parser_hands_over_for_a_common_request_and_answer() -> None:
+    # The contract's particulars, checked on the implementation the edge runs (either one).
+    request = run(http1.RequestParser, "request", [REQUESTS["mixed case and empty"]], 1024)
+    assert request == [
+        ("begin",),
+        (
+            "head",
+            b"/",
+            [(b"host", b"a"), (b"x-empty", b""), (b"x-spaces", b"padded value  "), (b"cookie", b"a=1; b=2")],
+        ),
+        ("complete", b"GET", "1.1", True, False),
+    ]
+    chunked = run(http1.RequestParser, "request", [REQUESTS["chunked with trailers"]], 1024)
+    assert chunked == [  # trailer fields are counted towards the limit, and dropped
+        ("begin",),
+        ("head", b"/", [(b"host", b"a"), (b"transfer-encoding", b"chunked")]),
+        ("body", b"hello world"),
+        ("complete", b"POST", "1.1", True, False),
+    ]
+    upgrade = run(http1.RequestParser, "request", [REQUESTS["websocket"]], 1024)
+    assert upgrade[-1] == ("upgrade", 0, REQUESTS["websocket"].index(b"\x81"))
+    answer = run(http1.ResponseParser, "response", [RESPONSES["no reason or space"]], 1024)
+    assert answer == [
+        ("begin",),
+        ("head", b"", [(b"content-length", b"2")]),
+        ("body", b"ok"),
+        ("complete", 200, "1.1", True, False),
+    ]
+
+
+def test_the_c_parser_is_built_and_current() -> None:
+    # The edge runs on it; without it (no C compiler at install) the edge works, slower. CI must test the real thing.
+    module = ROOT / "rhone_local" / ("_http1" + sysconfig.get_config_var("EXT_SUFFIX"))
+    assert BUILT is not None and module.exists(), (
+        "rhone_local._http1 is not built: run `uv pip install -e .` with a C compiler"
+    )
+    sources = [*ROOT.joinpath("native").rglob("*.c"), *ROOT.joinpath("native").rglob("*.h")]
+    assert module.stat().st_mtime >= max(s.stat().st_mtime for s in sources), (
+        "rhone_local._http1 is older than native/: reinstall (`uv pip install -e .`) to rebuild it"
+    )
+    assert http1.RequestParser is BUILT[0] and edge_relay.RequestParser is BUILT[0]
+
+
+def test_the_relay_works_on_the_httptools_parsers_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The relay's logic is one; only the parser class changes. One keep-alive exchange on the fallback, end to end of
+    # the relay's callbacks (tests/local/test_edge_relay.py runs everything else on the parser the edge uses).
+    monkeypatch.setattr(edge_relay, "RequestParser", http1.HttptoolsRequestParser)
+    monkeypatch.setattr(edge_relay, "ResponseParser", http1.HttptoolsResponseParser)
+
+    class Transport:
+        def __init__(self) -> None:
+            self.written: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.written.append(data)
+
+        def is_closing(self) -> bool:
+            return False
+
+        def get_extra_info(self, name: str) -> Any:
+            return ("127.0.0.1", 5555) if name == "peername" else None
+
+        def set_write_buffer_limits(self, high: int | None = None) -> None:
+            pass
+
+        def pause_reading(self) -> None:
+            pass
+
+        def resume_reading(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    relay = edge_relay.Relay(lambda host, affinity=(): (200, [edge_relay.Target(40000)]))
+    try:
+        client, client_transport = edge_relay.Client(relay), Transport()
+        client.connection_made(client_transport)
+        upstream, upstream_transport = edge_relay.Upstream(relay.pool, 40000), Transport()
+        upstream.connection_made(upstream_transport)
+        relay.pool.idle[40000] = [upstream]
+        assert isinstance(client.parser, http1.HttptoolsRequestParser)
+        client.data_received(b"GET /x HTTP/1.1\r\nHost: a.localhost\r\nX-Forwarded-For: 6.6.6.6\r\nAccept: */*\r\n\r\n")
+        assert upstream_transport.written[-1].startswith(b"GET /x HTTP/1.1\r\nhost: a.localhost\r\naccept: */*\r\n")
+        assert b"6.6.6.6" not in upstream_transport.written[-1]
+        upstream.data_received(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok")
+        assert client_transport.written == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
+        assert relay.pool.idle[40000] == [upstream]
+    finally:
+        relay.loop.close()
