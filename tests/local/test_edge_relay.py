@@ -141,6 +141,8 @@ class ScriptedApp:
             return False
         elif path == "/hang-up":
             return False
+        elif path == "/huge-head":  # an answer head over the edge's 64 KiB, then a normal body
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Huge: " + b"h" * 70_000 + b"\r\nContent-Length: 2\r\n\r\nok")
         elif path == "/slow":
             time.sleep(1.5)
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
@@ -436,6 +438,32 @@ def test_a_body_over_the_limit_is_413_and_the_app_sees_nothing(
 def test_an_oversized_head_is_431(edge: Edge, app: ScriptedApp) -> None:
     answer = edge.raw(b"GET / HTTP/1.1\r\nHost: web.localhost\r\nX-Big: " + b"y" * 70_000 + b"\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 431") and app.requests == []
+
+
+def test_an_app_answer_head_over_64_kib_is_502_and_its_connection_is_not_reused(edge: Edge, app: ScriptedApp) -> None:
+    conn = edge.connection()
+    status, _, body = get(conn, "/huge-head")
+    assert status == 502 and body == b"502 the app's answer head is larger than 64 KiB\n"
+    assert get(edge.connection(), "/echo")[0] == 200
+    assert app.connections == 2  # the connection that carried the huge head was closed, never pooled
+
+
+def test_a_chunked_request_reaches_the_app_whole_and_its_trailer_fields_do_not(edge: Edge, app: ScriptedApp) -> None:
+    answer = edge.raw(
+        b"POST /echo HTTP/1.1\r\nHost: web.localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n"
+        b"X-Trailer: sneaked\r\nX-Forwarded-For: 6.6.6.6\r\nHost: other.localhost\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 200")
+    (request,) = app.requests
+    names = [name.lower() for name, _ in request["headers"]]
+    assert request["body"] == b"hello world" and ("content-length", "11") in [
+        (n.lower(), v) for n, v in request["headers"]
+    ]
+    assert "x-trailer" not in names and "transfer-encoding" not in names and b"6.6.6.6" not in request["head"]
+    assert (
+        names.count("host") == 1 and b"other.localhost" not in request["head"]
+    )  # (trailer fields used to be taken for headers)
 
 
 def test_an_app_slower_than_the_head_timeout_is_504(
