@@ -39,6 +39,7 @@ typedef struct {
     char *piece;        /* the URL, reason, name or value being delimited: llhttp may hand it over in parts */
     size_t piece_len, piece_cap;
     Py_ssize_t head_bytes, max_head;
+    int ready;          /* __init__ ran: llhttp is initialised */
 } Parser;
 
 #define PARSER(p) ((Parser *)(p)->data)
@@ -284,6 +285,7 @@ static int parser_init(Parser *self, PyObject *args, PyObject *kwargs, llhttp_ty
     self->settings.on_message_complete = on_message_complete;
     llhttp_init(&self->parser, type, &self->settings);
     self->parser.data = self;
+    self->ready = 1;
     return 0;
 }
 
@@ -358,6 +360,10 @@ static PyObject *error_for(Parser *self, llhttp_errno_t err) {
 }
 
 static PyObject *feed_data(Parser *self, PyObject *data) {
+    if (!self->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "the parser was not initialised (__init__ was not called)");
+        return NULL;
+    }
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
         return NULL;
