@@ -6,7 +6,8 @@ What it drives: one `Client` and one pooled `Upstream` of `rhone_local/edge_rela
 is written, fed the bytes of the common case — a keep-alive `GET` as wrk sends it, answered the way gunicorn does
 (status line, five headers, Content-Length, a 13-byte body). The route returns the same one-target list each time,
 as the edge's route table does for a route with one allocation. Each request runs the relay's whole request path:
-parsing both ways (rhone_local/http1.py), routing, the pooled connection taken and given back, the heads written, deadlines set.
+parsing both ways (rhone_local/http1.py), routing, the pooled connection taken and given back, the heads written,
+deadlines set.
 
 What it prints: microseconds per request (wall time on this machine, so it moves with load: compare on a quiet
 machine, or count instructions instead, e.g. `valgrind --tool=callgrind` at two values of --requests), and the
