@@ -15,6 +15,7 @@ import httptools
 import pytest
 
 from rhone_local import edge_relay, http1
+from tests.local.test_edge_relay import _Transport
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILT = http1.compiled()
@@ -199,36 +200,11 @@ def test_the_relay_works_on_the_httptools_parsers_too(monkeypatch: pytest.Monkey
     monkeypatch.setattr(edge_relay, "RequestParser", http1.HttptoolsRequestParser)
     monkeypatch.setattr(edge_relay, "ResponseParser", http1.HttptoolsResponseParser)
 
-    class Transport:
-        def __init__(self) -> None:
-            self.written: list[bytes] = []
-
-        def write(self, data: bytes) -> None:
-            self.written.append(data)
-
-        def is_closing(self) -> bool:
-            return False
-
-        def get_extra_info(self, name: str) -> Any:
-            return ("127.0.0.1", 5555) if name == "peername" else None
-
-        def set_write_buffer_limits(self, high: int | None = None) -> None:
-            pass
-
-        def pause_reading(self) -> None:
-            pass
-
-        def resume_reading(self) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
     relay = edge_relay.Relay(lambda host, affinity=(): (200, [edge_relay.Target(40000)]))
     try:
-        client, client_transport = edge_relay.Client(relay), Transport()
+        client, client_transport = edge_relay.Client(relay), _Transport()
         client.connection_made(client_transport)
-        upstream, upstream_transport = edge_relay.Upstream(relay.pool, 40000), Transport()
+        upstream, upstream_transport = edge_relay.Upstream(relay.pool, 40000), _Transport()
         upstream.connection_made(upstream_transport)
         relay.pool.idle[40000] = [upstream]
         assert isinstance(client.parser, http1.HttptoolsRequestParser)
