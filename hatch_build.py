@@ -30,14 +30,18 @@ def extension_path(root: Path) -> Path:
 def build_extension(root: Path) -> Path | None:
     """Compile the parser module in place (when its sources are newer); its path, or None when it could not be."""
     target = extension_path(root)
-    sources = [root / s for s in SOURCES] + [root / "native/llhttp/include/llhttp.h"]
-    if target.exists() and target.stat().st_mtime >= max(s.stat().st_mtime for s in sources):
-        return target
-    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    sources = [root / s for s in SOURCES] + [root / "native/llhttp/include/llhttp.h", Path(__file__)]
+    try:
+        if target.exists() and target.stat().st_mtime >= max(s.stat().st_mtime for s in sources):
+            return target
+    except OSError:  # a source is missing: the compiler says which
+        pass
+    # LDSHARED compiles and links an extension as this Python was built to (`-shared` on Linux, `-bundle -undefined
+    # dynamic_lookup` on macOS).
+    linker = sysconfig.get_config_var("LDSHARED") or f"{sysconfig.get_config_var('CC') or 'cc'} -shared"
     include = sysconfig.get_paths()["include"]
     command = [
-        *compiler,
-        "-shared",
+        *shlex.split(linker),
         "-fPIC",
         "-O2",
         "-fvisibility=hidden",  # llhttp's symbols stay private to this module (httptools carries its own copy)
@@ -45,7 +49,7 @@ def build_extension(root: Path) -> Path | None:
         f"-I{include}",
         *[str(root / s) for s in SOURCES],
         "-o",
-        str(target.with_suffix(".tmp")),
+        str(target.with_suffix(f".{os.getpid()}.tmp")),
     ]
     try:
         subprocess.run(command, check=True, capture_output=True, timeout=COMPILE_TIMEOUT_SECONDS)
@@ -56,9 +60,10 @@ def build_extension(root: Path) -> Path | None:
             + detail.decode(errors="replace")[-2000:],
             file=sys.stderr,
         )
-        target.with_suffix(".tmp").unlink(missing_ok=True)
+        target.with_suffix(f".{os.getpid()}.tmp").unlink(missing_ok=True)
+        target.unlink(missing_ok=True)  # never keep a module built from other sources: the edge falls back instead
         return None
-    os.replace(target.with_suffix(".tmp"), target)
+    os.replace(target.with_suffix(f".{os.getpid()}.tmp"), target)
     return target
 
 

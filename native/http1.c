@@ -40,6 +40,7 @@ typedef struct {
     size_t piece_len, piece_cap;
     Py_ssize_t head_bytes, max_head;
     int ready;          /* __init__ ran: llhttp is initialised */
+    int busy;           /* inside llhttp_execute: llhttp cannot be re-entered from a callback */
 } Parser;
 
 #define PARSER(p) ((Parser *)(p)->data)
@@ -79,6 +80,9 @@ static int add_piece(Parser *self, const char *at, size_t length) {
         }
         llhttp_set_error_reason(&self->parser, "head too large");
         return HPE_USER;
+    }
+    if (length == 0) {
+        return 0;
     }
     if (self->piece_len + length > self->piece_cap) {
         size_t cap = self->piece_cap ? self->piece_cap : 256;
@@ -241,10 +245,13 @@ static int on_message_complete(llhttp_t *p) {
     return call0(self, self->on_message_complete);
 }
 
+/* As httptools: a callback the protocol does not have (or sets to None) is not called. */
 static PyObject *callback(PyObject *protocol, const char *name) {
     PyObject *found = PyObject_GetAttrString(protocol, name);
-    if (found == NULL) {
+    if (found == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
         PyErr_Clear();
+    } else if (found == Py_None) {
+        Py_CLEAR(found);
     }
     return found;
 }
@@ -266,6 +273,9 @@ static int parser_init(Parser *self, PyObject *args, PyObject *kwargs, llhttp_ty
     self->on_body = callback(protocol, "on_body");
     self->on_message_complete = callback(protocol, "on_message_complete");
     self->on_head_too_large = callback(protocol, "on_head_too_large");
+    if (PyErr_Occurred()) {  /* reading an attribute raised something else than AttributeError */
+        return -1;
+    }
     self->max_head = max_head;
     self->head_bytes = 0;
     self->piece_len = 0;
@@ -364,12 +374,18 @@ static PyObject *feed_data(Parser *self, PyObject *data) {
         PyErr_SetString(PyExc_RuntimeError, "the parser was not initialised (__init__ was not called)");
         return NULL;
     }
+    if (self->busy) {  /* a callback feeding its own parser: llhttp keeps pointers into the outer call's bytes */
+        PyErr_SetString(PyExc_RuntimeError, "feed_data called from one of this parser's own callbacks");
+        return NULL;
+    }
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
     Py_INCREF(self);  /* a callback may drop the last other reference to its parser */
+    self->busy = 1;
     llhttp_errno_t err = llhttp_execute(&self->parser, view.buf, (size_t)view.len);
+    self->busy = 0;
     PyObject *raised = NULL;
     if (self->parser.upgrade == 1 && err == HPE_PAUSED_UPGRADE) {
         Py_ssize_t offset = llhttp_get_error_pos(&self->parser) - (const char *)view.buf;

@@ -26,6 +26,11 @@ from typing import Any
 
 import httptools
 
+# httptools hands a header over only once the next one starts: until then it keeps the value growing in memory,
+# unseen by `max_head`. The wrappers below also count the bytes of every read that ends inside a head, and refuse
+# the head past this many times `max_head` (the C parser counts each piece as it arrives and needs no such guard).
+RAW_HEAD_FACTOR = 2
+
 
 class _Collector:
     """httptools callbacks gathering one head for the protocol's `on_head`."""
@@ -36,6 +41,8 @@ class _Collector:
         self.first = b""
         self.headers: list[tuple[bytes, bytes]] | None = None  # None once handed over: later fields are trailers
         self.size = 0
+        self.in_head = False
+        self.raw = 0  # bytes of reads that ended inside the current head
         self.on_begin = getattr(protocol, "on_message_begin", None)
         self.on_head = getattr(protocol, "on_head", None)
         self.on_too_large = getattr(protocol, "on_head_too_large", None)
@@ -57,6 +64,8 @@ class _Collector:
         self.first = b""
         self.headers = []
         self.size = 0
+        self.in_head = True
+        self.raw = 0
         if self.on_begin is not None:
             self.on_begin()
 
@@ -72,29 +81,54 @@ class _Collector:
             self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         headers, self.headers = self.headers, None
         if self.on_head is not None:
             self.on_head(self.first, headers if headers is not None else [])
 
 
-class HttptoolsRequestParser:
+class _Guarded:
+    """`feed_data` with the raw-bytes guard (RAW_HEAD_FACTOR); the parser's other methods are its own."""
+
+    _parser: Any
+    _collector: _Collector
+    _failed: httptools.HttpParserError | None = None
+
+    def feed_data(self, data: bytes) -> None:
+        if self._failed is not None:  # as llhttp: after an error, every call fails alike
+            raise type(self._failed)(*self._failed.args)
+        collector = self._collector
+        self._parser.feed_data(data)
+        if collector.in_head and collector.max_head >= 0:
+            collector.raw += len(data)
+            if collector.raw > RAW_HEAD_FACTOR * collector.max_head:
+                try:
+                    if collector.on_too_large is not None:
+                        collector.on_too_large()
+                    raise ValueError("head too large")
+                except Exception as refused:
+                    self._failed = httptools.HttpParserCallbackError("head too large")
+                    raise self._failed from refused
+
+
+class HttptoolsRequestParser(_Guarded):
     """A request parser: `protocol.on_head(url, headers)` once per head (see the module's docstring)."""
 
     def __init__(self, protocol: Any, max_head: int = -1) -> None:
-        self._parser = httptools.HttpRequestParser(_Collector(protocol, max_head))
-        self.feed_data = self._parser.feed_data
+        self._collector = _Collector(protocol, max_head)
+        self._parser = httptools.HttpRequestParser(self._collector)
         self.get_method = self._parser.get_method
         self.get_http_version = self._parser.get_http_version
         self.should_keep_alive = self._parser.should_keep_alive
         self.should_upgrade = self._parser.should_upgrade
 
 
-class HttptoolsResponseParser:
+class HttptoolsResponseParser(_Guarded):
     """A response parser: `protocol.on_head(reason, headers)` once per head (see the module's docstring)."""
 
     def __init__(self, protocol: Any, max_head: int = -1) -> None:
-        self._parser = httptools.HttpResponseParser(_Collector(protocol, max_head))
-        self.feed_data = self._parser.feed_data
+        self._collector = _Collector(protocol, max_head)
+        self._parser = httptools.HttpResponseParser(self._collector)
         self.get_status_code = self._parser.get_status_code
         self.get_http_version = self._parser.get_http_version
         self.should_keep_alive = self._parser.should_keep_alive

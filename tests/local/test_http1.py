@@ -216,3 +216,42 @@ def test_the_relay_works_on_the_httptools_parsers_too(monkeypatch: pytest.Monkey
         assert relay.pool.idle[40000] == [upstream]
     finally:
         relay.loop.close()
+
+
+@pytest.mark.parametrize("implementation", ["built", "httptools"])
+def test_a_header_still_arriving_is_refused_before_it_grows_past_a_bound(implementation: str) -> None:
+    # httptools hands a header over only when the next one starts: its wrapper bounds the bytes of reads that end
+    # inside a head (RAW_HEAD_FACTOR × max_head); the C parser counts every piece as it arrives.
+    if implementation == "built" and BUILT is None:
+        pytest.skip("rhone_local._http1 is not built")
+    parser_class = BUILT[0] if implementation == "built" and BUILT else http1.HttptoolsRequestParser
+    recorder = Recorder("request")
+    recorder.parser = parser = parser_class(recorder, 64 * 1024)
+    fed = 0
+    with pytest.raises(httptools.HttpParserError) as refused:
+        parser.feed_data(b"GET / HTTP/1.1\r\nHost: a\r\nX-Endless: ")
+        for _ in range(1024):  # 16 MiB, if nothing stopped it
+            parser.feed_data(b"v" * 16384)
+            fed += 16384
+    assert isinstance(refused.value.__context__, TooLarge)
+    assert fed <= http1.RAW_HEAD_FACTOR * 64 * 1024  # refused within the bound, not after the whole value
+    assert recorder.calls == [("begin",)]
+    with pytest.raises(httptools.HttpParserError):  # and it stays refused
+        parser.feed_data(b"\r\n\r\n")
+
+
+@pytest.mark.skipif(BUILT is None, reason="rhone_local._http1 is not built")
+def test_the_c_parser_cannot_be_fed_from_its_own_callbacks() -> None:
+    # llhttp keeps pointers into the bytes of the call in progress: a nested call would leave them dangling.
+    assert BUILT is not None
+
+    class Reentrant(Recorder):
+        def on_head(self, first: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+            self.parser.feed_data(b"GET /again HTTP/1.1\r\n")
+
+    recorder = Reentrant("request")
+    recorder.parser = parser = BUILT[0](recorder, 1024)
+    with pytest.raises(httptools.HttpParserCallbackError) as refused:
+        parser.feed_data(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert isinstance(refused.value.__context__, RuntimeError)
+    assert "own callbacks" in str(refused.value.__context__)
