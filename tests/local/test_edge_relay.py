@@ -1053,6 +1053,16 @@ class _Transport:
         pass
 
 
+def client_and_pooled_upstream(relay: Relay, port: int) -> tuple[Any, _Transport, Any, _Transport]:
+    """A client connection and one idle pooled upstream connection to `port`, on transports keeping what is written."""
+    client, client_transport = edge_relay.Client(relay), _Transport()
+    client.connection_made(client_transport)
+    upstream, upstream_transport = edge_relay.Upstream(relay.pool, port), _Transport()
+    upstream.connection_made(upstream_transport)
+    relay.pool.idle[port] = [upstream]
+    return client, client_transport, upstream, upstream_transport
+
+
 # What one keep-alive request costs in Python calls into rhone_local/edge_relay.py: a bodiless GET on a pooled
 # upstream connection, answered with Content-Length. The parsers' callbacks are 7 of them, however many headers either
 # side sends (rhone_local/http1.py: one call per head; with httptools' one per header they were 15 here). Raise it
@@ -1064,11 +1074,7 @@ def test_a_keep_alive_request_on_a_pooled_connection_costs_a_bounded_number_of_p
     targets = [Target(40000)]
     relay = Relay(lambda host, affinity=(): (200, targets))
     try:
-        client, client_transport = edge_relay.Client(relay), _Transport()
-        client.connection_made(client_transport)
-        upstream, upstream_transport = edge_relay.Upstream(relay.pool, 40000), _Transport()
-        upstream.connection_made(upstream_transport)
-        relay.pool.idle[40000] = [upstream]
+        client, client_transport, upstream, upstream_transport = client_and_pooled_upstream(relay, 40000)
         request = b"GET / HTTP/1.1\r\nHost: app--production.localhost:8080\r\n\r\n"
         answer = b"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nContent-Length: 13\r\n\r\nhello, world\n"
         calls: list[str] = []

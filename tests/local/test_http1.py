@@ -15,7 +15,7 @@ import httptools
 import pytest
 
 from rhone_local import edge_relay, http1
-from tests.local.test_edge_relay import _Transport
+from tests.local.test_edge_relay import client_and_pooled_upstream
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILT = http1.compiled()
@@ -202,11 +202,7 @@ def test_the_relay_works_on_the_httptools_parsers_too(monkeypatch: pytest.Monkey
 
     relay = edge_relay.Relay(lambda host, affinity=(): (200, [edge_relay.Target(40000)]))
     try:
-        client, client_transport = edge_relay.Client(relay), _Transport()
-        client.connection_made(client_transport)
-        upstream, upstream_transport = edge_relay.Upstream(relay.pool, 40000), _Transport()
-        upstream.connection_made(upstream_transport)
-        relay.pool.idle[40000] = [upstream]
+        client, client_transport, upstream, upstream_transport = client_and_pooled_upstream(relay, 40000)
         assert isinstance(client.parser, http1.HttptoolsRequestParser)
         client.data_received(b"GET /x HTTP/1.1\r\nHost: a.localhost\r\nX-Forwarded-For: 6.6.6.6\r\nAccept: */*\r\n\r\n")
         assert upstream_transport.written[-1].startswith(b"GET /x HTTP/1.1\r\nhost: a.localhost\r\naccept: */*\r\n")
