@@ -543,9 +543,9 @@ class Exchange:
             # answer is complete; this connection's parser is not, so the connection is not reused.
             self.finish(False)
 
-    def _new_head(self, status: int, reason: bytes, raw: list[tuple[bytes, bytes]], request: Request) -> bytes:
-        """The answer's head for the client, from the app's; sets how its body is framed."""
-        headers = raw  # names lower-cased by the parser
+    def _new_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], request: Request) -> bytes:
+        """The answer's head for the client, from the app's (names lower-cased by the parser); sets how its body is
+        framed."""
         noted: dict[bytes, bytes] = {}
         for name, value in headers:
             if name in NOTED:
