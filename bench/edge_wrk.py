@@ -13,8 +13,8 @@ real Python app server; either can be the bottleneck, which is the point: how mu
 proxy keeps). Python apps run on --python's environment, exposed read-only to the sandbox (`--sandbox-ro`). A second
 nginx is the anchor: one worker, `proxy_pass` to the same allocation port with a keep-alive upstream pool (HTTP/1.1,
 `Connection: ""`), access log off, run as the current user with its config, pid and logs in the temporary directory.
-It sends the app the client's Host and the same forwarding headers as the edge (`X-Forwarded-For`, `-Proto`, `-Host`,
-`Forwarded`): the same job. (Until 2026-12-01 it sent two of the four; a Python app server pays for each.)
+It sends the app the client's Host and the same forwarding headers as the edge (`X-Forwarded-For`, `-Proto`): the
+same job, since a Python app server pays for each header it is sent.
 
 Each round runs, for every connection count, `wrk -t1 -cN -dS --latency` against the three targets back to back
 (direct to the allocation's port, the edge with `Host: <app>--production.localhost`, the nginx anchor with the same
@@ -139,13 +139,11 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             # The app gets what the edge gives it (docs/security.md, "Headers an app can rely on"): the client's Host
-            # as sent and the same four forwarding headers. Each costs a Python app server real work (gunicorn's
-            # p50 grows by about 20 µs with these four), so an anchor sending fewer would not do the same job.
+            # as sent and the same two forwarding headers. Each costs a Python app server real work (gunicorn spends
+            # about 10 µs a request on each), so an anchor sending fewer would not do the same job.
             proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-For $remote_addr;
             proxy_set_header X-Forwarded-Proto http;
-            proxy_set_header X-Forwarded-Host $http_host;
-            proxy_set_header Forwarded "for=$remote_addr;host=\\"$http_host\\";proto=http";
             proxy_buffering off;
         }}
     }}

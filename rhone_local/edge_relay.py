@@ -38,6 +38,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import httptools
@@ -210,42 +211,26 @@ class Request:
             lines += [b"connection: upgrade"] + [b"upgrade: " + v for n, v in self.headers if n == b"upgrade"]
         if self.body or self.method in (b"POST", b"PUT", b"PATCH"):
             lines.append(b"content-length: %d" % len(self.body))
-        lines.append(client.forwarding(host))
+        lines.append(client.forwarding)
         return b"\r\n".join(lines)
 
 
 @dataclass(frozen=True)
 class Peer:
-    """A client's address as the forwarding headers carry it: bare, and as a `Forwarded` node (RFC 7239 §6)."""
+    """A client's address, and the forwarding headers that carry it to the app (with the head's end)."""
 
     address: bytes
-    node: bytes
-    _last: list = field(default_factory=lambda: [None, b""], compare=False, repr=False)
 
-    def forwarding(self, host: bytes | None) -> bytes:
-        """The edge's forwarding headers and the head's end, for a request from this client to `host` (a client
-        asks for one host, request after request: the last one is kept)."""
-        last = self._last
-        if last[0] != host or not last[1]:
-            lines = [b"x-forwarded-for: " + self.address, b"x-forwarded-proto: http"]
-            if host is None:
-                lines.append(b"forwarded: for=%s;proto=http" % self.node)
-            else:
-                lines.append(b"x-forwarded-host: " + host)
-                lines.append(b"forwarded: for=%s;host=%s;proto=http" % (self.node, _quoted(host)))
-            last[:] = [host, b"\r\n".join(lines) + b"\r\n\r\n"]
-        return last[1]
+    @cached_property
+    def forwarding(self) -> bytes:
+        # X-Forwarded-For and -Proto only: the Host header reaches the app unchanged, so an X-Forwarded-Host would
+        # repeat it, and an RFC 7239 `Forwarded` would repeat both of these. Each header is parsed by the app on
+        # every request (docs/security.md, "Headers an app can rely on").
+        return b"x-forwarded-for: %s\r\nx-forwarded-proto: http\r\n\r\n" % self.address
 
     @classmethod
     def of(cls, peername: Any) -> Peer:
-        if not peername:
-            return cls(b"unknown", b"unknown")
-        address = str(peername[0]).encode()
-        return cls(address, b'"[%s]"' % address if b":" in address else address)
-
-
-def _quoted(value: bytes) -> bytes:
-    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+        return cls(str(peername[0]).encode() if peername else b"unknown")
 
 
 def _checked_target(method: bytes, target: bytes, host: bytes | None) -> bytes:
@@ -676,7 +661,7 @@ class Client(asyncio.Protocol):
         self.tunnel: Upstream | None = None
         self.writable = True
         self.read_paused = False
-        self.peer = Peer(b"unknown", b"unknown")
+        self.peer = Peer(b"unknown")
         self.exchange: Exchange | None = None
         self.connecting: asyncio.Task | None = None  # opening an upstream connection for the current request
         self.refusal: bytes | None = None

@@ -57,9 +57,10 @@ def up(server, *args: str) -> None:
     server.started.append(result.json()["pid"])
 
 
-def deploy_and_check(server, app_dir: Path) -> None:
+def deploy_and_check(server, app_dir: Path, whoami=None) -> None:
     """The settings first (the deploy is refused without SECRET_KEY), then the deploy, the app's answer, and a
-    redeploy of the unchanged source that reuses the artifact."""
+    redeploy of the unchanged source that reuses the artifact. With `whoami` (the Host header → the host the
+    framework reports), also what the app's framework makes of the edge's forwarding headers."""
     refused = server.rhone("deploy", "--json", cwd=app_dir, timeout=60)
     assert refused.exit_code == 6 and refused.json()["error"]["code"] == "setting_missing", refused.stdout
     env_set = server.rhone(
@@ -75,6 +76,18 @@ def deploy_and_check(server, app_dir: Path) -> None:
     )
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"greeting": "bonjour", "secret_key_set": True}
+    if whoami is not None:
+        # The framework's own reading of the edge's forwarding headers, through a client that forges all of them:
+        # the client's real address, plain http and the Host the edge routed by.
+        forged = {
+            "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "bank.example", "X-Forwarded-Proto": "https",
+            "Forwarded": "for=6.6.6.6;host=bank.example;proto=https", "X-Real-IP": "6.6.6.6",
+        }  # fmt: skip
+        host = urlsplit(deployment["url"]).netloc
+        seen = httpx.get(
+            f"http://127.0.0.1:{server.edge_port}/whoami", headers={"Host": host, **forged}, timeout=10
+        ).json()
+        assert seen == {"client": "127.0.0.1", "scheme": "http", "host": whoami(host)}
     again = server.rhone("deploy", "--json", cwd=app_dir, timeout=120)
     assert again.exit_code == 0, again.stderr
     assert again.json()["artifact_digest"] == deployment["artifact_digest"]
@@ -85,9 +98,11 @@ def deploy_and_check(server, app_dir: Path) -> None:
 
 FLASK_APP = """
 import os
-from flask import Flask
+from flask import Flask, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 app = Flask(__name__)
+app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # behind one proxy: the edge
 
 
 @app.get("/healthz")
@@ -98,6 +113,11 @@ def health():
 @app.get("/")
 def index():
     return {"greeting": os.environ.get("GREETING"), "secret_key_set": bool(os.environ.get("SECRET_KEY"))}
+
+
+@app.get("/whoami")
+def whoami():
+    return {"client": request.remote_addr, "scheme": request.scheme, "host": request.host}
 
 
 if __name__ == "__main__":
@@ -116,12 +136,14 @@ def test_a_flask_app_with_a_venv(local_env, tmp_path: Path) -> None:
         command="python3 -m venv .venv && .venv/bin/pip install --disable-pip-version-check -q -r requirements.txt",
         start=".venv/bin/python app.py",
     )
-    deploy_and_check(local_env, app_dir)
+    deploy_and_check(local_env, app_dir, whoami=lambda host: host)  # Flask's host keeps the port
 
 
 EXPRESS_APP = """
 const express = require("express");
 const app = express();
+app.set("trust proxy", "loopback"); // behind one proxy on this machine: the edge
+app.get("/whoami", (req, res) => res.json({ client: req.ip, scheme: req.protocol, host: req.hostname }));
 app.get("/healthz", (req, res) => res.send("ok"));
 app.get("/", (req, res) =>
   res.json({ greeting: process.env.GREETING, secret_key_set: Boolean(process.env.SECRET_KEY) }));
@@ -142,7 +164,7 @@ def test_an_express_app_with_npm_install(local_env, tmp_path: Path) -> None:
         command="npm install --no-audit --no-fund --loglevel=error",
         start="node server.js",
     )
-    deploy_and_check(local_env, app_dir)
+    deploy_and_check(local_env, app_dir, whoami=lambda host: host.rsplit(":", 1)[0])  # req.hostname drops it
 
 
 GO_APP = """
