@@ -11,7 +11,8 @@
  * `headers` is a new list of (name, value) tuples of bytes, names lower-cased, values as llhttp delimits them (no
  * surrounding whitespace). The protocol may also define on_message_begin(), on_body(bytes), on_message_complete()
  * and on_head_too_large(): called (it is expected to raise) as soon as the URL or reason, header names and values of
- * one head add up to more than `max_head` bytes, before any more of it is kept.
+ * one head add up to more than `max_head` bytes, or its fields number more than MAX_FIELDS, before any more of it is
+ * kept.
  *
  * Errors and upgrades are raised as httptools raises them (httptools.HttpParserError and its subclasses, with an
  * exception raised by a callback as the error's __context__; httptools.HttpParserUpgrade(offset) once an upgrade's
@@ -27,6 +28,12 @@ static PyObject *ParserError, *CallbackError, *InvalidStatusError, *InvalidMetho
 static PyObject *method_names[64];  /* bytes per llhttp method number, made on first use */
 static PyObject *version_10, *version_11;
 
+/* Fields per head (a chunked body's trailer fields included). The byte limit alone would let 64 KiB of empty
+ * headers ("a:" lines) make about 60,000 pairs of Python objects; real clients send a few dozen. */
+#define MAX_FIELDS 256
+/* A piece buffer grown past this is freed once its piece is taken: one large head does not pin its size. */
+#define PIECE_KEEP 4096
+
 typedef struct {
     PyObject_HEAD
     llhttp_t parser;
@@ -39,6 +46,7 @@ typedef struct {
     char *piece;        /* the URL, reason, name or value being delimited: llhttp may hand it over in parts */
     size_t piece_len, piece_cap;
     Py_ssize_t head_bytes, max_head;
+    int fields;         /* of the head being parsed */
     int ready;          /* __init__ ran: llhttp is initialised */
     int busy;           /* inside llhttp_execute: llhttp cannot be re-entered from a callback */
 } Parser;
@@ -71,15 +79,20 @@ static int call0(Parser *self, PyObject *callback) {
     return 0;
 }
 
+/* A head past a limit: the protocol's on_head_too_large is called (to raise), and parsing stops either way. */
+static int refuse_head(Parser *self) {
+    if (self->on_head_too_large != NULL && call0(self, self->on_head_too_large) < 0) {
+        llhttp_set_error_reason(&self->parser, "`on_head_too_large` callback error");
+        return HPE_USER;
+    }
+    llhttp_set_error_reason(&self->parser, "head too large");
+    return HPE_USER;
+}
+
 static int add_piece(Parser *self, const char *at, size_t length) {
     self->head_bytes += (Py_ssize_t)length;
     if (self->max_head >= 0 && self->head_bytes > self->max_head) {
-        if (self->on_head_too_large != NULL && call0(self, self->on_head_too_large) < 0) {
-            llhttp_set_error_reason(&self->parser, "`on_head_too_large` callback error");
-            return HPE_USER;
-        }
-        llhttp_set_error_reason(&self->parser, "head too large");
-        return HPE_USER;
+        return refuse_head(self);
     }
     if (length == 0) {
         return 0;
@@ -120,12 +133,18 @@ static PyObject *take_piece(Parser *self, int lower) {
         memcpy(out, self->piece, self->piece_len);
     }
     self->piece_len = 0;
+    if (self->piece_cap > PIECE_KEEP) {
+        PyMem_Free(self->piece);
+        self->piece = NULL;
+        self->piece_cap = 0;
+    }
     return taken;
 }
 
 static int on_message_begin(llhttp_t *p) {
     Parser *self = PARSER(p);
     self->head_bytes = 0;
+    self->fields = 0;
     self->piece_len = 0;
     Py_CLEAR(self->first);
     Py_CLEAR(self->name);
@@ -152,6 +171,9 @@ static int on_first_complete(llhttp_t *p) {
 
 static int on_name_complete(llhttp_t *p) {
     Parser *self = PARSER(p);
+    if (++self->fields > MAX_FIELDS) {
+        return refuse_head(self);
+    }
     PyObject *name = take_piece(self, 1);
     if (name == NULL) {
         return keep_error(self);

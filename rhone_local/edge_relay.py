@@ -43,7 +43,7 @@ from typing import Any, NamedTuple
 
 import httptools
 
-from rhone_local.http1 import RequestParser, ResponseParser
+from rhone_local.http1 import MAX_FIELDS, RequestParser, ResponseParser
 
 log = logging.getLogger("rhone_local.edge")
 
@@ -347,7 +347,8 @@ class Upstream(asyncio.Protocol):
             self.exchange.response_head(self.parser.get_status_code())
 
     def on_head_too_large(self) -> None:
-        raise _Refused(502, f"the app's answer head is larger than {MAX_HEAD_BYTES // 1024} KiB")
+        limits = f"larger than {MAX_HEAD_BYTES // 1024} KiB or has more than {MAX_FIELDS} fields"
+        raise _Refused(502, f"the app's answer head is {limits}")
 
     def on_body(self, body: bytes) -> None:
         exchange = self.exchange
@@ -778,7 +779,7 @@ class Client(asyncio.Protocol):
         self.body_size = 0
 
     def on_head_too_large(self) -> None:
-        raise _Refused(431, "431 request head too large\n")
+        raise _Refused(431, f"431 request head too large (over {MAX_HEAD_BYTES // 1024} KiB or {MAX_FIELDS} fields)\n")
 
     def on_head(self, url: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         kept = []

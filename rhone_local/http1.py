@@ -6,8 +6,9 @@
 
 `headers` is a new list of `(name, value)` pairs of bytes, names lower-cased, per head. The protocol may also define
 `on_message_begin()`, `on_body(bytes)`, `on_message_complete()` and `on_head_too_large()`, called (and expected to
-raise) as soon as one head's URL or reason phrase, header names and values add up to more than `max_head` bytes —
-before more of it is kept. A chunked body's trailer fields count towards that limit and are dropped. Errors and
+raise) as soon as one head's URL or reason phrase, header names and values add up to more than `max_head` bytes, or
+its fields number more than `MAX_FIELDS` — before more of it is kept. A chunked body's trailer fields count towards
+both limits and are dropped. Errors and
 upgrades are raised as httptools raises them: `httptools.HttpParserError` (an exception a callback raised is its
 `__context__`) and `httptools.HttpParserUpgrade(offset of the bytes after the head)`.
 
@@ -30,6 +31,9 @@ import httptools
 # unseen by `max_head`. The wrappers below also count the bytes of every read that ends inside a head, and refuse
 # the head past this many times `max_head` (the C parser counts each piece as it arrives and needs no such guard).
 RAW_HEAD_FACTOR = 2
+# Fields per head, trailers included (MAX_FIELDS in native/http1.c): within the byte limit, 64 KiB of empty headers
+# would otherwise make some 60,000 pairs of Python objects. Real clients send a few dozen.
+MAX_FIELDS = 256
 
 
 class _Collector:
@@ -41,6 +45,7 @@ class _Collector:
         self.first = b""
         self.headers: list[tuple[bytes, bytes]] | None = None  # None once handed over: later fields are trailers
         self.size = 0
+        self.fields = 0
         self.in_head = False
         self.raw = 0  # bytes of reads that ended inside the current head
         self.on_begin = getattr(protocol, "on_message_begin", None)
@@ -56,14 +61,19 @@ class _Collector:
     def _count(self, size: int) -> None:
         self.size += size
         if 0 <= self.max_head < self.size:
-            if self.on_too_large is not None:
-                self.on_too_large()
-            raise ValueError("head too large")
+            self.refuse()
+
+    def refuse(self) -> None:
+        """A head past a limit: the protocol's `on_head_too_large` is called (to raise), and parsing stops."""
+        if self.on_too_large is not None:
+            self.on_too_large()
+        raise ValueError("head too large")
 
     def on_message_begin(self) -> None:
         self.first = b""
         self.headers = []
         self.size = 0
+        self.fields = 0
         self.in_head = True
         self.raw = 0
         if self.on_begin is not None:
@@ -76,6 +86,9 @@ class _Collector:
     on_status = on_url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields += 1
+        if self.fields > MAX_FIELDS:
+            self.refuse()
         self._count(len(name) + len(value))
         if self.headers is not None:
             self.headers.append((name.lower(), value))
@@ -103,9 +116,7 @@ class _Guarded:
             collector.raw += len(data)
             if collector.raw > RAW_HEAD_FACTOR * collector.max_head:
                 try:
-                    if collector.on_too_large is not None:
-                        collector.on_too_large()
-                    raise ValueError("head too large")
+                    collector.refuse()
                 except Exception as refused:
                     self._failed = httptools.HttpParserCallbackError("head too large")
                     raise self._failed from refused

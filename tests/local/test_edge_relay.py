@@ -23,6 +23,7 @@ import pytest
 
 from rhone_local import edge_relay
 from rhone_local.edge_relay import Limits, Relay, Target
+from rhone_local.http1 import MAX_FIELDS
 from tests.e2e.helpers import wait_until
 
 BIG = 3 * 1024 * 1024 + 17
@@ -143,6 +144,9 @@ class ScriptedApp:
             return False
         elif path == "/huge-head":  # an answer head over the edge's 64 KiB, then a normal body
             conn.sendall(b"HTTP/1.1 200 OK\r\nX-Huge: " + b"h" * 70_000 + b"\r\nContent-Length: 2\r\n\r\nok")
+        elif path.startswith("/fields/"):  # an answer head of N fields in all (a few bytes each), then a body
+            count = int(path.rsplit("/", 1)[1])
+            conn.sendall(b"HTTP/1.1 200 OK\r\n" + b"a: b\r\n" * (count - 1) + b"Content-Length: 2\r\n\r\nok")
         elif path == "/slow":
             time.sleep(1.5)
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
@@ -273,7 +277,8 @@ def test_the_app_gets_the_edges_forwarding_headers_never_the_clients(edge: Edge,
 
 
 def test_forwarding_headers_carry_the_clients_bare_address() -> None:
-    assert edge_relay.Peer.of(("::1", 5000, 0, 0)).forwarding == b"x-forwarded-for: ::1\r\nx-forwarded-proto: http\r\n\r\n"
+    expected = b"x-forwarded-for: ::1\r\nx-forwarded-proto: http\r\n\r\n"
+    assert edge_relay.Peer.of(("::1", 5000, 0, 0)).forwarding == expected
     assert edge_relay.Peer.of(("10.0.0.2", 5000)).address == b"10.0.0.2"
     assert edge_relay.Peer.of(None).address == b"unknown"
 
@@ -436,12 +441,31 @@ def test_an_oversized_head_is_431(edge: Edge, app: ScriptedApp) -> None:
     assert answer.startswith(b"HTTP/1.1 431") and app.requests == []
 
 
+def test_a_head_of_too_many_fields_is_431_however_small(edge: Edge, app: ScriptedApp) -> None:
+    # 257 empty headers are 1.3 KiB on the wire, far under the byte limit: the field count refuses them.
+    head = b"GET /echo HTTP/1.1\r\nHost: web.localhost\r\n"
+    answer = edge.raw(head + b"a:\r\n" * MAX_FIELDS + b"Connection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 431") and b"256 fields" in answer and app.requests == []
+    answer = edge.raw(head + b"a:\r\n" * (MAX_FIELDS - 2) + b"Connection: close\r\n\r\n")  # 256 in all
+    assert answer.startswith(b"HTTP/1.1 200") and len(app.requests) == 1
+
+
 def test_an_app_answer_head_over_64_kib_is_502_and_its_connection_is_not_reused(edge: Edge, app: ScriptedApp) -> None:
     conn = edge.connection()
     status, _, body = get(conn, "/huge-head")
-    assert status == 502 and body == b"502 the app's answer head is larger than 64 KiB\n"
+    assert status == 502 and body == b"502 the app's answer head is larger than 64 KiB or has more than 256 fields\n"
     assert get(edge.connection(), "/echo")[0] == 200
     assert app.connections == 2  # the connection that carried the huge head was closed, never pooled
+
+
+def test_an_app_answer_of_too_many_fields_is_502_and_its_connection_is_not_reused(edge: Edge, app: ScriptedApp) -> None:
+    whole = edge.raw(b"GET /fields/%d HTTP/1.1\r\nHost: web.localhost\r\nConnection: close\r\n\r\n" % MAX_FIELDS)
+    assert whole.startswith(b"HTTP/1.1 200") and whole.count(b"\r\na: b\r\n") >= 1 and whole.endswith(b"\r\n\r\nok")
+    assert app.connections == 1
+    status, _, body = get(edge.connection(), f"/fields/{MAX_FIELDS + 1}")
+    assert status == 502 and body.endswith(b"more than 256 fields\n")
+    assert get(edge.connection(), "/echo")[0] == 200
+    assert app.connections == 2  # the refused answer's connection was closed, never pooled
 
 
 def test_a_chunked_request_reaches_the_app_whole_and_its_trailer_fields_do_not(edge: Edge, app: ScriptedApp) -> None:
