@@ -1,6 +1,7 @@
 """Edge benchmark with a real load generator: wrk against the app directly, through Rhone's edge, and through nginx.
 
     .venv/bin/python bench/edge_wrk.py [--duration S] [--rounds R] [--connections 1,8,64] [--python PATH] [--floor]
+                                       [--told] [--app nginx|python|gunicorn]
 
 Needs Debian's `wrk` and `nginx` (`apt-get install wrk nginx-light`); nothing else in the repository does.
 
@@ -26,6 +27,9 @@ Reported per connection count, min–max over the rounds:
 - CPU per request: utime+stime of the edge process(es) (resp. the nginx anchor's worker), read from
   /proc/<pid>/stat before and after the run, divided by the requests wrk completed; and the edge's as a multiple of
   nginx's.
+With `--told`, another target runs in the same rounds: the app directly, sent the edge's two forwarding headers
+(`X-Forwarded-For`, `-Proto`) as well as the Host. Its p50 minus direct's is what the app itself pays for being told
+who the client is — part of any proxy's overhead, not work the proxy does (a Python app server parses each header).
 With `--floor`, a fourth target runs in the same rounds: `bench/_floor_proxy.py`, the least a Python proxy can do
 (uvloop and httptools parsing both ways, bytes copied unchanged, one upstream connection per client). Between it and
 direct is what the Python event loop and two more loopback hops cost; between it and the edge, what the edge's HTTP
@@ -229,10 +233,16 @@ def parse_wrk(output: str) -> tuple[int, float, float, int]:
     return int(done.group(1)), seconds, float(p50.group(1)) * UNITS[p50.group(2)], errors
 
 
-def wrk(port: int, connections: int, duration: int, host: str | None, pids: list[int]) -> Run:
+# What `--told` adds to a direct request: the forwarding headers the edge sends every app (docs/security.md).
+FORWARDING = ("X-Forwarded-For: 127.0.0.1", "X-Forwarded-Proto: http")
+
+
+def wrk(port: int, connections: int, duration: int, host: str | None, pids: list[int], extra: tuple = ()) -> Run:
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s"]
     if host:
         command += ["-H", f"Host: {host}"]
+    for header in extra:
+        command += ["-H", header]
     before = cpu_seconds(pids)
     proc = subprocess.run(
         [*command, f"http://127.0.0.1:{port}/"], capture_output=True, text=True, timeout=duration + 60
@@ -276,10 +286,25 @@ def report_floor(results: dict[int, list[dict[str, Run]]]) -> None:
         )
 
 
+def report_told(results: dict[int, list[dict[str, Run]]]) -> None:
+    """What the app pays for the edge's forwarding headers: part of any proxy's overhead, not the proxy's work."""
+    print(f"\n{'conns':>5} {'told / direct':>14} {'told p50 +ms':>13} {'edge − told ms':>15}")
+    for connections, rounds in results.items():
+        ratio = [r["told"].rps / r["direct"].rps for r in rounds]
+        p50 = [r["told"].p50_ms - r["direct"].p50_ms for r in rounds]
+        beyond = [r["edge"].p50_ms - r["told"].p50_ms for r in rounds]
+        print(
+            f"{connections:>5} {fmt_range(ratio, '.2f', '×'):>14} {fmt_range(p50, '+.3f'):>13} "
+            f"{fmt_range(beyond, '+.3f'):>15}"
+        )
+
+
 def report(results: dict[int, list[dict[str, Run]]], edge_processes: int) -> int:
     check = Checks()
     if all("floor" in r for rounds in results.values() for r in rounds):
         report_floor(results)
+    if all("told" in r for rounds in results.values() for r in rounds):
+        report_told(results)
     print(
         f"\n{'conns':>5} {'direct req/s':>14} {'edge / direct':>14} {'nginx / direct':>15} {'edge p50 +ms':>13} "
         f"{'nginx p50 +ms':>14} {'edge µs/req':>12} {'nginx µs/req':>13} {'edge/nginx CPU':>15}"
@@ -327,6 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", default=sys.executable, help="the venv python (default: this interpreter)")
     parser.add_argument(
         "--floor", action="store_true", help="also measure bench/_floor_proxy.py: the least a Python proxy can do"
+    )
+    parser.add_argument(
+        "--told",
+        action="store_true",
+        help="also measure the app directly with the edge's forwarding headers: what the app pays to be told",
     )
     options = parser.parse_args(argv)
     counts = [int(c) for c in options.connections.split(",")]
@@ -393,8 +423,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{os.getloadavg()[0]:.2f} at start; python {sys.version.split()[0]}",
                 flush=True,
             )
-            ports = {"direct": (app_port, None, []), "edge": (edge_port, ROUTE_HOST, edge_pids)}
-            ports["nginx"] = (anchor_port, ROUTE_HOST, nginx_workers)
+            ports = {"direct": (app_port, None, [], ())}
+            if options.told:  # right after direct: the pair the app's cost of the headers is read from
+                ports["told"] = (app_port, ROUTE_HOST, [], FORWARDING)
+            ports["edge"] = (edge_port, ROUTE_HOST, edge_pids, ())
+            ports["nginx"] = (anchor_port, ROUTE_HOST, nginx_workers, ())
             if options.floor:
                 floor = subprocess.Popen(
                     [options.python, str(FLOOR_PROXY), str(app_port)],
@@ -406,13 +439,13 @@ def main(argv: list[str] | None = None) -> int:
                 floor_port = int(floor.stdout.readline() or 0)  # it binds port 0 and says which it got
                 if not floor_port:
                     raise SetupError(f"the floor proxy did not start (exit {floor.poll()})")
-                ports["floor"] = (floor_port, ROUTE_HOST, [floor.pid])
-            for target_port, host, pids in ports.values():  # warm up every path once
-                wrk(target_port, 8, 1, host, pids)
+                ports["floor"] = (floor_port, ROUTE_HOST, [floor.pid], ())
+            for target_port, host, pids, extra in ports.values():  # warm up every path once
+                wrk(target_port, 8, 1, host, pids, extra)
             results: dict[int, list[dict[str, Run]]] = {c: [] for c in counts}
             for round_number in range(1, options.rounds + 1):
                 for connections in counts:
-                    runs = {n: wrk(p, connections, options.duration, h, pids) for n, (p, h, pids) in ports.items()}
+                    runs = {n: wrk(p, connections, options.duration, *rest) for n, (p, *rest) in ports.items()}
                     results[connections].append(runs)
                     print(
                         f"  round {round_number}, {connections:>3} conns: "
