@@ -1,7 +1,7 @@
 """Edge benchmark with a real load generator: wrk against the app directly, through Rhone's edge, and through nginx.
 
-    .venv/bin/python bench/edge_wrk.py [--duration S] [--rounds R] [--connections 1,8,64] [--python PATH] [--floor]
-                                       [--told] [--app nginx|python|gunicorn]
+    .venv/bin/python bench/edge_wrk.py [--duration S] [--rounds R] [--slices K] [--connections 1,8,64] [--floor]
+                                       [--told] [--app nginx|python|gunicorn] [--python PATH]
 
 Needs Debian's `wrk` and `nginx` (`apt-get install wrk nginx-light`); nothing else in the repository does.
 
@@ -17,9 +17,12 @@ nginx is the anchor: one worker, `proxy_pass` to the same allocation port with a
 It sends the app the client's Host and the same forwarding headers as the edge (`X-Forwarded-For`, `-Proto`): the
 same job, since a Python app server pays for each header it is sent.
 
-Each round runs, for every connection count, `wrk -t1 -cN -dS --latency` against the three targets back to back
-(direct to the allocation's port, the edge with `Host: <app>--production.localhost`, the nginx anchor with the same
-Host), so all three see the same moment of a busy machine; R rounds (default 3) of S seconds (default 10).
+Each round runs, for every connection count, `wrk -t1 -cN --latency` against the three targets (direct to the
+allocation's port, the edge with `Host: <app>--production.localhost`, the nginx anchor with the same Host) for S
+seconds each (default 10), in K slices of S/K whole seconds (`--slices`, default 5) taken in turn — direct, edge,
+nginx, direct, edge, nginx, … — so that all three see the same moments of a machine whose speed drifts (on a shared
+2-core VM, from one 8 s run to the next, by up to a third). A target's round pools its slices: requests and CPU
+seconds summed, p50 the median of the slices' p50s (the upper middle one for an even K). R rounds (default 3).
 
 Reported per connection count, min–max over the rounds:
 - throughput as a ratio to direct in the same round (edge, nginx);
@@ -219,6 +222,19 @@ class Run:
     def rps(self) -> float:
         return self.requests / self.seconds
 
+    @classmethod
+    def pooled(cls, slices: list[Run]) -> Run:
+        """One target's round from its slices: counts summed, p50 the median slice's (the upper one of an even
+        count)."""
+        p50s = sorted(r.p50_ms for r in slices)
+        return cls(
+            sum(r.requests for r in slices),
+            sum(r.seconds for r in slices),
+            p50s[len(p50s) // 2],
+            sum(r.errors for r in slices),
+            sum(r.cpu for r in slices),
+        )
+
 
 def parse_wrk(output: str) -> tuple[int, float, float, int]:
     """(requests, seconds, p50 ms, errors) from `wrk --latency` output."""
@@ -341,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over every target (default 3)")
+    parser.add_argument(
+        "--slices", type=int, default=5, help="each target's seconds in a round, cut in this many turns (default 5)"
+    )
     parser.add_argument("--connections", default="1,8,64", help="connection counts (default 1,8,64)")
     parser.add_argument("--edge-processes", type=int, default=1, help="edge processes (default 1)")
     parser.add_argument(
@@ -360,8 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     options = parser.parse_args(argv)
     counts = [int(c) for c in options.connections.split(",")]
-    if not (1 <= options.duration <= 120 and 1 <= options.rounds <= 9 and all(1 <= c <= 1024 for c in counts)):
-        parser.error("bounds: 1 ≤ --duration ≤ 120, 1 ≤ --rounds ≤ 9, 1 ≤ connections ≤ 1024")
+    bounded = 1 <= options.duration <= 120 and 1 <= options.rounds <= 9 and all(1 <= c <= 1024 for c in counts)
+    if not bounded or not 1 <= options.slices <= options.duration:
+        parser.error("bounds: 1 ≤ --duration ≤ 120, 1 ≤ --rounds ≤ 9, 1 ≤ connections ≤ 1024, 1 ≤ --slices ≤ duration")
+    slice_seconds = options.duration // options.slices  # wrk takes whole seconds
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
             print(f"bench: needs `{tool}` (apt-get install wrk nginx-light)", file=sys.stderr)
@@ -445,7 +466,11 @@ def main(argv: list[str] | None = None) -> int:
             results: dict[int, list[dict[str, Run]]] = {c: [] for c in counts}
             for round_number in range(1, options.rounds + 1):
                 for connections in counts:
-                    runs = {n: wrk(p, connections, options.duration, *rest) for n, (p, *rest) in ports.items()}
+                    slices: dict[str, list[Run]] = {n: [] for n in ports}
+                    for _ in range(options.slices):  # in turn: every target sees the same moments of the machine
+                        for name, (target_port, *rest) in ports.items():
+                            slices[name].append(wrk(target_port, connections, slice_seconds, *rest))
+                    runs = {name: Run.pooled(taken) for name, taken in slices.items()}
                     results[connections].append(runs)
                     print(
                         f"  round {round_number}, {connections:>3} conns: "
