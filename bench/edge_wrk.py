@@ -382,7 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     bounded = 1 <= options.duration <= 120 and 1 <= options.rounds <= 9 and all(1 <= c <= 1024 for c in counts)
     if not bounded or not 1 <= options.slices <= options.duration:
         parser.error("bounds: 1 ≤ --duration ≤ 120, 1 ≤ --rounds ≤ 9, 1 ≤ connections ≤ 1024, 1 ≤ --slices ≤ duration")
-    slice_seconds = options.duration // options.slices  # wrk takes whole seconds
+    if options.duration % options.slices:
+        parser.error("--duration must be a multiple of --slices (wrk takes whole seconds)")
+    slice_seconds = options.duration // options.slices
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
             print(f"bench: needs `{tool}` (apt-get install wrk nginx-light)", file=sys.stderr)

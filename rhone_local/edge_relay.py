@@ -128,6 +128,15 @@ AFFINITY_MARK = AFFINITY_COOKIE + b"="
 NOTED = frozenset({b"host", b"cookie", b"connection", b"content-length", b"transfer-encoding", b"expect"})
 # Headers that would tell the app who the client is or how it came (with every `x-forwarded-*`): only the edge may.
 UNTRUSTED = frozenset({b"forwarded", b"x-real-ip"})
+
+
+def _claims_forwarding(name: bytes) -> bool:
+    """A header name that says who the client is or how it came, in any spelling an app server may read as one: CGI
+    and WSGI/ASGI adapters map `_` and `-` to the same variable (`X_Forwarded_Host` is `HTTP_X_FORWARDED_HOST`)."""
+    name = name.replace(b"_", b"-")
+    return name[:12] == b"x-forwarded-" or name in UNTRUSTED
+
+
 REASONS = {
     400: b"Bad Request",
     404: b"Not Found",
@@ -787,6 +796,8 @@ class Client(asyncio.Protocol):
         for header in headers:  # names lower-cased by the parser
             name, value = header
             if name[:12] == b"x-forwarded-" or name in UNTRUSTED:  # only the edge says who the client is
+                continue
+            if b"_" in name and _claims_forwarding(name):
                 continue
             if name == b"cookie" and AFFINITY_MARK in value:  # the edge's own cookie: the app never sees it
                 value = self._take_affinity(value)

@@ -263,6 +263,12 @@ def test_the_app_gets_the_edges_forwarding_headers_never_the_clients(edge: Edge,
         ("X-Forwarded-Prefix", "/admin"),
         ("Forwarded", "for=6.6.6.6;host=bank.example;proto=https"),
         ("X-Real-IP", "6.6.6.6"),
+        # Spellings an app server reads as the same: WSGI/ASGI adapters map `_` and `-` to one variable.
+        ("X_Forwarded_Host", "bank.example"),
+        ("x_forwarded_for", "6.6.6.6"),
+        ("X-Forwarded_Proto", "https"),
+        ("X_Real_IP", "6.6.6.6"),
+        ("forwarded_", "for=6.6.6.6"),  # not a forwarding name, even read with `-`: it arrives
     ]
     head = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in forged)
     answer = edge.raw(
@@ -270,8 +276,10 @@ def test_the_app_gets_the_edges_forwarding_headers_never_the_clients(edge: Edge,
     )
     assert answer.startswith(b"HTTP/1.1 200")
     sent = [(k.lower(), v) for k, v in app.requests[-1]["headers"]]
-    forwarding = [(k, v) for k, v in sent if k.startswith("x-forwarded-") or k in ("forwarded", "x-real-ip")]
+    spelled = [(k.replace("_", "-"), v) for k, v in sent]
+    forwarding = [(k, v) for k, v in spelled if k.startswith("x-forwarded-") or k in ("forwarded", "x-real-ip")]
     assert sorted(forwarding) == [("x-forwarded-for", "127.0.0.1"), ("x-forwarded-proto", "http")]
+    assert ("forwarded_", "for=6.6.6.6") in sent
     assert ("host", "web.localhost") in sent  # the Host the edge routed by, not the forged X-Forwarded-Host
     assert ("x-kept", "yes") in sent  # every other header still arrives
 
@@ -442,9 +450,9 @@ def test_an_oversized_head_is_431(edge: Edge, app: ScriptedApp) -> None:
 
 
 def test_a_head_of_too_many_fields_is_431_however_small(edge: Edge, app: ScriptedApp) -> None:
-    # 257 empty headers are 1.3 KiB on the wire, far under the byte limit: the field count refuses them.
+    # 257 fields, 255 of them empty: 1.3 KiB on the wire, far under the byte limit. The field count refuses them.
     head = b"GET /echo HTTP/1.1\r\nHost: web.localhost\r\n"
-    answer = edge.raw(head + b"a:\r\n" * MAX_FIELDS + b"Connection: close\r\n\r\n")
+    answer = edge.raw(head + b"a:\r\n" * (MAX_FIELDS - 1) + b"Connection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 431") and b"256 fields" in answer and app.requests == []
     answer = edge.raw(head + b"a:\r\n" * (MAX_FIELDS - 2) + b"Connection: close\r\n\r\n")  # 256 in all
     assert answer.startswith(b"HTTP/1.1 200") and len(app.requests) == 1
@@ -460,7 +468,8 @@ def test_an_app_answer_head_over_64_kib_is_502_and_its_connection_is_not_reused(
 
 def test_an_app_answer_of_too_many_fields_is_502_and_its_connection_is_not_reused(edge: Edge, app: ScriptedApp) -> None:
     whole = edge.raw(b"GET /fields/%d HTTP/1.1\r\nHost: web.localhost\r\nConnection: close\r\n\r\n" % MAX_FIELDS)
-    assert whole.startswith(b"HTTP/1.1 200") and whole.count(b"\r\na: b\r\n") >= 1 and whole.endswith(b"\r\n\r\nok")
+    assert whole.startswith(b"HTTP/1.1 200") and whole.endswith(b"\r\n\r\nok")
+    assert whole.count(b"\r\na: b") == MAX_FIELDS - 1  # every field relayed
     assert app.connections == 1
     status, _, body = get(edge.connection(), f"/fields/{MAX_FIELDS + 1}")
     assert status == 502 and body.endswith(b"more than 256 fields\n")

@@ -268,6 +268,20 @@ def test_the_c_parser_cannot_be_fed_from_its_own_callbacks() -> None:
     assert "own callbacks" in str(refused.value.__context__)
 
 
+@pytest.mark.parametrize("last", [b"y: a\x01b\r\n", b"y: a\r\n folded\r\n", b"y\x01: a\r\n"])
+@pytest.mark.parametrize("implementation", ["c", "httptools"])
+def test_a_malformed_field_past_the_limit_is_refused_either_way(implementation: str, last: bytes) -> None:
+    # Where the field past the limit is itself malformed, the C parser (counting a field once its name ends) says
+    # the head is too large and httptools (counting once a field is whole) that it is malformed: both refuse it.
+    if implementation == "c" and BUILT is None:
+        pytest.skip("rhone_local._http1 is not built")
+    parser_class = BUILT[0] if implementation == "c" else http1.HttptoolsRequestParser
+    data = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"x:\r\n" * (http1.MAX_FIELDS - 1) + last + b"\r\n"
+    for parts in ([data], [data[:-5], data[-5:]]):
+        calls = run(parser_class, "request", parts, 64 * 1024)
+        assert calls[-1][0] == "error" and not any(call[0] in ("head", "complete") for call in calls), calls
+
+
 @pytest.mark.skipif(BUILT is None, reason="rhone_local._http1 is not built")
 def test_one_large_header_does_not_pin_the_c_parsers_memory() -> None:
     # The C parser gathers each piece (URL, name, value) in a buffer that grows to fit; one 60 KiB value must not
