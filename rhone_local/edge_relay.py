@@ -38,7 +38,6 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, NamedTuple
 
 import httptools
@@ -207,9 +206,9 @@ class Request:
     noted: dict[bytes, bytes] = field(default_factory=dict)
     affinity: tuple[str, ...] = ()  # values of the edge's affinity cookie (taken out of the headers above)
 
-    def head_for(self, port: int, client: Peer) -> bytes:
-        """The head the app gets: hop-by-hop headers gone, and the edge's own forwarding headers (the client's own
-        never arrive: `Client.on_head` drops them)."""
+    def head_for(self, port: int, forwarding: bytes) -> bytes:
+        """The head the app gets: hop-by-hop headers gone, and the edge's own `forwarding` headers with the head's end
+        (`forwarding_headers`; the client's own never arrive: `Client.on_head` drops them)."""
         drop = _dropped_by_connection(self.headers, self.noted)
         host = self.noted.get(b"host")
         # The client's Host, unchanged: frameworks compare it with Origin (CSRF, WebSocket origin checks) and build
@@ -220,26 +219,17 @@ class Request:
             lines += [b"connection: upgrade"] + [b"upgrade: " + v for n, v in self.headers if n == b"upgrade"]
         if self.body or self.method in (b"POST", b"PUT", b"PATCH"):
             lines.append(b"content-length: %d" % len(self.body))
-        lines.append(client.forwarding)
+        lines.append(forwarding)
         return b"\r\n".join(lines)
 
 
-@dataclass(frozen=True)
-class Peer:
-    """A client's address, and the forwarding headers that carry it to the app (with the head's end)."""
-
-    address: bytes
-
-    @cached_property
-    def forwarding(self) -> bytes:
-        # X-Forwarded-For and -Proto only: the Host header reaches the app unchanged, so an X-Forwarded-Host would
-        # repeat it, and an RFC 7239 `Forwarded` would repeat both of these. Each header is parsed by the app on
-        # every request (docs/security.md, "Headers an app can rely on").
-        return b"x-forwarded-for: %s\r\nx-forwarded-proto: http\r\n\r\n" % self.address
-
-    @classmethod
-    def of(cls, peername: Any) -> Peer:
-        return cls(str(peername[0]).encode() if peername else b"unknown")
+def forwarding_headers(peername: Any) -> bytes:
+    """The forwarding headers for a client connected from `peername`, and the head's end: X-Forwarded-For and -Proto
+    only. The Host header reaches the app unchanged, so an X-Forwarded-Host would repeat it, and an RFC 7239
+    `Forwarded` would repeat both of these; an app parses each header on every request (docs/security.md, "Headers
+    an app can rely on")."""
+    address = str(peername[0]).encode() if peername else b"unknown"
+    return b"x-forwarded-for: %s\r\nx-forwarded-proto: http\r\n\r\n" % address
 
 
 def _checked_target(method: bytes, target: bytes, host: bytes | None) -> bytes:
@@ -671,7 +661,7 @@ class Client(asyncio.Protocol):
         self.tunnel: Upstream | None = None
         self.writable = True
         self.read_paused = False
-        self.peer = Peer(b"unknown")
+        self.forwarding = forwarding_headers(None)
         self.exchange: Exchange | None = None
         self.connecting: asyncio.Task | None = None  # opening an upstream connection for the current request
         self.refusal: bytes | None = None
@@ -704,7 +694,7 @@ class Client(asyncio.Protocol):
             self.lingering = relay.refuse_connection(transport)
             return
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        self.peer = Peer.of(transport.get_extra_info("peername"))
+        self.forwarding = forwarding_headers(transport.get_extra_info("peername"))
         relay.clients.add(self)
         self._expect("head", relay.limits.head_timeout)  # a connection that says nothing is not kept either
 
@@ -795,9 +785,8 @@ class Client(asyncio.Protocol):
         noted: dict[bytes, bytes] = {}
         for header in headers:  # names lower-cased by the parser
             name, value = header
-            if name[:12] == b"x-forwarded-" or name in UNTRUSTED:  # only the edge says who the client is
-                continue
-            if b"_" in name and _claims_forwarding(name):
+            # Only the edge says who the client is (the common spellings are checked without a call).
+            if name[:12] == b"x-forwarded-" or name in UNTRUSTED or (b"_" in name and _claims_forwarding(name)):
                 continue
             if name == b"cookie" and AFFINITY_MARK in value:  # the edge's own cookie: the app never sees it
                 value = self._take_affinity(value)
@@ -1039,13 +1028,13 @@ class Client(asyncio.Protocol):
         body = request.body
         # A client asks alike, request after request: the head made for its last request is reused when everything
         # `Request.head_for` reads is the same (method, target, headers, port, Upgrade or not, body length; the
-        # forwarding headers come from this connection's peer and the Host header, one of the headers).
+        # forwarding headers are this connection's).
         key = (request.method, request.target, target.port, request.upgrade is None, len(body))
         last = self.last_head
         if last is not None and last[0] == key and last[1] == request.headers:
             head = last[2]
         else:
-            head = request.head_for(target.port, self.peer)
+            head = request.head_for(target.port, self.forwarding)
             self.last_head = (key, request.headers, head)
         upstream.transport.write(head + body if body else head)  # bytes after an Upgrade head wait for its 101
         self.answer_due = due = self.loop.time() + UPSTREAM_HEAD_TIMEOUT

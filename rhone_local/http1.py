@@ -8,9 +8,9 @@
 `on_message_begin()`, `on_body(bytes)`, `on_message_complete()` and `on_head_too_large()`, called (and expected to
 raise) as soon as one head's URL or reason phrase, header names and values add up to more than `max_head` bytes, or
 its fields number more than `MAX_FIELDS` — before more of it is kept. A chunked body's trailer fields count towards
-both limits and are dropped. Errors and
-upgrades are raised as httptools raises them: `httptools.HttpParserError` (an exception a callback raised is its
-`__context__`) and `httptools.HttpParserUpgrade(offset of the bytes after the head)`.
+both limits and are dropped. Errors and upgrades are raised as httptools raises them: `httptools.HttpParserError` (an
+exception a callback raised is its `__context__`) and `httptools.HttpParserUpgrade(offset of the bytes after the
+head)`.
 
 Two implementations of this one contract (docs/architecture.md, "The edge's parsers"):
 - `rhone_local._http1`, a C extension compiled from `native/http1.c` and the llhttp sources vendored beside it when

@@ -285,10 +285,10 @@ def test_the_app_gets_the_edges_forwarding_headers_never_the_clients(edge: Edge,
 
 
 def test_forwarding_headers_carry_the_clients_bare_address() -> None:
-    expected = b"x-forwarded-for: ::1\r\nx-forwarded-proto: http\r\n\r\n"
-    assert edge_relay.Peer.of(("::1", 5000, 0, 0)).forwarding == expected
-    assert edge_relay.Peer.of(("10.0.0.2", 5000)).address == b"10.0.0.2"
-    assert edge_relay.Peer.of(None).address == b"unknown"
+    forwarding = edge_relay.forwarding_headers
+    assert forwarding(("::1", 5000, 0, 0)) == b"x-forwarded-for: ::1\r\nx-forwarded-proto: http\r\n\r\n"
+    assert forwarding(("10.0.0.2", 5000)) == b"x-forwarded-for: 10.0.0.2\r\nx-forwarded-proto: http\r\n\r\n"
+    assert forwarding(None) == b"x-forwarded-for: unknown\r\nx-forwarded-proto: http\r\n\r\n"
 
 
 def test_a_route_refusal_is_answered_by_the_edge_and_the_app_sees_nothing(edge: Edge, app: ScriptedApp) -> None:
