@@ -14,6 +14,12 @@
  * one head add up to more than `max_head` bytes, or its fields number more than MAX_FIELDS, before any more of it is
  * kept.
  *
+ * And on_message(first, headers, body): a protocol that has it gets a message that begins and ends within one
+ * feed_data call, with at most one piece of body, in that one call instead of on_message_begin, on_head, on_body and
+ * on_message_complete. The parser holds those calls back until it knows: it makes them, in their order, as soon as
+ * the message turns out otherwise (an upgrade, a second piece of body, the end of the bytes fed, an error, a head
+ * too large). So on_message must do exactly what the four calls would.
+ *
  * Errors and upgrades are raised as httptools raises them (httptools.HttpParserError and its subclasses, with an
  * exception raised by a callback as the error's __context__; httptools.HttpParserUpgrade(offset) once an upgrade's
  * head is parsed), so the relay handles both implementations alike.
@@ -38,7 +44,7 @@ typedef struct {
     PyObject_HEAD
     llhttp_t parser;
     llhttp_settings_t settings;
-    PyObject *on_message_begin, *on_head, *on_body, *on_message_complete, *on_head_too_large;
+    PyObject *on_message_begin, *on_head, *on_body, *on_message_complete, *on_head_too_large, *on_message;
     PyObject *error;    /* raised by a callback during the current feed_data */
     PyObject *first;    /* the URL (request) or reason phrase (response) of the head being parsed */
     PyObject *name;     /* the header name waiting for its value */
@@ -47,6 +53,9 @@ typedef struct {
     size_t piece_len, piece_cap;
     Py_ssize_t head_bytes, max_head;
     int fields;         /* of the head being parsed */
+    /* Held back for on_message (see the top of this file): the begin call, then the head, then one piece of body. */
+    int begin_held;
+    PyObject *held_first, *held_headers, *held_body;
     int ready;          /* __init__ ran: llhttp is initialised */
     int busy;           /* inside llhttp_execute: llhttp cannot be re-entered from a callback */
 } Parser;
@@ -79,8 +88,51 @@ static int call0(Parser *self, PyObject *callback) {
     return 0;
 }
 
+static int call_on_body(Parser *self, PyObject *body) {
+    if (self->on_body == NULL) {
+        return 0;
+    }
+    PyObject *result = PyObject_CallOneArg(self->on_body, body);
+    if (result == NULL) {
+        return keep_error(self);
+    }
+    Py_DECREF(result);
+    return 0;
+}
+
+/* The calls held back for on_message, made now, in their order: the message is not one on_message call. */
+static int release_held(Parser *self) {
+    if (self->begin_held) {
+        self->begin_held = 0;
+        if (call0(self, self->on_message_begin) < 0) {
+            return -1;
+        }
+    }
+    PyObject *first = self->held_first, *headers = self->held_headers, *body = self->held_body;
+    self->held_first = self->held_headers = self->held_body = NULL;
+    int failed = 0;
+    if (headers != NULL) {
+        PyObject *result = PyObject_CallFunctionObjArgs(self->on_head, first, headers, NULL);
+        if (result == NULL) {
+            failed = keep_error(self);
+        }
+        Py_XDECREF(result);
+    }
+    if (!failed && body != NULL) {
+        failed = call_on_body(self, body);
+    }
+    Py_XDECREF(first);
+    Py_XDECREF(headers);
+    Py_XDECREF(body);
+    return failed;
+}
+
 /* A head past a limit: the protocol's on_head_too_large is called (to raise), and parsing stops either way. */
 static int refuse_head(Parser *self) {
+    if (release_held(self) < 0) {
+        llhttp_set_error_reason(&self->parser, "callback error");
+        return HPE_USER;
+    }
     if (self->on_head_too_large != NULL && call0(self, self->on_head_too_large) < 0) {
         llhttp_set_error_reason(&self->parser, "`on_head_too_large` callback error");
         return HPE_USER;
@@ -151,6 +203,10 @@ static int on_message_begin(llhttp_t *p) {
     Py_XSETREF(self->headers, PyList_New(0));
     if (self->headers == NULL) {
         return keep_error(self);
+    }
+    if (self->on_message != NULL) {
+        self->begin_held = 1;
+        return 0;
     }
     return call0(self, self->on_message_begin);
 }
@@ -227,8 +283,22 @@ static int on_headers_complete(llhttp_t *p) {
         self->headers = NULL;
         if (headers == NULL) {
             headers = PyList_New(0);
+            if (headers == NULL) {
+                Py_DECREF(first);
+                return keep_error(self);
+            }
         }
-        PyObject *result = headers == NULL ? NULL : PyObject_CallFunctionObjArgs(self->on_head, first, headers, NULL);
+        if (self->begin_held && !p->upgrade) {  /* begun in these bytes, and it may end within them: held */
+            self->held_first = first;
+            self->held_headers = headers;
+            return 0;
+        }
+        if (release_held(self) < 0) {
+            Py_DECREF(first);
+            Py_DECREF(headers);
+            return -1;
+        }
+        PyObject *result = PyObject_CallFunctionObjArgs(self->on_head, first, headers, NULL);
         Py_DECREF(first);
         Py_XDECREF(headers);
         if (result == NULL) {
@@ -242,7 +312,8 @@ static int on_headers_complete(llhttp_t *p) {
 
 static int on_body(llhttp_t *p, const char *at, size_t length) {
     Parser *self = PARSER(p);
-    if (self->on_body == NULL) {
+    int holding = self->held_headers != NULL;
+    if (self->on_body == NULL && !holding) {
         return 0;
     }
     PyObject *body = PyBytes_FromStringAndSize(at, (Py_ssize_t)length);
@@ -251,20 +322,40 @@ static int on_body(llhttp_t *p, const char *at, size_t length) {
         llhttp_set_error_reason(p, "`on_body` callback error");
         return HPE_USER;
     }
-    PyObject *result = PyObject_CallOneArg(self->on_body, body);
+    if (holding && self->held_body == NULL) {  /* the first piece: the message may still end within these bytes */
+        self->held_body = body;
+        return 0;
+    }
+    int failed = (holding && release_held(self) < 0) || call_on_body(self, body) < 0;
     Py_DECREF(body);
-    if (result == NULL) {
-        keep_error(self);
+    if (failed) {
         llhttp_set_error_reason(p, "`on_body` callback error");
         return HPE_USER;
     }
-    Py_DECREF(result);
     return 0;
 }
 
 static int on_message_complete(llhttp_t *p) {
     Parser *self = PARSER(p);
-    return call0(self, self->on_message_complete);
+    if (self->held_headers == NULL) {
+        return call0(self, self->on_message_complete);
+    }
+    /* Begun, headed and ended within one feed_data call: one call for all of it. */
+    PyObject *first = self->held_first, *headers = self->held_headers, *body = self->held_body;
+    self->held_first = self->held_headers = self->held_body = NULL;
+    self->begin_held = 0;
+    if (body == NULL) {
+        body = PyBytes_FromStringAndSize("", 0);
+    }
+    PyObject *result = body == NULL ? NULL : PyObject_CallFunctionObjArgs(self->on_message, first, headers, body, NULL);
+    Py_DECREF(first);
+    Py_DECREF(headers);
+    Py_XDECREF(body);
+    if (result == NULL) {
+        return keep_error(self);
+    }
+    Py_DECREF(result);
+    return 0;
 }
 
 /* As httptools: a callback the protocol does not have (or sets to None) is not called. */
@@ -290,11 +381,17 @@ static int parser_init(Parser *self, PyObject *args, PyObject *kwargs, llhttp_ty
     Py_CLEAR(self->on_body);
     Py_CLEAR(self->on_message_complete);
     Py_CLEAR(self->on_head_too_large);
+    Py_CLEAR(self->on_message);
+    Py_CLEAR(self->held_first);
+    Py_CLEAR(self->held_headers);
+    Py_CLEAR(self->held_body);
+    self->begin_held = 0;
     self->on_message_begin = callback(protocol, "on_message_begin");
     self->on_head = callback(protocol, "on_head");
     self->on_body = callback(protocol, "on_body");
     self->on_message_complete = callback(protocol, "on_message_complete");
     self->on_head_too_large = callback(protocol, "on_head_too_large");
+    self->on_message = self->on_head != NULL ? callback(protocol, "on_message") : NULL;
     if (PyErr_Occurred()) {  /* reading an attribute raised something else than AttributeError */
         return -1;
     }
@@ -335,8 +432,10 @@ static int parser_traverse(Parser *self, visitproc visit, void *arg) {
     Py_VISIT(self->on_body);
     Py_VISIT(self->on_message_complete);
     Py_VISIT(self->on_head_too_large);
+    Py_VISIT(self->on_message);
     Py_VISIT(self->error);
     Py_VISIT(self->headers);
+    Py_VISIT(self->held_headers);
     return 0;
 }
 
@@ -346,6 +445,10 @@ static int parser_clear(Parser *self) {
     Py_CLEAR(self->on_body);
     Py_CLEAR(self->on_message_complete);
     Py_CLEAR(self->on_head_too_large);
+    Py_CLEAR(self->on_message);
+    Py_CLEAR(self->held_first);
+    Py_CLEAR(self->held_headers);
+    Py_CLEAR(self->held_body);
     Py_CLEAR(self->error);
     Py_CLEAR(self->first);
     Py_CLEAR(self->name);
@@ -407,6 +510,17 @@ static PyObject *feed_data(Parser *self, PyObject *data) {
     Py_INCREF(self);  /* a callback may drop the last other reference to its parser */
     self->busy = 1;
     llhttp_errno_t err = llhttp_execute(&self->parser, view.buf, (size_t)view.len);
+    /* The bytes ended (or an error came) inside a message: the calls held back for on_message are made. A callback
+     * failing there fails the parse as it would have where it was held, and the parser stays failed, as llhttp does. */
+    if ((self->begin_held || self->held_headers != NULL) && self->error == NULL && release_held(self) < 0) {
+        err = HPE_USER;
+        self->parser.error = HPE_USER;
+        llhttp_set_error_reason(&self->parser, "callback error");
+    }
+    self->begin_held = 0;  /* (a callback that failed earlier in this call left nothing to make) */
+    Py_CLEAR(self->held_first);
+    Py_CLEAR(self->held_headers);
+    Py_CLEAR(self->held_body);
     self->busy = 0;
     PyObject *raised = NULL;
     if (self->parser.upgrade == 1 && err == HPE_PAUSED_UPGRADE) {

@@ -349,6 +349,34 @@ class Upstream(asyncio.Protocol):
         limits = f"larger than {MAX_HEAD_BYTES // 1024} KiB or has more than {MAX_FIELDS} fields"
         raise _Refused(502, f"the app's answer head is {limits}")
 
+    def on_message(self, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """A whole answer in one read: what on_message_begin, on_head, on_body and on_message_complete would do
+        (rhone_local/http1.py), in one call for the common answer."""
+        exchange = self.exchange
+        status = self.parser.get_status_code()
+        if exchange is None or exchange.ended or status < 200 or exchange.request.method == b"HEAD":
+            self.on_message_begin()
+            self.on_head(reason, headers)
+            if body:
+                self.on_body(body)
+            self.on_message_complete()
+            return
+        self.reason = reason
+        self.answer_headers = headers
+        exchange.response_head(status)
+        client = exchange.client
+        if exchange.rechunk:  # (the body in one chunk, and the last chunk)
+            body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n"
+        corked = client.corked
+        if body:
+            if corked is not None:  # (Client.write)
+                corked.append(body)
+            else:
+                client.write(body)
+        if corked:  # the answer is whole: the client gets it now, before the bookkeeping that follows
+            client.uncork()
+        exchange.finish(self.parser.should_keep_alive())
+
     def on_body(self, body: bytes) -> None:
         exchange = self.exchange
         if exchange is None or exchange.ended or not body:
@@ -675,6 +703,8 @@ class Client(asyncio.Protocol):
         self.answer_due = INFINITY  # the app's answer head is owed by then (504 after)
         self.routed: tuple[list[Target], int] = ([], 0)  # the current request's targets and which one it went to
         self.last_head: tuple | None = None  # the upstream head of the last request sent, and what it was made from
+        # The last bodiless request's line and headers as parsed, and the Request made of them (`on_message`).
+        self.same_as_last: tuple[bytes, list[tuple[bytes, bytes]], Request] | None = None
         self.gone = False  # the client connection is lost
         self.valid_host: bytes | None = None  # the last Host header that passed the check
         self.valid_host_text = ""  # and as text
@@ -777,6 +807,39 @@ class Client(asyncio.Protocol):
         self.body = None
         self.body_size = 0
 
+    def on_message(self, url: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """A request begun and ended in one read: what on_message_begin, on_head, on_body and on_message_complete
+        would do (rhone_local/http1.py). A client asks alike, request after request: a bodiless request whose line
+        and headers are the last one's is the same `Request` (a pure function of them), sent again without looking
+        at its headers anew."""
+        parser = self.parser
+        same = self.same_as_last
+        if (
+            same is not None
+            and url == same[0]
+            and headers == same[1]
+            and not body
+            and parser.get_method() == same[2].method
+            and parser.get_http_version() == same[2].version
+        ):
+            self.in_message = False  # (as on_head and on_message_complete leave them)
+            self.phase = ""
+            self.deadline_at = INFINITY
+            self._complete(same[2])
+            return
+        self.on_message_begin()
+        self.on_head(url, headers)
+        if body:
+            self.on_body(body)
+        self.in_message = False  # (on_message_complete, keeping the request)
+        self.phase = ""
+        self.deadline_at = INFINITY
+        request = self._request()
+        noted = self.noted
+        if not body and b"content-length" not in noted and b"transfer-encoding" not in noted and b"expect" not in noted:
+            self.same_as_last = (url, headers, request)
+        self._complete(request)
+
     def on_head_too_large(self) -> None:
         raise _Refused(431, f"431 request head too large (over {MAX_HEAD_BYTES // 1024} KiB or {MAX_FIELDS} fields)\n")
 
@@ -849,16 +912,20 @@ class Client(asyncio.Protocol):
         self.deadline_at = INFINITY
         if self.parser.should_upgrade():
             return  # feed_data raises HttpParserUpgrade next, with the bytes that follow the head
+        self._complete(self._request())
+
+    def _complete(self, request: Request) -> None:
+        """A request is whole: sent now if nothing is before it, else queued."""
         queue = self.queue
         if self.exchange is None and self.connecting is None:
             if not queue and self.writable and not self.read_paused:  # (what `_next` would do, without the queue)
-                if self._route(self._request()) and self.exchange is None and self.connecting is None:
+                if self._route(request) and self.exchange is None and self.connecting is None:
                     self._next()
                 return
-            queue.append(self._request())
+            queue.append(request)
             self._next()
         else:
-            queue.append(self._request())
+            queue.append(request)
         if len(queue) >= MAX_PIPELINED:
             self._pause_reading()
 

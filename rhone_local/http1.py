@@ -8,7 +8,16 @@
 `on_message_begin()`, `on_body(bytes)`, `on_message_complete()` and `on_head_too_large()`, called (and expected to
 raise) as soon as one head's URL or reason phrase, header names and values add up to more than `max_head` bytes, or
 its fields number more than `MAX_FIELDS` — before more of it is kept. A chunked body's trailer fields count towards
-both limits and are dropped. Errors and upgrades are raised as httptools raises them: `httptools.HttpParserError` (an
+both limits and are dropped.
+
+A protocol that also defines `on_message(first, headers, body)` gets a message that begins and ends within one
+`feed_data` call, with at most one piece of body, in that one call (`body` is `b""` when there is none) instead of
+`on_message_begin`, `on_head`, `on_body` and `on_message_complete`: the parser holds those calls back until it knows,
+and makes them in their order as soon as the message turns out otherwise (an upgrade, a second piece of body, the end
+of the bytes fed, an error, a head past a limit). `on_message` must therefore do exactly what the four calls would;
+on the edge's hot path it saves their cost and what they pass each other through the protocol's attributes.
+
+Errors and upgrades are raised as httptools raises them: `httptools.HttpParserError` (an
 exception a callback raised is its `__context__`) and `httptools.HttpParserUpgrade(offset of the bytes after the
 head)`.
 
@@ -50,13 +59,55 @@ class _Collector:
         self.raw = 0  # bytes of reads that ended inside the current head
         self.on_begin = getattr(protocol, "on_message_begin", None)
         self.on_head = getattr(protocol, "on_head", None)
+        self.on_message = getattr(protocol, "on_message", None) if self.on_head is not None else None
+        self.parser: Any = None  # the httptools parser (it says whether a head is an upgrade's)
+        # Held back for `on_message` (see the module's docstring): the begin call, then the head, then a body piece.
+        self.begin_held = False
+        self.held: tuple[bytes, list[tuple[bytes, bytes]]] | None = None
+        self.held_body: bytes | None = None
+        self.protocol_body = None
         self.on_too_large = getattr(protocol, "on_head_too_large", None)
         on_body = getattr(protocol, "on_body", None)
-        if on_body is not None:
-            self.on_body = on_body
         on_complete = getattr(protocol, "on_message_complete", None)
-        if on_complete is not None:
-            self.on_message_complete = on_complete
+        if self.on_message is not None:  # the methods below stand between httptools and the protocol
+            self.protocol_body, self.protocol_complete = on_body, on_complete
+        else:  # httptools calls the protocol's own (a callback it does not find is not called)
+            if on_body is not None:
+                self.on_body = on_body
+            if on_complete is not None:
+                self.on_message_complete = on_complete
+
+    def release_held(self) -> None:
+        """The calls held back for `on_message`, made now, in their order: the message is not one such call."""
+        if self.begin_held:
+            self.begin_held = False
+            if self.on_begin is not None:
+                self.on_begin()
+        held, body = self.held, self.held_body
+        self.held = self.held_body = None
+        if held is not None:
+            self.on_head(*held)
+            if body is not None and self.protocol_body is not None:
+                self.protocol_body(body)
+
+    def on_body(self, body: bytes) -> None:  # (only with on_message: otherwise the protocol's own is called)
+        if self.held is not None:
+            if self.held_body is None:  # the first piece: the message may still end within these bytes
+                self.held_body = body
+                return
+            self.release_held()
+        if self.protocol_body is not None:
+            self.protocol_body(body)
+
+    def on_message_complete(self) -> None:  # (only with on_message)
+        if self.held is None:
+            if self.protocol_complete is not None:
+                self.protocol_complete()
+            return
+        (first, headers), body = self.held, self.held_body
+        self.held = self.held_body = None
+        self.begin_held = False
+        self.on_message(first, headers, body if body is not None else b"")
 
     def _count(self, size: int) -> None:
         self.size += size
@@ -65,6 +116,7 @@ class _Collector:
 
     def refuse(self) -> None:
         """A head past a limit: the protocol's `on_head_too_large` is called (to raise), and parsing stops."""
+        self.release_held()
         if self.on_too_large is not None:
             self.on_too_large()
         raise ValueError("head too large")
@@ -76,7 +128,9 @@ class _Collector:
         self.fields = 0
         self.in_head = True
         self.raw = 0
-        if self.on_begin is not None:
+        if self.on_message is not None:
+            self.begin_held = True
+        elif self.on_begin is not None:
             self.on_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -97,6 +151,10 @@ class _Collector:
         self.in_head = False
         headers, self.headers = self.headers, None
         if self.on_head is not None:
+            if self.begin_held and not self.parser.should_upgrade():  # begun in this read, and may end in it
+                self.held = (self.first, headers if headers is not None else [])
+                return
+            self.release_held()
             self.on_head(self.first, headers if headers is not None else [])
 
 
@@ -111,7 +169,11 @@ class _Guarded:
         if self._failed is not None:  # as llhttp: after an error, every call fails alike
             raise type(self._failed)(*self._failed.args)
         collector = self._collector
-        self._parser.feed_data(data)
+        try:
+            self._parser.feed_data(data)
+        finally:
+            if collector.begin_held or collector.held is not None:
+                self._release_held()
         if collector.in_head and collector.max_head >= 0:
             collector.raw += len(data)
             if collector.raw > RAW_HEAD_FACTOR * collector.max_head:
@@ -121,13 +183,24 @@ class _Guarded:
                     self._failed = httptools.HttpParserCallbackError("head too large")
                     raise self._failed from refused
 
+    def _release_held(self) -> None:
+        """The bytes ended (or an error came) inside a message: the calls held back for `on_message` are made. One
+        failing fails the parse as it would have where it was held, and the parser stays failed (as llhttp does)."""
+        collector = self._collector
+        try:
+            collector.release_held()
+        except Exception as error:
+            collector.begin_held, collector.held, collector.held_body = False, None, None
+            self._failed = httptools.HttpParserCallbackError("callback error")
+            raise self._failed from error
+
 
 class HttptoolsRequestParser(_Guarded):
     """A request parser: `protocol.on_head(url, headers)` once per head (see the module's docstring)."""
 
     def __init__(self, protocol: Any, max_head: int = -1) -> None:
         self._collector = _Collector(protocol, max_head)
-        self._parser = httptools.HttpRequestParser(self._collector)
+        self._parser = self._collector.parser = httptools.HttpRequestParser(self._collector)
         self.get_method = self._parser.get_method
         self.get_http_version = self._parser.get_http_version
         self.should_keep_alive = self._parser.should_keep_alive
@@ -139,7 +212,7 @@ class HttptoolsResponseParser(_Guarded):
 
     def __init__(self, protocol: Any, max_head: int = -1) -> None:
         self._collector = _Collector(protocol, max_head)
-        self._parser = httptools.HttpResponseParser(self._collector)
+        self._parser = self._collector.parser = httptools.HttpResponseParser(self._collector)
         self.get_status_code = self._parser.get_status_code
         self.get_http_version = self._parser.get_http_version
         self.should_keep_alive = self._parser.should_keep_alive

@@ -1089,10 +1089,10 @@ def client_and_pooled_upstream(relay: Relay, port: int) -> tuple[Any, _Transport
 
 
 # What one keep-alive request costs in Python calls into rhone_local/edge_relay.py: a bodiless GET on a pooled
-# upstream connection, answered with Content-Length. The parsers' callbacks are 7 of them, however many headers either
-# side sends (rhone_local/http1.py: one call per head; with httptools' one per header they were 15 here). Raise it
-# only knowingly: every call is paid on every request.
-CALLS_PER_REQUEST = 23
+# upstream connection, answered with Content-Length. The parsers' callbacks are 2 of them, however many headers either
+# side sends (rhone_local/http1.py: `on_message` for a message read whole; 7 with a call per head and part, 15 with
+# httptools' call per header). Raise it only knowingly: every call is paid on every request.
+CALLS_PER_REQUEST = 18
 
 
 def test_a_keep_alive_request_on_a_pooled_connection_costs_a_bounded_number_of_python_calls() -> None:
@@ -1126,3 +1126,82 @@ def test_a_keep_alive_request_on_a_pooled_connection_costs_a_bounded_number_of_p
         assert len(calls) == 3 * CALLS_PER_REQUEST, calls[: len(calls) // 3]
     finally:
         relay.loop.close()
+
+
+def _scripted_run(steps: list[tuple[bytes, list[bytes]]], merged: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Feed `steps` (a client read, then the app's answer reads, each to the upstream connection carrying the current
+    request) to a relay whose protocols have `on_message` or not; what each transport got, and where pools end."""
+    if not merged:  # the parsers then make the four calls on_message stands for (rhone_local/http1.py)
+        monkeypatch.delattr(edge_relay.Client, "on_message")
+        monkeypatch.delattr(edge_relay.Upstream, "on_message")
+    route: dict[str, Any] = {"answer": (200, [Target(40000, b"rhone_affinity=x")])}
+    relay = Relay(lambda host, affinity=(): route["answer"])
+    try:
+        client, client_transport = edge_relay.Client(relay), _Transport()
+        client.connection_made(client_transport)
+        upstreams = []
+        for port in (40000, 40001):
+            for _ in range(4):
+                upstream = edge_relay.Upstream(relay.pool, port)
+                upstream.connection_made(_Transport())
+                upstreams.append(upstream)
+                relay.pool.idle.setdefault(port, []).append(upstream)
+        for request, answers in steps:
+            if request == b"route: 404":
+                route["answer"] = (404, "no route")
+            elif request == b"route: 40001":
+                route["answer"] = (200, [Target(40001)])
+            else:
+                client.data_received(request)
+            for answer in answers:
+                assert client.exchange is not None
+                client.exchange.upstream.data_received(answer)
+        return (
+            client_transport.written,
+            client_transport.closing,
+            [(u.port, u.transport.written, u.closed) for u in upstreams],
+            {port: [upstreams.index(u) for u in idle] for port, idle in relay.pool.idle.items()},
+            dict(relay.pool.open),
+        )
+    finally:
+        relay.loop.close()
+
+
+def test_on_message_does_exactly_what_the_four_parser_calls_it_stands_for_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Client.on_message and Upstream.on_message are the relay's hot path: a request or an answer read whole is one
+    # call, and a request like the last one reuses its Request. Every step below, run both ways, must write the same
+    # bytes to the client and to each app connection and leave the pool alike.
+    get = b"GET /a HTTP/1.1\r\nHost: web.localhost\r\nCookie: k=v\r\n\r\n"
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\n\r\nok"
+    steps = [
+        (get, [ok]),
+        (get, [ok]),  # the same request: its Request again
+        (get.replace(b"GET", b"DELETE"), [ok]),  # the method alone
+        (get, [ok.replace(b"X-A: 1", b"X-A: 2")]),  # another answer head
+        (get.replace(b"k=v", b"k=w"), [ok]),  # a header's value
+        (get.replace(b"/a", b"/b"), [ok]),  # the target alone
+        (get.replace(b"Cookie: k=v", b"Cookie: rhone_affinity=y; k=v"), [ok]),  # the edge's cookie, taken out
+        (get, [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"]),  # one piece
+        (get, [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n"]),  # two
+        (get, [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"]),  # none
+        (get, [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe", b"llo"]),  # a body over two reads
+        (get, [b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"]),
+        (get, [b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n"]),
+        (get + get, [ok, ok]),  # pipelined: the second waits for the first answer
+        (b"POST /a HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: 2\r\n\r\nhi", [ok]),
+        (b"POST /a HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: 0\r\nExpect: 100-continue\r\n\r\n", [ok]),
+        (b"POST /a HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: 0\r\nExpect: 100-continue\r\n\r\n", [ok]),
+        (b"route: 40001", []),
+        (get, [ok]),  # the same request, routed elsewhere now
+        (b"route: 404", []),
+        (get.replace(b"GET", b"HEAD"), []),  # and now nowhere: the edge answers
+        (get, []),
+        (get.replace(b"HTTP/1.1", b"HTTP/1.0"), []),  # the version alone (not kept alive: the connection closes)
+    ]
+    merged = _scripted_run(steps, True, monkeypatch)
+    apart = _scripted_run(steps, False, monkeypatch)
+    assert merged == apart
+    written = b"".join(merged[0])
+    assert written.count(b"HTTP/1.1 404 ") == 3 and written.count(b"100 Continue") == 2
+    sent = [b"".join(w) for _, w, _ in merged[2]]
+    assert sum(s.count(b"DELETE /a ") for s in sent) == 1 and sum(s.count(b"GET /a ") for s in sent) == 14

@@ -63,8 +63,31 @@ class Recorder:
         raise TooLarge("head")
 
 
-def run(parser_class: Any, kind: str, parts: list[bytes], max_head: int) -> list[tuple[Any, ...]]:
-    recorder = Recorder(kind)
+class MessageRecorder(Recorder):
+    """A protocol with `on_message` too: a message begun and ended in one read may come in that one call."""
+
+    def on_message(self, first: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.on_message_complete()
+        seen = self.calls.pop()[1:]
+        self.calls.append(("message", first, list(headers), body, *seen))
+
+
+def expanded(calls: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """`calls` with each on_message call written as the four calls it stands for."""
+    out: list[tuple[Any, ...]] = []
+    for call in calls:
+        if call[0] == "message":
+            _, first, headers, body, *seen = call
+            out += [("begin",), ("head", first, headers)] + ([("body", body)] if body else []) + [("complete", *seen)]
+        else:
+            out.append(call)
+    return out
+
+
+def run(
+    parser_class: Any, kind: str, parts: list[bytes], max_head: int, recorder_class: type = Recorder
+) -> list[tuple[Any, ...]]:
+    recorder = recorder_class(kind)
     recorder.parser = parser = parser_class(recorder, max_head)
     for index, part in enumerate(parts):
         try:
@@ -168,6 +191,52 @@ def test_the_c_parser_and_the_httptools_one_make_the_same_calls_and_errors(kind:
         assert run(built, kind, [data], -1)[-1] == whole[-1]  # a field count, whatever the byte limit
     if name == "fields at the limit":
         assert whole[-1][0] == "complete" and len(next(c for c in whole if c[0] == "head")[2]) == http1.MAX_FIELDS
+
+
+@pytest.mark.skipif(BUILT is None, reason="rhone_local._http1 is not built (see test_the_c_parser_is_built)")
+@pytest.mark.parametrize(("kind", "name", "data"), _cases())
+def test_on_message_stands_for_exactly_the_calls_it_replaces(kind: str, name: str, data: bytes) -> None:
+    # A protocol with on_message gets the same story, whichever parser and however the bytes are split: with each
+    # on_message call written out as begin, head, body and complete, the calls and errors are those of a protocol
+    # without it, in the same order.
+    assert BUILT is not None
+    built = BUILT[0] if kind == "request" else BUILT[1]
+    fallback = http1.HttptoolsRequestParser if kind == "request" else http1.HttptoolsResponseParser
+    max_head = 512 if name == "large head" else 64 * 1024
+    for parts in splits(data):
+        plain = run(built, kind, parts, max_head)
+        merged = run(built, kind, parts, max_head, MessageRecorder)
+        assert merged == run(fallback, kind, parts, max_head, MessageRecorder), (name, parts)
+        assert expanded(merged) == plain, (name, parts)
+        if len(parts) > 2:  # one byte a read: no message begins and ends in one
+            assert not any(call[0] == "message" for call in merged), (name, parts)
+
+
+def test_on_message_is_one_call_for_messages_that_begin_and_end_in_one_read() -> None:
+    assert BUILT is not None
+    for parser_class in (BUILT[0], http1.HttptoolsRequestParser):
+        pipelined = run(parser_class, "request", [REQUESTS["pipelined"]], 1024, MessageRecorder)
+        assert [call[:2] for call in pipelined] == [("message", b"/1"), ("message", b"/2"), ("message", b"/3")]
+        post = run(parser_class, "request", [REQUESTS["post"]], 1024, MessageRecorder)
+        assert [call[:2] + call[3:4] for call in post] == [("message", b"/form", b"hello world")]
+        # A chunked body comes in pieces: the held calls are made at the second, and the message ends as usual.
+        chunked = run(parser_class, "request", [REQUESTS["chunked with trailers"]], 1024, MessageRecorder)
+        assert [call[0] for call in chunked] == ["begin", "head", "body", "complete"]
+        # An upgrade's head is never held: the tunnel starts from it.
+        upgrade = run(parser_class, "request", [REQUESTS["websocket"]], 1024, MessageRecorder)
+        assert [call[0] for call in upgrade] == ["begin", "head", "complete", "upgrade"]
+        # A message begun in one read and ended in the next: its begin is made when the first read ends.
+        data = REQUESTS["get"]
+        split = run(parser_class, "request", [data[:-2], data[-2:]], 1024, MessageRecorder)
+        assert [call[0] for call in split] == ["begin", "head", "complete"]
+    for parser_class in (BUILT[1], http1.HttptoolsResponseParser):
+        answer = run(parser_class, "response", [RESPONSES["length"]], 1024, MessageRecorder)
+        assert [call[:2] + call[3:5] for call in answer] == [("message", b"OK", b"hello, world\n", 200)]
+        answers = run(parser_class, "response", [RESPONSES["two answers"]], 1024, MessageRecorder)
+        assert [call[:2] + call[3:5] for call in answers] == [
+            ("message", b"No Content", b"", 204),
+            ("message", b"Not Modified", b"", 304),
+        ]
 
 
 def test_what_the_c_parser_hands_over_for_a_common_request_and_answer() -> None:
