@@ -302,3 +302,30 @@ def test_the_fast_path_leaves_its_own_redirected_output_out(tmp_path, base_envir
     log = (project / "err.log").read_text()
     assert "leaving out.json out of the manifest: it is this command's stdout" in log
     assert "leaving err.log out of the manifest: it is this command's stderr" in log
+
+
+def test_the_counts_leave_out_the_commands_own_redirected_output(tmp_path, base_environ):
+    """`rhone artifact manifest > out.txt 2> err.log` run twice inside the project: the shell truncates both files
+    before each run, so the walk hashes them each time; they are left out of the manifest, and out of the count of
+    files hashed too (it once counted them, and a warm run could say "-2 from the stat cache")."""
+    import subprocess
+    import sys
+
+    project = tmp_path / "project"
+    make_tree(project)
+    run = "import sys; from rhone_cli.entry import run; sys.argv = ['rhone', *sys.argv[1:]]; run()"
+    printed = []
+    for _ in range(2):
+        with open(project / "out.txt", "wb") as out, open(project / "err.log", "wb") as err:
+            proc = subprocess.run(
+                [sys.executable, "-c", run, "-C", "project", "artifact", "manifest"],
+                stdout=out,
+                stderr=err,
+                cwd=tmp_path,
+                env=base_environ,
+                timeout=60,
+            )
+        assert proc.returncode == 0, (project / "err.log").read_text()
+        assert "leaving out.txt out of the manifest" in (project / "err.log").read_text()
+        printed.append([line for line in (project / "out.txt").read_text().splitlines() if "hashed" in line])
+    assert printed == [["hashed: 14 (0 from the stat cache)"], ["hashed: 0 (14 from the stat cache)"]]

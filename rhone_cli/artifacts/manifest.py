@@ -214,6 +214,7 @@ class Manifest:
         file_count: int | None = None,  # given with a function making the rows
         total_size: int | None = None,
         state_dir: str | None = None,  # where its stat cache lives (None: built without one)
+        hashed_watched: frozenset[str] = frozenset(),  # those of build_manifest's `watch` paths this run hashed
     ) -> None:
         if (files is None) == (rows is None):
             raise TypeError("a Manifest is made of either files or rows")
@@ -221,6 +222,7 @@ class Manifest:
         self._files, self._rows, self._digest = files, rows, digest
         self._file_count, self._total_size = file_count, total_size
         self._state_dir = state_dir
+        self.hashed_watched = hashed_watched
 
     def __repr__(self) -> str:
         return f"Manifest(root={self.root!r}, file_count={self.file_count}, hashed_count={self.hashed_count})"
@@ -948,7 +950,14 @@ def _kind(st_mode: int) -> str:
 
 # -- the walk -------------------------------------------------------------------------------------------------------
 class _Walk:
-    def __init__(self, root: str, ignore: _Layers, include: RuleSet | None, cache: _Cache | None) -> None:
+    def __init__(
+        self,
+        root: str,
+        ignore: _Layers,
+        include: RuleSet | None,
+        cache: _Cache | None,
+        watch: frozenset[str] = frozenset(),
+    ) -> None:
         self.root = root  # real (resolved) absolute path
         self.ignore = ignore  # the rules in effect at the root (before its own ignore files)
         self.include = include  # None: everything is included
@@ -967,6 +976,8 @@ class _Walk:
         self._known: dict[str, dict[str, tuple[str, str]]] = {}
         self.directories = 0
         self.hasher: Any = None  # a _hashing.ParallelHasher, made when the first file needs hashing
+        self.watch = watch  # root-relative paths whose hashing (rather than listing from the cache) is noted
+        self.hashed_watched: list[str] = []
         self.state_dir = os.path.join(root, STATE_DIR)
 
     @property
@@ -1211,6 +1222,8 @@ class _Walk:
 
     def _hash(self, rel: str, path: str, *, nofollow: bool) -> None:
         """Queue `path` for hashing (on worker threads once there are enough files to keep them busy)."""
+        if self.watch and rel in self.watch:
+            self.hashed_watched.append(rel)
         if self.hasher is None:
             from rhone_cli.artifacts._hashing import ParallelHasher, worker_count
 
@@ -1422,17 +1435,20 @@ def build_manifest(
     include: Sequence[str] = ("**",),
     exclude: Sequence[str] = (),
     use_cache: bool = True,
+    watch: frozenset[str] = frozenset(),
 ) -> Manifest:
     """The manifest of the directory `root` (see the module docstring for what is listed and what is refused).
 
     `include`/`exclude` are rhone.toml's `build.include`/`build.exclude` (gitignore-style globs relative to the root).
+    Of the root-relative paths in `watch`, those this run hashed (rather than took from the stat cache) are the
+    manifest's `hashed_watched`: a caller leaving a file out afterwards keeps `hashed_count` true.
     Raises `RhoneError` (`unsafe_path`, `unreadable_path`, `too_many_files`, `invalid_ignore_file`).
     """
     real_root = _real_root(root)
     layers, include_rules = _base_layers(exclude), _include_rules(include)
     state_dir = os.path.join(real_root, STATE_DIR) if use_cache else None
     cache = _load_cache(os.path.join(state_dir, CACHE_FILE)) if state_dir is not None else None
-    walk = _Walk(real_root, layers, include_rules, cache)
+    walk = _Walk(real_root, layers, include_rules, cache, watch)
     hashed = walk.run()
     count, size = walk.file_count, walk.unchanged_size + sum([row[1] for row in walk.rows])
     if cache is not None and not hashed and cache.digest and walk.from_cache == cache.file_count == count:
@@ -1443,7 +1459,13 @@ def build_manifest(
             real_root, rows=walk.all_rows, digest=cache.digest, file_count=count, total_size=size, state_dir=state_dir
         )
     records = walk.new_records() if cache is not None else None
-    result = Manifest(real_root, rows=walk.all_rows(), hashed_count=hashed, state_dir=state_dir)
+    result = Manifest(
+        real_root,
+        rows=walk.all_rows(),
+        hashed_count=hashed,
+        state_dir=state_dir,
+        hashed_watched=frozenset(walk.hashed_watched),
+    )
     if records is not None:
         # The digest is stored only when the records describe the whole manifest (a file that changed while being
         # read is listed but not remembered).

@@ -29,8 +29,9 @@ def project_manifest(workdir: Path | str, *, prebuilt: bool, use_cache: bool = T
     from rhone_cli.artifacts.manifest import Manifest, build_manifest
 
     root, include, exclude = manifest_root(workdir, prebuilt=prebuilt)
-    manifest = build_manifest(root, include=include, exclude=exclude, use_cache=use_cache)
-    outputs = redirected_outputs(out.env, manifest.root) if out is not None else {}
+    # Found before the walk, which then notes whether it hashed them: the count of files hashed stays true.
+    outputs = redirected_outputs(out.env, os.path.realpath(root)) if out is not None else {}
+    manifest = build_manifest(root, include=include, exclude=exclude, use_cache=use_cache, watch=frozenset(outputs))
     listed = [path for path in outputs if any(entry["path"] == path for entry in manifest.files)]
     if not listed:
         return manifest
@@ -41,7 +42,8 @@ def project_manifest(workdir: Path | str, *, prebuilt: bool, use_cache: bool = T
             "(add it to .rhoneignore to say so)"
         )
     kept = [entry for entry in manifest.files if entry["path"] not in outputs]
-    return Manifest(root=manifest.root, files=kept, hashed_count=manifest.hashed_count)
+    hashed = manifest.hashed_count - len(manifest.hashed_watched.intersection(listed))
+    return Manifest(root=manifest.root, files=kept, hashed_count=hashed)
 
 
 def redirected_outputs(env: Environment, root: str) -> dict[str, str]:
