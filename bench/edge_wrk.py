@@ -19,17 +19,19 @@ same job, since a Python app server pays for each header it is sent.
 
 Each round runs, for every connection count, `wrk -t1 -cN --latency` against the three targets (direct to the
 allocation's port, the edge with `Host: <app>--production.localhost`, the nginx anchor with the same Host) for S
-seconds each (default 10), in K slices of S/K whole seconds (`--slices`, default 5) taken in turn — direct, edge,
-nginx, direct, edge, nginx, … — so that all three see the same moments of a machine whose speed drifts (on a shared
-2-core VM, from one 8 s run to the next, by up to a third). A target's round pools its slices: requests and CPU
-seconds summed, p50 the median of the slices' p50s (the upper middle one for an even K). R rounds (default 3).
+seconds each (default 10), in K slices of S/K whole seconds (`--slices`, default 5) taken in turn, so that all
+targets see the same moments of a machine whose speed drifts (on a shared 2-core VM, from one 8 s run to the next, by
+up to a third). The order rotates from one turn to the next (direct, edge, nginx; then edge, nginx, direct; …), so no
+target always runs right after the same one. A target's round pools its slices: requests and CPU seconds summed. R
+rounds (default 3).
 
 Reported per connection count, min–max over the rounds:
 - throughput as a ratio to direct in the same round (edge, nginx);
-- p50 overhead: the target's p50 latency minus direct's, in ms (wrk's own latency distribution);
+- p50 overhead: the target's p50 latency minus direct's in the same turn (wrk's own latency distribution), in ms,
+  the median over the round's turns (the upper middle one for an even K);
 - CPU per request: utime+stime of the edge process(es) (resp. the nginx anchor's worker), read from
-  /proc/<pid>/stat before and after the run, divided by the requests wrk completed; and the edge's as a multiple of
-  nginx's.
+  /proc/<pid>/stat before the slice and once it has stopped growing after wrk exits (closing wrk's connections is
+  part of the work), divided by the requests wrk completed; and the edge's as a multiple of nginx's.
 With `--told`, another target runs in the same rounds: the app directly, sent the edge's two forwarding headers
 (`X-Forwarded-For`, `-Proto`) as well as the Host. Its p50 minus direct's is what the app itself pays for being told
 who the client is — part of any proxy's overhead, not work the proxy does (a Python app server parses each header).
@@ -39,6 +41,8 @@ direct is what the Python event loop and two more loopback hops cost; between it
 semantics (routing, header rewriting, pooling, deadlines) cost.
 Targets (issue 15): ≥ 0.85× direct at 8 connections, ≥ 0.7× at 1, p50 overhead ≤ 0.1 ms, CPU per request ≤ 2×
 nginx's. The load average at start and end is printed: figures from a machine busy with other work are not figures.
+So is the share of CPU time the hypervisor took from this VM while the rounds ran (`steal` in /proc/stat): a VM's
+neighbours slow everything in it, the anchor included.
 Every process it starts is stopped in a finally block; every wait is bounded.
 """
 
@@ -54,7 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from _harness import Checks, Rhone, SetupError, isolated_environment, local_up, production_port, rhone_script
@@ -192,6 +196,33 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICKS
 
 
+def settled_cpu_seconds(pids: list[int], interval: float = 0.03, bound: float = 1.0) -> float:
+    """`cpu_seconds` once it reads the same twice `interval` apart (the proxies close wrk's connections after it
+    exits), or after `bound` seconds."""
+    deadline = time.monotonic() + bound
+    last = cpu_seconds(pids)
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        now = cpu_seconds(pids)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+def machine_ticks() -> list[int]:
+    """The machine's CPU time by kind (/proc/stat's first line: user, nice, system, idle, iowait, irq, softirq,
+    steal, …), in clock ticks."""
+    return [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
+def steal_share(before: list[int], after: list[int]) -> str:
+    spent = [b - a for a, b in zip(before, after, strict=False)]
+    total = sum(spent[:8]) or 1  # (guest time is counted in user time already)
+    busy = 1 - (spent[3] + spent[4]) / total
+    return f"CPU time stolen by the hypervisor meanwhile {spent[7] / total:.1%}, busy {busy:.1%}"
+
+
 def children(parent: int, marker: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -217,6 +248,7 @@ class Run:
     p50_ms: float
     errors: int
     cpu: float  # seconds of the proxy's processes (0 for direct)
+    p50s: list[float] = field(default_factory=list)  # a pooled round's: each turn's p50, in turn order
 
     @property
     def rps(self) -> float:
@@ -226,14 +258,23 @@ class Run:
     def pooled(cls, slices: list[Run]) -> Run:
         """One target's round from its slices: counts summed, p50 the median slice's (the upper one of an even
         count)."""
-        p50s = sorted(r.p50_ms for r in slices)
+        p50s = [r.p50_ms for r in slices]
         return cls(
             sum(r.requests for r in slices),
             sum(r.seconds for r in slices),
-            p50s[len(p50s) // 2],
+            median_high(p50s),
             sum(r.errors for r in slices),
             sum(r.cpu for r in slices),
+            p50s,
         )
+
+    def overhead_ms(self, direct: Run) -> float:
+        """This target's p50 minus direct's, turn by turn; the median of those differences."""
+        return median_high([mine - theirs for mine, theirs in zip(self.p50s, direct.p50s, strict=True)])
+
+
+def median_high(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 def parse_wrk(output: str) -> tuple[int, float, float, int]:
@@ -263,7 +304,7 @@ def wrk(port: int, connections: int, duration: int, host: str | None, pids: list
     proc = subprocess.run(
         [*command, f"http://127.0.0.1:{port}/"], capture_output=True, text=True, timeout=duration + 60
     )
-    cpu = cpu_seconds(pids) - before
+    cpu = settled_cpu_seconds(pids) - before
     if proc.returncode != 0:
         raise SetupError(f"wrk exited {proc.returncode}: {proc.stderr}")
     requests, seconds, p50, errors = parse_wrk(proc.stdout)
@@ -293,9 +334,9 @@ def report_floor(results: dict[int, list[dict[str, Run]]]) -> None:
     print(f"\n{'conns':>5} {'floor / direct':>15} {'floor p50 +ms':>14} {'floor µs/req':>13} {'edge − floor ms':>16}")
     for connections, rounds in results.items():
         ratio = [r["floor"].rps / r["direct"].rps for r in rounds]
-        p50 = [r["floor"].p50_ms - r["direct"].p50_ms for r in rounds]
+        p50 = [r["floor"].overhead_ms(r["direct"]) for r in rounds]
         cpu = [r["floor"].cpu / r["floor"].requests * 1e6 for r in rounds]
-        beyond = [r["edge"].p50_ms - r["floor"].p50_ms for r in rounds]
+        beyond = [r["edge"].overhead_ms(r["floor"]) for r in rounds]
         print(
             f"{connections:>5} {fmt_range(ratio, '.2f', '×'):>15} {fmt_range(p50, '+.3f'):>14} "
             f"{fmt_range(cpu, '.1f'):>13} {fmt_range(beyond, '+.3f'):>16}"
@@ -307,8 +348,8 @@ def report_told(results: dict[int, list[dict[str, Run]]]) -> None:
     print(f"\n{'conns':>5} {'told / direct':>14} {'told p50 +ms':>13} {'edge − told ms':>15}")
     for connections, rounds in results.items():
         ratio = [r["told"].rps / r["direct"].rps for r in rounds]
-        p50 = [r["told"].p50_ms - r["direct"].p50_ms for r in rounds]
-        beyond = [r["edge"].p50_ms - r["told"].p50_ms for r in rounds]
+        p50 = [r["told"].overhead_ms(r["direct"]) for r in rounds]
+        beyond = [r["edge"].overhead_ms(r["told"]) for r in rounds]
         print(
             f"{connections:>5} {fmt_range(ratio, '.2f', '×'):>14} {fmt_range(p50, '+.3f'):>13} "
             f"{fmt_range(beyond, '+.3f'):>15}"
@@ -330,8 +371,8 @@ def report(results: dict[int, list[dict[str, Run]]], edge_processes: int) -> int
         direct = [r["direct"].rps for r in rounds]
         edge_ratio = [r["edge"].rps / r["direct"].rps for r in rounds]
         nginx_ratio = [r["nginx"].rps / r["direct"].rps for r in rounds]
-        edge_p50 = [r["edge"].p50_ms - r["direct"].p50_ms for r in rounds]
-        nginx_p50 = [r["nginx"].p50_ms - r["direct"].p50_ms for r in rounds]
+        edge_p50 = [r["edge"].overhead_ms(r["direct"]) for r in rounds]
+        nginx_p50 = [r["nginx"].overhead_ms(r["direct"]) for r in rounds]
         edge_cpu = [r["edge"].cpu / r["edge"].requests * 1e6 for r in rounds]
         nginx_cpu = [r["nginx"].cpu / r["nginx"].requests * 1e6 for r in rounds]
         cpu_ratio = [e / n for e, n in zip(edge_cpu, nginx_cpu, strict=True)]
@@ -466,11 +507,15 @@ def main(argv: list[str] | None = None) -> int:
             for target_port, host, pids, extra in ports.values():  # warm up every path once
                 wrk(target_port, 8, 1, host, pids, extra)
             results: dict[int, list[dict[str, Run]]] = {c: [] for c in counts}
+            ticks_before = machine_ticks()
             for round_number in range(1, options.rounds + 1):
                 for connections in counts:
                     slices: dict[str, list[Run]] = {n: [] for n in ports}
-                    for _ in range(options.slices):  # in turn: every target sees the same moments of the machine
-                        for name, (target_port, *rest) in ports.items():
+                    names = list(ports)
+                    for turn in range(options.slices):  # in turn: every target sees the same moments of the machine
+                        start = turn % len(names)  # and follows a different one each turn
+                        for name in names[start:] + names[:start]:
+                            target_port, *rest = ports[name]
                             slices[name].append(wrk(target_port, connections, slice_seconds, *rest))
                     runs = {name: Run.pooled(taken) for name, taken in slices.items()}
                     results[connections].append(runs)
@@ -479,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
                         + ", ".join(f"{n} {r.rps:,.0f} req/s p50 {r.p50_ms:.3f} ms" for n, r in runs.items()),
                         flush=True,
                     )
-            print(f"load average at end {os.getloadavg()[0]:.2f}")
+            print(f"load average at end {os.getloadavg()[0]:.2f}; {steal_share(ticks_before, machine_ticks())}")
         except (SetupError, subprocess.SubprocessError, OSError, ValueError, KeyError) as error:
             print(f"bench: {error}", file=sys.stderr)
             log = data_dir / "rhone-local.log"
