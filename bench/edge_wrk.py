@@ -21,9 +21,10 @@ Each round runs, for every connection count, `wrk -t1 -cN --latency` against the
 allocation's port, the edge with `Host: <app>--production.localhost`, the nginx anchor with the same Host) for S
 seconds each (default 10), in K slices of S/K whole seconds (`--slices`, default 5) taken in turn, so that all
 targets see the same moments of a machine whose speed drifts (on a shared 2-core VM, from one 8 s run to the next, by
-up to a third). The order rotates from one turn to the next (direct, edge, nginx; then edge, nginx, direct; …), so no
-target always runs right after the same one. A target's round pools its slices: requests and CPU seconds summed. R
-rounds (default 3).
+up to a third). The order rotates by one from one turn to the next (direct, edge, nginx; then edge, nginx, direct; …),
+so every target takes every place in a round, and the one that opens a turn follows another than in the last turn
+(within a turn the cycle is kept: with three targets the edge follows direct in 3 of 5 turns). A target's round
+pools its slices: requests and CPU seconds summed. R rounds (default 3).
 
 Reported per connection count, min–max over the rounds:
 - throughput as a ratio to direct in the same round (edge, nginx);
@@ -220,7 +221,7 @@ def steal_share(before: list[int], after: list[int]) -> str:
     spent = [b - a for a, b in zip(before, after, strict=False)]
     total = sum(spent[:8]) or 1  # (guest time is counted in user time already)
     busy = 1 - (spent[3] + spent[4]) / total
-    return f"CPU time stolen by the hypervisor meanwhile {spent[7] / total:.1%}, busy {busy:.1%}"
+    return f"CPU time stolen by the hypervisor meanwhile {spent[7] / total:.1%}, busy {busy:.1%} (stolen included)"
 
 
 def children(parent: int, marker: str) -> list[int]:
@@ -519,9 +520,14 @@ def main(argv: list[str] | None = None) -> int:
                             slices[name].append(wrk(target_port, connections, slice_seconds, *rest))
                     runs = {name: Run.pooled(taken) for name, taken in slices.items()}
                     results[connections].append(runs)
+                    direct = runs["direct"]
                     print(
                         f"  round {round_number}, {connections:>3} conns: "
-                        + ", ".join(f"{n} {r.rps:,.0f} req/s p50 {r.p50_ms:.3f} ms" for n, r in runs.items()),
+                        + ", ".join(
+                            f"{n} {r.rps:,.0f} req/s p50 {r.p50_ms:.3f} ms"
+                            + ("" if r is direct else f" ({r.rps / direct.rps:.2f}×, {r.overhead_ms(direct):+.3f} ms)")
+                            for n, r in runs.items()
+                        ),
                         flush=True,
                     )
             print(f"load average at end {os.getloadavg()[0]:.2f}; {steal_share(ticks_before, machine_ticks())}")

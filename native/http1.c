@@ -102,16 +102,13 @@ static int call_on_body(Parser *self, PyObject *body) {
 
 /* The calls held back for on_message, made now, in their order: the message is not one on_message call. */
 static int release_held(Parser *self) {
-    if (self->begin_held) {
-        self->begin_held = 0;
-        if (call0(self, self->on_message_begin) < 0) {
-            return -1;
-        }
-    }
+    /* Taken first: each is made once, even when one of them raises (then the rest are dropped with the parse). */
+    int begin = self->begin_held;
     PyObject *first = self->held_first, *headers = self->held_headers, *body = self->held_body;
+    self->begin_held = 0;
     self->held_first = self->held_headers = self->held_body = NULL;
-    int failed = 0;
-    if (headers != NULL) {
+    int failed = begin ? call0(self, self->on_message_begin) : 0;
+    if (!failed && headers != NULL) {
         PyObject *result = PyObject_CallFunctionObjArgs(self->on_head, first, headers, NULL);
         if (result == NULL) {
             failed = keep_error(self);
@@ -374,6 +371,10 @@ static int parser_init(Parser *self, PyObject *args, PyObject *kwargs, llhttp_ty
     PyObject *protocol;
     Py_ssize_t max_head = -1;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|n", keywords, &protocol, &max_head)) {
+        return -1;
+    }
+    if (self->busy) {  /* from one of its own callbacks: llhttp and the held calls are in use */
+        PyErr_SetString(PyExc_RuntimeError, "__init__ called from one of this parser's own callbacks");
         return -1;
     }
     Py_CLEAR(self->on_message_begin);

@@ -809,9 +809,11 @@ class Client(asyncio.Protocol):
 
     def on_message(self, url: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """A request begun and ended in one read: what on_message_begin, on_head, on_body and on_message_complete
-        would do (rhone_local/http1.py). A client asks alike, request after request: a bodiless request whose line
-        and headers are the last one's is the same `Request` (a pure function of them), sent again without looking
-        at its headers anew."""
+        would do (rhone_local/http1.py). A client asks alike, request after request: a request whose line, headers,
+        method and version are those of the last bodiless one (without Content-Length, Transfer-Encoding or Expect)
+        is the same `Request` (a pure function of them), sent again without looking at its headers anew. What the
+        four calls pass each other (`url`, `headers`, `noted`, `affinity`, `body`) is then left as it was: only a
+        message's own later callbacks read it, after its own on_message_begin and on_head."""
         parser = self.parser
         same = self.same_as_last
         if (

@@ -65,32 +65,32 @@ class _Collector:
         self.begin_held = False
         self.held: tuple[bytes, list[tuple[bytes, bytes]]] | None = None
         self.held_body: bytes | None = None
-        self.protocol_body = None
         self.on_too_large = getattr(protocol, "on_head_too_large", None)
-        on_body = getattr(protocol, "on_body", None)
-        on_complete = getattr(protocol, "on_message_complete", None)
-        if self.on_message is not None:  # the methods below stand between httptools and the protocol
-            self.protocol_body, self.protocol_complete = on_body, on_complete
-        else:  # httptools calls the protocol's own (a callback it does not find is not called)
-            if on_body is not None:
-                self.on_body = on_body
-            if on_complete is not None:
-                self.on_message_complete = on_complete
+        # httptools calls a callback only when it finds one: these are instance attributes, set only when there is
+        # something to call (the protocol's own, or with on_message the methods below, standing in between).
+        self.protocol_body = getattr(protocol, "on_body", None)
+        self.protocol_complete = getattr(protocol, "on_message_complete", None)
+        if self.on_message is not None:
+            self.on_body = self._body_or_hold
+            self.on_message_complete = self._complete_or_message
+        else:
+            if self.protocol_body is not None:
+                self.on_body = self.protocol_body
+            if self.protocol_complete is not None:
+                self.on_message_complete = self.protocol_complete
 
     def release_held(self) -> None:
         """The calls held back for `on_message`, made now, in their order: the message is not one such call."""
-        if self.begin_held:
-            self.begin_held = False
-            if self.on_begin is not None:
-                self.on_begin()
-        held, body = self.held, self.held_body
-        self.held = self.held_body = None
+        begin, held, body = self.begin_held, self.held, self.held_body
+        self.begin_held, self.held, self.held_body = False, None, None  # (made once, even if one of them raises)
+        if begin and self.on_begin is not None:
+            self.on_begin()
         if held is not None:
             self.on_head(*held)
             if body is not None and self.protocol_body is not None:
                 self.protocol_body(body)
 
-    def on_body(self, body: bytes) -> None:  # (only with on_message: otherwise the protocol's own is called)
+    def _body_or_hold(self, body: bytes) -> None:
         if self.held is not None:
             if self.held_body is None:  # the first piece: the message may still end within these bytes
                 self.held_body = body
@@ -99,7 +99,7 @@ class _Collector:
         if self.protocol_body is not None:
             self.protocol_body(body)
 
-    def on_message_complete(self) -> None:  # (only with on_message)
+    def _complete_or_message(self) -> None:
         if self.held is None:
             if self.protocol_complete is not None:
                 self.protocol_complete()

@@ -212,6 +212,87 @@ def test_on_message_stands_for_exactly_the_calls_it_replaces(kind: str, name: st
             assert not any(call[0] == "message" for call in merged), (name, parts)
 
 
+class ComposingRecorder(Recorder):
+    """`on_message` written as the four calls it stands for: a callback raising mid-way raises at the same point."""
+
+    def on_message(self, first: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.on_message_begin()
+        self.on_head(first, headers)
+        if body:
+            self.on_body(body)
+        self.on_message_complete()
+
+
+class Boom(Exception):
+    pass
+
+
+def raising_in(recorder_class: type, callback: str) -> Any:
+    """A recorder (factory) whose `callback` records its call, then raises."""
+
+    def make(kind: str) -> Recorder:
+        recorder = recorder_class(kind)
+        recorded = getattr(recorder, callback)
+
+        def raise_after(*args: Any) -> None:
+            recorded(*args)
+            raise Boom(callback)
+
+        setattr(recorder, callback, raise_after)
+        return recorder
+
+    return make
+
+
+@pytest.mark.skipif(BUILT is None, reason="rhone_local._http1 is not built (see test_the_c_parser_is_built)")
+@pytest.mark.parametrize("callback", ["on_message_begin", "on_head", "on_body", "on_message_complete"])
+@pytest.mark.parametrize(("kind", "name", "data"), _cases())
+def test_a_callback_raising_while_calls_are_held_tells_the_same_story(
+    kind: str, name: str, data: bytes, callback: str
+) -> None:
+    # A held call is made once, where it would have been made, and whatever it raises ends the parse there: with or
+    # without on_message, on either parser, split anywhere.
+    assert BUILT is not None
+    built = BUILT[0] if kind == "request" else BUILT[1]
+    fallback = http1.HttptoolsRequestParser if kind == "request" else http1.HttptoolsResponseParser
+    max_head = 512 if name == "large head" else 64 * 1024
+    plain, composing = raising_in(Recorder, callback), raising_in(ComposingRecorder, callback)
+    for parts in splits(data):
+        told = run(built, kind, parts, max_head, plain)
+        assert told == run(fallback, kind, parts, max_head, plain), (name, parts)
+        assert told == run(built, kind, parts, max_head, composing), (name, parts)
+        assert told == run(fallback, kind, parts, max_head, composing), (name, parts)
+
+
+class HeadOnly:
+    """A protocol with on_head alone (and, as `Merged`, on_message): the parsers call nothing it does not have."""
+
+    def __init__(self, kind: str) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.parser: Any = None
+
+    def on_head(self, first: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.calls.append(("head", first))
+
+
+class HeadAndMessage(HeadOnly):
+    def on_message(self, first: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.calls.append(("message", first, body))
+
+
+@pytest.mark.skipif(BUILT is None, reason="rhone_local._http1 is not built (see test_the_c_parser_is_built)")
+def test_a_protocol_without_the_other_callbacks_gets_only_what_it_has() -> None:
+    assert BUILT is not None
+    for data in (REQUESTS["post"] + REQUESTS["chunked with trailers"], REQUESTS["pipelined"]):
+        for parts in splits(data):
+            for protocol in (HeadOnly, HeadAndMessage):
+                told = run(BUILT[0], "request", parts, 1024, protocol)
+                assert told == run(http1.HttptoolsRequestParser, "request", parts, 1024, protocol), parts
+                assert told and all(call[0] in ("head", "message") for call in told), (parts, told)
+    whole = run(BUILT[0], "request", [REQUESTS["post"]], 1024, HeadAndMessage)
+    assert whole == [("message", b"/form", b"hello world")]
+
+
 def test_on_message_is_one_call_for_messages_that_begin_and_end_in_one_read() -> None:
     assert BUILT is not None
     for parser_class in (BUILT[0], http1.HttptoolsRequestParser):
