@@ -421,12 +421,17 @@ def test_the_c_parser_cannot_be_fed_from_its_own_callbacks() -> None:
         def on_head(self, first: bytes, headers: list[tuple[bytes, bytes]]) -> None:
             self.parser.feed_data(b"GET /again HTTP/1.1\r\n")
 
-    recorder = Reentrant("request")
-    recorder.parser = parser = BUILT[0](recorder, 1024)
-    with pytest.raises(httptools.HttpParserCallbackError) as refused:
-        parser.feed_data(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
-    assert isinstance(refused.value.__context__, RuntimeError)
-    assert "own callbacks" in str(refused.value.__context__)
+    class Reinitialising(Recorder):  # and a new protocol or limit mid-message would leave held calls to no one
+        def on_message(self, first: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+            self.parser.__init__(Recorder("request"), 1024)
+
+    for protocol in (Reentrant, Reinitialising):
+        recorder = protocol("request")
+        recorder.parser = parser = BUILT[0](recorder, 1024)
+        with pytest.raises(httptools.HttpParserCallbackError) as refused:
+            parser.feed_data(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert isinstance(refused.value.__context__, RuntimeError)
+        assert "own callbacks" in str(refused.value.__context__)
 
 
 @pytest.mark.parametrize(
