@@ -4,10 +4,10 @@
 
 What it drives: one `Client` and one pooled `Upstream` of `rhone_local/edge_relay.py` with transports that keep what
 is written, fed the bytes of the common case — a keep-alive `GET` as wrk sends it, answered the way gunicorn does
-(status line, five headers, Content-Length, a 13-byte body). The route returns the same one-target list each time,
-as the edge's route table does for a route with one allocation. Each request runs the relay's whole request path:
-parsing both ways (rhone_local/http1.py), routing, the pooled connection taken and given back, the heads written,
-deadlines set.
+(status line, five headers, Content-Length, a 13-byte body). Routing is a real `Edge` (rhone_local/edge.py) whose
+tables hold one route with one allocation, loaded as an edge process loads them from its feed, with a lease as an
+edge process has. Each request runs the relay's whole request path: parsing both ways (rhone_local/http1.py),
+routing, the pooled connection taken and given back, the heads written, deadlines set.
 
 What it prints: microseconds per request (wall time on this machine, so it moves with load: compare on a quiet
 machine, or count instructions instead, e.g. `valgrind --tool=callgrind` at two values of --requests), and the
@@ -27,9 +27,13 @@ import time
 from typing import Any
 
 from rhone_local import edge_relay
+from rhone_local.domain.routing import Owner, checksum
+from rhone_local.edge import Edge
 
 PORT = 40000
-REQUEST = b"GET / HTTP/1.1\r\nHost: wrkapp--production.localhost:8080\r\n\r\n"
+ROUTE = "wrkapp--production"
+HOST = ROUTE + ".localhost:8080"
+REQUEST = b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % HOST.encode()
 ANSWER = (
     b"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nDate: Tue, 01 Dec 2026 01:50:00 GMT\r\nConnection: keep-alive\r\n"
     b"Content-Type: text/plain\r\nContent-Length: 13\r\n\r\nhello, world\n"
@@ -65,10 +69,22 @@ class Transport:
         pass
 
 
+def routing_edge() -> Edge:
+    """An `Edge` routing REQUEST's host to PORT: one route, its owner's one ready allocation, a lease."""
+    edge = Edge()
+    owners = {ROUTE: Owner("dep_bench", "sha256:" + "0" * 64, 1)}
+    snapshot = {"seq": 1, "checksum": checksum(1, owners), "owners": {k: vars(o) for k, o in owners.items()}}
+    allocations = {"version": 1, "routes": {"dep_bench/production": [["alloc_bench", PORT]]}, "lanes": {}}
+    edge.apply({"allocations": {**allocations, "deployments": ["dep_bench"]}, "routes": {"snapshot": snapshot}})
+    edge.lease_until = time.monotonic() + 3600  # as an edge process's: checked on every request
+    if edge.candidates(HOST) != (200, [edge_relay.Target(PORT)]):
+        raise SystemExit(f"the edge does not route {HOST} to {PORT}: {edge.candidates(HOST)}")
+    return edge
+
+
 def connected() -> tuple[edge_relay.Relay, Any]:
     """A relay with one client connection and one idle upstream connection; returns it and one request's run."""
-    targets = [edge_relay.Target(PORT)]
-    relay = edge_relay.Relay(lambda host, affinity=(): (200, targets))
+    relay = edge_relay.Relay(routing_edge().candidates)
     client, client_transport = edge_relay.Client(relay), Transport()
     client.connection_made(client_transport)
     upstream, upstream_transport = edge_relay.Upstream(relay.pool, PORT), Transport()

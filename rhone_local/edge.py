@@ -211,7 +211,8 @@ class Edge:
 
         Only the route owner's ready allocations in the environment's eligible regions are candidates: health picks
         among them, never the owner. The relay tries the next target only when one refuses."""
-        kind, name, environment = self._host(host)
+        named = self._hosts.get(host)  # (_host, when cached: on every request of every client)
+        kind, name, environment = named if named is not None else self._host(host)
         if kind == "none":
             return 404, name
         if self.lease_until is not None and time.monotonic() > self.lease_until:
@@ -226,6 +227,9 @@ class Edge:
             allocations = self._routes.get((owner.deployment_id, environment))
             if not allocations:
                 return 503, f"route {name} (epoch {owner.epoch}, {owner.deployment_id}) has no ready allocation"
+            single = self._single.get(id(allocations))  # (_targets, for one allocation: made once per table)
+            if single is not None and single[0] is allocations:
+                return 200, single[1]
             return 200, self._targets(allocations, affinity)
         allocations = self._lanes.get(name)
         if not allocations:

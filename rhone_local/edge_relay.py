@@ -373,8 +373,9 @@ class Upstream(asyncio.Protocol):
                 corked.append(body)
             else:
                 client.write(body)
-        if corked:  # the answer is whole: the client gets it now, before the bookkeeping that follows
-            client.uncork()
+        if corked:  # the answer is whole: the client gets it now, before the bookkeeping that follows (uncork)
+            client.corked = None
+            client.write(corked[0] if len(corked) == 1 else b"".join(corked))
         exchange.finish(self.parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
@@ -702,7 +703,8 @@ class Client(asyncio.Protocol):
         self.deadline_at = INFINITY
         self.answer_due = INFINITY  # the app's answer head is owed by then (504 after)
         self.routed: tuple[list[Target], int] = ([], 0)  # the current request's targets and which one it went to
-        self.last_head: tuple | None = None  # the upstream head of the last request sent, and what it was made from
+        # The upstream head of the last request sent, what it was made from, and that Request.
+        self.last_head: tuple | None = None
         # The last bodiless request's line and headers as parsed, and the Request made of them (`on_message`).
         self.same_as_last: tuple[bytes, list[tuple[bytes, bytes]], Request] | None = None
         self.gone = False  # the client connection is lost
@@ -1098,13 +1100,17 @@ class Client(asyncio.Protocol):
         # A client asks alike, request after request: the head made for its last request is reused when everything
         # `Request.head_for` reads is the same (method, target, headers, port, Upgrade or not, body length; the
         # forwarding headers are this connection's).
-        key = (request.method, request.target, target.port, request.upgrade is None, len(body))
         last = self.last_head
-        if last is not None and last[0] == key and last[1] == request.headers:
+        if last is not None and last[3] is request and last[0][2] == target.port:  # the same Request (on_message)
             head = last[2]
         else:
-            head = request.head_for(target.port, self.forwarding)
-            self.last_head = (key, request.headers, head)
+            key = (request.method, request.target, target.port, request.upgrade is None, len(body))
+            if last is not None and last[0] == key and last[1] == request.headers:
+                head = last[2]
+            else:
+                head = request.head_for(target.port, self.forwarding)
+            # (a Request with a body is not kept past its exchange: its body may be 32 MiB)
+            self.last_head = (key, request.headers, head, None if body else request)
         upstream.transport.write(head + body if body else head)  # bytes after an Upgrade head wait for its 101
         self.answer_due = due = self.loop.time() + UPSTREAM_HEAD_TIMEOUT
         if due < self.timer_due:
