@@ -277,26 +277,33 @@ def test_names_matching_holds_every_name_a_rule_decides(tmp_path):
 
 
 # -- the plain-form fast path, with str paths ----------------------------------------------------------------------
+def manifest_into_the_project(project: Path, stdout: str, stderr: str, options: list[str], environ: dict) -> None:
+    """`rhone -C project artifact manifest [options] > project/stdout 2> project/stderr`, run from its parent (the
+    console script's fast path); it must succeed."""
+    import subprocess
+    import sys
+
+    run = "import sys; from rhone_cli.entry import run; sys.argv = ['rhone', *sys.argv[1:]]; run()"
+    with open(project / stdout, "wb") as out, open(project / stderr, "wb") as err:
+        proc = subprocess.run(
+            [sys.executable, "-c", run, "-C", project.name, "artifact", "manifest", *options],
+            stdout=out,
+            stderr=err,
+            cwd=project.parent,
+            env=environ,
+            timeout=60,
+        )
+    assert proc.returncode == 0, (project / stderr).read_text()
+
+
 def test_the_fast_path_leaves_its_own_redirected_output_out(tmp_path, base_environ):
     """`rhone artifact manifest --json > out.json 2> err.log` inside the project (the console script's fast path,
     which works on str paths): both files are named in a warning and left out, the rest is the cold manifest."""
-    import subprocess
-    import sys
 
     project = tmp_path / "project"
     make_tree(project)
     expected = build_manifest(project, use_cache=False)
-    run = "import sys; from rhone_cli.entry import run; sys.argv = ['rhone', *sys.argv[1:]]; run()"
-    with open(project / "out.json", "wb") as out, open(project / "err.log", "wb") as err:
-        proc = subprocess.run(
-            [sys.executable, "-c", run, "-C", "project", "artifact", "manifest", "--json"],
-            stdout=out,
-            stderr=err,
-            cwd=tmp_path,
-            env=base_environ,
-            timeout=60,
-        )
-    assert proc.returncode == 0, (project / "err.log").read_text()
+    manifest_into_the_project(project, "out.json", "err.log", ["--json"], base_environ)
     document = json.loads((project / "out.json").read_text())
     assert (document["digest"], document["manifest"]["files"]) == (expected.digest, expected.files)
     log = (project / "err.log").read_text()
@@ -308,24 +315,12 @@ def test_the_counts_leave_out_the_commands_own_redirected_output(tmp_path, base_
     """`rhone artifact manifest > out.txt 2> err.log` run twice inside the project: the shell truncates both files
     before each run, so the walk hashes them each time; they are left out of the manifest, and out of the count of
     files hashed too (it once counted them, and a warm run could say "-2 from the stat cache")."""
-    import subprocess
-    import sys
 
     project = tmp_path / "project"
     make_tree(project)
-    run = "import sys; from rhone_cli.entry import run; sys.argv = ['rhone', *sys.argv[1:]]; run()"
     printed = []
     for _ in range(2):
-        with open(project / "out.txt", "wb") as out, open(project / "err.log", "wb") as err:
-            proc = subprocess.run(
-                [sys.executable, "-c", run, "-C", "project", "artifact", "manifest"],
-                stdout=out,
-                stderr=err,
-                cwd=tmp_path,
-                env=base_environ,
-                timeout=60,
-            )
-        assert proc.returncode == 0, (project / "err.log").read_text()
+        manifest_into_the_project(project, "out.txt", "err.log", [], base_environ)
         assert "leaving out.txt out of the manifest" in (project / "err.log").read_text()
         printed.append([line for line in (project / "out.txt").read_text().splitlines() if "hashed" in line])
     assert printed == [["hashed: 14 (0 from the stat cache)"], ["hashed: 0 (14 from the stat cache)"]]

@@ -171,13 +171,18 @@ def _cases() -> list[Any]:
     return cases
 
 
-@pytest.mark.skipif(BUILT is None, reason="rhone_local._http1 is not built (see test_the_c_parser_is_built)")
-@pytest.mark.parametrize(("kind", "name", "data"), _cases())
-def test_the_c_parser_and_the_httptools_one_make_the_same_calls_and_errors(kind: str, name: str, data: bytes) -> None:
+def both_parsers(kind: str, name: str) -> tuple[Any, Any, int]:
+    """The C parser and the httptools one for `kind`, and the head limit a case is fed with."""
     assert BUILT is not None
     built = BUILT[0] if kind == "request" else BUILT[1]
     fallback = http1.HttptoolsRequestParser if kind == "request" else http1.HttptoolsResponseParser
-    max_head = 512 if name == "large head" else 64 * 1024
+    return built, fallback, 512 if name == "large head" else 64 * 1024
+
+
+@pytest.mark.skipif(BUILT is None, reason="rhone_local._http1 is not built (see test_the_c_parser_is_built)")
+@pytest.mark.parametrize(("kind", "name", "data"), _cases())
+def test_the_c_parser_and_the_httptools_one_make_the_same_calls_and_errors(kind: str, name: str, data: bytes) -> None:
+    built, fallback, max_head = both_parsers(kind, name)
     whole = run(built, kind, [data], max_head)
     assert whole, name  # every case makes at least one call
     for parts in splits(data):
@@ -199,10 +204,7 @@ def test_on_message_stands_for_exactly_the_calls_it_replaces(kind: str, name: st
     # A protocol with on_message gets the same story, whichever parser and however the bytes are split: with each
     # on_message call written out as begin, head, body and complete, the calls and errors are those of a protocol
     # without it, in the same order.
-    assert BUILT is not None
-    built = BUILT[0] if kind == "request" else BUILT[1]
-    fallback = http1.HttptoolsRequestParser if kind == "request" else http1.HttptoolsResponseParser
-    max_head = 512 if name == "large head" else 64 * 1024
+    built, fallback, max_head = both_parsers(kind, name)
     for parts in splits(data):
         plain = run(built, kind, parts, max_head)
         merged = run(built, kind, parts, max_head, MessageRecorder)
@@ -252,10 +254,7 @@ def test_a_callback_raising_while_calls_are_held_tells_the_same_story(
 ) -> None:
     # A held call is made once, where it would have been made, and whatever it raises ends the parse there: with or
     # without on_message, on either parser, split anywhere.
-    assert BUILT is not None
-    built = BUILT[0] if kind == "request" else BUILT[1]
-    fallback = http1.HttptoolsRequestParser if kind == "request" else http1.HttptoolsResponseParser
-    max_head = 512 if name == "large head" else 64 * 1024
+    built, fallback, max_head = both_parsers(kind, name)
     plain, composing = raising_in(Recorder, callback), raising_in(ComposingRecorder, callback)
     for parts in splits(data):
         told = run(built, kind, parts, max_head, plain)
