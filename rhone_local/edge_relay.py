@@ -961,6 +961,7 @@ class Client(asyncio.Protocol):
     def _request(self, upgrade: bytes | None = None) -> Request:
         parser = self.parser
         body = self.body
+        self.body = None  # the Request holds it now (a repeated request skips on_message_begin, which clears it)
         noted = self.noted
         return Request(
             parser.get_method(),

@@ -1209,7 +1209,8 @@ def test_on_message_does_exactly_what_the_four_parser_calls_it_stands_for_do(mon
 
 def test_a_request_with_a_body_is_not_kept_past_its_exchange() -> None:
     # The upstream head made for a client's last request is kept with that Request when it has no body (a repeat is
-    # then the same object); a body of up to 32 MiB must not stay in memory for as long as the connection idles.
+    # then the same object); a body of up to 32 MiB must not stay in memory for as long as the connection idles, nor
+    # while it repeats a bodiless request (which skips on_message_begin).
     relay = Relay(lambda host, affinity=(): (200, [Target(40000)]))
     try:
         client, _, upstream, _ = client_and_pooled_upstream(relay, 40000)
@@ -1220,5 +1221,8 @@ def test_a_request_with_a_body_is_not_kept_past_its_exchange() -> None:
         client.data_received(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
         upstream.data_received(answer)
         assert client.last_head[3] is None and client.same_as_last[2].method == b"GET"
+        client.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")  # the same GET again: the fast path
+        upstream.data_received(answer)
+        assert client.body is None and all(r.body != b"hello" for r in (client.same_as_last[2], client.last_head[3]))
     finally:
         relay.loop.close()
