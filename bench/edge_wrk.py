@@ -217,7 +217,8 @@ def machine_ticks() -> list[int]:
     return [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
 
 
-def steal_share(before: list[int], after: list[int]) -> str:
+def cpu_shares(before: list[int], after: list[int]) -> str:
+    """What the hypervisor stole, and how busy the machine was, between two `machine_ticks`."""
     spent = [b - a for a, b in zip(before, after, strict=False)]
     total = sum(spent[:8]) or 1  # (guest time is counted in user time already)
     busy = 1 - (spent[3] + spent[4]) / total
@@ -514,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
                     slices: dict[str, list[Run]] = {n: [] for n in ports}
                     names = list(ports)
                     for turn in range(options.slices):  # in turn: every target sees the same moments of the machine
-                        start = turn % len(names)  # and follows a different one each turn
+                        start = turn % len(names)  # and each turn opens with the next target
                         for name in names[start:] + names[:start]:
                             target_port, *rest = ports[name]
                             slices[name].append(wrk(target_port, connections, slice_seconds, *rest))
@@ -530,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
                         ),
                         flush=True,
                     )
-            print(f"load average at end {os.getloadavg()[0]:.2f}; {steal_share(ticks_before, machine_ticks())}")
+            print(f"load average at end {os.getloadavg()[0]:.2f}; {cpu_shares(ticks_before, machine_ticks())}")
         except (SetupError, subprocess.SubprocessError, OSError, ValueError, KeyError) as error:
             print(f"bench: {error}", file=sys.stderr)
             log = data_dir / "rhone-local.log"

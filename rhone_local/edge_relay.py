@@ -125,6 +125,8 @@ AFFINITY_COOKIE = b"rhone_affinity"
 AFFINITY_MARK = AFFINITY_COOKIE + b"="
 # Headers the relay itself looks at, noted while parsing (first occurrence), so nothing scans a head twice.
 NOTED = frozenset({b"host", b"cookie", b"connection", b"content-length", b"transfer-encoding", b"expect"})
+# Request headers that announce a body, or ask to be told to send one (`Client._body_announced`).
+ANNOUNCING_A_BODY = frozenset({b"content-length", b"transfer-encoding", b"expect"})
 # Headers that would tell the app who the client is or how it came (with every `x-forwarded-*`): only the edge may.
 UNTRUSTED = frozenset({b"forwarded", b"x-real-ip"})
 
@@ -826,22 +828,19 @@ class Client(asyncio.Protocol):
             and parser.get_method() == same[2].method
             and parser.get_http_version() == same[2].version
         ):
-            self.in_message = False  # (as on_head and on_message_complete leave them)
-            self.phase = ""
-            self.deadline_at = INFINITY
-            self._complete(same[2])
-            return
-        self.on_message_begin()
-        self.on_head(url, headers)
-        if body:
-            self.on_body(body)
-        self.in_message = False  # (on_message_complete, keeping the request)
+            request = same[2]
+        else:
+            self.on_message_begin()
+            self.on_head(url, headers)
+            if body:
+                self.on_body(body)
+            request = self._request()
+            noted = self.noted
+            if not body and noted.keys().isdisjoint(ANNOUNCING_A_BODY):
+                self.same_as_last = (url, headers, request)
+        self.in_message = False  # (on_message_complete: the request is whole)
         self.phase = ""
         self.deadline_at = INFINITY
-        request = self._request()
-        noted = self.noted
-        if not body and b"content-length" not in noted and b"transfer-encoding" not in noted and b"expect" not in noted:
-            self.same_as_last = (url, headers, request)
         self._complete(request)
 
     def on_head_too_large(self) -> None:
@@ -876,7 +875,7 @@ class Client(asyncio.Protocol):
             self._checked_host()
         if self.url[:1] != b"/":
             self.url = _checked_target(self.parser.get_method(), self.url, host)
-        if b"content-length" in noted or b"transfer-encoding" in noted or b"expect" in noted:
+        if not noted.keys().isdisjoint(ANNOUNCING_A_BODY):
             self._body_announced()
         else:
             self.phase = ""  # (_settle) the head is whole and no body follows

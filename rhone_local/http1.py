@@ -17,9 +17,8 @@ and makes them in their order as soon as the message turns out otherwise (an upg
 of the bytes fed, an error, a head past a limit). `on_message` must therefore do exactly what the four calls would;
 on the edge's hot path it saves their cost and what they pass each other through the protocol's attributes.
 
-Errors and upgrades are raised as httptools raises them: `httptools.HttpParserError` (an
-exception a callback raised is its `__context__`) and `httptools.HttpParserUpgrade(offset of the bytes after the
-head)`.
+Errors and upgrades are raised as httptools raises them: `httptools.HttpParserError` (an exception a callback raised
+is its `__context__`) and `httptools.HttpParserUpgrade(offset of the bytes after the head)`.
 
 Two implementations of this one contract (docs/architecture.md, "The edge's parsers"):
 - `rhone_local._http1`, a C extension compiled from `native/http1.c` and the llhttp sources vendored beside it when
@@ -186,11 +185,9 @@ class _Guarded:
     def _release_held(self) -> None:
         """The bytes ended (or an error came) inside a message: the calls held back for `on_message` are made. One
         failing fails the parse as it would have where it was held, and the parser stays failed (as llhttp does)."""
-        collector = self._collector
         try:
-            collector.release_held()
+            self._collector.release_held()  # (it takes the held calls before making them: none is left to make)
         except Exception as error:
-            collector.begin_held, collector.held, collector.held_body = False, None, None
             self._failed = httptools.HttpParserCallbackError("callback error")
             raise self._failed from error
 
