@@ -58,6 +58,7 @@ APP = textwrap.dedent(
 
     VERSION = "1"
     CRASH_FLAG = "@CRASH_FLAG@"
+    STREAM_END_FLAG = "@STREAM_END_FLAG@"
     if os.path.exists(CRASH_FLAG):
         print("crash flag present: exiting", flush=True)
         sys.exit(2)
@@ -87,11 +88,16 @@ APP = textwrap.dedent(
                 self.send_response(200)
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
-                for index in range(10):
-                    chunk = f"chunk {index}\\n".encode()
+                index = 0
+                while True:  # until the test says it has seen what it waits for (the flag), a chunk every 0.1 s
+                    ending = os.path.exists(STREAM_END_FLAG)
+                    chunk = (f"chunk {index}" if not ending else "end").encode() + b"\\n"
                     self.wfile.write(b"%x\\r\\n%s\\r\\n" % (len(chunk), chunk))
                     self.wfile.flush()
-                    time.sleep(0.3)
+                    if ending:
+                        break
+                    index += 1
+                    time.sleep(0.1)
                 self.wfile.write(b"0\\r\\n\\r\\n")
                 return
             if self.path == "/count":
@@ -154,7 +160,9 @@ FLASK_APP = textwrap.dedent(
 def app_tree(root: Path, *, source: str = APP, start: str | None = None, process: str = "", extra: str = "") -> Path:
     app_dir = root / "shop"
     app_dir.mkdir(exist_ok=True)
-    (app_dir / "app.py").write_text(source.replace("@CRASH_FLAG@", str(root / "flags" / "crash")))
+    flags = root / "flags"
+    source = source.replace("@STREAM_END_FLAG@", str(flags / "stream-end"))
+    (app_dir / "app.py").write_text(source.replace("@CRASH_FLAG@", str(flags / "crash")))
     start = start or f"{PYTHON} app.py"
     (app_dir / "rhone.toml").write_text(
         f'[project]\nname = "shop"\n\n[app]\nname = "shop"\n\n[process]\nstart = {json.dumps(start)}\n'
@@ -307,9 +315,12 @@ def test_a_stream_and_an_in_flight_request_finish_across_a_promotion(local, tmp_
     reader.start()
     assert wait_until(lambda: chunks, 60)
     ok(local, app_dir, "promote", candidate["id"])  # returns while the stream still runs on the old owner
-    assert len(chunks) < 10 and serving(local)["version"] == "2"
+    # The stream ends only when the flag says so: still open now, however long the promotion took.
+    assert "end" not in chunks and serving(local)["version"] == "2"
+    (tmp_path / "flags" / "stream-end").write_text("")
     reader.join(30)
-    assert chunks == [f"chunk {i}" for i in range(10)]
+    assert not reader.is_alive() and chunks[-1] == "end"
+    assert chunks[:-1] == [f"chunk {i}" for i in range(len(chunks) - 1)] and len(chunks) > 1
     assert ended(local, app_dir, old["id"])["health"]["drain"]["outcome"] == "drained"
 
 
