@@ -539,6 +539,8 @@ class Engines:
         engine no binding needs any more is stopped (its data stays for a later binding)."""
         wanted = {Lane(r["environment_id"], r["region_id"], r["provider"]) for r in self.store.engine_lanes()}
         for lane in wanted:
+            if self._stop.is_set():  # a shutdown waits for at most the start under way, not one per lane
+                return
             self._supervise(self.engine(lane))
         with self._lock:
             unwanted = [
@@ -625,15 +627,28 @@ class Engines:
                 )
         return found
 
-    def stop_all(self) -> None:
-        """Stop supervising, then every engine (each saves its data)."""
+    def stop_supervising(self) -> None:
+        """No engine starts or restarts from now on; a start under way finishes (it holds its engine's lock). A
+        shutdown says this first, so that the start has the drains' time to end before `stop_all` waits for it."""
         self._stop.set()
+
+    def stop_all(self) -> None:
+        """Stop supervising, then every engine at once (each saves its data on SIGTERM, within STOP_GRACE, and is
+        killed past it): one slow engine does not add its grace to the others'."""
+        self.stop_supervising()
         if self._thread is not None:
             self._thread.join(START_TIMEOUT + STOP_GRACE)
         with self._lock:
             engines = list(self._engines.values())
-        for engine in engines:
-            engine.stop()
+        stoppers = [
+            threading.Thread(target=engine.stop, name=f"stop-engine-{engine.lane.name}", daemon=True)
+            for engine in engines
+        ]
+        for stopper in stoppers:
+            stopper.start()
+        deadline = time.monotonic() + 2 * STOP_GRACE + 1  # SIGTERM's grace, then SIGKILL's wait
+        for stopper in stoppers:
+            stopper.join(max(0.0, deadline - time.monotonic()))
 
 
 def service_variable(service: str) -> str:

@@ -85,12 +85,14 @@ class Reconciler:
         self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop and its healing threads, waiting at most `timeout` for all of them together."""
         self._stop.set()
+        deadline = time.monotonic() + timeout
         if self._thread is not None:
-            self._thread.join(5)
-        for thread in list(self._healing.values()):
-            thread.join(5)
+            self._thread.join(timeout)
+        for thread in list(self._healing.values()):  # after the loop, which starts them
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _loop(self) -> None:
         try:

@@ -169,11 +169,11 @@ class Retention:
         self._thread = threading.Thread(target=self._loop, args=(interval,), name="retention", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
         self.wanted.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout)
 
     def _loop(self, interval: float) -> None:
         try:

@@ -72,6 +72,10 @@ CELL = "local-1a"
 # primary — every environment serves there from its creation; the second serves an environment only after a Region
 # Enablement made it eligible. Names stay internal: no public URL or app id contains them.
 TOPOLOGY = (("local-1", "eu", ("local-1a",)), ("local-2", "us", ("local-2a",)))
+# A stop waits this long, in all, for the background threads (workers, reconciler, retention) to finish what they
+# are doing; what they leave is durable and taken up after the next start. The whole stop of a node that is not in a
+# cluster is bounded well under `rhone local down`'s default wait (docs/architecture.md, "Stopping").
+STOP_THREADS_SECONDS = 5.0
 
 
 def bootstrap(store: Store, data_dir: Path) -> None:
@@ -308,9 +312,11 @@ class ControlPlane:
         allocations are never touched. A node whose name was taken over (it lapsed) leaves its rows alone: they are
         the new holder's."""
         self.runner.closing.set()
-        self.reconciler.stop()
-        self.workers.stop()
-        self.retention.stop()
+        self.pipeline.engines.stop_supervising()
+        threads = time.monotonic() + STOP_THREADS_SECONDS  # one wait shared by every background thread
+        self.reconciler.stop(timeout=STOP_THREADS_SECONDS)
+        self.workers.stop(timeout=max(0.0, threads - time.monotonic()))
+        self.retention.stop(timeout=max(0.0, threads - time.monotonic()))
         if self.membership is not None:
             # Before the drains: a node still live while it drains is where the leader's healing would place the
             # instances it drains (it is the least loaded once they stopped), on a runner that starts nothing more.

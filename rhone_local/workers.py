@@ -124,10 +124,13 @@ class Workers:
                 self._threads.append(thread)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Ask every worker to stop and wait at most `timeout` for all of them together (not each): a stage under way
+        finishes or is taken up again after the next start (its operation's state is durable)."""
         self._stop.set()
         self.notifier.worker_wakeup.set()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _run(self, name: str, within: tuple[KindStates, ...], outside: tuple[KindStates, ...]) -> None:
         try:

@@ -228,19 +228,24 @@ def down(
         int,
         typer.Option(
             "--timeout",
-            help="Seconds to let it stop cleanly (drains; on a node of a cluster, handing its instances over) "
-            "before SIGKILL.",
+            help="Seconds to let it stop cleanly (drains, then engines; on a node of a cluster, handing its "
+            "instances over first) before SIGKILL.",
             min=1,
             max=3600,
             metavar="SECONDS",
         ),
-    ] = 30,
+    ] = 60,
 ) -> None:
-    """Stop Rhone Local (SIGTERM, then SIGKILL after --timeout seconds, default 30). Data is kept."""
+    """Stop Rhone Local (SIGTERM, then SIGKILL after --timeout seconds, default 60). Data is kept."""
     from rhone_cli.services import local
 
     inv = invocation(ctx)
     doc = local.down(inv, local.data_dir(inv, data_dir), timeout=timeout)
+    if doc.get("forced"):
+        inv.out.warn(
+            f"Rhone Local did not stop within {timeout}s and was killed (SIGKILL): apps and service engines it had "
+            "not stopped yet may still run; the next `rhone local up` adopts or stops them"
+        )
 
     def human(out: Output) -> None:
         if doc["was_running"]:

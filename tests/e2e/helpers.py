@@ -144,7 +144,12 @@ def allocation_group(pid: int) -> int | None:
 def restart(server) -> None:
     """`rhone local up` after a kill -9: it must notice the stale pid file and come back."""
     result = server.up()
-    assert result.exit_code == 0, result.stderr
+    if result.exit_code != 0:  # with --json the error is on stdout; the server's log says why it did not come up
+        try:
+            log = (server.data_dir / "rhone-local.log").read_text(errors="replace").splitlines()[-40:]
+        except OSError as error:
+            log = [f"(no log: {error})"]
+        raise AssertionError("\n".join([result.stderr, result.stdout, "server log:", *log]))
     assert "stale pid file" in result.stderr
 
 

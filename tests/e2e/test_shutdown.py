@@ -60,6 +60,7 @@ def test_local_down_waits_its_timeout_for_a_clean_stop_then_kills(local_env):
         down = local_env.rhone("local", "down", "--timeout", "20", "--json")
         assert down.exit_code == 0, down.stderr
         assert down.json()["forced"] is False  # two seconds of stopping fit in twenty
+        assert "warning" not in down.stderr, down.stderr
         assert slow.wait(timeout=10) == 0  # it ended by its own hand, not by SIGKILL
     finally:
         slow.kill()
@@ -70,6 +71,9 @@ def test_local_down_waits_its_timeout_for_a_clean_stop_then_kills(local_env):
         down = local_env.rhone("local", "down", "--timeout", "1", "--json")
         assert down.exit_code == 0, down.stderr
         assert down.json()["forced"] is True
+        # Said on stderr, even with --json: what a kill leaves running, and what takes care of it.
+        assert "did not stop within 1s and was killed (SIGKILL)" in down.stderr, down.stderr
+        assert "the next `rhone local up` adopts or stops them" in down.stderr
         assert stuck.wait(timeout=10) == -signal.SIGKILL
         assert not (local_env.data_dir / "rhone-local.pid").exists()
     finally:
