@@ -48,6 +48,12 @@ log = logging.getLogger("rhone_local.edge")
 
 MAX_REQUEST_BODY = 32 * 1024 * 1024
 MAX_HEAD_BYTES = 64 * 1024
+# An answer whose Content-Length is at most this leaves for the client in one write, whole, even when the app wrote its
+# head and body apart (gunicorn, for one, sends them in two calls, which often arrive in two reads): one send instead
+# of two for the edge and one read for the client, as nginx's `postpone_output` does. The client cannot use such an
+# answer before its body is whole; a larger one, or one framed otherwise (chunked, close-delimited: streams), is
+# relayed read by read.
+POSTPONE_BYTES = 16 * 1024
 MAX_PIPELINED = 8
 MAX_IDLE_PER_PORT = 64
 UPSTREAM_CONNECT_TIMEOUT = 5.0
@@ -289,7 +295,8 @@ class Upstream(asyncio.Protocol):
             return
         exchange.received_any = True
         client = exchange.client
-        client.corked = []  # (cork) the head and body parsed from one read leave in one write
+        # (cork) the head and body parsed from one read leave in one write, after what an earlier read postponed
+        client.corked, exchange.postponed = exchange.postponed or [], None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -303,7 +310,10 @@ class Upstream(asyncio.Protocol):
         finally:
             pending, client.corked = client.corked, None  # (uncork)
             if pending:
-                client.write(pending[0] if len(pending) == 1 else b"".join(pending))
+                if exchange.postpone and not exchange.ended:  # a small answer not yet whole: it leaves whole
+                    exchange.postponed = pending
+                else:
+                    client.write(pending[0] if len(pending) == 1 else b"".join(pending))
             if self.returning:  # pooled only now: whatever followed the answer in this read was seen
                 self.returning = False
                 if self.unsolicited:
@@ -522,6 +532,8 @@ class Exchange:
     switching = False
     ended = False
     reused = False
+    postpone = False  # a Content-Length answer of at most POSTPONE_BYTES: held until whole (Upstream.data_received)
+    postponed: list[bytes] | None = None  # what is held of it
 
     def __init__(self, client: Client, request: Request, upstream: Upstream, set_cookie: bytes | None) -> None:
         self.client, self.request, self.upstream, self.set_cookie = client, request, upstream, set_cookie
@@ -543,10 +555,11 @@ class Exchange:
         key = (status, upstream.reason, request.method == b"HEAD", request.version, request.keep_alive, self.set_cookie)
         last = upstream.last_answer
         if last is not None and last[0] == key and last[1] == headers:
-            head, self.framing, self.rechunk, self.close_after = last[2]
+            head, self.framing, self.rechunk, self.close_after, self.postpone = last[2]
         else:
             head = self._new_head(status, upstream.reason, headers, request)
-            upstream.last_answer = (key, headers, (head, self.framing, self.rechunk, self.close_after))
+            made = (head, self.framing, self.rechunk, self.close_after, self.postpone)
+            upstream.last_answer = (key, headers, made)
         client = self.client
         if client.corked is not None:  # (Client.write)
             client.corked.append(head)
@@ -580,6 +593,7 @@ class Exchange:
             self.framing = "chunked"
         elif length is not None:
             self.framing = "length"
+            self.postpone = length.isdigit() and int(length) <= POSTPONE_BYTES
             lines.append(b"content-length: " + length)
         else:
             self.framing = "close"
@@ -601,6 +615,7 @@ class Exchange:
     def upstream_lost(self) -> None:
         if self.ended:
             return
+        self.release_postponed()
         if not self.head_sent:
             self._end("lost")
             return
@@ -622,6 +637,12 @@ class Exchange:
             self.client.write(plain_response(status, f"{status} {text}\n", close=True))
             self.close_after = True
         self.finish(False)
+
+    def release_postponed(self) -> None:
+        """What was held of a small answer goes out as it is: the answer will not be whole (the client learns how)."""
+        held, self.postponed = self.postponed, None
+        if held:
+            self.client.write(b"".join(held))
 
     def start_tunnel(self, rest: bytes) -> None:
         upstream = self.upstream

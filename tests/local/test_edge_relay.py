@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from rhone_local import edge_relay
-from rhone_local.edge_relay import Limits, Relay, Target
+from rhone_local.edge_relay import POSTPONE_BYTES, Limits, Relay, Target
 from rhone_local.http1 import MAX_FIELDS
 from tests.e2e.helpers import wait_until
 
@@ -1054,7 +1054,7 @@ class _Transport:
 
     def __init__(self) -> None:
         self.written: list[bytes] = []
-        self.closing = False
+        self.closing = self.aborted = False
 
     def write(self, data: bytes) -> None:
         self.written.append(data)
@@ -1064,6 +1064,9 @@ class _Transport:
 
     def close(self) -> None:
         self.closing = True
+
+    def abort(self) -> None:
+        self.closing = self.aborted = True
 
     def get_extra_info(self, name: str) -> Any:
         return ("127.0.0.1", 5555) if name == "peername" else None
@@ -1205,6 +1208,57 @@ def test_on_message_does_exactly_what_the_four_parser_calls_it_stands_for_do(mon
     assert written.count(b"HTTP/1.1 404 ") == 3 and written.count(b"100 Continue") == 2
     sent = [b"".join(w) for _, w, _ in merged[2]]
     assert sum(s.count(b"DELETE /a ") for s in sent) == 1 and sum(s.count(b"GET /a ") for s in sent) == 14
+
+
+@pytest.mark.parametrize(
+    ("head", "reads", "writes"),
+    [
+        # A small answer whose head and body the app wrote apart (gunicorn does) leaves in one write, whole.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n", [b"hello, world\n"], 1),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nhello", [b", ", b"world\n"], 1),
+        (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", [], 1),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % POSTPONE_BYTES, [b"x" * POSTPONE_BYTES], 1),
+        # A larger one, and streams (chunked, close-delimited), are relayed read by read.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (POSTPONE_BYTES + 1), [b"x" * (POSTPONE_BYTES + 1)], 2),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", [b"5\r\nhello\r\n", b"0\r\n\r\n"], 3),
+    ],
+)
+def test_a_small_answer_read_in_pieces_leaves_for_the_client_in_one_write(head, reads, writes) -> None:
+    relay = Relay(lambda host, affinity=(): (200, [Target(40000)]))
+    try:
+        client, client_transport, upstream, _ = client_and_pooled_upstream(relay, 40000)
+        for _ in range(2):  # the second answer reuses the head made for the first: it must be held alike
+            client_transport.written.clear()
+            client.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            upstream.data_received(head)
+            for piece in reads:
+                assert client.exchange is not None
+                upstream.data_received(piece)
+            assert len(client_transport.written) == writes, client_transport.written
+            written = b"".join(client_transport.written)
+            assert written.startswith(b"HTTP/1.1 ") and written.endswith(
+                b"0\r\n\r\n" if b"chunked" in head else reads[-1] if reads else b"\r\n\r\n"
+            )
+            assert client.exchange is None and relay.pool.idle[40000] == [upstream] and not client_transport.closing
+    finally:
+        relay.loop.close()
+
+
+def test_what_was_held_of_a_small_answer_reaches_the_client_before_the_app_cut_it_short() -> None:
+    relay = Relay(lambda host, affinity=(): (200, [Target(40000)]))
+    try:
+        client, client_transport, upstream, _ = client_and_pooled_upstream(relay, 40000)
+        client.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        upstream.data_received(b"only ten..")
+        assert client_transport.written == []  # held: the answer is not whole
+        upstream.connection_lost(None)
+        # As before any holding: the head and the part of the body that came, then the client connection cut (an
+        # answer cut short must not look whole), and the app's connection never pooled.
+        assert b"".join(client_transport.written).endswith(b"content-length: 100\r\n\r\nonly ten..")
+        assert client_transport.aborted and relay.pool.idle.get(40000, []) == []
+    finally:
+        relay.loop.close()
 
 
 def test_a_request_with_a_body_is_not_kept_past_its_exchange() -> None:
