@@ -593,7 +593,8 @@ class Exchange:
             self.framing = "chunked"
         elif length is not None:
             self.framing = "length"
-            self.postpone = length.isdigit() and int(length) <= POSTPONE_BYTES
+            # (a length of many digits, zeros in front, is valid HTTP; it is not converted, nor held)
+            self.postpone = len(length) <= 6 and length.isdigit() and int(length) <= POSTPONE_BYTES
             lines.append(b"content-length: " + length)
         else:
             self.framing = "close"

@@ -43,8 +43,10 @@ from typing import Any
 from urllib.parse import quote
 
 from rhone_local import processes
+from rhone_local.domain.errors import NodeStopping
 from rhone_local.domain.topology import ENGINE_SERVICES
 from rhone_local.resp import RespConnection, RespError
+from rhone_local.stopping import Deadline, join_all
 
 log = logging.getLogger("rhone_local.engines")
 
@@ -72,6 +74,10 @@ class EngineUnavailable(Exception):
         self.message = message
 
 
+class EnginesStopping(NodeStopping):
+    """Rhone Local is stopping: no engine starts any more."""
+
+
 @dataclass(frozen=True)
 class Lane:
     environment_id: str
@@ -97,10 +103,11 @@ def engine_key(root: Path) -> bytes:
 class Engine:
     """One engine process of one lane: start or adopt, check, stop, and its users."""
 
-    def __init__(self, lane: Lane, directory: Path, key: bytes) -> None:
+    def __init__(self, lane: Lane, directory: Path, key: bytes, stopping: threading.Event | None = None) -> None:
         self.lane = lane
         self.directory = directory
         self.key = key
+        self.stopping = stopping or threading.Event()  # Rhone Local is stopping: nothing starts any more
         self.child: subprocess.Popen | None = None
         self.pid: int | None = None
         self.pid_start: int | None = None
@@ -143,15 +150,23 @@ class Engine:
             return processes.leader_alive(self.pid, self.pid_start)
 
     def ensure(self) -> None:
-        """Running and answering, or EngineUnavailable: adopt the process a previous server left, else start one."""
+        """Running and answering, or EngineUnavailable: adopt the process a previous server left, else start one.
+        EnginesStopping once Rhone Local is stopping: it starts nothing then (a stage resumes after the next start)."""
         with self._lock:
             if self.running() and self.answers():
                 return
+            if self.stopping.is_set():
+                raise EnginesStopping
             if self.pid is None and self._adopt():
                 return
             if self.running():  # ours, but not answering (stopped, wedged): it must not hold the port or the data
                 self._kill()
-            self._start()
+            try:
+                self._start()
+            except EngineUnavailable:
+                if self.stopping.is_set():  # the start gave up because of the stop (_wait_started), not on its own
+                    raise EnginesStopping from None
+                raise
 
     def _kill(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -182,6 +197,8 @@ class Engine:
 
     def _attempt(self, argv: list[str], ready: Any) -> str | None:
         """Start the engine with `argv` and wait until `ready`: None once it runs (and is recorded), else why not."""
+        if self.stopping.is_set():  # no further attempt
+            return "Rhone Local is stopping"
         self._spawn(argv)
         failure = self._wait_started(ready)
         if failure is None:
@@ -238,6 +255,9 @@ class Engine:
                 return self.log_tail() or f"exited with status {self.child.returncode}"
             if ready():
                 return None
+            if self.stopping.is_set():  # a stop does not wait out a start: it stops what it started
+                self.stop()
+                return "Rhone Local is stopping"
             time.sleep(0.05)
         self.stop()
         return f"did not answer within {START_TIMEOUT:.0f}s"
@@ -363,8 +383,8 @@ class RedisEngine(Engine):
 
 
 class NatsEngine(Engine):
-    def __init__(self, lane: Lane, directory: Path, key: bytes) -> None:
-        super().__init__(lane, directory, key)
+    def __init__(self, lane: Lane, directory: Path, key: bytes, stopping: threading.Event | None = None) -> None:
+        super().__init__(lane, directory, key, stopping)
         self.monitor: int | None = None
         self.users: list[str] = []
 
@@ -492,7 +512,7 @@ class Engines:
                 # Apart from each lane's `services/<environment>/<region>/` (a sandboxed allocation sees it, for Rhone
                 # Local's own SQLite services): an app reaches its engine over loopback, never its files.
                 directory = self.root / "engines" / lane.environment_id / lane.region_id / lane.engine
-                found = self._engines[lane] = ENGINE_TYPES[lane.engine](lane, directory, self.key)
+                found = self._engines[lane] = ENGINE_TYPES[lane.engine](lane, directory, self.key, self._stop)
             return found
 
     def ensure(self, lane: Lane) -> Engine:
@@ -514,7 +534,7 @@ class Engines:
             lane = Lane(environment_id, region_id, binding["provider"])
             if lane not in admitted:
                 admitted[lane] = self.engine(lane)
-                with contextlib.suppress(EngineUnavailable, OSError, RespError):
+                with contextlib.suppress(EngineUnavailable, EnginesStopping, OSError, RespError):
                     admitted[lane].ensure()
                     admitted[lane].sync_users(users)
             if admitted[lane].port is not None:
@@ -636,8 +656,9 @@ class Engines:
         """Stop supervising, then every engine at once (each saves its data on SIGTERM, within STOP_GRACE, and is
         killed past it): one slow engine does not add its grace to the others'."""
         self.stop_supervising()
-        if self._thread is not None:
-            self._thread.join(START_TIMEOUT + STOP_GRACE)
+        # A start under way gives up at once now (_wait_started), stopping what it spawned: SIGTERM's grace, then
+        # SIGKILL's wait, at most.
+        join_all([self._thread], Deadline(2 * STOP_GRACE + 1))
         with self._lock:
             engines = list(self._engines.values())
         stoppers = [
@@ -646,9 +667,9 @@ class Engines:
         ]
         for stopper in stoppers:
             stopper.start()
-        deadline = time.monotonic() + 2 * STOP_GRACE + 1  # SIGTERM's grace, then SIGKILL's wait
-        for stopper in stoppers:
-            stopper.join(max(0.0, deadline - time.monotonic()))
+        # SIGTERM's grace, then SIGKILL's wait; a start under way gives up at once (_wait_started) and frees the lock.
+        for stopper in join_all(stoppers, Deadline(2 * STOP_GRACE + 1)):
+            log.warning("stopping without waiting longer for %s", stopper.name)
 
 
 def service_variable(service: str) -> str:

@@ -29,6 +29,7 @@ from typing import Any
 
 from rhone_local import app_logs, processes
 from rhone_local.runner import LIVE_STATES, probe, readiness_of
+from rhone_local.stopping import Deadline, join_all
 from rhone_local.store import STORAGE_ERRORS, Store, now_iso
 
 log = logging.getLogger("rhone_local.reconciler")
@@ -85,14 +86,19 @@ class Reconciler:
         self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the loop and its healing threads, waiting at most `timeout` for all of them together."""
+    def request_stop(self) -> None:
+        """No further round; a replacement under way finishes."""
         self._stop.set()
-        deadline = time.monotonic() + timeout
-        if self._thread is not None:
-            self._thread.join(timeout)
-        for thread in list(self._healing.values()):  # after the loop, which starts them
-            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def join(self, deadline: Deadline) -> list[threading.Thread]:
+        """Wait for the loop, then its healing threads (the loop starts them), until `deadline`; the ones still
+        running then."""
+        left = join_all([self._thread], deadline)
+        return left + join_all(list(self._healing.values()), deadline)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.request_stop()
+        self.join(Deadline(timeout))
 
     def _loop(self) -> None:
         try:

@@ -31,6 +31,7 @@ from typing import Any
 
 from rhone_local.artifacts import load_manifest
 from rhone_local.pipeline import DeployPipeline, tree_size
+from rhone_local.stopping import Deadline, join_all
 
 log = logging.getLogger("rhone_local.retention")
 
@@ -169,11 +170,17 @@ class Retention:
         self._thread = threading.Thread(target=self._loop, args=(interval,), name="retention", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def request_stop(self) -> None:
+        """No further run; one under way finishes (what it left is removed by a later run)."""
         self._stop.set()
         self.wanted.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+
+    def join(self, deadline: Deadline) -> list[threading.Thread]:
+        return join_all([self._thread], deadline)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.request_stop()
+        self.join(Deadline(timeout))
 
     def _loop(self, interval: float) -> None:
         try:

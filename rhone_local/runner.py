@@ -40,6 +40,7 @@ from rhone_local.artifacts import load_manifest, materialize
 from rhone_local.blobs import BlobStore
 from rhone_local.domain import limits
 from rhone_local.domain.access import hash_token, new_secret
+from rhone_local.domain.errors import NodeStopping
 from rhone_local.domain.ids import new_id
 from rhone_local.nodes import DEFAULT_NODE, LAPSE_SECONDS
 from rhone_local.sandbox import Bind, Sandbox, base_environment
@@ -48,9 +49,9 @@ from rhone_local.store import Store, now_iso
 log = logging.getLogger("rhone_local.runner")
 
 
-class RunnerStopping(Exception):
+class RunnerStopping(NodeStopping):
     """Rhone Local is shutting down: the stage that asked for an allocation stops without a verdict and resumes after
-    the next start (a shutdown is not a reason to fail a deployment or a promotion)."""
+    the next start."""
 
 
 LIVE_STATES = ("planned", "pulling", "starting", "ready", "draining")

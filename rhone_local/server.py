@@ -58,6 +58,7 @@ from rhone_local.promotion import Promotions
 from rhone_local.reconciler import Reconciler
 from rhone_local.retention import Retention
 from rhone_local.sandbox import Sandbox, describe, detect, exposure_warning
+from rhone_local.stopping import Deadline
 from rhone_local.store import NodeNameTaken, NotRhoneDatabase, Store
 from rhone_local.topology import Topology
 from rhone_local.workers import Workers
@@ -76,6 +77,7 @@ TOPOLOGY = (("local-1", "eu", ("local-1a",)), ("local-2", "us", ("local-2a",)))
 # are doing; what they leave is durable and taken up after the next start. The whole stop of a node that is not in a
 # cluster is bounded well under `rhone local down`'s default wait (docs/architecture.md, "Stopping").
 STOP_THREADS_SECONDS = 5.0
+API_SHUTDOWN_SECONDS = 5
 
 
 def bootstrap(store: Store, data_dir: Path) -> None:
@@ -274,6 +276,7 @@ class ControlPlane:
     feed: EdgeFeed | None = None
     node: NodeIdentity = field(default_factory=NodeIdentity)
     membership: Membership | None = None
+    clock: Callable[[], float] = time.monotonic  # what a stop's deadline is measured on (tests give their own)
 
     @property
     def runner(self) -> Any:
@@ -313,10 +316,13 @@ class ControlPlane:
         the new holder's."""
         self.runner.closing.set()
         self.pipeline.engines.stop_supervising()
-        threads = time.monotonic() + STOP_THREADS_SECONDS  # one wait shared by every background thread
-        self.reconciler.stop(timeout=STOP_THREADS_SECONDS)
-        self.workers.stop(timeout=max(0.0, threads - time.monotonic()))
-        self.retention.stop(timeout=max(0.0, threads - time.monotonic()))
+        background = (self.reconciler, self.workers, self.retention)
+        for part in background:  # all told at once: none goes on claiming work while another is waited for
+            part.request_stop()
+        deadline = Deadline(STOP_THREADS_SECONDS, self.clock)  # one wait shared by every background thread
+        left = [thread.name for part in background for thread in part.join(deadline)]
+        if left:
+            log.warning("stopped waiting for %s: what they were doing resumes after the next start", left)
         if self.membership is not None:
             # Before the drains: a node still live while it drains is where the leader's healing would place the
             # instances it drains (it is the least loaded once they stopped), on a runner that starts nothing more.
@@ -490,7 +496,17 @@ def serve(
 
     app = plane.app if node.has("api") else _health_only_app(node)
     server = _api_server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"),
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            # After the plane stopped: requests still open then (a long-poll, a log follow) get this long, then are
+            # cut; their clients poll again or reconnect to the next start.
+            timeout_graceful_shutdown=API_SHUTDOWN_SECONDS,
+        ),
         feed,
         wind_down,
     )

@@ -20,13 +20,13 @@ import time
 from contextlib import contextmanager
 from typing import Any
 
-from rhone_local.domain.errors import StageFailed, disk_full, is_disk_full
+from rhone_local.domain.errors import NodeStopping, StageFailed, disk_full, is_disk_full
 from rhone_local.domain.operations import MACHINES, NOT_RUNNABLE, KindStates
 from rhone_local.nodes import DEFAULT_NODE
 from rhone_local.notify import ChangeNotifier
 from rhone_local.operations.kinds import Kind
 from rhone_local.operations.registry import registry
-from rhone_local.runner import RunnerStopping
+from rhone_local.stopping import Deadline, join_all
 from rhone_local.store import Store, StoreUnavailable
 
 log = logging.getLogger("rhone_local.workers")
@@ -123,14 +123,19 @@ class Workers:
                 thread.start()
                 self._threads.append(thread)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Ask every worker to stop and wait at most `timeout` for all of them together (not each): a stage under way
-        finishes or is taken up again after the next start (its operation's state is durable)."""
+    def request_stop(self) -> None:
+        """No worker claims another operation; a stage under way finishes (or is taken up again after the next start:
+        its operation's state is durable)."""
         self._stop.set()
         self.notifier.worker_wakeup.set()
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def join(self, deadline: Deadline) -> list[threading.Thread]:
+        """Wait for every worker until `deadline`, together (not each); the ones still running then."""
+        return join_all(self._threads, deadline)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.request_stop()
+        self.join(Deadline(timeout))
 
     def _run(self, name: str, within: tuple[KindStates, ...], outside: tuple[KindStates, ...]) -> None:
         try:
@@ -172,7 +177,7 @@ class Workers:
                 self._notify(op["id"])
         except StaleWrite:
             log.info("stale write on %s by %s: dropped", op["id"], worker)
-        except RunnerStopping:
+        except NodeStopping:  # the runner's or the engines'
             log.info("%s left in %s: Rhone Local is stopping; it resumes on the next start", op["id"], op["state"])
         except StoreUnavailable as error:
             # The database server went away for a moment (a restart): nothing of the stage was recorded, so it runs

@@ -234,9 +234,9 @@ def down(
             max=3600,
             metavar="SECONDS",
         ),
-    ] = 60,
+    ] = 90,
 ) -> None:
-    """Stop Rhone Local (SIGTERM, then SIGKILL after --timeout seconds, default 60). Data is kept."""
+    """Stop Rhone Local (SIGTERM, then SIGKILL after --timeout seconds, default 90). Data is kept."""
     from rhone_cli.services import local
 
     inv = invocation(ctx)

@@ -627,7 +627,7 @@ def recover_owner(inv: Invocation, root: Path) -> dict:
     return {**doc, "profile_updated": current["running"]}
 
 
-def down(inv: Invocation, root: Path, *, timeout: float = 60.0) -> dict:
+def down(inv: Invocation, root: Path, *, timeout: float = 90.0) -> dict:
     paths = Paths(root)
     pid, stale = _recorded_server(paths, root)
     not_running = {"stopped": False, "was_running": False, "pid": None, "data_dir": str(root)}

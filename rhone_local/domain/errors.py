@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+class NodeStopping(Exception):
+    """This node is stopping: the stage that met it ends without a verdict and resumes after the next start (a
+    shutdown is not a reason to fail a deployment or a promotion)."""
+
+
 @dataclass
 class DomainError(Exception):
     code: str

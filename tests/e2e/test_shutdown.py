@@ -60,7 +60,7 @@ def test_local_down_waits_its_timeout_for_a_clean_stop_then_kills(local_env):
         down = local_env.rhone("local", "down", "--timeout", "20", "--json")
         assert down.exit_code == 0, down.stderr
         assert down.json()["forced"] is False  # two seconds of stopping fit in twenty
-        assert "warning" not in down.stderr, down.stderr
+        assert "was killed" not in down.stderr, down.stderr
         assert slow.wait(timeout=10) == 0  # it ended by its own hand, not by SIGKILL
     finally:
         slow.kill()

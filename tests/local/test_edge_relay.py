@@ -1221,6 +1221,7 @@ def test_on_message_does_exactly_what_the_four_parser_calls_it_stands_for_do(mon
         # A larger one, and streams (chunked, close-delimited), are relayed read by read.
         (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (POSTPONE_BYTES + 1), [b"x" * (POSTPONE_BYTES + 1)], 2),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", [b"5\r\nhello\r\n", b"0\r\n\r\n"], 3),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: " + b"0" * 5000 + b"2\r\n\r\n", [b"ok"], 2),  # valid, not held
     ],
 )
 def test_a_small_answer_read_in_pieces_leaves_for_the_client_in_one_write(head, reads, writes) -> None:
@@ -1240,6 +1241,49 @@ def test_a_small_answer_read_in_pieces_leaves_for_the_client_in_one_write(head, 
                 b"0\r\n\r\n" if b"chunked" in head else reads[-1] if reads else b"\r\n\r\n"
             )
             assert client.exchange is None and relay.pool.idle[40000] == [upstream] and not client_transport.closing
+    finally:
+        relay.loop.close()
+
+
+def test_held_answers_keep_their_order_and_their_client() -> None:
+    # An informational answer before a held one, a HEAD (no body, never held), a pipelined request waiting while an
+    # answer is held, and a client gone while its answer is held: every byte reaches its own client once, in order.
+    relay = Relay(lambda host, affinity=(): (200, [Target(40000)]))
+    try:
+        client, client_transport, _, _ = client_and_pooled_upstream(relay, 40000)
+        for _ in range(3):  # idle connections for the requests below
+            spare = edge_relay.Upstream(relay.pool, 40000)
+            spare.connection_made(_Transport())
+            relay.pool.idle[40000].append(spare)
+        get = b"GET /%s HTTP/1.1\r\nHost: a\r\n\r\n"
+        client.data_received(get % b"1" + get % b"2")  # pipelined: the second waits for the first's answer
+        first = client.exchange.upstream
+        first.data_received(b"HTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n")
+        first.data_received(b"\r\non")
+        assert client_transport.written == []  # held
+        assert [b"GET /2 " in b"".join(u.transport.written) for u in relay.pool.idle[40000]] == [False] * 3
+        first.data_received(b"e")
+        assert client_transport.written == [b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\none"]
+        second = client.exchange.upstream  # only now: the first answer is whole
+        assert second.transport.written[-1].startswith(b"GET /2 ")
+        second.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n")
+        second.data_received(b"two")
+        assert client_transport.written[-1] == b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\ntwo"
+
+        client.data_received(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+        client.exchange.upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n")
+        assert client_transport.written[-1] == b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n"  # at once, bodiless
+        assert client.exchange is None and len(client_transport.written) == 3
+
+        other, other_transport = edge_relay.Client(relay), _Transport()
+        other.connection_made(other_transport)
+        other.data_received(get % b"3")
+        held_on = other.exchange.upstream
+        held_on.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab")
+        other.connection_lost(None)  # its client goes while the answer is held
+        assert other_transport.written == [] and held_on.closed  # nothing left for anyone; the app's connection closed
+        assert held_on not in relay.pool.idle.get(40000, [])
+        assert len(client_transport.written) == 3  # the first client got nothing of it
     finally:
         relay.loop.close()
 

@@ -1,20 +1,22 @@
-"""A stop of Rhone Local is bounded as a whole (docs/architecture.md, "Stopping"): the background threads share one
-wait instead of each getting its own, the engine supervisor starts nothing once a stop began, and the engines stop
-together. Time is never measured here: threads that never end and a clock that only the joins move show how long a
-stop would wait; a barrier shows that engines stop at once."""
+"""A stop of Rhone Local is bounded as a whole (docs/architecture.md, "Stopping"): the background threads are all told
+first and share one wait, nothing starts an engine once a stop began (a start under way gives up and stops what it
+started), and the engines stop together. Time is never measured here: threads that never end and a clock that only
+their joins move show how long a stop would wait; a barrier shows that engines stop at once."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import threading
 
 import pytest
 
-from rhone_local import engines as engines_module
-from rhone_local import reconciler as reconciler_module
-from rhone_local import workers as workers_module
-from rhone_local.engines import Engines, Lane
+from rhone_local.domain.errors import NodeStopping
+from rhone_local.engines import Engine, Engines, EnginesStopping, EngineUnavailable, Lane, RedisEngine
 from rhone_local.notify import ChangeNotifier
 from rhone_local.reconciler import Reconciler
+from rhone_local.runner import RunnerStopping
+from rhone_local.stopping import Deadline, join_all
 from rhone_local.workers import Workers
 
 
@@ -32,8 +34,8 @@ class Clock:
 class StuckThread:
     """A thread that never finishes: each join waits its whole timeout on `clock`."""
 
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
+    def __init__(self, clock: Clock, name: str = "stuck") -> None:
+        self.clock, self.name = clock, name
 
     def join(self, timeout: float | None = None) -> None:
         assert timeout is not None and timeout >= 0, "a stop must never wait without a bound"
@@ -44,22 +46,27 @@ class StuckThread:
         return True
 
 
-def test_workers_share_one_wait_however_many_threads_are_stuck(monkeypatch):
+class DoneThread(StuckThread):
+    def join(self, timeout: float | None = None) -> None:
+        assert timeout is not None
+        self.clock.waits.append(0.0)  # it had ended: no time passes
+
+    def is_alive(self) -> bool:
+        return False
+
+
+def test_threads_joined_together_wait_once_however_many_are_stuck():
     clock = Clock()
-    monkeypatch.setattr(workers_module.time, "monotonic", clock.monotonic)
+    threads = [StuckThread(clock, f"t{i}") for i in range(8)]
+    left = join_all([None, DoneThread(clock), *threads], Deadline(5.0, clock.monotonic))
+    assert left == threads
+    assert sum(clock.waits) == 5.0 and clock.waits[1] == 5.0, clock.waits  # 5 s in all, not 5 s for each
+
+
+def test_workers_and_the_reconciler_give_every_thread_of_theirs_to_one_deadline():
+    clock = Clock()
     workers = Workers(store=None, notifier=ChangeNotifier())
-    workers._threads = [StuckThread(clock) for _ in range(8)]
-
-    workers.stop(timeout=5.0)
-
-    assert workers._stop.is_set()
-    assert sum(clock.waits) == 5.0, clock.waits  # one 5 s wait in all, not 5 s for each of the 8
-    assert clock.waits[0] == 5.0 and set(clock.waits[1:]) == {0.0}
-
-
-def test_the_reconciler_and_its_healing_threads_share_one_wait(monkeypatch):
-    clock = Clock()
-    monkeypatch.setattr(reconciler_module.time, "monotonic", clock.monotonic)
+    workers._threads = [StuckThread(clock) for _ in range(4)]
 
     class Pipeline:
         runner = None
@@ -68,10 +75,69 @@ def test_the_reconciler_and_its_healing_threads_share_one_wait(monkeypatch):
     reconciler._thread = StuckThread(clock)
     reconciler._healing = {f"env_{i}": StuckThread(clock) for i in range(3)}
 
-    reconciler.stop(timeout=5.0)
+    deadline = Deadline(5.0, clock.monotonic)
+    left = workers.join(deadline) + reconciler.join(deadline)
+    assert len(left) == 8 and sum(clock.waits) == 5.0, clock.waits
 
-    assert reconciler._stop.is_set()
-    assert sum(clock.waits) == 5.0, clock.waits
+
+def test_a_server_stop_tells_every_background_thread_first_then_waits_once_for_all(monkeypatch):
+    from rhone_local import server
+
+    clock = Clock()
+    events: list[str] = []
+
+    class Part:
+        def __init__(self, name: str, stuck: bool) -> None:
+            self.name, self.thread = name, (StuckThread if stuck else DoneThread)(clock, name)
+
+        def request_stop(self) -> None:
+            events.append(f"tell {self.name}")
+
+        def join(self, deadline: Deadline) -> list:
+            events.append(f"join {self.name}")
+            return join_all([self.thread], deadline)
+
+    class Runner:
+        closing = threading.Event()
+        runs_processes = False
+
+        def stop_all(self, reason: str) -> None:
+            events.append("drain apps")
+
+    class FakeEngines:
+        def stop_supervising(self) -> None:
+            events.append("engines start nothing")
+
+        def stop_all(self) -> None:
+            events.append("stop engines")
+
+    class Pipeline:
+        engines = FakeEngines()
+        runner = Runner()
+
+    plane = server.ControlPlane.__new__(server.ControlPlane)
+    plane.pipeline, plane.membership, plane.clock = Pipeline(), None, clock.monotonic
+    plane.reconciler, plane.workers, plane.retention = Part("reconciler", True), Part("workers", True), Part("r", False)
+    warned: list[str] = []
+    monkeypatch.setattr(server.log, "warning", lambda message, *args: warned.append(message % args))
+
+    plane.stop()
+
+    assert plane.runner.closing.is_set()
+    assert events == [
+        "engines start nothing",
+        "tell reconciler",
+        "tell workers",
+        "tell r",
+        "join reconciler",
+        "join workers",
+        "join r",
+        "drain apps",  # the apps drain before the engines stop: they may write their sessions meanwhile
+        "stop engines",
+    ]
+    assert sum(clock.waits) == server.STOP_THREADS_SECONDS  # the reconciler used it all; the workers got nothing
+    assert clock.waits == [server.STOP_THREADS_SECONDS, 0.0, 0.0]
+    assert len(warned) == 1 and "['reconciler', 'workers']" in warned[0], warned
 
 
 class FakeEngine:
@@ -110,7 +176,7 @@ def test_the_engine_supervisor_starts_no_further_lane_once_a_stop_began(tmp_path
             return lanes
 
     engines = Engines(store=Store(), data_dir=tmp_path)
-    monkeypatch.setattr(engines_module, "ENGINE_TYPES", {"redis": lambda lane, directory, key: lane})
+    monkeypatch.setattr("rhone_local.engines.ENGINE_TYPES", {"redis": lambda lane, directory, key, stopping: lane})
     monkeypatch.setattr(Engines, "key", b"k" * 32)
     supervised: list[Lane] = []
 
@@ -124,54 +190,75 @@ def test_the_engine_supervisor_starts_no_further_lane_once_a_stop_began(tmp_path
     assert len(supervised) == 1, supervised  # the start under way finished; no other lane's began
 
 
-@pytest.mark.parametrize("stuck", ["workers", "reconciler", "retention"])
-def test_a_server_stop_gives_its_background_threads_one_shared_wait(monkeypatch, stuck):
-    """ControlPlane.stop: however the threads are stuck, the three stops together wait STOP_THREADS_SECONDS."""
-    from rhone_local import server
+def test_an_engine_starts_nothing_once_a_stop_began(tmp_path):
+    stopping = threading.Event()
+    stopping.set()
+    engine = RedisEngine(Lane("env_1", "local-1", "redis"), tmp_path / "redis", b"k" * 32, stopping)
+    with pytest.raises(EnginesStopping):
+        engine.ensure()
+    assert engine.child is None and engine.pid is None and not (tmp_path / "redis").exists()  # nothing spawned
 
-    clock = Clock()
-    monkeypatch.setattr(server.time, "monotonic", clock.monotonic)
-    given: dict[str, float] = {}
 
-    class Part:
-        def __init__(self, name: str) -> None:
-            self.name = name
+class SlowEngine(Engine):
+    """An engine whose process never becomes ready: the stop begins while its start waits."""
 
-        def stop(self, timeout: float) -> None:
-            given[self.name] = timeout
-            if self.name == stuck:
-                clock.now += timeout  # it used all it was given
+    def _start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        failure = self._attempt([sys.executable, "-c", "import time; time.sleep(120)"], self._ready)
+        raise EngineUnavailable("engine_unavailable", f"did not start: {failure}")
 
-    class Runner:
-        closing = threading.Event()
-        runs_processes = False
+    def _spawn(self, argv: list[str]) -> None:
+        super()._spawn(argv)
+        self.spawned = self.child  # stopping it forgets `child`
 
-        def stop_all(self, reason: str) -> None:
-            pass
+    ready_checks = 0
 
-    class Engines:
-        supervising = True
+    def _ready(self) -> bool:
+        self.ready_checks += 1
+        self.stopping.set()  # the server stops now, in the middle of the start
+        return False
 
-        def stop_supervising(self) -> None:
-            self.supervising = False
+    def answers(self) -> bool:
+        return False
 
-        def stop_all(self) -> None:
-            assert not self.supervising
 
-    class Pipeline:
-        engines = Engines()
-        runner = Runner()
+def test_a_start_under_way_gives_up_when_a_stop_begins_and_stops_what_it_started(tmp_path):
+    engine = SlowEngine(Lane("env_1", "local-1", "redis"), tmp_path / "slow", b"k" * 32)
+    with pytest.raises(EnginesStopping):  # not EngineUnavailable: a stage that met it resumes, it does not fail
+        engine.ensure()
+    assert engine.ready_checks == 1  # it gave up at once, not at its start timeout
+    assert engine.spawned.poll() is not None  # the process it spawned is gone
+    assert engine.pid is None
+    assert not (tmp_path / "slow" / "engine.json").exists()  # never recorded as running
 
-    plane = server.ControlPlane.__new__(server.ControlPlane)
-    plane.pipeline, plane.membership = Pipeline(), None
-    plane.reconciler, plane.workers, plane.retention = Part("reconciler"), Part("workers"), Part("retention")
 
-    plane.stop()
+def test_a_stage_that_meets_a_stop_is_left_to_resume_not_failed(monkeypatch):
+    released: list[str] = []
 
-    assert plane.runner.closing.is_set() and not plane.pipeline.engines.supervising
-    order = ["reconciler", "workers", "retention"]
-    used = given[stuck]
-    assert used == server.STOP_THREADS_SECONDS
-    # The parts after the stuck one get what is left of the shared wait: nothing.
-    assert all(given[name] == 0.0 for name in order[order.index(stuck) + 1 :]), given
-    assert clock.now - 1000.0 == server.STOP_THREADS_SECONDS
+    class Store:
+        def release_operation(self, op_id: str, worker: str) -> None:
+            released.append(op_id)
+
+    workers = Workers(store=Store(), notifier=ChangeNotifier())
+    monkeypatch.setattr(workers, "_heartbeat", lambda op_id, worker: contextlib.nullcontext())
+    crashed: list[str] = []
+    monkeypatch.setattr(workers, "_record_crash", lambda op, worker, error: crashed.append(op["id"]))
+    for stopping in (EnginesStopping(), RunnerStopping()):
+
+        def step(op, worker, error=stopping):
+            raise error
+
+        monkeypatch.setattr(workers, "step", step)
+        workers.drive({"id": "op_1", "state": "services"}, "worker-1")
+
+    assert isinstance(EnginesStopping(), NodeStopping) and crashed == [] and released == ["op_1", "op_1"]
+
+
+def test_every_engine_kind_shares_the_engines_stop(tmp_path):
+    from rhone_local.engines import ENGINE_TYPES
+
+    engines = Engines(store=None, data_dir=tmp_path)
+    engines._key = b"k" * 32
+    for kind in ENGINE_TYPES:
+        engine = engines.engine(Lane("env_1", "local-1", kind))
+        assert engine.stopping is engines._stop, kind
