@@ -32,7 +32,8 @@ Reported per connection count, min–max over the rounds:
   the median over the round's turns (the upper middle one for an even K);
 - CPU per request: utime+stime of the edge process(es) (resp. the nginx anchor's worker), read from
   /proc/<pid>/stat before the slice and once it has stopped growing after wrk exits (closing wrk's connections is
-  part of the work), divided by the requests wrk completed; and the edge's as a multiple of nginx's.
+  part of the work), divided by the requests wrk completed; and the edge's as a multiple of nginx's;
+- the edge's read and write system calls per request (/proc/<pid>/io), its own few a second to the API included.
 With `--told`, another target runs in the same rounds: the app directly, sent the edge's two forwarding headers
 (`X-Forwarded-For`, `-Proto`) as well as the Host. Its p50 minus direct's is what the app itself pays for being told
 who the client is — part of any proxy's overhead, not work the proxy does (a Python app server parses each header).
@@ -197,6 +198,17 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICKS
 
 
+def io_calls(pids: list[int]) -> tuple[int, int]:
+    """The processes' read and write system calls so far (/proc/<pid>/io: syscr, syscw; socket reads and writes
+    count, whatever the call, and so does the edge's own traffic with the API, a few calls a second)."""
+    reads = writes = 0
+    for pid in pids:
+        fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+        reads += int(fields["syscr"])
+        writes += int(fields["syscw"])
+    return reads, writes
+
+
 def settled_cpu_seconds(pids: list[int], interval: float = 0.03, bound: float = 1.0) -> float:
     """`cpu_seconds` once it reads the same twice `interval` apart (the proxies close wrk's connections after it
     exits), or after `bound` seconds."""
@@ -251,6 +263,8 @@ class Run:
     errors: int
     cpu: float  # seconds of the proxy's processes (0 for direct)
     p50s: list[float] = field(default_factory=list)  # a pooled round's: each turn's p50, in turn order
+    reads: int = 0  # read and write system calls of the proxy's processes (/proc/<pid>/io: syscr, syscw)
+    writes: int = 0
 
     @property
     def rps(self) -> float:
@@ -268,6 +282,8 @@ class Run:
             sum(r.errors for r in slices),
             sum(r.cpu for r in slices),
             p50s,
+            sum(r.reads for r in slices),
+            sum(r.writes for r in slices),
         )
 
     def overhead_ms(self, direct: Run) -> float:
@@ -302,15 +318,17 @@ def wrk(port: int, connections: int, duration: int, host: str | None, pids: list
         command += ["-H", f"Host: {host}"]
     for header in extra:
         command += ["-H", header]
-    before = cpu_seconds(pids)
+    before, calls_before = cpu_seconds(pids), io_calls(pids)
     proc = subprocess.run(
         [*command, f"http://127.0.0.1:{port}/"], capture_output=True, text=True, timeout=duration + 60
     )
     cpu = settled_cpu_seconds(pids) - before
+    calls = io_calls(pids)
     if proc.returncode != 0:
         raise SetupError(f"wrk exited {proc.returncode}: {proc.stderr}")
     requests, seconds, p50, errors = parse_wrk(proc.stdout)
-    return Run(requests, seconds, p50, errors, cpu)
+    reads, writes = calls[0] - calls_before[0], calls[1] - calls_before[1]
+    return Run(requests, seconds, p50, errors, cpu, reads=reads, writes=writes)
 
 
 def wait_for(port: int, timeout: float = 20) -> None:
@@ -392,6 +410,14 @@ def report(results: dict[int, list[dict[str, Run]]], edge_processes: int) -> int
         if connections == 1:
             check(max(edge_p50) <= 0.1, "1 connection: edge p50 overhead ≤ 0.1 ms in every round")
         check(max(cpu_ratio) <= 2.0, f"{connections} connection(s): edge CPU per request ≤ 2× nginx's in every round")
+    # The edge's system calls per request: what holding a small answer until it is whole saves (docs/architecture.md,
+    # "The edge"): an answer the app wrote as a head and a body apart is read twice and still written once. (uvloop
+    # reads and writes with read(2)/write(2), which /proc/<pid>/io counts; nginx's recv(2) is not counted there.)
+    print("\nconns  edge system calls per request: reads   writes")
+    for connections, rounds in results.items():
+        reads = [r["edge"].reads / r["edge"].requests for r in rounds]
+        writes = [r["edge"].writes / r["edge"].requests for r in rounds]
+        print(f"{connections:>5}  {'':>30}{fmt_range(reads, '.2f'):>9} {fmt_range(writes, '.2f'):>9}")
     print(f"\n(edge: {edge_processes} process(es); nginx anchor: 1 worker; wrk: 1 thread)")
     return check.verdict()
 

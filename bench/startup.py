@@ -17,9 +17,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from _harness import time_process
 
 VALID_TOML = """\
 [project]
@@ -51,14 +52,14 @@ class Case:
         return [mine / theirs for mine, theirs in zip(self.samples, baseline.samples, strict=True)]
 
 
-def run_once(case: Case, env: dict[str, str], cwd: Path, *, capture: bool) -> subprocess.CompletedProcess:
+def run_once(case: Case, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    """One untimed run, its output captured (a warm-up must do what the timed runs do)."""
     return subprocess.run(
         case.argv,
         env={**env, **case.environ},
         cwd=cwd,
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
-        stderr=subprocess.PIPE if capture else subprocess.DEVNULL,
+        capture_output=True,
         text=True,
         timeout=60,
     )
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             cases.append(Case("gh --version (reference)", [gh, "--version"], expect_stdout="gh version"))
 
         for case in cases:  # warm-up round: untimed, and every command must do what it is measured doing
-            proc = run_once(case, env, workdir, capture=True)
+            proc = run_once(case, env, workdir)
             if proc.returncode != 0 or case.expect_stdout not in proc.stdout:
                 detail = f"{proc.stdout}{proc.stderr}"
                 print(f"bench: `{case.name}` failed (exit {proc.returncode}):\n{detail}", file=sys.stderr)
@@ -118,9 +119,8 @@ def main(argv: list[str] | None = None) -> int:
 
         for _ in range(options.runs):
             for case in cases:
-                started = time.perf_counter()
-                run_once(case, env, workdir, capture=False)
-                case.samples.append(time.perf_counter() - started)
+                elapsed, _ = time_process(case.argv, env={**env, **case.environ}, cwd=workdir, timeout=60)
+                case.samples.append(elapsed)
 
     base = baseline.median_ms
     version = sys.version.split()[0]
