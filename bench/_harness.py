@@ -220,6 +220,10 @@ def time_process(argv: list[str], *, env: dict[str, str], cwd: Path, timeout: fl
     killer.start()
     try:
         status = proc.wait()
+    except BaseException:  # interrupted: the process must not outlive the benchmark
+        proc.kill()
+        proc.wait()
+        raise
     finally:
         killer.cancel()
     return time.perf_counter() - started, status

@@ -33,7 +33,8 @@ Reported per connection count, min–max over the rounds:
 - CPU per request: utime+stime of the edge process(es) (resp. the nginx anchor's worker), read from
   /proc/<pid>/stat before the slice and once it has stopped growing after wrk exits (closing wrk's connections is
   part of the work), divided by the requests wrk completed; and the edge's as a multiple of nginx's;
-- the edge's read and write system calls per request (/proc/<pid>/io), its own few a second to the API included.
+- the edge's read and write system calls per request (/proc/<pid>/io: the read(2)/write(2) families, which uvloop's
+  streams use).
 With `--told`, another target runs in the same rounds: the app directly, sent the edge's two forwarding headers
 (`X-Forwarded-For`, `-Proto`) as well as the Host. Its p50 minus direct's is what the app itself pays for being told
 who the client is — part of any proxy's overhead, not work the proxy does (a Python app server parses each header).
@@ -199,8 +200,8 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def io_calls(pids: list[int]) -> tuple[int, int]:
-    """The processes' read and write system calls so far (/proc/<pid>/io: syscr, syscw; socket reads and writes
-    count, whatever the call, and so does the edge's own traffic with the API, a few calls a second)."""
+    """The processes' read and write system calls so far (/proc/<pid>/io: syscr, syscw). Only the read(2)/write(2)
+    families count, not recv(2)/send(2): right for the edge on uvloop, whose streams use read and write."""
     reads = writes = 0
     for pid in pids:
         fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())

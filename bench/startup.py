@@ -119,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
 
         for _ in range(options.runs):
             for case in cases:
-                elapsed, _ = time_process(case.argv, env={**env, **case.environ}, cwd=workdir, timeout=60)
+                elapsed, status = time_process(case.argv, env={**env, **case.environ}, cwd=workdir, timeout=60)
+                if status != 0:  # a failed or killed run is no sample
+                    print(f"bench: `{case.name}` failed in a timed run (exit {status})", file=sys.stderr)
+                    return 2
                 case.samples.append(elapsed)
 
     base = baseline.median_ms
