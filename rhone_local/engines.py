@@ -594,6 +594,8 @@ class Engines:
             bindings = self.store.engine_service_bindings(lane.environment_id, lane.region_id)
             endpoints = {b["service"]: engine.endpoint(b["service"]) for b in bindings if b["provider"] == lane.engine}
             self.store.set_service_endpoint(lane.environment_id, lane.region_id, lane.engine, endpoints)
+        except EnginesStopping:  # the stop began during this start: no failure, no retry
+            return
         except (EngineUnavailable, OSError, RespError) as error:
             engine.failures += 1
             engine.error = getattr(error, "message", str(error))

@@ -262,3 +262,11 @@ def test_every_engine_kind_shares_the_engines_stop(tmp_path):
     for kind in ENGINE_TYPES:
         engine = engines.engine(Lane("env_1", "local-1", kind))
         assert engine.stopping is engines._stop, kind
+
+
+def test_a_supervised_start_cut_by_a_stop_is_no_failure(tmp_path):
+    engines = Engines(store=None, data_dir=tmp_path)
+    engine = SlowEngine(Lane("env_1", "local-1", "redis"), tmp_path / "slow", b"k" * 32, engines._stop)
+    engines._supervise(engine)  # the stop begins during the start (SlowEngine._ready)
+    assert engine.failures == 0 and engine.error is None and engine.next_try == 0.0  # not counted, no back-off
+    assert engine.spawned.poll() is not None
