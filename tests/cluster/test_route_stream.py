@@ -235,7 +235,11 @@ def test_only_one_publisher_holds_the_lock(nats, running):
     log.promote("dep_1")
     first.poke()
     second.poke()
-    wait_until(lambda: stream_state(nats.url).messages == 2, "both events on the stream")
+    # The stream stores an event before its publisher has read the ack (`published` moves then): wait for both.
+    wait_until(
+        lambda: stream_state(nats.url).messages == 2 and max(first.published, second.published) == 2,
+        "both events on the stream, and their acks read",
+    )
     assert sorted([first.published, second.published]) == [0, 2]
     assert first.counts["duplicate"] + second.counts["duplicate"] == 0
 
@@ -379,7 +383,8 @@ def test_committed_route_events_of_a_real_store_reach_the_edge_when_the_feed_see
                 wait_until(lambda c=count: stream_state(nats.url).messages == c, f"event {count}")
         finally:
             feed.stop()
-        assert publisher.published == 3 and publisher.counts == {"published": 3, "duplicate": 0}
+        wait_until(lambda: publisher.published == 3, "the last ack read")  # the stream stores before the ack is read
+        assert publisher.counts == {"published": 3, "duplicate": 0}
         assert [e["seq"] for e in store.route_events_after(0, 10)] == [1, 2, 3]
     finally:
         store.close()
