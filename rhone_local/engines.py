@@ -58,6 +58,7 @@ SERVES = {engine: ENGINE_SERVICES[engine] for engine in BINARIES}
 REDIS_DATABASE = {"session": 0, "broadcast": 0, "cache": 1, "queue": 2}
 START_TIMEOUT = 10.0
 STOP_GRACE = 5.0
+STOP_BOUND = 2 * STOP_GRACE + 1  # an engine's stop at most: SIGTERM's grace, then SIGKILL's wait
 PORT_TRIES = 20
 CANDIDATE_PORTS = (10000, 32767)  # below the usual ephemeral range, so outgoing connections rarely hold one
 ADMIN_USER = "rhone-admin"
@@ -161,12 +162,7 @@ class Engine:
                 return
             if self.running():  # ours, but not answering (stopped, wedged): it must not hold the port or the data
                 self._kill()
-            try:
-                self._start()
-            except EngineUnavailable:
-                if self.stopping.is_set():  # the start gave up because of the stop (_wait_started), not on its own
-                    raise EnginesStopping from None
-                raise
+            self._start()  # EnginesStopping from `_attempt` when the stop begins meanwhile
 
     def _kill(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -196,9 +192,10 @@ class Engine:
         self.state_file.write_text(json.dumps(state))
 
     def _attempt(self, argv: list[str], ready: Any) -> str | None:
-        """Start the engine with `argv` and wait until `ready`: None once it runs (and is recorded), else why not."""
-        if self.stopping.is_set():  # no further attempt
-            return "Rhone Local is stopping"
+        """Start the engine with `argv` and wait until `ready`: None once it runs (and is recorded), else why not;
+        EnginesStopping when the stop begins before or during the attempt (what it spawned is stopped)."""
+        if self.stopping.is_set():
+            raise EnginesStopping
         self._spawn(argv)
         failure = self._wait_started(ready)
         if failure is None:
@@ -257,7 +254,7 @@ class Engine:
                 return None
             if self.stopping.is_set():  # a stop does not wait out a start: it stops what it started
                 self.stop()
-                return "Rhone Local is stopping"
+                raise EnginesStopping
             time.sleep(0.05)
         self.stop()
         return f"did not answer within {START_TIMEOUT:.0f}s"
@@ -650,17 +647,15 @@ class Engines:
         return found
 
     def stop_supervising(self) -> None:
-        """No engine starts or restarts from now on; a start under way finishes (it holds its engine's lock). A
-        shutdown says this first, so that the start has the drains' time to end before `stop_all` waits for it."""
+        """No engine starts or restarts from now on; a start under way gives up and stops what it spawned
+        (`Engine._attempt`). A shutdown says this first, before the drains."""
         self._stop.set()
 
     def stop_all(self) -> None:
         """Stop supervising, then every engine at once (each saves its data on SIGTERM, within STOP_GRACE, and is
         killed past it): one slow engine does not add its grace to the others'."""
         self.stop_supervising()
-        # A start under way gives up at once now (_wait_started), stopping what it spawned: SIGTERM's grace, then
-        # SIGKILL's wait, at most.
-        join_all([self._thread], Deadline(2 * STOP_GRACE + 1))
+        join_all([self._thread], Deadline(STOP_BOUND))  # a start under way stops what it spawned: one engine's stop
         with self._lock:
             engines = list(self._engines.values())
         stoppers = [
@@ -669,8 +664,7 @@ class Engines:
         ]
         for stopper in stoppers:
             stopper.start()
-        # SIGTERM's grace, then SIGKILL's wait; a start under way gives up at once (_wait_started) and frees the lock.
-        for stopper in join_all(stoppers, Deadline(2 * STOP_GRACE + 1)):
+        for stopper in join_all(stoppers, Deadline(STOP_BOUND)):
             log.warning("stopping without waiting longer for %s", stopper.name)
 
 

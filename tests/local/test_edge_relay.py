@@ -1081,14 +1081,27 @@ class _Transport:
         pass
 
 
+def client_connection(relay: Relay) -> tuple[Any, _Transport]:
+    """A client connection on a transport keeping what is written."""
+    client, transport = edge_relay.Client(relay), _Transport()
+    client.connection_made(transport)
+    return client, transport
+
+
+def pooled_upstream(relay: Relay, port: int) -> Any:
+    """One more idle upstream connection to `port` in the pool, on a transport keeping what is written."""
+    upstream = edge_relay.Upstream(relay.pool, port)
+    upstream.connection_made(_Transport())
+    relay.pool.idle.setdefault(port, []).append(upstream)
+    return upstream
+
+
 def client_and_pooled_upstream(relay: Relay, port: int) -> tuple[Any, _Transport, Any, _Transport]:
-    """A client connection and one idle pooled upstream connection to `port`, on transports keeping what is written."""
-    client, client_transport = edge_relay.Client(relay), _Transport()
-    client.connection_made(client_transport)
-    upstream, upstream_transport = edge_relay.Upstream(relay.pool, port), _Transport()
-    upstream.connection_made(upstream_transport)
-    relay.pool.idle[port] = [upstream]
-    return client, client_transport, upstream, upstream_transport
+    """A client connection and the one idle pooled upstream connection to `port`."""
+    relay.pool.idle[port] = []
+    client, client_transport = client_connection(relay)
+    upstream = pooled_upstream(relay, port)
+    return client, client_transport, upstream, upstream.transport
 
 
 # What one keep-alive request costs in Python calls into rhone_local/edge_relay.py: a bodiless GET on a pooled
@@ -1140,15 +1153,8 @@ def _scripted_run(steps: list[tuple[bytes, list[bytes]]], merged: bool, monkeypa
     route: dict[str, Any] = {"answer": (200, [Target(40000, b"rhone_affinity=x")])}
     relay = Relay(lambda host, affinity=(): route["answer"])
     try:
-        client, client_transport = edge_relay.Client(relay), _Transport()
-        client.connection_made(client_transport)
-        upstreams = []
-        for port in (40000, 40001):
-            for _ in range(4):
-                upstream = edge_relay.Upstream(relay.pool, port)
-                upstream.connection_made(_Transport())
-                upstreams.append(upstream)
-                relay.pool.idle.setdefault(port, []).append(upstream)
+        client, client_transport = client_connection(relay)
+        upstreams = [pooled_upstream(relay, port) for port in (40000, 40001) for _ in range(4)]
         for request, answers in steps:
             if request == b"route: 404":
                 route["answer"] = (404, "no route")
@@ -1252,9 +1258,7 @@ def test_held_answers_keep_their_order_and_their_client() -> None:
     try:
         client, client_transport, _, _ = client_and_pooled_upstream(relay, 40000)
         for _ in range(3):  # idle connections for the requests below
-            spare = edge_relay.Upstream(relay.pool, 40000)
-            spare.connection_made(_Transport())
-            relay.pool.idle[40000].append(spare)
+            pooled_upstream(relay, 40000)
         get = b"GET /%s HTTP/1.1\r\nHost: a\r\n\r\n"
         client.data_received(get % b"1" + get % b"2")  # pipelined: the second waits for the first's answer
         first = client.exchange.upstream
@@ -1275,8 +1279,7 @@ def test_held_answers_keep_their_order_and_their_client() -> None:
         assert client_transport.written[-1] == b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n"  # at once, bodiless
         assert client.exchange is None and len(client_transport.written) == 3
 
-        other, other_transport = edge_relay.Client(relay), _Transport()
-        other.connection_made(other_transport)
+        other, other_transport = client_connection(relay)
         other.data_received(get % b"3")
         held_on = other.exchange.upstream
         held_on.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab")
