@@ -5,8 +5,6 @@ httpx, keyring, rich tables and pydantic models are imported inside the commands
 `sys.modules` after `--help`, `--version` and a completion request).
 """
 
-from __future__ import annotations
-
 import contextlib
 import math
 import os
@@ -18,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from rhone_cli import __version__
+from rhone_cli import __version__, command_tree
 from rhone_cli.commands._common import REQUEST_TIMEOUT_RANGE, new_typer, seconds_problem
 from rhone_cli.environment import Environment, _truthy
 from rhone_cli.errors import ExitCode, Interrupted, RhoneError
@@ -329,7 +327,7 @@ def main(
     env.options.filtered = any(a == "--jq" or a.startswith("--jq=") for a in before_command)
     env.options.json = "--json" in before_command or env.options.filtered
     env.options.verbose = "--verbose" in before_command or "-v" in before_command
-    command = typer.main.get_command(app)
+    command = command_tree.build(app)
     if os.environ.get(COMPLETE_VAR):
         # A shell asking for completions (see rhone_cli/completion.py for why rhone answers these itself).
         from rhone_cli.completion import respond

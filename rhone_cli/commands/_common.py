@@ -1,7 +1,5 @@
 """Helpers shared by command modules."""
 
-from __future__ import annotations
-
 import math
 from typing import Any
 

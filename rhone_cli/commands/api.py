@@ -1,7 +1,5 @@
 """`rhone api [METHOD] PATH`: an authenticated request to any /v1 path, printed as JSON."""
 
-from __future__ import annotations
-
 import json
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """`rhone app`: apps, the stable identities that exist before and independent of any deployment."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -1,7 +1,5 @@
 """`rhone artifact`: artifacts: immutable, content-addressed builds."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -1,7 +1,5 @@
 """`rhone login`, `rhone logout`, `rhone whoami`: credentials for a profile."""
 
-from __future__ import annotations
-
 import json
 from typing import Annotated, Any
 

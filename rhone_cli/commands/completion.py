@@ -1,7 +1,5 @@
 """`rhone completion SHELL`: print the shell completion script (nothing is installed or edited for you)."""
 
-from __future__ import annotations
-
 from enum import StrEnum
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """`rhone config`: check and show rhone.toml offline — no server and no credentials needed (CI lint)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """`rhone deploy`: build an artifact, upload what the server lacks, and drive the deploy operation."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

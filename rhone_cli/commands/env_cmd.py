@@ -1,7 +1,5 @@
 """`rhone env`: environments — preview, production and more — with their policy and bindings."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

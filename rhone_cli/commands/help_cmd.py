@@ -1,7 +1,5 @@
 """`rhone help TOPIC`: reference pages that scripts and people need (exit codes, environment variables)."""
 
-from __future__ import annotations
-
 import typer
 
 from rhone_cli.commands._common import group, invocation

@@ -1,7 +1,5 @@
 """`rhone init`: create rhone.toml for the project in this directory (never overwrites one)."""
 
-from __future__ import annotations
-
 import re
 from pathlib import Path
 from typing import Annotated

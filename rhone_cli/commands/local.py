@@ -1,7 +1,5 @@
 """`rhone local`: Rhone Local, the embedded single-machine control plane."""
 
-from __future__ import annotations
-
 import os
 import sys
 import time

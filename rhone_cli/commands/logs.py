@@ -1,7 +1,5 @@
 """`rhone logs`: what an app's allocations wrote, prefixed by allocation; `-f` follows until Ctrl-C."""
 
-from __future__ import annotations
-
 import signal
 from typing import Annotated
 

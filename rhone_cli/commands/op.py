@@ -1,7 +1,5 @@
 """`rhone op`: operations, the durable server-side record of every meaningful mutation."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

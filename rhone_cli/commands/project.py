@@ -1,7 +1,5 @@
 """`rhone project`: projects, the grouping of apps in a workspace."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

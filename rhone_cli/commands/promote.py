@@ -1,7 +1,5 @@
 """`rhone promote` and `rhone rollback`: move an environment's route by compare-and-swap on its epoch."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -1,7 +1,5 @@
 """`rhone region`: regions and their cells, and which of them may serve an app environment."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -1,7 +1,5 @@
 """`rhone route`: route ownership — which deployment serves each app environment, at which epoch."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

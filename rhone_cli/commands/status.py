@@ -1,7 +1,5 @@
 """`rhone status`: an app at a glance."""
 
-from __future__ import annotations
-
 import typer
 
 from rhone_cli.commands._common import invocation

@@ -1,7 +1,5 @@
 """`rhone workspace`: workspaces, their members and roles, and the audit log."""
 
-from __future__ import annotations
-
 from enum import StrEnum
 from typing import Annotated
 
