@@ -23,7 +23,7 @@ idle keep-alive connection lasts `keepalive_timeout`, and past `max_clients` con
 503 — so the file descriptors the API, the store and the runner need in this process are never the edge's to spend.
 Refused connections are 503 (the allocation recorded as ready is not answering: still never another deployment);
 an app that fails mid-answer is 502 if nothing was sent yet, or a cut connection otherwise; no head within
-`UPSTREAM_HEAD_TIMEOUT` is 504.
+`UPSTREAM_HEAD_TIMEOUT` is 504, and so is an answer held until whole (`POSTPONE_BYTES`) that is not whole by then.
 """
 
 from __future__ import annotations
@@ -566,7 +566,10 @@ class Exchange:
         else:
             client.write(head)
         self.head_sent = True
-        client.answer_due = INFINITY  # the answer is under way: no deadline while its body streams
+        if not self.postpone:
+            # The answer is under way: no deadline while its body streams. A held answer keeps the one it had: the
+            # client has seen nothing of it yet, and gets a 504 if it is not whole by then (`fail`).
+            client.answer_due = INFINITY
         if request.method == b"HEAD":
             # httptools cannot be told that a HEAD answer has no body: it would wait for Content-Length bytes. The
             # answer is complete; this connection's parser is not, so the connection is not reused.
@@ -632,10 +635,15 @@ class Exchange:
     def fail(self, status: int, text: str) -> None:
         if self.ended:
             return
-        if self.head_sent:
-            self.client.abort()
+        client = self.client
+        if self.head_sent and not self.postpone:  # the client has part of the answer: it must not take it as whole
+            client.abort()
         else:
-            self.client.write(plain_response(status, f"{status} {text}\n", close=True))
+            if self.postpone:  # nothing of a held answer reached the client: it is dropped, the error goes instead
+                self.postponed = None
+                if client.corked is not None:  # (inside Upstream.data_received: what this read parsed of it)
+                    client.corked.clear()
+            client.write(plain_response(status, f"{status} {text}\n", close=True))
             self.close_after = True
         self.finish(False)
 
@@ -1204,8 +1212,9 @@ class Client(asyncio.Protocol):
         now = self.loop.time()
         if now >= self.answer_due:
             self.answer_due = INFINITY
-            if self.exchange is not None and not self.exchange.head_sent:
-                self.exchange.fail(504, "the app did not answer in time")
+            exchange = self.exchange
+            if exchange is not None and (not exchange.head_sent or exchange.postpone):  # (Exchange.response_head)
+                exchange.fail(504, "the app did not answer in time")
         if now >= self.deadline_at:
             self._deadline_passed()
         due = min(self.deadline_at, self.answer_due)

@@ -54,6 +54,7 @@ class ScriptedApp:
     requests: list[dict] = field(default_factory=list)
     close_idle_after_first: bool = False
     dripped_closed: bool = False
+    stalled_closed: bool = False
     closed_connections: int = 0
     hang_up_everything: bool = False
 
@@ -139,6 +140,12 @@ class ScriptedApp:
             conn.settimeout(5)
             with contextlib.suppress(OSError):
                 self.dripped_closed = conn.recv(1) == b""
+            return False
+        elif path == "/stall-small":  # a small answer's head and part of its body, then nothing until the edge goes
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..")
+            conn.settimeout(5)
+            with contextlib.suppress(OSError):
+                self.stalled_closed = conn.recv(1) == b""
             return False
         elif path == "/hang-up":
             return False
@@ -501,6 +508,22 @@ def test_an_app_slower_than_the_head_timeout_is_504(
     monkeypatch.setattr(edge_relay, "UPSTREAM_HEAD_TIMEOUT", 0.3)
     status, headers, body = get(edge.connection(), "/slow")
     assert status == 504 and headers["connection"] == "close" and b"did not answer in time" in body
+
+
+def test_a_small_answer_the_app_stalls_in_is_504_and_none_of_it_reaches_the_client(
+    edge: Edge, app: ScriptedApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The edge holds an answer of at most POSTPONE_BYTES until it is whole, so the client has seen nothing of one the
+    # app stops sending: it gets a clean 504 at the answer's deadline rather than waiting for ever, and the app's
+    # connection is closed.
+    monkeypatch.setattr(edge_relay, "UPSTREAM_HEAD_TIMEOUT", 0.3)
+    answer = edge.raw(b"GET /stall-small HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 504 ") and b"\r\nconnection: close" in head.lower()
+    assert body == b"504 the app did not answer in time\n"
+    assert b"only ten" not in answer and b"content-length: 100" not in answer.lower()
+    assert wait_until(lambda: app.stalled_closed, timeout=30)
+    assert get(edge.connection(), "/echo")[0] == 200
 
 
 # -- tunnels and shutdown -------------------------------------------------------------------------------------------
