@@ -35,7 +35,11 @@ class LazyCommands(MutableMapping[str, Any]):
     def __getitem__(self, name: str) -> Any:
         command = self._built.get(name)
         if command is None:
-            command = self._built[name] = self._builders[name]()  # KeyError for a name no one registered
+            builder = self._builders[name]  # KeyError for a name no one registered: "No such command"
+            try:
+                command = self._built[name] = builder()
+            except KeyError as error:  # Click's lookup (`.get`) would take it for an unknown name
+                raise RuntimeError(f"building the command {name!r} failed: {error!r}") from error
         return command
 
     def __setitem__(self, name: str, command: Any) -> None:

@@ -22,8 +22,9 @@ arrive whole within `head_timeout` (a trickled head is cut at the same deadline)
 idle keep-alive connection lasts `keepalive_timeout`, and past `max_clients` connections a new one is refused with a
 503 — so the file descriptors the API, the store and the runner need in this process are never the edge's to spend.
 Refused connections are 503 (the allocation recorded as ready is not answering: still never another deployment);
-an app that fails mid-answer is 502 if nothing was sent yet, or a cut connection otherwise; no head within
-`UPSTREAM_HEAD_TIMEOUT` is 504, and so is an answer held until whole (`POSTPONE_BYTES`) that is not whole by then.
+an app that fails mid-answer is 502 if nothing was sent yet (an answer held until whole, `POSTPONE_BYTES`, included),
+or a cut connection otherwise; no head within `UPSTREAM_HEAD_TIMEOUT` is 504, and so is a held answer whose next bytes
+do not come within it.
 """
 
 from __future__ import annotations
@@ -312,6 +313,9 @@ class Upstream(asyncio.Protocol):
             if pending:
                 if exchange.postpone and not exchange.ended:  # a small answer not yet whole: it leaves whole
                     exchange.postponed = pending
+                    # The client has seen nothing of it: the app owes its next bytes within the head's timeout of
+                    # these (as nginx's proxy_read_timeout, per read), else the client gets a 504 (Exchange.fail).
+                    client.answer_due = client.loop.time() + UPSTREAM_HEAD_TIMEOUT
                 else:
                     client.write(pending[0] if len(pending) == 1 else b"".join(pending))
             if self.returning:  # pooled only now: whatever followed the answer in this read was seen
@@ -567,8 +571,8 @@ class Exchange:
             client.write(head)
         self.head_sent = True
         if not self.postpone:
-            # The answer is under way: no deadline while its body streams. A held answer keeps the one it had: the
-            # client has seen nothing of it yet, and gets a 504 if it is not whole by then (`fail`).
+            # The answer is under way: no deadline while its body streams. A held answer keeps one until it is whole
+            # (Upstream.data_received): the client has seen nothing of it, and gets a 504 if the app stalls (`fail`).
             client.answer_due = INFINITY
         if request.method == b"HEAD":
             # httptools cannot be told that a HEAD answer has no body: it would wait for Content-Length bytes. The
@@ -619,7 +623,9 @@ class Exchange:
     def upstream_lost(self) -> None:
         if self.ended:
             return
-        self.release_postponed()
+        if self.postpone:  # a held answer cut short: the client has seen nothing of it, and gets an error instead
+            self.fail(502, "the app closed the connection before its answer was whole")
+            return
         if not self.head_sent:
             self._end("lost")
             return
@@ -641,17 +647,11 @@ class Exchange:
         else:
             if self.postpone:  # nothing of a held answer reached the client: it is dropped, the error goes instead
                 self.postponed = None
-                if client.corked is not None:  # (inside Upstream.data_received: what this read parsed of it)
+                if client.corked is not None:  # (failing inside Upstream.data_received: what this read parsed of it)
                     client.corked.clear()
             client.write(plain_response(status, f"{status} {text}\n", close=True))
             self.close_after = True
         self.finish(False)
-
-    def release_postponed(self) -> None:
-        """What was held of a small answer goes out as it is: the answer will not be whole (the client learns how)."""
-        held, self.postponed = self.postponed, None
-        if held:
-            self.client.write(b"".join(held))
 
     def start_tunnel(self, rest: bytes) -> None:
         upstream = self.upstream
@@ -729,11 +729,11 @@ class Client(asyncio.Protocol):
         self.corked: list[bytes] | None = None  # writes held back until uncork(): one send for one upstream read
         # One client deadline at a time: for the head being read ("head"), its body ("body"), the next request
         # ("idle"), or an upgraded connection's silence ("tunnel"); none while an answer is owed. The app's answer
-        # head has its own (`answer_due`). One timer per connection checks both (`_check_deadline`): the request
-        # path only writes numbers.
+        # head has its own (`answer_due`), and so has each read of an answer held until whole (`Exchange.postpone`).
+        # One timer per connection checks both (`_check_deadline`): the request path only writes numbers.
         self.phase = ""
         self.deadline_at = INFINITY
-        self.answer_due = INFINITY  # the app's answer head is owed by then (504 after)
+        self.answer_due = INFINITY  # the app's answer head, or a held answer's next bytes, are owed by then (504 after)
         self.routed: tuple[list[Target], int] = ([], 0)  # the current request's targets and which one it went to
         # The upstream head of the last request sent, what it was made from, and that Request.
         self.last_head: tuple | None = None

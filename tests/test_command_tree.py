@@ -51,8 +51,14 @@ def _command_facts(command: Any) -> tuple[Any, ...]:
         command.options_metavar,
         repr(command.context_settings),
         [_param_facts(p) for p in command.params],
+        command.deprecated,
+        getattr(command, "rich_help_panel", None),
+        getattr(command, "rich_markup_mode", None),
         getattr(command, "invoke_without_command", None),
         getattr(command, "subcommand_metavar", None),
+        getattr(command, "suggest_commands", None),
+        getattr(command, "_result_callback", None),
+        getattr(getattr(command, "callback", None), "__wrapped__", None),
     )
 
 
@@ -147,7 +153,7 @@ def test_an_unknown_subcommand_is_a_usage_error_naming_the_choices(monkeypatch: 
     out, err = io.StringIO(), io.StringIO()
     status = main(["deploy", "lss"], Environment(stdout=out, stderr=err, environ={"HOME": "/nonexistent"}))
     assert status == 2
-    assert "No such command 'lss'" in err.getvalue()
+    assert "No such command 'lss'. Did you mean 'ls'?" in err.getvalue()
     assert "deploy" in counted.groups
 
 
@@ -172,3 +178,13 @@ def test_lazy_commands_mapping() -> None:
     del commands["b"]
     assert list(commands) == ["a", "c"] and commands.built() == ["a", "c"]
     assert calls == ["a"]
+
+
+def test_a_builder_that_fails_with_a_key_error_is_not_taken_for_an_unknown_name() -> None:
+    def broken() -> Any:
+        raise KeyError("a missing setting")
+
+    commands = command_tree.LazyCommands({"broken": broken})
+    with pytest.raises(RuntimeError, match="building the command 'broken' failed"):
+        commands.get("broken")  # Click looks commands up with .get, which would turn a KeyError into None
+    assert commands.get("other") is None

@@ -14,8 +14,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-import typer
 
+from rhone_cli import command_tree
 from rhone_cli.commands.completion import script
 from rhone_cli.completion import candidates, split_words
 from rhone_cli.main import app
@@ -234,7 +234,7 @@ def test_bash_protocol_through_the_console_script(rhone_subprocess):
 # -- the walker ---------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def complete():
-    root = typer.main.get_command(app)
+    root = command_tree.build(app)
 
     def run(line: str) -> list[str]:
         words = split_words(line)[1:]

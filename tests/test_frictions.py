@@ -87,6 +87,7 @@ def _help_pages():
     """Every command's help text, rendered by the command tree itself: {"deploy ls": "Usage: …"}."""
     import typer
 
+    from rhone_cli import command_tree
     from rhone_cli.main import app
 
     pages = {}
@@ -96,7 +97,7 @@ def _help_pages():
         for name, sub in getattr(command, "commands", {}).items():
             walk(sub, typer.Context(sub, info_name=name, parent=ctx), (*path, name))
 
-    root = typer.main.get_command(app)
+    root = command_tree.build(app)
     walk(root, typer.Context(root, info_name="rhone"), ())
     return pages
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rhone_cli import completion_values
+from rhone_cli import command_tree, completion_values
 from rhone_cli.completion import respond
 from rhone_cli.main import app
 
@@ -48,12 +48,11 @@ def environ(local: LocalEnv, live_url: str, tmp_path: Path) -> dict[str, str]:
 
 
 def fish(line: str, environ: dict[str, str]) -> list[str]:
-    import typer
 
     text, status = respond(
         "complete_fish",
         {**environ, "_TYPER_COMPLETE_ARGS": line, "_TYPER_COMPLETE_FISH_ACTION": "get-args"},
-        typer.main.get_command(app),
+        command_tree.build(app),
     )
     assert status == 0
     return text.splitlines() if text else []
@@ -158,7 +157,6 @@ def test_hostile_values_and_descriptions_never_reach_the_shell(environ, monkeypa
         ]
     }
     monkeypatch.setattr(completion_values, "_get", lambda context, url: answer)
-    import typer
 
     zsh, _ = respond(
         "complete_zsh",
@@ -167,7 +165,7 @@ def test_hostile_values_and_descriptions_never_reach_the_shell(environ, monkeypa
             "RHONE_API_URL": "http://127.0.0.1:1",
             "_TYPER_COMPLETE_ARGS": "rhone deploy show ",
         },
-        typer.main.get_command(app),
+        command_tree.build(app),
     )
     assert zsh.startswith("local -a _rhone_values=('dep_1a2b') _rhone_shown=('dep_1a2b  -- ready")
     assert "rm -rf" not in zsh and "dep_2c3d" not in zsh

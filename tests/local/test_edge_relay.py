@@ -19,10 +19,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httptools
 import pytest
 
 from rhone_local import edge_relay
-from rhone_local.edge_relay import POSTPONE_BYTES, Limits, Relay, Target
+from rhone_local.edge_relay import POSTPONE_BYTES, Limits, Relay, Target, plain_response
 from rhone_local.http1 import MAX_FIELDS
 from tests.e2e.helpers import wait_until
 
@@ -132,8 +133,11 @@ class ScriptedApp:
         elif path == "/big":
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG)
             conn.sendall(b"b" * BIG)
-        elif path == "/cut":
+        elif path == "/cut":  # small: the edge holds it until whole
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..")
+            return False
+        elif path == "/cut-large":  # larger than the edge holds: relayed as it comes
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\nonly ten.." % (POSTPONE_BYTES + 1))
             return False
         elif path == "/drip":  # promises a long answer, sends a little, then waits for the edge to hang up
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nfirst bytes")
@@ -147,6 +151,11 @@ class ScriptedApp:
             with contextlib.suppress(OSError):
                 self.stalled_closed = conn.recv(1) == b""
             return False
+        elif path == "/trickle-small":  # a small answer in pieces, each well within the edge's deadline, all beyond it
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n")
+            for _ in range(15):
+                time.sleep(0.1)
+                conn.sendall(b"t")
         elif path == "/hang-up":
             return False
         elif path == "/huge-head":  # an answer head over the edge's 64 KiB, then a normal body
@@ -397,10 +406,16 @@ def test_a_large_answer_streams_through_whole(edge: Edge) -> None:
 
 def test_an_answer_cut_short_is_cut_for_the_client_too(edge: Edge) -> None:
     conn = edge.connection()
-    conn.request("GET", "/cut", headers={"Host": "web.localhost"})
+    conn.request("GET", "/cut-large", headers={"Host": "web.localhost"})
     response = conn.getresponse()
-    with pytest.raises(http.client.IncompleteRead):
+    assert response.status == 200  # relayed as it came
+    with pytest.raises(http.client.IncompleteRead) as cut:
         response.read()
+    assert cut.value.partial == b"only ten.."
+    # A small answer is held until whole, so the client has seen nothing of it when the app cuts it: a clean 502.
+    status, headers, body = get(edge.connection(), "/cut")
+    assert status == 502 and headers["connection"] == "close"
+    assert body == b"502 the app closed the connection before its answer was whole\n"
 
 
 def test_hop_by_hop_headers_do_not_cross(edge: Edge) -> None:
@@ -524,6 +539,16 @@ def test_a_small_answer_the_app_stalls_in_is_504_and_none_of_it_reaches_the_clie
     assert b"only ten" not in answer and b"content-length: 100" not in answer.lower()
     assert wait_until(lambda: app.stalled_closed, timeout=30)
     assert get(edge.connection(), "/echo")[0] == 200
+
+
+def test_a_small_answer_that_keeps_coming_is_not_cut(
+    edge: Edge, app: ScriptedApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The deadline of a held answer runs from its last bytes (per read, as nginx's proxy_read_timeout), not from the
+    # request: an app sending a small answer slowly but steadily is not cut, though the whole takes longer.
+    monkeypatch.setattr(edge_relay, "UPSTREAM_HEAD_TIMEOUT", 1.0)
+    status, _, body = get(edge.connection(), "/trickle-small")
+    assert status == 200 and body == b"t" * 15
 
 
 # -- tunnels and shutdown -------------------------------------------------------------------------------------------
@@ -1314,7 +1339,7 @@ def test_held_answers_keep_their_order_and_their_client() -> None:
         relay.loop.close()
 
 
-def test_what_was_held_of_a_small_answer_reaches_the_client_before_the_app_cut_it_short() -> None:
+def test_a_held_answer_the_app_cuts_short_is_a_502_and_none_of_it_reaches_the_client() -> None:
     relay = Relay(lambda host, affinity=(): (200, [Target(40000)]))
     try:
         client, client_transport, upstream, _ = client_and_pooled_upstream(relay, 40000)
@@ -1323,10 +1348,41 @@ def test_what_was_held_of_a_small_answer_reaches_the_client_before_the_app_cut_i
         upstream.data_received(b"only ten..")
         assert client_transport.written == []  # held: the answer is not whole
         upstream.connection_lost(None)
-        # As before any holding: the head and the part of the body that came, then the client connection cut (an
-        # answer cut short must not look whole), and the app's connection never pooled.
-        assert b"".join(client_transport.written).endswith(b"content-length: 100\r\n\r\nonly ten..")
-        assert client_transport.aborted and relay.pool.idle.get(40000, []) == []
+        # The client has seen nothing of the answer, so it gets a clean error rather than a part of it; the client
+        # connection closes after it, and the app's connection is never pooled.
+        assert client_transport.written == [
+            plain_response(502, "502 the app closed the connection before its answer was whole\n", close=True)
+        ]
+        assert client_transport.closing and not client_transport.aborted
+        assert relay.pool.idle.get(40000, []) == [] and client.exchange is None
+    finally:
+        relay.loop.close()
+
+
+def test_a_held_answer_that_fails_within_a_read_is_replaced_by_the_error() -> None:
+    # The failure comes while this read's bytes of the held answer are still corked: none of them may reach the
+    # client with the error.
+    relay = Relay(lambda host, affinity=(): (200, [Target(40000)]))
+    try:
+        client, client_transport, upstream, _ = client_and_pooled_upstream(relay, 40000)
+        client.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst ")
+        parser = upstream.parser
+
+        class FailingAfterFeeding:
+            def feed_data(self, data: bytes) -> None:
+                parser.feed_data(data)
+                raise httptools.HttpParserError("failed after the bytes were parsed")
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(parser, name)
+
+        upstream.parser = FailingAfterFeeding()
+        upstream.data_received(b"second ")
+        (written,) = client_transport.written
+        assert written.startswith(b"HTTP/1.1 502 ") and b"not valid HTTP/1.1" in written
+        assert b"first" not in written and b"second" not in written and b"content-length: 100" not in written
+        assert upstream.closed and relay.pool.idle.get(40000, []) == [] and client.exchange is None
     finally:
         relay.loop.close()
 
