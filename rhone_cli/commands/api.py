@@ -1,6 +1,5 @@
 """`rhone api [METHOD] PATH`: an authenticated request to any /v1 path, printed as JSON."""
 
-import json
 from typing import Annotated
 
 import typer
@@ -44,6 +43,8 @@ def register(root: typer.Typer) -> None:
     ) -> None:
         """Send an authenticated request to a /v1 path and print the JSON answer (without METHOD: GET, or POST when
         fields or --input are given and --paginate is not). Exit codes as for every command; --jq filters it."""
+        import json
+
         from rhone_cli.services import api as service
 
         inv = invocation(ctx)

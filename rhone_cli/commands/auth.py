@@ -1,6 +1,5 @@
 """`rhone login`, `rhone logout`, `rhone whoami`: credentials for a profile."""
 
-import json
 from typing import Annotated, Any
 
 import typer
@@ -122,6 +121,8 @@ auth_app = group("auth", "Credentials for scripts: the token commands would send
 def token(ctx: typer.Context) -> None:
     """Print the token of the current profile (refreshed first if it was about to expire), for scripts:
     `curl -H "Authorization: Bearer $(rhone auth token)" …`. It is printed unmasked: keep it out of logs."""
+    import json
+
     from rhone_cli.token_refresh import fresh_credential
 
     inv = invocation(ctx)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -61,6 +60,8 @@ class ProfileStore:
         self.path = directory / "config.toml"
 
     def _read(self) -> dict:
+        import tomllib  # (not at the top: --help and a TAB load this module and never read the file)
+
         try:
             with self.path.open("rb") as handle:
                 return tomllib.load(handle)
