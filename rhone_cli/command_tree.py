@@ -8,18 +8,20 @@ builds the root, the `deploy` group and `ls`; `rhone --help` builds the root and
 request builds the path it walks. Whatever walks the whole tree (the completion scripts' generator, the contract
 tests) gets every command as before, since iterating a group's `commands` builds each entry it yields.
 
-The group construction below is typer 0.28's `get_group_from_info` (pyproject pins typer to 0.28) with the
-subcommands left unbuilt; `tests/test_command_tree.py` compares the tree it makes with typer's, command by command.
+Each group is typer's own (`get_group_from_info`, given a copy of its Typer without subcommands), then handed the
+subcommands unbuilt; `tests/test_command_tree.py` compares the tree with typer's, command by command (pyproject pins
+typer to 0.28, whose construction this relies on).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, MutableMapping
+from functools import partial
 from typing import Any
 
 import typer
 from typer import main as typer_main
-from typer.core import TyperGroup
 
 Builder = Callable[[], Any]
 
@@ -59,10 +61,6 @@ class LazyCommands(MutableMapping[str, Any]):
     def __contains__(self, name: object) -> bool:
         return name in self._builders
 
-    def built(self) -> list[str]:
-        """The names built so far (for tests that count what a run builds)."""
-        return list(self._built)
-
 
 def build(app: typer.Typer) -> Any:
     """The root group of `app`, its subcommands built on first use (see the module's docstring)."""
@@ -74,65 +72,26 @@ def build(app: typer.Typer) -> Any:
     )
 
 
-def _group(group_info: Any, *, pretty_exceptions_short: bool, rich_markup_mode: Any, suggest_commands: bool) -> Any:
+def _group(group_info: Any, **settings: Any) -> Any:
+    """typer's group for `group_info`, made by typer itself from a copy that has no subcommands, then given them
+    unbuilt."""
     instance = group_info.typer_instance
+    command_settings = {key: settings[key] for key in ("pretty_exceptions_short", "rich_markup_mode")}
     builders: dict[str, Builder] = {}
     for command_info in instance.registered_commands:
         name = command_info.name or typer_main.get_command_name(command_info.callback.__name__)
-        builders[name] = _command_builder(command_info, pretty_exceptions_short, rich_markup_mode)
+        builders[name] = partial(typer_main.get_command_from_info, command_info, **command_settings)
     for sub_info in instance.registered_groups:
         name = typer_main.solve_typer_info_defaults(sub_info).name
         if not name:
             # typer merges an unnamed sub-Typer's commands into its parent; rhone names every group.
             raise ValueError("every typer added to rhone's command tree needs a name")
-        builders[name] = _group_builder(sub_info, pretty_exceptions_short, rich_markup_mode, suggest_commands)
+        builders[name] = partial(_group, sub_info, **settings)
 
-    solved = typer_main.solve_typer_info_defaults(group_info)
-    params, convertors, context_param_name = typer_main.get_params_convertors_ctx_param_name_from_function(
-        solved.callback
-    )
-    cls = solved.cls or TyperGroup
-    return cls(
-        name=solved.name or "",
-        commands=LazyCommands(builders),
-        invoke_without_command=solved.invoke_without_command,
-        no_args_is_help=solved.no_args_is_help,
-        subcommand_metavar=solved.subcommand_metavar,
-        result_callback=solved.result_callback,
-        context_settings=solved.context_settings,
-        callback=typer_main.get_callback(
-            callback=solved.callback,
-            params=params,
-            convertors=convertors,
-            context_param_name=context_param_name,
-            pretty_exceptions_short=pretty_exceptions_short,
-        ),
-        params=params,
-        help=solved.help,
-        epilog=solved.epilog,
-        short_help=solved.short_help,
-        options_metavar=solved.options_metavar,
-        add_help_option=solved.add_help_option,
-        hidden=solved.hidden,
-        deprecated=solved.deprecated,
-        rich_markup_mode=rich_markup_mode,
-        rich_help_panel=solved.rich_help_panel,
-        suggest_commands=suggest_commands,
-    )
-
-
-def _command_builder(command_info: Any, pretty_exceptions_short: bool, rich_markup_mode: Any) -> Builder:
-    return lambda: typer_main.get_command_from_info(
-        command_info, pretty_exceptions_short=pretty_exceptions_short, rich_markup_mode=rich_markup_mode
-    )
-
-
-def _group_builder(
-    group_info: Any, pretty_exceptions_short: bool, rich_markup_mode: Any, suggest_commands: bool
-) -> Builder:
-    return lambda: _group(
-        group_info,
-        pretty_exceptions_short=pretty_exceptions_short,
-        rich_markup_mode=rich_markup_mode,
-        suggest_commands=suggest_commands,
-    )
+    bare = copy.copy(instance)
+    bare.registered_commands, bare.registered_groups = [], []
+    bare_info = copy.copy(group_info)
+    bare_info.typer_instance = bare
+    group = typer_main.get_group_from_info(bare_info, **settings)
+    group.commands = LazyCommands(builders)
+    return group

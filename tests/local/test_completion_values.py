@@ -48,7 +48,6 @@ def environ(local: LocalEnv, live_url: str, tmp_path: Path) -> dict[str, str]:
 
 
 def fish(line: str, environ: dict[str, str]) -> list[str]:
-
     text, status = respond(
         "complete_fish",
         {**environ, "_TYPER_COMPLETE_ARGS": line, "_TYPER_COMPLETE_FISH_ACTION": "get-args"},
@@ -157,7 +156,6 @@ def test_hostile_values_and_descriptions_never_reach_the_shell(environ, monkeypa
         ]
     }
     monkeypatch.setattr(completion_values, "_get", lambda context, url: answer)
-
     zsh, _ = respond(
         "complete_zsh",
         {
