@@ -542,6 +542,12 @@ class Exchange:
     def __init__(self, client: Client, request: Request, upstream: Upstream, set_cookie: bytes | None) -> None:
         self.client, self.request, self.upstream, self.set_cookie = client, request, upstream, set_cookie
 
+    @property
+    def client_has_part(self) -> bool:
+        """Bytes of this answer reached the client (a held answer's do not until it is whole): from then on a failure
+        can only cut the client's connection; before, the client gets an error answer instead."""
+        return self.head_sent and not self.postpone
+
     def response_head(self, status: int) -> None:
         if status == 101:
             self.switching = True  # the tunnel starts from the parser's upgrade signal
@@ -642,7 +648,7 @@ class Exchange:
         if self.ended:
             return
         client = self.client
-        if self.head_sent and not self.postpone:  # the client has part of the answer: it must not take it as whole
+        if self.client_has_part:  # it must not take the part for the whole
             client.abort()
         else:
             if self.postpone:  # nothing of a held answer reached the client: it is dropped, the error goes instead
@@ -1213,7 +1219,7 @@ class Client(asyncio.Protocol):
         if now >= self.answer_due:
             self.answer_due = INFINITY
             exchange = self.exchange
-            if exchange is not None and (not exchange.head_sent or exchange.postpone):  # (Exchange.response_head)
+            if exchange is not None and not exchange.client_has_part:
                 exchange.fail(504, "the app did not answer in time")
         if now >= self.deadline_at:
             self._deadline_passed()
