@@ -8,6 +8,7 @@ not installed skips its tests (`.ci/run` installs zsh and fish).
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import re
@@ -65,9 +66,10 @@ def _interactive(shell: list[str], setup: str, shop: dict):
     prompt = f"P{uuid.uuid4().hex[:8]}> "
     child = pexpect.spawn(
         shell[0], shell[1:], env={**shop["environ"], "HISTFILE": "/dev/null", "INPUTRC": "/dev/null"},
-        cwd=str(shop["dir"]), encoding="utf-8", timeout=30, dimensions=(40, 220),
+        cwd=str(shop["dir"]), encoding="utf-8", timeout=60, dimensions=(40, 220),
         preexec_fn=default_signal_dispositions,  # Ctrl-C is sent to it
     )  # fmt: skip
+    child.logfile_read = io.StringIO()  # the transcript, for failure messages
     child.sendline(f"PS1='{prompt}'; {setup} && echo ready-$?")
     child.expect_exact("ready-0")
     child.expect_exact(prompt)
@@ -75,18 +77,31 @@ def _interactive(shell: list[str], setup: str, shop: dict):
 
 
 def _zsh_listing(child, prompt: str, typed: str, candidates: list[str]) -> str:
-    """What zsh lists after `typed`, a TAB (which inserts the candidates' common prefix) and a second TAB; then the
-    line is abandoned."""
-    child.send(typed + "\t")
+    """What zsh lists for `typed`: one TAB inserts the candidates' common prefix; then, on a fresh line with that
+    prefix typed, one TAB has nothing left to insert and lists them (AUTO_LIST). Each line is abandoned with Ctrl-C.
+
+    No step sends a key while zsh may still be inside the previous completion: each waits for a fresh prompt."""
     same = itertools.takewhile(lambda chars: len(set(chars)) == 1, zip(*candidates, strict=False))
     common = "".join(chars[0] for chars in same)
-    child.expect_exact(typed + common)
-    child.send("\t")
-    child.expect_exact(prompt)
+    child.send(typed + "\t")
+    _expect(child, typed + common)
+    child.sendcontrol("c")
+    _expect(child, prompt)
+    child.send(typed + common + "\t")
+    _expect(child, prompt)
     listing = child.before
     child.sendcontrol("c")
-    child.expect_exact(prompt)
+    _expect(child, prompt)
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", listing)
+
+
+def _expect(child, text: str) -> None:
+    """`child.expect_exact(text)`, failing with what the shell printed last (the transcript is kept for this)."""
+    pexpect = pytest.importorskip("pexpect")
+    try:
+        child.expect_exact(text)
+    except pexpect.TIMEOUT:
+        pytest.fail(f"the shell never printed {text!r}; its last output: {child.logfile_read.getvalue()[-3000:]!r}")
 
 
 def _bash_compreply(child, prompt: str, words: list[str]) -> list[str]:
