@@ -102,7 +102,7 @@ def bash(tmp_path: Path):
         env=environ,
         cwd=str(tmp_path),
         encoding="utf-8",
-        timeout=10,
+        timeout=60,  # an upper bound: each TAB starts a rhone process, slow on a loaded machine
         dimensions=(40, 200),
     )
     try:

@@ -609,8 +609,11 @@ def test_cached_digest_is_reused_only_for_the_same_entries(tmp_path):
 
 
 def test_racy_entries_are_rehashed(tmp_path):
+    # mtime an hour ahead: within RACY_NS of (indeed after) any cache write, however slowly the builds below run
+    ahead = time.time_ns() + 3600 * 1_000_000_000
     for i in range(5):
-        write(tmp_path, f"fresh{i}.txt", f"{i}")  # mtime = now: within 2 s of the cache write
+        write(tmp_path, f"fresh{i}.txt", f"{i}")
+        os.utime(tmp_path / f"fresh{i}.txt", ns=(ahead, ahead))
     assert build_manifest(tmp_path).hashed_count == 5
     assert build_manifest(tmp_path).hashed_count == 5  # still racy: not trusted, even though the stat matches
     # Exactly the rule: an entry is trusted only when its mtime is at least RACY_NS before the cache was written.

@@ -82,13 +82,24 @@ class LocalServer:
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def up(self, environ: dict[str, str] | None = None) -> Result:
-        result = self.rhone(
-            "local", "up", "--port", str(self.port), "--edge-port", str(self.edge_port), "--json", *self.up_options,
-            environ=environ,
-        )  # fmt: skip
+        """`rhone local up` on the ports this server had (any free ones the first time). A restart that cannot have
+        them back — once the server stopped they were free for anyone on the machine: an outgoing connection's
+        ephemeral port, another test's app — binds any free ones, as the first start did (tests read the ports from
+        the server's report, never from before a restart)."""
+        result = self._up(environ)
+        if result.exit_code != 0 and any(self.ports.values()) and _port_taken(result.stdout):
+            self.ports.update(port=0, edge_port=0)
+            retried = self._up(environ)  # what the first attempt said (a stale pid file it cleared) is kept
+            result = Result(retried.exit_code, retried.stdout, result.stderr + retried.stderr)
         if result.exit_code == 0:
             self.started.append(result.json()["pid"])
         return result
+
+    def _up(self, environ: dict[str, str] | None) -> Result:
+        return self.rhone(
+            "local", "up", "--port", str(self.port), "--edge-port", str(self.edge_port), "--json", *self.up_options,
+            environ=environ,
+        )  # fmt: skip
 
     def pid(self) -> int | None:
         try:
@@ -103,6 +114,13 @@ class LocalServer:
         result = self.rhone(*args, "--json", **kwargs)
         assert result.exit_code == 0, (args, result.stdout, result.stderr)
         return json.loads(result.stdout)
+
+
+def _port_taken(stdout: str) -> bool:
+    try:
+        return json.loads(stdout)["error"]["code"] in ("port_in_use", "local_port_in_use")
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 @pytest.fixture

@@ -303,11 +303,10 @@ def test_a_failing_build_is_build_failed_with_its_log_tail(local, tmp_path):
 
 
 def test_a_build_past_its_timeout_is_build_timeout_and_is_killed(local, tmp_path):
-    app_dir = linked(local, hello_app(tmp_path, command="echo started; sleep 30", timeout=1))
-    started = time.monotonic()
+    # Were the timeout not enforced, the build would outlast `rhone deploy`'s 60 s subprocess bound and fail the test.
+    app_dir = linked(local, hello_app(tmp_path, command="echo started; sleep 600", timeout=5))
     error = failed_deploy(local, app_dir, "build_timeout")
-    assert time.monotonic() - started < 20
-    assert error["details"]["evidence"]["timeout"] == 1
+    assert error["details"]["evidence"]["timeout"] == 5
     assert "started" in error["details"]["evidence"]["log_tail"]
     deployment = assert_failed_without_allocation(local, app_dir, error)
     assert deployment["artifact_digest"] is None
@@ -342,7 +341,7 @@ time.sleep(600)
 
 
 def test_a_process_that_never_becomes_ready_is_readiness_failed_and_is_stopped(local, tmp_path):
-    app_dir = hello_app(tmp_path, start="python3 never_ready.py", readiness_timeout=2)
+    app_dir = hello_app(tmp_path, start="python3 never_ready.py", readiness_timeout=5)
     (app_dir / "never_ready.py").write_text(NEVER_READY)
     linked(local, app_dir)
     error = failed_deploy(local, app_dir, "readiness_failed")
@@ -353,7 +352,7 @@ def test_a_process_that_never_becomes_ready_is_readiness_failed_and_is_stopped(l
     [alloc] = deployment["allocations"]
     assert alloc["state"] == "failed"
     health = alloc["health"]
-    assert health["ready"] is False and health["timeout"] == 2 and health["attempts"] >= 1
+    assert health["ready"] is False and health["timeout"] == 5 and health["attempts"] >= 1
     assert (health["probe"], health["target"]) == ("http", "/healthz") and "never ready" in health["log_tail"]
     # The failure names what was probed, what answered, and where the rest of the log is.
     assert "/healthz (http readiness)" in error["message"] and health["last"] in error["message"]

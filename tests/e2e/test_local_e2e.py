@@ -111,8 +111,8 @@ def test_stale_pid_file_is_detected_and_cleared(local_env):
 
 
 def test_kill_9_mid_flight_then_up_finishes_every_operation_without_duplicates(local_env):
-    # Slow stages (0.5 s each, two workers) so the server dies with operations between stages.
-    assert local_env.up(environ={"RHONE_LOCAL_STAGE_DELAY": "0.5"}).exit_code == 0
+    # Slow stages (1 s each, two workers) so the server dies with operations between stages.
+    assert local_env.up(environ={"RHONE_LOCAL_STAGE_DELAY": "1.0"}).exit_code == 0
     owner = {"Authorization": f"Bearer {local_env.owner_token()}"}
     names = [f"p{i}" for i in range(6)]
     op_ids = []
@@ -126,8 +126,9 @@ def test_kill_9_mid_flight_then_up_finishes_every_operation_without_duplicates(l
         assert response.status_code == 202
         op_ids.append(response.json()["id"])
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        states = [op["state"] for op in local_env.json("op", "ls")]
+    while time.monotonic() < deadline:  # straight HTTP again: a CLI poll could take longer than every stage
+        listed = httpx.get(f"{local_env.api_url}/v1/workspaces/local/operations", headers=owner, timeout=10)
+        states = [op["state"] for op in listed.json()["items"]]
         if any(state in ("validating", "applying") for state in states):
             break
     os.kill(local_env.pid(), signal.SIGKILL)

@@ -112,6 +112,22 @@ def release(local_env) -> Iterator[Release]:
     handle.touch()
 
 
+def blocked_builds(root: Path, count: int) -> set[int]:
+    """The processes under `root` once `count` blocking builds have reached their waiting python (the sandbox's own
+    processes come first; a snapshot taken before the leaf exists would see the build tree still growing)."""
+
+    def settled() -> set[int] | None:
+        found = processes_under(root)
+        waiting = [c for c in found.values() if c.startswith("python3 -c") and "release-builds" in c]
+        if len(waiting) < count:
+            return None
+        return set(found) if set(processes_under(root)) == set(found) else None
+
+    snapshot = wait_until(settled, timeout=60)
+    assert snapshot, f"{count} blocking build(s) never started: {processes_under(root)}"
+    return snapshot
+
+
 def _db_rows(local_env, table: str, columns: str) -> list[tuple]:
     with sqlite3.connect(f"file:{local_env.data_dir / 'rhone.db'}?mode=ro", uri=True, timeout=10) as db:
         return db.execute(f"SELECT {columns} FROM {table} ORDER BY id").fetchall()
@@ -124,8 +140,7 @@ def test_a_second_server_on_the_same_data_directory_leaves_at_once_and_changes_n
     started = local.rhone("deploy", "--no-wait", "--json", cwd=app_dir)
     assert started.exit_code == 0, started.stderr
     op_id = started.json()["id"]
-    assert wait_until(lambda: processes_under(local.data_dir), timeout=30), "the build never started"
-    builds = set(processes_under(local.data_dir))  # the build's processes (its python, and its sandbox's)
+    builds = blocked_builds(local.data_dir, 1)  # the build's processes (its python, and its sandbox's)
     operations = _db_rows(local, "operations", "id, state, version, lease_owner")
     allocations = _db_rows(local, "allocations", "id, state, version, pid")
     server_json = (local.data_dir / "server.json").read_text()
@@ -342,7 +357,7 @@ def test_control_operations_complete_while_builds_occupy_the_build_workers(local
         builds.append(started.json()["id"])
     states = lambda: [local.json("op", "show", op_id)["state"] for op_id in builds]  # noqa: E731
     assert wait_until(lambda: states() == ["building", "building"], timeout=60), states()
-    running = set(processes_under(local.data_dir / "deployments"))
+    running = blocked_builds(local.data_dir / "deployments", 2)
     assert len({allocation_group(pid) for pid in running}) == 2  # the two builds (one process group each)
 
     bounded = ("--wait-timeout", "60")  # without separate pools these waited behind the builds (exit 7)

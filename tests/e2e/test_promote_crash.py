@@ -38,7 +38,7 @@ from tests.conftest import REPO
 from tests.e2e.helpers import allocation_group, operation_state, processes_under, restart, wait_until
 
 HELLO = REPO / "examples" / "hello"
-STAGE_DELAY = "1.5"
+STAGE_DELAY = "2.5"  # a stage's window: the test must see it and kill the server inside it
 ROUTE_KEY = "hello--production"
 PROMOTION_STAGES = ["requested", "policy_check", "route_cas", "edge_propagating", "healthy"]
 LIVE = ("planned", "pulling", "starting", "ready", "draining")

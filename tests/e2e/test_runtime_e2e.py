@@ -189,7 +189,7 @@ def edge(server, path: str = "/", host: str = PRODUCTION_HOST, timeout: float = 
 
 def serving(server, path: str = "/") -> dict | None:
     try:
-        answer = edge(server, path, timeout=3)
+        answer = edge(server, path, timeout=30)
     except httpx.HTTPError:
         return None
     return answer.json() if answer.status_code == 200 else None

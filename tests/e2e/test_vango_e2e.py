@@ -189,7 +189,8 @@ def test_a_vango_app_through_the_edge_keeps_its_session_across_a_warm_release_an
 
     # Back: supervision starts it again with its data, the app's next save reaches it.
     manifest.write_bytes(saved)
-    assert wait_until(lambda: services_row(local, app_dir)["engine_up"] is True, timeout=40)
+    # Up to the longest restart back-off (30 s) after the last failed start, then the engine's own start-up.
+    assert wait_until(lambda: services_row(local, app_dir)["engine_up"] is True, timeout=90)
     assert services_row(local, app_dir)["engine_restarts"] == 1
     click(bob)
     assert page(bob)["store"] == "redis" and page(bob)["warning"] == ""

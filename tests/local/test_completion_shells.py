@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -80,28 +81,58 @@ def _zsh_listing(child, prompt: str, typed: str, candidates: list[str]) -> str:
     """What zsh lists for `typed`: one TAB inserts the candidates' common prefix; then, on a fresh line with that
     prefix typed, one TAB has nothing left to insert and lists them (AUTO_LIST). Each line is abandoned with Ctrl-C.
 
-    No step sends a key while zsh may still be inside the previous completion: each waits for a fresh prompt."""
+    zsh shows a completion before its widget has quite finished, and a key or a Ctrl-C arriving in that moment can be
+    dropped; so every key waits until zsh is blocked reading the terminal, with no child running (`_send`)."""
     same = itertools.takewhile(lambda chars: len(set(chars)) == 1, zip(*candidates, strict=False))
     common = "".join(chars[0] for chars in same)
-    child.send(typed + "\t")
+    _send(child, typed + "\t")
     _expect(child, typed + common)
-    child.sendcontrol("c")
+    _send(child, "\x03")
     _expect(child, prompt)
-    child.send(typed + common + "\t")
+    _send(child, typed + common + "\t")
     _expect(child, prompt)
     listing = child.before
-    child.sendcontrol("c")
+    _send(child, "\x03")
     _expect(child, prompt)
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", listing)
 
 
+def _send(child, keys: str) -> None:
+    """Type `keys` once the shell waits for them: asleep in a read of its terminal, with no child process (a
+    completion's `rhone`). Twice in a row, 20 ms apart, so that a moment between two steps of a widget is not taken
+    for it."""
+    idle_reads = ("wait_woken", "n_tty_read")  # where a process blocked in read(2) on a terminal sleeps
+    proc = Path(f"/proc/{child.pid}")
+    deadline, calm = time.monotonic() + 60, 0
+    while calm < 2:
+        try:
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            idle = state == "S" and (proc / "wchan").read_text() in idle_reads
+            idle = idle and not (proc / "task" / str(child.pid) / "children").read_text().strip()
+        except OSError:
+            idle = False
+        calm = calm + 1 if idle else 0
+        if time.monotonic() > deadline:
+            pytest.fail(f"the shell never waited for input; its last output: {child.logfile_read.getvalue()[-3000:]!r}")
+        time.sleep(0.02)
+    child.send(keys)
+
+
 def _expect(child, text: str) -> None:
-    """`child.expect_exact(text)`, failing with what the shell printed last (the transcript is kept for this)."""
+    """`child.expect_exact(text)`, failing with what the shell printed last (the transcript is kept for this) and
+    what it was doing."""
     pexpect = pytest.importorskip("pexpect")
     try:
         child.expect_exact(text)
     except pexpect.TIMEOUT:
-        pytest.fail(f"the shell never printed {text!r}; its last output: {child.logfile_read.getvalue()[-3000:]!r}")
+        tree = subprocess.run(
+            ["ps", "-o", "pid,ppid,stat,wchan:20,etime,args", "--ppid", str(child.pid), "-p", str(child.pid)],
+            capture_output=True,
+            text=True,
+        ).stdout
+        pytest.fail(
+            f"the shell never printed {text!r}; its last output: {child.logfile_read.getvalue()[-3000:]!r}\n{tree}"
+        )
 
 
 def _bash_compreply(child, prompt: str, words: list[str]) -> list[str]:

@@ -95,7 +95,7 @@ class EdgeStack:
         return self.edges.port
 
     def get(self, host: str = f"{WEB}.localhost") -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
             conn.request("GET", "/", headers={"Host": host})
             response = conn.getresponse()
@@ -163,12 +163,12 @@ def test_route_moves_and_allocations_leaving_ready_reach_the_edge_process(stack:
     first, second = world.deploy("web"), world.deploy("web")
     stack.allocate(first, a)
     second_alloc = stack.allocate(second, b)
-    assert wait_until(lambda: _reported(stack))
+    assert wait_until(lambda: _reported(stack), timeout=30)
     assert stack.get()[0] == 404  # nothing owns the route yet
 
     for owner, name in ((first, b"A"), (second, b"B"), (first, b"A"), (second, b"B")):
         event = world.move(owner)
-        applied = stack.feed.wait_applied(event["seq"], timeout=10)  # what promotion's edge_propagating waits on
+        applied = stack.feed.wait_applied(event["seq"], timeout=30)  # what promotion's edge_propagating waits on
         assert applied is not None and all(seq >= event["seq"] for seq in applied.values())
         assert stack.get() == (200, name)  # the very next request: the new owner, never the old one
 
@@ -188,7 +188,7 @@ def test_a_gap_fails_closed_until_a_snapshot_verifies(stack: EdgeStack, monkeypa
     stack.allocate(owner, a)
     stack.allocate(other, rogue)
     event = world.move(owner)
-    assert stack.feed.wait_applied(event["seq"], timeout=10) is not None
+    assert stack.feed.wait_applied(event["seq"], timeout=30) is not None
     assert stack.get() == (200, b"A")
 
     # The snapshot cannot be read (the store is busy), then a row lands beyond the next sequence number, naming
@@ -217,7 +217,7 @@ def test_an_edge_that_lost_its_feed_fails_closed_at_its_lease(
     a = Backend("A")
     owner = world.deploy("web")
     stack.allocate(owner, a)
-    assert stack.feed.wait_applied(world.move(owner)["seq"], timeout=10) is not None
+    assert stack.feed.wait_applied(world.move(owner)["seq"], timeout=30) is not None
     assert stack.get() == (200, b"A")
 
     refused: list[int] = []
@@ -251,19 +251,19 @@ def test_a_websocket_through_the_edge_holds_the_drain_open_until_it_closes(stack
     first, second = world.deploy("web"), world.deploy("web")
     first_alloc = stack.allocate(first, a)
     stack.allocate(second, b)
-    assert stack.feed.wait_applied(world.move(first)["seq"], timeout=10) is not None
+    assert stack.feed.wait_applied(world.move(first)["seq"], timeout=30) is not None
 
-    tunnel = socket.create_connection(("127.0.0.1", stack.port), timeout=10)
+    tunnel = socket.create_connection(("127.0.0.1", stack.port), timeout=30)
     tunnel.sendall(UPGRADE)
     assert tunnel.recv(65536).startswith(b"HTTP/1.1 101")
     tunnel.sendall(b"ping")
     assert tunnel.recv(100) == b"PING"
 
     # The route moves on and A drains, as after a promotion: its WebSocket is still open through the edge.
-    assert stack.feed.wait_applied(world.move(second)["seq"], timeout=10) is not None
+    assert stack.feed.wait_applied(world.move(second)["seq"], timeout=30) is not None
     world.set_allocation(first_alloc, "draining")
     assert stack.feed.open_connections(a.port) >= 1  # asked at once: the edge has not reported yet — still open
-    assert wait_until(lambda: _reported(stack))
+    assert wait_until(lambda: _reported(stack), timeout=30)
     for _ in range(20):  # reported after the edge took A out of rotation: exactly the tunnel
         assert stack.feed.open_connections(a.port) == 1
         time.sleep(0.05)
@@ -281,7 +281,7 @@ def test_the_edge_process_comes_back_after_kill_9_and_serves_the_committed_owner
     first, second = world.deploy("web"), world.deploy("web")
     stack.allocate(first, a)
     stack.allocate(second, b)
-    assert stack.feed.wait_applied(world.move(first)["seq"], timeout=10) is not None
+    assert stack.feed.wait_applied(world.move(first)["seq"], timeout=30) is not None
     assert stack.get() == (200, b"A")
     [pid] = stack.edge_pids()
 

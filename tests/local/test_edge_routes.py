@@ -263,9 +263,8 @@ def test_the_sync_thread_applies_a_commit_within_a_few_intervals(world: World) -
     try:
         assert world.route(WEB) == (200, port1)  # start_sync syncs once before returning
         world.move(second)
-        for _ in range(200):  # 2 s: a hundred sync intervals
-            if world.route(WEB) == (200, port2):
-                break
+        deadline = time.monotonic() + 30  # many sync intervals, however loaded the machine
+        while world.route(WEB) != (200, port2) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert world.route(WEB) == (200, port2)
     finally:

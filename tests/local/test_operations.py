@@ -20,7 +20,9 @@ from rhone_local.workers import Workers
 
 from .conftest import BASE, LocalEnv
 
-LEASE = 0.05
+LEASE = 0.05  # for the worker meant to go stale: its lease runs out while the test waits
+HELD = 30.0  # for the worker meant to write: its writes check its lease against the wall clock, so a loaded machine
+# must not be able to run it out between a claim and the next write
 
 
 class RecordingNotifier(ChangeNotifier):
@@ -86,16 +88,23 @@ def short_lease(local: LocalEnv) -> Workers:
     return Workers(local.store, local.notifier, count=1, lease_seconds=LEASE, stage_delay=0)
 
 
+@pytest.fixture
+def held_lease(local: LocalEnv) -> Workers:
+    return Workers(local.store, local.notifier, count=1, lease_seconds=HELD, stage_delay=0)
+
+
 # -- stale workers -----------------------------------------------------------------------------------------------
-def test_stale_worker_with_an_old_version_changes_nothing(local: LocalEnv, short_lease: Workers) -> None:
+def test_stale_worker_with_an_old_version_changes_nothing(
+    local: LocalEnv, short_lease: Workers, held_lease: Workers
+) -> None:
     op_id = _start_project(local)["id"]
     seen_by_a = local.store.claim_operation("worker-a", LEASE, TERMINAL_STATES)
     assert seen_by_a is not None and seen_by_a["id"] == op_id and seen_by_a["version"] == 1
 
     _wait_past_lease(seen_by_a)
-    seen_by_b = local.store.claim_operation("worker-b", LEASE, TERMINAL_STATES)
+    seen_by_b = local.store.claim_operation("worker-b", HELD, TERMINAL_STATES)
     assert seen_by_b is not None and seen_by_b["id"] == op_id and seen_by_b["lease_owner"] == "worker-b"
-    advanced = short_lease.step(seen_by_b, "worker-b")
+    advanced = held_lease.step(seen_by_b, "worker-b")
     assert (advanced["state"], advanced["version"]) == ("validating", 2)
     truth = _row(local, op_id)
 
@@ -116,7 +125,7 @@ def test_worker_whose_lease_was_taken_cannot_write_even_at_the_current_version(
     seen_by_a = local.store.claim_operation("worker-a", LEASE, TERMINAL_STATES)
     assert seen_by_a is not None
     _wait_past_lease(seen_by_a)
-    seen_by_b = local.store.claim_operation("worker-b", LEASE, TERMINAL_STATES)
+    seen_by_b = local.store.claim_operation("worker-b", HELD, TERMINAL_STATES)
     assert seen_by_b is not None and seen_by_b["version"] == seen_by_a["version"] == 1
     taken = _row(local, op_id)
 
@@ -199,12 +208,14 @@ def test_drive_resumes_a_crashed_operation_from_its_recorded_stage(local: LocalE
     _assert_valid_history(done)
 
 
-def test_a_killed_worker_is_replaced_once_its_lease_expires(local: LocalEnv, short_lease: Workers) -> None:
+def test_a_killed_worker_is_replaced_once_its_lease_expires(
+    local: LocalEnv, short_lease: Workers, held_lease: Workers
+) -> None:
     op_id = _start_project(local)["id"]
-    op = local.store.claim_operation("killed", LEASE, TERMINAL_STATES)
+    op = local.store.claim_operation("killed", HELD, TERMINAL_STATES)
     assert op is not None
-    op = short_lease.step(op, "killed")
-    op = short_lease.step(op, "killed")
+    op = held_lease.step(op, "killed")
+    op = short_lease.step(op, "killed")  # written under the held lease; it renews the lease to LEASE seconds
     assert op["state"] == "applying"
     # "killed": no release; the successor gets it once the lease has run out.
     _wait_past_lease(op)

@@ -257,7 +257,7 @@ def test_an_app_that_exits_at_once_fails_readiness_with_its_log(local, runner, t
 
 def test_a_websocket_only_server_fails_http_readiness_and_passes_tcp(local, runner, tmp_path) -> None:
     http = start(
-        local, runner, deployment(local, runner, tmp_path, "python3 app.py websocket-only", readiness_timeout=1)
+        local, runner, deployment(local, runner, tmp_path, "python3 app.py websocket-only", readiness_timeout=5)
     )
     assert http["state"] == "failed"
     assert http["health"]["last"] == "HTTP 426"
@@ -415,4 +415,5 @@ def test_shutdown_stops_every_allocation_within_its_bound(local, runner, tmp_pat
         row = local.store.allocation(alloc["id"])
         assert row["state"] == "stopped", row
         assert row["health"]["drain"]["outcome"] == "cut"
+        assert gone(alloc), "the allocation's leader outlived the shutdown"
         assert members(alloc) == []
