@@ -97,18 +97,22 @@ def _zsh_listing(child, prompt: str, typed: str, candidates: list[str]) -> str:
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", listing)
 
 
+READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}  # read(2)'s number, first in /proc/PID/syscall while blocked in it
+
+
 def _send(child, keys: str) -> None:
     """Type `keys` once the shell waits for them: asleep in a read of its terminal, with no child process (a
     completion's `rhone`). Twice in a row, 20 ms apart, so that a moment between two steps of a widget is not taken
     for it."""
-    idle_reads = ("wait_woken", "n_tty_read")  # where a process blocked in read(2) on a terminal sleeps
     proc = Path(f"/proc/{child.pid}")
     deadline, calm = time.monotonic() + 60, 0
     while calm < 2:
         try:
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            idle = state == "S" and (proc / "wchan").read_text() in idle_reads
-            idle = idle and not (proc / "task" / str(child.pid) / "children").read_text().strip()
+            reading = (proc / "syscall").read_text().split()[0] == READ_SYSCALL.get(os.uname().machine)
+            reading = reading or (proc / "wchan").read_text() in ("wait_woken", "n_tty_read")  # a terminal read
+            children = (proc / "task" / str(child.pid) / "children").read_text().strip()
+            idle = state == "S" and reading and not children
         except OSError:
             idle = False
         calm = calm + 1 if idle else 0
