@@ -12,9 +12,12 @@ its own wall clock, would have judged expired and taken."""
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +30,7 @@ from tests.e2e.helpers import wait_until
 from tests.engines import require
 
 SHIM = Path(__file__).parents[1] / "support" / "clock_skew.c"
-DEPLOYS = 5  # more than one node's two build workers: both nodes must hold leases
+DEPLOYS = 5  # more than one node's two build workers, all at once: both nodes are meant to hold leases (checked)
 LEASES = (
     "SELECT id, lease_owner, lease_until, version, state, rhone_now() FROM operations WHERE kind = 'deploy' ORDER BY id"
 )
@@ -86,12 +89,20 @@ def lease_node(owner: str | None) -> str | None:
     return owner.split("/")[0] if owner else None
 
 
-def _wall_clock_offset(cluster: Cluster) -> float:
-    """Node b's wall clock minus node a's, in seconds, from the start times each wrote with its own clock (node b
-    started after node a, so a little more than the skew)."""
+def _started_at(cluster: Cluster, node: str) -> float:
+    """The start time node `node` wrote with its own wall clock, in seconds since the epoch."""
     started = dict(cluster.rows("SELECT name, started_at FROM nodes"))
-    parse = datetime.fromisoformat
-    return (parse(started["b"]) - parse(started["a"])).total_seconds()
+    return datetime.fromisoformat(started[node]).timestamp()
+
+
+def _skewed_now(environ: dict[str, str]) -> tuple[float, float, float]:
+    """(before, what a Python under `environ` reads as the time, after): before and after on this test's clock."""
+    before = time.time()
+    answer = subprocess.run(
+        [sys.executable, "-c", "import time; print(time.time())"],
+        env={**os.environ, **environ}, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return before, float(answer.stdout), time.time()
 
 
 @pytest.mark.parametrize("skew", [30, -30], ids=["ahead", "behind"])
@@ -100,12 +111,18 @@ def test_a_node_with_a_skewed_wall_clock_takes_over_no_lease_and_lapses_by_the_d
 ):
     shim = _compiled_shim(tmp_path)
     skewed = {"LD_PRELOAD": str(shim), "RHONE_TEST_CLOCK_SKEW": str(skew)}
+    # The skew is real: a Python under the shim reads a clock `skew` off this test's...
+    before, read, after = _skewed_now(skewed)
+    assert before + skew - 1 <= read <= after + skew + 1, (before, read, after)
+    opened = time.time()
     with running_cluster(s3_server, environ={"b": skewed}) as cluster:
-        # The skew is real: node b's server has the shim loaded, and wrote its start time with a clock `skew` off.
+        # ...and so does node b's server: it has the shim loaded, and wrote its start time, which this test's clock puts
+        # between `opened` and now, `skew` off (unskewed, it would be in that window, which is shorter than the skew
+        # unless the cluster took most of half a minute to start).
+        up = time.time()
         maps = Path(f"/proc/{cluster.nodes['b'].pid()}/maps").read_text()
         assert str(shim) in maps
-        offset = _wall_clock_offset(cluster)
-        assert skew - 2 <= offset <= skew + 60, offset  # unskewed it would be 0..60 s (node b's start-up)
+        assert opened + skew - 1 <= _started_at(cluster, "b") <= up + skew + 1, (opened, up)
 
         app_dirs = [
             cluster.app(f"skew{index}", build="sleep 8 && python3 -m py_compile app.py") for index in range(DEPLOYS)

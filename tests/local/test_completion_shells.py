@@ -1,8 +1,9 @@
 """TAB in real bash, zsh and fish with the committed completion scripts: deployment ids newest first (with their state
 where the shell shows descriptions), environment names, and quiet fallback when the API is down.
 
-bash and zsh run interactively in a pseudo-terminal (pexpect) and list candidates on a double TAB; fish answers
-`complete --do-complete`, its own completion engine. The API is the real app on a loopback port. A shell that is
+bash and zsh run interactively in a pseudo-terminal (pexpect): bash's completion function is called with given words
+and a TAB finishes a unique id; zsh lists candidates on a TAB. fish answers `complete --do-complete`, its own
+completion engine. The API is the real app on a loopback port. A shell that is
 not installed skips its tests (`.ci/run` installs zsh and fish).
 """
 
@@ -107,19 +108,37 @@ def _send(child, keys: str) -> None:
     proc = Path(f"/proc/{child.pid}")
     deadline, calm = time.monotonic() + 60, 0
     while calm < 2:
+        if not child.isalive() or time.monotonic() > deadline:
+            printed = child.logfile_read.getvalue()[-3000:]
+            pytest.fail(f"the shell never waited for input (alive: {child.isalive()}); its last output: {printed!r}")
         try:
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            reading = (proc / "syscall").read_text().split()[0] == READ_SYSCALL.get(os.uname().machine)
-            reading = reading or (proc / "wchan").read_text() in ("wait_woken", "n_tty_read")  # a terminal read
             children = (proc / "task" / str(child.pid) / "children").read_text().strip()
-            idle = state == "S" and reading and not children
         except OSError:
-            idle = False
+            state, children = "?", ""
+        idle = state == "S" and not children and _reading_its_terminal(proc)
         calm = calm + 1 if idle else 0
-        if time.monotonic() > deadline:
-            pytest.fail(f"the shell never waited for input; its last output: {child.logfile_read.getvalue()[-3000:]!r}")
         time.sleep(0.02)
     child.send(keys)
+
+
+def _reading_its_terminal(proc: Path) -> bool:
+    """Whether the process is blocked in read(2) on a terminal: from /proc/PID/syscall (the call and its fd) where
+    this machine's numbering is known and the file readable, else from where it sleeps."""
+    number = READ_SYSCALL.get(os.uname().machine)
+    try:
+        call = (proc / "syscall").read_text().split()
+    except OSError:
+        call = []
+    if number is not None and len(call) > 1:
+        try:
+            return call[0] == number and os.readlink(proc / "fd" / str(int(call[1], 16))).startswith("/dev/pts/")
+        except (OSError, ValueError):
+            return False
+    try:
+        return (proc / "wchan").read_text() in ("wait_woken", "n_tty_read")
+    except OSError:
+        return False
 
 
 def _expect(child, text: str) -> None:

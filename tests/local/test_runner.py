@@ -262,6 +262,7 @@ def test_a_websocket_only_server_fails_http_readiness_and_passes_tcp(local, runn
     assert http["state"] == "failed"
     assert http["health"]["last"] == "HTTP 426"
     assert "(http readiness)" in http["health"]["summary"] and "/healthz" in http["health"]["summary"]
+    assert gone(http), "the failed allocation's leader is still alive"
     assert members(http) == []
     tcp = start(local, runner, deployment(local, runner, tmp_path, "python3 app.py websocket-only", readiness="tcp"))
     assert tcp["state"] == "ready" and tcp["health"]["probe"] == "tcp"
