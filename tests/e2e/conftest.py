@@ -87,8 +87,8 @@ class LocalServer:
         ephemeral port, another test's app — binds any free ones, as the first start did (tests read the ports from
         the server's report, never from before a restart)."""
         result = self._up(environ)
-        ours = [pid for pid in self.started if process_alive(pid)]  # then the port is held by what this test started
-        if result.exit_code != 0 and any(self.ports.values()) and _port_taken(result.stdout) and not ours:
+        taken = result.exit_code != 0 and any(self.ports.values()) and _port_taken(result.stdout)
+        if taken and not any(process_alive(pid) for pid in self.started):  # (else a server of this test holds it)
             self.ports.update(port=0, edge_port=0)
             retried = self._up(environ)  # what the first attempt said (a stale pid file it cleared) is kept
             result = Result(retried.exit_code, retried.stdout, result.stderr + retried.stderr)

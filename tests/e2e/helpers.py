@@ -156,14 +156,21 @@ def restart(server) -> None:
     assert "stale pid file" in result.stderr
 
 
+def db_rows(server, sql: str, *args) -> list[dict]:
+    """Rows of the server's SQLite store, read beside it (read-only), as dicts."""
+    with contextlib.closing(
+        sqlite3.connect(f"file:{server.data_dir / 'rhone.db'}?mode=ro", uri=True, timeout=10)
+    ) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(row) for row in db.execute(sql, args)]
+
+
 def operation_state(server, op_id: str) -> str:
     """The operation's state as the store has it: read straight from a SQLite store (a poll that must catch a stage
     in its window cannot wait for a loaded server to answer), else asked of the API."""
-    database = server.data_dir / "rhone.db"
-    if database.exists():
-        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)) as db:
-            [(state,)] = db.execute("SELECT state FROM operations WHERE id = ?", (op_id,)).fetchall()
-        return state
+    if (server.data_dir / "rhone.db").exists():
+        [row] = db_rows(server, "SELECT state FROM operations WHERE id = ?", op_id)
+        return row["state"]
     response = httpx.get(
         f"{server.api_url}/v1/operations/{op_id}",
         headers={"Authorization": f"Bearer {server.owner_token()}"},

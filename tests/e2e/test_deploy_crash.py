@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,7 +27,7 @@ import pytest
 
 from rhone_cli.services.local import process_alive
 from tests.conftest import REPO
-from tests.e2e.helpers import allocation_group, operation_state, processes_under, restart, wait_until
+from tests.e2e.helpers import allocation_group, db_rows, operation_state, processes_under, restart, wait_until
 
 HELLO = REPO / "examples" / "hello"
 STAGE_DELAY = "1.5"
@@ -65,12 +64,9 @@ def link(server, app_dir: Path) -> None:
 
 
 def allocation_rows(server, deployment_id: str | None = None) -> list[dict]:
-    with sqlite3.connect(f"file:{server.data_dir / 'rhone.db'}?mode=ro", uri=True, timeout=10) as db:
-        db.row_factory = sqlite3.Row
-        if deployment_id is None:
-            return [dict(r) for r in db.execute("SELECT * FROM allocations ORDER BY id")]
-        rows = db.execute("SELECT * FROM allocations WHERE deployment_id = ? ORDER BY id", (deployment_id,))
-        return [dict(r) for r in rows]
+    if deployment_id is None:
+        return db_rows(server, "SELECT * FROM allocations ORDER BY id")
+    return db_rows(server, "SELECT * FROM allocations WHERE deployment_id = ? ORDER BY id", deployment_id)
 
 
 def edge_get(server, url: str) -> httpx.Response:

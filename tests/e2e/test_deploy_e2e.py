@@ -13,7 +13,6 @@ import queue
 import shlex
 import shutil
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -25,7 +24,7 @@ import pytest
 
 from rhone_cli.services.local import process_alive
 from tests.conftest import REPO, RHONE_BIN, SIGNALLED_CHILD, assert_matches_schema
-from tests.e2e.helpers import hello_app, linked, processes_under, wait_until
+from tests.e2e.helpers import db_rows, hello_app, linked, processes_under, wait_until
 
 HELLO = REPO / "examples" / "hello"
 GATES = {"generated_artifacts", "state_impact", "db_impact", "providers_bound"}
@@ -48,10 +47,7 @@ def edge_get(server, url: str, path: str = "/") -> httpx.Response:
 
 
 def allocation_rows(server, deployment_id: str) -> list[dict]:
-    with sqlite3.connect(f"file:{server.data_dir / 'rhone.db'}?mode=ro", uri=True, timeout=10) as db:
-        db.row_factory = sqlite3.Row
-        rows = db.execute("SELECT * FROM allocations WHERE deployment_id = ? ORDER BY id", (deployment_id,))
-        return [dict(r) for r in rows]
+    return db_rows(server, "SELECT * FROM allocations WHERE deployment_id = ? ORDER BY id", deployment_id)
 
 
 def failed_deploy(server, app_dir: Path, code: str) -> dict:

@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 from pathlib import Path
 
 import httpx
@@ -35,7 +34,7 @@ import pytest
 
 from rhone_cli.services.local import process_alive
 from tests.conftest import REPO
-from tests.e2e.helpers import allocation_group, operation_state, processes_under, restart, wait_until
+from tests.e2e.helpers import allocation_group, db_rows, operation_state, processes_under, restart, wait_until
 
 HELLO = REPO / "examples" / "hello"
 STAGE_DELAY = "2.5"  # a stage's window: the test must see it and kill the server inside it
@@ -72,12 +71,6 @@ def write_manifest(app_dir: Path, start: str) -> None:
         '[build]\ncommand = "python3 -m py_compile app.py"\noutput = "."\ntimeout = 120\n\n'
         f'[process]\nstart = {json.dumps(start)}\nhealth_path = "/healthz"\nreadiness_timeout = 30\n'
     )
-
-
-def db_rows(server, sql: str, *args) -> list[dict]:
-    with sqlite3.connect(f"file:{server.data_dir / 'rhone.db'}?mode=ro", uri=True, timeout=10) as db:
-        db.row_factory = sqlite3.Row
-        return [dict(r) for r in db.execute(sql, args)]
 
 
 def production_allocations(server) -> list[dict]:

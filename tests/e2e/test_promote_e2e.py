@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import httpx
 
 from rhone_cli.services.local import process_alive
 from tests.conftest import REPO, assert_matches_schema
-from tests.e2e.helpers import set_version, wait_until
+from tests.e2e.helpers import db_rows, set_version, wait_until
 
 HELLO = REPO / "examples" / "hello"
 ROUTE_KEY = "hello--production"
@@ -72,12 +71,6 @@ def production(server, path: str = "/") -> httpx.Response:
 
 def edge_host(server, host: str, path: str = "/") -> httpx.Response:
     return httpx.get(f"http://127.0.0.1:{server.edge_port}{path}", headers={"Host": host}, timeout=10)
-
-
-def db_rows(server, sql: str, *args) -> list[dict]:
-    with sqlite3.connect(f"file:{server.data_dir / 'rhone.db'}?mode=ro", uri=True, timeout=10) as db:
-        db.row_factory = sqlite3.Row
-        return [dict(r) for r in db.execute(sql, args)]
 
 
 def route_owner(server, environment: str = "production") -> tuple[str, int] | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,7 +18,7 @@ import httpx
 import pytest
 
 from rhone_local.sandbox import detect
-from tests.e2e.helpers import hello_app, processes_under, restart, toml_str, wait_until
+from tests.e2e.helpers import db_rows, hello_app, processes_under, restart, toml_str, wait_until
 
 SEALED = detect("auto", state_dir=Path("/tmp") / f"rhone-sandbox-probe-{os.getpid()}")
 needs_bubblewrap = pytest.mark.skipif(not SEALED.sealed, reason=f"no working bubblewrap here: {SEALED.reason}")
@@ -113,12 +112,6 @@ def building_evidence(server, deployment: dict) -> dict:
 def drains_ended(server) -> bool:
     """Whether every allocation that was draining (the previous owner, a superseded preview) has stopped."""
     return not db_rows(server, "SELECT id FROM allocations WHERE state = 'draining'")
-
-
-def db_rows(server, sql: str, *args) -> list[dict]:
-    with sqlite3.connect(f"file:{server.data_dir / 'rhone.db'}?mode=ro", uri=True, timeout=10) as db:
-        db.row_factory = sqlite3.Row
-        return [dict(r) for r in db.execute(sql, args)]
 
 
 def control_plane_files(server) -> dict[str, bytes]:

@@ -3,8 +3,8 @@ where the shell shows descriptions), environment names, and quiet fallback when 
 
 bash and zsh run interactively in a pseudo-terminal (pexpect): bash's completion function is called with given words
 and a TAB finishes a unique id; zsh lists candidates on a TAB. fish answers `complete --do-complete`, its own
-completion engine. The API is the real app on a loopback port. A shell that is
-not installed skips its tests (`.ci/run` installs zsh and fish).
+completion engine. The API is the real app on a loopback port. A shell that is not installed skips its tests
+(`.ci/run` installs zsh and fish).
 """
 
 from __future__ import annotations
@@ -82,8 +82,9 @@ def _zsh_listing(child, prompt: str, typed: str, candidates: list[str]) -> str:
     """What zsh lists for `typed`: one TAB inserts the candidates' common prefix; then, on a fresh line with that
     prefix typed, one TAB has nothing left to insert and lists them (AUTO_LIST). Each line is abandoned with Ctrl-C.
 
-    zsh shows a completion before its widget has quite finished, and a key or a Ctrl-C arriving in that moment can be
-    dropped; so every key waits until zsh is blocked reading the terminal, with no child running (`_send`)."""
+    zsh apparently shows a completion before its widget has quite finished, and a key or a Ctrl-C arriving in that
+    moment was seen dropped (under load); so every key waits until zsh is blocked reading the terminal, with no child
+    running (`_send`)."""
     same = itertools.takewhile(lambda chars: len(set(chars)) == 1, zip(*candidates, strict=False))
     common = "".join(chars[0] for chars in same)
     _send(child, typed + "\t")
@@ -109,8 +110,7 @@ def _send(child, keys: str) -> None:
     deadline, calm = time.monotonic() + 60, 0
     while calm < 2:
         if not child.isalive() or time.monotonic() > deadline:
-            printed = child.logfile_read.getvalue()[-3000:]
-            pytest.fail(f"the shell never waited for input (alive: {child.isalive()}); its last output: {printed!r}")
+            pytest.fail(f"the shell never waited for input; {_shell_state(child)}")
         try:
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
             children = (proc / "task" / str(child.pid) / "children").read_text().strip()
@@ -118,7 +118,8 @@ def _send(child, keys: str) -> None:
             state, children = "?", ""
         idle = state == "S" and not children and _reading_its_terminal(proc)
         calm = calm + 1 if idle else 0
-        time.sleep(0.02)
+        if calm < 2:
+            time.sleep(0.02)
     child.send(keys)
 
 
@@ -142,20 +143,23 @@ def _reading_its_terminal(proc: Path) -> bool:
 
 
 def _expect(child, text: str) -> None:
-    """`child.expect_exact(text)`, failing with what the shell printed last (the transcript is kept for this) and
-    what it was doing."""
+    """`child.expect_exact(text)`, failing with the shell's state (`_shell_state`)."""
     pexpect = pytest.importorskip("pexpect")
     try:
         child.expect_exact(text)
     except pexpect.TIMEOUT:
-        tree = subprocess.run(
-            ["ps", "-o", "pid,ppid,stat,wchan:20,etime,args", "--ppid", str(child.pid), "-p", str(child.pid)],
-            capture_output=True,
-            text=True,
-        ).stdout
-        pytest.fail(
-            f"the shell never printed {text!r}; its last output: {child.logfile_read.getvalue()[-3000:]!r}\n{tree}"
-        )
+        pytest.fail(f"the shell never printed {text!r}; {_shell_state(child)}")
+
+
+def _shell_state(child) -> str:
+    """For a failure message: what the shell printed last (its transcript is kept for this) and what it and its
+    children are doing."""
+    tree = subprocess.run(
+        ["ps", "-o", "pid,ppid,stat,wchan:20,etime,args", "--ppid", str(child.pid), "-p", str(child.pid)],
+        capture_output=True,
+        text=True,
+    ).stdout
+    return f"its last output: {child.logfile_read.getvalue()[-3000:]!r}\n{tree}"
 
 
 def _bash_compreply(child, prompt: str, words: list[str]) -> list[str]:

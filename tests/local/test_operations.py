@@ -118,9 +118,7 @@ def test_stale_worker_with_an_old_version_changes_nothing(
     assert after["lease_owner"] == "worker-b", "the stale worker released a lease it no longer held"
 
 
-def test_worker_whose_lease_was_taken_cannot_write_even_at_the_current_version(
-    local: LocalEnv, short_lease: Workers
-) -> None:
+def test_worker_whose_lease_was_taken_cannot_write_even_at_the_current_version(local: LocalEnv) -> None:
     op_id = _start_project(local)["id"]
     seen_by_a = local.store.claim_operation("worker-a", LEASE, TERMINAL_STATES)
     assert seen_by_a is not None
